@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing, installing the CPU build of PyTorch first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+
+$(BIN)/bayestensor: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC) $(TORCH_INDEX)
+	$(BIN)/pip install -q -e ".[test,images]"
+	touch $(BIN)/bayestensor
+
+.PHONY: install demo test clean
+install: $(BIN)/bayestensor
+
+demo: install
+	$(BIN)/bayestensor demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,201 @@
+"""Data: synthetic low-rank tensors with known truth, and real data bundled with installed packages.
+
+Nothing here downloads: TensorLy ships the kinetic fluorescence tensor, scikit-image ships the
+colour images (optional extra ``images``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .formats import LowRankTensor, get_format
+from .observations import Observations
+
+IMAGES = ("astronaut", "chelsea", "coffee")
+
+
+@dataclass
+class SyntheticTensor:
+    """A synthetic completion problem with its ground truth.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    truth : LowRankTensor
+        The noise-free low-rank tensor.
+    train : Observations
+        Noisy observed entries (what a model sees).
+    test : Observations
+        Held-out unobserved entries with their *noise-free* values.
+    test_noisy : Observations
+        The same held-out entries with noise added (for predictive coverage).
+    noise_sd : float
+        Standard deviation of the Gaussian noise.
+    rank : int or tuple
+        True rank.
+    """
+
+    shape: tuple
+    truth: LowRankTensor
+    train: Observations
+    test: Observations
+    test_noisy: Observations
+    noise_sd: float
+    rank: object
+    info: dict = field(default_factory=dict)
+
+    def relative_error(self, predicted) -> float:
+        """``||pred - truth|| / ||truth||`` on the held-out entries."""
+        t = self.test.values.double().numpy()
+        p = np.asarray(predicted, dtype=np.float64)
+        return float(np.linalg.norm(p - t) / np.linalg.norm(t))
+
+
+def _sample_indices(shape, n: int, gen: torch.Generator, exclude: set | None = None) -> torch.Tensor:
+    """``n`` distinct index tuples, uniformly, without forming the dense tensor when it is large."""
+    total = math.prod(shape)
+    if total <= 50_000_000 and exclude is None:
+        flat = torch.randperm(total, generator=gen)[:n]
+    else:
+        chosen: set = set()
+        exclude = exclude or set()
+        while len(chosen) < n:
+            cand = torch.randint(0, total, (2 * (n - len(chosen)) + 16,), generator=gen).tolist()
+            for c in cand:
+                if c not in exclude and c not in chosen:
+                    chosen.add(c)
+                    if len(chosen) == n:
+                        break
+        flat = torch.tensor(sorted(chosen))
+        flat = flat[torch.randperm(len(flat), generator=gen)]
+    return torch.stack(torch.unravel_index(flat, tuple(shape)), -1), flat
+
+
+def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: float = 10.0,
+                     observed: float = 0.2, n_test: int = 20_000, seed: int = 0) -> SyntheticTensor:
+    """A random low-rank tensor, noisy observations of a fraction of it, and held-out entries.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    rank : int or sequence
+        True rank in the format's convention.
+    format : {"cp", "tucker", "tt", "ttm"}
+    snr_db : float
+        Signal-to-noise ratio ``20 log10(std(signal) / noise_sd)``.
+    observed : float in (0, 1)
+        Fraction of entries observed.
+    n_test : int
+        Held-out unobserved entries kept for evaluation (at most all unobserved ones).
+    seed : int
+
+    Examples
+    --------
+    >>> data = synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=0)
+    >>> len(data.train)
+    5400
+    """
+    if not 0 < observed < 1:
+        raise ValueError(f"observed: expected a fraction in (0, 1), got {observed}")
+    if not math.isfinite(snr_db):
+        raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
+    cls = get_format(format)
+    shape = tuple(int(s) for s in shape)
+    gen = torch.Generator().manual_seed(seed)
+    truth = cls.random(shape, rank, scale=1.0, seed=seed)
+    truth = cls(shape, [p.double() for p in truth.params])
+    total = math.prod(shape)
+    n_obs = max(1, int(round(observed * total)))
+    n_test = min(int(n_test), total - n_obs)
+    if n_test < 1:
+        raise ValueError("observed: leaves no entry to hold out")
+    idx_all, flat = _sample_indices(shape, n_obs + n_test, gen)
+    idx_obs, idx_test = idx_all[:n_obs], idx_all[n_obs:]
+    clean_obs = truth.entries(idx_obs)
+    clean_test = truth.entries(idx_test)
+    signal_sd = float(torch.cat([clean_obs, clean_test]).std())
+    noise_sd = signal_sd / 10 ** (snr_db / 20)
+    noisy_obs = clean_obs + noise_sd * torch.randn(clean_obs.shape, generator=gen, dtype=torch.float64)
+    noisy_test = clean_test + noise_sd * torch.randn(clean_test.shape, generator=gen, dtype=torch.float64)
+    return SyntheticTensor(
+        shape=shape, truth=truth,
+        train=Observations(idx_obs, noisy_obs.float(), shape),
+        test=Observations(idx_test, clean_test.float(), shape),
+        test_noisy=Observations(idx_test, noisy_test.float(), shape),
+        noise_sd=noise_sd, rank=rank,
+        info={"format": cls.format_name, "snr_db": snr_db, "observed": observed, "seed": seed},
+    )
+
+
+@dataclass
+class RealTensor:
+    """A real tensor with its own missing-value mask."""
+
+    data: np.ndarray
+    mask: np.ndarray
+    name: str
+    info: dict = field(default_factory=dict)
+
+    def observations(self) -> Observations:
+        return Observations.from_dense(self.data, self.mask)
+
+
+def load_kinetic() -> RealTensor:
+    """TensorLy's kinetic fluorescence tensor (64 x 12 x 10 x 60) with its real missing mask.
+
+    Nikolajsen, Booksh, Hansen & Bro (2003), Analytica Chimica Acta 475, 137-150. ``mask`` is
+    ``True`` where observed.
+    """
+    from tensorly.datasets import load_kinetic as _load
+
+    bunch = _load()
+    data = np.asarray(bunch.tensor, dtype=np.float64)
+    missing = np.asarray(bunch.missing_values_position, dtype=bool)
+    data = data.copy()
+    data[missing] = np.nan
+    return RealTensor(data, ~missing, "kinetic",
+                      {"modes": list(bunch.dims), "reference": bunch.reference})
+
+
+def load_image(name: str = "astronaut", size: int | None = 128, missing: float = 0.7,
+               seed: int = 0) -> RealTensor:
+    """A scikit-image colour image (H x W x 3, values in [0, 1]) with missing pixels.
+
+    Parameters
+    ----------
+    name : {"astronaut", "chelsea", "coffee"}
+    size : int, optional
+        Resize the longer side to this many pixels (None keeps the original).
+    missing : float in [0, 1)
+        Fraction of pixels removed (all three channels of a pixel together).
+    seed : int
+
+    Raises
+    ------
+    ImportError
+        Without scikit-image (install the ``images`` extra).
+    """
+    if name not in IMAGES:
+        raise ValueError(f"name: expected one of {IMAGES}, got {name!r}")
+    if not 0 <= missing < 1:
+        raise ValueError(f"missing: expected a fraction in [0, 1), got {missing}")
+    try:
+        import skimage.data
+        from skimage.transform import resize
+    except ImportError as err:  # pragma: no cover - depends on the extra
+        raise ImportError("load_image needs scikit-image: pip install 'bayestensor[images]'") from err
+    img = getattr(skimage.data, name)().astype(np.float64) / 255.0
+    if size is not None:
+        h, w = img.shape[:2]
+        scale = size / max(h, w)
+        img = resize(img, (max(1, round(h * scale)), max(1, round(w * scale)), 3), anti_aliasing=True)
+    rng = np.random.default_rng(seed)
+    pixel_mask = rng.random(img.shape[:2]) >= missing
+    mask = np.repeat(pixel_mask[..., None], 3, axis=-1)
+    data = img.copy()
+    data[~mask] = np.nan
+    return RealTensor(data, mask, name, {"truth": img, "missing": missing})

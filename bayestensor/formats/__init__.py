@@ -1,0 +1,40 @@
+"""Low-rank tensor formats with a leading sample dimension: CP, Tucker, TT and TT-matrix.
+
+Each format stores a list of parameters, reconstructs the dense tensor (``reconstruct``),
+evaluates entries at index tuples without forming it (``entries``), exposes its rank slices
+(``slice_norms``, ``prune``) and initializes from data by TensorLy's SVD-based decompositions
+(``from_tensor``) or at random (``random``).
+"""
+
+from .base import LowRankTensor, ParamSpec, as_index_tensor
+from .cp import CPTensor
+from .tt import TTTensor
+from .ttm import TTMatrix
+from .tucker import TuckerTensor
+
+FORMATS: dict[str, type[LowRankTensor]] = {
+    "cp": CPTensor,
+    "tucker": TuckerTensor,
+    "tt": TTTensor,
+    "ttm": TTMatrix,
+}
+
+
+def get_format(name: str) -> type[LowRankTensor]:
+    """Format class for ``"cp" | "tucker" | "tt" | "ttm"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
+    if isinstance(name, type) and issubclass(name, LowRankTensor):
+        return name
+    key = str(name).lower()
+    if key not in FORMATS:
+        raise ValueError(f"format: expected one of {sorted(FORMATS)}, got {name!r}")
+    return FORMATS[key]
+
+
+__all__ = ["LowRankTensor", "ParamSpec", "CPTensor", "TuckerTensor", "TTTensor", "TTMatrix",
+           "FORMATS", "get_format", "as_index_tensor"]

@@ -1,0 +1,102 @@
+"""CP (CANDECOMP/PARAFAC) format: a sum of R rank-one tensors."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import tensorly as tl
+import torch
+
+from .base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+
+
+def balance_cp_factors(factors: list[np.ndarray]) -> list[np.ndarray]:
+    """Rescale CP factor columns so every mode carries the same norm for each component.
+
+    The product of the column norms (the component's magnitude) is unchanged. A shared prior
+    scale per component then acts on all modes alike.
+    """
+    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])  # (N, R)
+    norms = np.where(norms > 0, norms, 1.0)
+    target = np.exp(np.log(norms).mean(0))
+    return [f / n * target for f, n in zip(factors, norms)]
+
+
+class CPTensor(LowRankTensor):
+    """CP tensor ``X[i_1..i_N] = sum_r prod_n A_n[i_n, r]`` with factors ``A_n`` of shape (I_n, R).
+
+    There is one rank dimension; rank slice ``r`` is column ``r`` of every factor. Weights are
+    absorbed into the factors.
+
+    Examples
+    --------
+    >>> x = CPTensor.random((4, 5, 6), rank=3, seed=0)
+    >>> x.reconstruct().shape
+    torch.Size([4, 5, 6])
+    """
+
+    format_name = "cp"
+
+    @classmethod
+    def normalize_rank(cls, shape, rank):
+        if isinstance(rank, (list, tuple)):
+            if len(rank) != 1:
+                raise ValueError(f"rank: CP has one rank dimension, got {rank}")
+            rank = rank[0]
+        rank = int(rank)
+        if rank < 1:
+            raise ValueError(f"rank: expected a positive integer, got {rank}")
+        return (rank,)
+
+    @classmethod
+    def specs(cls, shape, rank):
+        (r,) = cls.normalize_rank(shape, rank)
+        return [ParamSpec(f"factor{n}", (int(s), r), {1: 0}) for n, s in enumerate(shape)]
+
+    def _specs_from_params(self):
+        r = self.params[0].shape[-1]
+        return self.specs(self.shape, r)
+
+    @property
+    def factors(self) -> list[torch.Tensor]:
+        return self.params
+
+    def reconstruct(self):
+        letters = string.ascii_lowercase[: self.ndim]
+        expr = ",".join(f"...{c}z" for c in letters) + f"->...{letters}"
+        return torch.einsum(expr, *self.params)
+
+    def _entries(self, idx):
+        prod = None
+        for n, f in enumerate(self.params):
+            rows = f[..., idx[:, n], :]
+            prod = rows if prod is None else prod * rows
+        return prod.sum(-1)
+
+    @classmethod
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+        (r,) = cls.normalize_rank(np.shape(tensor), rank)
+        data = fill_missing(tensor, mask).numpy()
+        usable = min(r, min(data.shape))
+        m = None if mask is None else np.asarray(mask, dtype=bool)
+        cp = tl.decomposition.parafac(
+            tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
+            random_state=seed,
+        )
+        weights, factors = cp
+        factors = [np.asarray(f) * (np.asarray(weights) if n == 0 else 1.0)
+                   for n, f in enumerate(factors)]
+        factors = balance_cp_factors(factors)
+        gen = torch.Generator().manual_seed(seed)
+        small = 1e-2 * float(np.mean([np.abs(f).mean() for f in factors]))
+        params = [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, r, gen, small)
+                  for f in factors]
+        return cls(data.shape, [p.float() for p in params])
+
+    def to_tensorly(self):
+        if self.batch_shape:
+            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
+                             f"{self.batch_shape}; use .sample(i)")
+        factors = [f.detach().cpu().numpy() for f in self.params]
+        return tl.cp_tensor.CPTensor((np.ones(factors[0].shape[1]), factors))

@@ -1,0 +1,132 @@
+"""Tensor-train (TT, matrix product state) format."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorly as tl
+import torch
+
+from .base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+
+
+def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:
+    """Internal TT ranks (r_1, ..., r_{N-1}) from an int, N-1 values or N+1 values (ends 1)."""
+    if isinstance(rank, (list, tuple)):
+        ranks = [int(r) for r in rank]
+        if len(ranks) == n_cores + 1:
+            if ranks[0] != 1 or ranks[-1] != 1:
+                raise ValueError(f"rank: boundary TT ranks must be 1, got {rank}")
+            ranks = ranks[1:-1]
+        elif len(ranks) != n_cores - 1:
+            raise ValueError(
+                f"rank: expected {n_cores - 1} internal TT ranks (or {n_cores + 1} with the "
+                f"boundary ones), got {rank}"
+            )
+    else:
+        ranks = [int(rank)] * (n_cores - 1)
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"rank: expected positive integers, got {ranks}")
+    return tuple(ranks)
+
+
+def tt_core_specs(mode_shapes: list[tuple[int, ...]], ranks: tuple[int, ...]) -> list[ParamSpec]:
+    """Specs of TT cores (r_{k-1}, *mode_shape_k, r_k); boundary ranks are 1 and not rank dims."""
+    full = (1,) + tuple(ranks) + (1,)
+    specs = []
+    for k, ms in enumerate(mode_shapes):
+        shape = (full[k],) + tuple(ms) + (full[k + 1],)
+        axes = {}
+        if k > 0:
+            axes[0] = k - 1
+        if k < len(mode_shapes) - 1:
+            axes[len(shape) - 1] = k
+        specs.append(ParamSpec(f"core{k}", shape, axes))
+    return specs
+
+
+def tt_chain_entries(cores: list[torch.Tensor], slices: list[torch.Tensor]) -> torch.Tensor:
+    """Contract gathered core slices ``(..., r_{k-1}, n, r_k)`` along the train."""
+    v = slices[0][..., 0, :, :]  # (..., n, r_1)
+    for s in slices[1:]:
+        v = torch.einsum("...zr,...rzs->...zs", v, s)
+    return v[..., 0]
+
+
+def tt_chain_dense(cores_flat: list[torch.Tensor]) -> torch.Tensor:
+    """Contract cores ``(..., r_{k-1}, m_k, r_k)`` into ``(..., m_1 * ... * m_N)``."""
+    res = cores_flat[0][..., 0, :, :]  # (..., m_1, r_1)
+    for c in cores_flat[1:]:
+        res = torch.einsum("...pr,...rms->...pms", res, c)
+        res = res.reshape(res.shape[:-3] + (res.shape[-3] * res.shape[-2], res.shape[-1]))
+    return res[..., 0]
+
+
+class TTTensor(LowRankTensor):
+    """Tensor train ``X[i_1..i_N] = G_1[:, i_1, :] G_2[:, i_2, :] ... G_N[:, i_N, :]``.
+
+    Core ``G_k`` has shape (r_{k-1}, I_k, r_k) with r_0 = r_N = 1. The N-1 internal ranks are
+    the rank dimensions; slice ``j`` of rank dimension ``k`` is ``G_k[..., j]`` together with
+    ``G_{k+1}[j, ...]``.
+    """
+
+    format_name = "tt"
+
+    @classmethod
+    def normalize_rank(cls, shape, rank):
+        if len(shape) < 2:
+            raise ValueError(f"shape: TT needs at least 2 modes, got {tuple(shape)}")
+        return normalize_tt_rank(len(shape), rank)
+
+    @classmethod
+    def specs(cls, shape, rank):
+        ranks = cls.normalize_rank(shape, rank)
+        return tt_core_specs([(int(s),) for s in shape], ranks)
+
+    def _specs_from_params(self):
+        ranks = tuple(int(p.shape[-1]) for p in self.params[:-1])
+        return self.specs(self.shape, ranks)
+
+    @property
+    def cores(self) -> list[torch.Tensor]:
+        return self.params
+
+    def reconstruct(self):
+        flat = tt_chain_dense(self.params)
+        return flat.reshape(self.batch_shape + self.shape)
+
+    def _entries(self, idx):
+        slices = [c[..., :, idx[:, k], :] for k, c in enumerate(self.params)]
+        return tt_chain_entries(self.params, slices)
+
+    @classmethod
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+        shape = np.shape(tensor)
+        ranks = cls.normalize_rank(shape, rank)
+        data = fill_missing(tensor, mask).numpy()
+        tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
+        return cls(shape, _pad_cores([np.asarray(c) for c in tt.factors], ranks, seed))
+
+    def to_tensorly(self):
+        if self.batch_shape:
+            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
+                             f"{self.batch_shape}; use .sample(i)")
+        return tl.tt_tensor.TTTensor([c.detach().cpu().numpy() for c in self.params])
+
+
+def _pad_cores(cores: list[np.ndarray], ranks: tuple[int, ...], seed: int) -> list[torch.Tensor]:
+    """Pad SVD cores to the requested ranks with small noise and balance their norms."""
+    gen = torch.Generator().manual_seed(seed)
+    full = (1,) + tuple(ranks) + (1,)
+    out = []
+    for k, c in enumerate(cores):
+        t = torch.as_tensor(c, dtype=torch.float64)
+        t = pad_rank(t, 0, full[k], gen, 1e-2)
+        t = pad_rank(t, t.ndim - 1, full[k + 1], gen, 1e-2)
+        out.append(t)
+    # TT-SVD puts the whole norm into the last core; spread it evenly.
+    total = float(out[-1].norm())
+    if total > 0:
+        per = total ** (1.0 / len(out))
+        out[-1] = out[-1] / total
+        out = [t * per for t in out]
+    return [t.float() for t in out]

@@ -1,0 +1,135 @@
+"""Kernels for SVGD, applied per block of coordinates.
+
+A kernel here is a function of the squared distance ``r = ||x - y||^2`` scaled by a bandwidth
+``h``: it returns ``k(r)`` and ``dk/dr``, from which SVGD's driving and repulsive terms follow.
+
+*Blocks.* An isotropic kernel on all D coordinates at once gives almost no repulsion in
+hundreds of dimensions: distances concentrate, the median heuristic sets a bandwidth at which
+the gradient of the kernel is tiny next to the driving term, and particles started near one
+mode stay there. Applying the kernel per block of coordinates (a block-diagonal matrix-valued
+kernel, Wang, Tang, Bajaj & Liu, ICML 2019) keeps each block's dimension small; it is still a
+valid SVGD kernel. Blocks are a vector of block ids over coordinates: all zeros is the classic
+isotropic SVGD, one id per site or per rank slice are the finer choices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Kernel:
+    """Base class: ``profile(r, h) -> (k, dk/dr)`` on squared distances ``r``."""
+
+    def __init__(self, bandwidth: float | str = "median"):
+        if not (bandwidth == "median" or (isinstance(bandwidth, (int, float)) and bandwidth > 0)):
+            raise ValueError(f"bandwidth: expected 'median' or a positive number, got {bandwidth!r}")
+        self.bandwidth = bandwidth
+
+    def profile(self, r: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def bandwidths(self, r: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bandwidths for ``(B, n, n)`` squared distances.
+
+        Median heuristic (Liu & Wang 2016): ``h = median(r) / log(n + 1)``, so that a typical
+        pair has kernel value about ``1 / n``.
+        """
+        if self.bandwidth != "median":
+            return torch.full(r.shape[:1], float(self.bandwidth), dtype=r.dtype, device=r.device)
+        n = r.shape[-1]
+        iu = torch.triu_indices(n, n, offset=1, device=r.device)
+        pairs = r[:, iu[0], iu[1]]
+        med = pairs.median(dim=-1).values if pairs.shape[-1] else torch.ones(r.shape[0])
+        return (med / math.log(n + 1)).clamp_min(1e-12)
+
+
+class RBFKernel(Kernel):
+    """Gaussian kernel ``k = exp(-r / h)``."""
+
+    def profile(self, r, h):
+        k = torch.exp(-r / h)
+        return k, -k / h
+
+
+class IMQKernel(Kernel):
+    """Inverse multiquadric ``k = (c^2 + r / h) ** beta`` with ``beta < 0`` (default -1/2).
+
+    Its heavier tails keep particles interacting at larger distances than the RBF kernel.
+    """
+
+    def __init__(self, bandwidth: float | str = "median", c: float = 1.0, beta: float = -0.5):
+        super().__init__(bandwidth)
+        if not beta < 0:
+            raise ValueError(f"beta: expected a negative exponent, got {beta}")
+        if not c > 0:
+            raise ValueError(f"c: expected a positive number, got {c}")
+        self.c, self.beta = float(c), float(beta)
+
+    def profile(self, r, h):
+        base = self.c**2 + r / h
+        k = base**self.beta
+        return k, self.beta / h * base ** (self.beta - 1)
+
+
+KERNELS = {"rbf": RBFKernel, "imq": IMQKernel}
+
+
+def get_kernel(kernel) -> Kernel:
+    """A kernel object from ``"rbf" | "imq"`` or an instance."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {sorted(KERNELS)} or a Kernel, got {kernel!r}")
+    return KERNELS[kernel]()
+
+
+class BlockLayout:
+    """Coordinates grouped into blocks, arranged for batched distance computations.
+
+    Blocks of equal size are stacked so that one ``einsum`` per distinct size computes all
+    pairwise squared distances; there is no loop over particles or over blocks of a size.
+    """
+
+    def __init__(self, block_ids: torch.Tensor):
+        ids = torch.as_tensor(block_ids, dtype=torch.long)
+        uniq, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+        self.num_blocks = int(uniq.numel())
+        self.groups = []  # (coordinate indices (B_s, s))
+        for size in torch.unique(counts).tolist():
+            members = (counts == size).nonzero().flatten()
+            coords = [(inverse == b).nonzero().flatten() for b in members.tolist()]
+            self.groups.append(torch.stack(coords))
+        self.dim = int(ids.numel())
+
+
+def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
+                   layout: BlockLayout) -> tuple[torch.Tensor, dict]:
+    """SVGD update direction for particles ``x`` ``(n, D)`` with log-density gradients ``grad``.
+
+    ``phi(x_i) = 1/n sum_j [k(x_j, x_i) grad_j + grad_{x_j} k(x_j, x_i)]`` computed block by
+    block (block-diagonal kernel). Returns ``phi`` ``(n, D)`` and statistics (mean kernel value,
+    relative size of the repulsive term) for monitoring collapse.
+    """
+    n = x.shape[0]
+    phi = torch.zeros_like(x)
+    drive_sq, repel_sq, k_mean = 0.0, 0.0, 0.0
+    for coords in layout.groups:
+        xb = x[:, coords]              # (n, B, s)
+        gb = grad[:, coords]
+        sq = xb.pow(2).sum(-1)         # (n, B)
+        gram = torch.einsum("ibs,jbs->bij", xb, xb)
+        r = (sq.T.unsqueeze(-1) + sq.T.unsqueeze(-2) - 2 * gram).clamp_min(0)  # (B, n, n)
+        h = kernel.bandwidths(r).view(-1, 1, 1)
+        k, dk = kernel.profile(r, h)   # symmetric (B, n, n)
+        drive = torch.einsum("bij,jbs->ibs", k, gb)
+        # sum_j grad_{x_j} k(|x_j - x_i|^2) = sum_j 2 dk_ij (x_j - x_i)
+        repel = 2 * (torch.einsum("bij,jbs->ibs", dk, xb) - dk.sum(-1).T.unsqueeze(-1) * xb)
+        phi[:, coords] = (drive + repel) / n
+        drive_sq += float(drive.pow(2).sum())
+        repel_sq += float(repel.pow(2).sum())
+        k_mean += float(k.mean()) * coords.shape[0]
+    stats = {"kernel_mean": k_mean / max(layout.num_blocks, 1),
+             "repulsion_ratio": math.sqrt(repel_sq / max(drive_sq, 1e-300))}
+    return phi, stats

@@ -1,0 +1,323 @@
+"""The result of ``fit``: samples with (chain, draw) dims, statistics, predictions."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import rank as rank_mod
+from . import arviz_adapter
+
+#: Methods whose draws form Markov chains (R-hat and ESS apply).
+MARKOV_METHODS = {"sghmc", "nuts"}
+
+
+def normal_mixture_quantiles(mu: torch.Tensor, sd: torch.Tensor, probs, iters: int = 60):
+    """Quantiles of the equal-weight mixture ``mean_s Normal(mu[s], sd[s])`` per column.
+
+    Parameters
+    ----------
+    mu : (S, n) tensor
+    sd : (S,) or (S, n) tensor
+    probs : sequence of float
+
+    Bisection on the mixture CDF; exact up to ``range / 2**iters`` and deterministic, unlike
+    quantiles of random draws.
+    """
+    mu = mu.double()
+    sd = torch.as_tensor(sd, dtype=torch.float64)
+    if sd.ndim == 1:
+        sd = sd.unsqueeze(-1)
+    sd = sd.clamp_min(1e-300)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    spread = 12.0 * sd.max()
+    out = []
+    for p in probs:
+        lo = mu.min(0).values - spread
+        hi = mu.max(0).values + spread
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            cdf = normal.cdf((mid - mu) / sd).mean(0)
+            below = cdf < p
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        out.append(0.5 * (lo + hi))
+    return out
+
+
+@dataclass
+class Prediction:
+    """Posterior predictions at a set of indices.
+
+    Attributes
+    ----------
+    mean : np.ndarray
+        Posterior mean of each entry.
+    sd : np.ndarray
+        Posterior predictive sd of a new noisy observation (entry uncertainty plus noise).
+    sd_mean : np.ndarray
+        Posterior sd of the noise-free entry (zero for MAP: one point, no spread).
+    draws : torch.Tensor
+        ``(S, n)`` per-sample entry values.
+    noise_sd : torch.Tensor
+        ``(S,)`` per-sample noise sd.
+
+    Notes
+    -----
+    For ``method="map"`` there is one sample: ``interval(kind="mean")`` is degenerate (lower =
+    upper = mean) and ``interval(kind="predictive")`` reflects the noise only.
+    """
+
+    mean: np.ndarray
+    sd: np.ndarray
+    sd_mean: np.ndarray
+    draws: torch.Tensor = field(repr=False)
+    noise_sd: torch.Tensor = field(repr=False)
+
+    def interval(self, level: float = 0.9, kind: str = "predictive") -> tuple[np.ndarray, np.ndarray]:
+        """Central credible interval at ``level``.
+
+        Parameters
+        ----------
+        level : float in (0, 1)
+        kind : {"predictive", "mean"}
+            ``"predictive"`` for a new noisy observation (quantiles of the Gaussian mixture over
+            samples), ``"mean"`` for the noise-free entry (empirical quantiles over samples).
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level: expected a number in (0, 1), got {level}")
+        lo_p, hi_p = (1 - level) / 2, (1 + level) / 2
+        if kind == "mean":
+            q = torch.quantile(self.draws.double(), torch.tensor([lo_p, hi_p], dtype=torch.float64), dim=0)
+            return q[0].numpy(), q[1].numpy()
+        if kind != "predictive":
+            raise ValueError(f"kind: expected 'predictive' or 'mean', got {kind!r}")
+        lo, hi = normal_mixture_quantiles(self.draws, self.noise_sd, [lo_p, hi_p])
+        return lo.numpy(), hi.numpy()
+
+    def coverage(self, truth, level: float = 0.9, kind: str = "predictive") -> float:
+        """Fraction of ``truth`` inside the central interval at ``level``."""
+        lo, hi = self.interval(level, kind)
+        t = np.asarray(truth, dtype=np.float64)
+        return float(np.mean((t >= lo) & (t <= hi)))
+
+
+class Posterior:
+    """Samples of a fitted model, in constrained space, with ``(chain, draw, ...)`` dims.
+
+    Parameters
+    ----------
+    samples : dict of str to tensor
+        Site values, each ``(chain, draw, *site_shape)``.
+    sample_stats : dict of str to tensor, optional
+        Per-draw statistics ``(chain, draw)`` (e.g. ``potential``, ``step_size``).
+    method : str
+        The method that produced the samples.
+    model : BayesModel, optional
+        The built-in model (enables ``predict`` and ``effective_rank``).
+    info : dict, optional
+        Run metadata: seed, settings, timings, interruption state.
+
+    Notes
+    -----
+    For ``"svgd"`` the draw dimension holds particles, for ``"map"`` one point, for ``"vi"``
+    independent draws from the variational posterior: none of these is a Markov chain, so
+    R-hat and ESS do not apply (``summary`` leaves them out and says so).
+    """
+
+    def __init__(self, samples: dict, sample_stats: dict | None = None, method: str = "",
+                 model=None, info: dict | None = None):
+        self.samples = {k: torch.as_tensor(v).detach() for k, v in samples.items()}
+        self.sample_stats = {k: torch.as_tensor(v).detach() for k, v in (sample_stats or {}).items()}
+        self.method = method
+        self.model = model
+        self.info = dict(info or {})
+        shapes = {tuple(v.shape[:2]) for v in self.samples.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"samples: all sites need the same (chain, draw) dims, got {shapes}")
+
+    # --- shape ------------------------------------------------------------------------------
+    @property
+    def num_chains(self) -> int:
+        return int(next(iter(self.samples.values())).shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(next(iter(self.samples.values())).shape[1])
+
+    @property
+    def is_markov_chain(self) -> bool:
+        """Whether R-hat/ESS apply (SGHMC, NUTS)."""
+        return self.method in MARKOV_METHODS
+
+    def flat_samples(self) -> dict:
+        """Site values with chain and draw merged into one leading dim."""
+        return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self.samples.items()}
+
+    def mean(self) -> dict:
+        """Posterior mean of every site."""
+        return {k: v.float().mean((0, 1)) for k, v in self.samples.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.samples[name]
+
+    def __repr__(self) -> str:
+        return (f"Posterior(method={self.method!r}, chains={self.num_chains}, "
+                f"draws={self.num_draws}, sites={list(self.samples)})")
+
+    # --- model-aware ------------------------------------------------------------------------
+    def _require_model(self, what: str):
+        if self.model is None or not hasattr(self.model, "predict_entries"):
+            raise TypeError(f"{what}: needs a built-in bayestensor model; for a custom Pyro "
+                            "model use pyro.infer.Predictive with posterior.flat_samples()")
+
+    def predict(self, indices, chunk_size: int = 100_000) -> Prediction:
+        """Predict entries at an ``(n, ndim)`` index array, averaging over all samples.
+
+        Parameters
+        ----------
+        indices : array_like of int
+            Index tuples (validated against the model's shape).
+        chunk_size : int
+            Entries evaluated at once (bounds memory to ``S * chunk_size`` floats).
+
+        Returns
+        -------
+        Prediction
+            Mean, predictive sd, sd of the mean, and ``interval(level)``.
+        """
+        self._require_model("predict")
+        from ..formats import as_index_tensor
+
+        idx = as_index_tensor(indices, len(self.model.shape), self.model.shape)
+        flat = self.flat_samples()
+        draws = []
+        for start in range(0, idx.shape[0], chunk_size):
+            mu, noise_sd = self.model.predict_entries(flat, idx[start:start + chunk_size])
+            draws.append(mu.detach())
+        draws = torch.cat(draws, -1) if draws else torch.zeros(len(noise_sd), 0)
+        noise_sd = noise_sd.detach()
+        var_mean = draws.double().var(0, unbiased=False)
+        pred_var = var_mean + noise_sd.double().pow(2).mean()
+        return Prediction(mean=draws.double().mean(0).numpy(), sd=pred_var.sqrt().numpy(),
+                          sd_mean=var_mean.sqrt().numpy(), draws=draws, noise_sd=noise_sd)
+
+    def predict_dense(self, max_entries: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and predictive sd of the whole tensor (only when it fits).
+
+        Raises
+        ------
+        ValueError
+            When the tensor has more than ``max_entries`` entries.
+        """
+        self._require_model("predict_dense")
+        shape = tuple(self.model.shape)
+        n = math.prod(shape)
+        if n > max_entries:
+            raise ValueError(f"max_entries: the dense tensor has {n} entries, more than "
+                             f"{max_entries}; predict at chosen indices instead")
+        idx = np.indices(shape).reshape(len(shape), -1).T
+        pred = self.predict(idx)
+        return pred.mean.reshape(shape), pred.sd.reshape(shape)
+
+    def slice_scales(self) -> list[torch.Tensor]:
+        """Slice scales per rank dimension, ``(chain, draw, R_d)``."""
+        self._require_model("slice_scales")
+        flat = self.flat_samples()
+        scales = self.model.slice_scales(flat)
+        return [s.reshape(self.num_chains, self.num_draws, -1) for s in scales]
+
+    def effective_rank(self, threshold: float = rank_mod.DEFAULT_THRESHOLD) -> rank_mod.RankPosterior:
+        """Distribution of the effective rank over samples (see :mod:`bayestensor.rank`)."""
+        return rank_mod.rank_posterior(self.slice_scales(), threshold)
+
+    def low_rank(self, i: int | None = None):
+        """The posterior-mean low-rank tensor, or sample ``i`` (flattened index)."""
+        self._require_model("low_rank")
+        if i is None:
+            return self.model.low_rank({k: v.unsqueeze(0) for k, v in self.mean().items()}).sample(0)
+        return self.model.low_rank(self.flat_samples()).sample(i)
+
+    # --- ArviZ ------------------------------------------------------------------------------
+    def to_arviz(self):
+        """``InferenceData`` (ArviZ 0.2x) or ``DataTree`` (ArviZ 1.x) of the samples."""
+        post = {k: v.float().cpu().numpy() for k, v in self.samples.items()}
+        stats = {k: v.float().cpu().numpy() for k, v in self.sample_stats.items()
+                 if tuple(v.shape[:2]) == (self.num_chains, self.num_draws)}
+        attrs = {"method": self.method, "inference_library": "bayestensor"}
+        return arviz_adapter.to_inference_data(post, stats, attrs=attrs)
+
+    def summary(self, var_names=None, ci_prob: float = 0.9):
+        """Table of mean, sd, credible interval and (for Markov chains) R-hat and ESS.
+
+        For SVGD, VI and MAP the draws are not a Markov chain: the R-hat, ESS and MCSE
+        columns are removed.
+        """
+        table = arviz_adapter.summary(self.to_arviz(), var_names=var_names, ci_prob=ci_prob)
+        if not self.is_markov_chain:
+            drop = [c for c in table.columns if c.startswith(("r_hat", "ess", "mcse"))]
+            table = table.drop(columns=drop)
+            table.attrs["note"] = (f"{self.method}: draws are not a Markov chain; R-hat and "
+                                   "ESS do not apply")
+        return table
+
+    def diagnostics(self, var_names=None) -> dict:
+        """Worst R-hat and smallest ESS (NaN where they do not apply)."""
+        if not self.is_markov_chain:
+            return {"max_rhat": float("nan"), "min_ess_bulk": float("nan"),
+                    "min_ess_tail": float("nan"),
+                    "note": f"{self.method}: not a Markov chain; R-hat does not apply"}
+        return arviz_adapter.rhat_ess(self.to_arviz(), var_names)
+
+    # --- persistence ------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write samples, statistics, run info and the model's config/state to ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {
+            "format_version": 1,
+            "samples": self.samples,
+            "sample_stats": self.sample_stats,
+            "method": self.method,
+            "info": _plain(self.info),
+        }
+        if self.model is not None and hasattr(self.model, "config"):
+            payload["model"] = {"class": type(self.model).__name__,
+                                "config": _plain(self.model.config()),
+                                "state": _plain(self.model.state())}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Posterior":
+        """Read what :meth:`save` wrote; the built-in model is rebuilt from its config."""
+        payload = torch.load(Path(path), weights_only=True)
+        model = None
+        if "model" in payload:
+            from ..models import model_from_config
+
+            model = model_from_config(payload["model"]["class"], payload["model"]["config"])
+            model.load_state(payload["model"]["state"])
+        return cls(payload["samples"], payload["sample_stats"], payload["method"], model,
+                   payload["info"])
+
+
+def _plain(obj):
+    """Convert numpy scalars/arrays and tuples to plain Python for safe serialization."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,261 @@
+"""The log joint of any Pyro model over a flat unconstrained vector, batched over chains.
+
+Pyro's ``initialize_model`` builds a potential for one chain and refuses sub-sampled plates.
+Samplers here need both: a ``(C, D)`` batch of unconstrained points (chains or particles) and
+mini-batches scaled by N/B. :class:`Potential` does this for any model with continuous latents:
+
+1. one prototype trace finds the latent sites, their supports and shapes, and the plates the
+   model sub-samples (``pyro.plate(name, N, subsample_size=B)``);
+2. each site maps from unconstrained space through ``biject_to(support)`` with its
+   log-Jacobian, for all chains at once;
+3. the log joint of the constrained values is either the model's own vectorized fast path or the
+   Pyro trace evaluated under ``torch.func.vmap`` over chains (one Python loop over chains is
+   the fallback for models ``vmap`` cannot trace). Sub-sampled plates are conditioned on index
+   vectors drawn here, so every chain sees the same mini-batch and Pyro's plate applies N/B.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import is_identically_zero
+from torch.distributions import biject_to
+
+
+@dataclass
+class Site:
+    """A latent site: its constrained shape, unconstrained shape and bijection."""
+
+    name: str
+    shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    transform: torch.distributions.Transform
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.unconstrained_shape)
+
+
+class _InitValues(poutine.messenger.Messenger):
+    """Sets latent values in the prototype trace without sampling from the prior.
+
+    Prior draws of vague hyperpriors underflow in float32, so missing sites start at a value
+    drawn uniformly in (-2, 2) in unconstrained space (Pyro's ``init_to_uniform`` idea).
+    """
+
+    def __init__(self, values: dict, generator: torch.Generator):
+        super().__init__()
+        self.values = values
+        self.generator = generator
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+            return
+        if msg["name"] in self.values:
+            value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype())
+        else:
+            fn = msg["fn"]
+            shape = fn.batch_shape + fn.event_shape
+            t = biject_to(fn.support)
+            u_shape = t.inverse_shape(shape)
+            u = torch.rand(u_shape, generator=self.generator) * 4 - 2
+            value = t(u)
+        msg["value"] = value.detach()
+        msg["done"] = True
+
+
+class Potential:
+    """Unconstrained log joint ``log p(x, z) + log|J|`` of a Pyro model, batched over chains.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model with continuous latent sites.
+    model_args, model_kwargs
+        Arguments the model is called with.
+    init_values : dict, optional
+        Constrained starting values for some or all latent sites (others start uniformly in
+        (-2, 2) in unconstrained space).
+    fast_log_joint : callable, optional
+        ``f(values, subsample) -> (C,)`` giving the same log joint as the Pyro model on
+        batched constrained values; used instead of tracing when present.
+    seed : int
+        Seed of the prototype initialization and of the mini-batch draws.
+
+    Raises
+    ------
+    ValueError
+        If the model has a discrete latent site or no latent site at all.
+    """
+
+    def __init__(self, model: Callable, model_args=(), model_kwargs=None, *,
+                 init_values: dict | None = None, fast_log_joint: Callable | None = None,
+                 seed: int = 0):
+        self.model = model
+        self.model_args = tuple(model_args)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.fast_log_joint = fast_log_joint
+        self.generator = torch.Generator().manual_seed(seed)
+        init_values = dict(init_values or {})
+        with pyro.validation_enabled(False):
+            proto = poutine.trace(_InitValues(init_values, self.generator)(model)).get_trace(
+                *self.model_args, **self.model_kwargs)
+        self.sites: list[Site] = []
+        self.subsample_plates: dict[str, tuple[int, int]] = {}
+        self.init_constrained: dict[str, torch.Tensor] = {}
+        offset = 0
+        for name, node in proto.nodes.items():
+            if node["type"] != "sample":
+                continue
+            fn = node["fn"]
+            if type(fn).__name__ == "_Subsample":
+                size, sub = int(fn.size), int(fn.subsample_size or fn.size)
+                if sub < size:
+                    self.subsample_plates[name] = (size, sub)
+                continue
+            if node["is_observed"]:
+                continue
+            support = fn.support
+            if support.is_discrete or getattr(fn, "has_enumerate_support", False):
+                raise ValueError(
+                    f"model: latent site {name!r} is discrete ({type(fn).__name__}); the "
+                    "samplers need continuous latents: observe it or marginalize it out"
+                )
+            value = node["value"]
+            transform = biject_to(support)
+            u_shape = tuple(transform.inverse_shape(value.shape))
+            self.sites.append(Site(name, tuple(value.shape), u_shape, transform, offset))
+            self.init_constrained[name] = value.detach()
+            offset += math.prod(u_shape)
+        if not self.sites:
+            raise ValueError("model: no latent sample site found; nothing to infer")
+        self.dim = offset
+        self._vmap_ok: bool | None = None
+
+    # --- layout -----------------------------------------------------------------------------
+    @property
+    def site_names(self) -> list[str]:
+        return [s.name for s in self.sites]
+
+    def unconstrain(self, values: dict) -> torch.Tensor:
+        """Flat unconstrained vector(s) ``batch + (D,)`` from constrained values."""
+        parts = []
+        batch = None
+        for s in self.sites:
+            v = torch.as_tensor(values[s.name], dtype=torch.get_default_dtype())
+            u = s.transform.inv(v)
+            b = u.shape[: u.ndim - len(s.unconstrained_shape)]
+            batch = b if batch is None else batch
+            parts.append(u.reshape(tuple(b) + (-1,)))
+        return torch.cat(parts, -1)
+
+    def constrain(self, theta: torch.Tensor, with_log_jacobian: bool = False):
+        """Constrained values (dict) from ``theta`` of shape ``(C, D)``.
+
+        With ``with_log_jacobian`` also returns ``log|d constrained / d theta|`` per chain.
+        """
+        values = {}
+        ladj = theta.new_zeros(theta.shape[:-1])
+        batch = tuple(theta.shape[:-1])
+        for s in self.sites:
+            u = theta[..., s.offset: s.offset + s.size].reshape(batch + s.unconstrained_shape)
+            x = s.transform(u)
+            values[s.name] = x
+            if with_log_jacobian:
+                j = s.transform.log_abs_det_jacobian(u, x)
+                if not is_identically_zero(j):
+                    ladj = ladj + j.reshape(batch + (-1,)).sum(-1)
+        return (values, ladj) if with_log_jacobian else values
+
+    def init_theta(self, num_chains: int, jitter: float = 0.0) -> torch.Tensor:
+        """``(C, D)`` starting points: the initial values plus Gaussian jitter (unconstrained)."""
+        theta0 = self.unconstrain(self.init_constrained)
+        theta = theta0.expand(num_chains, self.dim).clone()
+        if jitter > 0:
+            theta = theta + jitter * torch.randn(theta.shape, generator=self.generator)
+        return theta
+
+    # --- mini-batches -----------------------------------------------------------------------
+    def draw_subsample(self, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Index vectors for every sub-sampled plate (same for all chains)."""
+        out = {}
+        for name, (size, sub) in self.subsample_plates.items():
+            b = sub if batch_size is None else min(int(batch_size), size)
+            out[name] = torch.randperm(size, generator=self.generator)[:b]
+        return out
+
+    # --- densities --------------------------------------------------------------------------
+    def log_joint(self, values: dict, subsample: dict | None = None, model_args=None) -> torch.Tensor:
+        """Log joint of batched constrained values, shape ``(C,)``."""
+        subsample = subsample or {}
+        if self.fast_log_joint is not None and model_args is None:
+            return self.fast_log_joint(values, subsample)
+        args = self.model_args if model_args is None else tuple(model_args)
+
+        def single(vals):
+            data = dict(vals)
+            data.update(subsample)
+            cond = poutine.condition(self.model, data=data)
+            tr = poutine.trace(cond).get_trace(*args, **self.model_kwargs)
+            return tr.log_prob_sum()
+
+        with pyro.validation_enabled(False):
+            if self._vmap_ok is not False:
+                try:
+                    out = torch.func.vmap(single, randomness="same")(values)
+                    self._vmap_ok = True
+                    return out
+                except Exception as err:  # a model vmap cannot trace: loop over chains
+                    if self._vmap_ok:
+                        raise
+                    warnings.warn(f"model is not vmap-compatible ({type(err).__name__}: {err}); "
+                                  "evaluating chains one by one", RuntimeWarning, stacklevel=2)
+                    self._vmap_ok = False
+            n = next(iter(values.values())).shape[0]
+            return torch.stack([single({k: v[i] for k, v in values.items()}) for i in range(n)])
+
+    def log_density(self, theta: torch.Tensor, subsample: dict | None = None,
+                    model_args=None) -> torch.Tensor:
+        """Unconstrained log density (log joint plus log-Jacobian), shape ``(C,)``."""
+        values, ladj = self.constrain(theta, with_log_jacobian=True)
+        return self.log_joint(values, subsample, model_args) + ladj
+
+    def value_and_grad(self, theta: torch.Tensor, subsample: dict | None = None,
+                       model_args=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log density ``(C,)`` and its gradient ``(C, D)`` with respect to ``theta``."""
+        theta = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logp = self.log_density(theta, subsample, model_args)
+            (grad,) = torch.autograd.grad(logp.sum(), theta)
+        return logp.detach(), grad
+
+    def hessian_diag(self, theta: torch.Tensor, num_probes: int = 4, subsample: dict | None = None,
+                     model_args=None) -> torch.Tensor:
+        """Hutchinson estimate of ``diag(-Hessian of log density)``, averaged over chains.
+
+        ``E_z[z * (H z)]`` with Rademacher probes ``z``; all probes of all chains are evaluated
+        as one batch of Hessian-vector products. Returns ``(D,)``.
+        """
+        c, d = theta.shape
+        points = theta.detach().repeat(num_probes, 1).requires_grad_(True)
+        z = torch.randint(0, 2, points.shape, generator=self.generator).to(points.dtype) * 2 - 1
+        with torch.enable_grad():
+            logp = self.log_density(points, subsample, model_args)
+            (grad,) = torch.autograd.grad(logp.sum(), points, create_graph=True)
+            (hz,) = torch.autograd.grad((grad * z).sum(), points)
+        return -(z * hz).detach().mean(0)
+
+    def locate_nonfinite(self, theta: torch.Tensor) -> str:
+        """Describe which sites hold non-finite constrained values (for error messages)."""
+        values = self.constrain(theta.detach())
+        bad = [name for name, v in values.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            return "non-finite values at sites " + ", ".join(repr(b) for b in bad)
+        return "all site values are finite; the log density itself overflowed"

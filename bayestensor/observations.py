@@ -1,0 +1,162 @@
+"""Observed entries of a tensor in coordinate (COO) form, validated once at the door."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .formats import as_index_tensor
+
+
+@dataclass
+class Observations:
+    """Observed entries ``values[i]`` at ``indices[i]`` of a tensor of shape ``shape``.
+
+    Build with :meth:`from_coo` or :meth:`from_dense`; both validate the input.
+
+    Attributes
+    ----------
+    indices : torch.LongTensor
+        ``(n, ndim)`` index tuples.
+    values : torch.Tensor
+        ``(n,)`` observed values (float32).
+    shape : tuple of int
+        Shape of the full tensor.
+    """
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def observed_fraction(self) -> float:
+        return len(self) / float(np.prod(self.shape))
+
+    @classmethod
+    def from_coo(cls, indices, values, shape) -> "Observations":
+        """Validate index tuples and values.
+
+        Raises
+        ------
+        ValueError
+            Empty observations, wrong index shape, indices out of range, a length mismatch or
+            non-finite values.
+        """
+        shape = _check_shape(shape)
+        idx = as_index_tensor(indices, len(shape), shape)
+        vals = torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
+        if idx.shape[0] == 0:
+            raise ValueError("indices: no observed entries (empty observations)")
+        if vals.shape[0] != idx.shape[0]:
+            raise ValueError(f"values: expected {idx.shape[0]} values (one per index row), "
+                             f"got {vals.shape[0]}")
+        bad = ~torch.isfinite(vals)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"values: observed value {vals[i].item()} at index "
+                             f"{tuple(idx[i].tolist())} is not finite; mark missing entries "
+                             "by leaving them out (COO) or by the mask")
+        return cls(idx, vals, shape)
+
+    @classmethod
+    def from_dense(cls, data, mask=None) -> "Observations":
+        """Observed entries of a dense array.
+
+        Parameters
+        ----------
+        data : array_like
+            The tensor. Without ``mask``, NaN marks a missing entry.
+        mask : array_like of bool, optional
+            ``True`` where observed. Observed entries must be finite.
+        """
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.ndim < 1 or arr.size == 0:
+            raise ValueError(f"data: expected a non-empty array, got shape {arr.shape}")
+        if mask is None:
+            if np.isinf(arr).any():
+                raise ValueError("data: contains inf; use NaN or a mask for missing entries")
+            m = ~np.isnan(arr)
+        else:
+            m = np.asarray(mask)
+            if m.shape != arr.shape:
+                raise ValueError(f"mask: expected shape {arr.shape} (the data's), got {m.shape}")
+            if m.dtype != bool:
+                raise ValueError(f"mask: expected a boolean array, got dtype {m.dtype}")
+        idx = np.argwhere(m)
+        if idx.shape[0] == 0:
+            raise ValueError("data: no observed entries (the mask is all False / data all NaN)")
+        return cls.from_coo(idx, arr[m], arr.shape)
+
+    def split(self, test_fraction: float, seed: int = 0) -> tuple["Observations", "Observations"]:
+        """Random train/test split of the observed entries."""
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self), generator=gen)
+        n_test = max(1, int(round(test_fraction * len(self))))
+        test, train = perm[:n_test], perm[n_test:]
+        return (Observations(self.indices[train], self.values[train], self.shape),
+                Observations(self.indices[test], self.values[test], self.shape))
+
+    def to_dense(self, fill=np.nan) -> np.ndarray:
+        """Dense array with ``fill`` at unobserved entries."""
+        out = np.full(self.shape, fill, dtype=np.float64)
+        out[tuple(self.indices.T.numpy())] = self.values.double().numpy()
+        return out
+
+    def mask(self) -> np.ndarray:
+        """Boolean mask of observed entries."""
+        m = np.zeros(self.shape, dtype=bool)
+        m[tuple(self.indices.T.numpy())] = True
+        return m
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"shape: expected a sequence of positive integers, got {shape!r}") from None
+    if not out or any(s < 1 for s in out):
+        raise ValueError(f"shape: expected a sequence of positive integers, got {shape!r}")
+    return out
+
+
+def as_observations(data, shape=None) -> Observations:
+    """Accept ``Observations``, ``(indices, values)``, ``(dense, mask)`` or a dense array with NaN.
+
+    Parameters
+    ----------
+    data
+        The observations in one of the accepted forms.
+    shape : tuple of int, optional
+        Tensor shape; required for ``(indices, values)``, checked otherwise.
+    """
+    if isinstance(data, Observations):
+        obs = data
+    elif isinstance(data, dict):
+        if "indices" in data:
+            obs = Observations.from_coo(data["indices"], data["values"], shape or data["shape"])
+        else:
+            obs = Observations.from_dense(data["data"], data.get("mask"))
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        first, second = (np.asarray(d) for d in data)
+        if second.dtype == bool and second.shape == first.shape:
+            obs = Observations.from_dense(first, second)
+        else:
+            if shape is None:
+                raise ValueError("shape: needed with (indices, values) observations")
+            obs = Observations.from_coo(first, second, shape)
+    else:
+        obs = Observations.from_dense(data)
+    if shape is not None and tuple(obs.shape) != tuple(int(s) for s in shape):
+        raise ValueError(f"data: tensor shape {obs.shape} differs from the model's {tuple(shape)}")
+    return obs

@@ -1,0 +1,283 @@
+"""Rank-revealing priors: a shrinkage scale per rank slice, written as Pyro sample sites.
+
+Every entry of a low-rank parameter is ``Normal(0, sqrt(prod_a v_{d(a)}[k_a]))``, where the
+product runs over the parameter's rank axes ``a`` (each indexing rank dimension ``d(a)`` at
+slice ``k_a``) and ``v_d`` holds one variance per slice of rank dimension ``d``. A CP factor
+column ``k`` therefore has variance ``v[k]``; a TT core entry ``G_k[a, i, b]`` has variance
+``v_{k-1}[a] * v_k[b]``; a Tucker core entry has the product of one variance per mode.
+
+The hyperprior on the slice variances decides how hard unused slices are switched off:
+
+``"gamma"``
+    ARD on the precision, ``1 / v[k] ~ Gamma(a, b)`` (Bayesian CP factorization, Zhao et al.
+    2015). Sites ``{name}.precision{d}``.
+``"half_cauchy"``
+    ``sqrt(v[k]) ~ HalfCauchy(scale)`` (Carvalho, Polson & Scott's global-local shrinkage).
+    Sites ``{name}.scale{d}``.
+``"log_uniform"``
+    Jeffreys' ``p(s) ∝ 1/s`` on ``s = sqrt(v[k])``, truncated to ``[low, high]`` so that it is
+    proper and MAP is well defined (Hawkins & Zhang 2021 use the same prior for tensorized
+    networks). Sites ``{name}.scale{d}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+from .formats import LowRankTensor, ParamSpec, get_format
+
+PRIORS = ("gamma", "half_cauchy", "log_uniform")
+
+DEFAULT_PRIOR_PARAMS = {
+    "gamma": {"a": 1e-3, "b": 1e-3},
+    "half_cauchy": {"scale": 1.0},
+    "log_uniform": {"low": 1e-4, "high": 1e3},
+}
+
+
+class LogUniform(dist.TorchDistribution):
+    """Log-uniform (truncated Jeffreys) distribution on ``[low, high]``: ``p(s) ∝ 1/s``.
+
+    Pyro has no such distribution; it is two lines of math, so it is written here.
+    """
+
+    arg_constraints = {"low": constraints.positive, "high": constraints.positive}
+    has_rsample = True
+
+    def __init__(self, low, high, validate_args=None):
+        self.low, self.high = torch.as_tensor(low), torch.as_tensor(high)
+        batch_shape = torch.broadcast_shapes(self.low.shape, self.high.shape)
+        self.low, self.high = self.low.expand(batch_shape), self.high.expand(batch_shape)
+        super().__init__(batch_shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(self.low, self.high)
+
+    def expand(self, batch_shape, _instance=None):
+        return LogUniform(self.low.expand(batch_shape), self.high.expand(batch_shape))
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=self.low.dtype, device=self.low.device)
+        log_low, log_high = self.low.log(), self.high.log()
+        return (log_low + u * (log_high - log_low)).exp()
+
+    def log_prob(self, value):
+        return -value.log() - (self.high.log() - self.low.log()).log()
+
+
+@dataclass
+class RankPrior:
+    """A hyperprior on the per-slice variances ``v_d`` of a rank dimension.
+
+    Parameters
+    ----------
+    kind : {"gamma", "half_cauchy", "log_uniform"}
+        Which hyperprior (see the module docstring).
+    params : dict
+        Its parameters: ``a, b`` for gamma; ``scale`` for half-Cauchy; ``low, high`` for
+        log-uniform. Missing ones take the defaults in ``DEFAULT_PRIOR_PARAMS``.
+    """
+
+    kind: str = "gamma"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in PRIORS:
+            raise ValueError(f"prior: expected one of {PRIORS}, got {self.kind!r}")
+        allowed = DEFAULT_PRIOR_PARAMS[self.kind]
+        unknown = set(self.params) - set(allowed)
+        if unknown:
+            raise ValueError(f"prior_params: {sorted(unknown)} not understood by the "
+                             f"{self.kind!r} prior, which takes {sorted(allowed)}")
+        self.params = {**allowed, **self.params}
+        for key, val in self.params.items():
+            if not (float(val) > 0 and math.isfinite(float(val))):
+                raise ValueError(f"prior_params[{key!r}]: expected a positive number, got {val}")
+        if self.kind == "log_uniform" and self.params["low"] >= self.params["high"]:
+            raise ValueError(f"prior_params: low must be below high, got {self.params}")
+
+    @property
+    def site_prefix(self) -> str:
+        return "precision" if self.kind == "gamma" else "scale"
+
+    def hyper_dist(self, size: int) -> dist.Distribution:
+        """Distribution of the hyper-parameter vector of one rank dimension (event dim 1)."""
+        p = self.params
+        if self.kind == "gamma":
+            base = dist.Gamma(torch.tensor(float(p["a"])), torch.tensor(float(p["b"])))
+        elif self.kind == "half_cauchy":
+            base = dist.HalfCauchy(torch.tensor(float(p["scale"])))
+        else:
+            base = LogUniform(float(p["low"]), float(p["high"]))
+        return base.expand([size]).to_event(1)
+
+    def variance(self, hyper: torch.Tensor) -> torch.Tensor:
+        """Slice variances from the hyper-parameter values."""
+        return 1.0 / hyper if self.kind == "gamma" else hyper**2
+
+    def init_value(self, size: int, variance: float = 1.0) -> torch.Tensor:
+        """A hyper-parameter vector whose slice variances all equal ``variance``."""
+        v = torch.full((size,), float(variance))
+        if self.kind == "gamma":
+            return 1.0 / v
+        s = v.sqrt()
+        if self.kind == "log_uniform":
+            s = s.clamp(self.params["low"] * 1.01, self.params["high"] / 1.01)
+        return s
+
+
+def get_prior(prior, prior_params: dict | None = None) -> RankPrior:
+    """A :class:`RankPrior` from a name (plus parameters) or an existing instance."""
+    if isinstance(prior, RankPrior):
+        if prior_params:
+            raise ValueError("prior_params: give parameters inside the RankPrior, not both")
+        return prior
+    return RankPrior(str(prior), dict(prior_params or {}))
+
+
+def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Prior std of every entry of a parameter, ``batch_shape + spec.shape`` (broadcastable).
+
+    ``variances[d]`` has shape ``batch_shape + (R_d,)``.
+    """
+    nd = len(spec.shape)
+    var = None
+    for axis, d in spec.rank_axes.items():
+        v = variances[d]
+        view = v.shape[:-1] + tuple(v.shape[-1] if a == axis else 1 for a in range(nd))
+        v = v.reshape(view)
+        var = v if var is None else var * v
+    if var is None:
+        return torch.ones(spec.shape)
+    return var.sqrt()
+
+
+class LowRankPrior:
+    """The prior of one low-rank tensor: hyper sites per rank dimension plus its parameters.
+
+    Used two ways that give identical numbers: ``sample()`` inside a Pyro model registers the
+    sites, and ``log_prob(values)`` evaluates the same densities on batched values directly
+    (the fast path of the built-in models).
+
+    Parameters
+    ----------
+    name : str
+        Prefix of the site names (``{name}.factor0``, ``{name}.precision0``, ...).
+    shape : sequence of int
+        Shape of the represented tensor.
+    rank : int or sequence of int
+        Maximum rank(s); the prior switches off the slices the data do not need.
+    format : {"cp", "tucker", "tt", "ttm"}
+        Low-rank format.
+    prior : str or RankPrior
+        Hyperprior on the slice variances.
+    prior_params : dict, optional
+        Hyperprior parameters.
+    """
+
+    def __init__(self, name: str, shape, rank, format: str = "cp", prior="gamma",
+                 prior_params: dict | None = None):
+        self.name = name
+        self.format_cls = get_format(format)
+        self.shape = tuple(int(s) for s in shape)
+        if any(s < 1 for s in self.shape):
+            raise ValueError(f"shape: expected positive sizes, got {self.shape}")
+        self.ranks = self.format_cls.normalize_rank(self.shape, rank)
+        self.specs = self.format_cls.specs(self.shape, self.ranks)
+        self.prior = get_prior(prior, prior_params)
+
+    @property
+    def hyper_sites(self) -> list[str]:
+        return [f"{self.name}.{self.prior.site_prefix}{d}" for d in range(len(self.ranks))]
+
+    @property
+    def param_sites(self) -> list[str]:
+        return [f"{self.name}.{s.name}" for s in self.specs]
+
+    def sample(self) -> LowRankTensor:
+        """Register the sites in the running Pyro model and return the low-rank tensor."""
+        hypers = [pyro.sample(site, self.prior.hyper_dist(r))
+                  for site, r in zip(self.hyper_sites, self.ranks)]
+        variances = [self.prior.variance(h) for h in hypers]
+        params = [
+            pyro.sample(site, dist.Normal(0.0, param_std(spec, variances)).to_event(len(spec.shape)))
+            for site, spec in zip(self.param_sites, self.specs)
+        ]
+        return self.format_cls(self.shape, params)
+
+    def log_prob(self, values: dict) -> torch.Tensor:
+        """Log prior density of batched values (``batch_shape + site shape`` per site)."""
+        hypers = [values[s] for s in self.hyper_sites]
+        total = sum(self.prior.hyper_dist(r).log_prob(h) for h, r in zip(hypers, self.ranks))
+        variances = [self.prior.variance(h) for h in hypers]
+        for site, spec in zip(self.param_sites, self.specs):
+            std = param_std(spec, variances)
+            total = total + dist.Normal(0.0, std).to_event(len(spec.shape)).log_prob(values[site])
+        return total
+
+    def build(self, values: dict) -> LowRankTensor:
+        """The low-rank tensor from (batched) site values."""
+        return self.format_cls(self.shape, [values[s] for s in self.param_sites])
+
+    def init_values(self, tensor: LowRankTensor) -> dict:
+        """Site values that start at ``tensor``, with each slice variance set from its size."""
+        values = {site: p.detach().clone() for site, p in zip(self.param_sites, tensor.params)}
+        for d, site in enumerate(self.hyper_sites):
+            var = _slice_mean_square(tensor, d)
+            hyper = self.prior.variance(var) if self.prior.kind == "gamma" else var.sqrt()
+            if self.prior.kind == "log_uniform":
+                hyper = hyper.clamp(self.prior.params["low"] * 1.01, self.prior.params["high"] / 1.01)
+            values[site] = hyper.clamp_min(1e-6)
+        return values
+
+
+def _slice_mean_square(tensor: LowRankTensor, d: int) -> torch.Tensor:
+    """Mean square of the parameters in each slice of rank dimension ``d`` (a variance guess)."""
+    size = tensor.ranks[d]
+    total = torch.zeros(size, dtype=tensor.params[0].dtype)
+    count = 0
+    for spec, p in zip(tensor.param_specs, tensor.params):
+        for axis, dim in spec.rank_axes.items():
+            if dim == d:
+                flat = p.detach().movedim(axis, -1).reshape(-1, size)
+                total = total + flat.pow(2).sum(0)
+                count += flat.shape[0]
+    return (total / max(count, 1)).clamp_min(1e-8)
+
+
+def low_rank_tensor(name: str, shape, rank, format: str = "cp", prior="gamma",
+                    prior_params: dict | None = None) -> LowRankTensor:
+    """Register a whole low-rank tensor with a rank-revealing prior in a Pyro model.
+
+    Parameters
+    ----------
+    name, shape, rank, format, prior, prior_params
+        See :class:`LowRankPrior`.
+
+    Returns
+    -------
+    LowRankTensor
+        The sampled tensor; call ``reconstruct()`` or ``entries(indices)`` on it.
+
+    Examples
+    --------
+    >>> import pyro, pyro.distributions as dist
+    >>> def model(y):
+    ...     w = low_rank_tensor("W", (8, 8), rank=4, format="cp", prior="half_cauchy")
+    ...     pyro.sample("y", dist.Normal(w.reconstruct(), 0.1).to_event(2), obs=y)
+    """
+    return LowRankPrior(name, shape, rank, format, prior, prior_params).sample()
+
+
+def noise_precision(name: str = "noise_precision", a: float = 1.0, b: float = 1e-2):
+    """Register a Gaussian noise precision ``tau ~ Gamma(a, b)`` and return it."""
+    return pyro.sample(name, dist.Gamma(torch.tensor(float(a)), torch.tensor(float(b))))

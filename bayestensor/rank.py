@@ -1,0 +1,93 @@
+"""Effective rank: which rank slices the posterior keeps, and how sure it is.
+
+The rule: slice ``k`` of rank dimension ``d`` is *active* in a sample when its scale (the
+product of the Frobenius norms of its parameter slices, see
+:meth:`bayestensor.formats.LowRankTensor.slice_norms`) exceeds ``threshold`` times the largest
+slice scale of that dimension in the same sample. The effective rank of a sample is the number
+of active slices; over samples it is a distribution (the rank posterior).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: Default relative threshold on slice scales.
+DEFAULT_THRESHOLD = 0.05
+
+
+def active_slices(scales: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """Boolean ``(..., R)``: slices whose scale exceeds ``threshold`` times the largest."""
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold: expected a number in [0, 1), got {threshold}")
+    top = scales.max(dim=-1, keepdim=True).values
+    return scales > threshold * top
+
+
+@dataclass
+class RankPosterior:
+    """Distribution of the effective rank over posterior samples.
+
+    Attributes
+    ----------
+    ranks : np.ndarray
+        ``(chain, draw, n_rank_dims)`` effective rank of every sample.
+    scales : list of np.ndarray
+        ``(chain, draw, R_d)`` slice scales per rank dimension.
+    threshold : float
+        The relative threshold used.
+    """
+
+    ranks: np.ndarray
+    scales: list
+    threshold: float
+
+    @property
+    def n_rank_dims(self) -> int:
+        return self.ranks.shape[-1]
+
+    def flat(self) -> np.ndarray:
+        """``(n_samples, n_rank_dims)``."""
+        return self.ranks.reshape(-1, self.n_rank_dims)
+
+    def mode(self) -> np.ndarray:
+        """Most frequent effective rank per rank dimension."""
+        flat = self.flat()
+        return np.array([Counter(flat[:, d].tolist()).most_common(1)[0][0]
+                         for d in range(self.n_rank_dims)])
+
+    def mean(self) -> np.ndarray:
+        """Posterior mean effective rank per rank dimension."""
+        return self.flat().mean(0)
+
+    def distribution(self, dim: int = 0) -> dict[int, float]:
+        """``{rank: probability}`` for rank dimension ``dim``."""
+        flat = self.flat()[:, dim]
+        counts = Counter(flat.tolist())
+        return {int(r): c / len(flat) for r, c in sorted(counts.items())}
+
+    def activity(self, dim: int = 0) -> np.ndarray:
+        """Posterior probability that each slice of rank dimension ``dim`` is active."""
+        s = self.scales[dim].reshape(-1, self.scales[dim].shape[-1])
+        return (s > self.threshold * s.max(-1, keepdims=True)).mean(0)
+
+    def keep_mask(self, dim: int = 0, min_prob: float = 0.5) -> np.ndarray:
+        """Slices active in at least ``min_prob`` of the samples (what ``prune`` keeps)."""
+        return self.activity(dim) >= min_prob
+
+    def __repr__(self) -> str:
+        return (f"RankPosterior(mode={self.mode().tolist()}, mean={np.round(self.mean(), 2).tolist()}, "
+                f"threshold={self.threshold})")
+
+
+def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESHOLD) -> RankPosterior:
+    """Build a :class:`RankPosterior` from slice scales ``(chain, draw, R_d)`` per rank dim."""
+    ranks = [active_slices(s, threshold).sum(-1) for s in scales]
+    return RankPosterior(
+        ranks=torch.stack(ranks, -1).cpu().numpy(),
+        scales=[s.detach().cpu().numpy() for s in scales],
+        threshold=threshold,
+    )

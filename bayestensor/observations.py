@@ -149,7 +149,9 @@ def as_observations(data, shape=None) -> Observations:
             obs = Observations.from_dense(data["data"], data.get("mask"))
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         first, second = (np.asarray(d) for d in data)
-        if second.dtype == bool and second.shape == first.shape:
+        if second.dtype == bool:
+            # (dense, mask): a boolean second element is a mask, never COO values;
+            # from_dense reports a mask whose shape differs from the data's.
             obs = Observations.from_dense(first, second)
         else:
             if shape is None:

@@ -158,7 +158,10 @@ def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tenso
         var = v if var is None else var * v
     if var is None:
         return torch.ones(spec.shape)
-    return var.sqrt()
+    # Expand to the parameter's full shape: a std that only broadcasts (size 1 along the
+    # non-rank axes) would make ``pyro.sample`` draw parameters of the wrong shape when the
+    # site is not conditioned (prior sampling, user models, Predictive).
+    return var.sqrt().expand(var.shape[: var.ndim - nd] + spec.shape)
 
 
 class LowRankPrior:

@@ -70,7 +70,7 @@ class CPTensor(LowRankTensor):
     def _entries(self, idx):
         prod = None
         for n, f in enumerate(self.params):
-            rows = f[..., idx[:, n], :]
+            rows = f.index_select(-2, idx[:, n])
             prod = rows if prod is None else prod * rows
         return prod.sum(-1)
 

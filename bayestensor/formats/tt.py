@@ -95,7 +95,7 @@ class TTTensor(LowRankTensor):
         return flat.reshape(self.batch_shape + self.shape)
 
     def _entries(self, idx):
-        slices = [c[..., :, idx[:, k], :] for k, c in enumerate(self.params)]
+        slices = [c.index_select(-2, idx[:, k]) for k, c in enumerate(self.params)]
         return tt_chain_entries(self.params, slices)
 
     @classmethod

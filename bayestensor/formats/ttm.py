@@ -75,7 +75,11 @@ class TTMatrix(LowRankTensor):
 
     def _entries(self, idx):
         n = self.n_cores
-        slices = [c[..., :, idx[:, k], idx[:, n + k], :] for k, c in enumerate(self.params)]
+        slices = []
+        for k, c in enumerate(self.params):
+            i_size, j_size = c.shape[-3], c.shape[-2]
+            merged = c.reshape(c.shape[:-3] + (i_size * j_size, c.shape[-1]))
+            slices.append(merged.index_select(-2, idx[:, k] * j_size + idx[:, n + k]))
         return tt_chain_entries(self.params, slices)
 
     @classmethod

@@ -62,10 +62,10 @@ class TuckerTensor(LowRankTensor):
     def _entries(self, idx):
         n = self.ndim
         ranks = string.ascii_uppercase[:n]
-        rows0 = self.factors[0][..., idx[:, 0], :]
+        rows0 = self.factors[0].index_select(-2, idx[:, 0])
         out = torch.einsum(f"...{ranks},...z{ranks[0]}->...z{ranks[1:]}", self.core, rows0)
         for k in range(1, n):
-            rows = self.factors[k][..., idx[:, k], :]
+            rows = self.factors[k].index_select(-2, idx[:, k])
             rest = ranks[k + 1:]
             out = torch.einsum(f"...z{ranks[k]}{rest},...z{ranks[k]}->...z{rest}", out, rows)
         return out

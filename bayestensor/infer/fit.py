@@ -186,7 +186,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     potential = Potential(fn, args, kwargs, init_values=init_values, fast_log_joint=fast, seed=seed)
     info = {"method": method, "seed": int(seed), "num_chains": num_chains,
             "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),
-            "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
+            "torch": str(torch.__version__), "pyro": str(pyro.__version__), "python": platform.python_version(),
             "machine": platform.machine()}
     if isinstance(model, BayesModel):
         info["model"] = model.config()
@@ -260,7 +260,8 @@ def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, b
                     precondition=precondition, batch_size=batch_size, batches=batches)
     warm = num_samples if num_warmup is None else num_warmup
     total = warm + num_samples * thin
-    info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm, thin=thin)
+    info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm, thin=thin,
+                precondition=precondition)
 
     adapt_steps = {int(warm * f) for f in (0.1, 0.25, 0.5, 0.75)} - {0} if warm else set()
 

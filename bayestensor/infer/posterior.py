@@ -320,4 +320,8 @@ def _plain(obj):
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, str):
+        return str(obj)  # drops str subclasses such as torch's TorchVersion
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
     return obj

@@ -58,7 +58,9 @@ class _InitValues(poutine.messenger.Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
-        if msg["name"] in self.values:
+        if msg["fn"].support.is_discrete:
+            value = msg["fn"].sample()  # rejected by Potential right after the trace
+        elif msg["name"] in self.values:
             value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype())
         else:
             fn = msg["fn"]

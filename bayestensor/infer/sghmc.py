@@ -23,6 +23,7 @@ class SGHMCState:
     precond: torch.Tensor          # (D,) diagonal preconditioner P
     curvature: torch.Tensor        # (D,) running mean of |diag H| estimates (burn-in only)
     n_estimates: int
+    beta_hat: torch.Tensor         # (D,) gradient-noise estimate in velocity units
     log_density: torch.Tensor      # (C,) at theta (mini-batch estimate)
     grad_norm: torch.Tensor        # (C,)
 
@@ -42,7 +43,11 @@ class SGHMC:
     * ``lr`` is the learning rate :math:`\eta = \epsilon^2 M^{-1}` of the paper;
     * ``alpha`` (``friction``) is :math:`\epsilon M^{-1} C`, so ``1 - alpha`` is the momentum;
     * ``beta_hat`` (``noise_estimate``, default 0) is :math:`\epsilon M^{-1} \hat B`, the
-      estimate of the gradient-noise term; the injected noise variance is reduced by it;
+      estimate of the gradient-noise term; the injected noise variance is reduced by it.
+      ``"auto"`` sets it per element to ``lr * P * V / 2`` (the paper's
+      :math:`\hat B = \frac12 \epsilon \hat V`), with ``V`` the variance of the mini-batch
+      gradient measured over 4 independent mini-batches at the chains' positions whenever the
+      preconditioner is estimated (burn-in only), capped at ``friction / 2``;
     * ``P`` is a diagonal preconditioner (inverse mass matrix, 1 by default). With
       ``precondition=True`` it is ``1 / |diag H|``, the inverse magnitude of the diagonal of
       the Hessian of the negative log density, estimated by Hutchinson's method (Rademacher
@@ -63,8 +68,8 @@ class SGHMC:
         Learning rate (> 0).
     friction : float
         ``alpha`` in (0, 1].
-    noise_estimate : float
-        ``beta_hat`` in [0, alpha).
+    noise_estimate : float or "auto"
+        ``beta_hat`` in [0, alpha), or ``"auto"`` (mini-batch runs).
     precondition : bool
         Adapt the diagonal preconditioner during burn-in.
     batch_size : int, optional
@@ -83,13 +88,14 @@ class SGHMC:
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
             raise ValueError(f"friction: expected a number in (0, 1], got {friction}")
-        if not 0 <= noise_estimate < friction:
-            raise ValueError(f"noise_estimate: expected a number in [0, friction={friction}), "
-                             f"got {noise_estimate}")
+        if noise_estimate != "auto" and not 0 <= float(noise_estimate) < friction:
+            raise ValueError(f"noise_estimate: expected 'auto' or a number in "
+                             f"[0, friction={friction}), got {noise_estimate}")
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         self.potential = potential
-        self.lr, self.friction, self.noise_estimate = float(lr), float(friction), float(noise_estimate)
+        self.lr, self.friction = float(lr), float(friction)
+        self.noise_estimate = noise_estimate if noise_estimate == "auto" else float(noise_estimate)
         self.precondition = bool(precondition)
         self.batch_size = batch_size
         self._batches = None if batches is None else list(batches)
@@ -114,6 +120,16 @@ class SGHMC:
         sub = self.potential.draw_subsample(self.batch_size)
         return self.potential.hessian_diag(theta, probes, sub).abs()
 
+    def _gradient_noise(self, theta: torch.Tensor, t: int, precond: torch.Tensor) -> torch.Tensor:
+        """``beta_hat``: half of ``lr * P`` times the mini-batch gradient variance."""
+        if self.noise_estimate != "auto":
+            return torch.full_like(precond, self.noise_estimate)
+        if self._batches is None and not self.potential.subsample_plates:
+            return torch.zeros_like(precond)
+        grads = torch.stack([self._gradient(theta, t + k)[1] for k in range(4)])  # (4, C, D)
+        variance = grads.var(0).mean(0)
+        return (0.5 * self.lr * precond * variance).clamp(max=0.5 * self.friction)
+
     @staticmethod
     def _precond_from(curvature: torch.Tensor) -> torch.Tensor:
         floor = 1e-4 * curvature.median().clamp_min(1e-30)
@@ -130,7 +146,9 @@ class SGHMC:
             precond = curvature.clone()
         v = (self.lr * precond).sqrt() * torch.randn(theta.shape, generator=self.generator,
                                                       dtype=theta.dtype)
-        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, logp, grad.norm(dim=-1))
+        beta_hat = self._gradient_noise(theta, 0, precond)
+        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp,
+                          grad.norm(dim=-1))
 
     def step(self, state: SGHMCState, t: int, adapt_at: bool = False) -> SGHMCState:
         """One SGHMC update of every chain.
@@ -139,15 +157,18 @@ class SGHMC:
         and updates the preconditioner before the step.
         """
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
-        if adapt_at and self.precondition:
-            new = self._estimate_curvature(state.theta, t)
-            # Later estimates sit closer to the typical set: weight them more.
-            curvature = (curvature * n_est + 2 * new) / (n_est + 2)
-            n_est += 2
-            precond = self._precond_from(curvature)
+        beta_hat = state.beta_hat
+        if adapt_at:
+            if self.precondition:
+                new = self._estimate_curvature(state.theta, t)
+                # Later estimates sit closer to the typical set: weight them more.
+                curvature = (curvature * n_est + 2 * new) / (n_est + 2)
+                n_est += 2
+                precond = self._precond_from(curvature)
+            beta_hat = self._gradient_noise(state.theta, t, precond)
         logp, grad = self._gradient(state.theta, t)
-        noise_var = 2.0 * (self.friction - self.noise_estimate) * self.lr * precond
+        noise_var = 2.0 * (self.friction - beta_hat) * self.lr * precond
         noise = torch.randn(state.theta.shape, generator=self.generator, dtype=state.theta.dtype)
         v = (1 - self.friction) * state.v + self.lr * precond * grad + noise_var.sqrt() * noise
         theta = state.theta + v
-        return SGHMCState(theta, v, precond, curvature, n_est, logp, grad.norm(dim=-1))
+        return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad.norm(dim=-1))

@@ -1,0 +1,328 @@
+"""Low-rank formats against TensorLy's reconstructions and hand-computed counts."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorly as tl
+import torch
+
+from bayestensor.formats import CPTensor, TTMatrix, TTTensor, TuckerTensor, get_format
+
+# (format class, tensor shape, rank) -- several shapes and ranks per format.
+CASES = [
+    (CPTensor, (4, 5, 6), 3),
+    (CPTensor, (3, 4), 2),
+    (CPTensor, (2, 3, 4, 5), 4),
+    (TuckerTensor, (4, 5, 6), (2, 3, 4)),
+    (TuckerTensor, (3, 4), 2),
+    (TuckerTensor, (2, 3, 2, 3), (1, 2, 2, 3)),
+    (TTTensor, (4, 5, 6), 3),
+    (TTTensor, (3, 4), [2]),
+    (TTTensor, (2, 3, 4, 3), [1, 2, 3, 2, 1]),
+    (TTMatrix, (2, 3, 3, 2), 2),
+    (TTMatrix, (2, 3, 2, 3, 2, 2), (2, 3)),
+]
+IDS = [f"{c.format_name}-{'x'.join(map(str, s))}-r{r}" for c, s, r in CASES]
+
+
+def tensorly_dense(cls, params):
+    """Dense tensor by TensorLy's own functions from one sample's raw parameters."""
+    ps = [p.detach().numpy().astype(np.float64) for p in params]
+    if cls is CPTensor:
+        return tl.cp_to_tensor((np.ones(ps[0].shape[1]), ps))
+    if cls is TuckerTensor:
+        return tl.tucker_to_tensor((ps[0], ps[1:]))
+    if cls is TTTensor:
+        return tl.tt_to_tensor(ps)
+    if cls is TTMatrix:
+        return tl.tt_matrix_to_tensor(ps)
+    raise AssertionError(cls)
+
+
+@pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
+def test_reconstruct_matches_tensorly(cls, shape, rank):
+    x = cls.random(shape, rank, seed=1)
+    assert x.batch_shape == ()
+    dense = x.reconstruct()
+    assert dense.dtype == torch.float32
+    assert tuple(dense.shape) == shape
+    np.testing.assert_allclose(dense.numpy(), tensorly_dense(cls, x.params), rtol=1e-5, atol=1e-5)
+    # to_tensorly gives an object TensorLy reconstructs to the same tensor
+    conv = {CPTensor: tl.cp_to_tensor, TuckerTensor: tl.tucker_to_tensor,
+            TTTensor: tl.tt_to_tensor, TTMatrix: tl.tt_matrix_to_tensor}[cls]
+    np.testing.assert_allclose(dense.numpy(), conv(x.to_tensorly()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
+def test_batched_reconstruct_matches_tensorly_per_sample(cls, shape, rank):
+    x = cls.random(shape, rank, batch_shape=(3,), seed=2)
+    assert x.batch_shape == (3,)
+    dense = x.reconstruct()
+    assert tuple(dense.shape) == (3,) + shape
+    for i in range(3):
+        ref = tensorly_dense(cls, [p[i] for p in x.params])
+        np.testing.assert_allclose(dense[i].numpy(), ref, rtol=1e-5, atol=1e-5)
+    # the samples differ (the batch dimension is not broadcast)
+    assert not torch.allclose(dense[0], dense[1])
+    with pytest.raises(ValueError, match="to_tensorly"):
+        x.to_tensorly()
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+@pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
+def test_entries_match_reconstruction(cls, shape, rank, batch):
+    x = cls.random(shape, rank, batch_shape=batch, seed=3)
+    rng = np.random.default_rng(4)
+    idx = np.stack([rng.integers(0, s, size=40) for s in shape], axis=1)
+    got = x.entries(idx)
+    assert tuple(got.shape) == tuple(batch) + (40,)
+    ref = x.reconstruct()[(Ellipsis,) + tuple(torch.as_tensor(idx).T)]
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+    # list input and torch input give the same, as does check=False
+    np.testing.assert_array_equal(x.entries(idx.tolist()).numpy(), got.numpy())
+    np.testing.assert_array_equal(x.entries(torch.as_tensor(idx), check=False).numpy(),
+                                  got.numpy())
+    # corner entries (first and last index of every mode)
+    corners = np.array([[0] * len(shape), [s - 1 for s in shape]])
+    ref_c = x.reconstruct()[(Ellipsis,) + tuple(torch.as_tensor(corners).T)]
+    np.testing.assert_allclose(x.entries(corners).numpy(), ref_c.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
+def test_n_params_is_sum_of_parameter_sizes(cls, shape, rank):
+    x = cls.random(shape, rank, batch_shape=(2,), seed=0)
+    assert x.n_params() == sum(p[0].numel() for p in x.params)
+    assert x.n_params() == sum(p.numel() for p in x.params) // 2
+    assert x.dense_size() == math.prod(shape)
+    assert x.compression_ratio() == pytest.approx(math.prod(shape) / x.n_params())
+
+
+def test_random_scale_gives_entry_std():
+    x = CPTensor.random((20, 20, 20), 5, scale=2.0, batch_shape=(4,), seed=0)
+    assert float(x.reconstruct().std()) == pytest.approx(2.0, rel=0.15)
+
+
+@pytest.mark.parametrize("rank", [3, [3, 3], (3, 3), [1, 3, 3, 1]])
+def test_tt_rank_forms(rank):
+    x = TTTensor.random((4, 5, 6), rank, seed=0)
+    assert x.ranks == (3, 3)
+    assert [tuple(c.shape) for c in x.params] == [(1, 4, 3), (3, 5, 3), (3, 6, 1)]
+    m = TTMatrix.random((2, 3, 4, 2, 2, 2), rank, seed=0)
+    assert m.ranks == (3, 3)
+    assert [tuple(c.shape) for c in m.params] == [(1, 2, 2, 3), (3, 3, 2, 3), (3, 4, 2, 1)]
+
+
+def test_tt_uneven_ranks():
+    x = TTTensor.random((4, 5, 6, 3), [1, 2, 3, 2, 1], seed=0)
+    assert x.ranks == (2, 3, 2)
+    assert TTTensor.random((4, 5, 6, 3), [2, 3, 2], seed=0).ranks == (2, 3, 2)
+
+
+# prune: (class, shape, rank, keep masks, hand-computed parameter count after pruning)
+PRUNE_CASES = [
+    # CP (4,5,6), R=4 -> 2 kept columns: (4 + 5 + 6) * 2
+    (CPTensor, (4, 5, 6), 4, [[True, False, True, False]], (4 + 5 + 6) * 2),
+    # Tucker ranks (2,3,4) -> (2,2,2): core 2*2*2, factors 4*2 + 5*2 + 6*2
+    (TuckerTensor, (4, 5, 6), (2, 3, 4),
+     [[True, True], [True, False, True], [False, True, False, True]],
+     2 * 2 * 2 + 4 * 2 + 5 * 2 + 6 * 2),
+    # TT (4,5,6,3) ranks (2,3,2) -> (1,2,2): 1*4*1 + 1*5*2 + 2*6*2 + 2*3*1
+    (TTTensor, (4, 5, 6, 3), (2, 3, 2), [[True, False], [True, True, False], [True, True]],
+     1 * 4 * 1 + 1 * 5 * 2 + 2 * 6 * 2 + 2 * 3 * 1),
+    # TTM (2,3 | 3,2) rank 3 -> 2: 1*2*3*2 + 2*3*2*1
+    (TTMatrix, (2, 3, 3, 2), 3, [[True, False, True]], 1 * 2 * 3 * 2 + 2 * 3 * 2 * 1),
+]
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+@pytest.mark.parametrize("cls,shape,rank,keep,expected", PRUNE_CASES,
+                         ids=[c[0].format_name for c in PRUNE_CASES])
+def test_prune_counts_and_zero_slices(cls, shape, rank, keep, expected, batch):
+    x = cls.random(shape, rank, batch_shape=batch, seed=5)
+    pruned = x.prune(keep)
+    assert type(pruned) is cls
+    assert pruned.n_params() == expected
+    assert pruned.ranks == tuple(sum(k) for k in keep)
+    assert pruned.batch_shape == tuple(batch)
+
+    # Zero every dropped slice in one parameter carrying that rank axis: the dropped slices
+    # then contribute nothing, so pruning them must not change the tensor.
+    nb = len(batch)
+    params = [p.clone() for p in x.params]
+    for d, mask in enumerate(keep):
+        dropped = [k for k, m in enumerate(mask) if not m]
+        for spec, p in zip(x.param_specs, params):
+            axes = [a for a, dim in spec.rank_axes.items() if dim == d]
+            if axes:
+                p.index_fill_(nb + axes[0], torch.tensor(dropped, dtype=torch.long), 0.0)
+                break
+    zeroed = cls(shape, params)
+    before = zeroed.reconstruct()
+    assert not torch.allclose(before, x.reconstruct(), atol=1e-3)  # zeroing mattered
+    after = zeroed.prune(keep).reconstruct()
+    np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_prune_empty_mask_keeps_largest_slice():
+    x = CPTensor.random((4, 5, 6), 4, seed=0)
+    params = [p.clone() for p in x.params]
+    params[1][:, 2] *= 10.0
+    x = CPTensor(x.shape, params)
+    pruned = x.prune([[False] * 4])
+    assert pruned.ranks == (1,)
+    for p, q in zip(pruned.params, x.params):
+        np.testing.assert_array_equal(p[:, 0].numpy(), q[:, 2].numpy())
+
+
+def test_prune_bad_masks():
+    x = TuckerTensor.random((3, 4, 5), 2, seed=0)
+    with pytest.raises(ValueError, match="keep"):
+        x.prune([[True, True]])
+    with pytest.raises(ValueError, match=r"keep\[1\]"):
+        x.prune([[True, True], [True], [True, True]])
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_cp_slice_norms_are_products_of_column_norms(batch):
+    x = CPTensor.random((4, 5, 6), 3, batch_shape=batch, seed=6)
+    (norms,) = x.slice_norms()
+    assert tuple(norms.shape) == tuple(batch) + (3,)
+    fs = [p.numpy().astype(np.float64) for p in x.params]
+    expected = np.prod([np.linalg.norm(f, axis=-2) for f in fs], axis=0)
+    np.testing.assert_allclose(norms.numpy(), expected, rtol=1e-5)
+
+
+def test_tucker_and_tt_slice_norms():
+    t = TuckerTensor.random((3, 4, 5), (2, 3, 4), seed=7)
+    core = t.params[0].numpy().astype(np.float64)
+    for n, norms in enumerate(t.slice_norms()):
+        u = t.params[1 + n].numpy().astype(np.float64)
+        g = np.moveaxis(core, n, 0).reshape(core.shape[n], -1)
+        expected = np.linalg.norm(u, axis=0) * np.linalg.norm(g, axis=1)
+        np.testing.assert_allclose(norms.numpy(), expected, rtol=1e-5)
+    tt = TTTensor.random((3, 4, 5), (2, 3), seed=8)
+    cores = [c.numpy().astype(np.float64) for c in tt.params]
+    for k, norms in enumerate(tt.slice_norms()):
+        left = cores[k].reshape(-1, cores[k].shape[-1])
+        right = cores[k + 1].reshape(cores[k + 1].shape[0], -1)
+        expected = np.linalg.norm(left, axis=0) * np.linalg.norm(right, axis=1)
+        np.testing.assert_allclose(norms.numpy(), expected, rtol=1e-5)
+
+
+FROM_CASES = [
+    (CPTensor, (6, 7, 8), 3),
+    (TuckerTensor, (4, 5, 6), (2, 3, 4)),
+    (TTTensor, (4, 5, 6, 3), (2, 3, 2)),
+    (TTMatrix, (2, 3, 4, 3, 2, 2), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("cls,shape,rank", FROM_CASES, ids=[c[0].format_name for c in FROM_CASES])
+def test_from_tensor_recovers_exact_low_rank(cls, shape, rank):
+    truth = cls.random(shape, rank, seed=9).reconstruct().double().numpy()
+    x = cls.from_tensor(truth, rank, n_iter_max=500)
+    assert x.shape == shape
+    assert x.ranks == cls.normalize_rank(shape, rank)
+    rec = x.reconstruct().double().numpy()
+    assert np.linalg.norm(rec - truth) / np.linalg.norm(truth) < 1e-4
+
+
+@pytest.mark.parametrize("cls,shape,rank", FROM_CASES, ids=[c[0].format_name for c in FROM_CASES])
+def test_from_tensor_with_mask_returns_right_shapes(cls, shape, rank):
+    truth = cls.random(shape, rank, seed=10).reconstruct().double().numpy()
+    mask = np.random.default_rng(0).random(shape) > 0.3
+    data = np.where(mask, truth, np.nan)  # missing entries must not leak in
+    x = cls.from_tensor(data, rank, mask=mask, n_iter_max=20)
+    ranks = cls.normalize_rank(shape, rank)
+    assert x.shape == shape and x.ranks == ranks and x.batch_shape == ()
+    for spec, p in zip(cls.specs(shape, ranks), x.params):
+        assert tuple(p.shape) == spec.shape
+    rec = x.reconstruct()
+    assert tuple(rec.shape) == shape
+    assert bool(torch.isfinite(rec).all())
+
+
+def test_from_tensor_pads_rank_beyond_data():
+    truth = CPTensor.random((3, 4, 5), 2, seed=0).reconstruct().double().numpy()
+    x = CPTensor.from_tensor(truth, 6)
+    assert x.ranks == (6,)
+    t = TuckerTensor.from_tensor(truth, (5, 5, 5))
+    assert t.ranks == (5, 5, 5)
+    assert bool(torch.isfinite(t.reconstruct()).all())
+
+
+@pytest.mark.parametrize("cls,shape,rank", CASES[::3], ids=IDS[::3])
+def test_entries_bad_indices(cls, shape, rank):
+    x = cls.random(shape, rank, seed=0)
+    nd = len(shape)
+    with pytest.raises(ValueError, match="indices"):
+        x.entries(np.zeros((5, nd + 1), dtype=np.int64))
+    with pytest.raises(ValueError, match="indices"):
+        x.entries(np.zeros(nd, dtype=np.int64))
+    with pytest.raises(ValueError, match="indices"):
+        x.entries(np.zeros((2, nd), dtype=np.float64))
+    too_big = np.zeros((3, nd), dtype=np.int64)
+    too_big[1, nd - 1] = shape[-1]
+    with pytest.raises(ValueError, match="indices.*out of range"):
+        x.entries(too_big)
+    negative = np.zeros((3, nd), dtype=np.int64)
+    negative[2, 0] = -1
+    with pytest.raises(ValueError, match="indices.*out of range"):
+        x.entries(negative)
+
+
+@pytest.mark.parametrize("cls,shape,rank", [
+    (CPTensor, (3, 4, 5), 0),
+    (CPTensor, (3, 4, 5), -2),
+    (TuckerTensor, (3, 4, 5), (2, 0, 2)),
+    (TuckerTensor, (3, 4, 5), (2, 2)),
+    (TTTensor, (3, 4, 5), 0),
+    (TTTensor, (3, 4, 5), [2, 0]),
+    (TTTensor, (3, 4, 5), [2, 2, 2]),
+    (TTMatrix, (2, 3, 2, 3), 0),
+])
+def test_bad_rank(cls, shape, rank):
+    with pytest.raises(ValueError, match="rank"):
+        cls.random(shape, rank, seed=0)
+
+
+@pytest.mark.parametrize("cls,shape", [(TTTensor, (3, 4, 5)), (TTMatrix, (2, 3, 4, 2, 2, 2))])
+@pytest.mark.parametrize("rank", [[2, 3, 3, 1], [1, 3, 3, 2], [2, 3, 3, 2]])
+def test_tt_boundary_ranks_must_be_one(cls, shape, rank):
+    with pytest.raises(ValueError, match="rank.*boundary"):
+        cls.random(shape, rank, seed=0)
+    with pytest.raises(ValueError, match="rank"):
+        cls.from_tensor(np.ones(shape), rank)
+
+
+def test_bad_shapes_and_params():
+    with pytest.raises(ValueError, match="shape"):
+        TTTensor.random((5,), 2)
+    with pytest.raises(ValueError, match="shape"):
+        TTMatrix.random((2, 3, 4), 2)
+    x = CPTensor.random((3, 4, 5), 2, seed=0)
+    with pytest.raises(ValueError, match="factor1"):
+        CPTensor((3, 4, 5), [x.params[0], x.params[1][:3], x.params[2]])
+    with pytest.raises(ValueError, match="params"):
+        CPTensor((3, 4, 5), [x.params[0], x.params[1].expand(2, 4, 2), x.params[2]])
+    with pytest.raises(ValueError, match="format"):
+        get_format("parafac2")
+
+
+def test_sample_and_to():
+    x = TTTensor.random((3, 4, 5), 2, batch_shape=(2, 3), seed=0)
+    dense = x.reconstruct()
+    assert tuple(dense.shape) == (2, 3, 3, 4, 5)
+    one = x.sample(4)  # flat index 4 == (1, 1)
+    assert one.batch_shape == ()
+    np.testing.assert_allclose(one.reconstruct().numpy(), dense[1, 1].numpy(), rtol=1e-6)
+    assert x.to(torch.float64).reconstruct().dtype == torch.float64
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+@pytest.mark.parametrize("cls,shape,rank", CASES[::3], ids=IDS[::3])
+def test_entries_empty_index(cls, shape, rank, batch):
+    x = cls.random(shape, rank, batch_shape=batch, seed=0)
+    out = x.entries(np.zeros((0, len(shape)), dtype=np.int64))
+    assert tuple(out.shape) == tuple(batch) + (0,)

@@ -68,11 +68,17 @@ class CPTensor(LowRankTensor):
         return torch.einsum(expr, *self.params)
 
     def _entries(self, idx):
+        # Sample dims go last so each gathered factor row is one contiguous block of
+        # R * samples numbers: the gather and its backward (index_add) are row copies.
+        nb = len(self.batch_shape)
         prod = None
         for n, f in enumerate(self.params):
-            rows = f.index_select(-2, idx[:, n])
+            rows_by_sample = f.movedim(tuple(range(nb)), tuple(range(-nb, 0))) if nb else f
+            flat = rows_by_sample.reshape(f.shape[-2], -1)
+            rows = flat.index_select(0, idx[:, n])
             prod = rows if prod is None else prod * rows
-        return prod.sum(-1)
+        out = prod.reshape((idx.shape[0], self.params[0].shape[-1]) + self.batch_shape).sum(1)
+        return out.movedim(0, -1) if nb else out
 
     @classmethod
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):

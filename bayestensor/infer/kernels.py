@@ -20,7 +20,10 @@ import torch
 
 
 class Kernel:
-    """Base class: ``profile(r, h) -> (k, dk/dr)`` on squared distances ``r``."""
+    """Base class: ``profile(r, h) -> (k, dk/dr)`` on squared distances ``r``.
+
+    ``h`` broadcasts against ``r`` (one bandwidth per block).
+    """
 
     def __init__(self, bandwidth: float | str = "median"):
         if not (bandwidth == "median" or (isinstance(bandwidth, (int, float)) and bandwidth > 0)):
@@ -39,18 +42,32 @@ class Kernel:
         if self.bandwidth != "median":
             return torch.full(r.shape[:1], float(self.bandwidth), dtype=r.dtype, device=r.device)
         n = r.shape[-1]
-        iu = torch.triu_indices(n, n, offset=1, device=r.device)
-        pairs = r[:, iu[0], iu[1]]
-        med = pairs.median(dim=-1).values if pairs.shape[-1] else torch.ones(r.shape[0])
+        i, j = _pair_sample(n, r.device)
+        med = r[:, i, j].median(dim=-1).values if i.numel() else torch.ones(r.shape[0])
         return (med / math.log(n + 1)).clamp_min(1e-12)
+
+
+def _pair_sample(n: int, device, max_pairs: int = 2048):
+    """Index pairs i < j: all of them, or a fixed random subset of ``max_pairs``.
+
+    The median of a few thousand pairwise distances estimates the bandwidth as well as all
+    n(n-1)/2 of them and avoids sorting ``B x n**2`` numbers every step.
+    """
+    iu = torch.triu_indices(n, n, offset=1, device=device)
+    if iu.shape[1] > max_pairs:
+        gen = torch.Generator().manual_seed(n)
+        keep = torch.randperm(iu.shape[1], generator=gen)[:max_pairs].to(device)
+        iu = iu[:, keep]
+    return iu[0], iu[1]
 
 
 class RBFKernel(Kernel):
     """Gaussian kernel ``k = exp(-r / h)``."""
 
     def profile(self, r, h):
-        k = torch.exp(-r / h)
-        return k, -k / h
+        neg_inv_h = -1.0 / h
+        k = torch.exp(r * neg_inv_h)
+        return k, k * neg_inv_h
 
 
 class IMQKernel(Kernel):
@@ -68,9 +85,10 @@ class IMQKernel(Kernel):
         self.c, self.beta = float(c), float(beta)
 
     def profile(self, r, h):
-        base = self.c**2 + r / h
+        inv_h = 1.0 / h
+        base = r * inv_h + self.c**2
         k = base**self.beta
-        return k, self.beta / h * base ** (self.beta - 1)
+        return k, k / base * (self.beta * inv_h)
 
 
 KERNELS = {"rbf": RBFKernel, "imq": IMQKernel}
@@ -118,19 +136,39 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())
     for coords in layout.groups:
-        xb = x[:, coords].permute(1, 0, 2)   # (B, n, s)
-        gb = grad[:, coords].permute(1, 0, 2)
-        r = _pairwise_sq(xb)                  # (B, n, n)
-        h = kernel.bandwidths(r).view(-1, 1, 1)
-        k, dk = kernel.profile(r, h)          # symmetric (B, n, n)
-        drive = torch.bmm(k, gb)
-        # sum_j grad_{x_j} k(|x_j - x_i|^2) = sum_j 2 dk_ij (x_j - x_i)
-        repel = 2 * (torch.bmm(dk, xb) - dk.sum(-1, keepdim=True) * xb)
-        phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
+        if coords.shape[1] == 1:
+            phi_b, drive, repel = _scalar_blocks(x[:, coords[:, 0]], grad[:, coords[:, 0]], kernel)
+            phi[:, coords[:, 0]] = phi_b / n
+        else:
+            xb = x[:, coords].permute(1, 0, 2)   # (B, n, s)
+            gb = grad[:, coords].permute(1, 0, 2)
+            r = _pairwise_sq(xb)                  # (B, n, n)
+            h = kernel.bandwidths(r).view(-1, 1, 1)
+            k, dk = kernel.profile(r, h)          # symmetric (B, n, n)
+            drive = torch.bmm(k, gb)
+            # sum_j grad_{x_j} k(|x_j - x_i|^2) = sum_j 2 dk_ij (x_j - x_i)
+            repel = 2 * (torch.bmm(dk, xb) - dk.sum(-1, keepdim=True) * xb)
+            phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
         drive_sq = drive_sq + drive.pow(2).sum()
         repel_sq = repel_sq + repel.pow(2).sum()
     stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(1e-300)).sqrt()}
     return phi, stats
+
+
+def _scalar_blocks(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel):
+    """Blocks of one coordinate each, as elementwise ``(n, n, b)`` work (b contiguous)."""
+    n = x.shape[0]
+    diff = x.unsqueeze(1) - x.unsqueeze(0)       # (n, n, b): x_i - x_j
+    r = diff * diff
+    i, j = _pair_sample(n, x.device, max_pairs=512)
+    if kernel.bandwidth == "median":
+        h = (r[i, j].median(dim=0).values / math.log(n + 1)).clamp_min(1e-12)
+    else:
+        h = torch.full(x.shape[1:], float(kernel.bandwidth), dtype=x.dtype, device=x.device)
+    k, dk = kernel.profile(r, h)
+    drive = (k * grad.unsqueeze(0)).sum(1)       # sum_j k_ij g_j
+    repel = (dk * diff).sum(1).mul_(-2)          # sum_j 2 dk_ij (x_j - x_i)
+    return drive + repel, drive, repel
 
 
 def _pairwise_sq(xb: torch.Tensor) -> torch.Tensor:

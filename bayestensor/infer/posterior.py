@@ -177,15 +177,16 @@ class Posterior:
             raise TypeError(f"{what}: needs a built-in bayestensor model; for a custom Pyro "
                             "model use pyro.infer.Predictive with posterior.flat_samples()")
 
-    def predict(self, indices, chunk_size: int = 100_000) -> Prediction:
-        """Predict entries at an ``(n, ndim)`` index array, averaging over all samples.
+    def predict(self, inputs, chunk_size: int = 100_000) -> Prediction:
+        """Predict at new inputs, averaging over all samples.
 
         Parameters
         ----------
-        indices : array_like of int
-            Index tuples (validated against the model's shape).
+        inputs : array_like
+            What the model predicts at: an ``(n, ndim)`` index array for completion (validated
+            against the model's shape), input tensors for regression.
         chunk_size : int
-            Entries evaluated at once (bounds memory to ``S * chunk_size`` floats).
+            Inputs evaluated at once (bounds memory to ``S * chunk_size`` floats).
 
         Returns
         -------
@@ -193,9 +194,7 @@ class Posterior:
             Mean, predictive sd, sd of the mean, and ``interval(level)``.
         """
         self._require_model("predict")
-        from ..formats import as_index_tensor
-
-        idx = as_index_tensor(indices, len(self.model.shape), self.model.shape)
+        idx = self.model.check_predict_inputs(inputs)
         flat = self.flat_samples()
         draws = []
         for start in range(0, idx.shape[0], chunk_size):

@@ -47,6 +47,14 @@ class BayesModel:
         """For SVGD's per-slice kernel: site name -> axis whose index names the block."""
         return {}
 
+    def check_predict_inputs(self, inputs) -> torch.Tensor:
+        """Validate what ``Posterior.predict`` receives; raise ``ValueError`` when it is wrong."""
+        raise NotImplementedError
+
+    def predict_entries(self, samples: dict, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample predicted means ``(S, n)`` and noise sd ``(S,)`` at validated inputs."""
+        raise NotImplementedError
+
     def n_data(self) -> int:
         """Number of data points in :attr:`data_plate`."""
         raise NotImplementedError

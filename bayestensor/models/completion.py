@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..formats import get_format
+from ..formats import as_index_tensor, get_format
 from ..observations import Observations, as_observations
 from ..priors import LowRankPrior, noise_precision
 from .base import BayesModel
@@ -173,6 +173,10 @@ class TensorCompletion(BayesModel):
                 if spec.rank_axes}
 
     # --- predictions ------------------------------------------------------------------------
+    def check_predict_inputs(self, inputs) -> torch.Tensor:
+        """An ``(n, ndim)`` index array within the tensor's shape."""
+        return as_index_tensor(inputs, len(self.shape), self.shape)
+
     def predict_entries(self, samples: dict, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample entry means ``(S, n)`` and noise sd ``(S,)`` in data units.
 

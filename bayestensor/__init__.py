@@ -8,6 +8,7 @@ from . import datasets, formats, priors, rank
 from .formats import CPTensor, TTMatrix, TTTensor, TuckerTensor
 from .infer import DivergenceError, Posterior, RunInterrupted, fit
 from .models import TensorCompletion
+from .models.regression import TensorRegression
 from .observations import Observations
 from .priors import low_rank_tensor, noise_precision
 
@@ -15,4 +16,5 @@ __version__ = "0.1.0"
 
 __all__ = ["fit", "Posterior", "TensorCompletion", "Observations", "CPTensor", "TuckerTensor",
            "TTTensor", "TTMatrix", "low_rank_tensor", "noise_precision", "datasets", "formats",
-           "priors", "rank", "RunInterrupted", "DivergenceError", "__version__"]
+           "priors", "rank", "RunInterrupted", "DivergenceError", "__version__",
+           "TensorRegression"]

@@ -15,6 +15,7 @@ from .models import TensorCompletion
 from .observations import Observations
 from .priors import PRIORS
 from .formats import FORMATS
+from .report import image_completion_figures, is_image
 
 
 def _rank_arg(text: str):
@@ -113,9 +114,11 @@ def _read_tensor(path: Path, mask_path: str | None):
 @click.option("--level", type=float, default=0.9, show_default=True, help="Credible level.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/complete", show_default=True)
+@click.option("--figures/--no-figures", default=True, show_default=True,
+              help="For (H, W, 3) or (H, W) data: PNGs of observed, posterior mean and sd.")
 @click.option("--quiet", is_flag=True)
 def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_chains, steps, level,
-             seed, out, quiet):
+             seed, out, figures, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
@@ -141,6 +144,11 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
              sd=pred.sd.reshape(data.shape), lower=lower.reshape(data.shape),
              upper=upper.reshape(data.shape), observed=~np.isnan(data), level=level)
     post.save(out / "posterior.pt")
+    written = [out / "predictions.npz", out / "posterior.pt", out / "summary.json"]
+    if figures and is_image(data.shape):
+        paths = image_completion_figures(data, pred.mean.reshape(data.shape),
+                                         pred.sd.reshape(data.shape), out)
+        written += list(paths.values())
     ranks = post.effective_rank()
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
@@ -148,8 +156,7 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
                "seconds": time.perf_counter() - start, "level": level}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     click.echo(f"rank found: {ranks.mode().tolist()}  ({len(obs)} observed of {data.size})")
-    click.echo(f"wrote {out / 'predictions.npz'} (mean, sd, {level:.0%} interval), "
-               f"{out / 'posterior.pt'}, {out / 'summary.json'}")
+    click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":  # pragma: no cover

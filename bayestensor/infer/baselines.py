@@ -77,7 +77,8 @@ def vi_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 3000,
     bar = trange(num_steps, desc="vi", disable=not progress, leave=False)
     for t in bar:
         opt.zero_grad()
-        eps = torch.randn((num_particles, loc.shape[0]), generator=potential.generator)
+        eps = torch.randn((num_particles, loc.shape[0]), generator=potential.generator,
+                          device=potential.device)
         theta = loc + log_scale.exp() * eps
         logp = potential.log_density(theta, potential.draw_subsample(batch_size))
         if not bool(torch.isfinite(logp).all()):

@@ -35,7 +35,19 @@ def _positive_int(name: str, value, allow_none: bool = True):
     return int(value)
 
 
-def _setup(model, data, model_args, model_kwargs, batch_size, init, seed):
+def _check_device(device):
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was asked for but CUDA is not available")
+    return dev
+
+
+def _setup(model, data, model_args, model_kwargs, batch_size, init, seed, device=None):
     """Model function, its arguments, starting values and fast path."""
     if isinstance(model, BayesModel):
         if data is not None:
@@ -43,7 +55,9 @@ def _setup(model, data, model_args, model_kwargs, batch_size, init, seed):
         if batch_size is not None and batch_size > model.n_data():
             raise ValueError(f"batch_size: {batch_size} exceeds the {model.n_data()} observations")
         kwargs = {"subsample_size": batch_size} if batch_size is not None else {}
+        model.to("cpu")
         init_values = init if isinstance(init, dict) else model.init_values(seed=seed, init=init)
+        model.to(device or "cpu")
         fast = model.fast_log_joint if model.has_fast_path else None
         return model.pyro_model, model.model_args(), kwargs, init_values, fast
     if not callable(model):
@@ -51,7 +65,9 @@ def _setup(model, data, model_args, model_kwargs, batch_size, init, seed):
     if data is not None:
         raise ValueError("data: a custom Pyro model receives its data through model_args / model_kwargs")
     init_values = init if isinstance(init, dict) else {}
-    return model, tuple(model_args), dict(model_kwargs or {}), init_values, None
+    args = tuple(a.to(device) if (device is not None and isinstance(a, torch.Tensor)) else a
+                 for a in model_args)
+    return model, args, dict(model_kwargs or {}), init_values, None
 
 
 def block_ids(potential: Potential, model, mode: str) -> torch.Tensor:
@@ -92,7 +108,8 @@ def _to_posterior(potential: Potential, thetas: list[torch.Tensor], stats: dict,
     theta = torch.stack(thetas, 1)  # (C, S, D)
     c, s, d = theta.shape
     values = potential.constrain(theta.reshape(c * s, d))
-    samples = {k: v.detach().reshape((c, s) + tuple(v.shape[1:])) for k, v in values.items()}
+    samples = {k: v.detach().reshape((c, s) + tuple(v.shape[1:])).cpu() for k, v in values.items()}
+    stats = {k: v.detach().cpu() for k, v in stats.items()}
     return Posterior(samples, stats, method, model if isinstance(model, BayesModel) else None, info)
 
 
@@ -100,7 +117,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         num_warmup: int | None = None, num_chains: int = 1, thin: int = 1,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
-        model_kwargs: dict | None = None, **options) -> Posterior:
+        model_kwargs: dict | None = None, device=None, **options) -> Posterior:
     """Fit a model and return its posterior.
 
     Parameters
@@ -141,6 +158,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         Continue an interrupted SGHMC/SVGD run from its checkpoint.
     model_args, model_kwargs
         Arguments of a custom Pyro model.
+    device : str or torch.device, optional
+        Run the chains/particles there (e.g. ``"cuda"``); a built-in model's data is moved
+        there. Samples always come back on the CPU.
     **options
         Method settings: ``lr``, ``friction``, ``noise_estimate``, ``precondition`` (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
@@ -179,11 +199,13 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         raise ValueError(f"options: {sorted(unknown)} not understood by method {method!r}; "
                          f"it takes {sorted(allowed)}")
 
+    device = _check_device(device)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     fn, args, kwargs, init_values, fast = _setup(model, data, model_args, model_kwargs,
-                                                 batch_size, init, seed)
-    potential = Potential(fn, args, kwargs, init_values=init_values, fast_log_joint=fast, seed=seed)
+                                                 batch_size, init, seed, device)
+    potential = Potential(fn, args, kwargs, init_values=init_values, fast_log_joint=fast, seed=seed,
+                          device=device)
     info = {"method": method, "seed": int(seed), "num_chains": num_chains,
             "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),
             "torch": str(torch.__version__), "pyro": str(pyro.__version__), "python": platform.python_version(),
@@ -218,7 +240,8 @@ def _run_vi(potential, model, *, num_samples, batch_size, progress, info, num_st
     theta0 = potential.init_theta(1)
     loc, scale, trace = vi_fit(potential, theta0, num_steps=num_steps, lr=lr,
                                num_particles=num_particles, batch_size=batch_size, progress=progress)
-    eps = torch.randn((num_samples, loc.shape[0]), generator=potential.generator)
+    eps = torch.randn((num_samples, loc.shape[0]), generator=potential.generator,
+                      device=potential.device)
     draws = (loc + scale * eps).unsqueeze(0)  # (1, S, D)
     info.update(final_elbo=trace["elbo"][-1], vi_steps=num_steps)
     return _to_posterior(potential, list(draws.unbind(1)), {}, "vi", model, info)
@@ -328,9 +351,9 @@ def _run_svgd(potential, model, *, num_samples, batch_size, batches, seed, progr
     def make_posterior(draws, run_info):
         particles = draws[-1]["theta"] if draws else None
         values = potential.constrain(particles)
-        samples = {k: v.detach().unsqueeze(0) for k, v in values.items()}
+        samples = {k: v.detach().unsqueeze(0).cpu() for k, v in values.items()}
         with torch.no_grad():
-            logp = potential.log_density(particles).unsqueeze(0)
+            logp = potential.log_density(particles).unsqueeze(0).cpu()
         return Posterior(samples, {"log_density": logp}, "svgd",
                          model if isinstance(model, BayesModel) else None, {**info, **run_info})
 
@@ -353,7 +376,8 @@ def _svgd_init(potential, n, init_from, jitter, map_steps, batch_size, progress)
     if init_from == "map":
         theta, _ = map_fit(potential, potential.init_theta(1), num_steps=map_steps,
                            batch_size=batch_size, progress=progress)
-        return theta.expand(n, -1) + jitter * torch.randn((n, potential.dim), generator=gen)
+        return theta.expand(n, -1) + jitter * torch.randn((n, potential.dim), generator=gen,
+                                                          device=potential.device)
     draws = []
     for _ in range(n):
         trace = pyro.poutine.trace(potential.model).get_trace(*potential.model_args,

@@ -50,10 +50,11 @@ class _InitValues(poutine.messenger.Messenger):
     drawn uniformly in (-2, 2) in unconstrained space (Pyro's ``init_to_uniform`` idea).
     """
 
-    def __init__(self, values: dict, generator: torch.Generator):
+    def __init__(self, values: dict, generator: torch.Generator, device: torch.device):
         super().__init__()
         self.values = values
         self.generator = generator
+        self.device = device
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
@@ -61,13 +62,14 @@ class _InitValues(poutine.messenger.Messenger):
         if msg["fn"].support.is_discrete:
             value = msg["fn"].sample()  # rejected by Potential right after the trace
         elif msg["name"] in self.values:
-            value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype())
+            value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype(),
+                                    device=self.device)
         else:
             fn = msg["fn"]
             shape = fn.batch_shape + fn.event_shape
             t = biject_to(fn.support)
             u_shape = t.inverse_shape(shape)
-            u = torch.rand(u_shape, generator=self.generator) * 4 - 2
+            u = torch.rand(u_shape, generator=self.generator, device=self.device) * 4 - 2
             value = t(u)
         msg["value"] = value.detach()
         msg["done"] = True
@@ -90,6 +92,9 @@ class Potential:
         batched constrained values; used instead of tracing when present.
     seed : int
         Seed of the prototype initialization and of the mini-batch draws.
+    device : str or torch.device, optional
+        Where the chains live; default: the device of the first tensor in ``model_args``. The
+        random generator lives there too, so sampling loops never copy to the host.
 
     Raises
     ------
@@ -99,15 +104,16 @@ class Potential:
 
     def __init__(self, model: Callable, model_args=(), model_kwargs=None, *,
                  init_values: dict | None = None, fast_log_joint: Callable | None = None,
-                 seed: int = 0):
+                 seed: int = 0, device=None):
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
         self.fast_log_joint = fast_log_joint
-        self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device) if device is not None else _args_device(self.model_args)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         init_values = dict(init_values or {})
         with pyro.validation_enabled(False):
-            proto = poutine.trace(_InitValues(init_values, self.generator)(model)).get_trace(
+            proto = poutine.trace(_InitValues(init_values, self.generator, self.device)(model)).get_trace(
                 *self.model_args, **self.model_kwargs)
         self.sites: list[Site] = []
         self.subsample_plates: dict[str, tuple[int, int]] = {}
@@ -181,7 +187,8 @@ class Potential:
         theta0 = self.unconstrain(self.init_constrained)
         theta = theta0.expand(num_chains, self.dim).clone()
         if jitter > 0:
-            theta = theta + jitter * torch.randn(theta.shape, generator=self.generator)
+            theta = theta + jitter * torch.randn(theta.shape, generator=self.generator,
+                                                 device=self.device)
         return theta
 
     # --- mini-batches -----------------------------------------------------------------------
@@ -190,7 +197,7 @@ class Potential:
         out = {}
         for name, (size, sub) in self.subsample_plates.items():
             b = sub if batch_size is None else min(int(batch_size), size)
-            out[name] = torch.randperm(size, generator=self.generator)[:b]
+            out[name] = torch.randperm(size, generator=self.generator, device=self.device)[:b]
         return out
 
     # --- densities --------------------------------------------------------------------------
@@ -247,7 +254,8 @@ class Potential:
         """
         c, d = theta.shape
         points = theta.detach().repeat(num_probes, 1).requires_grad_(True)
-        z = torch.randint(0, 2, points.shape, generator=self.generator).to(points.dtype) * 2 - 1
+        z = torch.randint(0, 2, points.shape, generator=self.generator,
+                          device=self.device).to(points.dtype) * 2 - 1
         with torch.enable_grad():
             logp = self.log_density(points, subsample, model_args)
             (grad,) = torch.autograd.grad(logp.sum(), points, create_graph=True)
@@ -261,3 +269,11 @@ class Potential:
         if bad:
             return "non-finite values at sites " + ", ".join(repr(b) for b in bad)
         return "all site values are finite; the log density itself overflowed"
+
+
+def _args_device(args) -> torch.device:
+    """Device of the first tensor among the model arguments (CPU when there is none)."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device
+    return torch.device("cpu")

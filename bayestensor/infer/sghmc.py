@@ -142,10 +142,10 @@ class SGHMC:
             curvature = self._estimate_curvature(theta, 0)
             precond = self._precond_from(curvature)
         else:
-            curvature = torch.ones(theta.shape[-1], dtype=theta.dtype)
+            curvature = torch.ones(theta.shape[-1], dtype=theta.dtype, device=theta.device)
             precond = curvature.clone()
         v = (self.lr * precond).sqrt() * torch.randn(theta.shape, generator=self.generator,
-                                                      dtype=theta.dtype)
+                                                      dtype=theta.dtype, device=theta.device)
         beta_hat = self._gradient_noise(theta, 0, precond)
         return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp,
                           grad.norm(dim=-1))
@@ -168,7 +168,8 @@ class SGHMC:
             beta_hat = self._gradient_noise(state.theta, t, precond)
         logp, grad = self._gradient(state.theta, t)
         noise_var = 2.0 * (self.friction - beta_hat) * self.lr * precond
-        noise = torch.randn(state.theta.shape, generator=self.generator, dtype=state.theta.dtype)
+        noise = torch.randn(state.theta.shape, generator=self.generator, dtype=state.theta.dtype,
+                            device=state.theta.device)
         v = (1 - self.friction) * state.v + self.lr * precond * grad + noise_var.sqrt() * noise
         theta = state.theta + v
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad.norm(dim=-1))

@@ -2,8 +2,10 @@
 
 from .base import BayesModel
 from .completion import TensorCompletion
+from .regression import TensorRegression
 
-MODELS: dict[str, type[BayesModel]] = {"TensorCompletion": TensorCompletion}
+MODELS: dict[str, type[BayesModel]] = {"TensorCompletion": TensorCompletion,
+                                       "TensorRegression": TensorRegression}
 
 
 def model_from_config(class_name: str, config: dict) -> BayesModel:
@@ -13,4 +15,4 @@ def model_from_config(class_name: str, config: dict) -> BayesModel:
     return MODELS[class_name](**config)
 
 
-__all__ = ["BayesModel", "TensorCompletion", "MODELS", "model_from_config"]
+__all__ = ["BayesModel", "TensorCompletion", "TensorRegression", "MODELS", "model_from_config"]

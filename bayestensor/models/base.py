@@ -70,5 +70,9 @@ class BayesModel:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
 
+    def to(self, device) -> "BayesModel":
+        """Move the bound data to ``device`` (the samplers then run there)."""
+        return self
+
     def __call__(self, *args, **kwargs):
         return self.pyro_model(*args, **kwargs)

@@ -95,6 +95,15 @@ class TensorCompletion(BayesModel):
             self.scale = sd if sd > 0 else 1.0
         self._y = ((obs.values.double() - self.center) / self.scale).float()
 
+    def to(self, device) -> "TensorCompletion":
+        """Move the observed indices and values to ``device``."""
+        self._require_data()
+        device = torch.device(device)
+        obs = self.observations
+        self.observations = Observations(obs.indices.to(device), obs.values.to(device), obs.shape)
+        self._y = self._y.to(device)
+        return self
+
     def _require_data(self):
         if self.observations is None:
             raise RuntimeError("TensorCompletion: no data bound; call set_data() or fit()")

@@ -1,0 +1,124 @@
+"""The report section of a dynamics study: Markdown tables, figure links and a JSON of every number."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .compare import ComparisonResult
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not math.isfinite(f):
+            return "–"
+        if f == 0:
+            return "0"
+        if abs(f) >= 1e4 or abs(f) < 1e-3:
+            return f"{f:.{digits - 1}e}"
+        return f"{f:.{digits}g}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (numbers to ``digits`` significant digits)."""
+    cols = list(df.columns) if columns is None else list(columns)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns: {missing} not in the table (have {list(df.columns)})")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], digits) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def comparison_section(result: ComparisonResult, title: str, *, metrics: Sequence[str] | None = None,
+                       figures: Sequence[tuple[str, str]] = (), notes: Sequence[str] = (),
+                       level: float = 0.95, level_heading: int = 2) -> str:
+    """Markdown section for one comparison: setup, success table, metric summary, figures.
+
+    Parameters
+    ----------
+    result : ComparisonResult
+    title : str
+        Section heading.
+    metrics : sequence of str, optional
+        Final metrics to tabulate (default all).
+    figures : sequence of (caption, relative path)
+        Figures to link.
+    notes : sequence of str
+        Paragraphs placed after the heading (findings, caveats).
+    level : float
+        Interval level of the tables.
+    level_heading : int
+        Markdown heading level.
+    """
+    if not isinstance(result, ComparisonResult):
+        raise ValueError(f"result: expected a ComparisonResult, got {type(result).__name__}")
+    h = "#" * int(level_heading)
+    info = result.info
+    seeds = result.dataset.seed.values
+    out = [f"{h} {title}", ""]
+    prob = info.get("problem", {})
+    out.append(f"Problem: `{json.dumps(prob, default=str)}`; {len(seeds)} replicate seeds "
+               f"({int(seeds[0])}..{int(seeds[-1])}), replicates vary "
+               f"{'instance and learner randomness' if info.get('vary') == 'all' else 'learner randomness only'}.")
+    out.append("")
+    for p in notes:
+        out += [p, ""]
+    out.append(f"Success rule: {result.dataset.attrs.get('success_rule', '')}. "
+               f"Wilson {level:.0%} intervals.")
+    out.append("")
+    out.append(markdown_table(result.success_table(level=level),
+                              ["learner", "successes", "n", "p", "ci_low", "ci_high"]))
+    out.append("")
+    summ = result.summary(metrics, level=level)
+    out.append(f"Final metrics: mean, sd, median and a {level:.0%} percentile-bootstrap interval "
+               "of the mean over seeds.")
+    out.append("")
+    out.append(markdown_table(summ, ["learner", "metric", "n", "mean", "sd", "median", "ci_low",
+                                     "ci_high"]))
+    out.append("")
+    for caption, path in figures:
+        out.append(f"![{caption}]({path})")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as strict JSON (NaN and infinities become ``null``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_strict(obj), indent=1))
+    return path
+
+
+def _strict(obj):
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _strict(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _strict(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+__all__ = ["markdown_table", "comparison_section", "write_json"]

@@ -1,0 +1,300 @@
+"""Problems and learners that :func:`bayestensor.dynamics.compare` runs replicates of.
+
+A *problem* draws an instance from a seed (``instance(seed)``) and says which final metrics
+count as success (``success(final)``). A *learner* trains on an instance with a seed
+(``run(instance, seed) -> Trace``); the seed picks its random parts (feedback matrix,
+initialization), so two learners run with one seed share them where they have them in common.
+Both are small picklable dataclasses: replicates can run in other processes (any executor with
+a ``map`` method, e.g. ``ray.util.multiprocessing.Pool``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import _checks
+from .diagonal import sparse_regression, train_diagonal
+from .factorization import RULES, low_rank_matrix, train_factorization
+from .overparam import VARIANTS, fit_lazy, fit_rich, symmetric_low_rank_tensor
+
+
+@dataclass
+class Trace:
+    """What one learner run returns to :func:`compare`.
+
+    Attributes
+    ----------
+    steps : np.ndarray
+        Recorded step numbers (may be empty).
+    trajectory : dict of str to np.ndarray
+        Metric values aligned with ``steps``.
+    final : dict of str to float
+        Final metrics.
+    """
+
+    steps: np.ndarray
+    trajectory: dict
+    final: dict
+
+
+# --- problems ---------------------------------------------------------------------------------
+@dataclass
+class FactorizationProblem:
+    """``Y`` of shape ``(n, m)`` and rank ``rank`` (singular values 1 .. ``smallest``), model rank ``r``.
+
+    Success: the final excess error over the Eckart-Young optimum is below ``tol`` (relative,
+    squared).
+    """
+
+    n: int = 30
+    m: int = 20
+    rank: int = 5
+    r: int = 3
+    smallest: float = 0.2
+    noise: float = 0.0
+    tol: float = 1e-6
+    name: str = "factorization"
+
+    def __post_init__(self):
+        for key in ("n", "m", "rank", "r"):
+            _checks.positive_int(key, getattr(self, key))
+        if self.rank > min(self.n, self.m):
+            raise ValueError(f"rank: expected at most min(n, m) = {min(self.n, self.m)}, got {self.rank}")
+        _checks.positive_float("smallest", self.smallest)
+        _checks.positive_float("noise", self.noise, allow_zero=True)
+        _checks.positive_float("tol", self.tol)
+
+    def instance(self, seed: int) -> dict:
+        """The target ``Y`` for ``seed``."""
+        y = low_rank_matrix(self.n, self.m, self.rank, seed=seed, smallest=self.smallest,
+                            noise=self.noise)
+        return {"y": y, "r": self.r}
+
+    @property
+    def success_rule(self) -> str:
+        return f"excess < {self.tol:g} (reaches the Eckart-Young optimum)"
+
+    def success(self, final: dict) -> bool:
+        """Whether a run reached the Eckart-Young optimum."""
+        return bool(final.get("excess", np.inf) < self.tol)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+@dataclass
+class TensorProblem:
+    """A random symmetric order-``order`` tensor of rank ``r`` in dimension ``d``, fitted with ``m`` components.
+
+    ``m`` defaults to ``5 r``. Success: relative error below ``tol``.
+    """
+
+    d: int = 10
+    r: int = 2
+    m: int | None = None
+    order: int = 3
+    tol: float = 1e-3
+    name: str = "overparam"
+
+    def __post_init__(self):
+        for key in ("d", "r"):
+            _checks.positive_int(key, getattr(self, key))
+        _checks.positive_int("order", self.order, minimum=2)
+        if self.m is None:
+            self.m = 5 * self.r
+        _checks.positive_int("m", self.m)
+        _checks.positive_float("tol", self.tol)
+
+    def instance(self, seed: int) -> dict:
+        """Target tensor and its components for ``seed``."""
+        t, a = symmetric_low_rank_tensor(self.d, self.r, self.order, seed=seed)
+        return {"target": t, "components": a, "m": self.m}
+
+    @property
+    def success_rule(self) -> str:
+        return f"relative error < {self.tol:g}"
+
+    def success(self, final: dict) -> bool:
+        """Whether the tensor was recovered."""
+        return bool(final.get("error", np.inf) < self.tol)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+@dataclass
+class SparseRegressionProblem:
+    """Under-determined sparse regression ``y = X beta*`` (``n < d``, ``k`` non-zeros).
+
+    Success: the learned ``beta`` is within ``tol`` (relative) of ``beta*``.
+    """
+
+    n: int = 20
+    d: int = 50
+    k: int = 3
+    noise: float = 0.0
+    tol: float = 0.05
+    name: str = "sparse_regression"
+
+    def __post_init__(self):
+        for key in ("n", "d", "k"):
+            _checks.positive_int(key, getattr(self, key))
+        _checks.positive_float("noise", self.noise, allow_zero=True)
+        _checks.positive_float("tol", self.tol)
+
+    def instance(self, seed: int) -> dict:
+        """Design, labels and the sparse truth for ``seed``."""
+        x, y, beta = sparse_regression(self.n, self.d, self.k, seed=seed, noise=self.noise)
+        return {"x": x, "y": y, "beta_star": beta}
+
+    @property
+    def success_rule(self) -> str:
+        return f"||beta - beta*|| / ||beta*|| < {self.tol:g} (sparse truth recovered)"
+
+    def success(self, final: dict) -> bool:
+        """Whether the sparse truth was recovered."""
+        return bool(final.get("dist_truth", np.inf) < self.tol)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+# --- learners ---------------------------------------------------------------------------------
+def _finals(final: dict) -> dict:
+    return {k: float(v) for k, v in final.items() if np.ndim(v) == 0}
+
+
+@dataclass
+class FactorizationLearner:
+    """GD, FA or FA* on a :class:`FactorizationProblem` (see :func:`train_factorization`)."""
+
+    rule: str = "fa"
+    steps: int = 3000
+    lr: float | None = None
+    init_scale: float | None = None
+    feedback_scale: float | None = None
+    record_every: int | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        _checks.choice("rule", self.rule, RULES)
+        _checks.positive_int("steps", self.steps)
+        if self.name is None:
+            self.name = {"gd": "GD", "fa": "FA", "fa_star": "FA*"}[self.rule]
+
+    def run(self, instance: dict, seed: int) -> Trace:
+        out = train_factorization(instance["y"], instance["r"], self.rule, lr=self.lr,
+                                  steps=self.steps, init_scale=self.init_scale,
+                                  feedback_scale=self.feedback_scale, seed=seed,
+                                  record_every=self.record_every)
+        final = _finals(out.final)
+        final["diverged"] = float(out.diverged)
+        return Trace(out.steps, out.trajectory, final)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+@dataclass
+class BayesReference:
+    """The ARD posterior of the same factorization by SGHMC (:func:`bayes_factorization`).
+
+    Its trajectory is the relative error of each posterior draw (chain 0): steps are draws, not
+    optimizer steps.
+    """
+
+    num_samples: int = 200
+    num_warmup: int = 300
+    lr: float = 0.01
+    prior: str = "gamma"
+    name: str = "Bayes (SGHMC)"
+
+    def run(self, instance: dict, seed: int) -> Trace:
+        from .bayes_reference import bayes_factorization
+
+        out = bayes_factorization(instance["y"], instance["r"], seed=seed,
+                                  num_samples=self.num_samples, num_warmup=self.num_warmup,
+                                  lr=self.lr, prior=self.prior)
+        return Trace(out["steps"], out["trajectory"], _finals(out["final"]))
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+@dataclass
+class OverparamLearner:
+    """Rich GD or the lazy (linearized) model on a :class:`TensorProblem`."""
+
+    kind: str = "rich"
+    alpha: float = 0.03
+    steps: int = 1500
+    variant: str = "plain"
+    lr_scale: float = 0.3
+    weight_decay: float = 0.0
+    reinit_every: int | None = None
+    record_every: int | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        _checks.choice("kind", self.kind, ("rich", "lazy"))
+        _checks.choice("variant", self.variant, VARIANTS)
+        _checks.positive_float("alpha", self.alpha)
+        _checks.positive_int("steps", self.steps)
+        if self.name is None:
+            tag = "" if self.variant == "plain" else f" {self.variant}"
+            self.name = f"{self.kind}{tag} (alpha={self.alpha:g})"
+
+    def run(self, instance: dict, seed: int) -> Trace:
+        common = dict(alpha=self.alpha, steps=self.steps, variant=self.variant,
+                      components=instance["components"], seed=seed, record_every=self.record_every)
+        if self.kind == "rich":
+            out = fit_rich(instance["target"], instance["m"], lr_scale=self.lr_scale,
+                           weight_decay=self.weight_decay, reinit_every=self.reinit_every, **common)
+        else:
+            out = fit_lazy(instance["target"], instance["m"], **common)
+        final = _finals(out.final)
+        final["diverged"] = float(out.diverged)
+        return Trace(out.steps, out.trajectory, final)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+@dataclass
+class DiagonalLearner:
+    """A depth-``depth`` diagonal network at scale ``alpha`` on a :class:`SparseRegressionProblem`."""
+
+    alpha: float = 0.01
+    depth: int = 2
+    steps: int = 20000
+    lr_scale: float = 0.5
+    record_every: int | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        _checks.positive_float("alpha", self.alpha)
+        _checks.positive_int("depth", self.depth, minimum=2)
+        _checks.positive_int("steps", self.steps)
+        if self.name is None:
+            self.name = f"D={self.depth}, alpha={self.alpha:g}"
+
+    def run(self, instance: dict, seed: int) -> Trace:
+        out = train_diagonal(instance["x"], instance["y"], [self.alpha], depth=self.depth,
+                             steps=self.steps, lr_scale=self.lr_scale, seed=seed,
+                             record_every=self.record_every)
+        final = {k: float(np.asarray(v)[0]) for k, v in out.final.items()}
+        beta_star = instance["beta_star"]
+        final["dist_truth"] = float((out.beta[0] - beta_star).norm() / beta_star.norm())
+        final["l1_min"] = out.reference["l1_min"]
+        final["l1_of_l2"] = out.reference["l1_of_l2"]
+        traj = {k: v[0] for k, v in out.trajectory.items()}
+        return Trace(out.steps, traj, final)
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+
+__all__ = ["Trace", "FactorizationProblem", "TensorProblem", "SparseRegressionProblem",
+           "FactorizationLearner", "BayesReference", "OverparamLearner", "DiagonalLearner"]

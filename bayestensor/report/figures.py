@@ -1,0 +1,75 @@
+"""Matplotlib figures of completion results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def is_image(shape) -> bool:
+    """True for an (H, W, 3) colour image or an (H, W) grey image."""
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] == 3)
+
+
+def _show(ax, img, title, cmap=None, vmin=None, vmax=None):
+    im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    return im
+
+
+def image_completion_figures(observed, mean, sd, out_dir, *, truth=None, prefix: str = "image"):
+    """Write PNGs of the observed image, the posterior mean and the posterior sd map.
+
+    Parameters
+    ----------
+    observed : array (H, W, 3) or (H, W)
+        Data with NaN at missing pixels (shown black).
+    mean, sd : arrays of the same shape
+        Posterior mean and predictive sd.
+    out_dir : path
+    truth : array, optional
+        Ground truth, shown beside the others when given.
+    prefix : str
+        File name prefix.
+
+    Returns
+    -------
+    dict of str to Path
+        ``observed``, ``mean``, ``sd`` and ``panel`` (all side by side) PNG paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    obs = np.nan_to_num(np.asarray(observed, dtype=float), nan=0.0)
+    lo, hi = np.nanmin(observed), np.nanmax(observed)
+    scale = (lambda x: np.clip((np.asarray(x) - lo) / (hi - lo or 1.0), 0, 1))
+    sd_map = np.asarray(sd).mean(-1) if np.ndim(sd) == 3 else np.asarray(sd)
+    panels = [("observed", scale(obs), None), ("posterior mean", scale(mean), None),
+              ("posterior sd", sd_map, "magma")]
+    if truth is not None:
+        panels.insert(0, ("truth", scale(truth), None))
+    paths = {}
+    for title, img, cmap in panels:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
+        if cmap is not None:
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        key = title.split()[-1] if title != "posterior mean" else "mean"
+        path = out / f"{prefix}_{key}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths[key] = path
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+    for ax, (title, img, cmap) in zip(axes, panels):
+        im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
+        if cmap is not None:
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    paths["panel"] = out / f"{prefix}_panel.png"
+    fig.savefig(paths["panel"], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths

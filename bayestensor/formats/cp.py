@@ -100,6 +100,50 @@ class CPTensor(LowRankTensor):
                   for f in factors]
         return cls(data.shape, [p.float() for p in params])
 
+    @classmethod
+    def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1.0,
+                     seed: int = 0) -> "CPTensor":
+        """Initialize from observed entries alone by ridge-regularized alternating least squares.
+
+        For tensors too large to hold densely (where ``from_tensor`` cannot run): each sweep
+        solves, for every row of every factor, the R x R normal equations over that row's
+        observed entries, accumulated with ``index_add`` in O(n_obs R^2). Rows without
+        observations are shrunk to zero by the ridge term.
+
+        Parameters
+        ----------
+        indices : (n, ndim) integer array
+        values : (n,) array
+        shape : tuple of int
+        rank : int
+        n_sweeps : int
+            ALS sweeps over all modes.
+        ridge : float
+            Ridge penalty, relative to the mean number of observations per row.
+        seed : int
+        """
+        (r,) = cls.normalize_rank(shape, rank)
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
+        gen = torch.Generator().manual_seed(seed)
+        scale = (float(y.pow(2).mean()) / r) ** (1.0 / (2 * len(shape)))
+        factors = [torch.randn(s, r, generator=gen, dtype=torch.float64) * scale for s in shape]
+        eye = torch.eye(r, dtype=torch.float64)
+        for _ in range(n_sweeps):
+            for n, size in enumerate(shape):
+                b = torch.ones(idx.shape[0], r, dtype=torch.float64)
+                for m, f in enumerate(factors):
+                    if m != n:
+                        b = b * f.index_select(0, idx[:, m])
+                gram = torch.zeros(size, r, r, dtype=torch.float64).index_add_(
+                    0, idx[:, n], b.unsqueeze(-1) * b.unsqueeze(-2))
+                rhs = torch.zeros(size, r, dtype=torch.float64).index_add_(0, idx[:, n], y.unsqueeze(-1) * b)
+                lam = ridge * (idx.shape[0] / size) * float(gram.diagonal(dim1=-2, dim2=-1).mean()
+                                                              / max(idx.shape[0] / size, 1.0))
+                factors[n] = torch.linalg.solve(gram + (lam + 1e-10) * eye, rhs.unsqueeze(-1)).squeeze(-1)
+        balanced = balance_cp_factors([f.numpy() for f in factors])
+        return cls(tuple(shape), [torch.as_tensor(f, dtype=torch.float32) for f in balanced])
+
     def to_tensorly(self):
         if self.batch_shape:
             raise ValueError("to_tensorly: expected a single sample, got batch_shape "

@@ -162,7 +162,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         Run the chains/particles there (e.g. ``"cuda"``); a built-in model's data is moved
         there. Samples always come back on the CPU.
     **options
-        Method settings: ``lr``, ``friction``, ``noise_estimate``, ``precondition`` (SGHMC);
+        Method settings: ``lr``, ``friction``, ``noise_estimate``, ``precondition``,
+        ``init_from`` (``"map"``: start the chains at the MAP, the default; ``"init"``: at the
+        starting values), ``map_steps`` (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD); ``num_steps``, ``lr`` (MAP, VI);
         ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS).
@@ -278,7 +280,10 @@ def _make_run(method, potential, model, step, record, num_steps, info, seed, pro
 
 def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, batch_size,
                batches, seed, progress, checkpoint, checkpoint_every, resume, info, lr=0.01,
-               friction=0.1, noise_estimate=0.0, precondition=True, init_jitter=0.0, **_):
+               friction=0.1, noise_estimate=0.0, precondition=True, init_jitter=0.0,
+               init_from="map", map_steps=1000, **_):
+    if init_from not in ("map", "init"):
+        raise ValueError(f"init_from: expected 'map' or 'init', got {init_from!r}")
     sampler = SGHMC(potential, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=batch_size, batches=batches)
     warm = num_samples if num_warmup is None else num_warmup
@@ -308,7 +313,18 @@ def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, b
     if resume is not None:
         state, t0, draws = run.resume_from(resume)
         return run.run(state, t0, draws)
-    state = sampler.init_state(potential.init_theta(num_chains, jitter=init_jitter))
+    theta0 = potential.init_theta(1)
+    if init_from == "map":
+        # The curvature that sets the preconditioner is measured where the chains start:
+        # starting at the mode makes it representative (a far start can leave it too small
+        # and the chains unstable once they reach the mode).
+        theta0, _ = map_fit(potential, theta0, num_steps=map_steps, batch_size=batch_size,
+                            progress=progress)
+    theta0 = theta0.expand(num_chains, -1).clone()
+    if init_jitter > 0:
+        theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=potential.generator,
+                                                    device=potential.device)
+    state = sampler.init_state(theta0)
     return run.run(state)
 
 
@@ -392,7 +408,7 @@ _METHOD_OPTIONS: dict[str, set] = {
     "map": {"num_steps", "lr"} | _COMMON,
     "vi": {"num_steps", "lr", "num_particles"},
     "nuts": {"target_accept", "max_tree_depth"} | _COMMON,
-    "sghmc": {"lr", "friction", "noise_estimate", "precondition"} | _COMMON,
+    "sghmc": {"lr", "friction", "noise_estimate", "precondition", "init_from", "map_steps"} | _COMMON,
     "svgd": {"lr", "kernel", "blocks", "optimizer", "num_steps", "init_from", "init_jitter",
              "map_steps", "final_lr_ratio"},
 }

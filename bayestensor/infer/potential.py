@@ -205,7 +205,10 @@ class Potential:
         """Log joint of batched constrained values, shape ``(C,)``."""
         subsample = subsample or {}
         if self.fast_log_joint is not None and model_args is None:
-            return self.fast_log_joint(values, subsample)
+            # No argument validation: a bad point must give NaN/inf (which the samplers report
+            # with its step and sites), not an exception from a distribution's constructor.
+            with pyro.validation_enabled(False):
+                return self.fast_log_joint(values, subsample)
         args = self.model_args if model_args is None else tuple(model_args)
 
         def single(vals):
@@ -249,18 +252,21 @@ class Potential:
                      model_args=None) -> torch.Tensor:
         """Hutchinson estimate of ``diag(-Hessian of log density)``, averaged over chains.
 
-        ``E_z[z * (H z)]`` with Rademacher probes ``z``; all probes of all chains are evaluated
-        as one batch of Hessian-vector products. Returns ``(D,)``.
+        ``E_z[z * (H z)]`` with Rademacher probes ``z``. Each probe is one batch of
+        Hessian-vector products over all chains; probes run one after another so that memory
+        stays that of a single batched double-backward. Returns ``(D,)``.
         """
-        c, d = theta.shape
-        points = theta.detach().repeat(num_probes, 1).requires_grad_(True)
-        z = torch.randint(0, 2, points.shape, generator=self.generator,
-                          device=self.device).to(points.dtype) * 2 - 1
-        with torch.enable_grad():
-            logp = self.log_density(points, subsample, model_args)
-            (grad,) = torch.autograd.grad(logp.sum(), points, create_graph=True)
-            (hz,) = torch.autograd.grad((grad * z).sum(), points)
-        return -(z * hz).detach().mean(0)
+        total = torch.zeros(theta.shape[-1], dtype=theta.dtype, device=theta.device)
+        for _ in range(num_probes):
+            points = theta.detach().clone().requires_grad_(True)
+            z = torch.randint(0, 2, points.shape, generator=self.generator,
+                              device=self.device).to(points.dtype) * 2 - 1
+            with torch.enable_grad():
+                logp = self.log_density(points, subsample, model_args)
+                (grad,) = torch.autograd.grad(logp.sum(), points, create_graph=True)
+                (hz,) = torch.autograd.grad((grad * z).sum(), points)
+            total -= (z * hz).detach().sum(0)
+        return total / (num_probes * theta.shape[0])
 
     def locate_nonfinite(self, theta: torch.Tensor) -> str:
         """Describe which sites hold non-finite constrained values (for error messages)."""

@@ -149,7 +149,8 @@ class TensorCompletion(BayesModel):
 
         ``init="svd"`` uses TensorLy's decomposition of the observed tensor with missing
         entries filled by the mean (random when the dense tensor would exceed
-        ``MAX_DENSE_INIT`` entries); ``init="random"`` draws factors whose reconstruction has
+        ``MAX_DENSE_INIT`` entries: for CP, ridge ALS on the observed entries alone, see
+        ``CPTensor.from_entries``); ``init="random"`` draws factors whose reconstruction has
         unit scale. The noise precision starts at ``1 / Var(y)``.
         """
         self._require_data()
@@ -165,6 +166,8 @@ class TensorCompletion(BayesModel):
             dense[idx] = self._y.double().numpy()
             mask[idx] = True
             tensor = cls.from_tensor(dense, ranks, mask=mask, seed=seed, n_iter_max=30)
+        elif init == "svd" and cls.format_name == "cp":
+            tensor = cls.from_entries(obs.indices, self._y, self.shape, ranks, seed=seed)
         else:
             tensor = cls.random(self.shape, ranks, scale=1.0, seed=seed)
         values = self.tensor_prior.init_values(tensor)

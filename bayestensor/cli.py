@@ -159,5 +159,9 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in written))
 
 
+from .dynamics.cli import dynamics  # noqa: E402
+
+main.add_command(dynamics)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import torch
@@ -60,3 +61,15 @@ def matrix(name: str, value, dtype=torch.float64) -> torch.Tensor:
 def rng(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``."""
     return torch.Generator().manual_seed(int(seed))
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """A seed for one named random stream of a run (``"feedback"``, ``"init"``, ...).
+
+    Data generators use ``seed`` itself; learners draw their feedback matrices and starts from
+    derived streams, so a learner run with seed ``s`` on the instance drawn with seed ``s`` never
+    reuses the instance's random numbers (which would, e.g., start components parallel to the
+    true ones).
+    """
+    ss = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode())])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))

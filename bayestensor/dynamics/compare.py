@@ -105,7 +105,9 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     den = 1 + z**2 / n
     center = (p + z**2 / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
-    return max(0.0, center - half), min(1.0, center + half)
+    lo = 0.0 if k == 0 else max(0.0, center - half)  # exact at the ends (no rounding)
+    hi = 1.0 if k == n else min(1.0, center + half)
+    return lo, hi
 
 
 def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -307,14 +309,17 @@ class ComparisonResult:
     # --- views --------------------------------------------------------------------------------
     @property
     def learners(self) -> list[str]:
+        """Learner names, in order."""
         return [str(v) for v in self.dataset.learner.values]
 
     @property
     def final_metrics(self) -> list[str]:
+        """Names of the final metrics."""
         return list(self.info.get("final_metrics", []))
 
     @property
     def trajectory_metrics(self) -> list[str]:
+        """Names of the trajectory metrics."""
         return list(self.info.get("trajectory_metrics", []))
 
     def table(self) -> pd.DataFrame:

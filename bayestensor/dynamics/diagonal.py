@@ -209,7 +209,7 @@ def train_diagonal(x, y, alphas, *, depth: int = 2, steps: int = 20000, lr_scale
     a_t = torch.as_tensor(alist, dtype=_DT).unsqueeze(1)  # (A, 1)
     s = torch.maximum(a_t, torch.full_like(a_t, b_scale ** (1.0 / depth)))
     lr = lr_scale / (depth**2 * lam * s ** (2 * (depth - 1)))  # (A, 1)
-    gen = _checks.rng(seed)
+    gen = _checks.rng(_checks.derived_seed(seed, "init"))
     wp = a_t.expand(-1, d).clone()
     wm = a_t.expand(-1, d).clone()
     if jitter > 0:

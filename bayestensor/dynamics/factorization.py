@@ -421,7 +421,8 @@ def train_factorization(y, rank: int, rule: str = "fa", *, lr: float | None = No
     feedback_scale : float, optional
         Scale of the default feedback; default ``sqrt(||Y||_2)``.
     seed : int
-        Seeds the feedback matrix (drawn first) and then the initialization.
+        Seeds the feedback matrix and the initialization (two streams derived from it, distinct
+        from the stream :func:`low_rank_matrix` uses with the same seed).
     record_every : int, optional
         Record metrics every this many steps (default ``steps // 200``).
     z0, w0 : array, optional
@@ -461,12 +462,12 @@ def train_factorization(y, rank: int, rule: str = "fa", *, lr: float | None = No
     sched = record_schedule(steps, record_every)
 
     if feedback is None:
-        b = feedback_matrix(r, m, scale=fscale, seed=seed)
+        b = feedback_matrix(r, m, scale=fscale, seed=_checks.derived_seed(seed, "feedback"))
     else:
         b = _checks.matrix("feedback", feedback)
         if tuple(b.shape) != (r, m):
             raise ValueError(f"feedback: expected shape {(r, m)}, got {tuple(b.shape)}")
-    gen = _checks.rng(seed + 7919)
+    gen = _checks.rng(_checks.derived_seed(seed, "init"))
     std = init_scale * math.sqrt(sigma1 / r)
     z = torch.randn(n, r, generator=gen, dtype=_DT) * std
     w = torch.randn(r, m, generator=gen, dtype=_DT) * std

@@ -52,6 +52,7 @@ class FeedbackAlignmentFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, feedback, bias=None):
+        """``x W^T + b``; saves what the FA backward needs."""
         ctx.save_for_backward(x, weight, feedback)
         ctx.has_bias = bias is not None
         out = x.matmul(weight.transpose(-1, -2))
@@ -61,6 +62,7 @@ class FeedbackAlignmentFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """Input gradient through the feedback, weight and bias gradients exact."""
         x, weight, feedback = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
@@ -176,6 +178,7 @@ class FALinear(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T + b`` with the FA backward pass."""
         return fa_linear(x, self.weight, self.feedback, self.bias)
 
     def alignment(self) -> float:
@@ -184,6 +187,7 @@ class FALinear(nn.Module):
         return float((w * b).sum() / (w.norm() * b.norm()).clamp_min(1e-300))
 
     def extra_repr(self) -> str:
+        """Sizes, for ``repr``."""
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
@@ -342,7 +346,7 @@ def train_decomposition(target, rank, format: str = "cp", rule: str = "fa", *,
         Feedback tensors are random with reconstruction entries of this scale relative to the
         target's entry scale.
     seed : int
-        Seeds the feedback (drawn first) and then the initialization.
+        Seeds the feedback and the initialization (streams derived from it).
     record_every : int, optional
     init : LowRankTensor, optional
         Explicit starting point.
@@ -372,13 +376,13 @@ def train_decomposition(target, rank, format: str = "cp", rule: str = "fa", *,
     lr = _checks.positive_float("lr", lr)
     cls.normalize_rank(tuple(t.shape), rank)  # validates the rank (ValueError naming "rank")
     entry = tnorm / math.sqrt(t.numel())
-    fb = cls.random(tuple(t.shape), rank, scale=feedback_scale * entry, seed=seed,
-                    dtype=torch.float64).params
+    fb = cls.random(tuple(t.shape), rank, scale=feedback_scale * entry,
+                    seed=_checks.derived_seed(seed, "feedback"), dtype=torch.float64).params
     if init is not None:
         params = [p.detach().to(torch.float64).clone() for p in init.params]
     elif init_scale > 0:
-        params = cls.random(tuple(t.shape), rank, scale=init_scale * entry, seed=seed + 7919,
-                            dtype=torch.float64).params
+        params = cls.random(tuple(t.shape), rank, scale=init_scale * entry,
+                            seed=_checks.derived_seed(seed, "init"), dtype=torch.float64).params
     else:
         params = [torch.zeros_like(f) for f in fb]
     sched = record_schedule(steps, record_every)

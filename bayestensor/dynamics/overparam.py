@@ -153,7 +153,7 @@ def _init(t: torch.Tensor, m: int, alpha: float, seed: int, n_true: int | None):
     order, d = t.ndim, t.shape[0]
     r = n_true or 1
     rho = (float(t.norm()) / math.sqrt(r)) ** (1.0 / order)
-    gen = _checks.rng(seed)
+    gen = _checks.rng(_checks.derived_seed(seed, "init"))
     w0 = torch.randn(m, d, generator=gen, dtype=_DT) * (alpha * rho / math.sqrt(d))
     return w0, rho
 
@@ -208,7 +208,7 @@ def fit_rich(target, m: int, *, alpha: float = 0.03, steps: int = 2000, lr: floa
     traj = {k: np.full(len(sched), np.nan) for k in keys}
     tnorm, w0norm = float(t.norm()), float(w0.norm())
     w = w0.clone()
-    gen = _checks.rng(seed + 104729)
+    gen = _checks.rng(_checks.derived_seed(seed, "reinit"))
     rec, diverged = 0, False
     for step in range(steps + 1):
         wr = w.clone().requires_grad_(True)

@@ -74,6 +74,7 @@ class FactorizationProblem:
 
     @property
     def success_rule(self) -> str:
+        """The success rule in words."""
         return f"excess < {self.tol:g} (reaches the Eckart-Young optimum)"
 
     def success(self, final: dict) -> bool:
@@ -81,6 +82,7 @@ class FactorizationProblem:
         return bool(final.get("excess", np.inf) < self.tol)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -114,6 +116,7 @@ class TensorProblem:
 
     @property
     def success_rule(self) -> str:
+        """The success rule in words."""
         return f"relative error < {self.tol:g}"
 
     def success(self, final: dict) -> bool:
@@ -121,6 +124,7 @@ class TensorProblem:
         return bool(final.get("error", np.inf) < self.tol)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -151,6 +155,7 @@ class SparseRegressionProblem:
 
     @property
     def success_rule(self) -> str:
+        """The success rule in words."""
         return f"||beta - beta*|| / ||beta*|| < {self.tol:g} (sparse truth recovered)"
 
     def success(self, final: dict) -> bool:
@@ -158,6 +163,7 @@ class SparseRegressionProblem:
         return bool(final.get("dist_truth", np.inf) < self.tol)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -185,6 +191,7 @@ class FactorizationLearner:
             self.name = {"gd": "GD", "fa": "FA", "fa_star": "FA*"}[self.rule]
 
     def run(self, instance: dict, seed: int) -> Trace:
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
         out = train_factorization(instance["y"], instance["r"], self.rule, lr=self.lr,
                                   steps=self.steps, init_scale=self.init_scale,
                                   feedback_scale=self.feedback_scale, seed=seed,
@@ -194,6 +201,7 @@ class FactorizationLearner:
         return Trace(out.steps, out.trajectory, final)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -212,6 +220,7 @@ class BayesReference:
     name: str = "Bayes (SGHMC)"
 
     def run(self, instance: dict, seed: int) -> Trace:
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
         from .bayes_reference import bayes_factorization
 
         out = bayes_factorization(instance["y"], instance["r"], seed=seed,
@@ -220,6 +229,7 @@ class BayesReference:
         return Trace(out["steps"], out["trajectory"], _finals(out["final"]))
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -247,6 +257,7 @@ class OverparamLearner:
             self.name = f"{self.kind}{tag} (alpha={self.alpha:g})"
 
     def run(self, instance: dict, seed: int) -> Trace:
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
         common = dict(alpha=self.alpha, steps=self.steps, variant=self.variant,
                       components=instance["components"], seed=seed, record_every=self.record_every)
         if self.kind == "rich":
@@ -259,6 +270,7 @@ class OverparamLearner:
         return Trace(out.steps, out.trajectory, final)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 
@@ -281,6 +293,7 @@ class DiagonalLearner:
             self.name = f"D={self.depth}, alpha={self.alpha:g}"
 
     def run(self, instance: dict, seed: int) -> Trace:
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
         out = train_diagonal(instance["x"], instance["y"], [self.alpha], depth=self.depth,
                              steps=self.steps, lr_scale=self.lr_scale, seed=seed,
                              record_every=self.record_every)
@@ -293,6 +306,7 @@ class DiagonalLearner:
         return Trace(out.steps, traj, final)
 
     def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
         return {"type": type(self).__name__, **asdict(self)}
 
 

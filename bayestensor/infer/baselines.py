@@ -50,7 +50,7 @@ def map_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 2000
         (-obj.sum()).backward()
         opt.step()
         sched.step()
-        total = float(obj.sum())
+        total = float(obj.detach().sum())
         history.append(total)
         if not math.isfinite(best) or total > best + tol * abs(best):
             best, stall = total, 0

@@ -21,7 +21,8 @@ from .report import image_completion_figures, is_image
 def _rank_arg(text: str):
     parts = [int(p) for p in str(text).split(",") if p.strip()]
     if not parts or any(p < 1 for p in parts):
-        raise click.BadParameter(f"expected a positive integer or a comma list, got {text!r}")
+        raise click.BadParameter(f"expected a positive integer or a comma list, got {text!r}",
+                                 param_hint="--max-rank")
     return parts[0] if len(parts) == 1 else parts
 
 
@@ -46,7 +47,11 @@ def main():
               help="Directory for the saved posterior and summary.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def demo(method, fmt, seed, out, quiet):
-    """Complete a synthetic 30x30x30 tensor of rank 3 (20% observed, 10 dB) with max rank 15."""
+    """Complete a synthetic tensor of known rank (20% observed, 10 dB) and report what was found.
+
+    CP: 30x30x30 of rank 3 with max rank 15; other formats: rank 3 per rank dimension with max
+    rank 8 (TT-matrix on a (5, 6, 6, 5, 6, 6) tensor).
+    """
     shape, true_rank = (30, 30, 30), 3
     rank = {"cp": 3, "tucker": (3, 3, 3), "tt": (3, 3), "ttm": (3, 3)}[fmt]
     if fmt == "ttm":
@@ -110,15 +115,17 @@ def _read_tensor(path: Path, mask_path: str | None):
 @click.option("--max-rank", default="10", show_default=True, help="Int or comma list per rank dim.")
 @click.option("--num-samples", type=int, default=None, help="Draws per chain / particles.")
 @click.option("--num-chains", type=int, default=1, show_default=True)
-@click.option("--steps", type=int, default=None, help="Optimization / SVGD steps.")
+@click.option("--steps", type=int, default=None,
+              help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
+@click.option("--num-warmup", type=int, default=None, help="Burn-in steps (sghmc, nuts).")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Credible level.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/complete", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True,
               help="For (H, W, 3) or (H, W) data: PNGs of observed, posterior mean and sd.")
 @click.option("--quiet", is_flag=True)
-def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_chains, steps, level,
-             seed, out, figures, quiet):
+def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_chains, steps,
+             num_warmup, level, seed, out, figures, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
@@ -133,7 +140,11 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
+    if steps is not None and method in ("sghmc", "nuts"):
+        raise click.BadParameter(f"--steps does not apply to {method}; use --num-samples and "
+                                 "--num-warmup", param_hint="--steps")
     post = fit(model, obs, method=method, seed=seed, num_samples=num_samples, num_chains=num_chains,
+               num_warmup=num_warmup if method in ("sghmc", "nuts") else None,
                progress=not quiet, **_sampler_options(method, steps))
     idx = np.indices(data.shape).reshape(data.ndim, -1).T
     pred = post.predict(idx)

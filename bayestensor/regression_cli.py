@@ -115,9 +115,11 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     start = time.perf_counter()
+    # fit(method="map") from the MAP start would optimize twice.
+    start_from = "svd" if (method == "map" and init == "map") else init
     post = fit(model, (X, y), method=method, seed=seed, num_samples=num_samples,
-               num_chains=num_chains, batch_size=batch_size, init=init, progress=not quiet,
-               **options)
+               num_chains=num_chains, batch_size=batch_size, init=start_from,
+               progress=not quiet, **options)
     seconds = time.perf_counter() - start
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

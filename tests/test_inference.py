@@ -320,3 +320,33 @@ def test_svgd_direction_matches_the_stein_formula(kernel, blocks):
                 (dk,) = torch.autograd.grad(k, xj)
                 ref[i, cols] += k.detach() * g[j, cols] + dk
     torch.testing.assert_close(phi, ref / 6)
+
+
+def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path, monkeypatch):
+    from bayestensor.infer.svgd import SVGD
+
+    X, y, _, _ = regression
+    kwargs = dict(method="svgd", model_args=(X, y), num_samples=10, num_steps=40, seed=2,
+                  progress=False)
+    full = bt.fit(linreg, **kwargs)
+    ckpt = tmp_path / "svgd.ckpt"
+    original = SVGD.step
+
+    def step(self, state, t):
+        if t == 23:
+            raise KeyboardInterrupt
+        return original(self, state, t)
+
+    with monkeypatch.context() as m:
+        m.setattr(SVGD, "step", step)
+        with pytest.raises(RunInterrupted):
+            bt.fit(linreg, checkpoint=ckpt, checkpoint_every=5, **kwargs)
+    assert torch.load(ckpt, weights_only=False)["t"] == 23
+    resumed = bt.fit(linreg, resume=ckpt, **kwargs)
+    torch.testing.assert_close(resumed.samples["w"], full.samples["w"], rtol=0, atol=0)
+
+
+def test_batch_size_different_from_the_models_own_subsample_size_is_rejected(regression):
+    X, y, _, _ = regression
+    with pytest.raises(ValueError, match="batch_size"):
+        bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=50, progress=False)

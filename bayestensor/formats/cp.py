@@ -101,7 +101,7 @@ class CPTensor(LowRankTensor):
         return cls(data.shape, [p.float() for p in params])
 
     @classmethod
-    def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1.0,
+    def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1e-2,
                      seed: int = 0) -> "CPTensor":
         """Initialize from observed entries alone by ridge-regularized alternating least squares.
 
@@ -119,7 +119,7 @@ class CPTensor(LowRankTensor):
         n_sweeps : int
             ALS sweeps over all modes.
         ridge : float
-            Ridge penalty, relative to the mean number of observations per row.
+            Ridge penalty, relative to the mean diagonal of the per-row Gram matrices.
         seed : int
         """
         (r,) = cls.normalize_rank(shape, rank)
@@ -138,8 +138,7 @@ class CPTensor(LowRankTensor):
                 gram = torch.zeros(size, r, r, dtype=torch.float64).index_add_(
                     0, idx[:, n], b.unsqueeze(-1) * b.unsqueeze(-2))
                 rhs = torch.zeros(size, r, dtype=torch.float64).index_add_(0, idx[:, n], y.unsqueeze(-1) * b)
-                lam = ridge * (idx.shape[0] / size) * float(gram.diagonal(dim1=-2, dim2=-1).mean()
-                                                              / max(idx.shape[0] / size, 1.0))
+                lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
                 factors[n] = torch.linalg.solve(gram + (lam + 1e-10) * eye, rhs.unsqueeze(-1)).squeeze(-1)
         balanced = balance_cp_factors([f.numpy() for f in factors])
         return cls(tuple(shape), [torch.as_tensor(f, dtype=torch.float32) for f in balanced])

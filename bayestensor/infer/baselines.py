@@ -88,7 +88,7 @@ def vi_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 3000,
         (-elbo).backward()
         opt.step()
         sched.step()
-        history.append(float(elbo))
+        history.append(float(elbo.detach()))
     return loc.detach(), log_scale.detach().exp(), {"elbo": history}
 
 

@@ -47,6 +47,21 @@ def _check_device(device):
     return dev
 
 
+def _check_custom_batch_size(model, model_args, model_kwargs, batch_size):
+    """A custom model's sub-sampled plates fix their own size; refuse a different one."""
+    trace = pyro.poutine.trace(pyro.poutine.block(model, hide_types=["param"])).get_trace(
+        *model_args, **(model_kwargs or {}))
+    for name, node in trace.nodes.items():
+        fn = node.get("fn")
+        if node["type"] == "sample" and type(fn).__name__ == "_Subsample":
+            if fn.subsample_size is not None and int(fn.subsample_size) != int(batch_size) \
+                    and int(fn.subsample_size) < int(fn.size):
+                raise ValueError(
+                    f"batch_size: the model's plate {name!r} declares subsample_size="
+                    f"{int(fn.subsample_size)}; set the mini-batch size there (and leave "
+                    f"batch_size unset) or make them equal, got batch_size={batch_size}")
+
+
 def _setup(model, data, model_args, model_kwargs, batch_size, init, seed, device=None):
     """Model function, its arguments, starting values and fast path."""
     if isinstance(model, BayesModel):
@@ -65,6 +80,8 @@ def _setup(model, data, model_args, model_kwargs, batch_size, init, seed, device
     if data is not None:
         raise ValueError("data: a custom Pyro model receives its data through model_args / model_kwargs")
     init_values = init if isinstance(init, dict) else {}
+    if batch_size is not None:
+        _check_custom_batch_size(model, model_args, model_kwargs, batch_size)
     args = tuple(a.to(device) if (device is not None and isinstance(a, torch.Tensor)) else a
                  for a in model_args)
     return model, args, dict(model_kwargs or {}), init_values, None
@@ -225,7 +242,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
 
 
 def _run_map(potential, model, *, num_chains, batch_size, progress, info, num_steps=2000,
-             lr=0.02, init_jitter=0.0, **_):
+             lr=0.02, init_jitter=None, **_):
+    if init_jitter is None:  # restarts need distinct starts
+        init_jitter = 0.1 if num_chains > 1 else 0.0
     theta0 = potential.init_theta(num_chains, jitter=init_jitter)
     theta, trace = map_fit(potential, theta0, num_steps=num_steps, lr=lr, batch_size=batch_size,
                            progress=progress)
@@ -377,7 +396,7 @@ def _run_svgd(potential, model, *, num_samples, batch_size, batches, seed, progr
     run = Run(step, record, num_steps, make_posterior,
               lambda s: potential.locate_nonfinite(s.theta), potential.generator,
               checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-              desc="svgd", config=config)
+              desc="svgd", config=config, save_per_step=True)
     if resume is not None:
         state, t0, draws = run.resume_from(resume)
         return run.run(state, t0, draws)

@@ -98,12 +98,15 @@ class Run:
     checkpoint, checkpoint_every, progress, desc, config
         Checkpoint path, draws between checkpoints, progress bar on/off, its label, and the
         settings saved with the checkpoint (checked on resume).
+    save_per_step : bool
+        Count ``checkpoint_every`` in steps instead of recorded draws (SVGD, which records
+        only its final particles).
     """
 
     def __init__(self, step: Callable, record: Callable, num_steps: int, make_posterior: Callable,
                  describe_nonfinite: Callable, generator: torch.Generator, *,
                  checkpoint=None, checkpoint_every: int = 100, progress: bool = True,
-                 desc: str = "", config: dict | None = None):
+                 desc: str = "", config: dict | None = None, save_per_step: bool = False):
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: expected a positive integer, got {checkpoint_every}")
         self.step, self.record = step, record
@@ -116,10 +119,25 @@ class Run:
         self.progress = progress
         self.desc = desc
         self.config = dict(config or {})
+        self.save_per_step = bool(save_per_step)
 
     def _payload(self, state, t: int, draws: list) -> dict[str, Any]:
         return {"state": state, "t": t, "draws": draws, "config": self.config,
                 "rng": self.generator.get_state()}
+
+    def _diverged(self, new_state, logp, t, good, draws, info):
+        """Keep what was drawn up to the last finite state, checkpoint it, and raise."""
+        bad = (~torch.isfinite(logp)).nonzero().flatten().tolist()
+        where = self.describe_nonfinite(new_state)
+        good_state, good_t, n_good = good
+        del draws[n_good:]
+        self._save(good_state, good_t, draws)
+        info.update(diverged_at_step=t, diverged_chains=bad)
+        raise DivergenceError(
+            f"{self.desc}: log density is not finite at step {t} for chains {bad} ({where}); "
+            f"kept {len(draws)} draws" + (f", checkpoint at {self.checkpoint}" if self.checkpoint else "")
+            + ". Lower the learning rate or check the model.",
+            self.make_posterior(draws, info) if draws else None, self.checkpoint)
 
     def _save(self, state, t, draws):
         if self.checkpoint is not None:
@@ -142,35 +160,30 @@ class Run:
         info = dict(info or {})
         since_save = 0
         t = start
+        # Last state known to be finite, with its step and draw count: on an accelerator the
+        # finiteness flag is read only every few steps, and a divergence found there rolls back
+        # to this point so that no non-finite draw is kept or checkpointed.
+        good = (state, t, len(draws))
         bar = tqdm(total=self.num_steps, initial=start, desc=self.desc, disable=not self.progress,
                    leave=False, dynamic_ncols=True)
         try:
             with _sigterm_as_interrupt():
                 while t < self.num_steps:
                     new_state, logp = self.step(state, t)
-                    # On an accelerator, reading a flag back costs a synchronization: check
-                    # every few steps there (the last good state is at most that far back).
                     check = logp.device.type == "cpu" or t % 25 == 0 or t == self.num_steps - 1
-                    if check and not bool(torch.isfinite(logp).all()):
-                        bad = (~torch.isfinite(logp)).nonzero().flatten().tolist()
-                        where = self.describe_nonfinite(new_state)
-                        self._save(state, t, draws)
-                        info.update(diverged_at_step=t, diverged_chains=bad)
-                        raise DivergenceError(
-                            f"{self.desc}: log density is not finite at step {t} for chains "
-                            f"{bad} ({where}); kept {len(draws)} draws"
-                            + (f", checkpoint at {self.checkpoint}" if self.checkpoint else "")
-                            + ". Lower the learning rate or check the model.",
-                            self.make_posterior(draws, info) if draws else None, self.checkpoint)
+                    if check:
+                        if not bool(torch.isfinite(logp).all()):
+                            self._diverged(new_state, logp, t, good, draws, info)
+                        good = (state, t, len(draws))
                     state = new_state
                     t += 1
                     rec = self.record(state, t - 1)
                     if rec is not None:
                         draws.append(rec)
-                        since_save += 1
-                        if since_save >= self.checkpoint_every:
-                            self._save(state, t, draws)
-                            since_save = 0
+                    since_save += 1 if (rec is not None or self.save_per_step) else 0
+                    if since_save >= self.checkpoint_every:
+                        self._save(state, t, draws)
+                        since_save = 0
                     bar.update(1)
         except KeyboardInterrupt as err:
             if isinstance(err, RunInterrupted):

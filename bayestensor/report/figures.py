@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 
 
 def is_image(shape) -> bool:
-    """True for an (H, W, 3) colour image or an (H, W) grey image."""
-    return len(shape) == 2 or (len(shape) == 3 and shape[-1] == 3)
+    """True for an (H, W, 3) colour image (a 2-D array is taken as a matrix, not an image)."""
+    return len(shape) == 3 and shape[-1] == 3
 
 
 def _show(ax, img, title, cmap=None, vmin=None, vmax=None):

@@ -171,8 +171,10 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
 
 
 from .dynamics.cli import dynamics  # noqa: E402
+from .regression_cli import regress  # noqa: E402
 
 main.add_command(dynamics)
+main.add_command(regress)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -231,30 +231,38 @@ class LowRankPrior:
         """The low-rank tensor from (batched) site values."""
         return self.format_cls(self.shape, [values[s] for s in self.param_sites])
 
-    def init_values(self, tensor: LowRankTensor) -> dict:
-        """Site values that start at ``tensor``, with each slice variance set from its size."""
+    def init_values(self, tensor: LowRankTensor, sweeps: int = 30) -> dict:
+        """Site values that start at ``tensor``, with slice variances that explain its size.
+
+        Each slice variance is the maximum-likelihood value given the parameters and the other
+        rank dimensions' variances, found by coordinate ascent. For CP this is the mean square
+        of the slice; where an entry's variance is a product over rank dimensions (Tucker
+        core, TT cores) a pooled mean square would be far too small for the core (measured:
+        Tucker MAP then pruned a rank-3 fit to (1, 1, 1)).
+        """
         values = {site: p.detach().clone() for site, p in zip(self.param_sites, tensor.params)}
-        for d, site in enumerate(self.hyper_sites):
-            var = _slice_mean_square(tensor, d)
-            hyper = self.prior.variance(var) if self.prior.kind == "gamma" else var.sqrt()
+        params = [p.detach().double() for p in tensor.params]
+        variances = [torch.ones(r, dtype=torch.float64) for r in self.ranks]
+        for _ in range(sweeps if len(self.ranks) > 1 else 1):
+            for d, size in enumerate(self.ranks):
+                total = torch.zeros(size, dtype=torch.float64)
+                count = 0
+                for spec, p in zip(self.specs, params):
+                    axes = [a for a, dim in spec.rank_axes.items() if dim == d]
+                    if not axes:
+                        continue
+                    others = [torch.ones_like(v) if k == d else v for k, v in enumerate(variances)]
+                    scaled = p.pow(2) / param_std(spec, others).pow(2)
+                    flat = scaled.movedim(axes[0], -1).reshape(-1, size)
+                    total = total + flat.sum(0)
+                    count += flat.shape[0]
+                variances[d] = (total / max(count, 1)).clamp_min(1e-8)
+        for site, var in zip(self.hyper_sites, variances):
+            hyper = 1.0 / var if self.prior.kind == "gamma" else var.sqrt()
             if self.prior.kind == "log_uniform":
                 hyper = hyper.clamp(self.prior.params["low"] * 1.01, self.prior.params["high"] / 1.01)
-            values[site] = hyper.clamp_min(1e-6)
+            values[site] = hyper.clamp_min(1e-6).to(tensor.params[0].dtype)
         return values
-
-
-def _slice_mean_square(tensor: LowRankTensor, d: int) -> torch.Tensor:
-    """Mean square of the parameters in each slice of rank dimension ``d`` (a variance guess)."""
-    size = tensor.ranks[d]
-    total = torch.zeros(size, dtype=tensor.params[0].dtype)
-    count = 0
-    for spec, p in zip(tensor.param_specs, tensor.params):
-        for axis, dim in spec.rank_axes.items():
-            if dim == d:
-                flat = p.detach().movedim(axis, -1).reshape(-1, size)
-                total = total + flat.pow(2).sum(0)
-                count += flat.shape[0]
-    return (total / max(count, 1)).clamp_min(1e-8)
 
 
 def low_rank_tensor(name: str, shape, rank, format: str = "cp", prior="gamma",

@@ -76,8 +76,9 @@ def _metrics(model, mean, lower, upper, y) -> dict:
 @click.option("--num-chains", type=int, default=1, show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: all data).")
 @click.option("--steps", type=int, default=None, help="Optimization / SVGD steps.")
-@click.option("--init", type=click.Choice(["map", "svd", "random"]), default="map",
-              show_default=True, help="Starting point (samplers start best from the MAP).")
+@click.option("--init", type=click.Choice(["svd", "map", "random"]), default="svd",
+              show_default=True, help="Starting point: data-driven (svd), its MAP, or random. "
+              "SGHMC and SVGD run their own MAP from it first.")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Credible level.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/regress", show_default=True)

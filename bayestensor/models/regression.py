@@ -402,11 +402,12 @@ class TensorRegression(BayesModel):
         completion: the prior then switches off unsupported slices before the fit tightens).
 
         ``init="map"`` returns the posterior mode reached from the ``"svd"`` start (the same
-        optimizer as ``fit(method="map")``), a start for samplers with the unsupported slices
-        already switched off. Measured on the 32x32 cross (n=500, 500 burn-in steps): with
-        SGHMC's preconditioner floored at 1e-4 of its median, the ``"svd"`` start still had
-        modal rank 4-5 after burn-in and the ``"map"`` start rank 2; with the floor at 1e-3
-        both starts gave the same rank posterior (data seeds 0-2).
+        optimizer as ``fit(method="map")``, on the full data), with the unsupported slices
+        already switched off. ``fit``'s SGHMC and SVGD run their own MAP before sampling by
+        default (``init_from="map"``), so they do not need it; it matters for samplers started
+        at the initial values (NUTS, VI, SGHMC with ``init_from="init"``). Measured on the
+        32x32 cross (n=500, 500 burn-in steps, SGHMC started at the initial values): modal
+        rank 4-5 from ``"svd"``, rank 2 from ``"map"``.
         """
         self._require_data()
         if init not in ("svd", "random", "map"):
@@ -427,7 +428,6 @@ class TensorRegression(BayesModel):
             scale = float(w0.std()) if float(w0.std()) > 0 else 1.0 / math.sqrt(self.n_features)
             tensor = cls.random(self.weight_shape, ranks, scale=scale, seed=seed)
         values = self.weight_prior.init_values(tensor)
-        values.update(_consistent_hypers(self.weight_prior, tensor))
         y = self._y.double().reshape(self.n_data(), -1)
         if self.likelihood == "gaussian":
             b0 = y.mean(0)
@@ -556,48 +556,6 @@ class TensorRegression(BayesModel):
         return (f"TensorRegression(input_shape={self.input_shape}, format={self.format!r}, "
                 f"max_rank={self.max_rank}, prior={self.prior_name!r}, "
                 f"likelihood={self.likelihood!r}{out})")
-
-
-def _consistent_hypers(prior: LowRankPrior, tensor, sweeps: int = 30) -> dict:
-    """Hyper-parameter values whose slice variances explain the parameters' sizes.
-
-    ``LowRankPrior.init_values`` pools the mean square of every parameter entry in a slice.
-    Where an entry's prior variance is a product over several rank dimensions (a Tucker core,
-    TT cores) that pooled guess is far too small for the core (measured on a 10x10x10 CP-rank-3
-    problem with Tucker max rank 6: core entries 10 prior sds out, and MAP pruned the fit to
-    rank (1, 1, 1)). Here each slice variance is the maximum-likelihood value given the
-    parameters and the other dimensions' variances, by coordinate ascent (for CP it equals the
-    pooled mean square).
-    """
-    from ..priors import param_std
-
-    params = [p.detach().double() for p in tensor.params]
-    variances = [torch.ones(r, dtype=torch.float64) for r in prior.ranks]
-    for _ in range(sweeps):
-        for d, size in enumerate(prior.ranks):
-            total = torch.zeros(size, dtype=torch.float64)
-            count = 0.0
-            for spec, p in zip(prior.specs, params):
-                axes = [a for a, dim in spec.rank_axes.items() if dim == d]
-                if not axes:
-                    continue
-                others = [torch.ones_like(v) if k == d else v for k, v in enumerate(variances)]
-                scaled = p.pow(2) / param_std(spec, others).pow(2)
-                flat = scaled.movedim(axes[0], -1).reshape(-1, size)
-                total = total + flat.sum(0)
-                count += flat.shape[0]
-            variances[d] = (total / max(count, 1.0)).clamp_min(1e-8)
-    out = {}
-    for site, v in zip(prior.hyper_sites, variances):
-        if prior.prior.kind == "gamma":
-            hyper = 1.0 / v
-        else:
-            hyper = v.sqrt()
-            if prior.prior.kind == "log_uniform":
-                hyper = hyper.clamp(prior.prior.params["low"] * 1.01,
-                                    prior.prior.params["high"] / 1.01)
-        out[site] = hyper.float()
-    return out
 
 
 def _cp_random_als(tensor: np.ndarray, rank: int, seed: int):

@@ -10,7 +10,7 @@ $(BIN)/bayestensor: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC) $(TORCH_INDEX)
-	$(BIN)/pip install -q -e ".[test,images]"
+	$(BIN)/pip install -q -e ".[test,images,ray]"
 	touch $(BIN)/bayestensor
 
 .PHONY: install demo test clean

@@ -153,7 +153,7 @@ def _seed_list(seeds, seed: int) -> list[int]:
 
 def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str = "all",
             reference=None, success: Callable | None = None, executor=None,
-            progress: bool = True) -> "ComparisonResult":
+            backend: str = "local", progress: bool = True) -> "ComparisonResult":
     """Run every learner on every replicate and collect final metrics and trajectories.
 
     Parameters
@@ -180,6 +180,10 @@ def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str =
     executor : object with ``map``, optional
         Runs the replicates (``concurrent.futures`` executors, ``ray.util.multiprocessing.Pool``);
         default: in this process, in order.
+    backend : {"local", "ray"}
+        ``"ray"`` runs the replicates as Ray tasks (bounded in flight, retried on failure) via
+        :class:`bayestensor.distributed.TaskExecutor`; ignored when ``executor`` is given.
+        Seeds do not depend on the backend, so both give the same numbers.
     progress : bool
         Progress bar.
 
@@ -225,6 +229,10 @@ def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str =
         for name, lrn in zip(names, learners):
             tasks.append((lrn, inst, s))
             keys.append((name, s))
+    if executor is None and backend != "local":
+        from ..distributed import TaskExecutor
+
+        executor = TaskExecutor(backend)
     mapper = executor.map if executor is not None else map
     results = mapper(_run_one, tasks)
     if progress:

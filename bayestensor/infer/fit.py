@@ -134,7 +134,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         num_warmup: int | None = None, num_chains: int = 1, thin: int = 1,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
-        model_kwargs: dict | None = None, device=None, **options) -> Posterior:
+        model_kwargs: dict | None = None, device=None, backend: str = "local",
+        chain_groups: int | None = None, address: str | None = None, **options) -> Posterior:
     """Fit a model and return its posterior.
 
     Parameters
@@ -178,6 +179,15 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     device : str or torch.device, optional
         Run the chains/particles there (e.g. ``"cuda"``); a built-in model's data is moved
         there. Samples always come back on the CPU.
+    backend : {"local", "ray"}
+        ``"ray"`` runs chain groups (SGHMC, NUTS, VI, MAP restarts) or independent SVGD runs
+        (``num_chains`` of them, ``num_samples`` particles each) as Ray tasks and merges them
+        along the chain dimension; see :mod:`bayestensor.distributed`.
+    chain_groups : int, optional
+        Number of groups (Ray tasks); default one per chain with Ray, one group locally. The
+        local backend with the same ``chain_groups`` gives the same numbers as Ray.
+    address : str, optional
+        Address of an existing Ray cluster (default: start a local one).
     **options
         Method settings: ``lr``, ``friction``, ``noise_estimate``, ``precondition``,
         ``init_from`` (``"map"``: start the chains at the MAP, the default; ``"init"``: at the
@@ -202,6 +212,23 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     method = str(method).lower()
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend: expected 'local' or 'ray', got {backend!r}")
+    if backend == "ray" or (chain_groups is not None and chain_groups > 1):
+        if resume is not None or checkpoint is not None:
+            raise ValueError("checkpoint: not supported with chain groups; checkpoint each "
+                             "group's fit instead")
+        from ..distributed import fit_chain_groups
+
+        _positive_int("num_chains", num_chains, allow_none=False)
+        groups = chain_groups if chain_groups is not None else num_chains
+        _positive_int("chain_groups", groups, allow_none=False)
+        return fit_chain_groups(model, data, num_chains=num_chains, groups=groups, seed=seed,
+                                backend=backend, method=method, address=address,
+                                num_samples=num_samples, num_warmup=num_warmup, thin=thin,
+                                batch_size=batch_size, batches=batches, init=init,
+                                progress=False, model_args=model_args, model_kwargs=model_kwargs,
+                                device=device, **options)
     num_samples = _positive_int("num_samples", num_samples) or DEFAULT_SAMPLES[method]
     num_chains = _positive_int("num_chains", num_chains, allow_none=False)
     thin = _positive_int("thin", thin, allow_none=False)

@@ -11,10 +11,11 @@ from .models import TensorCompletion
 from .models.regression import TensorRegression
 from .observations import Observations
 from .priors import low_rank_tensor, noise_precision
+from . import report  # a callable module: bayestensor.report(run_dir) writes a report
 
 __version__ = "0.1.0"
 
 __all__ = ["fit", "Posterior", "TensorCompletion", "Observations", "CPTensor", "TuckerTensor",
            "TTTensor", "TTMatrix", "low_rank_tensor", "noise_precision", "datasets", "formats",
            "priors", "rank", "RunInterrupted", "DivergenceError", "__version__",
-           "TensorRegression"]
+           "TensorRegression", "report"]

@@ -16,6 +16,8 @@ from .observations import Observations
 from .priors import PRIORS
 from .formats import FORMATS
 from .report import image_completion_figures, is_image
+from .report.api import report as make_report
+from .report.rundir import write_heldout, write_image, write_run
 
 
 def _rank_arg(text: str):
@@ -45,8 +47,10 @@ def main():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
               help="Directory for the saved posterior and summary.")
+@click.option("--report/--no-report", "with_report", default=True, show_default=True,
+              help="Write report.html / report.md / report.json into --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def demo(method, fmt, seed, out, quiet):
+def demo(method, fmt, seed, out, with_report, quiet):
     """Complete a synthetic tensor of known rank (20% observed, 10 dB) and report what was found.
 
     CP: 30x30x30 of rank 3 with max rank 15; other formats: rank 3 per rank dimension with max
@@ -82,7 +86,17 @@ def demo(method, fmt, seed, out, quiet):
     out.mkdir(parents=True, exist_ok=True)
     post.save(out / "posterior.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_run(out, "completion", settings={"command": "demo", "method": method, "format": fmt,
+                                           "seed": seed, "prior": "gamma", "options": options,
+                                           "true_rank": rank, "seconds": seconds},
+              data={"shape": list(shape), "observed": len(data.train), "observed_fraction": 0.2,
+                    "heldout": len(data.test), "snr_db": 10})
+    write_heldout(out, indices=data.test.indices.numpy(), truth=data.test.values.numpy(),
+                  noisy=data.test_noisy.values.numpy())
     click.echo(f"  saved: {out / 'posterior.pt'}, {out / 'summary.json'}")
+    if with_report:
+        paths = make_report(out)
+        click.echo(f"  report: {paths['html']}")
     del true_rank
 
 
@@ -123,9 +137,11 @@ def _read_tensor(path: Path, mask_path: str | None):
 @click.option("--out", type=click.Path(file_okay=False), default="runs/complete", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True,
               help="For (H, W, 3) or (H, W) data: PNGs of observed, posterior mean and sd.")
+@click.option("--report/--no-report", "with_report", default=True, show_default=True,
+              help="Write report.html / report.md / report.json into --out.")
 @click.option("--quiet", is_flag=True)
 def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_chains, steps,
-             num_warmup, level, seed, out, figures, quiet):
+             num_warmup, level, seed, out, figures, with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
@@ -166,8 +182,38 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
                "method": method, "found_rank_mode": ranks.mode().tolist(),
                "seconds": time.perf_counter() - start, "level": level}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_run(out, "completion", settings={"command": "complete", "file": str(file), "format": fmt,
+                                           "prior": prior, "method": method, "max_rank": max_rank,
+                                           "num_samples": num_samples, "num_chains": num_chains,
+                                           "steps": steps, "num_warmup": num_warmup, "level": level,
+                                           "seed": seed, "seconds": summary["seconds"]},
+              data={"shape": list(data.shape), "observed": len(obs),
+                    "observed_fraction": obs.observed_fraction})
+    if is_image(data.shape):
+        write_image(out, data)
     click.echo(f"rank found: {ranks.mode().tolist()}  ({len(obs)} observed of {data.size})")
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in written))
+    if with_report:
+        click.echo(f"report: {make_report(out)['html']}")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: RUN_DIR).")
+@click.option("--title", default=None, help="Report title.")
+def report_cmd(run_dir, out, title):
+    """Write report.html (self-contained), report.md and report.json for RUN_DIR.
+
+    RUN_DIR holds run.json and, where they apply, posterior.pt, heldout.npz, image.npz,
+    network.json or a dynamics results.json (see docs/reports.md).
+    """
+    try:
+        paths = make_report(run_dir, out, title=title)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    for key in ("html", "markdown", "json"):
+        click.echo(f"{key}: {paths[key]}")
 
 
 from .dynamics.cli import dynamics  # noqa: E402

@@ -26,6 +26,13 @@ import pandas as pd
 from . import plots
 from .compare import bootstrap_interval, compare
 from .report import comparison_section, markdown_table, write_json
+
+
+def _write_run(out, study: str, settings: dict) -> None:
+    """``run.json`` so that ``bayestensor report OUT`` can read the study (see docs/reports.md)."""
+    from ..report.rundir import write_run
+
+    write_run(out, "dynamics", settings={"study": study, **settings})
 from .studies import (BayesReference, DiagonalLearner, FactorizationLearner, FactorizationProblem,
                       OverparamLearner, SparseRegressionProblem, TensorProblem)
 
@@ -119,6 +126,8 @@ def run_fa_vs_gd(out, *, seeds: int = 10, n: int = 30, m: int = 20, rank: int = 
     md = "## Feedback alignment vs gradient descent\n\n" + "\n".join(sections)
     (out / "summary.md").write_text(md)
     write_json(out / "results.json", payload)
+    _write_run(out, "fa_vs_gd", dict(seeds=seeds, n=n, m=m, rank=rank, r_low=r_low, r_high=r_high,
+                                     steps=steps, bayes=bayes, seed=seed))
     return {"markdown": md, "json": payload}
 
 
@@ -218,6 +227,8 @@ def run_overparam(out, *, seeds: int = 5, d: int = 10, r: int = 2, m_multiples=(
     payload["m_table"] = mtab.to_dict(orient="records")
     payload["alpha_table"] = atab.to_dict(orient="records")
     write_json(out / "results.json", payload)
+    _write_run(out, "overparam", dict(seeds=seeds, d=d, r=r, m_multiples=list(m_multiples),
+                                      alphas=list(alphas), alpha=alpha, steps=steps, seed=seed))
     return {"markdown": text, "json": payload}
 
 
@@ -276,6 +287,8 @@ def run_diagonal(out, *, seeds: int = 5, n: int = 20, d: int = 50, k: int = 3, d
     (out / "summary.md").write_text(md)
     payload = {"alphas": list(alphas), "monotone": monotone, **res.to_dict()}
     write_json(out / "results.json", payload)
+    _write_run(out, "diagonal", dict(seeds=seeds, n=n, d=d, k=k, depth=depth, alphas=list(alphas),
+                                     steps=steps, seed=seed))
     return {"markdown": md, "json": payload}
 
 
@@ -387,6 +400,7 @@ def all_cmd(seeds, bayes, seed, out, quiet):
         text += [md, ""]
     (out / "report.md").write_text("\n".join(text))
     write_json(out / "results.json", {name: res["json"] for name, res in parts})
+    _write_run(out, "all", dict(seeds=seeds, bayes=bayes, seed=seed))
     click.echo(f"wrote {out / 'report.md'} and {out / 'results.json'}")
 
 

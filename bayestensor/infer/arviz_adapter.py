@@ -2,10 +2,12 @@
 
 ArviZ 1.x (Python >= 3.12) has no ``from_pyro``, returns a ``DataTree`` from ``from_dict`` and
 renamed ``hdi_prob`` to ``ci_prob`` in ``summary``. Everything in bayestensor that talks to
-ArviZ goes through the three functions here.
+ArviZ goes through the functions here (conversion, summary, R-hat/ESS, trace and rank plots).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import arviz as az
 import numpy as np
@@ -61,3 +63,63 @@ def rhat_ess(data, var_names=None) -> dict:
 
     return {"max_rhat": _reduce(rhat, np.max), "min_ess_bulk": _reduce(bulk, np.min),
             "min_ess_tail": _reduce(tail, np.min)}
+
+
+def per_variable(data, var_names=None) -> list[dict]:
+    """Worst R-hat and smallest bulk/tail ESS of every variable: ``[{var, max_rhat, ...}]``."""
+    rhat = az.rhat(data, var_names=var_names)
+    bulk = az.ess(data, var_names=var_names, method="bulk")
+    tail = az.ess(data, var_names=var_names, method="tail")
+    dss = [d.to_dataset() if hasattr(d, "to_dataset") else d for d in (rhat, bulk, tail)]
+
+    def _red(ds, name, fn):
+        v = np.asarray(ds[name]).ravel()
+        v = v[np.isfinite(v)]
+        return float(fn(v)) if v.size else float("nan")
+
+    return [{"var": str(name), "max_rhat": _red(dss[0], name, np.max),
+             "min_ess_bulk": _red(dss[1], name, np.min), "min_ess_tail": _red(dss[2], name, np.min)}
+            for name in dss[0].data_vars]
+
+
+def _figure_of(result):
+    """The matplotlib Figure behind what an ArviZ plot returned (axes array or PlotCollection)."""
+    import matplotlib.pyplot as plt
+
+    if hasattr(result, "viz"):  # ArviZ 1.x PlotCollection
+        fig = getattr(result, "figure", None)
+        if fig is not None and hasattr(fig, "savefig"):
+            return fig
+        return plt.gcf()
+    axes = np.asarray(result).ravel()
+    return axes[0].figure if axes.size else plt.gcf()
+
+
+def plot_trace(data, var_names=None, **kwargs):
+    """Trace plot (``az.plot_trace`` on 0.2x, ``az.plot_trace_dist`` on 1.x); returns the Figure.
+
+    ``kwargs`` (e.g. ``figsize``) go to ``az.plot_trace`` on ArviZ 0.2x only.
+    """
+    with warnings.catch_warnings():  # ArviZ 0.2x on matplotlib >= 3.11: normalize_kwargs deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _plot_trace(data, var_names, **kwargs)
+
+
+def _plot_trace(data, var_names, **kwargs):
+    if ARVIZ_MAJOR >= 1:
+        return _figure_of(az.plot_trace_dist(data, var_names=var_names, backend="matplotlib"))
+    return _figure_of(az.plot_trace(data, var_names=var_names, compact=True, backend="matplotlib",
+                                   **kwargs))
+
+
+def plot_rank(data, var_names=None, **kwargs):
+    """Rank plot of the chains (``az.plot_rank``, both versions); returns the Figure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _plot_rank(data, var_names, **kwargs)
+
+
+def _plot_rank(data, var_names, **kwargs):
+    if ARVIZ_MAJOR >= 1:
+        return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib"))
+    return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib", **kwargs))

@@ -1,5 +1,28 @@
-"""Figures and reports of fitted models."""
+"""Uncertainty reports of fitted models, networks and dynamics studies.
+
+``bayestensor.report`` is both this package and a function: the module object is callable, so
+``bayestensor.report(run_dir)`` calls :func:`bayestensor.report.api.report` while
+``from bayestensor.report import image_completion_figures`` keeps working. Sub-modules:
+:mod:`~bayestensor.report.rundir` (the run-directory convention), :mod:`~bayestensor.report.sections`,
+:mod:`~bayestensor.report.html`, :mod:`~bayestensor.report.api` and :mod:`~bayestensor.report.figures`.
+"""
+
+import sys
+import types
 
 from .figures import image_completion_figures, is_image
+from .rundir import read_run, versions, write_heldout, write_image, write_run
+from .api import report
 
-__all__ = ["image_completion_figures", "is_image"]
+
+class _CallableModule(types.ModuleType):
+    """A module that can be called like its :func:`report` function."""
+
+    def __call__(self, *args, **kwargs):
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["report", "image_completion_figures", "is_image", "read_run", "write_run",
+           "write_heldout", "write_image", "versions"]

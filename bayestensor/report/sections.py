@@ -1,0 +1,581 @@
+"""Report sections: one function per section, each returning a section dict.
+
+A section is ``{"key", "title", "html", "markdown", "numbers", "warnings", "figures"}``:
+``html``/``markdown`` hold the text and tables, ``figures`` is a list of
+``(file_name, caption, png_bytes)`` that :mod:`bayestensor.report.html` embeds (HTML) or links
+(Markdown), ``numbers`` is every number shown (JSON-safe) and ``warnings`` are lines for the
+banner at the top of the report. A section function returns ``None`` when the run lacks its data.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import io
+import math
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..infer import arviz_adapter  # noqa: E402
+from .figures import image_completion_figures, is_image  # noqa: E402
+from .rundir import _jsonable  # noqa: E402
+
+#: Credible levels whose empirical coverage is reported.
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+#: Warning thresholds: worst R-hat, and smallest bulk ESS per chain.
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+#: Predicted entries traced in the diagnostics.
+N_KEY_ENTRIES = 4
+
+
+# --- building blocks ----------------------------------------------------------------------------
+def fmt(v, digits: int = 4) -> str:
+    """A number as short text (``–`` for None/NaN)."""
+    if v is None:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not math.isfinite(f):
+            return "–"
+        if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
+            return f"{f:.{digits - 1}e}"
+        return f"{f:.{digits}g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt(x, digits) for x in v) + "]"
+    return str(v)
+
+
+def png(fig, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def table(rows: list[dict], columns: list[str] | None = None, caption: str = "") -> tuple[str, str]:
+    """An (HTML, Markdown) pair for a list of row dicts."""
+    if not rows:
+        return "", ""
+    cols = columns or list(rows[0])
+    head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_html.escape(fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    cap = f"<caption>{_html.escape(caption)}</caption>" if caption else ""
+    h = f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    md = ([f"*{caption}*", ""] if caption else []) + [
+        "| " + " | ".join(str(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    md += ["| " + " | ".join(fmt(r.get(c)).replace("|", "/") for c in cols) + " |" for r in rows]
+    return h, "\n".join(md)
+
+
+def section(key: str, title: str, *, text=(), tables=(), figures=(), numbers=None,
+            warnings=()) -> dict:
+    """Assemble a section dict from paragraphs, ``(caption, rows, columns)`` tables and figures."""
+    h, md = [], []
+    for p in text:
+        h.append(f"<p>{_html.escape(p)}</p>")
+        md += [p, ""]
+    for caption, rows, cols in tables:
+        th, tm = table(rows, cols, caption)
+        h.append(th)
+        md += [tm, ""]
+    return {"key": key, "title": title, "html": "\n".join(h), "markdown": "\n".join(md),
+            "numbers": _jsonable(numbers or {}), "warnings": list(warnings),
+            "figures": list(figures)}
+
+
+def _kv_rows(d: dict, prefix: str = "") -> list[dict]:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows += _kv_rows(v, f"{prefix}{k}.")
+        else:
+            rows.append({"item": f"{prefix}{k}", "value": v})
+    return rows
+
+
+# --- run settings -------------------------------------------------------------------------------
+def settings_section(run: dict, posterior=None) -> dict:
+    """Run settings and data summary: kind, shape, observed fraction, method, seed, time, versions."""
+    numbers = {"kind": run.get("kind"), "created": run.get("created"),
+               "settings": run.get("settings", {}), "data": run.get("data", {}),
+               "versions": run.get("versions", {})}
+    if posterior is not None:
+        info = posterior.info
+        numbers["posterior"] = {"method": posterior.method, "chains": posterior.num_chains,
+                                "draws": posterior.num_draws, "seed": info.get("seed"),
+                                "seconds": info.get("seconds")}
+    rows = [{"item": "kind", "value": run.get("kind")}, {"item": "created", "value": run.get("created")}]
+    rows += _kv_rows(numbers["data"], "data.") + _kv_rows(numbers["settings"], "settings.")
+    if posterior is not None:
+        rows += _kv_rows(numbers["posterior"], "posterior.")
+    vrows = [{"package": k, "version": v} for k, v in numbers["versions"].items()]
+    return section("settings", "Run settings and data", numbers=numbers,
+                   tables=[("run", rows, ["item", "value"]), ("versions", vrows, ["package", "version"])])
+
+
+# --- sampler diagnostics ------------------------------------------------------------------------
+def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:
+    """Indices (completion) or inputs (regression) of the few predicted entries that are traced."""
+    if heldout is not None and "indices" in heldout:
+        return np.asarray(heldout["indices"][:k])
+    if heldout is not None and "inputs" in heldout:
+        return np.asarray(heldout["inputs"][:k])
+    model = posterior.model
+    if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
+        rng = np.random.default_rng(0)
+        return np.stack([rng.integers(0, n, k) for n in model.shape], 1)
+    return None
+
+
+def key_variables(posterior, heldout: dict | None = None) -> dict:
+    """Identifiable quantities whose chains are checked: ``{name: (chain, draw, ...)}``.
+
+    Raw factor entries are identified only up to sign and permutation of the rank slices, so
+    their R-hat across chains is large even when the fit agrees. The checked quantities are:
+    ``noise_precision``; ``slice_scale_d{d}``: the slice scales of rank dimension ``d`` sorted
+    in decreasing order in every draw; ``entry``: a few predicted entries (the first held-out
+    points, or fixed random indices).
+    """
+    c, d = posterior.num_chains, posterior.num_draws
+    out = {}
+    if "noise_precision" in posterior.samples:
+        out["noise_precision"] = posterior.samples["noise_precision"].double().numpy().reshape(c, d)
+    model = posterior.model
+    if model is not None and hasattr(model, "slice_scales"):
+        for i, s in enumerate(posterior.slice_scales()):
+            out[f"slice_scale_d{i}"] = -np.sort(-s.double().numpy(), axis=-1)
+        idx = key_indices(posterior, heldout)
+        if idx is not None:
+            out["entry"] = posterior.predict(idx).draws.double().numpy().reshape(c, d, -1)
+    return out
+
+
+def _diversity(posterior, heldout) -> tuple[dict, list]:
+    """Particle spread of SVGD/VI draws: pairwise distances and per-entry sd against the noise."""
+    flat = posterior.flat_samples()
+    names = [k for k in flat if k != "noise_precision"]
+    blocks = []
+    for k in names:
+        v = flat[k].double().reshape(flat[k].shape[0], -1).numpy()
+        blocks.append(np.log(v) if np.all(v > 0) else v)  # positive hyper-parameters on log scale
+    x = np.concatenate(blocks, 1)
+    n = x.shape[0]
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))[np.triu_indices(n, 1)]
+    centre = x.mean(0)
+    numbers = {"particles": n, "mean_pairwise_distance": float(dist.mean()),
+               "relative_pairwise_distance": float(dist.mean() / (np.linalg.norm(centre) or 1.0)),
+               "per_coordinate_sd_mean": float(x.std(0).mean())}
+    figs = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].hist(dist, bins=20, color="C0")
+    axes[0].set(xlabel="pairwise distance between particles (all parameters; log of positive ones)",
+                ylabel="pairs")
+    if posterior.model is not None and hasattr(posterior.model, "predict_entries"):
+        idx = None
+        if heldout is not None:
+            idx = heldout.get("indices", heldout.get("inputs"))
+        if idx is None:
+            idx = key_indices(posterior, None, 200)
+        if idx is not None:
+            pred = posterior.predict(np.asarray(idx)[:2000])
+            noise = float(pred.noise_sd.double().mean())
+            ratio = pred.sd_mean / (noise or 1.0)
+            numbers.update(entry_sd_mean=float(pred.sd_mean.mean()), noise_sd=noise,
+                           entry_sd_over_noise_sd=float(ratio.mean()))
+            axes[1].hist(ratio, bins=30, color="C1")
+            axes[1].set(xlabel="particle sd of an entry / noise sd", ylabel="entries")
+    fig.suptitle("particle diversity")
+    figs.append(("diversity.png", "Particle diversity: pairwise distances and entry spread", png(fig)))
+    stats = posterior.info.get("final_kernel_stats") or {}
+    for k, v in stats.items():
+        try:
+            numbers[f"kernel_{k}"] = float(np.asarray(v, dtype=float).mean())
+        except (TypeError, ValueError):
+            pass
+    return numbers, figs
+
+
+def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
+    """ArviZ R-hat, bulk/tail ESS, trace and rank plots; for SVGD/VI/MAP, particle diversity.
+
+    Warnings: a diverged run; for Markov chains, worst R-hat of the key variables above
+    ``RHAT_MAX`` or smallest bulk ESS below ``ESS_PER_CHAIN_MIN`` times the number of chains.
+    """
+    warnings = []
+    info = posterior.info
+    if info.get("diverged_at_step") is not None:
+        warnings.append(f"The run diverged (NaN/inf) at step {info['diverged_at_step']} "
+                        f"(chains {info.get('diverged_chains', '?')}); only the draws before it are kept.")
+    if not posterior.is_markov_chain:
+        numbers = {"method": posterior.method, "rhat": "not applicable", "ess": "not applicable"}
+        text = [f"{posterior.method}: the draws are not a Markov chain, so R-hat and ESS are "
+                "not applicable. The spread of the draws is shown instead."]
+        figs = []
+        if posterior.num_chains * posterior.num_draws > 1:
+            div, figs = _diversity(posterior, heldout)
+            numbers["diversity"] = div
+            rows = [{"quantity": k, "value": v} for k, v in div.items()]
+        else:
+            rows = [{"quantity": "draws", "value": 1}]
+        rows = [{"quantity": "R-hat", "value": "not applicable"}] + rows
+        title = "Sampler diagnostics: particle diversity" if posterior.method == "svgd" else "Sampler diagnostics"
+        return section("diagnostics", title, text=text, figures=figs, numbers=numbers,
+                       warnings=warnings, tables=[("", rows, ["quantity", "value"])])
+    key = key_variables(posterior, heldout)
+    data = arviz_adapter.to_inference_data(key)
+    rows = arviz_adapter.per_variable(data)
+    max_rhat = max((r["max_rhat"] for r in rows if math.isfinite(r["max_rhat"])), default=float("nan"))
+    min_bulk = min((r["min_ess_bulk"] for r in rows if math.isfinite(r["min_ess_bulk"])), default=float("nan"))
+    min_tail = min((r["min_ess_tail"] for r in rows if math.isfinite(r["min_ess_tail"])), default=float("nan"))
+    ess_min = ESS_PER_CHAIN_MIN * posterior.num_chains
+    allp = posterior.diagnostics()
+    numbers = {"method": posterior.method, "chains": posterior.num_chains, "draws": posterior.num_draws,
+               "key_variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
+               "min_ess_tail": min_tail, "rhat_threshold": RHAT_MAX, "ess_threshold": ess_min,
+               "all_parameters": {k: allp[k] for k in ("max_rhat", "min_ess_bulk", "min_ess_tail")}}
+    if posterior.num_chains < 2:
+        warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
+    if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
+        warnings.append(f"Chains have not converged: max R-hat {max_rhat:.3f} > {RHAT_MAX} "
+                        "(key variables). Run longer or check the burn-in.")
+    if math.isfinite(min_bulk) and min_bulk < ess_min:
+        warnings.append(f"Low effective sample size: min bulk ESS {min_bulk:.0f} < {ess_min} "
+                        f"({ESS_PER_CHAIN_MIN} per chain). Intervals are noisy; draw more samples.")
+    figs = []
+    names = list(key)
+    try:
+        fig = arviz_adapter.plot_trace(data, var_names=names, figsize=(11, 2.2 * len(names)))
+        figs.append(("trace.png", "Trace plots (ArviZ) of the key variables", png(fig)))
+        rank_vars = {"noise_precision": key.get("noise_precision")}
+        if "slice_scale_d0" in key:
+            rank_vars["largest_slice_scale"] = key["slice_scale_d0"][..., 0]
+        if "entry" in key:
+            for j in range(min(2, key["entry"].shape[-1])):
+                rank_vars[f"entry_{j}"] = key["entry"][..., j]
+        rank_vars = {k: v for k, v in rank_vars.items() if v is not None}
+        fig = arviz_adapter.plot_rank(arviz_adapter.to_inference_data(rank_vars),
+                                      figsize=(3.2 * len(rank_vars), 2.8))
+        figs.append(("rank_plot.png", "Rank plots (ArviZ): uniform histograms mean mixed chains", png(fig)))
+    except Exception as err:  # an ArviZ plotting failure must not lose the report
+        plt.close("all")
+        warnings.append(f"ArviZ plotting failed: {type(err).__name__}: {err}")
+    text = [f"{posterior.method}: {posterior.num_chains} chains of {posterior.num_draws} draws. "
+            "R-hat and ESS (ArviZ, rank-normalized) of identifiable key variables: the noise "
+            "precision, the sorted slice scales and a few predicted entries. Warning when "
+            f"R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain.",
+            "Over all raw parameters (factors are identified only up to sign and permutation, so "
+            f"R-hat there may be large even for good fits): max R-hat {fmt(allp['max_rhat'])}, "
+            f"min bulk ESS {fmt(allp['min_ess_bulk'])}."]
+    summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
+               {"quantity": "min tail ESS", "value": min_tail}]
+    return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,
+                   warnings=warnings, figures=figs,
+                   tables=[("", summary, ["quantity", "value"]),
+                           ("per key variable", rows, ["var", "max_rhat", "min_ess_bulk", "min_ess_tail"])])
+
+
+# --- rank posterior -----------------------------------------------------------------------------
+def rank_section(posterior) -> dict | None:
+    """Distribution of the effective rank per rank dimension, slice activity and slice scales."""
+    if posterior.model is None or not hasattr(posterior.model, "slice_scales"):
+        return None
+    rp = posterior.effective_rank()
+    dims = rp.n_rank_dims
+    numbers = {"threshold": rp.threshold, "mode": rp.mode().tolist(), "mean": rp.mean().tolist(),
+               "distribution": [{str(k): v for k, v in rp.distribution(d).items()} for d in range(dims)],
+               "activity": [rp.activity(d).tolist() for d in range(dims)]}
+    fig, axes = plt.subplots(2, dims, figsize=(4.2 * dims, 6), squeeze=False)
+    for d in range(dims):
+        dist = rp.distribution(d)
+        axes[0, d].bar(list(dist), list(dist.values()), color="C0")
+        axes[0, d].set(title=f"effective rank, dim {d}", xlabel="rank", ylabel="posterior probability")
+        s = rp.scales[d].reshape(-1, rp.scales[d].shape[-1])
+        s = s / np.maximum(s.max(-1, keepdims=True), 1e-300)
+        axes[1, d].boxplot(s, showfliers=False)
+        axes[1, d].axhline(rp.threshold, color="C3", ls="--", label=f"threshold {rp.threshold}")
+        axes[1, d].set(yscale="log", xlabel="slice", ylabel="scale / largest", title=f"slice scales, dim {d}")
+        axes[1, d].legend(fontsize=8)
+    fig.tight_layout()
+    rows = [{"rank dim": d, "mode": int(rp.mode()[d]), "mean": float(rp.mean()[d]),
+             "distribution": ", ".join(f"{k}: {v:.2f}" for k, v in rp.distribution(d).items())}
+            for d in range(dims)]
+    text = [f"A slice is active in a draw when its scale exceeds {rp.threshold} times the largest "
+            "slice scale of its rank dimension in that draw; the effective rank counts active slices."]
+    return section("rank", "Rank posterior", text=text, numbers=numbers,
+                   tables=[("", rows, ["rank dim", "mode", "mean", "distribution"])],
+                   figures=[("rank.png", "Effective-rank distribution and relative slice scales", png(fig))])
+
+
+# --- calibration and predictions ---------------------------------------------------------------
+def _is_classifier(posterior) -> bool:
+    return getattr(posterior.model, "likelihood", "gaussian") == "bernoulli"
+
+
+def _heldout_inputs(heldout):
+    return heldout["indices"] if "indices" in heldout else heldout["inputs"]
+
+
+def reliability(prob, labels, n_bins: int = 10) -> dict:
+    """Reliability-diagram bins and expected calibration error of binary probabilities.
+
+    Confidence is ``max(p, 1 - p)`` and correctness ``(p > 0.5) == label``; ECE is the
+    count-weighted mean of ``|accuracy - confidence|`` over equal-width confidence bins.
+    """
+    prob = np.asarray(prob, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    conf = np.maximum(prob, 1 - prob)
+    correct = ((prob > 0.5) == (labels > 0.5)).astype(float)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
+    acc, cf, cnt = [], [], []
+    for b in range(n_bins):
+        m = which == b
+        cnt.append(int(m.sum()))
+        acc.append(float(correct[m].mean()) if m.any() else None)
+        cf.append(float(conf[m].mean()) if m.any() else None)
+    ece = sum(c * abs(a - f) for a, f, c in zip(acc, cf, cnt) if c) / max(len(prob), 1)
+    return {"bin_edges": edges.tolist(), "accuracy": acc, "confidence": cf, "counts": cnt,
+            "ece": float(ece), "accuracy_overall": float(correct.mean()) if len(prob) else None}
+
+
+def _reliability_figure(rel_by_name: dict):
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for i, (name, rel) in enumerate(rel_by_name.items()):
+        pts = [(c, a) for a, c in zip(rel["accuracy"], rel["confidence"]) if a is not None and c is not None]
+        if pts:
+            c, a = zip(*pts)
+            ax.plot(c, a, "o-", color=f"C{i}", label=name)
+    ax.set(xlabel="confidence", ylabel="accuracy", title="reliability diagram")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict | None:
+    """Empirical vs nominal coverage of held-out credible intervals; for classifiers, reliability and ECE."""
+    if heldout is None or posterior.model is None or not hasattr(posterior.model, "predict_entries"):
+        return None
+    pred = posterior.predict(_heldout_inputs(heldout))
+    if _is_classifier(posterior):
+        rel = reliability(pred.mean, heldout["truth"])
+        fig = _reliability_figure({posterior.method: rel})
+        return section("calibration", "Calibration", numbers={"reliability": rel, "ece": rel["ece"]},
+                       text=[f"Expected calibration error (10 bins): {rel['ece']:.4f}; held-out "
+                             f"accuracy {fmt(rel['accuracy_overall'])}."],
+                       figures=[("reliability.png", "Reliability diagram", png(fig))])
+    target = heldout["noisy"] if "noisy" in heldout else heldout["truth"]
+    what = "noisy held-out observations" if "noisy" in heldout else "held-out values"
+    cov = [pred.coverage(target, lv) for lv in levels]
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="nominal")
+    ax.plot(levels, cov, "o-", color="C0", label=posterior.method)
+    ax.set(xlabel="nominal level", ylabel="empirical coverage", xlim=(0.4, 1), ylim=(0.4, 1),
+           title="interval calibration")
+    ax.legend()
+    rows = [{"nominal": lv, "empirical": c} for lv, c in zip(levels, cov)]
+    return section("calibration", "Calibration", numbers={"levels": list(levels), "coverage": cov,
+                                                          "target": what, "n": int(len(target))},
+                   text=[f"Share of the {len(target)} {what} inside the central predictive interval."],
+                   tables=[("coverage", rows, ["nominal", "empirical"])],
+                   figures=[("calibration.png", "Empirical vs nominal coverage", png(fig))])
+
+
+def predictions_section(posterior, heldout: dict | None = None, image: dict | None = None,
+                        level: float = 0.9) -> dict | None:
+    """Held-out error, predictions with intervals, and for images the mean and uncertainty map."""
+    if posterior.model is None or not hasattr(posterior.model, "predict_entries"):
+        return None
+    numbers, figs, text, tables = {}, [], [], []
+    if heldout is not None:
+        pred = posterior.predict(_heldout_inputs(heldout))
+        truth = np.asarray(heldout["truth"], dtype=float)
+        if _is_classifier(posterior):
+            acc = float(np.mean((pred.mean > 0.5) == (truth > 0.5)))
+            p = np.clip(pred.mean, 1e-12, 1 - 1e-12)
+            nll = float(-np.mean(truth * np.log(p) + (1 - truth) * np.log(1 - p)))
+            numbers.update(heldout_accuracy=acc, heldout_nll=nll, n=int(len(truth)))
+            tables.append(("held-out", [{"quantity": "accuracy", "value": acc},
+                                        {"quantity": "NLL", "value": nll}], ["quantity", "value"]))
+        else:
+            lo, hi = pred.interval(level)
+            rel = float(np.linalg.norm(pred.mean - truth) / (np.linalg.norm(truth) or 1.0))
+            numbers.update(heldout_relative_error=rel,
+                           heldout_rmse=float(np.sqrt(np.mean((pred.mean - truth) ** 2))),
+                           mean_interval_width=float(np.mean(hi - lo)), level=level, n=int(len(truth)))
+            if "noisy" in heldout:
+                numbers["heldout_rmse_noisy"] = float(np.sqrt(np.mean((pred.mean - heldout["noisy"]) ** 2)))
+            tables.append(("held-out", [{"quantity": k, "value": v} for k, v in numbers.items()],
+                           ["quantity", "value"]))
+            text.append("Relative error = ||mean - truth|| / ||truth|| over the held-out points "
+                        f"(truth: {'noise-free values' if 'noisy' in heldout else 'held-out values'}).")
+            k = min(60, len(truth))
+            order = np.argsort(truth[:k])
+            fig, ax = plt.subplots(figsize=(10, 3.4))
+            x = np.arange(k)
+            ax.errorbar(x, pred.mean[:k][order], yerr=[(pred.mean - lo)[:k][order], (hi - pred.mean)[:k][order]],
+                        fmt="o", ms=3, color="C0", label=f"posterior mean, {level:.0%} interval")
+            ax.plot(x, truth[:k][order], "x", color="C3", label="truth")
+            ax.set(xlabel="held-out point (sorted by truth)", ylabel="value")
+            ax.legend(fontsize=8)
+            figs.append(("predictions.png", f"First {k} held-out points with {level:.0%} predictive intervals", png(fig)))
+    if image is not None and hasattr(posterior, "predict_dense") and is_image(np.shape(image["observed"])):
+        mean, sd = posterior.predict_dense()
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = image_completion_figures(image["observed"], mean, sd, tmp, truth=image.get("truth"))
+            figs.append(("image_panel.png", "Image: posterior mean and uncertainty (sd) map",
+                         Path(paths["panel"]).read_bytes()))
+        numbers["image_mean_sd"] = float(np.mean(sd))
+        if image.get("truth") is not None:
+            miss = np.isnan(image["observed"])
+            t = image["truth"]
+            numbers["image_missing_relative_error"] = float(
+                np.linalg.norm((mean - t)[miss]) / (np.linalg.norm(t[miss]) or 1.0))
+    if not numbers and not figs:
+        return None
+    return section("predictions", "Predictions", text=text, tables=tables, figures=figs, numbers=numbers)
+
+
+# --- compressed networks -------------------------------------------------------------------------
+def network_section(net: dict) -> dict:
+    """Ranks per layer, compression ratios, accuracy/NLL/ECE vs dense, reliability, shift."""
+    layers = net.get("layers", [])
+    cols = ["name", "format", "in_shape", "out_shape", "ranks_before", "ranks_after", "dense_params",
+            "compressed_params", "ratio"]
+    metrics = net.get("metrics", {})
+    mrows = [{"model": name, **vals} for name, vals in metrics.items()]
+    mcols = ["model"] + sorted({k for v in metrics.values() for k in v})
+    numbers = {k: net[k] for k in ("layers", "linear_ratio", "model_ratio", "metrics", "reliability",
+                                   "shift", "train_seconds") if k in net}
+    figs = []
+    if layers:
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(layers)), 3.2))
+        ax.bar([lay["name"] for lay in layers], [lay["ratio"] for lay in layers], color="C0")
+        ax.set(ylabel="compression ratio (dense / compressed)", yscale="log", title="per layer")
+        ax.set_ylim(bottom=1)
+        ax.tick_params(axis="x", rotation=30)
+        figs.append(("network_ratios.png", "Compression ratio per layer", png(fig)))
+    if metrics:
+        keys = [k for k in ("accuracy", "nll", "ece") if any(k in v for v in metrics.values())]
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
+        for ax, k in zip(axes[0], keys):
+            names = [n for n in metrics if metrics[n].get(k) is not None]
+            ax.bar(names, [metrics[n][k] for n in names], color=[f"C{i}" for i in range(len(names))])
+            ax.set(title=k)
+            ax.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        figs.append(("network_metrics.png", "Accuracy, NLL and ECE: compressed vs dense", png(fig)))
+    if net.get("reliability"):
+        figs.append(("network_reliability.png", "Reliability diagrams",
+                     png(_reliability_figure(net["reliability"]))))
+    tables = [("layers", [{c: lay.get(c) for c in cols} for lay in layers], cols),
+              ("compression", [{"quantity": "linear layers ratio", "value": net.get("linear_ratio")},
+                               {"quantity": "whole model ratio", "value": net.get("model_ratio")}],
+               ["quantity", "value"]),
+              ("metrics", mrows, mcols)]
+    shift = net.get("shift") or {}
+    srows = [{"model": k, **v} for k, v in shift.items() if isinstance(v, dict)]
+    if srows:
+        tables.append((f"distribution shift: {shift.get('description', '')}", srows,
+                       ["model", "entropy_in", "entropy_shifted", "accuracy_shifted"]))
+    if net.get("train_seconds"):
+        tables.append(("training time (s)", [{"model": k, "seconds": v} for k, v in net["train_seconds"].items()],
+                       ["model", "seconds"]))
+    return section("network", "Compressed network", tables=tables, figures=figs, numbers=numbers)
+
+
+# --- dynamics studies ---------------------------------------------------------------------------
+def _comparisons(obj, path=()):
+    """Every ``ComparisonResult.to_dict()`` inside a dynamics ``results.json``."""
+    if isinstance(obj, dict):
+        if {"final", "success_summary", "bands", "trajectories"} <= set(obj):
+            yield "/".join(path) or "study", obj
+            return
+        for k, v in obj.items():
+            yield from _comparisons(v, path + (str(k),))
+
+
+def _arr(x):
+    return np.array([np.nan if v is None else v for v in x], dtype=float)
+
+
+def dynamics_section(results: dict, max_metrics: int = 3) -> dict | None:
+    """Trajectory bands across replicates, final-metric distributions, success probabilities."""
+    comps = list(_comparisons(results))
+    if not comps:
+        return None
+    numbers, figs, tables = {}, [], []
+    for label, comp in comps:
+        learners = list(comp["final"])
+        bands = comp["bands"]["metrics"]
+        metrics = list(bands)
+        metrics = (["error"] if "error" in metrics else []) + [m for m in metrics if m != "error"]
+        metrics = metrics[:max_metrics]
+        slug = label.replace("/", "_").replace(" ", "_").replace("=", "")
+        if metrics:
+            fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+            for ax, m in zip(axes[0], metrics):
+                for i, lrn in enumerate(learners):
+                    b = bands[m].get(lrn)
+                    if b is None:
+                        continue
+                    steps = _arr(comp["trajectories"][lrn]["steps"])
+                    n = min(len(steps), len(b["median"]))
+                    if n == 0:
+                        continue
+                    med, lo, hi = (_arr(b[k])[:n] for k in ("median", "lower", "upper"))
+                    ax.plot(steps[:n], med, color=f"C{i}", label=lrn)
+                    ax.fill_between(steps[:n], lo, hi, color=f"C{i}", alpha=0.2)
+                vals = np.concatenate([_arr(bands[m][lrn]["median"]) for lrn in bands[m]])
+                vals = vals[np.isfinite(vals)]
+                if vals.size and vals.min() > 0 and vals.max() / vals.min() > 100:
+                    ax.set_yscale("log")
+                ax.set(xlabel="step", title=m)
+            axes[0, 0].legend(fontsize=7)
+            fig.suptitle(f"{label}: median and {comp['bands']['level']:.0%} band over seeds")
+            fig.tight_layout()
+            figs.append((f"dyn_{slug}_bands.png", f"{label}: metric trajectories with bands", png(fig)))
+        fmetric = "error" if all("error" in comp["final"][lrn] for lrn in learners) else None
+        if fmetric is None and learners and comp["final"][learners[0]]:
+            fmetric = next(iter(comp["final"][learners[0]]))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        if fmetric is not None:
+            data = [_arr(comp["final"][lrn].get(fmetric, [])) for lrn in learners]
+            data = [d[np.isfinite(d)] for d in data]
+            axes[0].boxplot([d if d.size else [np.nan] for d in data], showfliers=False)
+            for i, d in enumerate(data):
+                axes[0].plot(np.full(d.size, i + 1.0) + np.linspace(-0.1, 0.1, d.size), d, "o",
+                             ms=3, color=f"C{i}", alpha=0.7)
+            axes[0].set_xticks(range(1, len(learners) + 1), learners, rotation=20, fontsize=8)
+            axes[0].set(title=f"final {fmetric} per seed")
+        succ = comp["success_summary"]
+        p = _arr([r["p"] for r in succ])
+        lo = _arr([r["ci_low"] for r in succ])
+        hi = _arr([r["ci_high"] for r in succ])
+        axes[1].errorbar(range(len(succ)), p, yerr=[p - lo, hi - p], fmt="o", capsize=4)
+        axes[1].set_xticks(range(len(succ)), [r["learner"] for r in succ], rotation=20, fontsize=8)
+        axes[1].set(ylim=(-0.05, 1.05), title="success probability (95% interval)")
+        fig.tight_layout()
+        figs.append((f"dyn_{slug}_final.png", f"{label}: final-metric distribution and success", png(fig)))
+        summary = [r for r in comp["summary"] if fmetric is None or r["metric"] == fmetric]
+        numbers[label] = {"learners": learners, "seeds": comp.get("seeds"),
+                          "success_rule": comp.get("success_rule"), "summary": comp["summary"],
+                          "success": succ, "final_metric_shown": fmetric}
+        tables.append((f"{label}: success ({comp.get('success_rule', '')})", succ,
+                       ["learner", "successes", "n", "p", "ci_low", "ci_high"]))
+        tables.append((f"{label}: final {fmetric} (mean with bootstrap interval)", summary,
+                       ["learner", "n", "mean", "median", "sd", "ci_low", "ci_high"]))
+    return section("dynamics", "Learning-dynamics study", tables=tables, figures=figs, numbers=numbers,
+                   text=[f"{len(comps)} comparison(s): replicates over seeds; bands are pointwise "
+                         "quantiles over seeds, success intervals are binomial."])

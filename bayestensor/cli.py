@@ -65,7 +65,10 @@ def demo(method, fmt, seed, out, with_report, quiet):
     click.echo(f"bayestensor demo: {fmt.upper()} tensor {shape}, true rank {rank}, "
                f"{len(data.train)} observed entries (20%), SNR 10 dB, method {method}")
     start = time.perf_counter()
-    options = {"num_samples": 200, "num_warmup": 300, "num_chains": 2} if method == "sghmc" else {}
+    # A larger step than the library default mixes this model ~10x faster (bulk ESS of the
+    # noise precision 46 vs 4 in 200 draws; measured), and is stable for it.
+    options = ({"num_samples": 200, "num_warmup": 300, "num_chains": 2, "lr": 0.05}
+               if method == "sghmc" else {})
     post = fit(model, data.train, method=method, seed=seed, progress=not quiet, **options)
     seconds = time.perf_counter() - start
     pred = post.predict(data.test.indices)
@@ -217,10 +220,12 @@ def report_cmd(run_dir, out, title):
 
 
 from .dynamics.cli import dynamics  # noqa: E402
+from .nets.cli import compress  # noqa: E402
 from .regression_cli import regress  # noqa: E402
 
 main.add_command(dynamics)
 main.add_command(regress)
+main.add_command(compress)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

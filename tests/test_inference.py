@@ -178,12 +178,12 @@ def test_foundation_target_map_rank_recovery():
 def _interrupting_step(monkeypatch, at_step, how):
     original = SGHMC.step
 
-    def step(self, state, t, adapt_at=False):
+    def step(self, state, t, **kwargs):
         if t == at_step:
             if how == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
             raise KeyboardInterrupt
-        return original(self, state, t, adapt_at)
+        return original(self, state, t, **kwargs)
 
     monkeypatch.setattr(SGHMC, "step", step)
 

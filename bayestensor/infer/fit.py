@@ -339,8 +339,12 @@ def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, b
 
     adapt_steps = {int(warm * f) for f in (0.1, 0.25, 0.5, 0.75)} - {0} if warm else set()
 
+    ramp = max(1, warm // 4)
+
     def step(state, t):
-        new = sampler.step(state, t, adapt_at=t in adapt_steps)
+        # Burn-in starts at a tenth of the learning rate and reaches it after a quarter.
+        scale = min(1.0, 0.1 + 0.9 * t / ramp) if t < warm else 1.0
+        new = sampler.step(state, t, adapt_at=t in adapt_steps, lr_scale=scale)
         return new, new.log_density
 
     def record(state, t):

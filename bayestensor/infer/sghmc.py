@@ -152,11 +152,14 @@ class SGHMC:
         return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp,
                           grad.norm(dim=-1))
 
-    def step(self, state: SGHMCState, t: int, adapt_at: bool = False) -> SGHMCState:
+    def step(self, state: SGHMCState, t: int, adapt_at: bool = False,
+             lr_scale: float = 1.0) -> SGHMCState:
         """One SGHMC update of every chain.
 
         ``adapt_at=True`` (burn-in only) re-estimates the curvature at the current positions
-        and updates the preconditioner before the step.
+        and updates the preconditioner before the step. ``lr_scale`` multiplies the learning
+        rate (``fit`` ramps it up over the first quarter of burn-in, while the first curvature
+        estimates are still rough).
         """
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
         beta_hat = state.beta_hat
@@ -169,9 +172,10 @@ class SGHMC:
                 precond = self._precond_from(curvature)
             beta_hat = self._gradient_noise(state.theta, t, precond)
         logp, grad = self._gradient(state.theta, t)
-        noise_var = 2.0 * (self.friction - beta_hat) * self.lr * precond
+        lr = self.lr * lr_scale
+        noise_var = 2.0 * (self.friction - beta_hat) * lr * precond
         noise = torch.randn(state.theta.shape, generator=self.generator, dtype=state.theta.dtype,
                             device=state.theta.device)
-        v = (1 - self.friction) * state.v + self.lr * precond * grad + noise_var.sqrt() * noise
+        v = (1 - self.friction) * state.v + lr * precond * grad + noise_var.sqrt() * noise
         theta = state.theta + v
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad.norm(dim=-1))

@@ -1,0 +1,19 @@
+"""Bayesian tensorized neural networks: compressed layers whose ranks the prior prunes.
+
+Modules: :mod:`.shapes` (tensorized shapes), :mod:`.layers` (``TensorizedLinear``,
+``TensorizedConv2d`` and their plain exports), :mod:`.convert` (replace layers of a user's
+``nn.Module``, export, compression ratios), :mod:`.train` (MAP, SVI, SVGD, SGHMC),
+:mod:`.metrics` (accuracy, NLL, ECE, reliability, entropy, rotations), :mod:`.data`
+(digits, mnist10k, MNIST IDX) and :mod:`.cli` (``bayestensor compress``).
+"""
+
+from .convert import BayesianNet, compression_table, load_exported, save_exported, tensorize
+from .layers import (CompressedConv2d, CompressedLinear, TensorizedConv2d, TensorizedLinear,
+                     contract_linear)
+from .shapes import factorize, tensorized_shape
+from .train import METHODS, fit_net, predict_dense, train_dense
+
+__all__ = ["TensorizedLinear", "TensorizedConv2d", "CompressedLinear", "CompressedConv2d",
+           "BayesianNet", "tensorize", "compression_table", "save_exported", "load_exported",
+           "fit_net", "train_dense", "predict_dense", "METHODS", "factorize",
+           "tensorized_shape", "contract_linear"]

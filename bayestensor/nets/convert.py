@@ -1,0 +1,249 @@
+"""Convert a user's ``nn.Module``: Bayesian tensorized layers in, plain compressed module out."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .layers import (TensorizedConv2d, TensorizedLinear, _BayesLowRank, build_compressed,
+                     export_layer)
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module):
+    parent = root
+    parts = name.split(".")
+    for p in parts[:-1]:
+        parent = getattr(parent, p)
+    setattr(parent, parts[-1], new)
+
+
+class BayesianNet(nn.Module):
+    """A network whose tensorized layers carry ``P`` particles, run as one batched forward.
+
+    The input ``(B, ...)`` is stacked ``P`` times along the batch; layers that are not
+    tensorized act per example (and are shared by all particles: they are point estimates);
+    tensorized layers split the stacked batch into ``(P, B, ...)``. ``forward`` returns logits
+    ``(P, B, classes)``.
+
+    Parameters
+    ----------
+    net : nn.Module
+        A module containing :class:`TensorizedLinear` / :class:`TensorizedConv2d` layers.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        if not self.tensorized():
+            raise ValueError("net: contains no tensorized layer")
+        self.samples: list[dict] = []  # SGHMC snapshots of the particle parameters
+
+    def tensorized(self) -> dict[str, _BayesLowRank]:
+        return {n: m for n, m in self.net.named_modules() if isinstance(m, _BayesLowRank)}
+
+    @property
+    def n_particles(self) -> int:
+        ps = {m.n_particles for m in self.tensorized().values()}
+        if len(ps) != 1:
+            raise ValueError(f"net: tensorized layers disagree on n_particles: {sorted(ps)}")
+        return ps.pop()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.n_particles
+        b = x.shape[0]
+        out = self.net(x.repeat(p, *([1] * (x.ndim - 1))) if p > 1 else x)
+        return out.reshape(p, b, *out.shape[1:])
+
+    def log_prior(self) -> torch.Tensor:
+        """Sum of the layers' log priors per particle ``(P,)``."""
+        return sum(m.log_prior() for m in self.tensorized().values())
+
+    def particle_params(self) -> list[nn.Parameter]:
+        return [p for m in self.tensorized().values() for p in m.particle_params()]
+
+    def shared_params(self) -> list[nn.Parameter]:
+        own = {id(p) for m in self.tensorized().values() for p in m.parameters()}
+        return [p for p in self.net.parameters() if id(p) not in own]
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Posterior predictive probabilities ``(B, classes)``: the softmax averaged over
+        particles (and stored SGHMC samples, or several SVI draws)."""
+        was = self.training
+        self.eval()
+        snapshots = self.samples or [None]
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            acc = 0.0
+            count = 0
+            for snap in snapshots:
+                if snap is not None:
+                    self._load_snapshot(snap)
+                reps = 4 if any(m.variational for m in self.tensorized().values()) else 1
+                for _ in range(reps):
+                    for m in self.tensorized().values():
+                        m.resample()
+                    acc = acc + self(xb).softmax(-1).sum(0)
+                    count += self.n_particles
+            out.append(acc / count)
+        if self.samples:
+            self._load_snapshot(self.samples[-1])
+        self.train(was)
+        return torch.cat(out)
+
+    def snapshot(self) -> dict:
+        return {id(p): p.detach().clone() for p in self.particle_params()}
+
+    def _load_snapshot(self, snap: dict):
+        with torch.no_grad():
+            for p in self.particle_params():
+                if id(p) in snap:
+                    p.copy_(snap[id(p)])
+
+    def prune(self, threshold: float = 1e-2) -> dict:
+        """Prune every tensorized layer; returns ``{layer name: {ranks_before, ranks_after}}``."""
+        self.samples = []  # snapshots refer to the unpruned shapes
+        return {n: m.prune(threshold) for n, m in self.tensorized().items()}
+
+    def export(self, particle: int = 0) -> nn.Module:
+        """A plain deterministic copy of the network with one particle's compressed layers."""
+        out = copy.deepcopy(self.net)
+        for name, m in self.tensorized().items():
+            _set_module(out, name, export_layer(m, particle))
+        return out
+
+    def compression(self) -> dict:
+        """Per-layer and whole-model compression (see :func:`compression_table`)."""
+        return compression_table(self.net)
+
+
+def _is_target(name, module, layers, min_features):
+    if layers is None:
+        if isinstance(module, nn.Linear):
+            return module.in_features * module.out_features >= min_features
+        return False
+    if callable(layers):
+        return bool(layers(name, module))
+    return name in layers
+
+
+def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
+              format: str = "ttm", max_rank=8, prior: str = "gamma", prior_params=None,
+              n_particles: int = 1, init: str = "decompose", n_modes: int | None = None,
+              conv_rank=None, min_features: int = 256, seed: int = 0) -> BayesianNet:
+    """Replace chosen ``nn.Linear`` / ``nn.Conv2d`` layers of a copy of ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The user's network (left unchanged).
+    layers : list of str or callable, optional
+        Names (as in ``named_modules``) of the layers to replace, or ``f(name, module) -> bool``.
+        By default every ``nn.Linear`` with at least ``min_features`` weights.
+    format : {"ttm", "cp", "tucker", "tt"}
+        Format of the linear layers (convolutions are Tucker-2).
+    max_rank : int
+        Maximum rank of the linear layers.
+    prior, prior_params
+        Hyperprior on the slice scales.
+    n_particles : int
+        Particles/chains of every tensorized layer.
+    init : {"decompose", "random"}
+        Start from the dense weights' decomposition or from He initialization.
+    n_modes : int, optional
+        Modes per side of the tensorized shapes.
+    conv_rank : int, optional
+        Maximum Tucker-2 ranks of the convolutions (default ``max_rank``).
+    seed : int
+
+    Returns
+    -------
+    BayesianNet
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if layers is not None and not callable(layers):
+        layers = list(layers)
+        names = dict(model.named_modules())
+        for n in layers:
+            if n not in names:
+                raise ValueError(f"layers: no module named {n!r} in the model")
+            if not isinstance(names[n], (nn.Linear, nn.Conv2d)):
+                raise ValueError(f"layers: {n!r} is a {type(names[n]).__name__}, expected "
+                                 f"nn.Linear or nn.Conv2d")
+    net = copy.deepcopy(model)
+    targets = [(n, m) for n, m in net.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d)) and _is_target(n, m, layers, min_features)]
+    if not targets:
+        raise ValueError("layers: no nn.Linear/nn.Conv2d layer selected for tensorization")
+    for k, (name, m) in enumerate(targets):
+        if isinstance(m, nn.Linear):
+            new = TensorizedLinear.from_linear(m, format, max_rank, prior, prior_params,
+                                               n_modes=n_modes, n_particles=n_particles,
+                                               init=init, seed=seed + k)
+        else:
+            new = TensorizedConv2d.from_conv(m, conv_rank or max_rank, prior, prior_params,
+                                             n_particles=n_particles, init=init, seed=seed + k)
+        _set_module(net, name, new)
+    return BayesianNet(net)
+
+
+def compression_table(net: nn.Module, dense_reference: nn.Module | None = None) -> dict:
+    """Parameter counts: per compressed layer and for the whole model.
+
+    Works on a :class:`BayesianNet`'s inner network (per particle) and on exported modules.
+    Returns ``{"layers": [...], "linear_ratio", "model_ratio", "dense_params",
+    "compressed_params"}``; ``linear_ratio`` covers the tensorized layers only.
+    """
+    from .layers import CompressedConv2d, CompressedLinear
+    rows = []
+    own = set()
+    for name, m in net.named_modules():
+        if isinstance(m, _BayesLowRank):
+            dense, comp = m.dense_params(), m.n_params()
+            fmt = m.fmt if isinstance(m, TensorizedLinear) else "tucker2"
+            ranks = list(m.ranks)
+            own |= {id(p) for p in m.parameters()}
+        elif isinstance(m, (CompressedLinear, CompressedConv2d)):
+            comp = m.n_params()
+            if isinstance(m, CompressedLinear):
+                dense = m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
+                fmt = m.fmt
+            else:
+                dense = (m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                         + (m.out_channels if m.bias is not None else 0))
+                fmt = "tucker2"
+            ranks = list(m.ranks)
+            own |= {id(p) for p in m.parameters()}
+        else:
+            continue
+        rows.append({"name": name, "format": fmt, "ranks": ranks, "dense_params": int(dense),
+                     "compressed_params": int(comp), "ratio": dense / comp})
+    other = sum(p.numel() for p in net.parameters() if id(p) not in own)
+    dense_l = sum(r["dense_params"] for r in rows)
+    comp_l = sum(r["compressed_params"] for r in rows)
+    return {"layers": rows, "linear_ratio": dense_l / max(comp_l, 1),
+            "model_ratio": (dense_l + other) / max(comp_l + other, 1),
+            "dense_params": int(dense_l + other), "compressed_params": int(comp_l + other)}
+
+
+def save_exported(module: nn.Module, path, config: dict | None = None):
+    """``torch.save`` the state dict plus the compressed layers' configs (and ``config``)."""
+    from .layers import CompressedConv2d, CompressedLinear
+    layers = {n: m.config() for n, m in module.named_modules()
+              if isinstance(m, (CompressedLinear, CompressedConv2d))}
+    torch.save({"state_dict": module.state_dict(), "layers": layers, "config": config or {}}, path)
+
+
+def load_exported(path, skeleton: nn.Module) -> nn.Module:
+    """Load :func:`save_exported` output into a copy of the dense ``skeleton`` architecture."""
+    blob = torch.load(path, weights_only=False)
+    net = copy.deepcopy(skeleton)
+    for name, cfg in blob["layers"].items():
+        _set_module(net, name, build_compressed(cfg))
+    net.load_state_dict(blob["state_dict"])
+    return net

@@ -1,0 +1,651 @@
+"""Bayesian tensorized layers: low-rank weights with per-rank-slice priors and particle dims.
+
+A :class:`TensorizedLinear` stores the weight matrix ``W`` (``in_features x out_features``,
+``y = x W + b``) as a bayestensor low-rank format over the tensor of shape
+``in_shape + out_shape``:
+
+``"ttm"``  TT-matrix cores ``(r_{k-1}, I_k, J_k, r_k)`` (Novikov et al. 2015);
+``"cp"``   CP factors ``(I_n, R)`` and ``(J_m, R)``;
+``"tucker"`` a core ``(R_1, ..., R_{N+M})`` and one factor per mode;
+``"tt"``   a tensor train over the ``N + M`` modes.
+
+The forward pass contracts the input with the cores/factors one mode at a time and never
+forms the dense weight. Every parameter (and the bias) carries a leading *particle* dimension
+``P``: SVGD particles, SGHMC chains or draws of a variational posterior run as one batched
+forward. The input may be ``(B, in)`` (broadcast to all particles), ``(P, B, in)`` or
+``(P * B, in)`` (particles stacked along the batch, which is what a converted ``nn.Module``
+passes between layers).
+
+Every rank slice has a learnable prior scale ``s = exp(u)`` (unconstrained ``u``) under a
+hyperprior (``"gamma"`` ARD on the precision ``1/s^2``, ``"half_cauchy"`` or ``"log_uniform"``
+on ``s``); :meth:`log_prior` evaluates :class:`bayestensor.priors.LowRankPrior` on the current
+values plus the log-Jacobian of ``u``, per particle. ``prune`` removes slices whose scale
+collapsed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import tensorly as tl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..formats import CPTensor, TuckerTensor, get_format
+from ..formats.cp import balance_cp_factors
+from ..priors import LowRankPrior, get_prior
+from .shapes import tensorized_shape
+
+LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
+DEFAULT_MODES = {"ttm": 3, "cp": 3, "tucker": 2, "tt": 3}
+# Nets need a much lower floor than completion: a slice at the floor must not change outputs.
+NET_PRIOR_PARAMS = {"log_uniform": {"low": 1e-8, "high": 1e2}}
+
+
+# --------------------------------------------------------------------------------------------
+# contractions (functional, batched over the particle dim P)
+# --------------------------------------------------------------------------------------------
+def _mode_cycle(t: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Multiply ``t`` ``(P, B, a_1 ... a_K)`` by ``mats[k]`` ``(P, a_k, c_k)`` along each mode.
+
+    The leading mode is contracted and the new one appended at the end, so after K steps the
+    modes are back in order: ``(P, B, c_1 ... c_K)`` (flattened).
+    """
+    p, b = t.shape[:2]
+    for m in mats:
+        t = torch.einsum("pbam,pac->pbmc", t.reshape(p, b, m.shape[-2], -1), m)
+    return t.reshape(p, b, -1)
+
+
+def contract_linear(fmt: str, x: torch.Tensor, params: Sequence[torch.Tensor],
+                    in_shape: Sequence[int], out_shape: Sequence[int]) -> torch.Tensor:
+    """``x W`` for ``x`` ``(P, B, in)`` and the low-rank ``W`` given by ``params`` (each ``(P, ...)``).
+
+    Returns ``(P, B, out)``. The dense weight is never formed.
+    """
+    p, b = x.shape[:2]
+    n_in = len(in_shape)
+    if fmt == "ttm":
+        t = x.reshape(p, b, -1, 1)
+        for k, core in enumerate(params):
+            t = t.reshape(p, b, in_shape[k], -1, core.shape[-4])
+            t = torch.einsum("pbimr,prijs->pbmjs", t, core)
+            t = t.reshape(p, b, -1, core.shape[-1])
+        return t.reshape(p, b, -1)
+    if fmt == "cp":
+        t = x.reshape(p, b, -1, 1)
+        for k in range(n_in):
+            a = params[k]
+            if k == 0:
+                t = torch.einsum("pbim,pir->pbmr", x.reshape(p, b, in_shape[0], -1), a)
+            else:
+                t = torch.einsum("pbimr,pir->pbmr", t.reshape(p, b, in_shape[k], -1, a.shape[-1]), a)
+        t = t.reshape(p, b, -1)  # (P, B, R)
+        kr = params[n_in]
+        for f in params[n_in + 1:]:
+            kr = (kr.unsqueeze(2) * f.unsqueeze(1)).reshape(p, -1, f.shape[-1])
+        return torch.einsum("pbr,por->pbo", t, kr)
+    if fmt == "tucker":
+        core, factors = params[0], params[1:]
+        t = _mode_cycle(x, factors[:n_in])                        # (P, B, R_in)
+        r_in = t.shape[-1]
+        t = torch.bmm(t, core.reshape(p, r_in, -1))               # (P, B, R_out)
+        return _mode_cycle(t, [f.transpose(-1, -2) for f in factors[n_in:]])
+    if fmt == "tt":
+        c0 = params[0][:, 0]                                      # (P, I_1, r_1)
+        t = torch.einsum("pbim,pis->pbms", x.reshape(p, b, in_shape[0], -1), c0)
+        for k in range(1, n_in):
+            c = params[k]
+            t = t.reshape(p, b, in_shape[k], -1, c.shape[-3])
+            t = torch.einsum("pbimr,pris->pbms", t, c)
+        t = t.reshape(p, b, -1)                                   # (P, B, r_N)
+        out = params[n_in]                                        # (P, r_N, J_1, r)
+        for c in params[n_in + 1:]:
+            out = torch.einsum("pajr,prks->pajks", out, c)
+            out = out.reshape(p, out.shape[1], -1, c.shape[-1])
+        return torch.einsum("pba,pao->pbo", t, out[..., 0])
+    raise ValueError(f"format: expected one of {LINEAR_FORMATS}, got {fmt!r}")
+
+
+def contract_conv(x: torch.Tensor, params: Sequence[torch.Tensor], stride, padding,
+                  dilation) -> torch.Tensor:
+    """Tucker-2 convolution of ``x`` ``(P, B, C, H, W)`` with particle-wise factors.
+
+    ``params = [core (P, R_o, R_i, R_h, R_w), U_out (P, O, R_o), U_in (P, C, R_i),
+    U_h (P, kh, R_h), U_w (P, kw, R_w)]``: a 1x1 convolution to ``R_i`` channels, a
+    ``kh x kw`` convolution with the core kernel to ``R_o`` channels, a 1x1 convolution to
+    ``O``. Particles run as groups of one grouped convolution each.
+    """
+    core, u_out, u_in, u_h, u_w = params
+    p, b, c = x.shape[:3]
+    h = x.transpose(0, 1).reshape(b, p * c, *x.shape[-2:])
+    w1 = u_in.transpose(-1, -2).reshape(-1, c, 1, 1)
+    h = F.conv2d(h, w1, groups=p)
+    kernel = torch.einsum("poihw,pkh,plw->poikl", core, u_h, u_w)
+    h = F.conv2d(h, kernel.reshape(-1, *kernel.shape[2:]), stride=stride, padding=padding,
+                 dilation=dilation, groups=p)
+    h = F.conv2d(h, u_out.reshape(-1, u_out.shape[-1], 1, 1), groups=p)
+    return h.reshape(b, p, -1, *h.shape[-2:]).transpose(0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# shared machinery
+# --------------------------------------------------------------------------------------------
+def _check_positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+class _BayesLowRank(nn.Module):
+    """Parameters, priors, particles, pruning and the SVI mode shared by the layers."""
+
+    fmt: str
+    tensor_shape: tuple[int, ...]
+
+    def _setup(self, fmt, max_rank, prior, prior_params, params, out_size, bias, bias_init):
+        self.fmt = fmt
+        self.format_cls = get_format(fmt)
+        self.prior_spec = get_prior(prior, prior_params if prior_params is not None
+                                    else NET_PRIOR_PARAMS.get(str(prior), {})
+                                    if not hasattr(prior, "kind") else None)
+        self.variational = False
+        self.n_draws = 1
+        self._last = None
+        self.factors = nn.ParameterList([nn.Parameter(p.contiguous()) for p in params])
+        tensor = self.tensor()
+        self._build_prior()
+        init = self.prior.init_values(tensor.sample(0) if tensor.batch_shape else tensor)
+        p = self.n_particles
+        self.log_scales = nn.ParameterList()
+        for site in self.prior.hyper_sites:
+            h = init[site].float()
+            u = -0.5 * h.log() if self.prior_spec.kind == "gamma" else h.log()
+            self.log_scales.append(nn.Parameter(u.expand(p, -1).clone()))
+        if bias:
+            b = torch.zeros(p, out_size) if bias_init is None else \
+                torch.as_tensor(bias_init, dtype=torch.float32).expand(p, -1).clone()
+            self.bias = nn.Parameter(b)
+        else:
+            self.register_parameter("bias", None)
+
+    def _build_prior(self):
+        self.prior = LowRankPrior("W", self.tensor_shape, self.tensor().ranks, self.fmt,
+                                  self.prior_spec)
+
+    # --- particles / draws -------------------------------------------------------------------
+    @property
+    def n_particles(self) -> int:
+        """Leading particle (chain, draw) size of the forward pass."""
+        return self.n_draws if self.variational else int(self.factors[0].shape[0])
+
+    def current_params(self) -> list[torch.Tensor]:
+        """Low-rank parameters of this forward pass, each ``(P, ...)`` (a draw under SVI)."""
+        if not self.variational:
+            return list(self.factors)
+        if self._last is None or self.training:
+            self._last = [mu + F.softplus(rho) * torch.randn((self.n_draws,) + mu.shape[1:],
+                                                              dtype=mu.dtype, device=mu.device)
+                          for mu, rho in zip(self.factors, self.rhos)]
+        return self._last
+
+    def resample(self):
+        """Draw fresh weights at the next forward (SVI mode)."""
+        self._last = None
+
+    def make_variational(self, n_draws: int = 4, init_std: float = 1e-3):
+        """Switch to mean-field Gaussian SVI: ``w = mu + softplus(rho) * eps``, ``n_draws`` per pass.
+
+        The slice scales and the bias stay point estimates (type-II MAP). Needs one particle.
+        """
+        n_draws = _check_positive_int("n_draws", n_draws)
+        if int(self.factors[0].shape[0]) != 1:
+            raise ValueError(f"n_particles: SVI needs a single particle, got {self.n_particles}")
+        rho0 = math.log(math.expm1(init_std))
+        self.rhos = nn.ParameterList([nn.Parameter(torch.full_like(p, rho0)) for p in self.factors])
+        self.variational, self.n_draws, self._last = True, n_draws, None
+        return self
+
+    def tensor(self):
+        """The low-rank weight tensor (a bayestensor format with batch dim ``(P,)``)."""
+        return self.format_cls(self.tensor_shape, list(self.factors))
+
+    def scales(self) -> list[torch.Tensor]:
+        """Prior std of every rank slice, one ``(P, R_d)`` tensor per rank dimension."""
+        return [u.exp() for u in self.log_scales]
+
+    def _hyper(self, u):
+        return (-2 * u).exp() if self.prior_spec.kind == "gamma" else u.exp()
+
+    def log_prior(self) -> torch.Tensor:
+        """Log prior of the current values per particle ``(P,)``, with the log-Jacobian of ``u``.
+
+        Under SVI this is ``log p(w) + H[q(w)]`` averaged over draws (the ELBO's prior terms).
+        """
+        params = self.current_params()
+        values = {site: p for site, p in zip(self.prior.param_sites, params)}
+        jac = 0.0
+        for site, u in zip(self.prior.hyper_sites, self.log_scales):
+            values[site] = self._hyper(u)
+            jac = jac + (u.sum(-1) * (-2 if self.prior_spec.kind == "gamma" else 1)
+                         + (math.log(2) * u.shape[-1] if self.prior_spec.kind == "gamma" else 0))
+        lp = self.prior.log_prob(values) + jac
+        if self.variational:
+            entropy = sum(F.softplus(r).log().sum() for r in self.rhos)
+            lp = lp.mean().reshape(1) + entropy
+        return lp
+
+    # --- sizes -------------------------------------------------------------------------------
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.tensor().ranks
+
+    def n_params(self) -> int:
+        """Parameters of one particle: low-rank weight plus bias."""
+        nb = 0 if self.bias is None else int(self.bias.shape[-1])
+        return self.tensor().n_params() + nb
+
+    def dense_params(self) -> int:
+        """Parameters of the dense layer it replaces (weight plus bias)."""
+        nb = 0 if self.bias is None else int(self.bias.shape[-1])
+        return math.prod(self.tensor_shape) + nb
+
+    def compression_ratio(self) -> float:
+        return self.dense_params() / self.n_params()
+
+    # --- pruning -----------------------------------------------------------------------------
+    def keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+        """Slices to keep: prior scale *or* weight norm (``slice_norms``) above ``threshold``
+        times the largest of its rank dim, in at least one particle."""
+        if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
+            raise ValueError(f"threshold: expected a number in [0, 1), got {threshold!r}")
+        out = []
+        norms = self.tensor().slice_norms()
+        for s, nrm in zip(self.scales(), norms):
+            s, nrm = s.detach(), nrm.detach()
+            # a slice goes only when both its prior scale and its weight norm collapsed: the
+            # scales of TT/Tucker rank dims trade off against each other (gauge freedom)
+            alive = (s > threshold * s.max(-1, keepdim=True).values) | \
+                (nrm > threshold * nrm.max(-1, keepdim=True).values)
+            out.append(alive.any(0))
+        return out
+
+    @torch.no_grad()
+    def prune(self, threshold: float = 1e-2) -> dict:
+        """Remove the rank slices whose prior scale collapsed (see :meth:`keep_masks`).
+
+        Returns ``{"ranks_before", "ranks_after"}``.
+        """
+        before = self.ranks
+        masks = self.keep_masks(threshold)
+        pruned = self.tensor().prune(masks)
+        kept = []
+        for d, m in enumerate(masks):
+            if not bool(m.any()):  # formats keep the largest slice; mirror that choice
+                norms = self.tensor().slice_norms()[d].reshape(-1, m.numel()).mean(0)
+                m = torch.zeros_like(m)
+                m[int(norms.argmax())] = True
+            kept.append(m.nonzero().flatten())
+        self.factors = nn.ParameterList([nn.Parameter(p.contiguous()) for p in pruned.params])
+        self.log_scales = nn.ParameterList(
+            [nn.Parameter(u.index_select(-1, k).contiguous()) for u, k in zip(self.log_scales, kept)])
+        if self.variational:
+            nb = 1
+            new_rhos = []
+            for spec, rho in zip(self.tensor().param_specs, self.rhos):
+                for axis, dim in spec.rank_axes.items():
+                    rho = rho.index_select(nb + axis, kept[dim])
+                new_rhos.append(nn.Parameter(rho.contiguous()))
+            self.rhos = nn.ParameterList(new_rhos)
+            self._last = None
+        self._build_prior()
+        return {"ranks_before": list(before), "ranks_after": list(self.ranks)}
+
+    def particle_params(self) -> list[nn.Parameter]:
+        """Parameters with a leading particle dim (all of them except SVI's ``rho``)."""
+        ps = list(self.factors) + list(self.log_scales)
+        return ps + ([self.bias] if self.bias is not None else [])
+
+    def select_particle(self, i: int) -> list[torch.Tensor]:
+        """Low-rank parameters of particle ``i`` (the mean under SVI), each ``(1, ...)``."""
+        return [p.detach()[i:i + 1].clone() for p in self.factors]
+
+    def _split_input(self, x: torch.Tensor, feature_dims: int) -> tuple[torch.Tensor, bool]:
+        """``(P, B, *features)`` from ``(B, *f)``, ``(P, B, *f)`` or stacked ``(P*B, *f)``."""
+        p = self.n_particles
+        if x.ndim == feature_dims + 2:
+            if x.shape[0] != p:
+                raise ValueError(f"x: leading particle dim {x.shape[0]} != n_particles {p}")
+            return x, False
+        if x.ndim != feature_dims + 1:
+            raise ValueError(f"x: expected {feature_dims + 1} or {feature_dims + 2} dims, "
+                             f"got shape {tuple(x.shape)}")
+        if p == 1:
+            return x.unsqueeze(0), True
+        if getattr(self, "stacked", True) and x.shape[0] % p == 0:
+            return x.reshape(p, x.shape[0] // p, *x.shape[1:]), True
+        raise ValueError(f"x: batch {x.shape[0]} is not a multiple of n_particles {p}")
+
+
+def _gain_scale(fan_in: int) -> float:
+    """Kaiming (He) std for a ReLU layer: ``sqrt(2 / fan_in)``."""
+    return math.sqrt(2.0 / fan_in)
+
+
+class TensorizedLinear(_BayesLowRank):
+    """Bayesian tensorized linear layer ``y = x W + b`` with a low-rank ``W``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Layer sizes.
+    format : {"ttm", "cp", "tucker", "tt"}
+        Low-rank format of ``W`` (over the tensor ``in_shape + out_shape``).
+    max_rank : int or sequence of int
+        Maximum rank(s); the prior switches off the slices the data do not need.
+    prior : {"gamma", "half_cauchy", "log_uniform"} or RankPrior
+        Hyperprior on the slice scales.
+    prior_params : dict, optional
+        Hyperprior parameters (log-uniform defaults to ``low=1e-8, high=1e2`` here).
+    shape : pair of sequences, optional
+        ``(in_shape, out_shape)``; by default each size is factored into ``n_modes`` modes.
+    n_modes : int, optional
+        Modes per side (default 3, Tucker 2).
+    n_particles : int
+        Leading particle dim (SVGD particles, SGHMC chains).
+    bias : bool
+    init_std : float, optional
+        Std of the entries of the dense-equivalent weight at initialization (default
+        ``sqrt(2 / in_features)``, He initialization).
+    seed : int, optional
+        Seed of the random initialization.
+
+    Examples
+    --------
+    >>> layer = TensorizedLinear(64, 32, format="ttm", max_rank=4, seed=0)
+    >>> layer(torch.randn(5, 64)).shape
+    torch.Size([5, 32])
+    """
+
+    def __init__(self, in_features: int, out_features: int, format: str = "ttm", max_rank=8,
+                 prior="gamma", prior_params: dict | None = None, shape=None,
+                 n_modes: int | None = None, n_particles: int = 1, bias: bool = True,
+                 init_std: float | None = None, seed: int | None = None, _params=None,
+                 _bias=None):
+        super().__init__()
+        if format not in LINEAR_FORMATS:
+            raise ValueError(f"format: expected one of {LINEAR_FORMATS}, got {format!r}")
+        n_particles = _check_positive_int("n_particles", n_particles)
+        n_modes = DEFAULT_MODES[format] if n_modes is None else _check_positive_int("n_modes", n_modes)
+        self.in_features = _check_positive_int("in_features", in_features)
+        self.out_features = _check_positive_int("out_features", out_features)
+        self.in_shape, self.out_shape = tensorized_shape(in_features, out_features, n_modes, shape)
+        if format == "ttm" and len(self.in_shape) != len(self.out_shape):
+            raise ValueError(f"shape: TT-matrix needs as many input as output modes, got "
+                             f"{self.in_shape} and {self.out_shape}")
+        if format in ("ttm", "tt") and len(self.in_shape) + len(self.out_shape) < (4 if format == "ttm" else 2):
+            raise ValueError(f"n_modes: {format} needs at least 2 modes per side")
+        self.tensor_shape = self.in_shape + self.out_shape
+        cls = get_format(format)
+        ranks = cls.normalize_rank(self.tensor_shape, max_rank)
+        if _params is None:
+            std = _gain_scale(in_features) if init_std is None else float(init_std)
+            if not std > 0:
+                raise ValueError(f"init_std: expected a positive number, got {init_std}")
+            params = cls.random(self.tensor_shape, ranks, scale=std, batch_shape=(n_particles,),
+                                seed=seed).params
+        else:
+            params = [p.float().expand(n_particles, *p.shape[1:]).clone() for p in _params]
+            if n_particles > 1 and seed is not None:  # spread particles around the start
+                gen = torch.Generator().manual_seed(seed)
+                params = [p * (1 + 0.05 * torch.randn(p.shape, generator=gen)) for p in params]
+        self._setup(format, ranks, prior, prior_params, params, out_features, bias, _bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs, flat = self._split_input(x, 1)
+        if xs.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected {self.in_features} features, got {xs.shape[-1]}")
+        y = contract_linear(self.fmt, xs, self.current_params(), self.in_shape, self.out_shape)
+        if self.bias is not None:
+            y = y + self.bias.unsqueeze(1)
+        return y.reshape(-1, self.out_features) if flat else y
+
+    def dense_weight(self) -> torch.Tensor:
+        """Reconstructed ``W`` ``(P, in, out)`` (for tests and export only)."""
+        return self.format_cls(self.tensor_shape, self.current_params()).reconstruct().reshape(
+            -1, self.in_features, self.out_features)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, format: str = "ttm", max_rank=8, prior="gamma",
+                    prior_params=None, shape=None, n_modes=None, n_particles: int = 1,
+                    init: str = "decompose", seed: int = 0) -> "TensorizedLinear":
+        """Replace an ``nn.Linear``; ``init="decompose"`` starts from its trained weight.
+
+        The weight is decomposed with TensorLy (TT-matrix SVD, TT-SVD, HOSVD/Tucker, CP-ALS)
+        at ``max_rank``; ``init="random"`` uses He initialization instead. The bias is copied.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        if init not in ("decompose", "random"):
+            raise ValueError(f"init: expected 'decompose' or 'random', got {init!r}")
+        n_modes = DEFAULT_MODES.get(format, 3) if n_modes is None else n_modes
+        in_shape, out_shape = tensorized_shape(linear.in_features, linear.out_features, n_modes, shape)
+        params = None
+        if init == "decompose":
+            w = linear.weight.detach().double().T.reshape(in_shape + out_shape).numpy()
+            params = [p.unsqueeze(0) for p in decompose(w, format, max_rank, seed=seed)]
+        b = None if linear.bias is None else linear.bias.detach()
+        return cls(linear.in_features, linear.out_features, format, max_rank, prior, prior_params,
+                   (in_shape, out_shape), n_modes, n_particles, linear.bias is not None,
+                   seed=seed, _params=params, _bias=b)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, format={self.fmt!r}, "
+                f"shape={self.in_shape}x{self.out_shape}, ranks={self.ranks}, "
+                f"n_particles={self.n_particles}")
+
+
+def decompose(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[torch.Tensor]:
+    """Single-sample low-rank parameters of a dense tensor in ``fmt`` (TensorLy decompositions)."""
+    cls = get_format(fmt)
+    if fmt == "cp":
+        (r,) = cls.normalize_rank(tensor.shape, rank)
+        weights, factors = tl.decomposition.parafac(tl.tensor(tensor), rank=r, init="random",
+                                                    n_iter_max=30, random_state=seed)
+        factors = [np.asarray(f) * (np.asarray(weights) if n == 0 else 1.0)
+                   for n, f in enumerate(factors)]
+        return [torch.as_tensor(f, dtype=torch.float32) for f in balance_cp_factors(factors)]
+    if fmt == "tucker":
+        ranks = [min(r, s) for r, s in zip(cls.normalize_rank(tensor.shape, rank), tensor.shape)]
+        return TuckerTensor.from_tensor(tensor, ranks, seed=seed).params
+    if fmt == "tt":
+        ranks = cls.normalize_rank(tensor.shape, rank)
+        return get_format("tt").from_tensor(tensor, ranks, seed=seed).params
+    ranks = cls.normalize_rank(tensor.shape, rank)
+    return get_format("ttm").from_tensor(tensor, ranks, seed=seed).params
+
+
+class TensorizedConv2d(_BayesLowRank):
+    """Bayesian Tucker-2 convolution: ``W[o, c, h, w]`` as a Tucker tensor of ranks
+    ``(R_out, R_in, kh, kw)`` (the spatial factors are full rank at start but pruned too).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or pair
+    stride, padding, dilation : int or pair
+    max_rank : int or pair
+        Maximum ``(R_out, R_in)``.
+    prior, prior_params, n_particles, bias, init_std, seed
+        As in :class:`TensorizedLinear`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, max_rank=8, prior="gamma", prior_params=None, n_particles: int = 1,
+                 bias: bool = True, init_std: float | None = None, seed: int | None = None,
+                 _params=None, _bias=None):
+        super().__init__()
+        self.in_channels = _check_positive_int("in_channels", in_channels)
+        self.out_channels = _check_positive_int("out_channels", out_channels)
+        n_particles = _check_positive_int("n_particles", n_particles)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        _check_positive_int("kernel_size", kh), _check_positive_int("kernel_size", kw)
+        self.kernel_size = (kh, kw)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
+        ro, ri = min(_check_positive_int("max_rank", ro), out_channels), min(_check_positive_int("max_rank", ri), in_channels)
+        self.tensor_shape = (out_channels, in_channels, kh, kw)
+        ranks = (ro, ri, kh, kw)
+        if _params is None:
+            std = _gain_scale(in_channels * kh * kw) if init_std is None else float(init_std)
+            params = TuckerTensor.random(self.tensor_shape, ranks, scale=std,
+                                         batch_shape=(n_particles,), seed=seed).params
+        else:
+            params = [p.float().expand(n_particles, *p.shape[1:]).clone() for p in _params]
+            if n_particles > 1 and seed is not None:
+                gen = torch.Generator().manual_seed(seed)
+                params = [p * (1 + 0.05 * torch.randn(p.shape, generator=gen)) for p in params]
+        self._setup("tucker", ranks, prior, prior_params, params, out_channels, bias, _bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs, flat = self._split_input(x, 3)
+        core, u_out, u_in, u_h, u_w = self.current_params()
+        y = contract_conv(xs, [core, u_out, u_in, u_h, u_w], self.stride, self.padding,
+                          self.dilation)
+        if self.bias is not None:
+            y = y + self.bias[:, None, :, None, None]
+        return y.reshape(-1, *y.shape[2:]) if flat else y
+
+    def dense_weight(self) -> torch.Tensor:
+        """Reconstructed kernel ``(P, out, in, kh, kw)``."""
+        return TuckerTensor(self.tensor_shape, self.current_params()).reconstruct()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, max_rank=8, prior="gamma", prior_params=None,
+                  n_particles: int = 1, init: str = "decompose", seed: int = 0):
+        """Replace an ``nn.Conv2d`` (groups=1); ``init="decompose"`` uses its Tucker-2 HOSVD."""
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+            raise ValueError(f"conv: expected an nn.Conv2d with groups=1, got {conv!r}")
+        if init not in ("decompose", "random"):
+            raise ValueError(f"init: expected 'decompose' or 'random', got {init!r}")
+        if isinstance(conv.padding, str):
+            raise ValueError(f"conv: string padding {conv.padding!r} is not supported")
+        ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
+        o, c, kh, kw = conv.weight.shape
+        params = None
+        if init == "decompose":
+            w = conv.weight.detach().double().numpy()
+            params = [p.unsqueeze(0) for p in
+                      TuckerTensor.from_tensor(w, (min(ro, o), min(ri, c), kh, kw), seed=seed).params]
+        b = None if conv.bias is None else conv.bias.detach()
+        return cls(c, o, (kh, kw), conv.stride, conv.padding, conv.dilation, (ro, ri), prior,
+                   prior_params, n_particles, conv.bias is not None, seed=seed, _params=params,
+                   _bias=b)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"ranks={self.ranks}, n_particles={self.n_particles}")
+
+
+# --------------------------------------------------------------------------------------------
+# plain deterministic exports
+# --------------------------------------------------------------------------------------------
+class CompressedLinear(nn.Module):
+    """Deterministic low-rank linear layer (no priors, no particles): the exported form."""
+
+    def __init__(self, in_shape, out_shape, format: str, ranks, bias: bool = True):
+        super().__init__()
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.in_features, self.out_features = math.prod(self.in_shape), math.prod(self.out_shape)
+        self.fmt, self.ranks = format, tuple(ranks)
+        specs = get_format(format).specs(self.in_shape + self.out_shape, self.ranks)
+        self.factors = nn.ParameterList([nn.Parameter(torch.zeros(s.shape)) for s in specs])
+        self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+
+    def config(self) -> dict:
+        return {"type": "linear", "in_shape": list(self.in_shape), "out_shape": list(self.out_shape),
+                "format": self.fmt, "ranks": list(self.ranks), "bias": self.bias is not None}
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        y = contract_linear(self.fmt, x.reshape(1, -1, self.in_features),
+                            [p.unsqueeze(0) for p in self.factors], self.in_shape, self.out_shape)[0]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def to_dense(self) -> nn.Linear:
+        """The equivalent ``nn.Linear`` (dense weight reconstructed)."""
+        w = get_format(self.fmt)(self.in_shape + self.out_shape, list(self.factors)).reconstruct()
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(w.reshape(self.in_features, self.out_features).T)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+
+class CompressedConv2d(nn.Module):
+    """Deterministic Tucker-2 convolution (the exported form of :class:`TensorizedConv2d`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, ranks,
+                 bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = tuple(kernel_size)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.ranks = tuple(ranks)
+        specs = TuckerTensor.specs((out_channels, in_channels) + self.kernel_size, self.ranks)
+        self.factors = nn.ParameterList([nn.Parameter(torch.zeros(s.shape)) for s in specs])
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def config(self) -> dict:
+        as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+        return {"type": "conv2d", "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": as_list(self.stride),
+                "padding": as_list(self.padding), "dilation": as_list(self.dilation),
+                "ranks": list(self.ranks), "bias": self.bias is not None}
+
+    def forward(self, x):
+        y = contract_conv(x.unsqueeze(0), [p.unsqueeze(0) for p in self.factors], self.stride,
+                          self.padding, self.dilation)[0]
+        return y if self.bias is None else y + self.bias[:, None, None]
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def export_layer(layer: _BayesLowRank, particle: int = 0) -> nn.Module:
+    """Plain deterministic copy of one particle (the variational mean under SVI)."""
+    params = layer.select_particle(particle)
+    if isinstance(layer, TensorizedLinear):
+        out = CompressedLinear(layer.in_shape, layer.out_shape, layer.fmt, layer.ranks,
+                               layer.bias is not None)
+    else:
+        out = CompressedConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                               layer.stride, layer.padding, layer.dilation, layer.ranks,
+                               layer.bias is not None)
+    with torch.no_grad():
+        for dst, src in zip(out.factors, params):
+            dst.copy_(src[0])
+        if layer.bias is not None:
+            out.bias.copy_(layer.bias.detach()[min(particle, layer.bias.shape[0] - 1)])
+    return out
+
+
+def build_compressed(config: dict) -> nn.Module:
+    """An empty exported layer from its ``config()`` (to load a saved state dict)."""
+    if config.get("type") == "linear":
+        return CompressedLinear(config["in_shape"], config["out_shape"], config["format"],
+                                config["ranks"], config["bias"])
+    if config.get("type") == "conv2d":
+        return CompressedConv2d(config["in_channels"], config["out_channels"],
+                                config["kernel_size"], config["stride"], config["padding"],
+                                config["dilation"], config["ranks"], config["bias"])
+    raise ValueError(f"config: unknown layer type {config.get('type')!r}")

@@ -158,11 +158,24 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
         "files": ["predictions.npz", "W_mean.npy", "W_sd.npy", "posterior.pt", *images],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    from .report import report as make_report
+    from .report.rundir import write_heldout, write_run
+
+    write_run(out, "regression", settings={"command": "regress", "method": method, "format": fmt,
+                                           "prior": prior, "likelihood": likelihood,
+                                           "max_rank": model.max_rank, "seed": seed,
+                                           "seconds": seconds},
+              data={"file": str(file), "n": int(X.shape[0]), "input_shape": list(model.input_shape)})
+    if "X_test" in arrays and "y_test" in arrays:
+        write_heldout(out, inputs=arrays["X_test"], truth=np.asarray(arrays["y_test"]).reshape(-1),
+                      noisy=np.asarray(arrays["y_test"]).reshape(-1))
+    report_paths = make_report(out)
     click.echo(f"rank found: {ranks.mode().tolist()}  (max {model.max_rank}, {X.shape[0]} "
                f"data points, {method})")
     for split, m in summary_metrics.items():
         click.echo(f"  {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     click.echo(f"wrote {out}/: " + ", ".join(summary["files"]) + ", summary.json")
+    click.echo(f"report: {report_paths['html']}")
 
 
 def _plot_sd(sd, path):

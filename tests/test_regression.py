@@ -304,3 +304,20 @@ def test_cli_regress(tmp_path):
     np.savez(noy, X=data.X_train)
     res = CliRunner().invoke(regress, [str(noy), "--quiet"])
     assert res.exit_code == 2 and "missing ['y']" in res.output
+
+
+def test_regress_cli_writes_a_report_with_the_weight_images(tmp_path):
+    from click.testing import CliRunner
+
+    from bayestensor.cli import main
+    from bayestensor.regression_data import synthetic_image_regression
+
+    data = synthetic_image_regression(shape="cross", size=12, n_train=150, n_test=50, seed=0)
+    np.savez(tmp_path / "d.npz", X=data.X_train, y=data.y_train, X_test=data.X_test,
+             y_test=data.y_test)
+    res = CliRunner().invoke(main, ["regress", str(tmp_path / "d.npz"), "--method", "map",
+                                    "--max-rank", "4", "--quiet", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["sections"]["weights"]["numbers"]["weight_shape"] == [12, 12]
+    assert "weights.png" in " ".join(rep["sections"]["weights"]["figures"])

@@ -11,7 +11,8 @@ from .html import render_html, render_markdown
 from .rundir import _jsonable, load_npz, read_run, write_run
 
 #: Section order in the report.
-ORDER = ("settings", "diagnostics", "rank", "calibration", "predictions", "network", "dynamics")
+ORDER = ("settings", "diagnostics", "rank", "calibration", "predictions", "weights", "network",
+         "dynamics")
 
 
 def build_sections(run_dir: Path, run: dict, posterior=None, heldout=None, image=None) -> list[dict]:
@@ -22,6 +23,7 @@ def build_sections(run_dir: Path, run: dict, posterior=None, heldout=None, image
         out.append(S.rank_section(posterior))
         out.append(S.calibration_section(posterior, heldout))
         out.append(S.predictions_section(posterior, heldout, image))
+        out.append(S.weights_section(posterior))
     if run_dir is not None and (run_dir / "network.json").exists():
         out.append(S.network_section(json.loads((run_dir / "network.json").read_text())))
     if run_dir is not None and run.get("kind") == "dynamics" and (run_dir / "results.json").exists():

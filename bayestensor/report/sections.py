@@ -448,6 +448,27 @@ def predictions_section(posterior, heldout: dict | None = None, image: dict | No
 
 
 # --- compressed networks -------------------------------------------------------------------------
+def weights_section(posterior) -> dict | None:
+    """Tensor regression: posterior mean and sd of the coefficient tensor W (images when 2-D)."""
+    model = getattr(posterior, "model", None)
+    if model is None or not hasattr(model, "weight_posterior"):
+        return None
+    from ..models.regression import plot_weights
+
+    mean, sd = model.weight_posterior(posterior)
+    numbers = {"weight_shape": list(mean.shape), "mean_abs": float(np.abs(mean).mean()),
+               "sd_mean": float(np.asarray(sd).mean()),
+               "relative_sd": float(np.linalg.norm(sd) / max(np.linalg.norm(mean), 1e-300))}
+    figures = []
+    if mean.ndim == 2:
+        fig = plot_weights(mean, sd)
+        figures.append(("weights.png", "Posterior mean and sd of W", png(fig)))
+    text = [f"Coefficient tensor W of shape {tuple(mean.shape)}; relative posterior sd "
+            f"||sd|| / ||mean|| = {numbers['relative_sd']:.3g}."]
+    return section("weights", "Regression coefficients", text=text, figures=figures,
+                   numbers=numbers)
+
+
 def network_section(net: dict) -> dict:
     """Ranks per layer, compression ratios, accuracy/NLL/ECE vs dense, reliability, shift."""
     layers = net.get("layers", [])

@@ -1,8 +1,9 @@
 """An 8-task sweep on local Ray vs the local sequential backend, and Ray's overhead per task.
 
 Each task fits SGHMC (2 chains) to its own synthetic 20x20x20 completion problem. Both backends
-run the same tasks with the same derived seeds (the results are checked equal). The overhead
-per task is the wall time of 200 no-op tasks on Ray divided by 200.
+run the same tasks with the same derived seeds (the results are checked equal). Ray's workers
+are warmed first (they import bayestensor once); the overhead per task is the wall time of 200
+no-op tasks on Ray divided by 200.
 
 Run: ``python benchmarks/ray_sweep.py [--tasks 8] [--cpus 2]``
 """
@@ -34,6 +35,12 @@ def noop(settings: dict) -> int:
     return settings["replicate"]
 
 
+def warm(settings: dict) -> int:
+    import bayestensor  # noqa: F401  (each worker pays the torch/pyro import once, here)
+
+    return settings["replicate"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=8)
@@ -46,7 +53,7 @@ def main():
     local = sweep(task, grid, seeds=args.tasks, backend="local", progress=False)
     t_local = time.perf_counter() - t0
     ray = ensure_ray(num_cpus=args.cpus)
-    sweep(noop, grid, seeds=4, backend="ray", progress=False)  # warm the workers
+    sweep(warm, grid, seeds=2 * args.cpus, backend="ray", progress=False)  # warm the workers
     t0 = time.perf_counter()
     remote = sweep(task, grid, seeds=args.tasks, backend="ray", progress=False)
     t_ray = time.perf_counter() - t0

@@ -10,26 +10,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..report.sections import fmt
 from .compare import ComparisonResult
 
 
 def _fmt(v, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if not math.isfinite(f):
-            return "–"
-        if f == 0:
-            return "0"
-        if abs(f) >= 1e4 or abs(f) < 1e-3:
-            return f"{f:.{digits - 1}e}"
-        return f"{f:.{digits}g}"
-    return str(v)
+    return fmt(v, digits)
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 3) -> str:

@@ -40,8 +40,22 @@ class Trace:
 
 
 # --- problems ---------------------------------------------------------------------------------
+class _Problem:
+    """Shared rule of the problems: success when ``final[success_metric] < tol``."""
+
+    success_metric = ""
+
+    def success(self, final: dict) -> bool:
+        """Whether the run's final ``success_metric`` is below ``tol``."""
+        return bool(final.get(self.success_metric, np.inf) < self.tol)
+
+    def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
+        return {"type": type(self).__name__, **asdict(self)}
+
+
 @dataclass
-class FactorizationProblem:
+class FactorizationProblem(_Problem):
     """``Y`` of shape ``(n, m)`` and rank ``rank`` (singular values 1 .. ``smallest``), model rank ``r``.
 
     Success: the final excess error over the Eckart-Young optimum is below ``tol`` (relative,
@@ -56,6 +70,8 @@ class FactorizationProblem:
     noise: float = 0.0
     tol: float = 1e-6
     name: str = "factorization"
+
+    success_metric = "excess"
 
     def __post_init__(self):
         for key in ("n", "m", "rank", "r"):
@@ -77,17 +93,10 @@ class FactorizationProblem:
         """The success rule in words."""
         return f"excess < {self.tol:g} (reaches the Eckart-Young optimum)"
 
-    def success(self, final: dict) -> bool:
-        """Whether a run reached the Eckart-Young optimum."""
-        return bool(final.get("excess", np.inf) < self.tol)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
 
 
 @dataclass
-class TensorProblem:
+class TensorProblem(_Problem):
     """A random symmetric order-``order`` tensor of rank ``r`` in dimension ``d``, fitted with ``m`` components.
 
     ``m`` defaults to ``5 r``. Success: relative error below ``tol``.
@@ -99,6 +108,8 @@ class TensorProblem:
     order: int = 3
     tol: float = 1e-3
     name: str = "overparam"
+
+    success_metric = "error"
 
     def __post_init__(self):
         for key in ("d", "r"):
@@ -119,17 +130,10 @@ class TensorProblem:
         """The success rule in words."""
         return f"relative error < {self.tol:g}"
 
-    def success(self, final: dict) -> bool:
-        """Whether the tensor was recovered."""
-        return bool(final.get("error", np.inf) < self.tol)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
 
 
 @dataclass
-class SparseRegressionProblem:
+class SparseRegressionProblem(_Problem):
     """Under-determined sparse regression ``y = X beta*`` (``n < d``, ``k`` non-zeros).
 
     Success: the learned ``beta`` is within ``tol`` (relative) of ``beta*``.
@@ -141,6 +145,8 @@ class SparseRegressionProblem:
     noise: float = 0.0
     tol: float = 0.05
     name: str = "sparse_regression"
+
+    success_metric = "dist_truth"
 
     def __post_init__(self):
         for key in ("n", "d", "k"):
@@ -157,14 +163,6 @@ class SparseRegressionProblem:
     def success_rule(self) -> str:
         """The success rule in words."""
         return f"||beta - beta*|| / ||beta*|| < {self.tol:g} (sparse truth recovered)"
-
-    def success(self, final: dict) -> bool:
-        """Whether the sparse truth was recovered."""
-        return bool(final.get("dist_truth", np.inf) < self.tol)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
 
 
 # --- learners ---------------------------------------------------------------------------------

@@ -171,16 +171,22 @@ def test_map_compresses_with_small_accuracy_loss_and_pruning_is_exact(digits, de
     assert not any(isinstance(m, TensorizedLinear) for m in exported.modules())
 
 
-@pytest.mark.xfail(reason="measured: TTM MAP 94.0% vs dense 98.7% on digits (4.7 points); "
-                   "issue 5 asks for <= 3 points -- not yet reached", strict=False)
 def test_accuracy_within_3_points_of_dense(digits, dense_and_map):
-    xte, yte = digits[2], digits[3]
-    dense, bnet = dense_and_map
-    bnet = copy.deepcopy(bnet)
+    """Issue target on digits: > 5x compression, accuracy within 3 points of the dense net.
+
+    The hidden layer (64 x 128, 8,320 of the 9,610 parameters) is the one worth compressing;
+    tensorizing the 128 x 10 read-out too costs 3-5 points at this size (measured: 94.0-97.1%).
+    """
+    xtr, ytr, xte, yte = digits
+    dense = dense_and_map[0]
+    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=8, n_modes=2, prior="gamma",
+                     init="random", seed=0)
+    fit_net(bnet, xtr, ytr, method="map", epochs=60, lr=1e-2, seed=0)
     bnet.prune(1e-2)
     acc_dense = metrics.accuracy(predict_dense(dense, xte), yte)
     acc = metrics.accuracy(bnet.predict_proba(xte), yte)
-    assert bnet.compression()["linear_ratio"] > 5
+    comp = bnet.compression()
+    assert comp["linear_ratio"] > 5 and comp["model_ratio"] > 5, comp
     assert acc >= acc_dense - 0.03, (acc, acc_dense)
 
 
@@ -250,3 +256,49 @@ def test_cli_compress_tiny(tmp_path):
             "dense_params", "compressed_params", "ratio"} <= set(row)
     bad = CliRunner().invoke(compress, [str(tmp_path / "nothing.csv"), "--out", str(out)])
     assert bad.exit_code != 0
+
+
+def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
+    layer = TensorizedLinear(12, 8, "cp", max_rank=3, n_particles=2, seed=0, n_modes=2)
+    with torch.no_grad():
+        for f in layer.factors:          # slice 1 collapsed in particle 1 only
+            f[1, :, 1] = 1e-9
+        layer.log_scales[0][1, 1] = -30.0
+    keep = layer.particle_keep_masks(1e-2)[0]
+    assert keep.tolist() == [[True, True, True], [True, False, True]]
+    assert layer.keep_masks(1e-2)[0].all()  # kept: alive in particle 0
+    masks = layer.live_masks(1e-2)
+    params = layer.particle_params()
+    assert [m.shape for m in masks] == [p.shape for p in params]
+    for f, m in zip(layer.factors, masks):
+        assert not m[1, :, 1].any() and m[0].all() and m[1, :, [0, 2]].all()
+    assert masks[len(layer.factors)].tolist() == keep.tolist()
+
+
+def test_sghmc_leaves_frozen_slices_unchanged(digits):
+    xtr, ytr = digits[0][:256], digits[1][:256]
+    bnet = tensorize(_mlp(), layers=["0"], format="cp", max_rank=4, prior="gamma",
+                     init="random", n_particles=2, n_modes=2, seed=0)
+    layer = bnet.tensorized()["0"]
+    with torch.no_grad():
+        for f in layer.factors:
+            f[1, :, 3] = 1e-9
+        layer.log_scales[0][1, 3] = -12.0
+    at_transition = {}
+    live_masks = bnet.live_masks
+
+    def record(threshold):  # the masks and values SGHMC starts from
+        masks = live_masks(threshold)
+        at_transition.update(masks=masks, values=[p.detach().clone()
+                                                  for p in bnet.particle_params()])
+        return masks
+
+    bnet.live_masks = record
+    fit_net(bnet, xtr, ytr, method="sghmc", epochs=4, burnin=0.25, lr=1e-3, seed=0,
+            n_samples=2)
+    masks, before = at_transition["masks"], at_transition["values"]
+    assert any(not m.all() for m in masks)  # something was frozen
+    for m, b, p in zip(masks, before, bnet.particle_params()):
+        assert torch.equal(p.detach()[~m], b[~m])      # frozen: bit-identical
+        if m.any():
+            assert not torch.equal(p.detach()[m], b[m])  # live: moved

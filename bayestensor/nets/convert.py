@@ -64,6 +64,10 @@ class BayesianNet(nn.Module):
     def particle_params(self) -> list[nn.Parameter]:
         return [p for m in self.tensorized().values() for p in m.particle_params()]
 
+    def live_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+        """Masks aligned with :meth:`particle_params` (see ``TensorizedLinear.live_masks``)."""
+        return [m for layer in self.tensorized().values() for m in layer.live_masks(threshold)]
+
     def shared_params(self) -> list[nn.Parameter]:
         own = {id(p) for m in self.tensorized().values() for p in m.parameters()}
         return [p for p in self.net.parameters() if id(p) not in own]

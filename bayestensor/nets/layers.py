@@ -36,7 +36,7 @@ from torch import nn
 
 from ..formats import CPTensor, TuckerTensor, get_format
 from ..formats.cp import balance_cp_factors
-from ..priors import LowRankPrior, get_prior
+from ..priors import LowRankPrior, get_prior, param_std
 from .shapes import tensorized_shape
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
@@ -220,6 +220,12 @@ class _BayesLowRank(nn.Module):
     def _hyper(self, u):
         return (-2 * u).exp() if self.prior_spec.kind == "gamma" else u.exp()
 
+    def prior_variances(self) -> list[torch.Tensor]:
+        """Prior variance of every low-rank parameter entry, one ``(P, ...)`` tensor per factor
+        (a Tucker-core or TT-core entry's variance is the product over its rank slices)."""
+        variances = [self.prior.prior.variance(self._hyper(u.detach())) for u in self.log_scales]
+        return [param_std(spec, variances) ** 2 for spec in self.prior.specs]
+
     def log_prior(self) -> torch.Tensor:
         """Log prior of the current values per particle ``(P,)``, with the log-Jacobian of ``u``.
 
@@ -257,9 +263,9 @@ class _BayesLowRank(nn.Module):
         return self.dense_params() / self.n_params()
 
     # --- pruning -----------------------------------------------------------------------------
-    def keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
-        """Slices to keep: prior scale *or* weight norm (``slice_norms``) above ``threshold``
-        times the largest of its rank dim, in at least one particle."""
+    def particle_keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+        """Per particle, the slices to keep: prior scale *or* weight norm (``slice_norms``)
+        above ``threshold`` times the largest of its rank dim; one ``(P, R_d)`` mask per dim."""
         if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
             raise ValueError(f"threshold: expected a number in [0, 1), got {threshold!r}")
         out = []
@@ -268,10 +274,30 @@ class _BayesLowRank(nn.Module):
             s, nrm = s.detach(), nrm.detach()
             # a slice goes only when both its prior scale and its weight norm collapsed: the
             # scales of TT/Tucker rank dims trade off against each other (gauge freedom)
-            alive = (s > threshold * s.max(-1, keepdim=True).values) | \
-                (nrm > threshold * nrm.max(-1, keepdim=True).values)
-            out.append(alive.any(0))
+            out.append((s > threshold * s.max(-1, keepdim=True).values)
+                       | (nrm > threshold * nrm.max(-1, keepdim=True).values))
         return out
+
+    def keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+        """Slices to keep in at least one particle (see :meth:`particle_keep_masks`)."""
+        return [m.any(0) for m in self.particle_keep_masks(threshold)]
+
+    def live_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+        """Per :meth:`particle_params` entry, a mask of the elements in slices its particle
+        keeps (bias always live); SGHMC freezes the rest at their collapsed values."""
+        keep = self.particle_keep_masks(threshold)
+        masks = []
+        for spec, f in zip(self.tensor().param_specs, self.factors):
+            m = torch.ones_like(f, dtype=torch.bool)
+            for axis, dim in spec.rank_axes.items():
+                shape = [f.shape[0]] + [1] * (f.ndim - 1)
+                shape[1 + axis] = f.shape[1 + axis]
+                m = m & keep[dim].reshape(shape)
+            masks.append(m)
+        masks += [k.clone() for k in keep]
+        if self.bias is not None:
+            masks.append(torch.ones_like(self.bias, dtype=torch.bool))
+        return masks
 
     @torch.no_grad()
     def prune(self, threshold: float = 1e-2) -> dict:

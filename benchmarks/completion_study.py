@@ -53,6 +53,10 @@ METHOD_SETTINGS = {
     "svgd": {"num_samples": 50, "num_steps": 200},
     "vi": {"num_samples": 300, "num_steps": 2000},
 }
+# "+hold": the same with the noise precision held at 1 / Var(y) for the first tenth of the MAP
+# steps (``map_hold``, see bayestensor.models.completion.TensorCompletion)
+HOLD = {"map_hold": {"noise_precision": 0.1}}
+METHOD_SETTINGS.update({f"{m}+hold": {**METHOD_SETTINGS[m], **HOLD} for m in ("map", "sghmc", "svgd")})
 
 
 def coverage(mean_sd_or_pred, truth, level):
@@ -68,7 +72,8 @@ def coverage(mean_sd_or_pred, truth, level):
 def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="gamma"):
     model = bt.TensorCompletion(shape, fmt, max_rank=max_rank, prior=prior)
     start = time.perf_counter()
-    post = bt.fit(model, train, method=method, seed=seed, progress=False, **METHOD_SETTINGS[method])
+    post = bt.fit(model, train, method=method.split("+")[0], seed=seed, progress=False,
+                  **METHOD_SETTINGS[method])
     seconds = time.perf_counter() - start
     pred = post.predict(test_idx)
     return post, pred, seconds

@@ -48,7 +48,7 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
     try:
         post = bt.fit(model, data.train, method="sghmc", num_chains=1, num_samples=steps,
                       num_warmup=steps, batch_size=batch, seed=0, progress=False,
-                      lr=0.003, noise_estimate="auto", map_steps=500, device=device)
+                      lr=0.001, noise_estimate="auto", map_steps=500, device=device)
         out["heldout_rel_err"] = data.relative_error(post.predict(data.test.indices).mean)
         out["rank_found"] = int(post.effective_rank().mode()[0])
     except bt.DivergenceError as err:
@@ -61,7 +61,7 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
         pot = Potential(model.pyro_model, model.model_args(),
                         {"subsample_size": b} if b else {}, init_values=model_init,
                         fast_log_joint=model.fast_log_joint, seed=0)
-        sampler = SGHMC(pot, lr=0.003, batch_size=b)
+        sampler = SGHMC(pot, lr=0.001, batch_size=b)
         state = sampler.init_state(pot.init_theta(1))
         times = []
         for t in range(steps):

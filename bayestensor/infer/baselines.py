@@ -24,15 +24,18 @@ def _adam(params, lr):
 
 def map_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 2000, lr: float = 0.02,
             tol: float = 1e-7, batch_size: int | None = None, progress: bool = True,
-            patience: int = 50) -> tuple[torch.Tensor, dict]:
+            patience: int = 50, hold: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
     Adam on the unconstrained vector with the learning rate decayed 10x over the run; stops
     when the objective improves by less than ``tol`` (relative) for ``patience`` steps in a row.
-    Returns the optimized ``theta`` and a trace of the objective.
+    ``hold`` maps site names to a fraction of ``num_steps`` during which that site stays at its
+    starting value (a continuation: e.g. the noise precision held at ``1 / Var(y)`` while the
+    rank prior prunes, then released). Returns the optimized ``theta`` and a trace.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
+    held = _held_coordinates(potential, hold or {}, num_steps, theta0.shape[-1])
     theta = theta0.detach().clone().requires_grad_(True)
     opt = _adam([theta], lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.1 ** (t / num_steps))
@@ -48,6 +51,9 @@ def map_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 2000
                 f"map: objective is not finite at step {t} "
                 f"({potential.locate_nonfinite(theta)}); lower lr")
         (-obj.sum()).backward()
+        for until, mask in held:
+            if t < until:
+                theta.grad[..., mask] = 0.0
         opt.step()
         sched.step()
         total = float(obj.detach().sum())
@@ -56,9 +62,25 @@ def map_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 2000
             best, stall = total, 0
         else:
             stall += 1
-            if stall >= patience and batch_size is None:
+            if stall >= patience and batch_size is None and not any(t < u for u, _ in held):
                 break
     return theta.detach(), {"objective": history, "steps": len(history)}
+
+
+def _held_coordinates(potential, hold: dict, num_steps: int, dim: int) -> list:
+    """``[(steps held, boolean mask over the D coordinates)]`` for ``map_fit(hold=...)``."""
+    out = []
+    for name, fraction in hold.items():
+        sites = [s for s in potential.sites if s.name == name]
+        if not sites:
+            raise ValueError(f"hold: no latent site {name!r}; sites are {potential.site_names}")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"hold[{name!r}]: expected a fraction in [0, 1], got {fraction}")
+        site = sites[0]
+        mask = torch.zeros(dim, dtype=torch.bool, device=potential.device)
+        mask[site.offset:site.offset + math.prod(site.unconstrained_shape)] = True
+        out.append((int(round(fraction * num_steps)), mask))
+    return out
 
 
 def vi_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,

@@ -194,7 +194,12 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         starting values), ``map_steps`` (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD); ``num_steps``, ``lr`` (MAP, VI);
-        ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS).
+        ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS);
+        ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
+        steps during which a site stays at its starting value (see ``map_fit``); defaults to
+        the model's ``map_hold`` attribute. For very noisy completion,
+        ``map_hold={"noise_precision": 0.1}`` keeps the joint MAP from fitting the noise with
+        extra slices (see ``docs/completion.md``).
 
     Returns
     -------
@@ -245,6 +250,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         raise ValueError(f"options: {sorted(unknown)} not understood by method {method!r}; "
                          f"it takes {sorted(allowed)}")
 
+    if method in ("map", "sghmc", "svgd") and "map_hold" not in options:
+        # a model may declare a default MAP continuation (see map_fit's ``hold``)
+        options["map_hold"] = getattr(model, "map_hold", None)
     device = _check_device(device)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
@@ -269,12 +277,12 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
 
 
 def _run_map(potential, model, *, num_chains, batch_size, progress, info, num_steps=2000,
-             lr=0.02, init_jitter=None, **_):
+             lr=0.02, init_jitter=None, map_hold=None, **_):
     if init_jitter is None:  # restarts need distinct starts
         init_jitter = 0.1 if num_chains > 1 else 0.0
     theta0 = potential.init_theta(num_chains, jitter=init_jitter)
     theta, trace = map_fit(potential, theta0, num_steps=num_steps, lr=lr, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, hold=map_hold)
     logp = potential.log_joint(potential.constrain(theta)).detach()
     best = int(logp.argmax())
     info.update(map_steps=trace["steps"], map_objective=trace["objective"][-1],
@@ -327,7 +335,7 @@ def _make_run(method, potential, model, step, record, num_steps, info, seed, pro
 def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, batch_size,
                batches, seed, progress, checkpoint, checkpoint_every, resume, info, lr=0.01,
                friction=0.1, noise_estimate=0.0, precondition=True, init_jitter=0.0,
-               init_from="map", map_steps=1000, **_):
+               init_from="map", map_steps=1000, map_hold=None, **_):
     if init_from not in ("map", "init"):
         raise ValueError(f"init_from: expected 'map' or 'init', got {init_from!r}")
     sampler = SGHMC(potential, lr=lr, friction=friction, noise_estimate=noise_estimate,
@@ -369,7 +377,7 @@ def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, b
         # starting at the mode makes it representative (a far start can leave it too small
         # and the chains unstable once they reach the mode).
         theta0, _ = map_fit(potential, theta0, num_steps=map_steps, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, hold=map_hold)
     theta0 = theta0.expand(num_chains, -1).clone()
     if init_jitter > 0:
         theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=potential.generator,
@@ -381,7 +389,7 @@ def _run_sghmc(potential, model, *, num_samples, num_warmup, num_chains, thin, b
 def _run_svgd(potential, model, *, num_samples, batch_size, batches, seed, progress, checkpoint,
               checkpoint_every, resume, info, lr=0.05, kernel="rbf", blocks=None, optimizer="adagrad",
               num_steps=500, init_from="map", init_jitter=0.1, map_steps=2000, final_lr_ratio=0.01,
-              **_):
+              map_hold=None, **_):
     num_particles = num_samples
     if num_particles < 2:
         raise ValueError(f"num_samples: SVGD needs at least 2 particles, got {num_particles}")
@@ -432,16 +440,16 @@ def _run_svgd(potential, model, *, num_samples, batch_size, batches, seed, progr
         state, t0, draws = run.resume_from(resume)
         return run.run(state, t0, draws)
     state = sampler.init_state(_svgd_init(potential, num_particles, init_from, init_jitter,
-                                          map_steps, batch_size, progress))
+                                          map_steps, batch_size, progress, map_hold))
     return run.run(state)
 
 
-def _svgd_init(potential, n, init_from, jitter, map_steps, batch_size, progress):
+def _svgd_init(potential, n, init_from, jitter, map_steps, batch_size, progress, map_hold=None):
     """Particles from a MAP fit plus Gaussian jitter, or from prior draws."""
     gen = potential.generator
     if init_from == "map":
         theta, _ = map_fit(potential, potential.init_theta(1), num_steps=map_steps,
-                           batch_size=batch_size, progress=progress)
+                           batch_size=batch_size, progress=progress, hold=map_hold)
         return theta.expand(n, -1) + jitter * torch.randn((n, potential.dim), generator=gen,
                                                           device=potential.device)
     draws = []
@@ -455,12 +463,13 @@ def _svgd_init(potential, n, init_from, jitter, map_steps, batch_size, progress)
 
 _COMMON = {"init_jitter"}
 _METHOD_OPTIONS: dict[str, set] = {
-    "map": {"num_steps", "lr"} | _COMMON,
+    "map": {"num_steps", "lr", "map_hold"} | _COMMON,
     "vi": {"num_steps", "lr", "num_particles"},
     "nuts": {"target_accept", "max_tree_depth"} | _COMMON,
-    "sghmc": {"lr", "friction", "noise_estimate", "precondition", "init_from", "map_steps"} | _COMMON,
+    "sghmc": {"lr", "friction", "noise_estimate", "precondition", "init_from", "map_steps",
+              "map_hold"} | _COMMON,
     "svgd": {"lr", "kernel", "blocks", "optimizer", "num_steps", "init_from", "init_jitter",
-             "map_steps", "final_lr_ratio"},
+             "map_steps", "final_lr_ratio", "map_hold"},
 }
 _RUNNERS: dict[str, Callable] = {"map": _run_map, "vi": _run_vi, "nuts": _run_nuts,
                                  "sghmc": _run_sghmc, "svgd": _run_svgd}

@@ -136,6 +136,10 @@ def _read_tensor(path: Path, mask_path: str | None):
               help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
 @click.option("--num-warmup", type=int, default=None, help="Burn-in steps (sghmc, nuts).")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Credible level.")
+@click.option("--map-hold", type=click.Choice(["none", "auto", "noise"]), default="none",
+              show_default=True, help="MAP continuation (map/sghmc/svgd): hold the noise "
+              "precision while the prior prunes ('noise'), or choose by a validation split "
+              "('auto'); helps on very noisy data.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/complete", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True,
@@ -144,7 +148,7 @@ def _read_tensor(path: Path, mask_path: str | None):
               help="Write report.html / report.md / report.json into --out.")
 @click.option("--quiet", is_flag=True)
 def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_chains, steps,
-             num_warmup, level, seed, out, figures, with_report, quiet):
+             num_warmup, level, map_hold, seed, out, figures, with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
@@ -152,6 +156,9 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     """
     if not 0 < level < 1:
         raise click.BadParameter(f"expected a number in (0, 1), got {level}", param_hint="--level")
+    if map_hold != "none" and method not in ("map", "sghmc", "svgd"):
+        raise click.BadParameter(f"applies to map, sghmc and svgd, not {method}",
+                                 param_hint="--map-hold")
     data, _ = _read_tensor(Path(file), mask_path)
     try:
         obs = Observations.from_dense(data)
@@ -162,9 +169,12 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     if steps is not None and method in ("sghmc", "nuts"):
         raise click.BadParameter(f"--steps does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
+    options = _sampler_options(method, steps)
+    if map_hold != "none":
+        options["map_hold"] = "auto" if map_hold == "auto" else model.map_hold_candidate
     post = fit(model, obs, method=method, seed=seed, num_samples=num_samples, num_chains=num_chains,
                num_warmup=num_warmup if method in ("sghmc", "nuts") else None,
-               progress=not quiet, **_sampler_options(method, steps))
+               progress=not quiet, **options)
     idx = np.indices(data.shape).reshape(data.ndim, -1).T
     pred = post.predict(idx)
     lower, upper = pred.interval(level)
@@ -183,7 +193,9 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
                "method": method, "found_rank_mode": ranks.mode().tolist(),
-               "seconds": time.perf_counter() - start, "level": level}
+               "seconds": time.perf_counter() - start, "level": level,
+               "map_hold": post.info.get("options", {}).get("map_hold"),
+               "map_hold_auto": post.info.get("map_hold_auto")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_run(out, "completion", settings={"command": "complete", "file": str(file), "format": fmt,
                                            "prior": prior, "method": method, "max_rank": max_rank,

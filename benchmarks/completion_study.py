@@ -55,8 +55,11 @@ METHOD_SETTINGS = {
 }
 # "+hold": the same with the noise precision held at 1 / Var(y) for the first tenth of the MAP
 # steps (``map_hold``, see bayestensor.models.completion.TensorCompletion)
+# "+auto": ``map_hold="auto"``, held or not as a 10% validation split of the observations says
 HOLD = {"map_hold": {"noise_precision": 0.1}}
 METHOD_SETTINGS.update({f"{m}+hold": {**METHOD_SETTINGS[m], **HOLD} for m in ("map", "sghmc", "svgd")})
+METHOD_SETTINGS.update({f"{m}+auto": {**METHOD_SETTINGS[m], "map_hold": "auto"}
+                        for m in ("map", "sghmc", "svgd")})
 
 
 def coverage(mean_sd_or_pred, truth, level):
@@ -207,15 +210,19 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--image-rank", type=int, default=40)
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in METHOD_SETTINGS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {sorted(METHOD_SETTINGS)}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = {"rank": study_rank, "calibration": study_calibration, "real": study_real}[args.study](args)
     result.update(machine=platform.platform(), torch=torch.__version__, args=vars(args),
                   seconds=time.perf_counter() - start)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"completion_{args.study}.json"
+    out = RESULTS / f"completion_{args.study}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(result, indent=2, default=float))
     for row in result.get("summary", result["runs"]):
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})

@@ -94,3 +94,19 @@ def test_complete_all_missing_is_a_usage_error(tmp_path):
                                     str(tmp_path / "out")])
     assert res.exit_code == 2
     assert "no observed entries" in res.output
+
+
+def test_complete_map_hold_auto_and_bad_method(tmp_path):
+    truth, mask = low_rank_with_missing()
+    path = tmp_path / "x.npy"
+    np.save(path, np.where(mask, truth, np.nan))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(path), "--method", "map", "--max-rank", "4",
+                                    "--map-hold", "auto", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["map_hold_auto"]["validation_mse"]) == {"none", "hold"}
+    res = CliRunner().invoke(main, ["complete", str(path), "--method", "vi", "--map-hold", "noise",
+                                    "--quiet", "--out", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "--map-hold" in res.output
+    assert not (tmp_path / "bad").exists()

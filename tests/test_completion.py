@@ -123,3 +123,25 @@ def test_map_hold_on_noise_recovers_rank_at_0db():
     assert err < 0.5 * data.relative_error(plain.predict(data.test.indices).mean)
     with pytest.raises(ValueError, match="hold"):
         bt.fit(model, data.train, method="map", progress=False, map_hold={"noise": 0.1})
+
+
+def test_map_hold_auto_chooses_by_validation_error():
+    noisy = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
+                                         n_test=2000)
+    model = bt.TensorCompletion(noisy.shape, "cp", max_rank=8)
+    post = bt.fit(model, noisy.train, method="map", seed=0, progress=False, map_hold="auto")
+    choice = post.info["map_hold_auto"]
+    assert choice["chosen"] == {"noise_precision": 0.1}
+    assert choice["validation_mse"]["hold"] < choice["validation_mse"]["none"]
+    assert int(post.effective_rank().mode()[0]) == 3
+    # a noise-free tensor with a weak component: holding prunes it, validation says no
+    from bayestensor.formats import CPTensor
+    truth = CPTensor.random((8, 8, 8), 2, seed=1).reconstruct().double().numpy()
+    mask = np.random.default_rng(1).random(truth.shape) >= 0.5
+    small = bt.TensorCompletion((8, 8, 8), "cp", max_rank=4)
+    post = bt.fit(small, bt.Observations.from_dense(truth, mask), method="map", seed=0,
+                  progress=False, map_hold="auto")
+    assert post.info["map_hold_auto"]["chosen"] is None
+    assert post.effective_rank().mode().tolist() == [2]
+    with pytest.raises(ValueError, match="map_hold"):
+        bt.fit(lambda: None, method="map", progress=False, map_hold="auto")

@@ -67,6 +67,7 @@ class TensorCompletion(BayesModel):
     # also prunes real but weak components (8^3 rank 2, noise-free, 50% observed: rank 1,
     # error 0.29-0.50 instead of rank 2, 0.03-0.12) and longer holds over-prune Tucker.
     map_hold = None
+    map_hold_candidate = {"noise_precision": 0.1}  # what ``map_hold="auto"`` may choose
 
     def __init__(self, shape, format: str = "cp", max_rank=10, prior="gamma",
                  prior_params: dict | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,

@@ -179,7 +179,7 @@ def study_real(args):
             test_mask = ~img.mask
             test_idx = np.argwhere(test_mask)
             rank = args.image_rank
-            for method in [m for m in args.methods if m in ("map", "sghmc")]:
+            for method in [m for m in args.methods if m.split("+")[0] in ("map", "sghmc")]:
                 post, pred, sec = run_ours(method, obs.shape, obs, test_idx, rank, 0)
                 rec = full.copy()
                 rec[test_mask] = pred.mean

@@ -302,6 +302,10 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     dict
         ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}``.
     """
+    if not 0 < validation < 1:
+        raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin: expected a number in [0, 1), got {margin!r}")
     candidate = getattr(model, "map_hold_candidate", None)
     if candidate is None or not hasattr(model, "set_data"):
         raise ValueError("map_hold: 'auto' needs a model with a map_hold_candidate (e.g. "

@@ -122,6 +122,16 @@ def _prior_preconditioner(bnet: BayesianNet, eta: float, c: float = 0.5) -> list
     return out
 
 
+def _sghmc_start(bnet: BayesianNet, eta: float, prune: float | None):
+    """Parameters, live masks, preconditioner and initial velocities ``N(0, eta P)``."""
+    pp = bnet.particle_params()
+    live = bnet.live_masks(prune) if prune is not None else \
+        [torch.ones_like(p, dtype=torch.bool) for p in pp]
+    precond = _prior_preconditioner(bnet, eta)
+    velocity = [torch.randn_like(p) * (eta * c).sqrt() * m for p, m, c in zip(pp, live, precond)]
+    return pp, live, precond, velocity
+
+
 def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "map",
             epochs: int = 20, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
             n_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
@@ -227,19 +237,11 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
                 sched.step()
             elif sampling:
                 if velocity is None:
-                    if sghmc_prune is not None:
-                        bnet.prune(sghmc_prune)
-                        pp = bnet.particle_params()
-                        live = bnet.live_masks(sghmc_prune)
-                        logits = bnet(x[idx])
-                        nll = particle_nll(logits, y[idx])
-                        loss_p = nll - bnet.log_prior() / n
-                    else:
-                        live = [torch.ones_like(p, dtype=torch.bool) for p in pp]
                     eta = sghmc_lr / n
-                    precond = _prior_preconditioner(bnet, eta)
-                    velocity = [torch.randn_like(p) * (eta * c).sqrt() * m
-                                for p, m, c in zip(pp, live, precond)]
+                    if sghmc_prune is not None:  # the shapes change: recompute this batch
+                        bnet.prune(sghmc_prune)
+                        loss_p = particle_nll(bnet(x[idx]), y[idx]) - bnet.log_prior() / n
+                    pp, live, precond, velocity = _sghmc_start(bnet, eta, sghmc_prune)
                     remaining = total - step
                     sample_every = max(1, remaining // max(n_samples, 1))
                 bnet.zero_grad()

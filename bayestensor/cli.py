@@ -136,10 +136,10 @@ def _read_tensor(path: Path, mask_path: str | None):
               help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
 @click.option("--num-warmup", type=int, default=None, help="Burn-in steps (sghmc, nuts).")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Credible level.")
-@click.option("--map-hold", type=click.Choice(["none", "auto", "noise"]), default="none",
+@click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default="auto",
               show_default=True, help="MAP continuation (map/sghmc/svgd): hold the noise "
-              "precision while the prior prunes ('noise'), or choose by a validation split "
-              "('auto'); helps on very noisy data.")
+              "precision while the prior prunes ('noise'), never ('none'), or choose by a "
+              "validation split ('auto').")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/complete", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True,
@@ -156,7 +156,7 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
     """
     if not 0 < level < 1:
         raise click.BadParameter(f"expected a number in (0, 1), got {level}", param_hint="--level")
-    if map_hold != "none" and method not in ("map", "sghmc", "svgd"):
+    if map_hold == "noise" and method not in ("map", "sghmc", "svgd"):
         raise click.BadParameter(f"applies to map, sghmc and svgd, not {method}",
                                  param_hint="--map-hold")
     data, _ = _read_tensor(Path(file), mask_path)
@@ -170,8 +170,9 @@ def complete(file, mask_path, fmt, prior, method, max_rank, num_samples, num_cha
         raise click.BadParameter(f"--steps does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
     options = _sampler_options(method, steps)
-    if map_hold != "none":
-        options["map_hold"] = "auto" if map_hold == "auto" else model.map_hold_candidate
+    if method in ("map", "sghmc", "svgd"):
+        options["map_hold"] = {"auto": "auto", "none": None,
+                               "noise": model.map_hold_candidate}[map_hold]
     post = fit(model, obs, method=method, seed=seed, num_samples=num_samples, num_chains=num_chains,
                num_warmup=num_warmup if method in ("sghmc", "nuts") else None,
                progress=not quiet, **options)

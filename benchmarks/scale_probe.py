@@ -48,7 +48,8 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
     try:
         post = bt.fit(model, data.train, method="sghmc", num_chains=1, num_samples=steps,
                       num_warmup=steps, batch_size=batch, seed=0, progress=False,
-                      lr=0.001, noise_estimate="auto", map_steps=500, device=device)
+                      lr=0.001, noise_estimate="auto", map_steps=500, device=device,
+                      map_hold=None)
         out["heldout_rel_err"] = data.relative_error(post.predict(data.test.indices).mean)
         out["rank_found"] = int(post.effective_rank().mode()[0])
     except bt.DivergenceError as err:

@@ -114,7 +114,7 @@ def test_map_hold_on_noise_recovers_rank_at_0db():
     data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
                                         n_test=2000)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=8)
-    plain = bt.fit(model, data.train, method="map", seed=0, progress=False)
+    plain = bt.fit(model, data.train, method="map", seed=0, progress=False, map_hold=None)
     held = bt.fit(model, data.train, method="map", seed=0, progress=False,
                   map_hold={"noise_precision": 0.1})
     assert int(plain.effective_rank().mode()[0]) == 8

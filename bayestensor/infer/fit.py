@@ -229,6 +229,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         _positive_int("num_chains", num_chains, allow_none=False)
         groups = chain_groups if chain_groups is not None else num_chains
         _positive_int("chain_groups", groups, allow_none=False)
+        _resolve_map_hold(model, data, method, seed, batch_size, options)  # once, not per group
         return fit_chain_groups(model, data, num_chains=num_chains, groups=groups, seed=seed,
                                 backend=backend, method=method, address=address,
                                 num_samples=num_samples, num_warmup=num_warmup, thin=thin,
@@ -251,15 +252,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         raise ValueError(f"options: {sorted(unknown)} not understood by method {method!r}; "
                          f"it takes {sorted(allowed)}")
 
-    if method in ("map", "sghmc", "svgd") and "map_hold" not in options:
-        # a model may declare a default MAP continuation (see map_fit's ``hold``)
-        options["map_hold"] = getattr(model, "map_hold", None)
-    hold_choice = None
-    if options.get("map_hold") == "auto":
-        hold_choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size,
-                                      num_steps=options.get("num_steps" if method == "map"
-                                                            else "map_steps"))
-        options["map_hold"] = hold_choice["chosen"]
+    hold_choice = _resolve_map_hold(model, data, method, seed, batch_size, options)
     device = _check_device(device)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
@@ -285,6 +278,21 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     return post
 
 
+def _resolve_map_hold(model, data, method, seed, batch_size, options) -> dict | None:
+    """Fill ``options["map_hold"]`` from the model's default and resolve ``"auto"`` in place;
+    returns the auto choice (or None)."""
+    if method not in ("map", "sghmc", "svgd"):
+        return None
+    if "map_hold" not in options:  # a model may declare a default MAP continuation
+        options["map_hold"] = getattr(model, "map_hold", None)
+    if options["map_hold"] != "auto":
+        return None
+    steps = options.get("num_steps" if method == "map" else "map_steps")
+    choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps)
+    options["map_hold"] = choice["chosen"]
+    return choice
+
+
 def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                     margin: float = 0.02, batch_size: int | None = None,
                     num_steps: int | None = None) -> dict:
@@ -300,7 +308,8 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     Returns
     -------
     dict
-        ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}``.
+        ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}`` (no fits and
+        ``validation_mse`` None below 50 observations).
     """
     if not 0 < validation < 1:
         raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")
@@ -311,6 +320,8 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
         raise ValueError("map_hold: 'auto' needs a model with a map_hold_candidate (e.g. "
                          f"TensorCompletion), got {type(model).__name__}")
     model.set_data(data)
+    if len(model.observations) < 50:  # too few entries to spare a validation split
+        return {"chosen": None, "validation_mse": None}
     train, val = model.observations.split(validation, seed=seed)
     kwargs = {} if num_steps is None else {"num_steps": num_steps}
     if batch_size is not None:

@@ -25,6 +25,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from .._json import to_jsonable
 from . import _checks
 
 INTERVAL_METHODS = ("wilson", "clopper_pearson")
@@ -485,7 +486,7 @@ class ComparisonResult:
                               "upper": _clean(b["upper"].values[i])}
                         for i, lrn in enumerate(self.learners)}
         return {
-            "info": _plain(self.info),
+            "info": to_jsonable(self.info),
             "seeds": [int(s) for s in self.dataset.seed.values],
             "success_rule": self.dataset.attrs.get("success_rule", ""),
             "final": final,
@@ -515,22 +516,9 @@ def _none_nan(x):
     return x
 
 
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
 
 def _records(df: pd.DataFrame) -> list[dict]:
-    return [_plain(r) for r in df.to_dict(orient="records")]
+    return [to_jsonable(r) for r in df.to_dict(orient="records")]
 
 
 __all__ = ["compare", "ComparisonResult", "bootstrap_interval", "wilson_interval",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from .._json import to_jsonable
 from ..report.sections import fmt
 from .compare import ComparisonResult
 
@@ -87,24 +87,8 @@ def write_json(path, obj) -> Path:
     """Write ``obj`` as strict JSON (NaN and infinities become ``null``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_strict(obj), indent=1))
+    path.write_text(json.dumps(to_jsonable(obj), indent=1))
     return path
-
-
-def _strict(obj):
-    if isinstance(obj, dict):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _strict(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _strict(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 __all__ = ["markdown_table", "comparison_section", "write_json"]

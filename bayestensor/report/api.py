@@ -8,7 +8,8 @@ from pathlib import Path
 
 from . import sections as S
 from .html import render_html, render_markdown
-from .rundir import _jsonable, load_npz, read_run, write_run
+from .._json import to_jsonable
+from .rundir import load_npz, read_run, write_run
 
 #: Section order in the report.
 ORDER = ("settings", "diagnostics", "rank", "calibration", "predictions", "weights", "network",
@@ -99,7 +100,7 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     payload = {"title": title, "run": meta, "warnings": warnings,
                "sections": {s["key"]: {"title": s["title"], "numbers": s["numbers"],
                                        "figures": [name for name, _, _ in s["figures"]]} for s in secs}}
-    _atomic_write(json_path, json.dumps(_jsonable(payload), indent=2))
+    _atomic_write(json_path, json.dumps(to_jsonable(payload), indent=2))
     return {"html": html_path, "markdown": md_path, "json": json_path, "figures": fig_dir}
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._json import to_jsonable
+
 RUN_FILE = "run.json"
 KINDS = ("completion", "regression", "network", "dynamics")
 
@@ -45,23 +47,6 @@ def versions() -> dict:
     out["bayestensor"] = __version__
     return out
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "tolist") and not isinstance(obj, str):  # torch tensors
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | None = None,
@@ -98,8 +83,8 @@ def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | 
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"kind": kind,
                "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "versions": versions(), "settings": _jsonable(settings or {}),
-               "data": _jsonable(data or {})}
+               "versions": versions(), "settings": to_jsonable(settings or {}),
+               "data": to_jsonable(data or {})}
     path = run_dir / RUN_FILE
     path.write_text(json.dumps(payload, indent=2))
     return path
@@ -155,10 +140,7 @@ def write_heldout(run_dir, *, truth, indices=None, inputs=None, noisy=None) -> P
         arrays["inputs"] = np.asarray(inputs, dtype=np.float64)
     if noisy is not None:
         arrays["noisy"] = np.asarray(noisy, dtype=np.float64)
-    path = Path(run_dir) / "heldout.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
+    return _save_npz(run_dir, "heldout.npz", arrays)
 
 
 def write_image(run_dir, observed, truth=None) -> Path:
@@ -166,7 +148,11 @@ def write_image(run_dir, observed, truth=None) -> Path:
     arrays = {"observed": np.asarray(observed, dtype=np.float64)}
     if truth is not None:
         arrays["truth"] = np.asarray(truth, dtype=np.float64)
-    path = Path(run_dir) / "image.npz"
+    return _save_npz(run_dir, "image.npz", arrays)
+
+
+def _save_npz(run_dir, name: str, arrays: dict) -> Path:
+    path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path

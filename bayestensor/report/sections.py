@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from ..infer import arviz_adapter  # noqa: E402
 from .figures import image_completion_figures, is_image  # noqa: E402
-from .rundir import _jsonable  # noqa: E402
+from .._json import to_jsonable  # noqa: E402
 
 #: Credible levels whose empirical coverage is reported.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -91,7 +91,7 @@ def section(key: str, title: str, *, text=(), tables=(), figures=(), numbers=Non
         h.append(th)
         md += [tm, ""]
     return {"key": key, "title": title, "html": "\n".join(h), "markdown": "\n".join(md),
-            "numbers": _jsonable(numbers or {}), "warnings": list(warnings),
+            "numbers": to_jsonable(numbers or {}), "warnings": list(warnings),
             "figures": list(figures)}
 
 

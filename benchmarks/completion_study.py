@@ -87,7 +87,7 @@ def study_rank(args):
     for size, rank, observed, snr in RANK_GRID:
         max_rank = max(2 * rank, rank + 5)
         for seed in range(args.seeds):
-            data = bt.datasets.synthetic_tensor((size,) * 3, rank=rank, snr_db=snr,
+            data = bt.data.synthetic_tensor((size,) * 3, rank=rank, snr_db=snr,
                                                 observed=observed, seed=seed)
             base = {"size": size, "rank": rank, "observed": observed, "snr_db": snr, "seed": seed,
                     "max_rank": max_rank}
@@ -124,7 +124,7 @@ def study_calibration(args):
     settings = [(30, 3, 0.2, 10), (30, 5, 0.3, 20), (40, 4, 0.1, 5)]
     for size, rank, observed, snr in settings:
         for seed in range(args.seeds):
-            data = bt.datasets.synthetic_tensor((size,) * 3, rank=rank, snr_db=snr, observed=observed,
+            data = bt.data.synthetic_tensor((size,) * 3, rank=rank, snr_db=snr, observed=observed,
                                                 seed=seed, n_test=5000)
             truth = data.test_noisy.values.numpy()
             base = {"size": size, "rank": rank, "observed": observed, "snr_db": snr, "seed": seed}
@@ -151,7 +151,7 @@ def psnr(pred, truth):
 
 def study_real(args):
     rows = []
-    kin = bt.datasets.load_kinetic()
+    kin = bt.data.load_kinetic()
     obs = kin.observations()
     train, test = obs.split(0.1, seed=0)
     truth = test.values.double().numpy()
@@ -173,7 +173,7 @@ def study_real(args):
     print("done kinetic", flush=True)
     for name in ("astronaut", "coffee"):
         for missing in (0.7, 0.9):
-            img = bt.datasets.load_image(name, size=args.image_size, missing=missing, seed=0)
+            img = bt.data.load_image(name, size=args.image_size, missing=missing, seed=0)
             full = img.info["truth"]
             obs = img.observations()
             test_mask = ~img.mask

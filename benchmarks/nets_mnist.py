@@ -31,7 +31,7 @@ from torch import nn
 
 from bayestensor.nets import fit_net, predict_dense, tensorize, train_dense
 from bayestensor.nets import metrics
-from bayestensor.nets.data import load_mnist10k
+from bayestensor.data.images import load_mnist10k
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist10k.npz"

@@ -25,7 +25,7 @@ def task(settings: dict) -> dict:
     import bayestensor as bt
 
     torch.set_num_threads(1)
-    data = bt.datasets.synthetic_tensor((20, 20, 20), rank=3, observed=0.2, seed=settings["seed"])
+    data = bt.data.synthetic_tensor((20, 20, 20), rank=3, observed=0.2, seed=settings["seed"])
     post = bt.fit(bt.TensorCompletion(data.shape, "cp", max_rank=6), data.train, method="sghmc",
                   num_chains=2, num_samples=200, num_warmup=200, seed=settings["seed"], progress=False)
     return {"error": data.relative_error(post.predict(data.test.indices).mean)}
@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
-    from bayestensor.distributed import ensure_ray, sweep
+    from bayestensor.parallel import ensure_ray, sweep
 
     grid = {"problem": ["cp20"]}
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Bayesian low-rank tensor regression vs TensorLy's CPRegressor / TuckerRegressor.
 
-Problems (inputs iid N(0, 1), SNR 10 dB, ``bayestensor.regression_data``):
+Problems (inputs iid N(0, 1), SNR 10 dB, ``bayestensor.data.regression``):
 
 * ``cross``: a rank-2 cross in a 32x32 image, n_train=500 (fewer data than the 1024 pixels);
 * ``cp3``: a random rank-3 CP array of shape 10x10x10, n_train=600.
@@ -14,7 +14,7 @@ the mean added back). Held-out data: 1000 inputs.
 
 Columns: held-out relative error against the noise-free means (``||pred - mu|| / ||mu -
 mean(mu)||``), held-out RMSE against the noisy responses, relative error of W, rank found
-(ours: posterior mode of the effective rank, rule of ``bayestensor.rank``; TensorLy: the rank
+(ours: posterior mode of the effective rank, rule of ``bayestensor.priors.effective_rank``; TensorLy: the rank
 it was given), 90% predictive coverage of the noisy held-out responses (ours only: TensorLy
 gives no intervals), seconds. Medians over seeds are printed; every run is in the JSON.
 
@@ -36,7 +36,7 @@ from tensorly.regression import CPRegressor, TuckerRegressor
 
 import bayestensor as bt
 from bayestensor.models.regression import plot_weights
-from bayestensor.regression_data import synthetic_cp_regression, synthetic_image_regression
+from bayestensor.data.regression import synthetic_cp_regression, synthetic_image_regression
 
 RESULTS = Path(__file__).parent / "results"
 

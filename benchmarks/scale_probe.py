@@ -33,7 +33,7 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
     torch.set_num_threads(threads)
     shape = (1000, 1000, 1000)
     t0 = time.perf_counter()
-    data = bt.datasets.synthetic_tensor(shape, rank=20, snr_db=10, observed=n_obs / 1e9,
+    data = bt.data.synthetic_tensor(shape, rank=20, snr_db=10, observed=n_obs / 1e9,
                                         n_test=10_000, seed=0)
     gen_s = time.perf_counter() - t0
     model = bt.TensorCompletion(shape, "cp", max_rank=25)

@@ -48,7 +48,7 @@ def evaluate(post, data, seconds, name, n_obs):
 
 
 def run_size(size: int, observed: float, seed: int, args) -> list[dict]:
-    data = bt.datasets.synthetic_tensor((size, size, size), rank=3, snr_db=10, observed=observed,
+    data = bt.data.synthetic_tensor((size, size, size), rank=3, snr_db=10, observed=observed,
                                         seed=seed)
     n_obs = len(data.train)
     rows = []

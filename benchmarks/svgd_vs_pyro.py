@@ -30,7 +30,7 @@ import torch
 import bayestensor as bt
 from bayestensor.infer import SVGD, Potential
 from bayestensor.infer.baselines import map_fit
-from bayestensor.infer.fit import block_ids
+from bayestensor.infer.api import block_ids
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -127,7 +127,7 @@ def bench_linreg(n_particles, steps, seed):
 
 
 def bench_cp(n_particles, steps, seed):
-    data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=seed)
+    data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=seed)
     rank = 8
     builtin = bt.TensorCompletion(data.shape, "cp", max_rank=rank)
     builtin.set_data(data.train)
@@ -150,7 +150,7 @@ def bench_cp(n_particles, steps, seed):
             fs = [values[f"X.factor{n}"] for n in range(3)]
             tau = values["noise_precision"]
         mu = bt.CPTensor(data.shape, fs).entries(test_idx) * builtin.scale + builtin.center
-        pred = bt.infer.Prediction(mean=mu.double().mean(0).numpy(), sd=None, sd_mean=None,
+        pred = bt.results.Prediction(mean=mu.double().mean(0).numpy(), sd=None, sd_mean=None,
                                    draws=mu.detach(), noise_sd=tau.rsqrt() * builtin.scale)
         rows.append({"model": "CP completion 30^3 r3 20% 10dB R=8", "impl": name,
                      "particles": n_particles, "step_ms": 1e3 * statistics.median(times[5:]),

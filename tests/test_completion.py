@@ -32,7 +32,7 @@ METHOD_KWARGS = {
 def test_every_format_completes_under_every_method(fmt, method):
     shape, rank, max_rank = FORMAT_CASES[fmt]
     prior = {"cp": "gamma", "tucker": "half_cauchy", "tt": "log_uniform", "ttm": "gamma"}[fmt]
-    data = bt.datasets.synthetic_tensor(shape, rank=rank, format=fmt, snr_db=20, observed=0.4, seed=1)
+    data = bt.data.synthetic_tensor(shape, rank=rank, format=fmt, snr_db=20, observed=0.4, seed=1)
     model = bt.TensorCompletion(shape, fmt, max_rank=max_rank, prior=prior)
     post = bt.fit(model, data.train, method=method, seed=0, progress=False, **METHOD_KWARGS[method])
     pred = post.predict(data.test.indices)
@@ -46,7 +46,7 @@ def test_every_format_completes_under_every_method(fmt, method):
 @pytest.mark.parametrize("fmt", ["tucker", "tt"])
 def test_map_finds_the_rank_of_each_rank_dimension(fmt):
     rank = (3, 2, 3) if fmt == "tucker" else (3, 2)
-    data = bt.datasets.synthetic_tensor((20, 20, 20), rank=rank, format=fmt, snr_db=20,
+    data = bt.data.synthetic_tensor((20, 20, 20), rank=rank, format=fmt, snr_db=20,
                                         observed=0.3, seed=0)
     model = bt.TensorCompletion(data.shape, fmt, max_rank=6)
     post = bt.fit(model, data.train, method="map", seed=0, progress=False)
@@ -55,7 +55,7 @@ def test_map_finds_the_rank_of_each_rank_dimension(fmt):
 
 def test_sghmc_intervals_are_calibrated():
     """Coverage of 50/80/90/95% predictive intervals within 3 points of nominal."""
-    data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=3,
+    data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=3,
                                         n_test=5000)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=8)
     post = bt.fit(model, data.train, method="sghmc", num_chains=2, num_samples=300,
@@ -67,7 +67,7 @@ def test_sghmc_intervals_are_calibrated():
 
 
 def test_kinetic_completion_matches_the_vb_baseline():
-    kin = bt.datasets.load_kinetic()
+    kin = bt.data.load_kinetic()
     # The first 12 of 64 measurements keep the test short (the full tensor is in benchmarks/).
     data, mask = kin.data[:12], kin.mask[:12]
     train, test = bt.Observations.from_dense(data, mask).split(0.1, seed=0)
@@ -81,7 +81,7 @@ def test_kinetic_completion_matches_the_vb_baseline():
 
 
 def test_predict_dense_refuses_what_does_not_fit():
-    data = bt.datasets.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=0)
+    data = bt.data.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=0)
     post = bt.fit(bt.TensorCompletion(data.shape, "cp", max_rank=3), data.train, progress=False)
     mean, sd = post.predict_dense()
     assert mean.shape == sd.shape == (10, 10, 10)
@@ -90,7 +90,7 @@ def test_predict_dense_refuses_what_does_not_fit():
 
 
 def test_image_completion_cli_writes_uncertainty_map(tmp_path):
-    img = bt.datasets.load_image("chelsea", size=32, missing=0.7, seed=0)
+    img = bt.data.load_image("chelsea", size=32, missing=0.7, seed=0)
     np.save(tmp_path / "img.npy", img.data)
     result = CliRunner().invoke(main, [
         "complete", str(tmp_path / "img.npy"), "--method", "sghmc", "--max-rank", "10",
@@ -111,7 +111,7 @@ def test_map_hold_on_noise_recovers_rank_at_0db():
     """At 0 dB, 10% observed, the joint MAP fits noise with all slices; holding the noise
     precision for the first tenth of the steps lets the prior prune first (measured 5/5 seeds
     in benchmarks/completion_study.py)."""
-    data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
+    data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
                                         n_test=2000)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=8)
     plain = bt.fit(model, data.train, method="map", seed=0, progress=False, map_hold=None)
@@ -126,7 +126,7 @@ def test_map_hold_on_noise_recovers_rank_at_0db():
 
 
 def test_map_hold_auto_chooses_by_validation_error():
-    noisy = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
+    noisy = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
                                          n_test=2000)
     model = bt.TensorCompletion(noisy.shape, "cp", max_rank=8)
     post = bt.fit(model, noisy.train, method="map", seed=0, progress=False, map_hold="auto")

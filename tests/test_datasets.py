@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayestensor import datasets
+from bayestensor.data import tensors as datasets
 
 
 @pytest.mark.parametrize("fmt,shape,rank,snr_db,observed", [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bayestensor as bt
-from bayestensor.distributed import derive_seed, run_tasks, sweep
+from bayestensor.parallel import derive_seed, run_tasks, sweep
 
 ray = pytest.importorskip("ray")
 
@@ -23,7 +23,7 @@ def ray_local():
 
 
 def test_four_chain_sghmc_on_ray_equals_local(ray_local):
-    data = bt.datasets.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=0)
+    data = bt.data.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=0)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=4)
     kwargs = dict(method="sghmc", num_chains=4, num_samples=30, num_warmup=30, seed=3)
     local = bt.fit(model, data.train, chain_groups=4, **kwargs)

@@ -23,7 +23,7 @@ from bayestensor.dynamics import (FALinear, FactorizationLearner, FactorizationP
                                   min_l2_interpolant, sparse_regression, symmetric_low_rank_tensor,
                                   train_decomposition, train_diagonal, train_factorization,
                                   train_factorization_autograd, wilson_interval)
-from bayestensor.dynamics.cli import dynamics
+from bayestensor.cli.dynamics import dynamics
 from bayestensor.formats import CPTensor
 
 torch.set_num_threads(1)

@@ -123,7 +123,7 @@ def test_user_pyro_model_with_low_rank_prior_runs_under_each_method(method, kwar
 
 
 def test_potential_fast_path_matches_pyro_trace_with_subsampling():
-    data = bt.datasets.synthetic_tensor((8, 9, 7), rank=2, observed=0.4, seed=0)
+    data = bt.data.synthetic_tensor((8, 9, 7), rank=2, observed=0.4, seed=0)
     model = bt.TensorCompletion(data.shape, "tt", max_rank=3, prior="log_uniform")
     model.set_data(data.train)
     init = model.init_values()
@@ -166,7 +166,7 @@ def test_foundation_target_map_rank_recovery():
     """30x30x30 CP rank 3, 20% observed, 10 dB, max rank 15: rank 3 in >= 4 of 5 seeds."""
     hits, errors = 0, []
     for seed in range(5):
-        data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=seed)
+        data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=seed)
         model = bt.TensorCompletion(data.shape, "cp", max_rank=15)
         post = bt.fit(model, data.train, method="map", seed=seed, progress=False)
         hits += int(post.effective_rank().mode()[0] == 3)
@@ -246,7 +246,7 @@ def test_completion_data_of_wrong_shape_is_rejected():
 
 
 def test_posterior_save_load_arviz_and_summary(tmp_path):
-    data = bt.datasets.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=1)
+    data = bt.data.synthetic_tensor((10, 10, 10), rank=2, observed=0.3, seed=1)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=4)
     post = bt.fit(model, data.train, method="sghmc", num_samples=50, num_warmup=100,
                   num_chains=2, seed=0, progress=False)
@@ -257,7 +257,7 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
     np.testing.assert_allclose(back.predict(data.test.indices).mean,
                                post.predict(data.test.indices).mean)
     idata = post.to_arviz()
-    from bayestensor.infer.arviz_adapter import posterior_group
+    from bayestensor.results.arviz_adapter import posterior_group
 
     ds = posterior_group(idata)
     assert ds["noise_precision"].shape == (2, 50)
@@ -271,7 +271,7 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
 
 def test_prediction_intervals_are_nested_and_calibrated_for_a_known_mixture():
     mu = torch.zeros(1, 3)
-    pred = bt.infer.Prediction(mean=np.zeros(3), sd=np.ones(3), sd_mean=np.zeros(3),
+    pred = bt.results.Prediction(mean=np.zeros(3), sd=np.ones(3), sd_mean=np.zeros(3),
                                draws=mu, noise_sd=torch.ones(1))
     lo, hi = pred.interval(0.9)
     np.testing.assert_allclose(hi, 1.6448536, atol=1e-5)
@@ -282,7 +282,7 @@ def test_prediction_intervals_are_nested_and_calibrated_for_a_known_mixture():
 
 def test_svgd_on_cp_completion_keeps_spread_and_matches_nuts():
     """Issue target: SVGD does not collapse; error within 10% of NUTS; 90% coverage >= 87%."""
-    data = bt.datasets.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=0)
+    data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=0)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=8)
     svgd = bt.fit(model, data.train, method="svgd", num_samples=50, num_steps=200, seed=0,
                   progress=False)

@@ -14,7 +14,7 @@ from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, factorize, fit
                               load_exported, predict_dense, tensorize, tensorized_shape,
                               train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.data import load_digits, load_dataset, load_npz, read_idx
+from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
 
 torch.set_num_threads(1)
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
@@ -119,7 +119,7 @@ def test_idx_reader_roundtrip(tmp_path):
 
 @pytest.mark.skipif(not MNIST.exists(), reason="mnist10k.npz not available")
 def test_mnist10k_split():
-    from bayestensor.nets.data import load_mnist10k
+    from bayestensor.data.images import load_mnist10k
     d = load_mnist10k(MNIST)
     assert d.x_train.shape == (8000, 1, 28, 28) and d.x_test.shape == (2000, 1, 28, 28)
 
@@ -237,7 +237,7 @@ def test_bad_inputs(digits):
 
 def test_cli_compress_tiny(tmp_path):
     from click.testing import CliRunner
-    from bayestensor.nets.cli import compress
+    from bayestensor.cli.compress import compress
     out = tmp_path / "run"
     res = CliRunner().invoke(compress, ["digits", "--epochs", "2", "--hidden", "32",
                                         "--max-rank", "3", "--method", "svgd", "--particles", "2",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bayestensor import Observations, TensorCompletion
-from bayestensor.observations import as_observations
+from bayestensor.data.observations import as_observations
 
 
 def dense_with_nan(shape=(4, 5, 3), missing=0.4, seed=0):

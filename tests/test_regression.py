@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import bayestensor as bt
 from bayestensor.infer import Potential
 from bayestensor.models.regression import plot_weights
-from bayestensor.regression_cli import regress
-from bayestensor.regression_data import (load_digits_binary, shape_image, synthetic_cp_regression,
+from bayestensor.cli.regress import regress
+from bayestensor.data.regression import (load_digits_binary, shape_image, synthetic_cp_regression,
                                          synthetic_image_regression)
 
 
@@ -310,7 +310,7 @@ def test_regress_cli_writes_a_report_with_the_weight_images(tmp_path):
     from click.testing import CliRunner
 
     from bayestensor.cli import main
-    from bayestensor.regression_data import synthetic_image_regression
+    from bayestensor.data.regression import synthetic_image_regression
 
     data = synthetic_image_regression(shape="cross", size=12, n_train=150, n_test=50, seed=0)
     np.savez(tmp_path / "d.npz", X=data.X_train, y=data.y_train, X_test=data.X_test,

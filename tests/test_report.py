@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import bayestensor as bt
-from bayestensor import datasets
+from bayestensor.data import tensors as datasets
 from bayestensor.cli import main
-from bayestensor.infer import arviz_adapter
+from bayestensor.results import arviz_adapter
 from bayestensor.report import read_run, write_heldout, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")

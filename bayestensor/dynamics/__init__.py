@@ -14,26 +14,26 @@
 * :mod:`~bayestensor.dynamics.compare`: replicates over seeds, bootstrap and binomial intervals,
   trajectory bands, in an ``xarray.Dataset``; :mod:`~bayestensor.dynamics.studies` holds the
   problems and learners it runs;
-* :mod:`~bayestensor.dynamics.plots`, :mod:`~bayestensor.dynamics.report` and
-  :mod:`~bayestensor.dynamics.cli` (the ``bayestensor dynamics`` command).
+* :mod:`~bayestensor.viz.dynamics`, :mod:`~bayestensor.dynamics.report` and
+  :mod:`~bayestensor.cli.dynamics` (the ``bayestensor dynamics`` command).
 
 Update rules, sources and examples: ``docs/dynamics.md``.
 """
 
-from .bayes_reference import bayes_factorization, factorization_model
-from .compare import (ComparisonResult, bootstrap_interval, clopper_pearson_interval, compare,
+from bayestensor.dynamics.bayes_reference import bayes_factorization, factorization_model
+from bayestensor.dynamics.compare import (ComparisonResult, bootstrap_interval, clopper_pearson_interval, compare,
                       wilson_interval)
-from .diagonal import (DiagonalRun, kkt_residual, min_l1_interpolant, min_l2_interpolant,
+from bayestensor.dynamics.diagonal import (DiagonalRun, kkt_residual, min_l1_interpolant, min_l2_interpolant,
                        sparse_regression, train_diagonal)
-from .factorization import (METRICS, RULES, FactorizationRun, eckart_young_error,
+from bayestensor.dynamics.factorization import (METRICS, RULES, FactorizationRun, eckart_young_error,
                             fa_projection_error, factorization_metrics, factorization_step,
                             feedback_matrix, low_rank_matrix, principal_angles,
                             train_factorization)
-from .feedback import (DecompositionRun, FALinear, FeedbackAlignmentFunction, fa_gradients,
+from bayestensor.dynamics.feedback import (DecompositionRun, FALinear, FeedbackAlignmentFunction, fa_gradients,
                        fa_linear, fa_matmul, train_decomposition, train_factorization_autograd)
-from .overparam import (TensorFitRun, fit_lazy, fit_rich, symmetric_low_rank_tensor,
+from bayestensor.dynamics.overparam import (TensorFitRun, fit_lazy, fit_rich, symmetric_low_rank_tensor,
                         symmetric_reconstruct)
-from .studies import (BayesReference, DiagonalLearner, FactorizationLearner, FactorizationProblem,
+from bayestensor.dynamics.studies import (BayesReference, DiagonalLearner, FactorizationLearner, FactorizationProblem,
                       OverparamLearner, SparseRegressionProblem, TensorProblem, Trace)
 
 __all__ = [

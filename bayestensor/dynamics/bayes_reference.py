@@ -27,12 +27,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .. import rank as rank_mod
-from ..formats import CPTensor
-from ..infer import fit
-from ..priors import LowRankPrior, low_rank_tensor, noise_precision
-from . import _checks
-from .factorization import FactorizationReference, largest_angle_to
+from bayestensor.priors import effective_rank as rank_mod
+from bayestensor.formats import CPTensor
+from bayestensor.infer import fit
+from bayestensor.priors import LowRankPrior, low_rank_tensor, noise_precision
+from bayestensor import checks as _checks
+from bayestensor.dynamics.factorization import FactorizationReference, largest_angle_to
 
 
 def factorization_model(y: torch.Tensor, rank: int, prior: str = "gamma",

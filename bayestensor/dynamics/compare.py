@@ -25,8 +25,8 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from .._json import to_jsonable
-from . import _checks
+from bayestensor.io import to_jsonable
+from bayestensor import checks as _checks
 
 INTERVAL_METHODS = ("wilson", "clopper_pearson")
 
@@ -183,7 +183,7 @@ def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str =
         default: in this process, in order.
     backend : {"local", "ray"}
         ``"ray"`` runs the replicates as Ray tasks (bounded in flight, retried on failure) via
-        :class:`bayestensor.distributed.TaskExecutor`; ignored when ``executor`` is given.
+        :class:`bayestensor.parallel.TaskExecutor`; ignored when ``executor`` is given.
         Seeds do not depend on the backend, so both give the same numbers.
     progress : bool
         Progress bar.
@@ -231,7 +231,7 @@ def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str =
             tasks.append((lrn, inst, s))
             keys.append((name, s))
     if executor is None and backend != "local":
-        from ..distributed import TaskExecutor
+        from bayestensor.parallel import TaskExecutor
 
         executor = TaskExecutor(backend)
     mapper = executor.map if executor is not None else map

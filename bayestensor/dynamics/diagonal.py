@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from . import _checks
+from bayestensor import checks as _checks
 
 _DT = torch.float64
 

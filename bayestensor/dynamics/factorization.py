@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import _checks
+from bayestensor import checks as _checks
 
 RULES = ("gd", "fa", "fa_star")
 

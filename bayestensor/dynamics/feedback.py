@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats import CPTensor, TTTensor
-from . import _checks
-from .factorization import record_schedule
+from bayestensor.formats import CPTensor, TTTensor
+from bayestensor import checks as _checks
+from bayestensor.dynamics.factorization import record_schedule
 
 
 class FeedbackAlignmentFunction(torch.autograd.Function):

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import _checks
-from .factorization import record_schedule
+from bayestensor import checks as _checks
+from bayestensor.dynamics.factorization import record_schedule
 
 VARIANTS = ("plain", "wang2020")
 _DT = torch.float64

@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .._json import to_jsonable
-from ..report.sections import fmt
-from .compare import ComparisonResult
+from bayestensor.io import to_jsonable
+from bayestensor.report.sections import fmt
+from bayestensor.dynamics.compare import ComparisonResult
 
 
 def _fmt(v, digits: int = 3) -> str:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _checks
-from .diagonal import sparse_regression, train_diagonal
-from .factorization import RULES, low_rank_matrix, train_factorization
-from .overparam import VARIANTS, fit_lazy, fit_rich, symmetric_low_rank_tensor
+from bayestensor import checks as _checks
+from bayestensor.dynamics.diagonal import sparse_regression, train_diagonal
+from bayestensor.dynamics.factorization import RULES, low_rank_matrix, train_factorization
+from bayestensor.dynamics.overparam import VARIANTS, fit_lazy, fit_rich, symmetric_low_rank_tensor
 
 
 @dataclass
@@ -219,7 +219,7 @@ class BayesReference:
 
     def run(self, instance: dict, seed: int) -> Trace:
         """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
-        from .bayes_reference import bayes_factorization
+        from bayestensor.dynamics.bayes_reference import bayes_factorization
 
         out = bayes_factorization(instance["y"], instance["r"], seed=seed,
                                   num_samples=self.num_samples, num_warmup=self.num_warmup,

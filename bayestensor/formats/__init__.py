@@ -6,11 +6,11 @@ evaluates entries at index tuples without forming it (``entries``), exposes its 
 (``from_tensor``) or at random (``random``).
 """
 
-from .base import LowRankTensor, ParamSpec, as_index_tensor
-from .cp import CPTensor
-from .tt import TTTensor
-from .ttm import TTMatrix
-from .tucker import TuckerTensor
+from bayestensor.formats.base import LowRankTensor, ParamSpec, as_index_tensor
+from bayestensor.formats.cp import CPTensor
+from bayestensor.formats.tt import TTTensor
+from bayestensor.formats.ttm import TTMatrix
+from bayestensor.formats.tucker import TuckerTensor
 
 FORMATS: dict[str, type[LowRankTensor]] = {
     "cp": CPTensor,

@@ -8,7 +8,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from .base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
 
 
 def balance_cp_factors(factors: list[np.ndarray]) -> list[np.ndarray]:

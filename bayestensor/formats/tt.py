@@ -6,7 +6,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from .base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
 
 
 def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:

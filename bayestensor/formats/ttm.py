@@ -6,8 +6,8 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from .base import LowRankTensor, fill_missing
-from .tt import _pad_cores, normalize_tt_rank, tt_chain_dense, tt_chain_entries, tt_core_specs
+from bayestensor.formats.base import LowRankTensor, fill_missing
+from bayestensor.formats.tt import _pad_cores, normalize_tt_rank, tt_chain_dense, tt_chain_entries, tt_core_specs
 
 
 class TTMatrix(LowRankTensor):

@@ -8,7 +8,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from .base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
 
 
 class TuckerTensor(LowRankTensor):

@@ -1,12 +1,12 @@
-"""Inference: the batched potential, SGHMC, SVGD, MAP/VI/NUTS baselines and the Posterior."""
+"""Inference: ``fit`` and its method registry, the batched log density, SGHMC, SVGD, the
+MAP/VI/NUTS baselines and the run driver (progress, checkpoints, interrupts)."""
 
-from .fit import METHODS, block_ids, choose_map_hold, fit
-from .kernels import IMQKernel, Kernel, RBFKernel
-from .posterior import Posterior, Prediction
-from .potential import Potential
-from .runner import DivergenceError, RunInterrupted
-from .sghmc import SGHMC
-from .svgd import SVGD
+from bayestensor.infer.api import METHODS, block_ids, choose_map_hold, fit
+from bayestensor.infer.kernels import IMQKernel, Kernel, RBFKernel
+from bayestensor.infer.potential import Potential
+from bayestensor.infer.driver import DivergenceError, RunInterrupted
+from bayestensor.infer.sghmc import SGHMC
+from bayestensor.infer.svgd import SVGD
 
-__all__ = ["fit", "choose_map_hold", "METHODS", "Posterior", "Prediction", "Potential", "SGHMC", "SVGD", "Kernel",
+__all__ = ["fit", "choose_map_hold", "METHODS", "Potential", "SGHMC", "SVGD", "Kernel",
            "RBFKernel", "IMQKernel", "RunInterrupted", "DivergenceError", "block_ids"]

@@ -15,7 +15,7 @@ import math
 import torch
 from tqdm.auto import trange
 
-from .potential import Potential
+from bayestensor.infer.potential import Potential
 
 
 def _adam(params, lr):

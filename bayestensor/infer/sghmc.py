@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from .potential import Potential
+from bayestensor.infer.potential import Potential
 
 
 @dataclass
@@ -26,6 +26,25 @@ class SGHMCState:
     beta_hat: torch.Tensor         # (D,) gradient-noise estimate in velocity units
     log_density: torch.Tensor      # (C,) at theta (mini-batch estimate)
     grad_norm: torch.Tensor        # (C,)
+
+
+def sghmc_update(theta: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, *, lr: float,
+                 friction: float, precond: torch.Tensor | float = 1.0,
+                 beta_hat: torch.Tensor | float = 0.0, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGHMC step (Chen, Fox & Guestrin 2014, eq. 15) on any tensor of positions.
+
+    ``v <- (1 - friction) v + lr P grad + N(0, 2 (friction - beta_hat) lr P T)``, then
+    ``theta <- theta + v``, where ``grad`` is the gradient of the log density (ascent
+    direction), ``P`` the diagonal preconditioner and ``T`` the posterior temperature. Pure:
+    returns new ``(theta, v)`` and leaves its inputs untouched. Used by :class:`SGHMC` and by
+    the network trainer, so both samplers share one update.
+    """
+    noise_var = 2.0 * (friction - beta_hat) * lr * precond * temperature
+    noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
+    noise_sd = noise_var.sqrt() if torch.is_tensor(noise_var) else math.sqrt(noise_var)
+    v = (1 - friction) * v + lr * precond * grad + noise_sd * noise
+    return theta + v, v
 
 
 class SGHMC:
@@ -172,10 +191,7 @@ class SGHMC:
                 precond = self._precond_from(curvature)
             beta_hat = self._gradient_noise(state.theta, t, precond)
         logp, grad = self._gradient(state.theta, t)
-        lr = self.lr * lr_scale
-        noise_var = 2.0 * (self.friction - beta_hat) * lr * precond
-        noise = torch.randn(state.theta.shape, generator=self.generator, dtype=state.theta.dtype,
-                            device=state.theta.device)
-        v = (1 - self.friction) * state.v + lr * precond * grad + noise_var.sqrt() * noise
-        theta = state.theta + v
+        theta, v = sghmc_update(state.theta, state.v, grad, lr=self.lr * lr_scale,
+                                friction=self.friction, precond=precond, beta_hat=beta_hat,
+                                generator=self.generator)
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad.norm(dim=-1))

@@ -8,8 +8,8 @@ from typing import Iterable
 
 import torch
 
-from .kernels import BlockLayout, Kernel, get_kernel, svgd_direction
-from .potential import Potential
+from bayestensor.infer.kernels import BlockLayout, Kernel, get_kernel, svgd_direction
+from bayestensor.infer.potential import Potential
 
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 

@@ -1,8 +1,8 @@
 """Built-in models: Pyro models with a vectorized fast path and data-driven starts."""
 
-from .base import BayesModel
-from .completion import TensorCompletion
-from .regression import TensorRegression
+from bayestensor.models.base import BayesModel
+from bayestensor.models.completion import TensorCompletion
+from bayestensor.models.regression import TensorRegression
 
 MODELS: dict[str, type[BayesModel]] = {"TensorCompletion": TensorCompletion,
                                        "TensorRegression": TensorRegression}

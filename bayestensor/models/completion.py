@@ -9,10 +9,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..formats import as_index_tensor, get_format
-from ..observations import Observations, as_observations
-from ..priors import LowRankPrior, noise_precision
-from .base import BayesModel
+from bayestensor.formats import as_index_tensor, get_format
+from bayestensor.data.observations import Observations, as_observations
+from bayestensor.priors import LowRankPrior, noise_precision
+from bayestensor.models.base import BayesModel
 
 #: Above this many dense entries the SVD initialization is skipped (random start instead).
 MAX_DENSE_INIT = 20_000_000

@@ -14,9 +14,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..formats import get_format
-from ..priors import LowRankPrior, noise_precision
-from .base import BayesModel
+from bayestensor.formats import get_format
+from bayestensor.priors import LowRankPrior, noise_precision
+from bayestensor.models.base import BayesModel
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 #: The ridge initialization uses at most this many rows (a random subset beyond it).
@@ -94,7 +94,7 @@ class TensorRegression(BayesModel):
     Examples
     --------
     >>> import bayestensor as bt
-    >>> from bayestensor.regression_data import synthetic_image_regression
+    >>> from bayestensor.data.regression import synthetic_image_regression
     >>> data = synthetic_image_regression("cross", n_train=400, seed=0)
     >>> model = bt.TensorRegression(data.input_shape, format="cp", max_rank=6)
     >>> post = bt.fit(model, data.train, method="map", seed=0, progress=False)
@@ -440,8 +440,8 @@ class TensorRegression(BayesModel):
 
     def _map_start(self, seed: int, num_steps: int = 2000) -> dict:
         """The posterior mode found from the ``"svd"`` start (what ``init="map"`` returns)."""
-        from ..infer.baselines import map_fit
-        from ..infer.potential import Potential
+        from bayestensor.infer.baselines import map_fit
+        from bayestensor.infer.potential import Potential
 
         start = self.init_values(seed=seed, init="svd")
         potential = Potential(self.pyro_model, self.model_args(), init_values=start,
@@ -562,7 +562,7 @@ def _cp_random_als(tensor: np.ndarray, rank: int, seed: int):
     """CP decomposition by ALS from a random start (TensorLy), columns balanced across modes."""
     import tensorly as tl
 
-    from ..formats.cp import CPTensor, balance_cp_factors
+    from bayestensor.formats.cp import CPTensor, balance_cp_factors
 
     weights, factors = tl.decomposition.parafac(tl.tensor(tensor), rank=rank, init="random",
                                                 n_iter_max=200, random_state=seed)

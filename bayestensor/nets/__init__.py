@@ -7,11 +7,11 @@ Modules: :mod:`.shapes` (tensorized shapes), :mod:`.layers` (``TensorizedLinear`
 (digits, mnist10k, MNIST IDX) and :mod:`.cli` (``bayestensor compress``).
 """
 
-from .convert import BayesianNet, compression_table, load_exported, save_exported, tensorize
-from .layers import (CompressedConv2d, CompressedLinear, TensorizedConv2d, TensorizedLinear,
+from bayestensor.nets.convert import BayesianNet, compression_table, load_exported, save_exported, tensorize
+from bayestensor.nets.layers import (CompressedConv2d, CompressedLinear, TensorizedConv2d, TensorizedLinear,
                      contract_linear)
-from .shapes import factorize, tensorized_shape
-from .train import METHODS, fit_net, predict_dense, train_dense
+from bayestensor.nets.shapes import factorize, tensorized_shape
+from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
 
 __all__ = ["TensorizedLinear", "TensorizedConv2d", "CompressedLinear", "CompressedConv2d",
            "BayesianNet", "tensorize", "compression_table", "save_exported", "load_exported",

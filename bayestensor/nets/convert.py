@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .layers import (TensorizedConv2d, TensorizedLinear, _BayesLowRank, build_compressed,
+from bayestensor.nets.layers import (TensorizedConv2d, TensorizedLinear, _BayesLowRank, build_compressed,
                      export_layer)
 
 
@@ -203,7 +203,7 @@ def compression_table(net: nn.Module, dense_reference: nn.Module | None = None) 
     Returns ``{"layers": [...], "linear_ratio", "model_ratio", "dense_params",
     "compressed_params"}``; ``linear_ratio`` covers the tensorized layers only.
     """
-    from .layers import CompressedConv2d, CompressedLinear
+    from bayestensor.nets.layers import CompressedConv2d, CompressedLinear
     rows = []
     own = set()
     for name, m in net.named_modules():
@@ -237,7 +237,7 @@ def compression_table(net: nn.Module, dense_reference: nn.Module | None = None) 
 
 def save_exported(module: nn.Module, path, config: dict | None = None):
     """``torch.save`` the state dict plus the compressed layers' configs (and ``config``)."""
-    from .layers import CompressedConv2d, CompressedLinear
+    from bayestensor.nets.layers import CompressedConv2d, CompressedLinear
     layers = {n: m.config() for n, m in module.named_modules()
               if isinstance(m, (CompressedLinear, CompressedConv2d))}
     torch.save({"state_dict": module.state_dict(), "layers": layers, "config": config or {}}, path)

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats import CPTensor, TuckerTensor, get_format
-from ..formats.cp import balance_cp_factors
-from ..priors import LowRankPrior, get_prior, param_std
-from .shapes import tensorized_shape
+from bayestensor.formats import CPTensor, TuckerTensor, get_format
+from bayestensor.formats.cp import balance_cp_factors
+from bayestensor.priors import LowRankPrior, get_prior, param_std
+from bayestensor.nets.shapes import tensorized_shape
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
 DEFAULT_MODES = {"ttm": 3, "cp": 3, "tucker": 2, "tt": 3}

@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..infer.kernels import BlockLayout, get_kernel, svgd_direction
-from .convert import BayesianNet
+from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
+from bayestensor.nets.convert import BayesianNet
 
 METHODS = ("map", "svi", "svgd", "sghmc")
 

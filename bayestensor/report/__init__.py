@@ -4,15 +4,15 @@
 ``bayestensor.report(run_dir)`` calls :func:`bayestensor.report.api.report` while
 ``from bayestensor.report import image_completion_figures`` keeps working. Sub-modules:
 :mod:`~bayestensor.report.rundir` (the run-directory convention), :mod:`~bayestensor.report.sections`,
-:mod:`~bayestensor.report.html`, :mod:`~bayestensor.report.api` and :mod:`~bayestensor.report.figures`.
+:mod:`~bayestensor.report.html`, :mod:`~bayestensor.report.api` and :mod:`~bayestensor.viz.images`.
 """
 
 import sys
 import types
 
-from .figures import image_completion_figures, is_image
-from .rundir import read_run, versions, write_heldout, write_image, write_run
-from .api import report
+from bayestensor.viz.images import image_completion_figures, is_image
+from bayestensor.report.rundir import read_run, versions, write_heldout, write_image, write_run
+from bayestensor.report.api import report
 
 
 class _CallableModule(types.ModuleType):

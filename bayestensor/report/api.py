@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from . import sections as S
-from .html import render_html, render_markdown
-from .._json import to_jsonable
-from .rundir import load_npz, read_run, write_run
+from bayestensor.report import sections as S
+from bayestensor.report.html import render_html, render_markdown
+from bayestensor.io import to_jsonable
+from bayestensor.report.rundir import load_npz, read_run, write_run
 
 #: Section order in the report.
 ORDER = ("settings", "diagnostics", "rank", "calibration", "predictions", "weights", "network",
@@ -64,8 +64,8 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     >>> print(paths["html"])                    # doctest: +SKIP
     runs/demo/report.html
     """
-    from ..infer.posterior import Posterior
-    from .rundir import write_heldout, write_image
+    from bayestensor.results.posterior import Posterior
+    from bayestensor.report.rundir import write_heldout, write_image
 
     if isinstance(run, Posterior):
         if out is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._json import to_jsonable
+from bayestensor.io import to_jsonable
 
 RUN_FILE = "run.json"
 KINDS = ("completion", "regression", "network", "dynamics")
@@ -42,7 +42,7 @@ def versions() -> dict:
             out[name] = str(__import__(mod).__version__)
         except Exception:  # pragma: no cover - optional in odd environments
             out[name] = None
-    from .. import __version__
+    from bayestensor import __version__
 
     out["bayestensor"] = __version__
     return out

@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..infer import arviz_adapter  # noqa: E402
-from .figures import image_completion_figures, is_image  # noqa: E402
-from .._json import to_jsonable  # noqa: E402
+from bayestensor.results import arviz_adapter
+from bayestensor.viz.images import image_completion_figures, is_image  # noqa: E402
+from bayestensor.io import to_jsonable  # noqa: E402
 
 #: Credible levels whose empirical coverage is reported.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -453,7 +453,7 @@ def weights_section(posterior) -> dict | None:
     model = getattr(posterior, "model", None)
     if model is None or not hasattr(model, "weight_posterior"):
         return None
-    from ..models.regression import plot_weights
+    from bayestensor.models.regression import plot_weights
 
     mean, sd = model.weight_posterior(posterior)
     numbers = {"weight_shape": list(mean.shape), "mean_abs": float(np.abs(mean).mean()),

@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .formats import FORMATS
-from .infer import METHODS, fit
-from .models.regression import LIKELIHOODS, TensorRegression, plot_weights
-from .priors import PRIORS
+from bayestensor.formats import FORMATS
+from bayestensor.infer import METHODS, fit
+from bayestensor.models.regression import LIKELIHOODS, TensorRegression, plot_weights
+from bayestensor.priors import PRIORS
 
 REGRESSION_FORMATS = sorted(f for f in FORMATS if f != "ttm")
 
@@ -158,8 +158,8 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
         "files": ["predictions.npz", "W_mean.npy", "W_sd.npy", "posterior.pt", *images],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    from .report import report as make_report
-    from .report.rundir import write_heldout, write_run
+    from bayestensor.report import report as make_report
+    from bayestensor.report.rundir import write_heldout, write_run
 
     write_run(out, "regression", settings={"command": "regress", "method": method, "format": fmt,
                                            "prior": prior, "likelihood": likelihood,

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import rank as rank_mod
-from . import arviz_adapter
+from bayestensor.priors import effective_rank as rank_mod
+from bayestensor.results import arviz_adapter
 
 #: Methods whose draws form Markov chains (R-hat and ESS apply).
 MARKOV_METHODS = {"sghmc", "nuts"}
@@ -233,7 +233,7 @@ class Posterior:
         return [s.reshape(self.num_chains, self.num_draws, -1) for s in scales]
 
     def effective_rank(self, threshold: float = rank_mod.DEFAULT_THRESHOLD) -> rank_mod.RankPosterior:
-        """Distribution of the effective rank over samples (see :mod:`bayestensor.rank`)."""
+        """Distribution of the effective rank over samples (see :mod:`bayestensor.priors.effective_rank`)."""
         return rank_mod.rank_posterior(self.slice_scales(), threshold)
 
     def low_rank(self, i: int | None = None):
@@ -301,7 +301,7 @@ class Posterior:
         payload = torch.load(Path(path), weights_only=True)
         model = None
         if "model" in payload:
-            from ..models import model_from_config
+            from bayestensor.models import model_from_config
 
             model = model_from_config(payload["model"]["class"], payload["model"]["config"])
             model.load_state(payload["model"]["state"])

@@ -10,13 +10,13 @@ import numpy as np
 import pyro
 import torch
 
-from ..models.base import BayesModel
-from .baselines import map_fit, nuts_fit, vi_fit
-from .posterior import Posterior
-from .potential import Potential
-from .runner import Run
-from .sghmc import SGHMC
-from .svgd import SVGD
+from bayestensor.models.base import BayesModel
+from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
+from bayestensor.results.posterior import Posterior
+from bayestensor.infer.potential import Potential
+from bayestensor.infer.driver import Run
+from bayestensor.infer.sghmc import SGHMC
+from bayestensor.infer.svgd import SVGD
 
 METHODS = ("map", "vi", "nuts", "sghmc", "svgd")
 BLOCK_MODES = ("all", "site", "slice", "coordinate")
@@ -182,7 +182,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     backend : {"local", "ray"}
         ``"ray"`` runs chain groups (SGHMC, NUTS, VI, MAP restarts) or independent SVGD runs
         (``num_chains`` of them, ``num_samples`` particles each) as Ray tasks and merges them
-        along the chain dimension; see :mod:`bayestensor.distributed`.
+        along the chain dimension; see :mod:`bayestensor.parallel`.
     chain_groups : int, optional
         Number of groups (Ray tasks); default one per chain with Ray, one group locally. The
         local backend with the same ``chain_groups`` gives the same numbers as Ray.
@@ -224,7 +224,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         if resume is not None or checkpoint is not None:
             raise ValueError("checkpoint: not supported with chain groups; checkpoint each "
                              "group's fit instead")
-        from ..distributed import fit_chain_groups
+        from bayestensor.parallel import fit_chain_groups
 
         _positive_int("num_chains", num_chains, allow_none=False)
         groups = chain_groups if chain_groups is not None else num_chains

@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import datasets
-from .infer import METHODS, fit
-from .models import TensorCompletion
-from .observations import Observations
-from .priors import PRIORS
-from .formats import FORMATS
-from .report import image_completion_figures, is_image
-from .report.api import report as make_report
-from .report.rundir import write_heldout, write_image, write_run
+from bayestensor.data import tensors as datasets
+from bayestensor.infer import METHODS, fit
+from bayestensor.models import TensorCompletion
+from bayestensor.data.observations import Observations
+from bayestensor.priors import PRIORS
+from bayestensor.formats import FORMATS
+from bayestensor.report import image_completion_figures, is_image
+from bayestensor.report.api import report as make_report
+from bayestensor.report.rundir import write_heldout, write_image, write_run
 
 
 def _rank_arg(text: str):
@@ -232,9 +232,9 @@ def report_cmd(run_dir, out, title):
         click.echo(f"{key}: {paths[key]}")
 
 
-from .dynamics.cli import dynamics  # noqa: E402
-from .nets.cli import compress  # noqa: E402
-from .regression_cli import regress  # noqa: E402
+from bayestensor.cli.dynamics import dynamics  # noqa: E402
+from bayestensor.cli.compress import compress  # noqa: E402
+from bayestensor.cli.regress import regress  # noqa: E402
 
 main.add_command(dynamics)
 main.add_command(regress)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import CPTensor
+from bayestensor.formats import CPTensor
 
 SHAPES = ("square", "cross", "T", "disc")
 

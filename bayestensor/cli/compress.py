@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..priors import PRIORS
-from . import metrics
-from .convert import save_exported, tensorize
-from .data import load_dataset
-from .layers import LINEAR_FORMATS
-from .train import METHODS, fit_net, predict_dense, train_dense
+from bayestensor.priors import PRIORS
+from bayestensor.nets import metrics
+from bayestensor.nets.convert import save_exported, tensorize
+from bayestensor.data.images import load_dataset
+from bayestensor.nets.layers import LINEAR_FORMATS
+from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
 
 
 def build_model(arch: str, input_shape, classes: int, hidden: int = 512, seed: int = 0) -> nn.Module:

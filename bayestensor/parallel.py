@@ -227,7 +227,7 @@ class TaskExecutor:
 
 def _fit_group(task: dict):
     """One chain group: a local fit, returned as plain tensors (cheap to ship back)."""
-    from .infer.fit import fit
+    from bayestensor.infer.api import fit
 
     torch.set_num_threads(task.pop("_threads", 1))
     post = fit(task.pop("model"), task.pop("data"), backend="local", **task)
@@ -243,7 +243,7 @@ def fit_chain_groups(model, data, *, num_chains: int, groups: int, seed: int, ba
     g)``; for SVGD each group is an independent particle set (a "chain" of particles). The
     local backend runs the same groups in order, so both backends return the same numbers.
     """
-    from .infer.posterior import Posterior
+    from bayestensor.results.posterior import Posterior
 
     if groups < 1 or groups > num_chains:
         raise ValueError(f"chain_groups: expected 1..num_chains={num_chains}, got {groups}")
@@ -265,7 +265,7 @@ def fit_chain_groups(model, data, *, num_chains: int, groups: int, seed: int, ba
     info = dict(parts[0]["info"])
     info.update(chain_groups=groups, backend=backend, group_seeds=[t["seed"] for t in tasks.values()],
                 seconds_per_group=[p["info"].get("seconds", math.nan) for p in parts])
-    from .models.base import BayesModel
+    from bayestensor.models.base import BayesModel
 
     bound = model if isinstance(model, BayesModel) else None
     if bound is not None and data is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .compare import ComparisonResult
+from bayestensor.dynamics.compare import ComparisonResult
 
 
 def _axes(ax, figsize=(6.0, 3.6)):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .formats import LowRankTensor, get_format
-from .observations import Observations
+from bayestensor.formats import LowRankTensor, get_format
+from bayestensor.data.observations import Observations
 
 IMAGES = ("astronaut", "chelsea", "coffee")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .formats import as_index_tensor
+from bayestensor.formats import as_index_tensor
 
 
 @dataclass

@@ -23,17 +23,17 @@ import click
 import numpy as np
 import pandas as pd
 
-from . import plots
-from .compare import bootstrap_interval, compare
-from .report import comparison_section, markdown_table, write_json
+from bayestensor.viz import dynamics as plots
+from bayestensor.dynamics.compare import bootstrap_interval, compare
+from bayestensor.dynamics.report import comparison_section, markdown_table, write_json
 
 
 def _write_run(out, study: str, settings: dict) -> None:
     """``run.json`` so that ``bayestensor report OUT`` can read the study (see docs/reports.md)."""
-    from ..report.rundir import write_run
+    from bayestensor.report.rundir import write_run
 
     write_run(out, "dynamics", settings={"study": study, **settings})
-from .studies import (BayesReference, DiagonalLearner, FactorizationLearner, FactorizationProblem,
+from bayestensor.dynamics.studies import (BayesReference, DiagonalLearner, FactorizationLearner, FactorizationProblem,
                       OverparamLearner, SparseRegressionProblem, TensorProblem)
 
 

@@ -23,125 +23,14 @@ The hyperprior on the slice variances decides how hard unused slices are switche
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 
-from .formats import LowRankTensor, ParamSpec, get_format
-
-PRIORS = ("gamma", "half_cauchy", "log_uniform")
-
-DEFAULT_PRIOR_PARAMS = {
-    "gamma": {"a": 1e-3, "b": 1e-3},
-    "half_cauchy": {"scale": 1.0},
-    "log_uniform": {"low": 1e-4, "high": 1e3},
-}
-
-
-class LogUniform(dist.TorchDistribution):
-    """Log-uniform (truncated Jeffreys) distribution on ``[low, high]``: ``p(s) ∝ 1/s``.
-
-    Pyro has no such distribution; it is two lines of math, so it is written here.
-    """
-
-    arg_constraints = {"low": constraints.positive, "high": constraints.positive}
-    has_rsample = True
-
-    def __init__(self, low, high, validate_args=None):
-        self.low, self.high = torch.as_tensor(low), torch.as_tensor(high)
-        batch_shape = torch.broadcast_shapes(self.low.shape, self.high.shape)
-        self.low, self.high = self.low.expand(batch_shape), self.high.expand(batch_shape)
-        super().__init__(batch_shape, validate_args=validate_args)
-
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
-    def support(self):
-        return constraints.interval(self.low, self.high)
-
-    def expand(self, batch_shape, _instance=None):
-        return LogUniform(self.low.expand(batch_shape), self.high.expand(batch_shape))
-
-    def rsample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        u = torch.rand(shape, dtype=self.low.dtype, device=self.low.device)
-        log_low, log_high = self.low.log(), self.high.log()
-        return (log_low + u * (log_high - log_low)).exp()
-
-    def log_prob(self, value):
-        return -value.log() - (self.high.log() - self.low.log()).log()
-
-
-@dataclass
-class RankPrior:
-    """A hyperprior on the per-slice variances ``v_d`` of a rank dimension.
-
-    Parameters
-    ----------
-    kind : {"gamma", "half_cauchy", "log_uniform"}
-        Which hyperprior (see the module docstring).
-    params : dict
-        Its parameters: ``a, b`` for gamma; ``scale`` for half-Cauchy; ``low, high`` for
-        log-uniform. Missing ones take the defaults in ``DEFAULT_PRIOR_PARAMS``.
-    """
-
-    kind: str = "gamma"
-    params: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind not in PRIORS:
-            raise ValueError(f"prior: expected one of {PRIORS}, got {self.kind!r}")
-        allowed = DEFAULT_PRIOR_PARAMS[self.kind]
-        unknown = set(self.params) - set(allowed)
-        if unknown:
-            raise ValueError(f"prior_params: {sorted(unknown)} not understood by the "
-                             f"{self.kind!r} prior, which takes {sorted(allowed)}")
-        self.params = {**allowed, **self.params}
-        for key, val in self.params.items():
-            if not (float(val) > 0 and math.isfinite(float(val))):
-                raise ValueError(f"prior_params[{key!r}]: expected a positive number, got {val}")
-        if self.kind == "log_uniform" and self.params["low"] >= self.params["high"]:
-            raise ValueError(f"prior_params: low must be below high, got {self.params}")
-
-    @property
-    def site_prefix(self) -> str:
-        return "precision" if self.kind == "gamma" else "scale"
-
-    def hyper_dist(self, size: int) -> dist.Distribution:
-        """Distribution of the hyper-parameter vector of one rank dimension (event dim 1)."""
-        p = self.params
-        if self.kind == "gamma":
-            base = dist.Gamma(torch.tensor(float(p["a"])), torch.tensor(float(p["b"])))
-        elif self.kind == "half_cauchy":
-            base = dist.HalfCauchy(torch.tensor(float(p["scale"])))
-        else:
-            base = LogUniform(float(p["low"]), float(p["high"]))
-        return base.expand([size]).to_event(1)
-
-    def variance(self, hyper: torch.Tensor) -> torch.Tensor:
-        """Slice variances from the hyper-parameter values."""
-        return 1.0 / hyper if self.kind == "gamma" else hyper**2
-
-    def init_value(self, size: int, variance: float = 1.0) -> torch.Tensor:
-        """A hyper-parameter vector whose slice variances all equal ``variance``."""
-        v = torch.full((size,), float(variance))
-        if self.kind == "gamma":
-            return 1.0 / v
-        s = v.sqrt()
-        if self.kind == "log_uniform":
-            s = s.clamp(self.params["low"] * 1.01, self.params["high"] / 1.01)
-        return s
-
-
-def get_prior(prior, prior_params: dict | None = None) -> RankPrior:
-    """A :class:`RankPrior` from a name (plus parameters) or an existing instance."""
-    if isinstance(prior, RankPrior):
-        if prior_params:
-            raise ValueError("prior_params: give parameters inside the RankPrior, not both")
-        return prior
-    return RankPrior(str(prior), dict(prior_params or {}))
+from bayestensor.formats import LowRankTensor, ParamSpec, get_format
+from bayestensor.priors.hyperpriors import PRIORS, RankPrior, get_prior
 
 
 def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""Reading and writing the library's files: JSON values, atomic writes, tensor files, versions.
+
+Every file the package writes goes through :func:`atomic_write` (temporary file, ``fsync``,
+rename), so an interrupted write leaves the previous file intact. Every tensor file it reads
+goes through :func:`load_tensors`, which never unpickles code: PyTorch's weights-only loader
+accepts tensors, numbers, strings and plain containers only.
+"""
+
+from __future__ import annotations
+
+import io as bytes_io
+import math
+import os
+import pickle
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_jsonable(obj):
+    """Dicts, lists, numpy / torch arrays and scalars to plain JSON values.
+
+    Keys become strings, arrays and tensors nested lists, non-finite floats ``None`` (strict JSON
+    has no NaN), and anything else unknown its ``str``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy arrays, torch tensors
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; its folder is created when missing.
+    data : bytes or str
+        Contents (``str`` is written as UTF-8).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_tensors(path, payload) -> Path:
+    """Save tensors, numbers, strings and plain containers with ``torch.save``, atomically.
+
+    Only what :func:`load_tensors` can read back belongs in ``payload``: no custom classes.
+    """
+    buffer = bytes_io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
+def load_tensors(path, *, what: str = "file"):
+    """Load a file written by :func:`save_tensors` without running any code from it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    what : str
+        The argument or kind of file, named in error messages (``"resume"``, ``"model file"``).
+
+    Raises
+    ------
+    ValueError
+        When the file is missing, empty, truncated, not a PyTorch file, or holds objects other
+        than tensors and plain values (a pickle that would run code is refused, not loaded).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what}: file {str(path)!r} is empty")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ValueError(f"{what}: {str(path)!r} holds objects other than tensors and plain values; "
+                         "it was not written by bayestensor and was not loaded") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{what}: {str(path)!r} is not a readable bayestensor file "
+                         f"(corrupt or truncated: {type(err).__name__})") from None
+
+
+def versions() -> dict:
+    """Versions of Python and the libraries a run depends on (``None`` when not importable)."""
+    out = {"python": platform.python_version()}
+    try:
+        out["bayestensor"] = metadata.version("bayestensor")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        out["bayestensor"] = None
+    for name in ("torch", "pyro", "numpy", "tensorly", "arviz"):
+        try:
+            out[name] = str(__import__(name).__version__)
+        except Exception:  # pragma: no cover - optional in odd environments
+            out[name] = None
+    return out

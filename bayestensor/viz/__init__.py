@@ -1,0 +1,1 @@
+"""Figures only. Nothing here chooses a matplotlib backend: that is the caller's (the CLI's)."""

@@ -28,7 +28,7 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
     import torch
 
     import bayestensor as bt
-    from bayestensor.infer import SGHMC, Potential
+    from bayestensor.infer import SGHMC, LogDensity
 
     torch.set_num_threads(threads)
     shape = (1000, 1000, 1000)
@@ -59,7 +59,7 @@ def child(n_obs: int, threads: int, steps: int, device: str) -> dict:
     # Time per step on its own: the sampler on the bound model from a random start.
     model.to(device)
     for label, b in (("full", None), ("batch10%", batch)):
-        pot = Potential(model.pyro_model, model.model_args(),
+        pot = LogDensity(model.pyro_model, model.model_args(),
                         {"subsample_size": b} if b else {}, init_values=model_init,
                         fast_log_joint=model.fast_log_joint, seed=0)
         sampler = SGHMC(pot, lr=0.001, batch_size=b)

@@ -28,7 +28,7 @@ import pyro.distributions as dist
 import torch
 
 import bayestensor as bt
-from bayestensor.infer import SVGD, Potential
+from bayestensor.infer import SVGD, LogDensity
 from bayestensor.infer.baselines import map_fit
 from bayestensor.infer.api import block_ids
 
@@ -107,7 +107,7 @@ def bench_linreg(n_particles, steps, seed):
     y = X @ torch.randn(D, generator=gen) + torch.randn(N, generator=gen)
     cov = torch.linalg.inv(X.T @ X + torch.eye(D))
     mean, sd = cov @ X.T @ y, cov.diag().sqrt()
-    pot = Potential(linreg_model, (X, y), seed=seed)
+    pot = LogDensity(linreg_model, (X, y), seed=seed)
     theta0 = start_particles(pot, n_particles, 0.05, seed)
     rows = []
 
@@ -134,7 +134,7 @@ def bench_cp(n_particles, steps, seed):
     y = builtin.model_args()[1]
     idx = data.train.indices
     cp_model = make_cp_model(data.shape, rank)
-    pot = Potential(cp_model, (idx, y), seed=seed,
+    pot = LogDensity(cp_model, (idx, y), seed=seed,
                     init_values=_cp_init(builtin, rank))
     theta0 = start_particles(pot, n_particles, 0.1, seed)
     test_idx = data.test.indices
@@ -161,7 +161,7 @@ def bench_cp(n_particles, steps, seed):
     for blocks in ("coordinate", "all"):
         ids = block_ids(pot, None, blocks)
         score(f"bayestensor ({blocks} kernel)", *run_ours(pot, theta0, steps, ids, 0.05))
-    fast = Potential(builtin.pyro_model, builtin.model_args(), init_values=builtin.init_values(),
+    fast = LogDensity(builtin.pyro_model, builtin.model_args(), init_values=builtin.init_values(),
                      fast_log_joint=builtin.fast_log_joint, seed=seed)
     fast_theta0 = start_particles(fast, n_particles, 0.1, seed)
     for blocks in ("coordinate", "slice", "all"):

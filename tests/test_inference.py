@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 import bayestensor as bt
-from bayestensor.infer import DivergenceError, Potential, RunInterrupted
+from bayestensor.infer import DivergenceError, LogDensity, RunInterrupted
 from bayestensor.infer.sghmc import SGHMC
 
 N, D, SIGMA, PRIOR_SD = 1000, 5, 1.0, 1.0
@@ -128,9 +128,9 @@ def test_potential_fast_path_matches_pyro_trace_with_subsampling():
     model.set_data(data.train)
     init = model.init_values()
     kwargs = {"subsample_size": 50}
-    fast = Potential(model.pyro_model, model.model_args(), kwargs, init_values=init,
+    fast = LogDensity(model.pyro_model, model.model_args(), kwargs, init_values=init,
                      fast_log_joint=model.fast_log_joint, seed=0)
-    slow = Potential(model.pyro_model, model.model_args(), kwargs, init_values=init, seed=0)
+    slow = LogDensity(model.pyro_model, model.model_args(), kwargs, init_values=init, seed=0)
     assert fast.subsample_plates == {"obs": (len(data.train), 50)}
     theta = fast.init_theta(3, jitter=0.1)
     sub = fast.draw_subsample()

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import bayestensor as bt
-from bayestensor.infer import Potential
+from bayestensor.infer import LogDensity
 from bayestensor.models.regression import plot_weights
 from bayestensor.cli.regress import regress
 from bayestensor.data.regression import (load_digits_binary, shape_image, synthetic_cp_regression,
@@ -50,9 +50,9 @@ def test_fast_path_matches_pyro_trace(fmt, prior, likelihood, n_outputs):
     model.set_data((X, y))
     init = model.init_values(seed=0)
     for kwargs in ({"subsample_size": 25}, {}):
-        fast = Potential(model.pyro_model, model.model_args(), kwargs, init_values=init,
+        fast = LogDensity(model.pyro_model, model.model_args(), kwargs, init_values=init,
                          fast_log_joint=model.fast_log_joint, seed=0)
-        slow = Potential(model.pyro_model, model.model_args(), kwargs, init_values=init, seed=0)
+        slow = LogDensity(model.pyro_model, model.model_args(), kwargs, init_values=init, seed=0)
         assert fast.subsample_plates == ({"obs": (60, 25)} if kwargs else {})
         theta = fast.init_theta(3, jitter=0.1)
         sub = fast.draw_subsample()

@@ -13,7 +13,7 @@ import torch
 from bayestensor.models.base import BayesModel
 from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
 from bayestensor.results.posterior import Posterior
-from bayestensor.infer.potential import Potential
+from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.driver import Run
 from bayestensor.infer.sghmc import SGHMC
 from bayestensor.infer.svgd import SVGD
@@ -87,7 +87,7 @@ def _setup(model, data, model_args, model_kwargs, batch_size, init, seed, device
     return model, args, dict(model_kwargs or {}), init_values, None
 
 
-def block_ids(potential: Potential, model, mode: str) -> torch.Tensor:
+def block_ids(potential: LogDensity, model, mode: str) -> torch.Tensor:
     """Block id per coordinate for SVGD's block kernel.
 
     ``"all"``: one block (isotropic kernel). ``"site"``: one block per latent site.
@@ -119,7 +119,7 @@ def block_ids(potential: Potential, model, mode: str) -> torch.Tensor:
     return ids
 
 
-def _to_posterior(potential: Potential, thetas: list[torch.Tensor], stats: dict, method: str,
+def _to_posterior(potential: LogDensity, thetas: list[torch.Tensor], stats: dict, method: str,
                   model, info: dict) -> Posterior:
     """``thetas``: list over draws of ``(C, D)`` → samples ``(C, S, ...)`` in constrained space."""
     theta = torch.stack(thetas, 1)  # (C, S, D)
@@ -258,7 +258,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     pyro.set_rng_seed(seed)
     fn, args, kwargs, init_values, fast = _setup(model, data, model_args, model_kwargs,
                                                  batch_size, init, seed, device)
-    potential = Potential(fn, args, kwargs, init_values=init_values, fast_log_joint=fast, seed=seed,
+    potential = LogDensity(fn, args, kwargs, init_values=init_values, fast_log_joint=fast, seed=seed,
                           device=device)
     info = {"method": method, "seed": int(seed), "num_chains": num_chains,
             "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),

@@ -15,14 +15,14 @@ import math
 import torch
 from tqdm.auto import trange
 
-from bayestensor.infer.potential import Potential
+from bayestensor.infer.log_density import LogDensity
 
 
 def _adam(params, lr):
     return torch.optim.Adam(params, lr=lr)
 
 
-def map_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 2000, lr: float = 0.02,
+def map_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, lr: float = 0.02,
             tol: float = 1e-7, batch_size: int | None = None, progress: bool = True,
             patience: int = 50, hold: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
@@ -83,7 +83,7 @@ def _held_coordinates(potential, hold: dict, num_steps: int, dim: int) -> list:
     return out
 
 
-def vi_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,
+def vi_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,
            num_particles: int = 8, init_scale: float = 0.01, batch_size: int | None = None,
            progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Mean-field Gaussian VI in unconstrained space; returns ``(loc, scale, info)``.
@@ -114,7 +114,7 @@ def vi_fit(potential: Potential, theta0: torch.Tensor, *, num_steps: int = 3000,
     return loc.detach(), log_scale.detach().exp(), {"elbo": history}
 
 
-def nuts_fit(potential: Potential, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
+def nuts_fit(potential: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
              seed: int, progress: bool = True, target_accept: float = 0.8,
              max_tree_depth: int = 10) -> tuple[torch.Tensor, dict]:
     """Run Pyro's NUTS on the potential, one chain per row of ``theta0``; returns ``(C, S, D)``."""

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from bayestensor.infer.potential import Potential
+from bayestensor.infer.log_density import LogDensity
 
 
 @dataclass
@@ -81,7 +81,7 @@ class SGHMC:
 
     Parameters
     ----------
-    potential : Potential
+    potential : LogDensity
         The model's batched log density.
     lr : float
         Learning rate (> 0).
@@ -100,7 +100,7 @@ class SGHMC:
 
     name = "sghmc"
 
-    def __init__(self, potential: Potential, lr: float = 0.01, friction: float = 0.1,
+    def __init__(self, potential: LogDensity, lr: float = 0.01, friction: float = 0.1,
                  noise_estimate: float = 0.0, precondition: bool = True,
                  batch_size: int | None = None, batches: Iterable | None = None):
         if not (lr > 0 and math.isfinite(lr)):

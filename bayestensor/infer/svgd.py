@@ -9,7 +9,7 @@ from typing import Iterable
 import torch
 
 from bayestensor.infer.kernels import BlockLayout, Kernel, get_kernel, svgd_direction
-from bayestensor.infer.potential import Potential
+from bayestensor.infer.log_density import LogDensity
 
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 
@@ -41,7 +41,7 @@ class SVGD:
 
     Parameters
     ----------
-    potential : Potential
+    potential : LogDensity
     kernel : {"rbf", "imq"} or Kernel
         Kernel with the median-heuristic bandwidth by default.
     blocks : tensor of int, optional
@@ -64,7 +64,7 @@ class SVGD:
 
     name = "svgd"
 
-    def __init__(self, potential: Potential, kernel: str | Kernel = "rbf", blocks=None,
+    def __init__(self, potential: LogDensity, kernel: str | Kernel = "rbf", blocks=None,
                  lr: float = 0.05, optimizer: str = "adagrad", batch_size: int | None = None,
                  batches: Iterable | None = None, final_lr_ratio: float = 0.01,
                  num_steps: int = 1000):

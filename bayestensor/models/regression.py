@@ -441,10 +441,10 @@ class TensorRegression(BayesModel):
     def _map_start(self, seed: int, num_steps: int = 2000) -> dict:
         """The posterior mode found from the ``"svd"`` start (what ``init="map"`` returns)."""
         from bayestensor.infer.baselines import map_fit
-        from bayestensor.infer.potential import Potential
+        from bayestensor.infer.log_density import LogDensity
 
         start = self.init_values(seed=seed, init="svd")
-        potential = Potential(self.pyro_model, self.model_args(), init_values=start,
+        potential = LogDensity(self.pyro_model, self.model_args(), init_values=start,
                               fast_log_joint=self.fast_log_joint, seed=seed)
         theta, _ = map_fit(potential, potential.init_theta(1), num_steps=num_steps,
                            progress=False)

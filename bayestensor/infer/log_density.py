@@ -2,7 +2,7 @@
 
 Pyro's ``initialize_model`` builds a potential for one chain and refuses sub-sampled plates.
 Samplers here need both: a ``(C, D)`` batch of unconstrained points (chains or particles) and
-mini-batches scaled by N/B. :class:`Potential` does this for any model with continuous latents:
+mini-batches scaled by N/B. :class:`LogDensity` does this for any model with continuous latents:
 
 1. one prototype trace finds the latent sites, their supports and shapes, and the plates the
    model sub-samples (``pyro.plate(name, N, subsample_size=B)``);
@@ -60,7 +60,7 @@ class _InitValues(poutine.messenger.Messenger):
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
         if msg["fn"].support.is_discrete:
-            value = msg["fn"].sample()  # rejected by Potential right after the trace
+            value = msg["fn"].sample()  # rejected by LogDensity right after the trace
         elif msg["name"] in self.values:
             value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype(),
                                     device=self.device)
@@ -75,7 +75,7 @@ class _InitValues(poutine.messenger.Messenger):
         msg["done"] = True
 
 
-class Potential:
+class LogDensity:
     """Unconstrained log joint ``log p(x, z) + log|J|`` of a Pyro model, batched over chains.
 
     Parameters

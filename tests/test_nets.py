@@ -2,6 +2,7 @@
 
 import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayestensor.io import save_tensors
 from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, factorize, fit_net,
-                              load_exported, predict_dense, tensorize, tensorized_shape,
-                              train_dense)
+                              load_exported, predict_dense, save_exported, tensorize,
+                              tensorized_shape, train_dense)
 from bayestensor.nets import metrics
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
 
@@ -22,7 +24,7 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
 
 @pytest.mark.parametrize("fmt", ["ttm", "cp", "tucker", "tt"])
 def test_linear_forward_equals_dense_matmul_per_particle(fmt):
-    layer = TensorizedLinear(48, 30, fmt, max_rank=3, n_particles=3, seed=1)
+    layer = TensorizedLinear(48, 30, fmt, max_rank=3, num_particles=3, seed=1)
     x = torch.randn(3, 7, 48)
     y = layer(x)
     w = layer.dense_weight()
@@ -37,7 +39,7 @@ def test_linear_forward_equals_dense_matmul_per_particle(fmt):
 
 
 def test_conv_forward_equals_conv2d():
-    conv = TensorizedConv2d(3, 6, 3, stride=2, padding=1, max_rank=2, n_particles=2, seed=0)
+    conv = TensorizedConv2d(3, 6, 3, stride=2, padding=1, max_rank=2, num_particles=2, seed=0)
     x = torch.randn(2, 4, 3, 9, 9)
     w = conv.dense_weight()
     ref = torch.stack([F.conv2d(x[p], w[p], conv.bias[p], stride=2, padding=1) for p in range(2)])
@@ -47,7 +49,7 @@ def test_conv_forward_equals_conv2d():
 def test_from_linear_and_conv_decomposition_at_full_rank_reproduces_dense():
     torch.manual_seed(0)
     lin = nn.Linear(16, 12)
-    t = TensorizedLinear.from_linear(lin, "ttm", max_rank=12, n_modes=2)  # full TT rank
+    t = TensorizedLinear.from_linear(lin, "ttm", max_rank=12, num_modes=2)  # full TT rank
     x = torch.randn(5, 16)
     torch.testing.assert_close(t(x), lin(x), atol=1e-4, rtol=1e-4)
     conv = nn.Conv2d(4, 5, 3, padding=1)
@@ -179,7 +181,7 @@ def test_accuracy_within_3_points_of_dense(digits, dense_and_map):
     """
     xtr, ytr, xte, yte = digits
     dense = dense_and_map[0]
-    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=8, n_modes=2, prior="gamma",
+    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=8, num_modes=2, prior="gamma",
                      init="random", seed=0)
     fit_net(bnet, xtr, ytr, method="map", epochs=60, lr=1e-2, seed=0)
     bnet.prune(1e-2)
@@ -191,7 +193,6 @@ def test_accuracy_within_3_points_of_dense(digits, dense_and_map):
 
 
 def test_export_save_load(tmp_path, digits, dense_and_map):
-    from bayestensor.nets import save_exported
     xte = digits[2]
     exported = dense_and_map[1].export()
     save_exported(exported, tmp_path / "m.pt")
@@ -199,12 +200,39 @@ def test_export_save_load(tmp_path, digits, dense_and_map):
     torch.testing.assert_close(loaded(xte), exported(xte))
 
 
-@pytest.mark.parametrize("method", ["svgd", "sghmc", "svi"])
+class _Exploit:
+    """Unpickling this object would create ``marker`` (a stand-in for arbitrary code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_load_exported_refuses_a_pickle_that_runs_code(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    blob = {"state_dict": {}, "layers": {}, "config": _Exploit(marker)}
+    with open(tmp_path / "model.pt", "wb") as f:
+        torch.save(blob, f) if writer == "torch" else pickle.dump(blob, f, protocol=2)
+    with pytest.raises(ValueError, match="model file"):
+        load_exported(tmp_path / "model.pt", _mlp())
+    assert not marker.exists()
+
+
+def test_load_exported_rejects_a_file_that_does_not_fit(tmp_path):
+    save_tensors(tmp_path / "plain.pt", {"weights": torch.zeros(3)})
+    with pytest.raises(ValueError, match="save_exported"):
+        load_exported(tmp_path / "plain.pt", _mlp())
+
+
+@pytest.mark.parametrize("method", ["svgd", "sghmc", "vi"])
 def test_bayesian_methods_train_and_predict(digits, method):
     xtr, ytr, xte, yte = digits
     bnet = tensorize(_mlp(), format="ttm", max_rank=6, prior="gamma", init="random",
-                     n_particles=1 if method == "svi" else 3, min_features=1, seed=0)
-    h = fit_net(bnet, xtr, ytr, method=method, epochs=12, lr=1e-2, seed=0, n_samples=4)
+                     num_particles=1 if method == "vi" else 3, min_features=1, seed=0)
+    h = fit_net(bnet, xtr, ytr, method=method, epochs=12, lr=1e-2, seed=0, num_samples=4)
     probs = bnet.predict_proba(xte)
     assert torch.allclose(probs.sum(-1), torch.ones(len(yte), dtype=probs.dtype), atol=1e-5)
     assert metrics.accuracy(probs, yte) > 0.85, method
@@ -259,7 +287,7 @@ def test_cli_compress_tiny(tmp_path):
 
 
 def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
-    layer = TensorizedLinear(12, 8, "cp", max_rank=3, n_particles=2, seed=0, n_modes=2)
+    layer = TensorizedLinear(12, 8, "cp", max_rank=3, num_particles=2, seed=0, num_modes=2)
     with torch.no_grad():
         for f in layer.factors:          # slice 1 collapsed in particle 1 only
             f[1, :, 1] = 1e-9
@@ -278,7 +306,7 @@ def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
 def test_sghmc_leaves_frozen_slices_unchanged(digits):
     xtr, ytr = digits[0][:256], digits[1][:256]
     bnet = tensorize(_mlp(), layers=["0"], format="cp", max_rank=4, prior="gamma",
-                     init="random", n_particles=2, n_modes=2, seed=0)
+                     init="random", num_particles=2, num_modes=2, seed=0)
     layer = bnet.tensorized()["0"]
     with torch.no_grad():
         for f in layer.factors:
@@ -295,7 +323,7 @@ def test_sghmc_leaves_frozen_slices_unchanged(digits):
 
     bnet.live_masks = record
     fit_net(bnet, xtr, ytr, method="sghmc", epochs=4, burnin=0.25, lr=1e-3, seed=0,
-            n_samples=2)
+            num_samples=2)
     masks, before = at_transition["masks"], at_transition["values"]
     assert any(not m.all() for m in masks)  # something was frozen
     for m, b, p in zip(masks, before, bnet.particle_params()):

@@ -2,14 +2,16 @@
 
 Modules: :mod:`.shapes` (tensorized shapes), :mod:`.layers` (``TensorizedLinear``,
 ``TensorizedConv2d`` and their plain exports), :mod:`.convert` (replace layers of a user's
-``nn.Module``, export, compression ratios), :mod:`.train` (MAP, SVI, SVGD, SGHMC),
-:mod:`.metrics` (accuracy, NLL, ECE, reliability, entropy, rotations), :mod:`.data`
-(digits, mnist10k, MNIST IDX) and :mod:`.cli` (``bayestensor compress``).
+``nn.Module``, export, save and load, compression ratios), :mod:`.train` (MAP, VI, SVGD,
+SGHMC) and :mod:`.metrics` (accuracy, NLL, ECE, reliability, entropy, rotations). Image data
+sets live in :mod:`bayestensor.data.images`, the ``bayestensor compress`` command in
+:mod:`bayestensor.cli.compress`.
 """
 
-from bayestensor.nets.convert import BayesianNet, compression_table, load_exported, save_exported, tensorize
-from bayestensor.nets.layers import (CompressedConv2d, CompressedLinear, TensorizedConv2d, TensorizedLinear,
-                     contract_linear)
+from bayestensor.nets.convert import (BayesianNet, compression_table, load_exported,
+                                      save_exported, tensorize)
+from bayestensor.nets.layers import (CompressedConv2d, CompressedLinear, TensorizedConv2d,
+                                     TensorizedLinear, contract_linear)
 from bayestensor.nets.shapes import factorize, tensorized_shape
 from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
 

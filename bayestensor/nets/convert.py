@@ -1,4 +1,9 @@
-"""Convert a user's ``nn.Module``: Bayesian tensorized layers in, plain compressed module out."""
+"""Convert a user's ``nn.Module``: Bayesian tensorized layers in, plain compressed module out.
+
+An exported model is saved as tensors plus plain configuration (:func:`save_exported`) and read
+back with PyTorch's weights-only loader (:func:`load_exported`): loading a model file never
+runs code from it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,13 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from bayestensor.nets.layers import (TensorizedConv2d, TensorizedLinear, _BayesLowRank, build_compressed,
-                     export_layer)
+from bayestensor.io import load_tensors, save_tensors
+from bayestensor.nets.layers import (PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
+                                     TensorizedConv2d, TensorizedLinear, _BayesLowRank,
+                                     build_compressed, export_layer)
+
+#: Passes of fresh VI draws averaged per prediction (each pass draws ``num_draws`` weights).
+VI_PREDICT_PASSES = 4
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module):
@@ -45,17 +55,21 @@ class BayesianNet(nn.Module):
         return {n: m for n, m in self.net.named_modules() if isinstance(m, _BayesLowRank)}
 
     @property
-    def n_particles(self) -> int:
-        ps = {m.n_particles for m in self.tensorized().values()}
+    def num_particles(self) -> int:
+        ps = {m.num_particles for m in self.tensorized().values()}
         if len(ps) != 1:
-            raise ValueError(f"net: tensorized layers disagree on n_particles: {sorted(ps)}")
+            raise ValueError(f"net: tensorized layers disagree on num_particles: {sorted(ps)}")
         return ps.pop()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.n_particles
+        p = self.num_particles
         b = x.shape[0]
         out = self.net(x.repeat(p, *([1] * (x.ndim - 1))) if p > 1 else x)
         return out.reshape(p, b, *out.shape[1:])
+
+    def is_variational(self) -> bool:
+        """Whether the tensorized layers are in VI mode (see ``make_variational``)."""
+        return any(m.variational for m in self.tensorized().values())
 
     def log_prior(self) -> torch.Tensor:
         """Sum of the layers' log priors per particle ``(P,)``."""
@@ -64,7 +78,7 @@ class BayesianNet(nn.Module):
     def particle_params(self) -> list[nn.Parameter]:
         return [p for m in self.tensorized().values() for p in m.particle_params()]
 
-    def live_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+    def live_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Masks aligned with :meth:`particle_params` (see ``TensorizedLinear.live_masks``)."""
         return [m for layer in self.tensorized().values() for m in layer.live_masks(threshold)]
 
@@ -75,7 +89,7 @@ class BayesianNet(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Posterior predictive probabilities ``(B, classes)``: the softmax averaged over
-        particles (and stored SGHMC samples, or several SVI draws)."""
+        particles (and stored SGHMC samples, or several VI draws)."""
         was = self.training
         self.eval()
         snapshots = self.samples or [None]
@@ -87,12 +101,12 @@ class BayesianNet(nn.Module):
             for snap in snapshots:
                 if snap is not None:
                     self._load_snapshot(snap)
-                reps = 4 if any(m.variational for m in self.tensorized().values()) else 1
+                reps = VI_PREDICT_PASSES if self.is_variational() else 1
                 for _ in range(reps):
                     for m in self.tensorized().values():
                         m.resample()
                     acc = acc + self(xb).softmax(-1).sum(0)
-                    count += self.n_particles
+                    count += self.num_particles
             out.append(acc / count)
         if self.samples:
             self._load_snapshot(self.samples[-1])
@@ -108,7 +122,7 @@ class BayesianNet(nn.Module):
                 if id(p) in snap:
                     p.copy_(snap[id(p)])
 
-    def prune(self, threshold: float = 1e-2) -> dict:
+    def prune(self, threshold: float = PRUNE_THRESHOLD) -> dict:
         """Prune every tensorized layer; returns ``{layer name: {ranks_before, ranks_after}}``."""
         self.samples = []  # snapshots refer to the unpruned shapes
         return {n: m.prune(threshold) for n, m in self.tensorized().items()}
@@ -137,7 +151,7 @@ def _is_target(name, module, layers, min_features):
 
 def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
               format: str = "ttm", max_rank=8, prior: str = "gamma", prior_params=None,
-              n_particles: int = 1, init: str = "decompose", n_modes: int | None = None,
+              num_particles: int = 1, init: str = "decompose", num_modes: int | None = None,
               conv_rank=None, min_features: int = 256, seed: int = 0) -> BayesianNet:
     """Replace chosen ``nn.Linear`` / ``nn.Conv2d`` layers of a copy of ``model``.
 
@@ -154,11 +168,11 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
         Maximum rank of the linear layers.
     prior, prior_params
         Hyperprior on the slice scales.
-    n_particles : int
+    num_particles : int
         Particles/chains of every tensorized layer.
     init : {"decompose", "random"}
         Start from the dense weights' decomposition or from He initialization.
-    n_modes : int, optional
+    num_modes : int, optional
         Modes per side of the tensorized shapes.
     conv_rank : int, optional
         Maximum Tucker-2 ranks of the convolutions (default ``max_rank``).
@@ -187,46 +201,33 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
     for k, (name, m) in enumerate(targets):
         if isinstance(m, nn.Linear):
             new = TensorizedLinear.from_linear(m, format, max_rank, prior, prior_params,
-                                               n_modes=n_modes, n_particles=n_particles,
+                                               num_modes=num_modes, num_particles=num_particles,
                                                init=init, seed=seed + k)
         else:
             new = TensorizedConv2d.from_conv(m, conv_rank or max_rank, prior, prior_params,
-                                             n_particles=n_particles, init=init, seed=seed + k)
+                                             num_particles=num_particles, init=init, seed=seed + k)
         _set_module(net, name, new)
     return BayesianNet(net)
 
 
-def compression_table(net: nn.Module, dense_reference: nn.Module | None = None) -> dict:
+def compression_table(net: nn.Module) -> dict:
     """Parameter counts: per compressed layer and for the whole model.
 
     Works on a :class:`BayesianNet`'s inner network (per particle) and on exported modules.
     Returns ``{"layers": [...], "linear_ratio", "model_ratio", "dense_params",
     "compressed_params"}``; ``linear_ratio`` covers the tensorized layers only.
     """
-    from bayestensor.nets.layers import CompressedConv2d, CompressedLinear
     rows = []
     own = set()
     for name, m in net.named_modules():
-        if isinstance(m, _BayesLowRank):
-            dense, comp = m.dense_params(), m.n_params()
-            fmt = m.fmt if isinstance(m, TensorizedLinear) else "tucker2"
-            ranks = list(m.ranks)
-            own |= {id(p) for p in m.parameters()}
-        elif isinstance(m, (CompressedLinear, CompressedConv2d)):
-            comp = m.n_params()
-            if isinstance(m, CompressedLinear):
-                dense = m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
-                fmt = m.fmt
-            else:
-                dense = (m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                         + (m.out_channels if m.bias is not None else 0))
-                fmt = "tucker2"
-            ranks = list(m.ranks)
-            own |= {id(p) for p in m.parameters()}
-        else:
+        if not isinstance(m, (_BayesLowRank, CompressedLinear, CompressedConv2d)):
             continue
-        rows.append({"name": name, "format": fmt, "ranks": ranks, "dense_params": int(dense),
-                     "compressed_params": int(comp), "ratio": dense / comp})
+        dense, comp = m.dense_params(), m.n_params()
+        fmt = "tucker2" if isinstance(m, (TensorizedConv2d, CompressedConv2d)) else m.fmt
+        own |= {id(p) for p in m.parameters()}
+        rows.append({"name": name, "format": fmt, "ranks": list(m.ranks),
+                     "dense_params": int(dense), "compressed_params": int(comp),
+                     "ratio": dense / comp})
     other = sum(p.numel() for p in net.parameters() if id(p) not in own)
     dense_l = sum(r["dense_params"] for r in rows)
     comp_l = sum(r["compressed_params"] for r in rows)
@@ -236,18 +237,43 @@ def compression_table(net: nn.Module, dense_reference: nn.Module | None = None) 
 
 
 def save_exported(module: nn.Module, path, config: dict | None = None):
-    """``torch.save`` the state dict plus the compressed layers' configs (and ``config``)."""
-    from bayestensor.nets.layers import CompressedConv2d, CompressedLinear
+    """Save an exported module: its tensors, its compressed layers' configs and ``config``.
+
+    Parameters
+    ----------
+    module : nn.Module
+        An exported network (see :meth:`BayesianNet.export`).
+    path : str or path-like
+        Destination file (written atomically).
+    config : dict, optional
+        Extra plain values (numbers, strings, lists, dicts) stored beside the weights.
+    """
     layers = {n: m.config() for n, m in module.named_modules()
               if isinstance(m, (CompressedLinear, CompressedConv2d))}
-    torch.save({"state_dict": module.state_dict(), "layers": layers, "config": config or {}}, path)
+    save_tensors(path, {"state_dict": dict(module.state_dict()), "layers": layers,
+                        "config": config or {}})
 
 
 def load_exported(path, skeleton: nn.Module) -> nn.Module:
-    """Load :func:`save_exported` output into a copy of the dense ``skeleton`` architecture."""
-    blob = torch.load(path, weights_only=False)
+    """Load :func:`save_exported` output into a copy of the dense ``skeleton`` architecture.
+
+    Only tensors and plain values are read (no code in the file runs).
+
+    Raises
+    ------
+    ValueError
+        When the file is missing, holds anything but tensors and plain values, or does not
+        fit ``skeleton``.
+    """
+    blob = load_tensors(path, what="model file")
+    if not (isinstance(blob, dict) and isinstance(blob.get("layers"), dict)
+            and isinstance(blob.get("state_dict"), dict)):
+        raise ValueError(f"model file: {str(path)!r} was not written by save_exported")
     net = copy.deepcopy(skeleton)
-    for name, cfg in blob["layers"].items():
-        _set_module(net, name, build_compressed(cfg))
-    net.load_state_dict(blob["state_dict"])
+    try:
+        for name, cfg in blob["layers"].items():
+            _set_module(net, name, build_compressed(cfg))
+        net.load_state_dict(blob["state_dict"])
+    except (AttributeError, KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"skeleton: does not fit the model in {str(path)!r} ({err})") from None
     return net

@@ -29,20 +29,31 @@ import math
 from typing import Sequence
 
 import numpy as np
-import tensorly as tl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayestensor.formats import CPTensor, TuckerTensor, get_format
-from bayestensor.formats.cp import balance_cp_factors
-from bayestensor.priors import LowRankPrior, get_prior, param_std
+from bayestensor.checks import choice, positive_float, positive_int
+from bayestensor.formats import TuckerTensor, get_format
+from bayestensor.formats.decompose import cp_als
 from bayestensor.nets.shapes import tensorized_shape
+from bayestensor.priors import LowRankPrior, get_prior, param_std
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
+INITS = ("decompose", "random")
+# Tucker's core grows as the product of its ranks, so it gets fewer (larger) modes per side.
 DEFAULT_MODES = {"ttm": 3, "cp": 3, "tucker": 2, "tt": 3}
 # Nets need a much lower floor than completion: a slice at the floor must not change outputs.
 NET_PRIOR_PARAMS = {"log_uniform": {"low": 1e-8, "high": 1e2}}
+#: Default prune threshold: a slice goes when its scale is below this fraction of the largest.
+PRUNE_THRESHOLD = 1e-2
+#: Relative jitter that spreads particles started from one decomposition (else SVGD's
+#: repulsion and SGHMC's chains start from identical points).
+PARTICLE_SPREAD = 0.05
+#: Initial posterior std of VI's mean-field Gaussian: small, so training starts near the mean.
+VI_INIT_STD = 1e-3
+#: CP-ALS sweeps of the starting decomposition: a start only, a rough fit is enough.
+CP_ALS_ITERATIONS = 30
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,13 +87,10 @@ def contract_linear(fmt: str, x: torch.Tensor, params: Sequence[torch.Tensor],
             t = t.reshape(p, b, -1, core.shape[-1])
         return t.reshape(p, b, -1)
     if fmt == "cp":
-        t = x.reshape(p, b, -1, 1)
-        for k in range(n_in):
+        t = torch.einsum("pbim,pir->pbmr", x.reshape(p, b, in_shape[0], -1), params[0])
+        for k in range(1, n_in):
             a = params[k]
-            if k == 0:
-                t = torch.einsum("pbim,pir->pbmr", x.reshape(p, b, in_shape[0], -1), a)
-            else:
-                t = torch.einsum("pbimr,pir->pbmr", t.reshape(p, b, in_shape[k], -1, a.shape[-1]), a)
+            t = torch.einsum("pbimr,pir->pbmr", t.reshape(p, b, in_shape[k], -1, a.shape[-1]), a)
         t = t.reshape(p, b, -1)  # (P, B, R)
         kr = params[n_in]
         for f in params[n_in + 1:]:
@@ -134,32 +142,37 @@ def contract_conv(x: torch.Tensor, params: Sequence[torch.Tensor], stride, paddi
 # --------------------------------------------------------------------------------------------
 # shared machinery
 # --------------------------------------------------------------------------------------------
-def _check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+def _particle_start(params: Sequence[torch.Tensor], num_particles: int,
+                    seed: int | None) -> list[torch.Tensor]:
+    """``num_particles`` copies of single-sample ``params`` ``(1, ...)``, jittered by
+    :data:`PARTICLE_SPREAD` (relative) when there are several and ``seed`` is given."""
+    out = [p.float().expand(num_particles, *p.shape[1:]).clone() for p in params]
+    if num_particles > 1 and seed is not None:
+        gen = torch.Generator().manual_seed(seed)
+        out = [p * (1 + PARTICLE_SPREAD * torch.randn(p.shape, generator=gen)) for p in out]
+    return out
 
 
 class _BayesLowRank(nn.Module):
-    """Parameters, priors, particles, pruning and the SVI mode shared by the layers."""
+    """Parameters, priors, particles, pruning and the VI mode shared by the layers."""
 
     fmt: str
     tensor_shape: tuple[int, ...]
 
-    def _setup(self, fmt, max_rank, prior, prior_params, params, out_size, bias, bias_init):
+    def _setup(self, fmt, prior, prior_params, params, out_size, bias, bias_init):
         self.fmt = fmt
         self.format_cls = get_format(fmt)
         self.prior_spec = get_prior(prior, prior_params if prior_params is not None
                                     else NET_PRIOR_PARAMS.get(str(prior), {})
                                     if not hasattr(prior, "kind") else None)
         self.variational = False
-        self.n_draws = 1
+        self.num_draws = 1
         self._last = None
         self.factors = nn.ParameterList([nn.Parameter(p.contiguous()) for p in params])
         tensor = self.tensor()
         self._build_prior()
         init = self.prior.init_values(tensor.sample(0) if tensor.batch_shape else tensor)
-        p = self.n_particles
+        p = self.num_particles
         self.log_scales = nn.ParameterList()
         for site in self.prior.hyper_sites:
             h = init[site].float()
@@ -178,35 +191,35 @@ class _BayesLowRank(nn.Module):
 
     # --- particles / draws -------------------------------------------------------------------
     @property
-    def n_particles(self) -> int:
+    def num_particles(self) -> int:
         """Leading particle (chain, draw) size of the forward pass."""
-        return self.n_draws if self.variational else int(self.factors[0].shape[0])
+        return self.num_draws if self.variational else int(self.factors[0].shape[0])
 
     def current_params(self) -> list[torch.Tensor]:
-        """Low-rank parameters of this forward pass, each ``(P, ...)`` (a draw under SVI)."""
+        """Low-rank parameters of this forward pass, each ``(P, ...)`` (a draw under VI)."""
         if not self.variational:
             return list(self.factors)
         if self._last is None or self.training:
-            self._last = [mu + F.softplus(rho) * torch.randn((self.n_draws,) + mu.shape[1:],
+            self._last = [mu + F.softplus(rho) * torch.randn((self.num_draws,) + mu.shape[1:],
                                                               dtype=mu.dtype, device=mu.device)
                           for mu, rho in zip(self.factors, self.rhos)]
         return self._last
 
     def resample(self):
-        """Draw fresh weights at the next forward (SVI mode)."""
+        """Draw fresh weights at the next forward (VI mode)."""
         self._last = None
 
-    def make_variational(self, n_draws: int = 4, init_std: float = 1e-3):
-        """Switch to mean-field Gaussian SVI: ``w = mu + softplus(rho) * eps``, ``n_draws`` per pass.
+    def make_variational(self, num_draws: int = 4, init_std: float = VI_INIT_STD):
+        """Switch to mean-field Gaussian VI: ``w = mu + softplus(rho) * eps``, ``num_draws`` per pass.
 
         The slice scales and the bias stay point estimates (type-II MAP). Needs one particle.
         """
-        n_draws = _check_positive_int("n_draws", n_draws)
+        num_draws = positive_int("num_draws", num_draws)
         if int(self.factors[0].shape[0]) != 1:
-            raise ValueError(f"n_particles: SVI needs a single particle, got {self.n_particles}")
-        rho0 = math.log(math.expm1(init_std))
+            raise ValueError(f"num_particles: VI needs a single particle, got {self.num_particles}")
+        rho0 = math.log(math.expm1(positive_float("init_std", init_std)))
         self.rhos = nn.ParameterList([nn.Parameter(torch.full_like(p, rho0)) for p in self.factors])
-        self.variational, self.n_draws, self._last = True, n_draws, None
+        self.variational, self.num_draws, self._last = True, num_draws, None
         return self
 
     def tensor(self):
@@ -229,7 +242,7 @@ class _BayesLowRank(nn.Module):
     def log_prior(self) -> torch.Tensor:
         """Log prior of the current values per particle ``(P,)``, with the log-Jacobian of ``u``.
 
-        Under SVI this is ``log p(w) + H[q(w)]`` averaged over draws (the ELBO's prior terms).
+        Under VI this is ``log p(w) + H[q(w)]`` averaged over draws (the ELBO's prior terms).
         """
         params = self.current_params()
         values = {site: p for site, p in zip(self.prior.param_sites, params)}
@@ -263,7 +276,7 @@ class _BayesLowRank(nn.Module):
         return self.dense_params() / self.n_params()
 
     # --- pruning -----------------------------------------------------------------------------
-    def particle_keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+    def particle_keep_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Per particle, the slices to keep: prior scale *or* weight norm (``slice_norms``)
         above ``threshold`` times the largest of its rank dim; one ``(P, R_d)`` mask per dim."""
         if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
@@ -278,11 +291,11 @@ class _BayesLowRank(nn.Module):
                        | (nrm > threshold * nrm.max(-1, keepdim=True).values))
         return out
 
-    def keep_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+    def keep_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Slices to keep in at least one particle (see :meth:`particle_keep_masks`)."""
         return [m.any(0) for m in self.particle_keep_masks(threshold)]
 
-    def live_masks(self, threshold: float = 1e-2) -> list[torch.Tensor]:
+    def live_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Per :meth:`particle_params` entry, a mask of the elements in slices its particle
         keeps (bias always live); SGHMC freezes the rest at their collapsed values."""
         keep = self.particle_keep_masks(threshold)
@@ -300,7 +313,7 @@ class _BayesLowRank(nn.Module):
         return masks
 
     @torch.no_grad()
-    def prune(self, threshold: float = 1e-2) -> dict:
+    def prune(self, threshold: float = PRUNE_THRESHOLD) -> dict:
         """Remove the rank slices whose prior scale collapsed (see :meth:`keep_masks`).
 
         Returns ``{"ranks_before", "ranks_after"}``.
@@ -331,29 +344,29 @@ class _BayesLowRank(nn.Module):
         return {"ranks_before": list(before), "ranks_after": list(self.ranks)}
 
     def particle_params(self) -> list[nn.Parameter]:
-        """Parameters with a leading particle dim (all of them except SVI's ``rho``)."""
+        """Parameters with a leading particle dim (all of them except VI's ``rho``)."""
         ps = list(self.factors) + list(self.log_scales)
         return ps + ([self.bias] if self.bias is not None else [])
 
     def select_particle(self, i: int) -> list[torch.Tensor]:
-        """Low-rank parameters of particle ``i`` (the mean under SVI), each ``(1, ...)``."""
+        """Low-rank parameters of particle ``i`` (the mean under VI), each ``(1, ...)``."""
         return [p.detach()[i:i + 1].clone() for p in self.factors]
 
     def _split_input(self, x: torch.Tensor, feature_dims: int) -> tuple[torch.Tensor, bool]:
         """``(P, B, *features)`` from ``(B, *f)``, ``(P, B, *f)`` or stacked ``(P*B, *f)``."""
-        p = self.n_particles
+        p = self.num_particles
         if x.ndim == feature_dims + 2:
             if x.shape[0] != p:
-                raise ValueError(f"x: leading particle dim {x.shape[0]} != n_particles {p}")
+                raise ValueError(f"x: leading particle dim {x.shape[0]} != num_particles {p}")
             return x, False
         if x.ndim != feature_dims + 1:
             raise ValueError(f"x: expected {feature_dims + 1} or {feature_dims + 2} dims, "
                              f"got shape {tuple(x.shape)}")
         if p == 1:
             return x.unsqueeze(0), True
-        if getattr(self, "stacked", True) and x.shape[0] % p == 0:
+        if x.shape[0] % p == 0:
             return x.reshape(p, x.shape[0] // p, *x.shape[1:]), True
-        raise ValueError(f"x: batch {x.shape[0]} is not a multiple of n_particles {p}")
+        raise ValueError(f"x: batch {x.shape[0]} is not a multiple of num_particles {p}")
 
 
 def _gain_scale(fan_in: int) -> float:
@@ -377,10 +390,10 @@ class TensorizedLinear(_BayesLowRank):
     prior_params : dict, optional
         Hyperprior parameters (log-uniform defaults to ``low=1e-8, high=1e2`` here).
     shape : pair of sequences, optional
-        ``(in_shape, out_shape)``; by default each size is factored into ``n_modes`` modes.
-    n_modes : int, optional
+        ``(in_shape, out_shape)``; by default each size is factored into ``num_modes`` modes.
+    num_modes : int, optional
         Modes per side (default 3, Tucker 2).
-    n_particles : int
+    num_particles : int
         Leading particle dim (SVGD particles, SGHMC chains).
     bias : bool
     init_std : float, optional
@@ -398,37 +411,33 @@ class TensorizedLinear(_BayesLowRank):
 
     def __init__(self, in_features: int, out_features: int, format: str = "ttm", max_rank=8,
                  prior="gamma", prior_params: dict | None = None, shape=None,
-                 n_modes: int | None = None, n_particles: int = 1, bias: bool = True,
+                 num_modes: int | None = None, num_particles: int = 1, bias: bool = True,
                  init_std: float | None = None, seed: int | None = None, _params=None,
                  _bias=None):
         super().__init__()
         if format not in LINEAR_FORMATS:
             raise ValueError(f"format: expected one of {LINEAR_FORMATS}, got {format!r}")
-        n_particles = _check_positive_int("n_particles", n_particles)
-        n_modes = DEFAULT_MODES[format] if n_modes is None else _check_positive_int("n_modes", n_modes)
-        self.in_features = _check_positive_int("in_features", in_features)
-        self.out_features = _check_positive_int("out_features", out_features)
-        self.in_shape, self.out_shape = tensorized_shape(in_features, out_features, n_modes, shape)
+        num_particles = positive_int("num_particles", num_particles)
+        num_modes = DEFAULT_MODES[format] if num_modes is None else positive_int("num_modes", num_modes)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        self.in_shape, self.out_shape = tensorized_shape(in_features, out_features, num_modes, shape)
         if format == "ttm" and len(self.in_shape) != len(self.out_shape):
             raise ValueError(f"shape: TT-matrix needs as many input as output modes, got "
                              f"{self.in_shape} and {self.out_shape}")
         if format in ("ttm", "tt") and len(self.in_shape) + len(self.out_shape) < (4 if format == "ttm" else 2):
-            raise ValueError(f"n_modes: {format} needs at least 2 modes per side")
+            raise ValueError(f"num_modes: {format} needs at least 2 modes per side")
         self.tensor_shape = self.in_shape + self.out_shape
         cls = get_format(format)
         ranks = cls.normalize_rank(self.tensor_shape, max_rank)
         if _params is None:
-            std = _gain_scale(in_features) if init_std is None else float(init_std)
-            if not std > 0:
-                raise ValueError(f"init_std: expected a positive number, got {init_std}")
-            params = cls.random(self.tensor_shape, ranks, scale=std, batch_shape=(n_particles,),
+            std = (_gain_scale(in_features) if init_std is None
+                   else positive_float("init_std", init_std))
+            params = cls.random(self.tensor_shape, ranks, scale=std, batch_shape=(num_particles,),
                                 seed=seed).params
         else:
-            params = [p.float().expand(n_particles, *p.shape[1:]).clone() for p in _params]
-            if n_particles > 1 and seed is not None:  # spread particles around the start
-                gen = torch.Generator().manual_seed(seed)
-                params = [p * (1 + 0.05 * torch.randn(p.shape, generator=gen)) for p in params]
-        self._setup(format, ranks, prior, prior_params, params, out_features, bias, _bias)
+            params = _particle_start(_params, num_particles, seed)
+        self._setup(format, prior, prior_params, params, out_features, bias, _bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, flat = self._split_input(x, 1)
@@ -446,7 +455,7 @@ class TensorizedLinear(_BayesLowRank):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "ttm", max_rank=8, prior="gamma",
-                    prior_params=None, shape=None, n_modes=None, n_particles: int = 1,
+                    prior_params=None, shape=None, num_modes=None, num_particles: int = 1,
                     init: str = "decompose", seed: int = 0) -> "TensorizedLinear":
         """Replace an ``nn.Linear``; ``init="decompose"`` starts from its trained weight.
 
@@ -455,43 +464,37 @@ class TensorizedLinear(_BayesLowRank):
         """
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
-        if init not in ("decompose", "random"):
-            raise ValueError(f"init: expected 'decompose' or 'random', got {init!r}")
-        n_modes = DEFAULT_MODES.get(format, 3) if n_modes is None else n_modes
-        in_shape, out_shape = tensorized_shape(linear.in_features, linear.out_features, n_modes, shape)
+        choice("format", format, LINEAR_FORMATS)
+        choice("init", init, INITS)
+        num_modes = DEFAULT_MODES[format] if num_modes is None else num_modes
+        in_shape, out_shape = tensorized_shape(linear.in_features, linear.out_features, num_modes,
+                                               shape)
         params = None
         if init == "decompose":
             w = linear.weight.detach().double().T.reshape(in_shape + out_shape).numpy()
-            params = [p.unsqueeze(0) for p in decompose(w, format, max_rank, seed=seed)]
+            params = [p.unsqueeze(0) for p in decompose_weight(w, format, max_rank, seed=seed)]
         b = None if linear.bias is None else linear.bias.detach()
         return cls(linear.in_features, linear.out_features, format, max_rank, prior, prior_params,
-                   (in_shape, out_shape), n_modes, n_particles, linear.bias is not None,
+                   (in_shape, out_shape), num_modes, num_particles, linear.bias is not None,
                    seed=seed, _params=params, _bias=b)
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.fmt!r}, "
                 f"shape={self.in_shape}x{self.out_shape}, ranks={self.ranks}, "
-                f"n_particles={self.n_particles}")
+                f"num_particles={self.num_particles}")
 
 
-def decompose(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[torch.Tensor]:
+def decompose_weight(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[torch.Tensor]:
     """Single-sample low-rank parameters of a dense tensor in ``fmt`` (TensorLy decompositions)."""
     cls = get_format(fmt)
     if fmt == "cp":
         (r,) = cls.normalize_rank(tensor.shape, rank)
-        weights, factors = tl.decomposition.parafac(tl.tensor(tensor), rank=r, init="random",
-                                                    n_iter_max=30, random_state=seed)
-        factors = [np.asarray(f) * (np.asarray(weights) if n == 0 else 1.0)
-                   for n, f in enumerate(factors)]
-        return [torch.as_tensor(f, dtype=torch.float32) for f in balance_cp_factors(factors)]
-    if fmt == "tucker":
-        ranks = [min(r, s) for r, s in zip(cls.normalize_rank(tensor.shape, rank), tensor.shape)]
-        return TuckerTensor.from_tensor(tensor, ranks, seed=seed).params
-    if fmt == "tt":
-        ranks = cls.normalize_rank(tensor.shape, rank)
-        return get_format("tt").from_tensor(tensor, ranks, seed=seed).params
+        factors = cp_als(tensor, r, init="random", n_iter_max=CP_ALS_ITERATIONS, seed=seed)
+        return [torch.as_tensor(f, dtype=torch.float32) for f in factors]
     ranks = cls.normalize_rank(tensor.shape, rank)
-    return get_format("ttm").from_tensor(tensor, ranks, seed=seed).params
+    if fmt == "tucker":
+        ranks = [min(r, s) for r, s in zip(ranks, tensor.shape)]
+    return cls.from_tensor(tensor, ranks, seed=seed).params
 
 
 class TensorizedConv2d(_BayesLowRank):
@@ -505,42 +508,39 @@ class TensorizedConv2d(_BayesLowRank):
     stride, padding, dilation : int or pair
     max_rank : int or pair
         Maximum ``(R_out, R_in)``.
-    prior, prior_params, n_particles, bias, init_std, seed
+    prior, prior_params, num_particles, bias, init_std, seed
         As in :class:`TensorizedLinear`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, max_rank=8, prior="gamma", prior_params=None, n_particles: int = 1,
+                 dilation=1, max_rank=8, prior="gamma", prior_params=None, num_particles: int = 1,
                  bias: bool = True, init_std: float | None = None, seed: int | None = None,
                  _params=None, _bias=None):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        n_particles = _check_positive_int("n_particles", n_particles)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        num_particles = positive_int("num_particles", num_particles)
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        _check_positive_int("kernel_size", kh), _check_positive_int("kernel_size", kw)
+        kh, kw = positive_int("kernel_size", kh), positive_int("kernel_size", kw)
         self.kernel_size = (kh, kw)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
-        ro, ri = min(_check_positive_int("max_rank", ro), out_channels), min(_check_positive_int("max_rank", ri), in_channels)
+        ro = min(positive_int("max_rank", ro), out_channels)
+        ri = min(positive_int("max_rank", ri), in_channels)
         self.tensor_shape = (out_channels, in_channels, kh, kw)
         ranks = (ro, ri, kh, kw)
         if _params is None:
-            std = _gain_scale(in_channels * kh * kw) if init_std is None else float(init_std)
+            std = (_gain_scale(in_channels * kh * kw) if init_std is None
+                   else positive_float("init_std", init_std))
             params = TuckerTensor.random(self.tensor_shape, ranks, scale=std,
-                                         batch_shape=(n_particles,), seed=seed).params
+                                         batch_shape=(num_particles,), seed=seed).params
         else:
-            params = [p.float().expand(n_particles, *p.shape[1:]).clone() for p in _params]
-            if n_particles > 1 and seed is not None:
-                gen = torch.Generator().manual_seed(seed)
-                params = [p * (1 + 0.05 * torch.randn(p.shape, generator=gen)) for p in params]
-        self._setup("tucker", ranks, prior, prior_params, params, out_channels, bias, _bias)
+            params = _particle_start(_params, num_particles, seed)
+        self._setup("tucker", prior, prior_params, params, out_channels, bias, _bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, flat = self._split_input(x, 3)
-        core, u_out, u_in, u_h, u_w = self.current_params()
-        y = contract_conv(xs, [core, u_out, u_in, u_h, u_w], self.stride, self.padding,
-                          self.dilation)
+        y = contract_conv(xs, self.current_params(), self.stride, self.padding, self.dilation)
         if self.bias is not None:
             y = y + self.bias[:, None, :, None, None]
         return y.reshape(-1, *y.shape[2:]) if flat else y
@@ -551,12 +551,11 @@ class TensorizedConv2d(_BayesLowRank):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, max_rank=8, prior="gamma", prior_params=None,
-                  n_particles: int = 1, init: str = "decompose", seed: int = 0):
+                  num_particles: int = 1, init: str = "decompose", seed: int = 0):
         """Replace an ``nn.Conv2d`` (groups=1); ``init="decompose"`` uses its Tucker-2 HOSVD."""
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
             raise ValueError(f"conv: expected an nn.Conv2d with groups=1, got {conv!r}")
-        if init not in ("decompose", "random"):
-            raise ValueError(f"init: expected 'decompose' or 'random', got {init!r}")
+        choice("init", init, INITS)
         if isinstance(conv.padding, str):
             raise ValueError(f"conv: string padding {conv.padding!r} is not supported")
         ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
@@ -568,12 +567,12 @@ class TensorizedConv2d(_BayesLowRank):
                       TuckerTensor.from_tensor(w, (min(ro, o), min(ri, c), kh, kw), seed=seed).params]
         b = None if conv.bias is None else conv.bias.detach()
         return cls(c, o, (kh, kw), conv.stride, conv.padding, conv.dilation, (ro, ri), prior,
-                   prior_params, n_particles, conv.bias is not None, seed=seed, _params=params,
+                   prior_params, num_particles, conv.bias is not None, seed=seed, _params=params,
                    _bias=b)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"ranks={self.ranks}, n_particles={self.n_particles}")
+                f"ranks={self.ranks}, num_particles={self.num_particles}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,6 +604,10 @@ class CompressedLinear(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def dense_params(self) -> int:
+        """Parameters of the dense layer it replaces (weight plus bias)."""
+        return self.in_features * self.out_features + (0 if self.bias is None else self.out_features)
 
     def to_dense(self) -> nn.Linear:
         """The equivalent ``nn.Linear`` (dense weight reconstructed)."""
@@ -646,9 +649,14 @@ class CompressedConv2d(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def dense_params(self) -> int:
+        """Parameters of the dense convolution it replaces (kernel plus bias)."""
+        kernel = self.out_channels * self.in_channels * math.prod(self.kernel_size)
+        return kernel + (0 if self.bias is None else self.out_channels)
+
 
 def export_layer(layer: _BayesLowRank, particle: int = 0) -> nn.Module:
-    """Plain deterministic copy of one particle (the variational mean under SVI)."""
+    """Plain deterministic copy of one particle (the variational mean under VI)."""
     params = layer.select_particle(particle)
     if isinstance(layer, TensorizedLinear):
         out = CompressedLinear(layer.in_shape, layer.out_shape, layer.fmt, layer.ranks,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from bayestensor.checks import positive_int
+
 
 def prime_factors(n: int) -> list[int]:
     """Prime factors of ``n`` in decreasing order (``[]`` for 1)."""
@@ -39,10 +41,7 @@ def factorize(n: int, k: int) -> tuple[int, ...]:
     >>> factorize(512, 3)
     (8, 8, 8)
     """
-    if not isinstance(n, (int,)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n!r}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k: expected a positive integer number of modes, got {k!r}")
+    n, k = positive_int("n", n), positive_int("k", k)
     bins = [1] * k
     for p in prime_factors(n):
         i = min(range(k), key=lambda j: bins[j])
@@ -50,7 +49,7 @@ def factorize(n: int, k: int) -> tuple[int, ...]:
     return tuple(sorted(bins, reverse=True))
 
 
-def tensorized_shape(in_features: int, out_features: int, n_modes: int = 3,
+def tensorized_shape(in_features: int, out_features: int, num_modes: int = 3,
                      shape: Sequence | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Input and output mode shapes of a tensorized linear layer.
 
@@ -58,7 +57,7 @@ def tensorized_shape(in_features: int, out_features: int, n_modes: int = 3,
     ----------
     in_features, out_features : int
         Layer sizes.
-    n_modes : int
+    num_modes : int
         Number of modes per side when ``shape`` is not given.
     shape : pair of sequences, optional
         User-given ``(in_shape, out_shape)``; their products must equal the layer sizes.
@@ -67,19 +66,18 @@ def tensorized_shape(in_features: int, out_features: int, n_modes: int = 3,
     -------
     (in_shape, out_shape) : tuple of tuples
     """
-    for name, v in (("in_features", in_features), ("out_features", out_features)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    in_features = positive_int("in_features", in_features)
+    out_features = positive_int("out_features", out_features)
     if shape is None:
-        return factorize(in_features, n_modes), factorize(out_features, n_modes)
+        num_modes = positive_int("num_modes", num_modes)
+        return factorize(in_features, num_modes), factorize(out_features, num_modes)
     try:
         in_shape, out_shape = (tuple(int(s) for s in part) for part in shape)
     except (TypeError, ValueError):
         raise ValueError(f"shape: expected a pair (in_shape, out_shape) of integer sequences, "
                          f"got {shape!r}") from None
-    if math.prod(in_shape) != in_features or any(s < 1 for s in in_shape):
-        raise ValueError(f"shape: in_shape {in_shape} does not multiply to in_features={in_features}")
-    if math.prod(out_shape) != out_features or any(s < 1 for s in out_shape):
-        raise ValueError(f"shape: out_shape {out_shape} does not multiply to "
-                         f"out_features={out_features}")
+    for side, modes, size in (("in", in_shape, in_features), ("out", out_shape, out_features)):
+        if math.prod(modes) != size or any(s < 1 for s in modes):
+            raise ValueError(f"shape: {side}_shape {modes} does not multiply to "
+                             f"{side}_features={size}")
     return in_shape, out_shape

@@ -1,4 +1,4 @@
-"""Training loops for Bayesian tensorized networks: MAP, SVI, SVGD and SGHMC.
+"""Training loops for Bayesian tensorized networks: MAP, VI, SVGD and SGHMC.
 
 All methods minimize or sample the same posterior over the tensorized layers' parameters
 (cores/factors, slice log-scales ``u`` and biases), with the mini-batch log-likelihood scaled
@@ -8,26 +8,26 @@ by ``N / B``::
 
 ``"map"``    Adam on ``-log p / N`` (the mean cross-entropy plus the prior as a penalty),
              cosine-decayed learning rate. Every particle is an independent MAP fit.
-``"svi"``    mean-field Gaussian on the low-rank parameters (reparameterized draws, analytic
+``"vi"``     mean-field Gaussian on the low-rank parameters (reparameterized draws, analytic
              entropy); slice scales and biases are point estimates (type-II MAP).
 ``"svgd"``   Stein variational gradient descent over the particle dim:
              :func:`bayestensor.infer.kernels.svgd_direction` on the flattened parameters of
              all particles (RBF kernel, median bandwidth), applied with Adam.
 ``"sghmc"``  a MAP warm-up (``burnin`` fraction of the epochs) and then SGHMC chains (one per
-             particle) in the SGD-with-momentum form of Chen, Fox & Guestrin (2014) -- the same
-             update as :class:`bayestensor.infer.sghmc.SGHMC`, written here on the parameter
-             tensors directly::
+             particle) in the SGD-with-momentum form of Chen, Fox & Guestrin (2014), applied
+             per parameter tensor by :func:`bayestensor.infer.sghmc.sghmc_update` (the update
+             :class:`bayestensor.infer.sghmc.SGHMC` uses)::
 
                  v     <- (1 - alpha) v + eta * grad log p(theta) + N(0, 2 alpha eta T)
                  theta <- theta + v
 
              with ``eta = lr / N`` (``lr`` is the per-datum step), ``alpha = friction``, noise
-             per element and no gradient-noise correction (``beta_hat = 0``). The mass is 1
-             except where the prior alone is too stiff for the step: entries whose prior
-             variance ``v`` is below ``eta / c`` get the diagonal preconditioner ``c v / eta``
-             (``c = 0.5``; fixed for the whole sampling phase, so the stationary law is
-             unchanged). Tucker-core entries carry the product of four slice variances and
-             need it.
+             per element from a generator seeded by ``seed`` and no gradient-noise correction
+             (``beta_hat = 0``). The mass is 1 except where the prior alone is too stiff for
+             the step: entries whose prior variance ``v`` is below ``eta / c`` get the diagonal
+             preconditioner ``c v / eta`` (``c`` = :data:`PRECONDITIONER_BOUND` = 0.5; fixed for
+             the whole sampling phase, so the stationary law is unchanged). Tucker-core entries
+             carry the product of four slice variances and need it.
              Snapshots are collected evenly over the sampling phase. The slices the warm-up
              switched off are pruned before sampling (``sghmc_prune``), and a slice kept
              for one chain but collapsed in another is frozen in the latter: a slice whose
@@ -48,23 +48,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayestensor.checks import choice, positive_float, positive_int
 from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
+from bayestensor.infer.sghmc import sghmc_update
 from bayestensor.nets.convert import BayesianNet
+from bayestensor.nets.layers import PRUNE_THRESHOLD
+from bayestensor.seeds import derive_seed, rng
 
-METHODS = ("map", "svi", "svgd", "sghmc")
+METHODS = ("map", "vi", "svgd", "sghmc")
+#: Bound ``c`` on ``eta P / v`` for stiff low-rank entries: SGHMC's momentum step is stable for
+#: ``eta P / v`` well below 1, and 0.5 leaves room for the likelihood's curvature.
+PRECONDITIONER_BOUND = 0.5
 
 
-def _check_common(x, y, epochs, batch_size, lr):
+def _check_data(x, y):
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError("x: expected torch tensors for x and y")
     if x.shape[0] != y.shape[0] or x.shape[0] < 1:
         raise ValueError(f"y: expected {x.shape[0]} labels, got {y.shape[0]}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: expected a positive integer, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
+
+
+def _check_schedule(epochs, batch_size, lr):
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    positive_float("lr", lr)
 
 
 def _batches(n, batch_size, gen):
@@ -81,9 +88,10 @@ def particle_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def train_dense(model: nn.Module, x, y, epochs: int = 10, batch_size: int = 128,
                 lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0) -> dict:
     """Baseline: Adam with cosine decay on the mean cross-entropy of a plain network."""
-    _check_common(x, y, epochs, batch_size, lr)
+    _check_data(x, y)
+    _check_schedule(epochs, batch_size, lr)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(x.shape[0] / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -108,13 +116,13 @@ def predict_dense(model: nn.Module, x, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch_size]).softmax(-1) for i in range(0, x.shape[0], batch_size)])
 
 
-def _prior_preconditioner(bnet: BayesianNet, eta: float, c: float = 0.5) -> list[torch.Tensor]:
+def _prior_preconditioner(bnet: BayesianNet, eta: float) -> list[torch.Tensor]:
     """Diagonal SGHMC preconditioner aligned with ``bnet.particle_params()``: ``min(1, c v /
     eta)`` for low-rank entries of prior variance ``v`` (so ``eta P / v <= c``), 1 elsewhere."""
     out = []
     for layer in bnet.tensorized().values():
         variances = layer.prior_variances()
-        out += [(c * v / eta).clamp(max=1.0).expand_as(f).detach()
+        out += [(PRECONDITIONER_BOUND * v / eta).clamp(max=1.0).expand_as(f).detach()
                 for v, f in zip(variances, layer.factors)]
         out += [torch.ones_like(u) for u in layer.log_scales]
         if layer.bias is not None:
@@ -122,22 +130,75 @@ def _prior_preconditioner(bnet: BayesianNet, eta: float, c: float = 0.5) -> list
     return out
 
 
-def _sghmc_start(bnet: BayesianNet, eta: float, prune: float | None):
+def _sghmc_start(bnet: BayesianNet, eta: float, prune: float | None, gen: torch.Generator):
     """Parameters, live masks, preconditioner and initial velocities ``N(0, eta P)``."""
     pp = bnet.particle_params()
     live = bnet.live_masks(prune) if prune is not None else \
         [torch.ones_like(p, dtype=torch.bool) for p in pp]
     precond = _prior_preconditioner(bnet, eta)
-    velocity = [torch.randn_like(p) * (eta * c).sqrt() * m for p, m, c in zip(pp, live, precond)]
+    velocity = [torch.randn(p.shape, generator=gen, dtype=p.dtype, device=p.device)
+                * (eta * c).sqrt() * m for p, m, c in zip(pp, live, precond)]
     return pp, live, precond, velocity
+
+
+@torch.no_grad()
+def _sghmc_step(params, velocity, live, precond, *, lr, friction, temperature, gen):
+    """One SGHMC update of every parameter tensor in place, from the gradients of
+    ``U = -log p`` in ``.grad``; returns the new velocities, zero outside the live masks."""
+    out = []
+    for p, v, m, c in zip(params, velocity, live, precond):
+        _, v = sghmc_update(p, v, -p.grad, lr=lr, friction=friction, precond=c,
+                            temperature=temperature, generator=gen)
+        v = v * m
+        p.add_(v)
+        out.append(v)
+    return out
+
+
+def _svgd_step(pp, shared, num_data, kern, layout):
+    """Set the gradients of ``pp`` to minus the SVGD direction and scale the shared layers'.
+
+    On entry ``.grad`` holds the gradients of ``-log p`` (summed over particles); on exit
+    both are per datum (divided by ``num_data``), the shared layers' also per particle."""
+    num_particles = pp[0].shape[0]
+    xs = torch.cat([p.detach().reshape(num_particles, -1) for p in pp], 1)
+    gs = torch.cat([-p.grad.reshape(num_particles, -1) for p in pp], 1)
+    phi, _ = svgd_direction(xs, gs, kern, layout)
+    off = 0
+    for p in pp:
+        k = p[0].numel()
+        p.grad = -phi[:, off:off + k].reshape(p.shape) / num_data
+        off += k
+    for p in shared:
+        if p.grad is not None:
+            p.grad /= num_data * num_particles
+
+
+def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, num_draws, sghmc_lr, friction,
+                    burnin, num_samples, temperature, sghmc_prune):
+    choice("method", method, METHODS)
+    if not isinstance(bnet, BayesianNet):
+        raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
+    _check_data(x, y)
+    _check_schedule(epochs, batch_size, lr)
+    positive_int("num_draws", num_draws)
+    positive_int("num_samples", num_samples)
+    positive_float("sghmc_lr", sghmc_lr)
+    positive_float("temperature", temperature, allow_zero=True)
+    if not 0 <= burnin < 1:
+        raise ValueError(f"burnin: expected a fraction in [0, 1), got {burnin}")
+    if not 0 < friction <= 1:
+        raise ValueError(f"friction: expected a number in (0, 1], got {friction}")
+    if sghmc_prune is not None and not 0 <= sghmc_prune < 1:
+        raise ValueError(f"sghmc_prune: expected a threshold in [0, 1) or None, got {sghmc_prune}")
 
 
 def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "map",
             epochs: int = 20, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
-            n_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
-            friction: float = 0.1, burnin: float = 0.5, n_samples: int = 10,
+            num_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
+            friction: float = 0.1, burnin: float = 0.5, num_samples: int = 10,
             temperature: float = 1.0, scale_lr: float = 10.0,
-            sghmc_prune: float | None = 1e-2) -> dict:
+            sghmc_prune: float | None = PRUNE_THRESHOLD) -> dict:
     """Train or sample a :class:`BayesianNet` in place.
 
     Parameters
@@ -145,16 +206,16 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     bnet : BayesianNet
     x, y : tensors
         Training inputs and integer labels.
-    method : {"map", "svi", "svgd", "sghmc"}
+    method : {"map", "vi", "svgd", "sghmc"}
     epochs, batch_size : int
     lr : float
-        Adam learning rate (MAP, SVI, SVGD, the SGHMC warm-up and shared layers).
+        Adam learning rate (MAP, VI, SVGD, the SGHMC warm-up and shared layers).
     seed : int
-    n_draws : int
-        SVI draws per step.
+    num_draws : int
+        VI draws per step.
     kernel : {"rbf", "imq"}
         SVGD kernel.
-    sghmc_lr, friction, burnin, n_samples, temperature
+    sghmc_lr, friction, burnin, num_samples, temperature
         SGHMC per-datum step ``lr`` (``eta = lr / N``), friction ``alpha``, fraction of the
         epochs spent in the MAP warm-up, snapshots kept, and posterior temperature (noise
         variance times ``T``).
@@ -167,28 +228,17 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     Returns
     -------
     dict
-        ``{"loss": per-step loss, "seconds": wall time, ...}``.
+        ``{"loss": per-step loss, "seconds": wall time, "method": method}``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if not isinstance(bnet, BayesianNet):
-        raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
-    _check_common(x, y, epochs, batch_size, lr)
-    if not 0 <= burnin < 1:
-        raise ValueError(f"burnin: expected a fraction in [0, 1), got {burnin}")
-    if not 0 < friction <= 1:
-        raise ValueError(f"friction: expected a number in (0, 1], got {friction}")
-    if sghmc_prune is not None and not 0 <= sghmc_prune < 1:
-        raise ValueError(f"sghmc_prune: expected a threshold in [0, 1) or None, got {sghmc_prune}")
-    if not (sghmc_lr > 0 and temperature >= 0):
-        raise ValueError(f"sghmc_lr: expected a positive step, got {sghmc_lr}")
+    _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, num_draws, sghmc_lr, friction,
+                    burnin, num_samples, temperature, sghmc_prune)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed)
     n = x.shape[0]
-    if method == "svi":
+    if method == "vi":
         for m in bnet.tensorized().values():
             if not m.variational:
-                m.make_variational(n_draws)
+                m.make_variational(num_draws)
     bnet.samples = []
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
@@ -202,9 +252,12 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     shared = bnet.shared_params()
     shared_opt = torch.optim.Adam(shared, lr=lr) if shared else None
     pp = bnet.particle_params()
-    layout = BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long)) \
-        if method == "svgd" else None
-    kern = get_kernel(kernel) if method == "svgd" else None
+    layout = kern = None
+    if method == "svgd":
+        layout = BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long))
+        kern = get_kernel(kernel)
+    eta = sghmc_lr / n
+    noise_gen = None
     velocity = None
     sample_every = None
     history = {"loss": [], "method": method}
@@ -221,38 +274,22 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
             if method == "svgd":
                 bnet.zero_grad()
                 (loss_p.sum() * n).backward()                        # grad of -log p per particle
-                P = nll.shape[0]
-                xs = torch.cat([p.detach().reshape(P, -1) for p in pp], 1)
-                gs = torch.cat([-p.grad.reshape(P, -1) for p in pp], 1)
-                phi, _ = svgd_direction(xs, gs, kern, layout)
-                off = 0
-                for p in pp:
-                    k = p[0].numel()
-                    p.grad = -phi[:, off:off + k].reshape(p.shape) / n
-                    off += k
-                for p in shared:
-                    if p.grad is not None:
-                        p.grad /= n * P
+                _svgd_step(pp, shared, n, kern, layout)
                 opt.step()
                 sched.step()
             elif sampling:
                 if velocity is None:
-                    eta = sghmc_lr / n
                     if sghmc_prune is not None:  # the shapes change: recompute this batch
                         bnet.prune(sghmc_prune)
                         loss_p = particle_nll(bnet(x[idx]), y[idx]) - bnet.log_prior() / n
-                    pp, live, precond, velocity = _sghmc_start(bnet, eta, sghmc_prune)
-                    remaining = total - step
-                    sample_every = max(1, remaining // max(n_samples, 1))
+                    noise_gen = torch.Generator(device=loss_p.device).manual_seed(
+                        derive_seed(seed, "sghmc"))
+                    pp, live, precond, velocity = _sghmc_start(bnet, eta, sghmc_prune, noise_gen)
+                    sample_every = max(1, (total - step) // num_samples)
                 bnet.zero_grad()
                 (loss_p.sum() * n).backward()                        # U = -log p
-                with torch.no_grad():
-                    noise_sd = math.sqrt(2 * friction * eta * temperature)
-                    for p, v, m, c in zip(pp, velocity, live, precond):
-                        v.mul_(1 - friction).addcmul_(p.grad, c, value=-eta)
-                        v.addcmul_(torch.randn_like(p), c.sqrt(), value=noise_sd)
-                        v.mul_(m)
-                        p.add_(v)
+                velocity = _sghmc_step(pp, velocity, live, precond, lr=eta, friction=friction,
+                                       temperature=temperature, gen=noise_gen)
                 if shared_opt is not None:
                     shared_opt.step()
                 if (total - 1 - step) % sample_every == 0:
@@ -261,13 +298,12 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
                 opt.zero_grad()
                 loss_p.sum().backward()
                 opt.step()
-                if step < adam_steps:
-                    sched.step()
+                sched.step()
             if not torch.isfinite(loss_p).all():
                 raise FloatingPointError(f"{method}: loss became non-finite at step {step}")
             history["loss"].append(float(loss_p.detach().mean()))
             step += 1
-    bnet.samples = bnet.samples[-n_samples:] if method == "sghmc" else []
+    bnet.samples = bnet.samples[-num_samples:] if method == "sghmc" else []
     bnet.eval()
     history["seconds"] = time.perf_counter() - t0
     return history

@@ -151,7 +151,8 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
             phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
         drive_sq = drive_sq + drive.pow(2).sum()
         repel_sq = repel_sq + repel.pow(2).sum()
-    stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(1e-300)).sqrt()}
+    tiny = torch.finfo(drive_sq.dtype).tiny  # a literal 1e-300 is 0 in float32
+    stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(tiny)).sqrt()}
     return phi, stats
 
 

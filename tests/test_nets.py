@@ -198,6 +198,8 @@ def test_export_save_load(tmp_path, digits, dense_and_map):
     save_exported(exported, tmp_path / "m.pt")
     loaded = load_exported(tmp_path / "m.pt", _mlp())
     torch.testing.assert_close(loaded(xte), exported(xte))
+    layer = exported[0]
+    torch.testing.assert_close(layer.to_dense()(xte), layer(xte), atol=1e-5, rtol=1e-4)
 
 
 class _Exploit:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist10k.npz"
 OUT = ROOT / "benchmarks" / "results" / "nets_mnist.json"
 # max ranks chosen so that the MAP networks land near 100x; tltorch gets the same budget
-FORMATS = {"ttm": dict(format="ttm", max_rank=8, n_modes=2),
+FORMATS = {"ttm": dict(format="ttm", max_rank=8, num_modes=2),
            "cp": dict(format="cp", max_rank=40),
            "tucker": dict(format="tucker", max_rank=6)}
 TLTORCH = {"ttm": "blocktt", "cp": "cp", "tucker": "tucker"}
@@ -71,9 +71,9 @@ def run_dense(data, seed, epochs):
 
 def run_ours(data, seed, epochs, fmt, method):
     bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
-                     n_particles=METHODS[method], **FORMATS[fmt])
+                     num_particles=METHODS[method], **FORMATS[fmt])
     h = fit_net(bnet, data["x_train"], data["y_train"], method=method, epochs=epochs, lr=1e-2,
-                seed=seed, n_samples=10)
+                seed=seed, num_samples=10)
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
     comp = bnet.compression()

@@ -3,7 +3,7 @@
 Each format stores a list of parameters, reconstructs the dense tensor (``reconstruct``),
 evaluates entries at index tuples without forming it (``entries``), exposes its rank slices
 (``slice_norms``, ``prune``) and initializes from data by TensorLy's SVD-based decompositions
-(``from_tensor``) or at random (``random``).
+(``from_tensor``, computed in :mod:`bayestensor.formats.decompose`) or at random (``random``).
 """
 
 from bayestensor.formats.base import LowRankTensor, ParamSpec, as_index_tensor

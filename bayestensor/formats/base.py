@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -108,11 +109,7 @@ class LowRankTensor:
     @property
     def ranks(self) -> tuple[int, ...]:
         """Size of each rank dimension."""
-        sizes: dict[int, int] = {}
-        for spec in self.param_specs:
-            for axis, dim in spec.rank_axes.items():
-                sizes[dim] = spec.shape[axis]
-        return tuple(sizes[d] for d in sorted(sizes))
+        return tuple(self._rank_sizes(self.param_specs))
 
     @property
     def ndim(self) -> int:
@@ -281,36 +278,33 @@ class LowRankTensor:
             before decomposing.
         seed : int
             Seed for the random parts of the initialization.
+        n_iter_max : int
+            Iterations of the ALS (CP) or HOOI (Tucker); TT-SVD is not iterative and
+            ignores it.
+
+        See Also
+        --------
+        bayestensor.formats.decompose : the decompositions themselves.
         """
         raise NotImplementedError
 
     def to_tensorly(self):
-        """The same tensor as a TensorLy decomposition object (single sample only)."""
+        """The same tensor as a TensorLy decomposition object (single sample only).
+
+        Raises
+        ------
+        ValueError
+            When the tensor holds several samples.
+        """
+        if self.batch_shape:
+            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
+                             f"{self.batch_shape}; use .sample(i)")
+        return self._to_tensorly([p.detach().cpu().numpy() for p in self.params])
+
+    def _to_tensorly(self, params: list[np.ndarray]):
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(shape={self.shape}, ranks={self.ranks}, "
                 f"batch_shape={self.batch_shape})")
 
-
-def fill_missing(tensor, mask) -> torch.Tensor:
-    """Dense float64 tensor with unobserved entries replaced by the observed mean."""
-    t = torch.as_tensor(tensor, dtype=torch.float64).clone()
-    if mask is None:
-        return t
-    m = torch.as_tensor(mask, dtype=torch.bool)
-    mean = t[m].mean() if bool(m.any()) else torch.tensor(0.0, dtype=torch.float64)
-    t[~m] = mean
-    return t
-
-
-def pad_rank(param: torch.Tensor, axis: int, size: int, gen: torch.Generator,
-             scale: float) -> torch.Tensor:
-    """Pad ``param`` along ``axis`` to ``size`` with small random values."""
-    have = param.shape[axis]
-    if have >= size:
-        return param.narrow(axis, 0, size)
-    pad_shape = list(param.shape)
-    pad_shape[axis] = size - have
-    pad = torch.randn(pad_shape, generator=gen, dtype=param.dtype) * scale
-    return torch.cat([param, pad], dim=axis)

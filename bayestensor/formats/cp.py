@@ -8,19 +8,8 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
-
-
-def balance_cp_factors(factors: list[np.ndarray]) -> list[np.ndarray]:
-    """Rescale CP factor columns so every mode carries the same norm for each component.
-
-    The product of the column norms (the component's magnitude) is unchanged. A shared prior
-    scale per component then acts on all modes alike.
-    """
-    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])  # (N, R)
-    norms = np.where(norms > 0, norms, 1.0)
-    target = np.exp(np.log(norms).mean(0))
-    return [f / n * target for f, n in zip(factors, norms)]
+from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.decompose import cp_from_entries, cp_start
 
 
 class CPTensor(LowRankTensor):
@@ -83,22 +72,8 @@ class CPTensor(LowRankTensor):
     @classmethod
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
         (r,) = cls.normalize_rank(np.shape(tensor), rank)
-        data = fill_missing(tensor, mask).numpy()
-        usable = min(r, min(data.shape))
-        m = None if mask is None else np.asarray(mask, dtype=bool)
-        cp = tl.decomposition.parafac(
-            tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
-            random_state=seed,
-        )
-        weights, factors = cp
-        factors = [np.asarray(f) * (np.asarray(weights) if n == 0 else 1.0)
-                   for n, f in enumerate(factors)]
-        factors = balance_cp_factors(factors)
-        gen = torch.Generator().manual_seed(seed)
-        small = 1e-2 * float(np.mean([np.abs(f).mean() for f in factors]))
-        params = [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, r, gen, small)
-                  for f in factors]
-        return cls(data.shape, [p.float() for p in params])
+        return cls(np.shape(tensor), cp_start(tensor, r, mask=mask, n_iter_max=n_iter_max,
+                                              seed=seed))
 
     @classmethod
     def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1e-2,
@@ -127,31 +102,8 @@ class CPTensor(LowRankTensor):
             Observations per accumulation block.
         """
         (r,) = cls.normalize_rank(shape, rank)
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
-        gen = torch.Generator().manual_seed(seed)
-        scale = (float(y.pow(2).mean()) / r) ** (1.0 / (2 * len(shape)))
-        factors = [torch.randn(s, r, generator=gen, dtype=torch.float64) * scale for s in shape]
-        eye = torch.eye(r, dtype=torch.float64)
-        for _ in range(n_sweeps):
-            for n, size in enumerate(shape):
-                b = torch.ones(idx.shape[0], r, dtype=torch.float64)
-                for m, f in enumerate(factors):
-                    if m != n:
-                        b = b * f.index_select(0, idx[:, m])
-                gram = torch.zeros(size, r, r, dtype=torch.float64)
-                for start in range(0, idx.shape[0], chunk):
-                    bc = b[start:start + chunk]
-                    gram.index_add_(0, idx[start:start + chunk, n], bc.unsqueeze(-1) * bc.unsqueeze(-2))
-                rhs = torch.zeros(size, r, dtype=torch.float64).index_add_(0, idx[:, n], y.unsqueeze(-1) * b)
-                lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
-                factors[n] = torch.linalg.solve(gram + (lam + 1e-10) * eye, rhs.unsqueeze(-1)).squeeze(-1)
-        balanced = balance_cp_factors([f.numpy() for f in factors])
-        return cls(tuple(shape), [torch.as_tensor(f, dtype=torch.float32) for f in balanced])
+        return cls(tuple(shape), cp_from_entries(indices, values, shape, r, n_sweeps=n_sweeps,
+                                                 ridge=ridge, seed=seed, chunk=chunk))
 
-    def to_tensorly(self):
-        if self.batch_shape:
-            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
-                             f"{self.batch_shape}; use .sample(i)")
-        factors = [f.detach().cpu().numpy() for f in self.params]
+    def _to_tensorly(self, factors):
         return tl.cp_tensor.CPTensor((np.ones(factors[0].shape[1]), factors))

@@ -6,7 +6,8 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.decompose import tt_start
 
 
 def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:
@@ -44,7 +45,7 @@ def tt_core_specs(mode_shapes: list[tuple[int, ...]], ranks: tuple[int, ...]) ->
     return specs
 
 
-def tt_chain_entries(cores: list[torch.Tensor], slices: list[torch.Tensor]) -> torch.Tensor:
+def tt_chain_entries(slices: list[torch.Tensor]) -> torch.Tensor:
     """Contract gathered core slices ``(..., r_{k-1}, n, r_k)`` along the train."""
     v = slices[0][..., 0, :, :]  # (..., n, r_1)
     for s in slices[1:]:
@@ -61,7 +62,20 @@ def tt_chain_dense(cores_flat: list[torch.Tensor]) -> torch.Tensor:
     return res[..., 0]
 
 
-class TTTensor(LowRankTensor):
+class CoreTrain(LowRankTensor):
+    """What TT and TT-matrix share: the parameters are a train of cores whose last axes are
+    the internal ranks."""
+
+    def _specs_from_params(self):
+        ranks = tuple(int(p.shape[-1]) for p in self.params[:-1])
+        return self.specs(self.shape, ranks)
+
+    @property
+    def cores(self) -> list[torch.Tensor]:
+        return self.params
+
+
+class TTTensor(CoreTrain):
     """Tensor train ``X[i_1..i_N] = G_1[:, i_1, :] G_2[:, i_2, :] ... G_N[:, i_N, :]``.
 
     Core ``G_k`` has shape (r_{k-1}, I_k, r_k) with r_0 = r_N = 1. The N-1 internal ranks are
@@ -82,51 +96,20 @@ class TTTensor(LowRankTensor):
         ranks = cls.normalize_rank(shape, rank)
         return tt_core_specs([(int(s),) for s in shape], ranks)
 
-    def _specs_from_params(self):
-        ranks = tuple(int(p.shape[-1]) for p in self.params[:-1])
-        return self.specs(self.shape, ranks)
-
-    @property
-    def cores(self) -> list[torch.Tensor]:
-        return self.params
-
     def reconstruct(self):
         flat = tt_chain_dense(self.params)
         return flat.reshape(self.batch_shape + self.shape)
 
     def _entries(self, idx):
         slices = [c.index_select(-2, idx[:, k]) for k, c in enumerate(self.params)]
-        return tt_chain_entries(self.params, slices)
+        return tt_chain_entries(slices)
 
     @classmethod
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
         shape = np.shape(tensor)
         ranks = cls.normalize_rank(shape, rank)
-        data = fill_missing(tensor, mask).numpy()
-        tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
-        return cls(shape, _pad_cores([np.asarray(c) for c in tt.factors], ranks, seed))
+        return cls(shape, tt_start(tensor, ranks, mask=mask, seed=seed))
 
-    def to_tensorly(self):
-        if self.batch_shape:
-            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
-                             f"{self.batch_shape}; use .sample(i)")
-        return tl.tt_tensor.TTTensor([c.detach().cpu().numpy() for c in self.params])
+    def _to_tensorly(self, cores):
+        return tl.tt_tensor.TTTensor(cores)
 
-
-def _pad_cores(cores: list[np.ndarray], ranks: tuple[int, ...], seed: int) -> list[torch.Tensor]:
-    """Pad SVD cores to the requested ranks with small noise and balance their norms."""
-    gen = torch.Generator().manual_seed(seed)
-    full = (1,) + tuple(ranks) + (1,)
-    out = []
-    for k, c in enumerate(cores):
-        t = torch.as_tensor(c, dtype=torch.float64)
-        t = pad_rank(t, 0, full[k], gen, 1e-2)
-        t = pad_rank(t, t.ndim - 1, full[k + 1], gen, 1e-2)
-        out.append(t)
-    # TT-SVD puts the whole norm into the last core; spread it evenly.
-    total = float(out[-1].norm())
-    if total > 0:
-        per = total ** (1.0 / len(out))
-        out[-1] = out[-1] / total
-        out = [t * per for t in out]
-    return [t.float() for t in out]

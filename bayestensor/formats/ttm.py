@@ -6,11 +6,12 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, fill_missing
-from bayestensor.formats.tt import _pad_cores, normalize_tt_rank, tt_chain_dense, tt_chain_entries, tt_core_specs
+from bayestensor.formats.decompose import ttm_start
+from bayestensor.formats.tt import (CoreTrain, normalize_tt_rank, tt_chain_dense, tt_chain_entries,
+                                    tt_core_specs)
 
 
-class TTMatrix(LowRankTensor):
+class TTMatrix(CoreTrain):
     """TT-matrix: a (prod I_k) x (prod J_k) matrix stored as cores of shape (r_{k-1}, I_k, J_k, r_k).
 
     As a tensor it has shape ``(I_1, ..., I_N, J_1, ..., J_N)`` (TensorLy's
@@ -33,14 +34,6 @@ class TTMatrix(LowRankTensor):
         ranks = cls.normalize_rank(shape, rank)
         n = len(shape) // 2
         return tt_core_specs([(int(shape[k]), int(shape[n + k])) for k in range(n)], ranks)
-
-    def _specs_from_params(self):
-        ranks = tuple(int(p.shape[-1]) for p in self.params[:-1])
-        return self.specs(self.shape, ranks)
-
-    @property
-    def cores(self) -> list[torch.Tensor]:
-        return self.params
 
     @property
     def n_cores(self) -> int:
@@ -80,15 +73,13 @@ class TTMatrix(LowRankTensor):
             i_size, j_size = c.shape[-3], c.shape[-2]
             merged = c.reshape(c.shape[:-3] + (i_size * j_size, c.shape[-1]))
             slices.append(merged.index_select(-2, idx[:, k] * j_size + idx[:, n + k]))
-        return tt_chain_entries(self.params, slices)
+        return tt_chain_entries(slices)
 
     @classmethod
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
         shape = np.shape(tensor)
         ranks = cls.normalize_rank(shape, rank)
-        data = fill_missing(tensor, mask).numpy()
-        ttm = tl.decomposition.tensor_train_matrix(tl.tensor(data), rank=[1, *ranks, 1])
-        return cls(shape, _pad_cores([np.asarray(c) for c in ttm.factors], ranks, seed))
+        return cls(shape, ttm_start(tensor, ranks, mask=mask, seed=seed))
 
     @classmethod
     def from_matrix(cls, matrix, row_shape, col_shape, rank, *, seed=0):
@@ -100,8 +91,5 @@ class TTMatrix(LowRankTensor):
         tensor = m.reshape(tuple(row_shape) + tuple(col_shape))
         return cls.from_tensor(tensor.numpy(), rank, seed=seed)
 
-    def to_tensorly(self):
-        if self.batch_shape:
-            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
-                             f"{self.batch_shape}; use .sample(i)")
-        return tl.tt_matrix.TTMatrix([c.detach().cpu().numpy() for c in self.params])
+    def _to_tensorly(self, cores):
+        return tl.tt_matrix.TTMatrix(cores)

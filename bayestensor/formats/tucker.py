@@ -8,7 +8,8 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, fill_missing, pad_rank
+from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.decompose import tucker_start
 
 
 class TuckerTensor(LowRankTensor):
@@ -74,30 +75,7 @@ class TuckerTensor(LowRankTensor):
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
         shape = np.shape(tensor)
         ranks = cls.normalize_rank(shape, rank)
-        data = fill_missing(tensor, mask).numpy()
-        usable = [min(r, s) for r, s in zip(ranks, shape)]
-        m = None if mask is None else np.asarray(mask, dtype=bool)
-        core, factors = tl.decomposition.tucker(
-            tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
-            random_state=seed,
-        )
-        gen = torch.Generator().manual_seed(seed)
-        core = torch.as_tensor(core, dtype=torch.float64)
-        small = 1e-2 * float(core.abs().mean())
-        for n, r in enumerate(ranks):
-            core = pad_rank(core, n, r, gen, small)
-        factors = [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, r, gen, 1e-2)
-                   for f, r in zip(factors, ranks)]
-        # Balance the scale between core and factors (the SVD factors are orthonormal).
-        c_scale = float(core.norm()) ** (1.0 / (len(shape) + 1)) if float(core.norm()) > 0 else 1.0
-        factors = [f * c_scale for f in factors]
-        core = core / c_scale ** len(shape)
-        return cls(shape, [core.float()] + [f.float() for f in factors])
+        return cls(shape, tucker_start(tensor, ranks, mask=mask, n_iter_max=n_iter_max, seed=seed))
 
-    def to_tensorly(self):
-        if self.batch_shape:
-            raise ValueError("to_tensorly: expected a single sample, got batch_shape "
-                             f"{self.batch_shape}; use .sample(i)")
-        return tl.tucker_tensor.TuckerTensor(
-            (self.core.detach().cpu().numpy(), [f.detach().cpu().numpy() for f in self.factors])
-        )
+    def _to_tensorly(self, params):
+        return tl.tucker_tensor.TuckerTensor((params[0], params[1:]))

@@ -1,0 +1,210 @@
+"""Starting points for the low-rank formats: TensorLy's decompositions and ALS on observed entries.
+
+Every decomposition used as a start lives here, so that there is one place where TensorLy is
+called, its backend pinned to NumPy (``import tltorch`` switches TensorLy's global backend to
+PyTorch), and the result padded and balanced into the layout of a format. The functions return
+plain parameter lists; the format classes wrap them (``CPTensor.from_tensor``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorly as tl
+import torch
+
+#: Sd of the random values that pad rank slices a decomposition cannot provide, relative to
+#: the mean size of the decomposed parameters: small enough that the start keeps the data's
+#: fit, large enough for gradients to grow a slice the data need.
+PAD_SCALE = 1e-2
+#: Ridge added to the ALS normal equations on top of the relative penalty, so that a row with
+#: an all-zero Gram matrix still has a unique (zero) solution.
+ALS_JITTER = 1e-10
+
+
+def fill_missing(tensor, mask) -> torch.Tensor:
+    """Dense float64 tensor with unobserved entries replaced by the observed mean."""
+    t = torch.as_tensor(tensor, dtype=torch.float64).clone()
+    if mask is None:
+        return t
+    m = torch.as_tensor(mask, dtype=torch.bool)
+    mean = t[m].mean() if bool(m.any()) else torch.tensor(0.0, dtype=torch.float64)
+    t[~m] = mean
+    return t
+
+
+def pad_rank(param: torch.Tensor, axis: int, size: int, gen: torch.Generator,
+             scale: float) -> torch.Tensor:
+    """Pad ``param`` along ``axis`` to ``size`` with random values of sd ``scale`` (or cut it)."""
+    have = param.shape[axis]
+    if have >= size:
+        return param.narrow(axis, 0, size)
+    pad_shape = list(param.shape)
+    pad_shape[axis] = size - have
+    pad = torch.randn(pad_shape, generator=gen, dtype=param.dtype) * scale
+    return torch.cat([param, pad], dim=axis)
+
+
+def balance_cp_factors(factors: list[np.ndarray]) -> list[np.ndarray]:
+    """Rescale CP factor columns so every mode carries the same norm for each component.
+
+    The product of the column norms (the component's magnitude) is unchanged. A shared prior
+    scale per component then acts on all modes alike.
+    """
+    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])  # (N, R)
+    norms = np.where(norms > 0, norms, 1.0)
+    target = np.exp(np.log(norms).mean(0))
+    return [f / n * target for f, n in zip(factors, norms)]
+
+
+def cp_als(tensor: np.ndarray, rank: int, *, init: str = "svd", mask=None,
+           n_iter_max: int = 100, seed: int = 0) -> list[np.ndarray]:
+    """CP factors of a dense tensor by TensorLy's ALS (``parafac``), weights absorbed, balanced.
+
+    Parameters
+    ----------
+    tensor : np.ndarray
+        Dense data (missing entries already filled when ``mask`` is given).
+    rank : int
+        Number of components; ``init="svd"`` gives at most ``min(tensor.shape)``.
+    init : {"svd", "random"}
+        TensorLy's start of the ALS.
+    mask : array_like of bool, optional
+        Observed entries (``parafac``'s masked ALS).
+    n_iter_max : int
+        ALS iterations at most.
+    seed : int
+
+    Returns
+    -------
+    list of np.ndarray
+        One ``(I_n, rank)`` float64 factor per mode, with the CP weights multiplied into the
+        first factor and the columns balanced across modes (:func:`balance_cp_factors`).
+    """
+    m = None if mask is None else np.asarray(mask, dtype=bool)
+    with tl.backend_context("numpy"):
+        weights, factors = tl.decomposition.parafac(
+            tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
+            random_state=seed)
+    factors = [np.asarray(f) for f in factors]
+    factors[0] = factors[0] * np.asarray(weights)
+    return balance_cp_factors(factors)
+
+
+def cp_start(tensor, rank: int, *, mask=None, n_iter_max: int = 100,
+             seed: int = 0) -> list[torch.Tensor]:
+    """CP factors ``(I_n, rank)`` float32 from an SVD-started ALS of mean-filled data.
+
+    Components beyond ``min(shape)`` (all an SVD start can give) start small and random.
+    """
+    data = fill_missing(tensor, mask).numpy()
+    factors = cp_als(data, min(rank, min(data.shape)), mask=mask, n_iter_max=n_iter_max,
+                     seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
+    return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen, small).float()
+            for f in factors]
+
+
+def cp_from_entries(indices, values, shape: Sequence[int], rank: int, *, n_sweeps: int = 10,
+                    ridge: float = 1e-2, seed: int = 0, chunk: int = 65536) -> list[torch.Tensor]:
+    """CP factors from observed entries alone by ridge-regularized ALS (see ``CPTensor.from_entries``).
+
+    Each sweep solves, for every row of every factor, the R x R normal equations over that
+    row's observed entries, accumulated with ``index_add`` ``chunk`` observations at a time.
+    Returns balanced float32 factors ``(I_n, rank)``.
+    """
+    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    # Random factors whose reconstruction has the data's mean square.
+    scale = (float(y.pow(2).mean()) / rank) ** (1.0 / (2 * len(shape)))
+    factors = [torch.randn(s, rank, generator=gen, dtype=torch.float64) * scale for s in shape]
+    for _ in range(n_sweeps):
+        for n, size in enumerate(shape):
+            factors[n] = _als_rows(idx, y, factors, n, size, ridge, chunk)
+    balanced = balance_cp_factors([f.numpy() for f in factors])
+    return [torch.as_tensor(f, dtype=torch.float32) for f in balanced]
+
+
+def _als_rows(idx: torch.Tensor, y: torch.Tensor, factors: list[torch.Tensor], n: int, size: int,
+              ridge: float, chunk: int) -> torch.Tensor:
+    """Ridge least-squares update of every row of factor ``n`` given the other factors."""
+    rank = factors[0].shape[1]
+    b = torch.ones(idx.shape[0], rank, dtype=torch.float64)
+    for m, f in enumerate(factors):
+        if m != n:
+            b = b * f.index_select(0, idx[:, m])
+    gram = torch.zeros(size, rank, rank, dtype=torch.float64)
+    for start in range(0, idx.shape[0], chunk):
+        bc = b[start:start + chunk]
+        gram.index_add_(0, idx[start:start + chunk, n], bc.unsqueeze(-1) * bc.unsqueeze(-2))
+    rhs = torch.zeros(size, rank, dtype=torch.float64).index_add_(0, idx[:, n], y.unsqueeze(-1) * b)
+    lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
+    eye = torch.eye(rank, dtype=torch.float64)
+    return torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 100,
+                 seed: int = 0) -> list[torch.Tensor]:
+    """Tucker ``[core, *factors]`` float32 from TensorLy's SVD-started ``tucker`` (HOOI).
+
+    Ranks beyond a mode's size are padded with small random slices; the scale is spread
+    evenly between the core and the (orthonormal) factors.
+    """
+    data = fill_missing(tensor, mask).numpy()
+    usable = [min(r, s) for r, s in zip(ranks, data.shape)]
+    m = None if mask is None else np.asarray(mask, dtype=bool)
+    with tl.backend_context("numpy"):
+        core, factors = tl.decomposition.tucker(
+            tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
+            random_state=seed)
+    gen = torch.Generator().manual_seed(seed)
+    core = torch.as_tensor(core, dtype=torch.float64)
+    small = PAD_SCALE * float(core.abs().mean())
+    for n, r in enumerate(ranks):
+        core = pad_rank(core, n, r, gen, small)
+    # The factors are orthonormal, so PAD_SCALE is already relative to their entries' size.
+    factors = [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, r, gen, PAD_SCALE)
+               for f, r in zip(factors, ranks)]
+    norm = float(core.norm())
+    c_scale = norm ** (1.0 / (data.ndim + 1)) if norm > 0 else 1.0
+    factors = [f * c_scale for f in factors]
+    core = core / c_scale ** data.ndim
+    return [core.float()] + [f.float() for f in factors]
+
+
+def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
+    """TT cores float32 from TensorLy's TT-SVD of mean-filled data, padded and balanced."""
+    data = fill_missing(tensor, mask).numpy()
+    with tl.backend_context("numpy"):
+        tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
+    return pad_tt_cores([np.asarray(c) for c in tt.factors], ranks, seed)
+
+
+def ttm_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
+    """TT-matrix cores float32 from TensorLy's ``tensor_train_matrix``, padded and balanced."""
+    data = fill_missing(tensor, mask).numpy()
+    with tl.backend_context("numpy"):
+        ttm = tl.decomposition.tensor_train_matrix(tl.tensor(data), rank=[1, *ranks, 1])
+    return pad_tt_cores([np.asarray(c) for c in ttm.factors], ranks, seed)
+
+
+def pad_tt_cores(cores: list[np.ndarray], ranks: Sequence[int], seed: int) -> list[torch.Tensor]:
+    """Pad TT(-matrix) cores to the requested internal ranks and spread the norm evenly."""
+    gen = torch.Generator().manual_seed(seed)
+    full = (1,) + tuple(ranks) + (1,)
+    out = []
+    for k, c in enumerate(cores):
+        t = torch.as_tensor(c, dtype=torch.float64)
+        t = pad_rank(t, 0, full[k], gen, PAD_SCALE)
+        t = pad_rank(t, t.ndim - 1, full[k + 1], gen, PAD_SCALE)
+        out.append(t)
+    # TT-SVD puts the whole norm into the last core.
+    total = float(out[-1].norm())
+    if total > 0:
+        per = total ** (1.0 / len(out))
+        out[-1] = out[-1] / total
+        out = [t * per for t in out]
+    return [t.float() for t in out]

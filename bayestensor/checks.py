@@ -1,9 +1,13 @@
-"""Argument checks shared by the dynamics modules: each raises ``ValueError`` naming the argument."""
+"""Argument checks for the whole package.
+
+Each check returns the value in its checked type or raises ``ValueError`` whose message starts
+with the argument's name (``"num_chains: expected an integer >= 1, got 0"``): the command line
+turns such a message into a usage error naming the option. Checks run before any work starts.
+"""
 
 from __future__ import annotations
 
 import math
-import zlib
 
 import numpy as np
 import torch
@@ -56,20 +60,3 @@ def matrix(name: str, value, dtype=torch.float64) -> torch.Tensor:
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return t
-
-
-def rng(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed``."""
-    return torch.Generator().manual_seed(int(seed))
-
-
-def derived_seed(seed: int, stream: str) -> int:
-    """A seed for one named random stream of a run (``"feedback"``, ``"init"``, ...).
-
-    Data generators use ``seed`` itself; learners draw their feedback matrices and starts from
-    derived streams, so a learner run with seed ``s`` on the instance drawn with seed ``s`` never
-    reuses the instance's random numbers (which would, e.g., start components parallel to the
-    true ones).
-    """
-    ss = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode())])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))

@@ -1,13 +1,20 @@
-"""The ``bayestensor complete`` command on small files (``demo`` is too slow for unit tests)."""
+"""The command line on small files (``demo`` is too slow for unit tests): ``complete``,
+usage errors instead of tracebacks, run folders that are never mixed, and the matplotlib
+backend left alone."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from bayestensor.cli import main
+from bayestensor.cli.compress import compress
 from bayestensor.formats import CPTensor
+from bayestensor.report import prepare_run_dir, read_run, report, write_run
+from bayestensor.report.rundir import MARKER_FILE, timestamped_dir
 
 
 def low_rank_with_missing(seed=0):
@@ -73,7 +80,6 @@ def test_complete_bad_extension(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    # the rank check does not name the option (cli.py's _rank_arg has no param_hint)
     (["--max-rank", "0"], "positive integer"),
     (["--level", "1.5"], "level"),
     (["--format", "hierarchical"], "format"),
@@ -110,3 +116,157 @@ def test_complete_map_hold_auto_and_bad_method(tmp_path):
                                     "--quiet", "--out", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "--map-hold" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+# --- usage errors: exit status 2, one line naming the option or the file, no traceback -------
+def _usage_error(res, name):
+    assert res.exit_code == 2, res.output + repr(res.exception)
+    assert "Traceback" not in res.output
+    assert name in res.output, res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error:"), res.output
+
+
+@pytest.fixture
+def tensor_file(tmp_path):
+    truth, mask = low_rank_with_missing()
+    path = tmp_path / "x.npy"
+    np.save(path, np.where(mask, truth, np.nan))
+    return path
+
+
+@pytest.mark.parametrize("args,name", [
+    (["--num-chains", "0"], "--num-chains"),
+    (["--num-samples", "0"], "--num-samples"),
+    (["--max-rank", "abc"], "--max-rank"),
+    (["--max-rank", "2,x"], "--max-rank"),
+    (["--seed", "-1"], "--seed"),
+    (["--steps", "0"], "--steps"),
+])
+def test_complete_bad_option_values_name_the_option(tmp_path, tensor_file, args, name):
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--quiet", "--out",
+                                    str(tmp_path / "out")] + args)
+    _usage_error(res, name)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_shape_mask_names_the_option(tmp_path, tensor_file):
+    np.save(tmp_path / "mask.npy", np.ones((2, 2), dtype=bool))
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--mask",
+                                    str(tmp_path / "mask.npy"), "--out", str(tmp_path / "out")])
+    _usage_error(res, "--mask")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,content", [
+    ("empty.npy", b""),
+    ("junk.npy", b"not a numpy file at all"),
+    ("empty.npz", b""),
+    ("junk.npz", b"PK\x03\x04 truncated zip"),
+])
+def test_corrupt_input_files_name_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    res = CliRunner().invoke(main, ["complete", str(path), "--out", str(tmp_path / "out")])
+    _usage_error(res, name)
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_npy_names_the_file(tmp_path):
+    path = tmp_path / "cut.npy"
+    np.save(path, np.ones((6, 6, 6)))
+    path.write_bytes(path.read_bytes()[:200])
+    res = CliRunner().invoke(main, ["complete", str(path), "--out", str(tmp_path / "out")])
+    _usage_error(res, "cut.npy")
+
+
+def test_pickled_object_array_is_refused(tmp_path):
+    path = tmp_path / "obj.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    res = CliRunner().invoke(main, ["complete", str(path), "--out", str(tmp_path / "out")])
+    _usage_error(res, "obj.npy")
+
+
+def test_regress_batch_size_above_n_names_the_option(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "xy.npz", X=rng.normal(size=(10, 3, 3)), y=rng.normal(size=10))
+    res = CliRunner().invoke(main, ["regress", str(tmp_path / "xy.npz"), "--method", "map",
+                                    "--batch-size", "50", "--quiet", "--out", str(tmp_path / "out")])
+    _usage_error(res, "--batch-size")
+
+
+def test_corrupt_run_json_names_the_file(tmp_path):
+    (tmp_path / "run.json").write_text("{not json")
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    _usage_error(res, str(tmp_path / "run.json"))
+
+
+def test_compress_bad_data_names_the_argument(tmp_path):
+    res = CliRunner().invoke(compress, [str(tmp_path / "nothing.csv"), "--out", str(tmp_path / "o")])
+    _usage_error(res, "DATA")
+    assert not (tmp_path / "o").exists()
+
+
+# --- run folders ------------------------------------------------------------------------------
+def test_existing_out_is_refused_before_any_fitting(tmp_path, tensor_file):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--out", str(out)])
+    _usage_error(res, "--out")
+    assert "not empty" in res.output and "--force" in res.output
+    # --force never deletes files that no bayestensor run wrote
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--out", str(out), "--force"])
+    _usage_error(res, "--out")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_force_empties_a_previous_run_folder(tmp_path):
+    out = prepare_run_dir(tmp_path / "run")
+    (out / "posterior.pt").write_bytes(b"old")
+    (out / "sub").mkdir()
+    with pytest.raises(ValueError, match="out: .*not empty"):
+        prepare_run_dir(out)
+    prepare_run_dir(out, force=True)
+    assert [p.name for p in out.iterdir()] == [MARKER_FILE]
+    prepare_run_dir(out)  # only the marker: a new, empty run folder
+    with pytest.raises(ValueError, match="out: .*is a file"):
+        prepare_run_dir(out / MARKER_FILE)
+
+
+def test_default_out_is_a_new_timestamped_folder(tmp_path):
+    path = timestamped_dir(tmp_path / "runs", "demo")
+    assert path.parent == tmp_path / "runs"
+    assert path.name.startswith("demo-") and len(path.name) == len("demo-20261130-214500")
+
+
+def test_report_reads_only_the_files_the_run_wrote(tmp_path):
+    # a stale network.json from another run sits in the folder; this run wrote none
+    (tmp_path / "network.json").write_text(json.dumps({"layers": [], "linear_ratio": 3.0}))
+    write_run(tmp_path, "completion", settings={"method": "map"}, files=[])
+    assert read_run(tmp_path)["files"] == []
+    rep = json.loads(report(tmp_path)["json"].read_text())
+    assert list(rep["sections"]) == ["settings"]
+    write_run(tmp_path, "network", files=[tmp_path / "network.json"])
+    assert read_run(tmp_path)["files"] == ["network.json"]
+    rep = json.loads(report(tmp_path)["json"].read_text())
+    assert list(rep["sections"]) == ["settings", "network"]
+
+
+def test_complete_records_its_files_and_no_report_flag(tmp_path, tensor_file):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--method", "map", "--steps",
+                                    "50", "--max-rank", "3", "--quiet", "--no-report",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert read_run(out)["files"] == ["posterior.pt", "predictions.npz", "summary.json"]
+    assert not (out / "report.html").exists()
+
+
+# --- the user's matplotlib backend ------------------------------------------------------------
+def test_import_leaves_the_matplotlib_backend_alone():
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import bayestensor, bayestensor.report, bayestensor.viz.images, bayestensor.cli; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().lower() == "svg"

@@ -14,8 +14,9 @@
 * :mod:`~bayestensor.dynamics.compare`: replicates over seeds, bootstrap and binomial intervals,
   trajectory bands, in an ``xarray.Dataset``; :mod:`~bayestensor.dynamics.studies` holds the
   problems and learners it runs;
-* :mod:`~bayestensor.viz.dynamics`, :mod:`~bayestensor.dynamics.report` and
-  :mod:`~bayestensor.cli.dynamics` (the ``bayestensor dynamics`` command).
+* :mod:`~bayestensor.dynamics.pipelines`: the standard studies, each writing a run folder
+  (figures from :mod:`~bayestensor.viz.dynamics`, Markdown from
+  :mod:`~bayestensor.dynamics.report`); ``bayestensor dynamics`` runs them.
 
 Update rules, sources and examples: ``docs/dynamics.md``.
 """

@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats
+from tqdm.auto import tqdm
 
 from bayestensor.io import to_jsonable
 from bayestensor import checks as _checks
+from bayestensor.parallel import TaskExecutor
 
 INTERVAL_METHODS = ("wilson", "clopper_pearson")
 
@@ -231,14 +233,10 @@ def compare(problem, learners: Sequence, seeds=10, *, seed: int = 0, vary: str =
             tasks.append((lrn, inst, s))
             keys.append((name, s))
     if executor is None and backend != "local":
-        from bayestensor.parallel import TaskExecutor
-
         executor = TaskExecutor(backend)
     mapper = executor.map if executor is not None else map
     results = mapper(_run_one, tasks)
     if progress:
-        from tqdm.auto import tqdm
-
         results = tqdm(results, total=len(tasks), desc=f"compare {getattr(problem, 'name', '')}")
     traces = dict(zip(keys, list(results)))
     rule_text = getattr(problem, "success_rule", "") if success is None else getattr(

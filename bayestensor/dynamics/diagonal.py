@@ -36,6 +36,7 @@ import torch
 from scipy.optimize import linprog
 
 from bayestensor import checks as _checks
+from bayestensor.seeds import derive_seed, rng
 
 _DT = torch.float64
 
@@ -65,7 +66,7 @@ def sparse_regression(n: int, d: int, k: int, *, seed: int = 0, noise: float = 0
     if k > d:
         raise ValueError(f"k: expected at most d = {d} non-zeros, got {k}")
     noise = _checks.positive_float("noise", noise, allow_zero=True)
-    gen = _checks.rng(_checks.seed_value(seed))
+    gen = rng(_checks.seed_value(seed))
     x = torch.randn(n, d, generator=gen, dtype=_DT)
     beta = torch.zeros(d, dtype=_DT)
     support = torch.randperm(d, generator=gen)[:k]
@@ -209,7 +210,7 @@ def train_diagonal(x, y, alphas, *, depth: int = 2, steps: int = 20000, lr_scale
     a_t = torch.as_tensor(alist, dtype=_DT).unsqueeze(1)  # (A, 1)
     s = torch.maximum(a_t, torch.full_like(a_t, b_scale ** (1.0 / depth)))
     lr = lr_scale / (depth**2 * lam * s ** (2 * (depth - 1)))  # (A, 1)
-    gen = _checks.rng(_checks.derived_seed(seed, "init"))
+    gen = rng(derive_seed(seed, "init"))
     wp = a_t.expand(-1, d).clone()
     wm = a_t.expand(-1, d).clone()
     if jitter > 0:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from bayestensor import checks as _checks
+from bayestensor.seeds import derive_seed, rng
 
 RULES = ("gd", "fa", "fa_star")
 
@@ -107,7 +108,7 @@ def low_rank_matrix(n: int, m: int, rank: int, *, seed: int = 0, singular_values
         if s.shape != (rank,) or not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
             raise ValueError(f"singular_values: expected {rank} positive finite numbers, got "
                              f"{np.asarray(singular_values).tolist()}")
-    gen = _checks.rng(seed)
+    gen = rng(seed)
     u, _ = torch.linalg.qr(torch.randn(n, rank, generator=gen, dtype=_DT))
     v, _ = torch.linalg.qr(torch.randn(m, rank, generator=gen, dtype=_DT))
     y = u @ torch.diag(s) @ v.T
@@ -135,7 +136,7 @@ def feedback_matrix(r: int, m: int, *, scale: float = 1.0, seed: int = 0) -> tor
     r = _checks.positive_int("r", r)
     m = _checks.positive_int("m", m)
     scale = _checks.positive_float("scale", scale)
-    gen = _checks.rng(_checks.seed_value(seed))
+    gen = rng(_checks.seed_value(seed))
     return torch.randn(r, m, generator=gen, dtype=_DT) * (scale / math.sqrt(m))
 
 
@@ -462,12 +463,12 @@ def train_factorization(y, rank: int, rule: str = "fa", *, lr: float | None = No
     sched = record_schedule(steps, record_every)
 
     if feedback is None:
-        b = feedback_matrix(r, m, scale=fscale, seed=_checks.derived_seed(seed, "feedback"))
+        b = feedback_matrix(r, m, scale=fscale, seed=derive_seed(seed, "feedback"))
     else:
         b = _checks.matrix("feedback", feedback)
         if tuple(b.shape) != (r, m):
             raise ValueError(f"feedback: expected shape {(r, m)}, got {tuple(b.shape)}")
-    gen = _checks.rng(_checks.derived_seed(seed, "init"))
+    gen = rng(derive_seed(seed, "init"))
     std = init_scale * math.sqrt(sigma1 / r)
     z = torch.randn(n, r, generator=gen, dtype=_DT) * std
     w = torch.randn(r, m, generator=gen, dtype=_DT) * std

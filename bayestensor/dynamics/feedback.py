@@ -39,6 +39,7 @@ from torch import nn
 
 from bayestensor.formats import CPTensor, TTTensor
 from bayestensor import checks as _checks
+from bayestensor.seeds import derive_seed, rng
 from bayestensor.dynamics.factorization import record_schedule
 
 
@@ -155,7 +156,7 @@ class FALinear(nn.Module):
         self.out_features = _checks.positive_int("out_features", out_features)
         scale = 1.0 if feedback_scale is None else _checks.positive_float("feedback_scale",
                                                                            feedback_scale)
-        gen = _checks.rng(_checks.seed_value(seed))
+        gen = rng(_checks.seed_value(seed))
         bound = 1.0 / math.sqrt(self.in_features)
         w = (torch.rand(self.out_features, self.in_features, generator=gen, dtype=dtype) * 2 - 1) * bound
         self.weight = nn.Parameter(w)
@@ -377,12 +378,12 @@ def train_decomposition(target, rank, format: str = "cp", rule: str = "fa", *,
     cls.normalize_rank(tuple(t.shape), rank)  # validates the rank (ValueError naming "rank")
     entry = tnorm / math.sqrt(t.numel())
     fb = cls.random(tuple(t.shape), rank, scale=feedback_scale * entry,
-                    seed=_checks.derived_seed(seed, "feedback"), dtype=torch.float64).params
+                    seed=derive_seed(seed, "feedback"), dtype=torch.float64).params
     if init is not None:
         params = [p.detach().to(torch.float64).clone() for p in init.params]
     elif init_scale > 0:
         params = cls.random(tuple(t.shape), rank, scale=init_scale * entry,
-                            seed=_checks.derived_seed(seed, "init"), dtype=torch.float64).params
+                            seed=derive_seed(seed, "init"), dtype=torch.float64).params
     else:
         params = [torch.zeros_like(f) for f in fb]
     sched = record_schedule(steps, record_every)

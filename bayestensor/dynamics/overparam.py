@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from bayestensor import checks as _checks
+from bayestensor.seeds import derive_seed, rng
 from bayestensor.dynamics.factorization import record_schedule
 
 VARIANTS = ("plain", "wang2020")
@@ -68,7 +69,7 @@ def symmetric_low_rank_tensor(d: int, rank: int, order: int = 3, *, seed: int = 
     d = _checks.positive_int("d", d)
     rank = _checks.positive_int("rank", rank)
     order = _checks.positive_int("order", order, minimum=2)
-    gen = _checks.rng(_checks.seed_value(seed))
+    gen = rng(_checks.seed_value(seed))
     a = torch.randn(rank, d, generator=gen, dtype=_DT)
     if orthogonal:
         if rank > d:
@@ -153,7 +154,7 @@ def _init(t: torch.Tensor, m: int, alpha: float, seed: int, n_true: int | None):
     order, d = t.ndim, t.shape[0]
     r = n_true or 1
     rho = (float(t.norm()) / math.sqrt(r)) ** (1.0 / order)
-    gen = _checks.rng(_checks.derived_seed(seed, "init"))
+    gen = rng(derive_seed(seed, "init"))
     w0 = torch.randn(m, d, generator=gen, dtype=_DT) * (alpha * rho / math.sqrt(d))
     return w0, rho
 
@@ -208,7 +209,7 @@ def fit_rich(target, m: int, *, alpha: float = 0.03, steps: int = 2000, lr: floa
     traj = {k: np.full(len(sched), np.nan) for k in keys}
     tnorm, w0norm = float(t.norm()), float(w0.norm())
     w = w0.clone()
-    gen = _checks.rng(_checks.derived_seed(seed, "reinit"))
+    gen = rng(derive_seed(seed, "reinit"))
     rec, diverged = 0, False
     for step in range(steps + 1):
         wr = w.clone().requires_grad_(True)

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from bayestensor.io import to_jsonable
+from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.report.sections import fmt
 from bayestensor.dynamics.compare import ComparisonResult
 
@@ -84,11 +84,8 @@ def comparison_section(result: ComparisonResult, title: str, *, metrics: Sequenc
 
 
 def write_json(path, obj) -> Path:
-    """Write ``obj`` as strict JSON (NaN and infinities become ``null``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(obj), indent=1))
-    return path
+    """Write ``obj`` as strict JSON (NaN and infinities become ``null``), atomically."""
+    return atomic_write(path, json.dumps(to_jsonable(obj), indent=1))
 
 
 __all__ = ["markdown_table", "comparison_section", "write_json"]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from bayestensor import checks as _checks
+from bayestensor.dynamics.bayes_reference import bayes_factorization
 from bayestensor.dynamics.diagonal import sparse_regression, train_diagonal
 from bayestensor.dynamics.factorization import RULES, low_rank_matrix, train_factorization
 from bayestensor.dynamics.overparam import VARIANTS, fit_lazy, fit_rich, symmetric_low_rank_tensor
@@ -219,8 +220,6 @@ class BayesReference:
 
     def run(self, instance: dict, seed: int) -> Trace:
         """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
-        from bayestensor.dynamics.bayes_reference import bayes_factorization
-
         out = bayes_factorization(instance["y"], instance["r"], seed=seed,
                                   num_samples=self.num_samples, num_warmup=self.num_warmup,
                                   lr=self.lr, prior=self.prior)

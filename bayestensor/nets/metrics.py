@@ -1,9 +1,25 @@
-"""Predictive metrics: accuracy, NLL, expected calibration error, reliability, entropy, shift."""
+"""Predictive metrics: accuracy, NLL, reliability and calibration error, entropy, shift.
+
+Reliability-diagram data has one implementation, :func:`reliability_bins`, over confidences
+and correctness flags; :func:`reliability` (multiclass probabilities) and
+:func:`binary_reliability` (probabilities of the positive class) are thin adapters to it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from bayestensor import checks
+
+#: Default confidence bins of multiclass reliability: 15 equal-width bins on [0, 1] (the common
+#: choice for image classifiers, e.g. Guo et al. 2017).
+MULTICLASS_BINS = 15
+#: Default confidence bins of binary reliability: 10 equal-width bins on [0.5, 1], where
+#: ``max(p, 1 - p)`` lives.
+BINARY_BINS = 10
+#: Floor of probabilities under a logarithm, so that a zero probability gives a large finite loss.
+LOG_FLOOR = 1e-12
 
 
 def _check(probs, labels):
@@ -22,49 +38,87 @@ def accuracy(probs, labels) -> float:
     return float((p.argmax(-1) == y).double().mean())
 
 
-def nll(probs, labels, eps: float = 1e-12) -> float:
+def nll(probs, labels, eps: float = LOG_FLOOR) -> float:
     """Mean negative log predictive probability of the labels."""
     p, y = _check(probs, labels)
     return float(-p.gather(1, y[:, None]).clamp_min(eps).log().mean())
 
 
-def reliability(probs, labels, n_bins: int = 15) -> dict:
-    """Reliability-diagram data with equal-width confidence bins on [0, 1].
+def reliability_bins(confidence, correct, n_bins: int = MULTICLASS_BINS, low: float = 0.0) -> dict:
+    """Reliability-diagram data and expected calibration error.
 
-    Returns ``{"bin_edges", "accuracy", "confidence", "counts"}``; empty bins have accuracy and
-    confidence ``nan`` (``None`` after JSON conversion is left to the caller).
+    Bins split ``[low, 1]`` into ``n_bins`` equal parts; bin ``i`` holds confidences in
+    ``(edges[i], edges[i+1]]`` and the lowest bin also holds ``low`` itself.
+
+    Parameters
+    ----------
+    confidence : array (n,)
+        Probability the model gives its own prediction, in ``[low, 1]``.
+    correct : array (n,)
+        Whether each prediction was right (bool or 0/1).
+    n_bins : int
+    low : float
+        Smallest possible confidence: 0 for multiclass, 0.5 for binary predictions.
+
+    Returns
+    -------
+    dict
+        ``bin_edges``, ``counts``, ``accuracy`` and ``confidence`` per bin (``None`` for an
+        empty bin), ``ece`` (``sum_b n_b / n |accuracy_b - confidence_b|``) and
+        ``accuracy_overall`` (``None`` without data).
     """
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins: expected a positive integer, got {n_bins!r}")
+    n_bins = checks.positive_int("n_bins", n_bins)
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if conf.shape != ok.shape:
+        raise ValueError(f"correct: expected {conf.size} values like confidence, got {ok.size}")
+    edges = np.linspace(low, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    acc_sum = np.bincount(which, weights=ok, minlength=n_bins)
+    conf_sum = np.bincount(which, weights=conf, minlength=n_bins)
+    acc = [float(a / c) if c else None for a, c in zip(acc_sum, counts)]
+    cf = [float(f / c) if c else None for f, c in zip(conf_sum, counts)]
+    ece = sum(c * abs(a - f) for a, f, c in zip(acc, cf, counts) if c) / max(conf.size, 1)
+    return {"bin_edges": edges.tolist(), "counts": [int(c) for c in counts], "accuracy": acc,
+            "confidence": cf, "ece": float(ece),
+            "accuracy_overall": float(ok.mean()) if conf.size else None}
+
+
+def reliability(probs, labels, n_bins: int = MULTICLASS_BINS) -> dict:
+    """Reliability data of multiclass probabilities ``(n, classes)`` against integer labels.
+
+    Confidence is the largest class probability, correctness ``argmax == label``; bins are
+    equal-width on ``[0, 1]`` (see :func:`reliability_bins`).
+    """
     p, y = _check(probs, labels)
     conf, pred = p.max(-1)
-    correct = (pred == y).double()
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
-    # bin i holds (edges[i], edges[i+1]]; confidence 0 goes to bin 0
-    idx = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, n_bins - 1)
-    counts = torch.bincount(idx, minlength=n_bins).double()
-    acc_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx, correct)
-    conf_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx, conf)
-    safe = counts.clamp_min(1)
-    nan = torch.full_like(counts, float("nan"))
-    return {"bin_edges": edges.tolist(),
-            "accuracy": torch.where(counts > 0, acc_sum / safe, nan).tolist(),
-            "confidence": torch.where(counts > 0, conf_sum / safe, nan).tolist(),
-            "counts": [int(c) for c in counts.tolist()]}
+    return reliability_bins(conf.numpy(), (pred == y).numpy(), n_bins, low=0.0)
 
 
-def ece(probs, labels, n_bins: int = 15) -> float:
-    """Expected calibration error ``sum_b (n_b / n) |acc_b - conf_b|`` over equal-width bins."""
-    r = reliability(probs, labels, n_bins)
-    n = sum(r["counts"])
-    return float(sum(c / n * abs(a - f) for a, f, c in zip(r["accuracy"], r["confidence"],
-                                                            r["counts"]) if c > 0))
+def binary_reliability(prob, labels, n_bins: int = BINARY_BINS) -> dict:
+    """Reliability data of probabilities of the positive class against 0/1 labels.
+
+    Confidence is ``max(p, 1 - p)``, correctness ``(p > 0.5) == label``; bins are equal-width
+    on ``[0.5, 1]`` (see :func:`reliability_bins`).
+    """
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if labels.shape != prob.shape:
+        raise ValueError(f"labels: expected {prob.size} values, got {labels.size}")
+    conf = np.maximum(prob, 1 - prob)
+    return reliability_bins(conf, (prob > 0.5) == (labels > 0.5), n_bins, low=0.5)
+
+
+def ece(probs, labels, n_bins: int = MULTICLASS_BINS) -> float:
+    """Expected calibration error of multiclass probabilities (see :func:`reliability_bins`)."""
+    return reliability(probs, labels, n_bins)["ece"]
 
 
 def entropy(probs) -> torch.Tensor:
     """Predictive entropy (nats) per row."""
     p = torch.as_tensor(probs, dtype=torch.float64)
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+    return -(p * p.clamp_min(LOG_FLOOR).log()).sum(-1)
 
 
 def rotate(images, degrees: float) -> torch.Tensor:
@@ -86,28 +140,7 @@ def rotate(images, degrees: float) -> torch.Tensor:
     return out.squeeze(1) if squeeze else out
 
 
-def summarize(probs, labels, n_bins: int = 15) -> dict:
+def summarize(probs, labels, n_bins: int = MULTICLASS_BINS) -> dict:
     """``{"accuracy", "nll", "ece"}``."""
     return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels),
             "ece": ece(probs, labels, n_bins)}
-
-
-def plot_reliability(curves: dict, path, title: str = "Reliability diagram"):
-    """Save a reliability diagram (one line per method) as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    for name, r in curves.items():
-        conf = np.array(r["confidence"], dtype=float)
-        acc = np.array(r["accuracy"], dtype=float)
-        ok = np.isfinite(conf)
-        ax.plot(conf[ok], acc[ok], "o-", ms=3, label=name)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -11,8 +11,9 @@ import sys
 import types
 
 from bayestensor.viz.images import image_completion_figures, is_image
-from bayestensor.report.rundir import read_run, versions, write_heldout, write_image, write_run
-from bayestensor.report.api import report
+from bayestensor.report.rundir import (prepare_run_dir, read_run, write_heldout, write_image,
+                                       write_run)
+from bayestensor.report.api import report, save_posterior_run
 
 
 class _CallableModule(types.ModuleType):
@@ -25,4 +26,4 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["report", "image_completion_figures", "is_image", "read_run", "write_run",
-           "write_heldout", "write_image", "versions"]
+           "write_heldout", "write_image", "prepare_run_dir", "save_posterior_run"]

@@ -1,12 +1,15 @@
 """The run-directory convention: what a run saves so a report can be made later from it alone.
 
-Every run directory holds ``run.json``::
+A run directory belongs to one run. :func:`prepare_run_dir` makes a new one (or empties one
+that an earlier run made, on request) before any work starts, so files of two runs are never
+mixed. Every run directory holds ``run.json``, written last::
 
     {"kind": "completion" | "regression" | "network" | "dynamics",
      "created": "<ISO 8601 time>",
-     "versions": {"python", "torch", "pyro", "bayestensor", "arviz"},
+     "versions": {"python", "bayestensor", "torch", "pyro", "numpy", "tensorly", "arviz"},
      "settings": {...},   # method, seed, format, max rank, sampler options, ...
-     "data": {...}}       # shape, number observed, observed fraction, ...
+     "data": {...},       # shape, number observed, observed fraction, ...
+     "files": [...]}      # the files this run wrote; a report reads only these
 
 and, where they apply:
 
@@ -22,36 +25,71 @@ and, where they apply:
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
-import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from bayestensor.io import to_jsonable
+from bayestensor.io import atomic_write, to_jsonable, versions
 
 RUN_FILE = "run.json"
+#: Written into a run directory as soon as it is made: only such folders may be emptied.
+MARKER_FILE = ".bayestensor-run"
 KINDS = ("completion", "regression", "network", "dynamics")
 
 
-def versions() -> dict:
-    """Versions of Python, torch, pyro, bayestensor and arviz (``None`` when not importable)."""
-    out = {"python": platform.python_version()}
-    for name, mod in (("torch", "torch"), ("pyro", "pyro"), ("arviz", "arviz")):
-        try:
-            out[name] = str(__import__(mod).__version__)
-        except Exception:  # pragma: no cover - optional in odd environments
-            out[name] = None
-    from bayestensor import __version__
+def timestamped_dir(parent, prefix: str) -> Path:
+    """``parent/<prefix>-YYYYmmdd-HHMMSS`` (local time), the default folder of a new run."""
+    return Path(parent) / f"{prefix}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
 
-    out["bayestensor"] = __version__
-    return out
 
+def prepare_run_dir(run_dir, *, force: bool = False) -> Path:
+    """Make ``run_dir`` a new, empty run directory, before any fitting starts.
+
+    Parameters
+    ----------
+    run_dir : path
+        The folder. It must not exist, or be empty; with ``force``, a folder made earlier by
+        this function (it holds the marker file) is emptied first.
+    force : bool
+        Empty a previous run's folder instead of refusing it.
+
+    Returns
+    -------
+    Path
+        ``run_dir``, existing and empty but for the marker file.
+
+    Raises
+    ------
+    ValueError
+        Naming ``out`` when the folder is a file, holds files and ``force`` is off, or holds
+        files that no run of this package wrote (never deleted, even with ``force``).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"out: {str(run_dir)!r} is a file, not a folder")
+    contents = [p for p in run_dir.iterdir() if p.name != MARKER_FILE] if run_dir.is_dir() else []
+    if contents and not force:
+        raise ValueError(f"out: {str(run_dir)!r} is not empty; give a new folder, or --force to "
+                         "empty a previous run's folder")
+    if contents and not (run_dir / MARKER_FILE).exists():
+        raise ValueError(f"out: {str(run_dir)!r} holds files that no bayestensor run wrote; "
+                         "refusing to delete them, give a new folder")
+    for path in contents:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MARKER_FILE).touch()
+    return run_dir
 
 
 def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | None = None,
-              created: str | None = None) -> Path:
-    """Write ``run_dir/run.json``.
+              files=None, created: str | None = None) -> Path:
+    """Write ``run_dir/run.json``, after the run's other files.
 
     Parameters
     ----------
@@ -62,6 +100,9 @@ def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | 
         Method, seed, sampler options and everything else that defines the run.
     data : dict, optional
         Data summary: shape, number observed, observed fraction, ...
+    files : sequence of str or path, optional
+        The files this run wrote (paths inside ``run_dir`` or names); a report reads only
+        these. Leave out only for a folder whose every file belongs to the run.
     created : str, optional
         ISO time (default: now, UTC).
 
@@ -80,23 +121,34 @@ def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | 
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"kind": kind,
                "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "versions": versions(), "settings": to_jsonable(settings or {}),
                "data": to_jsonable(data or {})}
-    path = run_dir / RUN_FILE
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    if files is not None:
+        payload["files"] = sorted({_relative(run_dir, f) for f in files})
+    return atomic_write(run_dir / RUN_FILE, json.dumps(payload, indent=2))
+
+
+def _relative(run_dir: Path, path) -> str:
+    path = Path(path)
+    inside = path.is_absolute() or path.parts[:len(run_dir.parts)] == run_dir.parts
+    full = path if inside else run_dir / path
+    try:
+        return full.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"files: {str(path)!r} is not inside {str(run_dir)!r}") from None
 
 
 def read_run(run_dir) -> dict:
-    """Read ``run_dir/run.json``; for a dynamics folder without one, write it first.
+    """Read ``run_dir/run.json``; for a dynamics or network folder without one, write it first.
 
     Raises
     ------
     FileNotFoundError
-        When the folder has neither ``run.json`` nor a dynamics ``results.json``.
+        When the folder has neither ``run.json`` nor a dynamics ``results.json`` / ``network.json``.
+    ValueError
+        Naming the file when ``run.json`` is not valid JSON or has an unknown kind.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -104,20 +156,41 @@ def read_run(run_dir) -> dict:
     path = run_dir / RUN_FILE
     if not path.exists():
         if (run_dir / "results.json").exists():
-            write_run(run_dir, "dynamics", settings={"study": _guess_study(run_dir)})
+            write_run(run_dir, "dynamics", settings={"study": _guess_study(run_dir)},
+                      files=["results.json"])
         elif (run_dir / "network.json").exists():
-            write_run(run_dir, "network")
+            write_run(run_dir, "network", files=["network.json"])
         else:
             raise FileNotFoundError(f"run_dir: {run_dir} has no {RUN_FILE} (nor a dynamics "
                                     "results.json); see docs/reports.md for the run-directory layout")
-    run = json.loads(path.read_text())
-    if run.get("kind") not in KINDS:
-        raise ValueError(f"{path}: kind must be one of {KINDS}, got {run.get('kind')!r}")
+    run = read_json(path)
+    if not isinstance(run, dict) or run.get("kind") not in KINDS:
+        kind = run.get("kind") if isinstance(run, dict) else None
+        raise ValueError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
     return run
 
 
+def read_json(path):
+    """The JSON value in ``path``; a ``ValueError`` naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a valid JSON file ({err})") from None
+
+
+def run_file(run_dir, run: dict, name: str) -> Path | None:
+    """``run_dir/name`` when this run wrote it (listed in ``run["files"]``) and it exists.
+
+    A ``run.json`` without a file list (written by hand) lets every existing file count.
+    """
+    path = Path(run_dir) / name
+    if "files" in run and name not in run["files"]:
+        return None
+    return path if path.exists() else None
+
+
 def _guess_study(run_dir: Path) -> str:
-    res = json.loads((run_dir / "results.json").read_text())
+    res = read_json(run_dir / "results.json")
     if {"under", "over"} <= set(res):
         return "fa_vs_gd"
     if "m_sweep" in res:
@@ -140,7 +213,7 @@ def write_heldout(run_dir, *, truth, indices=None, inputs=None, noisy=None) -> P
         arrays["inputs"] = np.asarray(inputs, dtype=np.float64)
     if noisy is not None:
         arrays["noisy"] = np.asarray(noisy, dtype=np.float64)
-    return _save_npz(run_dir, "heldout.npz", arrays)
+    return save_npz(Path(run_dir) / "heldout.npz", arrays)
 
 
 def write_image(run_dir, observed, truth=None) -> Path:
@@ -148,20 +221,22 @@ def write_image(run_dir, observed, truth=None) -> Path:
     arrays = {"observed": np.asarray(observed, dtype=np.float64)}
     if truth is not None:
         arrays["truth"] = np.asarray(truth, dtype=np.float64)
-    return _save_npz(run_dir, "image.npz", arrays)
+    return save_npz(Path(run_dir) / "image.npz", arrays)
 
 
-def _save_npz(run_dir, name: str, arrays: dict) -> Path:
-    path = Path(run_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
+def save_npz(path, arrays: dict) -> Path:
+    """Write ``arrays`` to the ``.npz`` file ``path`` atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write(path, buffer.getvalue())
 
 
 def load_npz(path) -> dict | None:
-    """The arrays of an ``.npz`` file as a dict, or ``None`` when it does not exist."""
-    path = Path(path)
-    if not path.exists():
+    """The arrays of an ``.npz`` file as a dict, or ``None`` when ``path`` is ``None``."""
+    if path is None:
         return None
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__})") from None

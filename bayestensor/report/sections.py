@@ -10,20 +10,20 @@ banner at the top of the report. A section function returns ``None`` when the ru
 from __future__ import annotations
 
 import html as _html
-import io
 import math
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
+from bayestensor.io import to_jsonable
+from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
-from bayestensor.viz.images import image_completion_figures, is_image  # noqa: E402
-from bayestensor.io import to_jsonable  # noqa: E402
+from bayestensor.viz import report as figures
+from bayestensor.viz.calibration import coverage_figure, reliability_figure
+from bayestensor.viz.figures import close, png_bytes
+from bayestensor.viz.images import image_completion_figures, is_image
+from bayestensor.viz.regression import plot_weights
 
 #: Credible levels whose empirical coverage is reported.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -32,6 +32,11 @@ RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
 #: Predicted entries traced in the diagnostics.
 N_KEY_ENTRIES = 4
+#: Held-out points drawn with their intervals (more would not be readable in one row).
+N_SHOWN_POINTS = 60
+#: Entries used to measure particle spread (enough for a stable mean, cheap to predict).
+N_SPREAD_ENTRIES = 200
+N_SPREAD_MAX = 2000
 
 
 # --- building blocks ----------------------------------------------------------------------------
@@ -53,14 +58,6 @@ def fmt(v, digits: int = 4) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(fmt(x, digits) for x in v) + "]"
     return str(v)
-
-
-def png(fig, dpi: int = 80) -> bytes:
-    """PNG bytes of a matplotlib figure (the figure is closed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def table(rows: list[dict], columns: list[str] | None = None, caption: str = "") -> tuple[str, str]:
@@ -177,27 +174,21 @@ def _diversity(posterior, heldout) -> tuple[dict, list]:
     numbers = {"particles": n, "mean_pairwise_distance": float(dist.mean()),
                "relative_pairwise_distance": float(dist.mean() / (np.linalg.norm(centre) or 1.0)),
                "per_coordinate_sd_mean": float(x.std(0).mean())}
-    figs = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    axes[0].hist(dist, bins=20, color="C0")
-    axes[0].set(xlabel="pairwise distance between particles (all parameters; log of positive ones)",
-                ylabel="pairs")
+    ratio = None
     if posterior.model is not None and hasattr(posterior.model, "predict_entries"):
         idx = None
         if heldout is not None:
             idx = heldout.get("indices", heldout.get("inputs"))
         if idx is None:
-            idx = key_indices(posterior, None, 200)
+            idx = key_indices(posterior, None, N_SPREAD_ENTRIES)
         if idx is not None:
-            pred = posterior.predict(np.asarray(idx)[:2000])
+            pred = posterior.predict(np.asarray(idx)[:N_SPREAD_MAX])
             noise = float(pred.noise_sd.double().mean())
             ratio = pred.sd_mean / (noise or 1.0)
             numbers.update(entry_sd_mean=float(pred.sd_mean.mean()), noise_sd=noise,
                            entry_sd_over_noise_sd=float(ratio.mean()))
-            axes[1].hist(ratio, bins=30, color="C1")
-            axes[1].set(xlabel="particle sd of an entry / noise sd", ylabel="entries")
-    fig.suptitle("particle diversity")
-    figs.append(("diversity.png", "Particle diversity: pairwise distances and entry spread", png(fig)))
+    figs = [("diversity.png", "Particle diversity: pairwise distances and entry spread",
+             png_bytes(figures.diversity_figure(dist, ratio)))]
     stats = posterior.info.get("final_kernel_stats") or {}
     for k, v in stats.items():
         try:
@@ -255,9 +246,10 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
                         f"({ESS_PER_CHAIN_MIN} per chain). Intervals are noisy; draw more samples.")
     figs = []
     names = list(key)
+    fig = None
     try:
         fig = arviz_adapter.plot_trace(data, var_names=names, figsize=(11, 2.2 * len(names)))
-        figs.append(("trace.png", "Trace plots (ArviZ) of the key variables", png(fig)))
+        figs.append(("trace.png", "Trace plots (ArviZ) of the key variables", png_bytes(fig)))
         rank_vars = {"noise_precision": key.get("noise_precision")}
         if "slice_scale_d0" in key:
             rank_vars["largest_slice_scale"] = key["slice_scale_d0"][..., 0]
@@ -267,9 +259,11 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         rank_vars = {k: v for k, v in rank_vars.items() if v is not None}
         fig = arviz_adapter.plot_rank(arviz_adapter.to_inference_data(rank_vars),
                                       figsize=(3.2 * len(rank_vars), 2.8))
-        figs.append(("rank_plot.png", "Rank plots (ArviZ): uniform histograms mean mixed chains", png(fig)))
+        figs.append(("rank_plot.png", "Rank plots (ArviZ): uniform histograms mean mixed chains",
+                     png_bytes(fig)))
     except Exception as err:  # an ArviZ plotting failure must not lose the report
-        plt.close("all")
+        if fig is not None:
+            close(fig)
         warnings.append(f"ArviZ plotting failed: {type(err).__name__}: {err}")
     text = [f"{posterior.method}: {posterior.num_chains} chains of {posterior.num_draws} draws. "
             "R-hat and ESS (ArviZ, rank-normalized) of identifiable key variables: the noise "
@@ -296,18 +290,6 @@ def rank_section(posterior) -> dict | None:
     numbers = {"threshold": rp.threshold, "mode": rp.mode().tolist(), "mean": rp.mean().tolist(),
                "distribution": [{str(k): v for k, v in rp.distribution(d).items()} for d in range(dims)],
                "activity": [rp.activity(d).tolist() for d in range(dims)]}
-    fig, axes = plt.subplots(2, dims, figsize=(4.2 * dims, 6), squeeze=False)
-    for d in range(dims):
-        dist = rp.distribution(d)
-        axes[0, d].bar(list(dist), list(dist.values()), color="C0")
-        axes[0, d].set(title=f"effective rank, dim {d}", xlabel="rank", ylabel="posterior probability")
-        s = rp.scales[d].reshape(-1, rp.scales[d].shape[-1])
-        s = s / np.maximum(s.max(-1, keepdims=True), 1e-300)
-        axes[1, d].boxplot(s, showfliers=False)
-        axes[1, d].axhline(rp.threshold, color="C3", ls="--", label=f"threshold {rp.threshold}")
-        axes[1, d].set(yscale="log", xlabel="slice", ylabel="scale / largest", title=f"slice scales, dim {d}")
-        axes[1, d].legend(fontsize=8)
-    fig.tight_layout()
     rows = [{"rank dim": d, "mode": int(rp.mode()[d]), "mean": float(rp.mean()[d]),
              "distribution": ", ".join(f"{k}: {v:.2f}" for k, v in rp.distribution(d).items())}
             for d in range(dims)]
@@ -315,7 +297,8 @@ def rank_section(posterior) -> dict | None:
             "slice scale of its rank dimension in that draw; the effective rank counts active slices."]
     return section("rank", "Rank posterior", text=text, numbers=numbers,
                    tables=[("", rows, ["rank dim", "mode", "mean", "distribution"])],
-                   figures=[("rank.png", "Effective-rank distribution and relative slice scales", png(fig))])
+                   figures=[("rank.png", "Effective-rank distribution and relative slice scales",
+                             png_bytes(figures.rank_figure(rp)))])
 
 
 # --- calibration and predictions ---------------------------------------------------------------
@@ -327,69 +310,29 @@ def _heldout_inputs(heldout):
     return heldout["indices"] if "indices" in heldout else heldout["inputs"]
 
 
-def reliability(prob, labels, n_bins: int = 10) -> dict:
-    """Reliability-diagram bins and expected calibration error of binary probabilities.
-
-    Confidence is ``max(p, 1 - p)`` and correctness ``(p > 0.5) == label``; ECE is the
-    count-weighted mean of ``|accuracy - confidence|`` over equal-width confidence bins.
-    """
-    prob = np.asarray(prob, dtype=float)
-    labels = np.asarray(labels, dtype=float)
-    conf = np.maximum(prob, 1 - prob)
-    correct = ((prob > 0.5) == (labels > 0.5)).astype(float)
-    edges = np.linspace(0.5, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
-    acc, cf, cnt = [], [], []
-    for b in range(n_bins):
-        m = which == b
-        cnt.append(int(m.sum()))
-        acc.append(float(correct[m].mean()) if m.any() else None)
-        cf.append(float(conf[m].mean()) if m.any() else None)
-    ece = sum(c * abs(a - f) for a, f, c in zip(acc, cf, cnt) if c) / max(len(prob), 1)
-    return {"bin_edges": edges.tolist(), "accuracy": acc, "confidence": cf, "counts": cnt,
-            "ece": float(ece), "accuracy_overall": float(correct.mean()) if len(prob) else None}
-
-
-def _reliability_figure(rel_by_name: dict):
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    for i, (name, rel) in enumerate(rel_by_name.items()):
-        pts = [(c, a) for a, c in zip(rel["accuracy"], rel["confidence"]) if a is not None and c is not None]
-        if pts:
-            c, a = zip(*pts)
-            ax.plot(c, a, "o-", color=f"C{i}", label=name)
-    ax.set(xlabel="confidence", ylabel="accuracy", title="reliability diagram")
-    ax.legend(fontsize=8)
-    return fig
-
-
 def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict | None:
     """Empirical vs nominal coverage of held-out credible intervals; for classifiers, reliability and ECE."""
     if heldout is None or posterior.model is None or not hasattr(posterior.model, "predict_entries"):
         return None
     pred = posterior.predict(_heldout_inputs(heldout))
     if _is_classifier(posterior):
-        rel = reliability(pred.mean, heldout["truth"])
-        fig = _reliability_figure({posterior.method: rel})
+        rel = binary_reliability(pred.mean, heldout["truth"])
+        fig = reliability_figure({posterior.method: rel})
         return section("calibration", "Calibration", numbers={"reliability": rel, "ece": rel["ece"]},
-                       text=[f"Expected calibration error (10 bins): {rel['ece']:.4f}; held-out "
-                             f"accuracy {fmt(rel['accuracy_overall'])}."],
-                       figures=[("reliability.png", "Reliability diagram", png(fig))])
+                       text=[f"Expected calibration error ({BINARY_BINS} bins): {rel['ece']:.4f}; "
+                             f"held-out accuracy {fmt(rel['accuracy_overall'])}."],
+                       figures=[("reliability.png", "Reliability diagram (bars: points per bin)",
+                                 png_bytes(fig))])
     target = heldout["noisy"] if "noisy" in heldout else heldout["truth"]
     what = "noisy held-out observations" if "noisy" in heldout else "held-out values"
     cov = [pred.coverage(target, lv) for lv in levels]
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="nominal")
-    ax.plot(levels, cov, "o-", color="C0", label=posterior.method)
-    ax.set(xlabel="nominal level", ylabel="empirical coverage", xlim=(0.4, 1), ylim=(0.4, 1),
-           title="interval calibration")
-    ax.legend()
+    fig = coverage_figure(levels, cov, posterior.method)
     rows = [{"nominal": lv, "empirical": c} for lv, c in zip(levels, cov)]
     return section("calibration", "Calibration", numbers={"levels": list(levels), "coverage": cov,
                                                           "target": what, "n": int(len(target))},
                    text=[f"Share of the {len(target)} {what} inside the central predictive interval."],
                    tables=[("coverage", rows, ["nominal", "empirical"])],
-                   figures=[("calibration.png", "Empirical vs nominal coverage", png(fig))])
+                   figures=[("calibration.png", "Empirical vs nominal coverage", png_bytes(fig))])
 
 
 def predictions_section(posterior, heldout: dict | None = None, image: dict | None = None,
@@ -420,16 +363,11 @@ def predictions_section(posterior, heldout: dict | None = None, image: dict | No
                            ["quantity", "value"]))
             text.append("Relative error = ||mean - truth|| / ||truth|| over the held-out points "
                         f"(truth: {'noise-free values' if 'noisy' in heldout else 'held-out values'}).")
-            k = min(60, len(truth))
-            order = np.argsort(truth[:k])
-            fig, ax = plt.subplots(figsize=(10, 3.4))
-            x = np.arange(k)
-            ax.errorbar(x, pred.mean[:k][order], yerr=[(pred.mean - lo)[:k][order], (hi - pred.mean)[:k][order]],
-                        fmt="o", ms=3, color="C0", label=f"posterior mean, {level:.0%} interval")
-            ax.plot(x, truth[:k][order], "x", color="C3", label="truth")
-            ax.set(xlabel="held-out point (sorted by truth)", ylabel="value")
-            ax.legend(fontsize=8)
-            figs.append(("predictions.png", f"First {k} held-out points with {level:.0%} predictive intervals", png(fig)))
+            k = min(N_SHOWN_POINTS, len(truth))
+            fig = figures.interval_figure(pred.mean[:k], lo[:k], hi[:k], truth[:k], level)
+            figs.append(("predictions.png",
+                         f"First {k} held-out points with {level:.0%} predictive intervals",
+                         png_bytes(fig)))
     if image is not None and hasattr(posterior, "predict_dense") and is_image(np.shape(image["observed"])):
         mean, sd = posterior.predict_dense()
         with tempfile.TemporaryDirectory() as tmp:
@@ -453,19 +391,17 @@ def weights_section(posterior) -> dict | None:
     model = getattr(posterior, "model", None)
     if model is None or not hasattr(model, "weight_posterior"):
         return None
-    from bayestensor.models.regression import plot_weights
-
     mean, sd = model.weight_posterior(posterior)
     numbers = {"weight_shape": list(mean.shape), "mean_abs": float(np.abs(mean).mean()),
                "sd_mean": float(np.asarray(sd).mean()),
                "relative_sd": float(np.linalg.norm(sd) / max(np.linalg.norm(mean), 1e-300))}
-    figures = []
+    shown = []
     if mean.ndim == 2:
         fig = plot_weights(mean, sd)
-        figures.append(("weights.png", "Posterior mean and sd of W", png(fig)))
+        shown.append(("weights.png", "Posterior mean and sd of W", png_bytes(fig)))
     text = [f"Coefficient tensor W of shape {tuple(mean.shape)}; relative posterior sd "
             f"||sd|| / ||mean|| = {numbers['relative_sd']:.3g}."]
-    return section("weights", "Regression coefficients", text=text, figures=figures,
+    return section("weights", "Regression coefficients", text=text, figures=shown,
                    numbers=numbers)
 
 
@@ -481,25 +417,15 @@ def network_section(net: dict) -> dict:
                                    "shift", "train_seconds") if k in net}
     figs = []
     if layers:
-        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(layers)), 3.2))
-        ax.bar([lay["name"] for lay in layers], [lay["ratio"] for lay in layers], color="C0")
-        ax.set(ylabel="compression ratio (dense / compressed)", yscale="log", title="per layer")
-        ax.set_ylim(bottom=1)
-        ax.tick_params(axis="x", rotation=30)
-        figs.append(("network_ratios.png", "Compression ratio per layer", png(fig)))
+        figs.append(("network_ratios.png", "Compression ratio per layer",
+                     png_bytes(figures.ratios_figure(layers))))
     if metrics:
         keys = [k for k in ("accuracy", "nll", "ece") if any(k in v for v in metrics.values())]
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
-        for ax, k in zip(axes[0], keys):
-            names = [n for n in metrics if metrics[n].get(k) is not None]
-            ax.bar(names, [metrics[n][k] for n in names], color=[f"C{i}" for i in range(len(names))])
-            ax.set(title=k)
-            ax.tick_params(axis="x", rotation=30)
-        fig.tight_layout()
-        figs.append(("network_metrics.png", "Accuracy, NLL and ECE: compressed vs dense", png(fig)))
+        figs.append(("network_metrics.png", "Accuracy, NLL and ECE: compressed vs dense",
+                     png_bytes(figures.metrics_figure(metrics, keys))))
     if net.get("reliability"):
-        figs.append(("network_reliability.png", "Reliability diagrams",
-                     png(_reliability_figure(net["reliability"]))))
+        figs.append(("network_reliability.png", "Reliability diagrams (bars: points per bin)",
+                     png_bytes(reliability_figure(net["reliability"]))))
     tables = [("layers", [{c: lay.get(c) for c in cols} for lay in layers], cols),
               ("compression", [{"quantity": "linear layers ratio", "value": net.get("linear_ratio")},
                                {"quantity": "whole model ratio", "value": net.get("model_ratio")}],
@@ -527,10 +453,6 @@ def _comparisons(obj, path=()):
             yield from _comparisons(v, path + (str(k),))
 
 
-def _arr(x):
-    return np.array([np.nan if v is None else v for v in x], dtype=float)
-
-
 def dynamics_section(results: dict, max_metrics: int = 3) -> dict | None:
     """Trajectory bands across replicates, final-metric distributions, success probabilities."""
     comps = list(_comparisons(results))
@@ -539,56 +461,20 @@ def dynamics_section(results: dict, max_metrics: int = 3) -> dict | None:
     numbers, figs, tables = {}, [], []
     for label, comp in comps:
         learners = list(comp["final"])
-        bands = comp["bands"]["metrics"]
-        metrics = list(bands)
+        metrics = list(comp["bands"]["metrics"])
         metrics = (["error"] if "error" in metrics else []) + [m for m in metrics if m != "error"]
         metrics = metrics[:max_metrics]
         slug = label.replace("/", "_").replace(" ", "_").replace("=", "")
         if metrics:
-            fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
-            for ax, m in zip(axes[0], metrics):
-                for i, lrn in enumerate(learners):
-                    b = bands[m].get(lrn)
-                    if b is None:
-                        continue
-                    steps = _arr(comp["trajectories"][lrn]["steps"])
-                    n = min(len(steps), len(b["median"]))
-                    if n == 0:
-                        continue
-                    med, lo, hi = (_arr(b[k])[:n] for k in ("median", "lower", "upper"))
-                    ax.plot(steps[:n], med, color=f"C{i}", label=lrn)
-                    ax.fill_between(steps[:n], lo, hi, color=f"C{i}", alpha=0.2)
-                vals = np.concatenate([_arr(bands[m][lrn]["median"]) for lrn in bands[m]])
-                vals = vals[np.isfinite(vals)]
-                if vals.size and vals.min() > 0 and vals.max() / vals.min() > 100:
-                    ax.set_yscale("log")
-                ax.set(xlabel="step", title=m)
-            axes[0, 0].legend(fontsize=7)
-            fig.suptitle(f"{label}: median and {comp['bands']['level']:.0%} band over seeds")
-            fig.tight_layout()
-            figs.append((f"dyn_{slug}_bands.png", f"{label}: metric trajectories with bands", png(fig)))
+            title = f"{label}: median and {comp['bands']['level']:.0%} band over seeds"
+            figs.append((f"dyn_{slug}_bands.png", f"{label}: metric trajectories with bands",
+                         png_bytes(figures.bands_figure(comp, metrics, title))))
         fmetric = "error" if all("error" in comp["final"][lrn] for lrn in learners) else None
         if fmetric is None and learners and comp["final"][learners[0]]:
             fmetric = next(iter(comp["final"][learners[0]]))
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-        if fmetric is not None:
-            data = [_arr(comp["final"][lrn].get(fmetric, [])) for lrn in learners]
-            data = [d[np.isfinite(d)] for d in data]
-            axes[0].boxplot([d if d.size else [np.nan] for d in data], showfliers=False)
-            for i, d in enumerate(data):
-                axes[0].plot(np.full(d.size, i + 1.0) + np.linspace(-0.1, 0.1, d.size), d, "o",
-                             ms=3, color=f"C{i}", alpha=0.7)
-            axes[0].set_xticks(range(1, len(learners) + 1), learners, rotation=20, fontsize=8)
-            axes[0].set(title=f"final {fmetric} per seed")
+        figs.append((f"dyn_{slug}_final.png", f"{label}: final-metric distribution and success",
+                     png_bytes(figures.final_figure(comp, fmetric))))
         succ = comp["success_summary"]
-        p = _arr([r["p"] for r in succ])
-        lo = _arr([r["ci_low"] for r in succ])
-        hi = _arr([r["ci_high"] for r in succ])
-        axes[1].errorbar(range(len(succ)), p, yerr=[p - lo, hi - p], fmt="o", capsize=4)
-        axes[1].set_xticks(range(len(succ)), [r["learner"] for r in succ], rotation=20, fontsize=8)
-        axes[1].set(ylim=(-0.05, 1.05), title="success probability (95% interval)")
-        fig.tight_layout()
-        figs.append((f"dyn_{slug}_final.png", f"{label}: final-metric distribution and success", png(fig)))
         summary = [r for r in comp["summary"] if fmetric is None or r["metric"] == fmetric]
         numbers[label] = {"learners": learners, "seeds": comp.get("seeds"),
                           "success_rule": comp.get("success_rule"), "summary": comp["summary"],

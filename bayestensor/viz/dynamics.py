@@ -17,6 +17,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bayestensor.dynamics.compare import ComparisonResult
+from bayestensor.viz.figures import save_png
+
+#: Resolution of the study figures (sharper than report thumbnails: they are read on their own).
+DPI = 110
 
 
 def _axes(ax, figsize=(6.0, 3.6)):
@@ -178,10 +182,7 @@ def plot_sweep(x, series: dict, *, refs: dict | None = None, ax=None, xlabel: st
 
 def save_figure(fig: Figure, path) -> Path:
     """Write ``fig`` as a PNG at ``path`` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_png(fig, path, dpi=DPI)
 
 
 __all__ = ["plot_bands", "plot_final", "plot_success", "plot_sweep", "save_figure"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from bayestensor.viz.figures import save_png, subplots
+
+#: Size (inches) of one image panel.
+PANEL_INCHES = 4
+#: Colour-bar width as a fraction of the axes: makes the bar about as tall as a square image.
+COLORBAR_FRACTION = 0.046
 
 
 def is_image(shape) -> bool:
@@ -55,21 +58,31 @@ def image_completion_figures(observed, mean, sd, out_dir, *, truth=None, prefix:
         panels.insert(0, ("truth", scale(truth), None))
     paths = {}
     for title, img, cmap in panels:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
-        if cmap is not None:
-            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig, ax = subplots(figsize=(PANEL_INCHES, PANEL_INCHES))
+        _panel(fig, ax, title, img, cmap)
         key = title.split()[-1] if title != "posterior mean" else "mean"
-        path = out / f"{prefix}_{key}.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        paths[key] = path
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+        paths[key] = save_png(fig, out / f"{prefix}_{key}.png")
+    fig, axes = subplots(1, len(panels), figsize=(PANEL_INCHES * len(panels), PANEL_INCHES))
     for ax, (title, img, cmap) in zip(axes, panels):
-        im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
-        if cmap is not None:
-            fig.colorbar(im, ax=ax, fraction=0.046)
-    paths["panel"] = out / f"{prefix}_panel.png"
-    fig.savefig(paths["panel"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+        _panel(fig, ax, title, img, cmap)
+    paths["panel"] = save_png(fig, out / f"{prefix}_panel.png")
     return paths
+
+
+def _panel(fig, ax, title, img, cmap):
+    im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
+    if cmap is not None:
+        fig.colorbar(im, ax=ax, fraction=COLORBAR_FRACTION)
+
+
+def matrix_figure(values, title: str, cmap: str = "viridis", vmin: float | None = 0.0,
+                  size=(3.4, 3.0)):
+    """One 2-D array as a colour map with a colour bar (e.g. a posterior sd map)."""
+    fig, ax = subplots(figsize=size)
+    im = ax.imshow(np.asarray(values), cmap=cmap, vmin=vmin)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, fraction=COLORBAR_FRACTION, pad=0.04)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,74 @@
+"""Reading the commands' input files: arrays from ``.npy`` / ``.npz``, never pickled objects.
+
+Every failure is a ``ValueError`` whose message starts with the file's path (or the argument
+it came from), so the command prints one line naming it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def read_tensor(path, mask_path=None) -> np.ndarray:
+    """The tensor in a ``.npy`` / ``.npz`` file with NaN at missing entries.
+
+    An ``.npz`` holds ``data`` (or its first array) and optionally ``mask`` (True where
+    observed); a separate ``.npy`` mask file overrides it. Pickled objects are never loaded.
+
+    Raises
+    ------
+    ValueError
+        Naming the file when it is not a readable array file, or ``mask`` when the mask does
+        not match the data's shape.
+    """
+    path = Path(path)
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(f"{path}: expected a .npy or .npz file, got {path.name}")
+    arrays = load_arrays(path)
+    data = arrays.get("data", next(iter(arrays.values()), None))
+    if data is None:
+        raise ValueError(f"{path}: holds no array")
+    mask = arrays.get("mask")
+    if mask_path is not None:
+        mask = next(iter(load_arrays(Path(mask_path)).values()), None)
+    if mask is not None:
+        if np.shape(mask) != np.shape(data):
+            raise ValueError(f"mask: expected shape {np.shape(data)} like the data, got "
+                             f"{np.shape(mask)}")
+        data = np.where(np.asarray(mask).astype(bool), data, np.nan)
+    try:
+        return np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: expected a numeric array, got dtype {data.dtype}") from None
+
+
+def load_arrays(path: Path) -> dict:
+    """``{"data": array}`` of a ``.npy`` file, or every array of an ``.npz`` file."""
+    try:
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return {"data": loaded}
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable {path.suffix} file (empty, truncated, corrupt "
+                         f"or pickled: {type(err).__name__})") from None
+
+
+def read_xy(path) -> dict:
+    """The arrays of a regression ``.npz`` file: ``X`` (n, ...), ``y`` and optional test arrays."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: expected an .npz file with arrays X and y, got {path.name}")
+    arrays = load_arrays(path)
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: has arrays {sorted(arrays)}; missing {missing} "
+                         "(X: inputs (n, ...), y: responses (n,) or (n, k))")
+    if arrays["X"].ndim < 2:
+        raise ValueError(f"{path}: X: expected shape (n, I_1, ..., I_N), got {arrays['X'].shape}")
+    return arrays

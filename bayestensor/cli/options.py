@@ -1,0 +1,126 @@
+"""Options shared by the commands, each defined once, and the run folder they lead to.
+
+Every command that fits something takes ``--seed``, ``--out``, ``--force``, ``--quiet`` (where
+it shows progress) and ``--report/--no-report``; completion and regression share the model and
+sampler options. A run folder is new (by default ``runs/<command>-<date>-<time>``) or, with
+``--force``, a previous run's folder emptied on purpose; it is made before any fitting starts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from bayestensor.priors import PRIORS
+from bayestensor.report import report as make_report
+from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
+
+#: Folder under which default run folders are made.
+RUNS_DIR = "runs"
+
+
+class RankType(click.ParamType):
+    """A positive integer, or a comma list of them (one per rank dimension)."""
+
+    name = "rank"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, list)):
+            return value
+        try:
+            parts = [int(p) for p in str(value).split(",") if p.strip()]
+        except ValueError:
+            parts = []
+        if not parts or any(p < 1 for p in parts):
+            self.fail(f"expected a positive integer or a comma list of them, got {value!r}",
+                      param, ctx)
+        return parts[0] if len(parts) == 1 else parts
+
+
+POSITIVE = click.IntRange(min=1)
+
+seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                           help="Base seed: the same seed gives the same result on one machine.")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+force_option = click.option("--force", is_flag=True,
+                            help="Empty --out first when it holds a previous run's files.")
+report_option = click.option("--report/--no-report", "with_report", default=True,
+                             show_default=True,
+                             help="Write report.html / report.md / report.json into --out.")
+prior_option = click.option("--prior", type=click.Choice(PRIORS), default="gamma",
+                            show_default=True)
+level_option = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                            default=0.9, show_default=True, help="Credible level.")
+num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
+                                  help="Draws per chain / particles.")
+num_chains_option = click.option("--num-chains", type=POSITIVE, default=1, show_default=True)
+num_warmup_option = click.option("--num-warmup", type=click.IntRange(min=0), default=None,
+                                 help="Burn-in steps (sghmc, nuts).")
+
+
+def out_option(command: str):
+    """``--out``: the run folder; by default a new ``runs/<command>-<date>-<time>``."""
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=f"New folder for this run's files (default: "
+                             f"{RUNS_DIR}/{command}-<date>-<time>).")
+
+
+def max_rank_option(default, *, per_dim: bool = True):
+    """``--max-rank``: an int, or (``per_dim``) a comma list with one per rank dimension."""
+    return click.option("--max-rank", type=RankType() if per_dim else POSITIVE, default=default,
+                        show_default=True,
+                        help="Int or comma list per rank dim." if per_dim else "Largest rank.")
+
+
+def steps_option(default=None, help: str = "Optimization steps (map, vi) or SVGD steps."):
+    """``--steps``: a positive number of steps or updates."""
+    return click.option("--steps", type=POSITIVE, default=default, show_default=default is not None,
+                        help=help)
+
+
+def run_options(command: str):
+    """``--seed``, ``--out``, ``--force`` and ``--report/--no-report`` of a command that runs."""
+
+    def decorate(f):
+        for option in (report_option, force_option, out_option(command), seed_option):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def open_run_dir(out: Path | None, command: str, force: bool) -> Path:
+    """Make the run folder (see :func:`~bayestensor.report.rundir.prepare_run_dir`); call it
+    after the inputs are validated and before any fitting."""
+    return prepare_run_dir(out if out is not None else timestamped_dir(RUNS_DIR, command),
+                           force=force)
+
+
+def echo_report(out: Path, with_report: bool) -> None:
+    """Write and announce the report of the run in ``out`` when asked for."""
+    if with_report:
+        click.echo(f"report: {make_report(out)['html']}")
+
+
+class NumberList(click.ParamType):
+    """A comma list of positive numbers (``integers`` for whole numbers only)."""
+
+    name = "list"
+
+    def __init__(self, integers: bool = False):
+        self.integers = integers
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        kind = "integers" if self.integers else "numbers"
+        try:
+            vals = [float(p) for p in str(value).split(",") if p.strip()]
+        except ValueError:
+            self.fail(f"expected comma-separated positive {kind}, got {value!r}", param, ctx)
+        if (not vals or any(not math.isfinite(v) or v <= 0 for v in vals)
+                or (self.integers and any(v != int(v) for v in vals))):
+            self.fail(f"expected comma-separated positive {kind}, got {value!r}", param, ctx)
+        return [int(v) for v in vals] if self.integers else vals

@@ -43,13 +43,19 @@ def check_predictions(out_dir, truth, mask, level=0.9):
     assert (out_dir / "posterior.pt").exists()
 
 
-def test_complete_npy_with_nan(tmp_path):
+@pytest.fixture
+def tensor_file(tmp_path):
     truth, mask = low_rank_with_missing()
     path = tmp_path / "x.npy"
     np.save(path, np.where(mask, truth, np.nan))
+    return path
+
+
+def test_complete_npy_with_nan(tmp_path, tensor_file):
+    truth, mask = low_rank_with_missing()
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["complete", str(path), "--method", "map", "--max-rank", "4",
-                                    "--quiet", "--out", str(out)])
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--method", "map",
+                                    "--max-rank", "4", "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "rank found" in res.output and "predictions.npz" in res.output
     check_predictions(out, truth, mask)
@@ -102,10 +108,8 @@ def test_complete_all_missing_is_a_usage_error(tmp_path):
     assert "no observed entries" in res.output
 
 
-def test_complete_map_hold_auto_and_bad_method(tmp_path):
-    truth, mask = low_rank_with_missing()
-    path = tmp_path / "x.npy"
-    np.save(path, np.where(mask, truth, np.nan))
+def test_complete_map_hold_auto_and_bad_method(tmp_path, tensor_file):
+    path = tensor_file
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["complete", str(path), "--method", "map", "--max-rank", "4",
                                     "--map-hold", "auto", "--quiet", "--out", str(out)])
@@ -124,14 +128,6 @@ def _usage_error(res, name):
     assert "Traceback" not in res.output
     assert name in res.output, res.output
     assert res.output.strip().splitlines()[-1].startswith("Error:"), res.output
-
-
-@pytest.fixture
-def tensor_file(tmp_path):
-    truth, mask = low_rank_with_missing()
-    path = tmp_path / "x.npy"
-    np.save(path, np.where(mask, truth, np.nan))
-    return path
 
 
 @pytest.mark.parametrize("args,name", [

@@ -107,10 +107,13 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               "validation split ('auto').")
 @click.option("--figures/--no-figures", default=True, show_default=True,
               help="For (H, W, 3) data: PNGs of observed, posterior mean and sd.")
+@opt.checkpoint_option
+@opt.resume_option
 @opt.run_options("complete")
 @opt.quiet_option
 def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, steps,
-             num_warmup, level, map_hold, figures, seed, out, force, with_report, quiet):
+             num_warmup, level, map_hold, figures, checkpoint, resume, seed, out, force,
+             with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
@@ -126,6 +129,7 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
     obs = Observations.from_dense(data)
     model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
     options = {"num_steps": steps} if steps is not None else {}
+    options.update({k: v for k, v in (("checkpoint", checkpoint), ("resume", resume)) if v})
     if method in MAP_HOLD_METHODS:
         options["map_hold"] = {"auto": "auto", "none": None,
                                "noise": model.map_hold_candidate}[map_hold]

@@ -20,7 +20,10 @@ def dynamics():
     """Learning-dynamics studies: FA vs GD, rich vs lazy, initialization-scale regimes."""
 
 
-def _finish(out, res: dict, with_report: bool) -> None:
+def _run(study, command: str, out, force: bool, with_report: bool, **settings) -> None:
+    """Make the run folder, run ``study`` into it, say what it wrote, and report it."""
+    out = opt.open_run_dir(out, command, force)
+    res = study(out, **settings)
     click.echo(f"wrote {out}/: " + ", ".join(res["files"]))
     opt.echo_report(out, with_report)
 
@@ -40,10 +43,9 @@ def _finish(out, res: dict, with_report: bool) -> None:
 def fa_vs_gd_cmd(seeds, n, m, rank, r_low, r_high, steps, bayes, seed, out, force, with_report,
                  quiet):
     """GD, FA and FA* on Y (n x m, rank RANK) with r < rank(Y) and r >= rank(Y)."""
-    out = opt.open_run_dir(out, "dynamics-fa-vs-gd", force)
-    res = run_fa_vs_gd(out, seeds=seeds, n=n, m=m, rank=rank, r_low=r_low, r_high=r_high,
-                       steps=steps, bayes=bayes, seed=seed, progress=not quiet)
-    _finish(out, res, with_report)
+    _run(run_fa_vs_gd, "dynamics-fa-vs-gd", out, force, with_report, seeds=seeds, n=n, m=m,
+         rank=rank, r_low=r_low, r_high=r_high, steps=steps, bayes=bayes, seed=seed,
+         progress=not quiet)
 
 
 @dynamics.command("overparam")
@@ -61,10 +63,9 @@ def fa_vs_gd_cmd(seeds, n, m, rank, r_low, r_high, steps, bayes, seed, out, forc
 def overparam_cmd(seeds, d, r, m_multiples, alphas, alpha, steps, seed, out, force, with_report,
                   quiet):
     """Rich GD vs the lazy model vs wang2020 on a symmetric order-3 tensor."""
-    out = opt.open_run_dir(out, "dynamics-overparam", force)
-    res = run_overparam(out, seeds=seeds, d=d, r=r, m_multiples=m_multiples, alphas=alphas,
-                        alpha=alpha, steps=steps, seed=seed, progress=not quiet)
-    _finish(out, res, with_report)
+    _run(run_overparam, "dynamics-overparam", out, force, with_report, seeds=seeds, d=d, r=r,
+         m_multiples=m_multiples, alphas=alphas, alpha=alpha, steps=steps, seed=seed,
+         progress=not quiet)
 
 
 @dynamics.command("diagonal")
@@ -80,10 +81,8 @@ def overparam_cmd(seeds, d, r, m_multiples, alphas, alpha, steps, seed, out, for
 @opt.quiet_option
 def diagonal_cmd(seeds, n, d, k, depth, alphas, steps, seed, out, force, with_report, quiet):
     """Depth-D diagonal networks on sparse regression across the initialization scale."""
-    out = opt.open_run_dir(out, "dynamics-diagonal", force)
-    res = run_diagonal(out, seeds=seeds, n=n, d=d, k=k, depth=depth, alphas=alphas, steps=steps,
-                       seed=seed, progress=not quiet)
-    _finish(out, res, with_report)
+    _run(run_diagonal, "dynamics-diagonal", out, force, with_report, seeds=seeds, n=n, d=d, k=k,
+         depth=depth, alphas=alphas, steps=steps, seed=seed, progress=not quiet)
 
 
 @dynamics.command("all")
@@ -93,6 +92,5 @@ def diagonal_cmd(seeds, n, d, k, depth, alphas, steps, seed, out, force, with_re
 @opt.quiet_option
 def all_cmd(seeds, bayes, seed, out, force, with_report, quiet):
     """Run the three standard studies into OUT/<study>/ and write OUT/summary.md."""
-    out = opt.open_run_dir(out, "dynamics-all", force)
-    res = run_all(out, seeds=seeds, bayes=bayes, seed=seed, progress=not quiet)
-    _finish(out, res, with_report)
+    _run(run_all, "dynamics-all", out, force, with_report, seeds=seeds, bayes=bayes, seed=seed,
+         progress=not quiet)

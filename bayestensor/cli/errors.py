@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import click
 
+from bayestensor.infer import DivergenceError, RunInterrupted
+
+#: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
 
 def usage_error(err: Exception, params) -> click.UsageError:
     """The usage error for a library error raised under a command with ``params``.
@@ -32,13 +37,25 @@ def usage_error(err: Exception, params) -> click.UsageError:
 
 
 class Command(click.Command):
-    """A click command whose ``ValueError`` / ``FileNotFoundError`` become usage errors."""
+    """A click command whose ``ValueError`` / ``FileNotFoundError`` become usage errors.
+
+    An interrupted run exits with status 130 after saying where its checkpoint is; a diverged
+    run is a one-line error (status 1).
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (ValueError, FileNotFoundError) as err:
             raise usage_error(err, self.params) from None
+        except RunInterrupted as err:
+            click.echo(f"interrupted: {err}", err=True)
+            if err.checkpoint:
+                click.echo(f"checkpoint saved: {err.checkpoint}; continue with --resume "
+                           f"{err.checkpoint}", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except DivergenceError as err:
+            raise click.ClickException(str(err).splitlines()[0]) from None
 
 
 class Group(click.Group):

@@ -21,8 +21,9 @@ def read_tensor(path, mask_path=None) -> np.ndarray:
     Raises
     ------
     ValueError
-        Naming the file when it is not a readable array file, or ``mask`` when the mask does
-        not match the data's shape.
+        Naming the file when it is not a readable array file, or ``mask`` when the mask is
+        not boolean (integer 0/1 is accepted; a float mask is refused as ambiguous) or does not
+        match the data's shape.
     """
     path = Path(path)
     if path.suffix not in (".npy", ".npz"):
@@ -35,10 +36,14 @@ def read_tensor(path, mask_path=None) -> np.ndarray:
     if mask_path is not None:
         mask = next(iter(load_arrays(Path(mask_path)).values()), None)
     if mask is not None:
+        mask = np.asarray(mask)
+        if not (mask.dtype == bool or (mask.dtype.kind in "iu" and np.isin(mask, (0, 1)).all())):
+            raise ValueError(f"mask: expected a boolean array (True where observed), got dtype "
+                             f"{mask.dtype}")
         if np.shape(mask) != np.shape(data):
             raise ValueError(f"mask: expected shape {np.shape(data)} like the data, got "
                              f"{np.shape(mask)}")
-        data = np.where(np.asarray(mask).astype(bool), data, np.nan)
+        data = np.where(mask.astype(bool), data, np.nan)
     try:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
@@ -71,4 +76,9 @@ def read_xy(path) -> dict:
                          "(X: inputs (n, ...), y: responses (n,) or (n, k))")
     if arrays["X"].ndim < 2:
         raise ValueError(f"{path}: X: expected shape (n, I_1, ..., I_N), got {arrays['X'].shape}")
+    if "y_test" in arrays:
+        n_test = len(arrays["X_test"]) if "X_test" in arrays else None
+        if n_test is None or len(arrays["y_test"]) != n_test:
+            raise ValueError(f"{path}: y_test: expected one response per row of X_test "
+                             f"({n_test} rows), got {len(arrays['y_test'])}")
     return arrays

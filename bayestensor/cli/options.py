@@ -59,6 +59,12 @@ num_chains_option = click.option("--num-chains", type=POSITIVE, default=1, show_
 num_warmup_option = click.option("--num-warmup", type=click.IntRange(min=0), default=None,
                                  help="Burn-in steps (sghmc, nuts).")
 
+checkpoint_option = click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                                 help="Save the sampler state here as it runs (sghmc, svgd), "
+                                      "so an interrupted run can continue.")
+resume_option = click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+                             default=None, help="Continue the run saved in this checkpoint.")
+
 
 def out_option(command: str):
     """``--out``: the run folder; by default a new ``runs/<command>-<date>-<time>``."""

@@ -58,11 +58,13 @@ def run_fa_vs_gd(out, *, seeds: int = 10, n: int = 30, m: int = 20, rank: int = 
     seed : int
         Base seed.
     progress : bool
+        Show a progress bar.
 
     Returns
     -------
     dict
-        ``{"markdown": str, "json": dict}`` (also written to ``out``).
+        ``{"markdown", "json", "files"}``: the summary, every number (``under`` and ``over``)
+        and the files written to ``out``.
     """
     if not r_low < rank <= r_high:
         raise ValueError(f"r_low, r_high: expected r_low < rank <= r_high, got {r_low}, {rank}, {r_high}")
@@ -114,7 +116,9 @@ def run_overparam(out, *, seeds: int = 5, d: int = 10, r: int = 2, m_multiples=(
     Parameters
     ----------
     out : path
+        Folder of the figures, tables and ``run.json``.
     seeds : int
+        Replicates of each sweep point (target and start vary).
     d, r : int
         Dimension and rank of the symmetric order-3 target.
     m_multiples : sequence of int
@@ -123,14 +127,13 @@ def run_overparam(out, *, seeds: int = 5, d: int = 10, r: int = 2, m_multiples=(
         Initialization scales of the alpha sweep.
     alpha : float
         Scale used in the ``m`` sweep.
-    steps : int
-    seed : int
-    progress : bool
+    steps, seed, progress
+        Gradient steps per learner, base seed, progress bar.
 
     Returns
     -------
     dict
-        ``{"markdown": str, "json": dict}``.
+        ``{"markdown", "json", "files"}``; ``json`` holds both sweeps and their tables.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,19 +220,23 @@ def run_diagonal(out, *, seeds: int = 5, n: int = 20, d: int = 50, k: int = 3, d
     Parameters
     ----------
     out : path
+        Output folder.
     seeds : int
+        Replicates (design, sparse truth and start vary).
     n, d, k : int
         Samples, features, non-zeros.
     depth : int
+        Depth of the diagonal network.
     alphas : sequence of float
-    steps : int
-    seed : int
-    progress : bool
+        Initialization scales, one network each.
+    steps, seed, progress
+        Gradient steps per network, base seed, progress bar.
 
     Returns
     -------
     dict
-        ``{"markdown": str, "json": dict}``.
+        ``{"markdown", "json", "files"}``; ``json["monotone"]`` says whether the l1 position
+        grows with alpha on every seed.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,17 +282,19 @@ def run_all(out, *, seeds: int = 5, bayes: bool = True, seed: int = 0,
     Parameters
     ----------
     out : path
+        Output folder; each study gets a sub-folder.
     seeds : int
         Replicates per study.
     bayes : bool
         Add the Bayesian reference to the FA vs GD study.
-    seed : int
-    progress : bool
+    seed, progress
+        Base seed, progress bar.
 
     Returns
     -------
     dict
-        ``{"markdown": str, "json": dict}``: the combined report and every study's numbers.
+        ``{"markdown", "json", "files"}``: the combined summary, every study's numbers by
+        study, and every file written (paths inside ``out``).
     """
     out = Path(out)
     start = time.perf_counter()

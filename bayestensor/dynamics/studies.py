@@ -40,8 +40,12 @@ class Trace:
     final: dict
 
 
+class _Described:
+    """Problems and learners describe themselves by their dataclass fields."""
+
+
 # --- problems ---------------------------------------------------------------------------------
-class _Problem:
+class _Problem(_Described):
     """Shared rule of the problems: success when ``final[success_metric] < tol``."""
 
     success_metric = ""
@@ -49,10 +53,6 @@ class _Problem:
     def success(self, final: dict) -> bool:
         """Whether the run's final ``success_metric`` is below ``tol``."""
         return bool(final.get(self.success_metric, np.inf) < self.tol)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
 
 
 @dataclass
@@ -171,8 +171,15 @@ def _finals(final: dict) -> dict:
     return {k: float(v) for k, v in final.items() if np.ndim(v) == 0}
 
 
+def _trace(run) -> Trace:
+    """The :class:`Trace` of a factorization or tensor run, its divergence flag included."""
+    final = _finals(run.final)
+    final["diverged"] = float(run.diverged)
+    return Trace(run.steps, run.trajectory, final)
+
+
 @dataclass
-class FactorizationLearner:
+class FactorizationLearner(_Described):
     """GD, FA or FA* on a :class:`FactorizationProblem` (see :func:`train_factorization`)."""
 
     rule: str = "fa"
@@ -195,17 +202,11 @@ class FactorizationLearner:
                                   steps=self.steps, init_scale=self.init_scale,
                                   feedback_scale=self.feedback_scale, seed=seed,
                                   record_every=self.record_every)
-        final = _finals(out.final)
-        final["diverged"] = float(out.diverged)
-        return Trace(out.steps, out.trajectory, final)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
+        return _trace(out)
 
 
 @dataclass
-class BayesReference:
+class BayesReference(_Described):
     """The ARD posterior of the same factorization by SGHMC (:func:`bayes_factorization`).
 
     Its trajectory is the relative error of each posterior draw (chain 0): steps are draws, not
@@ -225,13 +226,9 @@ class BayesReference:
                                   lr=self.lr, prior=self.prior)
         return Trace(out["steps"], out["trajectory"], _finals(out["final"]))
 
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
-
 
 @dataclass
-class OverparamLearner:
+class OverparamLearner(_Described):
     """Rich GD or the lazy (linearized) model on a :class:`TensorProblem`."""
 
     kind: str = "rich"
@@ -262,17 +259,11 @@ class OverparamLearner:
                            weight_decay=self.weight_decay, reinit_every=self.reinit_every, **common)
         else:
             out = fit_lazy(instance["target"], instance["m"], **common)
-        final = _finals(out.final)
-        final["diverged"] = float(out.diverged)
-        return Trace(out.steps, out.trajectory, final)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
+        return _trace(out)
 
 
 @dataclass
-class DiagonalLearner:
+class DiagonalLearner(_Described):
     """A depth-``depth`` diagonal network at scale ``alpha`` on a :class:`SparseRegressionProblem`."""
 
     alpha: float = 0.01
@@ -301,10 +292,6 @@ class DiagonalLearner:
         final["l1_of_l2"] = out.reference["l1_of_l2"]
         traj = {k: v[0] for k, v in out.trajectory.items()}
         return Trace(out.steps, traj, final)
-
-    def describe(self) -> dict:
-        """Settings as a plain dict (for the JSON report)."""
-        return {"type": type(self).__name__, **asdict(self)}
 
 
 __all__ = ["Trace", "FactorizationProblem", "TensorProblem", "SparseRegressionProblem",

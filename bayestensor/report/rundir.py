@@ -41,8 +41,17 @@ KINDS = ("completion", "regression", "network", "dynamics")
 
 
 def timestamped_dir(parent, prefix: str) -> Path:
-    """``parent/<prefix>-YYYYmmdd-HHMMSS`` (local time), the default folder of a new run."""
-    return Path(parent) / f"{prefix}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    """``parent/<prefix>-YYYYmmdd-HHMMSS`` (local time), the default folder of a new run.
+
+    A second run in the same second gets ``-2``, ``-3``, ... appended: the folder returned
+    does not exist yet.
+    """
+    base = Path(parent) / f"{prefix}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def prepare_run_dir(run_dir, *, force: bool = False) -> Path:

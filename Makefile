@@ -19,8 +19,8 @@ install: $(BIN)/bayestensor
 demo: install
 	$(BIN)/bayestensor demo
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install  # every test, the slow ones (marked `slow`) included
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,6 +3,8 @@
 import copy
 import json
 import pickle
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, factorize, fit
                               load_exported, predict_dense, save_exported, tensorize,
                               tensorized_shape, train_dense)
 from bayestensor.nets import metrics
+from bayestensor.nets.layers import MAX_LAYER_PARAMS
+from bayestensor.nets.shapes import rank_caps
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
 
 torch.set_num_threads(1)
@@ -332,3 +336,170 @@ def test_sghmc_leaves_frozen_slices_unchanged(digits):
         assert torch.equal(p.detach()[~m], b[~m])      # frozen: bit-identical
         if m.any():
             assert not torch.equal(p.detach()[m], b[m])  # live: moved
+
+
+# --- issue 14: ranks that cannot fit, arguments checked before any work -----------------------
+@pytest.mark.parametrize("fmt,caps", [("ttm", (16, 8)), ("cp", (512,)), ("tucker", (8, 8, 8, 4)),
+                                      ("tt", (4, 16, 32, 8, 2))])
+def test_rank_caps_by_hand(fmt, caps):
+    # 64 x 32: ttm/cp/tt shape (4, 4, 4) x (4, 4, 2); tucker (8, 8) x (8, 4)
+    in_shape, out_shape = tensorized_shape(64, 32, 2 if fmt == "tucker" else 3)
+    assert rank_caps(fmt, in_shape + out_shape) == caps
+
+
+@pytest.mark.parametrize("fmt", ["ttm", "cp", "tucker", "tt"])
+def test_huge_max_rank_is_capped_with_a_warning_before_allocating(fmt):
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="max_rank: 10000 .* capped at"):
+        layer = TensorizedLinear(64, 32, fmt, max_rank=10000, seed=0)
+    assert time.perf_counter() - start < 2.0
+    assert layer.ranks == rank_caps(fmt, layer.tensor_shape)
+    x = torch.randn(3, 64)
+    assert layer(x).shape == (3, 32)
+
+
+def test_ranks_within_the_caps_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer = TensorizedLinear(64, 32, "ttm", max_rank=(16, 8), seed=0)
+    assert layer.ranks == (16, 8)
+
+
+def test_conv_rank_is_capped_with_a_warning():
+    with pytest.warns(UserWarning, match="max_rank"):
+        conv = TensorizedConv2d(3, 6, 3, max_rank=100, seed=0)
+    assert conv.ranks == (6, 3, 3, 3)
+    with pytest.warns(UserWarning, match="max_rank"):
+        tc = TensorizedConv2d.from_conv(nn.Conv2d(3, 6, 3), max_rank=(2, 50))
+    assert tc.ranks[:2] == (2, 3)
+
+
+@pytest.mark.parametrize("fmt", ["ttm", "tt", "tucker"])
+def test_capped_decomposition_at_full_rank_still_reproduces_dense(fmt):
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 12)
+    with pytest.warns(UserWarning, match="max_rank"):
+        t = TensorizedLinear.from_linear(lin, fmt, max_rank=10000, num_modes=2)
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(t(x), lin(x), atol=1e-4, rtol=1e-4)
+
+
+def test_parameter_count_above_the_limit_is_refused_unless_lifted():
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="max_rank.*max_params=50,000,000"):
+        TensorizedLinear(4096, 4096, "tt", max_rank=10000, num_particles=2)
+    with pytest.raises(ValueError, match="max_rank.*max_params"):
+        TensorizedConv2d(2048, 2048, 3, max_rank=2048, num_particles=2)
+    assert time.perf_counter() - start < 2.0
+    assert MAX_LAYER_PARAMS == 50_000_000
+    with pytest.raises(ValueError, match="max_rank"):
+        TensorizedLinear(64, 32, "ttm", max_rank=8, max_params=100)
+    layer = TensorizedLinear(64, 32, "ttm", max_rank=8, max_params=None)
+    assert layer.n_params() > 100
+    with pytest.raises(ValueError, match="max_params"):
+        TensorizedLinear(64, 32, max_params=0)
+
+
+def test_tensorize_checks_every_layer_before_building_any():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(4096, 4096))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="max_rank.*CP-ALS"):  # the start, not the layer
+        tensorize(model, format="cp", max_rank=10000, min_features=1)
+    with pytest.raises(ValueError, match="max_rank.*parameters"):
+        tensorize(model, format="tt", max_rank=10000, num_particles=2, min_features=1,
+                  init="random")
+    assert time.perf_counter() - start < 2.0
+    with pytest.warns(UserWarning, match="max_rank"):
+        bnet = tensorize(_mlp(), format="ttm", max_rank=10000, min_features=1)
+    assert [m.ranks for m in bnet.tensorized().values()] == [(32, 16), (32, 4)]
+
+
+@pytest.mark.parametrize("value", [2.5, "3", True, 0, [2, 2.5], None])
+def test_max_rank_must_be_integers(value):
+    with pytest.raises(ValueError, match="max_rank"):
+        TensorizedLinear(64, 32, max_rank=value)
+    with pytest.raises(ValueError, match="max_rank"):
+        TensorizedConv2d(3, 6, 3, max_rank=value)
+    with pytest.raises(ValueError, match="max_rank"):
+        tensorize(_mlp(), max_rank=value)
+
+
+def _tiny_bnet(num_particles=1):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    return tensorize(net, layers=["0"], format="ttm", max_rank=2, num_particles=num_particles,
+                     seed=0)
+
+
+def _tiny_data(n=32):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, 16, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def _refused_before_training(bnet, x, y, match, **kwargs):
+    before = [p.detach().clone() for p in bnet.parameters()]
+    with pytest.raises(ValueError, match=match) as err:
+        fit_net(bnet, x, y, **{"epochs": 1, "batch_size": 16, **kwargs})
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, bnet.parameters()))
+    return str(err.value)
+
+
+def test_svgd_with_one_particle_is_refused():
+    x, y = _tiny_data()
+    _refused_before_training(_tiny_bnet(1), x, y, "SVGD needs at least 2 particles",
+                             method="svgd")
+    _refused_before_training(_tiny_bnet(2), x, y, "VI needs a single particle", method="vi")
+
+
+@pytest.mark.parametrize("labels,match", [
+    ([0, 1, 3], r"y: class labels must lie in \[0, 3\).* 0 to 3"),
+    ([-1, 0, 1], r"y: class labels must lie in \[0, 3\).* -1 to 1"),
+    ([0.0, 1.0, 2.0], "y: expected integer class labels"),
+    ([True, False, True], "y: expected integer class labels"),
+])
+def test_fit_net_refuses_bad_labels_before_training(labels, match):
+    x, _ = _tiny_data(3)
+    _refused_before_training(_tiny_bnet(), x, torch.tensor(labels), match)
+    with pytest.raises(ValueError, match=match):
+        train_dense(nn.Linear(16, 3), x, torch.tensor(labels), epochs=1)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(epochs="3"), "epochs"), (dict(batch_size="16"), "batch_size"), (dict(lr="0.1"), "lr"),
+    (dict(lr=float("inf")), "lr"), (dict(seed=-1), "seed"), (dict(seed=2**70), "seed"),
+    (dict(seed=1.5), "seed"), (dict(seed="3"), "seed"), (dict(num_draws="4"), "num_draws"),
+    (dict(friction="0.1"), "friction"), (dict(friction=1.5), "friction"),
+    (dict(burnin=1.0), "burnin"), (dict(sghmc_lr="0.02"), "sghmc_lr"),
+    (dict(temperature=-1.0), "temperature"), (dict(scale_lr=0), "scale_lr"),
+    (dict(sghmc_prune="0.01"), "sghmc_prune"), (dict(num_samples=2.0), "num_samples"),
+    (dict(kernel="gauss"), "kernel"),
+])
+def test_fit_net_names_a_bad_number_before_training(kwargs, name):
+    x, y = _tiny_data()
+    msg = _refused_before_training(_tiny_bnet(), x, y, f"^{name}: ", **kwargs)
+    assert "Traceback" not in msg
+
+
+def test_huge_lr_is_printed_as_given():
+    x, y = _tiny_data()
+    msg = _refused_before_training(_tiny_bnet(), x, y, "lr", lr=1e39)
+    assert "1e+39" in msg and "inf" not in msg, msg
+    with pytest.raises(ValueError, match="lr: .*1e\\+39"):
+        train_dense(nn.Linear(16, 3), x, y, lr=1e39)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, "0", 0.5])
+def test_tensorize_and_layers_name_a_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        tensorize(_mlp(), seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        TensorizedLinear(64, 32, seed=seed)
+
+
+def test_largest_seed_is_accepted_by_every_start():
+    seed = 2**63 - 1  # TensorLy's CP-ALS takes 32-bit seeds only; tensorize maps them
+    bnet = tensorize(_mlp(), layers=["2"], format="cp", max_rank=2, num_particles=2, seed=seed)
+    x, y = _tiny_data()
+    bnet2 = _tiny_bnet()
+    fit_net(bnet2, x, y, epochs=1, batch_size=16, seed=seed)
+    assert bnet.num_particles == 2

@@ -13,10 +13,16 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from bayestensor.checks import choice, positive_int
+from bayestensor.formats import get_format
 from bayestensor.io import load_tensors, save_tensors
-from bayestensor.nets.layers import (PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
+from bayestensor.nets.layers import (DEFAULT_MODES, INITS, LINEAR_FORMATS, MAX_LAYER_PARAMS,
+                                     PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
                                      TensorizedConv2d, TensorizedLinear, _BayesLowRank,
-                                     build_compressed, export_layer)
+                                     build_compressed, conv_ranks, export_layer, layer_ranks,
+                                     max_params_arg, seed_arg)
+from bayestensor.nets.shapes import rank_value, tensorized_shape
+from bayestensor.seeds import MAX_SEED
 
 #: Passes of fresh VI draws averaged per prediction (each pass draws ``num_draws`` weights).
 VI_PREDICT_PASSES = 4
@@ -149,10 +155,26 @@ def _is_target(name, module, layers, min_features):
     return name in layers
 
 
+def _check_budget(targets, format, max_rank, conv_rank, num_modes, num_particles, max_params,
+                  init):
+    """Check every target layer's ranks against ``max_params`` before any is built."""
+    modes = DEFAULT_MODES[format] if num_modes is None else num_modes
+    for _, m in targets:
+        if isinstance(m, nn.Linear):
+            in_shape, out_shape = tensorized_shape(m.in_features, m.out_features, modes)
+            shape = in_shape + out_shape
+            ranks = get_format(format).normalize_rank(shape, max_rank)
+            layer_ranks(format, shape, ranks, max_rank, num_particles, max_params, warn=False,
+                        decompose=init == "decompose")
+        else:
+            conv_ranks(tuple(m.weight.shape), conv_rank, num_particles, max_params, warn=False)
+
+
 def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
               format: str = "ttm", max_rank=8, prior: str = "gamma", prior_params=None,
               num_particles: int = 1, init: str = "decompose", num_modes: int | None = None,
-              conv_rank=None, min_features: int = 256, seed: int = 0) -> BayesianNet:
+              conv_rank=None, min_features: int = 256, seed: int = 0,
+              max_params: int | None = MAX_LAYER_PARAMS) -> BayesianNet:
     """Replace chosen ``nn.Linear`` / ``nn.Conv2d`` layers of a copy of ``model``.
 
     Parameters
@@ -165,7 +187,8 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
     format : {"ttm", "cp", "tucker", "tt"}
         Format of the linear layers (convolutions are Tucker-2).
     max_rank : int
-        Maximum rank of the linear layers.
+        Maximum rank of the linear layers, capped per layer at what its tensorized shape
+        supports (with a warning, see :func:`bayestensor.nets.shapes.rank_caps`).
     prior, prior_params
         Hyperprior on the slice scales.
     num_particles : int
@@ -176,7 +199,14 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
         Modes per side of the tensorized shapes.
     conv_rank : int, optional
         Maximum Tucker-2 ranks of the convolutions (default ``max_rank``).
+    min_features : int
+        Smallest weight (``in * out``) replaced when ``layers`` is not given.
     seed : int
+        Layer ``k`` (in module order) starts from seed ``seed + k``.
+    max_params : int or None
+        Most low-rank parameters per layer (all particles together), default
+        :data:`bayestensor.nets.layers.MAX_LAYER_PARAMS`; every layer is checked before any is
+        built. ``None`` lifts the limit.
 
     Returns
     -------
@@ -184,6 +214,15 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+    choice("format", format, LINEAR_FORMATS)
+    choice("init", init, INITS)
+    max_rank = rank_value("max_rank", max_rank)
+    conv_rank = max_rank if conv_rank is None else rank_value("conv_rank", conv_rank)
+    num_particles = positive_int("num_particles", num_particles)
+    num_modes = None if num_modes is None else positive_int("num_modes", num_modes)
+    min_features = positive_int("min_features", min_features)
+    seed = seed_arg(seed)
+    max_params = max_params_arg(max_params)
     if layers is not None and not callable(layers):
         layers = list(layers)
         names = dict(model.named_modules())
@@ -198,14 +237,18 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
                if isinstance(m, (nn.Linear, nn.Conv2d)) and _is_target(n, m, layers, min_features)]
     if not targets:
         raise ValueError("layers: no nn.Linear/nn.Conv2d layer selected for tensorization")
+    _check_budget(targets, format, max_rank, conv_rank, num_modes, num_particles, max_params,
+                  init)
     for k, (name, m) in enumerate(targets):
+        layer_seed = (seed + k) % (MAX_SEED + 1)
         if isinstance(m, nn.Linear):
             new = TensorizedLinear.from_linear(m, format, max_rank, prior, prior_params,
                                                num_modes=num_modes, num_particles=num_particles,
-                                               init=init, seed=seed + k)
+                                               init=init, seed=layer_seed, max_params=max_params)
         else:
-            new = TensorizedConv2d.from_conv(m, conv_rank or max_rank, prior, prior_params,
-                                             num_particles=num_particles, init=init, seed=seed + k)
+            new = TensorizedConv2d.from_conv(m, conv_rank, prior, prior_params,
+                                             num_particles=num_particles, init=init,
+                                             seed=layer_seed, max_params=max_params)
         _set_module(net, name, new)
     return BayesianNet(net)
 

@@ -26,6 +26,7 @@ collapsed.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -33,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayestensor.checks import choice, positive_float, positive_int
+from bayestensor.checks import choice, positive_int
 from bayestensor.formats import TuckerTensor, get_format
 from bayestensor.formats.decompose import cp_als
-from bayestensor.nets.shapes import tensorized_shape
+from bayestensor.nets.shapes import rank_caps, rank_value, tensorized_shape
 from bayestensor.priors import LowRankPrior, get_prior, param_std
+from bayestensor.seeds import MAX_SEED
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
 INITS = ("decompose", "random")
@@ -54,6 +56,117 @@ PARTICLE_SPREAD = 0.05
 VI_INIT_STD = 1e-3
 #: CP-ALS sweeps of the starting decomposition: a start only, a rough fit is enough.
 CP_ALS_ITERATIONS = 30
+#: Most low-rank parameters (all particles together) a tensorized layer may have unless the
+#: caller passes ``max_params=None``: 50 million float32 numbers are 200 MB, and training
+#: keeps several copies (gradients, optimizer moments, SGHMC velocities). The same bound
+#: applies to the working array of a CP-ALS start (see :func:`layer_ranks`).
+MAX_LAYER_PARAMS = 50_000_000
+#: Largest float32. The networks train in float32: a larger number (``lr=1e39``) becomes inf.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: TensorLy's decompositions seed NumPy's legacy generator, which takes 32-bit seeds.
+LEGACY_SEED_MODULUS = 2**32
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+def real_number(name: str, value, low: float = 0.0, high: float = FLOAT32_MAX, *,
+                low_open: bool = True, high_open: bool = False) -> float:
+    """``value`` as a float between ``low`` and ``high`` (ends open or closed).
+
+    Strings and booleans are refused, not converted. The message prints the value as given
+    (``1e+39``, never ``inf``) and the interval, e.g. ``"lr: expected a number in
+    (0, 3.40282e+38], got 1e+39"``.
+    """
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    bad = f"{name}: expected a number in {interval}, got {value!r}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise ValueError(bad)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(bad) from None
+    if not math.isfinite(v) or v < low or v > high or (low_open and v == low) \
+            or (high_open and v == high):
+        raise ValueError(f"{name}: expected a number in {interval}, got {v!r}")
+    return v
+
+
+def seed_arg(value, name: str = "seed", optional: bool = False) -> int | None:
+    """A seed: an integer in ``[0, 2**63 - 1]`` (or ``None`` when ``optional``)."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name}: expected an integer in [0, 2**63 - 1], got {value!r}")
+    return int(value)
+
+
+def max_params_arg(value) -> int | None:
+    """The parameter budget of a layer: a positive integer, or ``None`` for no limit."""
+    return None if value is None else positive_int("max_params", value)
+
+
+def layer_ranks(fmt: str, tensor_shape: Sequence[int], ranks: Sequence[int], max_rank,
+                num_particles: int, max_params: int | None, warn: bool = True,
+                decompose: bool = False) -> tuple[int, ...]:
+    """``ranks`` capped at what ``tensor_shape`` supports, checked against ``max_params``.
+
+    Runs before any parameter is allocated. A CP start decomposed by ALS also needs a
+    Khatri-Rao product of ``R`` times the size of the tensor over its smallest mode numbers,
+    which must fit the same budget (the SVD-based starts of the other formats need a few
+    copies of the dense weight only).
+
+    Parameters
+    ----------
+    fmt : str
+        Low-rank format.
+    tensor_shape : sequence of int
+        Shape of the tensorized weight.
+    ranks : sequence of int
+        Requested rank of each rank dimension (from ``max_rank``).
+    max_rank
+        The user's argument, for the messages.
+    num_particles : int
+        Particles the parameters are stored for.
+    max_params : int or None
+        Parameter budget (all particles together); ``None`` for none.
+    warn : bool
+        Warn (``UserWarning``) when a rank is capped (see
+        :func:`bayestensor.nets.shapes.rank_caps`).
+    decompose : bool
+        The layer starts from a decomposition of a dense weight.
+
+    Returns
+    -------
+    tuple of int
+        The capped ranks.
+
+    Raises
+    ------
+    ValueError
+        Naming ``max_rank``, when the layer would have more than ``max_params`` parameters
+        (or, with ``decompose``, a CP-ALS workspace of more than ``max_params`` numbers).
+    """
+    capped = tuple(min(int(r), c) for r, c in zip(ranks, rank_caps(fmt, tensor_shape)))
+    if warn and capped != tuple(ranks):
+        warnings.warn(f"max_rank: {max_rank!r} is more than the {fmt} shape {tuple(tensor_shape)} "
+                      f"supports; ranks capped at {capped}", UserWarning, stacklevel=3)
+    if max_params is None:
+        return capped
+    where = f"a {fmt} layer of shape {tuple(tensor_shape)} with ranks {capped}"
+    count = num_particles * sum(s.numel() for s in get_format(fmt).specs(tensor_shape, capped))
+    if count > max_params:
+        raise ValueError(f"max_rank: {max_rank!r} gives {where} and {num_particles} particle(s) "
+                         f"{count:,} parameters, above max_params={max_params:,}; lower "
+                         f"max_rank or pass max_params=None to allow it")
+    workspace = math.prod(tensor_shape) // min(tensor_shape) * capped[0]
+    if decompose and fmt == "cp" and workspace > max_params:
+        raise ValueError(f"max_rank: the CP-ALS start of {where} needs {workspace:,} numbers, "
+                         f"above max_params={max_params:,}; lower max_rank, use "
+                         f"init='random', or pass max_params=None to allow it")
+    return capped
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +330,7 @@ class _BayesLowRank(nn.Module):
         num_draws = positive_int("num_draws", num_draws)
         if int(self.factors[0].shape[0]) != 1:
             raise ValueError(f"num_particles: VI needs a single particle, got {self.num_particles}")
-        rho0 = math.log(math.expm1(positive_float("init_std", init_std)))
+        rho0 = math.log(math.expm1(real_number("init_std", init_std)))
         self.rhos = nn.ParameterList([nn.Parameter(torch.full_like(p, rho0)) for p in self.factors])
         self.variational, self.num_draws, self._last = True, num_draws, None
         return self
@@ -384,7 +497,9 @@ class TensorizedLinear(_BayesLowRank):
     format : {"ttm", "cp", "tucker", "tt"}
         Low-rank format of ``W`` (over the tensor ``in_shape + out_shape``).
     max_rank : int or sequence of int
-        Maximum rank(s); the prior switches off the slices the data do not need.
+        Maximum rank(s); the prior switches off the slices the data do not need. A rank above
+        what the tensorized shape supports (:func:`bayestensor.nets.shapes.rank_caps`) adds
+        nothing and is capped, with a warning.
     prior : {"gamma", "half_cauchy", "log_uniform"} or RankPrior
         Hyperprior on the slice scales.
     prior_params : dict, optional
@@ -401,6 +516,9 @@ class TensorizedLinear(_BayesLowRank):
         ``sqrt(2 / in_features)``, He initialization).
     seed : int, optional
         Seed of the random initialization.
+    max_params : int or None
+        Most low-rank parameters the layer may have, all particles together (default
+        :data:`MAX_LAYER_PARAMS`); checked before anything is allocated. ``None`` lifts it.
 
     Examples
     --------
@@ -412,12 +530,15 @@ class TensorizedLinear(_BayesLowRank):
     def __init__(self, in_features: int, out_features: int, format: str = "ttm", max_rank=8,
                  prior="gamma", prior_params: dict | None = None, shape=None,
                  num_modes: int | None = None, num_particles: int = 1, bias: bool = True,
-                 init_std: float | None = None, seed: int | None = None, _params=None,
-                 _bias=None):
+                 init_std: float | None = None, seed: int | None = None,
+                 max_params: int | None = MAX_LAYER_PARAMS, _params=None, _bias=None):
         super().__init__()
         if format not in LINEAR_FORMATS:
             raise ValueError(f"format: expected one of {LINEAR_FORMATS}, got {format!r}")
         num_particles = positive_int("num_particles", num_particles)
+        seed = seed_arg(seed, optional=True)
+        max_params = max_params_arg(max_params)
+        requested = rank_value("max_rank", max_rank)
         num_modes = DEFAULT_MODES[format] if num_modes is None else positive_int("num_modes", num_modes)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
@@ -429,10 +550,12 @@ class TensorizedLinear(_BayesLowRank):
             raise ValueError(f"num_modes: {format} needs at least 2 modes per side")
         self.tensor_shape = self.in_shape + self.out_shape
         cls = get_format(format)
-        ranks = cls.normalize_rank(self.tensor_shape, max_rank)
+        ranks = layer_ranks(format, self.tensor_shape, cls.normalize_rank(self.tensor_shape,
+                                                                          requested),
+                            max_rank, num_particles, max_params)
         if _params is None:
             std = (_gain_scale(in_features) if init_std is None
-                   else positive_float("init_std", init_std))
+                   else real_number("init_std", init_std))
             params = cls.random(self.tensor_shape, ranks, scale=std, batch_shape=(num_particles,),
                                 seed=seed).params
         else:
@@ -456,27 +579,37 @@ class TensorizedLinear(_BayesLowRank):
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "ttm", max_rank=8, prior="gamma",
                     prior_params=None, shape=None, num_modes=None, num_particles: int = 1,
-                    init: str = "decompose", seed: int = 0) -> "TensorizedLinear":
+                    init: str = "decompose", seed: int = 0,
+                    max_params: int | None = MAX_LAYER_PARAMS) -> "TensorizedLinear":
         """Replace an ``nn.Linear``; ``init="decompose"`` starts from its trained weight.
 
         The weight is decomposed with TensorLy (TT-matrix SVD, TT-SVD, HOSVD/Tucker, CP-ALS)
-        at ``max_rank``; ``init="random"`` uses He initialization instead. The bias is copied.
+        at ``max_rank`` (capped as in :class:`TensorizedLinear`, before the decomposition);
+        ``init="random"`` uses He initialization instead. The bias is copied.
         """
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
         choice("format", format, LINEAR_FORMATS)
         choice("init", init, INITS)
+        seed = seed_arg(seed)
+        num_particles = positive_int("num_particles", num_particles)
+        requested = rank_value("max_rank", max_rank)
         num_modes = DEFAULT_MODES[format] if num_modes is None else num_modes
         in_shape, out_shape = tensorized_shape(linear.in_features, linear.out_features, num_modes,
                                                shape)
+        tensor_shape = in_shape + out_shape
+        ranks = layer_ranks(format, tensor_shape,
+                            get_format(format).normalize_rank(tensor_shape, requested), max_rank,
+                            num_particles, max_params_arg(max_params),
+                            decompose=init == "decompose")
         params = None
         if init == "decompose":
-            w = linear.weight.detach().double().T.reshape(in_shape + out_shape).numpy()
-            params = [p.unsqueeze(0) for p in decompose_weight(w, format, max_rank, seed=seed)]
+            w = linear.weight.detach().double().T.reshape(tensor_shape).numpy()
+            params = [p.unsqueeze(0) for p in decompose_weight(w, format, ranks, seed=seed)]
         b = None if linear.bias is None else linear.bias.detach()
-        return cls(linear.in_features, linear.out_features, format, max_rank, prior, prior_params,
+        return cls(linear.in_features, linear.out_features, format, ranks, prior, prior_params,
                    (in_shape, out_shape), num_modes, num_particles, linear.bias is not None,
-                   seed=seed, _params=params, _bias=b)
+                   seed=seed, max_params=max_params, _params=params, _bias=b)
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, format={self.fmt!r}, "
@@ -487,6 +620,7 @@ class TensorizedLinear(_BayesLowRank):
 def decompose_weight(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[torch.Tensor]:
     """Single-sample low-rank parameters of a dense tensor in ``fmt`` (TensorLy decompositions)."""
     cls = get_format(fmt)
+    seed = seed % LEGACY_SEED_MODULUS
     if fmt == "cp":
         (r,) = cls.normalize_rank(tensor.shape, rank)
         factors = cp_als(tensor, r, init="random", n_iter_max=CP_ALS_ITERATIONS, seed=seed)
@@ -495,6 +629,20 @@ def decompose_weight(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[
     if fmt == "tucker":
         ranks = [min(r, s) for r, s in zip(ranks, tensor.shape)]
     return cls.from_tensor(tensor, ranks, seed=seed).params
+
+
+def conv_ranks(tensor_shape: Sequence[int], max_rank, num_particles: int,
+               max_params: int | None, warn: bool = True) -> tuple[int, int, int, int]:
+    """Tucker-2 ranks ``(R_out, R_in, kh, kw)`` of a ``(out, in, kh, kw)`` kernel from
+    ``max_rank`` (an int or a pair), capped and checked as in :func:`layer_ranks`."""
+    requested = rank_value("max_rank", max_rank)
+    if isinstance(requested, int):
+        requested = (requested, requested)
+    if len(requested) != 2:
+        raise ValueError(f"max_rank: expected an integer or a pair (R_out, R_in), "
+                         f"got {max_rank!r}")
+    return layer_ranks("tucker", tensor_shape, requested + tuple(tensor_shape[2:]), max_rank,
+                       num_particles, max_params, warn)
 
 
 class TensorizedConv2d(_BayesLowRank):
@@ -507,31 +655,29 @@ class TensorizedConv2d(_BayesLowRank):
     kernel_size : int or pair
     stride, padding, dilation : int or pair
     max_rank : int or pair
-        Maximum ``(R_out, R_in)``.
-    prior, prior_params, num_particles, bias, init_std, seed
+        Maximum ``(R_out, R_in)``, capped at what the kernel's shape supports (with a warning).
+    prior, prior_params, num_particles, bias, init_std, seed, max_params
         As in :class:`TensorizedLinear`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, max_rank=8, prior="gamma", prior_params=None, num_particles: int = 1,
                  bias: bool = True, init_std: float | None = None, seed: int | None = None,
-                 _params=None, _bias=None):
+                 max_params: int | None = MAX_LAYER_PARAMS, _params=None, _bias=None):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         num_particles = positive_int("num_particles", num_particles)
+        seed = seed_arg(seed, optional=True)
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         kh, kw = positive_int("kernel_size", kh), positive_int("kernel_size", kw)
         self.kernel_size = (kh, kw)
         self.stride, self.padding, self.dilation = stride, padding, dilation
-        ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
-        ro = min(positive_int("max_rank", ro), out_channels)
-        ri = min(positive_int("max_rank", ri), in_channels)
         self.tensor_shape = (out_channels, in_channels, kh, kw)
-        ranks = (ro, ri, kh, kw)
+        ranks = conv_ranks(self.tensor_shape, max_rank, num_particles, max_params_arg(max_params))
         if _params is None:
             std = (_gain_scale(in_channels * kh * kw) if init_std is None
-                   else positive_float("init_std", init_std))
+                   else real_number("init_std", init_std))
             params = TuckerTensor.random(self.tensor_shape, ranks, scale=std,
                                          batch_shape=(num_particles,), seed=seed).params
         else:
@@ -551,24 +697,30 @@ class TensorizedConv2d(_BayesLowRank):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, max_rank=8, prior="gamma", prior_params=None,
-                  num_particles: int = 1, init: str = "decompose", seed: int = 0):
-        """Replace an ``nn.Conv2d`` (groups=1); ``init="decompose"`` uses its Tucker-2 HOSVD."""
+                  num_particles: int = 1, init: str = "decompose", seed: int = 0,
+                  max_params: int | None = MAX_LAYER_PARAMS):
+        """Replace an ``nn.Conv2d`` (groups=1); ``init="decompose"`` uses its Tucker-2 HOSVD.
+
+        The ranks are capped and checked against ``max_params`` before the decomposition.
+        """
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
             raise ValueError(f"conv: expected an nn.Conv2d with groups=1, got {conv!r}")
         choice("init", init, INITS)
+        seed = seed_arg(seed)
         if isinstance(conv.padding, str):
             raise ValueError(f"conv: string padding {conv.padding!r} is not supported")
-        ro, ri = (max_rank, max_rank) if isinstance(max_rank, int) else tuple(max_rank)
-        o, c, kh, kw = conv.weight.shape
+        num_particles = positive_int("num_particles", num_particles)
+        shape = tuple(conv.weight.shape)
+        ranks = conv_ranks(shape, max_rank, num_particles, max_params_arg(max_params))
         params = None
         if init == "decompose":
             w = conv.weight.detach().double().numpy()
-            params = [p.unsqueeze(0) for p in
-                      TuckerTensor.from_tensor(w, (min(ro, o), min(ri, c), kh, kw), seed=seed).params]
+            params = [p.unsqueeze(0) for p in TuckerTensor.from_tensor(
+                w, ranks, seed=seed % LEGACY_SEED_MODULUS).params]
         b = None if conv.bias is None else conv.bias.detach()
-        return cls(c, o, (kh, kw), conv.stride, conv.padding, conv.dilation, (ro, ri), prior,
-                   prior_params, num_particles, conv.bias is not None, seed=seed, _params=params,
-                   _bias=b)
+        return cls(shape[1], shape[0], shape[2:], conv.stride, conv.padding, conv.dilation,
+                   ranks[:2], prior, prior_params, num_particles, conv.bias is not None,
+                   seed=seed, max_params=max_params, _params=params, _bias=b)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

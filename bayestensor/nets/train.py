@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayestensor.checks import choice, positive_float, positive_int
+from bayestensor.checks import choice, positive_int
 from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
 from bayestensor.infer.sghmc import sghmc_update
 from bayestensor.nets.convert import BayesianNet
-from bayestensor.nets.layers import PRUNE_THRESHOLD
+from bayestensor.nets.layers import PRUNE_THRESHOLD, real_number, seed_arg
 from bayestensor.seeds import derive_seed, rng
 
 METHODS = ("map", "vi", "svgd", "sghmc")
@@ -64,14 +64,39 @@ PRECONDITIONER_BOUND = 0.5
 def _check_data(x, y):
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError("x: expected torch tensors for x and y")
-    if x.shape[0] != y.shape[0] or x.shape[0] < 1:
-        raise ValueError(f"y: expected {x.shape[0]} labels, got {y.shape[0]}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x: expected a batch of at least one example, got shape {tuple(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y: expected {x.shape[0]} labels (1-D), got shape {tuple(y.shape)}")
+    if y.dtype == torch.bool or y.dtype.is_floating_point or y.dtype.is_complex:
+        raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
 
 
-def _check_schedule(epochs, batch_size, lr):
+def _check_label_range(y, num_classes):
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"y: class labels must lie in [0, {num_classes}) (the network's output "
+                         f"width), got labels from {lo} to {hi}")
+
+
+def _check_schedule(epochs, batch_size, lr, seed):
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
-    positive_float("lr", lr)
+    real_number("lr", lr)
+    seed_arg(seed)
+
+
+@torch.no_grad()
+def _output_width(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of classes a model scores: its output width on one example (in eval mode, so
+    batch statistics and running averages are left alone)."""
+    was = model.training
+    model.eval()
+    try:
+        out = model(x[:1])
+    finally:
+        model.train(was)
+    return int(out.shape[-1])
 
 
 def _batches(n, batch_size, gen):
@@ -88,8 +113,12 @@ def particle_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def train_dense(model: nn.Module, x, y, epochs: int = 10, batch_size: int = 128,
                 lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0) -> dict:
     """Baseline: Adam with cosine decay on the mean cross-entropy of a plain network."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
     _check_data(x, y)
-    _check_schedule(epochs, batch_size, lr)
+    _check_schedule(epochs, batch_size, lr, seed)
+    real_number("weight_decay", weight_decay, low_open=False)
+    _check_label_range(y, _output_width(model, x))
     torch.manual_seed(seed)
     gen = rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -174,23 +203,35 @@ def _svgd_step(pp, shared, num_data, kern, layout):
             p.grad /= num_data * num_particles
 
 
-def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, num_draws, sghmc_lr, friction,
-                    burnin, num_samples, temperature, sghmc_prune):
+def _check_particles(bnet, method):
+    p = bnet.num_particles
+    if method == "svgd" and p < 2:
+        raise ValueError(f"num_particles: SVGD needs at least 2 particles, got {p} (set "
+                         f"tensorize(num_particles=...))")
+    if method == "vi" and not bnet.is_variational() and p != 1:
+        raise ValueError(f"num_particles: VI needs a single particle, got {p} (set "
+                         f"tensorize(num_particles=1); num_draws sets the draws per step)")
+
+
+def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
+                    sghmc_lr, friction, burnin, num_samples, temperature, scale_lr, sghmc_prune):
     choice("method", method, METHODS)
     if not isinstance(bnet, BayesianNet):
         raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
     _check_data(x, y)
-    _check_schedule(epochs, batch_size, lr)
+    _check_schedule(epochs, batch_size, lr, seed)
     positive_int("num_draws", num_draws)
     positive_int("num_samples", num_samples)
-    positive_float("sghmc_lr", sghmc_lr)
-    positive_float("temperature", temperature, allow_zero=True)
-    if not 0 <= burnin < 1:
-        raise ValueError(f"burnin: expected a fraction in [0, 1), got {burnin}")
-    if not 0 < friction <= 1:
-        raise ValueError(f"friction: expected a number in (0, 1], got {friction}")
-    if sghmc_prune is not None and not 0 <= sghmc_prune < 1:
-        raise ValueError(f"sghmc_prune: expected a threshold in [0, 1) or None, got {sghmc_prune}")
+    get_kernel(kernel)
+    real_number("sghmc_lr", sghmc_lr)
+    real_number("friction", friction, high=1.0)
+    real_number("burnin", burnin, high=1.0, low_open=False, high_open=True)
+    real_number("temperature", temperature, low_open=False)
+    real_number("scale_lr", scale_lr)
+    if sghmc_prune is not None:
+        real_number("sghmc_prune", sghmc_prune, high=1.0, low_open=False, high_open=True)
+    _check_particles(bnet, method)
+    _check_label_range(y, _output_width(bnet, x))
 
 
 def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "map",
@@ -205,8 +246,9 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     ----------
     bnet : BayesianNet
     x, y : tensors
-        Training inputs and integer labels.
+        Training inputs and integer labels in ``[0, C)``, ``C`` the network's output width.
     method : {"map", "vi", "svgd", "sghmc"}
+        ``"svgd"`` needs at least 2 particles, ``"vi"`` one (``tensorize(num_particles=...)``).
     epochs, batch_size : int
     lr : float
         Adam learning rate (MAP, VI, SVGD, the SGHMC warm-up and shared layers).
@@ -229,9 +271,16 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     -------
     dict
         ``{"loss": per-step loss, "seconds": wall time, "method": method}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, before any training, for a bad argument: a number given as a
+        string, out of range or beyond float32 (``lr=1e39``), a seed outside
+        ``[0, 2**63 - 1]``, labels that are not integers in ``[0, C)``, SVGD with one particle.
     """
-    _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, num_draws, sghmc_lr, friction,
-                    burnin, num_samples, temperature, sghmc_prune)
+    _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
+                    sghmc_lr, friction, burnin, num_samples, temperature, scale_lr, sghmc_prune)
     torch.manual_seed(seed)
     gen = rng(seed)
     n = x.shape[0]

@@ -1,41 +1,35 @@
-"""Beyond one process: chain groups, replicate sweeps and task streams on Ray, or locally.
+"""Beyond one process: replicate sweeps and task streams on Ray, or locally.
 
-Everything here dispatches *independent* tasks (chain groups, SVGD runs, replicates of a
+Everything here dispatches *independent* tasks (chain groups of ``fit``, replicates of a
 sweep) to an existing engine, Ray; no scheduling of our own beyond a bounded window of tasks in
 flight. The local backend runs the very same tasks in order in this process, so the two give
 identical numbers: every task's seed is derived from the base seed and the task's key, never
 from the order in which tasks run or finish.
 
-* :func:`derive_seed` — a task's seed from the base seed and its key;
 * :func:`run_tasks` — run ``fn(task)`` for every task, locally or as Ray tasks with retries,
   streaming each result to a JSON-lines file as it arrives; a re-run skips what is done and
   failures are reported per task instead of losing the others;
 * :func:`sweep` — a grid over settings times seeds on top of :func:`run_tasks`;
 * :class:`TaskExecutor` — an object with ``map`` for APIs that take an executor
-  (``dynamics.compare``);
-* :func:`fit_chain_groups` — ``fit(..., backend="ray")``: chains split into groups, one fit per
-  group, merged along the chain dimension.
+  (``dynamics.compare``).
+
+Task seeds come from :func:`bayestensor.seeds.derive_seed`; ``fit``'s chain groups are built
+on :func:`run_tasks` in :mod:`bayestensor.infer.chains`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
+from tqdm.auto import tqdm
+
+from bayestensor.seeds import derive_seed
 
 BACKENDS = ("local", "ray")
-
-
-def derive_seed(seed: int, *key) -> int:
-    """A 31-bit seed from a base seed and a task key (stable across runs and machines)."""
-    text = json.dumps([int(seed), *[str(k) for k in key]])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _check_backend(backend: str) -> str:
@@ -45,7 +39,10 @@ def _check_backend(backend: str) -> str:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None):
-    """Import Ray and start (or connect to) it once; a clear error when it is not installed."""
+    """Import Ray and start (or connect to) it once; a clear error when it is not installed.
+
+    Ray is an optional dependency, imported here (lazily) only when a Ray backend is asked for.
+    """
     try:
         import ray
     except ImportError as err:
@@ -132,8 +129,6 @@ def run_tasks(fn: Callable, tasks: dict, *, backend: str = "local", max_in_fligh
             result.skipped.append(key)
         else:
             todo[key] = task
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(tasks), initial=len(result.skipped), disable=not progress, desc="tasks")
 
     def record(key, status, value):
@@ -223,51 +218,3 @@ class TaskExecutor:
             raise RuntimeError(f"{len(res.failed)} task(s) failed for good: "
                                + "; ".join(f"#{k}: {v}" for k, v in sorted(res.failed.items())))
         return res.ordered(range(len(items)))
-
-
-def _fit_group(task: dict):
-    """One chain group: a local fit, returned as plain tensors (cheap to ship back)."""
-    from bayestensor.infer.api import fit
-
-    torch.set_num_threads(task.pop("_threads", 1))
-    post = fit(task.pop("model"), task.pop("data"), backend="local", **task)
-    return {"samples": post.samples, "sample_stats": post.sample_stats, "info": post.info}
-
-
-def fit_chain_groups(model, data, *, num_chains: int, groups: int, seed: int, backend: str,
-                     method: str, address=None, num_cpus=None, threads_per_task: int = 1,
-                     **fit_kwargs):
-    """Split ``num_chains`` into ``groups`` independent fits and merge them along the chain dim.
-
-    Group ``g`` runs ``ceil``/``floor``-balanced chains with seed ``derive_seed(seed, "chains",
-    g)``; for SVGD each group is an independent particle set (a "chain" of particles). The
-    local backend runs the same groups in order, so both backends return the same numbers.
-    """
-    from bayestensor.results.posterior import Posterior
-
-    if groups < 1 or groups > num_chains:
-        raise ValueError(f"chain_groups: expected 1..num_chains={num_chains}, got {groups}")
-    sizes = [num_chains // groups + (1 if g < num_chains % groups else 0) for g in range(groups)]
-    per_group_chains = method != "svgd"
-    tasks = {}
-    for g, size in enumerate(sizes):
-        tasks[g] = {"model": model, "data": data, "method": method,
-                    "seed": derive_seed(seed, "chains", g), "_threads": threads_per_task,
-                    **({"num_chains": size} if per_group_chains else {}), **fit_kwargs}
-    res = run_tasks(_fit_group, tasks, backend=backend, address=address, num_cpus=num_cpus,
-                    progress=False)
-    if res.failed:
-        raise RuntimeError(f"chain groups failed for good: {res.failed}")
-    parts = res.ordered(range(groups))
-    samples = {k: torch.cat([p["samples"][k] for p in parts], 0) for k in parts[0]["samples"]}
-    stats = {k: torch.cat([p["sample_stats"][k] for p in parts], 0)
-             for k in parts[0]["sample_stats"]}
-    info = dict(parts[0]["info"])
-    info.update(chain_groups=groups, backend=backend, group_seeds=[t["seed"] for t in tasks.values()],
-                seconds_per_group=[p["info"].get("seconds", math.nan) for p in parts])
-    from bayestensor.models.base import BayesModel
-
-    bound = model if isinstance(model, BayesModel) else None
-    if bound is not None and data is not None:
-        bound.set_data(data)
-    return Posterior(samples, stats, method, bound, info)

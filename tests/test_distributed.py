@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import bayestensor as bt
-from bayestensor.parallel import derive_seed, run_tasks, sweep
+from bayestensor.parallel import run_tasks, sweep
+from bayestensor.infer.chains import group_seed
+from bayestensor.seeds import derive_seed
 
 ray = pytest.importorskip("ray")
 
@@ -89,6 +91,8 @@ def test_killed_task_is_retried_and_failures_are_reported(ray_local, tmp_path):
 def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, "chains", 1) == derive_seed(0, "chains", 1)
     assert len({derive_seed(0, "chains", g) for g in range(100)}) == 100
+    seeds = {group_seed(0, g) for g in range(100)}
+    assert len(seeds) == 100 and all(0 <= s < 2**32 for s in seeds)
 
 
 def test_bad_backend_is_rejected():

@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 
 import bayestensor as bt
+from bayestensor.io import load_tensors
 from bayestensor.infer import DivergenceError, LogDensity, RunInterrupted
 from bayestensor.infer.sghmc import SGHMC
 
@@ -341,7 +342,7 @@ def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path
         m.setattr(SVGD, "step", step)
         with pytest.raises(RunInterrupted):
             bt.fit(linreg, checkpoint=ckpt, checkpoint_every=5, **kwargs)
-    assert torch.load(ckpt, weights_only=False)["t"] == 23
+    assert load_tensors(ckpt, what="resume")["t"] == 23
     resumed = bt.fit(linreg, resume=ckpt, **kwargs)
     torch.testing.assert_close(resumed.samples["w"], full.samples["w"], rtol=0, atol=0)
 
@@ -350,3 +351,42 @@ def test_batch_size_different_from_the_models_own_subsample_size_is_rejected(reg
     X, y, _, _ = regression
     with pytest.raises(ValueError, match="batch_size"):
         bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=50, progress=False)
+
+
+def test_method_registry_declares_exactly_the_runners_options():
+    import inspect
+
+    from bayestensor.infer import METHODS
+
+    for name, method in METHODS.items():
+        params = inspect.signature(method.runner).parameters
+        keyword = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert keyword == set(method.options), name
+        assert method.name == name
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method="vi", friction=0.1), r"\['friction'\].*'vi'"),
+    (dict(method="map", checkpoint="run.ckpt"), "checkpoint"),
+    (dict(method="nuts", resume="run.ckpt"), "resume"),
+    (dict(method="map", batches=[()]), "batches"),
+    (dict(method="map", seed=2**40), "seed"),
+])
+def test_settings_a_method_does_not_take_are_refused(regression, kwargs, match):
+    X, y, _, _ = regression
+    with pytest.raises(ValueError, match=match):
+        bt.fit(linreg, model_args=(X, y), progress=False, **kwargs)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo unsafe > /dev/null",))
+
+
+def test_resume_from_a_pickle_with_code_is_refused_without_running_it(regression, tmp_path):
+    X, y, _, _ = regression
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state": _Boom(), "t": 0, "draws": [], "rng": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="resume") as err:
+        bt.fit(linreg, method="sghmc", model_args=(X, y), resume=path, progress=False)
+    assert "weights_only" not in str(err.value)

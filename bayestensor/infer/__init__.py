@@ -1,12 +1,22 @@
-"""Inference: ``fit`` and its method registry, the batched log density, SGHMC, SVGD, the
-MAP/VI/NUTS baselines and the run driver (progress, checkpoints, interrupts)."""
+"""Inference: ``fit`` and its method registry, the batched log density, the mini-batch gradient
+estimator, SGHMC, SVGD, the MAP/VI/NUTS baselines, the run driver (progress, checkpoints,
+interrupts), the MAP-hold continuation and chain groups.
 
-from bayestensor.infer.api import METHODS, block_ids, choose_map_hold, fit
+Modules, lowest layer first: ``log_density`` -> ``gradients`` -> ``sghmc`` / ``svgd`` /
+``kernels`` / ``baselines`` -> ``driver`` -> ``binding`` -> ``runners`` (the five runners, one
+local fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``). Each imports only
+layers below it.
+"""
+
+from bayestensor.infer.api import METHODS, choose_map_hold, fit
+from bayestensor.infer.driver import DivergenceError, RunInterrupted
+from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.kernels import IMQKernel, Kernel, RBFKernel
 from bayestensor.infer.log_density import LogDensity
-from bayestensor.infer.driver import DivergenceError, RunInterrupted
-from bayestensor.infer.sghmc import SGHMC
+from bayestensor.infer.runners import Method, block_ids
+from bayestensor.infer.sghmc import SGHMC, sghmc_update
 from bayestensor.infer.svgd import SVGD
 
-__all__ = ["fit", "choose_map_hold", "METHODS", "LogDensity", "SGHMC", "SVGD", "Kernel",
-           "RBFKernel", "IMQKernel", "RunInterrupted", "DivergenceError", "block_ids"]
+__all__ = ["fit", "choose_map_hold", "METHODS", "Method", "LogDensity", "GradientEstimator",
+           "SGHMC", "sghmc_update", "SVGD", "Kernel", "RBFKernel", "IMQKernel", "RunInterrupted",
+           "DivergenceError", "block_ids"]

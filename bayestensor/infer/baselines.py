@@ -1,28 +1,37 @@
-"""MAP, mean-field VI and NUTS on the same batched potential.
+"""MAP, mean-field VI and NUTS on the same batched log density.
 
 * ``map_fit`` maximizes the log joint of the constrained values (no log-Jacobian), which is
   exactly the objective of Pyro's ``SVI`` with an ``AutoDelta`` guide (a test checks the two
   agree); it runs on the model's fast path and optimizes several restarts as one batch.
 * ``vi_fit`` is mean-field Gaussian VI in unconstrained space (Pyro's ``AutoNormal`` family)
   with the reparameterized ELBO estimated from ``num_particles`` draws at once.
-* ``nuts_fit`` hands the potential to Pyro's NUTS (``potential_fn``), chain after chain.
+* ``nuts_fit`` hands the log density to Pyro's NUTS (as ``potential_fn``, its negative),
+  chain after chain.
 """
 
 from __future__ import annotations
 
 import math
 
+import pyro
 import torch
+from pyro.infer import MCMC, NUTS
 from tqdm.auto import trange
 
 from bayestensor.infer.log_density import LogDensity
 
+#: MAP and VI decay Adam's learning rate geometrically to this fraction of it over the run.
+FINAL_LR_FRACTION = 0.1
 
-def _adam(params, lr):
-    return torch.optim.Adam(params, lr=lr)
+
+def _decayed_adam(params, lr: float, num_steps: int):
+    """Adam with its learning rate decayed to ``FINAL_LR_FRACTION`` over ``num_steps``."""
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: FINAL_LR_FRACTION ** (t / num_steps))
+    return opt, sched
 
 
-def map_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, lr: float = 0.02,
+def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, lr: float = 0.02,
             tol: float = 1e-7, batch_size: int | None = None, progress: bool = True,
             patience: int = 50, hold: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
@@ -35,21 +44,20 @@ def map_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 200
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
-    held = _held_coordinates(potential, hold or {}, num_steps, theta0.shape[-1])
+    held = _held_coordinates(target, hold or {}, num_steps, theta0.shape[-1])
     theta = theta0.detach().clone().requires_grad_(True)
-    opt = _adam([theta], lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.1 ** (t / num_steps))
+    opt, sched = _decayed_adam([theta], lr, num_steps)
     history, best, stall = [], -math.inf, 0
     bar = trange(num_steps, desc="map", disable=not progress, leave=False)
     for t in bar:
         opt.zero_grad()
-        values = potential.constrain(theta)
-        sub = potential.draw_subsample(batch_size)
-        obj = potential.log_joint(values, sub)
+        values = target.constrain(theta)
+        sub = target.draw_subsample(batch_size)
+        obj = target.log_joint(values, sub)
         if not bool(torch.isfinite(obj).all()):
             raise FloatingPointError(
                 f"map: objective is not finite at step {t} "
-                f"({potential.locate_nonfinite(theta)}); lower lr")
+                f"({target.locate_nonfinite(theta)}); lower lr")
         (-obj.sum()).backward()
         for until, mask in held:
             if t < until:
@@ -67,23 +75,23 @@ def map_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 200
     return theta.detach(), {"objective": history, "steps": len(history)}
 
 
-def _held_coordinates(potential, hold: dict, num_steps: int, dim: int) -> list:
+def _held_coordinates(target, hold: dict, num_steps: int, dim: int) -> list:
     """``[(steps held, boolean mask over the D coordinates)]`` for ``map_fit(hold=...)``."""
     out = []
     for name, fraction in hold.items():
-        sites = [s for s in potential.sites if s.name == name]
+        sites = [s for s in target.sites if s.name == name]
         if not sites:
-            raise ValueError(f"hold: no latent site {name!r}; sites are {potential.site_names}")
+            raise ValueError(f"hold: no latent site {name!r}; sites are {target.site_names}")
         if not 0 <= fraction <= 1:
             raise ValueError(f"hold[{name!r}]: expected a fraction in [0, 1], got {fraction}")
         site = sites[0]
-        mask = torch.zeros(dim, dtype=torch.bool, device=potential.device)
+        mask = torch.zeros(dim, dtype=torch.bool, device=target.device)
         mask[site.offset:site.offset + math.prod(site.unconstrained_shape)] = True
         out.append((int(round(fraction * num_steps)), mask))
     return out
 
 
-def vi_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,
+def vi_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,
            num_particles: int = 8, init_scale: float = 0.01, batch_size: int | None = None,
            progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Mean-field Gaussian VI in unconstrained space; returns ``(loc, scale, info)``.
@@ -93,19 +101,18 @@ def vi_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000
     """
     loc = theta0.detach().reshape(-1).clone().requires_grad_(True)
     log_scale = torch.full_like(loc, math.log(init_scale)).requires_grad_(True)
-    opt = _adam([loc, log_scale], lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.1 ** (t / num_steps))
+    opt, sched = _decayed_adam([loc, log_scale], lr, num_steps)
     history = []
     bar = trange(num_steps, desc="vi", disable=not progress, leave=False)
     for t in bar:
         opt.zero_grad()
-        eps = torch.randn((num_particles, loc.shape[0]), generator=potential.generator,
-                          device=potential.device)
+        eps = torch.randn((num_particles, loc.shape[0]), generator=target.generator,
+                          device=target.device)
         theta = loc + log_scale.exp() * eps
-        logp = potential.log_density(theta, potential.draw_subsample(batch_size))
+        logp = target.log_density(theta, target.draw_subsample(batch_size))
         if not bool(torch.isfinite(logp).all()):
             raise FloatingPointError(f"vi: ELBO is not finite at step {t} "
-                                     f"({potential.locate_nonfinite(theta.detach())}); lower lr")
+                                     f"({target.locate_nonfinite(theta.detach())}); lower lr")
         elbo = logp.mean() + log_scale.sum()
         (-elbo).backward()
         opt.step()
@@ -114,19 +121,16 @@ def vi_fit(potential: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000
     return loc.detach(), log_scale.detach().exp(), {"elbo": history}
 
 
-def nuts_fit(potential: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
+def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
              seed: int, progress: bool = True, target_accept: float = 0.8,
              max_tree_depth: int = 10) -> tuple[torch.Tensor, dict]:
-    """Run Pyro's NUTS on the potential, one chain per row of ``theta0``; returns ``(C, S, D)``."""
-    import pyro
-    from pyro.infer import MCMC, NUTS
-
-    if potential.subsample_plates:
+    """Run Pyro's NUTS on the log density, one chain per row of ``theta0``; returns ``(C, S, D)``."""
+    if target.subsample_plates:
         raise ValueError("method: NUTS needs the full data; the model sub-samples plates "
-                         f"{sorted(potential.subsample_plates)} (drop batch_size)")
+                         f"{sorted(target.subsample_plates)} (drop batch_size)")
 
     def potential_fn(params):
-        return -potential.log_density(params["theta"].unsqueeze(0))[0]
+        return -target.log_density(params["theta"].unsqueeze(0))[0]
 
     chains, divergences, accept = [], [], []
     for c in range(theta0.shape[0]):

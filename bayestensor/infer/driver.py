@@ -3,9 +3,11 @@
 A method provides ``step(state, t) -> state`` and what to record; the runner owns the rest:
 
 * a tqdm progress bar (``progress=False`` silences it);
-* a checkpoint every ``checkpoint_every`` recorded draws (atomic write: a temp file renamed),
-  holding the sampler state, the draws so far and the random generator's state, so that
-  ``resume=PATH`` continues exactly where the run stopped;
+* a checkpoint every ``checkpoint_every`` recorded draws (atomic write: a synced temp file
+  renamed), holding the sampler state, the draws so far and the random generator's state, so
+  that ``resume=PATH`` continues exactly where the run stopped. A checkpoint holds tensors,
+  numbers, strings and plain containers only (states go in through their ``to_dict``), and is
+  read back with :func:`bayestensor.io.load_tensors`, which never unpickles code;
 * KeyboardInterrupt and SIGTERM: the checkpoint is written and :class:`RunInterrupted` is
   raised carrying a ``Posterior`` of every draw made so far;
 * a non-finite log density: :class:`DivergenceError` says at which step and which sites, and
@@ -17,11 +19,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from bayestensor.io import load_tensors, save_tensors
+
+#: On an accelerator, reading the finiteness flag synchronizes the device: check every so many
+#: steps (and at the last one) instead of every step.
+FINITE_CHECK_EVERY = 25
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -62,20 +69,34 @@ def _sigterm_as_interrupt():
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Write ``payload`` (tensors, numbers, strings, plain containers) atomically."""
+    save_tensors(path, payload)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"resume: checkpoint file {str(path)!r} does not exist")
-    return torch.load(path, weights_only=False)
+    """Read a checkpoint written by :func:`save_checkpoint`, running no code from the file.
+
+    Raises
+    ------
+    ValueError
+        Naming ``resume`` when the file is missing, unreadable or holds anything but tensors
+        and plain values.
+    """
+    payload = load_tensors(path, what="resume")
+    if not isinstance(payload, dict) or not {"state", "t", "draws", "rng"} <= set(payload):
+        raise ValueError(f"resume: {str(path)!r} is not a bayestensor checkpoint")
+    return payload
+
+
+def _to_device(obj, device: torch.device):
+    """Tensors inside plain dicts and lists moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
 
 
 class Run:
@@ -95,6 +116,9 @@ class Run:
         ``describe_nonfinite(state) -> str`` for the divergence message.
     generator : torch.Generator
         The method's random generator (its state goes into checkpoints).
+    state_type : type
+        The class of the sampler state, with ``to_dict()`` (tensors and numbers) and
+        ``from_dict(values)``: checkpoints hold the dict, never the object.
     checkpoint, checkpoint_every, progress, desc, config
         Checkpoint path, draws between checkpoints, progress bar on/off, its label, and the
         settings saved with the checkpoint (checked on resume).
@@ -104,7 +128,7 @@ class Run:
     """
 
     def __init__(self, step: Callable, record: Callable, num_steps: int, make_posterior: Callable,
-                 describe_nonfinite: Callable, generator: torch.Generator, *,
+                 describe_nonfinite: Callable, generator: torch.Generator, state_type: type, *,
                  checkpoint=None, checkpoint_every: int = 100, progress: bool = True,
                  desc: str = "", config: dict | None = None, save_per_step: bool = False):
         if checkpoint_every < 1:
@@ -114,6 +138,7 @@ class Run:
         self.make_posterior = make_posterior
         self.describe_nonfinite = describe_nonfinite
         self.generator = generator
+        self.state_type = state_type
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
@@ -122,7 +147,7 @@ class Run:
         self.save_per_step = bool(save_per_step)
 
     def _payload(self, state, t: int, draws: list) -> dict[str, Any]:
-        return {"state": state, "t": t, "draws": draws, "config": self.config,
+        return {"state": state.to_dict(), "t": t, "draws": draws, "config": self.config,
                 "rng": self.generator.get_state()}
 
     def _diverged(self, new_state, logp, t, good, draws, info):
@@ -152,7 +177,9 @@ class Run:
                 raise ValueError(f"resume: checkpoint has {key}={saved[key]!r} but this run has "
                                  f"{key}={self.config[key]!r}")
         self.generator.set_state(payload["rng"])
-        return payload["state"], int(payload["t"]), list(payload["draws"])
+        device = self.generator.device  # files are read onto the CPU; the run may live elsewhere
+        state = self.state_type.from_dict(_to_device(payload["state"], device))
+        return state, int(payload["t"]), _to_device(list(payload["draws"]), device)
 
     def run(self, state, start: int = 0, draws: list | None = None, info: dict | None = None):
         """Run from step ``start`` to ``num_steps``; return the posterior."""
@@ -170,7 +197,8 @@ class Run:
             with _sigterm_as_interrupt():
                 while t < self.num_steps:
                     new_state, logp = self.step(state, t)
-                    check = logp.device.type == "cpu" or t % 25 == 0 or t == self.num_steps - 1
+                    check = (logp.device.type == "cpu" or t % FINITE_CHECK_EVERY == 0
+                             or t == self.num_steps - 1)
                     if check:
                         if not bool(torch.isfinite(logp).all()):
                             self._diverged(new_state, logp, t, good, draws, info)

@@ -1,21 +1,75 @@
-"""Stochastic-gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin, ICML 2014)."""
+"""Stochastic-gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin, ICML 2014).
+
+:func:`sghmc_update` is the pure update (shared with the network trainer), :class:`Warmup` its
+burn-in schedule and :class:`SGHMC` the kernel that adapts a diagonal preconditioner during
+burn-in, all on the mini-batch gradients of a :class:`~bayestensor.infer.gradients.GradientEstimator`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterable
 
 import torch
 
+from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
+
+#: Burn-in starts at this fraction of the learning rate, while the first curvature estimates
+#: are still rough ...
+LR_RAMP_START = 0.1
+#: ... and reaches the full rate after this fraction of the burn-in.
+LR_RAMP_FRACTION = 0.25
+#: Fractions of the burn-in at which the preconditioner is re-estimated (besides the start).
+ADAPT_FRACTIONS = (0.1, 0.25, 0.5, 0.75)
+#: Probe chains per curvature estimate (probes x chains): enough for a stable Hutchinson mean.
+PROBE_CHAINS = 32
+#: Fewest Rademacher probes per curvature estimate, however many chains there are.
+MIN_PROBES = 4
+#: Independent mini-batches whose gradient variance estimates ``beta_hat``.
+NOISE_BATCHES = 4
+#: Hutchinson estimates of weakly curved coordinates are noisy (off-diagonal terms): the
+#: curvature is floored at this fraction of its median, keeping any coordinate's step within
+#: 1000x of the median one.
+PRECOND_FLOOR = 1e-3
+#: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
+LATE_ESTIMATE_WEIGHT = 2
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """SGHMC's burn-in schedule: learning-rate ramp and preconditioner adaptation steps.
+
+    The learning rate starts at ``LR_RAMP_START`` of its value and grows linearly to it over the
+    first ``LR_RAMP_FRACTION`` of the ``num_warmup`` burn-in steps; the preconditioner (and
+    ``beta_hat``) are re-estimated at ``ADAPT_FRACTIONS`` of the burn-in and frozen after it.
+    """
+
+    num_warmup: int = 0
+
+    @property
+    def adapt_steps(self) -> frozenset:
+        """Steps at which the preconditioner is re-estimated."""
+        return frozenset(int(self.num_warmup * f) for f in ADAPT_FRACTIONS) - {0}
+
+    def adapts_at(self, t: int) -> bool:
+        """Whether step ``t`` re-estimates the preconditioner before moving."""
+        return t < self.num_warmup and t in self.adapt_steps
+
+    def lr_scale(self, t: int) -> float:
+        """Factor on the learning rate at step ``t`` (1 after the ramp)."""
+        if t >= self.num_warmup:
+            return 1.0
+        ramp = max(1, int(self.num_warmup * LR_RAMP_FRACTION))
+        return min(1.0, LR_RAMP_START + (1 - LR_RAMP_START) * t / ramp)
 
 
 @dataclass
 class SGHMCState:
     """Positions ``theta`` and velocities ``v`` of all chains, plus the preconditioner.
 
-    ``log_density`` and ``grad_norm`` are those evaluated at the start of the last step.
+    ``log_density`` and ``grad`` are those evaluated at the start of the last step.
     """
 
     theta: torch.Tensor            # (C, D) unconstrained positions
@@ -24,8 +78,22 @@ class SGHMCState:
     curvature: torch.Tensor        # (D,) running mean of |diag H| estimates (burn-in only)
     n_estimates: int
     beta_hat: torch.Tensor         # (D,) gradient-noise estimate in velocity units
-    log_density: torch.Tensor      # (C,) at theta (mini-batch estimate)
-    grad_norm: torch.Tensor        # (C,)
+    log_density: torch.Tensor      # (C,) at the last step's start (mini-batch estimate)
+    grad: torch.Tensor             # (C, D) gradient of the log density there
+
+    @property
+    def grad_norm(self) -> torch.Tensor:
+        """``(C,)`` norm of the gradient."""
+        return self.grad.norm(dim=-1)
+
+    def to_dict(self) -> dict:
+        """Plain dict of tensors and numbers (what a checkpoint may hold)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SGHMCState":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def sghmc_update(theta: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, *, lr: float,
@@ -65,15 +133,17 @@ class SGHMC:
       estimate of the gradient-noise term; the injected noise variance is reduced by it.
       ``"auto"`` sets it per element to ``lr * P * V / 2`` (the paper's
       :math:`\hat B = \frac12 \epsilon \hat V`), with ``V`` the variance of the mini-batch
-      gradient measured over 4 independent mini-batches at the chains' positions whenever the
-      preconditioner is estimated (burn-in only), capped at ``friction / 2``;
+      gradient measured over ``NOISE_BATCHES`` independent mini-batches at the chains'
+      positions whenever the preconditioner is estimated (burn-in only), capped at
+      ``friction / 2``;
     * ``P`` is a diagonal preconditioner (inverse mass matrix, 1 by default). With
       ``precondition=True`` it is ``1 / |diag H|``, the inverse magnitude of the diagonal of
       the Hessian of the negative log density, estimated by Hutchinson's method (Rademacher
       probes, Hessian-vector products) at the chains' current positions at the start and at
-      four points of the burn-in, averaged, floored at 1e-3 of its median, and frozen after
-      burn-in. This makes ``lr`` dimensionless (``lr * P * H ≈ lr`` for a Gaussian) and the
-      sampled chain keeps a fixed mass matrix, so the usual SGHMC guarantees hold.
+      the :class:`Warmup` adaptation steps, averaged, floored at ``PRECOND_FLOOR`` of its
+      median, and frozen after burn-in. This makes ``lr`` dimensionless
+      (``lr * P * H ≈ lr`` for a Gaussian) and the sampled chain keeps a fixed mass matrix,
+      so the usual SGHMC guarantees hold.
 
     The noise is drawn per element from the sampler's own generator. Velocities start at their
     stationary distribution ``N(0, lr * P)``. Without preconditioning, ``lr`` must be scaled
@@ -81,7 +151,7 @@ class SGHMC:
 
     Parameters
     ----------
-    potential : LogDensity
+    target : LogDensity
         The model's batched log density.
     lr : float
         Learning rate (> 0).
@@ -96,13 +166,16 @@ class SGHMC:
     batches : iterable, optional
         Mini-batches given as model-argument tuples, cycled through (instead of sub-sampling);
         the model scales its likelihood itself (``pyro.plate(name, N, subsample_size=B)``).
+    num_warmup : int
+        Burn-in steps: the :class:`Warmup` schedule of learning-rate ramp and adaptation.
     """
 
     name = "sghmc"
 
-    def __init__(self, potential: LogDensity, lr: float = 0.01, friction: float = 0.1,
+    def __init__(self, target: LogDensity, lr: float = 0.01, friction: float = 0.1,
                  noise_estimate: float = 0.0, precondition: bool = True,
-                 batch_size: int | None = None, batches: Iterable | None = None):
+                 batch_size: int | None = None, batches: Iterable | None = None,
+                 num_warmup: int = 0):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -110,57 +183,39 @@ class SGHMC:
         if noise_estimate != "auto" and not 0 <= float(noise_estimate) < friction:
             raise ValueError(f"noise_estimate: expected 'auto' or a number in "
                              f"[0, friction={friction}), got {noise_estimate}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        self.potential = potential
+        self.target = target
+        self.gradients = GradientEstimator(target, batch_size, batches)
         self.lr, self.friction = float(lr), float(friction)
         self.noise_estimate = noise_estimate if noise_estimate == "auto" else float(noise_estimate)
         self.precondition = bool(precondition)
-        self.batch_size = batch_size
-        self._batches = None if batches is None else list(batches)
-        if self._batches is not None and not self._batches:
-            raise ValueError("batches: expected a non-empty iterable of model-argument tuples")
-        self.generator = potential.generator
+        self.warmup = Warmup(int(num_warmup))
+        self.generator = target.generator
 
-    def _gradient(self, theta: torch.Tensor, t: int):
-        if self._batches is not None:
-            args = self._batches[t % len(self._batches)]
-            args = args if isinstance(args, tuple) else (args,)
-            return self.potential.value_and_grad(theta, model_args=args)
-        sub = self.potential.draw_subsample(self.batch_size)
-        return self.potential.value_and_grad(theta, sub)
-
-    def _estimate_curvature(self, theta: torch.Tensor, t: int) -> torch.Tensor:
-        probes = max(4, 32 // theta.shape[0])  # about 32 probe-chains per estimate
-        if self._batches is not None:
-            args = self._batches[t % len(self._batches)]
-            args = args if isinstance(args, tuple) else (args,)
-            return self.potential.hessian_diag(theta, probes, model_args=args).abs()
-        sub = self.potential.draw_subsample(self.batch_size)
-        return self.potential.hessian_diag(theta, probes, sub).abs()
+    def _curvature(self, theta: torch.Tensor, t: int) -> torch.Tensor:
+        probes = max(MIN_PROBES, PROBE_CHAINS // theta.shape[0])
+        return self.gradients.hessian_diag(theta, t, probes).abs()
 
     def _gradient_noise(self, theta: torch.Tensor, t: int, precond: torch.Tensor) -> torch.Tensor:
         """``beta_hat``: half of ``lr * P`` times the mini-batch gradient variance."""
         if self.noise_estimate != "auto":
             return torch.full_like(precond, self.noise_estimate)
-        if self._batches is None and not self.potential.subsample_plates:
+        if not self.gradients.is_stochastic:
             return torch.zeros_like(precond)
-        grads = torch.stack([self._gradient(theta, t + k)[1] for k in range(4)])  # (4, C, D)
+        grads = torch.stack([self.gradients.value_and_grad(theta, t + k)[1]
+                             for k in range(NOISE_BATCHES)])  # (B, C, D)
         variance = grads.var(0).mean(0)
         return (0.5 * self.lr * precond * variance).clamp(max=0.5 * self.friction)
 
     @staticmethod
     def _precond_from(curvature: torch.Tensor) -> torch.Tensor:
-        # Hutchinson estimates of weakly curved coordinates are noisy (off-diagonal terms):
-        # the floor keeps any coordinate's step within 1000x of the median one.
-        floor = 1e-3 * curvature.median().clamp_min(1e-30)
+        floor = PRECOND_FLOOR * curvature.median().clamp_min(torch.finfo(curvature.dtype).tiny)
         return 1.0 / curvature.clamp_min(floor)
 
     def init_state(self, theta: torch.Tensor) -> SGHMCState:
         """State at ``theta`` ``(C, D)`` with velocities drawn from ``N(0, lr * P)``."""
-        logp, grad = self._gradient(theta, 0)
+        logp, grad = self.gradients.value_and_grad(theta, 0)
         if self.precondition:
-            curvature = self._estimate_curvature(theta, 0)
+            curvature = self._curvature(theta, 0)
             precond = self._precond_from(curvature)
         else:
             curvature = torch.ones(theta.shape[-1], dtype=theta.dtype, device=theta.device)
@@ -168,30 +223,27 @@ class SGHMC:
         v = (self.lr * precond).sqrt() * torch.randn(theta.shape, generator=self.generator,
                                                       dtype=theta.dtype, device=theta.device)
         beta_hat = self._gradient_noise(theta, 0, precond)
-        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp,
-                          grad.norm(dim=-1))
+        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp, grad)
 
-    def step(self, state: SGHMCState, t: int, adapt_at: bool = False,
-             lr_scale: float = 1.0) -> SGHMCState:
-        """One SGHMC update of every chain.
+    def step(self, state: SGHMCState, t: int) -> SGHMCState:
+        """One SGHMC update of every chain (step ``t``, counted from the start of burn-in).
 
-        ``adapt_at=True`` (burn-in only) re-estimates the curvature at the current positions
-        and updates the preconditioner before the step. ``lr_scale`` multiplies the learning
-        rate (``fit`` ramps it up over the first quarter of burn-in, while the first curvature
-        estimates are still rough).
+        At the warm-up's adaptation steps the curvature is re-estimated at the current
+        positions and the preconditioner updated before the move; the learning rate follows
+        the warm-up ramp.
         """
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
         beta_hat = state.beta_hat
-        if adapt_at:
+        if self.warmup.adapts_at(t):
             if self.precondition:
-                new = self._estimate_curvature(state.theta, t)
-                # Later estimates sit closer to the typical set: weight them more.
-                curvature = (curvature * n_est + 2 * new) / (n_est + 2)
-                n_est += 2
+                new = self._curvature(state.theta, t)
+                w = LATE_ESTIMATE_WEIGHT
+                curvature = (curvature * n_est + w * new) / (n_est + w)
+                n_est += w
                 precond = self._precond_from(curvature)
             beta_hat = self._gradient_noise(state.theta, t, precond)
-        logp, grad = self._gradient(state.theta, t)
-        theta, v = sghmc_update(state.theta, state.v, grad, lr=self.lr * lr_scale,
-                                friction=self.friction, precond=precond, beta_hat=beta_hat,
-                                generator=self.generator)
-        return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad.norm(dim=-1))
+        logp, grad = self.gradients.value_and_grad(state.theta, t)
+        theta, v = sghmc_update(state.theta, state.v, grad,
+                                lr=self.lr * self.warmup.lr_scale(t), friction=self.friction,
+                                precond=precond, beta_hat=beta_hat, generator=self.generator)
+        return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad)

@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable
 
 import torch
 
+from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.kernels import BlockLayout, Kernel, get_kernel, svgd_direction
 from bayestensor.infer.log_density import LogDensity
 
-OPTIMIZERS = ("adagrad", "adam", "sgd")
+#: Momentum-Adagrad of Liu & Wang's code: weights of the old and new ``phi**2`` in ``s``, and
+#: the constant added to ``sqrt(s)``.
+ADAGRAD_KEEP, ADAGRAD_NEW, ADAGRAD_EPS = 0.9, 0.1, 1e-6
+#: Adam's first and second moment weights (old, new) and its denominator constant.
+ADAM_M_KEEP, ADAM_M_NEW = 0.9, 0.1
+ADAM_S_KEEP, ADAM_S_NEW = 0.999, 0.001
+ADAM_EPS = 1e-8
+
+
+def adagrad_step(phi, m, s, t: int, lr: float):
+    """Momentum-Adagrad: ``s <- 0.9 s + 0.1 phi**2``, ``x <- x + lr phi / (1e-6 + sqrt(s))``.
+
+    Returns ``(update, m, s)``; ``s`` starts at ``phi**2`` on the first step.
+    """
+    s = ADAGRAD_KEEP * s + ADAGRAD_NEW * phi.pow(2) if t > 0 else phi.pow(2)
+    return lr * phi / (ADAGRAD_EPS + s.sqrt()), m, s
+
+
+def adam_step(phi, m, s, t: int, lr: float):
+    """Adam's bias-corrected moments; returns ``(update, m, s)``."""
+    m = ADAM_M_KEEP * m + ADAM_M_NEW * phi
+    s = ADAM_S_KEEP * s + ADAM_S_NEW * phi.pow(2)
+    m_hat, s_hat = m / (1 - ADAM_M_KEEP ** (t + 1)), s / (1 - ADAM_S_KEEP ** (t + 1))
+    return lr * m_hat / (ADAM_EPS + s_hat.sqrt()), m, s
+
+
+def sgd_step(phi, m, s, t: int, lr: float):
+    """A plain step ``lr * phi``; returns ``(update, m, s)`` with the moments untouched."""
+    return lr * phi, m, s
+
+
+#: SVGD step rules by name: ``rule(phi, m, s, t, lr) -> (update, m, s)``.
+STEP_RULES = {"adagrad": adagrad_step, "adam": adam_step, "sgd": sgd_step}
+OPTIMIZERS = tuple(STEP_RULES)
 
 
 @dataclass
@@ -24,9 +58,18 @@ class SVGDState:
     log_density: torch.Tensor
     stats: dict = field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """Plain dict of tensors (what a checkpoint may hold)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SVGDState":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
 
 class SVGD:
-    r"""SVGD over a batched potential.
+    r"""SVGD over a batched log density.
 
     Each step moves every particle along
 
@@ -34,14 +77,14 @@ class SVGD:
               + \nabla_{x_j} k(x_j, x_i)
 
     (the first term drives particles to high density, the second repels them from each
-    other), with a per-coordinate step: ``"adagrad"`` is the momentum-Adagrad of the original
-    paper's code (``s <- 0.9 s + 0.1 phi**2``, ``x <- x + lr * phi / (1e-6 + sqrt(s))``),
-    ``"adam"`` Adam's bias-corrected moments, ``"sgd"`` a plain step. The fixed point
-    ``phi = 0`` does not depend on the step rule.
+    other), with a per-coordinate step rule from ``STEP_RULES``: ``"adagrad"``
+    (:func:`adagrad_step`, the momentum-Adagrad of the original paper's code), ``"adam"``
+    (:func:`adam_step`) or ``"sgd"`` (:func:`sgd_step`). The fixed point ``phi = 0`` does not
+    depend on the step rule.
 
     Parameters
     ----------
-    potential : LogDensity
+    target : LogDensity
     kernel : {"rbf", "imq"} or Kernel
         Kernel with the median-heuristic bandwidth by default.
     blocks : tensor of int, optional
@@ -64,7 +107,7 @@ class SVGD:
 
     name = "svgd"
 
-    def __init__(self, potential: LogDensity, kernel: str | Kernel = "rbf", blocks=None,
+    def __init__(self, target: LogDensity, kernel: str | Kernel = "rbf", blocks=None,
                  lr: float = 0.05, optimizer: str = "adagrad", batch_size: int | None = None,
                  batches: Iterable | None = None, final_lr_ratio: float = 0.01,
                  num_steps: int = 1000):
@@ -74,53 +117,35 @@ class SVGD:
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        self.potential = potential
+        self.target = target
+        self.gradients = GradientEstimator(target, batch_size, batches)
         self.kernel: Kernel = get_kernel(kernel)
         if blocks is None:
-            blocks = torch.zeros(potential.dim, dtype=torch.long)
+            blocks = torch.zeros(target.dim, dtype=torch.long)
         blocks = torch.as_tensor(blocks, dtype=torch.long)
-        if blocks.shape != (potential.dim,):
-            raise ValueError(f"blocks: expected one block id per coordinate ({potential.dim}), "
+        if blocks.shape != (target.dim,):
+            raise ValueError(f"blocks: expected one block id per coordinate ({target.dim}), "
                              f"got shape {tuple(blocks.shape)}")
         self.layout = BlockLayout(blocks)
         self.lr = float(lr)
         self.final_lr_ratio = float(final_lr_ratio)
         self.num_steps = int(num_steps)
         self.optimizer = optimizer
-        self.batch_size = batch_size
-        self._batches = None if batches is None else list(batches)
-        self.generator = potential.generator
-
-    def _gradient(self, theta, t):
-        if self._batches is not None:
-            args = self._batches[t % len(self._batches)]
-            args = args if isinstance(args, tuple) else (args,)
-            return self.potential.value_and_grad(theta, model_args=args)
-        return self.potential.value_and_grad(theta, self.potential.draw_subsample(self.batch_size))
+        self.step_rule = STEP_RULES[optimizer]
+        self.generator = target.generator
 
     def init_state(self, theta: torch.Tensor) -> SVGDState:
+        """State of particles ``theta`` ``(n, D)`` (``n >= 2``) with zero step-rule moments."""
         if theta.shape[0] < 2:
             raise ValueError(f"num_particles: SVGD needs at least 2 particles, got {theta.shape[0]}")
         zeros = torch.zeros_like(theta)
         return SVGDState(theta.detach().clone(), zeros, zeros.clone(),
-                         torch.zeros(theta.shape[0], dtype=theta.dtype))
+                         torch.zeros(theta.shape[0], dtype=theta.dtype, device=theta.device))
 
     def step(self, state: SVGDState, t: int) -> SVGDState:
         """One SVGD move of all particles."""
-        logp, grad = self._gradient(state.theta, t)
+        logp, grad = self.gradients.value_and_grad(state.theta, t)
         phi, stats = svgd_direction(state.theta, grad, self.kernel, self.layout)
-        m, s = state.m, state.s
         lr = self.lr * self.final_lr_ratio ** min(t / max(self.num_steps - 1, 1), 1.0)
-        if self.optimizer == "adagrad":
-            s = 0.9 * s + 0.1 * phi.pow(2) if t > 0 else phi.pow(2)
-            update = lr * phi / (1e-6 + s.sqrt())
-        elif self.optimizer == "adam":
-            m = 0.9 * m + 0.1 * phi
-            s = 0.999 * s + 0.001 * phi.pow(2)
-            m_hat, s_hat = m / (1 - 0.9 ** (t + 1)), s / (1 - 0.999 ** (t + 1))
-            update = lr * m_hat / (1e-8 + s_hat.sqrt())
-        else:
-            update = lr * phi
+        update, m, s = self.step_rule(phi, state.m, state.s, t, lr)
         return SVGDState(state.theta + update, m, s, logp, stats)

@@ -1,0 +1,61 @@
+"""The mini-batch gradient estimator shared by SGHMC, SVGD and the curvature probes.
+
+Step ``t`` of a sampler sees one batch of the data: the user's ``batches[t % len(batches)]``
+(model-argument tuples, cycled through) or, when none are given, a fresh sub-sample of the
+model's sub-sampled plates (``batch_size`` entries, or the plate's own ``subsample_size``).
+:class:`GradientEstimator` makes that choice in one place and evaluates the log density, its
+gradient or a Hessian-diagonal probe on it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from bayestensor.infer.log_density import LogDensity
+
+
+class GradientEstimator:
+    """Mini-batch log density, gradient and Hessian diagonal of a :class:`LogDensity`.
+
+    Parameters
+    ----------
+    target : LogDensity
+        The model's batched log density.
+    batch_size : int, optional
+        Sub-sample size of the model's sub-sampled plates (the plates' own when ``None``).
+    batches : iterable, optional
+        Mini-batches given as model-argument tuples (a single argument may be given bare);
+        step ``t`` uses ``batches[t % len(batches)]`` instead of a sub-sample.
+    """
+
+    def __init__(self, target: LogDensity, batch_size: int | None = None,
+                 batches: Iterable | None = None):
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        self.target = target
+        self.batch_size = batch_size
+        self.batches = None if batches is None else [b if isinstance(b, tuple) else (b,)
+                                                     for b in batches]
+        if self.batches is not None and not self.batches:
+            raise ValueError("batches: expected a non-empty iterable of model-argument tuples")
+
+    @property
+    def is_stochastic(self) -> bool:
+        """Whether two calls at the same point may see different data."""
+        return self.batches is not None or bool(self.target.subsample_plates)
+
+    def batch(self, t: int) -> dict:
+        """Keyword arguments selecting step ``t``'s data for the :class:`LogDensity` methods."""
+        if self.batches is not None:
+            return {"model_args": self.batches[t % len(self.batches)]}
+        return {"subsample": self.target.draw_subsample(self.batch_size)}
+
+    def value_and_grad(self, theta: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log density ``(C,)`` and gradient ``(C, D)`` at ``theta`` on step ``t``'s batch."""
+        return self.target.value_and_grad(theta, **self.batch(t))
+
+    def hessian_diag(self, theta: torch.Tensor, t: int, num_probes: int) -> torch.Tensor:
+        """Hutchinson estimate ``(D,)`` of ``diag(-Hessian)`` on step ``t``'s batch."""
+        return self.target.hessian_diag(theta, num_probes, **self.batch(t))

@@ -1,0 +1,393 @@
+"""The five runners (map, vi, nuts, sghmc, svgd) and one fit in this process.
+
+A runner turns a :class:`LogDensity` and a :class:`Job` (sizes, batching, run control) plus
+its own options into a :class:`Posterior`. Each runner is declared once as a :class:`Method`:
+its option names with their defaults, its default number of samples and which of ``fit``'s
+general settings apply to it; :mod:`bayestensor.infer.api` collects them into ``METHODS``.
+
+The iterative methods (SGHMC, SVGD) share one run assembly, :func:`_drive`: the
+:class:`~bayestensor.infer.driver.Run` loop with progress, checkpoints, interrupts and
+divergence checks, started fresh or resumed from a checkpoint.
+
+:func:`run_method` is one local fit: bind model and data, build the log density, run the
+method's runner, time it. ``fit`` calls it once, or once per chain group
+(:mod:`bayestensor.infer.chains`); the MAP-hold continuation calls it for its validation fits.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import pyro
+import torch
+
+from bayestensor.checks import choice, positive_int
+from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
+from bayestensor.infer.binding import bind, check_device
+from bayestensor.infer.driver import Run
+from bayestensor.infer.log_density import LogDensity
+from bayestensor.infer.sghmc import SGHMC, SGHMCState
+from bayestensor.infer.svgd import SVGD, SVGDState
+from bayestensor.io import versions
+from bayestensor.models.base import BayesModel
+from bayestensor.results.posterior import Posterior
+
+BLOCK_MODES = ("all", "site", "slice", "coordinate")
+#: Largest ``D * n_particles**2`` for which SVGD defaults to per-coordinate kernel blocks
+#: (the kernel matrices take ``D * n**2`` floats).
+MAX_COORDINATE_BLOCKS = 50_000_000
+#: Jitter (unconstrained) of MAP restarts, which need distinct starts.
+RESTART_JITTER = 0.1
+#: Prior draws of vague hyperpriors reach 0 or inf; SVGD's prior start clamps them here
+#: (unconstrained).
+PRIOR_START_CLAMP = 30.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One inference method: its runner and what it accepts.
+
+    Attributes
+    ----------
+    name : str
+    runner : callable
+        ``runner(target, job, **options) -> Posterior`` with every option of ``options``.
+    options : mapping
+        Option names and their defaults: the method's whole vocabulary of ``**options``.
+    default_samples : int
+        ``num_samples`` when not given (draws per chain; particles for SVGD).
+    chains : bool
+        The runner runs ``num_chains`` chains (or MAP restarts) as one batch; otherwise each
+        chain group is one independent run.
+    resumable : bool
+        ``checkpoint`` / ``resume`` apply.
+    takes_batches : bool
+        ``batches`` (mini-batches of model arguments) apply.
+    map_steps_option : str or None
+        The option counting the steps of the method's MAP fit (its result or its start), which
+        ``map_hold`` continues; ``None`` when the method fits no MAP.
+    """
+
+    name: str
+    runner: Callable
+    options: Mapping[str, Any]
+    default_samples: int
+    chains: bool
+    resumable: bool
+    takes_batches: bool
+    map_steps_option: str | None = None
+
+    def check_options(self, options: dict) -> None:
+        """Refuse an option this method does not take, naming it and the ones it does."""
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(f"options: {sorted(unknown)} not understood by method "
+                             f"{self.name!r}; it takes {sorted(self.options)}")
+
+
+@dataclass
+class Job:
+    """What every runner gets besides its options (see ``fit`` for the meaning of each)."""
+
+    model: BayesModel | None  # the built-in model, bound to its data; None for a custom model
+    num_samples: int
+    num_warmup: int | None
+    num_chains: int
+    thin: int
+    batch_size: int | None
+    batches: list | None
+    seed: int
+    progress: bool
+    checkpoint: str | None
+    checkpoint_every: int
+    resume: str | None
+    info: dict
+
+
+def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: str,
+                  job: Job, info: dict | None = None) -> Posterior:
+    """Unconstrained draws ``(C, S, D)`` to a :class:`Posterior` in constrained space."""
+    c, s, d = theta.shape
+    values = target.constrain(theta.reshape(c * s, d))
+    samples = {k: v.detach().reshape((c, s) + tuple(v.shape[1:])).cpu() for k, v in values.items()}
+    stats = {k: v.detach().cpu() for k, v in stats.items()}
+    return Posterior(samples, stats, method, job.model, job.info if info is None else info)
+
+
+def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,
+           num_steps: int, make_posterior: Callable, start: Callable, *, state_type: type,
+           num_chains: int, save_per_step: bool = False) -> Posterior:
+    """The run assembly of the iterative methods: resume from ``job.resume`` or start fresh.
+
+    ``record(state, t)`` picks what a step keeps, ``make_posterior(draws, run_info)`` turns the
+    kept draws into a posterior and ``start()`` gives the first state (not called on resume).
+    """
+    def step(state, t):
+        new = sampler.step(state, t)
+        return new, new.log_density
+
+    config = {"method": method, "num_chains": num_chains, "dim": target.dim, "seed": job.seed}
+    run = Run(step, record, num_steps, make_posterior,
+              lambda state: target.locate_nonfinite(state.theta), target.generator, state_type,
+              checkpoint=job.checkpoint, checkpoint_every=job.checkpoint_every,
+              progress=job.progress, desc=method, config=config, save_per_step=save_per_step)
+    if job.resume is not None:
+        state, t0, draws = run.resume_from(job.resume)
+        return run.run(state, t0, draws)
+    return run.run(start())
+
+
+def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold) -> torch.Tensor:
+    """``(1, D)``: the MAP from the model's starting point (a sampler's start)."""
+    theta, _ = map_fit(target, target.init_theta(1), num_steps=map_steps,
+                       batch_size=job.batch_size, progress=job.progress, hold=map_hold)
+    return theta
+
+
+# --- MAP, VI, NUTS ----------------------------------------------------------------------------
+
+def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hold) -> Posterior:
+    """MAP from ``num_chains`` restarts as one batch; the best restart is the one draw."""
+    if init_jitter is None:
+        init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
+    theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
+    theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
+                           progress=job.progress, hold=map_hold)
+    logp = target.log_joint(target.constrain(theta)).detach()
+    best = int(logp.argmax())
+    job.info.update(map_steps=trace["steps"], map_objective=trace["objective"][-1],
+                    restarts_log_joint=logp.tolist())
+    stats = {"log_joint": logp[best].reshape(1, 1)}
+    return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)
+
+
+def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles) -> Posterior:
+    """Mean-field Gaussian VI; ``num_samples`` independent draws from the fitted ``q``."""
+    loc, scale, trace = vi_fit(target, target.init_theta(1), num_steps=num_steps, lr=lr,
+                               num_particles=num_particles, batch_size=job.batch_size,
+                               progress=job.progress)
+    eps = torch.randn((job.num_samples, loc.shape[0]), generator=target.generator,
+                      device=target.device)
+    draws = (loc + scale * eps).unsqueeze(0)  # (1, S, D)
+    job.info.update(final_elbo=trace["elbo"][-1], vi_steps=num_steps)
+    return _to_posterior(target, draws, {}, "vi", job)
+
+
+def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
+             max_tree_depth) -> Posterior:
+    """Pyro's NUTS on the log density, ``num_chains`` chains one after another."""
+    theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
+    warm = job.num_samples if job.num_warmup is None else job.num_warmup
+    draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
+                           seed=job.seed, progress=job.progress, target_accept=target_accept,
+                           max_tree_depth=max_tree_depth)
+    c, s, d = draws.shape
+    with torch.no_grad():
+        logp = target.log_density(draws.reshape(c * s, d)).reshape(c, s)
+    job.info.update(diag)
+    return _to_posterior(target, draws, {"potential": -logp}, "nuts", job)
+
+
+# --- SGHMC --------------------------------------------------------------------------------------
+
+def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
+              init_jitter, init_from, map_steps, map_hold) -> Posterior:
+    """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
+    choice("init_from", init_from, ("map", "init"))
+    warm = job.num_samples if job.num_warmup is None else job.num_warmup
+    sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
+                    precondition=precondition, batch_size=job.batch_size, batches=job.batches,
+                    num_warmup=warm)
+    thin, num_chains = job.thin, job.num_chains
+    job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
+                    thin=thin, precondition=precondition)
+
+    def record(state, t):
+        if t < warm or (t - warm) % thin:
+            return None
+        return {"theta": state.theta.clone(), "potential": -state.log_density,
+                "grad_norm": state.grad_norm}
+
+    def make_posterior(draws, run_info):
+        theta = torch.stack([d["theta"] for d in draws], 1)
+        stats = {"potential": torch.stack([d["potential"] for d in draws], 1),
+                 "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
+                 "step_size": torch.full((num_chains, len(draws)), float(lr))}
+        return _to_posterior(target, theta, stats, "sghmc", job, {**job.info, **run_info})
+
+    def start():
+        theta0 = target.init_theta(1)
+        if init_from == "map":
+            # The curvature that sets the preconditioner is measured where the chains start:
+            # starting at the mode makes it representative (a far start can leave it too small
+            # and the chains unstable once they reach the mode).
+            theta0 = _map_start(target, job, map_steps, map_hold)
+        theta0 = theta0.expand(num_chains, -1).clone()
+        if init_jitter > 0:
+            theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
+                                                        device=target.device)
+        return sampler.init_state(theta0)
+
+    return _drive("sghmc", target, job, sampler, record, warm + job.num_samples * thin,
+                  make_posterior, start, state_type=SGHMCState, num_chains=num_chains)
+
+
+# --- SVGD ---------------------------------------------------------------------------------------
+
+def block_ids(target: LogDensity, model, mode: str) -> torch.Tensor:
+    """Block id per coordinate for SVGD's block kernel.
+
+    ``"all"``: one block (isotropic kernel). ``"site"``: one block per latent site.
+    ``"slice"``: built-in models split each low-rank parameter by its rank slice (e.g. one block
+    per CP factor column), other sites one block each. ``"coordinate"``: every coordinate its
+    own block (least variance collapse; memory ``D * n**2``).
+    """
+    choice("blocks", mode, BLOCK_MODES)
+    ids = torch.zeros(target.dim, dtype=torch.long)
+    if mode == "all":
+        return ids
+    if mode == "coordinate":
+        return torch.arange(target.dim)
+    axes = model.block_axes() if (mode == "slice" and isinstance(model, BayesModel)) else {}
+    next_id = 0
+    for site in target.sites:
+        span = slice(site.offset, site.offset + site.size)
+        axis = axes.get(site.name)
+        if axis is None or site.unconstrained_shape != site.shape:
+            ids[span] = next_id
+            next_id += 1
+            continue
+        n_slices = site.shape[axis]
+        local = torch.arange(n_slices).reshape(
+            [n_slices if a == axis else 1 for a in range(len(site.shape))]).expand(site.shape)
+        ids[span] = next_id + local.reshape(-1)
+        next_id += n_slices
+    return ids
+
+
+def _default_blocks(target: LogDensity, job: Job, num_particles: int) -> str:
+    """Per-coordinate blocks while their kernel matrices fit, else per slice (or site)."""
+    if target.dim * num_particles**2 <= MAX_COORDINATE_BLOCKS:
+        return "coordinate"
+    return "slice" if job.model is not None else "site"
+
+
+def _prior_draws(target: LogDensity, n: int) -> torch.Tensor:
+    """``(n, D)`` unconstrained points from forward runs of the model (its prior)."""
+    draws = []
+    for _ in range(n):
+        trace = pyro.poutine.trace(target.model).get_trace(*target.model_args,
+                                                           **target.model_kwargs)
+        values = {s.name: trace.nodes[s.name]["value"] for s in target.sites}
+        draws.append(target.unconstrain(values).clamp(-PRIOR_START_CLAMP, PRIOR_START_CLAMP))
+    return torch.stack(draws)
+
+
+def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num_steps,
+             init_from, init_jitter, map_steps, final_lr_ratio, map_hold) -> Posterior:
+    """SVGD with ``num_samples`` particles, from a jittered MAP or from prior draws."""
+    num_particles = job.num_samples
+    if num_particles < 2:
+        raise ValueError(f"num_samples: SVGD needs at least 2 particles, got {num_particles}")
+    positive_int("num_steps", num_steps)
+    choice("init_from", init_from, ("map", "prior"))
+    if blocks is None:
+        blocks = _default_blocks(target, job, num_particles)
+    ids = block_ids(target, job.model, blocks) if isinstance(blocks, str) else blocks
+    sampler = SVGD(target, kernel=kernel, blocks=ids, lr=lr, optimizer=optimizer,
+                   batch_size=job.batch_size, batches=job.batches, final_lr_ratio=final_lr_ratio,
+                   num_steps=num_steps)
+    job.info.update(num_particles=num_particles, svgd_steps=num_steps, kernel=str(kernel),
+                    blocks=blocks if isinstance(blocks, str) else "custom", init_from=init_from,
+                    init_jitter=init_jitter, lr=lr, optimizer=optimizer)
+
+    def record(state, t):
+        if t != num_steps - 1:
+            return None
+        job.info.update(final_kernel_stats=state.stats)
+        return {"theta": state.theta.clone()}
+
+    def make_posterior(draws, run_info):
+        particles = draws[-1]["theta"]
+        with torch.no_grad():
+            logp = target.log_density(particles).unsqueeze(0)
+        return _to_posterior(target, particles.unsqueeze(0), {"log_density": logp}, "svgd", job,
+                             {**job.info, **run_info})
+
+    def start():
+        if init_from == "prior":
+            return sampler.init_state(_prior_draws(target, num_particles))
+        theta = _map_start(target, job, map_steps, map_hold)
+        noise = torch.randn((num_particles, target.dim), generator=target.generator,
+                            device=target.device)
+        return sampler.init_state(theta.expand(num_particles, -1) + init_jitter * noise)
+
+    return _drive("svgd", target, job, sampler, record, num_steps, make_posterior, start,
+                  state_type=SVGDState, num_chains=num_particles, save_per_step=True)
+
+
+# --- the registry entries -----------------------------------------------------------------------
+
+MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
+                              "map_hold": None},
+             default_samples=1, chains=True, resumable=False, takes_batches=False,
+             map_steps_option="num_steps")
+VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8},
+            default_samples=1000, chains=False, resumable=False, takes_batches=False)
+NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10},
+              default_samples=500, chains=True, resumable=False, takes_batches=False)
+SGHMC_METHOD = Method(
+    "sghmc", run_sghmc,
+    {"lr": 0.01, "friction": 0.1, "noise_estimate": 0.0, "precondition": True,
+     "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None},
+    default_samples=1000, chains=True, resumable=True, takes_batches=True,
+    map_steps_option="map_steps")
+SVGD_METHOD = Method(
+    "svgd", run_svgd,
+    {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,
+     "init_from": "map", "init_jitter": 0.1, "map_steps": 2000, "final_lr_ratio": 0.01,
+     "map_hold": None},
+    default_samples=100, chains=False, resumable=True, takes_batches=True,
+    map_steps_option="map_steps")
+ALL_METHODS = (MAP, VI, NUTS, SGHMC_METHOD, SVGD_METHOD)
+
+
+# --- one local fit ------------------------------------------------------------------------------
+
+def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0,
+               num_samples: int | None = None, num_warmup: int | None = None,
+               num_chains: int = 1, thin: int = 1, batch_size: int | None = None, batches=None,
+               init="svd", progress: bool = True, checkpoint=None, checkpoint_every: int = 100,
+               resume=None, model_args=(), model_kwargs: dict | None = None,
+               device=None) -> Posterior:
+    """One fit in this process with settings already checked by ``fit``.
+
+    ``options`` are the caller's method options (recorded in ``info["options"]``); the
+    method's defaults fill the others.
+    """
+    method.check_options(options)
+    device = check_device(device)
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
+    fn, args, kwargs, init_values, fast = bind(model, data, model_args, model_kwargs,
+                                               batch_size, init, seed, device)
+    target = LogDensity(fn, args, kwargs, init_values=init_values, fast_log_joint=fast,
+                        seed=seed, device=device)
+    num_samples = num_samples or method.default_samples
+    info = {"method": method.name, "seed": int(seed), "num_chains": num_chains,
+            "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),
+            **versions(), "machine": platform.machine()}
+    bound = model if isinstance(model, BayesModel) else None
+    if bound is not None:
+        info["model"] = bound.config()
+    job = Job(bound, num_samples, num_warmup, num_chains, thin, batch_size,
+              None if batches is None else list(batches), seed, progress,
+              None if checkpoint is None else str(checkpoint), checkpoint_every,
+              None if resume is None else str(resume), info)
+    start = time.perf_counter()
+    post = method.runner(target, job, **{**method.options, **options})
+    post.info["seconds"] = time.perf_counter() - start
+    return post

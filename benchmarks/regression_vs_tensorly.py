@@ -35,7 +35,7 @@ import torch
 from tensorly.regression import CPRegressor, TuckerRegressor
 
 import bayestensor as bt
-from bayestensor.models.regression import plot_weights
+from bayestensor.viz.regression import plot_weights
 from bayestensor.data.regression import synthetic_cp_regression, synthetic_image_regression
 
 RESULTS = Path(__file__).parent / "results"

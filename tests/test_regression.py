@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import bayestensor as bt
 from bayestensor.infer import LogDensity
-from bayestensor.models.regression import plot_weights
+from bayestensor.viz.regression import plot_weights
 from bayestensor.cli.regress import regress
 from bayestensor.data.regression import (load_digits_binary, shape_image, synthetic_cp_regression,
                                          synthetic_image_regression)

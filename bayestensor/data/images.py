@@ -10,6 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: Largest value of 8-bit pixel intensities (MNIST): images above 1 are divided by it.
+MAX_BYTE_PIXEL = 255.0
+#: Largest value of scikit-learn's 8x8 digits (4-bit intensities, 0..16).
+MAX_DIGITS_PIXEL = 16.0
+#: Share of a single-array .npz used for training when no sizes are given.
+TRAIN_FRACTION = 0.8
+#: mnist10k's split: the first 8,000 images train, the last 2,000 test.
+MNIST10K_SPLIT = (8000, 2000)
+
 
 @dataclass
 class ImageData:
@@ -46,7 +55,7 @@ def _from_arrays(name, images, labels, n_train, n_test=None, scale=None) -> Imag
         raise ValueError(f"labels: expected non-negative integers, got dtype {labels.dtype}")
     x = images.astype(np.float32)
     if scale is None:
-        scale = 255.0 if x.max() > 1.0 else 1.0
+        scale = MAX_BYTE_PIXEL if x.max() > 1.0 else 1.0
     x = x / scale
     if x.ndim == 3:
         x = x[:, None]
@@ -62,12 +71,12 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> ImageData:
     """scikit-learn's 8x8 digits (1,797 images), shuffled with ``seed`` and split."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # optional (test extra): lazy
     d = sk_digits()
     perm = np.random.default_rng(seed).permutation(len(d.target))
     n_test = int(round(len(perm) * test_fraction))
     return _from_arrays("digits", d.images[perm], d.target[perm], len(perm) - n_test, n_test,
-                        scale=16.0)
+                        scale=MAX_DIGITS_PIXEL)
 
 
 def load_npz(path, n_train: int | None = None, n_test: int | None = None) -> ImageData:
@@ -92,13 +101,28 @@ def load_npz(path, n_train: int | None = None, n_test: int | None = None) -> Ima
             raise ValueError(f"path: {path.name} needs arrays 'images' and 'labels' (or "
                              f"x_train/y_train/x_test/y_test), has {sorted(keys)}")
     if n_train is None:
-        n_train = int(round(0.8 * len(labels)))
+        n_train = int(round(TRAIN_FRACTION * len(labels)))
     return _from_arrays(path.stem, images, labels, n_train, n_test)
 
 
-def load_mnist10k(path="../shared/data/mnist10k.npz") -> ImageData:
-    """mnist10k: first 8,000 images train, last 2,000 test."""
-    return load_npz(path, 8000, 2000)
+def load_mnist10k(path) -> ImageData:
+    """mnist10k: first 8,000 images train, last 2,000 test.
+
+    Parameters
+    ----------
+    path : path
+        The ``mnist10k.npz`` file (10,000 MNIST images with arrays ``images`` and ``labels``);
+        nothing is downloaded.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is not a file.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"path: expected the mnist10k.npz file (10,000 MNIST images, arrays "
+                         f"'images' and 'labels'), got {str(path)!r}, which is not a file")
+    return load_npz(path, *MNIST10K_SPLIT)
 
 
 def read_idx(path) -> np.ndarray:

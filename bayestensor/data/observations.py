@@ -51,7 +51,7 @@ class Observations:
             Empty observations, wrong index shape, indices out of range, a length mismatch or
             non-finite values.
         """
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         idx = as_index_tensor(indices, len(shape), shape)
         vals = torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
         if idx.shape[0] == 0:
@@ -120,13 +120,14 @@ class Observations:
         return m
 
 
-def _check_shape(shape) -> tuple[int, ...]:
+def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a non-empty tuple of positive ints; ``ValueError`` naming ``name`` otherwise."""
     try:
         out = tuple(int(s) for s in shape)
     except TypeError:
-        raise ValueError(f"shape: expected a sequence of positive integers, got {shape!r}") from None
+        out = ()
     if not out or any(s < 1 for s in out):
-        raise ValueError(f"shape: expected a sequence of positive integers, got {shape!r}")
+        raise ValueError(f"{name}: expected a sequence of positive integers, got {shape!r}")
     return out
 
 

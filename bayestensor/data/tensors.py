@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tensorly.datasets import load_kinetic as tensorly_kinetic
 
 from bayestensor.formats import LowRankTensor, get_format
 from bayestensor.data.observations import Observations
 
 IMAGES = ("astronaut", "chelsea", "coffee")
+#: Up to this many entries, index tuples are drawn from one random permutation of all of
+#: them (400 MB of int64); larger tensors draw and reject duplicates.
+MAX_PERMUTED_ENTRIES = 50_000_000
 
 
 @dataclass
@@ -55,24 +59,24 @@ class SyntheticTensor:
         return float(np.linalg.norm(p - t) / np.linalg.norm(t))
 
 
-def _sample_indices(shape, n: int, gen: torch.Generator, exclude: set | None = None) -> torch.Tensor:
+def _sample_indices(shape, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` distinct index tuples, uniformly, without forming the dense tensor when it is large."""
     total = math.prod(shape)
-    if total <= 50_000_000 and exclude is None:
+    if total <= MAX_PERMUTED_ENTRIES:
         flat = torch.randperm(total, generator=gen)[:n]
     else:
         chosen: set = set()
-        exclude = exclude or set()
         while len(chosen) < n:
+            # Twice the draws still missing (plus a few): collisions are rare in a big tensor.
             cand = torch.randint(0, total, (2 * (n - len(chosen)) + 16,), generator=gen).tolist()
             for c in cand:
-                if c not in exclude and c not in chosen:
+                if c not in chosen:
                     chosen.add(c)
                     if len(chosen) == n:
                         break
         flat = torch.tensor(sorted(chosen))
         flat = flat[torch.randperm(len(flat), generator=gen)]
-    return torch.stack(torch.unravel_index(flat, tuple(shape)), -1), flat
+    return torch.stack(torch.unravel_index(flat, tuple(shape)), -1)
 
 
 def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: float = 10.0,
@@ -113,7 +117,7 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
     n_test = min(int(n_test), total - n_obs)
     if n_test < 1:
         raise ValueError("observed: leaves no entry to hold out")
-    idx_all, flat = _sample_indices(shape, n_obs + n_test, gen)
+    idx_all = _sample_indices(shape, n_obs + n_test, gen)
     idx_obs, idx_test = idx_all[:n_obs], idx_all[n_obs:]
     clean_obs = truth.entries(idx_obs)
     clean_test = truth.entries(idx_test)
@@ -150,9 +154,7 @@ def load_kinetic() -> RealTensor:
     Nikolajsen, Booksh, Hansen & Bro (2003), Analytica Chimica Acta 475, 137-150. ``mask`` is
     ``True`` where observed.
     """
-    from tensorly.datasets import load_kinetic as _load
-
-    bunch = _load()
+    bunch = tensorly_kinetic()
     data = np.asarray(bunch.tensor, dtype=np.float64)
     missing = np.asarray(bunch.missing_values_position, dtype=bool)
     data = data.copy()

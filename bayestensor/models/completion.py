@@ -9,13 +9,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayestensor.formats import as_index_tensor, get_format
+from bayestensor.checks import positive_float
 from bayestensor.data.observations import Observations, as_observations
-from bayestensor.priors import LowRankPrior, noise_precision
-from bayestensor.models.base import BayesModel
+from bayestensor.formats import as_index_tensor, get_format
+from bayestensor.models.base import BayesModel, check_max_rank, start_noise_precision
+from bayestensor.priors import LowRankPrior, noise_precision, noise_prior
 
 #: Above this many dense entries the SVD initialization is skipped (random start instead).
 MAX_DENSE_INIT = 20_000_000
+#: ALS iterations of the SVD start: enough to settle the large components, the prior and the
+#: fit do the rest.
+INIT_ALS_ITERATIONS = 30
 
 
 class TensorCompletion(BayesModel):
@@ -29,7 +33,9 @@ class TensorCompletion(BayesModel):
 
     The likelihood gathers factor rows at the observed index tuples only, so memory grows with
     the number of observations and parameters, never with the size of the dense tensor.
-    Predictions are returned in the data's own units.
+    Predictions are returned in the data's own units. ``set_data`` (or ``fit``) takes
+    ``Observations``, ``(indices, values)``, ``(dense, mask)`` or a dense array with NaN for
+    the missing entries (see :func:`bayestensor.data.observations.as_observations`).
 
     Parameters
     ----------
@@ -74,56 +80,41 @@ class TensorCompletion(BayesModel):
                  prior_params: dict | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,
                  standardize: bool = True):
         get_format(format)
-        if isinstance(max_rank, (int, np.integer)) and max_rank < 1:
-            raise ValueError(f"max_rank: expected a positive integer, got {max_rank}")
-        if isinstance(max_rank, (list, tuple)) and any(int(r) < 1 for r in max_rank):
-            raise ValueError(f"max_rank: expected positive integers, got {max_rank}")
-        for key, val in (("noise_a", noise_a), ("noise_b", noise_b)):
-            if not (float(val) > 0 and math.isfinite(float(val))):
-                raise ValueError(f"{key}: expected a positive number, got {val}")
+        check_max_rank(max_rank)
+        self.noise_a = positive_float("noise_a", noise_a)
+        self.noise_b = positive_float("noise_b", noise_b)
         self.format = str(format).lower()
         self.max_rank = max_rank
         self.prior_name = prior if isinstance(prior, str) else prior.kind
         self.prior_params = dict(prior_params or {})
         self.tensor_prior = LowRankPrior("X", shape, max_rank, format, prior, prior_params)
         self.shape = self.tensor_prior.shape
-        self.noise_a, self.noise_b = float(noise_a), float(noise_b)
         self.standardize = bool(standardize)
         self.center, self.scale = 0.0, 1.0
         self.observations: Observations | None = None
-        self._y: torch.Tensor | None = None
+
+    @property
+    def low_rank_prior(self) -> LowRankPrior:
+        return self.tensor_prior
 
     # --- data -------------------------------------------------------------------------------
-    def set_data(self, data) -> None:
-        """Bind observations (``Observations``, ``(indices, values)``, ``(dense, mask)`` or NaN-dense)."""
+    def _prepare_data(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Observed indices and standardized values of ``data`` (see :func:`as_observations`)."""
         obs = as_observations(data, self.shape)
         self.observations = obs
         if self.standardize:
             self.center = float(obs.values.double().mean())
             sd = float(obs.values.double().std()) if len(obs) > 1 else 1.0
             self.scale = sd if sd > 0 else 1.0
-        self._y = ((obs.values.double() - self.center) / self.scale).float()
+        return obs.indices, ((obs.values.double() - self.center) / self.scale).float()
 
     def to(self, device) -> "TensorCompletion":
         """Move the observed indices and values to ``device``."""
-        self._require_data()
-        device = torch.device(device)
+        super().to(device)
         obs = self.observations
-        self.observations = Observations(obs.indices.to(device), obs.values.to(device), obs.shape)
-        self._y = self._y.to(device)
+        self.observations = Observations(self._inputs, obs.values.to(self._inputs.device),
+                                         obs.shape)
         return self
-
-    def _require_data(self):
-        if self.observations is None:
-            raise RuntimeError("TensorCompletion: no data bound; call set_data() or fit()")
-
-    def model_args(self) -> tuple:
-        self._require_data()
-        return (self.observations.indices, self._y)
-
-    def n_data(self) -> int:
-        self._require_data()
-        return len(self.observations)
 
     # --- model ------------------------------------------------------------------------------
     def pyro_model(self, indices, values=None, subsample_size: int | None = None):
@@ -139,16 +130,10 @@ class TensorCompletion(BayesModel):
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
         """The model's log joint on batched values ``(C, ...)`` without tracing Pyro."""
-        indices, y = self.model_args()
+        idx, yb, scale = self._data_batch(subsample)
         tau = values["noise_precision"]
         lp = self.tensor_prior.log_prob(values)
-        lp = lp + dist.Gamma(torch.tensor(self.noise_a), torch.tensor(self.noise_b)).log_prob(tau)
-        ind = subsample.get("obs")
-        n = indices.shape[0]
-        if ind is not None:
-            idx, yb, scale = indices[ind], y[ind], n / ind.shape[0]
-        else:
-            idx, yb, scale = indices, y, 1.0
+        lp = lp + noise_prior(self.noise_a, self.noise_b).log_prob(tau)
         mu = self.tensor_prior.build(values).entries(idx, check=False)
         ll = dist.Normal(mu, tau.rsqrt().unsqueeze(-1)).log_prob(yb).sum(-1)
         return lp + scale * ll
@@ -174,24 +159,15 @@ class TensorCompletion(BayesModel):
             idx = tuple(obs.indices.T.numpy())
             dense[idx] = self._y.double().numpy()
             mask[idx] = True
-            tensor = cls.from_tensor(dense, ranks, mask=mask, seed=seed, n_iter_max=30)
+            tensor = cls.from_tensor(dense, ranks, mask=mask, seed=seed,
+                                     n_iter_max=INIT_ALS_ITERATIONS)
         elif init == "svd" and cls.format_name == "cp":
             tensor = cls.from_entries(obs.indices, self._y, self.shape, ranks, seed=seed)
         else:
             tensor = cls.random(self.shape, ranks, scale=1.0, seed=seed)
         values = self.tensor_prior.init_values(tensor)
-        # Start the noise precision at 1 / Var(y): all variation treated as noise. The prior
-        # then switches off unsupported slices before the fit tightens; starting from the
-        # (overfit) residual variance of the decomposition leaves noise-fitting components in
-        # local optima of the joint MAP (measured: rank 15 kept instead of the true 3).
-        values["noise_precision"] = torch.tensor(1.0 / max(float(self._y.var()), 1e-8))
+        values["noise_precision"] = start_noise_precision(self._y)
         return values
-
-    def block_axes(self) -> dict[str, int]:
-        """Each low-rank parameter splits by its first rank axis (e.g. CP factor columns)."""
-        tp = self.tensor_prior
-        return {site: min(spec.rank_axes) for site, spec in zip(tp.param_sites, tp.specs)
-                if spec.rank_axes}
 
     # --- predictions ------------------------------------------------------------------------
     def check_predict_inputs(self, inputs) -> torch.Tensor:
@@ -212,10 +188,6 @@ class TensorCompletion(BayesModel):
     def low_rank(self, samples: dict):
         """The low-rank tensor(s) for given (batched) site values."""
         return self.tensor_prior.build(samples)
-
-    def slice_scales(self, samples: dict) -> list[torch.Tensor]:
-        """Slice scales per rank dimension, ``(S, R_d)`` each (see ``LowRankTensor.slice_norms``)."""
-        return self.tensor_prior.build(samples).slice_norms()
 
     # --- persistence ------------------------------------------------------------------------
     def config(self) -> dict:

@@ -14,23 +14,34 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayestensor.formats import get_format
-from bayestensor.priors import LowRankPrior, noise_precision
-from bayestensor.models.base import BayesModel
+from bayestensor.checks import positive_float, positive_int
+from bayestensor.data.observations import check_shape
+from bayestensor.formats import CPTensor, get_format
+from bayestensor.formats.decompose import cp_als
+from bayestensor.models.base import BayesModel, check_max_rank, start_noise_precision
+from bayestensor.models.mode import posterior_mode
+from bayestensor.priors import LowRankPrior, noise_precision, noise_prior
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 #: The ridge initialization uses at most this many rows (a random subset beyond it).
 MAX_INIT_ROWS = 20_000
-
-
-def _positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return v
+#: Ridge penalties tried by GCV, relative to the largest squared singular value of the design:
+#: from almost no shrinkage to shrinking every direction.
+RIDGE_GRID = np.logspace(-6, 1, 36)
+#: Floor on the largest squared singular value of the design that sets the ridge scale
+#: (an all-zero design would otherwise give an all-zero grid).
+MIN_SINGULAR_SQ = 1e-12
+#: Floor on the residual degrees of freedom ``n - df`` in the GCV score (``df`` can reach ``n``).
+MIN_RESIDUAL_DF = 1e-3
+#: ALS iterations of the SVD-started decomposition of the ridge estimate.
+INIT_ALS_ITERATIONS = 50
+#: ALS iterations of the random-started CP decomposition (more: a random start is far off).
+RANDOM_ALS_ITERATIONS = 200
+#: A Bernoulli intercept starts at the logit of the label mean clipped to this distance from
+#: 0 and 1 (a class seen in every or no row would give an infinite logit).
+MIN_CLASS_RATE = 1e-3
+#: Adam steps of the MAP start (``init="map"``), as for ``fit(method="map")``.
+MAP_START_STEPS = 2000
 
 
 def _first_nonfinite(arr: np.ndarray) -> tuple:
@@ -55,7 +66,8 @@ class TensorRegression(BayesModel):
     ``input_shape + (k,)``, the output mode is one more low-rank mode, and the outputs share one
     noise precision (they are centred per output and scaled by one pooled sd).
 
-    Predictions, ``weights`` and ``intercepts`` are returned in the data's own units.
+    ``set_data`` (or ``fit``) takes ``(X, y)`` or ``{"X": X, "y": y}``. Predictions,
+    ``weights`` and ``intercepts`` are returned in the data's own units.
 
     Parameters
     ----------
@@ -64,12 +76,9 @@ class TensorRegression(BayesModel):
         modes: a 1-D input is allowed only with ``n_outputs``.
     format : {"cp", "tucker", "tt"}
         Low-rank format of ``W``.
-    max_rank : int or sequence of int
-        Largest rank considered, per rank dimension; the prior prunes the rest.
-    prior : {"gamma", "half_cauchy", "log_uniform"}
-        Hyperprior on the per-slice scales.
-    prior_params : dict, optional
-        Its parameters (see :class:`bayestensor.priors.RankPrior`).
+    max_rank, prior, prior_params
+        Largest rank(s) considered and the hyperprior on the per-slice scales, as for
+        :class:`bayestensor.TensorCompletion`.
     likelihood : {"gaussian", "bernoulli"}
         ``"bernoulli"`` models binary labels with a logistic link.
     n_outputs : int, optional
@@ -108,39 +117,25 @@ class TensorRegression(BayesModel):
                  prior_params: dict | None = None, likelihood: str = "gaussian",
                  n_outputs: int | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,
                  intercept_scale: float = 10.0, standardize: bool = True):
-        try:
-            shape = tuple(int(s) for s in input_shape)
-        except TypeError:
-            raise ValueError(f"input_shape: expected a sequence of positive integers, got "
-                             f"{input_shape!r}") from None
-        if not shape or any(s < 1 for s in shape):
-            raise ValueError(f"input_shape: expected a sequence of positive integers, got "
-                             f"{input_shape!r}")
+        shape = check_shape(input_shape, "input_shape")
         fmt = get_format(format)
         if fmt.format_name == "ttm":
             raise ValueError("format: expected 'cp', 'tucker' or 'tt' for a regression "
                              "coefficient tensor, got 'ttm'")
         if n_outputs is not None:
-            if isinstance(n_outputs, bool) or not isinstance(n_outputs, (int, np.integer)) \
-                    or n_outputs < 1:
-                raise ValueError(f"n_outputs: expected a positive integer or None, got "
-                                 f"{n_outputs!r}")
-            n_outputs = int(n_outputs)
+            n_outputs = positive_int("n_outputs", n_outputs)
         weight_shape = shape + ((n_outputs,) if n_outputs is not None else ())
         if len(weight_shape) < 2:
             raise ValueError(f"input_shape: a low-rank coefficient tensor needs at least two "
                              f"modes, got input_shape {shape}; reshape the input into a matrix "
                              "or tensor")
-        if isinstance(max_rank, (int, np.integer)) and max_rank < 1:
-            raise ValueError(f"max_rank: expected a positive integer, got {max_rank}")
-        if isinstance(max_rank, (list, tuple)) and any(int(r) < 1 for r in max_rank):
-            raise ValueError(f"max_rank: expected positive integers, got {max_rank}")
+        check_max_rank(max_rank)
         lik = str(likelihood).lower()
         if lik not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
-        self.noise_a = _positive("noise_a", noise_a)
-        self.noise_b = _positive("noise_b", noise_b)
-        self.intercept_scale = _positive("intercept_scale", intercept_scale)
+        self.noise_a = positive_float("noise_a", noise_a)
+        self.noise_b = positive_float("noise_b", noise_b)
+        self.intercept_scale = positive_float("intercept_scale", intercept_scale)
         self.input_shape = shape
         self.n_outputs = n_outputs
         self.weight_shape = weight_shape
@@ -157,8 +152,10 @@ class TensorRegression(BayesModel):
         self.x_scale = 1.0
         self.y_center = torch.zeros(k, dtype=torch.float64)
         self.y_scale = 1.0
-        self._X: torch.Tensor | None = None
-        self._y: torch.Tensor | None = None
+
+    @property
+    def low_rank_prior(self) -> LowRankPrior:
+        return self.weight_prior
 
     # --- shapes -----------------------------------------------------------------------------
     @property
@@ -214,8 +211,8 @@ class TensorRegression(BayesModel):
                                  f"got values such as {shown}")
         return arr
 
-    def set_data(self, data) -> None:
-        """Bind the data ``(X, y)`` (a pair or a dict with keys ``"X"`` and ``"y"``).
+    def _prepare_data(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardized ``X`` ``(n, P)`` and ``y`` of the data ``(X, y)`` (a pair or a dict).
 
         ``X`` has shape ``(n, *input_shape)``; ``y`` has shape ``(n,)`` (``(n, k)`` with
         ``n_outputs=k``), binary for ``likelihood="bernoulli"``. Everything must be finite.
@@ -254,35 +251,15 @@ class TensorRegression(BayesModel):
         else:
             self.y_center = torch.zeros(y2.shape[1], dtype=torch.float64)
             self.y_scale = 1.0
-        self._X = self._standardize_X(torch.as_tensor(X))
         yt = torch.as_tensor(y2)
         if self.likelihood == "gaussian":
             yt = (yt - self.y_center) / self.y_scale
-        self._y = (yt if self.is_vector else yt[:, 0]).float()
+        return self._standardize_X(torch.as_tensor(X)), (yt if self.is_vector else yt[:, 0]).float()
 
     def _standardize_X(self, X: torch.Tensor) -> torch.Tensor:
         """``(n, *input_shape)`` raw inputs -> ``(n, P)`` standardized float32."""
         Xs = (X.double() - self.x_mean.double()) / self.x_scale
         return Xs.reshape(X.shape[0], self.n_features).float()
-
-    def to(self, device) -> "TensorRegression":
-        """Move the bound (standardized) data to ``device``; predictions stay on the CPU."""
-        self._require_data()
-        device = torch.device(device)
-        self._X, self._y = self._X.to(device), self._y.to(device)
-        return self
-
-    def _require_data(self):
-        if self._X is None:
-            raise RuntimeError("TensorRegression: no data bound; call set_data() or fit()")
-
-    def model_args(self) -> tuple:
-        self._require_data()
-        return (self._X, self._y)
-
-    def n_data(self) -> int:
-        self._require_data()
-        return int(self._X.shape[0])
 
     # --- model ------------------------------------------------------------------------------
     def _eta(self, w_dense: torch.Tensor, X: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -321,20 +298,13 @@ class TensorRegression(BayesModel):
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
         """The model's log joint on batched values ``(C, ...)`` without tracing Pyro."""
-        X, y = self.model_args()
+        Xb, yb, scale = self._data_batch(subsample)
         b = values["intercept"]
         lp = self.weight_prior.log_prob(values) + self._intercept_dist(b.device).log_prob(b)
-        ind = subsample.get("obs")
-        n = X.shape[0]
-        if ind is not None:
-            Xb, yb, scale = X[ind], y[ind], n / ind.shape[0]
-        else:
-            Xb, yb, scale = X, y, 1.0
         eta = self._eta(self.weight_prior.build(values).reconstruct(), Xb, b)
         if self.likelihood == "gaussian":
             tau = values["noise_precision"]
-            lp = lp + dist.Gamma(torch.tensor(self.noise_a),
-                                 torch.tensor(self.noise_b)).log_prob(tau)
+            lp = lp + noise_prior(self.noise_a, self.noise_b).log_prob(tau)
             sd = tau.rsqrt().reshape(tau.shape + (1,) * (eta.ndim - tau.ndim))
             ll = dist.Normal(eta, sd).log_prob(yb)
         else:
@@ -365,7 +335,7 @@ class TensorRegression(BayesModel):
             ``weight_shape`` float64, on the standardized scale (and the noise variance).
         """
         self._require_data()
-        X, y = self._X.double(), self._y.double()
+        X, y = self._inputs.double(), self._y.double()
         if self.likelihood == "bernoulli":
             y = 2.0 * y - 1.0
         y = y.reshape(X.shape[0], -1)
@@ -380,14 +350,14 @@ class TensorRegression(BayesModel):
         outside = float(y.pow(2).sum() - uty.pow(2).sum())
         s2 = s.pow(2)
         best, best_lam, noise_var = math.inf, float(s2.max()) if s2.numel() else 1.0, 1.0
-        for lam in float(s2.max().clamp_min(1e-12)) * np.logspace(-6, 1, 36):
+        for lam in float(s2.max().clamp_min(MIN_SINGULAR_SQ)) * RIDGE_GRID:
             d = s2 / (s2 + lam)
             resid = outside + float(((1 - d).unsqueeze(-1) * uty).pow(2).sum())
-            df = float(d.sum())
-            gcv = n * resid / max(n - df, 1e-3) ** 2
+            dof = max(n - float(d.sum()), MIN_RESIDUAL_DF)
+            gcv = n * resid / dof ** 2
             if gcv < best:
                 best, best_lam = gcv, float(lam)
-                noise_var = resid / max(n - df, 1e-3) / y.shape[1]
+                noise_var = resid / dof / y.shape[1]
         coef = (Vt.T @ ((s / (s2 + best_lam)).unsqueeze(-1) * uty)).reshape(self.weight_shape)
         return (coef, noise_var) if return_noise else coef
 
@@ -413,7 +383,8 @@ class TensorRegression(BayesModel):
         if init not in ("svd", "random", "map"):
             raise ValueError(f"init: expected 'svd', 'random' or 'map', got {init!r}")
         if init == "map":
-            return self._map_start(seed)
+            start = self.init_values(seed=seed, init="svd")
+            return posterior_mode(self, start, num_steps=MAP_START_STEPS)
         cls = self.weight_prior.format_cls
         ranks = self.weight_prior.ranks
         w0 = self.ridge_estimate(seed=seed)
@@ -421,9 +392,13 @@ class TensorRegression(BayesModel):
             if self.format == "cp" and ranks[0] > min(self.weight_shape):
                 # An SVD start gives at most min(shape) components (e.g. 2 for two outputs);
                 # a CP rank above that needs a random-start ALS to reach all of them.
-                tensor = _cp_random_als(w0.numpy(), ranks[0], seed)
+                factors = cp_als(w0.numpy(), ranks[0], init="random",
+                                 n_iter_max=RANDOM_ALS_ITERATIONS, seed=seed)
+                tensor = CPTensor(self.weight_shape,
+                                  [torch.as_tensor(f, dtype=torch.float32) for f in factors])
             else:
-                tensor = cls.from_tensor(w0.numpy(), ranks, seed=seed, n_iter_max=50)
+                tensor = cls.from_tensor(w0.numpy(), ranks, seed=seed,
+                                         n_iter_max=INIT_ALS_ITERATIONS)
         else:
             scale = float(w0.std()) if float(w0.std()) > 0 else 1.0 / math.sqrt(self.n_features)
             tensor = cls.random(self.weight_shape, ranks, scale=scale, seed=seed)
@@ -431,30 +406,12 @@ class TensorRegression(BayesModel):
         y = self._y.double().reshape(self.n_data(), -1)
         if self.likelihood == "gaussian":
             b0 = y.mean(0)
-            values["noise_precision"] = torch.tensor(1.0 / max(float(y.var()), 1e-8))
+            values["noise_precision"] = start_noise_precision(y)
         else:
-            p = y.mean(0).clamp(1e-3, 1 - 1e-3)
+            p = y.mean(0).clamp(MIN_CLASS_RATE, 1 - MIN_CLASS_RATE)
             b0 = (p / (1 - p)).log()
         values["intercept"] = (b0 if self.is_vector else b0[0]).float()
         return values
-
-    def _map_start(self, seed: int, num_steps: int = 2000) -> dict:
-        """The posterior mode found from the ``"svd"`` start (what ``init="map"`` returns)."""
-        from bayestensor.infer.baselines import map_fit
-        from bayestensor.infer.log_density import LogDensity
-
-        start = self.init_values(seed=seed, init="svd")
-        potential = LogDensity(self.pyro_model, self.model_args(), init_values=start,
-                              fast_log_joint=self.fast_log_joint, seed=seed)
-        theta, _ = map_fit(potential, potential.init_theta(1), num_steps=num_steps,
-                           progress=False)
-        return {k: v[0].detach() for k, v in potential.constrain(theta).items()}
-
-    def block_axes(self) -> dict[str, int]:
-        """Each low-rank parameter splits by its first rank axis (e.g. CP factor columns)."""
-        wp = self.weight_prior
-        return {site: min(spec.rank_axes) for site, spec in zip(wp.param_sites, wp.specs)
-                if spec.rank_axes}
 
     # --- predictions ------------------------------------------------------------------------
     def check_predict_inputs(self, inputs) -> torch.Tensor:
@@ -488,10 +445,6 @@ class TensorRegression(BayesModel):
         params[0] = params[0] * (self.y_scale / self.x_scale)
         return type(w)(w.shape, params)
 
-    def slice_scales(self, samples: dict) -> list[torch.Tensor]:
-        """Slice scales per rank dimension, ``(S, R_d)`` each (see ``LowRankTensor.slice_norms``)."""
-        return self.weight_prior.build(samples).slice_norms()
-
     def weights(self, samples: dict) -> torch.Tensor:
         """Dense ``W`` per sample in data units, ``(S, *weight_shape)``."""
         w = self.weight_prior.build(samples).reconstruct()
@@ -524,7 +477,8 @@ class TensorRegression(BayesModel):
         Returns
         -------
         mean, sd : np.ndarray
-            For a 2-D ``input_shape`` these are images (``plot_weights`` draws them).
+            For a 2-D ``input_shape`` these are images
+            (:func:`bayestensor.viz.regression.plot_weights` draws them).
         """
         samples = posterior.flat_samples() if hasattr(posterior, "flat_samples") else posterior
         w = self.weights(samples).double()
@@ -557,66 +511,3 @@ class TensorRegression(BayesModel):
                 f"max_rank={self.max_rank}, prior={self.prior_name!r}, "
                 f"likelihood={self.likelihood!r}{out})")
 
-
-def _cp_random_als(tensor: np.ndarray, rank: int, seed: int):
-    """CP decomposition by ALS from a random start (TensorLy), columns balanced across modes."""
-    import tensorly as tl
-
-    from bayestensor.formats.cp import CPTensor, balance_cp_factors
-
-    weights, factors = tl.decomposition.parafac(tl.tensor(tensor), rank=rank, init="random",
-                                                n_iter_max=200, random_state=seed)
-    factors = [np.asarray(f) * (np.asarray(weights) if n == 0 else 1.0)
-               for n, f in enumerate(factors)]
-    factors = balance_cp_factors(factors)
-    return CPTensor(tensor.shape, [torch.as_tensor(f, dtype=torch.float32) for f in factors])
-
-
-def plot_weights(mean, sd=None, truth=None, path=None, title: str | None = None):
-    """Draw a 2-D coefficient matrix: truth (if known), posterior mean and posterior sd.
-
-    Parameters
-    ----------
-    mean : array_like, 2-D
-        Posterior mean of ``W`` (e.g. from :meth:`TensorRegression.weight_posterior`).
-    sd : array_like, 2-D, optional
-        Posterior sd of ``W``.
-    truth : array_like, 2-D, optional
-        The true ``W`` of a synthetic problem, drawn on the same colour scale as the mean.
-    path : path, optional
-        Write a PNG here.
-    title : str, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    mean = np.asarray(mean, dtype=np.float64)
-    if mean.ndim != 2:
-        raise ValueError(f"mean: expected a 2-D array (an image-shaped W), got shape {mean.shape}")
-    panels = []
-    if truth is not None:
-        panels.append(("true W", np.asarray(truth, dtype=np.float64), "RdBu_r", True))
-    panels.append(("posterior mean", mean, "RdBu_r", True))
-    if sd is not None:
-        panels.append(("posterior sd", np.asarray(sd, dtype=np.float64), "viridis", False))
-    lim = max(float(np.abs(p[1]).max()) for p in panels if p[3]) or 1.0
-    fig = Figure(figsize=(3.2 * len(panels), 3.0))
-    FigureCanvasAgg(fig)
-    for k, (name, arr, cmap, symmetric) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        kw = {"vmin": -lim, "vmax": lim} if symmetric else {"vmin": 0.0}
-        im = ax.imshow(arr, cmap=cmap, **kw)
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig

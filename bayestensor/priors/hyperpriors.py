@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
 PRIORS = ("gamma", "half_cauchy", "log_uniform")
+#: A starting log-uniform scale stays this factor inside the bounds of its support.
+INSIDE_BOUNDS = 1.01
 
 DEFAULT_PRIOR_PARAMS = {
     "gamma": {"a": 1e-3, "b": 1e-3},
@@ -105,15 +106,22 @@ class RankPrior:
         """Slice variances from the hyper-parameter values."""
         return 1.0 / hyper if self.kind == "gamma" else hyper**2
 
+    def hyper_of(self, variance: torch.Tensor) -> torch.Tensor:
+        """Hyper-parameter values giving slice variances ``variance`` (inverse of :meth:`variance`).
+
+        A log-uniform scale is kept a little inside ``[low, high]``, where its unconstrained
+        value is finite.
+        """
+        if self.kind == "gamma":
+            return 1.0 / variance
+        s = variance.sqrt()
+        if self.kind == "log_uniform":
+            s = s.clamp(self.params["low"] * INSIDE_BOUNDS, self.params["high"] / INSIDE_BOUNDS)
+        return s
+
     def init_value(self, size: int, variance: float = 1.0) -> torch.Tensor:
         """A hyper-parameter vector whose slice variances all equal ``variance``."""
-        v = torch.full((size,), float(variance))
-        if self.kind == "gamma":
-            return 1.0 / v
-        s = v.sqrt()
-        if self.kind == "log_uniform":
-            s = s.clamp(self.params["low"] * 1.01, self.params["high"] / 1.01)
-        return s
+        return self.hyper_of(torch.full((size,), float(variance)))
 
 
 def get_prior(prior, prior_params: dict | None = None) -> RankPrior:

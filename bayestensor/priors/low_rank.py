@@ -22,7 +22,6 @@ The hyperprior on the slice variances decides how hard unused slices are switche
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pyro
@@ -30,7 +29,16 @@ import pyro.distributions as dist
 import torch
 
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
-from bayestensor.priors.hyperpriors import PRIORS, RankPrior, get_prior
+from bayestensor.priors.hyperpriors import get_prior
+
+#: Floor on a starting slice variance: an all-zero slice would start at infinite precision.
+MIN_START_VARIANCE = 1e-8
+#: Floor on a starting hyper-parameter (a precision or a scale), so that its logarithm, the
+#: samplers' unconstrained coordinate, stays finite in float32.
+MIN_START_HYPER = 1e-6
+#: Coordinate-ascent sweeps over the rank dimensions when the slice variances start
+#: (one is exact for CP, whose entries have a single rank axis).
+START_SWEEPS = 30
 
 
 def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -120,7 +128,7 @@ class LowRankPrior:
         """The low-rank tensor from (batched) site values."""
         return self.format_cls(self.shape, [values[s] for s in self.param_sites])
 
-    def init_values(self, tensor: LowRankTensor, sweeps: int = 30) -> dict:
+    def init_values(self, tensor: LowRankTensor, sweeps: int = START_SWEEPS) -> dict:
         """Site values that start at ``tensor``, with slice variances that explain its size.
 
         Each slice variance is the maximum-likelihood value given the parameters and the other
@@ -145,12 +153,10 @@ class LowRankPrior:
                     flat = scaled.movedim(axes[0], -1).reshape(-1, size)
                     total = total + flat.sum(0)
                     count += flat.shape[0]
-                variances[d] = (total / max(count, 1)).clamp_min(1e-8)
+                variances[d] = (total / max(count, 1)).clamp_min(MIN_START_VARIANCE)
         for site, var in zip(self.hyper_sites, variances):
-            hyper = 1.0 / var if self.prior.kind == "gamma" else var.sqrt()
-            if self.prior.kind == "log_uniform":
-                hyper = hyper.clamp(self.prior.params["low"] * 1.01, self.prior.params["high"] / 1.01)
-            values[site] = hyper.clamp_min(1e-6).to(tensor.params[0].dtype)
+            hyper = self.prior.hyper_of(var).clamp_min(MIN_START_HYPER)
+            values[site] = hyper.to(tensor.params[0].dtype)
         return values
 
 
@@ -178,6 +184,11 @@ def low_rank_tensor(name: str, shape, rank, format: str = "cp", prior="gamma",
     return LowRankPrior(name, shape, rank, format, prior, prior_params).sample()
 
 
+def noise_prior(a: float = 1.0, b: float = 1e-2) -> dist.Gamma:
+    """The prior ``Gamma(a, b)`` of a Gaussian noise precision."""
+    return dist.Gamma(torch.tensor(float(a)), torch.tensor(float(b)))
+
+
 def noise_precision(name: str = "noise_precision", a: float = 1.0, b: float = 1e-2):
     """Register a Gaussian noise precision ``tau ~ Gamma(a, b)`` and return it."""
-    return pyro.sample(name, dist.Gamma(torch.tensor(float(a)), torch.tensor(float(b))))
+    return pyro.sample(name, noise_prior(a, b))

@@ -390,3 +390,14 @@ def test_resume_from_a_pickle_with_code_is_refused_without_running_it(regression
     with pytest.raises(ValueError, match="resume") as err:
         bt.fit(linreg, method="sghmc", model_args=(X, y), resume=path, progress=False)
     assert "weights_only" not in str(err.value)
+
+
+def test_sghmc_records_the_log_density_of_each_stored_draw(regression):
+    """Full batch: the stored ``potential`` of draw k is ``-log_density(theta_k)``."""
+    X, y, _, _ = regression
+    post = bt.fit(linreg, method="sghmc", model_args=(X, y), num_samples=20, num_warmup=10,
+                  num_chains=2, thin=3, seed=0, progress=False)
+    target = LogDensity(linreg, (X, y), seed=0)
+    theta = target.unconstrain({"w": post.samples["w"].reshape(-1, D)})
+    expected = -target.log_density(theta).reshape(2, 20)
+    torch.testing.assert_close(post.sample_stats["potential"], expected, rtol=1e-5, atol=1e-3)

@@ -69,7 +69,8 @@ class Warmup:
 class SGHMCState:
     """Positions ``theta`` and velocities ``v`` of all chains, plus the preconditioner.
 
-    ``log_density`` and ``grad`` are those evaluated at the start of the last step.
+    ``log_density`` and ``grad`` are evaluated at ``theta`` (on the mini-batch of the next
+    step, which uses that gradient), so a recorded draw carries its own density.
     """
 
     theta: torch.Tensor            # (C, D) unconstrained positions
@@ -78,12 +79,12 @@ class SGHMCState:
     curvature: torch.Tensor        # (D,) running mean of |diag H| estimates (burn-in only)
     n_estimates: int
     beta_hat: torch.Tensor         # (D,) gradient-noise estimate in velocity units
-    log_density: torch.Tensor      # (C,) at the last step's start (mini-batch estimate)
-    grad: torch.Tensor             # (C, D) gradient of the log density there
+    log_density: torch.Tensor      # (C,) at theta (mini-batch estimate)
+    grad: torch.Tensor             # (C, D) gradient of the log density at theta
 
     @property
     def grad_norm(self) -> torch.Tensor:
-        """``(C,)`` norm of the gradient."""
+        """``(C,)`` norm of the gradient at ``theta``."""
         return self.grad.norm(dim=-1)
 
     def to_dict(self) -> dict:
@@ -230,7 +231,7 @@ class SGHMC:
 
         At the warm-up's adaptation steps the curvature is re-estimated at the current
         positions and the preconditioner updated before the move; the learning rate follows
-        the warm-up ramp.
+        the warm-up ramp. The new state carries the log density and gradient at its positions.
         """
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
         beta_hat = state.beta_hat
@@ -242,8 +243,8 @@ class SGHMC:
                 n_est += w
                 precond = self._precond_from(curvature)
             beta_hat = self._gradient_noise(state.theta, t, precond)
-        logp, grad = self.gradients.value_and_grad(state.theta, t)
-        theta, v = sghmc_update(state.theta, state.v, grad,
+        theta, v = sghmc_update(state.theta, state.v, state.grad,
                                 lr=self.lr * self.warmup.lr_scale(t), friction=self.friction,
                                 precond=precond, beta_hat=beta_hat, generator=self.generator)
+        logp, grad = self.gradients.value_and_grad(theta, t + 1)
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad)

@@ -18,6 +18,15 @@ import math
 
 import torch
 
+#: Smallest bandwidth: keeps ``r / h`` finite when all particles of a block coincide.
+MIN_BANDWIDTH = 1e-12
+#: Pairs sampled for the median bandwidth of a multi-coordinate block (see :func:`_pair_sample`).
+BANDWIDTH_PAIRS = 2048
+#: Pairs sampled per one-coordinate block (there are many such blocks, each cheap to estimate).
+SCALAR_BANDWIDTH_PAIRS = 512
+#: Up to this block size, direct differences are cheaper than a rank-``s`` Gram matrix.
+DIRECT_DIFFERENCE_MAX = 4
+
 
 class Kernel:
     """Base class: ``profile(r, h) -> (k, dk/dr)`` on squared distances ``r``.
@@ -44,10 +53,10 @@ class Kernel:
         n = r.shape[-1]
         i, j = _pair_sample(n, r.device)
         med = r[:, i, j].median(dim=-1).values if i.numel() else torch.ones(r.shape[0])
-        return (med / math.log(n + 1)).clamp_min(1e-12)
+        return (med / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
 
 
-def _pair_sample(n: int, device, max_pairs: int = 2048):
+def _pair_sample(n: int, device, max_pairs: int = BANDWIDTH_PAIRS):
     """Index pairs i < j: all of them, or a fixed random subset of ``max_pairs``.
 
     The median of a few thousand pairwise distances estimates the bandwidth as well as all
@@ -161,9 +170,9 @@ def _scalar_blocks(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel):
     n = x.shape[0]
     diff = x.unsqueeze(1) - x.unsqueeze(0)       # (n, n, b): x_i - x_j
     r = diff * diff
-    i, j = _pair_sample(n, x.device, max_pairs=512)
+    i, j = _pair_sample(n, x.device, max_pairs=SCALAR_BANDWIDTH_PAIRS)
     if kernel.bandwidth == "median":
-        h = (r[i, j].median(dim=0).values / math.log(n + 1)).clamp_min(1e-12)
+        h = (r[i, j].median(dim=0).values / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
     else:
         h = torch.full(x.shape[1:], float(kernel.bandwidth), dtype=x.dtype, device=x.device)
     k, dk = kernel.profile(r, h)
@@ -174,7 +183,7 @@ def _scalar_blocks(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel):
 
 def _pairwise_sq(xb: torch.Tensor) -> torch.Tensor:
     """Squared distances ``(B, n, n)`` between the rows of each ``(n, s)`` block."""
-    if xb.shape[-1] <= 4:  # direct differences are cheaper than a rank-s Gram matrix
+    if xb.shape[-1] <= DIRECT_DIFFERENCE_MAX:
         diff = xb.unsqueeze(2) - xb.unsqueeze(1)
         return diff.pow(2).sum(-1)
     sq = xb.pow(2).sum(-1)

@@ -401,3 +401,16 @@ def test_sghmc_records_the_log_density_of_each_stored_draw(regression):
     theta = target.unconstrain({"w": post.samples["w"].reshape(-1, D)})
     expected = -target.log_density(theta).reshape(2, 20)
     torch.testing.assert_close(post.sample_stats["potential"], expected, rtol=1e-5, atol=1e-3)
+
+
+def test_posterior_file_round_trip_and_a_foreign_pickle_is_refused(tmp_path):
+    post = bt.Posterior({"w": torch.randn(2, 3, 4)}, {"potential": torch.randn(2, 3)}, "sghmc",
+                        info={"seed": 1})
+    back = bt.Posterior.load(post.save(tmp_path / "post.pt"))
+    torch.testing.assert_close(back.samples["w"], post.samples["w"], rtol=0, atol=0)
+    assert back.info["seed"] == 1 and back.method == "sghmc"
+    evil = tmp_path / "evil.pt"
+    torch.save({"samples": _Boom()}, evil)
+    with pytest.raises(ValueError, match="posterior file") as err:
+        bt.Posterior.load(evil)
+    assert "weights_only" not in str(err.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayestensor.io import load_tensors, save_tensors
+from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
 from bayestensor.results import arviz_adapter
 
@@ -276,9 +277,10 @@ class Posterior:
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write samples, statistics, run info and the model's config/state to ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write samples, statistics, run info and the model's config/state to ``path``.
+
+        The file holds tensors, numbers, strings and plain containers only, written atomically.
+        """
         payload: dict[str, Any] = {
             "format_version": 1,
             "samples": self.samples,
@@ -290,23 +292,26 @@ class Posterior:
             payload["model"] = {"class": type(self.model).__name__,
                                 "config": _plain(self.model.config()),
                                 "state": _plain(self.model.state())}
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return save_tensors(path, payload)
 
     @classmethod
     def load(cls, path) -> "Posterior":
-        """Read what :meth:`save` wrote; the built-in model is rebuilt from its config."""
-        payload = torch.load(Path(path), weights_only=True)
+        """Read what :meth:`save` wrote; the built-in model is rebuilt from its config.
+
+        Raises
+        ------
+        ValueError
+            When the file is missing, unreadable, or not a posterior file (nothing in it is run).
+        """
+        payload = load_tensors(path, what="posterior file")
+        if not isinstance(payload, dict) or not {"samples", "sample_stats", "method"} <= set(payload):
+            raise ValueError(f"posterior file: {str(path)!r} is not a saved bayestensor Posterior")
         model = None
         if "model" in payload:
-            from bayestensor.models import model_from_config
-
             model = model_from_config(payload["model"]["class"], payload["model"]["config"])
             model.load_state(payload["model"]["state"])
         return cls(payload["samples"], payload["sample_stats"], payload["method"], model,
-                   payload["info"])
+                   payload.get("info", {}))
 
 
 def _plain(obj):

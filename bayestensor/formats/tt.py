@@ -74,6 +74,15 @@ class CoreTrain(LowRankTensor):
     def cores(self) -> list[torch.Tensor]:
         return self.params
 
+    #: ``f(tensor, ranks, mask=, seed=) -> cores``: the decomposition ``from_tensor`` starts from.
+    start_cores = None
+
+    @classmethod
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+        shape = np.shape(tensor)
+        ranks = cls.normalize_rank(shape, rank)
+        return cls(shape, cls.start_cores(tensor, ranks, mask=mask, seed=seed))
+
 
 class TTTensor(CoreTrain):
     """Tensor train ``X[i_1..i_N] = G_1[:, i_1, :] G_2[:, i_2, :] ... G_N[:, i_N, :]``.
@@ -84,6 +93,7 @@ class TTTensor(CoreTrain):
     """
 
     format_name = "tt"
+    start_cores = staticmethod(tt_start)
 
     @classmethod
     def normalize_rank(cls, shape, rank):
@@ -104,11 +114,6 @@ class TTTensor(CoreTrain):
         slices = [c.index_select(-2, idx[:, k]) for k, c in enumerate(self.params)]
         return tt_chain_entries(slices)
 
-    @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
-        shape = np.shape(tensor)
-        ranks = cls.normalize_rank(shape, rank)
-        return cls(shape, tt_start(tensor, ranks, mask=mask, seed=seed))
 
     def _to_tensorly(self, cores):
         return tl.tt_tensor.TTTensor(cores)

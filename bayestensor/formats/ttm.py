@@ -20,6 +20,7 @@ class TTMatrix(CoreTrain):
     """
 
     format_name = "ttm"
+    start_cores = staticmethod(ttm_start)
 
     @classmethod
     def normalize_rank(cls, shape, rank):
@@ -74,12 +75,6 @@ class TTMatrix(CoreTrain):
             merged = c.reshape(c.shape[:-3] + (i_size * j_size, c.shape[-1]))
             slices.append(merged.index_select(-2, idx[:, k] * j_size + idx[:, n + k]))
         return tt_chain_entries(slices)
-
-    @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
-        shape = np.shape(tensor)
-        ranks = cls.normalize_rank(shape, rank)
-        return cls(shape, ttm_start(tensor, ranks, mask=mask, seed=seed))
 
     @classmethod
     def from_matrix(cls, matrix, row_shape, col_shape, rank, *, seed=0):

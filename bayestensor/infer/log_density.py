@@ -27,6 +27,10 @@ from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from torch.distributions import biject_to
 
+#: Sites without a starting value start uniformly in (-INIT_RADIUS, INIT_RADIUS), unconstrained:
+#: finite under every bijection, unlike prior draws of vague hyperpriors.
+INIT_RADIUS = 2.0
+
 
 @dataclass
 class Site:
@@ -69,7 +73,8 @@ class _InitValues(poutine.messenger.Messenger):
             shape = fn.batch_shape + fn.event_shape
             t = biject_to(fn.support)
             u_shape = t.inverse_shape(shape)
-            u = torch.rand(u_shape, generator=self.generator, device=self.device) * 4 - 2
+            u = (torch.rand(u_shape, generator=self.generator, device=self.device)
+                 * (2 * INIT_RADIUS) - INIT_RADIUS)
             value = t(u)
         msg["value"] = value.detach()
         msg["done"] = True

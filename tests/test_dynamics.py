@@ -242,6 +242,14 @@ def test_bayes_reference_finds_rank_and_sits_near_eckart_young():
     assert out["posterior"].num_draws == 150
 
 
+def test_problems_and_learners_describe_their_settings():
+    learner = FactorizationLearner("gd", steps=50).describe()
+    assert learner["type"] == "FactorizationLearner" and learner["rule"] == "gd"
+    assert learner["steps"] == 50
+    problem = FactorizationProblem(n=6, m=5, rank=2, r=2).describe()
+    assert problem["type"] == "FactorizationProblem" and problem["rank"] == 2
+
+
 # --- CLI --------------------------------------------------------------------------------------
 def test_cli_fa_vs_gd_writes_report(tmp_path):
     out = tmp_path / "fa"

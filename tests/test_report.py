@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import bayestensor as bt
 from bayestensor.data import tensors as datasets
+from bayestensor.io import versions
 from bayestensor.cli import main
 from bayestensor.results import arviz_adapter
 from bayestensor.report import read_run, write_heldout, write_run
@@ -84,7 +85,8 @@ def test_completion_report_numbers_match_posterior(sghmc_run):
     # run metadata
     run = rep["run"]
     assert run["kind"] == "completion" and run["data"]["shape"] == list(SHAPE)
-    assert set(run["versions"]) == {"python", "torch", "pyro", "bayestensor", "arviz"}
+    assert set(run["versions"]) == set(versions())  # bayestensor.io.versions: one helper
+    assert {"python", "torch", "pyro", "bayestensor", "arviz", "tensorly"} <= set(run["versions"])
     # HTML: self-contained, one section per key, figures embedded
     html = (tmp / "report.html").read_text()
     for key in secs:

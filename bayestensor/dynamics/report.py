@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from bayestensor.io import atomic_write, to_jsonable

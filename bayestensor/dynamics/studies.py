@@ -43,6 +43,10 @@ class Trace:
 class _Described:
     """Problems and learners describe themselves by their dataclass fields."""
 
+    def describe(self) -> dict:
+        """Settings as a plain dict (for the JSON report)."""
+        return {"type": type(self).__name__, **asdict(self)}
+
 
 # --- problems ---------------------------------------------------------------------------------
 class _Problem(_Described):

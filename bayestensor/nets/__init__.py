@@ -5,8 +5,8 @@ Modules: :mod:`.shapes` (tensorized shapes and the ranks they support), :mod:`.l
 ``MAX_LAYER_PARAMS``), :mod:`.convert` (replace layers of a user's
 ``nn.Module``, export, save and load, compression ratios), :mod:`.train` (MAP, VI, SVGD,
 SGHMC) and :mod:`.metrics` (accuracy, NLL, ECE, reliability, entropy, rotations). Image data
-sets live in :mod:`bayestensor.data.images`, the ``bayestensor compress`` command in
-:mod:`bayestensor.cli.compress`.
+sets live in :mod:`bayestensor.data.images`; :mod:`.workflow` (``run_compress``, ``build_model``)
+is the train-compress-compare pipeline behind ``bayestensor compress``.
 """
 
 from bayestensor.nets.convert import (BayesianNet, compression_table, load_exported,

@@ -11,8 +11,7 @@ one local fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
 
 from __future__ import annotations
 
-import numpy as np
-
+from bayestensor.checks import positive_int, seed_value
 from bayestensor.infer.binding import check_device
 from bayestensor.infer.chains import SEED_BOUND, fit_chain_groups, group_sizes
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
@@ -115,13 +114,12 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     spec = _method(method)
     if backend not in ("local", "ray"):
         raise ValueError(f"backend: expected 'local' or 'ray', got {backend!r}")
-    num_samples = _positive_int("num_samples", num_samples) or spec.default_samples
-    num_chains = _positive_int("num_chains", num_chains, allow_none=False)
-    thin = _positive_int("thin", thin, allow_none=False)
-    batch_size = _positive_int("batch_size", batch_size)
-    if num_warmup is not None and (isinstance(num_warmup, bool)
-                                   or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0):
-        raise ValueError(f"num_warmup: expected a non-negative integer, got {num_warmup!r}")
+    num_samples = (spec.default_samples if num_samples is None
+                   else positive_int("num_samples", num_samples))
+    num_chains = positive_int("num_chains", num_chains)
+    thin = positive_int("thin", thin)
+    batch_size = None if batch_size is None else positive_int("batch_size", batch_size)
+    num_warmup = None if num_warmup is None else positive_int("num_warmup", num_warmup, minimum=0)
     _check_seed(seed)
     _check_applies(spec, checkpoint, resume, batches)
     spec.check_options(options)
@@ -134,7 +132,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
             raise ValueError("checkpoint: not supported with chain groups; checkpoint each "
                              "group's fit instead")
         groups = chain_groups if chain_groups is not None else num_chains
-        _positive_int("chain_groups", groups, allow_none=False)
+        positive_int("chain_groups", groups)
         group_sizes(num_chains, groups)
         resolve_map_hold(model, data, spec, seed, batch_size, options)  # once, not per group
         return fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
@@ -157,19 +155,12 @@ def _method(method) -> Method:
     return METHODS[name]
 
 
-def _positive_int(name: str, value, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_seed(seed) -> int:
     """A seed ``fit`` can hand to Pyro (which seeds NumPy's legacy 32-bit generator)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_BOUND:
-        raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
-    return int(seed)
+    seed = seed_value(seed)
+    if seed >= SEED_BOUND:
+        raise ValueError(f"seed: expected an integer below 2**32, got {seed!r}")
+    return seed
 
 
 def _check_applies(spec: Method, checkpoint, resume, batches) -> None:

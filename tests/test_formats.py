@@ -1,6 +1,7 @@
 """Low-rank formats against TensorLy's reconstructions and hand-computed counts."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tensorly as tl
 import torch
 
 from bayestensor.formats import CPTensor, TTMatrix, TTTensor, TuckerTensor, get_format
+from bayestensor.formats.ranks import cap_ranks, check_param_count, rank_caps
 
 # (format class, tensor shape, rank) -- several shapes and ranks per format.
 CASES = [
@@ -326,3 +328,67 @@ def test_entries_empty_index(cls, shape, rank, batch):
     x = cls.random(shape, rank, batch_shape=batch, seed=0)
     out = x.entries(np.zeros((0, len(shape)), dtype=np.int64))
     assert tuple(out.shape) == tuple(batch) + (0,)
+
+
+# --- degenerate data and the ranks a shape supports (issue 14) --------------------------------
+
+@pytest.mark.parametrize("fmt,shape,caps", [
+    ("cp", (6, 5, 4), (20,)),
+    ("cp", (4, 3), (3,)),
+    ("cp", (1,) * 8, (1,)),
+    ("tucker", (6, 5, 4), (6, 5, 4)),
+    ("tucker", (10, 2, 2), (4, 2, 2)),
+    ("tt", (6, 5, 4), (6, 4)),
+    ("tt", (2, 3, 4, 5), (2, 6, 5)),
+    ("ttm", (4, 4, 4, 4, 4, 2), (16, 8)),
+])
+def test_rank_caps_by_hand(fmt, shape, caps):
+    assert rank_caps(fmt, shape) == caps
+
+
+def test_cap_ranks_warns_naming_the_argument_and_the_cap():
+    with pytest.warns(UserWarning, match=r"max_rank: 1000 .* capped at \(6, 5, 4\)"):
+        assert cap_ranks("tucker", (6, 5, 4), (1000,) * 3, 1000) == (6, 5, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cap_ranks("cp", (6, 5, 4), (3,), 3) == (3,)  # nothing capped, no warning
+
+
+def test_param_count_above_the_limit_is_refused():
+    check_param_count(100, "a tensor", 4, max_params=100)
+    check_param_count(10**12, "a tensor", 4, max_params=None)
+    with pytest.raises(ValueError, match="max_rank: 4 gives a tensor 101 parameters.*max_params=None"):
+        check_param_count(101, "a tensor", 4, max_params=100)
+
+
+@pytest.mark.parametrize("cls", [CPTensor, TuckerTensor, TTTensor])
+def test_one_dimensional_shape_is_refused(cls):
+    with pytest.raises(ValueError, match="shape: .* at least 2 modes .*1-D"):
+        cls.random((10,), 2, seed=0)
+
+
+@pytest.mark.parametrize("cls,rank", [(CPTensor, 3), (TuckerTensor, 3), (TTTensor, 3)])
+def test_from_tensor_of_zeros_is_a_small_finite_start(cls, rank):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0 / 0 inside a decomposition either
+        x = cls.from_tensor(np.zeros((6, 5, 4)), rank, mask=np.ones((6, 5, 4), dtype=bool))
+    rec = x.reconstruct()
+    assert bool(torch.isfinite(rec).all()) and float(rec.abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("n_obs", [1, 2])
+def test_cp_start_from_one_or_two_entries_is_not_singular(n_obs):
+    """TensorLy's masked ALS meets a singular system here (LinAlgError); the start retries
+    it with a small ridge."""
+    data = np.zeros((6, 5, 4))
+    mask = np.zeros((6, 5, 4), dtype=bool)
+    for (i, j, k), v in list(zip([(0, 0, 0), (5, 4, 3)], [1.5, -0.5]))[:n_obs]:
+        data[i, j, k], mask[i, j, k] = v, True
+    x = CPTensor.from_tensor(data, 3, mask=mask, n_iter_max=30)
+    assert x.ranks == (3,) and bool(torch.isfinite(x.reconstruct()).all())
+
+
+def test_cp_start_of_a_rank_one_tensor_at_rank_three_keeps_the_fit():
+    truth = CPTensor.random((6, 5, 4), 1, seed=0).reconstruct().double().numpy()
+    x = CPTensor.from_tensor(truth, 3)
+    np.testing.assert_allclose(x.reconstruct().double().numpy(), truth, atol=1e-3)

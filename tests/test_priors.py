@@ -327,3 +327,29 @@ def test_fast_log_joint_subsample_scale_by_hand():
     diff = full - sub
     np.testing.assert_allclose(diff.numpy(), (ll.sum(-1) - 2 * ll[:, :30].sum(-1)).numpy(),
                                rtol=1e-8)
+
+
+# --- ranks a shape cannot use (issue 14) ------------------------------------------------------
+
+def test_low_rank_prior_caps_ranks_the_shape_cannot_use():
+    with pytest.warns(UserWarning, match=r"max_rank: 1000 .*tucker.*capped at \(6, 5, 4\)"):
+        lrp = LowRankPrior("X", (6, 5, 4), 1000, format="tucker", rank_name="max_rank")
+    assert lrp.ranks == (6, 5, 4) and lrp.requested_ranks == (1000, 1000, 1000)
+    assert [s.shape for s in lrp.specs][0] == (6, 5, 4)  # the core, never 1000^3
+    with pytest.warns(UserWarning, match=r"^rank: "):
+        assert LowRankPrior("X", (6, 5, 4), (7, 9), format="tt").ranks == (6, 4)
+
+
+def test_low_rank_prior_refuses_more_parameters_than_max_params():
+    with pytest.raises(ValueError, match=r"max_rank: \(300, 300, 300\) gives .* parameters.*"
+                                         r"max_params=None"):
+        LowRankPrior("X", (300, 300, 300), (300, 300, 300), format="tucker",
+                     rank_name="max_rank", max_params=1_000_000)
+    lrp = LowRankPrior("X", (30, 30, 30), 30, format="tucker", max_params=None)
+    assert lrp.ranks == (30, 30, 30)
+
+
+@pytest.mark.parametrize("fmt", ["cp", "tucker", "tt"])
+def test_low_rank_prior_refuses_a_one_dimensional_shape(fmt):
+    with pytest.raises(ValueError, match="shape: .*at least 2 modes"):
+        LowRankPrior("X", (10,), 2, format=fmt)

@@ -8,6 +8,7 @@ evaluates entries at index tuples without forming it (``entries``), exposes its 
 
 from bayestensor.formats.base import LowRankTensor, ParamSpec, as_index_tensor
 from bayestensor.formats.cp import CPTensor
+from bayestensor.formats.ranks import MAX_PARAMS, rank_caps
 from bayestensor.formats.tt import TTTensor
 from bayestensor.formats.ttm import TTMatrix
 from bayestensor.formats.tucker import TuckerTensor
@@ -37,4 +38,4 @@ def get_format(name: str) -> type[LowRankTensor]:
 
 
 __all__ = ["LowRankTensor", "ParamSpec", "CPTensor", "TuckerTensor", "TTTensor", "TTMatrix",
-           "FORMATS", "get_format", "as_index_tensor"]
+           "FORMATS", "get_format", "as_index_tensor", "rank_caps", "MAX_PARAMS"]

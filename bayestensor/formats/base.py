@@ -68,6 +68,16 @@ def as_index_tensor(indices, ndim: int, shape: Sequence[int] | None = None) -> t
     return idx
 
 
+def check_modes(fmt: str, shape: Sequence[int]) -> None:
+    """Raise ``ValueError`` naming ``shape`` unless it has at least two modes.
+
+    A 1-D tensor (a vector) has no low-rank structure to find.
+    """
+    if len(shape) < 2:
+        raise ValueError(f"shape: {fmt} needs at least 2 modes (a 1-D tensor has no low-rank "
+                         f"structure), got {tuple(shape)}")
+
+
 class LowRankTensor:
     """Base class of the low-rank formats (CP, Tucker, TT, TT-matrix).
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
 from bayestensor.formats.decompose import cp_from_entries, cp_start
 
 
@@ -29,6 +29,7 @@ class CPTensor(LowRankTensor):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        check_modes("CP", shape)
         if isinstance(rank, (list, tuple)):
             if len(rank) != 1:
                 raise ValueError(f"rank: CP has one rank dimension, got {rank}")

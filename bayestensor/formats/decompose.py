@@ -21,6 +21,10 @@ PAD_SCALE = 1e-2
 #: Ridge added to the ALS normal equations on top of the relative penalty, so that a row with
 #: an all-zero Gram matrix still has a unique (zero) solution.
 ALS_JITTER = 1e-10
+#: Ridge of TensorLy's CP-ALS, relative to the data's mean square, for a second try when the
+#: plain ALS meets a singular system (data of lower rank than asked: one or two observed
+#: entries, a constant tensor): small enough to leave a well-posed fit unchanged.
+CP_RETRY_RIDGE = 1e-6
 
 
 def fill_missing(tensor, mask) -> torch.Tensor:
@@ -83,10 +87,16 @@ def cp_als(tensor: np.ndarray, rank: int, *, init: str = "svd", mask=None,
         first factor and the columns balanced across modes (:func:`balance_cp_factors`).
     """
     m = None if mask is None else np.asarray(mask, dtype=bool)
+    ridge = CP_RETRY_RIDGE * max(float(np.mean(np.square(tensor))), ALS_JITTER)
     with tl.backend_context("numpy"):
-        weights, factors = tl.decomposition.parafac(
-            tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
-            random_state=seed)
+        try:
+            weights, factors = tl.decomposition.parafac(
+                tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
+                random_state=seed)
+        except np.linalg.LinAlgError:
+            weights, factors = tl.decomposition.parafac(
+                tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
+                random_state=seed, l2_reg=ridge)
     factors = [np.asarray(f) for f in factors]
     factors[0] = factors[0] * np.asarray(weights)
     return balance_cp_factors(factors)
@@ -96,12 +106,16 @@ def cp_start(tensor, rank: int, *, mask=None, n_iter_max: int = 100,
              seed: int = 0) -> list[torch.Tensor]:
     """CP factors ``(I_n, rank)`` float32 from an SVD-started ALS of mean-filled data.
 
-    Components beyond ``min(shape)`` (all an SVD start can give) start small and random.
+    Components beyond ``min(shape)`` (all an SVD start can give) start small and random; an
+    all-zero tensor (constant data once centred) has nothing to decompose, so all of them do.
     """
     data = fill_missing(tensor, mask).numpy()
+    gen = torch.Generator().manual_seed(seed)
+    if not np.any(data):
+        return [pad_rank(torch.zeros(s, 0, dtype=torch.float64), 1, rank, gen, PAD_SCALE).float()
+                for s in data.shape]
     factors = cp_als(data, min(rank, min(data.shape)), mask=mask, n_iter_max=n_iter_max,
                      seed=seed)
-    gen = torch.Generator().manual_seed(seed)
     small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
     return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen, small).float()
             for f in factors]
@@ -151,15 +165,19 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
     """Tucker ``[core, *factors]`` float32 from TensorLy's SVD-started ``tucker`` (HOOI).
 
     Ranks beyond a mode's size are padded with small random slices; the scale is spread
-    evenly between the core and the (orthonormal) factors.
+    evenly between the core and the (orthonormal) factors. An all-zero tensor (constant data
+    once centred) starts at a zero core with unit-vector factors, without decomposing.
     """
     data = fill_missing(tensor, mask).numpy()
     usable = [min(r, s) for r, s in zip(ranks, data.shape)]
     m = None if mask is None else np.asarray(mask, dtype=bool)
-    with tl.backend_context("numpy"):
-        core, factors = tl.decomposition.tucker(
-            tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
-            random_state=seed)
+    if not np.any(data):
+        core, factors = np.zeros(usable), [np.eye(s)[:, :u] for s, u in zip(data.shape, usable)]
+    else:
+        with tl.backend_context("numpy"):
+            core, factors = tl.decomposition.tucker(
+                tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
+                random_state=seed)
     gen = torch.Generator().manual_seed(seed)
     core = torch.as_tensor(core, dtype=torch.float64)
     small = PAD_SCALE * float(core.abs().mean())

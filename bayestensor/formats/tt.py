@@ -6,7 +6,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
 from bayestensor.formats.decompose import tt_start
 
 
@@ -97,8 +97,7 @@ class TTTensor(CoreTrain):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
-        if len(shape) < 2:
-            raise ValueError(f"shape: TT needs at least 2 modes, got {tuple(shape)}")
+        check_modes("TT", shape)
         return normalize_tt_rank(len(shape), rank)
 
     @classmethod

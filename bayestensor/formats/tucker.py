@@ -8,7 +8,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec
+from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
 from bayestensor.formats.decompose import tucker_start
 
 
@@ -23,6 +23,7 @@ class TuckerTensor(LowRankTensor):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        check_modes("Tucker", shape)
         if isinstance(rank, (list, tuple)):
             if len(rank) != len(shape):
                 raise ValueError(f"rank: Tucker needs one rank per mode ({len(shape)}), got {rank}")

@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayestensor.checks import choice, positive_int
+from bayestensor.checks import choice, positive_int, rank_value, real_number, seed_value
 from bayestensor.formats import TuckerTensor, get_format
 from bayestensor.formats.decompose import cp_als
-from bayestensor.nets.shapes import rank_caps, rank_value, tensorized_shape
+from bayestensor.formats.ranks import rank_caps
+from bayestensor.nets.shapes import tensorized_shape
 from bayestensor.priors import LowRankPrior, get_prior, param_std
-from bayestensor.seeds import MAX_SEED
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
 INITS = ("decompose", "random")
@@ -61,8 +61,6 @@ CP_ALS_ITERATIONS = 30
 #: keeps several copies (gradients, optimizer moments, SGHMC velocities). The same bound
 #: applies to the working array of a CP-ALS start (see :func:`layer_ranks`).
 MAX_LAYER_PARAMS = 50_000_000
-#: Largest float32. The networks train in float32: a larger number (``lr=1e39``) becomes inf.
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: TensorLy's decompositions seed NumPy's legacy generator, which takes 32-bit seeds.
 LEGACY_SEED_MODULUS = 2**32
 
@@ -70,37 +68,8 @@ LEGACY_SEED_MODULUS = 2**32
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-def real_number(name: str, value, low: float = 0.0, high: float = FLOAT32_MAX, *,
-                low_open: bool = True, high_open: bool = False) -> float:
-    """``value`` as a float between ``low`` and ``high`` (ends open or closed).
-
-    Strings and booleans are refused, not converted. The message prints the value as given
-    (``1e+39``, never ``inf``) and the interval, e.g. ``"lr: expected a number in
-    (0, 3.40282e+38], got 1e+39"``.
-    """
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    bad = f"{name}: expected a number in {interval}, got {value!r}"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                      np.floating)):
-        raise ValueError(bad)
-    try:
-        v = float(value)
-    except OverflowError:  # an int beyond float range
-        raise ValueError(bad) from None
-    if not math.isfinite(v) or v < low or v > high or (low_open and v == low) \
-            or (high_open and v == high):
-        raise ValueError(f"{name}: expected a number in {interval}, got {v!r}")
-    return v
-
-
-def seed_arg(value, name: str = "seed", optional: bool = False) -> int | None:
-    """A seed: an integer in ``[0, 2**63 - 1]`` (or ``None`` when ``optional``)."""
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name}: expected an integer in [0, 2**63 - 1], got {value!r}")
-    return int(value)
+# Until nets.train and nets.convert import checks.seed_value themselves.
+seed_arg = seed_value
 
 
 def max_params_arg(value) -> int | None:
@@ -134,7 +103,7 @@ def layer_ranks(fmt: str, tensor_shape: Sequence[int], ranks: Sequence[int], max
         Parameter budget (all particles together); ``None`` for none.
     warn : bool
         Warn (``UserWarning``) when a rank is capped (see
-        :func:`bayestensor.nets.shapes.rank_caps`).
+        :func:`bayestensor.formats.ranks.rank_caps`).
     decompose : bool
         The layer starts from a decomposition of a dense weight.
 
@@ -498,7 +467,7 @@ class TensorizedLinear(_BayesLowRank):
         Low-rank format of ``W`` (over the tensor ``in_shape + out_shape``).
     max_rank : int or sequence of int
         Maximum rank(s); the prior switches off the slices the data do not need. A rank above
-        what the tensorized shape supports (:func:`bayestensor.nets.shapes.rank_caps`) adds
+        what the tensorized shape supports (:func:`bayestensor.formats.ranks.rank_caps`) adds
         nothing and is capped, with a warning.
     prior : {"gamma", "half_cauchy", "log_uniform"} or RankPrior
         Hyperprior on the slice scales.
@@ -536,7 +505,7 @@ class TensorizedLinear(_BayesLowRank):
         if format not in LINEAR_FORMATS:
             raise ValueError(f"format: expected one of {LINEAR_FORMATS}, got {format!r}")
         num_particles = positive_int("num_particles", num_particles)
-        seed = seed_arg(seed, optional=True)
+        seed = seed_value(seed, optional=True)
         max_params = max_params_arg(max_params)
         requested = rank_value("max_rank", max_rank)
         num_modes = DEFAULT_MODES[format] if num_modes is None else positive_int("num_modes", num_modes)
@@ -591,7 +560,7 @@ class TensorizedLinear(_BayesLowRank):
             raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
         choice("format", format, LINEAR_FORMATS)
         choice("init", init, INITS)
-        seed = seed_arg(seed)
+        seed = seed_value(seed)
         num_particles = positive_int("num_particles", num_particles)
         requested = rank_value("max_rank", max_rank)
         num_modes = DEFAULT_MODES[format] if num_modes is None else num_modes
@@ -668,7 +637,7 @@ class TensorizedConv2d(_BayesLowRank):
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         num_particles = positive_int("num_particles", num_particles)
-        seed = seed_arg(seed, optional=True)
+        seed = seed_value(seed, optional=True)
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         kh, kw = positive_int("kernel_size", kh), positive_int("kernel_size", kw)
         self.kernel_size = (kh, kw)
@@ -706,7 +675,7 @@ class TensorizedConv2d(_BayesLowRank):
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
             raise ValueError(f"conv: expected an nn.Conv2d with groups=1, got {conv!r}")
         choice("init", init, INITS)
-        seed = seed_arg(seed)
+        seed = seed_value(seed)
         if isinstance(conv.padding, str):
             raise ValueError(f"conv: string padding {conv.padding!r} is not supported")
         num_particles = positive_int("num_particles", num_particles)

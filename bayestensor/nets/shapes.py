@@ -1,13 +1,16 @@
-"""Tensorized shapes: factor a layer's sizes into balanced modes; the ranks a shape supports."""
+"""Tensorized shapes: factor a layer's sizes into balanced modes (the ranks a shape supports are
+:func:`bayestensor.formats.ranks.rank_caps`)."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import numpy as np
-
 from bayestensor.checks import positive_int
+# Re-exported: rank_value until nets.convert imports it from checks; rank_caps, the rule the
+# formats share, for nets' public API.
+from bayestensor.checks import rank_value  # noqa: F401
+from bayestensor.formats.ranks import rank_caps  # noqa: F401
 
 
 def prime_factors(n: int) -> list[int]:
@@ -83,50 +86,3 @@ def tensorized_shape(in_features: int, out_features: int, num_modes: int = 3,
             raise ValueError(f"shape: {side}_shape {modes} does not multiply to "
                              f"{side}_features={size}")
     return in_shape, out_shape
-
-
-def rank_value(name: str, value) -> int | tuple[int, ...]:
-    """A rank argument: a positive integer or a sequence of them (floats and strings refused)."""
-    def is_rank(v):
-        return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
-
-    if is_rank(value):
-        return int(value)
-    if isinstance(value, (list, tuple)) and value and all(is_rank(v) for v in value):
-        return tuple(int(v) for v in value)
-    raise ValueError(f"{name}: expected a positive integer or a sequence of them, got {value!r}")
-
-
-def rank_caps(fmt: str, tensor_shape: Sequence[int]) -> tuple[int, ...]:
-    """Largest useful rank of each rank dimension of ``fmt`` over ``tensor_shape``.
-
-    A larger rank adds parameters but no expressive power (the format already represents
-    every tensor of that shape along that dimension):
-
-    ``"cp"``     the product of all modes but the largest;
-    ``"tucker"`` rank ``n``: ``min(dim_n, product of the other dims)``;
-    ``"tt"``     bond ``k``: ``min(product of the modes left of it, product of those right)``;
-    ``"ttm"``    as TT over the merged modes ``I_k J_k`` (``tensor_shape`` is
-    ``in_shape + out_shape``).
-
-    Examples
-    --------
-    >>> rank_caps("ttm", (4, 4, 4, 4, 4, 2))
-    (16, 8)
-    >>> rank_caps("tucker", (6, 5, 4))
-    (6, 5, 4)
-    """
-    shape = tuple(int(s) for s in tensor_shape)
-    total = math.prod(shape)
-    if fmt == "cp":
-        return (total // max(shape),)
-    if fmt == "tucker":
-        return tuple(min(s, total // s) for s in shape)
-    if fmt == "ttm":
-        n = len(shape) // 2
-        modes = [shape[k] * shape[n + k] for k in range(n)]
-    elif fmt == "tt":
-        modes = list(shape)
-    else:
-        raise ValueError(f"format: expected one of ('ttm', 'cp', 'tucker', 'tt'), got {fmt!r}")
-    return tuple(min(math.prod(modes[:k]), math.prod(modes[k:])) for k in range(1, len(modes)))

@@ -29,6 +29,7 @@ import pyro.distributions as dist
 import torch
 
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
+from bayestensor.formats.ranks import cap_ranks, check_param_count
 from bayestensor.priors.hyperpriors import get_prior
 
 #: Floor on a starting slice variance: an all-zero slice would start at infinite precision.
@@ -82,17 +83,35 @@ class LowRankPrior:
         Hyperprior on the slice variances.
     prior_params : dict, optional
         Hyperprior parameters.
+    rank_name : str
+        Name of the rank argument in the caller's API (``"max_rank"`` for the models), used
+        in warnings and errors.
+    max_params : int, optional
+        Refuse (``ValueError`` naming ``rank_name``) a tensor with more parameters than this;
+        ``None`` for no limit.
+
+    Notes
+    -----
+    A rank above what the shape supports (see :func:`bayestensor.formats.ranks.rank_caps`)
+    is capped there with a ``UserWarning``: it would add parameters, never expressive power.
     """
 
     def __init__(self, name: str, shape, rank, format: str = "cp", prior="gamma",
-                 prior_params: dict | None = None):
+                 prior_params: dict | None = None, *, rank_name: str = "rank",
+                 max_params: int | None = None):
         self.name = name
         self.format_cls = get_format(format)
         self.shape = tuple(int(s) for s in shape)
         if any(s < 1 for s in self.shape):
             raise ValueError(f"shape: expected positive sizes, got {self.shape}")
-        self.ranks = self.format_cls.normalize_rank(self.shape, rank)
+        fmt = self.format_cls.format_name
+        self.requested_ranks = self.format_cls.normalize_rank(self.shape, rank)
+        self.ranks = cap_ranks(fmt, self.shape, self.requested_ranks, rank, name=rank_name,
+                               stacklevel=4)
         self.specs = self.format_cls.specs(self.shape, self.ranks)
+        check_param_count(sum(s.numel() for s in self.specs),
+                          f"a {fmt} tensor of shape {self.shape} with ranks {self.ranks}",
+                          rank, max_params, name=rank_name)
         self.prior = get_prior(prior, prior_params)
 
     @property

@@ -145,3 +145,76 @@ def test_map_hold_auto_chooses_by_validation_error():
     assert post.effective_rank().mode().tolist() == [2]
     with pytest.raises(ValueError, match="map_hold"):
         bt.fit(lambda: None, method="map", progress=False, map_hold="auto")
+
+
+# --- degenerate data, ranks that cannot fit (issue 14) -----------------------------------------
+
+SMALL = (6, 5, 4)
+
+
+def _half_observed(value=None, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = rng.random(SMALL) < 0.5
+    full = rng.normal(size=SMALL) if value is None else np.full(SMALL, value)
+    return np.where(mask, full, np.nan)
+
+
+@pytest.mark.parametrize("fmt", ["cp", "tucker", "tt"])
+def test_constant_data_fits_to_the_constant(fmt):
+    model = bt.TensorCompletion(SMALL, fmt, max_rank=3)
+    post = bt.fit(model, _half_observed(3.25), method="map", num_steps=30, seed=0,
+                  progress=False, map_hold=None)
+    assert float(post.samples["noise_precision"].min()) > 0  # started at 1, not at 1 / 0
+    mean = post.predict(np.indices(SMALL).reshape(3, -1).T).mean
+    np.testing.assert_allclose(mean, 3.25, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("n_obs", [1, 2])
+def test_one_or_two_observations_fit(n_obs):
+    idx = np.array([[0, 0, 0], [5, 4, 3]])[:n_obs]
+    vals = np.array([1.5, -0.5])[:n_obs]
+    model = bt.TensorCompletion(SMALL, "cp", max_rank=3)
+    post = bt.fit(model, bt.Observations.from_coo(idx, vals, SMALL), method="map",
+                  num_steps=30, seed=0, progress=False)
+    assert np.all(np.isfinite(post.predict(idx).mean))
+
+
+def test_a_tensor_of_one_entry_fits():
+    shape = (1,) * 8
+    with pytest.warns(UserWarning, match="max_rank: 2 .* capped at \\(1,\\)"):
+        model = bt.TensorCompletion(shape, "cp", max_rank=2)
+    post = bt.fit(model, np.full(shape, 2.0), method="map", num_steps=30, seed=0, progress=False)
+    assert post.predict(np.zeros((1, 8), dtype=np.int64)).mean == pytest.approx(2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["cp", "tucker", "tt"])
+def test_a_one_dimensional_tensor_is_refused(fmt):
+    with pytest.raises(ValueError, match="shape: .*at least 2 modes"):
+        bt.TensorCompletion((10,), fmt, max_rank=2)
+
+
+def test_huge_tucker_max_rank_is_capped_and_recorded():
+    with pytest.warns(UserWarning, match=r"max_rank: 1000 .* capped at \(6, 5, 4\)"):
+        model = bt.TensorCompletion(SMALL, "tucker", max_rank=1000)
+    assert model.tensor_prior.ranks == (6, 5, 4)
+    assert model.config()["max_rank"] == [6, 5, 4]  # a reloaded model needs no cap
+    post = bt.fit(model, _half_observed(), method="map", num_steps=5, seed=0, progress=False,
+                  map_hold=None)
+    assert post.samples["X.core"].shape[-3:] == (6, 5, 4)
+
+
+def test_a_model_above_max_params_is_refused_unless_lifted():
+    shape = (400, 400, 400)
+    with pytest.raises(ValueError, match=r"max_rank: 400 gives .*parameters, above "
+                                         r"max_params=50,000,000"):
+        bt.TensorCompletion(shape, "tucker", max_rank=400)
+    model = bt.TensorCompletion((40, 40, 40), "tucker", max_rank=40, max_params=None)
+    assert model.config()["max_params"] is None
+
+
+def test_predict_on_no_indices_says_so():
+    model = bt.TensorCompletion(SMALL, "cp", max_rank=2)
+    post = bt.fit(model, _half_observed(), method="map", num_steps=5, seed=0, progress=False,
+                  map_hold=None)
+    with pytest.raises(ValueError, match="indices: no entries to predict"):
+        post.predict(np.zeros((0, 3), dtype=np.int64))

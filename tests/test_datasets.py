@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bayestensor.data import tensors as datasets
+from bayestensor.data.regression import synthetic_cp_regression
 
 
 @pytest.mark.parametrize("fmt,shape,rank,snr_db,observed", [
@@ -65,6 +66,10 @@ def test_synthetic_tensor_reproducible_and_caps_test():
     ({"snr_db": float("nan")}, "snr_db"),
     ({"format": "ht"}, "format"),
     ({"rank": 0}, "rank"),
+    ({"snr_db": "10"}, "snr_db"),
+    ({"seed": 2**70}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"seed": "3"}, "seed"),
 ])
 def test_synthetic_tensor_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -114,3 +119,15 @@ def test_load_image_bad_input():
         datasets.load_image("lena")
     with pytest.raises(ValueError, match="missing"):
         datasets.load_image("astronaut", missing=1.0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"seed": 2**70}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"n_train": "100"}, "n_train"),
+    ({"n_test": True}, "n_test"),
+    ({"snr_db": "10"}, "snr_db"),
+])
+def test_synthetic_regression_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        synthetic_cp_regression((4, 3), rank=2, **kwargs)

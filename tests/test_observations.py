@@ -1,5 +1,7 @@
 """Observations (COO form) and the validation of data given to TensorCompletion."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,15 @@ def test_as_observations_forms():
     ({"format": "tt", "max_rank": [2, 3, 3, 1]}, "rank"),
     ({"noise_a": 0.0}, "noise_a"),
     ({"noise_b": float("inf")}, "noise_b"),
+    ({"max_rank": 2.5}, "max_rank"),
+    ({"max_rank": "3"}, "max_rank"),
+    ({"max_rank": True}, "max_rank"),
+    ({"format": "tucker", "max_rank": [2.5, 2, 2]}, "max_rank"),
+    ({"standardize": "no"}, "standardize"),
+    ({"standardize": 1}, "standardize"),
+    ({"standardize": None}, "standardize"),
+    ({"max_params": 0}, "max_params"),
+    ({"max_params": 1e9}, "max_params"),
 ])
 def test_completion_constructor_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -210,3 +221,37 @@ def test_completion_set_data_standardizes():
     assert float(y.double().std()) == pytest.approx(1.0, rel=1e-6)
     np.testing.assert_allclose(y.numpy() * model.scale + model.center,
                                3.0 + 10.0 * data[mask], rtol=1e-5)
+
+
+# --- silently accepted input (issue 14) --------------------------------------------------------
+
+def test_duplicate_coordinates_are_averaged_with_a_warning():
+    idx = np.array([[0, 0, 0], [1, 2, 2], [0, 0, 0], [3, 4, 1], [0, 0, 0]])
+    vals = np.array([1.0, 2.0, 3.0, 4.0, 8.0])
+    with pytest.warns(UserWarning, match="indices: 2 duplicate index row.*1 entries"):
+        obs = Observations.from_coo(idx, vals, (4, 5, 3))
+    assert len(obs) == 3
+    assert obs.observed_fraction == pytest.approx(3 / 60)
+    dense = obs.to_dense()
+    assert dense[0, 0, 0] == pytest.approx(4.0) and dense[1, 2, 2] == 2.0 and dense[3, 4, 1] == 4.0
+
+
+def test_without_duplicates_the_order_and_values_are_kept_silently():
+    idx = np.array([[3, 4, 1], [0, 0, 0], [1, 2, 2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        obs = Observations.from_coo(idx, np.array([1.0, 2.0, 3.0]), (4, 5, 3))
+    np.testing.assert_array_equal(obs.indices.numpy(), idx)
+    np.testing.assert_array_equal(obs.values.numpy(), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_a_non_boolean_mask_is_refused_in_every_form(dtype):
+    data, mask, _ = dense_with_nan()
+    with pytest.raises(ValueError, match="mask: expected a boolean array"):
+        Observations.from_dense(data, mask.astype(dtype))
+    with pytest.raises(ValueError, match="mask: expected a boolean array"):
+        as_observations({"data": data, "mask": mask.astype(dtype)})
+    # as a pair, a non-boolean second element means (indices, values): the data are no indices
+    with pytest.raises(ValueError, match="indices"):
+        as_observations((data, mask.astype(dtype)), shape=data.shape)

@@ -108,6 +108,13 @@ def test_bad_data_raises_value_error_naming_the_argument(case, match):
     ({"n_outputs": 0}, "n_outputs"),
     ({"intercept_scale": -1.0}, "intercept_scale"),
     ({"prior": "laplace"}, "prior"),
+    ({"max_rank": 2.5}, "max_rank"),
+    ({"max_rank": "3"}, "max_rank"),
+    ({"max_rank": True}, "max_rank"),
+    ({"format": "tucker", "max_rank": [2.5, 2]}, "max_rank"),
+    ({"standardize": "no"}, "standardize"),
+    ({"standardize": 0}, "standardize"),
+    ({"max_params": -1}, "max_params"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     args = {"input_shape": (8, 8), **kwargs}
@@ -321,3 +328,32 @@ def test_regress_cli_writes_a_report_with_the_weight_images(tmp_path):
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["sections"]["weights"]["numbers"]["weight_shape"] == [12, 12]
     assert "weights.png" in " ".join(rep["sections"]["weights"]["figures"])
+
+
+# --- ranks a shape cannot use, degenerate responses (issue 14) --------------------------------
+
+def _small_xy(n=30, constant_y=None):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 4, 3))
+    y = X[:, 0, 0] - X[:, 1, 2] + 0.1 * rng.normal(size=n)
+    return X, (np.full(n, constant_y) if constant_y is not None else y)
+
+
+def test_max_rank_above_the_input_shape_is_capped_with_a_warning():
+    with pytest.warns(UserWarning, match=r"max_rank: 5 .*cp shape \(4, 3\).*capped at \(3,\)"):
+        model = bt.TensorRegression((4, 3), "cp", max_rank=5)
+    assert model.weight_prior.ranks == (3,) and model.config()["max_rank"] == [3]
+    post = bt.fit(model, _small_xy(), method="map", num_steps=50, seed=0, progress=False)
+    assert np.all(np.isfinite(post.predict(_small_xy()[0]).mean))
+
+
+def test_a_model_above_max_params_is_refused():
+    with pytest.raises(ValueError, match="max_rank: 50 gives .*above max_params=1,000"):
+        bt.TensorRegression((40, 40), "tucker", max_rank=50, max_params=1000)
+
+
+def test_constant_response_fits_to_the_constant():
+    X, y = _small_xy(constant_y=-2.5)
+    model = bt.TensorRegression((4, 3), "cp", max_rank=2)
+    post = bt.fit(model, (X, y), method="map", num_steps=500, seed=0, progress=False)
+    np.testing.assert_allclose(post.predict(X).mean, -2.5, rtol=0, atol=1e-3)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bayestensor.checks import seed_value
+
 #: Largest value of 8-bit pixel intensities (MNIST): images above 1 are divided by it.
 MAX_BYTE_PIXEL = 255.0
 #: Largest value of scikit-learn's 8x8 digits (4-bit intensities, 0..16).
@@ -73,7 +75,7 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> ImageData:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
     from sklearn.datasets import load_digits as sk_digits  # optional (test extra): lazy
     d = sk_digits()
-    perm = np.random.default_rng(seed).permutation(len(d.target))
+    perm = np.random.default_rng(seed_value(seed)).permutation(len(d.target))
     n_test = int(round(len(perm) * test_fraction))
     return _from_arrays("digits", d.images[perm], d.target[perm], len(perm) - n_test, n_test,
                         scale=MAX_DIGITS_PIXEL)

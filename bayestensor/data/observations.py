@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,11 @@ class Observations:
     def from_coo(cls, indices, values, shape) -> "Observations":
         """Validate index tuples and values.
 
+        An entry observed more than once (the same index tuple in several rows) is kept once,
+        at the mean of its values, with a ``UserWarning`` saying how many were merged: each
+        entry then counts once in the likelihood and in ``observed_fraction``. The merged
+        entries come sorted by index tuple; without duplicates the order is the caller's.
+
         Raises
         ------
         ValueError
@@ -65,7 +71,7 @@ class Observations:
             raise ValueError(f"values: observed value {vals[i].item()} at index "
                              f"{tuple(idx[i].tolist())} is not finite; mark missing entries "
                              "by leaving them out (COO) or by the mask")
-        return cls(idx, vals, shape)
+        return cls(*average_duplicates(idx, vals), shape)
 
     @classmethod
     def from_dense(cls, data, mask=None) -> "Observations":
@@ -118,6 +124,20 @@ class Observations:
         m = np.zeros(self.shape, dtype=bool)
         m[tuple(self.indices.T.numpy())] = True
         return m
+
+
+def average_duplicates(idx: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index tuples made unique, each with the mean of its values (warns when any repeat)."""
+    unique, inverse = torch.unique(idx, dim=0, return_inverse=True)
+    if unique.shape[0] == idx.shape[0]:
+        return idx, vals
+    sums = torch.zeros(unique.shape[0], dtype=torch.float64).index_add_(0, inverse, vals.double())
+    counts = torch.bincount(inverse, minlength=unique.shape[0]).double()
+    merged = idx.shape[0] - unique.shape[0]
+    warnings.warn(f"indices: {merged} duplicate index row(s) merged: {int((counts > 1).sum())} "
+                  "entries observed more than once are kept once, at the mean of their values",
+                  UserWarning, stacklevel=3)
+    return unique, (sums / counts).to(vals.dtype)
 
 
 def check_shape(shape, name: str = "shape") -> tuple[int, ...]:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bayestensor.checks import positive_int, real_number, seed_value
 from bayestensor.formats import CPTensor
+from bayestensor.seeds import MAX_SEED
 
 SHAPES = ("square", "cross", "T", "disc")
 
@@ -121,14 +123,13 @@ def shape_image(name: str = "cross", size: int = 32) -> np.ndarray:
 
 def _simulate(weight: np.ndarray, n_train: int, n_test: int, snr_db: float, intercept: float,
               likelihood: str, seed: int, name: str, rank: int, info: dict) -> RegressionData:
-    for key, val in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{key}: expected a positive integer, got {val!r}")
-    if not math.isfinite(snr_db):
-        raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
+    positive_int("n_train", n_train)
+    positive_int("n_test", n_test)
+    real_number("snr_db", snr_db, -math.inf, math.inf)
+    real_number("intercept", intercept, -math.inf, math.inf)
     if likelihood not in ("gaussian", "bernoulli"):
         raise ValueError(f"likelihood: expected 'gaussian' or 'bernoulli', got {likelihood!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_value(seed))
     n = n_train + n_test
     X = rng.standard_normal((n,) + weight.shape)
     signal = X.reshape(n, -1) @ weight.reshape(-1)
@@ -207,10 +208,12 @@ def synthetic_cp_regression(shape=(10, 10, 10), rank: int = 3, n_train: int = 50
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape: expected at least two positive sizes, got {shape}")
+    seed = seed_value(seed)
     weight = CPTensor.random(shape, rank, scale=1.0, seed=seed).reconstruct().double().numpy()
     if likelihood == "bernoulli":
         weight = 3.0 * weight / np.linalg.norm(weight)
-    return _simulate(weight, n_train, n_test, snr_db, intercept, likelihood, seed + 1,
+    data_seed = (seed + 1) % (MAX_SEED + 1)  # the inputs' own stream, as before
+    return _simulate(weight, n_train, n_test, snr_db, intercept, likelihood, data_seed,
                      f"cp-{'x'.join(map(str, shape))}-rank{rank}", rank,
                      {"shape": list(shape)})
 
@@ -252,7 +255,7 @@ def load_digits_binary(classes=(0, 1), test_fraction: float = 0.3,
     keep = np.isin(digits.target, (a, b))
     X = digits.images[keep].astype(np.float64)
     y = (digits.target[keep] == b).astype(np.float64)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_value(seed))
     test = np.zeros(len(y), dtype=bool)
     for label in (0.0, 1.0):
         idx = np.flatnonzero(y == label)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tensorly.datasets import load_kinetic as tensorly_kinetic
 
+from bayestensor.checks import real_number, seed_value
 from bayestensor.formats import LowRankTensor, get_format
 from bayestensor.data.observations import Observations
 
@@ -105,8 +106,8 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
     """
     if not 0 < observed < 1:
         raise ValueError(f"observed: expected a fraction in (0, 1), got {observed}")
-    if not math.isfinite(snr_db):
-        raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
+    real_number("snr_db", snr_db, -math.inf, math.inf)
+    seed = seed_value(seed)
     cls = get_format(format)
     shape = tuple(int(s) for s in shape)
     gen = torch.Generator().manual_seed(seed)
@@ -195,7 +196,7 @@ def load_image(name: str = "astronaut", size: int | None = 128, missing: float =
         h, w = img.shape[:2]
         scale = size / max(h, w)
         img = resize(img, (max(1, round(h * scale)), max(1, round(w * scale)), 3), anti_aliasing=True)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_value(seed))
     pixel_mask = rng.random(img.shape[:2]) >= missing
     mask = np.repeat(pixel_mask[..., None], 3, axis=-1)
     data = img.copy()

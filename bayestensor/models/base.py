@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from bayestensor.checks import positive_int
+from bayestensor.checks import rank_value
 from bayestensor.priors import LowRankPrior
 
-#: Floor on the variance of the response when the noise precision starts at ``1 / Var(y)``
-#: (constant data would otherwise start it at infinity).
+#: Below this variance of the response (constant data, or a single value, whose variance is
+#: undefined) ``1 / Var(y)`` carries no information about the noise: the noise precision then
+#: starts at one, the precision of unit-scale noise on the standardized data, instead of at
+#: a huge value the samplers cannot move from.
 MIN_START_VARIANCE = 1e-8
 
 
-def check_max_rank(max_rank) -> None:
-    """Raise ``ValueError`` naming ``max_rank`` unless it is positive (an int or one per rank dim)."""
-    if isinstance(max_rank, (int, np.integer)):
-        positive_int("max_rank", max_rank)
-    elif isinstance(max_rank, (list, tuple)):
-        for r in max_rank:
-            positive_int("max_rank", int(r))
+def check_max_rank(max_rank):
+    """``max_rank`` as a positive int or a tuple of them; ``ValueError`` naming it otherwise.
+
+    ``2.5``, ``"3"`` and ``True`` are refused (see :func:`bayestensor.checks.rank_value`).
+    """
+    return rank_value("max_rank", max_rank)
+
+
+def saved_max_rank(max_rank, prior: LowRankPrior):
+    """``max_rank`` as a model's config records it: as given (a tuple as a list), or the
+    ranks it was capped at (see ``LowRankPrior``), so that a reloaded model needs no cap."""
+    if prior.ranks != prior.requested_ranks:
+        return list(prior.ranks)
+    return list(max_rank) if isinstance(max_rank, tuple) else max_rank
 
 
 def start_noise_precision(y: torch.Tensor) -> torch.Tensor:
@@ -30,9 +40,13 @@ def start_noise_precision(y: torch.Tensor) -> torch.Tensor:
     The built-in models start there so that the rank prior switches off unsupported slices
     before the fit tightens; starting from the (overfit) residual variance of a decomposition
     leaves noise-fitting components in local optima of the joint MAP (measured on completion:
-    rank 15 kept instead of the true 3).
+    rank 15 kept instead of the true 3). Without variation to measure (fewer than two values,
+    or all equal) it starts at one (see ``MIN_START_VARIANCE``).
     """
-    return torch.tensor(1.0 / max(float(y.var()), MIN_START_VARIANCE))
+    var = float(y.var()) if y.numel() > 1 else math.nan
+    if not math.isfinite(var) or var < MIN_START_VARIANCE:
+        return torch.tensor(1.0)
+    return torch.tensor(1.0 / var)
 
 
 class BayesModel:

@@ -9,10 +9,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayestensor.checks import positive_float
+from bayestensor.checks import flag, positive_float, positive_int
 from bayestensor.data.observations import Observations, as_observations
 from bayestensor.formats import as_index_tensor, get_format
-from bayestensor.models.base import BayesModel, check_max_rank, start_noise_precision
+from bayestensor.formats.ranks import MAX_PARAMS
+from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
+                                     start_noise_precision)
 from bayestensor.priors import LowRankPrior, noise_precision, noise_prior
 
 #: Above this many dense entries the SVD initialization is skipped (random start instead).
@@ -53,7 +55,11 @@ class TensorCompletion(BayesModel):
         Gamma prior on the noise precision of the standardized data.
     standardize : bool
         Center and scale the observed values before modelling (recommended: the default
-        priors assume unit scale).
+        priors assume unit scale). Only ``True`` or ``False``.
+    max_params : int or None
+        Refuse a model whose low-rank tensor has more parameters than this (``ValueError``
+        naming ``max_rank``); ``None`` lifts the limit. A ``max_rank`` above what the shape
+        supports is capped with a warning (see :func:`bayestensor.formats.ranks.rank_caps`).
 
     Examples
     --------
@@ -78,18 +84,20 @@ class TensorCompletion(BayesModel):
 
     def __init__(self, shape, format: str = "cp", max_rank=10, prior="gamma",
                  prior_params: dict | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,
-                 standardize: bool = True):
+                 standardize: bool = True, max_params: int | None = MAX_PARAMS):
         get_format(format)
         check_max_rank(max_rank)
+        self.standardize = flag("standardize", standardize)
+        self.max_params = None if max_params is None else positive_int("max_params", max_params)
         self.noise_a = positive_float("noise_a", noise_a)
         self.noise_b = positive_float("noise_b", noise_b)
         self.format = str(format).lower()
-        self.max_rank = max_rank
         self.prior_name = prior if isinstance(prior, str) else prior.kind
         self.prior_params = dict(prior_params or {})
-        self.tensor_prior = LowRankPrior("X", shape, max_rank, format, prior, prior_params)
+        self.tensor_prior = LowRankPrior("X", shape, max_rank, format, prior, prior_params,
+                                         rank_name="max_rank", max_params=self.max_params)
         self.shape = self.tensor_prior.shape
-        self.standardize = bool(standardize)
+        self.max_rank = saved_max_rank(max_rank, self.tensor_prior)
         self.center, self.scale = 0.0, 1.0
         self.observations: Observations | None = None
 
@@ -171,8 +179,12 @@ class TensorCompletion(BayesModel):
 
     # --- predictions ------------------------------------------------------------------------
     def check_predict_inputs(self, inputs) -> torch.Tensor:
-        """An ``(n, ndim)`` index array within the tensor's shape."""
-        return as_index_tensor(inputs, len(self.shape), self.shape)
+        """An ``(n, ndim)`` index array within the tensor's shape, with ``n >= 1``."""
+        idx = as_index_tensor(inputs, len(self.shape), self.shape)
+        if idx.shape[0] == 0:
+            raise ValueError(f"indices: no entries to predict (shape {tuple(idx.shape)}); "
+                             f"pass an (n, {len(self.shape)}) index array with n >= 1")
+        return idx
 
     def predict_entries(self, samples: dict, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample entry means ``(S, n)`` and noise sd ``(S,)`` in data units.
@@ -194,7 +206,7 @@ class TensorCompletion(BayesModel):
         return {"shape": list(self.shape), "format": self.format, "max_rank": self.max_rank,
                 "prior": self.prior_name, "prior_params": self.prior_params,
                 "noise_a": self.noise_a, "noise_b": self.noise_b,
-                "standardize": self.standardize}
+                "standardize": self.standardize, "max_params": self.max_params}
 
     def state(self) -> dict:
         return {"center": self.center, "scale": self.scale}

@@ -14,11 +14,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayestensor.checks import positive_float, positive_int
+from bayestensor.checks import flag, positive_float, positive_int
 from bayestensor.data.observations import check_shape
 from bayestensor.formats import CPTensor, get_format
 from bayestensor.formats.decompose import cp_als
-from bayestensor.models.base import BayesModel, check_max_rank, start_noise_precision
+from bayestensor.formats.ranks import MAX_PARAMS
+from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
+                                     start_noise_precision)
 from bayestensor.models.mode import posterior_mode
 from bayestensor.priors import LowRankPrior, noise_precision, noise_prior
 
@@ -90,7 +92,10 @@ class TensorRegression(BayesModel):
         Prior sd of the intercept on the standardized scale (weak by default).
     standardize : bool
         Centre ``X`` per feature and scale it by one number, and standardize a Gaussian ``y``
-        (recommended: the default priors assume unit scale).
+        (recommended: the default priors assume unit scale). Only ``True`` or ``False``.
+    max_params : int or None
+        Refuse a model whose ``W`` has more parameters than this, as for
+        :class:`bayestensor.TensorCompletion` (which also caps ``max_rank``).
 
     Notes
     -----
@@ -116,7 +121,8 @@ class TensorRegression(BayesModel):
     def __init__(self, input_shape, format: str = "cp", max_rank=5, prior="gamma",
                  prior_params: dict | None = None, likelihood: str = "gaussian",
                  n_outputs: int | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,
-                 intercept_scale: float = 10.0, standardize: bool = True):
+                 intercept_scale: float = 10.0, standardize: bool = True,
+                 max_params: int | None = MAX_PARAMS):
         shape = check_shape(input_shape, "input_shape")
         fmt = get_format(format)
         if fmt.format_name == "ttm":
@@ -130,6 +136,8 @@ class TensorRegression(BayesModel):
                              f"modes, got input_shape {shape}; reshape the input into a matrix "
                              "or tensor")
         check_max_rank(max_rank)
+        self.standardize = flag("standardize", standardize)
+        self.max_params = None if max_params is None else positive_int("max_params", max_params)
         lik = str(likelihood).lower()
         if lik not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
@@ -142,11 +150,11 @@ class TensorRegression(BayesModel):
         self.n_features = math.prod(shape)
         self.likelihood = lik
         self.format = fmt.format_name
-        self.max_rank = list(max_rank) if isinstance(max_rank, tuple) else max_rank
         self.prior_name = prior if isinstance(prior, str) else prior.kind
         self.prior_params = dict(prior_params or {})
-        self.weight_prior = LowRankPrior("W", weight_shape, max_rank, fmt, prior, prior_params)
-        self.standardize = bool(standardize)
+        self.weight_prior = LowRankPrior("W", weight_shape, max_rank, fmt, prior, prior_params,
+                                         rank_name="max_rank", max_params=self.max_params)
+        self.max_rank = saved_max_rank(max_rank, self.weight_prior)
         k = n_outputs or 1
         self.x_mean = torch.zeros(shape, dtype=torch.float64)
         self.x_scale = 1.0
@@ -490,7 +498,8 @@ class TensorRegression(BayesModel):
                 "max_rank": self.max_rank, "prior": self.prior_name,
                 "prior_params": self.prior_params, "likelihood": self.likelihood,
                 "n_outputs": self.n_outputs, "noise_a": self.noise_a, "noise_b": self.noise_b,
-                "intercept_scale": self.intercept_scale, "standardize": self.standardize}
+                "intercept_scale": self.intercept_scale, "standardize": self.standardize,
+                "max_params": self.max_params}
 
     def state(self) -> dict:
         return {"x_mean": self.x_mean.tolist(), "x_scale": self.x_scale,

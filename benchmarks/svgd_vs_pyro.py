@@ -30,7 +30,7 @@ import torch
 import bayestensor as bt
 from bayestensor.infer import SVGD, LogDensity
 from bayestensor.infer.baselines import map_fit
-from bayestensor.infer.api import block_ids
+from bayestensor.infer import block_ids
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from bayestensor.checks import seed_value
 from bayestensor.seeds import derive_seed
 
 BACKENDS = ("local", "ray")
@@ -179,13 +180,15 @@ def sweep(fn: Callable, grid: dict[str, list], seeds: int | Iterable[int] = 5, *
 
     Each task is ``{**settings, "replicate": r, "seed": derive_seed(seed, settings, r)}``; its
     key is ``(settings, r)`` as a tuple of sorted items plus ``r``. Other keyword arguments go
-    to :func:`run_tasks` (``backend``, ``out``, ``max_in_flight``, ``retries``, ...).
+    to :func:`run_tasks` (``backend``, ``out``, ``max_in_flight``, ``retries``, ...). Task
+    seeds are 63-bit integers, which ``bayestensor.fit`` takes as they are.
     """
     if not isinstance(grid, dict) or not grid:
         raise ValueError(f"grid: expected a non-empty dict of setting -> list of values, got {grid!r}")
     for name, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
             raise ValueError(f"grid[{name!r}]: expected a non-empty list of values, got {values!r}")
+    seed_value(seed)
     replicates = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not replicates:
         raise ValueError("seeds: expected at least one replicate")

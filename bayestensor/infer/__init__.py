@@ -3,8 +3,9 @@ estimator, SGHMC, SVGD, the MAP/VI/NUTS baselines, the run driver (progress, che
 interrupts), the MAP-hold continuation and chain groups.
 
 Modules, lowest layer first: ``log_density`` -> ``gradients`` -> ``sghmc`` / ``svgd`` /
-``kernels`` / ``baselines`` -> ``driver`` -> ``binding`` -> ``runners`` (the five runners, one
-local fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``). Each imports only
+``kernels`` / ``baselines`` -> ``options`` (each method's option checks) / ``checkpoints``
+(checkpoint files) -> ``driver`` -> ``binding`` -> ``runners`` (the five runners, one local
+fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``). Each imports only
 layers below it.
 """
 

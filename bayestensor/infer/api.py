@@ -4,16 +4,17 @@ of inference methods.
 ``METHODS`` maps each method name to its :class:`~bayestensor.infer.runners.Method`: the
 runner, the option names with their defaults, the default number of samples and which general
 settings apply (batched chains, checkpoints, mini-batches of model arguments, a MAP fit that
-``map_hold`` continues). ``fit`` checks every setting against it before any work, then runs
-one local fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
+``map_hold`` continues). ``fit`` checks every setting against it before any work (sizes,
+seed, the method's options, device, checkpoint and resume paths), then runs one local fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
 (:func:`~bayestensor.infer.chains.fit_chain_groups`).
 """
 
 from __future__ import annotations
 
-from bayestensor.checks import positive_int, seed_value
+from bayestensor.checks import choice, positive_int, seed_value
 from bayestensor.infer.binding import check_device
-from bayestensor.infer.chains import SEED_BOUND, fit_chain_groups, group_sizes
+from bayestensor.infer.chains import fit_chain_groups, group_sizes
+from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.results.posterior import Posterior
@@ -46,7 +47,10 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         ``"sghmc"``: :class:`~bayestensor.infer.sghmc.SGHMC`, ``num_chains`` chains run as one
         batch. ``"svgd"``: :class:`~bayestensor.infer.svgd.SVGD` with ``num_samples`` particles.
     seed : int
-        Seeds every random choice; same seed, same result on the same machine.
+        Seeds every random choice; same seed, same result on the same machine. Any integer in
+        ``[0, 2**63 - 1]`` (``bayestensor.seeds.MAX_SEED``). The generators use 32 bits of it
+        (torch's CPU generator keeps the low 32 bits of a seed; Python's and NumPy's legacy
+        generators get ``seed % 2**32``), so seeds equal modulo 2**32 give the same run.
     num_samples : int, optional
         Draws per chain (particles for SVGD); default ``METHODS[method].default_samples``.
     num_warmup : int, optional
@@ -61,13 +65,22 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     batches : iterable, optional
         For custom models: mini-batches as model-argument tuples (SGHMC, SVGD).
     init : {"svd", "random"} or dict
-        Starting point: the built-in model's data-driven initialization, or constrained values.
+        Starting point: the built-in model's data-driven initialization, or constrained values
+        of latent sites by name (an unknown name is refused, naming the model's sites).
     progress : bool
         Show a progress bar.
     checkpoint : path, optional
-        File written every ``checkpoint_every`` draws (SGHMC) or steps (SVGD) and at the end.
+        File written every ``checkpoint_every`` draws (SGHMC) or steps (SVGD) and at the end;
+        the draws go to files beside it (``PATH.draws-000000``, ...), appended, not rewritten
+        (see :mod:`bayestensor.infer.checkpoints`).
+    checkpoint_every : int
+        Draws (SGHMC) or steps (SVGD) between checkpoints; checkpoints due within a second of
+        the previous one wait for the next (``driver.MIN_CHECKPOINT_SECONDS``), and an
+        interrupt always writes one.
     resume : path, optional
-        Continue an interrupted SGHMC/SVGD run from its checkpoint.
+        Continue an interrupted SGHMC/SVGD run from its checkpoint. The run must be the same:
+        a checkpoint of other data, another seed, ``num_samples`` or sampler settings is
+        refused, naming what differs.
     model_args, model_kwargs
         Arguments of a custom Pyro model.
     device : str or torch.device, optional
@@ -103,37 +116,28 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     Raises
     ------
     ValueError
-        Unknown method or option, a setting the method does not take (``checkpoint`` /
-        ``resume`` outside SGHMC and SVGD, ``batches`` outside SGHMC and SVGD), non-positive
-        sizes or step sizes, bad data, discrete latents.
+        Before any work: unknown method or option, a setting the method does not take
+        (``checkpoint`` / ``resume`` outside SGHMC and SVGD, ``batches`` outside SGHMC and
+        SVGD), non-positive sizes or step sizes, numbers given as strings, a non-bool flag, a
+        seed outside ``[0, 2**63 - 1]``, an unavailable device, a checkpoint path that cannot
+        be written, a missing resume file. Later: bad data, discrete latents, unknown sites in
+        ``init``, a checkpoint of another run.
     RunInterrupted
-        Ctrl-C / SIGTERM during SGHMC or SVGD; carries the draws so far.
+        Ctrl-C / SIGTERM during SGHMC or SVGD; carries the draws so far (SVGD: the particles
+        where the run stopped).
     DivergenceError
         A non-finite log density; carries the draws so far.
     """
     spec = _method(method)
-    if backend not in ("local", "ray"):
-        raise ValueError(f"backend: expected 'local' or 'ray', got {backend!r}")
-    num_samples = (spec.default_samples if num_samples is None
-                   else positive_int("num_samples", num_samples))
-    num_chains = positive_int("num_chains", num_chains)
-    thin = positive_int("thin", thin)
-    batch_size = None if batch_size is None else positive_int("batch_size", batch_size)
-    num_warmup = None if num_warmup is None else positive_int("num_warmup", num_warmup, minimum=0)
-    _check_seed(seed)
-    _check_applies(spec, checkpoint, resume, batches)
-    spec.check_options(options)
-    check_device(device)
+    num_samples, num_chains, groups = _check_settings(
+        spec, num_samples=num_samples, num_chains=num_chains, thin=thin, batch_size=batch_size,
+        num_warmup=num_warmup, seed=seed, init=init, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, resume=resume, batches=batches, device=device,
+        backend=backend, chain_groups=chain_groups, options=options)
     common = dict(num_samples=num_samples, num_warmup=num_warmup, thin=thin,
                   batch_size=batch_size, batches=batches, init=init, model_args=model_args,
                   model_kwargs=model_kwargs, device=device)
-    if backend == "ray" or (chain_groups is not None and chain_groups > 1):
-        if resume is not None or checkpoint is not None:
-            raise ValueError("checkpoint: not supported with chain groups; checkpoint each "
-                             "group's fit instead")
-        groups = chain_groups if chain_groups is not None else num_chains
-        positive_int("chain_groups", groups)
-        group_sizes(num_chains, groups)
+    if groups is not None:
         resolve_map_hold(model, data, spec, seed, batch_size, options)  # once, not per group
         return fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
                                 seed=seed, backend=backend, address=address, progress=False,
@@ -155,12 +159,43 @@ def _method(method) -> Method:
     return METHODS[name]
 
 
-def _check_seed(seed) -> int:
-    """A seed ``fit`` can hand to Pyro (which seeds NumPy's legacy 32-bit generator)."""
-    seed = seed_value(seed)
-    if seed >= SEED_BOUND:
-        raise ValueError(f"seed: expected an integer below 2**32, got {seed!r}")
-    return seed
+def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, num_warmup,
+                    seed, init, checkpoint, checkpoint_every, resume, batches, device, backend,
+                    chain_groups, options) -> tuple[int, int, int | None]:
+    """Every check of ``fit``'s settings, before any work.
+
+    Returns ``num_samples`` (the method's default filled in), ``num_chains`` and the number of
+    chain groups (``None`` for one local fit).
+    """
+    choice("backend", backend, ("local", "ray"))
+    num_samples = (spec.default_samples if num_samples is None
+                   else positive_int("num_samples", num_samples, minimum=spec.min_samples))
+    num_chains = positive_int("num_chains", num_chains)
+    positive_int("thin", thin)
+    if batch_size is not None:
+        positive_int("batch_size", batch_size)
+    if num_warmup is not None:
+        positive_int("num_warmup", num_warmup, minimum=0)
+    positive_int("checkpoint_every", checkpoint_every)
+    seed_value(seed)
+    if not isinstance(init, (str, dict)):
+        raise ValueError(f"init: expected 'svd', 'random' or a dict of site -> value, got "
+                         f"{type(init).__name__}")
+    _check_applies(spec, checkpoint, resume, batches)
+    spec.check_options(options)
+    check_device(device)
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint)
+    if resume is not None:
+        check_resume_path(resume)
+    if backend == "local" and (chain_groups is None or chain_groups == 1):
+        return num_samples, num_chains, None
+    if resume is not None or checkpoint is not None:
+        raise ValueError("checkpoint: not supported with chain groups; checkpoint each "
+                         "group's fit instead")
+    groups = positive_int("chain_groups", num_chains if chain_groups is None else chain_groups)
+    group_sizes(num_chains, groups)
+    return num_samples, num_chains, groups
 
 
 def _check_applies(spec: Method, checkpoint, resume, batches) -> None:

@@ -22,6 +22,18 @@ from bayestensor.infer.log_density import LogDensity
 
 #: MAP and VI decay Adam's learning rate geometrically to this fraction of it over the run.
 FINAL_LR_FRACTION = 0.1
+#: ``pyro.set_rng_seed`` also seeds NumPy's legacy generator, which takes seeds below 2**32.
+LEGACY_SEED_BOUND = 2**32
+
+
+def legacy_seed(seed: int) -> int:
+    """A seed in ``[0, 2**32)`` for ``pyro.set_rng_seed`` and NumPy's legacy generators.
+
+    Seeds below 2**32 are unchanged; a larger one (``fit`` takes any seed up to
+    ``seeds.MAX_SEED``, such as the 63-bit task seeds of ``parallel.sweep``) is reduced modulo
+    2**32, as torch's CPU generator does itself (it keeps the low 32 bits of its seed).
+    """
+    return int(seed) % LEGACY_SEED_BOUND
 
 
 def _decayed_adam(params, lr: float, num_steps: int):
@@ -134,7 +146,7 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
 
     chains, divergences, accept = [], [], []
     for c in range(theta0.shape[0]):
-        pyro.set_rng_seed(seed + c)
+        pyro.set_rng_seed(legacy_seed(seed + c))
         kernel = NUTS(potential_fn=potential_fn, target_accept_prob=target_accept,
                       max_tree_depth=max_tree_depth, adapt_mass_matrix=True)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyro
 import torch
 
+from bayestensor.infer.baselines import legacy_seed
 from bayestensor.models.base import BayesModel
 
 
@@ -65,7 +66,9 @@ def bind(model, data, model_args, model_kwargs, batch_size, init, seed, device=N
             raise ValueError(f"batch_size: {batch_size} exceeds the {model.n_data()} observations")
         kwargs = {"subsample_size": batch_size} if batch_size is not None else {}
         model.to("cpu")  # the data-driven start is computed on the CPU
-        init_values = init if isinstance(init, dict) else model.init_values(seed=seed, init=init)
+        # The starting point may use NumPy's legacy generator (TensorLy's decompositions).
+        init_values = (init if isinstance(init, dict)
+                       else model.init_values(seed=legacy_seed(seed), init=init))
         model.to(device or "cpu")
         fast = model.fast_log_joint if model.has_fast_path else None
         return model.pyro_model, model.model_args(), kwargs, init_values, fast

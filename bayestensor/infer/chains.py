@@ -19,9 +19,6 @@ from bayestensor.parallel import run_tasks
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import derive_seed
 
-#: A fit's seed also seeds NumPy's legacy generator (``pyro.set_rng_seed``), which takes 32 bits.
-SEED_BOUND = 2**32
-
 
 def _fit_group(task: dict) -> dict:
     """One chain group: a local fit, returned as plain tensors (cheap to ship back)."""
@@ -31,8 +28,9 @@ def _fit_group(task: dict) -> dict:
 
 
 def group_seed(seed: int, group: int) -> int:
-    """Seed of chain group ``group``: a stream of ``seed`` named by the group, in 32 bits."""
-    return derive_seed(seed, "chains", group) % SEED_BOUND
+    """Seed of chain group ``group``: a stream of ``seed`` named by the group (63 bits, which
+    ``fit`` takes whole)."""
+    return derive_seed(seed, "chains", group)
 
 
 def group_sizes(num_chains: int, groups: int) -> list[int]:

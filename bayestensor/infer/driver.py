@@ -3,13 +3,16 @@
 A method provides ``step(state, t) -> state`` and what to record; the runner owns the rest:
 
 * a tqdm progress bar (``progress=False`` silences it);
-* a checkpoint every ``checkpoint_every`` recorded draws (atomic write: a synced temp file
-  renamed), holding the sampler state, the draws so far and the random generator's state, so
-  that ``resume=PATH`` continues exactly where the run stopped. A checkpoint holds tensors,
-  numbers, strings and plain containers only (states go in through their ``to_dict``), and is
-  read back with :func:`bayestensor.io.load_tensors`, which never unpickles code;
+* a checkpoint every ``checkpoint_every`` recorded draws (at most one per
+  ``MIN_CHECKPOINT_SECONDS``), holding the sampler state, the
+  draws so far and the random generator's state, so that ``resume=PATH`` continues exactly
+  where the run stopped; the draws are appended, not rewritten (the file layout, the run's
+  fingerprint checked on resume and the atomic writes are in
+  :mod:`bayestensor.infer.checkpoints`). A checkpoint holds tensors, numbers, strings and plain
+  containers only (states go in through their ``to_dict``) and is read without unpickling code;
 * KeyboardInterrupt and SIGTERM: the checkpoint is written and :class:`RunInterrupted` is
-  raised carrying a ``Posterior`` of every draw made so far;
+  raised carrying a ``Posterior`` of what the run reached (SGHMC's draws so far, SVGD's
+  current particles);
 * a non-finite log density: :class:`DivergenceError` says at which step and which sites, and
   carries the draws so far.
 """
@@ -17,18 +20,24 @@ A method provides ``step(state, t) -> state`` and what to record; the runner own
 from __future__ import annotations
 
 import contextlib
-import os
+import math
 import signal
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from bayestensor.io import load_tensors, save_tensors
+from bayestensor.infer.checkpoints import CheckpointWriter, read_checkpoint
 
 #: On an accelerator, reading the finiteness flag synchronizes the device: check every so many
 #: steps (and at the last one) instead of every step.
 FINITE_CHECK_EVERY = 25
+#: Checkpoints due sooner than this after the previous one wait for the next due one: a synced
+#: write costs milliseconds on most disks, which would dominate a run of millisecond steps
+#: checkpointed at every draw. Interrupts, divergences and the end of the run always write.
+MIN_CHECKPOINT_SECONDS = 1.0
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -68,26 +77,6 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` (tensors, numbers, strings, plain containers) atomically."""
-    save_tensors(path, payload)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`, running no code from the file.
-
-    Raises
-    ------
-    ValueError
-        Naming ``resume`` when the file is missing, unreadable or holds anything but tensors
-        and plain values.
-    """
-    payload = load_tensors(path, what="resume")
-    if not isinstance(payload, dict) or not {"state", "t", "draws", "rng"} <= set(payload):
-        raise ValueError(f"resume: {str(path)!r} is not a bayestensor checkpoint")
-    return payload
-
-
 def _to_device(obj, device: torch.device):
     """Tensors inside plain dicts and lists moved to ``device``."""
     if isinstance(obj, torch.Tensor):
@@ -111,7 +100,9 @@ class Run:
     num_steps : int
         Total number of steps (including those already done when resuming).
     make_posterior : callable
-        ``make_posterior(draws: list of dict, info) -> Posterior``.
+        ``make_posterior(draws: list of dict, info, state) -> Posterior or None``: the
+        posterior of the draws kept and the current state (``None`` when there is nothing
+        to report yet).
     describe_nonfinite : callable
         ``describe_nonfinite(state) -> str`` for the divergence message.
     generator : torch.Generator
@@ -119,9 +110,11 @@ class Run:
     state_type : type
         The class of the sampler state, with ``to_dict()`` (tensors and numbers) and
         ``from_dict(values)``: checkpoints hold the dict, never the object.
-    checkpoint, checkpoint_every, progress, desc, config
-        Checkpoint path, draws between checkpoints, progress bar on/off, its label, and the
-        settings saved with the checkpoint (checked on resume).
+    checkpoint, checkpoint_every, progress, desc
+        Checkpoint path, draws between checkpoints, progress bar on/off, its label.
+    config : dict
+        The run's fingerprint (data digest, seed, sizes, settings: plain values), saved with
+        each checkpoint; a resume from a checkpoint with another fingerprint is refused.
     save_per_step : bool
         Count ``checkpoint_every`` in steps instead of recorded draws (SVGD, which records
         only its final particles).
@@ -131,8 +124,6 @@ class Run:
                  describe_nonfinite: Callable, generator: torch.Generator, state_type: type, *,
                  checkpoint=None, checkpoint_every: int = 100, progress: bool = True,
                  desc: str = "", config: dict | None = None, save_per_step: bool = False):
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every: expected a positive integer, got {checkpoint_every}")
         self.step, self.record = step, record
         self.num_steps = int(num_steps)
         self.make_posterior = make_posterior
@@ -140,15 +131,12 @@ class Run:
         self.generator = generator
         self.state_type = state_type
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.config = dict(config or {})
+        self.writer = None if checkpoint is None else CheckpointWriter(checkpoint, self.config)
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
         self.desc = desc
-        self.config = dict(config or {})
         self.save_per_step = bool(save_per_step)
-
-    def _payload(self, state, t: int, draws: list) -> dict[str, Any]:
-        return {"state": state.to_dict(), "t": t, "draws": draws, "config": self.config,
-                "rng": self.generator.get_state()}
 
     def _diverged(self, new_state, logp, t, good, draws, info):
         """Keep what was drawn up to the last finite state, checkpoint it, and raise."""
@@ -162,30 +150,30 @@ class Run:
             f"{self.desc}: log density is not finite at step {t} for chains {bad} ({where}); "
             f"kept {len(draws)} draws" + (f", checkpoint at {self.checkpoint}" if self.checkpoint else "")
             + ". Lower the learning rate or check the model.",
-            self.make_posterior(draws, info) if draws else None, self.checkpoint)
+            self.make_posterior(draws, info, good_state), self.checkpoint)
 
     def _save(self, state, t, draws):
-        if self.checkpoint is not None:
-            save_checkpoint(self.checkpoint, self._payload(state, t, draws))
+        if self.writer is not None:
+            self.writer.save(state.to_dict(), t, self.generator.get_state(), draws)
 
     def resume_from(self, path) -> tuple[Any, int, list]:
-        """State, next step and draws from a checkpoint, after checking its settings match."""
-        payload = load_checkpoint(path)
-        saved = payload.get("config", {})
-        for key in ("method", "num_chains", "dim"):
-            if key in saved and key in self.config and saved[key] != self.config[key]:
-                raise ValueError(f"resume: checkpoint has {key}={saved[key]!r} but this run has "
-                                 f"{key}={self.config[key]!r}")
-        self.generator.set_state(payload["rng"])
+        """State, next step and draws from a checkpoint of this run (same fingerprint).
+
+        When the run checkpoints to the file it resumes from, it goes on appending to it.
+        """
+        saved = read_checkpoint(path, self.config)
+        if self.writer is not None and Path(path).resolve() == self.writer.path.resolve():
+            self.writer.chunks = list(saved["chunks"])
+        self.generator.set_state(saved["rng"])
         device = self.generator.device  # files are read onto the CPU; the run may live elsewhere
-        state = self.state_type.from_dict(_to_device(payload["state"], device))
-        return state, int(payload["t"]), _to_device(list(payload["draws"]), device)
+        state = self.state_type.from_dict(_to_device(saved["state"], device))
+        return state, int(saved["t"]), _to_device(saved["draws"], device)
 
     def run(self, state, start: int = 0, draws: list | None = None, info: dict | None = None):
         """Run from step ``start`` to ``num_steps``; return the posterior."""
         draws = list(draws or [])
         info = dict(info or {})
-        since_save = 0
+        since_save, last_save = 0, -math.inf
         t = start
         # Last state known to be finite, with its step and draw count: on an accelerator the
         # finiteness flag is read only every few steps, and a divergence found there rolls back
@@ -209,9 +197,10 @@ class Run:
                     if rec is not None:
                         draws.append(rec)
                     since_save += 1 if (rec is not None or self.save_per_step) else 0
-                    if since_save >= self.checkpoint_every:
+                    if since_save >= self.checkpoint_every \
+                            and time.monotonic() - last_save >= MIN_CHECKPOINT_SECONDS:
                         self._save(state, t, draws)
-                        since_save = 0
+                        since_save, last_save = 0, time.monotonic()
                     bar.update(1)
         except KeyboardInterrupt as err:
             if isinstance(err, RunInterrupted):
@@ -221,8 +210,10 @@ class Run:
             raise RunInterrupted(
                 f"{self.desc}: interrupted at step {t} with {len(draws)} draws kept"
                 + (f"; resume with resume={self.checkpoint!r}" if self.checkpoint else ""),
-                self.make_posterior(draws, info) if draws else None, self.checkpoint) from None
+                self.make_posterior(draws, info, state), self.checkpoint) from None
         finally:
             bar.close()
         self._save(state, t, draws)
-        return self.make_posterior(draws, info)
+        if self.writer is not None:
+            self.writer.remove_stale_draw_files()
+        return self.make_posterior(draws, info, state)

@@ -104,7 +104,8 @@ class LogDensity:
     Raises
     ------
     ValueError
-        If the model has a discrete latent site or no latent site at all.
+        If the model has a discrete latent site or no latent site at all, or ``init_values``
+        names a site that is not one of its latent sites.
     """
 
     def __init__(self, model: Callable, model_args=(), model_kwargs=None, *,
@@ -149,6 +150,10 @@ class LogDensity:
             offset += math.prod(u_shape)
         if not self.sites:
             raise ValueError("model: no latent sample site found; nothing to infer")
+        unknown = sorted(set(init_values) - set(self.site_names), key=str)
+        if unknown:
+            raise ValueError(f"init: {unknown} are not latent sites of the model; its latent "
+                             f"sites are {self.site_names}")
         self.dim = offset
         self._vmap_ok: bool | None = None
 

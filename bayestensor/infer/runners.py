@@ -5,9 +5,14 @@ its own options into a :class:`Posterior`. Each runner is declared once as a :cl
 its option names with their defaults, its default number of samples and which of ``fit``'s
 general settings apply to it; :mod:`bayestensor.infer.api` collects them into ``METHODS``.
 
+Each method's options are checked, all at once, by its function in
+:mod:`bayestensor.infer.options` (``Method.check_options``), which ``fit`` calls before any
+work.
+
 The iterative methods (SGHMC, SVGD) share one run assembly, :func:`_drive`: the
 :class:`~bayestensor.infer.driver.Run` loop with progress, checkpoints, interrupts and
-divergence checks, started fresh or resumed from a checkpoint.
+divergence checks, started fresh or resumed from a checkpoint of the same run (same data,
+seed, sizes and sampler settings: the run's fingerprint).
 
 :func:`run_method` is one local fit: bind model and data, build the log density, run the
 method's runner, time it. ``fit`` calls it once, or once per chain group
@@ -24,18 +29,20 @@ from typing import Any, Callable, Mapping
 import pyro
 import torch
 
-from bayestensor.checks import choice, positive_int
-from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
+from bayestensor.checks import choice
+from bayestensor.infer import options as option_checks
+from bayestensor.infer.baselines import legacy_seed, map_fit, nuts_fit, vi_fit
 from bayestensor.infer.binding import bind, check_device
+from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.driver import Run
 from bayestensor.infer.log_density import LogDensity
+from bayestensor.infer.options import BLOCK_MODES, kernel_name
 from bayestensor.infer.sghmc import SGHMC, SGHMCState
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.results.posterior import Posterior
 
-BLOCK_MODES = ("all", "site", "slice", "coordinate")
 #: Largest ``D * n_particles**2`` for which SVGD defaults to per-coordinate kernel blocks
 #: (the kernel matrices take ``D * n**2`` floats).
 MAX_COORDINATE_BLOCKS = 50_000_000
@@ -66,6 +73,11 @@ class Method:
         ``checkpoint`` / ``resume`` apply.
     takes_batches : bool
         ``batches`` (mini-batches of model arguments) apply.
+    min_samples : int
+        Fewest ``num_samples`` the method can run with.
+    check : callable
+        ``check(options)`` validates every option (the defaults filled in), raising
+        ``ValueError`` naming the option (see :mod:`bayestensor.infer.options`).
     map_steps_option : str or None
         The option counting the steps of the method's MAP fit (its result or its start), which
         ``map_hold`` continues; ``None`` when the method fits no MAP.
@@ -78,14 +90,18 @@ class Method:
     chains: bool
     resumable: bool
     takes_batches: bool
+    check: Callable[[dict], None]
+    min_samples: int = 1
     map_steps_option: str | None = None
 
     def check_options(self, options: dict) -> None:
-        """Refuse an option this method does not take, naming it and the ones it does."""
+        """Refuse an option this method does not take (naming it and the ones it does) and
+        any bad value (naming the option)."""
         unknown = set(options) - set(self.options)
         if unknown:
             raise ValueError(f"options: {sorted(unknown)} not understood by method "
                              f"{self.name!r}; it takes {sorted(self.options)}")
+        self.check({**self.options, **options})
 
 
 @dataclass
@@ -119,17 +135,22 @@ def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: 
 
 def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,
            num_steps: int, make_posterior: Callable, start: Callable, *, state_type: type,
-           num_chains: int, save_per_step: bool = False) -> Posterior:
+           num_chains: int, settings: dict, save_per_step: bool = False) -> Posterior:
     """The run assembly of the iterative methods: resume from ``job.resume`` or start fresh.
 
-    ``record(state, t)`` picks what a step keeps, ``make_posterior(draws, run_info)`` turns the
-    kept draws into a posterior and ``start()`` gives the first state (not called on resume).
+    ``record(state, t)`` picks what a step keeps, ``make_posterior(draws, run_info, state)``
+    turns the kept draws and the current state into a posterior and ``start()`` gives the
+    first state (not called on resume). ``settings`` (plain values) are the sampler settings
+    that a resumed run must share with the checkpoint's run.
     """
     def step(state, t):
         new = sampler.step(state, t)
         return new, new.log_density
 
-    config = {"method": method, "num_chains": num_chains, "dim": target.dim, "seed": job.seed}
+    config = {"data": data_digest(target.model_args, target.model_kwargs), "seed": job.seed,
+              "num_samples": job.num_samples, "method": method, "num_chains": num_chains,
+              "dim": target.dim, "num_steps": num_steps, "batch_size": job.batch_size,
+              **settings}
     run = Run(step, record, num_steps, make_posterior,
               lambda state: target.locate_nonfinite(state.theta), target.generator, state_type,
               checkpoint=job.checkpoint, checkpoint_every=job.checkpoint_every,
@@ -196,7 +217,6 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
-    choice("init_from", init_from, ("map", "init"))
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
@@ -211,7 +231,9 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         return {"theta": state.theta.clone(), "potential": -state.log_density,
                 "grad_norm": state.grad_norm}
 
-    def make_posterior(draws, run_info):
+    def make_posterior(draws, run_info, state):
+        if not draws:
+            return None
         theta = torch.stack([d["theta"] for d in draws], 1)
         stats = {"potential": torch.stack([d["potential"] for d in draws], 1),
                  "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
@@ -231,8 +253,11 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                                                         device=target.device)
         return sampler.init_state(theta0)
 
+    settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
+                    precondition=precondition, num_warmup=warm, thin=thin)
     return _drive("sghmc", target, job, sampler, record, warm + job.num_samples * thin,
-                  make_posterior, start, state_type=SGHMCState, num_chains=num_chains)
+                  make_posterior, start, state_type=SGHMCState, num_chains=num_chains,
+                  settings=settings)
 
 
 # --- SVGD ---------------------------------------------------------------------------------------
@@ -290,28 +315,24 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
              init_from, init_jitter, map_steps, final_lr_ratio, map_hold) -> Posterior:
     """SVGD with ``num_samples`` particles, from a jittered MAP or from prior draws."""
     num_particles = job.num_samples
-    if num_particles < 2:
-        raise ValueError(f"num_samples: SVGD needs at least 2 particles, got {num_particles}")
-    positive_int("num_steps", num_steps)
-    choice("init_from", init_from, ("map", "prior"))
     if blocks is None:
         blocks = _default_blocks(target, job, num_particles)
     ids = block_ids(target, job.model, blocks) if isinstance(blocks, str) else blocks
     sampler = SVGD(target, kernel=kernel, blocks=ids, lr=lr, optimizer=optimizer,
                    batch_size=job.batch_size, batches=job.batches, final_lr_ratio=final_lr_ratio,
                    num_steps=num_steps)
+    block_name = blocks if isinstance(blocks, str) else "custom"
     job.info.update(num_particles=num_particles, svgd_steps=num_steps, kernel=str(kernel),
-                    blocks=blocks if isinstance(blocks, str) else "custom", init_from=init_from,
-                    init_jitter=init_jitter, lr=lr, optimizer=optimizer)
+                    blocks=block_name, init_from=init_from, init_jitter=init_jitter, lr=lr,
+                    optimizer=optimizer)
 
     def record(state, t):
-        if t != num_steps - 1:
-            return None
-        job.info.update(final_kernel_stats=state.stats)
-        return {"theta": state.theta.clone()}
+        return None  # the particles are the state itself
 
-    def make_posterior(draws, run_info):
-        particles = draws[-1]["theta"]
+    def make_posterior(draws, run_info, state):
+        # At the end, or where the run was interrupted: the particles as they are.
+        particles = state.theta
+        job.info.update(final_kernel_stats=state.stats)
         with torch.no_grad():
             logp = target.log_density(particles).unsqueeze(0)
         return _to_posterior(target, particles.unsqueeze(0), {"log_density": logp}, "svgd", job,
@@ -325,8 +346,11 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
                             device=target.device)
         return sampler.init_state(theta.expand(num_particles, -1) + init_jitter * noise)
 
+    settings = dict(lr=lr, kernel=kernel_name(kernel), blocks=block_name, optimizer=optimizer,
+                    final_lr_ratio=final_lr_ratio)
     return _drive("svgd", target, job, sampler, record, num_steps, make_posterior, start,
-                  state_type=SVGDState, num_chains=num_particles, save_per_step=True)
+                  state_type=SVGDState, num_chains=num_particles, settings=settings,
+                  save_per_step=True)
 
 
 # --- the registry entries -----------------------------------------------------------------------
@@ -334,24 +358,26 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
 MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
                               "map_hold": None},
              default_samples=1, chains=True, resumable=False, takes_batches=False,
-             map_steps_option="num_steps")
+             check=option_checks.check_map, map_steps_option="num_steps")
 VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8},
-            default_samples=1000, chains=False, resumable=False, takes_batches=False)
+            default_samples=1000, chains=False, resumable=False, takes_batches=False,
+            check=option_checks.check_vi)
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10},
-              default_samples=500, chains=True, resumable=False, takes_batches=False)
+              default_samples=500, chains=True, resumable=False, takes_batches=False,
+              check=option_checks.check_nuts)
 SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": 0.0, "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
-    map_steps_option="map_steps")
+    check=option_checks.check_sghmc, map_steps_option="map_steps")
 SVGD_METHOD = Method(
     "svgd", run_svgd,
     {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,
      "init_from": "map", "init_jitter": 0.1, "map_steps": 2000, "final_lr_ratio": 0.01,
      "map_hold": None},
     default_samples=100, chains=False, resumable=True, takes_batches=True,
-    map_steps_option="map_steps")
+    check=option_checks.check_svgd, min_samples=2, map_steps_option="map_steps")
 ALL_METHODS = (MAP, VI, NUTS, SGHMC_METHOD, SVGD_METHOD)
 
 
@@ -370,8 +396,8 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     """
     method.check_options(options)
     device = check_device(device)
+    pyro.set_rng_seed(legacy_seed(seed))  # Python's, NumPy's legacy and torch's generators
     torch.manual_seed(seed)
-    pyro.set_rng_seed(seed)
     fn, args, kwargs, init_values, fast = bind(model, data, model_args, model_kwargs,
                                                batch_size, init, seed, device)
     target = LogDensity(fn, args, kwargs, init_values=init_values, fast_log_joint=fast,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayestensor.checks import positive_int
 from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
@@ -187,13 +188,21 @@ class Posterior:
             What the model predicts at: an ``(n, ndim)`` index array for completion (validated
             against the model's shape), input tensors for regression.
         chunk_size : int
-            Inputs evaluated at once (bounds memory to ``S * chunk_size`` floats).
+            Inputs evaluated at once (bounds memory to ``S * chunk_size`` floats); a positive
+            integer.
 
         Returns
         -------
         Prediction
             Mean, predictive sd, sd of the mean, and ``interval(level)``.
+
+        Raises
+        ------
+        ValueError
+            Inputs the model refuses (for completion: indices out of range, no indices), or
+            a ``chunk_size`` that is not a positive integer.
         """
+        positive_int("chunk_size", chunk_size)
         self._require_model("predict")
         idx = self.model.check_predict_inputs(inputs)
         flat = self.flat_samples()

@@ -13,15 +13,15 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from bayestensor.checks import choice, positive_int
+from bayestensor.checks import choice, positive_int, rank_value, seed_value
 from bayestensor.formats import get_format
 from bayestensor.io import load_tensors, save_tensors
 from bayestensor.nets.layers import (DEFAULT_MODES, INITS, LINEAR_FORMATS, MAX_LAYER_PARAMS,
                                      PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
                                      TensorizedConv2d, TensorizedLinear, _BayesLowRank,
                                      build_compressed, conv_ranks, export_layer, layer_ranks,
-                                     max_params_arg, seed_arg)
-from bayestensor.nets.shapes import rank_value, tensorized_shape
+                                     max_params_arg)
+from bayestensor.nets.shapes import tensorized_shape
 from bayestensor.seeds import MAX_SEED
 
 #: Passes of fresh VI draws averaged per prediction (each pass draws ``num_draws`` weights).
@@ -221,7 +221,7 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
     num_particles = positive_int("num_particles", num_particles)
     num_modes = None if num_modes is None else positive_int("num_modes", num_modes)
     min_features = positive_int("min_features", min_features)
-    seed = seed_arg(seed)
+    seed = seed_value(seed)
     max_params = max_params_arg(max_params)
     if layers is not None and not callable(layers):
         layers = list(layers)

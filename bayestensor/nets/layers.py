@@ -37,7 +37,7 @@ from torch import nn
 from bayestensor.checks import choice, positive_int, rank_value, real_number, seed_value
 from bayestensor.formats import TuckerTensor, get_format
 from bayestensor.formats.decompose import cp_als
-from bayestensor.formats.ranks import rank_caps
+from bayestensor.formats.ranks import MAX_PARAMS, rank_caps
 from bayestensor.nets.shapes import tensorized_shape
 from bayestensor.priors import LowRankPrior, get_prior, param_std
 
@@ -59,8 +59,9 @@ CP_ALS_ITERATIONS = 30
 #: Most low-rank parameters (all particles together) a tensorized layer may have unless the
 #: caller passes ``max_params=None``: 50 million float32 numbers are 200 MB, and training
 #: keeps several copies (gradients, optimizer moments, SGHMC velocities). The same bound
-#: applies to the working array of a CP-ALS start (see :func:`layer_ranks`).
-MAX_LAYER_PARAMS = 50_000_000
+#: applies to the working array of a CP-ALS start (see :func:`layer_ranks`). One budget for
+#: layers and completion/regression models.
+MAX_LAYER_PARAMS = MAX_PARAMS
 #: TensorLy's decompositions seed NumPy's legacy generator, which takes 32-bit seeds.
 LEGACY_SEED_MODULUS = 2**32
 
@@ -68,8 +69,6 @@ LEGACY_SEED_MODULUS = 2**32
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-# Until nets.train and nets.convert import checks.seed_value themselves.
-seed_arg = seed_value
 
 
 def max_params_arg(value) -> int | None:

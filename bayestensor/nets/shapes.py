@@ -7,9 +7,7 @@ import math
 from typing import Sequence
 
 from bayestensor.checks import positive_int
-# Re-exported: rank_value until nets.convert imports it from checks; rank_caps, the rule the
-# formats share, for nets' public API.
-from bayestensor.checks import rank_value  # noqa: F401
+# Re-exported: rank_caps, the rule the formats share, for nets' public API.
 from bayestensor.formats.ranks import rank_caps  # noqa: F401
 
 

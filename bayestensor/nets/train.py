@@ -52,7 +52,8 @@ from bayestensor.checks import choice, positive_int
 from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
 from bayestensor.infer.sghmc import sghmc_update
 from bayestensor.nets.convert import BayesianNet
-from bayestensor.nets.layers import PRUNE_THRESHOLD, real_number, seed_arg
+from bayestensor.checks import real_number, seed_value
+from bayestensor.nets.layers import PRUNE_THRESHOLD
 from bayestensor.seeds import derive_seed, rng
 
 METHODS = ("map", "vi", "svgd", "sghmc")
@@ -83,7 +84,7 @@ def _check_schedule(epochs, batch_size, lr, seed):
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
     real_number("lr", lr)
-    seed_arg(seed)
+    seed_value(seed)
 
 
 @torch.no_grad()

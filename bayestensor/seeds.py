@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 MAX_SEED = 2**63 - 1  # numpy, torch and Ray all accept seeds below 2**63
+#: NumPy's legacy generator (seeded by ``pyro.set_rng_seed`` and TensorLy) takes seeds < 2**32.
+LEGACY_SEED_BOUND = 2**32
 
 
 def derive_seed(seed: int, *key) -> int:
@@ -35,3 +37,13 @@ def derive_seed(seed: int, *key) -> int:
 def rng(seed: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed``."""
     return torch.Generator().manual_seed(int(seed))
+
+
+def legacy_seed(seed: int) -> int:
+    """A seed in ``[0, 2**32)`` for ``pyro.set_rng_seed``, TensorLy and NumPy's legacy generator.
+
+    Seeds below 2**32 are unchanged; a larger one (the package takes any seed up to
+    :data:`MAX_SEED`, such as the 63-bit task seeds of ``parallel.sweep``) is reduced modulo
+    2**32, as torch's CPU generator does itself (it keeps the low 32 bits of its seed).
+    """
+    return int(seed) % LEGACY_SEED_BOUND

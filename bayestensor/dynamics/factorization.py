@@ -347,8 +347,19 @@ def factorization_step(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, b: tor
     raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
 
 
+@dataclass(kw_only=True)
+class RecordedRun:
+    """What every trained run records: the steps, the metrics along them, the last values."""
+
+    steps: np.ndarray
+    trajectory: dict
+    final: dict
+    settings: dict = field(default_factory=dict)
+    diverged: bool = False
+
+
 @dataclass
-class FactorizationRun:
+class FactorizationRun(RecordedRun):
     """A trained factorization and its trajectory.
 
     Attributes
@@ -376,11 +387,6 @@ class FactorizationRun:
     z: torch.Tensor
     w: torch.Tensor
     b: torch.Tensor
-    steps: np.ndarray
-    trajectory: dict
-    final: dict
-    settings: dict = field(default_factory=dict)
-    diverged: bool = False
 
     def __repr__(self) -> str:
         return (f"FactorizationRun(rule={self.rule!r}, error={self.final.get('error', float('nan')):.3e}, "
@@ -502,7 +508,8 @@ def train_factorization(y, rank: int, rule: str = "fa", *, lr: float | None = No
     final["projection_gap"] = final["error"] - final["fa_projection_error"]
     settings = {"lr": lr, "steps": steps, "init_scale": init_scale, "feedback_scale": fscale,
                 "seed": seed, "rank": r, "shape": [n, m]}
-    return FactorizationRun(rule, z, w, b, sched, traj, final, settings, diverged)
+    return FactorizationRun(rule, z, w, b, steps=sched, trajectory=traj, final=final,
+                            settings=settings, diverged=diverged)
 
 
 __all__ = ["RULES", "METRICS", "low_rank_matrix", "feedback_matrix", "numerical_rank",

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bayestensor import checks as _checks
 from bayestensor.seeds import derive_seed, rng
-from bayestensor.dynamics.factorization import record_schedule
+from bayestensor.dynamics.factorization import RecordedRun, record_schedule
 
 VARIANTS = ("plain", "wang2020")
 _DT = torch.float64
@@ -106,7 +106,7 @@ def _component_match(w: torch.Tensor, a: torch.Tensor, order: int, variant: str)
 
 
 @dataclass
-class TensorFitRun:
+class TensorFitRun(RecordedRun):
     """One rich or lazy fit of the over-parameterized decomposition.
 
     Attributes
@@ -127,11 +127,6 @@ class TensorFitRun:
 
     kind: str
     w: torch.Tensor
-    steps: np.ndarray
-    trajectory: dict
-    final: dict
-    settings: dict = field(default_factory=dict)
-    diverged: bool = False
 
 
 def _check_common(target, components, m, alpha, steps, seed, variant):
@@ -238,7 +233,8 @@ def fit_rich(target, m: int, *, alpha: float = 0.03, steps: int = 2000, lr: floa
     settings = {"m": m, "alpha": alpha, "steps": steps, "lr": lr, "variant": variant,
                 "weight_decay": weight_decay, "reinit_every": reinit_every, "seed": seed,
                 "order": order, "d": int(t.shape[0])}
-    return TensorFitRun("rich", w, sched, traj, final, settings, diverged)
+    return TensorFitRun("rich", w, steps=sched, trajectory=traj, final=final, settings=settings,
+                        diverged=diverged)
 
 
 def tangent_jacobian(w0: torch.Tensor, order: int, variant: str = "plain") -> torch.Tensor:
@@ -305,7 +301,8 @@ def fit_lazy(target, m: int, *, alpha: float = 0.03, steps: int = 2000,
              "movement": float(sol.norm()) / w0norm, "tangent_rank": float(tangent_rank)}
     settings = {"m": m, "alpha": alpha, "steps": steps, "lr": lr, "variant": variant,
                 "seed": seed, "order": order, "d": int(t.shape[0])}
-    return TensorFitRun("lazy", w0 + sol.reshape(w0.shape), sched, traj, final, settings)
+    return TensorFitRun("lazy", w0 + sol.reshape(w0.shape), steps=sched, trajectory=traj, final=final,
+                        settings=settings)
 
 
 __all__ = ["VARIANTS", "symmetric_low_rank_tensor", "symmetric_reconstruct", "TensorFitRun",

@@ -19,22 +19,10 @@ from pyro.infer import MCMC, NUTS
 from tqdm.auto import trange
 
 from bayestensor.infer.log_density import LogDensity
+from bayestensor.seeds import legacy_seed
 
 #: MAP and VI decay Adam's learning rate geometrically to this fraction of it over the run.
 FINAL_LR_FRACTION = 0.1
-#: ``pyro.set_rng_seed`` also seeds NumPy's legacy generator, which takes seeds below 2**32.
-LEGACY_SEED_BOUND = 2**32
-
-
-def legacy_seed(seed: int) -> int:
-    """A seed in ``[0, 2**32)`` for ``pyro.set_rng_seed`` and NumPy's legacy generators.
-
-    Seeds below 2**32 are unchanged; a larger one (``fit`` takes any seed up to
-    ``seeds.MAX_SEED``, such as the 63-bit task seeds of ``parallel.sweep``) is reduced modulo
-    2**32, as torch's CPU generator does itself (it keeps the low 32 bits of its seed).
-    """
-    return int(seed) % LEGACY_SEED_BOUND
-
 
 def _decayed_adam(params, lr: float, num_steps: int):
     """Adam with its learning rate decayed to ``FINAL_LR_FRACTION`` over ``num_steps``."""

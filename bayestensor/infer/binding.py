@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyro
 import torch
 
-from bayestensor.infer.baselines import legacy_seed
+from bayestensor.seeds import legacy_seed
 from bayestensor.models.base import BayesModel
 
 

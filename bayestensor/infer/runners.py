@@ -31,7 +31,7 @@ import torch
 
 from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
-from bayestensor.infer.baselines import legacy_seed, map_fit, nuts_fit, vi_fit
+from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.driver import Run
@@ -42,6 +42,7 @@ from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.results.posterior import Posterior
+from bayestensor.seeds import legacy_seed
 
 #: Largest ``D * n_particles**2`` for which SVGD defaults to per-coordinate kernel blocks
 #: (the kernel matrices take ``D * n**2`` floats).

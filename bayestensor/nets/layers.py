@@ -40,6 +40,7 @@ from bayestensor.formats.decompose import cp_als
 from bayestensor.formats.ranks import MAX_PARAMS, rank_caps
 from bayestensor.nets.shapes import tensorized_shape
 from bayestensor.priors import LowRankPrior, get_prior, param_std
+from bayestensor.seeds import legacy_seed
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
 INITS = ("decompose", "random")
@@ -62,8 +63,6 @@ CP_ALS_ITERATIONS = 30
 #: applies to the working array of a CP-ALS start (see :func:`layer_ranks`). One budget for
 #: layers and completion/regression models.
 MAX_LAYER_PARAMS = MAX_PARAMS
-#: TensorLy's decompositions seed NumPy's legacy generator, which takes 32-bit seeds.
-LEGACY_SEED_MODULUS = 2**32
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,7 +587,7 @@ class TensorizedLinear(_BayesLowRank):
 def decompose_weight(tensor: np.ndarray, fmt: str, rank, seed: int = 0) -> list[torch.Tensor]:
     """Single-sample low-rank parameters of a dense tensor in ``fmt`` (TensorLy decompositions)."""
     cls = get_format(fmt)
-    seed = seed % LEGACY_SEED_MODULUS
+    seed = legacy_seed(seed)
     if fmt == "cp":
         (r,) = cls.normalize_rank(tensor.shape, rank)
         factors = cp_als(tensor, r, init="random", n_iter_max=CP_ALS_ITERATIONS, seed=seed)
@@ -684,7 +683,7 @@ class TensorizedConv2d(_BayesLowRank):
         if init == "decompose":
             w = conv.weight.detach().double().numpy()
             params = [p.unsqueeze(0) for p in TuckerTensor.from_tensor(
-                w, ranks, seed=seed % LEGACY_SEED_MODULUS).params]
+                w, ranks, seed=legacy_seed(seed)).params]
         b = None if conv.bias is None else conv.bias.detach()
         return cls(shape[1], shape[0], shape[2:], conv.stride, conv.padding, conv.dilation,
                    ranks[:2], prior, prior_params, num_particles, conv.bias is not None,

@@ -4,6 +4,10 @@ Each format stores a list of parameters, reconstructs the dense tensor (``recons
 evaluates entries at index tuples without forming it (``entries``), exposes its rank slices
 (``slice_norms``, ``prune``) and initializes from data by TensorLy's SVD-based decompositions
 (``from_tensor``, computed in :mod:`bayestensor.formats.decompose`) or at random (``random``).
+
+For TensorLy users: ``from_tensorly`` / ``to_tensorly`` convert, and ``norm``, ``inner``,
+``unfold``, ``mode_dot``, ``copy`` (plus CP ``weights`` / ``normalize`` and Tucker
+``normalize``) follow TensorLy's functions of the same names.
 """
 
 from bayestensor.formats.base import LowRankTensor, ParamSpec, as_index_tensor

@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from bayestensor.checks import positive_int
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -68,6 +70,73 @@ def as_index_tensor(indices, ndim: int, shape: Sequence[int] | None = None) -> t
     return idx
 
 
+def as_param_list(params) -> list[torch.Tensor]:
+    """Parameters as a list of floating torch tensors of one dtype.
+
+    Torch tensors pass through unchanged (autograd intact); NumPy arrays and nested lists are
+    converted keeping float64 (a TensorLy user passes NumPy factors); integer arrays become the
+    default float dtype. Mixed float dtypes are promoted to the widest.
+    """
+    if isinstance(params, (torch.Tensor, np.ndarray)) or not isinstance(params, (list, tuple)):
+        raise ValueError(f"params: expected a list of arrays, got {type(params).__name__} "
+                         "(for a TensorLy object use from_tensorly)")
+    out = []
+    for k, p in enumerate(params):
+        out.append(as_float_tensor(f"params[{k}]", p))
+    dtypes = {p.dtype for p in out}
+    if len(dtypes) > 1:
+        common = out[0].dtype
+        for d in dtypes:
+            common = torch.promote_types(common, d)
+        out = [p.to(common) for p in out]
+    return out
+
+
+def as_float_tensor(name: str, value) -> torch.Tensor:
+    """``value`` as a floating torch tensor (NumPy float64 stays float64)."""
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(to_numpy(value)))
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name}: expected a numeric array, got "
+                             f"{type(value).__name__}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {t.dtype}")
+    if not t.dtype.is_floating_point:
+        t = t.to(torch.get_default_dtype())
+    return t
+
+
+def to_numpy(value):
+    """An array of any TensorLy backend (NumPy, PyTorch, JAX, ...) as a NumPy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if type(value).__module__.split(".")[0] == "cupy":  # np.asarray refuses device arrays
+        return value.get()
+    return np.asarray(value)
+
+
+def data_dtype(tensor, dtype=None) -> torch.dtype:
+    """The float dtype a decomposition of ``tensor`` returns: ``dtype`` when given, else the
+    input's own float dtype (float64 stays float64, float32 stays float32), else the default
+    dtype."""
+    if dtype is not None:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+        return dtype
+    dtype = tensor.dtype if isinstance(tensor, torch.Tensor) else None
+    if dtype is None:
+        np_dtype = np.asarray(tensor).dtype
+        if np_dtype == np.float64:
+            return torch.float64
+        if np_dtype == np.float32:
+            return torch.float32
+        return torch.get_default_dtype()
+    return dtype if dtype in (torch.float32, torch.float64) else torch.get_default_dtype()
+
+
 def check_modes(fmt: str, shape: Sequence[int]) -> None:
     """Raise ``ValueError`` naming ``shape`` unless it has at least two modes.
 
@@ -89,7 +158,16 @@ class LowRankTensor:
 
     def __init__(self, shape: Sequence[int], params: Sequence[torch.Tensor]):
         self.shape = tuple(int(s) for s in shape)
-        self.params = list(params)
+        self.params = as_param_list(params)
+        expected = self._n_params_expected()
+        if len(self.params) != expected:
+            raise ValueError(f"params: {type(self).__name__} of shape {self.shape} expects "
+                             f"{expected} parameters ({self._param_layout()}), got "
+                             f"{len(self.params)}")
+        for k, p in enumerate(self.params):
+            if p.ndim < self._param_ndim(k):
+                raise ValueError(f"params[{k}]: expected at least {self._param_ndim(k)} "
+                                 f"dimensions, got shape {tuple(p.shape)}")
         specs = self._specs_from_params()
         self.param_specs = specs
         for spec, p in zip(specs, self.params):
@@ -101,6 +179,18 @@ class LowRankTensor:
         if len(batch) != 1:
             raise ValueError(f"params: all parameters need the same sample dims, got {batch}")
         self.batch_shape = batch.pop()
+
+    def _n_params_expected(self) -> int:
+        """How many parameters the format needs for ``self.shape``."""
+        raise NotImplementedError
+
+    def _param_layout(self) -> str:
+        """Words for the parameter list, quoted when its length is wrong."""
+        raise NotImplementedError
+
+    def _param_ndim(self, k: int) -> int:
+        """Dimensions of parameter ``k`` without sample dims."""
+        raise NotImplementedError
 
     # --- layout -----------------------------------------------------------------------------
     @classmethod
@@ -222,17 +312,135 @@ class LowRankTensor:
             for axis, dim in spec.rank_axes.items():
                 p = p.index_select(nb + axis, kept_idx[dim])
             new_params.append(p)
-        return type(self)(self.shape, new_params)
+        return self._new(new_params, lambda w: w.index_select(-1, kept_idx[0]))
 
     def sample(self, i) -> "LowRankTensor":
         """The tensor at index ``i`` of the (flattened) sample dims."""
         nb = len(self.batch_shape)
         params = [p.reshape((-1,) + tuple(p.shape[nb:]))[i] for p in self.params]
-        return type(self)(self.shape, params)
+        return self._new(params, lambda w: w.reshape((-1, w.shape[-1]))[i])
 
     def to(self, *args, **kwargs) -> "LowRankTensor":
         """Move or cast every parameter (``torch.Tensor.to`` semantics)."""
-        return type(self)(self.shape, [p.to(*args, **kwargs) for p in self.params])
+        return self._new([p.to(*args, **kwargs) for p in self.params],
+                         lambda w: w.to(*args, **kwargs))
+
+    def copy(self) -> "LowRankTensor":
+        """A copy whose parameters are new tensors (``clone``: changing them in place leaves
+        this tensor alone; gradients still flow to the originals)."""
+        return self._new([p.clone() for p in self.params], lambda w: w.clone())
+
+    def _new(self, params: list[torch.Tensor], edit_extra) -> "LowRankTensor":
+        """The same format on new ``params``; ``edit_extra`` maps any non-parameter state
+        (the CP weights) the same way the parameters were mapped."""
+        return type(self)(self.shape, params)
+
+    # --- TensorLy-style operations ----------------------------------------------------------
+    def norm(self) -> torch.Tensor:
+        """Frobenius norm, shape ``batch_shape``, computed from the parameters.
+
+        Uses :meth:`inner` with itself, which contracts the parameters pairwise (Gram matrices
+        for CP and Tucker, a transfer matrix along the train for TT), so the dense tensor is
+        never formed.
+        """
+        return self.inner(self).clamp_min(0.0).sqrt()
+
+    def inner(self, other) -> torch.Tensor:
+        """Sum of the entrywise product with ``other``, shape ``batch_shape``.
+
+        Parameters
+        ----------
+        other : LowRankTensor or array_like
+            A tensor of the same shape. Of the same format it is contracted through the
+            parameters without forming either dense tensor; of another format, or dense, the
+            dense tensors are multiplied.
+
+        Raises
+        ------
+        ValueError
+            When the shapes differ.
+        """
+        other_shape = other.shape if isinstance(other, LowRankTensor) else np.shape(other)
+        if tuple(other_shape)[-self.ndim:] != self.shape:
+            raise ValueError(f"other: expected a tensor of shape {self.shape}, got "
+                             f"{tuple(other_shape)}")
+        if type(other) is type(self):
+            return self._inner_same(other)
+        dense = (other.reconstruct() if isinstance(other, LowRankTensor)
+                 else as_float_tensor("other", other))
+        mine = self.reconstruct()
+        dense = dense.to(device=mine.device, dtype=torch.promote_types(dense.dtype, mine.dtype))
+        return (mine.to(dense.dtype) * dense).flatten(-self.ndim).sum(-1)
+
+    def _inner_same(self, other) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unfold(self, mode: int) -> torch.Tensor:
+        """Mode-``mode`` unfolding, ``batch_shape + (shape[mode], -1)``, as ``tl.unfold`` of
+        the dense tensor (the other modes in order, the last one varying fastest)."""
+        mode = self._check_mode(mode)
+        nb = len(self.batch_shape)
+        dense = self.reconstruct().movedim(nb + mode, nb)
+        return dense.reshape(self.batch_shape + (self.shape[mode], -1))
+
+    def mode_dot(self, matrix_or_vector, mode: int):
+        """Mode-``mode`` product, as ``tl.tenalg.mode_dot`` of the dense tensor.
+
+        Parameters
+        ----------
+        matrix_or_vector : array_like
+            A ``(J, shape[mode])`` matrix, or a ``(shape[mode],)`` vector.
+        mode : int
+
+        Returns
+        -------
+        LowRankTensor or torch.Tensor
+            For a matrix, the same format with mode ``mode`` of size ``J`` (exact: only the
+            parameter of that mode changes). For a vector the mode is contracted away; the
+            result is returned dense, ``batch_shape + shape`` without ``mode``.
+        """
+        mode = self._check_mode(mode)
+        ref = self.params[0]
+        m = as_float_tensor("matrix_or_vector", matrix_or_vector)
+        m = m.to(device=ref.device, dtype=torch.promote_types(m.dtype, ref.dtype))
+        size = self.shape[mode]
+        if m.ndim not in (1, 2) or m.shape[-1] != size:
+            raise ValueError(f"matrix_or_vector: expected shape (J, {size}) or ({size},) for "
+                             f"mode {mode} of shape {self.shape}, got {tuple(m.shape)}")
+        if m.ndim == 1:
+            nb = len(self.batch_shape)
+            dense = self.reconstruct().to(m.dtype).movedim(nb + mode, -1)
+            return dense @ m
+        params = [p.to(m.dtype) for p in self.params]
+        return self._mode_dot_matrix(params, m, mode)
+
+    def _mode_dot_matrix(self, params, matrix, mode) -> "LowRankTensor":
+        raise NotImplementedError
+
+    def _check_mode(self, mode) -> int:
+        mode = positive_int("mode", mode, minimum=0)
+        if mode >= self.ndim:
+            raise ValueError(f"mode: expected an integer in [0, {self.ndim - 1}], got {mode}")
+        return mode
+
+    @classmethod
+    def from_tensorly(cls, obj) -> "LowRankTensor":
+        """The same tensor from a TensorLy decomposition of this format.
+
+        Parameters
+        ----------
+        obj
+            A TensorLy ``CPTensor`` / ``TuckerTensor`` / ``TTTensor`` / ``TTMatrix``, or the
+            plain form TensorLy accepts for it: ``(weights, factors)`` for CP (``weights``
+            may be ``None``), ``(core, factors)`` for Tucker, the list of cores for TT and
+            TT-matrix. Arrays of any TensorLy backend are converted; float64 stays float64.
+
+        Raises
+        ------
+        ValueError
+            When ``obj`` does not have the format's layout (see the constructor's checks).
+        """
+        raise NotImplementedError
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -273,16 +481,20 @@ class LowRankTensor:
         return [sizes[d] for d in sorted(sizes)]
 
     @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed: int = 0, n_iter_max: int = 100):
+    def from_tensor(cls, tensor, rank, *, mask=None, seed: int = 0, n_iter_max: int = 100,
+                    dtype=None):
         """Initialize by an SVD-based decomposition of a dense tensor (TensorLy).
 
         Parameters
         ----------
         tensor : array_like
-            Dense data.
+            Dense data. The parameters have its float dtype (float64 stays float64, float32
+            stays float32; other dtypes give the default dtype).
         rank : int or sequence of int
-            Target rank; slices beyond what the decomposition can give are filled with small
-            random values.
+            Target rank (integers only: ``2.5`` or ``2.0`` is refused). Slices beyond what
+            the decomposition can give are padded without changing its reconstruction: zero
+            in one parameter of the slice, small and random in the others, so that a later
+            gradient-based fit can still grow them (see :mod:`bayestensor.formats.decompose`).
         mask : array_like of bool, optional
             Observed entries. Missing entries are filled with the mean of the observed ones
             before decomposing.
@@ -291,6 +503,9 @@ class LowRankTensor:
         n_iter_max : int
             Iterations of the ALS (CP) or HOOI (Tucker); TT-SVD is not iterative and
             ignores it.
+        dtype : torch.dtype, optional
+            ``torch.float32`` or ``torch.float64`` for the parameters; by default the data's
+            (a model that fits in float32 passes ``torch.float32``).
 
         See Also
         --------

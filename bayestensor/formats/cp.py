@@ -8,7 +8,9 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
+from bayestensor.checks import rank_value
+from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor, check_modes,
+                                      data_dtype, to_numpy)
 from bayestensor.formats.decompose import cp_from_entries, cp_start
 
 
@@ -16,7 +18,18 @@ class CPTensor(LowRankTensor):
     """CP tensor ``X[i_1..i_N] = sum_r prod_n A_n[i_n, r]`` with factors ``A_n`` of shape (I_n, R).
 
     There is one rank dimension; rank slice ``r`` is column ``r`` of every factor. Weights are
-    absorbed into the factors.
+    absorbed into the factors, except where a TensorLy user asks for them: ``weights``
+    (optional, ``batch_shape + (R,)``) multiplies component ``r`` by ``weights[r]``. The models
+    and priors use the factors alone, so their tensors have no weights (``weights`` then reads
+    as ones); :meth:`absorb_weights` moves weights into the first factor.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    params : list of arrays
+        One factor ``batch_shape + (I_n, R)`` per mode (NumPy arrays are converted).
+    weights : array_like, optional
+        ``batch_shape + (R,)`` component weights.
 
     Examples
     --------
@@ -27,16 +40,35 @@ class CPTensor(LowRankTensor):
 
     format_name = "cp"
 
+    def __init__(self, shape, params, weights=None):
+        super().__init__(shape, params)
+        self._weights = None
+        if weights is not None:
+            w = as_float_tensor("weights", weights).to(device=self.params[0].device,
+                                                       dtype=self.params[0].dtype)
+            expected = self.batch_shape + self.ranks
+            if tuple(w.shape) != expected:
+                raise ValueError(f"weights: expected shape {expected} (one weight per "
+                                 f"component), got {tuple(w.shape)}")
+            self._weights = w
+
+    def _n_params_expected(self):
+        return self.ndim
+
+    def _param_layout(self):
+        return "one factor per mode"
+
+    def _param_ndim(self, k):
+        return 2
+
     @classmethod
     def normalize_rank(cls, shape, rank):
         check_modes("CP", shape)
-        if isinstance(rank, (list, tuple)):
+        rank = rank_value("rank", rank)
+        if isinstance(rank, tuple):
             if len(rank) != 1:
                 raise ValueError(f"rank: CP has one rank dimension, got {rank}")
             rank = rank[0]
-        rank = int(rank)
-        if rank < 1:
-            raise ValueError(f"rank: expected a positive integer, got {rank}")
         return (rank,)
 
     @classmethod
@@ -52,17 +84,86 @@ class CPTensor(LowRankTensor):
     def factors(self) -> list[torch.Tensor]:
         return self.params
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """Component weights ``batch_shape + (R,)`` (ones when they are absorbed)."""
+        if self._weights is not None:
+            return self._weights
+        ref = self.params[0]
+        return torch.ones(self.batch_shape + self.ranks, dtype=ref.dtype, device=ref.device)
+
+    def _weighted_factors(self) -> list[torch.Tensor]:
+        if self._weights is None:
+            return self.params
+        return [self.params[0] * self._weights.unsqueeze(-2)] + self.params[1:]
+
+    def absorb_weights(self) -> "CPTensor":
+        """The same tensor with the weights multiplied into the first factor."""
+        return CPTensor(self.shape, self._weighted_factors())
+
+    def normalize(self) -> "CPTensor":
+        """The same tensor with unit-norm factor columns and the scale in ``weights``.
+
+        As ``tl.cp_normalize``: a zero column stays zero (its norm counts as 1 when dividing
+        and as 0 in the weight). Returns a new tensor; this one is unchanged.
+        """
+        weights = torch.ones_like(self.weights)
+        factors = []
+        for f in self._weighted_factors():
+            scales = f.norm(dim=-2)
+            weights = weights * scales
+            factors.append(f / torch.where(scales == 0, torch.ones_like(scales),
+                                           scales).unsqueeze(-2))
+        return CPTensor(self.shape, factors, weights=weights)
+
+    def _new(self, params, edit_extra):
+        weights = None if self._weights is None else edit_extra(self._weights)
+        return CPTensor(self.shape, params, weights=weights)
+
+    def slice_norms(self):
+        (norms,) = super().slice_norms()
+        return [norms if self._weights is None else norms * self._weights.abs()]
+
     def reconstruct(self):
         letters = string.ascii_lowercase[: self.ndim]
         expr = ",".join(f"...{c}z" for c in letters) + f"->...{letters}"
-        return torch.einsum(expr, *self.params)
+        return torch.einsum(expr, *self._weighted_factors())
+
+    def _inner_same(self, other):
+        # <X, Y> = sum_{r,s} prod_n (A_n^T B_n)_{rs}: R x S Gram matrices, no dense tensor.
+        gram = None
+        for a, b in zip(self._weighted_factors(), other._weighted_factors()):
+            g = a.transpose(-1, -2) @ b.to(a.dtype)
+            gram = g if gram is None else gram * g
+        return gram.sum((-1, -2))
+
+    def _mode_dot_matrix(self, params, matrix, mode):
+        params[mode] = matrix @ params[mode]
+        shape = self.shape[:mode] + (matrix.shape[0],) + self.shape[mode + 1:]
+        weights = None if self._weights is None else self._weights.to(matrix.dtype)
+        return CPTensor(shape, params, weights=weights)
+
+    @classmethod
+    def from_tensorly(cls, obj):
+        weights, factors = obj
+        factors = [to_numpy(f) for f in factors]
+        shape = tuple(f.shape[0] for f in factors) if all(np.ndim(f) == 2 for f in factors) \
+            else ()
+        if len(factors) < 2:
+            raise ValueError(f"obj: expected a CP tensor with at least 2 factors, got "
+                             f"{len(factors)}")
+        if not shape:
+            raise ValueError("obj: expected 2-D CP factors (I_n, R), got shapes "
+                             f"{[np.shape(f) for f in factors]}")
+        weights = None if weights is None else to_numpy(weights)
+        return cls(shape, factors, weights=weights)
 
     def _entries(self, idx):
         # Sample dims go last so each gathered factor row is one contiguous block of
         # R * samples numbers: the gather and its backward (index_add) are row copies.
         nb = len(self.batch_shape)
         prod = None
-        for n, f in enumerate(self.params):
+        for n, f in enumerate(self._weighted_factors()):
             rows_by_sample = f.movedim(tuple(range(nb)), tuple(range(-nb, 0))) if nb else f
             flat = rows_by_sample.reshape(f.shape[-2], -1)
             rows = flat.index_select(0, idx[:, n])
@@ -71,10 +172,10 @@ class CPTensor(LowRankTensor):
         return out.movedim(0, -1) if nb else out
 
     @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100, dtype=None):
         (r,) = cls.normalize_rank(np.shape(tensor), rank)
-        return cls(np.shape(tensor), cp_start(tensor, r, mask=mask, n_iter_max=n_iter_max,
-                                              seed=seed))
+        factors = cp_start(tensor, r, mask=mask, n_iter_max=n_iter_max, seed=seed)
+        return cls(np.shape(tensor), [f.to(data_dtype(tensor, dtype)) for f in factors])
 
     @classmethod
     def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1e-2,
@@ -107,4 +208,6 @@ class CPTensor(LowRankTensor):
                                                  ridge=ridge, seed=seed, chunk=chunk))
 
     def _to_tensorly(self, factors):
-        return tl.cp_tensor.CPTensor((np.ones(factors[0].shape[1]), factors))
+        weights = (np.ones(factors[0].shape[1]) if self._weights is None
+                   else self._weights.detach().cpu().numpy())
+        return tl.cp_tensor.CPTensor((weights, factors))

@@ -3,7 +3,16 @@
 Every decomposition used as a start lives here, so that there is one place where TensorLy is
 called, its backend pinned to NumPy (``import tltorch`` switches TensorLy's global backend to
 PyTorch), and the result padded and balanced into the layout of a format. The functions return
-plain parameter lists; the format classes wrap them (``CPTensor.from_tensor``, ...).
+plain float64 parameter lists; the format classes wrap them in the data's dtype
+(``CPTensor.from_tensor``, ...).
+
+Rank slots a decomposition cannot fill (a rank above what the data or the shape supports)
+are padded so that the reconstruction stays exactly the decomposition's, yet no padded slice
+is dead for a later gradient-based fit: each padded slice is zero in exactly one parameter
+that carries it (a CP factor column, the Tucker core slice, the TT core after the bond) and
+small and random in the others. Every product through the slice then contains that zero, but
+the gradient with respect to the zero part is the product of the random parts, not zero, so
+an optimizer or sampler started here can grow the slice where the data need it.
 """
 
 from __future__ import annotations
@@ -14,9 +23,9 @@ import numpy as np
 import tensorly as tl
 import torch
 
-#: Sd of the random values that pad rank slices a decomposition cannot provide, relative to
-#: the mean size of the decomposed parameters: small enough that the start keeps the data's
-#: fit, large enough for gradients to grow a slice the data need.
+#: Sd of the random side of a padded rank slice, relative to the mean size of the decomposed
+#: parameters (the other side is zero, so the reconstruction is unchanged): large enough for
+#: gradients to grow a slice the data need.
 PAD_SCALE = 1e-2
 #: Ridge added to the ALS normal equations on top of the relative penalty, so that a row with
 #: an all-zero Gram matrix still has a unique (zero) solution.
@@ -104,21 +113,23 @@ def cp_als(tensor: np.ndarray, rank: int, *, init: str = "svd", mask=None,
 
 def cp_start(tensor, rank: int, *, mask=None, n_iter_max: int = 100,
              seed: int = 0) -> list[torch.Tensor]:
-    """CP factors ``(I_n, rank)`` float32 from an SVD-started ALS of mean-filled data.
+    """CP factors ``(I_n, rank)`` float64 from an SVD-started ALS of mean-filled data.
 
-    Components beyond ``min(shape)`` (all an SVD start can give) start small and random; an
-    all-zero tensor (constant data once centred) has nothing to decompose, so all of them do.
+    Components beyond ``min(shape)`` (all an SVD start can give) are zero in the first factor
+    and small and random in the others (see the module notes), so the reconstruction is the
+    ALS fit; an all-zero tensor (constant data once centred) has nothing to decompose, so all
+    components are padded that way.
     """
     data = fill_missing(tensor, mask).numpy()
     gen = torch.Generator().manual_seed(seed)
     if not np.any(data):
-        return [pad_rank(torch.zeros(s, 0, dtype=torch.float64), 1, rank, gen, PAD_SCALE).float()
-                for s in data.shape]
-    factors = cp_als(data, min(rank, min(data.shape)), mask=mask, n_iter_max=n_iter_max,
-                     seed=seed)
-    small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
-    return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen, small).float()
-            for f in factors]
+        factors, small = [np.zeros((s, 0)) for s in data.shape], PAD_SCALE
+    else:
+        factors = cp_als(data, min(rank, min(data.shape)), mask=mask, n_iter_max=n_iter_max,
+                         seed=seed)
+        small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
+    return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen,
+                     0.0 if n == 0 else small) for n, f in enumerate(factors)]
 
 
 def cp_from_entries(indices, values, shape: Sequence[int], rank: int, *, n_sweeps: int = 10,
@@ -162,11 +173,12 @@ def _als_rows(idx: torch.Tensor, y: torch.Tensor, factors: list[torch.Tensor], n
 
 def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 100,
                  seed: int = 0) -> list[torch.Tensor]:
-    """Tucker ``[core, *factors]`` float32 from TensorLy's SVD-started ``tucker`` (HOOI).
+    """Tucker ``[core, *factors]`` float64 from TensorLy's SVD-started ``tucker`` (HOOI).
 
-    Ranks beyond a mode's size are padded with small random slices; the scale is spread
-    evenly between the core and the (orthonormal) factors. An all-zero tensor (constant data
-    once centred) starts at a zero core with unit-vector factors, without decomposing.
+    Ranks beyond a mode's size get small random factor columns and zero core slices (the
+    reconstruction is the HOOI fit; see the module notes); the scale is spread evenly between
+    the core and the (orthonormal) factors. An all-zero tensor (constant data once centred)
+    starts at a zero core with unit-vector factors, without decomposing.
     """
     data = fill_missing(tensor, mask).numpy()
     usable = [min(r, s) for r, s in zip(ranks, data.shape)]
@@ -180,9 +192,8 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
                 random_state=seed)
     gen = torch.Generator().manual_seed(seed)
     core = torch.as_tensor(core, dtype=torch.float64)
-    small = PAD_SCALE * float(core.abs().mean())
     for n, r in enumerate(ranks):
-        core = pad_rank(core, n, r, gen, small)
+        core = pad_rank(core, n, r, gen, 0.0)
     # The factors are orthonormal, so PAD_SCALE is already relative to their entries' size.
     factors = [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, r, gen, PAD_SCALE)
                for f, r in zip(factors, ranks)]
@@ -190,11 +201,11 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
     c_scale = norm ** (1.0 / (data.ndim + 1)) if norm > 0 else 1.0
     factors = [f * c_scale for f in factors]
     core = core / c_scale ** data.ndim
-    return [core.float()] + [f.float() for f in factors]
+    return [core] + factors
 
 
 def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
-    """TT cores float32 from TensorLy's TT-SVD of mean-filled data, padded and balanced."""
+    """TT cores float64 from TensorLy's TT-SVD of mean-filled data, padded and balanced."""
     data = fill_missing(tensor, mask).numpy()
     with tl.backend_context("numpy"):
         tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
@@ -202,7 +213,7 @@ def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[
 
 
 def ttm_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
-    """TT-matrix cores float32 from TensorLy's ``tensor_train_matrix``, padded and balanced."""
+    """TT-matrix cores float64 from TensorLy's ``tensor_train_matrix``, padded and balanced."""
     data = fill_missing(tensor, mask).numpy()
     with tl.backend_context("numpy"):
         ttm = tl.decomposition.tensor_train_matrix(tl.tensor(data), rank=[1, *ranks, 1])
@@ -210,19 +221,26 @@ def ttm_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list
 
 
 def pad_tt_cores(cores: list[np.ndarray], ranks: Sequence[int], seed: int) -> list[torch.Tensor]:
-    """Pad TT(-matrix) cores to the requested internal ranks and spread the norm evenly."""
+    """Pad TT(-matrix) cores to the requested internal ranks and spread the norm evenly.
+
+    A padded slot of bond ``k`` is small and random in core ``k`` (its last axis) and zero in
+    core ``k + 1`` (its first axis), so the train reconstructs exactly what TT-SVD gave.
+    """
     gen = torch.Generator().manual_seed(seed)
     full = (1,) + tuple(ranks) + (1,)
+    # TT-SVD puts the whole norm into the last core; the others are orthonormal.
+    total = float(np.linalg.norm(cores[-1]))
+    small = PAD_SCALE * float(np.mean([np.abs(c).mean() for c in cores[:-1]])) \
+        if len(cores) > 1 else PAD_SCALE
+    small = small or PAD_SCALE  # all-zero data: TT-SVD cores carry no scale to copy
     out = []
     for k, c in enumerate(cores):
         t = torch.as_tensor(c, dtype=torch.float64)
-        t = pad_rank(t, 0, full[k], gen, PAD_SCALE)
-        t = pad_rank(t, t.ndim - 1, full[k + 1], gen, PAD_SCALE)
+        t = pad_rank(t, 0, full[k], gen, 0.0)
+        t = pad_rank(t, t.ndim - 1, full[k + 1], gen, small)
         out.append(t)
-    # TT-SVD puts the whole norm into the last core.
-    total = float(out[-1].norm())
     if total > 0:
         per = total ** (1.0 / len(out))
         out[-1] = out[-1] / total
         out = [t * per for t in out]
-    return [t.float() for t in out]
+    return out

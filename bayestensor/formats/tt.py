@@ -6,14 +6,16 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
+from bayestensor.checks import rank_value
+from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes, data_dtype, to_numpy
 from bayestensor.formats.decompose import tt_start
 
 
 def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:
     """Internal TT ranks (r_1, ..., r_{N-1}) from an int, N-1 values or N+1 values (ends 1)."""
-    if isinstance(rank, (list, tuple)):
-        ranks = [int(r) for r in rank]
+    rank = rank_value("rank", rank)
+    if isinstance(rank, tuple):
+        ranks = list(rank)
         if len(ranks) == n_cores + 1:
             if ranks[0] != 1 or ranks[-1] != 1:
                 raise ValueError(f"rank: boundary TT ranks must be 1, got {rank}")
@@ -24,9 +26,7 @@ def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:
                 f"boundary ones), got {rank}"
             )
     else:
-        ranks = [int(rank)] * (n_cores - 1)
-    if any(r < 1 for r in ranks):
-        raise ValueError(f"rank: expected positive integers, got {ranks}")
+        ranks = [rank] * (n_cores - 1)
     return tuple(ranks)
 
 
@@ -62,13 +62,67 @@ def tt_chain_dense(cores_flat: list[torch.Tensor]) -> torch.Tensor:
     return res[..., 0]
 
 
+def tt_transfer(left: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Carry the ``(..., r_a, r_b)`` partial inner product of two trains through one pair of
+    cores ``(..., r_a, m, r_a')`` and ``(..., r_b, m, r_b')``."""
+    return torch.einsum("...ab,...amc,...bmd->...cd", left, a, b)
+
+
 class CoreTrain(LowRankTensor):
     """What TT and TT-matrix share: the parameters are a train of cores whose last axes are
     the internal ranks."""
 
+    #: Mode axes of one core (1 for TT, 2 for TT-matrix).
+    core_modes = 1
+
+    def _n_params_expected(self):
+        return self.ndim // self.core_modes
+
+    def _param_layout(self):
+        return "one core per mode" if self.core_modes == 1 else "one core per (row, column) pair"
+
+    def _param_ndim(self, k):
+        return 2 + self.core_modes
+
     def _specs_from_params(self):
         ranks = tuple(int(p.shape[-1]) for p in self.params[:-1])
+        for k, p in enumerate(self.params[1:], start=1):
+            if int(p.shape[-2 - self.core_modes]) != ranks[k - 1]:
+                raise ValueError(
+                    f"core{k}: its first rank {int(p.shape[-2 - self.core_modes])} does not "
+                    f"match the last rank {ranks[k - 1]} of core{k - 1}")
         return self.specs(self.shape, ranks)
+
+    def _flat_cores(self) -> list[torch.Tensor]:
+        """Cores with their mode axes merged: ``(..., r_{k-1}, m_k, r_k)``."""
+        lead = -2 - self.core_modes
+        return [c.reshape(c.shape[:lead] + (c.shape[lead], -1, c.shape[-1])) for c in self.params]
+
+    def _inner_same(self, other):
+        # Transfer matrices along the train: O(N m r^3), no dense tensor.
+        mine, theirs = self._flat_cores(), other._flat_cores()
+        left = None
+        for a, b in zip(mine, theirs):
+            b = b.to(a.dtype)
+            if left is None:
+                left = torch.einsum("...amc,...bmd->...cd", a, b)
+            else:
+                left = tt_transfer(left, a, b)
+        return left[..., 0, 0]
+
+    @classmethod
+    def from_tensorly(cls, obj):
+        cores = [to_numpy(c) for c in (obj.factors if hasattr(obj, "factors") else obj)]
+        want = 2 + cls.core_modes
+        if not cores or any(np.ndim(c) != want for c in cores):
+            raise ValueError(f"obj: expected {want}-D cores, got shapes "
+                             f"{[np.shape(c) for c in cores]}")
+        for name, end in (("first", cores[0].shape[0]), ("last", cores[-1].shape[-1])):
+            if end != 1:
+                raise ValueError(f"obj: the {name} core's boundary rank must be 1, got {end}")
+        modes = [c.shape[1:-1] for c in cores]
+        shape = tuple(m[0] for m in modes) + tuple(m[1] for m in modes if len(m) == 2)
+        return cls(shape, cores)
 
     @property
     def cores(self) -> list[torch.Tensor]:
@@ -78,10 +132,11 @@ class CoreTrain(LowRankTensor):
     start_cores = None
 
     @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100, dtype=None):
         shape = np.shape(tensor)
         ranks = cls.normalize_rank(shape, rank)
-        return cls(shape, cls.start_cores(tensor, ranks, mask=mask, seed=seed))
+        cores = cls.start_cores(tensor, ranks, mask=mask, seed=seed)
+        return cls(shape, [c.to(data_dtype(tensor, dtype)) for c in cores])
 
 
 class TTTensor(CoreTrain):
@@ -113,6 +168,10 @@ class TTTensor(CoreTrain):
         slices = [c.index_select(-2, idx[:, k]) for k, c in enumerate(self.params)]
         return tt_chain_entries(slices)
 
+    def _mode_dot_matrix(self, params, matrix, mode):
+        params[mode] = torch.einsum("ji,...ais->...ajs", matrix, params[mode])
+        shape = self.shape[:mode] + (matrix.shape[0],) + self.shape[mode + 1:]
+        return TTTensor(shape, params)
 
     def _to_tensorly(self, cores):
         return tl.tt_tensor.TTTensor(cores)

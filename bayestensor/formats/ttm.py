@@ -6,6 +6,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
+from bayestensor.formats.base import as_float_tensor
 from bayestensor.formats.decompose import ttm_start
 from bayestensor.formats.tt import (CoreTrain, normalize_tt_rank, tt_chain_dense, tt_chain_entries,
                                     tt_core_specs)
@@ -21,6 +22,7 @@ class TTMatrix(CoreTrain):
 
     format_name = "ttm"
     start_cores = staticmethod(ttm_start)
+    core_modes = 2
 
     @classmethod
     def normalize_rank(cls, shape, rank):
@@ -78,13 +80,24 @@ class TTMatrix(CoreTrain):
 
     @classmethod
     def from_matrix(cls, matrix, row_shape, col_shape, rank, *, seed=0):
-        """Decompose a dense matrix whose rows factor as ``row_shape`` and columns as ``col_shape``."""
-        m = torch.as_tensor(matrix, dtype=torch.float64)
+        """Decompose a dense matrix whose rows factor as ``row_shape`` and columns as ``col_shape``.
+
+        The cores have the matrix's float dtype (float64 stays float64).
+        """
+        m = as_float_tensor("matrix", matrix)
         if m.shape != (int(np.prod(row_shape)), int(np.prod(col_shape))):
             raise ValueError(f"matrix: shape {tuple(m.shape)} does not match row_shape "
                              f"{tuple(row_shape)} x col_shape {tuple(col_shape)}")
         tensor = m.reshape(tuple(row_shape) + tuple(col_shape))
-        return cls.from_tensor(tensor.numpy(), rank, seed=seed)
+        return cls.from_tensor(tensor, rank, seed=seed)
+
+    def _mode_dot_matrix(self, params, matrix, mode):
+        n = self.n_cores
+        k = mode % n
+        expr = "ji,...aibs->...ajbs" if mode < n else "ji,...abis->...abjs"
+        params[k] = torch.einsum(expr, matrix, params[k])
+        shape = self.shape[:mode] + (matrix.shape[0],) + self.shape[mode + 1:]
+        return TTMatrix(shape, params)
 
     def _to_tensorly(self, cores):
         return tl.tt_matrix.TTMatrix(cores)

@@ -8,7 +8,8 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes
+from bayestensor.checks import rank_value
+from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes, data_dtype, to_numpy
 from bayestensor.formats.decompose import tucker_start
 
 
@@ -21,18 +22,24 @@ class TuckerTensor(LowRankTensor):
 
     format_name = "tucker"
 
+    def _n_params_expected(self):
+        return 1 + self.ndim
+
+    def _param_layout(self):
+        return "the core, then one factor per mode"
+
+    def _param_ndim(self, k):
+        return self.ndim if k == 0 else 2
+
     @classmethod
     def normalize_rank(cls, shape, rank):
         check_modes("Tucker", shape)
-        if isinstance(rank, (list, tuple)):
+        rank = rank_value("rank", rank)
+        if isinstance(rank, tuple):
             if len(rank) != len(shape):
                 raise ValueError(f"rank: Tucker needs one rank per mode ({len(shape)}), got {rank}")
-            ranks = tuple(int(r) for r in rank)
-        else:
-            ranks = tuple(int(rank) for _ in shape)
-        if any(r < 1 for r in ranks):
-            raise ValueError(f"rank: expected positive integers, got {ranks}")
-        return ranks
+            return rank
+        return tuple(rank for _ in shape)
 
     @classmethod
     def specs(cls, shape, rank):
@@ -54,6 +61,45 @@ class TuckerTensor(LowRankTensor):
     def factors(self) -> list[torch.Tensor]:
         return self.params[1:]
 
+    def normalize(self) -> "TuckerTensor":
+        """The same tensor with unit-norm factor columns, their norms moved into the core
+        (as ``tl.tucker_normalize``; a zero column stays zero)."""
+        core, factors = self.core, []
+        for n, f in enumerate(self.factors):
+            scales = f.norm(dim=-2)
+            safe = torch.where(scales == 0, torch.ones_like(scales), scales)
+            factors.append(f / safe.unsqueeze(-2))
+            view = self.batch_shape + tuple(-1 if k == n else 1 for k in range(self.ndim))
+            core = core * scales.reshape(view)
+        return TuckerTensor(self.shape, [core] + factors)
+
+    def _inner_same(self, other):
+        # <G x_n U_n, H x_n V_n> = <G x_n (U_n^T V_n), H>: core-sized work only.
+        n = self.ndim
+        ranks = string.ascii_uppercase[:n]
+        others = string.ascii_lowercase[:n]
+        grams = [u.transpose(-1, -2) @ v.to(u.dtype) for u, v in zip(self.factors, other.factors)]
+        expr = (f"...{ranks}," + ",".join(f"...{r}{o}" for r, o in zip(ranks, others))
+                + f",...{others}->...")
+        return torch.einsum(expr, self.core, *grams, other.core.to(self.core.dtype))
+
+    def _mode_dot_matrix(self, params, matrix, mode):
+        params[1 + mode] = matrix @ params[1 + mode]
+        shape = self.shape[:mode] + (matrix.shape[0],) + self.shape[mode + 1:]
+        return TuckerTensor(shape, params)
+
+    @classmethod
+    def from_tensorly(cls, obj):
+        core, factors = obj
+        core, factors = to_numpy(core), [to_numpy(f) for f in factors]
+        if any(np.ndim(f) != 2 for f in factors):
+            raise ValueError("obj: expected 2-D Tucker factors (I_n, R_n), got shapes "
+                             f"{[np.shape(f) for f in factors]}")
+        if len(factors) != np.ndim(core):
+            raise ValueError(f"obj: a core of {np.ndim(core)} modes needs {np.ndim(core)} "
+                             f"factors, got {len(factors)}")
+        return cls(tuple(f.shape[0] for f in factors), [core] + factors)
+
     def reconstruct(self):
         n = self.ndim
         ranks = string.ascii_uppercase[:n]
@@ -73,10 +119,11 @@ class TuckerTensor(LowRankTensor):
         return out
 
     @classmethod
-    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100):
+    def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100, dtype=None):
         shape = np.shape(tensor)
         ranks = cls.normalize_rank(shape, rank)
-        return cls(shape, tucker_start(tensor, ranks, mask=mask, n_iter_max=n_iter_max, seed=seed))
+        params = tucker_start(tensor, ranks, mask=mask, n_iter_max=n_iter_max, seed=seed)
+        return cls(shape, [p.to(data_dtype(tensor, dtype)) for p in params])
 
     def _to_tensorly(self, params):
         return tl.tucker_tensor.TuckerTensor((params[0], params[1:]))

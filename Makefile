@@ -13,14 +13,17 @@ $(BIN)/bayestensor: pyproject.toml
 	$(BIN)/pip install -q -e ".[test,images,ray]"
 	touch $(BIN)/bayestensor
 
-.PHONY: install demo test clean
+.PHONY: install demo test pyro-port clean
 install: $(BIN)/bayestensor
 
 demo: install
 	$(BIN)/bayestensor demo
 
 test: install  # every test, the slow ones (marked `slow`) included
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "not pyro_port"
+
+pyro-port: install  # the full port of Pyro's known-answer tests (about an hour on 2 cores)
+	$(BIN)/python -m pytest -q -m pyro_port tests/pyro_suite
 
 clean:
 	rm -rf $(VENV) build *.egg-info

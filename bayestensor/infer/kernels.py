@@ -52,7 +52,7 @@ class Kernel:
             return torch.full(r.shape[:1], float(self.bandwidth), dtype=r.dtype, device=r.device)
         n = r.shape[-1]
         i, j = _pair_sample(n, r.device)
-        med = r[:, i, j].median(dim=-1).values if i.numel() else torch.ones(r.shape[0])
+        med = r[:, i, j].median(dim=-1).values if i.numel() else r.new_ones(r.shape[0])
         return (med / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
 
 

@@ -16,6 +16,7 @@ mini-batches scaled by N/B. :class:`LogDensity` does this for any model with con
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -47,6 +48,22 @@ class Site:
         return math.prod(self.unconstrained_shape)
 
 
+def site_dtype(fn) -> torch.dtype:
+    """The floating dtype of a distribution's values (its first floating parameter's), so a
+    float64 model is sampled in float64; the default dtype when it has no tensor parameter."""
+    inner = []
+    for value in vars(fn).values():
+        if torch.is_tensor(value) and value.is_floating_point():
+            return value.dtype
+        if isinstance(value, torch.distributions.Distribution):
+            inner.append(value)  # e.g. an Independent's or a LogNormal's base distribution
+    for dist in inner:
+        dtype = site_dtype(dist)
+        if dtype != torch.get_default_dtype():
+            return dtype
+    return torch.get_default_dtype()
+
+
 class _InitValues(poutine.messenger.Messenger):
     """Sets latent values in the prototype trace without sampling from the prior.
 
@@ -65,15 +82,17 @@ class _InitValues(poutine.messenger.Messenger):
             return
         if msg["fn"].support.is_discrete:
             value = msg["fn"].sample()  # rejected by LogDensity right after the trace
-        elif msg["name"] in self.values:
-            value = torch.as_tensor(self.values[msg["name"]], dtype=torch.get_default_dtype(),
-                                    device=self.device)
+            msg["value"], msg["done"] = value.detach(), True
+            return
+        fn = msg["fn"]
+        dtype = site_dtype(fn)
+        if msg["name"] in self.values:
+            value = torch.as_tensor(self.values[msg["name"]], dtype=dtype, device=self.device)
         else:
-            fn = msg["fn"]
             shape = fn.batch_shape + fn.event_shape
             t = biject_to(fn.support)
             u_shape = t.inverse_shape(shape)
-            u = (torch.rand(u_shape, generator=self.generator, device=self.device)
+            u = (torch.rand(u_shape, generator=self.generator, dtype=dtype, device=self.device)
                  * (2 * INIT_RADIUS) - INIT_RADIUS)
             value = t(u)
         msg["value"] = value.detach()
@@ -155,6 +174,9 @@ class LogDensity:
             raise ValueError(f"init: {unknown} are not latent sites of the model; its latent "
                              f"sites are {self.site_names}")
         self.dim = offset
+        #: One dtype for the flat vector: float64 when any site is float64.
+        self.dtype = functools.reduce(torch.promote_types,
+                                      (v.dtype for v in self.init_constrained.values()))
         self._vmap_ok: bool | None = None
 
     # --- layout -----------------------------------------------------------------------------
@@ -167,7 +189,7 @@ class LogDensity:
         parts = []
         batch = None
         for s in self.sites:
-            v = torch.as_tensor(values[s.name], dtype=torch.get_default_dtype())
+            v = torch.as_tensor(values[s.name], dtype=self.dtype)
             u = s.transform.inv(v)
             b = u.shape[: u.ndim - len(s.unconstrained_shape)]
             batch = b if batch is None else batch
@@ -198,6 +220,7 @@ class LogDensity:
         theta = theta0.expand(num_chains, self.dim).clone()
         if jitter > 0:
             theta = theta + jitter * torch.randn(theta.shape, generator=self.generator,
+                                                 dtype=theta.dtype,
                                                  device=self.device)
         return theta
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -31,7 +32,7 @@ import torch
 
 from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
-from bayestensor.infer.baselines import map_fit, nuts_fit, vi_fit
+from bayestensor.infer.baselines import MAX_ROUNDS, NotConvergedWarning, map_fit, nuts_fit, vi_fit
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.driver import Run
@@ -162,11 +163,47 @@ def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,
     return run.run(start())
 
 
-def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold) -> torch.Tensor:
-    """``(1, D)``: the MAP from the model's starting point (a sampler's start)."""
-    theta, _ = map_fit(target, target.init_theta(1), num_steps=map_steps,
-                       batch_size=job.batch_size, progress=job.progress, hold=map_hold)
-    return theta
+def _map_rounds(job: Job) -> int:
+    """Runs a MAP fit may take (see ``map_fit``): one for a built-in model, whose start is built
+    from the data near its optimum and whose step budget its tests and studies were set with
+    (the convergence rule still warns); up to ``MAX_ROUNDS`` for a user's model."""
+    return 1 if job.model is not None else MAX_ROUNDS
+
+
+def _unbounded_sites(job: Job) -> list[str]:
+    """Sites whose MAP sits on a support boundary by design: a built-in model's slice scales
+    (a slice switched off by the shrinkage prior has scale 0), exempt from the MAP's
+    convergence rule."""
+    prior = job.model.low_rank_prior if job.model is not None else None
+    return list(prior.hyper_sites) if prior is not None else []
+
+
+def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
+               method: str) -> torch.Tensor:
+    """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start.
+
+    A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
+    0.7) whose density rises to its boundary, or an optimum out of reach) is a poor start, and
+    a warning names the sites. A user's model then starts from prior draws instead. A built-in
+    model keeps the MAP point: its start is built from the data, and its vague hyperpriors
+    make prior draws a worse start.
+    """
+    theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
+                           batch_size=job.batch_size, progress=job.progress, hold=map_hold,
+                           unbounded_sites=_unbounded_sites(job), warn=False,
+                           max_rounds=_map_rounds(job))
+    job.info.update(map_steps=trace["steps"], map_converged=trace["converged"])
+    if trace["converged"]:
+        return theta.expand(num_points, -1).clone()
+    instead = "starting from prior draws instead" if job.model is None else \
+        "starting there anyway (raise map_steps)"
+    warnings.warn(f"{method}: the MAP start did not converge in {trace['steps']} steps (sites "
+                  f"{trace['moving_sites']} were still moving: no interior mode, or an optimum "
+                  f"out of reach); {instead}", NotConvergedWarning, stacklevel=4)
+    if job.model is not None:
+        return theta.expand(num_points, -1).clone()
+    job.info["start"] = "prior draws (MAP not converged)"
+    return _prior_draws(target, num_points)
 
 
 # --- MAP, VI, NUTS ----------------------------------------------------------------------------
@@ -177,11 +214,12 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
         init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
-                           progress=job.progress, hold=map_hold)
+                           progress=job.progress, hold=map_hold,
+                           unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job))
     logp = target.log_joint(target.constrain(theta)).detach()
     best = int(logp.argmax())
     job.info.update(map_steps=trace["steps"], map_objective=trace["objective"][-1],
-                    restarts_log_joint=logp.tolist())
+                    map_converged=trace["converged"], restarts_log_joint=logp.tolist())
     stats = {"log_joint": logp[best].reshape(1, 1)}
     return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)
 
@@ -192,9 +230,10 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles) -> Pos
                                num_particles=num_particles, batch_size=job.batch_size,
                                progress=job.progress)
     eps = torch.randn((job.num_samples, loc.shape[0]), generator=target.generator,
-                      device=target.device)
+                      dtype=loc.dtype, device=target.device)
     draws = (loc + scale * eps).unsqueeze(0)  # (1, S, D)
-    job.info.update(final_elbo=trace["elbo"][-1], vi_steps=num_steps)
+    job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
+                    vi_converged=trace["converged"])
     return _to_posterior(target, draws, {}, "vi", job)
 
 
@@ -205,7 +244,7 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
                            seed=job.seed, progress=job.progress, target_accept=target_accept,
-                           max_tree_depth=max_tree_depth)
+                           max_tree_depth=max_tree_depth, batch_size=job.batch_size)
     c, s, d = draws.shape
     with torch.no_grad():
         logp = target.log_density(draws.reshape(c * s, d)).reshape(c, s)
@@ -221,7 +260,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
-                    num_warmup=warm)
+                    num_warmup=warm, floor_per_site=job.model is None)
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition)
@@ -242,16 +281,15 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         return _to_posterior(target, theta, stats, "sghmc", job, {**job.info, **run_info})
 
     def start():
-        theta0 = target.init_theta(1)
+        theta0 = target.init_theta(num_chains)
         if init_from == "map":
             # The curvature that sets the preconditioner is measured where the chains start:
             # starting at the mode makes it representative (a far start can leave it too small
             # and the chains unstable once they reach the mode).
-            theta0 = _map_start(target, job, map_steps, map_hold)
-        theta0 = theta0.expand(num_chains, -1).clone()
+            theta0 = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
-                                                        device=target.device)
+                                                        dtype=theta0.dtype, device=target.device)
         return sampler.init_state(theta0)
 
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
@@ -342,10 +380,10 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
     def start():
         if init_from == "prior":
             return sampler.init_state(_prior_draws(target, num_particles))
-        theta = _map_start(target, job, map_steps, map_hold)
-        noise = torch.randn((num_particles, target.dim), generator=target.generator,
+        theta = _map_start(target, job, map_steps, map_hold, num_particles, "svgd")
+        noise = torch.randn(theta.shape, generator=target.generator, dtype=theta.dtype,
                             device=target.device)
-        return sampler.init_state(theta.expand(num_particles, -1) + init_jitter * noise)
+        return sampler.init_state(theta + init_jitter * noise)
 
     settings = dict(lr=lr, kernel=kernel_name(kernel), blocks=block_name, optimizer=optimizer,
                     final_lr_ratio=final_lr_ratio)

@@ -29,10 +29,19 @@ PROBE_CHAINS = 32
 MIN_PROBES = 4
 #: Independent mini-batches whose gradient variance estimates ``beta_hat``.
 NOISE_BATCHES = 4
-#: Hutchinson estimates of weakly curved coordinates are noisy (off-diagonal terms): the
-#: curvature is floored at this fraction of its median, keeping any coordinate's step within
-#: 1000x of the median one.
+#: Hutchinson estimates of weakly curved coordinates are noisy (off-diagonal terms): each
+#: coordinate's curvature is floored at this fraction of a median, keeping its step within
+#: 1000x of the median one. For a user's model the median is over the coordinate's own site:
+#: a hyperparameter 1000x flatter than thousands of well-determined locals (a hierarchical
+#: model) must keep its own, larger step. For a built-in low-rank model it is over the whole
+#: vector: its factor sites are coupled through one product, and a factor that is flat at the
+#: start (a padded slice, constant data) is steep once the others move.
 PRECOND_FLOOR = 1e-3
+#: ... and never below this absolute curvature: a step scale of at most 10 unconstrained
+#: units. In the tails of a density the curvature vanishes (the logit of a Beta(0.3, 0.7)),
+#: and an unbounded ``P`` would throw a chain to where its constrained value rounds to the
+#: support's boundary and stays.
+MIN_CURVATURE = 1e-2
 #: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
 LATE_ESTIMATE_WEIGHT = 2
 
@@ -141,8 +150,8 @@ class SGHMC:
       ``precondition=True`` it is ``1 / |diag H|``, the inverse magnitude of the diagonal of
       the Hessian of the negative log density, estimated by Hutchinson's method (Rademacher
       probes, Hessian-vector products) at the chains' current positions at the start and at
-      the :class:`Warmup` adaptation steps, averaged, floored at ``PRECOND_FLOOR`` of its
-      median, and frozen after burn-in. This makes ``lr`` dimensionless
+      the :class:`Warmup` adaptation steps, averaged, floored at ``PRECOND_FLOOR`` of the
+      median over each site (or the whole vector, ``floor_per_site``) and at ``MIN_CURVATURE``, and frozen after burn-in. This makes ``lr`` dimensionless
       (``lr * P * H ≈ lr`` for a Gaussian) and the sampled chain keeps a fixed mass matrix,
       so the usual SGHMC guarantees hold.
 
@@ -169,6 +178,9 @@ class SGHMC:
         the model scales its likelihood itself (``pyro.plate(name, N, subsample_size=B)``).
     num_warmup : int
         Burn-in steps: the :class:`Warmup` schedule of learning-rate ramp and adaptation.
+    floor_per_site : bool
+        Floor the curvature per site (a user's model) or over the whole vector (a built-in
+        low-rank model); see ``PRECOND_FLOOR``.
     """
 
     name = "sghmc"
@@ -176,7 +188,7 @@ class SGHMC:
     def __init__(self, target: LogDensity, lr: float = 0.01, friction: float = 0.1,
                  noise_estimate: float = 0.0, precondition: bool = True,
                  batch_size: int | None = None, batches: Iterable | None = None,
-                 num_warmup: int = 0):
+                 num_warmup: int = 0, floor_per_site: bool = True):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -189,6 +201,7 @@ class SGHMC:
         self.lr, self.friction = float(lr), float(friction)
         self.noise_estimate = noise_estimate if noise_estimate == "auto" else float(noise_estimate)
         self.precondition = bool(precondition)
+        self.floor_per_site = bool(floor_per_site)
         self.warmup = Warmup(int(num_warmup))
         self.generator = target.generator
 
@@ -207,10 +220,15 @@ class SGHMC:
         variance = grads.var(0).mean(0)
         return (0.5 * self.lr * precond * variance).clamp(max=0.5 * self.friction)
 
-    @staticmethod
-    def _precond_from(curvature: torch.Tensor) -> torch.Tensor:
-        floor = PRECOND_FLOOR * curvature.median().clamp_min(torch.finfo(curvature.dtype).tiny)
-        return 1.0 / curvature.clamp_min(floor)
+    def _precond_from(self, curvature: torch.Tensor) -> torch.Tensor:
+        """``1 / curvature``, the curvature floored (see ``PRECOND_FLOOR``, ``MIN_CURVATURE``)."""
+        tiny = torch.finfo(curvature.dtype).tiny
+        spans = ([slice(s.offset, s.offset + s.size) for s in self.target.sites]
+                 if self.floor_per_site else [slice(None)])
+        floor = torch.empty_like(curvature)
+        for span in spans:
+            floor[span] = PRECOND_FLOOR * curvature[span].median().clamp_min(tiny)
+        return 1.0 / curvature.clamp_min(floor).clamp_min(MIN_CURVATURE)
 
     def init_state(self, theta: torch.Tensor) -> SGHMCState:
         """State at ``theta`` ``(C, D)`` with velocities drawn from ``N(0, lr * P)``."""

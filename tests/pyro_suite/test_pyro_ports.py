@@ -497,15 +497,16 @@ def check_gaussian_chain(post, method, fx: GaussianChain):
 
 
 def _chain_params():
-    out = []
-    for fx in GAUSSIAN_CHAINS:
-        for method in ("nuts", "sghmc", "vi", "map"):
-            marks = []
-            if method == "vi" and fx.meanfield_misses():
-                marks = [pytest.mark.xfail(strict=True, reason="correlated posterior: "
-                                           "mean-field cannot represent")]
-            out.append(pytest.param(fx, method, id=f"{fx.id}-{method}", marks=marks))
-    return out
+    reason = "correlated posterior: mean-field cannot represent"
+    return [_case(fx, method, f"{fx.id}-{method}", reason if fx.meanfield_misses() else None)
+            for fx in GAUSSIAN_CHAINS for method in ("nuts", "sghmc", "vi", "map")]
+
+
+def _case(case, method: str, case_id: str, vi_reason: str | None):
+    """One ``(case, method)`` parameter; VI is a strict xfail, with ``vi_reason``, where given."""
+    marks = ([pytest.mark.xfail(strict=True, reason=vi_reason)]
+             if method == "vi" and vi_reason else [])
+    return pytest.param(case, method, id=case_id, marks=marks)
 
 
 @port
@@ -817,10 +818,7 @@ def _inference_params():
         for method in ("nuts", "sghmc", "vi", "map"):
             if method == "map" and name in TWO_PARAM:
                 continue  # the answer is a Gamma/Beta shape, not a mode
-            marks = []
-            if method == "vi" and name in VI_NOT_REPRESENTABLE:
-                marks = [pytest.mark.xfail(strict=True, reason=VI_NOT_REPRESENTABLE[name])]
-            out.append(pytest.param(name, method, id=f"{name}-{method}", marks=marks))
+            out.append(_case(name, method, f"{name}-{method}", VI_NOT_REPRESENTABLE.get(name)))
     return out
 
 

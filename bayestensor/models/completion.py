@@ -168,7 +168,8 @@ class TensorCompletion(BayesModel):
             dense[idx] = self._y.double().numpy()
             mask[idx] = True
             tensor = cls.from_tensor(dense, ranks, mask=mask, seed=seed,
-                                     n_iter_max=INIT_ALS_ITERATIONS)
+                                     n_iter_max=INIT_ALS_ITERATIONS,
+                                     dtype=torch.get_default_dtype())
         elif init == "svd" and cls.format_name == "cp":
             tensor = cls.from_entries(obs.indices, self._y, self.shape, ranks, seed=seed)
         else:

@@ -406,7 +406,8 @@ class TensorRegression(BayesModel):
                                   [torch.as_tensor(f, dtype=torch.float32) for f in factors])
             else:
                 tensor = cls.from_tensor(w0.numpy(), ranks, seed=seed,
-                                         n_iter_max=INIT_ALS_ITERATIONS)
+                                         n_iter_max=INIT_ALS_ITERATIONS,
+                                         dtype=torch.get_default_dtype())
         else:
             scale = float(w0.std()) if float(w0.std()) > 0 else 1.0 / math.sqrt(self.n_features)
             tensor = cls.random(self.weight_shape, ranks, scale=scale, seed=seed)

@@ -147,6 +147,18 @@ def check_modes(fmt: str, shape: Sequence[int]) -> None:
                          f"structure), got {tuple(shape)}")
 
 
+def tensorly_pair(obj, first: str, second: str) -> tuple:
+    """``(first, second)`` from a TensorLy CP/Tucker object or a plain pair, or a ``ValueError``
+    naming ``obj`` and the layout expected (a TensorLy object unpacks as the pair)."""
+    try:
+        a, b = obj
+        iter(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"obj: expected a TensorLy decomposition or a ({first}, {second}) "
+                         f"pair, got {type(obj).__name__}") from None
+    return a, b
+
+
 class LowRankTensor:
     """Base class of the low-rank formats (CP, Tucker, TT, TT-matrix).
 

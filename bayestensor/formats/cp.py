@@ -10,7 +10,7 @@ import torch
 
 from bayestensor.checks import rank_value
 from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor, check_modes,
-                                      data_dtype, to_numpy)
+                                      data_dtype, tensorly_pair, to_numpy)
 from bayestensor.formats.decompose import cp_from_entries, cp_start
 
 
@@ -145,7 +145,7 @@ class CPTensor(LowRankTensor):
 
     @classmethod
     def from_tensorly(cls, obj):
-        weights, factors = obj
+        weights, factors = tensorly_pair(obj, "weights", "factors")
         factors = [to_numpy(f) for f in factors]
         shape = tuple(f.shape[0] for f in factors) if all(np.ndim(f) == 2 for f in factors) \
             else ()

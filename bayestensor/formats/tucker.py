@@ -9,7 +9,8 @@ import tensorly as tl
 import torch
 
 from bayestensor.checks import rank_value
-from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes, data_dtype, to_numpy
+from bayestensor.formats.base import (LowRankTensor, ParamSpec, check_modes, data_dtype,
+                                     tensorly_pair, to_numpy)
 from bayestensor.formats.decompose import tucker_start
 
 
@@ -90,7 +91,7 @@ class TuckerTensor(LowRankTensor):
 
     @classmethod
     def from_tensorly(cls, obj):
-        core, factors = obj
+        core, factors = tensorly_pair(obj, "core", "factors")
         core, factors = to_numpy(core), [to_numpy(f) for f in factors]
         if any(np.ndim(f) != 2 for f in factors):
             raise ValueError("obj: expected 2-D Tucker factors (I_n, R_n), got shapes "

@@ -513,3 +513,9 @@ def test_numpy_parameters_are_converted_keeping_float64(fmt):
     assert ints.params[0].dtype == torch.get_default_dtype()
     with pytest.raises(ValueError, match="params: expected a list of arrays"):
         type(x)(x.shape, numpy_params[0])
+
+
+@pytest.mark.parametrize("cls", [CPTensor, TuckerTensor])
+def test_from_tensorly_refuses_what_is_not_a_pair(cls):
+    with pytest.raises(ValueError, match=r"obj: expected a TensorLy decomposition"):
+        cls.from_tensorly("abc")

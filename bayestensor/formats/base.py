@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import tensorly as tl
 import torch
 
 from bayestensor.checks import positive_int
@@ -116,6 +117,11 @@ def to_numpy(value):
     if type(value).__module__.split(".")[0] == "cupy":  # np.asarray refuses device arrays
         return value.get()
     return np.asarray(value)
+
+
+def backend_array(value: torch.Tensor):
+    """A copy of ``value`` as an array of TensorLy's current backend, on the CPU."""
+    return tl.tensor(value.detach().cpu().numpy().copy())
 
 
 def data_dtype(tensor, dtype=None) -> torch.dtype:
@@ -528,6 +534,10 @@ class LowRankTensor:
     def to_tensorly(self):
         """The same tensor as a TensorLy decomposition object (single sample only).
 
+        Its arrays belong to TensorLy's current backend (NumPy arrays by default, CPU torch
+        tensors after ``tl.set_backend("pytorch")`` or ``import tltorch``), copies of the
+        parameters in their dtype, so ``tl.cp_to_tensor`` and friends take it as it is.
+
         Raises
         ------
         ValueError
@@ -536,9 +546,9 @@ class LowRankTensor:
         if self.batch_shape:
             raise ValueError("to_tensorly: expected a single sample, got batch_shape "
                              f"{self.batch_shape}; use .sample(i)")
-        return self._to_tensorly([p.detach().cpu().numpy() for p in self.params])
+        return self._to_tensorly([backend_array(p) for p in self.params])
 
-    def _to_tensorly(self, params: list[np.ndarray]):
+    def _to_tensorly(self, params: list):
         raise NotImplementedError
 
     def __repr__(self) -> str:

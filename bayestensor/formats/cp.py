@@ -10,7 +10,7 @@ import torch
 
 from bayestensor.checks import rank_value
 from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor, check_modes,
-                                      data_dtype, tensorly_pair, to_numpy)
+                                      backend_array, data_dtype, tensorly_pair, to_numpy)
 from bayestensor.formats.decompose import cp_from_entries, cp_start
 
 
@@ -208,6 +208,7 @@ class CPTensor(LowRankTensor):
                                                  ridge=ridge, seed=seed, chunk=chunk))
 
     def _to_tensorly(self, factors):
-        weights = (np.ones(factors[0].shape[1]) if self._weights is None
-                   else self._weights.detach().cpu().numpy())
-        return tl.cp_tensor.CPTensor((weights, factors))
+        weights = self._weights
+        if weights is None:
+            weights = torch.ones(self.ranks[0], dtype=self.params[0].dtype)
+        return tl.cp_tensor.CPTensor((backend_array(weights), factors))

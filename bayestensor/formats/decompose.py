@@ -17,7 +17,8 @@ an optimizer or sampler started here can grow the slice where the data need it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorly as tl
@@ -35,6 +36,23 @@ ALS_JITTER = 1e-10
 #: entries, a constant tensor): small enough to leave a well-posed fit unchanged.
 CP_RETRY_RIDGE = 1e-6
 
+
+
+@contextmanager
+def numpy_backend() -> Iterator[None]:
+    """TensorLy's NumPy backend in this thread only, the previous backend restored after.
+
+    ``tl.backend_context`` would switch every thread's default backend for the duration and
+    set the global default again on the way out; this touches the calling thread alone, so a
+    user's backend (``import tltorch`` selects PyTorch) is the same before and after, in this
+    thread and in any other.
+    """
+    previous = tl.get_backend()
+    tl.set_backend("numpy", local_threadsafe=True)
+    try:
+        yield
+    finally:
+        tl.set_backend(previous, local_threadsafe=True)
 
 def fill_missing(tensor, mask) -> torch.Tensor:
     """Dense float64 tensor with unobserved entries replaced by the observed mean."""
@@ -97,7 +115,7 @@ def cp_als(tensor: np.ndarray, rank: int, *, init: str = "svd", mask=None,
     """
     m = None if mask is None else np.asarray(mask, dtype=bool)
     ridge = CP_RETRY_RIDGE * max(float(np.mean(np.square(tensor))), ALS_JITTER)
-    with tl.backend_context("numpy"):
+    with numpy_backend():
         try:
             weights, factors = tl.decomposition.parafac(
                 tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
@@ -186,7 +204,7 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
     if not np.any(data):
         core, factors = np.zeros(usable), [np.eye(s)[:, :u] for s, u in zip(data.shape, usable)]
     else:
-        with tl.backend_context("numpy"):
+        with numpy_backend():
             core, factors = tl.decomposition.tucker(
                 tl.tensor(data), rank=usable, init="svd", mask=m, n_iter_max=n_iter_max,
                 random_state=seed)
@@ -207,7 +225,7 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
 def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
     """TT cores float64 from TensorLy's TT-SVD of mean-filled data, padded and balanced."""
     data = fill_missing(tensor, mask).numpy()
-    with tl.backend_context("numpy"):
+    with numpy_backend():
         tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
     return pad_tt_cores([np.asarray(c) for c in tt.factors], ranks, seed)
 
@@ -215,7 +233,7 @@ def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[
 def ttm_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
     """TT-matrix cores float64 from TensorLy's ``tensor_train_matrix``, padded and balanced."""
     data = fill_missing(tensor, mask).numpy()
-    with tl.backend_context("numpy"):
+    with numpy_backend():
         ttm = tl.decomposition.tensor_train_matrix(tl.tensor(data), rank=[1, *ranks, 1])
     return pad_tt_cores([np.asarray(c) for c in ttm.factors], ranks, seed)
 

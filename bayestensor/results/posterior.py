@@ -15,42 +15,10 @@ from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
 from bayestensor.results import arviz_adapter
+from bayestensor.results.quantiles import normal_mixture_quantiles
 
 #: Methods whose draws form Markov chains (R-hat and ESS apply).
 MARKOV_METHODS = {"sghmc", "nuts"}
-
-
-def normal_mixture_quantiles(mu: torch.Tensor, sd: torch.Tensor, probs, iters: int = 60):
-    """Quantiles of the equal-weight mixture ``mean_s Normal(mu[s], sd[s])`` per column.
-
-    Parameters
-    ----------
-    mu : (S, n) tensor
-    sd : (S,) or (S, n) tensor
-    probs : sequence of float
-
-    Bisection on the mixture CDF; exact up to ``range / 2**iters`` and deterministic, unlike
-    quantiles of random draws.
-    """
-    mu = mu.double()
-    sd = torch.as_tensor(sd, dtype=torch.float64)
-    if sd.ndim == 1:
-        sd = sd.unsqueeze(-1)
-    sd = sd.clamp_min(1e-300)
-    normal = torch.distributions.Normal(0.0, 1.0)
-    spread = 12.0 * sd.max()
-    out = []
-    for p in probs:
-        lo = mu.min(0).values - spread
-        hi = mu.max(0).values + spread
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            cdf = normal.cdf((mid - mu) / sd).mean(0)
-            below = cdf < p
-            lo = torch.where(below, mid, lo)
-            hi = torch.where(below, hi, mid)
-        out.append(0.5 * (lo + hi))
-    return out
 
 
 @dataclass

@@ -24,7 +24,13 @@ from bayestensor.dynamics import (FALinear, FactorizationLearner, FactorizationP
                                   train_decomposition, train_diagonal, train_factorization,
                                   train_factorization_autograd, wilson_interval)
 from bayestensor.cli.dynamics import dynamics
+from bayestensor.dynamics.compare import (MIN_BOOTSTRAP_N, ComparisonResult, mean_interval,
+                                          t_interval)
+from bayestensor.dynamics.studies import Trace
 from bayestensor.formats import CPTensor
+from bayestensor.viz.dynamics import plot_bands
+from bayestensor.viz.report import bands_figure
+from scipy import stats
 
 torch.set_num_threads(1)
 
@@ -215,31 +221,130 @@ def test_compare_structure_and_interval_sanity():
     assert np.ptp(fixed.dataset["ey_error"].values) == 0
 
 
-def test_binomial_and_bootstrap_intervals():
+def test_wilson_matches_scipy_and_the_hand_formula():
+    # hand-computed Wilson score interval at k = 7, n = 10, 95%
+    k, n, z = 7, 10, stats.norm.ppf(0.975)
+    p_hat = k / n
+    centre = (p_hat + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p_hat * (1 - p_hat) / n + z**2 / (4 * n**2))
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(centre - half, abs=1e-12)
+    assert hi == pytest.approx(centre + half, abs=1e-12)
+    assert (lo, hi) == pytest.approx((0.396778147461145, 0.892208732593699), abs=1e-12)
+    for k, n, level in [(0, 10, 0.95), (10, 10, 0.9), (3, 12, 0.8), (1, 2, 0.95)]:
+        ref = stats.binomtest(k, n).proportion_ci(level, method="wilson")
+        assert wilson_interval(k, n, level) == pytest.approx((ref.low, ref.high), abs=1e-12)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    lo, hi = wilson_interval(5, 10)
-    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    lo, hi = clopper_pearson_interval(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)
-    cp = clopper_pearson_interval(3, 12)
-    wl = wilson_interval(3, 12)
+    assert all(math.isnan(b) for b in wilson_interval(0, 0))
+
+
+def test_clopper_pearson_matches_beta_quantiles():
+    for k, n, level in [(0, 10, 0.95), (3, 12, 0.95), (12, 12, 0.9), (5, 9, 0.8)]:
+        a = 1 - level
+        lo = 0.0 if k == 0 else stats.beta.ppf(a / 2, k, n - k + 1)
+        hi = 1.0 if k == n else stats.beta.ppf(1 - a / 2, k + 1, n - k)
+        assert clopper_pearson_interval(k, n, level) == pytest.approx((lo, hi), abs=1e-12)
+    assert clopper_pearson_interval(0, 10)[1] == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)
+    cp, wl = clopper_pearson_interval(3, 12), wilson_interval(3, 12)
     assert cp[0] <= wl[0] and wl[1] <= cp[1]  # exact interval is the more conservative here
+
+
+def test_bootstrap_is_scipy_bca_and_refuses_few_values():
+    v = np.random.default_rng(0).lognormal(0.0, 1.0, 40)
+    ref = stats.bootstrap((v,), np.mean, n_resamples=2000, confidence_level=0.9, method="BCa",
+                          rng=np.random.default_rng(3)).confidence_interval
+    assert bootstrap_interval(v, level=0.9, seed=3) == (ref.low, ref.high)
+    # against normal theory on a large symmetric sample
     v = np.random.default_rng(0).normal(2.0, 1.0, 400)
     lo, hi = bootstrap_interval(v, seed=1)
-    half = 1.96 * v.std(ddof=1) / math.sqrt(v.size)
     assert lo < v.mean() < hi
-    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
-    assert bootstrap_interval([3.0]) == (3.0, 3.0)
-    assert all(math.isnan(b) for b in bootstrap_interval([np.nan]))
+    assert (hi - lo) / 2 == pytest.approx(1.96 * v.std(ddof=1) / math.sqrt(v.size), rel=0.15)
+    # too few values: no bootstrap interval at all (never [min, max] under a 95% label)
+    assert all(math.isnan(b) for b in bootstrap_interval([1.0, 2.0, 4.0]))
+    assert bootstrap_interval([3.0] * MIN_BOOTSTRAP_N) == (3.0, 3.0)
+    assert all(math.isnan(b) for b in bootstrap_interval([np.nan] * 12))
+
+
+def test_few_seeds_get_a_student_t_interval():
+    lo, hi = t_interval([1.0, 2.0, 4.0], 0.95)
+    half = 4.302652729749464 * np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3)  # t_{2, 0.975}
+    assert (lo, hi) == pytest.approx((7 / 3 - half, 7 / 3 + half), abs=1e-9)
+    assert lo < 1.0 and hi > 4.0  # wider than [min, max]: three seeds say little
+    assert mean_interval([1.0, 2.0, 4.0])[2] == "student t"
+    assert mean_interval(np.arange(MIN_BOOTSTRAP_N, dtype=float))[2] == "bootstrap BCa"
+    lo, hi, how = mean_interval([5.0])
+    assert math.isnan(lo) and math.isnan(hi) and how == "none (n < 2)"
 
 
 # --- Bayesian reference -----------------------------------------------------------------------
 def test_bayes_reference_finds_rank_and_sits_near_eckart_young():
     y = low_rank_matrix(20, 15, 3, seed=0)
     out = bayes_factorization(y, 5, seed=0, num_samples=150, num_warmup=150)
-    assert out["final"]["effective_rank"] == 3
-    assert out["final"]["error"] < 0.02
+    final = out["final"]
+    assert final["effective_rank"] == 3
+    assert final["error"] < 0.02
     assert out["posterior"].num_draws == 150
+    # the credible ball, recomputed with NumPy from the draws
+    s = out["posterior"].samples
+    sd = float(y.std())
+    draws = np.einsum("csik,csjk->csij", s["X.factor0"].double().numpy(),
+                      s["X.factor1"].double().numpy()).reshape(-1, 20, 15) * sd
+    mean = draws.mean(0)
+    u, sv, vh = np.linalg.svd(y.numpy(), full_matrices=False)
+    y_opt = (u[:, :5] * sv[:5]) @ vh[:5]
+    norm = np.linalg.norm(y.numpy())
+    dist = np.linalg.norm(y_opt - mean) / norm
+    radius = np.quantile(np.linalg.norm((draws - mean).reshape(150, -1), axis=1), 0.9) / norm
+    assert final["optimum_distance"] == pytest.approx(dist, rel=1e-6)
+    assert final["credible_radius"] == pytest.approx(radius, rel=1e-6)
+    assert final["optimum_in_credible"] == float(dist <= radius)
+    # a posterior mean cannot reach the point-estimate tolerance; the posterior rule applies
+    problem = FactorizationProblem(n=20, m=15, rank=3, r=5)
+    assert final["excess"] > problem.tol
+    assert problem.success(final) == (dist <= radius)
+
+
+def test_success_rule_follows_what_a_learner_produces():
+    problem = FactorizationProblem()
+    assert problem.success({"excess": 1e-8}) and not problem.success({"excess": 1e-3})
+    posterior = {"excess": 1e-3, "optimum_in_credible": 1.0}
+    assert problem.success(posterior)
+    assert not problem.success({**posterior, "optimum_in_credible": 0.0})
+    assert "posteriors" in problem.success_rule and "point estimates" in problem.success_rule
+
+
+def _draw_and_step_result(ey_defined: bool) -> ComparisonResult:
+    nan = float("nan")
+    ratio = [1.5, 1.2, 1.1] if ey_defined else [nan, nan, nan]
+    traces = {}
+    for s in (0, 1, 2):
+        traces[("GD", s)] = Trace(np.array([0, 500, 1000]),
+                                  {"error": np.array([1.0, 0.1, 0.01]) * (1 + s),
+                                   "ey_ratio": np.array(ratio)}, {"excess": 1e-9})
+        traces[("Bayes", s)] = Trace(np.arange(4), {"error": np.full(4, 0.02 * (1 + s))},
+                                     {"excess": 1e-4, "optimum_in_credible": 1.0}, unit="draw")
+    return ComparisonResult.from_traces(traces, ["GD", "Bayes"], [0, 1, 2],
+                                        FactorizationProblem().success)
+
+
+def test_draws_get_their_own_axis_and_undefined_metrics_no_panel():
+    res = _draw_and_step_result(ey_defined=False)
+    assert res.step_units == {"GD": "step", "Bayes": "draw"}
+    data = res.to_dict()
+    json.dumps(data, allow_nan=False)
+    assert data["step_units"] == {"GD": "step", "Bayes": "draw"}
+    assert set(data["bands"]["metrics"]) == {"error"}  # ey_ratio all NaN: no band, no panel
+    assert set(_draw_and_step_result(ey_defined=True).to_dict()["bands"]["metrics"]) == {
+        "error", "ey_ratio"}
+    assert list(res.dataset["success"].sel(learner="Bayes").values) == [True] * 3
+    for fig in (plot_bands(res, "error"), bands_figure(data, ["error"], "t")):
+        bottom, top = fig.axes[0], fig.axes[1]
+        assert bottom.get_xlabel() == "step" and top.get_xlabel() == "draw (posterior sample)"
+        assert bottom.get_xlim()[1] >= 1000 and top.get_xlim()[1] < 10
+        assert {ln.get_label() for ln in bottom.get_lines()} == {"GD"}
+        assert {ln.get_label() for ln in top.get_lines()} == {"Bayes"}
+    summ = res.summary(["excess"])
+    assert set(summ["ci_method"]) == {"student t"}  # three seeds: never a bootstrap interval
 
 
 def test_problems_and_learners_describe_their_settings():
@@ -264,6 +369,14 @@ def test_cli_fa_vs_gd_writes_report(tmp_path):
     assert (out / "under_error.png").stat().st_size > 1000
     bad = CliRunner().invoke(dynamics, ["diagonal", "--alphas", "0,-1", "--out", str(tmp_path / "d")])
     assert bad.exit_code != 0 and "--alphas" in bad.output
+
+
+def test_cli_dynamics_defaults_its_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(dynamics, ["diagonal", "--seeds", "1", "--steps", "200", "--alphas",
+                                        "0.1", "--quiet", "--no-report"])
+    assert res.exit_code == 0, res.output
+    assert len(list(tmp_path.glob("runs/dynamics-diagonal-*/results.json"))) == 1
 
 
 def test_cli_diagonal_runs(tmp_path):

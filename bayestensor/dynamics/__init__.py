@@ -11,8 +11,9 @@
   initialization scale (Woodworth et al. 2020);
 * :mod:`~bayestensor.dynamics.bayes_reference`: the ARD posterior of the same factorization by
   SGHMC;
-* :mod:`~bayestensor.dynamics.compare`: replicates over seeds, bootstrap and binomial intervals,
-  trajectory bands, in an ``xarray.Dataset``; :mod:`~bayestensor.dynamics.studies` holds the
+* :mod:`~bayestensor.dynamics.compare`: replicates over seeds, intervals of the mean (SciPy's
+  BCa bootstrap or Student-t) and binomial intervals, trajectory bands, in an
+  ``xarray.Dataset``; :mod:`~bayestensor.dynamics.studies` holds the
   problems and learners it runs;
 * :mod:`~bayestensor.dynamics.pipelines`: the standard studies, each writing a run folder
   (figures from :mod:`~bayestensor.viz.dynamics`, Markdown from
@@ -23,7 +24,7 @@ Update rules, sources and examples: ``docs/dynamics.md``.
 
 from bayestensor.dynamics.bayes_reference import bayes_factorization, factorization_model
 from bayestensor.dynamics.compare import (ComparisonResult, bootstrap_interval, clopper_pearson_interval, compare,
-                      wilson_interval)
+                      mean_interval, t_interval, wilson_interval)
 from bayestensor.dynamics.diagonal import (DiagonalRun, kkt_residual, min_l1_interpolant, min_l2_interpolant,
                        sparse_regression, train_diagonal)
 from bayestensor.dynamics.factorization import (METRICS, RULES, FactorizationRun, eckart_young_error,
@@ -47,8 +48,8 @@ __all__ = [
     "sparse_regression", "min_l1_interpolant", "min_l2_interpolant", "kkt_residual",
     "train_diagonal", "DiagonalRun",
     "bayes_factorization", "factorization_model",
-    "compare", "ComparisonResult", "bootstrap_interval", "wilson_interval",
-    "clopper_pearson_interval",
+    "compare", "ComparisonResult", "bootstrap_interval", "t_interval", "mean_interval",
+    "wilson_interval", "clopper_pearson_interval",
     "Trace", "FactorizationProblem", "TensorProblem", "SparseRegressionProblem",
     "FactorizationLearner", "BayesReference", "OverparamLearner", "DiagonalLearner",
 ]

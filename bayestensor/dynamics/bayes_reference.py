@@ -13,8 +13,11 @@ chains start at the truncated SVD (balanced factors ``U sqrt(S)``, ``V sqrt(S)``
 draws (vague Gamma draws underflow in float32).
 
 The reference reports the error of the posterior-mean matrix, the spread of the per-draw error,
-the principal angle of the posterior mean's top-``r`` column space to the optimal one and the
-effective rank (the rank posterior's mode).
+the principal angle of the posterior mean's top-``r`` column space to the optimal one, the
+effective rank (the rank posterior's mode), and whether the Eckart-Young matrix ``Y_r`` (the best
+rank-``r`` approximation; unique when ``sigma_r > sigma_{r+1}``) lies in the posterior's
+credible ball: ``||Y_r - E[ZW]||_F`` at most the :data:`CREDIBLE_LEVEL` quantile of
+``||Z_s W_s - E[ZW]||_F`` over the draws ``s``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from bayestensor.infer import fit
 from bayestensor.priors import LowRankPrior, low_rank_tensor, noise_precision
 from bayestensor import checks as _checks
 from bayestensor.dynamics.factorization import FactorizationReference, largest_angle_to
+
+#: Level of the credible ball around the posterior mean that should hold the optimum.
+CREDIBLE_LEVEL = 0.9
 
 
 def factorization_model(y: torch.Tensor, rank: int, prior: str = "gamma",
@@ -110,6 +116,9 @@ def bayes_factorization(y, rank: int, *, seed: int = 0, num_samples: int = 200,
         ``final``: ``error`` (posterior-mean relative error), ``excess`` (over Eckart-Young,
         relative squared), ``ey_ratio``, ``draw_error_q05`` / ``draw_error_median`` /
         ``draw_error_q95`` (per-draw relative errors), ``angle_col``, ``effective_rank``,
+        ``optimum_distance`` (``||Y_r - E[ZW]|| / ||Y||``), ``credible_radius`` (the
+        :data:`CREDIBLE_LEVEL` quantile of ``||Z_s W_s - E[ZW]|| / ||Y||``),
+        ``optimum_in_credible`` (1.0 when the distance is at most the radius, else 0.0),
         ``seconds``. ``trajectory``: ``error`` of each draw (chain 0). ``steps``: draw indices.
         ``posterior``: the :class:`~bayestensor.infer.Posterior` (standardized units).
 
@@ -147,6 +156,7 @@ def bayes_factorization(y, rank: int, *, seed: int = 0, num_samples: int = 200,
     err_mean = float(torch.linalg.norm(y - mean))
     per_draw = torch.linalg.norm((y - draws).reshape(draws.shape[0], draws.shape[1], -1), dim=-1)
     per_draw = (per_draw / ref.norm).numpy()
+    optimum_distance, radius = _credible_ball(y, draws, r)
     u, _, _ = torch.linalg.svd(mean, full_matrices=False)
     q = ref.u_opt.shape[1]
     scales = [torch.linalg.norm(f0, dim=-2) * torch.linalg.norm(f1, dim=-2)]
@@ -160,10 +170,24 @@ def bayes_factorization(y, rank: int, *, seed: int = 0, num_samples: int = 200,
         "draw_error_q95": float(np.quantile(per_draw, 0.95)),
         "angle_col": largest_angle_to(u[:, :q], ref.u_opt) if q else float("nan"),
         "effective_rank": float(ranks.mode()[0]),
+        "optimum_distance": optimum_distance / ref.norm,
+        "credible_radius": radius / ref.norm,
+        "optimum_in_credible": float(optimum_distance <= radius),
         "seconds": seconds,
     }
     return {"final": final, "trajectory": {"error": per_draw[0]},
             "steps": np.arange(per_draw.shape[1]), "posterior": post}
 
 
-__all__ = ["factorization_model", "bayes_factorization"]
+def _credible_ball(y: torch.Tensor, draws: torch.Tensor, r: int) -> tuple[float, float]:
+    """Distance of the Eckart-Young matrix to the posterior mean, and the credible radius."""
+    u, s, vh = torch.linalg.svd(y, full_matrices=False)
+    y_opt = (u[:, :r] * s[:r]) @ vh[:r]
+    flat = draws.reshape(-1, *draws.shape[-2:])
+    mean = flat.mean(0)
+    dist_draws = torch.linalg.norm((flat - mean).reshape(flat.shape[0], -1), dim=-1)
+    radius = float(torch.quantile(dist_draws, CREDIBLE_LEVEL))
+    return float(torch.linalg.norm(y_opt - mean)), radius
+
+
+__all__ = ["factorization_model", "bayes_factorization", "CREDIBLE_LEVEL"]

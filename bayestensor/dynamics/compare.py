@@ -5,13 +5,17 @@
 
 * final metrics as variables named after the metric, dims ``(learner, seed)``;
 * trajectories as ``traj_<metric>``, dims ``(learner, seed, record)``, with the step numbers in
-  ``step`` ``(learner, record)`` (learners may record at different steps; NaN pads);
+  ``step`` ``(learner, record)`` (learners may record at different steps; NaN pads) and what a
+  record counts in ``step_unit`` ``(learner,)``: ``"step"`` (optimizer updates) or ``"draw"``
+  (posterior draws of a sampler);
 * ``success`` ``(learner, seed)`` from the problem's rule (or a rule given to ``compare``).
 
-Summaries: per learner and metric the mean, sd and median with a percentile-bootstrap interval
-for the mean (:func:`bootstrap_interval`); success probabilities with Wilson or Clopper-Pearson
-binomial intervals (:func:`wilson_interval`, :func:`clopper_pearson_interval`); pointwise
-trajectory bands (median and a central quantile band over seeds, :meth:`ComparisonResult.bands`).
+Summaries: per learner and metric the mean, sd and median with an interval for the mean
+(:func:`mean_interval`: SciPy's BCa bootstrap from :data:`MIN_BOOTSTRAP_N` seeds on, a Student-t
+interval below, named in the ``ci_method`` column); success probabilities with Wilson or
+Clopper-Pearson binomial intervals from :func:`scipy.stats.binomtest` (:func:`wilson_interval`,
+:func:`clopper_pearson_interval`); pointwise trajectory bands (median and a central quantile band
+over seeds, :meth:`ComparisonResult.bands`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,18 @@ INTERVAL_METHODS = ("wilson", "clopper_pearson")
 
 
 # --- interval statistics ----------------------------------------------------------------------
+#: Below this many finite replicates a bootstrap interval is not reported: the resamples of so
+#: few values barely reach beyond their range, so the "interval" is about ``[min, max]`` whatever
+#: its nominal level. :func:`mean_interval` then uses a Student-t interval instead.
+MIN_BOOTSTRAP_N = 10
+#: SciPy's bootstrap method: BCa corrects the percentile interval for the bias and skew of the
+#: resampled means, which matters for final errors spread over decades; the jackknife it needs
+#: costs ``n`` evaluations, nothing for a few dozen seeds.
+BOOTSTRAP_METHOD = "BCa"
+#: ``method`` of :func:`scipy.stats.binomtest`'s ``proportion_ci`` for each interval name.
+_BINOM_METHODS = {"wilson": "wilson", "clopper_pearson": "exact"}
+
+
 def _level(level) -> float:
     lv = _checks.positive_float("level", level)
     if not 0 < lv < 1:
@@ -41,52 +57,118 @@ def _level(level) -> float:
     return lv
 
 
+def _finite(values) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return v[np.isfinite(v)]
+
+
 def bootstrap_interval(values, *, statistic: Callable = np.mean, level: float = 0.95,
-                       n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``statistic`` over the finite entries of ``values``.
+                       n_boot: int = 2000, seed: int = 0,
+                       min_n: int = MIN_BOOTSTRAP_N) -> tuple[float, float]:
+    """BCa bootstrap interval of ``statistic`` over the finite entries of ``values``.
+
+    A thin wrapper of :func:`scipy.stats.bootstrap` (``method="BCa"``).
 
     Parameters
     ----------
     values : array_like
         Replicate values (NaN / inf are dropped).
     statistic : callable
-        Vectorized statistic taking ``axis=1`` (``np.mean``, ``np.median``).
+        Vectorized statistic taking ``axis`` (``np.mean``, ``np.median``).
     level : float
         Interval level in (0, 1).
     n_boot : int
         Bootstrap resamples.
     seed : int
         Seeds the resampling.
+    min_n : int
+        Fewest finite values for which an interval is returned (at least 2; see
+        :data:`MIN_BOOTSTRAP_N`).
 
     Returns
     -------
     (float, float)
-        Lower and upper bound; ``(nan, nan)`` without finite values, the value itself for one.
+        Lower and upper bound; ``(nan, nan)`` with fewer than ``min_n`` finite values (too few
+        for a bootstrap: use :func:`mean_interval`), the value itself when all are equal.
 
     Examples
     --------
-    >>> lo, hi = bootstrap_interval([1.0, 2.0, 3.0, 4.0], seed=0)
-    >>> lo <= 2.5 <= hi
+    >>> lo, hi = bootstrap_interval(np.arange(20.0), seed=0)
+    >>> bool(lo < 9.5 < hi)
     True
     """
     level = _level(level)
     n_boot = _checks.positive_int("n_boot", n_boot)
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    min_n = _checks.positive_int("min_n", min_n, minimum=2)
+    v = _finite(values)
+    if v.size < min_n:
         return float("nan"), float("nan")
-    if v.size == 1:
+    if np.ptp(v) == 0:  # every resample gives the same value: BCa is undefined, the answer is not
         return float(v[0]), float(v[0])
-    rng = np.random.default_rng(_checks.seed_value(seed))
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    boot = statistic(v[idx], axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(boot, [a, 1 - a])
+    res = stats.bootstrap((v,), statistic, n_resamples=n_boot, confidence_level=level,
+                          method=BOOTSTRAP_METHOD, rng=np.random.default_rng(_checks.seed_value(seed)))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean: ``mean +- t_{n-1} * sd / sqrt(n)`` over the finite values.
+
+    Assumes roughly normal replicates; with few seeds that assumption is the price of any
+    interval at all. Returns ``(nan, nan)`` with fewer than two finite values.
+
+    Examples
+    --------
+    >>> lo, hi = t_interval([1.0, 2.0, 3.0])
+    >>> round(hi - 2.0, 4)  # t_{2, 0.975} * 1 / sqrt(3)
+    2.4841
+    """
+    level = _level(level)
+    v = _finite(values)
+    if v.size < 2:
+        return float("nan"), float("nan")
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0])
+    lo, hi = stats.t.interval(level, v.size - 1, loc=v.mean(), scale=stats.sem(v))
     return float(lo), float(hi)
+
+
+def mean_interval(values, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                  min_n: int = MIN_BOOTSTRAP_N) -> tuple[float, float, str]:
+    """Interval of the mean over replicates, with the name of the method used.
+
+    BCa bootstrap (:func:`bootstrap_interval`) from ``min_n`` finite values on, a Student-t
+    interval (:func:`t_interval`) from 2 to ``min_n - 1``, none below 2.
+
+    Returns
+    -------
+    (float, float, str)
+        Lower bound, upper bound and ``"bootstrap BCa"``, ``"student t"`` or
+        ``"none (n < 2)"``.
+    """
+    v = _finite(values)
+    min_n = _checks.positive_int("min_n", min_n, minimum=2)
+    if v.size >= min_n:
+        return (*bootstrap_interval(v, level=level, n_boot=n_boot, seed=seed, min_n=min_n),
+                f"bootstrap {BOOTSTRAP_METHOD}")
+    if v.size >= 2:
+        return (*t_interval(v, level), "student t")
+    _level(level)
+    return float("nan"), float("nan"), "none (n < 2)"
+
+
+def _proportion_ci(successes, n, level, method: str) -> tuple[float, float]:
+    k, n = _binomial_args(successes, n)
+    level = _level(level)
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method=_BINOM_METHODS[method])
+    return float(ci.low), float(ci.high)
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion.
+
+    ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="wilson")``.
 
     Parameters
     ----------
@@ -99,30 +181,16 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     (float, float)
         Within [0, 1]; ``(nan, nan)`` when ``n == 0``.
     """
-    k, n = _binomial_args(successes, n)
-    level = _level(level)
-    if n == 0:
-        return float("nan"), float("nan")
-    z = stats.norm.ppf(1 - (1 - level) / 2)
-    p = k / n
-    den = 1 + z**2 / n
-    center = (p + z**2 / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
-    lo = 0.0 if k == 0 else max(0.0, center - half)  # exact at the ends (no rounding)
-    hi = 1.0 if k == n else min(1.0, center + half)
-    return lo, hi
+    return _proportion_ci(successes, n, level, "wilson")
 
 
 def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion (beta quantiles)."""
-    k, n = _binomial_args(successes, n)
-    level = _level(level)
-    if n == 0:
-        return float("nan"), float("nan")
-    a = 1 - level
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-    return lo, hi
+    """Exact (Clopper-Pearson) interval for a binomial proportion.
+
+    ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="exact")``; arguments and
+    return as :func:`wilson_interval`.
+    """
+    return _proportion_ci(successes, n, level, "clopper_pearson")
 
 
 def _binomial_args(successes, n) -> tuple[int, int]:
@@ -287,6 +355,7 @@ class ComparisonResult:
         final = {k: np.full((nl, ns), np.nan) for k in final_keys}
         traj = {k: np.full((nl, ns, n_rec), np.nan) for k in traj_keys}
         step = np.full((nl, n_rec), np.nan)
+        units = ["step"] * nl
         succ = np.zeros((nl, ns), dtype=bool)
         for i, name in enumerate(names):
             for j, s in enumerate(seeds):
@@ -300,12 +369,14 @@ class ComparisonResult:
                 if steps.size > np.isfinite(step[i]).sum():
                     step[i, :] = np.nan
                     step[i, : steps.size] = steps
+                units[i] = str(getattr(tr, "unit", "step"))
                 succ[i, j] = bool(rule(tr.final)) if rule is not None else False
         coords = {"learner": names, "seed": seeds, "record": np.arange(n_rec)}
         data = {k: (("learner", "seed"), v) for k, v in final.items()}
         for k, v in traj.items():
             data[f"traj_{k}"] = (("learner", "seed", "record"), v)
         data["step"] = (("learner", "record"), step)
+        data["step_unit"] = (("learner",), np.array(units, dtype=object))
         data["success"] = (("learner", "seed"), succ)
         ds = xr.Dataset(data, coords=coords)
         ds.attrs["success_rule"] = str(info.get("success_rule", ""))
@@ -318,6 +389,13 @@ class ComparisonResult:
     def learners(self) -> list[str]:
         """Learner names, in order."""
         return [str(v) for v in self.dataset.learner.values]
+
+    @property
+    def step_units(self) -> dict[str, str]:
+        """What each learner's records count: ``"step"`` (updates) or ``"draw"`` (posterior draws)."""
+        if "step_unit" not in self.dataset:
+            return {lrn: "step" for lrn in self.learners}
+        return dict(zip(self.learners, (str(u) for u in self.dataset["step_unit"].values)))
 
     @property
     def final_metrics(self) -> list[str]:
@@ -366,7 +444,10 @@ class ComparisonResult:
     # --- summaries ----------------------------------------------------------------------------
     def summary(self, metrics: Sequence[str] | None = None, *, level: float = 0.95,
                 n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-        """Mean, sd, median and a bootstrap interval of the mean, per learner and metric.
+        """Mean, sd, median and an interval of the mean, per learner and metric.
+
+        The interval is :func:`mean_interval`'s: a BCa bootstrap from :data:`MIN_BOOTSTRAP_N`
+        finite seeds on, a Student-t interval from 2 seeds, none for one.
 
         Parameters
         ----------
@@ -382,8 +463,8 @@ class ComparisonResult:
         Returns
         -------
         pandas.DataFrame
-            Columns ``learner, metric, n, mean, sd, median, ci_low, ci_high`` (``n`` counts the
-            finite values; NaN where there are none).
+            Columns ``learner, metric, n, mean, sd, median, ci_low, ci_high, ci_method``
+            (``n`` counts the finite values; NaN where there are none).
         """
         level = _level(level)
         metrics = self.final_metrics if metrics is None else list(metrics)
@@ -395,12 +476,12 @@ class ComparisonResult:
             for m in metrics:
                 v = np.asarray(self.dataset[m].values[i], dtype=np.float64)
                 f = v[np.isfinite(v)]
-                lo, hi = bootstrap_interval(f, level=level, n_boot=n_boot, seed=seed)
+                lo, hi, how = mean_interval(f, level=level, n_boot=n_boot, seed=seed)
                 rows.append({"learner": lrn, "metric": m, "n": int(f.size),
                              "mean": float(f.mean()) if f.size else float("nan"),
                              "sd": float(f.std(ddof=1)) if f.size > 1 else float("nan"),
                              "median": float(np.median(f)) if f.size else float("nan"),
-                             "ci_low": lo, "ci_high": hi})
+                             "ci_low": lo, "ci_high": hi, "ci_method": how})
         return pd.DataFrame(rows)
 
     def success_table(self, *, level: float = 0.95, method: str = "wilson") -> pd.DataFrame:
@@ -463,7 +544,9 @@ class ComparisonResult:
         """Every number as plain JSON-safe Python (NaN becomes ``None``).
 
         Contains the run info, per-seed final metrics and success, per-seed trajectories with
-        their steps, the summary table, the success table and the trajectory bands.
+        their steps and step units, the summary table, the success table and the trajectory
+        bands of the metrics that have a finite value somewhere (a metric undefined on this
+        problem, e.g. ``ey_ratio`` when the Eckart-Young error is zero, gets no band).
         """
         final = {lrn: {m: _clean(self.dataset[m].values[i]) for m in self.final_metrics}
                  for i, lrn in enumerate(self.learners)}
@@ -478,6 +561,8 @@ class ComparisonResult:
                 traj[lrn][m] = _clean(self.dataset[f"traj_{m}"].values[i][:, keep])
         bands = {}
         for m in self.trajectory_metrics:
+            if not np.isfinite(self.dataset[f"traj_{m}"].values).any():
+                continue
             b = self.bands(m, level=band_level)
             bands[m] = {lrn: {"median": _clean(b["median"].values[i]),
                               "lower": _clean(b["lower"].values[i]),
@@ -492,6 +577,7 @@ class ComparisonResult:
             "summary": _records(self.summary(level=level)),
             "success_summary": _records(self.success_table(level=level)),
             "trajectories": traj,
+            "step_units": self.step_units,
             "bands": {"level": band_level, "metrics": bands},
         }
 
@@ -519,5 +605,6 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return [to_jsonable(r) for r in df.to_dict(orient="records")]
 
 
-__all__ = ["compare", "ComparisonResult", "bootstrap_interval", "wilson_interval",
-           "clopper_pearson_interval", "INTERVAL_METHODS"]
+__all__ = ["compare", "ComparisonResult", "bootstrap_interval", "t_interval", "mean_interval",
+           "wilson_interval", "clopper_pearson_interval", "INTERVAL_METHODS", "MIN_BOOTSTRAP_N",
+           "BOOTSTRAP_METHOD"]

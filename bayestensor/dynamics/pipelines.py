@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayestensor.dynamics.compare import bootstrap_interval, compare
+from bayestensor.dynamics.compare import compare, mean_interval
 from bayestensor.dynamics.report import comparison_section, markdown_table, write_json
 from bayestensor.io import atomic_write
 from bayestensor.dynamics.studies import (BayesReference, DiagonalLearner, FactorizationLearner,
@@ -245,7 +245,7 @@ def run_diagonal(out, *, seeds: int = 5, n: int = 20, d: int = 50, k: int = 3, d
                   progress=progress)
     pos = res.dataset["l1_position"].values  # (A, S)
     mean = pos.mean(1)
-    lo, hi = np.array([bootstrap_interval(p) for p in pos]).T
+    lo, hi = np.array([mean_interval(p)[:2] for p in pos]).T
     fig = plots.plot_sweep(list(alphas), {f"depth {depth}": (mean, lo, hi)},
                            refs={"min-l1 interpolant": 0.0, "min-l2 interpolant": 1.0},
                            ylabel="(||b||_1 - l1 min) / (l1 of min-l2 - l1 min)",

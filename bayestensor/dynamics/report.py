@@ -10,7 +10,7 @@ import pandas as pd
 
 from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.report.sections import fmt
-from bayestensor.dynamics.compare import ComparisonResult
+from bayestensor.dynamics.compare import MIN_BOOTSTRAP_N, ComparisonResult
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -70,11 +70,13 @@ def comparison_section(result: ComparisonResult, title: str, *, metrics: Sequenc
                               ["learner", "successes", "n", "p", "ci_low", "ci_high"]))
     out.append("")
     summ = result.summary(metrics, level=level)
-    out.append(f"Final metrics: mean, sd, median and a {level:.0%} percentile-bootstrap interval "
-               "of the mean over seeds.")
+    out.append(f"Final metrics: mean, sd, median and a {level:.0%} interval of the mean over "
+               f"seeds: a BCa bootstrap (SciPy) from {MIN_BOOTSTRAP_N} seeds on, a Student-t "
+               "interval with fewer (assumes roughly normal replicates); `ci_method` names the "
+               "one used.")
     out.append("")
     out.append(markdown_table(summ, ["learner", "metric", "n", "mean", "sd", "median", "ci_low",
-                                     "ci_high"]))
+                                     "ci_high", "ci_method"]))
     out.append("")
     for caption, path in figures:
         out.append(f"![{caption}]({path})")

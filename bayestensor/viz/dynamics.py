@@ -1,7 +1,9 @@
 """Figures for the dynamics studies (matplotlib ``Figure`` objects, no pyplot state).
 
-* :func:`plot_bands`: trajectory median and quantile band over seeds, one line per learner;
-* :func:`plot_final`: per-seed final values per learner with the mean and its bootstrap interval;
+* :func:`plot_bands`: trajectory median and quantile band over seeds, one line per learner
+  (learners whose records are posterior draws on a second x-axis, "draw", at the top);
+* :func:`plot_final`: per-seed final values per learner with the mean and its interval
+  (bootstrap or Student-t, as :meth:`ComparisonResult.summary` chose);
 * :func:`plot_success`: success probability per learner with its binomial interval;
 * :func:`plot_sweep`: summaries with intervals against a swept setting (``alpha`` or ``m``), e.g.
   where the diagonal network's l1 norm sits between the minimum-l1 and minimum-l2 interpolants.
@@ -39,6 +41,10 @@ def plot_bands(result: ComparisonResult, metric: str, *, level: float = 0.8, ax=
                log: bool | None = None, learners=None, title: str | None = None) -> Figure:
     """Median trajectory of ``metric`` with its central ``level`` band over seeds.
 
+    Learners recording optimizer steps share the bottom x-axis ("step"); learners recording
+    posterior draws (a sampler reference) get a second x-axis at the top ("draw"), so draws are
+    never read as steps.
+
     Parameters
     ----------
     result : ComparisonResult
@@ -57,8 +63,10 @@ def plot_bands(result: ComparisonResult, metric: str, *, level: float = 0.8, ax=
     b = result.bands(metric, level=level)
     fig, ax = _axes(ax)
     names = result.learners if learners is None else list(learners)
-    values = []
-    for name in names:
+    units = result.step_units
+    draw_ax = None
+    values, handles = [], []
+    for k, name in enumerate(names):
         if name not in result.learners:
             raise ValueError(f"learners: unknown learner {name!r}; have {result.learners}")
         i = result.learners.index(name)
@@ -66,10 +74,17 @@ def plot_bands(result: ComparisonResult, metric: str, *, level: float = 0.8, ax=
         keep = np.isfinite(step) & np.isfinite(med)
         if not keep.any():
             continue
-        line, = ax.plot(step[keep], med[keep], label=name)
-        ax.fill_between(step[keep], b["lower"].values[i][keep], b["upper"].values[i][keep],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+        target = ax
+        if units[name] == "draw":
+            draw_ax = draw_ax if draw_ax is not None else ax.twiny()
+            target = draw_ax
+        line, = target.plot(step[keep], med[keep], color=f"C{k}", label=name)
+        target.fill_between(step[keep], b["lower"].values[i][keep], b["upper"].values[i][keep],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        handles.append(line)
         values.append(np.concatenate([b["lower"].values[i][keep], b["upper"].values[i][keep]]))
+    if draw_ax is not None:
+        draw_ax.set_xlabel("draw (posterior sample)")
     if values:
         allv = np.concatenate(values)
         allv = allv[np.isfinite(allv)]
@@ -77,7 +92,7 @@ def plot_bands(result: ComparisonResult, metric: str, *, level: float = 0.8, ax=
             log = allv.size > 0 and bool((allv > 0).all()) and allv.max() / allv.min() > 100
         if log:
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric}: median and {level:.0%} band over {len(result.dataset.seed)} seeds",
@@ -87,7 +102,11 @@ def plot_bands(result: ComparisonResult, metric: str, *, level: float = 0.8, ax=
 
 def plot_final(result: ComparisonResult, metric: str, *, ax=None, log: bool | None = None,
                level: float = 0.95, title: str | None = None) -> Figure:
-    """Per-seed final ``metric`` for each learner, with the mean and its bootstrap interval."""
+    """Per-seed final ``metric`` for each learner, with the mean and its interval.
+
+    The interval is the summary's (BCa bootstrap from enough seeds, else Student-t; none for
+    one seed); the title names the method(s) used.
+    """
     _check_result(result)
     if metric not in result.final_metrics:
         raise ValueError(f"metric: unknown final metric {metric!r}; have {result.final_metrics}")
@@ -114,7 +133,8 @@ def plot_final(result: ComparisonResult, metric: str, *, ax=None, log: bool | No
             ax.set_yscale("log")
     ax.set_xticks(range(len(result.learners)), result.learners, rotation=20, fontsize=8)
     ax.set_ylabel(metric)
-    ax.set_title(title or f"final {metric} per seed; black: mean with {level:.0%} bootstrap CI",
+    how = ", ".join(sorted(set(summ["ci_method"])))
+    ax.set_title(title or f"final {metric} per seed; black: mean with {level:.0%} interval ({how})",
                  fontsize=9)
     return fig
 

@@ -90,19 +90,28 @@ def bands_figure(comparison: dict, metrics, title: str):
     """Median trajectory and band over seeds per learner, one panel per metric.
 
     ``comparison`` is a ``ComparisonResult.to_dict()`` (as stored in ``results.json``).
+    Learners whose records are posterior draws (``step_units``) go on a top "draw" axis.
     """
     bands = comparison["bands"]["metrics"]
     learners = list(comparison["final"])
+    units = comparison.get("step_units", {})
     fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    handles = []
     for ax, m in zip(axes[0], metrics):
+        draw_ax = ax.twiny() if any(units.get(lrn) == "draw" for lrn in bands[m]) else None
         for i, lrn in enumerate(learners):
-            _band(ax, bands[m].get(lrn), finite(comparison["trajectories"][lrn]["steps"]), i, lrn)
+            _band(draw_ax if units.get(lrn) == "draw" else ax, bands[m].get(lrn),
+                  finite(comparison["trajectories"][lrn]["steps"]), i, lrn)
+        if draw_ax is not None:
+            draw_ax.set_xlabel("draw (posterior sample)")
+        handles = handles or [h for a in (ax, draw_ax) if a is not None
+                              for h in a.get_legend_handles_labels()[0]]
         vals = np.concatenate([finite(bands[m][lrn]["median"]) for lrn in bands[m]])
         vals = vals[np.isfinite(vals)]
         if vals.size and vals.min() > 0 and vals.max() / vals.min() > LOG_SCALE_SPAN:
             ax.set_yscale("log")
         ax.set(xlabel="step", title=m)
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend(handles=handles, fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

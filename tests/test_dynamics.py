@@ -343,6 +343,8 @@ def test_draws_get_their_own_axis_and_undefined_metrics_no_panel():
         assert bottom.get_xlim()[1] >= 1000 and top.get_xlim()[1] < 10
         assert {ln.get_label() for ln in bottom.get_lines()} == {"GD"}
         assert {ln.get_label() for ln in top.get_lines()} == {"Bayes"}
+    # a panel where the draw learner has no values gets no draw axis
+    assert len(bands_figure(_draw_and_step_result(True).to_dict(), ["ey_ratio"], "t").axes) == 1
     summ = res.summary(["excess"])
     assert set(summ["ci_method"]) == {"student t"}  # three seeds: never a bootstrap interval
 

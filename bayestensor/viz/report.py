@@ -98,9 +98,11 @@ def bands_figure(comparison: dict, metrics, title: str):
     fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     handles = []
     for ax, m in zip(axes[0], metrics):
-        draw_ax = ax.twiny() if any(units.get(lrn) == "draw" for lrn in bands[m]) else None
+        drawn = [lrn for lrn in bands[m] if units.get(lrn) == "draw"
+                 and np.isfinite(finite(bands[m][lrn]["median"])).any()]
+        draw_ax = ax.twiny() if drawn else None
         for i, lrn in enumerate(learners):
-            _band(draw_ax if units.get(lrn) == "draw" else ax, bands[m].get(lrn),
+            _band(draw_ax if lrn in drawn else ax, bands[m].get(lrn),
                   finite(comparison["trajectories"][lrn]["steps"]), i, lrn)
         if draw_ax is not None:
             draw_ax.set_xlabel("draw (posterior sample)")

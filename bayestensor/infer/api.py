@@ -139,15 +139,23 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
                   model_kwargs=model_kwargs, device=device)
     if groups is not None:
         resolve_map_hold(model, data, spec, seed, batch_size, options)  # once, not per group
-        return fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
+        post = fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
                                 seed=seed, backend=backend, address=address, progress=False,
                                 options=options, **common)
-    hold_choice = resolve_map_hold(model, data, spec, seed, batch_size, options)
+        return _attach_user_model(post, model, model_args, model_kwargs)
+    hold_choice = resolve_map_hold(model, data, spec, seed, batch_size, options, progress)
     post = run_method(spec, model, data, options=options, seed=seed, num_chains=num_chains,
                       progress=progress, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, **common)
     if hold_choice is not None:
         post.info["map_hold_auto"] = hold_choice
+    return _attach_user_model(post, model, model_args, model_kwargs)
+
+
+def _attach_user_model(post: Posterior, model, model_args, model_kwargs) -> Posterior:
+    """A user's Pyro model and its data stay with the posterior (pointwise log-likelihood)."""
+    if post.model is None and callable(model):
+        post.attach_model(model, model_args, model_kwargs)
     return post
 
 

@@ -314,6 +314,7 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
         mcmc.run()
         chains.append(mcmc.get_samples()["theta"])
         diag = mcmc.diagnostics()
-        divergences.append(len(diag.get("divergences", {}).get("chain 0", [])))
+        divergences.append([int(i) for i in diag.get("divergences", {}).get("chain 0", [])])
         accept.append(float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))
-    return torch.stack(chains), {"divergences": divergences, "acceptance_rate": accept}
+    return torch.stack(chains), {"divergences": [len(d) for d in divergences],
+                                 "diverging_draws": divergences, "acceptance_rate": accept}

@@ -153,6 +153,67 @@ class BayesModel:
         """Per-sample predicted means ``(S, n)`` and noise sd ``(S,)`` at validated inputs."""
         raise NotImplementedError
 
+    # --- pointwise likelihood (model comparison) ----------------------------------------------
+    #: Name of the observed sample site of :meth:`pyro_model`.
+    observed_site = "y"
+
+    def observed_data(self) -> torch.Tensor:
+        """The bound observations in the data's own units (what the likelihood scores)."""
+        raise NotImplementedError
+
+    def observation_distribution(self, samples: dict) -> torch.distributions.Distribution:
+        """Per-sample distribution of every bound observation, in data units.
+
+        ``samples`` holds site values with one flat leading sample dim ``S``; the batch shape
+        is ``(S,) + observed_data().shape``.
+        """
+        raise NotImplementedError
+
+    def pointwise_log_likelihood(self, samples: dict) -> torch.Tensor:
+        """Log-likelihood of each observation under each sample, ``(S, n)``, in data units.
+
+        The density is that of the data as given, so it differs from the density of the
+        standardized response by the log-Jacobian ``-log(scale)`` per observation and runs
+        with and without standardization compare on one scale. A vector response scores each
+        row (its outputs summed), as Pyro's ``log_prob`` of the ``to_event(1)`` site does.
+        """
+        ll = self.observation_distribution(samples).log_prob(self.observed_data())
+        return ll.reshape(ll.shape[0], self.n_data(), -1).sum(-1)
+
+    def arviz_dims(self) -> dict[str, list[str]]:
+        """Named axes of the sites (without chain and draw) for ArviZ.
+
+        Rank axes are ``rank0``, ``rank1``...; the other axes of a parameter are the tensor
+        modes it spans (``mode0``...); the observed site's axis is ``obs``.
+        """
+        prior = self.low_rank_prior
+        dims: dict[str, list[str]] = {self.observed_site: ["obs"]}
+        if prior is None:
+            return dims
+        for d, site in enumerate(prior.hyper_sites):
+            dims[site] = [f"rank{d}"]
+        fmt = prior.format_cls.format_name
+        for site, spec in zip(prior.param_sites, prior.specs):
+            k = int("".join(c for c in spec.name if c.isdigit()) or 0)
+            if fmt == "ttm":  # a TT-matrix core (R, I_k, J_k, R) spans modes k and N + k
+                modes = ["edge", f"mode{k}", f"mode{k + len(prior.shape) // 2}", "edge"]
+            elif fmt == "tt":  # a TT core (R, I_k, R); the outer ranks are 1 ("edge")
+                modes = ["edge", f"mode{k}", "edge"]
+            else:  # CP and Tucker factors (I_k, R)
+                modes = [f"mode{k}", "rank"]
+            dims[site] = [f"rank{spec.rank_axes[a]}" if a in spec.rank_axes else modes[a]
+                          for a in range(len(spec.shape))]
+        return dims
+
+    def data_state(self) -> dict[str, torch.Tensor]:
+        """The bound data as the model uses it (standardized), for saving with a posterior."""
+        self._require_data()
+        return {"inputs": self._inputs.cpu(), "y": self._y.cpu()}
+
+    def load_data_state(self, data: dict[str, torch.Tensor]) -> None:
+        """Bind what :meth:`data_state` returned (after :meth:`load_state`)."""
+        self._inputs, self._y = data["inputs"], data["y"]
+
     # --- persistence ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for saving."""

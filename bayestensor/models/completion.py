@@ -198,6 +198,23 @@ class TensorCompletion(BayesModel):
         noise_sd = samples["noise_precision"].rsqrt() * self.scale
         return mu, noise_sd
 
+    def observed_data(self) -> torch.Tensor:
+        """The observed values ``(n,)`` in data units."""
+        self._require_data()
+        return self._y.double() * self.scale + self.center
+
+    def observation_distribution(self, samples: dict) -> dist.Normal:
+        """``Normal(entry, noise sd)`` of each observed entry per sample, ``(S, n)``, data units."""
+        self._require_data()
+        mu = self.tensor_prior.build(samples).entries(self._inputs, check=False).double()
+        sd = samples["noise_precision"].double().rsqrt().unsqueeze(-1) * self.scale
+        return dist.Normal(mu * self.scale + self.center, sd)
+
+    def load_data_state(self, data: dict) -> None:
+        super().load_data_state(data)
+        values = (self._y.double() * self.scale + self.center).float()
+        self.observations = Observations(self._inputs, values, self.shape)
+
     def low_rank(self, samples: dict):
         """The low-rank tensor(s) for given (batched) site values."""
         return self.tensor_prior.build(samples)

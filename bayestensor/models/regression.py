@@ -447,6 +447,34 @@ class TensorRegression(BayesModel):
             noise_sd = samples["noise_precision"].rsqrt() * self.y_scale
         return mu.reshape(s, -1), noise_sd
 
+    def arviz_dims(self) -> dict[str, list[str]]:
+        """As for every built-in model, with a vector response's axis named ``output``."""
+        dims = super().arviz_dims()
+        if self.is_vector:
+            dims[self.observed_site] = ["obs", "output"]
+        return dims
+
+    def observed_data(self) -> torch.Tensor:
+        """The response ``(n,)`` (``(n, k)`` for a vector response) in data units."""
+        self._require_data()
+        y = self._y.double()
+        if self.likelihood == "bernoulli":
+            return y
+        centre = self.y_center.double() if self.is_vector else float(self.y_center[0])
+        return y * self.y_scale + centre
+
+    def observation_distribution(self, samples: dict) -> torch.distributions.Distribution:
+        """Per-sample distribution of each response, ``(S, n)`` or ``(S, n, k)``, data units."""
+        self._require_data()
+        w = self.weight_prior.build(samples).reconstruct().double()
+        eta = self._eta(w, self._inputs.double(), samples["intercept"].double())
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=eta)
+        centre = self.y_center.double() if self.is_vector else float(self.y_center[0])
+        tau = samples["noise_precision"].double()
+        sd = tau.rsqrt().reshape(tau.shape + (1,) * (eta.ndim - tau.ndim)) * self.y_scale
+        return dist.Normal(eta * self.y_scale + centre, sd)
+
     def low_rank(self, samples: dict):
         """The low-rank ``W`` (in data units) for given (batched) site values."""
         w = self.weight_prior.build(samples)

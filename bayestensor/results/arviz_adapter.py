@@ -11,40 +11,87 @@ import warnings
 
 import arviz as az
 import numpy as np
+import xarray as xr
 
 ARVIZ_MAJOR = int(az.__version__.split(".")[0])
 
 
+#: Groups whose variables have no (chain, draw) dimensions.
+DATA_GROUPS = ("observed_data", "constant_data")
+#: The order of groups in the result (ArviZ's own order).
+GROUP_ORDER = ("posterior", "posterior_predictive", "log_likelihood", "sample_stats",
+               "observed_data", "constant_data")
+
+
 def to_inference_data(posterior: dict, sample_stats: dict | None = None,
-                      observed_data: dict | None = None, attrs: dict | None = None):
-    """ArviZ object from ``{name: (chain, draw, ...)}`` arrays.
+                      observed_data: dict | None = None, attrs: dict | None = None, *,
+                      log_likelihood: dict | None = None,
+                      posterior_predictive: dict | None = None,
+                      dims: dict | None = None, coords: dict | None = None):
+    """ArviZ object from ``{name: (chain, draw, ...)}`` arrays, one argument per group.
 
-    Returns an ``InferenceData`` on ArviZ 0.2x and a ``DataTree`` on ArviZ 1.x.
+    ``observed_data`` arrays have no chain and draw dimensions. ``dims`` maps a group name to
+    ``{variable: [axis names]}`` (the axes after chain and draw); ``coords`` maps an axis name
+    to its labels. Returns an ``InferenceData`` on ArviZ 0.2x and a ``DataTree`` on ArviZ 1.x.
     """
-    groups = {"posterior": {k: np.asarray(v) for k, v in posterior.items()}}
-    if sample_stats:
-        groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
-    if observed_data:
-        groups["observed_data"] = {k: np.asarray(v) for k, v in observed_data.items()}
+    groups = {"posterior": posterior, "sample_stats": sample_stats,
+              "observed_data": observed_data, "log_likelihood": log_likelihood,
+              "posterior_predictive": posterior_predictive}
+    groups = {name: groups[name] for name in GROUP_ORDER if groups.get(name)}
+    return build_groups(groups, dims or {}, coords or {}, attrs or {})
+
+
+def build_groups(groups: dict, dims: dict, coords: dict, attrs: dict):
+    """The one place where ArviZ objects are built: ``{group: {var: array}}`` -> ArviZ data."""
+    datasets = {}
+    for name, variables in groups.items():
+        arrays = {k: np.asarray(v) for k, v in variables.items()}
+        group_dims = {k: list(d) for k, d in dims.get(name, {}).items() if k in arrays}
+        used = {a for d in group_dims.values() for a in d}
+        group_coords = {a: c for a, c in coords.items() if a in used}
+        sample_dims = [] if name in DATA_GROUPS else ["chain", "draw"]
+        datasets[name] = _dataset(arrays, group_dims, group_coords, sample_dims, attrs)
     if ARVIZ_MAJOR >= 1:
-        tree = az.from_dict(groups)
-        if attrs:
-            tree.attrs.update(attrs)
+        tree = xr.DataTree.from_dict(datasets)
+        tree.attrs.update(attrs)
         return tree
-    return az.from_dict(**groups, attrs=attrs or {})
+    return az.InferenceData(**datasets)
 
 
-def summary(data, var_names=None, ci_prob: float = 0.9):
-    """``az.summary`` with the credible-interval argument of either ArviZ major version."""
+def _dataset(arrays: dict, dims: dict, coords: dict, sample_dims: list, attrs: dict):
     if ARVIZ_MAJOR >= 1:
-        return az.summary(data, var_names=var_names, ci_prob=ci_prob)
-    return az.summary(data, var_names=var_names, hdi_prob=ci_prob)
+        return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
+                                  sample_dims=sample_dims)
+    if not sample_dims:
+        return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
+                                  default_dims=[], index_origin=0)
+    return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims, index_origin=0)
+
+
+def summary(data, var_names=None, ci_prob: float = 0.9, kind: str = "all"):
+    """``az.summary`` with the credible-interval argument of either ArviZ major version.
+
+    ``kind="stats"`` leaves out the Markov-chain diagnostics (R-hat, ESS, MCSE).
+    """
+    if ARVIZ_MAJOR >= 1:
+        return az.summary(data, var_names=var_names, ci_prob=ci_prob, kind=kind)
+    return az.summary(data, var_names=var_names, hdi_prob=ci_prob, kind=kind)
 
 
 def posterior_group(data):
     """The posterior group as an ``xarray.Dataset`` for either ArviZ major version."""
-    post = data["posterior"] if ARVIZ_MAJOR >= 1 else data.posterior
-    return post.to_dataset() if hasattr(post, "to_dataset") else post
+    return group(data, "posterior")
+
+
+def group(data, name: str):
+    """Group ``name`` as an ``xarray.Dataset`` for either ArviZ major version."""
+    ds = data[name] if ARVIZ_MAJOR >= 1 else getattr(data, name)
+    return ds.to_dataset() if hasattr(ds, "to_dataset") else ds
+
+
+def has_group(data, name: str) -> bool:
+    """Whether ArviZ data (``InferenceData`` or ``DataTree``) has group ``name``."""
+    return name in (data.children if ARVIZ_MAJOR >= 1 else data.groups())
 
 
 def rhat_ess(data, var_names=None) -> dict:
@@ -123,3 +170,23 @@ def _plot_rank(data, var_names, **kwargs):
     if ARVIZ_MAJOR >= 1:
         return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib"))
     return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib", **kwargs))
+
+
+def loo(data, pointwise: bool = True):
+    """``az.loo`` (PSIS-LOO) of one run; the result has ``elpd_loo``, ``se``, ``p_loo`` and
+    ``pareto_k`` (one per observation) on either ArviZ major version."""
+    return az.loo(data, pointwise=pointwise)
+
+
+def compare(runs: dict):
+    """``az.compare`` of ``{name: ArviZ data}`` by PSIS-LOO: a DataFrame ranked best first."""
+    with warnings.catch_warnings():  # ArviZ 0.2x on pandas >= 3: sort_values(inplace=True)
+        warnings.filterwarnings("ignore", message=".*inplace keyword")
+        return az.compare(runs, ic="loo") if ARVIZ_MAJOR < 1 else az.compare(runs)
+
+
+def loo_pit(data, y: str):
+    """LOO-PIT values of observed variable ``y`` (one per observation)."""
+    if ARVIZ_MAJOR >= 1:
+        return np.asarray(az.loo_pit(data, var_names=[y])[y])
+    return np.asarray(az.loo_pit(data, y=y))

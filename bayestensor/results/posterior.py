@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from bayestensor.checks import positive_int
 from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
-from bayestensor.results import arviz_adapter
+from bayestensor.results import arviz_adapter, inference_data
 from bayestensor.results.quantiles import normal_mixture_quantiles
 
 #: Methods whose draws form Markov chains (R-hat and ESS apply).
@@ -108,6 +109,7 @@ class Posterior:
         self.method = method
         self.model = model
         self.info = dict(info or {})
+        self.pyro_model = None  # (model, args, kwargs) of a user's Pyro model, see attach_model
         shapes = {tuple(v.shape[:2]) for v in self.samples.values()}
         if len(shapes) != 1:
             raise ValueError(f"samples: all sites need the same (chain, draw) dims, got {shapes}")
@@ -222,26 +224,101 @@ class Posterior:
         return self.model.low_rank(self.flat_samples()).sample(i)
 
     # --- ArviZ ------------------------------------------------------------------------------
-    def to_arviz(self):
-        """``InferenceData`` (ArviZ 0.2x) or ``DataTree`` (ArviZ 1.x) of the samples."""
-        post = {k: v.float().cpu().numpy() for k, v in self.samples.items()}
-        stats = {k: v.float().cpu().numpy() for k, v in self.sample_stats.items()
-                 if tuple(v.shape[:2]) == (self.num_chains, self.num_draws)}
+    def attach_model(self, model, model_args=(), model_kwargs: dict | None = None) -> None:
+        """Remember a user's Pyro model and its arguments for :meth:`to_arviz` (not saved).
+
+        ``fit`` does this for a model that is not a built-in one.
+        """
+        if not callable(model):
+            raise TypeError(f"model: expected a Pyro model function, got {type(model).__name__}")
+        self.pyro_model = (model, tuple(model_args), dict(model_kwargs or {}))
+
+    def to_arviz(self, posterior_predictive: bool = False, *, model=None, model_args=(),
+                 model_kwargs: dict | None = None, seed: int = 0):
+        """``InferenceData`` (ArviZ 0.2x) or ``DataTree`` (ArviZ 1.x) of the run.
+
+        Groups: ``posterior`` (site axes named ``rank0``..., ``mode0``...), ``sample_stats``
+        (the sampler's per-draw statistics, ``lp`` = log density of each draw and, for NUTS,
+        ``diverging``) and, when the model and its data are known, ``log_likelihood`` (one
+        value per observation and draw, in the data's units) and ``observed_data``, so that
+        ``az.loo``, ``az.waic`` and ``az.compare`` apply.
+
+        Parameters
+        ----------
+        posterior_predictive : bool
+            Also draw one replicate of the observations per draw (``az.plot_ppc``,
+            ``az.plot_loo_pit``).
+        model, model_args, model_kwargs
+            A Pyro model and its arguments, for a posterior of a user's model that ``fit`` did
+            not attach (e.g. after ``load``); ignored for a built-in model.
+        seed : int
+            Seed of the posterior predictive draws.
+
+        Examples
+        --------
+        >>> import arviz as az
+        >>> import bayestensor as bt
+        >>> data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.5, seed=0)
+        >>> model = bt.TensorCompletion(data.shape, max_rank=4)
+        >>> post = bt.fit(model, data.train, method="vi", seed=0, progress=False)
+        >>> loo = az.loo(post.to_arviz())
+        """
+        shape = (self.num_chains, self.num_draws)
+        post = {k: v.double().cpu().numpy() for k, v in self.samples.items()}
+        stats = inference_data.sample_stats(self.sample_stats, self.info, shape)
+        if model is None and self.pyro_model is not None:
+            model, model_args, model_kwargs = self.pyro_model
+        groups, dims = inference_data.data_groups(
+            self, posterior_predictive=posterior_predictive, model=model,
+            model_args=model_args, model_kwargs=model_kwargs, seed=seed)
+        if posterior_predictive and "posterior_predictive" not in groups:
+            raise ValueError("posterior_predictive: needs the model and its data (a built-in "
+                             "model fitted or saved with its data, or model= and model_args=)")
+        dims["posterior"] = inference_data.posterior_dims(self)
         attrs = {"method": self.method, "inference_library": "bayestensor"}
-        return arviz_adapter.to_inference_data(post, stats, attrs=attrs)
+        return arviz_adapter.to_inference_data(
+            post, stats, groups.get("observed_data"), attrs,
+            log_likelihood=groups.get("log_likelihood"),
+            posterior_predictive=groups.get("posterior_predictive"), dims=dims)
 
     def summary(self, var_names=None, ci_prob: float = 0.9):
         """Table of mean, sd, credible interval and (for Markov chains) R-hat and ESS.
 
         For SVGD, VI and MAP the draws are not a Markov chain: the R-hat, ESS and MCSE
-        columns are removed.
+        columns are removed. A MAP run is one point: its ``sd`` is 0 and its interval is the
+        point (``table.attrs["note"]`` says so).
         """
-        table = arviz_adapter.summary(self.to_arviz(), var_names=var_names, ci_prob=ci_prob)
+        if self.num_chains * self.num_draws == 1:
+            return self._point_summary(var_names, ci_prob)
+        data = self.to_arviz()
         if not self.is_markov_chain:
-            drop = [c for c in table.columns if c.startswith(("r_hat", "ess", "mcse"))]
-            table = table.drop(columns=drop)
+            table = arviz_adapter.summary(data, var_names=var_names, ci_prob=ci_prob,
+                                          kind="stats")
             table.attrs["note"] = (f"{self.method}: draws are not a Markov chain; R-hat and "
                                    "ESS do not apply")
+            return table
+        return arviz_adapter.summary(data, var_names=var_names, ci_prob=ci_prob)
+
+    def _point_summary(self, var_names, ci_prob: float):
+        """The summary of a single draw: its value, sd 0, the interval collapsed on it."""
+        names = list(self.samples) if var_names is None else list(var_names)
+        unknown = [n for n in names if n not in self.samples]
+        if unknown:
+            raise ValueError(f"var_names: {unknown} are not sites of this posterior; it has "
+                             f"{list(self.samples)}")
+        pct = round(100 * ci_prob)
+        rows, index = [], []
+        for name in names:
+            value = self.samples[name][0, 0].double().reshape(-1).numpy()
+            shape = tuple(self.samples[name].shape[2:])
+            for flat, v in enumerate(value):
+                pos = np.unravel_index(flat, shape) if shape else ()
+                index.append(name + (f"[{', '.join(map(str, pos))}]" if shape else ""))
+                rows.append({"mean": v, "sd": 0.0, f"hdi_{(100 - pct) / 2:g}%": v,
+                             f"hdi_{100 - (100 - pct) / 2:g}%": v})
+        table = pd.DataFrame(rows, index=index)
+        table.attrs["note"] = (f"{self.method}: one point; sd is 0 and the interval is the "
+                               "point (no posterior spread was estimated)")
         return table
 
     def diagnostics(self, var_names=None) -> dict:
@@ -253,10 +330,13 @@ class Posterior:
         return arviz_adapter.rhat_ess(self.to_arviz(), var_names)
 
     # --- persistence ------------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path, include_data: bool = True) -> Path:
         """Write samples, statistics, run info and the model's config/state to ``path``.
 
         The file holds tensors, numbers, strings and plain containers only, written atomically.
+        With ``include_data`` a built-in model's bound data (standardized, as the model uses
+        it) is saved too, so that a loaded posterior still has its pointwise log-likelihood
+        (:meth:`to_arviz`, model comparison).
         """
         payload: dict[str, Any] = {
             "format_version": 1,
@@ -269,6 +349,8 @@ class Posterior:
             payload["model"] = {"class": type(self.model).__name__,
                                 "config": _plain(self.model.config()),
                                 "state": _plain(self.model.state())}
+            if include_data and getattr(self.model, "_y", None) is not None:
+                payload["model"]["data"] = self.model.data_state()
         return save_tensors(path, payload)
 
     @classmethod
@@ -287,6 +369,8 @@ class Posterior:
         if "model" in payload:
             model = model_from_config(payload["model"]["class"], payload["model"]["config"])
             model.load_state(payload["model"]["state"])
+            if "data" in payload["model"]:
+                model.load_data_state(payload["model"]["data"])
         return cls(payload["samples"], payload["sample_stats"], payload["method"], model,
                    payload.get("info", {}))
 

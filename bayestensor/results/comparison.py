@@ -1,0 +1,88 @@
+"""Comparison of fitted runs by PSIS-LOO (ArviZ), with unreliable estimates named."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from bayestensor.results import arviz_adapter
+
+#: Pareto shape above which the importance-sampling LOO estimate of an observation is not
+#: reliable (Vehtari et al., 2024: 0.7 for S >= 2000 draws; smaller runs are stricter).
+PARETO_K_LIMIT = 0.7
+
+
+class ParetoKWarning(UserWarning):
+    """Some observations have a Pareto shape above :data:`PARETO_K_LIMIT`."""
+
+
+def _check_runs(posteriors) -> None:
+    if not isinstance(posteriors, dict) or len(posteriors) < 2:
+        got = len(posteriors) if isinstance(posteriors, dict) else type(posteriors).__name__
+        raise ValueError(f"posteriors: expected a dict of at least two named posteriors, got {got}")
+    for name, post in posteriors.items():
+        if not hasattr(post, "to_arviz"):
+            raise TypeError(f"posteriors[{name!r}]: expected a Posterior, got {type(post).__name__}")
+
+
+def _observed(name, data) -> np.ndarray:
+    if not arviz_adapter.has_group(data, "observed_data"):
+        raise ValueError(f"posteriors[{name!r}]: no log-likelihood (the model or its data is not "
+                         "known; fit a built-in model, or pass a Pyro model to fit)")
+    group = arviz_adapter.group(data, "observed_data")
+    return np.concatenate([np.asarray(group[v]).ravel() for v in group.data_vars])
+
+
+def compare_runs(posteriors: dict) -> pd.DataFrame:
+    """Rank runs of one data set by their expected log predictive density (PSIS-LOO).
+
+    Parameters
+    ----------
+    posteriors : dict of str to Posterior
+        Two or more runs (formats, priors, methods) fitted to the same observations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``az.compare``'s table (``elpd_loo``, ``p_loo``, ``elpd_diff``, ``weight``, ``se``,
+        ``dse``, ...; best first, log scale: higher is better) plus ``pareto_k_bad``: the
+        observations whose LOO estimate is unreliable (Pareto k above ``PARETO_K_LIMIT``).
+
+    Warns
+    -----
+    ParetoKWarning
+        Naming every run with unreliable observations and how many.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two runs, a run without a log-likelihood, or runs of different data.
+    """
+    _check_runs(posteriors)
+    data = {name: post.to_arviz() for name, post in posteriors.items()}
+    first_name, first = None, None
+    for name, d in data.items():
+        obs = _observed(name, d)
+        if first is None:
+            first_name, first = name, obs
+        elif obs.shape != first.shape or not np.allclose(obs, first, rtol=1e-6, atol=1e-9):
+            raise ValueError(f"posteriors: runs {first_name!r} and {name!r} were fitted to "
+                             "different observations; LOO compares runs of the same data")
+    bad = {}
+    with warnings.catch_warnings():
+        # ArviZ's generic Pareto-k warning is replaced by one naming the runs below.
+        warnings.filterwarnings("ignore", message=".*Pareto.*")
+        for name, d in data.items():
+            k = np.asarray(arviz_adapter.loo(d).pareto_k).ravel()
+            bad[name] = int(np.sum(k > PARETO_K_LIMIT))
+        table = arviz_adapter.compare(data)
+    table["pareto_k_bad"] = [bad[name] for name in table.index]
+    flagged = {name: n for name, n in bad.items() if n}
+    if flagged:
+        listing = ", ".join(f"{name!r}: {n}" for name, n in flagged.items())
+        warnings.warn(f"PSIS-LOO is unreliable for some observations (Pareto k > "
+                      f"{PARETO_K_LIMIT}): {listing}; compare those runs with care (more draws, "
+                      "or K-fold cross-validation)", ParetoKWarning, stacklevel=2)
+    return table

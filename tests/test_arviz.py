@@ -1,0 +1,267 @@
+"""ArviZ groups (log-likelihood, observed data, predictive, dims, lp), LOO comparison, PIT."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from click.testing import CliRunner
+from scipy import stats
+
+import bayestensor as bt
+from bayestensor.cli.compare import compare_cmd
+from bayestensor.data.regression import synthetic_image_regression
+from bayestensor.report.api import save_posterior_run
+from bayestensor.results import arviz_adapter
+from bayestensor.results.comparison import ParetoKWarning, compare_runs
+from bayestensor.viz.ppc import loo_pit_values, pit_values, plot_loo_pit
+
+CHAINS, DRAWS = 2, 25
+
+
+def _jittered(model, scale: float, seed: int) -> dict:
+    """``(CHAINS, DRAWS, ...)`` draws around the model's start (positive sites stay positive)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, value in model.init_values(seed=0).items():
+        value = torch.as_tensor(value, dtype=torch.float64)
+        eps = scale * torch.randn((CHAINS, DRAWS) + tuple(value.shape), generator=gen,
+                                  dtype=torch.float64)
+        positive = "precision" in name  # the noise and the slice precisions
+        out[name] = value * eps.exp() if positive else value + eps
+    return out
+
+
+def completion_posterior(fmt="cp", max_rank=3, seed=0, method="sghmc"):
+    data = bt.data.synthetic_tensor((6, 5, 4), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, fmt, max_rank=max_rank)
+    model.set_data(data.train)
+    samples = _jittered(model, 0.02, seed)
+    potential = torch.randn(CHAINS, DRAWS, dtype=torch.float64)
+    return bt.Posterior(samples, {"potential": potential}, method, model, {"seed": seed})
+
+
+def regression_posterior(likelihood="gaussian", n_outputs=None, seed=0):
+    gen = np.random.default_rng(0)
+    X = gen.normal(size=(40, 4, 3))
+    if likelihood == "bernoulli":
+        y = (X[:, 0, 0] + gen.normal(size=40) > 0).astype(float)
+    else:
+        y = 2.0 * X[:, 0, 0] - X[:, 1, 2] + 3.0 + 0.5 * gen.normal(size=(40,))
+        if n_outputs:
+            y = np.stack([y, -y + gen.normal(size=40)], 1)
+    model = bt.TensorRegression((4, 3), max_rank=2, likelihood=likelihood, n_outputs=n_outputs)
+    model.set_data((X, y))
+    return bt.Posterior(_jittered(model, 0.02, seed), {}, "vi", model)
+
+
+class _MCMCLike:
+    """What ``az.from_pyro`` reads from a ``pyro.infer.MCMC`` run: our draws, the model."""
+
+    def __init__(self, model, samples, args):
+        self.kernel = type("Kernel", (), {"model": staticmethod(model)})()
+        self._samples, self._args, self._kwargs = samples, args, {}
+        self.num_chains, self.num_samples = CHAINS, DRAWS
+
+    def get_samples(self, group_by_chain=False):
+        if group_by_chain:
+            return self._samples
+        return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self._samples.items()}
+
+    def diagnostics(self):
+        return {"divergences": {f"chain {c}": [] for c in range(CHAINS)}}
+
+
+def _from_pyro_loglik(post):
+    """Pyro's pointwise log-likelihood (through ``az.from_pyro``) of the standardized model."""
+    model = post.model
+    inputs, y = model.model_args()
+    inputs = inputs.double() if inputs.is_floating_point() else inputs
+    mcmc = _MCMCLike(model.pyro_model, post.samples, (inputs, y.double()))
+    # from_pyro first runs the model from its prior (only to read the observed values); the
+    # vague Gamma hyperpriors underflow there, so that one run is not validated.
+    # The prior's draws are made in float64 like our draws and the data.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with pyro.validation_enabled(False):
+            idata = az.from_pyro(mcmc)
+    finally:
+        torch.set_default_dtype(default)
+    return np.asarray(idata.log_likelihood["y"])
+
+
+def _traced_loglik(post):
+    """Pyro's pointwise log-likelihood by one ``poutine.trace`` per draw (the regression model's
+    intercept does not broadcast over a vectorized draw dimension, so ``from_pyro`` cannot
+    vectorize it)."""
+    model = post.model
+    inputs, y = model.model_args()
+    out = []
+    for draw in range(CHAINS * DRAWS):
+        values = {k: v[draw] for k, v in post.flat_samples().items()}
+        tr = pyro.poutine.trace(pyro.poutine.condition(model.pyro_model, values)).get_trace(
+            inputs.double(), y.double())
+        out.append(tr.nodes["y"]["fn"].log_prob(tr.nodes["y"]["value"]).detach().numpy())
+    return np.stack(out).reshape(CHAINS, DRAWS, -1)
+
+
+@pytest.mark.parametrize("make, scale", [
+    (lambda: completion_posterior("cp"), lambda m: m.scale),
+    (lambda: completion_posterior("tt"), lambda m: m.scale),
+    (lambda: regression_posterior("gaussian"), lambda m: m.y_scale),
+    (lambda: regression_posterior("gaussian", n_outputs=2), lambda m: m.y_scale),
+    (lambda: regression_posterior("bernoulli"), lambda m: 1.0),
+])
+def test_pointwise_log_likelihood_matches_az_from_pyro(make, scale):
+    post = make()
+    ours = np.asarray(post.to_arviz().log_likelihood["y"])
+    oracle = (_from_pyro_loglik if post.model.name == "completion" else _traced_loglik)(post)
+    n_out = post.model.n_outputs if hasattr(post.model, "n_outputs") and post.model.n_outputs else 1
+    # Ours is the density of the data in its own units: the standardized density times the
+    # Jacobian 1 / scale of every response value.
+    expected = oracle - n_out * math.log(scale(post.model))
+    assert ours.shape == (CHAINS, DRAWS, post.model.n_data())
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+
+
+def test_completion_groups_dims_and_observed_data():
+    post = completion_posterior("cp")
+    idata = post.to_arviz(posterior_predictive=True, seed=1)
+    assert {"posterior", "sample_stats", "log_likelihood", "observed_data",
+            "posterior_predictive"} <= set(idata.groups())
+    assert idata.posterior["X.factor0"].dims == ("chain", "draw", "mode0", "rank0")
+    assert idata.posterior["X.factor2"].dims == ("chain", "draw", "mode2", "rank0")
+    assert idata.posterior.sizes["mode1"] == 5 and idata.posterior.sizes["rank0"] == 3
+    np.testing.assert_allclose(idata.observed_data["y"], post.model.observations.values, rtol=1e-6)
+    np.testing.assert_array_equal(idata.sample_stats["lp"], -post.sample_stats["potential"].numpy())
+    # Replicates are Normal(entry, noise sd) in data units: standardized residuals ~ N(0, 1).
+    d = post.model.observation_distribution(post.flat_samples())
+    rep = torch.as_tensor(np.asarray(idata.posterior_predictive["y"])).reshape(d.loc.shape)
+    z = ((rep - d.loc) / d.scale).ravel().numpy()
+    assert abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.std() - 1) < 0.05
+
+
+def test_tucker_and_ttm_dims_are_consistent():
+    for fmt, shape in (("tucker", (6, 5, 4)), ("ttm", (4, 3, 2, 3))):
+        model = bt.TensorCompletion(shape, fmt, max_rank=2)
+        dims = model.arviz_dims()
+        sizes = {}
+        for spec, site in zip(model.low_rank_prior.specs, model.low_rank_prior.param_sites):
+            for name, size in zip(dims[site], spec.shape):
+                assert sizes.setdefault(name, size) == size, (fmt, site, name)
+        for k, n in enumerate(shape):
+            assert sizes[f"mode{k}"] == n
+
+
+def test_loo_and_compare_for_completion_and_regression():
+    for make in (lambda s: completion_posterior(seed=s), lambda s: regression_posterior(seed=s)):
+        a, b = make(0), make(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # ArviZ's Pareto-k note
+            loo = az.loo(a.to_arviz())
+        ll = np.asarray(a.to_arviz().log_likelihood["y"]).reshape(CHAINS * DRAWS, -1)
+        # With draws this close to one point, LOO is close to the in-sample lppd.
+        lppd = np.sum(np.log(np.mean(np.exp(ll), 0)))
+        assert abs(loo.elpd_loo - lppd) < 0.05 * abs(lppd) + 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ParetoKWarning)
+            table = compare_runs({"a": a, "b": b})
+        assert set(table.index) == {"a", "b"} and "pareto_k_bad" in table
+        assert np.isclose(table.loc["a", "elpd_loo"], loo.elpd_loo)
+
+
+def _user_model(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 10.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("obs", dist.Normal(w * x, sigma), obs=y)
+
+
+def test_user_pyro_model_log_likelihood_loo_and_divergences():
+    torch.set_default_dtype(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.linspace(-1, 1, 30)
+    y = 1.5 * x + 0.3 * torch.randn(30, generator=gen)
+    post = bt.fit(_user_model, method="nuts", num_samples=60, num_warmup=60, num_chains=2,
+                  seed=0, progress=False, model_args=(x, y))
+    idata = post.to_arviz()
+    w = post["w"].double().numpy()[..., None]
+    s = post["sigma"].double().numpy()[..., None]
+    oracle = stats.norm.logpdf(y.double().numpy(), w * x.double().numpy(), s)
+    np.testing.assert_allclose(np.asarray(idata.log_likelihood["obs"]), oracle, atol=1e-5)
+    assert idata.sample_stats["diverging"].dtype == bool
+    assert idata.sample_stats["diverging"].shape == (2, 60)
+    assert int(idata.sample_stats["diverging"].sum()) == sum(post.info["divergences"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ArviZ's Pareto-k note
+        assert np.isfinite(az.loo(idata).elpd_loo)
+    other = bt.Posterior({"w": post["w"] * 0 + 0.0, "sigma": post["sigma"]}, {}, "vi")
+    other.attach_model(_user_model, (x, y))
+    # Without its slope the model misfits the ends of the line: those points are influential
+    # and their Pareto k is high, which the comparison must say.
+    with pytest.warns(ParetoKWarning, match="'no slope'"):
+        table = compare_runs({"slope": post, "no slope": other})
+    assert table.index[0] == "slope"
+
+
+def test_summary_has_no_warnings_and_map_sd_is_zero():
+    post = completion_posterior("cp", method="vi")
+    point = bt.Posterior({k: v[:1, :1] for k, v in post.samples.items()}, {}, "map", post.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = point.summary()
+        vi = post.summary()
+    assert (table["sd"] == 0).all() and not table.isna().any().any()
+    assert "one point" in table.attrs["note"]
+    np.testing.assert_allclose(table.loc["noise_precision", "mean"],
+                               float(post["noise_precision"][0, 0]), rtol=1e-12)
+    flat = post["noise_precision"].reshape(-1).numpy()
+    assert np.isclose(vi.loc["noise_precision", "sd"], np.std(flat, ddof=1), rtol=0, atol=6e-4)
+    assert not any(c.startswith(("r_hat", "ess")) for c in vi.columns)
+
+
+def test_pit_figures_and_values():
+    post = completion_posterior("cp")
+    idata = post.to_arviz(posterior_predictive=True)
+    pit = pit_values(idata)
+    assert pit.shape == (post.model.n_data(),) and ((pit >= 0) & (pit <= 1)).all()
+    loo_pit = loo_pit_values(idata)
+    assert loo_pit.shape == pit.shape
+    fig = plot_loo_pit(idata, bins=10)
+    counts = [p.get_height() for p in fig.axes[0].patches if p.get_width() < 0.2]
+    assert sum(counts) == post.model.n_data()
+
+
+def test_saved_runs_compare_from_the_command_line(tmp_path):
+    dirs = []
+    for seed in (0, 1):
+        d = tmp_path / f"run{seed}"
+        save_posterior_run(completion_posterior(seed=seed), d)
+        dirs.append(str(d))
+    loaded = bt.Posterior.load(tmp_path / "run0" / "posterior.pt")
+    np.testing.assert_allclose(np.asarray(loaded.to_arviz().log_likelihood["y"]),
+                               np.asarray(completion_posterior(seed=0).to_arviz().log_likelihood["y"]),
+                               rtol=1e-6)
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(compare_cmd, dirs + ["--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "compare.csv").exists() and (out / "loo_pit-run0.png").exists()
+    assert "| run0 |" in (out / "compare.md").read_text()
+
+
+def test_bad_input_is_named():
+    post = completion_posterior()
+    with pytest.raises(ValueError, match="posteriors"):
+        compare_runs({"only": post})
+    bare = bt.Posterior({"a": torch.zeros(1, 3)}, {}, "vi")
+    with pytest.raises(ValueError, match="posterior_predictive"):
+        bare.to_arviz(posterior_predictive=True)
+    with pytest.raises(ValueError, match="no log-likelihood"):
+        compare_runs({"x": bare, "y": bare})

@@ -7,12 +7,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import arviz as az
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 import bayestensor as bt
+import tensorly as tl
 from bayestensor.data import tensors as datasets
 from bayestensor.io import versions
 from bayestensor.cli import main
@@ -69,8 +71,13 @@ def test_completion_report_numbers_match_posterior(sghmc_run):
         assert c == pytest.approx(pred.coverage(noisy, lv), abs=1e-12)
     # R-hat / ESS: key variables recomputed independently with ArviZ, all parameters via Posterior
     c, d = post.num_chains, post.num_draws
+    model = post.model
+    norm = model.low_rank(post.flat_samples()).norm().double().numpy().reshape(c, d)
+    # the oracle of the norm: TensorLy's dense reconstruction of one draw
+    dense = tl.cp_to_tensor(post.model.low_rank(post.flat_samples()).sample(5).to_tensorly())
+    assert norm.reshape(-1)[5] == pytest.approx(float(np.linalg.norm(np.asarray(dense))), rel=1e-5)
     key = {"noise_precision": post["noise_precision"].double().numpy(),
-           "slice_scale_d0": -np.sort(-post.slice_scales()[0].double().numpy(), -1),
+           "tensor_norm": norm,
            "entry": post.predict(data.test.indices[:4]).draws.double().numpy().reshape(c, d, -1)}
     expect = arviz_adapter.rhat_ess(arviz_adapter.to_inference_data(key))
     diag = secs["diagnostics"]["numbers"]
@@ -98,13 +105,14 @@ def test_completion_report_numbers_match_posterior(sghmc_run):
 
 
 def test_warning_banner_for_unconverged_and_diverged_chains(tmp_path):
-    # two chains from random starts, almost no burn-in: they disagree
-    _, post = _completion_run(tmp_path, "sghmc", num_samples=20, num_warmup=2, num_chains=2,
-                              init="random")
+    # a deliberately short run: 2 chains x 20 draws (20 burn-in steps) from the default start
+    _, post = _completion_run(tmp_path, "sghmc", num_samples=20, num_chains=2)
     paths = bt.report(tmp_path)
     rep = json.loads(paths["json"].read_text())
-    assert rep["sections"]["diagnostics"]["numbers"]["max_rhat"] > 1.01
-    assert any("R-hat" in w for w in rep["warnings"])
+    diag = rep["sections"]["diagnostics"]["numbers"]
+    assert diag["max_rhat"] > 1.01 and diag["min_ess_bulk"] < 200
+    assert any("not converged" in w for w in rep["warnings"])
+    assert any("effective sample size" in w for w in rep["warnings"])
     html = paths["html"].read_text()
     banner = html.index('class="warn"')
     assert banner < html.index('<section'), "the warning must be above every section"
@@ -223,17 +231,160 @@ def test_demo_and_complete_write_report_by_default(tmp_path):
     assert f"report: {html}" in res.output and html.exists()
     rep = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert rep["run"]["settings"]["command"] == "demo" and "calibration" in rep["sections"]
+    # MAP: intervals are noise-only, and a found rank, not a rank posterior
+    assert any(w.startswith("MAP: a single point estimate") for w in rep["warnings"])
+    assert rep["sections"]["calibration"]["numbers"]["noise_only_intervals"] is True
+    rank = rep["sections"]["rank"]
+    assert rank["numbers"]["point_estimate"] is True and "distribution" not in rank["numbers"]
+    post = bt.Posterior.load(tmp_path / "demo" / "posterior.pt")
+    assert rank["numbers"]["found_rank"] == post.effective_rank().mode().tolist()
+    html = html.read_text()
+    assert "Rank found (point estimate)" in html and "noise-only" in html
+    assert "Rank posterior" not in html
     # image completion: observed with NaN -> image.npz -> mean and uncertainty map in the report
     rng = np.random.default_rng(0)
     img = np.clip(rng.random((10, 1, 1)) * rng.random((1, 10, 1)) + np.zeros((1, 1, 3)), 0, 1)
     obs = np.where(rng.random(img.shape) < 0.6, img, np.nan)
     np.save(tmp_path / "img.npy", obs)
     res = runner.invoke(main, ["complete", str(tmp_path / "img.npy"), "--out", str(tmp_path / "img"),
-                               "--max-rank", "3", "--quiet", "--no-figures"])
+                               "--max-rank", "3", "--quiet", "--no-figures", "--holdout", "0.2"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "img" / "report.json").read_text())
     assert "image_panel.png" in rep["sections"]["predictions"]["figures"]
-    assert rep["run"]["data"]["observed_fraction"] == pytest.approx(np.isfinite(obs).mean())
+    n_obs = int(np.isfinite(obs).sum())
+    n_held = round(0.2 * n_obs)
+    assert rep["run"]["data"]["observed"] == n_obs - n_held and rep["run"]["data"]["heldout"] == n_held
+    # the held-out entries: the split at the seed, scored against the observed values
+    _, test = bt.Observations.from_dense(obs).split(0.2, seed=0)
+    held = np.load(tmp_path / "img" / "heldout.npz")
+    np.testing.assert_array_equal(held["indices"], test.indices.numpy())
+    np.testing.assert_array_equal(held["truth"], obs[tuple(test.indices.numpy().T)])
+    post = bt.Posterior.load(tmp_path / "img" / "posterior.pt")
+    pred = post.predict(test.indices)
+    cal = rep["sections"]["calibration"]["numbers"]
+    assert cal["n"] == n_held
+    assert cal["coverage"][2] == pytest.approx(pred.coverage(held["truth"], 0.9), abs=1e-12)
+    assert rep["sections"]["predictions"]["numbers"]["truth"] == "held-out observations (with noise)"
+    summary = json.loads((tmp_path / "img" / "summary.json").read_text())
+    assert summary["heldout"]["coverage"] == pytest.approx(pred.coverage(held["truth"], 0.9), abs=1e-12)
+    # the sd map is the entry sd (zero for MAP), not the predictive sd (the noise)
+    dense = post.predict(np.indices(obs.shape).reshape(3, -1).T)
+    numbers = rep["sections"]["predictions"]["numbers"]
+    assert numbers["image_entry_sd_mean"] == pytest.approx(float(dense.sd_mean.mean()), abs=1e-12)
+    assert numbers["image_noise_sd"] > 10 * numbers["image_entry_sd_mean"]
+    res = runner.invoke(main, ["complete", str(tmp_path / "img.npy"), "--out", str(tmp_path / "bad"),
+                               "--holdout", "1", "--quiet"])
+    assert res.exit_code == 2 and "--holdout" in res.output
     res = runner.invoke(main, ["complete", str(tmp_path / "img.npy"), "--out", str(tmp_path / "img2"),
                                "--max-rank", "3", "--quiet", "--no-report"])
     assert res.exit_code == 0 and not (tmp_path / "img2" / "report.html").exists()
+    assert not (tmp_path / "img2" / "heldout.npz").exists()  # no hold-out by default
+
+
+# --- reports that tell the truth ----------------------------------------------------------------
+def _iid_posterior(model, point, rng, draws=500):
+    """Two chains of independent draws around ``point``: every identified quantity mixes, but the
+    switched-off last CP column has a different tiny scale in each chain (it is not identified)."""
+    samples = {}
+    for k, v in point.items():
+        v = v[0, 0].double().numpy()
+        noise = rng.normal(0, 0.01 * (np.abs(v).mean() + 1e-12), (2, draws) + v.shape)
+        x = v + noise if k.startswith("X.factor") else v * np.exp(noise / (np.abs(v).mean() + 1e-12))
+        if k.startswith("X.factor"):
+            x[..., -1] = rng.normal(0, 1e-4, x[..., -1].shape) * np.array([1.0, 5.0])[:, None, None]
+        samples[k] = torch.as_tensor(x)
+    return bt.Posterior(samples, method="sghmc", model=model, info={"seed": 0})
+
+
+def test_switched_off_slices_raise_no_false_alarm(tmp_path):
+    data = _data()
+    model = bt.TensorCompletion(SHAPE, format="cp", max_rank=3, prior="gamma")
+    point = bt.fit(model, data.train, method="map", seed=0, progress=False).samples
+    post = _iid_posterior(model, point, np.random.default_rng(0))
+    # the unidentified slice scales disagree across chains: ArviZ's R-hat there is large
+    scales = -np.sort(-post.slice_scales()[0].double().numpy(), -1)
+    assert float(az.rhat(scales[..., -1])) > 1.5
+    paths = bt.report(post, tmp_path, heldout={"indices": data.test.indices.numpy(),
+                                               "truth": data.test.values.numpy(),
+                                               "noisy": data.test_noisy.values.numpy()})
+    rep = json.loads(paths["json"].read_text())
+    diag = rep["sections"]["diagnostics"]["numbers"]
+    assert {r["var"] for r in diag["key_variables"]} == {"noise_precision", "tensor_norm", "entry"}
+    assert diag["max_rhat"] < 1.01 and diag["min_ess_bulk"] > 200
+    assert rep["warnings"] == []
+    assert 'id="no-warnings"' in paths["html"].read_text()
+
+
+def test_rank_at_cap_warns_per_rank_dimension():
+    from types import SimpleNamespace
+
+    from bayestensor.report.sections import rank_cap_warnings
+
+    cp = SimpleNamespace(model=bt.TensorCompletion(SHAPE, format="cp", max_rank=3))
+    assert rank_cap_warnings([2], cp) == []
+    (w,) = rank_cap_warnings([3], cp)
+    assert "rank at max_rank (3 of 3): increase max_rank" in w
+    # Tucker on (2, 12, 12): mode 0 is capped at 2 by the shape, so it is full rank, not short
+    with pytest.warns(UserWarning):
+        tucker = SimpleNamespace(model=bt.TensorCompletion((2, 12, 12), format="tucker", max_rank=4))
+    found = rank_cap_warnings([2, 4, 3], tucker)
+    assert len(found) == 2
+    assert found[0].startswith("Rank dimension 0") and "full rank" in found[0]
+    assert found[1].startswith("Rank dimension 1") and "increase max_rank" in found[1]
+
+
+def test_missing_pixels_are_hatched_not_black(tmp_path):
+    from bayestensor.viz.images import image_completion_figures
+
+    rng = np.random.default_rng(1)
+    img = 0.6 + 0.4 * rng.random((12, 12, 3))  # bright: no pixel near black
+    obs = img.copy()
+    obs[3:9, 3:9] = np.nan
+    paths = image_completion_figures(obs, img, np.full(img.shape, 0.1), tmp_path)
+    import matplotlib.image as mpimg
+
+    shot = mpimg.imread(paths["observed"])[..., :3]
+    # the missing block is a quarter of the image: drawn black it would darken ~15% of the panel
+    dark = shot.mean(-1) < 0.15  # black-ish pixels: only the title, legend text and frame
+    assert dark.mean() < 0.05, f"{dark.mean():.3f} of the panel is black"
+    face = np.abs(shot - 0xD9 / 255).max(-1) < 0.02  # the light-grey face of missing pixels
+    assert face.mean() > 0.03
+
+
+def test_regress_report_calls_y_test_observations(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 4))
+    X = rng.normal(size=(60, 4, 4))
+    y = np.einsum("nij,ij->n", X, w) + 0.3 * rng.normal(size=60)
+    Xt = rng.normal(size=(20, 4, 4))
+    yt = np.einsum("nij,ij->n", Xt, w) + 0.3 * rng.normal(size=20)
+    np.savez(tmp_path / "reg.npz", X=X, y=y, X_test=Xt, y_test=yt)
+    res = CliRunner().invoke(main, ["regress", str(tmp_path / "reg.npz"), "--method", "map",
+                                    "--max-rank", "2", "--out", str(tmp_path / "r"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    pred = rep["sections"]["predictions"]["numbers"]
+    assert pred["truth"] == "held-out observations (with noise)"
+    post = bt.Posterior.load(tmp_path / "r" / "posterior.pt")
+    assert pred["heldout_rmse"] == pytest.approx(
+        float(np.sqrt(np.mean((post.predict(Xt).mean - yt) ** 2))), rel=1e-9)
+    assert "noise-free" not in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_reliability_diagram_draws_bin_counts():
+    from bayestensor.viz.calibration import reliability_figure
+
+    fig = reliability_figure(NETWORK["reliability"])
+    bars = [p.get_height() for p in fig.axes[1].patches]
+    assert bars == NETWORK["reliability"]["sghmc"]["counts"]
+    assert fig.axes[1].get_ylabel() == "count"
+
+
+@pytest.mark.slow
+def test_default_demo_report_has_no_warning(tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert rep["warnings"] == [], rep["warnings"]
+    diag = rep["sections"]["diagnostics"]["numbers"]
+    assert diag["max_rhat"] <= 1.01 and diag["min_ess_bulk"] >= 200

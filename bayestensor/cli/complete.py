@@ -107,19 +107,23 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               show_default=True, help="MAP continuation (map/sghmc/svgd): hold the noise "
               "precision while the prior prunes ('noise'), never ('none'), or choose by a "
               "validation split ('auto').")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Fraction of the observed entries held out (drawn at "
+              "--seed), not fitted, then predicted and scored: the report gets a calibration "
+              "section. 0 fits every observed entry.")
 @click.option("--figures/--no-figures", default=True, show_default=True,
-              help="For (H, W, 3) data: PNGs of observed, posterior mean and sd.")
+              help="For (H, W, 3) data: PNGs of observed, posterior mean and entry sd.")
 @opt.checkpoint_option
 @opt.resume_option
 @opt.run_options("complete")
 @opt.quiet_option
 def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, steps,
-             num_warmup, level, map_hold, figures, checkpoint, resume, seed, out, force,
+             num_warmup, level, map_hold, holdout, figures, checkpoint, resume, seed, out, force,
              with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
-    summary.json to --out.
+    summary.json to --out; with --holdout also heldout.npz (the held-out entries).
     """
     if map_hold == "noise" and method not in MAP_HOLD_METHODS:
         raise click.BadParameter(f"applies to {', '.join(MAP_HOLD_METHODS)}, not {method}",
@@ -128,7 +132,7 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
         raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
     data = read_tensor(file, mask)
-    obs = Observations.from_dense(data)
+    obs, test = holdout_split(Observations.from_dense(data), holdout, seed)
     model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
     options = {"num_steps": steps} if steps is not None else {}
     options.update({k: v for k, v in (("checkpoint", checkpoint), ("resume", resume)) if v})
@@ -140,39 +144,79 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
     post = fit(model, obs, method=method, seed=seed, num_samples=num_samples, num_chains=num_chains,
                num_warmup=num_warmup if method in WARMUP_METHODS else None,
                progress=not quiet, **options)
-    pred = _predictions(post, data, level)
+    pred = _predictions(post, data, level, test)
+    fitted = obs.to_dense()  # the data as the fit saw it: held-out entries missing
     files = [save_npz(out / "predictions.npz", pred), post.save(out / "posterior.pt")]
     if figures and is_image(data.shape):
-        files += image_completion_figures(data, pred["mean"], pred["sd"], out).values()
+        files += image_completion_figures(fitted, pred["mean"], pred["entry_sd"], out).values()
     ranks = post.effective_rank()
     seconds = time.perf_counter() - start
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
                "method": method, "found_rank_mode": ranks.mode().tolist(), "seconds": seconds,
                "level": level, "map_hold": post.info.get("options", {}).get("map_hold"),
-               "map_hold_auto": post.info.get("map_hold_auto")}
+               "map_hold_auto": post.info.get("map_hold_auto"), "holdout": holdout}
+    if test is not None:
+        summary["heldout"] = _score_heldout(post, test, level)
+        files.append(write_heldout(out, indices=test.indices.numpy(), truth=test.values.numpy()))
     files.append(_write_summary(out, summary))
     if is_image(data.shape):
-        files.append(write_image(out, data))
+        files.append(write_image(out, fitted))
     write_run(out, "completion", files=files,
               settings={"command": "complete", "file": str(file), "format": fmt, "prior": prior,
                         "method": method, "max_rank": max_rank, "num_samples": num_samples,
                         "num_chains": num_chains, "steps": steps, "num_warmup": num_warmup,
-                        "level": level, "seed": seed, "seconds": seconds},
+                        "level": level, "holdout": holdout, "seed": seed, "seconds": seconds},
               data={"shape": list(data.shape), "observed": len(obs),
-                    "observed_fraction": obs.observed_fraction})
+                    "observed_fraction": obs.observed_fraction,
+                    "heldout": 0 if test is None else len(test)})
     click.echo(f"rank found: {ranks.mode().tolist()}  ({len(obs)} observed of {data.size})")
+    if test is not None:
+        h = summary["heldout"]
+        click.echo(f"held out: {h['n']} entries, RMSE {h['rmse']:.4g}, {level:.0%} interval "
+                   f"coverage {h['coverage']:.3f}")
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in files))
     opt.echo_report(out, with_report)
 
 
-def _predictions(post, data: np.ndarray, level: float) -> dict:
-    """Mean, sd and central ``level`` interval of every entry, shaped like ``data``."""
+def holdout_split(obs: Observations, fraction: float, seed: int):
+    """``(fitted, held_out)`` observations: ``fraction`` of them held out at ``seed``.
+
+    ``fraction`` 0 holds out nothing (``held_out`` is ``None``). At least one entry is held
+    out and at least one is fitted; otherwise the fraction is refused naming ``--holdout``.
+    """
+    if fraction == 0:
+        return obs, None
+    fitted, held = obs.split(fraction, seed=seed)
+    if len(fitted) == 0:
+        raise click.BadParameter(f"{fraction} leaves no observed entry to fit (of {len(obs)})",
+                                 param_hint="--holdout")
+    return fitted, held
+
+
+def _score_heldout(post, test: Observations, level: float) -> dict:
+    """RMSE and central-interval coverage of the held-out observations."""
+    pred = post.predict(test.indices)
+    y = test.values.double().numpy()
+    return {"n": len(test), "rmse": float(np.sqrt(np.mean((pred.mean - y) ** 2))),
+            "coverage": pred.coverage(y, level), "level": level}
+
+
+def _predictions(post, data: np.ndarray, level: float, test: Observations | None = None) -> dict:
+    """Mean, sds and central ``level`` interval of every entry, shaped like ``data``.
+
+    ``sd`` is the predictive sd of a new noisy observation, ``entry_sd`` the posterior sd of
+    the noise-free entry; ``heldout`` marks the observed entries held out of the fit.
+    """
     pred = post.predict(np.indices(data.shape).reshape(data.ndim, -1).T)
     lower, upper = pred.interval(level)
+    held = np.zeros(data.shape, dtype=bool)
+    if test is not None:
+        held[tuple(test.indices.T.numpy())] = True
     return {"mean": pred.mean.reshape(data.shape), "sd": pred.sd.reshape(data.shape),
+            "entry_sd": pred.sd_mean.reshape(data.shape),
             "lower": lower.reshape(data.shape), "upper": upper.reshape(data.shape),
-            "observed": ~np.isnan(data), "level": level}
+            "observed": ~np.isnan(data), "heldout": held, "level": level}
 
 
 def _write_summary(out: Path, summary: dict) -> Path:

@@ -111,8 +111,10 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     if len(model.input_shape) == 2:
         files += _weight_figures(out, w_mean, w_sd, n_outputs)
     if "X_test" in arrays and "y_test" in arrays:
+        # y_test are observations (with noise), not noise-free values: written as the truth
+        # alone, the report labels and scores them as held-out observations.
         y_test = np.asarray(arrays["y_test"]).reshape(-1)
-        files.append(write_heldout(out, inputs=arrays["X_test"], truth=y_test, noisy=y_test))
+        files.append(write_heldout(out, inputs=arrays["X_test"], truth=y_test))
     ranks = post.effective_rank()
     intercept = model.intercepts(post.flat_samples()).mean(0)
     names = [Path(f).name for f in files]

@@ -137,26 +137,40 @@ def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.n
 
 
 def key_variables(posterior, heldout: dict | None = None) -> dict:
-    """Identifiable quantities whose chains are checked: ``{name: (chain, draw, ...)}``.
+    """Identified quantities whose chains are checked: ``{name: (chain, draw, ...)}``.
 
-    Raw factor entries are identified only up to sign and permutation of the rank slices, so
-    their R-hat across chains is large even when the fit agrees. The checked quantities are:
-    ``noise_precision``; ``slice_scale_d{d}``: the slice scales of rank dimension ``d`` sorted
-    in decreasing order in every draw; ``entry``: a few predicted entries (the first held-out
-    points, or fixed random indices).
+    Only quantities the likelihood identifies are checked: ``noise_precision``;
+    ``tensor_norm``: the Frobenius norm of the low-rank tensor (the coefficient tensor for
+    regression), computed from the parameters; ``entry``: a few predicted entries (the first
+    held-out points, or fixed random indices). Factors, signs and slice scales are left out:
+    factors are identified only up to sign, permutation and scaling, and switched-off slices
+    (scales near zero) wander freely under the prior, so their R-hat is large even when every
+    prediction agrees across chains.
     """
     c, d = posterior.num_chains, posterior.num_draws
     out = {}
     if "noise_precision" in posterior.samples:
         out["noise_precision"] = posterior.samples["noise_precision"].double().numpy().reshape(c, d)
     model = posterior.model
-    if model is not None and hasattr(model, "slice_scales"):
-        for i, s in enumerate(posterior.slice_scales()):
-            out[f"slice_scale_d{i}"] = -np.sort(-s.double().numpy(), axis=-1)
+    if model is not None and hasattr(model, "low_rank"):
+        norm = model.low_rank(posterior.flat_samples()).norm()
+        out["tensor_norm"] = norm.detach().double().numpy().reshape(c, d)
+    if model is not None and hasattr(model, "predict_entries"):
         idx = key_indices(posterior, heldout)
         if idx is not None:
             out["entry"] = posterior.predict(idx).draws.double().numpy().reshape(c, d, -1)
     return out
+
+
+def is_point_estimate(posterior) -> bool:
+    """True for a MAP run (one point per chain, no parameter uncertainty)."""
+    return posterior.method == "map" or posterior.num_draws * posterior.num_chains == 1
+
+
+#: Banner line of a MAP run: its intervals carry the noise only.
+MAP_WARNING = ("MAP: a single point estimate with no parameter uncertainty. Every interval in "
+               "this report is noise-only, and the rank shown is the rank found at that point, "
+               "not a posterior.")
 
 
 def _diversity(posterior, heldout) -> tuple[dict, list]:
@@ -201,14 +215,18 @@ def _diversity(posterior, heldout) -> tuple[dict, list]:
 def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     """ArviZ R-hat, bulk/tail ESS, trace and rank plots; for SVGD/VI/MAP, particle diversity.
 
-    Warnings: a diverged run; for Markov chains, worst R-hat of the key variables above
-    ``RHAT_MAX`` or smallest bulk ESS below ``ESS_PER_CHAIN_MIN`` times the number of chains.
+    Warnings: a diverged run; a MAP run (its intervals are noise-only); for Markov chains, worst
+    R-hat of the identified key variables (:func:`key_variables`) above ``RHAT_MAX`` or their
+    smallest bulk ESS below ``ESS_PER_CHAIN_MIN`` times the number of chains (the thresholds
+    Vehtari et al. 2021 recommend and ArviZ documents for rank-normalized split R-hat).
     """
     warnings = []
     info = posterior.info
     if info.get("diverged_at_step") is not None:
         warnings.append(f"The run diverged (NaN/inf) at step {info['diverged_at_step']} "
                         f"(chains {info.get('diverged_chains', '?')}); only the draws before it are kept.")
+    if is_point_estimate(posterior):
+        warnings.append(MAP_WARNING)
     if not posterior.is_markov_chain:
         numbers = {"method": posterior.method, "rhat": "not applicable", "ess": "not applicable"}
         text = [f"{posterior.method}: the draws are not a Markov chain, so R-hat and ESS are "
@@ -250,9 +268,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     try:
         fig = arviz_adapter.plot_trace(data, var_names=names, figsize=(11, 2.2 * len(names)))
         figs.append(("trace.png", "Trace plots (ArviZ) of the key variables", png_bytes(fig)))
-        rank_vars = {"noise_precision": key.get("noise_precision")}
-        if "slice_scale_d0" in key:
-            rank_vars["largest_slice_scale"] = key["slice_scale_d0"][..., 0]
+        rank_vars = {"noise_precision": key.get("noise_precision"), "tensor_norm": key.get("tensor_norm")}
         if "entry" in key:
             for j in range(min(2, key["entry"].shape[-1])):
                 rank_vars[f"entry_{j}"] = key["entry"][..., j]
@@ -266,10 +282,12 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             close(fig)
         warnings.append(f"ArviZ plotting failed: {type(err).__name__}: {err}")
     text = [f"{posterior.method}: {posterior.num_chains} chains of {posterior.num_draws} draws. "
-            "R-hat and ESS (ArviZ, rank-normalized) of identifiable key variables: the noise "
-            "precision, the sorted slice scales and a few predicted entries. Warning when "
-            f"R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain.",
-            "Over all raw parameters (factors are identified only up to sign and permutation, so "
+            "R-hat and ESS (ArviZ, rank-normalized split R-hat) of identified key variables: the "
+            f"noise precision, the norm of the low-rank tensor and {N_KEY_ENTRIES} predicted "
+            f"entries. Warning when R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain "
+            "(the thresholds of Vehtari et al. 2021, Bayesian Analysis 16(2), used by ArviZ).",
+            "For information only, over all raw parameters (factors are identified only up to "
+            "sign, permutation and scale, and switched-off slices wander under the prior, so "
             f"R-hat there may be large even for good fits): max R-hat {fmt(allp['max_rhat'])}, "
             f"min bulk ESS {fmt(allp['min_ess_bulk'])}."]
     summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
@@ -281,22 +299,64 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
 
 
 # --- rank posterior -----------------------------------------------------------------------------
+def rank_cap_warnings(found, posterior) -> list[str]:
+    """Warnings for rank dimensions whose found rank equals the number of slices the model has.
+
+    When the cap is ``max_rank``, the data may support more slices: increase ``max_rank``.
+    When ``max_rank`` was lowered to what the tensor's shape supports, the rank is already full.
+    """
+    prior = posterior.model.low_rank_prior
+    caps = list(prior.ranks) if prior is not None else None
+    requested = list(prior.requested_ranks) if prior is not None else caps
+    out = []
+    for d, r in enumerate(found):
+        if caps is None or int(r) < caps[d]:
+            continue
+        if caps[d] < requested[d]:
+            out.append(f"Rank dimension {d}: the found rank {int(r)} is the largest the tensor's "
+                       "shape supports (full rank); a low-rank model may not suit these data.")
+        else:
+            out.append(f"Rank dimension {d}: rank at max_rank ({int(r)} of {caps[d]}): increase "
+                       "max_rank; the data may support more slices.")
+    return out
+
+
 def rank_section(posterior) -> dict | None:
-    """Distribution of the effective rank per rank dimension, slice activity and slice scales."""
+    """Distribution of the effective rank per rank dimension, slice activity and slice scales.
+
+    For a MAP run (one point) the rank found at that point is shown instead of a distribution.
+    Warns when a rank dimension's found rank equals its cap (:func:`rank_cap_warnings`).
+    """
     if posterior.model is None or not hasattr(posterior.model, "slice_scales"):
         return None
     rp = posterior.effective_rank()
     dims = rp.n_rank_dims
+    caps = [int(rp.scales[d].shape[-1]) for d in range(dims)]
+    rule = (f"A slice is active when its scale exceeds {rp.threshold} times the largest slice "
+            "scale of its rank dimension; the effective rank counts active slices.")
+    if is_point_estimate(posterior):
+        found = rp.mode().tolist()
+        numbers = {"threshold": rp.threshold, "point_estimate": True, "found_rank": found,
+                   "slices": caps}
+        rows = [{"rank dim": d, "found rank": found[d], "slices (max rank)": caps[d]}
+                for d in range(dims)]
+        text = [f"{posterior.method}: one point estimate, so there is no rank posterior; the "
+                "rank found at that point is shown. " + rule]
+        return section("rank", "Rank found (point estimate)", text=text, numbers=numbers,
+                       warnings=rank_cap_warnings(found, posterior),
+                       tables=[("", rows, ["rank dim", "found rank", "slices (max rank)"])])
     numbers = {"threshold": rp.threshold, "mode": rp.mode().tolist(), "mean": rp.mean().tolist(),
+               "slices": caps,
                "distribution": [{str(k): v for k, v in rp.distribution(d).items()} for d in range(dims)],
                "activity": [rp.activity(d).tolist() for d in range(dims)]}
     rows = [{"rank dim": d, "mode": int(rp.mode()[d]), "mean": float(rp.mean()[d]),
+             "slices (max rank)": caps[d],
              "distribution": ", ".join(f"{k}: {v:.2f}" for k, v in rp.distribution(d).items())}
             for d in range(dims)]
-    text = [f"A slice is active in a draw when its scale exceeds {rp.threshold} times the largest "
-            "slice scale of its rank dimension in that draw; the effective rank counts active slices."]
-    return section("rank", "Rank posterior", text=text, numbers=numbers,
-                   tables=[("", rows, ["rank dim", "mode", "mean", "distribution"])],
+    return section("rank", "Rank posterior", text=[rule + " Shown per draw."], numbers=numbers,
+                   warnings=rank_cap_warnings(rp.mode().tolist(), posterior),
+                   tables=[("", rows, ["rank dim", "mode", "mean", "slices (max rank)",
+                                       "distribution"])],
                    figures=[("rank.png", "Effective-rank distribution and relative slice scales",
                              png_bytes(figures.rank_figure(rp)))])
 
@@ -310,10 +370,42 @@ def _heldout_inputs(heldout):
     return heldout["indices"] if "indices" in heldout else heldout["inputs"]
 
 
+def truth_is_noise_free(heldout: dict) -> bool:
+    """Whether ``heldout["truth"]`` holds noise-free values (a synthetic run) rather than data.
+
+    ``heldout.npz`` carries ``noisy`` beside ``truth`` only when the noise-free values are
+    known; a ``noisy`` equal to ``truth`` (the observations written twice) is data.
+    """
+    if "noisy" not in heldout:
+        return False
+    return not np.array_equal(np.asarray(heldout["noisy"]), np.asarray(heldout["truth"]))
+
+
+def truth_label(heldout: dict) -> str:
+    """What ``heldout["truth"]`` is, in words."""
+    return "noise-free values" if truth_is_noise_free(heldout) else "held-out observations (with noise)"
+
+
+def _noise_only_note(posterior) -> list[str]:
+    if not is_point_estimate(posterior):
+        return []
+    return [f"{posterior.method}: a single point estimate with no parameter uncertainty, so "
+            "these intervals are noise-only: they show the spread of a new noisy observation "
+            "around the point, not uncertainty about the entry."]
+
+
 def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict | None:
-    """Empirical vs nominal coverage of held-out credible intervals; for classifiers, reliability and ECE."""
-    if heldout is None or posterior.model is None or not hasattr(posterior.model, "predict_entries"):
+    """Empirical vs nominal coverage of held-out credible intervals; for classifiers, reliability and ECE.
+
+    Without held-out data the section says how to get it.
+    """
+    if posterior.model is None or not hasattr(posterior.model, "predict_entries"):
         return None
+    if heldout is None:
+        return section("calibration", "Calibration", numbers={"heldout": None}, text=[
+            "Not measured: the run has no held-out data. Hold out part of the observed entries "
+            "(bayestensor complete --holdout 0.1) or give X_test and y_test (bayestensor "
+            "regress) to compare the intervals with data the fit did not see."])
     pred = posterior.predict(_heldout_inputs(heldout))
     if _is_classifier(posterior):
         rel = binary_reliability(pred.mean, heldout["truth"])
@@ -324,13 +416,16 @@ def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict 
                        figures=[("reliability.png", "Reliability diagram (bars: points per bin)",
                                  png_bytes(fig))])
     target = heldout["noisy"] if "noisy" in heldout else heldout["truth"]
-    what = "noisy held-out observations" if "noisy" in heldout else "held-out values"
+    what = "noisy held-out observations"
     cov = [pred.coverage(target, lv) for lv in levels]
     fig = coverage_figure(levels, cov, posterior.method)
     rows = [{"nominal": lv, "empirical": c} for lv, c in zip(levels, cov)]
+    noise_only = is_point_estimate(posterior)
     return section("calibration", "Calibration", numbers={"levels": list(levels), "coverage": cov,
-                                                          "target": what, "n": int(len(target))},
-                   text=[f"Share of the {len(target)} {what} inside the central predictive interval."],
+                                                          "target": what, "n": int(len(target)),
+                                                          "noise_only_intervals": noise_only},
+                   text=[f"Share of the {len(target)} {what} inside the central predictive "
+                         "interval."] + _noise_only_note(posterior),
                    tables=[("coverage", rows, ["nominal", "empirical"])],
                    figures=[("calibration.png", "Empirical vs nominal coverage", png_bytes(fig))])
 
@@ -361,20 +456,26 @@ def predictions_section(posterior, heldout: dict | None = None, image: dict | No
                 numbers["heldout_rmse_noisy"] = float(np.sqrt(np.mean((pred.mean - heldout["noisy"]) ** 2)))
             tables.append(("held-out", [{"quantity": k, "value": v} for k, v in numbers.items()],
                            ["quantity", "value"]))
+            numbers["truth"] = truth_label(heldout)
             text.append("Relative error = ||mean - truth|| / ||truth|| over the held-out points "
-                        f"(truth: {'noise-free values' if 'noisy' in heldout else 'held-out values'}).")
+                        f"(truth: {truth_label(heldout)}).")
+            text += _noise_only_note(posterior)
             k = min(N_SHOWN_POINTS, len(truth))
             fig = figures.interval_figure(pred.mean[:k], lo[:k], hi[:k], truth[:k], level)
             figs.append(("predictions.png",
                          f"First {k} held-out points with {level:.0%} predictive intervals",
                          png_bytes(fig)))
-    if image is not None and hasattr(posterior, "predict_dense") and is_image(np.shape(image["observed"])):
-        mean, sd = posterior.predict_dense()
+    if image is not None and is_image(np.shape(image["observed"])):
+        shape = np.shape(image["observed"])
+        dense = posterior.predict(np.indices(shape).reshape(len(shape), -1).T)
+        mean, sd = dense.mean.reshape(shape), dense.sd_mean.reshape(shape)
         with tempfile.TemporaryDirectory() as tmp:
             paths = image_completion_figures(image["observed"], mean, sd, tmp, truth=image.get("truth"))
-            figs.append(("image_panel.png", "Image: posterior mean and uncertainty (sd) map",
+            figs.append(("image_panel.png", "Image: posterior mean and the posterior sd of each "
+                         "pixel's noise-free value (missing pixels hatched in the observed panel)",
                          Path(paths["panel"]).read_bytes()))
-        numbers["image_mean_sd"] = float(np.mean(sd))
+        numbers["image_entry_sd_mean"] = float(np.mean(sd))
+        numbers["image_noise_sd"] = float(dense.noise_sd.double().mean())
         if image.get("truth") is not None:
             miss = np.isnan(image["observed"])
             t = image["truth"]
@@ -481,8 +582,9 @@ def dynamics_section(results: dict, max_metrics: int = 3) -> dict | None:
                           "success": succ, "final_metric_shown": fmetric}
         tables.append((f"{label}: success ({comp.get('success_rule', '')})", succ,
                        ["learner", "successes", "n", "p", "ci_low", "ci_high"]))
-        tables.append((f"{label}: final {fmetric} (mean with bootstrap interval)", summary,
-                       ["learner", "n", "mean", "median", "sd", "ci_low", "ci_high"]))
+        tables.append((f"{label}: final {fmetric} (mean with the interval ci_method names)",
+                       summary, ["learner", "n", "mean", "median", "sd", "ci_low", "ci_high",
+                                 "ci_method"]))
     return section("dynamics", "Learning-dynamics study", tables=tables, figures=figs, numbers=numbers,
                    text=[f"{len(comps)} comparison(s): replicates over seeds; bands are pointwise "
                          "quantiles over seeds, success intervals are binomial."])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Patch, Rectangle
 
 from bayestensor.viz.figures import save_png, subplots
 
@@ -12,6 +13,11 @@ from bayestensor.viz.figures import save_png, subplots
 PANEL_INCHES = 4
 #: Colour-bar width as a fraction of the axes: makes the bar about as tall as a square image.
 COLORBAR_FRACTION = 0.046
+#: Face and hatch colours of missing pixels: the hatching tells them from grey image pixels.
+MISSING_FACE = "#d9d9d9"
+MISSING_HATCH = "#8c8c8c"
+#: File-name key of each panel.
+KEYS = {"truth": "truth", "observed": "observed", "posterior mean": "mean", "entry sd": "sd"}
 
 
 def is_image(shape) -> bool:
@@ -22,8 +28,24 @@ def is_image(shape) -> bool:
 def _show(ax, img, title, cmap=None, vmin=None, vmax=None):
     im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title)
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])
     return im
+
+
+def with_missing_transparent(rgb, missing):
+    """An RGBA copy of ``rgb`` (values in [0, 1]) that is transparent where ``missing``."""
+    rgba = np.ones(rgb.shape[:2] + (4,))
+    rgba[..., :3] = np.where(missing[..., None], 0.0, rgb)
+    rgba[..., 3] = np.where(missing, 0.0, 1.0)
+    return rgba
+
+
+def _hatch_background(ax, shape) -> None:
+    """Hatched light-grey patch behind an image: it shows through at transparent (missing) pixels."""
+    h, w = shape[:2]
+    ax.add_patch(Rectangle((-0.5, -0.5), w, h, facecolor=MISSING_FACE, edgecolor=MISSING_HATCH,
+                           hatch="///", linewidth=0, zorder=0))
 
 
 def image_completion_figures(observed, mean, sd, out_dir, *, truth=None, prefix: str = "image"):
@@ -31,10 +53,13 @@ def image_completion_figures(observed, mean, sd, out_dir, *, truth=None, prefix:
 
     Parameters
     ----------
-    observed : array (H, W, 3) or (H, W)
-        Data with NaN at missing pixels (shown black).
+    observed : array (H, W, 3)
+        Data with NaN at missing entries. A pixel with any channel missing is drawn hatched
+        light grey (never black, which is a colour images have), with a legend entry.
     mean, sd : arrays of the same shape
-        Posterior mean and predictive sd.
+        Posterior mean and posterior sd of each entry's noise-free value (``Prediction.mean``
+        and ``Prediction.sd_mean``); the predictive sd would add the same noise sd to every
+        pixel and hide where the model is unsure. The sd map averages the channels.
     out_dir : path
     truth : array, optional
         Ground truth, shown beside the others when given.
@@ -44,32 +69,39 @@ def image_completion_figures(observed, mean, sd, out_dir, *, truth=None, prefix:
     Returns
     -------
     dict of str to Path
-        ``observed``, ``mean``, ``sd`` and ``panel`` (all side by side) PNG paths.
+        ``observed``, ``mean``, ``sd`` and ``panel`` (all side by side) PNG paths, and
+        ``truth`` when given.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    obs = np.nan_to_num(np.asarray(observed, dtype=float), nan=0.0)
+    observed = np.asarray(observed, dtype=float)
+    missing = np.isnan(observed).any(-1) if observed.ndim == 3 else np.isnan(observed)
     lo, hi = np.nanmin(observed), np.nanmax(observed)
-    scale = (lambda x: np.clip((np.asarray(x) - lo) / (hi - lo or 1.0), 0, 1))
+    scale = (lambda x: np.clip((np.asarray(x, dtype=float) - lo) / (hi - lo or 1.0), 0, 1))
     sd_map = np.asarray(sd).mean(-1) if np.ndim(sd) == 3 else np.asarray(sd)
-    panels = [("observed", scale(obs), None), ("posterior mean", scale(mean), None),
-              ("posterior sd", sd_map, "magma")]
+    obs_img = with_missing_transparent(scale(np.nan_to_num(observed, nan=0.0)), missing)
+    panels = [("observed", obs_img, None), ("posterior mean", scale(mean), None),
+              ("entry sd", sd_map, "magma")]
     if truth is not None:
         panels.insert(0, ("truth", scale(truth), None))
     paths = {}
     for title, img, cmap in panels:
         fig, ax = subplots(figsize=(PANEL_INCHES, PANEL_INCHES))
-        _panel(fig, ax, title, img, cmap)
-        key = title.split()[-1] if title != "posterior mean" else "mean"
-        paths[key] = save_png(fig, out / f"{prefix}_{key}.png")
+        _panel(fig, ax, title, img, cmap, missing)
+        paths[KEYS[title]] = save_png(fig, out / f"{prefix}_{KEYS[title]}.png")
     fig, axes = subplots(1, len(panels), figsize=(PANEL_INCHES * len(panels), PANEL_INCHES))
     for ax, (title, img, cmap) in zip(axes, panels):
-        _panel(fig, ax, title, img, cmap)
+        _panel(fig, ax, title, img, cmap, missing)
     paths["panel"] = save_png(fig, out / f"{prefix}_panel.png")
     return paths
 
 
-def _panel(fig, ax, title, img, cmap):
+def _panel(fig, ax, title, img, cmap, missing):
+    if title == "observed":
+        _hatch_background(ax, img.shape)
+        ax.legend(handles=[Patch(facecolor=MISSING_FACE, edgecolor=MISSING_HATCH, hatch="///",
+                                 label=f"missing ({int(missing.sum())} px)")],
+                  loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
     im = _show(ax, img, title, cmap=cmap if np.ndim(img) == 2 else None)
     if cmap is not None:
         fig.colorbar(im, ax=ax, fraction=COLORBAR_FRACTION)

@@ -65,6 +65,8 @@ class TensorRegressor(RegressorMixin, BaseEstimator):
         Posterior mean of the intercept (one per output for a 2-D ``y``).
     input_shape_ : tuple of int
         Shape of one input, ``X.shape[1:]``.
+    n_outputs_ : int or None
+        Responses per input for a 2-D ``y``; ``None`` for a 1-D ``y``.
     n_features_in_ : int
         Number of features of one input, ``prod(input_shape_)``.
 
@@ -104,7 +106,7 @@ class TensorRegressor(RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            ``X`` with fewer than three dimensions (a 2-D ``X`` with a 1-D ``y`` has no tensor
+            ``X`` with fewer than two dimensions, a 2-D ``X`` with a 1-D ``y`` (no tensor
             structure: reshape its rows into matrices), mismatched lengths, non-finite values,
             or any invalid constructor argument (named).
         """

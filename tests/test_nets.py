@@ -30,15 +30,17 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
 def test_linear_forward_equals_dense_matmul_per_particle(fmt):
     layer = TensorizedLinear(48, 30, fmt, max_rank=3, num_particles=3, seed=1)
     x = torch.randn(3, 7, 48)
-    y = layer(x)
+    y = layer.particle_forward(x)
     w = layer.dense_weight()
     ref = torch.stack([F.linear(x[p], w[p].T, layer.bias[p]) for p in range(3)])
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     # stacked (P*B, in) input, as passed inside a converted network, and a single particle
+    layer.stacked_input = True
     torch.testing.assert_close(layer(x.reshape(21, 48)), ref.reshape(21, 30), atol=1e-5, rtol=1e-5)
+    layer.stacked_input = False
     one = copy.deepcopy(layer)
     one.factors = torch.nn.ParameterList([torch.nn.Parameter(p[1:2]) for p in layer.factors])
-    one.bias = torch.nn.Parameter(layer.bias[1:2])
+    one.particle_bias = torch.nn.Parameter(layer.particle_bias[1:2])
     torch.testing.assert_close(one(x[1]), ref[1], atol=1e-5, rtol=1e-5)
 
 
@@ -47,7 +49,7 @@ def test_conv_forward_equals_conv2d():
     x = torch.randn(2, 4, 3, 9, 9)
     w = conv.dense_weight()
     ref = torch.stack([F.conv2d(x[p], w[p], conv.bias[p], stride=2, padding=1) for p in range(2)])
-    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv.particle_forward(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_from_linear_and_conv_decomposition_at_full_rank_reproduces_dense():
@@ -72,6 +74,7 @@ def test_shapes():
     assert factorize(784, 4) == (7, 7, 4, 4)
     assert factorize(512, 3) == (8, 8, 8)
     assert factorize(10, 3) == (5, 2, 1)
+    assert tensorized_shape(784, 10, 3) == ((14, 8, 7), (5, 2))  # no size-1 mode
     assert np.prod(factorize(1000, 3)) == 1000
     assert tensorized_shape(64, 128, 3) == ((4, 4, 4), (8, 4, 4))
     assert tensorized_shape(6, 4, shape=((2, 3), (2, 2))) == ((2, 3), (2, 2))
@@ -160,16 +163,16 @@ def test_map_compresses_with_small_accuracy_loss_and_pruning_is_exact(digits, de
     before = bnet.predict_proba(xte)
     layers = bnet.tensorized()
     masks = {n: m.keep_masks(1e-2) for n, m in layers.items()}
-    scales = {n: [s.detach()[0] for s in m.scales()] for n, m in layers.items()}
+    norms = {n: [s.detach()[0] for s in m.tensor().slice_norms()] for n, m in layers.items()}
     info = bnet.prune(1e-2)
     after = bnet.predict_proba(xte)
     assert (after - before).abs().max() < 1e-5
     removed = sum(int((~k).sum()) for ks in masks.values() for k in ks)
     assert removed > 0  # the prior switched slices off
     for n, ks in masks.items():
-        for k, s in zip(ks, scales[n]):  # removed slices are the ones whose scale collapsed
+        for k, s in zip(ks, norms[n]):  # removed slices are the ones whose weight vanished
             if (~k).any():
-                assert float(s[~k].max()) < 1e-2 * float(s.max())
+                assert float(s[~k].max()) < 1e-4 * float(s.max())
         assert info[n]["ranks_after"] == [int(k.sum()) for k in ks]
     assert bnet.compression()["linear_ratio"] > 5
     exported = bnet.export()
@@ -411,7 +414,8 @@ def test_tensorize_checks_every_layer_before_building_any():
     assert time.perf_counter() - start < 2.0
     with pytest.warns(UserWarning, match="max_rank"):
         bnet = tensorize(_mlp(), format="ttm", max_rank=10000, min_features=1)
-    assert [m.ranks for m in bnet.tensorized().values()] == [(32, 16), (32, 4)]
+    # 64 x 128: (4, 4, 4) x (8, 4, 4); 128 x 10: (16, 8) x (5, 2), no size-1 mode
+    assert [m.ranks for m in bnet.tensorized().values()] == [(32, 16), (16,)]
 
 
 @pytest.mark.parametrize("value", [2.5, "3", True, 0, [2, 2.5], None])

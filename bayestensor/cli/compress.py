@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from bayestensor.data.images import load_dataset
@@ -22,27 +24,36 @@ from bayestensor.cli.errors import Command
 @opt.max_rank_option(8, per_dim=False)
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="Adam learning rate of the dense baseline and the compressed net alike.")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,
-              show_default=True, help="Prune slices with scale below threshold x largest.")
+              show_default=True, help="Prune slices with weight norm below threshold x largest.")
 @click.option("--rotate", type=float, default=45.0, show_default=True,
               help="Rotation (degrees) of the shifted test inputs.")
+@opt.quiet_option
 @opt.run_options("compress")
 def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, particles,
-             threshold, rotate, seed, out, force, with_report):
+             threshold, rotate, quiet, seed, out, force, with_report):
     """Train and compress an MLP or small CNN on DATA ('digits', a .npz with images and labels,
-    or a directory of MNIST IDX files); write model.pt, ranks.csv, reliability.png, run.json and
-    network.json to --out."""
+    or a directory of MNIST IDX files), next to a dense baseline trained alike (same optimizer,
+    learning rate, schedule, epochs and batches); write model.pt, ranks.csv, reliability.png,
+    network.json, summary.md and run.json to --out."""
     dataset = load_dataset(data)
     out = opt.open_run_dir(out, "compress", force)
-    net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
-                       epochs=epochs, max_rank=max_rank, hidden=hidden, batch_size=batch_size,
-                       lr=lr, particles=particles, threshold=threshold, rotate=rotate, seed=seed)
-    m = net["metrics"]
-    click.echo(f"dense accuracy {m['dense']['accuracy']:.4f}  {method} accuracy "
-               f"{m[method]['accuracy']:.4f}  ECE {m[method]['ece']:.4f}  linear ratio "
-               f"{net['linear_ratio']:.1f}x  model ratio {net['model_ratio']:.1f}x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
+                           epochs=epochs, max_rank=max_rank, hidden=hidden,
+                           batch_size=batch_size, lr=lr, particles=particles,
+                           threshold=threshold, rotate=rotate, seed=seed,
+                           progress=False if quiet else None)
+    for name, m in net["metrics"].items():
+        click.echo(f"{name:<16} accuracy {m['accuracy']:.4f}  NLL {m['nll']:.4f}  "
+                   f"ECE {m['ece']:.4f}")
+    click.echo(f"linear ratio {net['linear_ratio']:.1f}x  model ratio {net['model_ratio']:.1f}x")
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        click.echo(f"warning: {message}", err=True)
     click.echo(f"wrote {out}")
     opt.echo_report(out, with_report)

@@ -8,6 +8,7 @@ runs code from it.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Iterable
 
 import torch
@@ -16,16 +17,17 @@ from torch import nn
 from bayestensor.checks import choice, positive_int, rank_value, seed_value
 from bayestensor.formats import get_format
 from bayestensor.io import load_tensors, save_tensors
-from bayestensor.nets.layers import (DEFAULT_MODES, INITS, LINEAR_FORMATS, MAX_LAYER_PARAMS,
-                                     PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
-                                     TensorizedConv2d, TensorizedLinear, _BayesLowRank,
-                                     build_compressed, conv_ranks, export_layer, layer_ranks,
+from bayestensor.nets.layers import (INITS, LINEAR_FORMATS, MAX_LAYER_PARAMS, PRUNE_THRESHOLD,
+                                     CompressedConv2d, CompressedLinear, TensorizedConv2d,
+                                     TensorizedLinear, _BayesLowRank, build_compressed,
+                                     conv_ranks, export_layer, layer_ranks, linear_shape,
                                      max_params_arg)
-from bayestensor.nets.shapes import tensorized_shape
 from bayestensor.seeds import MAX_SEED
 
 #: Passes of fresh VI draws averaged per prediction (each pass draws ``num_draws`` weights).
 VI_PREDICT_PASSES = 4
+#: How ``BayesianNet.forward`` combines its particles.
+REDUCTIONS = ("log_mean_prob", "mean", "none")
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module):
@@ -39,20 +41,35 @@ def _set_module(root: nn.Module, name: str, new: nn.Module):
 class BayesianNet(nn.Module):
     """A network whose tensorized layers carry ``P`` particles, run as one batched forward.
 
-    The input ``(B, ...)`` is stacked ``P`` times along the batch; layers that are not
-    tensorized act per example (and are shared by all particles: they are point estimates);
-    tensorized layers split the stacked batch into ``(P, B, ...)``. ``forward`` returns logits
-    ``(P, B, classes)``.
+    :meth:`particle_outputs` stacks the input ``(B, ...)`` ``P`` times along the batch; layers
+    that are not tensorized act per example (and are shared by all particles: they are point
+    estimates); tensorized layers split the stacked batch into ``(P, B, ...)``. It returns one
+    output per particle, ``(P, B, ...)``.
+
+    ``forward`` returns one output per example, like the network it replaces, so that
+    ``F.cross_entropy(bnet(x), y)`` works in any PyTorch training loop. How the particles are
+    combined is ``reduce``:
+
+    ``"log_mean_prob"`` (default, classifiers): ``log((1/P) sum_p softmax(logits_p))``, the log
+    of the ensemble's predictive probabilities ``(B, classes)``. They are normalized
+    log-probabilities, hence valid logits: ``softmax`` returns the predictive mean and
+    ``F.cross_entropy`` its negative log-likelihood. With one particle they equal
+    ``log_softmax(logits)``.
+    ``"mean"``: the average output over particles (regression heads).
+    ``"none"``: the per-particle outputs ``(P, B, ...)``.
 
     Parameters
     ----------
     net : nn.Module
         A module containing :class:`TensorizedLinear` / :class:`TensorizedConv2d` layers.
+    reduce : {"log_mean_prob", "mean", "none"}
+        How ``forward`` combines the particles.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, reduce: str = "log_mean_prob"):
         super().__init__()
         self.net = net
+        self.reduce = choice("reduce", reduce, REDUCTIONS)
         if not self.tensorized():
             raise ValueError("net: contains no tensorized layer")
         self.samples: list[dict] = []  # SGHMC snapshots of the particle parameters
@@ -67,11 +84,30 @@ class BayesianNet(nn.Module):
             raise ValueError(f"net: tensorized layers disagree on num_particles: {sorted(ps)}")
         return ps.pop()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def particle_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output for every particle, ``(P, B, ...)``, from a batch ``(B, ...)``."""
+        if not isinstance(x, torch.Tensor) or x.ndim < 1:
+            raise ValueError(f"x: expected a batch tensor (B, ...), got {type(x).__name__}")
         p = self.num_particles
         b = x.shape[0]
-        out = self.net(x.repeat(p, *([1] * (x.ndim - 1))) if p > 1 else x)
+        layers = list(self.tensorized().values())
+        for m in layers:
+            m.stacked_input = True
+        try:
+            out = self.net(x.repeat(p, *([1] * (x.ndim - 1))) if p > 1 else x)
+        finally:
+            for m in layers:
+                m.stacked_input = False
         return out.reshape(p, b, *out.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One output per example, the particles combined by ``reduce`` (see the class)."""
+        out = self.particle_outputs(x)
+        if self.reduce == "none":
+            return out
+        if self.reduce == "mean":
+            return out.mean(0)
+        return torch.logsumexp(out.log_softmax(-1), 0) - math.log(out.shape[0])
 
     def is_variational(self) -> bool:
         """Whether the tensorized layers are in VI mode (see ``make_variational``)."""
@@ -111,7 +147,7 @@ class BayesianNet(nn.Module):
                 for _ in range(reps):
                     for m in self.tensorized().values():
                         m.resample()
-                    acc = acc + self(xb).softmax(-1).sum(0)
+                    acc = acc + self.particle_outputs(xb).softmax(-1).sum(0)
                     count += self.num_particles
             out.append(acc / count)
         if self.samples:
@@ -158,10 +194,9 @@ def _is_target(name, module, layers, min_features):
 def _check_budget(targets, format, max_rank, conv_rank, num_modes, num_particles, max_params,
                   init):
     """Check every target layer's ranks against ``max_params`` before any is built."""
-    modes = DEFAULT_MODES[format] if num_modes is None else num_modes
     for _, m in targets:
         if isinstance(m, nn.Linear):
-            in_shape, out_shape = tensorized_shape(m.in_features, m.out_features, modes)
+            in_shape, out_shape = linear_shape(format, m.in_features, m.out_features, num_modes)
             shape = in_shape + out_shape
             ranks = get_format(format).normalize_rank(shape, max_rank)
             layer_ranks(format, shape, ranks, max_rank, num_particles, max_params, warn=False,
@@ -174,7 +209,8 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
               format: str = "ttm", max_rank=8, prior: str = "gamma", prior_params=None,
               num_particles: int = 1, init: str = "decompose", num_modes: int | None = None,
               conv_rank=None, min_features: int = 256, seed: int = 0,
-              max_params: int | None = MAX_LAYER_PARAMS) -> BayesianNet:
+              max_params: int | None = MAX_LAYER_PARAMS,
+              reduce: str = "log_mean_prob") -> BayesianNet:
     """Replace chosen ``nn.Linear`` / ``nn.Conv2d`` layers of a copy of ``model``.
 
     Parameters
@@ -207,10 +243,24 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
         Most low-rank parameters per layer (all particles together), default
         :data:`bayestensor.nets.layers.MAX_LAYER_PARAMS`; every layer is checked before any is
         built. ``None`` lifts the limit.
+    reduce : {"log_mean_prob", "mean", "none"}
+        How the network's ``forward`` combines the particles (see :class:`BayesianNet`): by
+        default ``(B, classes)`` log predictive probabilities, which ``F.cross_entropy`` takes.
 
     Returns
     -------
     BayesianNet
+
+    Examples
+    --------
+    >>> import torch.nn.functional as F
+    >>> net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    >>> bnet = tensorize(net, num_particles=3, min_features=1000)
+    >>> x, y = torch.randn(5, 64), torch.tensor([0, 1, 2, 3, 4])
+    >>> bnet(x).shape, bnet.particle_outputs(x).shape
+    (torch.Size([5, 10]), torch.Size([3, 5, 10]))
+    >>> F.cross_entropy(bnet(x), y).ndim
+    0
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -223,6 +273,7 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
     min_features = positive_int("min_features", min_features)
     seed = seed_value(seed)
     max_params = max_params_arg(max_params)
+    choice("reduce", reduce, REDUCTIONS)
     if layers is not None and not callable(layers):
         layers = list(layers)
         names = dict(model.named_modules())
@@ -250,7 +301,7 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
                                              num_particles=num_particles, init=init,
                                              seed=layer_seed, max_params=max_params)
         _set_module(net, name, new)
-    return BayesianNet(net)
+    return BayesianNet(net, reduce)
 
 
 def compression_table(net: nn.Module) -> dict:

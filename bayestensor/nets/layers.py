@@ -12,15 +12,27 @@ A :class:`TensorizedLinear` stores the weight matrix ``W`` (``in_features x out_
 The forward pass contracts the input with the cores/factors one mode at a time and never
 forms the dense weight. Every parameter (and the bias) carries a leading *particle* dimension
 ``P``: SVGD particles, SGHMC chains or draws of a variational posterior run as one batched
-forward. The input may be ``(B, in)`` (broadcast to all particles), ``(P, B, in)`` or
-``(P * B, in)`` (particles stacked along the batch, which is what a converted ``nn.Module``
-passes between layers).
+forward.
+
+Inputs follow one broadcasting rule (for a convolution read ``(C, H, W)`` for ``in``):
+
+* ``layer(x)`` with ``x`` of shape ``(..., in)``, any leading dims as for ``nn.Linear``. With one
+  particle the output is ``(..., out)``, exactly as ``nn.Linear``; with ``P > 1`` particles the
+  input is shared by all of them and the output is ``(P, ..., out)``.
+* ``layer.particle_forward(x)`` with ``x`` of shape ``(P, ..., in)``: particle ``p`` gets
+  ``x[p]``; the output is ``(P, ..., out)``. Chains of particle layers use it.
+* Inside :class:`bayestensor.nets.BayesianNet` the batch arrives stacked, ``(P * B, ..., in)``
+  (``P`` copies of the batch, so that layers that are not tensorized act per example); the
+  layer splits it into ``(P, B, ..., in)`` and returns ``(P * B, ..., out)``.
+
+``weight`` and ``bias`` read the dense ``(out, in)`` weight and the ``(out,)`` bias as
+``nn.Linear`` has them (with a leading ``P`` when there are several particles).
 
 Every rank slice has a learnable prior scale ``s = exp(u)`` (unconstrained ``u``) under a
 hyperprior (``"gamma"`` ARD on the precision ``1/s^2``, ``"half_cauchy"`` or ``"log_uniform"``
 on ``s``); :meth:`log_prior` evaluates :class:`bayestensor.priors.LowRankPrior` on the current
-values plus the log-Jacobian of ``u``, per particle. ``prune`` removes slices whose scale
-collapsed.
+values plus the log-Jacobian of ``u``, per particle. ``prune`` removes the slices the prior
+switched off (weight norm collapsed).
 """
 
 from __future__ import annotations
@@ -68,6 +80,16 @@ MAX_LAYER_PARAMS = MAX_PARAMS
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
+
+
+def linear_shape(fmt: str, in_features: int, out_features: int, num_modes: int | None = None,
+                 shape=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Tensorized ``(in_shape, out_shape)`` of a linear layer in ``fmt``: at most ``num_modes``
+    modes per side (default :data:`DEFAULT_MODES`), none of size 1 unless a side has too few
+    prime factors; a TT-matrix gets the same number (at least 2) on both sides."""
+    num_modes = DEFAULT_MODES[fmt] if num_modes is None else positive_int("num_modes", num_modes)
+    return tensorized_shape(in_features, out_features, num_modes, shape,
+                            min_modes=2 if fmt == "ttm" else 1, same_count=fmt == "ttm")
 
 
 def max_params_arg(value) -> int | None:
@@ -248,6 +270,7 @@ class _BayesLowRank(nn.Module):
         self.variational = False
         self.num_draws = 1
         self._last = None
+        self.stacked_input = False  # set by BayesianNet while it runs: (P * B, ...) inputs
         self.factors = nn.ParameterList([nn.Parameter(p.contiguous()) for p in params])
         tensor = self.tensor()
         self._build_prior()
@@ -261,9 +284,9 @@ class _BayesLowRank(nn.Module):
         if bias:
             b = torch.zeros(p, out_size) if bias_init is None else \
                 torch.as_tensor(bias_init, dtype=torch.float32).expand(p, -1).clone()
-            self.bias = nn.Parameter(b)
+            self.particle_bias = nn.Parameter(b)
         else:
-            self.register_parameter("bias", None)
+            self.register_parameter("particle_bias", None)
 
     def _build_prior(self):
         self.prior = LowRankPrior("W", self.tensor_shape, self.tensor().ranks, self.fmt,
@@ -301,6 +324,13 @@ class _BayesLowRank(nn.Module):
         self.rhos = nn.ParameterList([nn.Parameter(torch.full_like(p, rho0)) for p in self.factors])
         self.variational, self.num_draws, self._last = True, num_draws, None
         return self
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The bias as ``nn.Linear`` / ``nn.Conv2d`` have it: ``(out,)``, or ``(P, out)`` when
+        the particles have their own (``None`` without a bias). A view of ``particle_bias``."""
+        b = self.particle_bias
+        return None if b is None else (b[0] if b.shape[0] == 1 else b)
 
     def tensor(self):
         """The low-rank weight tensor (a bayestensor format with batch dim ``(P,)``)."""
@@ -344,12 +374,12 @@ class _BayesLowRank(nn.Module):
 
     def n_params(self) -> int:
         """Parameters of one particle: low-rank weight plus bias."""
-        nb = 0 if self.bias is None else int(self.bias.shape[-1])
+        nb = 0 if self.particle_bias is None else int(self.particle_bias.shape[-1])
         return self.tensor().n_params() + nb
 
     def dense_params(self) -> int:
         """Parameters of the dense layer it replaces (weight plus bias)."""
-        nb = 0 if self.bias is None else int(self.bias.shape[-1])
+        nb = 0 if self.particle_bias is None else int(self.particle_bias.shape[-1])
         return math.prod(self.tensor_shape) + nb
 
     def compression_ratio(self) -> float:
@@ -357,19 +387,21 @@ class _BayesLowRank(nn.Module):
 
     # --- pruning -----------------------------------------------------------------------------
     def particle_keep_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
-        """Per particle, the slices to keep: prior scale *or* weight norm (``slice_norms``)
-        above ``threshold`` times the largest of its rank dim; one ``(P, R_d)`` mask per dim."""
+        """Per particle, the slices to keep: weight norm (``slice_norms``) above ``threshold``
+        times the largest of its rank dim; one ``(P, R_d)`` mask per dim.
+
+        The norm of a slice is the product of its norms in every factor that carries it, so it
+        measures what the slice adds to the weight whatever the rescaling between TT/Tucker
+        rank dims (gauge freedom). The prior scale is not used: at the MAP a switched-off
+        slice's scale settles at a floor set by the hyperprior (``sqrt(2 b / (n + 2 a))`` for
+        the gamma prior), whose ratio to the live scales depends on the size of the weights,
+        not on whether the slice is used (measured: slices of norm 0 at 1.1% of the largest
+        scale).
+        """
         if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
             raise ValueError(f"threshold: expected a number in [0, 1), got {threshold!r}")
-        out = []
-        norms = self.tensor().slice_norms()
-        for s, nrm in zip(self.scales(), norms):
-            s, nrm = s.detach(), nrm.detach()
-            # a slice goes only when both its prior scale and its weight norm collapsed: the
-            # scales of TT/Tucker rank dims trade off against each other (gauge freedom)
-            out.append((s > threshold * s.max(-1, keepdim=True).values)
-                       | (nrm > threshold * nrm.max(-1, keepdim=True).values))
-        return out
+        return [nrm.detach() > threshold * nrm.detach().max(-1, keepdim=True).values
+                for nrm in self.tensor().slice_norms()]
 
     def keep_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Slices to keep in at least one particle (see :meth:`particle_keep_masks`)."""
@@ -388,13 +420,13 @@ class _BayesLowRank(nn.Module):
                 m = m & keep[dim].reshape(shape)
             masks.append(m)
         masks += [k.clone() for k in keep]
-        if self.bias is not None:
-            masks.append(torch.ones_like(self.bias, dtype=torch.bool))
+        if self.particle_bias is not None:
+            masks.append(torch.ones_like(self.particle_bias, dtype=torch.bool))
         return masks
 
     @torch.no_grad()
     def prune(self, threshold: float = PRUNE_THRESHOLD) -> dict:
-        """Remove the rank slices whose prior scale collapsed (see :meth:`keep_masks`).
+        """Remove the rank slices that were switched off (see :meth:`particle_keep_masks`).
 
         Returns ``{"ranks_before", "ranks_after"}``.
         """
@@ -426,27 +458,51 @@ class _BayesLowRank(nn.Module):
     def particle_params(self) -> list[nn.Parameter]:
         """Parameters with a leading particle dim (all of them except VI's ``rho``)."""
         ps = list(self.factors) + list(self.log_scales)
-        return ps + ([self.bias] if self.bias is not None else [])
+        return ps + ([self.particle_bias] if self.particle_bias is not None else [])
 
     def select_particle(self, i: int) -> list[torch.Tensor]:
         """Low-rank parameters of particle ``i`` (the mean under VI), each ``(1, ...)``."""
         return [p.detach()[i:i + 1].clone() for p in self.factors]
 
-    def _split_input(self, x: torch.Tensor, feature_dims: int) -> tuple[torch.Tensor, bool]:
-        """``(P, B, *features)`` from ``(B, *f)``, ``(P, B, *f)`` or stacked ``(P*B, *f)``."""
-        p = self.num_particles
-        if x.ndim == feature_dims + 2:
-            if x.shape[0] != p:
-                raise ValueError(f"x: leading particle dim {x.shape[0]} != num_particles {p}")
-            return x, False
-        if x.ndim != feature_dims + 1:
-            raise ValueError(f"x: expected {feature_dims + 1} or {feature_dims + 2} dims, "
+    # --- inputs ------------------------------------------------------------------------------
+    #: Trailing dims of one example: 1 for a linear layer, 3 (C, H, W) for a convolution.
+    feature_dims = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in) -> (..., out)`` with one particle, ``(P, ..., out)`` with several (the
+        input shared by all particles); see the module docstring for stacked inputs."""
+        return self._run(x, per_particle=False)
+
+    def particle_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(P, ..., in) -> (P, ..., out)``: particle ``p`` maps ``x[p]``."""
+        return self._run(x, per_particle=True)
+
+    def _run(self, x: torch.Tensor, per_particle: bool) -> torch.Tensor:
+        xs, lead = self._batched_input(x, per_particle)
+        y = self._contract(xs)
+        return y.reshape(*lead, *y.shape[2:])
+
+    def _batched_input(self, x, per_particle: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """``(P, N, *features)`` from the input, and the leading dims of the output."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        k = self.feature_dims
+        if x.ndim < k:
+            raise ValueError(f"x: expected at least {k} dim(s) (..., {self._feature_text()}), "
                              f"got shape {tuple(x.shape)}")
+        self._check_features(x.shape[x.ndim - k:])
+        p = self.num_particles
+        lead, features = tuple(x.shape[:x.ndim - k]), x.shape[x.ndim - k:]
+        if per_particle or self.stacked_input:
+            if not lead or lead[0] % p or (per_particle and lead[0] != p):
+                what = "a leading particle dim" if per_particle else "a stacked batch (P * B)"
+                raise ValueError(f"x: expected {what} for num_particles={p}, got shape "
+                                 f"{tuple(x.shape)}")
+            return x.reshape(p, -1, *features), lead
+        xs = x.reshape(1, -1, *features)
         if p == 1:
-            return x.unsqueeze(0), True
-        if x.shape[0] % p == 0:
-            return x.reshape(p, x.shape[0] // p, *x.shape[1:]), True
-        raise ValueError(f"x: batch {x.shape[0]} is not a multiple of num_particles {p}")
+            return xs, lead
+        return xs.expand(p, *xs.shape[1:]), (p,) + lead
 
 
 def _gain_scale(fan_in: int) -> float:
@@ -506,10 +562,10 @@ class TensorizedLinear(_BayesLowRank):
         seed = seed_value(seed, optional=True)
         max_params = max_params_arg(max_params)
         requested = rank_value("max_rank", max_rank)
-        num_modes = DEFAULT_MODES[format] if num_modes is None else positive_int("num_modes", num_modes)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
-        self.in_shape, self.out_shape = tensorized_shape(in_features, out_features, num_modes, shape)
+        self.in_shape, self.out_shape = linear_shape(format, in_features, out_features, num_modes,
+                                                     shape)
         if format == "ttm" and len(self.in_shape) != len(self.out_shape):
             raise ValueError(f"shape: TT-matrix needs as many input as output modes, got "
                              f"{self.in_shape} and {self.out_shape}")
@@ -529,19 +585,31 @@ class TensorizedLinear(_BayesLowRank):
             params = _particle_start(_params, num_particles, seed)
         self._setup(format, prior, prior_params, params, out_features, bias, _bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs, flat = self._split_input(x, 1)
-        if xs.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected {self.in_features} features, got {xs.shape[-1]}")
+    def _feature_text(self) -> str:
+        return f"in_features={self.in_features}"
+
+    def _check_features(self, features):
+        if features[-1] != self.in_features:
+            raise ValueError(f"x: expected {self.in_features} features in the last dim, got "
+                             f"{features[-1]}")
+
+    def _contract(self, xs: torch.Tensor) -> torch.Tensor:
         y = contract_linear(self.fmt, xs, self.current_params(), self.in_shape, self.out_shape)
-        if self.bias is not None:
-            y = y + self.bias.unsqueeze(1)
-        return y.reshape(-1, self.out_features) if flat else y
+        if self.particle_bias is not None:
+            y = y + self.particle_bias.unsqueeze(1)
+        return y
 
     def dense_weight(self) -> torch.Tensor:
         """Reconstructed ``W`` ``(P, in, out)`` (for tests and export only)."""
         return self.format_cls(self.tensor_shape, self.current_params()).reconstruct().reshape(
             -1, self.in_features, self.out_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight as ``nn.Linear`` has it, ``(out, in)`` (``(P, out, in)`` with several
+        particles), reconstructed from the low-rank parameters (differentiable)."""
+        w = self.dense_weight().transpose(-1, -2)
+        return w[0] if w.shape[0] == 1 else w
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "ttm", max_rank=8, prior="gamma",
@@ -561,9 +629,8 @@ class TensorizedLinear(_BayesLowRank):
         seed = seed_value(seed)
         num_particles = positive_int("num_particles", num_particles)
         requested = rank_value("max_rank", max_rank)
-        num_modes = DEFAULT_MODES[format] if num_modes is None else num_modes
-        in_shape, out_shape = tensorized_shape(linear.in_features, linear.out_features, num_modes,
-                                               shape)
+        in_shape, out_shape = linear_shape(format, linear.in_features, linear.out_features,
+                                           num_modes, shape)
         tensor_shape = in_shape + out_shape
         ranks = layer_ranks(format, tensor_shape,
                             get_format(format).normalize_rank(tensor_shape, requested), max_rank,
@@ -651,16 +718,32 @@ class TensorizedConv2d(_BayesLowRank):
             params = _particle_start(_params, num_particles, seed)
         self._setup("tucker", prior, prior_params, params, out_channels, bias, _bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs, flat = self._split_input(x, 3)
+    feature_dims = 3
+
+    def _feature_text(self) -> str:
+        return f"in_channels={self.in_channels}, H, W"
+
+    def _check_features(self, features):
+        if features[0] != self.in_channels:
+            raise ValueError(f"x: expected {self.in_channels} channels in dim -3, got "
+                             f"{features[0]}")
+
+    def _contract(self, xs: torch.Tensor) -> torch.Tensor:
         y = contract_conv(xs, self.current_params(), self.stride, self.padding, self.dilation)
-        if self.bias is not None:
-            y = y + self.bias[:, None, :, None, None]
-        return y.reshape(-1, *y.shape[2:]) if flat else y
+        if self.particle_bias is not None:
+            y = y + self.particle_bias[:, None, :, None, None]
+        return y
 
     def dense_weight(self) -> torch.Tensor:
         """Reconstructed kernel ``(P, out, in, kh, kw)``."""
         return TuckerTensor(self.tensor_shape, self.current_params()).reconstruct()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The kernel as ``nn.Conv2d`` has it, ``(out, in, kh, kw)`` (``(P, ...)`` with several
+        particles), reconstructed from the Tucker-2 parameters (differentiable)."""
+        w = self.dense_weight()
+        return w[0] if w.shape[0] == 1 else w
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, max_rank=8, prior="gamma", prior_params=None,
@@ -728,12 +811,17 @@ class CompressedLinear(nn.Module):
         """Parameters of the dense layer it replaces (weight plus bias)."""
         return self.in_features * self.out_features + (0 if self.bias is None else self.out_features)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense ``(out, in)`` weight, as ``nn.Linear`` has it (reconstructed)."""
+        w = get_format(self.fmt)(self.in_shape + self.out_shape, list(self.factors)).reconstruct()
+        return w.reshape(self.in_features, self.out_features).T
+
     def to_dense(self) -> nn.Linear:
         """The equivalent ``nn.Linear`` (dense weight reconstructed)."""
-        w = get_format(self.fmt)(self.in_shape + self.out_shape, list(self.factors)).reconstruct()
         lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         with torch.no_grad():
-            lin.weight.copy_(w.reshape(self.in_features, self.out_features).T)
+            lin.weight.copy_(self.weight)
             if self.bias is not None:
                 lin.bias.copy_(self.bias)
         return lin
@@ -761,9 +849,11 @@ class CompressedConv2d(nn.Module):
                 "ranks": list(self.ranks), "bias": self.bias is not None}
 
     def forward(self, x):
-        y = contract_conv(x.unsqueeze(0), [p.unsqueeze(0) for p in self.factors], self.stride,
-                          self.padding, self.dilation)[0]
-        return y if self.bias is None else y + self.bias[:, None, None]
+        lead = x.shape[:-3]
+        y = contract_conv(x.reshape(1, -1, *x.shape[-3:]), [p.unsqueeze(0) for p in self.factors],
+                          self.stride, self.padding, self.dilation)[0]
+        y = y if self.bias is None else y + self.bias[:, None, None]
+        return y.reshape(*lead, *y.shape[1:])
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -787,8 +877,9 @@ def export_layer(layer: _BayesLowRank, particle: int = 0) -> nn.Module:
     with torch.no_grad():
         for dst, src in zip(out.factors, params):
             dst.copy_(src[0])
-        if layer.bias is not None:
-            out.bias.copy_(layer.bias.detach()[min(particle, layer.bias.shape[0] - 1)])
+        if layer.particle_bias is not None:
+            b = layer.particle_bias.detach()
+            out.bias.copy_(b[min(particle, b.shape[0] - 1)])
     return out
 
 

@@ -43,10 +43,13 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from bayestensor.checks import choice, positive_int
 from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
@@ -105,36 +108,111 @@ def _batches(n, batch_size, gen):
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+class TrainingData:
+    """Training batches from tensors ``x, y`` (reshuffled every epoch by a generator seeded
+    with ``seed``, ``batch_size`` examples each) or from a ``DataLoader`` of ``(inputs,
+    labels)`` pairs (its own batches and order; ``y`` must then be ``None``).
+
+    ``num_data`` is the number of training examples (``N`` of the ``N / B`` likelihood scale)
+    and ``steps_per_epoch`` the batches per epoch. The labels are checked against
+    ``num_classes`` (the model's output width): all at once for tensors, batch by batch for a
+    loader (its first batch before any training).
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        self.loader = x if isinstance(x, DataLoader) else None
+        self.num_classes = None
+        if self.loader is None:
+            _check_data(x, y)
+            self.x, self.y = x, y
+            self.num_data = x.shape[0]
+            self.batch_size = positive_int("batch_size", batch_size)
+            self.steps_per_epoch = math.ceil(self.num_data / self.batch_size)
+            self.first = (x, y)
+        else:
+            if y is not None:
+                raise ValueError("y: a DataLoader yields the labels itself; pass y=None")
+            try:
+                self.num_data, self.steps_per_epoch = len(x.dataset), len(x)
+            except TypeError:
+                raise ValueError("x: expected a DataLoader over a dataset with a length "
+                                 "(the likelihood is scaled by the number of examples)") from None
+            if self.steps_per_epoch < 1:
+                raise ValueError("x: the DataLoader yields no batch")
+            self.first = self._pair(next(iter(x)))
+        self.gen = rng(seed)
+
+    def check_labels(self, model: nn.Module):
+        """Check the (first) labels against the output width of ``model``."""
+        self.num_classes = _output_width(model, self.first[0])
+        _check_label_range(self.first[1], self.num_classes)
+
+    @staticmethod
+    def _pair(batch):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError(f"x: expected the DataLoader to yield (inputs, labels) pairs, got "
+                             f"{type(batch).__name__}")
+        _check_data(batch[0], batch[1])
+        return batch[0], batch[1]
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches ``(x, y)`` of one epoch."""
+        if self.loader is None:
+            for idx in _batches(self.num_data, self.batch_size, self.gen):
+                yield self.x[idx], self.y[idx]
+            return
+        for batch in self.loader:
+            xb, yb = self._pair(batch)
+            if self.num_classes is not None:
+                _check_label_range(yb, self.num_classes)
+            yield xb, yb
+
+
+def progress_bar(total: int, desc: str, progress: bool | None):
+    """A tqdm bar on stderr; ``progress=None`` shows it only when stderr is a terminal."""
+    return tqdm(total=total, desc=desc, disable=None if progress is None else not progress,
+                leave=False, unit="step")
+
+
 def particle_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per particle, ``(P,)`` from logits ``(P, B, C)``."""
     p, b, c = logits.shape
     return F.cross_entropy(logits.reshape(-1, c), y.repeat(p), reduction="none").view(p, b).mean(1)
 
 
-def train_dense(model: nn.Module, x, y, epochs: int = 10, batch_size: int = 128,
-                lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0) -> dict:
-    """Baseline: Adam with cosine decay on the mean cross-entropy of a plain network."""
+def train_dense(model: nn.Module, x, y=None, epochs: int = 10, batch_size: int = 128,
+                lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
+                progress: bool | None = None) -> dict:
+    """Baseline: Adam with cosine decay on the mean cross-entropy of a plain network.
+
+    The optimizer, schedule and batches are those of :func:`fit_net`'s MAP, so that a dense
+    baseline and a tensorized network given the same ``epochs``, ``batch_size``, ``lr`` and
+    ``seed`` get the same training budget. ``x`` may be a ``DataLoader`` (then ``y=None``);
+    ``progress`` as in :func:`fit_net`.
+    """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
-    _check_data(x, y)
     _check_schedule(epochs, batch_size, lr, seed)
     real_number("weight_decay", weight_decay, low_open=False)
-    _check_label_range(y, _output_width(model, x))
+    data = TrainingData(x, y, batch_size, seed)
+    data.check_labels(model)
     torch.manual_seed(seed)
-    gen = rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(x.shape[0] / batch_size)
+    steps = epochs * data.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0, losses = time.perf_counter(), []
     model.train()
-    for _ in range(epochs):
-        for idx in _batches(x.shape[0], batch_size, gen):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+    with progress_bar(steps, "dense", progress) as bar:
+        for _ in range(epochs):
+            for xb, yb in data.epoch():
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3g}")
     model.eval()
     return {"loss": losses, "seconds": time.perf_counter() - t0}
 
@@ -155,8 +233,8 @@ def _prior_preconditioner(bnet: BayesianNet, eta: float) -> list[torch.Tensor]:
         out += [(PRECONDITIONER_BOUND * v / eta).clamp(max=1.0).expand_as(f).detach()
                 for v, f in zip(variances, layer.factors)]
         out += [torch.ones_like(u) for u in layer.log_scales]
-        if layer.bias is not None:
-            out.append(torch.ones_like(layer.bias))
+        if layer.particle_bias is not None:
+            out.append(torch.ones_like(layer.particle_bias))
     return out
 
 
@@ -215,11 +293,11 @@ def _check_particles(bnet, method):
 
 
 def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
-                    sghmc_lr, friction, burnin, num_samples, temperature, scale_lr, sghmc_prune):
+                    sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
+                    sghmc_prune) -> TrainingData:
     choice("method", method, METHODS)
     if not isinstance(bnet, BayesianNet):
         raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
-    _check_data(x, y)
     _check_schedule(epochs, batch_size, lr, seed)
     positive_int("num_draws", num_draws)
     positive_int("num_samples", num_samples)
@@ -232,22 +310,28 @@ def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws,
     if sghmc_prune is not None:
         real_number("sghmc_prune", sghmc_prune, high=1.0, low_open=False, high_open=True)
     _check_particles(bnet, method)
-    _check_label_range(y, _output_width(bnet, x))
+    data = TrainingData(x, y, batch_size, seed)
+    data.check_labels(bnet)
+    return data
 
 
-def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "map",
+def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "map",
             epochs: int = 20, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
             num_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
             friction: float = 0.1, burnin: float = 0.5, num_samples: int = 10,
             temperature: float = 1.0, scale_lr: float = 10.0,
-            sghmc_prune: float | None = PRUNE_THRESHOLD) -> dict:
+            sghmc_prune: float | None = PRUNE_THRESHOLD, progress: bool | None = None) -> dict:
     """Train or sample a :class:`BayesianNet` in place.
 
     Parameters
     ----------
     bnet : BayesianNet
-    x, y : tensors
-        Training inputs and integer labels in ``[0, C)``, ``C`` the network's output width.
+    x : tensor or DataLoader
+        Training inputs ``(N, ...)``, or a ``torch.utils.data.DataLoader`` yielding
+        ``(inputs, labels)`` batches (then ``y=None`` and the loader's batches replace
+        ``batch_size``; ``N`` is the length of its dataset).
+    y : tensor, optional
+        Integer labels ``(N,)`` in ``[0, C)``, ``C`` the network's output width.
     method : {"map", "vi", "svgd", "sghmc"}
         ``"svgd"`` needs at least 2 particles, ``"vi"`` one (``tensorize(num_particles=...)``).
     epochs, batch_size : int
@@ -267,6 +351,8 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     sghmc_prune : float or None
         SGHMC only: prune threshold (see :meth:`BayesianNet.prune`) applied once, at the end of
         the warm-up; ``None`` samples every slice.
+    progress : bool or None
+        Progress bar on stderr; ``None`` (default) shows it when stderr is a terminal.
 
     Returns
     -------
@@ -280,17 +366,17 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
         string, out of range or beyond float32 (``lr=1e39``), a seed outside
         ``[0, 2**63 - 1]``, labels that are not integers in ``[0, C)``, SVGD with one particle.
     """
-    _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
-                    sghmc_lr, friction, burnin, num_samples, temperature, scale_lr, sghmc_prune)
+    data = _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
+                           sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
+                           sghmc_prune)
     torch.manual_seed(seed)
-    gen = rng(seed)
-    n = x.shape[0]
+    n = data.num_data
     if method == "vi":
         for m in bnet.tensorized().values():
             if not m.variational:
                 m.make_variational(num_draws)
     bnet.samples = []
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps_per_epoch = data.steps_per_epoch
     total = epochs * steps_per_epoch
     adam_steps = total if method != "sghmc" else max(1, int(round(burnin * epochs)) * steps_per_epoch)
     # slice log-scales move in log space: a larger step lets collapsed slices reach the floor
@@ -314,10 +400,10 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
     t0 = time.perf_counter()
     bnet.train()
     step = 0
+    bar = progress_bar(total, f"fit_net {method}", progress)
     for _ in range(epochs):
-        for idx in _batches(n, batch_size, gen):
-            logits = bnet(x[idx])
-            nll = particle_nll(logits, y[idx])                       # (P,)
+        for xb, yb in data.epoch():
+            nll = particle_nll(bnet.particle_outputs(xb), yb)        # (P,)
             lp = bnet.log_prior()                                    # (P,)
             loss_p = nll - lp / n                                    # (P,) per-datum scale
             sampling = method == "sghmc" and step >= adam_steps
@@ -331,7 +417,8 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
                 if velocity is None:
                     if sghmc_prune is not None:  # the shapes change: recompute this batch
                         bnet.prune(sghmc_prune)
-                        loss_p = particle_nll(bnet(x[idx]), y[idx]) - bnet.log_prior() / n
+                        loss_p = particle_nll(bnet.particle_outputs(xb), yb) \
+                            - bnet.log_prior() / n
                     noise_gen = torch.Generator(device=loss_p.device).manual_seed(
                         derive_seed(seed, "sghmc"))
                     pp, live, precond, velocity = _sghmc_start(bnet, eta, sghmc_prune, noise_gen)
@@ -350,9 +437,13 @@ def fit_net(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor, method: str = "
                 opt.step()
                 sched.step()
             if not torch.isfinite(loss_p).all():
+                bar.close()
                 raise FloatingPointError(f"{method}: loss became non-finite at step {step}")
             history["loss"].append(float(loss_p.detach().mean()))
             step += 1
+            bar.update()
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3g}")
+    bar.close()
     bnet.samples = bnet.samples[-num_samples:] if method == "sghmc" else []
     bnet.eval()
     history["seconds"] = time.perf_counter() - t0

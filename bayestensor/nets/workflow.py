@@ -3,6 +3,12 @@ image dataset, prune, export, and write the run folder that ``bayestensor report
 
 :func:`build_model` makes the small MLP / CNN architectures; :func:`run_compress` is everything
 ``bayestensor compress`` does.
+
+The comparison is fair by construction: the dense baseline and the tensorized network get the
+same optimizer (Adam), learning rate, cosine schedule, epochs, batch size and batch order.
+A layer whose tensorized form would have more parameters than the dense one stays dense, and
+a run in which the prior pruned no slice of any layer says that its ranks are set by
+``max_rank``, not found.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,8 +35,9 @@ from bayestensor.viz.figures import save_png
 ARCHS = ("mlp", "cnn")
 #: Methods that fit one point estimate (one particle), whatever ``particles`` says.
 POINT_METHODS = ("map", "vi")
-#: Adam on a dense net diverges or overfits early above this rate on these datasets.
-DENSE_MAX_LR = 1e-3
+#: Warning of a run in which no layer lost a rank slice.
+NOT_PRUNED = ("prior did not prune; results set by max_rank: every tensorized layer ended "
+              "at its starting ranks (lower --max-rank, train longer, or use a stronger prior)")
 #: Channels of the two 3x3 convolutions of the CNN.
 CNN_CHANNELS = (16, 32)
 
@@ -75,10 +83,43 @@ def _compressible(name: str, module: nn.Module) -> bool:
     return isinstance(module, nn.Linear)
 
 
+def tensorize_smaller(model: nn.Module, **kwargs) -> tuple[BayesianNet, list[dict]]:
+    """:func:`tensorize` the compressible layers of ``model`` whose tensorized form is smaller
+    than the dense layer; the others stay dense.
+
+    Parameters
+    ----------
+    model : nn.Module
+    **kwargs
+        Passed to :func:`bayestensor.nets.tensorize` (not ``layers``).
+
+    Returns
+    -------
+    (BayesianNet, list of dict)
+        The network and, per layer kept dense, ``{"name", "dense_params",
+        "compressed_params", "ratio"}`` (ratio below 1).
+
+    Raises
+    ------
+    ValueError
+        Naming ``max_rank`` when no layer would be smaller tensorized.
+    """
+    table = tensorize(model, layers=_compressible, **kwargs).compression()["layers"]
+    dense = [{k: row[k] for k in ("name", "dense_params", "compressed_params", "ratio")}
+             for row in table if row["ratio"] < 1]
+    if len(dense) == len(table):
+        raise ValueError(f"max_rank: {kwargs.get('max_rank')!r} makes every tensorized layer "
+                         f"larger than the dense one ({dense}); lower it")
+    names = {row["name"] for row in dense}
+    bnet = tensorize(model, layers=lambda n, m: _compressible(n, m) and n not in names, **kwargs)
+    return bnet, dense
+
+
 def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
                  prior: str = "gamma", method: str = "map", epochs: int = 10, max_rank: int = 8,
                  hidden: int = 512, batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
-                 threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0) -> dict:
+                 threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
+                 progress: bool | None = None) -> dict:
     """Train, compress and evaluate a network; write the run folder.
 
     Parameters
@@ -87,7 +128,8 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         From :func:`bayestensor.data.images.load_dataset`.
     out : path
         Run folder (see :func:`bayestensor.report.rundir.prepare_run_dir`); receives
-        ``model.pt``, ``ranks.csv``, ``reliability.png``, ``network.json`` and ``run.json``.
+        ``model.pt``, ``ranks.csv``, ``reliability.png``, ``network.json``, ``summary.md`` and
+        ``run.json``.
     arch : {"mlp", "cnn"}
     fmt : str
         Format of the tensorized layers.
@@ -95,35 +137,48 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     method : {"map", "vi", "svgd", "sghmc"}
     epochs, max_rank, hidden, batch_size : int
     lr : float
-        Learning rate of the Bayesian net (the dense baseline uses at most ``DENSE_MAX_LR``).
+        Adam learning rate of both the dense baseline and the tensorized network.
     particles : int
         SVGD particles / SGHMC chains (one for map and vi).
     threshold : float
-        Prune slices whose scale is below ``threshold`` times the largest.
+        Prune slices whose weight norm is below ``threshold`` times the largest.
     rotate : float
         Rotation (degrees) of the shifted test images.
     seed : int
+    progress : bool or None
+        Progress bars on stderr (``None``: when stderr is a terminal).
 
     Returns
     -------
     dict
-        The ``network.json`` content: layers, ratios, metrics, reliability, shift, times.
+        The ``network.json`` content: layers, layers kept dense, ratios, metrics,
+        reliability, shift, training budget, times and warnings.
     """
     checks.choice("method", method, METHODS)
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
+    num_particles = 1 if method in POINT_METHODS else particles
+    bnet, kept_dense = tensorize_smaller(
+        build_model(arch, data.input_shape, data.classes, hidden, seed), format=fmt,
+        max_rank=max_rank, prior=prior, num_particles=num_particles, init="random", seed=seed)
+    notes = [f"layer {row['name']} kept dense: tensorized it would have "
+             f"{row['compressed_params']:,} parameters for {row['dense_params']:,} dense "
+             f"(ratio {row['ratio']:.2f} < 1)" for row in kept_dense]
+    budget = {"optimizer": "Adam", "schedule": "cosine", "lr": lr, "epochs": epochs,
+              "batch_size": batch_size, "seed": seed}
     dense = build_model(arch, data.input_shape, data.classes, hidden, seed)
     dense_log = train_dense(dense, data.x_train, data.y_train, epochs=epochs,
-                            batch_size=batch_size, lr=min(lr, DENSE_MAX_LR), seed=seed)
-    num_particles = 1 if method in POINT_METHODS else particles
-    bnet = tensorize(build_model(arch, data.input_shape, data.classes, hidden, seed),
-                     layers=_compressible, format=fmt, max_rank=max_rank, prior=prior,
-                     num_particles=num_particles, init="random", seed=seed)
+                            batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
     net_log = fit_net(bnet, data.x_train, data.y_train, method=method, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed)
+                      batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     network = _evaluate(bnet, dense, data, method, threshold, rotate, ranks_before)
-    network["train_seconds"] = {"dense": dense_log["seconds"], method: net_log["seconds"]}
+    if all(row["ranks_after"] == row["ranks_before"] for row in network["layers"]):
+        notes.append(NOT_PRUNED)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    network.update(kept_dense=kept_dense, training=budget, warnings=notes,
+                   train_seconds={"dense": dense_log["seconds"], method: net_log["seconds"]})
     settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
                 "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
                 "particles": num_particles, "threshold": threshold, "rotate": rotate, "seed": seed}
@@ -132,9 +187,42 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     files = [out / "model.pt", _write_ranks(out / "ranks.csv", network["layers"]),
              save_png(reliability_figure(network["reliability"], f"{data.name}: {fmt} {method}"),
                       out / "reliability.png"),
-             atomic_write(out / "network.json", json.dumps(to_jsonable(network), indent=2))]
+             atomic_write(out / "network.json", json.dumps(to_jsonable(network), indent=2)),
+             atomic_write(out / "summary.md", summary_markdown(network, method, data.name))]
     write_run(out, "network", settings=settings, data=data.info(), files=files)
     return network
+
+
+def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
+    """A Markdown summary of a ``network.json``: warnings, the training budget, accuracy / NLL /
+    ECE of the dense and compressed networks, and per layer its ranks and ratio."""
+    lines = [f"# Compressed network{': ' + data_name if data_name else ''}", ""]
+    lines += [f"**Warning:** {w}" for w in network.get("warnings", [])]
+    b = network.get("training", {})
+    if b:
+        lines += ["", f"Both networks trained alike: {b['optimizer']}, lr {b['lr']:g}, "
+                      f"{b['schedule']} schedule, {b['epochs']} epochs, batch {b['batch_size']}, "
+                      f"seed {b['seed']}."]
+    lines += ["", "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
+    for name, m in network["metrics"].items():
+        label = "dense" if name == "dense" else name.replace("_", " ")
+        lines.append(f"| {label} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} |")
+    lines += ["", "| layer | format | ranks before | ranks after | dense params | "
+                  "compressed params | ratio |", "|---|---|---|---|---|---|---|"]
+    for r in network["layers"]:
+        lines.append(f"| {r['name']} | {r['format']} | {_ranks_text(r['ranks_before'])} | "
+                     f"{_ranks_text(r['ranks_after'])} | {r['dense_params']:,} | "
+                     f"{r['compressed_params']:,} | {r['ratio']:.2f} |")
+    for r in network.get("kept_dense", []):
+        lines.append(f"| {r['name']} | dense (kept) | - | - | {r['dense_params']:,} | "
+                     f"{r['dense_params']:,} | 1.00 |")
+    lines += ["", f"Tensorized layers {network['linear_ratio']:.1f}x smaller; whole model "
+                  f"{network['model_ratio']:.1f}x."]
+    return "\n".join(lines) + "\n"
+
+
+def _ranks_text(ranks) -> str:
+    return "x".join(map(str, ranks))
 
 
 def _evaluate(bnet: BayesianNet, dense: nn.Module, data: ImageData, method: str,

@@ -278,9 +278,10 @@ def test_cli_compress_tiny(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(compress, ["digits", "--epochs", "2", "--hidden", "32",
                                         "--max-rank", "3", "--method", "svgd", "--particles", "2",
-                                        "--out", str(out)])
+                                        "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    for f in ["model.pt", "ranks.csv", "reliability.png", "run.json", "network.json"]:
+    for f in ["model.pt", "ranks.csv", "reliability.png", "run.json", "network.json",
+              "summary.md", "report.json"]:
         assert (out / f).exists(), f
     run = json.loads((out / "run.json").read_text())
     assert run["kind"] == "network" and run["data"]["name"] == "digits"
@@ -288,6 +289,9 @@ def test_cli_compress_tiny(tmp_path):
     assert {"layers", "linear_ratio", "model_ratio", "metrics", "reliability", "shift",
             "train_seconds"} <= set(net)
     assert {"dense", "svgd"} <= set(net["metrics"])
+    report = json.loads((out / "report.json").read_text())
+    assert set(net["warnings"]) <= set(report["warnings"])  # the report shows them
+    assert net["training"]["lr"] == 1e-2 and net["training"]["optimizer"] == "Adam"
     row = net["layers"][0]
     assert {"name", "format", "in_shape", "out_shape", "ranks_before", "ranks_after",
             "dense_params", "compressed_params", "ratio"} <= set(row)

@@ -540,7 +540,8 @@ def network_section(net: dict) -> dict:
     if net.get("train_seconds"):
         tables.append(("training time (s)", [{"model": k, "seconds": v} for k, v in net["train_seconds"].items()],
                        ["model", "seconds"]))
-    return section("network", "Compressed network", tables=tables, figures=figs, numbers=numbers)
+    return section("network", "Compressed network", tables=tables, figures=figs, numbers=numbers,
+                   warnings=net.get("warnings", []))
 
 
 # --- dynamics studies ---------------------------------------------------------------------------

@@ -266,3 +266,68 @@ def test_import_leaves_the_matplotlib_backend_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().lower() == "svg"
+
+
+# --- sub-commands loaded when used ------------------------------------------------------------
+HEAVY_MODULES = ("torch", "pyro", "arviz", "matplotlib", "tensorly", "scipy")
+
+
+def test_help_imports_no_heavy_library():
+    """``bayestensor --help`` lists every command without importing PyTorch, Pyro, ArviZ,
+    matplotlib or TensorLy (they cost seconds; the listing needs none of them)."""
+    code = ("import sys\n"
+            "from bayestensor.cli import main\n"
+            "try:\n"
+            "    main(['--help'])\n"
+            "except SystemExit as exit:\n"
+            "    assert exit.code == 0, exit.code\n"
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    *listing, loaded = out.stdout.strip().splitlines()
+    assert loaded == "[]"
+    from bayestensor.cli.main import COMMANDS
+    listed = [line.split()[0] for line in listing[listing.index("Commands:") + 1:]
+              if line.startswith("  ") and not line.startswith("   ")]
+    assert listed == sorted(COMMANDS)
+
+
+def test_every_lazy_command_loads_under_its_name():
+    """Each entry of the lazy map is the click command of that name, and the group lists
+    exactly the map."""
+    import click
+
+    from bayestensor.cli.main import COMMANDS, load_command
+    ctx = click.Context(main)
+    assert main.list_commands(ctx) == sorted(COMMANDS)
+    for name, (target, summary) in COMMANDS.items():
+        cmd = load_command(target)
+        assert isinstance(cmd, click.Command) and cmd.name == name
+        assert main.get_command(ctx, name) is cmd
+        assert summary.endswith(".") and len(summary) < 70
+    assert main.get_command(ctx, "no-such-command") is None
+
+
+@pytest.mark.parametrize("args", [["demo"], ["complete"], ["regress"], ["compress"], ["report"],
+                                  ["dynamics"], ["dynamics", "fa-vs-gd"],
+                                  ["dynamics", "overparam"], ["dynamics", "diagonal"],
+                                  ["dynamics", "all"]])
+def test_every_command_help(args):
+    res = CliRunner().invoke(main, [*args, "--help"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert res.output.startswith(f"Usage: main {' '.join(args)} ")
+
+
+def test_commands_draw_with_agg():
+    """The group selects matplotlib's Agg backend before a command runs (the user's backend is
+    restored after the test)."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        res = CliRunner().invoke(main, ["report", "--help"])
+        assert res.exit_code == 0, res.output
+        assert matplotlib.get_backend().lower() == "agg"
+    finally:
+        matplotlib.use(previous)

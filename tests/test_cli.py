@@ -309,6 +309,7 @@ def test_every_lazy_command_loads_under_its_name():
 
 
 @pytest.mark.parametrize("args", [["demo"], ["complete"], ["regress"], ["compress"], ["report"],
+                                  ["compare"],
                                   ["dynamics"], ["dynamics", "fa-vs-gd"],
                                   ["dynamics", "overparam"], ["dynamics", "diagonal"],
                                   ["dynamics", "all"]])

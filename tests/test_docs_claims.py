@@ -133,6 +133,10 @@ def test_parser_reads_a_files_list():
     assert {"run.json", ".bayestensor-run"} <= promised_files(SHARED)
 
 
+#: A tiny SVGD fit: several draws, so that ``compare`` can run PSIS-LOO on it.
+SVGD = ["--method", "svgd", "--num-samples", "8", "--steps", "10"]
+
+
 def test_complete_writes_the_files_listed(tmp_path):
     """An (H, W, 3) image with --holdout and the report: every conditional file applies."""
     rng = np.random.default_rng(0)
@@ -140,7 +144,7 @@ def test_complete_writes_the_files_listed(tmp_path):
     image[rng.random(image.shape) < 0.3] = np.nan
     np.save(tmp_path / "image.npy", image)
     out = tmp_path / "out"
-    run(["complete", tmp_path / "image.npy", "--max-rank", "2", "--steps", "20", "--holdout",
+    run(["complete", tmp_path / "image.npy", "--max-rank", "2", *SVGD, "--holdout",
          "0.2", "--map-hold", "none", "--quiet", "--out", out])
     assert_files_match(out, promised_files(SHARED) | promised_files("`bayestensor complete`"))
 
@@ -148,6 +152,14 @@ def test_complete_writes_the_files_listed(tmp_path):
     again = tmp_path / "again"
     run(["report", out, "--out", again])
     assert_files_match(again, promised_files("`bayestensor report`"))
+
+    # `compare` of two runs of the same data writes its own files, nothing of a run folder.
+    other = tmp_path / "other"
+    run(["complete", tmp_path / "image.npy", "--max-rank", "1", *SVGD, "--holdout",
+         "0.2", "--map-hold", "none", "--no-figures", "--no-report", "--quiet", "--out", other])
+    compared = tmp_path / "compared"
+    run(["compare", out, other, "--out", compared])
+    assert_files_match(compared, promised_files("`bayestensor compare`"))
 
 
 def test_demo_writes_the_files_listed(tmp_path, monkeypatch):

@@ -26,6 +26,8 @@ COMMANDS = {
                  "Learning-dynamics studies: FA vs GD, rich vs lazy, regimes."),
     "report": ("bayestensor.cli.report:report_cmd",
                "Write the uncertainty report of a run folder."),
+    "compare": ("bayestensor.cli.compare:compare_cmd",
+                "Compare saved runs of one data set by PSIS-LOO."),
 }
 
 

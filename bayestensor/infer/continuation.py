@@ -9,6 +9,7 @@ chooses between no continuation and the candidate by held-out error (:func:`choo
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from bayestensor.infer.runners import MAP, Method, run_method
 
@@ -17,11 +18,12 @@ MIN_OBSERVATIONS_FOR_AUTO = 50
 
 
 def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | None,
-                     options: dict) -> dict | None:
+                     options: dict, progress: bool = False) -> dict | None:
     """Fill ``options["map_hold"]`` from the model's default and resolve ``"auto"`` in place.
 
     Only methods that fit a MAP (``method.map_steps_option``) take ``map_hold``. Returns the
     auto choice (see :func:`choose_map_hold`), or ``None`` when nothing was chosen.
+    ``progress`` shows the validation fits of ``"auto"``.
     """
     if method.map_steps_option is None:
         return None
@@ -30,14 +32,15 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
     if options["map_hold"] != "auto":
         return None
     steps = options.get(method.map_steps_option)
-    choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps)
+    choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
+                             progress=progress)
     options["map_hold"] = choice["chosen"]
     return choice
 
 
 def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                     margin: float = 0.02, batch_size: int | None = None,
-                    num_steps: int | None = None) -> dict:
+                    num_steps: int | None = None, progress: bool = False) -> dict:
     """Pick ``map_hold`` for a model by held-out error: none, or ``model.map_hold_candidate``.
 
     Two MAP fits on ``1 - validation`` of the observations, one plain and one with the
@@ -45,7 +48,8 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     held-out ``validation`` fraction is lower by more than ``margin`` (relative). The
     continuation helps when the plain joint MAP fits noise with extra slices (very noisy data)
     and hurts when it prunes weak real components, and the held-out error tells which case a
-    data set is in. Used by ``fit(..., map_hold="auto")``.
+    data set is in. Used by ``fit(..., map_hold="auto")``. ``progress`` shows a bar on stderr
+    (on a terminal only) over the two fits, each with its own bar of steps.
 
     Returns
     -------
@@ -69,10 +73,14 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     fit_batch = None if batch_size is None else min(batch_size, len(train))
     target = val.values.double().numpy()
     errors = {}
-    for label, hold in (("none", None), ("hold", candidate)):
-        post = run_method(MAP, model, train, options={**options, "map_hold": hold}, seed=seed,
-                          batch_size=fit_batch, progress=False)
-        errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
+    fits = (("none", None), ("hold", candidate))
+    with tqdm(fits, desc="map_hold auto", unit="fit", disable=None if progress else True,
+              leave=False, dynamic_ncols=True) as bar:
+        for label, hold in bar:
+            bar.set_postfix_str(f"map_hold={label}")
+            post = run_method(MAP, model, train, options={**options, "map_hold": hold},
+                              seed=seed, batch_size=fit_batch, progress=progress)
+            errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
     model.set_data(data)
     chosen = candidate if errors["hold"] < (1 - margin) * errors["none"] else None
     return {"chosen": chosen, "validation_mse": errors}

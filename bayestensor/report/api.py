@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.report import sections as S
 from bayestensor.report.html import render_html, render_markdown
@@ -17,26 +19,42 @@ ORDER = ("settings", "diagnostics", "rank", "calibration", "predictions", "weigh
          "dynamics")
 
 
-def build_sections(run_dir: Path, run: dict, posterior=None, heldout=None, image=None) -> list[dict]:
-    """The sections a run has data for, in :data:`ORDER`, from the files this run wrote."""
-    out = [S.settings_section(run, posterior)]
-    if posterior is not None:
-        out.append(S.diagnostics_section(posterior, heldout))
-        out.append(S.rank_section(posterior))
-        out.append(S.calibration_section(posterior, heldout))
-        out.append(S.predictions_section(posterior, heldout, image))
-        out.append(S.weights_section(posterior))
-    network = run_file(run_dir, run, "network.json") if run_dir is not None else None
-    if network is not None:
-        out.append(S.network_section(read_json(network)))
-    results = run_file(run_dir, run, "results.json") if run_dir is not None else None
-    if run.get("kind") == "dynamics" and results is not None:
-        out.append(S.dynamics_section(read_json(results)))
+def build_sections(run_dir: Path, run: dict, posterior=None, heldout=None, image=None, *,
+                   progress: bool = False) -> list[dict]:
+    """The sections a run has data for, in :data:`ORDER`, from the files this run wrote.
+
+    With ``progress``, a progress bar on stderr (on a terminal only) ticks once per section.
+    """
+    steps = section_steps(run_dir, run, posterior, heldout, image)
+    out = []
+    with tqdm(steps, desc="report", unit="section", disable=None if progress else True,
+              leave=False, dynamic_ncols=True) as bar:
+        for key, make in bar:
+            bar.set_postfix_str(key)
+            out.append(make())
     return [s for s in out if s is not None]
 
 
+def section_steps(run_dir: Path, run: dict, posterior=None, heldout=None, image=None) -> list:
+    """``(key, make)`` for each section the run may have, in :data:`ORDER`; ``make()`` builds it."""
+    steps = [("settings", lambda: S.settings_section(run, posterior))]
+    if posterior is not None:
+        steps += [("diagnostics", lambda: S.diagnostics_section(posterior, heldout)),
+                  ("rank", lambda: S.rank_section(posterior)),
+                  ("calibration", lambda: S.calibration_section(posterior, heldout)),
+                  ("predictions", lambda: S.predictions_section(posterior, heldout, image)),
+                  ("weights", lambda: S.weights_section(posterior))]
+    network = run_file(run_dir, run, "network.json") if run_dir is not None else None
+    if network is not None:
+        steps.append(("network", lambda: S.network_section(read_json(network))))
+    results = run_file(run_dir, run, "results.json") if run_dir is not None else None
+    if run.get("kind") == "dynamics" and results is not None:
+        steps.append(("dynamics", lambda: S.dynamics_section(read_json(results))))
+    return steps
+
+
 def report(run, out=None, *, title: str | None = None, heldout: dict | None = None,
-           image: dict | None = None) -> dict:
+           image: dict | None = None, progress: bool = True) -> dict:
     """Write an uncertainty report: ``report.html``, ``report.md`` (+ PNGs) and ``report.json``.
 
     Parameters
@@ -53,6 +71,8 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
         (saved as ``heldout.npz``); ignored for a run directory, which has its own.
     image : dict, optional
         For a Posterior of an image: ``{"observed", "truth"}`` (saved as ``image.npz``).
+    progress : bool
+        A progress bar on stderr, one tick per section, shown on a terminal only.
 
     Returns
     -------
@@ -81,7 +101,7 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     posterior = Posterior.load(posterior_file) if posterior_file is not None else None
     heldout = load_npz(run_file(run_dir, meta, "heldout.npz"))
     image = load_npz(run_file(run_dir, meta, "image.npz"))
-    secs = build_sections(run_dir, meta, posterior, heldout, image)
+    secs = build_sections(run_dir, meta, posterior, heldout, image, progress=progress)
     warnings = [w for s in secs for w in s["warnings"]]
     title = title or f"bayestensor report: {meta['kind']} run ({run_dir.name})"
     subtitle = f"Run directory {run_dir}; created {meta.get('created', '?')}."

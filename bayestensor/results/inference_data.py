@@ -42,13 +42,16 @@ def _by_chain(value: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 
 def data_groups(post, *, posterior_predictive: bool = False, model=None, model_args=(),
-                model_kwargs=None, seed: int = 0) -> tuple[dict, dict]:
+                model_kwargs=None, seed: int = 0, log_likelihood: bool = True) -> tuple[dict, dict]:
     """``log_likelihood``, ``observed_data`` (and ``posterior_predictive``) groups and dims.
 
     ``post`` is a :class:`~bayestensor.results.posterior.Posterior`; ``model`` a Pyro model
     with ``model_args`` / ``model_kwargs`` for a posterior without a built-in model. Returns
-    ``({group: {var: array}}, {group: {var: dims}})``; both empty when there is no model.
+    ``({group: {var: array}}, {group: {var: dims}})``; both empty when there is no model
+    or ``log_likelihood`` is false.
     """
+    if not log_likelihood:
+        return {}, {}
     shape = (post.num_chains, post.num_draws)
     flat = post.flat_samples()
     builtin = post.model if hasattr(post.model, "pointwise_log_likelihood") else None

@@ -234,7 +234,7 @@ class Posterior:
         self.pyro_model = (model, tuple(model_args), dict(model_kwargs or {}))
 
     def to_arviz(self, posterior_predictive: bool = False, *, model=None, model_args=(),
-                 model_kwargs: dict | None = None, seed: int = 0):
+                 model_kwargs: dict | None = None, seed: int = 0, log_likelihood: bool = True):
         """``InferenceData`` (ArviZ 0.2x) or ``DataTree`` (ArviZ 1.x) of the run.
 
         Groups: ``posterior`` (site axes named ``rank0``..., ``mode0``...), ``sample_stats``
@@ -253,6 +253,9 @@ class Posterior:
             not attach (e.g. after ``load``); ignored for a built-in model.
         seed : int
             Seed of the posterior predictive draws.
+        log_likelihood : bool
+            Build the ``log_likelihood`` and ``observed_data`` groups (one model evaluation
+            per draw); ``False`` skips them where only the draws are needed.
 
         Examples
         --------
@@ -270,7 +273,8 @@ class Posterior:
             model, model_args, model_kwargs = self.pyro_model
         groups, dims = inference_data.data_groups(
             self, posterior_predictive=posterior_predictive, model=model,
-            model_args=model_args, model_kwargs=model_kwargs, seed=seed)
+            model_args=model_args, model_kwargs=model_kwargs, seed=seed,
+            log_likelihood=log_likelihood or posterior_predictive)
         if posterior_predictive and "posterior_predictive" not in groups:
             raise ValueError("posterior_predictive: needs the model and its data (a built-in "
                              "model fitted or saved with its data, or model= and model_args=)")
@@ -290,7 +294,7 @@ class Posterior:
         """
         if self.num_chains * self.num_draws == 1:
             return self._point_summary(var_names, ci_prob)
-        data = self.to_arviz()
+        data = self.to_arviz(log_likelihood=False)
         if not self.is_markov_chain:
             table = arviz_adapter.summary(data, var_names=var_names, ci_prob=ci_prob,
                                           kind="stats")

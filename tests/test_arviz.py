@@ -260,6 +260,9 @@ def test_bad_input_is_named():
     post = completion_posterior()
     with pytest.raises(ValueError, match="posteriors"):
         compare_runs({"only": post})
+    point = bt.Posterior({"a": torch.zeros(1, 1, 3)}, {}, "map")
+    with pytest.raises(ValueError, match="one draw"):
+        compare_runs({"map": point, "other": post})
     bare = bt.Posterior({"a": torch.zeros(1, 3)}, {}, "vi")
     with pytest.raises(ValueError, match="posterior_predictive"):
         bare.to_arviz(posterior_predictive=True)

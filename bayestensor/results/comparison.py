@@ -25,6 +25,10 @@ def _check_runs(posteriors) -> None:
     for name, post in posteriors.items():
         if not hasattr(post, "to_arviz"):
             raise TypeError(f"posteriors[{name!r}]: expected a Posterior, got {type(post).__name__}")
+        if post.num_chains * post.num_draws < 2:
+            raise ValueError(f"posteriors[{name!r}]: a {post.method} run of one draw has no "
+                             "posterior spread, so LOO does not apply; fit it with a sampler "
+                             "(sghmc, nuts), svgd or vi")
 
 
 def _observed(name, data) -> np.ndarray:

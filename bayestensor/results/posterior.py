@@ -331,7 +331,7 @@ class Posterior:
             return {"max_rhat": float("nan"), "min_ess_bulk": float("nan"),
                     "min_ess_tail": float("nan"),
                     "note": f"{self.method}: not a Markov chain; R-hat does not apply"}
-        return arviz_adapter.rhat_ess(self.to_arviz(), var_names)
+        return arviz_adapter.rhat_ess(self.to_arviz(log_likelihood=False), var_names)
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, path, include_data: bool = True) -> Path:

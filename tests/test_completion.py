@@ -218,3 +218,18 @@ def test_predict_on_no_indices_says_so():
                   map_hold=None)
     with pytest.raises(ValueError, match="indices: no entries to predict"):
         post.predict(np.zeros((0, 3), dtype=np.int64))
+
+
+@pytest.mark.parametrize("fmt, shape", [("cp", (8, 9, 10)), ("tucker", (8, 9, 10)),
+                                        ("tt", (8, 9, 10)), ("ttm", (4, 6, 4, 6))])
+def test_dense_prediction_route_equals_gathered_entries(fmt, shape):
+    """Predictions from each sample's dense tensor equal the factor-row gather (oracle)."""
+    data = bt.data.synthetic_tensor(shape, rank=2, snr_db=10, observed=0.3, seed=0)
+    model = bt.TensorCompletion(shape, format=fmt, max_rank=4)
+    post = bt.fit(model, data.train, method="svgd", num_samples=5, num_steps=20, progress=False)
+    flat, idx = post.flat_samples(), data.test.indices
+    assert model._dense_is_cheaper(len(idx), (5,))
+    dense, _ = model.predict_entries(flat, idx)
+    gathered = model.low_rank(flat).entries(idx) * model.scale + model.center
+    np.testing.assert_allclose(dense.numpy(), gathered.numpy(), rtol=0, atol=1e-5)
+    assert not model._dense_is_cheaper(len(idx) // 10, (5,))  # few indices: gather

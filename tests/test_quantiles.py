@@ -7,7 +7,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from bayestensor.results.posterior import Prediction
-from bayestensor.results.quantiles import normal_mixture_quantiles
+from bayestensor.results.quantiles import normal_mixture_cdf, normal_mixture_quantiles
 
 PROBS = [1e-9, 0.025, 0.05, 0.25, 0.5, 0.75, 0.95, 0.975, 1 - 1e-7]
 
@@ -97,6 +97,41 @@ def test_prediction_interval_uses_the_mixture():
     lo, hi = pred.interval(0.9)
     want = oracle(draws.numpy(), noise.numpy(), [0.05, 0.95])
     assert_close_in_sd(np.stack([lo, hi]), want, 0.3)
+
+
+def test_cdf_matches_scipy_and_inverts_the_quantiles():
+    rng = np.random.default_rng(6)
+    mu = rng.normal(size=(40, 25))
+    sd = rng.uniform(0.1, 0.6, size=(40, 25))
+    x = rng.normal(size=25)
+    want = [mixture_cdf(x[j], mu[:, j], sd[:, j]) for j in range(25)]
+    got = normal_mixture_cdf(mu, sd, x, chunk_elements=90).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
+    q = ours(mu, sd, [0.1, 0.9])
+    np.testing.assert_allclose(normal_mixture_cdf(mu, sd, q[1]).numpy(), 0.9, atol=1e-9)
+
+
+def test_coverage_from_pit_equals_coverage_from_the_interval():
+    rng = np.random.default_rng(7)
+    draws = torch.as_tensor(rng.normal(size=(30, 500)))
+    noise = torch.as_tensor(rng.uniform(0.3, 0.6, size=30))
+    pred = Prediction(mean=draws.mean(0).numpy(), sd=np.ones(500), sd_mean=np.ones(500),
+                      draws=draws, noise_sd=noise)
+    truth = rng.normal(scale=1.3, size=500)
+    levels = [0.5, 0.8, 0.9, 0.95]
+    want = []
+    for lv in levels:
+        lo, hi = pred.interval(lv)
+        want.append(np.mean((truth >= lo) & (truth <= hi)))
+    assert pred.coverage(truth, levels) == pytest.approx(want, abs=0)
+    assert pred.coverage(truth, 0.9) == want[2]
+    with pytest.raises(ValueError, match="level"):
+        pred.coverage(truth, [0.5, 1.0])
+
+
+def test_cdf_bad_x_names_the_argument():
+    with pytest.raises(ValueError, match="x"):
+        normal_mixture_cdf(np.zeros((3, 2)), np.ones(3), np.zeros(3))
 
 
 @pytest.mark.parametrize("mu, sd, probs, name", [

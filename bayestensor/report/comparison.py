@@ -1,18 +1,23 @@
-"""Saved runs of one data set compared by PSIS-LOO: a table, Markdown and LOO-PIT figures."""
+"""Saved runs of one data set compared by PSIS-LOO: a table, Markdown and LOO-PIT figures,
+as a folder of its own (``bayestensor compare``) or as a section of a run's report."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 
 from bayestensor.io import atomic_write
 from bayestensor.report.rundir import read_run, run_file
-from bayestensor.results.comparison import compare_runs
+from bayestensor.results import arviz_adapter
+from bayestensor.results.comparison import compare_runs, pareto_k_limit
 from bayestensor.results.posterior import Posterior
-from bayestensor.viz.figures import save_png
-from bayestensor.viz.ppc import plot_loo_pit
+from bayestensor.viz.figures import png_bytes, save_png
+from bayestensor.viz.ppc import loo_pit_values, plot_loo_pit, plot_pit_histogram
 
 #: Columns of the comparison shown in the Markdown table.
 SHOWN = ("rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight", "pareto_k_bad")
@@ -91,3 +96,61 @@ def compare_run_dirs(run_dirs, out) -> dict:
     text += [f"![LOO-PIT {p.stem}]({p.name})" for p in figures]
     md = atomic_write(out / "compare.md", "\n".join(text) + "\n")
     return {"table": table, "csv": Path(csv), "markdown": Path(md), "figures": figures}
+
+
+def loo_section(posterior: Posterior, name: str, others: dict | None = None) -> dict:
+    """Report section: this run's PSIS-LOO (elpd, p_loo, Pareto k) and LOO-PIT histogram,
+    and with ``others`` (``{name: Posterior}`` fitted to the same data) the comparison table.
+
+    PSIS-LOO costs a few seconds per run (ArviZ's Pareto smoothing, per observation), so the
+    report adds this section on request only (``report(loo=True)`` or ``compare=``).
+    """
+    from bayestensor.report.sections import is_point_estimate, section
+
+    if is_point_estimate(posterior):
+        return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[
+            f"{posterior.method}: one point estimate has no posterior spread, so LOO does not "
+            "apply; fit with a sampler, SVGD or VI."])
+    data = posterior.to_arviz(posterior_predictive=True)
+    if not arviz_adapter.has_group(data, "log_likelihood"):
+        return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[
+            "Not measured: the saved posterior has no data to score (save it with "
+            "include_data=True, the default)."])
+    with warnings.catch_warnings():  # replaced by the warning below, naming the count
+        warnings.filterwarnings("ignore", message=".*Pareto.*")
+        result = arviz_adapter.loo(data)
+    k = np.asarray(result.pareto_k).ravel()
+    limit = pareto_k_limit(posterior.num_chains * posterior.num_draws)
+    bad = int(np.sum(k > limit))
+    numbers = {"elpd_loo": float(result.elpd_loo), "se": float(result.se),
+               "p_loo": float(result.p_loo), "n": int(k.size), "pareto_k_bad": bad,
+               "pareto_k_limit": limit}
+    rows = [{"quantity": key, "value": numbers[key]} for key in ("elpd_loo", "se", "p_loo", "n",
+                                                                 "pareto_k_bad")]
+    text = ["Expected log predictive density of each training observation left out (PSIS-LOO, "
+            "ArviZ), summed: higher is better; p_loo is the effective number of parameters. "
+            f"pareto_k_bad counts observations whose estimate is unreliable (Pareto k > "
+            f"{limit:.2f}, the limit for {posterior.num_chains * posterior.num_draws} draws; "
+            "Vehtari et al. 2024)."]
+    warn = []
+    if bad:
+        warn.append(f"PSIS-LOO is unreliable for {bad} of {k.size} observations (Pareto k > "
+                    f"{limit:.2f}): read elpd_loo with care (more draws, or K-fold "
+                    "cross-validation).")
+    tables = [("this run", rows, ["quantity", "value"])]
+    if others:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Pareto.*")
+            table = compare_runs({name: posterior, **others})
+        cols = ["run"] + [c for c in SHOWN if c in table.columns]
+        table_rows = [{"run": run, **{c: row[c] for c in cols[1:]}} for run, row in table.iterrows()]
+        numbers["comparison"] = table_rows
+        tables.append(("runs compared (best first)", table_rows, cols))
+        text.append("Runs compared by elpd_loo with az.compare: elpd_diff and dse are relative "
+                    "to the best run; weight is the stacking weight.")
+    site = next(iter(arviz_adapter.group(data, "observed_data").data_vars))
+    fig = plot_pit_histogram(loo_pit_values(data, site), title="LOO-PIT of the training data")
+    return section("loo", "Model fit and comparison (PSIS-LOO)", text=text, tables=tables,
+                   numbers=numbers, warnings=warn,
+                   figures=[("loo_pit.png", "LOO-PIT histogram with the band of a uniform PIT",
+                             png_bytes(fig))])

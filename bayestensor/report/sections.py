@@ -21,12 +21,15 @@ from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
-from bayestensor.viz.figures import close, png_bytes
+from bayestensor.viz.figures import close, png_bytes, subplots
 from bayestensor.viz.images import image_completion_figures, is_image
+from bayestensor.viz.ppc import plot_pit_histogram
 from bayestensor.viz.regression import plot_weights
 
 #: Credible levels whose empirical coverage is reported.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
+#: Bins of the held-out PIT histogram.
+PIT_BINS = 20
 #: Warning thresholds: worst R-hat, and smallest bulk ESS per chain.
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
@@ -249,11 +252,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     min_bulk = min((r["min_ess_bulk"] for r in rows if math.isfinite(r["min_ess_bulk"])), default=float("nan"))
     min_tail = min((r["min_ess_tail"] for r in rows if math.isfinite(r["min_ess_tail"])), default=float("nan"))
     ess_min = ESS_PER_CHAIN_MIN * posterior.num_chains
-    allp = posterior.diagnostics()
     numbers = {"method": posterior.method, "chains": posterior.num_chains, "draws": posterior.num_draws,
                "key_variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
-               "min_ess_tail": min_tail, "rhat_threshold": RHAT_MAX, "ess_threshold": ess_min,
-               "all_parameters": {k: allp[k] for k in ("max_rhat", "min_ess_bulk", "min_ess_tail")}}
+               "min_ess_tail": min_tail, "rhat_threshold": RHAT_MAX, "ess_threshold": ess_min}
     if posterior.num_chains < 2:
         warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
     if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
@@ -286,10 +287,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             f"noise precision, the norm of the low-rank tensor and {N_KEY_ENTRIES} predicted "
             f"entries. Warning when R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain "
             "(the thresholds of Vehtari et al. 2021, Bayesian Analysis 16(2), used by ArviZ).",
-            "For information only, over all raw parameters (factors are identified only up to "
-            "sign, permutation and scale, and switched-off slices wander under the prior, so "
-            f"R-hat there may be large even for good fits): max R-hat {fmt(allp['max_rhat'])}, "
-            f"min bulk ESS {fmt(allp['min_ess_bulk'])}."]
+            "Raw parameters are not checked: factors are identified only up to sign, "
+            "permutation and scale, and switched-off slices wander under the prior, so their "
+            "R-hat may be large even for good fits (Posterior.diagnostics() lists them)."]
     summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
                {"quantity": "min tail ESS", "value": min_tail}]
     return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,
@@ -394,10 +394,19 @@ def _noise_only_note(posterior) -> list[str]:
             "around the point, not uncertainty about the entry."]
 
 
-def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict | None:
-    """Empirical vs nominal coverage of held-out credible intervals; for classifiers, reliability and ECE.
+def heldout_prediction(posterior, heldout: dict | None):
+    """The posterior's prediction at the held-out points (None without them or a model)."""
+    if heldout is None or posterior.model is None or not hasattr(posterior.model, "predict_entries"):
+        return None
+    return posterior.predict(_heldout_inputs(heldout))
 
-    Without held-out data the section says how to get it.
+
+def calibration_section(posterior, heldout: dict | None, levels=LEVELS, pred=None) -> dict | None:
+    """Empirical vs nominal coverage of held-out credible intervals and their PIT histogram;
+    for classifiers, reliability and ECE.
+
+    Without held-out data the section says how to get it. ``pred`` is the held-out
+    prediction when the caller made it already (:func:`heldout_prediction`).
     """
     if posterior.model is None or not hasattr(posterior.model, "predict_entries"):
         return None
@@ -406,7 +415,7 @@ def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict 
             "Not measured: the run has no held-out data. Hold out part of the observed entries "
             "(bayestensor complete --holdout 0.1) or give X_test and y_test (bayestensor "
             "regress) to compare the intervals with data the fit did not see."])
-    pred = posterior.predict(_heldout_inputs(heldout))
+    pred = pred if pred is not None else heldout_prediction(posterior, heldout)
     if _is_classifier(posterior):
         rel = binary_reliability(pred.mean, heldout["truth"])
         fig = reliability_figure({posterior.method: rel})
@@ -417,27 +426,38 @@ def calibration_section(posterior, heldout: dict | None, levels=LEVELS) -> dict 
                                  png_bytes(fig))])
     target = heldout["noisy"] if "noisy" in heldout else heldout["truth"]
     what = "noisy held-out observations"
-    cov = [pred.coverage(target, lv) for lv in levels]
-    fig = coverage_figure(levels, cov, posterior.method)
+    pit = pred.pit(target)
+    cov = [float(np.mean(np.abs(pit - 0.5) <= lv / 2)) for lv in levels]
+    fig, (left, right) = subplots(1, 2, figsize=(9.0, 3.8))
+    coverage_figure(levels, cov, posterior.method, ax=left)
+    plot_pit_histogram(pit, title="PIT of held-out observations", ax=right)
     rows = [{"nominal": lv, "empirical": c} for lv, c in zip(levels, cov)]
     noise_only = is_point_estimate(posterior)
+    counts = np.histogram(pit, bins=PIT_BINS, range=(0.0, 1.0))[0]
     return section("calibration", "Calibration", numbers={"levels": list(levels), "coverage": cov,
                                                           "target": what, "n": int(len(target)),
-                                                          "noise_only_intervals": noise_only},
+                                                          "noise_only_intervals": noise_only,
+                                                          "pit_counts": counts.tolist()},
                    text=[f"Share of the {len(target)} {what} inside the central predictive "
-                         "interval."] + _noise_only_note(posterior),
+                         "interval, and their PIT (the predictive CDF at each observation): "
+                         "uniform when calibrated, U-shaped when the intervals are too narrow, "
+                         "humped when too wide."] + _noise_only_note(posterior),
                    tables=[("coverage", rows, ["nominal", "empirical"])],
-                   figures=[("calibration.png", "Empirical vs nominal coverage", png_bytes(fig))])
+                   figures=[("calibration.png", "Empirical vs nominal coverage; PIT histogram "
+                             "with the band of a uniform PIT", png_bytes(fig))])
 
 
 def predictions_section(posterior, heldout: dict | None = None, image: dict | None = None,
-                        level: float = 0.9) -> dict | None:
-    """Held-out error, predictions with intervals, and for images the mean and uncertainty map."""
+                        level: float = 0.9, pred=None) -> dict | None:
+    """Held-out error, predictions with intervals, and for images the mean and uncertainty map.
+
+    ``pred`` is the held-out prediction when the caller made it already.
+    """
     if posterior.model is None or not hasattr(posterior.model, "predict_entries"):
         return None
     numbers, figs, text, tables = {}, [], [], []
     if heldout is not None:
-        pred = posterior.predict(_heldout_inputs(heldout))
+        pred = pred if pred is not None else heldout_prediction(posterior, heldout)
         truth = np.asarray(heldout["truth"], dtype=float)
         if _is_classifier(posterior):
             acc = float(np.mean((pred.mean > 0.5) == (truth > 0.5)))

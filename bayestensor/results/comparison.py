@@ -10,8 +10,15 @@ import pandas as pd
 from bayestensor.results import arviz_adapter
 
 #: Pareto shape above which the importance-sampling LOO estimate of an observation is not
-#: reliable (Vehtari et al., 2024: 0.7 for S >= 2000 draws; smaller runs are stricter).
+#: reliable with many draws (Vehtari et al., 2024, JMLR 25(72): 0.7 from S = 2154 draws on);
+#: :func:`pareto_k_limit` gives the stricter limit of smaller runs.
 PARETO_K_LIMIT = 0.7
+
+
+def pareto_k_limit(num_draws: int) -> float:
+    """The sample-size dependent Pareto-k limit ``min(1 - 1 / log10(S), 0.7)`` of Vehtari et
+    al. (2024), as ArviZ applies it: 0.62 for 400 draws, 0.7 from about 2,150 on."""
+    return min(1.0 - 1.0 / np.log10(max(num_draws, 11)), PARETO_K_LIMIT)
 
 
 class ParetoKWarning(UserWarning):
@@ -80,13 +87,14 @@ def compare_runs(posteriors: dict) -> pd.DataFrame:
         warnings.filterwarnings("ignore", message=".*Pareto.*")
         for name, d in data.items():
             k = np.asarray(arviz_adapter.loo(d).pareto_k).ravel()
-            bad[name] = int(np.sum(k > PARETO_K_LIMIT))
+            limit = pareto_k_limit(posteriors[name].num_chains * posteriors[name].num_draws)
+            bad[name] = int(np.sum(k > limit))
         table = arviz_adapter.compare(data)
     table["pareto_k_bad"] = [bad[name] for name in table.index]
     flagged = {name: n for name, n in bad.items() if n}
     if flagged:
         listing = ", ".join(f"{name!r}: {n}" for name, n in flagged.items())
-        warnings.warn(f"PSIS-LOO is unreliable for some observations (Pareto k > "
-                      f"{PARETO_K_LIMIT}): {listing}; compare those runs with care (more draws, "
+        warnings.warn(f"PSIS-LOO is unreliable for some observations (Pareto k above "
+                      f"min(1 - 1/log10(draws), {PARETO_K_LIMIT})): {listing}; compare those runs with care (more draws, "
                       "or K-fold cross-validation)", ParetoKWarning, stacklevel=2)
     return table

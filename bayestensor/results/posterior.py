@@ -16,10 +16,12 @@ from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
 from bayestensor.results import arviz_adapter, inference_data
-from bayestensor.results.quantiles import normal_mixture_quantiles
+from bayestensor.results.quantiles import normal_mixture_cdf, normal_mixture_quantiles
 
 #: Methods whose draws form Markov chains (R-hat and ESS apply).
 MARKOV_METHODS = {"sghmc", "nuts"}
+#: Draws x inputs predicted at once by default in ``Posterior.predict``.
+PREDICT_CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass
@@ -72,11 +74,49 @@ class Prediction:
         lo, hi = normal_mixture_quantiles(self.draws, self.noise_sd, [lo_p, hi_p])
         return lo.numpy(), hi.numpy()
 
-    def coverage(self, truth, level: float = 0.9, kind: str = "predictive") -> float:
-        """Fraction of ``truth`` inside the central interval at ``level``."""
-        lo, hi = self.interval(level, kind)
+    def pit(self, values) -> np.ndarray:
+        """Probability integral transform: the predictive CDF of each entry at ``values``.
+
+        Uniform on (0, 1) for a calibrated predictive distribution; a U shape means intervals
+        too narrow, a hump in the middle intervals too wide.
+
+        Parameters
+        ----------
+        values : array_like, shape (n,)
+            Observed values, one per predicted entry.
+
+        Returns
+        -------
+        np.ndarray, shape (n,)
+        """
+        return normal_mixture_cdf(self.draws, self.noise_sd, np.asarray(values, dtype=np.float64)).numpy()
+
+    def coverage(self, truth, level: float = 0.9, kind: str = "predictive"):
+        """Fraction of ``truth`` inside the central interval at ``level``.
+
+        Parameters
+        ----------
+        truth : array_like, shape (n,)
+        level : float in (0, 1), or a sequence of them
+            With several levels, a list of coverages (one pass: ``truth`` is inside the
+            central predictive interval of level ``L`` exactly when its PIT is within ``L / 2``
+            of 0.5).
+        kind : {"predictive", "mean"}
+        """
+        levels = [level] if np.ndim(level) == 0 else list(level)
+        for lv in levels:
+            if not 0 < lv < 1:
+                raise ValueError(f"level: expected numbers in (0, 1), got {level}")
         t = np.asarray(truth, dtype=np.float64)
-        return float(np.mean((t >= lo) & (t <= hi)))
+        if kind == "predictive":
+            dist = np.abs(self.pit(t) - 0.5)
+            out = [float(np.mean(dist <= lv / 2)) for lv in levels]
+        else:
+            out = []
+            for lv in levels:
+                lo, hi = self.interval(lv, kind)
+                out.append(float(np.mean((t >= lo) & (t <= hi))))
+        return out[0] if np.ndim(level) == 0 else out
 
 
 class Posterior:
@@ -149,7 +189,7 @@ class Posterior:
             raise TypeError(f"{what}: needs a built-in bayestensor model; for a custom Pyro "
                             "model use pyro.infer.Predictive with posterior.flat_samples()")
 
-    def predict(self, inputs, chunk_size: int = 100_000) -> Prediction:
+    def predict(self, inputs, chunk_size: int | None = None) -> Prediction:
         """Predict at new inputs, averaging over all samples.
 
         Parameters
@@ -157,9 +197,11 @@ class Posterior:
         inputs : array_like
             What the model predicts at: an ``(n, ndim)`` index array for completion (validated
             against the model's shape), input tensors for regression.
-        chunk_size : int
+        chunk_size : int, optional
             Inputs evaluated at once (bounds memory to ``S * chunk_size`` floats); a positive
-            integer.
+            integer. Default: about :data:`PREDICT_CHUNK_ELEMENTS` draws x inputs, small enough
+            for the gathered factor rows to stay in cache (4x faster than one large chunk for
+            20,000 entries x 400 draws).
 
         Returns
         -------
@@ -172,10 +214,15 @@ class Posterior:
             Inputs the model refuses (for completion: indices out of range, no indices), or
             a ``chunk_size`` that is not a positive integer.
         """
-        positive_int("chunk_size", chunk_size)
+        if chunk_size is not None:
+            positive_int("chunk_size", chunk_size)
         self._require_model("predict")
         idx = self.model.check_predict_inputs(inputs)
         flat = self.flat_samples()
+        if chunk_size is None:
+            draws = max(1, self.num_chains * self.num_draws)
+            model_chunk = getattr(self.model, "predict_chunk_size", lambda _: None)(draws)
+            chunk_size = model_chunk or max(64, PREDICT_CHUNK_ELEMENTS // draws)
         draws = []
         for start in range(0, idx.shape[0], chunk_size):
             mu, noise_sd = self.model.predict_entries(flat, idx[start:start + chunk_size])

@@ -44,9 +44,15 @@ def reliability_figure(curves: dict, title: str = "reliability diagram"):
     return fig
 
 
-def coverage_figure(levels, coverage, label: str):
-    """Empirical against nominal coverage of central credible intervals."""
-    fig, ax = subplots(figsize=(4.5, 4.2))
+def coverage_figure(levels, coverage, label: str, ax=None):
+    """Empirical against nominal coverage of central credible intervals.
+
+    Draws on ``ax`` when given (returns its figure), else on a new backend-free figure.
+    """
+    if ax is None:
+        fig, ax = subplots(figsize=(4.5, 4.2))
+    else:
+        fig = ax.figure
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="nominal")
     ax.plot(levels, coverage, "o-", color="C0", label=label)
     ax.set(xlabel="nominal level", ylabel="empirical coverage", xlim=(0.4, 1), ylim=(0.4, 1),

@@ -131,3 +131,98 @@ def test_load_image_bad_input():
 def test_synthetic_regression_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthetic_cp_regression((4, 3), rank=2, **kwargs)
+
+
+# --- real tensors bundled with TensorLy: Indian Pines and IL-2 (issue 15) --------------------
+def test_load_indian_pines():
+    from bayestensor.data.tensors import TENSORLY_DATA
+
+    missing = 0.9
+    p = datasets.load_indian_pines(missing=missing, seed=0)
+    assert p.data.shape == p.mask.shape == (145, 145, 200) and p.mask.dtype == bool
+    assert (~p.mask).sum() == round(missing * p.mask.size)
+    np.testing.assert_array_equal(np.isnan(p.data), ~p.mask)
+    truth = np.load(TENSORLY_DATA / "Indian_pines_corrected.npy")
+    np.testing.assert_array_equal(p.info["truth"], truth)
+    np.testing.assert_array_equal(p.data[p.mask], truth[p.mask])
+    # the held-out entries are exactly the hidden ones, with their true values
+    test, train = p.heldout(), p.observations()
+    assert len(test) == (~p.mask).sum() and len(train) == p.mask.sum()
+    assert not p.mask[tuple(test.indices.T.numpy())].any()
+    np.testing.assert_array_equal(test.values.numpy(),
+                                  truth[tuple(test.indices.T.numpy())].astype(np.float32))
+
+
+def test_load_indian_pines_seeds():
+    a = datasets.load_indian_pines(missing=0.95, seed=1)
+    b = datasets.load_indian_pines(missing=0.95, seed=1)
+    c = datasets.load_indian_pines(missing=0.95, seed=2)
+    assert (~a.mask).sum() == (~c.mask).sum() == round(0.95 * a.mask.size)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert (a.mask != c.mask).any()
+
+
+@pytest.mark.parametrize("missing", [0.0, 1.0, -0.1, 1.5])
+def test_load_indian_pines_bad_missing(missing):
+    with pytest.raises(ValueError, match="missing"):
+        datasets.load_indian_pines(missing=missing)
+
+
+def test_load_il2():
+    from bayestensor.data.tensors import TENSORLY_DATA
+
+    shipped = np.load(TENSORLY_DATA / "IL2_Response_Tensor.npy")
+    own_missing = np.isnan(shipped)
+    il2 = datasets.load_il2(seed=0)
+    assert il2.data.shape == il2.mask.shape == (13, 4, 12, 8)
+    # its NaNs are missing (never fitted, never scored); 10% of the observed ones are held out
+    assert own_missing.sum() == 192 and not il2.mask[own_missing].any()
+    np.testing.assert_array_equal(np.isnan(il2.data), ~il2.mask)
+    test = il2.heldout()
+    at = tuple(test.indices.T.numpy())
+    assert len(test) == round(0.1 * (~own_missing).sum())
+    assert not own_missing[at].any() and not il2.mask[at].any()  # no entry both train and test
+    assert len(test) + il2.mask.sum() + own_missing.sum() == shipped.size
+    np.testing.assert_array_equal(test.values.numpy(), shipped[at].astype(np.float32))
+    np.testing.assert_array_equal(il2.data[il2.mask], shipped[il2.mask])
+    np.testing.assert_array_equal(datasets.load_il2(seed=0).mask, il2.mask)
+    assert (datasets.load_il2(seed=1).mask != il2.mask).any()
+    with pytest.raises(ValueError, match="holdout"):
+        datasets.load_il2(holdout=1.0)
+
+
+def test_band_figures(tmp_path):
+    from bayestensor.viz.images import band_figures, default_bands, is_band_cube
+
+    assert default_bands(200) == [50, 100, 149]
+    assert is_band_cube((145, 145, 200)) and not is_band_cube((64, 64, 3))
+    rng = np.random.default_rng(0)
+    obs = rng.random((12, 10, 3))
+    obs[rng.random(obs.shape) < 0.5] = np.nan
+    paths = band_figures(obs, np.ones(obs.shape), np.zeros(obs.shape), tmp_path, labels=[5, 9, 20])
+    assert paths["panel"].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="mean"):
+        band_figures(obs, np.ones((12, 10, 2)), np.zeros(obs.shape), tmp_path)
+    with pytest.raises(ValueError, match="labels"):
+        band_figures(obs, np.ones(obs.shape), np.zeros(obs.shape), tmp_path, labels=[1])
+
+
+def test_complete_builtin_il2(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from bayestensor.cli.main import main
+
+    out = tmp_path / "il2"
+    res = CliRunner().invoke(main, ["complete", "il2", "--steps", "30", "--map-hold", "none",
+                                    "--max-rank", "3", "--quiet", "--no-report", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "il2" and summary["heldout"]["n"] == 480
+    assert 0 <= summary["heldout"]["coverage"] <= 1 and summary["heldout"]["relative_error"] > 0
+    for args, hint in ((["il2", "--missing", "0.9"], "--missing"),
+                       (["il2", "--holdout", "0.1"], "--holdout"),
+                       (["no_such_data"], "FILE")):
+        res = CliRunner().invoke(main, ["complete", *args, "--out", str(tmp_path / "x")])
+        assert res.exit_code != 0 and hint in res.output, res.output

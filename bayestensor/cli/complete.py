@@ -16,7 +16,8 @@ from bayestensor.infer import METHODS, fit
 from bayestensor.io import atomic_write
 from bayestensor.models import TensorCompletion
 from bayestensor.report.rundir import save_npz, write_heldout, write_image, write_run
-from bayestensor.viz.images import image_completion_figures, is_image
+from bayestensor.viz.images import (band_figures, default_bands, image_completion_figures,
+                                     is_image)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 from bayestensor.cli.files import read_tensor
@@ -42,6 +43,22 @@ MAP_HOLD_METHODS = ("map", "sghmc", "svgd")
 STEP_METHODS = ("map", "vi", "svgd")
 #: Methods with a burn-in (``--num-warmup``).
 WARMUP_METHODS = ("sghmc", "nuts")
+#: Real tensors ``complete`` takes by name instead of a file (bundled with TensorLy).
+BUILTIN_DATA = ("kinetic", "indian_pines", "il2")
+#: Format, max rank, MAP continuation and MAP steps when --format / --max-rank / --map-hold /
+#: --steps are not given, per built-in name; any other input gets ``DEFAULT_FIT`` (``None``
+#: steps: the method's default). Indian Pines (4.2M entries, 420k observed at 90% missing):
+#: chosen for a MAP fit of a few minutes, measured in docs/benchmarks.md ("Real tensors").
+DEFAULT_FIT = {"format": "cp", "max_rank": 10, "map_hold": "auto", "map_steps": None}
+BUILTIN_FIT = {"indian_pines": {"format": "cp", "max_rank": 20, "map_hold": "none",
+                                "map_steps": 1000}}
+#: Fraction of Indian Pines entries hidden when --missing is not given.
+DEFAULT_MISSING = 0.9
+#: Predictions of every entry are made this many draws x entries at a time (bounded memory).
+PREDICT_BLOCK_ELEMENTS = 20_000_000
+#: At most this many of a built-in data set's hidden entries go to heldout.npz (the report's
+#: sample); the summary scores all of them.
+REPORT_HELDOUT = 20_000
 
 
 @click.command(cls=Command)
@@ -94,22 +111,27 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 
 
 @click.command(cls=Command)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False), default=None,
               help=".npy boolean mask, True where observed (default: NaN marks missing).")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="cp", show_default=True)
+@click.option("--missing", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="indian_pines only: fraction of entries hidden at --seed "
+              f"(default {DEFAULT_MISSING}).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
+              help="Default: cp (tucker for indian_pines).")
 @opt.prior_option
 @click.option("--method", type=click.Choice(METHODS), default="map", show_default=True)
-@opt.max_rank_option("10")
+@click.option("--max-rank", type=opt.RankType(), default=None,
+              help="Int or comma list per rank dim. Default: 10 (12,12,8 for indian_pines).")
 @opt.num_samples_option
 @opt.num_chains_option
 @opt.steps_option(help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
 @opt.num_warmup_option
 @opt.level_option
-@click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default="auto",
-              show_default=True, help="MAP continuation (map/sghmc/svgd): hold the noise "
-              "precision while the prior prunes ('noise'), never ('none'), or choose by a "
-              "validation split ('auto').")
+@click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default=None,
+              help="MAP continuation (map/sghmc/svgd): hold the noise precision while the "
+              "prior prunes ('noise'), never ('none'), or choose by a validation split "
+              "('auto', the default; 'none' for indian_pines).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Fraction of the observed entries held out (drawn at "
               "--seed), not fitted, then predicted and scored: the report gets a calibration "
@@ -120,21 +142,34 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 @opt.resume_option
 @opt.run_options("complete")
 @opt.quiet_option
-def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, steps,
+def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num_chains, steps,
              num_warmup, level, map_hold, holdout, figures, checkpoint, resume, seed, out, force,
              with_report, quiet):
-    """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries).
+    """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries), or a
+    real tensor bundled with TensorLy: 'kinetic', 'indian_pines' (--missing of its entries
+    hidden and scored) or 'il2' (its own missing entries, 10% of the observed ones held out
+    and scored).
 
     Writes predictions.npz (mean, sd, lower, upper of every entry), posterior.pt and
-    summary.json to --out; with --holdout also heldout.npz (the held-out entries).
+    summary.json to --out; with --holdout (or indian_pines / il2) also heldout.npz (the
+    held-out entries; at most 20,000 of them for indian_pines).
     """
+    defaults = BUILTIN_FIT.get(file, DEFAULT_FIT)
     if map_hold == "noise" and method not in MAP_HOLD_METHODS:
         raise click.BadParameter(f"applies to {', '.join(MAP_HOLD_METHODS)}, not {method}",
                                  param_hint="--map-hold")
     if steps is not None and method in WARMUP_METHODS:
         raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
-    data = read_tensor(file, mask)
+    data, builtin_test, info = _read_data(file, mask, missing, holdout, seed)
+    map_hold = map_hold or defaults["map_hold"]
+    if steps is None and method == "map":
+        steps = defaults["map_steps"]
+    if fmt is None:
+        fmt = defaults["format"]
+    if max_rank is None:
+        max_rank = defaults["max_rank"] if fmt == defaults["format"] else DEFAULT_FIT["max_rank"]
+    bands = info.get("band_mode") is not None
     obs, test = holdout_split(Observations.from_dense(data), holdout, seed)
     model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
     options = {"num_steps": steps} if steps is not None else {}
@@ -152,6 +187,10 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
     files = [save_npz(out / "predictions.npz", pred), post.save(out / "posterior.pt")]
     if figures and is_image(data.shape):
         files += image_completion_figures(fitted, pred["mean"], pred["entry_sd"], out).values()
+    if figures and bands:
+        chosen = default_bands(data.shape[-1])
+        files += band_figures(fitted[..., chosen], pred["mean"][..., chosen],
+                              pred["entry_sd"][..., chosen], out, labels=chosen).values()
     ranks = post.effective_rank()
     seconds = time.perf_counter() - start
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
@@ -162,8 +201,17 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
     if test is not None:
         summary["heldout"] = _score_heldout(post, test, level)
         files.append(write_heldout(out, indices=test.indices.numpy(), truth=test.values.numpy()))
+    if builtin_test is not None:
+        summary["heldout"] = _score_dense(pred, builtin_test)
+        sample = builtin_test
+        if len(sample) > REPORT_HELDOUT:
+            keep = np.random.default_rng(seed).choice(len(sample), REPORT_HELDOUT, replace=False)
+            sample = Observations(sample.indices[np.sort(keep)], sample.values[np.sort(keep)],
+                                  sample.shape)
+        files.append(write_heldout(out, indices=sample.indices.numpy(), truth=sample.values.numpy()))
+    summary.update(info)
     files.append(_write_summary(out, summary))
-    if is_image(data.shape):
+    if is_image(data.shape) or bands:
         files.append(write_image(out, fitted))
     write_run(out, "completion", files=files,
               settings={"command": "complete", "file": str(file), "format": fmt, "prior": prior,
@@ -172,14 +220,49 @@ def complete(file, mask, fmt, prior, method, max_rank, num_samples, num_chains, 
                         "level": level, "holdout": holdout, "seed": seed, "seconds": seconds},
               data={"shape": list(data.shape), "observed": len(obs),
                     "observed_fraction": obs.observed_fraction,
-                    "heldout": 0 if test is None else len(test)})
+                    "heldout": len(test) if test is not None else
+                    (0 if builtin_test is None else len(builtin_test)), **info})
     click.echo(f"rank found: {ranks.mode().tolist()}  ({len(obs)} observed of {data.size})")
-    if test is not None:
+    if test is not None or builtin_test is not None:
         h = summary["heldout"]
-        click.echo(f"held out: {h['n']} entries, RMSE {h['rmse']:.4g}, {level:.0%} interval "
-                   f"coverage {h['coverage']:.3f}")
+        rel = f", relative error {h['relative_error']:.4f}" if "relative_error" in h else ""
+        click.echo(f"held out: {h['n']} entries, RMSE {h['rmse']:.4g}{rel}, {level:.0%} "
+                   f"interval coverage {h['coverage']:.3f}  ({seconds:.0f} s)")
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in files))
     opt.echo_report(out, with_report)
+
+
+def _read_data(file: str, mask, missing, holdout: float, seed: int):
+    """``(data, held_out, info)``: the tensor (NaN where missing), the built-in data's own
+    held-out entries with their truth (``None`` for a file and for kinetic), and what to
+    record about the data. Arguments that do not apply are refused by name."""
+    if file not in BUILTIN_DATA:
+        if missing is not None:
+            raise click.BadParameter(f"applies to indian_pines only, not {file}",
+                                     param_hint="--missing")
+        if not Path(file).is_file():
+            raise click.BadParameter(f"expected a .npy / .npz file or one of "
+                                     f"{', '.join(BUILTIN_DATA)}, got {file!r}",
+                                     param_hint="FILE")
+        return read_tensor(file, mask), None, {}
+    if mask is not None:
+        raise click.BadParameter(f"{file} brings its own missing entries", param_hint="--mask")
+    if missing is not None and file != "indian_pines":
+        raise click.BadParameter(f"applies to indian_pines only, not {file}",
+                                 param_hint="--missing")
+    if holdout > 0 and file != "kinetic":
+        raise click.BadParameter(f"{file} holds out its own entries (see --help)",
+                                 param_hint="--holdout")
+    if file == "kinetic":
+        real = datasets.load_kinetic()
+    elif file == "indian_pines":
+        missing = DEFAULT_MISSING if missing is None else missing
+        real = datasets.load_indian_pines(missing=missing, seed=seed)
+    else:
+        real = datasets.load_il2(seed=seed)
+    info = {"dataset": file,
+            **{k: real.info[k] for k in ("missing", "holdout", "band_mode") if k in real.info}}
+    return real.data, real.heldout(), info
 
 
 def holdout_split(obs: Observations, fraction: float, seed: int):
@@ -205,21 +288,40 @@ def _score_heldout(post, test: Observations, level: float) -> dict:
             "coverage": pred.coverage(y, level), "level": level}
 
 
+def _score_dense(pred: dict, test: Observations) -> dict:
+    """RMSE, relative error and interval coverage of ``test`` from the every-entry predictions."""
+    at = tuple(test.indices.T.numpy())
+    y = test.values.double().numpy()
+    mean = pred["mean"][at]
+    inside = (pred["lower"][at] <= y) & (y <= pred["upper"][at])
+    return {"n": len(test), "rmse": float(np.sqrt(np.mean((mean - y) ** 2))),
+            "relative_error": float(np.linalg.norm(mean - y) / (np.linalg.norm(y) or 1.0)),
+            "coverage": float(inside.mean()), "level": pred["level"]}
+
+
 def _predictions(post, data: np.ndarray, level: float, test: Observations | None = None) -> dict:
     """Mean, sds and central ``level`` interval of every entry, shaped like ``data``.
 
     ``sd`` is the predictive sd of a new noisy observation, ``entry_sd`` the posterior sd of
-    the noise-free entry; ``heldout`` marks the observed entries held out of the fit.
+    the noise-free entry; ``heldout`` marks the observed entries held out of the fit. Entries
+    are predicted in blocks of about ``PREDICT_BLOCK_ELEMENTS`` draws x entries, so memory
+    stays bounded for tensors of millions of entries and many draws.
     """
-    pred = post.predict(np.indices(data.shape).reshape(data.ndim, -1).T)
-    lower, upper = pred.interval(level)
+    keys = ("mean", "sd", "entry_sd", "lower", "upper")
+    flat = {k: np.empty(data.size) for k in keys}
+    block = max(1, PREDICT_BLOCK_ELEMENTS // max(1, post.num_chains * post.num_draws))
+    for start in range(0, data.size, block):
+        stop = min(start + block, data.size)
+        idx = np.stack(np.unravel_index(np.arange(start, stop), data.shape), -1)
+        pred = post.predict(idx)
+        lower, upper = pred.interval(level)
+        for k, v in zip(keys, (pred.mean, pred.sd, pred.sd_mean, lower, upper)):
+            flat[k][start:stop] = v
     held = np.zeros(data.shape, dtype=bool)
     if test is not None:
         held[tuple(test.indices.T.numpy())] = True
-    return {"mean": pred.mean.reshape(data.shape), "sd": pred.sd.reshape(data.shape),
-            "entry_sd": pred.sd_mean.reshape(data.shape),
-            "lower": lower.reshape(data.shape), "upper": upper.reshape(data.shape),
-            "observed": ~np.isnan(data), "heldout": held, "level": level}
+    out = {k: v.reshape(data.shape) for k, v in flat.items()}
+    return {**out, "observed": ~np.isnan(data), "heldout": held, "level": level}
 
 
 def _write_summary(out: Path, summary: dict) -> Path:

@@ -10,8 +10,8 @@ scikit-learn) or from a path the user gives.
 """
 
 from bayestensor.data.observations import Observations, as_observations
-from bayestensor.data.tensors import (IMAGES, RealTensor, SyntheticTensor, load_image,
-                                      load_kinetic, synthetic_tensor)
+from bayestensor.data.tensors import (IMAGES, RealTensor, SyntheticTensor, load_il2, load_image,
+                                      load_indian_pines, load_kinetic, synthetic_tensor)
 
 __all__ = ["Observations", "as_observations", "SyntheticTensor", "synthetic_tensor", "RealTensor",
-           "load_kinetic", "load_image", "IMAGES"]
+           "load_kinetic", "load_indian_pines", "load_il2", "load_image", "IMAGES"]

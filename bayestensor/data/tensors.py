@@ -1,16 +1,19 @@
 """Data: synthetic low-rank tensors with known truth, and real data bundled with installed packages.
 
-Nothing here downloads: TensorLy ships the kinetic fluorescence tensor, scikit-image ships the
-colour images (optional extra ``images``).
+Nothing here downloads: TensorLy ships the kinetic fluorescence tensor, the Indian Pines
+hyperspectral cube and the IL-2 response tensor (as ``.npy`` files read from its package folder),
+scikit-image ships the colour images (optional extra ``images``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from tensorly.datasets import data_imports as tensorly_data
 from tensorly.datasets import load_kinetic as tensorly_kinetic
 
 from bayestensor.checks import real_number, seed_value
@@ -18,6 +21,8 @@ from bayestensor.formats import LowRankTensor, get_format
 from bayestensor.data.observations import Observations
 
 IMAGES = ("astronaut", "chelsea", "coffee")
+#: Folder of the data files TensorLy installs with its package (read, never downloaded).
+TENSORLY_DATA = Path(tensorly_data.__file__).parent / "data"
 #: Up to this many entries, index tuples are drawn from one random permutation of all of
 #: them (400 MB of int64); larger tensors draw and reject duplicates.
 MAX_PERMUTED_ENTRIES = 50_000_000
@@ -138,7 +143,20 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
 
 @dataclass
 class RealTensor:
-    """A real tensor with its own missing-value mask."""
+    """A real tensor with its own missing-value mask.
+
+    Attributes
+    ----------
+    data : ndarray
+        The tensor with NaN where not observed (``mask`` False).
+    mask : ndarray of bool
+        True where observed (what a model may fit).
+    name : str
+    info : dict
+        Source, reference and licence; ``truth`` (when present) is the tensor before entries
+        were hidden, NaN where the value is unknown: the held-out entries are those with
+        ``mask`` False and a finite ``truth`` (see :meth:`heldout`).
+    """
 
     data: np.ndarray
     mask: np.ndarray
@@ -147,6 +165,16 @@ class RealTensor:
 
     def observations(self) -> Observations:
         return Observations.from_dense(self.data, self.mask)
+
+    def heldout(self) -> Observations | None:
+        """The hidden entries whose true value is known (for scoring), or None without truth."""
+        truth = self.info.get("truth")
+        if truth is None:
+            return None
+        known = ~self.mask & ~np.isnan(truth)
+        idx = np.argwhere(known)
+        return Observations(torch.as_tensor(idx, dtype=torch.long),
+                            torch.as_tensor(truth[known], dtype=torch.float32), self.data.shape)
 
 
 def load_kinetic() -> RealTensor:
@@ -162,6 +190,110 @@ def load_kinetic() -> RealTensor:
     data[missing] = np.nan
     return RealTensor(data, ~missing, "kinetic",
                       {"modes": list(bunch.dims), "reference": bunch.reference})
+
+
+def _tensorly_file(name: str) -> np.ndarray:
+    """A data file installed with TensorLy (never downloaded)."""
+    path = TENSORLY_DATA / name
+    if not path.is_file():  # pragma: no cover - depends on the TensorLy install
+        raise FileNotFoundError(f"{path}: not installed with TensorLy (needs tensorly >= 0.8)")
+    return np.load(path, allow_pickle=False)
+
+
+def load_indian_pines(missing: float = 0.9, seed: int = 0) -> RealTensor:
+    """The Indian Pines hyperspectral cube (145 x 145 pixels x 200 bands) with missing entries.
+
+    AVIRIS sensor data of June 12, 1992 over the Purdue University Agronomy farm (Indiana),
+    the 200 water-absorption corrected bands, as bundled with TensorLy
+    (``tensorly/datasets/data/Indian_pines_corrected.npy``, read directly, no download).
+    Reference: Baumgardner, M. F., Biehl, L. L., Landgrebe, D. A. (2015). 220 Band AVIRIS
+    Hyperspectral Image Data Set: June 12, 1992 Indian Pine Test Site 3. Purdue University
+    Research Repository. doi:10.4231/R7RX991C. Licence: Creative Commons Attribution 3.0
+    Unported (https://creativecommons.org/licenses/by/3.0/legalcode).
+
+    Parameters
+    ----------
+    missing : float in (0, 1)
+        Fraction of the entries hidden, chosen uniformly at random (each entry on its own,
+        not whole pixels).
+    seed : int
+        Seed of the hidden entries.
+
+    Returns
+    -------
+    RealTensor
+        ``data`` in raw sensor counts (about 1e3 to 1e4) with NaN at the hidden entries,
+        ``mask`` True where observed, ``info["truth"]`` the full cube (the held-out truth is
+        every hidden entry), ``info["modes"]`` (rows, columns, band).
+
+    Examples
+    --------
+    >>> pines = load_indian_pines(missing=0.9, seed=0)
+    >>> pines.data.shape, round(float(pines.mask.mean()), 3)
+    ((145, 145, 200), 0.1)
+    """
+    if not 0 < missing < 1:
+        raise ValueError(f"missing: expected a fraction in (0, 1), got {missing}")
+    seed = seed_value(seed)
+    truth = _tensorly_file("Indian_pines_corrected.npy").astype(np.float64)
+    n_missing = int(round(missing * truth.size))
+    rng = np.random.default_rng(seed)
+    hidden = np.zeros(truth.size, dtype=bool)
+    hidden[rng.permutation(truth.size)[:n_missing]] = True
+    mask = ~hidden.reshape(truth.shape)
+    data = np.where(mask, truth, np.nan)
+    return RealTensor(data, mask, "indian_pines",
+                      {"truth": truth, "missing": missing, "seed": seed,
+                       "modes": ["row", "column", "band"], "band_mode": 2,
+                       "reference": "Baumgardner, Biehl & Landgrebe (2015), 220 Band AVIRIS "
+                                    "Hyperspectral Image Data Set: June 12, 1992 Indian Pine "
+                                    "Test Site 3, Purdue University Research Repository, "
+                                    "doi:10.4231/R7RX991C",
+                       "licence": "CC BY 3.0 Unported"})
+
+
+def load_il2(holdout: float = 0.1, seed: int = 0) -> RealTensor:
+    """The IL-2 mutein response tensor (13 ligands x 4 times x 12 doses x 8 cell types).
+
+    Signalling responses of eight cell types to 13 IL-2 muteins at 12 concentrations and four
+    time points, as bundled with TensorLy (``tensorly/datasets/data/IL2_Response_Tensor.npy``,
+    read directly, no download). Its NaN entries are its own missing values (192 of 4,992).
+    Reference: Orcutt-Jahns, B., Emmel, P. C., Snyder, E. M., Posner, C., Carlson, S. M., &
+    Meyer, A. S. (2021). Multivalency enhances the specificity of Fc-cytokine fusions. BioRxiv.
+    Licence: MIT-style (Copyright 2021 The Regents of the University of California).
+
+    Parameters
+    ----------
+    holdout : float in [0, 1)
+        Fraction of the *observed* entries hidden as well (drawn at ``seed``) and kept in
+        ``info["truth"]`` for scoring.
+    seed : int
+
+    Returns
+    -------
+    RealTensor
+        ``data`` with NaN at the tensor's own missing entries and at the held-out ones,
+        ``mask`` True where fitted, ``info["truth"]`` the tensor as shipped (NaN at its own
+        missing entries), ``info["modes"]`` (ligands, times, doses, cells).
+    """
+    if not 0 <= holdout < 1:
+        raise ValueError(f"holdout: expected a fraction in [0, 1), got {holdout}")
+    seed = seed_value(seed)
+    truth = _tensorly_file("IL2_Response_Tensor.npy").astype(np.float64)
+    observed = np.flatnonzero(~np.isnan(truth))
+    n_held = int(round(holdout * len(observed)))
+    held = np.random.default_rng(seed).permutation(observed)[:n_held]
+    mask = ~np.isnan(truth)
+    mask.flat[held] = False
+    data = np.where(mask, truth, np.nan)
+    return RealTensor(data, mask, "il2",
+                      {"truth": truth, "holdout": holdout, "seed": seed,
+                       "modes": ["ligands", "times", "doses", "cells"],
+                       "reference": "Orcutt-Jahns, Emmel, Snyder, Posner, Carlson & Meyer (2021), "
+                                    "Multivalency enhances the specificity of Fc-cytokine "
+                                    "fusions, BioRxiv",
+                       "licence": "MIT (Copyright 2021 The Regents of the University of "
+                                  "California)"})
 
 
 def load_image(name: str = "astronaut", size: int | None = 128, missing: float = 0.7,

@@ -22,7 +22,8 @@ from bayestensor.results import arviz_adapter
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
 from bayestensor.viz.figures import close, png_bytes, subplots
-from bayestensor.viz.images import image_completion_figures, is_image
+from bayestensor.viz.images import (band_figures, default_bands, image_completion_figures,
+                                     is_band_cube, is_image)
 from bayestensor.viz.ppc import plot_pit_histogram
 from bayestensor.viz.regression import plot_weights
 
@@ -501,6 +502,22 @@ def predictions_section(posterior, heldout: dict | None = None, image: dict | No
             t = image["truth"]
             numbers["image_missing_relative_error"] = float(
                 np.linalg.norm((mean - t)[miss]) / (np.linalg.norm(t[miss]) or 1.0))
+    elif image is not None and is_band_cube(np.shape(image["observed"])):
+        # An (H, W, bands) cube that is not RGB: a few bands as images; only they are predicted.
+        cube = np.asarray(image["observed"])
+        bands = default_bands(cube.shape[-1])
+        idx = np.indices(cube.shape[:2] + (len(bands),)).reshape(3, -1).T
+        idx[:, 2] = np.asarray(bands)[idx[:, 2]]
+        shown = posterior.predict(idx)
+        shape = cube.shape[:2] + (len(bands),)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = band_figures(cube[..., bands], shown.mean.reshape(shape),
+                                 shown.sd_mean.reshape(shape), tmp, labels=bands)
+            figs.append(("bands_panel.png", f"Bands {bands}: observed (missing hatched), "
+                         "posterior mean, and the posterior sd of each entry's noise-free value",
+                         Path(paths["panel"]).read_bytes()))
+        numbers["bands_shown"] = bands
+        numbers["bands_entry_sd_mean"] = float(np.mean(shown.sd_mean))
     if not numbers and not figs:
         return None
     return section("predictions", "Predictions", text=text, tables=tables, figures=figs, numbers=numbers)

@@ -175,6 +175,8 @@ def band_figures(observed, mean, sd, out_dir, *, labels=None, prefix: str = "ban
     out.mkdir(parents=True, exist_ok=True)
     grey = colormaps["gray"].with_extremes(bad=(0, 0, 0, 0))  # missing: see-through to the hatching
     sd_max = float(np.max(sd)) or 1.0
+    # A point estimate (MAP) has one draw: its entry sd is 0 everywhere; say so in the title.
+    sd_title = "entry sd" if np.max(sd) > 0 else "entry sd (0: one draw)"
     size = 0.8 * PANEL_INCHES
     fig, axes = subplots(k, 3, figsize=(3 * size, k * size), squeeze=False)
     for j, (row, b) in enumerate(zip(axes, labels)):
@@ -185,7 +187,7 @@ def band_figures(observed, mean, sd, out_dir, *, labels=None, prefix: str = "ban
         _show(row[0], np.ma.masked_invalid(band), f"band {b}: observed ({missing.mean():.0%} "
               "missing)", cmap=grey, vmin=lo, vmax=hi)
         _show(row[1], mean[..., j], f"band {b}: posterior mean", cmap="gray", vmin=lo, vmax=hi)
-        im = _show(row[2], sd[..., j], f"band {b}: entry sd", cmap="magma", vmin=0, vmax=sd_max)
+        im = _show(row[2], sd[..., j], f"band {b}: {sd_title}", cmap="magma", vmin=0, vmax=sd_max)
         fig.colorbar(im, ax=row[2], fraction=COLORBAR_FRACTION)
     return {"panel": save_png(fig, out / f"{prefix}_panel.png")}
 

@@ -193,7 +193,7 @@ def _bcpf_original(indices, values, shape, max_rank: int, *, max_iter: int = 100
         err = yy - 2 * float((proj * mu[last]).sum()) + float((gram * S[last]).sum())
         b_tau = b0 + 0.5 * err
         tau = a_tau / b_tau
-        # lower bound (paper Eq. 40 / BCPF_TC.m), computed before pruning as the code does
+        # variational lower bound, terms as in BCPF_TC.m, computed before pruning as the code does
         e_log_tau = float(torch.special.digamma(torch.tensor(a_tau, dtype=torch.float64))) - math.log(b_tau)
         e_log_lam = torch.special.digamma(torch.tensor(c_lam, dtype=torch.float64)) - d_lam.log()
         logdet = sum(float(torch.linalg.slogdet(v)[1].sum()) for v in V)

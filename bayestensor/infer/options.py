@@ -71,6 +71,8 @@ def check_sghmc(options: dict) -> None:
     if noise != "auto":
         real_number("noise_estimate", noise, 0.0, friction, low_open=False, high_open=True)
     flag("precondition", options["precondition"])
+    flag("adapt_step", options["adapt_step"])
+    jitter("init_spread", options["init_spread"])
     jitter("init_jitter", options["init_jitter"])
     choice("init_from", options["init_from"], ("map", "init"))
     positive_int("map_steps", options["map_steps"])

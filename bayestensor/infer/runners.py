@@ -255,12 +255,13 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
 # --- SGHMC --------------------------------------------------------------------------------------
 
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
-              init_jitter, init_from, map_steps, map_hold) -> Posterior:
+              init_jitter, init_from, map_steps, map_hold, adapt_step,
+              init_spread) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
-                    num_warmup=warm, floor_per_site=job.model is None)
+                    num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step)
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition)
@@ -275,9 +276,14 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         if not draws:
             return None
         theta = torch.stack([d["theta"] for d in draws], 1)
+        scale = state.step_scale if state is not None and state.step_scale is not None else None
+        mean_step = float(lr) * (float(scale.mean()) if scale is not None else 1.0)
         stats = {"potential": torch.stack([d["potential"] for d in draws], 1),
                  "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
-                 "step_size": torch.full((num_chains, len(draws)), float(lr))}
+                 "step_size": torch.full((num_chains, len(draws)), mean_step)}
+        if scale is not None and adapt_step:
+            run_info = {**run_info, "step_scale": {site.name: float(scale[site.offset].item())
+                                                   for site in target.sites}}
         return _to_posterior(target, theta, stats, "sghmc", job, {**job.info, **run_info})
 
     def start():
@@ -290,7 +296,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
                                                         dtype=theta0.dtype, device=target.device)
-        return sampler.init_state(theta0)
+        state = sampler.init_state(theta0)
+        return sampler.spread(state, init_spread) if init_spread > 0 else state
 
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, num_warmup=warm, thin=thin)
@@ -406,8 +413,9 @@ NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_
               check=option_checks.check_nuts)
 SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
-    {"lr": 0.01, "friction": 0.1, "noise_estimate": 0.0, "precondition": True,
-     "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None},
+    {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
+     "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
+     "adapt_step": True, "init_spread": 1.0},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps")
 SVGD_METHOD = Method(

@@ -44,6 +44,100 @@ PRECOND_FLOOR = 1e-3
 MIN_CURVATURE = 1e-2
 #: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
 LATE_ESTIMATE_WEIGHT = 2
+#: Step-size adaptation target: the excess kinetic temperature of each block. For a Gaussian
+#: this excess equals the relative bias of the sampled variance (see :class:`StepAdapter`).
+STEP_TARGET = 0.02
+#: Burn-in steps per step-size adaptation window (at least ``MIN_STEP_WINDOW``).
+STEP_WINDOWS = 20
+MIN_STEP_WINDOW = 25
+#: A window changes a block's step by at most this factor either way.
+MAX_STEP_CHANGE = 2.0
+#: An element whose window temperature exceeds this is unstable (``h`` near 4), not unlucky:
+#: with 20 effective velocity samples a temperature of 4 has a chance below 1e-12.
+HOT_TEMPERATURE = 4.0
+#: Velocity samples (elements x chains x window steps / ``VELOCITY_CORRELATION``) a block
+#: needs to measure its own temperature to about +-1%; smaller blocks share one measurement.
+MIN_BLOCK_SAMPLES = 20_000
+#: Steps over which velocities decorrelate at the default friction (about 1 / friction).
+VELOCITY_CORRELATION = 10
+
+
+class StepAdapter:
+    r"""Per-block step sizes tuned in burn-in to a kinetic-temperature target.
+
+    At stationarity the exact SGHMC dynamics give every velocity element the variance
+    ``lr * P`` (the temperature 1). The discrete update heats the velocities: for a Gaussian
+    with curvature ``lambda`` (in units of ``1 / P``) and ``h = lr * lambda``, the stationary
+    variance of ``v / sqrt(lr P)`` is ``(1 + e) / (1 - friction / 2)`` where the excess ``e``
+    is exactly the relative bias of the sampled variance of ``theta`` (about
+    ``h / (4 - 2 friction)``; 2.7% at ``h = 0.1``, 100% at ``h = 2``, unstable near ``h = 4``).
+    Gradient noise from mini-batches heats the velocities too, and shows in ``e`` the same way.
+    So the measured excess is a per-block thermometer of the sampling bias: this is the kinetic
+    temperature diagnostic of SG-MCMC (Leimkuhler & Matthews, *Molecular Dynamics*, 2015,
+    Sec. 6; used for SG-MCMC by Wenzel et al., ICML 2020, Sec. 4), turned into a controller.
+
+    Blocks are the model's sites; a site with too few velocity samples per window for a
+    reliable temperature (``MIN_BLOCK_SAMPLES``) joins the pooled block of such sites. Every
+    window of burn-in, each block's step is multiplied by ``target / e`` (the excess is linear
+    in ``h``), clipped to ``MAX_STEP_CHANGE`` either way; the velocities are rescaled with it so
+    the temperature is unchanged. A window's temperature is noisy (about +-1% against a 2%
+    target), so each step wanders around its target value; as in the dual averaging of Hoffman
+    & Gelman (2014, Sec. 3.2) the final step is the geometric mean of the steps set in the
+    second half of burn-in. The steps are frozen after burn-in, so the sampled chain has a fixed
+    mass and step, as SGHMC's guarantees require.
+    """
+
+    def __init__(self, target: LogDensity, num_chains: int, num_warmup: int,
+                 goal: float = STEP_TARGET):
+        self.goal = float(goal)
+        self.window = max(MIN_STEP_WINDOW, num_warmup // STEP_WINDOWS)
+        self.num_warmup = int(num_warmup)
+        samples = self.window * num_chains / VELOCITY_CORRELATION
+        block_of, big = [], 0
+        sizes = [site.size for site in target.sites]
+        own = [size * samples >= MIN_BLOCK_SAMPLES for size in sizes]
+        ids = {}
+        for k, size in enumerate(sizes):
+            key = k if own[k] else "pooled"
+            ids.setdefault(key, len(ids))
+            block_of += [ids[key]] * size
+        self.block_of = torch.tensor(block_of, dtype=torch.long, device=target.device)
+        self.num_blocks = len(ids)
+        self.block_size = torch.bincount(self.block_of, minlength=self.num_blocks).to(target.dtype)
+
+    def adapts_at(self, t: int) -> bool:
+        """Whether step ``t`` ends a window (then the steps change before step ``t + 1``)."""
+        return t < self.num_warmup - 1 and (t + 1) % self.window == 0
+
+    def averages_at(self, t: int) -> bool:
+        """Whether the step set after window-end ``t`` joins the final average (second half)."""
+        return 2 * (t + 1) >= self.num_warmup
+
+    def finishes_at(self, t: int) -> bool:
+        """Whether step ``t`` is the last of burn-in (then the averaged steps are set)."""
+        return t == self.num_warmup - 1
+
+    @staticmethod
+    def heat(v: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``(D,)`` chain-mean of ``v**2 / step``: each element's temperature at one step."""
+        return (v.pow(2) / step).mean(0)
+
+    def factors(self, heat_sum: torch.Tensor, steps: int, friction: float) -> torch.Tensor:
+        """``(D,)`` step multipliers from a window's ``heat`` sums over ``steps`` steps.
+
+        A block with an element hotter than ``HOT_TEMPERATURE`` (an unstable coordinate that
+        the block's mean would hide among many flat ones) takes the largest cut.
+        """
+        element = heat_sum / steps * (1 - friction / 2)
+        block = torch.zeros(self.num_blocks, dtype=element.dtype, device=element.device)
+        excess = block.index_add_(0, self.block_of, element) / self.block_size - 1
+        factor = torch.where(excess > 0, self.goal / excess.clamp_min(1e-12),
+                             torch.full_like(excess, MAX_STEP_CHANGE))
+        unstable = (~torch.isfinite(element) | (element > HOT_TEMPERATURE)).to(element.dtype)
+        hot = torch.zeros_like(excess).index_add_(0, self.block_of, unstable)
+        factor = torch.where((hot > 0) | ~torch.isfinite(factor),
+                             torch.full_like(factor, 1 / MAX_STEP_CHANGE), factor)
+        return factor.clamp(1 / MAX_STEP_CHANGE, MAX_STEP_CHANGE)[self.block_of]
 
 
 @dataclass(frozen=True)
@@ -56,6 +150,7 @@ class Warmup:
     """
 
     num_warmup: int = 0
+    ramp: bool = True
 
     @property
     def adapt_steps(self) -> frozenset:
@@ -67,8 +162,8 @@ class Warmup:
         return t < self.num_warmup and t in self.adapt_steps
 
     def lr_scale(self, t: int) -> float:
-        """Factor on the learning rate at step ``t`` (1 after the ramp)."""
-        if t >= self.num_warmup:
+        """Factor on the learning rate at step ``t`` (1 after the ramp, or without one)."""
+        if t >= self.num_warmup or not self.ramp:
             return 1.0
         ramp = max(1, int(self.num_warmup * LR_RAMP_FRACTION))
         return min(1.0, LR_RAMP_START + (1 - LR_RAMP_START) * t / ramp)
@@ -90,6 +185,11 @@ class SGHMCState:
     beta_hat: torch.Tensor         # (D,) gradient-noise estimate in velocity units
     log_density: torch.Tensor      # (C,) at theta (mini-batch estimate)
     grad: torch.Tensor             # (C, D) gradient of the log density at theta
+    step_scale: torch.Tensor | None = None  # (D,) adapted multiplier of lr (burn-in)
+    heat_sum: torch.Tensor | None = None    # (D,) this window's kinetic-temperature sums
+    heat_steps: int = 0
+    log_scale_sum: torch.Tensor | None = None  # (D,) sum of the log steps averaged at the end
+    log_scale_count: int = 0
 
     @property
     def grad_norm(self) -> torch.Tensor:
@@ -103,7 +203,7 @@ class SGHMCState:
     @classmethod
     def from_dict(cls, values: dict) -> "SGHMCState":
         """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 def sghmc_update(theta: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, *, lr: float,
@@ -181,6 +281,13 @@ class SGHMC:
     floor_per_site : bool
         Floor the curvature per site (a user's model) or over the whole vector (a built-in
         low-rank model); see ``PRECOND_FLOOR``.
+    adapt_step : bool
+        Tune a step multiplier per block (site) during burn-in to the kinetic-temperature
+        target ``step_target`` (:class:`StepAdapter`), starting from ``lr``; then ``lr`` is
+        only the start and the learning-rate ramp is off. Without burn-in nothing is tuned.
+    step_target : float
+        The excess kinetic temperature aimed at (> 0): the relative bias of the sampled
+        variances a block accepts for faster mixing.
     """
 
     name = "sghmc"
@@ -188,7 +295,8 @@ class SGHMC:
     def __init__(self, target: LogDensity, lr: float = 0.01, friction: float = 0.1,
                  noise_estimate: float = 0.0, precondition: bool = True,
                  batch_size: int | None = None, batches: Iterable | None = None,
-                 num_warmup: int = 0, floor_per_site: bool = True):
+                 num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
+                 step_target: float = STEP_TARGET):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -202,7 +310,12 @@ class SGHMC:
         self.noise_estimate = noise_estimate if noise_estimate == "auto" else float(noise_estimate)
         self.precondition = bool(precondition)
         self.floor_per_site = bool(floor_per_site)
-        self.warmup = Warmup(int(num_warmup))
+        if not (step_target > 0 and math.isfinite(step_target)):
+            raise ValueError(f"step_target: expected a positive number, got {step_target}")
+        self.adapt_step = bool(adapt_step) and int(num_warmup) > 0
+        self.step_target = float(step_target)
+        self.warmup = Warmup(int(num_warmup), ramp=not self.adapt_step)
+        self.adapter = None
         self.generator = target.generator
 
     def _curvature(self, theta: torch.Tensor, t: int) -> torch.Tensor:
@@ -239,10 +352,32 @@ class SGHMC:
         else:
             curvature = torch.ones(theta.shape[-1], dtype=theta.dtype, device=theta.device)
             precond = curvature.clone()
-        v = (self.lr * precond).sqrt() * torch.randn(theta.shape, generator=self.generator,
-                                                      dtype=theta.dtype, device=theta.device)
+        # The stationary velocity variance of the discrete update (see StepAdapter).
+        v_var = self.lr * precond / (1 - self.friction / 2)
+        v = v_var.sqrt() * torch.randn(theta.shape, generator=self.generator,
+                                       dtype=theta.dtype, device=theta.device)
         beta_hat = self._gradient_noise(theta, 0, precond)
-        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp, grad)
+        if self.adapt_step:
+            self.adapter = StepAdapter(self.target, theta.shape[0], self.warmup.num_warmup,
+                                       self.step_target)
+        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp, grad,
+                          torch.ones_like(precond), torch.zeros_like(precond), 0,
+                          torch.zeros_like(precond), 0)
+
+    def spread(self, state: SGHMCState, scale: float) -> SGHMCState:
+        """The state moved to ``theta + scale * sqrt(P) * N(0, 1)``, independently per chain.
+
+        ``P`` is the inverse diagonal curvature measured at the start, so ``scale = 1`` draws
+        each chain's start from the diagonal Laplace approximation there: chains that begin
+        apart let R-hat see chains that have not forgotten their start (Gelman & Rubin, 1992).
+        """
+        noise = torch.randn(state.theta.shape, generator=self.generator,
+                            dtype=state.theta.dtype, device=state.theta.device)
+        theta = state.theta + scale * state.precond.sqrt() * noise
+        logp, grad = self.gradients.value_and_grad(theta, 0)
+        return SGHMCState(theta, state.v, state.precond, state.curvature, state.n_estimates,
+                          state.beta_hat, logp, grad, state.step_scale, state.heat_sum,
+                          state.heat_steps, state.log_scale_sum, state.log_scale_count)
 
     def step(self, state: SGHMCState, t: int) -> SGHMCState:
         """One SGHMC update of every chain (step ``t``, counted from the start of burn-in).
@@ -252,7 +387,8 @@ class SGHMC:
         the warm-up ramp. The new state carries the log density and gradient at its positions.
         """
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
-        beta_hat = state.beta_hat
+        beta_hat, v = state.beta_hat, state.v
+        scale = state.step_scale if state.step_scale is not None else torch.ones_like(precond)
         if self.warmup.adapts_at(t):
             if self.precondition:
                 new = self._curvature(state.theta, t)
@@ -260,9 +396,26 @@ class SGHMC:
                 curvature = (curvature * n_est + w * new) / (n_est + w)
                 n_est += w
                 precond = self._precond_from(curvature)
+                if self.adapt_step:  # a new mass: keep the velocities' temperature
+                    v = v * (precond / state.precond).sqrt()
             beta_hat = self._gradient_noise(state.theta, t, precond)
-        theta, v = sghmc_update(state.theta, state.v, state.grad,
-                                lr=self.lr * self.warmup.lr_scale(t), friction=self.friction,
+        lr = self.lr * self.warmup.lr_scale(t) * scale
+        theta, v = sghmc_update(state.theta, v, state.grad, lr=lr, friction=self.friction,
                                 precond=precond, beta_hat=beta_hat, generator=self.generator)
+        heat_sum, heat_steps = state.heat_sum, state.heat_steps
+        log_sum, log_count = state.log_scale_sum, state.log_scale_count
+        adapter = self.adapter
+        if adapter is not None and t < self.warmup.num_warmup:
+            heat_sum, heat_steps = heat_sum + adapter.heat(v, lr * precond), heat_steps + 1
+            new_scale = scale
+            if adapter.adapts_at(t):
+                new_scale = scale * adapter.factors(heat_sum, heat_steps, self.friction)
+                heat_sum, heat_steps = torch.zeros_like(heat_sum), 0
+                if adapter.averages_at(t):
+                    log_sum, log_count = log_sum + new_scale.log(), log_count + 1
+            elif adapter.finishes_at(t) and log_count:
+                new_scale = (log_sum / log_count).exp()
+            v, scale = v * (new_scale / scale).sqrt(), new_scale
         logp, grad = self.gradients.value_and_grad(theta, t + 1)
-        return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad)
+        return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad, scale,
+                          heat_sum, heat_steps, log_sum, log_count)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from bayestensor.io import atomic_write
 from bayestensor.report.rundir import read_run, run_file
+from bayestensor.report.sections import is_point_estimate, section
 from bayestensor.results import arviz_adapter
 from bayestensor.results.comparison import compare_runs, pareto_k_limit
 from bayestensor.results.posterior import Posterior
@@ -105,8 +106,6 @@ def loo_section(posterior: Posterior, name: str, others: dict | None = None) -> 
     PSIS-LOO costs a few seconds per run (ArviZ's Pareto smoothing, per observation), so the
     report adds this section on request only (``report(loo=True)`` or ``compare=``).
     """
-    from bayestensor.report.sections import is_point_estimate, section
-
     if is_point_estimate(posterior):
         return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[
             f"{posterior.method}: one point estimate has no posterior spread, so LOO does not "

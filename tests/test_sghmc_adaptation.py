@@ -1,0 +1,71 @@
+"""SGHMC's burn-in step adaptation and spread starts against the analytic discrete dynamics."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from scipy.linalg import solve_discrete_lyapunov
+from scipy.optimize import brentq
+
+import bayestensor as bt
+from bayestensor.infer.sghmc import MIN_CURVATURE, STEP_TARGET
+
+FRICTION = 0.1
+DIM = 400
+
+
+def variance_bias(h: float, friction: float = FRICTION) -> float:
+    """Relative bias of the stationary variance of theta for SGHMC's update on a unit Gaussian
+    with step ``h``: the discrete Lyapunov equation of the linear update (the oracle)."""
+    transition = np.array([[1 - h, 1 - friction], [-h, 1 - friction]])
+    noise = 2 * friction * h * np.ones((2, 2))
+    return solve_discrete_lyapunov(transition, noise)[0, 0] - 1
+
+
+def iid_normal(scale):
+    with pyro.plate("d", DIM):
+        pyro.sample("x", dist.Normal(0.0, scale))
+
+
+def test_adapted_step_reaches_the_variance_bias_target():
+    """On N(0, s^2) in 400 dimensions the tuned step is the one whose exact variance bias is
+    STEP_TARGET, whatever the scale s and the starting lr; the draws' variance shows it."""
+    want_h = brentq(lambda h: variance_bias(h) - STEP_TARGET, 1e-4, 2.0)
+    for scale, lr in ((1.0, 0.01), (50.0, 0.3)):
+        post = bt.fit(iid_normal, method="sghmc", model_args=(scale,), lr=lr, num_chains=4,
+                      num_warmup=1500, num_samples=1000, init_from="init", seed=0,
+                      progress=False)
+        precond = 1 / max(1 / scale**2, MIN_CURVATURE)  # the preconditioner's floors
+        h = lr * post.info["step_scale"]["x"] * precond / scale**2
+        assert h == pytest.approx(want_h, rel=0.25), (scale, lr, h, want_h)
+        var = float(post["x"].double().var() / scale**2)
+        # 1.6M draws, about 30,000 effective (sd of the variance ~0.008): within 3 sd
+        assert var == pytest.approx(1 + variance_bias(h), abs=0.025), (scale, h, var)
+
+
+def test_fixed_step_when_adaptation_is_off():
+    post = bt.fit(iid_normal, method="sghmc", model_args=(1.0,), lr=0.01, adapt_step=False,
+                  num_chains=2, num_warmup=100, num_samples=50, seed=0, progress=False)
+    assert "step_scale" not in post.info
+    assert torch.allclose(post.sample_stats["step_size"], torch.tensor(0.01))
+
+
+def test_chains_start_spread_by_the_laplace_sd():
+    """init_spread=1 moves each chain from the MAP point by one Laplace sd per coordinate."""
+    def model():
+        pyro.sample("x", dist.Normal(torch.zeros(DIM), 3.0).to_event(1))
+    post = bt.fit(model, method="sghmc", num_chains=4, num_warmup=0, num_samples=1,
+                  lr=1e-8, adapt_step=False, seed=0, progress=False)
+    first = post["x"][:, 0].double()  # (chain, DIM): one step of size ~1e-4 from the start
+    assert float(first.std()) == pytest.approx(3.0, rel=0.05)
+    assert float((first[0] - first[1]).abs().mean()) > 1.0
+    still = bt.fit(model, method="sghmc", num_chains=4, num_warmup=0, num_samples=1, lr=1e-8,
+                   adapt_step=False, init_spread=0.0, seed=0, progress=False)
+    assert float(still["x"][:, 0].double().std(0).max()) < 1e-2
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "wide"])
+def test_bad_init_spread_is_named(bad):
+    with pytest.raises(ValueError, match="init_spread"):
+        bt.fit(iid_normal, method="sghmc", model_args=(1.0,), init_spread=bad, progress=False)

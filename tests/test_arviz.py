@@ -268,3 +268,20 @@ def test_bad_input_is_named():
         bare.to_arviz(posterior_predictive=True)
     with pytest.raises(ValueError, match="no log-likelihood"):
         compare_runs({"x": bare, "y": bare})
+
+
+def test_svgd_lp_and_stated_divergences():
+    """SVGD's per-particle log density is ArviZ's lp; SGHMC and SVGD runs stop at a divergence,
+    so their kept draws carry an all-False ``diverging`` (MAP has none recorded)."""
+    data = bt.data.synthetic_tensor((6, 5, 4), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    post = bt.fit(model, data.train, method="svgd", num_samples=6, num_steps=30, progress=False)
+    idata = post.to_arviz(log_likelihood=False)
+    np.testing.assert_allclose(idata.sample_stats["lp"].values.ravel(),
+                               post.sample_stats["log_density"].double().numpy().ravel())
+    assert idata.sample_stats["diverging"].dtype == bool
+    assert not idata.sample_stats["diverging"].values.any()
+    sghmc = completion_posterior().to_arviz(log_likelihood=False)
+    assert sghmc.sample_stats["diverging"].shape == (CHAINS, DRAWS)
+    assert "diverging" not in completion_posterior(method="map").to_arviz(
+        log_likelihood=False).sample_stats

@@ -16,11 +16,15 @@ from bayestensor.results import pointwise
 #: Sample statistics whose negative is ArviZ's ``lp`` (the log density of each draw).
 NEGATED_LP = ("potential",)
 #: Sample statistics that are ArviZ's ``lp`` as they are.
-LP = ("log_joint",)
+LP = ("log_joint", "log_density")
+#: Methods whose run stops at the first non-finite step and keeps only the draws before it,
+#: so none of their kept draws diverged (``diverging`` is all False, stated, not missing).
+STOPS_AT_DIVERGENCE = ("sghmc", "svgd")
 
 
-def sample_stats(stats: dict, info: dict, shape: tuple[int, int]) -> dict:
-    """Per-draw statistics ``(chain, draw)`` with ``lp`` and, where recorded, ``diverging``."""
+def sample_stats(stats: dict, info: dict, shape: tuple[int, int], method: str = "") -> dict:
+    """Per-draw statistics ``(chain, draw)`` with ``lp`` and, where known, ``diverging``:
+    NUTS's divergent transitions, all False for SGHMC and SVGD (see ``STOPS_AT_DIVERGENCE``)."""
     out = {k: v.double().cpu().numpy() for k, v in stats.items() if tuple(v.shape) == shape}
     for name in NEGATED_LP:
         if name in out:
@@ -34,6 +38,8 @@ def sample_stats(stats: dict, info: dict, shape: tuple[int, int]) -> dict:
         for chain, idx in enumerate(draws):
             diverging[chain, [i for i in idx if 0 <= int(i) < shape[1]]] = True
         out["diverging"] = diverging
+    elif method in STOPS_AT_DIVERGENCE:
+        out["diverging"] = np.zeros(shape, dtype=bool)
     return out
 
 

@@ -315,7 +315,7 @@ class Posterior:
         """
         shape = (self.num_chains, self.num_draws)
         post = {k: v.double().cpu().numpy() for k, v in self.samples.items()}
-        stats = inference_data.sample_stats(self.sample_stats, self.info, shape)
+        stats = inference_data.sample_stats(self.sample_stats, self.info, shape, self.method)
         if model is None and self.pyro_model is not None:
             model, model_args, model_kwargs = self.pyro_model
         groups, dims = inference_data.data_groups(

@@ -47,8 +47,9 @@ LATE_ESTIMATE_WEIGHT = 2
 #: Step-size adaptation target: the excess kinetic temperature of each block. For a Gaussian
 #: this excess equals the relative bias of the sampled variance (see :class:`StepAdapter`).
 STEP_TARGET = 0.02
-#: Burn-in steps per step-size adaptation window (at least ``MIN_STEP_WINDOW``).
-STEP_WINDOWS = 20
+#: Step-size adaptation windows after the learning-rate ramp (each ``MIN_STEP_WINDOW`` steps
+#: at least).
+STEP_WINDOWS = 15
 MIN_STEP_WINDOW = 25
 #: A window changes a block's step by at most this factor either way.
 MAX_STEP_CHANGE = 2.0
@@ -77,8 +78,9 @@ class StepAdapter:
     Sec. 6; used for SG-MCMC by Wenzel et al., ICML 2020, Sec. 4), turned into a controller.
 
     Blocks are the model's sites; a site with too few velocity samples per window for a
-    reliable temperature (``MIN_BLOCK_SAMPLES``) joins the pooled block of such sites. Every
-    window of burn-in, each block's step is multiplied by ``target / e`` (the excess is linear
+    reliable temperature (``MIN_BLOCK_SAMPLES``) joins the pooled block of such sites, which
+    is measured over as many windows as it needs. Measuring starts when the learning-rate ramp
+    of :class:`Warmup` ends. Every window of the rest of burn-in, each measured block's step is multiplied by ``target / e`` (the excess is linear
     in ``h``), clipped to ``MAX_STEP_CHANGE`` either way; the velocities are rescaled with it so
     the temperature is unchanged. A window's temperature is noisy (about +-1% against a 2%
     target), so each step wanders around its target value; as in the dual averaging of Hoffman
@@ -90,13 +92,13 @@ class StepAdapter:
     def __init__(self, target: LogDensity, num_chains: int, num_warmup: int,
                  goal: float = STEP_TARGET):
         self.goal = float(goal)
-        self.window = max(MIN_STEP_WINDOW, num_warmup // STEP_WINDOWS)
         self.num_warmup = int(num_warmup)
-        samples = self.window * num_chains / VELOCITY_CORRELATION
-        block_of, big = [], 0
+        self.start = int(num_warmup * LR_RAMP_FRACTION)  # measured once the lr ramp is over
+        self.window = max(MIN_STEP_WINDOW, (self.num_warmup - self.start) // STEP_WINDOWS)
+        self.samples_per_step = num_chains / VELOCITY_CORRELATION
         sizes = [site.size for site in target.sites]
-        own = [size * samples >= MIN_BLOCK_SAMPLES for size in sizes]
-        ids = {}
+        own = [size * self.window * self.samples_per_step >= MIN_BLOCK_SAMPLES for size in sizes]
+        ids, block_of = {}, []
         for k, size in enumerate(sizes):
             key = k if own[k] else "pooled"
             ids.setdefault(key, len(ids))
@@ -105,13 +107,18 @@ class StepAdapter:
         self.num_blocks = len(ids)
         self.block_size = torch.bincount(self.block_of, minlength=self.num_blocks).to(target.dtype)
 
+    def measures_at(self, t: int) -> bool:
+        """Whether step ``t`` is measured (after the learning-rate ramp, within burn-in)."""
+        return self.start <= t < self.num_warmup
+
     def adapts_at(self, t: int) -> bool:
         """Whether step ``t`` ends a window (then the steps change before step ``t + 1``)."""
-        return t < self.num_warmup - 1 and (t + 1) % self.window == 0
+        return (self.start <= t < self.num_warmup - 1
+                and (t + 1 - self.start) % self.window == 0)
 
     def averages_at(self, t: int) -> bool:
         """Whether the step set after window-end ``t`` joins the final average (second half)."""
-        return 2 * (t + 1) >= self.num_warmup
+        return 2 * (t + 1) >= self.num_warmup + self.start
 
     def finishes_at(self, t: int) -> bool:
         """Whether step ``t`` is the last of burn-in (then the averaged steps are set)."""
@@ -122,13 +129,18 @@ class StepAdapter:
         """``(D,)`` chain-mean of ``v**2 / step``: each element's temperature at one step."""
         return (v.pow(2) / step).mean(0)
 
-    def factors(self, heat_sum: torch.Tensor, steps: int, friction: float) -> torch.Tensor:
-        """``(D,)`` step multipliers from a window's ``heat`` sums over ``steps`` steps.
+    def factors(self, heat_sum: torch.Tensor, steps: torch.Tensor,
+                friction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step multipliers ``(D,)`` from the ``heat`` sums over each block's ``steps`` ``(B,)``,
+        and which blocks were measured ``(B,)`` (their sums start again).
 
-        A block with an element hotter than ``HOT_TEMPERATURE`` (an unstable coordinate that
-        the block's mean would hide among many flat ones) takes the largest cut.
+        A block is measured once it holds ``MIN_BLOCK_SAMPLES`` velocity samples (a small
+        model may never be: its step stays ``lr``). A measured block with an element hotter
+        than ``HOT_TEMPERATURE`` (an unstable coordinate that the block's mean would hide among
+        many flat ones) takes the largest cut.
         """
-        element = heat_sum / steps * (1 - friction / 2)
+        ready = steps * self.samples_per_step * self.block_size >= MIN_BLOCK_SAMPLES
+        element = heat_sum / steps.clamp_min(1)[self.block_of] * (1 - friction / 2)
         block = torch.zeros(self.num_blocks, dtype=element.dtype, device=element.device)
         excess = block.index_add_(0, self.block_of, element) / self.block_size - 1
         factor = torch.where(excess > 0, self.goal / excess.clamp_min(1e-12),
@@ -137,7 +149,9 @@ class StepAdapter:
         hot = torch.zeros_like(excess).index_add_(0, self.block_of, unstable)
         factor = torch.where((hot > 0) | ~torch.isfinite(factor),
                              torch.full_like(factor, 1 / MAX_STEP_CHANGE), factor)
-        return factor.clamp(1 / MAX_STEP_CHANGE, MAX_STEP_CHANGE)[self.block_of]
+        factor = torch.where(ready, factor.clamp(1 / MAX_STEP_CHANGE, MAX_STEP_CHANGE),
+                             torch.ones_like(factor))
+        return factor[self.block_of], ready
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,6 @@ class Warmup:
     """
 
     num_warmup: int = 0
-    ramp: bool = True
 
     @property
     def adapt_steps(self) -> frozenset:
@@ -162,8 +175,8 @@ class Warmup:
         return t < self.num_warmup and t in self.adapt_steps
 
     def lr_scale(self, t: int) -> float:
-        """Factor on the learning rate at step ``t`` (1 after the ramp, or without one)."""
-        if t >= self.num_warmup or not self.ramp:
+        """Factor on the learning rate at step ``t`` (1 after the ramp)."""
+        if t >= self.num_warmup:
             return 1.0
         ramp = max(1, int(self.num_warmup * LR_RAMP_FRACTION))
         return min(1.0, LR_RAMP_START + (1 - LR_RAMP_START) * t / ramp)
@@ -187,7 +200,7 @@ class SGHMCState:
     grad: torch.Tensor             # (C, D) gradient of the log density at theta
     step_scale: torch.Tensor | None = None  # (D,) adapted multiplier of lr (burn-in)
     heat_sum: torch.Tensor | None = None    # (D,) this window's kinetic-temperature sums
-    heat_steps: int = 0
+    heat_steps: torch.Tensor | None = None  # (B,) steps in each block's sums
     log_scale_sum: torch.Tensor | None = None  # (D,) sum of the log steps averaged at the end
     log_scale_count: int = 0
 
@@ -283,8 +296,8 @@ class SGHMC:
         low-rank model); see ``PRECOND_FLOOR``.
     adapt_step : bool
         Tune a step multiplier per block (site) during burn-in to the kinetic-temperature
-        target ``step_target`` (:class:`StepAdapter`), starting from ``lr``; then ``lr`` is
-        only the start and the learning-rate ramp is off. Without burn-in nothing is tuned.
+        target ``step_target`` (:class:`StepAdapter`), starting from ``lr`` once the
+        learning-rate ramp is over. Without burn-in nothing is tuned.
     step_target : float
         The excess kinetic temperature aimed at (> 0): the relative bias of the sampled
         variances a block accepts for faster mixing.
@@ -314,7 +327,7 @@ class SGHMC:
             raise ValueError(f"step_target: expected a positive number, got {step_target}")
         self.adapt_step = bool(adapt_step) and int(num_warmup) > 0
         self.step_target = float(step_target)
-        self.warmup = Warmup(int(num_warmup), ramp=not self.adapt_step)
+        self.warmup = Warmup(int(num_warmup))
         self.adapter = None
         self.generator = target.generator
 
@@ -360,8 +373,10 @@ class SGHMC:
         if self.adapt_step:
             self.adapter = StepAdapter(self.target, theta.shape[0], self.warmup.num_warmup,
                                        self.step_target)
+        blocks = self.adapter.num_blocks if self.adapter is not None else 1
         return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp, grad,
-                          torch.ones_like(precond), torch.zeros_like(precond), 0,
+                          torch.ones_like(precond), torch.zeros_like(precond),
+                          torch.zeros(blocks, dtype=theta.dtype, device=theta.device),
                           torch.zeros_like(precond), 0)
 
     def spread(self, state: SGHMCState, scale: float) -> SGHMCState:
@@ -405,12 +420,14 @@ class SGHMC:
         heat_sum, heat_steps = state.heat_sum, state.heat_steps
         log_sum, log_count = state.log_scale_sum, state.log_scale_count
         adapter = self.adapter
-        if adapter is not None and t < self.warmup.num_warmup:
+        if adapter is not None and adapter.measures_at(t):
             heat_sum, heat_steps = heat_sum + adapter.heat(v, lr * precond), heat_steps + 1
             new_scale = scale
             if adapter.adapts_at(t):
-                new_scale = scale * adapter.factors(heat_sum, heat_steps, self.friction)
-                heat_sum, heat_steps = torch.zeros_like(heat_sum), 0
+                factor, measured = adapter.factors(heat_sum, heat_steps, self.friction)
+                new_scale = scale * factor
+                heat_sum = torch.where(measured[adapter.block_of], 0.0, heat_sum)
+                heat_steps = torch.where(measured, 0.0, heat_steps)
                 if adapter.averages_at(t):
                     log_sum, log_count = log_sum + new_scale.log(), log_count + 1
             elif adapter.finishes_at(t) and log_count:

@@ -8,7 +8,7 @@ burn-in, all on the mini-batch gradients of a :class:`~bayestensor.infer.gradien
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Iterable
 
 import torch
@@ -80,8 +80,8 @@ class StepAdapter:
     Blocks are the model's sites; a site with too few velocity samples per window for a
     reliable temperature (``MIN_BLOCK_SAMPLES``) joins the pooled block of such sites, which
     is measured over as many windows as it needs. Measuring starts when the learning-rate ramp
-    of :class:`Warmup` ends. Every window of the rest of burn-in, each measured block's step is multiplied by ``target / e`` (the excess is linear
-    in ``h``), clipped to ``MAX_STEP_CHANGE`` either way; the velocities are rescaled with it so
+    of :class:`Warmup` ends. Every window of the rest of burn-in, each measured block's step is
+    multiplied by ``target / e`` (the excess is linear in ``h``), clipped to ``MAX_STEP_CHANGE`` either way; the velocities are rescaled with it so
     the temperature is unchanged. A window's temperature is noisy (about +-1% against a 2%
     target), so each step wanders around its target value; as in the dual averaging of Hoffman
     & Gelman (2014, Sec. 3.2) the final step is the geometric mean of the steps set in the
@@ -370,14 +370,23 @@ class SGHMC:
         v = v_var.sqrt() * torch.randn(theta.shape, generator=self.generator,
                                        dtype=theta.dtype, device=theta.device)
         beta_hat = self._gradient_noise(theta, 0, precond)
-        if self.adapt_step:
-            self.adapter = StepAdapter(self.target, theta.shape[0], self.warmup.num_warmup,
+        state = SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp,
+                           grad)
+        return self._with_adaptation(state)
+
+    def _with_adaptation(self, state: SGHMCState) -> SGHMCState:
+        """The state with the step-adaptation fields it lacks (a fresh start, or a checkpoint
+        written without them), and ``self.adapter`` made for its chains (also on resume)."""
+        if self.adapt_step and self.adapter is None:
+            self.adapter = StepAdapter(self.target, state.theta.shape[0], self.warmup.num_warmup,
                                        self.step_target)
+        if state.step_scale is not None:
+            return state
         blocks = self.adapter.num_blocks if self.adapter is not None else 1
-        return SGHMCState(theta.detach().clone(), v, precond, curvature, 1, beta_hat, logp, grad,
-                          torch.ones_like(precond), torch.zeros_like(precond),
-                          torch.zeros(blocks, dtype=theta.dtype, device=theta.device),
-                          torch.zeros_like(precond), 0)
+        like = state.precond
+        return replace(state, step_scale=torch.ones_like(like), heat_sum=torch.zeros_like(like),
+                       heat_steps=torch.zeros(blocks, dtype=like.dtype, device=like.device),
+                       log_scale_sum=torch.zeros_like(like), log_scale_count=0)
 
     def spread(self, state: SGHMCState, scale: float) -> SGHMCState:
         """The state moved to ``theta + scale * sqrt(P) * N(0, 1)``, independently per chain.
@@ -390,9 +399,7 @@ class SGHMC:
                             dtype=state.theta.dtype, device=state.theta.device)
         theta = state.theta + scale * state.precond.sqrt() * noise
         logp, grad = self.gradients.value_and_grad(theta, 0)
-        return SGHMCState(theta, state.v, state.precond, state.curvature, state.n_estimates,
-                          state.beta_hat, logp, grad, state.step_scale, state.heat_sum,
-                          state.heat_steps, state.log_scale_sum, state.log_scale_count)
+        return replace(state, theta=theta, log_density=logp, grad=grad)
 
     def step(self, state: SGHMCState, t: int) -> SGHMCState:
         """One SGHMC update of every chain (step ``t``, counted from the start of burn-in).
@@ -401,9 +408,9 @@ class SGHMC:
         positions and the preconditioner updated before the move; the learning rate follows
         the warm-up ramp. The new state carries the log density and gradient at its positions.
         """
+        state = self._with_adaptation(state)
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
-        beta_hat, v = state.beta_hat, state.v
-        scale = state.step_scale if state.step_scale is not None else torch.ones_like(precond)
+        beta_hat, v, scale = state.beta_hat, state.v, state.step_scale
         if self.warmup.adapts_at(t):
             if self.precondition:
                 new = self._curvature(state.theta, t)

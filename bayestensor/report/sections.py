@@ -19,6 +19,7 @@ import numpy as np
 from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
+from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
 from bayestensor.viz.figures import close, png_bytes, subplots
@@ -428,7 +429,7 @@ def calibration_section(posterior, heldout: dict | None, levels=LEVELS, pred=Non
     target = heldout["noisy"] if "noisy" in heldout else heldout["truth"]
     what = "noisy held-out observations"
     pit = pred.pit(target)
-    cov = [float(np.mean(np.abs(pit - 0.5) <= lv / 2)) for lv in levels]
+    cov = coverage_from_pit(pit, levels)
     fig, (left, right) = subplots(1, 2, figsize=(9.0, 3.8))
     coverage_figure(levels, cov, posterior.method, ax=left)
     plot_pit_histogram(pit, title="PIT of held-out observations", ax=right)

@@ -24,6 +24,13 @@ MARKOV_METHODS = {"sghmc", "nuts"}
 PREDICT_CHUNK_ELEMENTS = 1 << 18
 
 
+def coverage_from_pit(pit, levels) -> list[float]:
+    """Share of PIT values inside each central interval: a value lies in the central interval
+    of level ``L`` exactly when its PIT is within ``L / 2`` of 0.5."""
+    dist = np.abs(np.asarray(pit, dtype=np.float64) - 0.5)
+    return [float(np.mean(dist <= lv / 2)) for lv in levels]
+
+
 @dataclass
 class Prediction:
     """Posterior predictions at a set of indices.
@@ -109,8 +116,7 @@ class Prediction:
                 raise ValueError(f"level: expected numbers in (0, 1), got {level}")
         t = np.asarray(truth, dtype=np.float64)
         if kind == "predictive":
-            dist = np.abs(self.pit(t) - 0.5)
-            out = [float(np.mean(dist <= lv / 2)) for lv in levels]
+            out = coverage_from_pit(self.pit(t), levels)
         else:
             out = []
             for lv in levels:

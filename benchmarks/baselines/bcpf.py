@@ -71,8 +71,15 @@ class BCPFResult:
     scale: float
     lower_bound: list = None    # variational lower bound per sweep (variant="original")
 
-    def predict(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and sd (including noise) at index tuples."""
+    def predict(self, indices, kind: str = "predictive") -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd at index tuples.
+
+        ``kind="predictive"`` (default): sd of a new noisy observation (entry variance plus
+        the noise variance 1 / E[tau]); ``kind="mean"``: sd of the noise-free entry under the
+        variational posterior of the factors (no noise term).
+        """
+        if kind not in ("predictive", "mean"):
+            raise ValueError(f"kind: expected 'predictive' or 'mean', got {kind!r}")
         idx = torch.as_tensor(indices, dtype=torch.long)
         b = torch.ones(idx.shape[0], self.rank, dtype=torch.float64)
         second = torch.ones(idx.shape[0], self.rank, self.rank, dtype=torch.float64)
@@ -82,7 +89,7 @@ class BCPFResult:
             second = second * (rows.unsqueeze(-1) * rows.unsqueeze(-2) + v[idx[:, n]])
         mean = b.sum(-1)
         var_mean = (second.sum((-1, -2)) - mean**2).clamp_min(0)
-        sd = (var_mean + 1.0 / self.tau).sqrt()
+        sd = (var_mean + (1.0 / self.tau if kind == "predictive" else 0.0)).sqrt()
         return (mean * self.scale + self.center).numpy(), (sd * self.scale).numpy()
 
 

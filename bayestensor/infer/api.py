@@ -100,7 +100,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         ``init_from`` (``"map"``: start the chains at the MAP, the default; ``"init"``: at the
         starting values), ``map_steps`` (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
-        (``"map" | "prior"``), ``init_jitter`` (SVGD); ``num_steps``, ``lr`` (MAP, VI);
+        (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
+        ``num_steps``, ``lr`` (MAP, VI);
         ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or

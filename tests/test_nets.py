@@ -316,6 +316,57 @@ def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
     assert masks[len(layer.factors)].tolist() == keep.tolist()
 
 
+def test_ensemble_prunes_to_the_slices_most_particles_keep():
+    layer = TensorizedLinear(12, 8, "cp", max_rank=3, num_particles=4, seed=0, num_modes=2)
+    with torch.no_grad():  # slice 1 alive (the weakest) in particle 0 only, slice 2 dead in
+        for f in layer.factors:  # particle 3 only
+            f[0, :, 1] *= 0.3
+            f[1:, :, 1] = 1e-9
+            f[3, :, 2] = 1e-9
+    assert layer.keep_masks(1e-2)[0].tolist() == [True, False, True]
+    assert layer.keep_masks(1e-2, share=0)[0].tolist() == [True, True, True]
+    assert layer.keep_masks(1e-2, share=1)[0].tolist() == [True, False, False]
+    x = torch.randn(4, 5, 12)  # (particles, batch, features)
+    expected = layer.particle_forward(x).detach()
+    with torch.no_grad():  # what particle 0 computes without its slice 1
+        for f in layer.factors:
+            f[0, :, 1] = 0.0
+        expected[0] = layer.particle_forward(x)[0]
+    info = layer.prune(1e-2)  # aligned: particle 0's third slice goes, the others keep two
+    assert info == {"ranks_before": [3], "ranks_after": [2]}
+    torch.testing.assert_close(layer.particle_forward(x), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="share"):
+        layer.keep_masks(1e-2, share=1.5)
+
+
+@pytest.mark.parametrize("fmt", ["cp", "ttm", "tucker", "tt"])
+def test_aligned_slices_leave_outputs_and_prior_unchanged(fmt):
+    layer = TensorizedLinear(12, 8, fmt, max_rank=3, num_particles=3, seed=0, num_modes=2)
+    with torch.no_grad():
+        for u in layer.log_scales:
+            u.add_(0.3 * torch.randn(u.shape))
+    x = torch.randn(3, 5, 12)
+    out, prior = layer.particle_forward(x).detach(), layer.log_prior().detach()
+    layer.align_slices()
+    for n in layer.tensor().slice_norms():
+        assert bool((n[:, :-1] >= n[:, 1:]).all())  # every particle: decreasing norms
+    torch.testing.assert_close(layer.particle_forward(x), out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.log_prior(), prior, atol=1e-4, rtol=1e-5)
+
+
+def test_pruning_counts_slices_not_indices():
+    # Each particle keeps one slice, each a different index: aligned, all keep position 0.
+    layer = TensorizedLinear(12, 8, "cp", max_rank=3, num_particles=3, seed=0, num_modes=2)
+    with torch.no_grad():
+        for f in layer.factors:
+            for particle in range(3):
+                f[particle, :, [k for k in range(3) if k != particle]] = 1e-9
+    x = torch.randn(3, 5, 12)
+    out = layer.particle_forward(x).detach()
+    assert layer.prune(1e-2) == {"ranks_before": [3], "ranks_after": [1]}
+    torch.testing.assert_close(layer.particle_forward(x), out, atol=1e-5, rtol=1e-5)
+
+
 def test_sghmc_leaves_frozen_slices_unchanged(digits):
     xtr, ytr = digits[0][:256], digits[1][:256]
     bnet = tensorize(_mlp(), layers=["0"], format="cp", max_rank=4, prior="gamma",

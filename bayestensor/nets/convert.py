@@ -17,11 +17,11 @@ from torch import nn
 from bayestensor.checks import choice, positive_int, rank_value, seed_value
 from bayestensor.formats import get_format
 from bayestensor.io import load_tensors, save_tensors
-from bayestensor.nets.layers import (INITS, LINEAR_FORMATS, MAX_LAYER_PARAMS, PRUNE_THRESHOLD,
-                                     CompressedConv2d, CompressedLinear, TensorizedConv2d,
-                                     TensorizedLinear, _BayesLowRank, build_compressed,
-                                     conv_ranks, export_layer, layer_ranks, linear_shape,
-                                     max_params_arg)
+from bayestensor.nets.layers import (INITS, KEEP_SHARE, LINEAR_FORMATS, MAX_LAYER_PARAMS,
+                                     PRUNE_THRESHOLD, CompressedConv2d, CompressedLinear,
+                                     TensorizedConv2d, TensorizedLinear, _BayesLowRank,
+                                     build_compressed, conv_ranks, export_layer, layer_ranks,
+                                     linear_shape, max_params_arg)
 from bayestensor.seeds import MAX_SEED
 
 #: Passes of fresh VI draws averaged per prediction (each pass draws ``num_draws`` weights).
@@ -164,10 +164,12 @@ class BayesianNet(nn.Module):
                 if id(p) in snap:
                     p.copy_(snap[id(p)])
 
-    def prune(self, threshold: float = PRUNE_THRESHOLD) -> dict:
-        """Prune every tensorized layer; returns ``{layer name: {ranks_before, ranks_after}}``."""
+    def prune(self, threshold: float = PRUNE_THRESHOLD, share: float = KEEP_SHARE) -> dict:
+        """Prune every tensorized layer to the slices at least ``share`` of the particles keep
+        (see ``TensorizedLinear.prune``); returns ``{layer name: {ranks_before, ranks_after}}``.
+        """
         self.samples = []  # snapshots refer to the unpruned shapes
-        return {n: m.prune(threshold) for n, m in self.tensorized().items()}
+        return {n: m.prune(threshold, share) for n, m in self.tensorized().items()}
 
     def export(self, particle: int = 0) -> nn.Module:
         """A plain deterministic copy of the network with one particle's compressed layers."""

@@ -62,6 +62,11 @@ DEFAULT_MODES = {"ttm": 3, "cp": 3, "tucker": 2, "tt": 3}
 NET_PRIOR_PARAMS = {"log_uniform": {"low": 1e-8, "high": 1e2}}
 #: Default prune threshold: a slice goes when its scale is below this fraction of the largest.
 PRUNE_THRESHOLD = 1e-2
+#: An ensemble keeps a slice when at least this share of its particles keep it: the
+#: slice's posterior activity probability is at least 1/2 (the median probability model of
+#: Barbieri & Berger, 2004). The union (share 0) keeps every slice any particle uses, so an
+#: ensemble whose particles switch off different slices compresses far less than its MAP.
+KEEP_SHARE = 0.5
 #: Relative jitter that spreads particles started from one decomposition (else SVGD's
 #: repulsion and SGHMC's chains start from identical points).
 PARTICLE_SPREAD = 0.05
@@ -255,6 +260,13 @@ def _particle_start(params: Sequence[torch.Tensor], num_particles: int,
     return out
 
 
+def _gather_slices(value: torch.Tensor, order: torch.Tensor, axis: int) -> torch.Tensor:
+    """``value`` with its ``axis`` permuted per particle (leading dim) by ``order`` ``(P, R)``."""
+    shape = [1] * value.ndim
+    shape[0], shape[axis] = order.shape
+    return value.gather(axis, order.reshape(shape).expand(value.shape))
+
+
 class _BayesLowRank(nn.Module):
     """Parameters, priors, particles, pruning and the VI mode shared by the layers."""
 
@@ -403,9 +415,15 @@ class _BayesLowRank(nn.Module):
         return [nrm.detach() > threshold * nrm.detach().max(-1, keepdim=True).values
                 for nrm in self.tensor().slice_norms()]
 
-    def keep_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
-        """Slices to keep in at least one particle (see :meth:`particle_keep_masks`)."""
-        return [m.any(0) for m in self.particle_keep_masks(threshold)]
+    def keep_masks(self, threshold: float = PRUNE_THRESHOLD,
+                   share: float = KEEP_SHARE) -> list[torch.Tensor]:
+        """Slices kept by at least ``share`` of the particles (see :meth:`particle_keep_masks`);
+        ``share=0``: by any particle. One ``(R_d,)`` mask per rank dim, shared by all particles.
+        """
+        if not (isinstance(share, (int, float)) and 0 <= share <= 1):
+            raise ValueError(f"share: expected a number in [0, 1], got {share!r}")
+        active = [m.double().mean(0) for m in self.particle_keep_masks(threshold)]
+        return [a >= share if share > 0 else a > 0 for a in active]
 
     def live_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
         """Per :meth:`particle_params` entry, a mask of the elements in slices its particle
@@ -425,13 +443,40 @@ class _BayesLowRank(nn.Module):
         return masks
 
     @torch.no_grad()
-    def prune(self, threshold: float = PRUNE_THRESHOLD) -> dict:
-        """Remove the rank slices that were switched off (see :meth:`particle_keep_masks`).
+    def align_slices(self) -> None:
+        """Order every particle's slices by decreasing norm (:meth:`particle_keep_masks`).
 
-        Returns ``{"ranks_before", "ranks_after"}``.
+        Rank slices are exchangeable: moving slice ``k`` of a rank dim to another index in
+        every factor that carries the dim, and its prior scale with it, changes neither the
+        weight nor the prior. Particles that switched off different indices (label switching)
+        then agree on which positions are live, so :meth:`keep_masks` counts slices, not
+        indices. The network's outputs are unchanged.
+        """
+        if self.num_particles < 2:  # nothing to agree on (VI has one particle)
+            return
+        orders = [n.argsort(dim=-1, descending=True) for n in self.tensor().slice_norms()]
+        for spec, p in zip(self.tensor().param_specs, self.factors):
+            value = p.data
+            for axis, dim in spec.rank_axes.items():
+                value = _gather_slices(value, orders[dim], 1 + axis)
+            p.data.copy_(value)
+        for u, order in zip(self.log_scales, orders):
+            u.data.copy_(u.data.gather(-1, order))
+
+    @torch.no_grad()
+    def prune(self, threshold: float = PRUNE_THRESHOLD, share: float = KEEP_SHARE) -> dict:
+        """Remove the rank slices that were switched off, in every particle.
+
+        The particles' slices are first aligned (:meth:`align_slices`); a slice position then
+        goes when fewer than ``share`` of the particles keep it (see :meth:`keep_masks`). A
+        particle that used more slices than the shared mask keeps loses its weakest ones, which
+        is what lets an ensemble reach its MAP's compression. Returns ``{"ranks_before",
+        "ranks_after"}``.
         """
         before = self.ranks
-        masks = self.keep_masks(threshold)
+        if share > 0:
+            self.align_slices()
+        masks = self.keep_masks(threshold, share)
         pruned = self.tensor().prune(masks)
         kept = []
         for d, m in enumerate(masks):

@@ -16,7 +16,8 @@ digits rotated by 60 degrees, ranks found, compression of the linear layers and 
 model, training seconds. Medians over seeds go to ``docs/benchmarks.md``.
 
 ``--max-rank-scale 2`` multiplies every max rank by 2 (the check that the ranks found follow
-the data, not the cap); ``--formats`` / ``--methods`` / ``--no-tltorch`` run a subset.
+the data, not the cap); ``--sghmc-temperature validation`` chooses SGHMC's temperature on 10%
+of the training digits (``choose_temperature``) and refits on all of them at it; ``--formats`` / ``--methods`` / ``--no-tltorch`` run a subset.
 
 Run: ``python benchmarks/nets_mnist.py --seeds 0 1 2`` (about 15 minutes on 2 CPU cores).
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bayestensor.nets import fit_net, predict_dense, tensorize, train_dense
+from bayestensor.nets import choose_temperature, fit_net, predict_dense, tensorize, train_dense
 from bayestensor.nets import metrics
 from bayestensor.data.images import load_mnist10k
 
@@ -76,17 +77,26 @@ def run_dense(data, seed, epochs):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
-def run_ours(data, seed, epochs, fmt, method, rank_scale=1):
+def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature="1"):
     config = {**FORMATS[fmt], "max_rank": FORMATS[fmt]["max_rank"] * rank_scale}
     bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
                      num_particles=METHODS[method], **config)
-    h = fit_net(bnet, data["x_train"], data["y_train"], method=method, epochs=epochs, lr=LR,
-                seed=seed, num_samples=10)
+    options = dict(epochs=epochs, lr=LR, seed=seed, num_samples=10)
+    chosen = {}
+    t0 = time.perf_counter()
+    if method == "sghmc" and temperature == "validation":
+        chosen = choose_temperature(bnet, data["x_train"], data["y_train"], **options)
+        options["temperature"] = chosen["temperature"]
+    elif method == "sghmc":
+        options["temperature"] = float(temperature)
+    h = fit_net(bnet, data["x_train"], data["y_train"], method=method, **options)
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
     comp = bnet.compression()
     row = {"model": fmt, "method": method, "seed": seed, "seconds": h["seconds"],
-           "max_rank": config["max_rank"],
+           "seconds_with_choice": time.perf_counter() - t0, "max_rank": config["max_rank"],
+           "temperature": options.get("temperature"),
+           "temperature_scores": {str(k): v for k, v in chosen.get("scores", {}).items()},
            "params": comp["compressed_params"], "linear_ratio": comp["linear_ratio"],
            "model_ratio": comp["model_ratio"],
            "ranks": [r["ranks"] for r in comp["layers"]],
@@ -153,6 +163,8 @@ def main():
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sghmc-temperature", default="1",
+                    help='SGHMC temperature, or "validation" to choose it (choose_temperature)')
     args = ap.parse_args()
     if not args.data.exists():
         raise SystemExit(f"--data: {args.data} not found (mnist10k.npz from ../shared/data)")
@@ -166,7 +178,8 @@ def main():
         print(rows[-1], flush=True)
         for fmt in args.formats:
             for method in args.methods:
-                rows.append(run_ours(data, seed, args.epochs, fmt, method, args.max_rank_scale))
+                rows.append(run_ours(data, seed, args.epochs, fmt, method, args.max_rank_scale,
+                                     args.sghmc_temperature))
                 print(rows[-1], flush=True)
                 if method == "map" and not args.no_tltorch:
                     rows.append(run_tltorch(data, seed, args.epochs, fmt, rows[-1]))

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayestensor.io import save_tensors
-from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, factorize, fit_net,
-                              load_exported, predict_dense, save_exported, tensorize,
-                              tensorized_shape, train_dense)
+from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_temperature,
+                              factorize, fit_net, load_exported, predict_dense, save_exported,
+                              tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
 from bayestensor.nets.layers import MAX_LAYER_PARAMS
 from bayestensor.nets.shapes import rank_caps
+from bayestensor.seeds import derive_seed
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
 
 torch.set_num_threads(1)
@@ -562,3 +563,31 @@ def test_largest_seed_is_accepted_by_every_start():
     bnet2 = _tiny_bnet()
     fit_net(bnet2, x, y, epochs=1, batch_size=16, seed=seed)
     assert bnet.num_particles == 2
+
+
+def test_choose_temperature_scores_each_candidate_on_held_out_examples(digits):
+    xtr, ytr = digits[0][:400], digits[1][:400]
+    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2, prior="gamma",
+                     init="random", seed=0, num_particles=2)
+    before = [p.detach().clone() for p in bnet.parameters()]
+    out = choose_temperature(bnet, xtr, ytr, temperatures=[1.0, 0.1], epochs=2, seed=0,
+                             num_samples=2)
+    assert out["validation_size"] == 40 and set(out["scores"]) == {1.0, 0.1}
+    assert out["temperature"] == min(out["scores"], key=lambda t: out["scores"][t]["nll"])
+    # The score is the ensemble's NLL on the held-out 40: refit the chosen candidate the same
+    # way and score it independently.
+    gen = torch.Generator().manual_seed(derive_seed(0, "temperature-validation"))
+    order = torch.randperm(400, generator=gen)
+    again = copy.deepcopy(bnet)
+    fit_net(again, xtr[order[40:]], ytr[order[40:]], method="sghmc", epochs=2, seed=0,
+            num_samples=2, temperature=out["temperature"])
+    probs = again.predict_proba(xtr[order[:40]])
+    assert abs(metrics.nll(probs, ytr[order[:40]])
+               - out["scores"][out["temperature"]]["nll"]) < 1e-6
+    assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
+    for bad, match in [(dict(temperatures=[]), "temperatures"),
+                       (dict(temperatures=[1.0, -1.0]), "temperatures"),
+                       (dict(validation=0.9), "validation"),
+                       (dict(method="map"), "fit_options")]:
+        with pytest.raises(ValueError, match=match):
+            choose_temperature(bnet, xtr, ytr, **bad)

@@ -181,8 +181,9 @@ def _unbounded_sites(job: Job) -> list[str]:
 
 
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
-               method: str) -> torch.Tensor:
-    """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start.
+               method: str) -> tuple[torch.Tensor, bool]:
+    """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start; and
+    whether they are that MAP (``False``: prior draws, see below).
 
     A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
     0.7) whose density rises to its boundary, or an optimum out of reach) is a poor start, and
@@ -196,16 +197,16 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
                            max_rounds=_map_rounds(job))
     job.info.update(map_steps=trace["steps"], map_converged=trace["converged"])
     if trace["converged"]:
-        return theta.expand(num_points, -1).clone()
+        return theta.expand(num_points, -1).clone(), True
     instead = "starting from prior draws instead" if job.model is None else \
         "starting there anyway (raise map_steps)"
     warnings.warn(f"{method}: the MAP start did not converge in {trace['steps']} steps (sites "
                   f"{trace['moving_sites']} were still moving: no interior mode, or an optimum "
                   f"out of reach); {instead}", NotConvergedWarning, stacklevel=4)
     if job.model is not None:
-        return theta.expand(num_points, -1).clone()
+        return theta.expand(num_points, -1).clone(), True
     job.info["start"] = "prior draws (MAP not converged)"
-    return _prior_draws(target, num_points)
+    return _prior_draws(target, num_points), False
 
 
 # --- MAP, VI, NUTS ----------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
             # The curvature that sets the preconditioner is measured where the chains start:
             # starting at the mode makes it representative (a far start can leave it too small
             # and the chains unstable once they reach the mode).
-            theta0 = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
+            theta0, _ = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
                                                         dtype=theta0.dtype, device=target.device)
@@ -402,10 +403,10 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
     def start():
         if init_from == "prior":
             return sampler.init_state(_prior_draws(target, num_particles))
-        theta = _map_start(target, job, map_steps, map_hold, num_particles, "svgd")
+        theta, at_map = _map_start(target, job, map_steps, map_hold, num_particles, "svgd")
         noise = torch.randn(theta.shape, generator=target.generator, dtype=theta.dtype,
                             device=target.device)
-        if job.info.get("start") is not None:  # prior draws: no mode to measure a scale at
+        if not at_map:  # prior draws: no mode to measure a scale at
             return sampler.init_state(theta + init_jitter * noise)
         scale = laplace_sd(sampler, theta)
         return sampler.init_state(theta + init_jitter * scale * noise, scale)

@@ -527,3 +527,18 @@ def test_resume_with_other_sampler_settings_is_refused(regression, tmp_path):
     bt.fit(linreg, checkpoint=ckpt, **kwargs)
     with pytest.raises(ValueError, match="resume.*lr"):
         bt.fit(linreg, resume=ckpt, lr=0.02, **kwargs)
+
+
+def test_nuts_moves_a_unit_site_beside_a_site_of_sd_1e_8():
+    """Pyro's test_shapes model for NUTS: in unconstrained units the tight site pinned the step
+    size near 1e-8 (Stan's mass-matrix regularization keeps its inverse mass near 1e-3), so the
+    N(0, 1) site stayed at its start. In Laplace-sd units both sites start at unit scale."""
+    def model():
+        pyro.sample("tight", dist.Normal(torch.arange(6.0, dtype=torch.float64), 1e-8)
+                    .to_event(1))
+        pyro.sample("scalar", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    post = bt.fit(model, method="nuts", num_chains=1, num_samples=300, num_warmup=200,
+                  seed=2, progress=False)
+    scalar = post["scalar"].double()
+    assert float(scalar.var()) == pytest.approx(1.0, abs=0.35)
+    assert float((post["tight"].double() - torch.arange(6.0)).abs().max()) < 1e-6

@@ -9,6 +9,7 @@ from scipy.linalg import solve_discrete_lyapunov
 from scipy.optimize import brentq
 
 import bayestensor as bt
+from bayestensor.infer.dense_metric import DENSE_MAX_DIM, DenseRoot, choose_metric
 from bayestensor.infer.sghmc import MIN_CURVATURE, STEP_TARGET
 
 FRICTION = 0.1
@@ -69,3 +70,62 @@ def test_chains_start_spread_by_the_laplace_sd():
 def test_bad_init_spread_is_named(bad):
     with pytest.raises(ValueError, match="init_spread"):
         bt.fit(iid_normal, method="sghmc", model_args=(1.0,), init_spread=bad, progress=False)
+
+
+def gaussian_chain(dim, length):
+    """Pyro's test_nuts.py chain: loc_1 ~ N(0, 1), loc_i ~ N(loc_{i-1}, 1), one obs of ones."""
+    def model(data):
+        loc = torch.zeros(dim)
+        for i in range(1, length + 1):
+            loc = pyro.sample(f"loc_{i}", dist.Normal(loc, 1.0).to_event(1))
+        pyro.sample("obs", dist.Normal(loc, 1.0).to_event(1), obs=data)
+    precision = (np.diag([2.0] * (length - 1) + [2.0]) - np.diag([1.0] * (length - 1), 1)
+                 - np.diag([1.0] * (length - 1), -1))
+    cov = np.linalg.inv(precision)
+    mean = cov @ np.eye(length)[-1]
+    return model, mean, np.sqrt(np.diag(cov))
+
+
+def test_dense_metric_samples_a_correlated_gaussian_chain():
+    """The chain of 9 links (correlations up to 0.82) in 5 dimensions: the diagonal metric
+    left the draws' sd off by up to 0.32 (rmse) at these settings; the dense one is within
+    Pyro's tolerance of 0.08 for every link, and its mean is too."""
+    model, mean, sd = gaussian_chain(5, 9)
+    post = bt.fit(model, method="sghmc", model_args=(torch.ones(5),), num_samples=500,
+                  num_chains=4, seed=4, progress=False)
+    assert post.info["metric"] == "dense"
+    for i in range(9):
+        draws = post[f"loc_{i + 1}"].double().reshape(-1, 5).numpy()
+        assert np.sqrt(np.mean((draws.mean(0) - mean[i]) ** 2)) < 0.08, i
+        assert np.sqrt(np.mean((draws.std(0) - sd[i]) ** 2)) < 0.08, i
+
+
+def test_dense_root_is_a_square_root_of_the_floored_inverse_hessian():
+    rng = np.random.default_rng(0)
+    vecs, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    lam = np.array([4.0, 1.0, 0.5, -2.0, 1e-4, 30.0])  # one negative, one below the floor
+    hessian = torch.tensor(vecs @ np.diag(lam) @ vecs.T)
+    root = DenseRoot.from_hessian(hessian, MIN_CURVATURE)
+    want = vecs @ np.diag(1 / np.maximum(np.abs(lam), MIN_CURVATURE)) @ vecs.T
+    np.testing.assert_allclose((root.root @ root.root.T).numpy(), want, rtol=1e-10, atol=1e-12)
+    u = torch.tensor(rng.normal(size=(3, 6)))
+    np.testing.assert_allclose(root.whiten(root.color(u)).numpy(), u.numpy(), atol=1e-10)
+    np.testing.assert_allclose(root.diagonal().numpy(), np.diag(want), rtol=1e-10)
+
+
+def test_metric_choice_and_its_errors():
+    assert choose_metric("auto", 45, stochastic=False, builtin=False, precondition=True) == "dense"
+    assert choose_metric("auto", DENSE_MAX_DIM + 1, False, False, True) == "diag"
+    assert choose_metric("auto", 45, stochastic=True, builtin=False, precondition=True) == "diag"
+    assert choose_metric("auto", 45, stochastic=False, builtin=True, precondition=True) == "diag"
+    with pytest.raises(ValueError, match="metric: 'dense' needs full-batch"):
+        choose_metric("dense", 45, stochastic=True, builtin=False, precondition=True)
+    with pytest.raises(ValueError, match="metric"):
+        bt.fit(iid_normal, method="sghmc", model_args=(1.0,), metric="full", progress=False)
+
+
+def test_diag_metric_is_kept_on_request():
+    model, _, _ = gaussian_chain(2, 3)
+    post = bt.fit(model, method="sghmc", model_args=(torch.ones(2),), num_samples=20,
+                  num_warmup=20, num_chains=2, metric="diag", seed=0, progress=False)
+    assert post.info["metric"] == "diag"

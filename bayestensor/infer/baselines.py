@@ -285,8 +285,16 @@ def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor, hist
 
 def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
              seed: int, progress: bool = True, target_accept: float = 0.8,
-             max_tree_depth: int = 10, batch_size: int | None = None) -> tuple[torch.Tensor, dict]:
+             max_tree_depth: int = 10, batch_size: int | None = None,
+             scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Run Pyro's NUTS on the log density, one chain per row of ``theta0``; returns ``(C, S, D)``.
+
+    With ``scale`` ``(D,)``, NUTS runs on ``u = theta / scale`` and the draws are mapped back.
+    Pyro's mass-matrix adaptation (Stan's) starts from the identity and regularizes each
+    variance towards ``1e-3``; a site of posterior sd ``1e-8`` in ``theta`` would keep an
+    inverse mass ten orders of magnitude too large and pin the step size near its sd, so the
+    other sites never move. In the units of the diagonal Laplace sd at the start, every site
+    starts near unit scale and the adaptation has only a factor to learn.
 
     Refuses a sub-sampled model (NUTS needs exact gradients), naming what to change: the
     ``batch_size`` given to ``fit``, or the ``subsample_size`` of the model's own plates.
@@ -300,8 +308,10 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
                          f"plates {plates} (subsample_size in pyro.plate); remove subsample_size "
                          "there or use method 'sghmc' or 'svgd', which take mini-batches")
 
+    scale = torch.ones_like(theta0[0]) if scale is None else scale.to(theta0)
+
     def potential_fn(params):
-        return -target.log_density(params["theta"].unsqueeze(0))[0]
+        return -target.log_density((params["theta"] * scale).unsqueeze(0))[0]
 
     chains, divergences, accept = [], [], []
     for c in range(theta0.shape[0]):
@@ -309,10 +319,10 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
         kernel = NUTS(potential_fn=potential_fn, target_accept_prob=target_accept,
                       max_tree_depth=max_tree_depth, adapt_mass_matrix=True)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,
-                    initial_params={"theta": theta0[c].detach().clone()},
+                    initial_params={"theta": theta0[c].detach() / scale},
                     disable_progbar=not progress)
         mcmc.run()
-        chains.append(mcmc.get_samples()["theta"])
+        chains.append(mcmc.get_samples()["theta"] * scale)
         diag = mcmc.diagnostics()
         divergences.append([int(i) for i in diag.get("divergences", {}).get("chain 0", [])])
         accept.append(float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))

@@ -59,3 +59,7 @@ class GradientEstimator:
     def hessian_diag(self, theta: torch.Tensor, t: int, num_probes: int) -> torch.Tensor:
         """Hutchinson estimate ``(D,)`` of ``diag(-Hessian)`` on step ``t``'s batch."""
         return self.target.hessian_diag(theta, num_probes, **self.batch(t))
+
+    def hessian(self, theta: torch.Tensor, t: int) -> torch.Tensor:
+        """Exact ``-Hessian`` ``(D, D)``, averaged over chains, on step ``t``'s batch."""
+        return self.target.hessian(theta, **self.batch(t))

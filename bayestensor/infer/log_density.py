@@ -301,6 +301,28 @@ class LogDensity:
             total -= (z * hz).detach().sum(0)
         return total / (num_probes * theta.shape[0])
 
+    def hessian(self, theta: torch.Tensor, subsample: dict | None = None,
+                model_args=None) -> torch.Tensor:
+        """Exact ``-Hessian`` of the log density ``(D, D)``, averaged over the chains.
+
+        One Hessian-vector product per coordinate (``D`` backward passes through one batched
+        graph), so it is meant for small models (the dense SGHMC metric); symmetrized.
+        """
+        points = theta.detach().clone().requires_grad_(True)
+        dim = theta.shape[-1]
+        rows = []
+        with torch.enable_grad():
+            logp = self.log_density(points, subsample, model_args)
+            (grad,) = torch.autograd.grad(logp.sum(), points, create_graph=True)
+            if not grad.requires_grad:  # a log density linear in theta
+                return torch.zeros(dim, dim, dtype=theta.dtype, device=theta.device)
+            for i in range(dim):
+                (row,) = torch.autograd.grad(grad[:, i].sum(), points, retain_graph=i < dim - 1,
+                                             allow_unused=True)
+                rows.append(torch.zeros_like(points) if row is None else row)
+        hess = -torch.stack(rows, 1).detach().mean(0)  # (D, D)
+        return 0.5 * (hess + hess.T)
+
     def locate_nonfinite(self, theta: torch.Tensor) -> str:
         """Describe which sites hold non-finite constrained values (for error messages)."""
         values = self.constrain(theta.detach())

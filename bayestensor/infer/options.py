@@ -9,6 +9,7 @@ fails in milliseconds instead of after the MAP fits that precede sampling.
 from __future__ import annotations
 
 from bayestensor.checks import choice, flag, positive_int, real_number
+from bayestensor.infer.dense_metric import METRICS
 from bayestensor.infer.kernels import get_kernel
 from bayestensor.infer.svgd import OPTIMIZERS
 
@@ -77,6 +78,7 @@ def check_sghmc(options: dict) -> None:
     choice("init_from", options["init_from"], ("map", "init"))
     positive_int("map_steps", options["map_steps"])
     map_hold(options["map_hold"])
+    choice("metric", options["metric"], METRICS)
 
 
 def check_svgd(options: dict) -> None:

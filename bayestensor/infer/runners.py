@@ -242,12 +242,18 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles) -> Pos
 
 def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
              max_tree_depth) -> Posterior:
-    """Pyro's NUTS on the log density, ``num_chains`` chains one after another."""
+    """Pyro's NUTS on the log density, ``num_chains`` chains one after another, in units of
+    the diagonal Laplace sd at the start (see :func:`nuts_fit`)."""
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
+    scale = None
+    if not target.subsample_plates:  # nuts_fit refuses those with a clear error
+        probes = max(1, JITTER_PROBE_POINTS // theta0.shape[0])
+        scale = target.hessian_diag(theta0, probes).abs().clamp_min(MIN_CURVATURE).rsqrt()
     draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
                            seed=job.seed, progress=job.progress, target_accept=target_accept,
-                           max_tree_depth=max_tree_depth, batch_size=job.batch_size)
+                           max_tree_depth=max_tree_depth, batch_size=job.batch_size,
+                           scale=scale)
     c, s, d = draws.shape
     with torch.no_grad():
         logp = target.log_density(draws.reshape(c * s, d)).reshape(c, s)
@@ -259,12 +265,13 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
 
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold, adapt_step,
-              init_spread) -> Posterior:
+              init_spread, metric) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
-                    num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step)
+                    num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
+                    metric=metric, builtin=job.model is not None)
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition)
@@ -284,6 +291,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         stats = {"potential": torch.stack([d["potential"] for d in draws], 1),
                  "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
                  "step_size": torch.full((num_chains, len(draws)), mean_step)}
+        run_info = {**run_info, "metric": sampler.metric}
         if scale is not None and adapt_step:
             run_info = {**run_info, "step_scale": {site.name: float(scale[site.offset].item())
                                                    for site in target.sites}}
@@ -434,7 +442,7 @@ SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
-     "adapt_step": True, "init_spread": 1.0},
+     "adapt_step": True, "init_spread": 1.0, "metric": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps")
 SVGD_METHOD = Method(

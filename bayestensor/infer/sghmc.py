@@ -13,6 +13,7 @@ from typing import Iterable
 
 import torch
 
+from bayestensor.infer.dense_metric import MIN_CURVATURE, DenseRoot, choose_metric, identified
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
 
@@ -37,11 +38,7 @@ NOISE_BATCHES = 4
 #: vector: its factor sites are coupled through one product, and a factor that is flat at the
 #: start (a padded slice, constant data) is steep once the others move.
 PRECOND_FLOOR = 1e-3
-#: ... and never below this absolute curvature: a step scale of at most 10 unconstrained
-#: units. In the tails of a density the curvature vanishes (the logit of a Beta(0.3, 0.7)),
-#: and an unbounded ``P`` would throw a chain to where its constrained value rounds to the
-#: support's boundary and stays.
-MIN_CURVATURE = 1e-2
+#: ... and never below ``MIN_CURVATURE`` (:mod:`~bayestensor.infer.dense_metric`).
 #: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
 LATE_ESTIMATE_WEIGHT = 2
 #: Step-size adaptation target: the excess kinetic temperature of each block. For a Gaussian
@@ -61,6 +58,12 @@ HOT_TEMPERATURE = 4.0
 MIN_BLOCK_SAMPLES = 20_000
 #: Steps over which velocities decorrelate at the default friction (about 1 / friction).
 VELOCITY_CORRELATION = 10
+#: Whitened step ``h = epsilon**2`` under a dense metric. BAOAB samples a Gaussian's positions
+#: exactly at any ``h < 4`` (Leimkuhler & Matthews, 2013), so ``h`` is set for mixing, with
+#: room for a local curvature 8x the averaged Hessian's before the update turns unstable. Its
+#: bias grows with the density's departure from a Gaussian: on the logit of a Beta(0.3, 0.7)
+#: (Pyro's test_svgd.py) ``h = 1`` misses the variance by 0.068 (tolerance 0.02), 0.5 by 0.013.
+DENSE_STEP = 0.5
 
 
 class StepAdapter:
@@ -203,6 +206,7 @@ class SGHMCState:
     heat_steps: torch.Tensor | None = None  # (B,) steps in each block's sums
     log_scale_sum: torch.Tensor | None = None  # (D,) sum of the log steps averaged at the end
     log_scale_count: int = 0
+    hessian: torch.Tensor | None = None  # (D, D) running mean of -H (dense metric only)
 
     @property
     def grad_norm(self) -> torch.Tensor:
@@ -219,22 +223,32 @@ class SGHMCState:
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
+def sghmc_velocity(v: torch.Tensor, grad: torch.Tensor, *, lr: float, friction: float,
+                   precond: torch.Tensor | float = 1.0, beta_hat: torch.Tensor | float = 0.0,
+                   temperature: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """SGHMC's velocity update (Chen, Fox & Guestrin 2014, eq. 15), pure.
+
+    ``v <- (1 - friction) v + lr P grad + N(0, 2 (friction - beta_hat) lr P T)``, where
+    ``grad`` is the gradient of the log density (ascent direction), ``P`` the diagonal
+    preconditioner and ``T`` the posterior temperature.
+    """
+    noise_var = 2.0 * (friction - beta_hat) * lr * precond * temperature
+    noise = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
+    noise_sd = noise_var.sqrt() if torch.is_tensor(noise_var) else math.sqrt(noise_var)
+    return (1 - friction) * v + lr * precond * grad + noise_sd * noise
+
+
 def sghmc_update(theta: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, *, lr: float,
                  friction: float, precond: torch.Tensor | float = 1.0,
                  beta_hat: torch.Tensor | float = 0.0, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGHMC step (Chen, Fox & Guestrin 2014, eq. 15) on any tensor of positions.
-
-    ``v <- (1 - friction) v + lr P grad + N(0, 2 (friction - beta_hat) lr P T)``, then
-    ``theta <- theta + v``, where ``grad`` is the gradient of the log density (ascent
-    direction), ``P`` the diagonal preconditioner and ``T`` the posterior temperature. Pure:
-    returns new ``(theta, v)`` and leaves its inputs untouched. Used by :class:`SGHMC` and by
+    """One SGHMC step on any tensor of positions: :func:`sghmc_velocity`, then
+    ``theta <- theta + v``. Pure: returns new ``(theta, v)``. Used by :class:`SGHMC` and by
     the network trainer, so both samplers share one update.
     """
-    noise_var = 2.0 * (friction - beta_hat) * lr * precond * temperature
-    noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
-    noise_sd = noise_var.sqrt() if torch.is_tensor(noise_var) else math.sqrt(noise_var)
-    v = (1 - friction) * v + lr * precond * grad + noise_sd * noise
+    v = sghmc_velocity(v, grad, lr=lr, friction=friction, precond=precond, beta_hat=beta_hat,
+                       temperature=temperature, generator=generator)
     return theta + v, v
 
 
@@ -267,6 +281,18 @@ class SGHMC:
       median over each site (or the whole vector, ``floor_per_site``) and at ``MIN_CURVATURE``, and frozen after burn-in. This makes ``lr`` dimensionless
       (``lr * P * H ≈ lr`` for a Gaussian) and the sampled chain keeps a fixed mass matrix,
       so the usual SGHMC guarantees hold.
+    * with ``metric="dense"`` (``"auto"`` picks it for a small user's model on full-batch
+      gradients, see :func:`~bayestensor.infer.dense_metric.choose_metric`) ``P`` is a dense
+      matrix instead: the inverse of the exact Hessian averaged over the chains, its
+      eigenvalues taken in magnitude and floored at ``MIN_CURVATURE``, estimated at the same
+      steps and frozen the same way. The dynamics then run in whitened coordinates
+      ``L^{-1} theta`` (``L L^T = P``), where a Gaussian posterior has unit curvature, and
+      are integrated by the BAOAB splitting (half kick, half drift, exact friction and noise,
+      half drift, half kick; Leimkuhler & Matthews, 2013) instead of the update above: it
+      samples a Gaussian's positions without step-size bias, so with ``adapt_step`` the
+      whitened step is ``DENSE_STEP``, chosen for mixing; the friction per unit time
+      ``friction / sqrt(lr)`` is kept. On Pyro's correlated Gaussian chains this raises the
+      effective sample size of the means from 1.4-2.7% of the draws to about 28%.
 
     The noise is drawn per element from the sampler's own generator. Velocities start at their
     stationary distribution ``N(0, lr * P)``. Without preconditioning, ``lr`` must be scaled
@@ -301,6 +327,10 @@ class SGHMC:
     step_target : float
         The excess kinetic temperature aimed at (> 0): the relative bias of the sampled
         variances a block accepts for faster mixing.
+    metric : {"diag", "dense", "auto"}
+        The preconditioner's shape (see above); ``"auto"`` decides with ``builtin``.
+    builtin : bool
+        Whether the model is a built-in low-rank model (``metric="auto"`` keeps it diagonal).
     """
 
     name = "sghmc"
@@ -309,7 +339,7 @@ class SGHMC:
                  noise_estimate: float = 0.0, precondition: bool = True,
                  batch_size: int | None = None, batches: Iterable | None = None,
                  num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
-                 step_target: float = STEP_TARGET):
+                 step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -325,7 +355,10 @@ class SGHMC:
         self.floor_per_site = bool(floor_per_site)
         if not (step_target > 0 and math.isfinite(step_target)):
             raise ValueError(f"step_target: expected a positive number, got {step_target}")
-        self.adapt_step = bool(adapt_step) and int(num_warmup) > 0
+        self.metric_requested = metric
+        self.step_requested = bool(adapt_step) and int(num_warmup) > 0
+        self._use_metric(choose_metric(metric, target.dim, self.gradients.is_stochastic,
+                                       builtin, self.precondition))
         self.step_target = float(step_target)
         self.warmup = Warmup(int(num_warmup))
         self.adapter = None
@@ -356,9 +389,39 @@ class SGHMC:
             floor[span] = PRECOND_FLOOR * curvature[span].median().clamp_min(tiny)
         return 1.0 / curvature.clamp_min(floor).clamp_min(MIN_CURVATURE)
 
+    def _use_metric(self, metric: str) -> None:
+        """Run under ``metric`` (``"dense"`` or ``"diag"``). A dense metric sets its step from
+        the unit whitened curvature, so only the diagonal one has a :class:`StepAdapter`."""
+        self.metric, self.dense = metric, metric == "dense"
+        self.dense_step = self.dense and self.step_requested
+        self.adapt_step = self.step_requested and not self.dense
+
+    def _root(self, hessian: torch.Tensor) -> DenseRoot:
+        """The dense metric's square root for ``hessian`` (cached: one per estimate)."""
+        cached = getattr(self, "_cached_root", None)
+        if cached is None or cached[0] is not hessian:
+            self._cached_root = (hessian, DenseRoot.from_hessian(hessian, MIN_CURVATURE))
+        return self._cached_root[1]
+
+    def _dense_scale(self) -> float:
+        """Multiplier of ``lr`` under a dense metric: ``DENSE_STEP / lr`` with ``adapt_step``,
+        else 1."""
+        return DENSE_STEP / self.lr if self.dense_step else 1.0
+
+    def _dense_keep(self, lr: float) -> float:
+        """The velocity kept per BAOAB step at whitened step ``lr``: ``exp(-gamma sqrt(lr))``
+        with ``gamma = friction / sqrt(self.lr)``, the friction per unit time that ``friction``
+        sets at the user's ``lr`` (the paper's ``alpha = epsilon * gamma``, ``lr = epsilon**2``)."""
+        return math.exp(-self.friction * math.sqrt(lr / self.lr))
+
     def init_state(self, theta: torch.Tensor) -> SGHMCState:
         """State at ``theta`` ``(C, D)`` with velocities drawn from ``N(0, lr * P)``."""
         logp, grad = self.gradients.value_and_grad(theta, 0)
+        if self.dense:
+            hessian = self.gradients.hessian(theta, 0)
+            if self.metric_requested == "dense" or identified(hessian):
+                return self._init_dense(theta, logp, grad, hessian)
+            self._use_metric("diag")
         if self.precondition:
             curvature = self._curvature(theta, 0)
             precond = self._precond_from(curvature)
@@ -374,9 +437,23 @@ class SGHMC:
                            grad)
         return self._with_adaptation(state)
 
+    def _init_dense(self, theta, logp, grad, hessian) -> SGHMCState:
+        root = self._root(hessian)
+        scale = self._dense_scale()
+        white = torch.randn(theta.shape, generator=self.generator, dtype=theta.dtype,
+                            device=theta.device)
+        v = root.color(white * math.sqrt(self.lr * scale / (1 - self.friction / 2)))
+        precond = root.diagonal()
+        beta_hat = self._gradient_noise(theta, 0, precond)
+        state = SGHMCState(theta.detach().clone(), v, precond, hessian.diagonal().abs(), 1,
+                           beta_hat, logp, grad, hessian=hessian)
+        return self._with_adaptation(state)
+
     def _with_adaptation(self, state: SGHMCState) -> SGHMCState:
         """The state with the step-adaptation fields it lacks (a fresh start, or a checkpoint
         written without them), and ``self.adapter`` made for its chains (also on resume)."""
+        if self.dense != (state.hessian is not None):  # a resumed run keeps its metric
+            self._use_metric("dense" if state.hessian is not None else "diag")
         if self.adapt_step and self.adapter is None:
             self.adapter = StepAdapter(self.target, state.theta.shape[0], self.warmup.num_warmup,
                                        self.step_target)
@@ -384,20 +461,24 @@ class SGHMC:
             return state
         blocks = self.adapter.num_blocks if self.adapter is not None else 1
         like = state.precond
-        return replace(state, step_scale=torch.ones_like(like), heat_sum=torch.zeros_like(like),
+        scale = torch.full_like(like, self._dense_scale() if self.dense else 1.0)
+        return replace(state, step_scale=scale, heat_sum=torch.zeros_like(like),
                        heat_steps=torch.zeros(blocks, dtype=like.dtype, device=like.device),
                        log_scale_sum=torch.zeros_like(like), log_scale_count=0)
 
     def spread(self, state: SGHMCState, scale: float) -> SGHMCState:
         """The state moved to ``theta + scale * sqrt(P) * N(0, 1)``, independently per chain.
 
-        ``P`` is the inverse diagonal curvature measured at the start, so ``scale = 1`` draws
-        each chain's start from the diagonal Laplace approximation there: chains that begin
+        ``P`` is the inverse curvature measured at the start, so ``scale = 1`` draws each
+        chain's start from the (diagonal or dense) Laplace approximation there: chains that begin
         apart let R-hat see chains that have not forgotten their start (Gelman & Rubin, 1992).
         """
         noise = torch.randn(state.theta.shape, generator=self.generator,
                             dtype=state.theta.dtype, device=state.theta.device)
-        theta = state.theta + scale * state.precond.sqrt() * noise
+        if state.hessian is not None:
+            theta = state.theta + scale * self._root(state.hessian).color(noise)
+        else:
+            theta = state.theta + scale * state.precond.sqrt() * noise
         logp, grad = self.gradients.value_and_grad(theta, 0)
         return replace(state, theta=theta, log_density=logp, grad=grad)
 
@@ -409,6 +490,8 @@ class SGHMC:
         the warm-up ramp. The new state carries the log density and gradient at its positions.
         """
         state = self._with_adaptation(state)
+        if state.hessian is not None:
+            return self._dense_step(state, t)
         precond, curvature, n_est = state.precond, state.curvature, state.n_estimates
         beta_hat, v, scale = state.beta_hat, state.v, state.step_scale
         if self.warmup.adapts_at(t):
@@ -443,3 +526,31 @@ class SGHMC:
         logp, grad = self.gradients.value_and_grad(theta, t + 1)
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad, scale,
                           heat_sum, heat_steps, log_sum, log_count)
+
+    def _dense_step(self, state: SGHMCState, t: int) -> SGHMCState:
+        """:meth:`step` under the dense metric: the update in whitened coordinates."""
+        hessian, n_est, v = state.hessian, state.n_estimates, state.v
+        precond, curvature = state.precond, state.curvature
+        if self.warmup.adapts_at(t):
+            new = self.gradients.hessian(state.theta, t)
+            w = LATE_ESTIMATE_WEIGHT
+            hessian = (hessian * n_est + w * new) / (n_est + w)
+            n_est += w
+            # A new mass: keep the whitened velocities, so their temperature is unchanged.
+            v = self._root(hessian).color(self._root(state.hessian).whiten(v))
+            precond, curvature = self._root(hessian).diagonal(), hessian.diagonal().abs()
+        root = self._root(hessian)
+        lr = self.lr * self.warmup.lr_scale(t) * float(state.step_scale[0])
+        # BAOAB: half kick, half drift, exact friction and noise, half drift, half kick.
+        white = root.whiten(v) + 0.5 * lr * root.pull_gradient(state.grad)
+        theta = state.theta + 0.5 * root.color(white)
+        keep = self._dense_keep(lr)
+        noise = torch.randn(white.shape, generator=self.generator, dtype=white.dtype,
+                            device=white.device)
+        white = keep * white + math.sqrt((1 - keep ** 2) * lr) * noise
+        theta = theta + 0.5 * root.color(white)
+        logp, grad = self.gradients.value_and_grad(theta, t + 1)
+        white = white + 0.5 * lr * root.pull_gradient(grad)
+        v = root.color(white)
+        return replace(state, theta=theta, v=v, precond=precond, curvature=curvature,
+                       n_estimates=n_est, log_density=logp, grad=grad, hessian=hessian)

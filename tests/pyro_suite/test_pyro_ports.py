@@ -436,6 +436,8 @@ class GaussianChain:
     num_obs: int
     mean_tol: float
     std_tol: float
+    pyro_samples: int = 800  # the Pyro test's own NUTS run: draws of one chain ...
+    pyro_warmup: int = 200   # ... after this many warm-up steps
 
     @property
     def id(self):
@@ -475,12 +477,13 @@ class GaussianChain:
         return bool((sd_mf - sd_true).abs().max() > self.std_tol)
 
 
-GAUSSIAN_CHAINS = [  # test_nuts.py's four cases (NUTS tolerances) and test_hmc.py's num_obs=100
-    GaussianChain(10, 3, 1, 0.09, 0.09),
-    GaussianChain(10, 4, 1, 0.07, 0.06),
-    GaussianChain(5, 2, 10000, 0.05, 0.05),
-    GaussianChain(5, 9, 1, 0.08, 0.08),
-    GaussianChain(5, 2, 100, 0.08, 0.08),
+GAUSSIAN_CHAINS = [  # test_nuts.py's four cases (NUTS tolerances and run lengths) and
+    # test_hmc.py's num_obs=100 (HMC's)
+    GaussianChain(10, 3, 1, 0.09, 0.09, 800, 200),
+    GaussianChain(10, 4, 1, 0.07, 0.06, 1600, 200),
+    GaussianChain(5, 2, 10000, 0.05, 0.05, 800, 200),
+    GaussianChain(5, 9, 1, 0.08, 0.08, 1400, 200),
+    GaussianChain(5, 2, 100, 0.08, 0.08, 2000, 1000),
 ]
 
 
@@ -512,8 +515,11 @@ def _case(case, method: str, case_id: str, vi_reason: str | None):
 @port
 @pytest.mark.parametrize("fx, method", _chain_params())
 def test_conjugate_gaussian(fx, method):
+    """NUTS runs as long as in Pyro's test (one chain); the others at the port's settings."""
     t = time.perf_counter()
-    post = _fit(fx.model, method, args=(fx.data,), seed=4)
+    run = (dict(num_chains=1, num_samples=fx.pyro_samples, num_warmup=fx.pyro_warmup)
+           if method == "nuts" else {})
+    post = _fit(fx.model, method, args=(fx.data,), seed=4, **run)
     _assert_checks(f"conjugate_gaussian[{fx.id}]", method, check_gaussian_chain(post, method, fx),
                    time.perf_counter() - t)
 
@@ -689,7 +695,10 @@ MCMC_PROBLEMS = {  # Pyro test name -> problem; tolerance source "pyro" (a sampl
 def test_mcmc_known_mean(name, method):
     model, args, answers = MCMC_PROBLEMS[name]()
     t = time.perf_counter()
-    post = _fit(model, method, args=args, seed=6)
+    # Pyro's test_unnormalized_normal runs one NUTS chain of 2000 draws after 400 warm-up steps
+    run = (dict(num_chains=1, num_samples=2000, num_warmup=400)
+           if method == "nuts" and name == "test_unnormalized_normal" else {})
+    post = _fit(model, method, args=args, seed=6, **run)
     checks = [max_err(post, method, site, "mean", exact, tol, "pyro", f"{site} mean max|err|")
               for site, (exact, tol) in answers.items()]
     if name == "test_unnormalized_normal":

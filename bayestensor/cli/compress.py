@@ -1,4 +1,6 @@
-"""``bayestensor compress``: train and compress an MLP or small CNN on an image dataset."""
+"""``bayestensor compress``: train and compress an MLP or small CNN on an image dataset, or
+compress a network the user already trained (``--model``)."""
+
 
 from __future__ import annotations
 
@@ -9,9 +11,14 @@ import click
 from bayestensor.data.images import load_dataset
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
-from bayestensor.nets.workflow import ARCHS, run_compress
+from bayestensor.nets.user_model import load_user_model
+from bayestensor.nets.workflow import ARCHS, run_compress, run_finetune
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
+
+#: Defaults of a training run and of a fine-tune of the user's model (``--model``).
+TRAIN_EPOCHS, TRAIN_LR = 10, 1e-2
+FINETUNE_EPOCHS, FINETUNE_LR = 10, 1e-2
 
 
 @click.command("compress", cls=Command)
@@ -20,39 +27,69 @@ from bayestensor.cli.errors import Command
 @click.option("--format", "fmt", type=click.Choice(LINEAR_FORMATS), default="ttm", show_default=True)
 @opt.prior_option
 @click.option("--method", type=click.Choice(METHODS), default="map", show_default=True)
-@click.option("--epochs", type=opt.POSITIVE, default=10, show_default=True)
+@click.option("--epochs", type=opt.POSITIVE, default=None,
+              help=f"Training epochs [default: {TRAIN_EPOCHS}; with --model, fine-tuning "
+                   f"epochs, default {FINETUNE_EPOCHS}].")
 @opt.max_rank_option(8, per_dim=False)
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
-              help="Adam learning rate of the dense baseline and the compressed net alike.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Adam learning rate of the dense baseline and the compressed net alike "
+                   f"[default: {TRAIN_LR}; with --model, of the fine-tune, {FINETUNE_LR}].")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,
               show_default=True, help="Prune slices with weight norm below threshold x largest.")
 @click.option("--rotate", type=float, default=45.0, show_default=True,
               help="Rotation (degrees) of the shifted test inputs.")
+@click.option("--model", "model_spec", default=None,
+              help="Compress this trained network instead of training one: a TorchScript file "
+                   "of an nn.Sequential, or 'module:factory' / 'file.py:factory' with "
+                   "--state-dict.")
+@click.option("--state-dict", type=click.Path(dir_okay=False), default=None,
+              help="State dict (torch.save) of the --model factory's network.")
+@click.option("--scratch-epochs", type=opt.POSITIVE, default=None,
+              help="With --model: also train the compressed network from a random start for "
+                   "this many epochs, to compare accuracy and wall time.")
 @opt.quiet_option
 @opt.run_options("compress")
 def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, particles,
-             threshold, rotate, quiet, seed, out, force, with_report):
+             threshold, rotate, model_spec, state_dict, scratch_epochs, quiet, seed, out, force,
+             with_report):
     """Train and compress an MLP or small CNN on DATA ('digits', a .npz with images and labels,
     or a directory of MNIST IDX files), next to a dense baseline trained alike (same optimizer,
     learning rate, schedule, epochs and batches); write model.pt, ranks.csv, reliability.png,
-    network.json, summary.md and run.json to --out."""
+    network.json, summary.md and run.json to --out. With --model, decompose the user's trained
+    network instead, fine-tune it on DATA and report it before and after."""
+    if model_spec is None and (state_dict is not None or scratch_epochs is not None):
+        raise click.UsageError("--state-dict and --scratch-epochs go with --model")
     dataset = load_dataset(data)
+    user_model = None
+    if model_spec is not None:
+        user_model = load_user_model(model_spec, state_dict, probe=dataset.x_test[:64])
     out = opt.open_run_dir(out, "compress", force)
+    progress = False if quiet else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
-                           epochs=epochs, max_rank=max_rank, hidden=hidden,
-                           batch_size=batch_size, lr=lr, particles=particles,
-                           threshold=threshold, rotate=rotate, seed=seed,
-                           progress=False if quiet else None)
+        if user_model is not None:
+            net = run_finetune(dataset, out, user_model, fmt=fmt, prior=prior, method=method,
+                               epochs=epochs or FINETUNE_EPOCHS, max_rank=max_rank,
+                               batch_size=batch_size, lr=lr or FINETUNE_LR,
+                               particles=particles, threshold=threshold, rotate=rotate,
+                               seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,
+                               progress=progress)
+        else:
+            net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
+                               epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
+                               batch_size=batch_size, lr=lr or TRAIN_LR, particles=particles,
+                               threshold=threshold, rotate=rotate, seed=seed,
+                               progress=progress)
     for name, m in net["metrics"].items():
         click.echo(f"{name:<16} accuracy {m['accuracy']:.4f}  NLL {m['nll']:.4f}  "
                    f"ECE {m['ece']:.4f}")
     click.echo(f"linear ratio {net['linear_ratio']:.1f}x  model ratio {net['model_ratio']:.1f}x")
+    for name, seconds in net["train_seconds"].items():
+        click.echo(f"{name} wall time {seconds:.1f} s")
     for message in dict.fromkeys(str(w.message) for w in caught):
         click.echo(f"warning: {message}", err=True)
     click.echo(f"wrote {out}")

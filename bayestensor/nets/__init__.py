@@ -7,7 +7,8 @@ Modules: :mod:`.shapes` (tensorized shapes and the ranks they support), :mod:`.l
 SGHMC), :mod:`.calibration` (the SGHMC temperature chosen on a validation split) and
 :mod:`.metrics` (accuracy, NLL, ECE, reliability, entropy, rotations). Image data
 sets live in :mod:`bayestensor.data.images`; :mod:`.workflow` (``run_compress``, ``build_model``)
-is the train-compress-compare pipeline behind ``bayestensor compress``.
+is the train-compress-compare pipeline behind ``bayestensor compress``, and ``run_finetune``
+with :mod:`.user_model` (``load_user_model``) compresses a network the user already trained.
 """
 
 from bayestensor.nets.calibration import choose_temperature

@@ -2,7 +2,8 @@
 image dataset, prune, export, and write the run folder that ``bayestensor report`` reads.
 
 :func:`build_model` makes the small MLP / CNN architectures; :func:`run_compress` is everything
-``bayestensor compress`` does.
+``bayestensor compress`` does, and :func:`run_finetune` what it does with ``--model`` (a network
+the user already trained).
 
 The comparison is fair by construction: the dense baseline and the tensorized network get the
 same optimizer (Adam), learning rate, cosine schedule, epochs, batch size and batch order.
@@ -182,6 +183,103 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
                 "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
                 "particles": num_particles, "threshold": threshold, "rotate": rotate, "seed": seed}
+    _write_outputs(out, bnet, network, settings, data)
+    return network
+
+
+def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
+                 prior: str = "gamma", method: str = "map", epochs: int = 10, max_rank: int = 8,
+                 batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
+                 threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
+                 scratch_epochs: int | None = None, model_name: str = "",
+                 progress: bool | None = None) -> dict:
+    """Compress a network the user already trained: decompose its layers, fine-tune, prune.
+
+    The compressible layers whose tensorized form is smaller are replaced by Bayesian
+    tensorized layers started from a decomposition of the trained weights
+    (``tensorize(init="decompose")``), then the network is fine-tuned by ``method`` for
+    ``epochs`` and pruned. The user's model is the dense reference. With ``scratch_epochs``
+    the same compressed architecture is also trained from a random start for that many epochs,
+    so the fine-tune's accuracy and wall time can be read next to training from scratch.
+
+    Parameters
+    ----------
+    data : ImageData
+        The user's task: test images for every metric, training images for the fine-tune.
+    out : path
+        Run folder; receives what :func:`run_compress` writes.
+    model : nn.Module
+        The trained network (left unchanged), e.g. from
+        :func:`bayestensor.nets.user_model.load_user_model`.
+    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed
+        As in :func:`run_compress`.
+    epochs : int
+        Fine-tuning epochs.
+    lr : float
+        Adam learning rate of the fine-tune (and of the run from scratch).
+    scratch_epochs : int, optional
+        Epochs of the run from scratch (none when ``None``).
+    model_name : str
+        How the model was given (recorded in ``run.json``).
+    progress : bool or None
+
+    Returns
+    -------
+    dict
+        The ``network.json`` content, with the metrics of the decomposed network before the
+        fine-tune (``"decomposed"``), after it, pruned, and from scratch (``"scratch_pruned"``),
+        and ``train_seconds`` of the fine-tune and of the run from scratch.
+    """
+    checks.choice("method", method, METHODS)
+    checks.positive_int("epochs", epochs)
+    if scratch_epochs is not None:
+        checks.positive_int("scratch_epochs", scratch_epochs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    out = Path(out)
+    torch.manual_seed(checks.seed_value(seed))
+    num_particles = 1 if method in POINT_METHODS else particles
+    options = dict(format=fmt, max_rank=max_rank, prior=prior, num_particles=num_particles,
+                   seed=seed)
+    bnet, kept_dense = tensorize_smaller(model, init="decompose", **options)
+    decomposed = metrics.summarize(bnet.predict_proba(data.x_test), data.y_test)
+    ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
+    net_log = fit_net(bnet, data.x_train, data.y_train, method=method, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    network = _evaluate(bnet, model, data, method, threshold, rotate, ranks_before)
+    network["metrics"] = {"dense": network["metrics"]["dense"], "decomposed": decomposed,
+                          **{k: v for k, v in network["metrics"].items() if k != "dense"}}
+    seconds = {"finetune": net_log["seconds"]}
+    if scratch_epochs is not None:
+        scratch, _ = tensorize_smaller(model, init="random", **options)
+        log = fit_net(scratch, data.x_train, data.y_train, method=method,
+                      epochs=scratch_epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      progress=progress)
+        scratch.prune(threshold)
+        network["metrics"]["scratch_pruned"] = metrics.summarize(
+            scratch.predict_proba(data.x_test), data.y_test)
+        seconds["scratch"] = log["seconds"]
+    notes = [f"layer {row['name']} kept dense: tensorized it would have "
+             f"{row['compressed_params']:,} parameters for {row['dense_params']:,} dense "
+             f"(ratio {row['ratio']:.2f} < 1)" for row in kept_dense]
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    network.update(kept_dense=kept_dense, warnings=notes, train_seconds=seconds,
+                   training={"mode": "finetune", "optimizer": "Adam", "schedule": "cosine",
+                             "lr": lr, "epochs": epochs, "scratch_epochs": scratch_epochs,
+                             "batch_size": batch_size, "seed": seed})
+    settings = {"model": model_name, "format": fmt, "prior": prior, "method": method,
+                "epochs": epochs, "scratch_epochs": scratch_epochs, "max_rank": max_rank,
+                "batch_size": batch_size, "lr": lr, "particles": num_particles,
+                "threshold": threshold, "rotate": rotate, "seed": seed}
+    _write_outputs(out, bnet, network, settings, data)
+    return network
+
+
+def _write_outputs(out: Path, bnet: BayesianNet, network: dict, settings: dict,
+                   data: ImageData) -> None:
+    """The run folder of a compression: exported model, ranks, reliability, summary, run.json."""
+    fmt, method = settings["format"], settings["method"]
     save_exported(bnet.export(0), out / "model.pt",
                   {**settings, "input_shape": list(data.input_shape), "classes": data.classes})
     files = [out / "model.pt", _write_ranks(out / "ranks.csv", network["layers"]),
@@ -190,7 +288,6 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
              atomic_write(out / "network.json", json.dumps(to_jsonable(network), indent=2)),
              atomic_write(out / "summary.md", summary_markdown(network, method, data.name))]
     write_run(out, "network", settings=settings, data=data.info(), files=files)
-    return network
 
 
 def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
@@ -199,7 +296,17 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
     lines = [f"# Compressed network{': ' + data_name if data_name else ''}", ""]
     lines += [f"**Warning:** {w}" for w in network.get("warnings", [])]
     b = network.get("training", {})
-    if b:
+    if b.get("mode") == "finetune":
+        scratch = (f"; the run from scratch {b['scratch_epochs']} epochs"
+                   if b.get("scratch_epochs") else "")
+        lines += ["", f"The user's trained network (\"dense\"), decomposed (\"decomposed\") and "
+                      f"fine-tuned: {b['optimizer']}, lr {b['lr']:g}, {b['schedule']} schedule, "
+                      f"{b['epochs']} epochs, batch {b['batch_size']}, seed {b['seed']}{scratch}."]
+        secs = network.get("train_seconds", {})
+        lines += [f"Wall time: fine-tune {secs['finetune']:.1f} s"
+                  + (f", from scratch {secs['scratch']:.1f} s" if "scratch" in secs else "")
+                  + "."]
+    elif b:
         lines += ["", f"Both networks trained alike: {b['optimizer']}, lr {b['lr']:g}, "
                       f"{b['schedule']} schedule, {b['epochs']} epochs, batch {b['batch_size']}, "
                       f"seed {b['seed']}."]

@@ -1,0 +1,155 @@
+"""Load a network a user already trained, for :func:`bayestensor.nets.workflow.run_finetune`.
+
+Two forms, as ``bayestensor compress --model`` takes them:
+
+* ``"package.module:factory"`` (or ``"path/to/file.py:factory"``) plus a state dict: the
+  factory builds the architecture and the state dict, read with ``weights_only=True`` so the
+  file cannot run code, fills its weights;
+* a TorchScript file (``torch.jit.save``) of an ``nn.Sequential`` of standard layers. A
+  scripted layer cannot be swapped for a tensorized one, so the model is rebuilt as eager
+  modules with the scripted weights, and the two are compared on a probe batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: TorchScript layers rebuilt as eager modules, with the constructor arguments they keep.
+REBUILT = {
+    "Linear": (nn.Linear, ("in_features", "out_features")),
+    "Conv2d": (nn.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                           "dilation", "groups", "padding_mode")),
+    "ReLU": (nn.ReLU, ()), "Tanh": (nn.Tanh, ()), "Sigmoid": (nn.Sigmoid, ()),
+    "GELU": (nn.GELU, ()), "Identity": (nn.Identity, ()), "Dropout": (nn.Dropout, ("p",)),
+    "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
+    "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "AvgPool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode")),
+    "BatchNorm2d": (nn.BatchNorm2d, ("num_features", "eps", "momentum", "affine")),
+    "BatchNorm1d": (nn.BatchNorm1d, ("num_features", "eps", "momentum", "affine")),
+}
+
+
+def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = None) -> nn.Module:
+    """The user's trained network, in eval mode on the CPU.
+
+    Parameters
+    ----------
+    spec : str
+        ``"module:factory"`` / ``"file.py:factory"`` (with ``state_dict``), or the path of a
+        TorchScript file.
+    state_dict : path, optional
+        A ``torch.save``'d state dict for the factory's model (read with ``weights_only``).
+    probe : tensor, optional
+        Inputs on which a rebuilt TorchScript model must give the file's outputs.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    ValueError
+        Naming ``model`` or ``state_dict`` when the spec, the file or the weights do not fit.
+    """
+    spec = str(spec)
+    path = Path(spec)
+    if path.is_file():
+        if state_dict is not None:
+            raise ValueError("state_dict: a TorchScript file carries its own weights; give a "
+                             "state dict only with 'module:factory'")
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - torch raises several kinds here
+            raise ValueError(f"model: {spec!r} is not a TorchScript file ({err})") from None
+        eager = eager_from_script(scripted).eval()
+        if probe is not None:
+            _check_same_outputs(eager, scripted, probe)
+        return eager
+    if ":" not in spec:
+        raise ValueError(f"model: expected a TorchScript file or 'module:factory', got {spec!r}"
+                         " (no such file)")
+    model = _from_factory(*spec.rsplit(":", 1))
+    if state_dict is None:
+        raise ValueError("state_dict: 'module:factory' builds an untrained model; give the "
+                         "trained weights with --state-dict")
+    try:
+        weights = torch.load(str(state_dict), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"state_dict: no such file {str(state_dict)!r}") from None
+    except Exception as err:  # noqa: BLE001 - an unpickling error names what it refused
+        raise ValueError(f"state_dict: {str(state_dict)!r} is not a plain state dict ({err})") \
+            from None
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(f"state_dict: does not fit the model built by {spec!r}: {err}") from None
+    return model.eval()
+
+
+def _from_factory(module_name: str, factory_name: str) -> nn.Module:
+    if module_name.endswith(".py"):
+        file = Path(module_name)
+        if not file.is_file():
+            raise ValueError(f"model: no such file {module_name!r}")
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path:  # `python -m` puts the working directory first; the CLI may not
+            sys.path.insert(0, "")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"model: cannot import {module_name!r} ({err})") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ValueError(f"model: {module_name!r} has no callable {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: {module_name}:{factory_name}() returned "
+                         f"{type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def eager_from_script(scripted, name: str = "") -> nn.Module:
+    """An eager copy of a scripted ``nn.Sequential`` (nested ones too) of the ``REBUILT``
+    layers, with the scripted parameters and buffers.
+
+    Raises
+    ------
+    ValueError
+        Naming ``model`` and the first layer that cannot be rebuilt.
+    """
+    kind = getattr(scripted, "original_name", type(scripted).__name__)
+    if kind == "Sequential":
+        return nn.Sequential(*[eager_from_script(child, f"{name}.{n}".lstrip("."))
+                               for n, child in scripted.named_children()])
+    if kind not in REBUILT:
+        raise ValueError(f"model: TorchScript layer {name or '<root>'!r} ({kind}) cannot be "
+                         f"rebuilt as an eager module; save the model as 'module:factory' plus "
+                         f"a state dict instead (rebuilt: Sequential, {', '.join(REBUILT)})")
+    cls, args = REBUILT[kind]
+    kwargs = {a: getattr(scripted, a) for a in args}
+    if kind in ("Linear", "Conv2d"):
+        kwargs["bias"] = getattr(scripted, "bias", None) is not None
+    module = cls(**kwargs)
+    module.load_state_dict(scripted.state_dict())
+    return module
+
+
+def _check_same_outputs(eager: nn.Module, reference, x: torch.Tensor, tol: float = 1e-4) -> None:
+    """Raise ``ValueError`` naming ``model`` if ``eager(x)`` and ``reference(x)`` differ by more
+    than ``tol`` times the output scale (a TorchScript model rebuilt wrongly)."""
+    with torch.no_grad():
+        a, b = eager.eval()(x), reference.eval()(x)
+    gap = float((a - b).abs().max())
+    if gap > tol * max(1.0, float(b.abs().max())):
+        raise ValueError(f"model: the rebuilt TorchScript model differs from the file's by "
+                         f"{gap:.3g} on the probe inputs; save it as 'module:factory' plus a "
+                         f"state dict")

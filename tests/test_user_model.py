@@ -1,0 +1,125 @@
+"""Compressing a network the user already trained: loading it, and the fine-tune workflow."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from bayestensor.cli.compress import compress
+from bayestensor.data.images import load_dataset
+from bayestensor.nets import metrics
+from bayestensor.nets.train import predict_dense, train_dense
+from bayestensor.nets.user_model import eager_from_script, load_user_model
+
+FACTORY = '''
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+'''
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, 10))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dense MLP trained on digits, saved as a module file plus a state dict."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "mynet.py").write_text(FACTORY)
+    namespace = {}
+    exec(FACTORY, namespace)  # the same architecture the file builds
+    model = namespace["make"]()
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    train_dense(model, data.x_train, data.y_train, epochs=10, batch_size=128, lr=1e-2, seed=0,
+                progress=False)
+    torch.save(model.state_dict(), folder / "mynet.pt")
+    return folder, model.eval(), data
+
+
+def test_factory_and_state_dict_give_the_trained_model(trained):
+    folder, model, data = trained
+    loaded = load_user_model(f"{folder / 'mynet.py'}:make", folder / "mynet.pt")
+    x = data.x_test[:32]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_torchscript_sequential_is_rebuilt_with_the_files_outputs(tmp_path):
+    scripted = torch.jit.script(small_cnn().eval())
+    torch.jit.save(scripted, tmp_path / "cnn.pt")
+    x = torch.randn(5, 1, 8, 8)
+    eager = load_user_model(tmp_path / "cnn.pt", probe=x)
+    assert isinstance(eager[0], nn.Conv2d) and isinstance(eager[4], nn.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(x), scripted(x), rtol=0, atol=1e-6)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.linear(x)
+
+
+def test_torchscript_layer_that_cannot_be_rebuilt_is_named():
+    with pytest.raises(ValueError, match=r"model: TorchScript layer '1' \(Residual\)"):
+        eager_from_script(torch.jit.script(nn.Sequential(nn.Linear(4, 4), Residual())))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_bad_model_specs_and_state_dicts_are_named(trained, tmp_path):
+    folder, _, _ = trained
+    spec = f"{folder / 'mynet.py'}:make"
+    with pytest.raises(ValueError, match="model: expected a TorchScript file or 'module:factory'"):
+        load_user_model(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="model: .* has no callable 'build'"):
+        load_user_model(f"{folder / 'mynet.py'}:build", folder / "mynet.pt")
+    with pytest.raises(ValueError, match="state_dict: 'module:factory' builds an untrained"):
+        load_user_model(spec)
+    with pytest.raises(ValueError, match="state_dict: does not fit"):
+        torch.save({"0.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
+        load_user_model(spec, tmp_path / "wrong.pt")
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="state_dict: .* is not a plain state dict"):
+        load_user_model(spec, tmp_path / "code.pt")
+
+
+def test_cli_finetunes_a_users_model_and_reports_before_and_after(trained, tmp_path):
+    folder, model, data = trained
+    out = tmp_path / "run"
+    res = CliRunner().invoke(compress, [
+        "digits", "--model", f"{folder / 'mynet.py'}:make", "--state-dict",
+        str(folder / "mynet.pt"), "--format", "cp", "--max-rank", "8", "--epochs", "3",
+        "--scratch-epochs", "1", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    network = json.loads((out / "network.json").read_text())
+    m = network["metrics"]
+    assert list(m) == ["dense", "decomposed", "map", "map_pruned", "scratch_pruned"]
+    # the dense row is the user's model itself, evaluated independently here
+    own = metrics.accuracy(predict_dense(model, data.x_test), data.y_test)
+    assert m["dense"]["accuracy"] == pytest.approx(own)
+    assert m["map"]["accuracy"] > m["decomposed"]["accuracy"] + 0.05  # the fine-tune helped
+    assert set(network["train_seconds"]) == {"finetune", "scratch"}
+    assert network["training"]["mode"] == "finetune"
+    assert (out / "model.pt").exists() and "fine-tune" in (out / "summary.md").read_text()
+    assert "finetune wall time" in res.output
+
+
+def test_cli_refuses_state_dict_without_model(tmp_path):
+    res = CliRunner().invoke(compress, ["digits", "--state-dict", str(tmp_path / "x.pt"),
+                                        "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--state-dict and --scratch-epochs go with --model" in res.output

@@ -542,3 +542,16 @@ def test_nuts_moves_a_unit_site_beside_a_site_of_sd_1e_8():
     scalar = post["scalar"].double()
     assert float(scalar.var()) == pytest.approx(1.0, abs=0.35)
     assert float((post["tight"].double() - torch.arange(6.0)).abs().max()) < 1e-6
+
+
+def test_vi_fits_a_site_of_sd_1e_8_beside_a_unit_site():
+    """Pyro's test_shapes for VI: Adam moves each coordinate by about lr, so in raw units the
+    tight site's draws ended 2e-4 from its mean (Pyro asks 1e-6). From the MAP, in Laplace-sd
+    units, every draw is within 1e-6 and the unit site keeps its sd."""
+    def model():
+        pyro.sample("tight", dist.Normal(torch.arange(6.0, dtype=torch.float64), 1e-8)
+                    .to_event(1))
+        pyro.sample("scalar", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    post = bt.fit(model, method="vi", num_samples=500, seed=2, progress=False)
+    assert float((post["tight"].double() - torch.arange(6.0)).abs().max()) < 1e-6
+    assert float(post["scalar"].double().std()) == pytest.approx(1.0, abs=0.1)

@@ -222,8 +222,15 @@ def _held_coordinates(target, hold: dict, num_steps: int, dim: int) -> list:
 
 def vi_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, lr: float = 0.01,
            num_particles: int = 8, init_scale: float = 0.01, batch_size: int | None = None,
-           progress: bool = True, warn: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
+           progress: bool = True, warn: bool = True,
+           units: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Mean-field Gaussian VI in unconstrained space; returns ``(loc, scale, info)``.
+
+    With ``units`` ``(D,)`` (the diagonal Laplace sd at the start), ``q`` is optimized in
+    ``theta / units``: Adam moves every coordinate by about ``lr`` whatever its gradient, so in
+    raw units a site of posterior sd ``1e-8`` would end ``1e-4`` from its mean and with a scale
+    that took 14 units of ``log_scale`` to reach. A diagonal rescaling keeps ``q`` mean-field,
+    and ``init_scale`` is then in those units.
 
     ELBO = E_q[log p(x, theta) + log|J|] + entropy(q), with ``q = Normal(loc, scale)`` per
     coordinate, estimated with ``num_particles`` reparameterized draws evaluated as one batch.
@@ -232,27 +239,31 @@ def vi_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, l
     (as in :func:`map_fit`), and a :class:`NotConvergedWarning` names the sites still moving
     after ``MAX_ROUNDS`` runs.
     """
-    loc = theta0.detach().reshape(-1).clone()
+    units = torch.ones_like(theta0.reshape(-1)) if units is None else units.to(theta0)
+    loc = theta0.detach().reshape(-1) / units
     log_scale = torch.full_like(loc, math.log(init_scale))
     history: list[float] = []
     moving: list[str] = []
     for _ in range(MAX_ROUNDS):
-        loc, log_scale, before = _vi_run(target, loc, log_scale, history, num_steps=num_steps,
-                                         lr=lr, num_particles=num_particles,
-                                         batch_size=batch_size, progress=progress)
+        loc, log_scale, before = _vi_run(target, loc, log_scale, units, history,
+                                         num_steps=num_steps, lr=lr,
+                                         num_particles=num_particles, batch_size=batch_size,
+                                         progress=progress)
         moving = drifting_sites(target, before, torch.stack([loc, log_scale]),
                                 _window_travel(lr, num_steps))
         if not moving:
             break
     if moving and warn:
         _warn_not_converged("vi", moving, len(history), "raise num_steps or lr")
-    return loc, log_scale.exp(), {"elbo": history, "steps": len(history),
+    return loc * units, log_scale.exp() * units, {"elbo": history, "steps": len(history),
                                   "converged": not moving, "moving_sites": moving}
 
 
-def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor, history: list, *,
-            num_steps, lr, num_particles, batch_size, progress):
-    """One decayed, clipped Adam run of :func:`vi_fit`; appends ELBO estimates to ``history``.
+def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor,
+            units: torch.Tensor, history: list, *, num_steps, lr, num_particles, batch_size,
+            progress):
+    """One decayed, clipped Adam run of :func:`vi_fit` on ``q`` in ``theta / units``; appends
+    ELBO estimates (up to the constant ``sum(log units)``) to ``history``.
 
     Returns the new ``loc`` and ``log_scale`` and both stacked at the start of the drift window.
     """
@@ -268,7 +279,7 @@ def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor, hist
         opt.zero_grad()
         eps = torch.randn((num_particles, loc.shape[0]), generator=target.generator,
                           dtype=loc.dtype, device=target.device)
-        theta = loc + log_scale.exp() * eps
+        theta = (loc + log_scale.exp() * eps) * units
         logp = target.log_density(theta, target.draw_subsample(batch_size))
         if not bool(torch.isfinite(logp).all()):
             raise FloatingPointError(f"vi: ELBO is not finite at step {len(history)} "

@@ -51,10 +51,12 @@ def check_map(options: dict) -> None:
 
 
 def check_vi(options: dict) -> None:
-    """VI: ``num_steps``, ``lr``, ``num_particles``."""
+    """VI: ``num_steps``, ``lr``, ``num_particles``, ``init_from``, ``map_steps``."""
     positive_int("num_steps", options["num_steps"])
     step_size("lr", options["lr"])
     positive_int("num_particles", options["num_particles"])
+    choice("init_from", options["init_from"], ("map", "init"))
+    positive_int("map_steps", options["map_steps"])
 
 
 def check_nuts(options: dict) -> None:

@@ -50,7 +50,8 @@ from bayestensor.seeds import legacy_seed
 MAX_COORDINATE_BLOCKS = 50_000_000
 #: Jitter (unconstrained) of MAP restarts, which need distinct starts.
 RESTART_JITTER = 0.1
-#: Rademacher probes x particles for the curvature that scales SVGD's start jitter.
+#: Rademacher probes x points for the diagonal curvature at a start (SVGD's jitter units,
+#: NUTS' and VI's coordinates).
 JITTER_PROBE_POINTS = 32
 #: Prior draws of vague hyperpriors reach 0 or inf; SVGD's prior start clamps them here
 #: (unconstrained).
@@ -227,11 +228,21 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)
 
 
-def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles) -> Posterior:
-    """Mean-field Gaussian VI; ``num_samples`` independent draws from the fitted ``q``."""
-    loc, scale, trace = vi_fit(target, target.init_theta(1), num_steps=num_steps, lr=lr,
+def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_from,
+           map_steps) -> Posterior:
+    """Mean-field Gaussian VI; ``num_samples`` independent draws from the fitted ``q``.
+
+    ``init_from="map"``: ``q`` starts at the MAP point and is fitted in units of the diagonal
+    Laplace sd there (see :func:`vi_fit`); from a MAP that did not converge (a warning names
+    the sites), or with ``"init"``, it starts at the model's starting values in raw units.
+    """
+    theta0, units = target.init_theta(1), None
+    if init_from == "map":
+        theta0, at_map = _map_start(target, job, map_steps, None, 1, "vi")
+        units = start_sd(target, theta0, job.batch_size) if at_map else None
+    loc, scale, trace = vi_fit(target, theta0, num_steps=num_steps, lr=lr,
                                num_particles=num_particles, batch_size=job.batch_size,
-                               progress=job.progress)
+                               progress=job.progress, units=units)
     eps = torch.randn((job.num_samples, loc.shape[0]), generator=target.generator,
                       dtype=loc.dtype, device=target.device)
     draws = (loc + scale * eps).unsqueeze(0)  # (1, S, D)
@@ -246,10 +257,8 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
     the diagonal Laplace sd at the start (see :func:`nuts_fit`)."""
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
-    scale = None
-    if not target.subsample_plates:  # nuts_fit refuses those with a clear error
-        probes = max(1, JITTER_PROBE_POINTS // theta0.shape[0])
-        scale = target.hessian_diag(theta0, probes).abs().clamp_min(MIN_CURVATURE).rsqrt()
+    # nuts_fit refuses sub-sampled models with a clear error: no curvature to measure first
+    scale = None if target.subsample_plates else start_sd(target, theta0)
     draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
                            seed=job.seed, progress=job.progress, target_accept=target_accept,
                            max_tree_depth=max_tree_depth, batch_size=job.batch_size,
@@ -368,6 +377,17 @@ def _prior_draws(target: LogDensity, n: int) -> torch.Tensor:
     return torch.stack(draws)
 
 
+def start_sd(target: LogDensity, theta: torch.Tensor,
+             batch_size: int | None = None) -> torch.Tensor:
+    """``(D,)`` sd of the diagonal Laplace approximation at the start ``theta`` (averaged over
+    its rows), on one mini-batch when the model sub-samples: the units in which NUTS and VI
+    move (see :func:`~bayestensor.infer.baselines.nuts_fit` and ``vi_fit``). A Hutchinson
+    estimate floored at ``MIN_CURVATURE`` (an sd of at most 10)."""
+    probes = max(1, JITTER_PROBE_POINTS // theta.shape[0])
+    curvature = target.hessian_diag(theta, probes, subsample=target.draw_subsample(batch_size))
+    return curvature.abs().clamp_min(MIN_CURVATURE).rsqrt()
+
+
 def laplace_sd(sampler: SVGD, theta: torch.Tensor) -> torch.Tensor:
     """``(D,)`` sd of the diagonal Laplace approximation at ``theta`` (averaged over its rows).
 
@@ -432,7 +452,8 @@ MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None
                               "map_hold": None},
              default_samples=1, chains=True, resumable=False, takes_batches=False,
              check=option_checks.check_map, map_steps_option="num_steps")
-VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8},
+VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
+                           "init_from": "map", "map_steps": 2000},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
             check=option_checks.check_vi)
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10},

@@ -20,16 +20,14 @@ Run: ``python benchmarks/finetune_mnist.py --seeds 0 1 2`` (about 15 minutes on 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from bayestensor.nets import fit_net, metrics, predict_dense, tensorize, train_dense
-from nets_mnist import DATA, FORMATS, LR, evaluate, load, mlp, run_ours
+from nets_mnist import DATA, FORMATS, LR, evaluate, mlp, prepare, run_ours, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_mnist.json"
@@ -71,11 +69,7 @@ def main():
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if not args.data.exists():
-        raise SystemExit(f"--data: {args.data} not found (mnist10k.npz from ../shared/data)")
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    data = load(args.data)
+    data = prepare(args)
     rows, t0 = [], time.perf_counter()
     for seed in args.seeds:
         dense = mlp(seed)
@@ -95,10 +89,7 @@ def main():
               "finetune_lr": args.finetune_lr, "seeds": args.seeds, "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,
               "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    for row in result["summary"]:
-        print(row)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,24 @@ def summarize(rows) -> list[dict]:
     return out
 
 
+def prepare(args) -> dict:
+    """The data of ``args.data`` (a clear exit when missing), with warnings silenced and
+    ``args.threads`` torch threads."""
+    if not args.data.exists():
+        raise SystemExit(f"--data: {args.data} not found (mnist10k.npz from ../shared/data)")
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    return load(args.data)
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write ``result`` as JSON to ``path`` and print its summary rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    for row in result["summary"]:
+        print(row)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -166,11 +184,7 @@ def main():
     ap.add_argument("--sghmc-temperature", default="1",
                     help='SGHMC temperature, or "validation" to choose it (choose_temperature)')
     args = ap.parse_args()
-    if not args.data.exists():
-        raise SystemExit(f"--data: {args.data} not found (mnist10k.npz from ../shared/data)")
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    data = load(args.data)
+    data = prepare(args)
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -188,10 +202,7 @@ def main():
               "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,
               "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    for row in result["summary"]:
-        print(row)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

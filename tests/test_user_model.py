@@ -119,7 +119,10 @@ def test_cli_finetunes_a_users_model_and_reports_before_and_after(trained, tmp_p
     assert "finetune wall time" in res.output
 
 
-def test_cli_refuses_state_dict_without_model(tmp_path):
+def test_cli_refuses_options_of_the_other_mode(tmp_path):
     res = CliRunner().invoke(compress, ["digits", "--state-dict", str(tmp_path / "x.pt"),
                                         "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--state-dict and --scratch-epochs go with --model" in res.output
+    res = CliRunner().invoke(compress, ["digits", "--model", "m.py:make", "--hidden", "64",
+                                        "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--hidden describe a network to train" in res.output

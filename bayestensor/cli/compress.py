@@ -63,6 +63,12 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     network instead, fine-tune it on DATA and report it before and after."""
     if model_spec is None and (state_dict is not None or scratch_epochs is not None):
         raise click.UsageError("--state-dict and --scratch-epochs go with --model")
+    ctx = click.get_current_context()
+    given = [f"--{name}" for name in ("arch", "hidden")
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if model_spec is not None and given:
+        raise click.UsageError(f"{' and '.join(given)} describe a network to train; with --model "
+                               "the architecture is the model's own")
     dataset = load_dataset(data)
     user_model = None
     if model_spec is not None:

@@ -363,6 +363,7 @@ class SGHMC:
         self.warmup = Warmup(int(num_warmup))
         self.adapter = None
         self.generator = target.generator
+        self._cached_root = None  # (hessian, DenseRoot) of the dense metric in use
 
     def _curvature(self, theta: torch.Tensor, t: int) -> torch.Tensor:
         probes = max(MIN_PROBES, PROBE_CHAINS // theta.shape[0])
@@ -398,7 +399,7 @@ class SGHMC:
 
     def _root(self, hessian: torch.Tensor) -> DenseRoot:
         """The dense metric's square root for ``hessian`` (cached: one per estimate)."""
-        cached = getattr(self, "_cached_root", None)
+        cached = self._cached_root
         if cached is None or cached[0] is not hessian:
             self._cached_root = (hessian, DenseRoot.from_hessian(hessian, MIN_CURVATURE))
         return self._cached_root[1]

@@ -22,7 +22,7 @@ demo: install
 test: install  # every test, the slow ones (marked `slow`) included
 	$(BIN)/python -m pytest -q -m "not pyro_port"
 
-pyro-port: install  # the full port of Pyro's known-answer tests (about an hour on 2 cores)
+pyro-port: install  # the full port of Pyro's known-answer tests (about 40 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -m pyro_port tests/pyro_suite
 
 clean:

@@ -66,8 +66,8 @@ VI is mean-field Gaussian in unconstrained space. Cases it cannot represent are
 ``xfail(strict=True)`` with the reason: ``correlated posterior`` only where the optimal
 mean-field Gaussian's marginal sds (``1 / sqrt(diag(precision))``) miss the test's tolerance.
 
-Speed: the whole port is marked ``pyro_port`` (``make pyro-port``; not in ``make test`` or CI
-while it takes about an hour and some cases fail, see issue 18); the unmarked tests at the
+Speed: the whole port is marked ``pyro_port`` (``make pyro-port``; about 40 minutes on 2 cores,
+too long for ``make test`` and CI; every case passes, see docs/benchmarks.md); the unmarked tests at the
 bottom are the fast subset (issue items 1, 2, 4, 5, 7 with one method each, the discrete refusal and the warning
 checks). Set ``PYRO_SUITE_LOG=/path/file.jsonl`` to record every measured number.
 """
@@ -92,8 +92,8 @@ import torch
 
 import bayestensor as bt
 
-#: The full port: about an hour on 2 cores and not all passing yet (issue 18), so it is
-#: its own marker, run by ``make pyro-port``, not by ``make test``.
+#: The full port: about 40 minutes on 2 cores, so it is its own marker, run by
+#: ``make pyro-port``, not by ``make test``.
 port = pytest.mark.pyro_port
 
 # --- run settings -------------------------------------------------------------------------------

@@ -162,9 +162,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     bnet, kept_dense = tensorize_smaller(
         build_model(arch, data.input_shape, data.classes, hidden, seed), format=fmt,
         max_rank=max_rank, prior=prior, num_particles=num_particles, init="random", seed=seed)
-    notes = [f"layer {row['name']} kept dense: tensorized it would have "
-             f"{row['compressed_params']:,} parameters for {row['dense_params']:,} dense "
-             f"(ratio {row['ratio']:.2f} < 1)" for row in kept_dense]
+    notes = _kept_dense_notes(kept_dense)
     budget = {"optimizer": "Adam", "schedule": "cosine", "lr": lr, "epochs": epochs,
               "batch_size": batch_size, "seed": seed}
     dense = build_model(arch, data.input_shape, data.classes, hidden, seed)
@@ -259,9 +257,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         network["metrics"]["scratch_pruned"] = metrics.summarize(
             scratch.predict_proba(data.x_test), data.y_test)
         seconds["scratch"] = log["seconds"]
-    notes = [f"layer {row['name']} kept dense: tensorized it would have "
-             f"{row['compressed_params']:,} parameters for {row['dense_params']:,} dense "
-             f"(ratio {row['ratio']:.2f} < 1)" for row in kept_dense]
+    notes = _kept_dense_notes(kept_dense)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     network.update(kept_dense=kept_dense, warnings=notes, train_seconds=seconds,
@@ -326,6 +322,13 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
     lines += ["", f"Tensorized layers {network['linear_ratio']:.1f}x smaller; whole model "
                   f"{network['model_ratio']:.1f}x."]
     return "\n".join(lines) + "\n"
+
+
+def _kept_dense_notes(kept_dense: list[dict]) -> list[str]:
+    """One warning per layer that :func:`tensorize_smaller` kept dense."""
+    return [f"layer {row['name']} kept dense: tensorized it would have "
+            f"{row['compressed_params']:,} parameters for {row['dense_params']:,} dense "
+            f"(ratio {row['ratio']:.2f} < 1)" for row in kept_dense]
 
 
 def _ranks_text(ranks) -> str:

@@ -18,7 +18,7 @@ from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_tempera
                               factorize, fit_net, load_exported, predict_dense, save_exported,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.layers import MAX_LAYER_PARAMS
+from bayestensor.nets.layers import MAX_LAYER_PARAMS, CompressedLinear, factorized_flops
 from bayestensor.nets.shapes import rank_caps
 from bayestensor.seeds import derive_seed
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
@@ -208,6 +208,57 @@ def test_export_save_load(tmp_path, digits, dense_and_map):
     torch.testing.assert_close(loaded(xte), exported(xte))
     layer = exported[0]
     torch.testing.assert_close(layer.to_dense()(xte), layer(xte), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fmt,in_shape,out_shape,ranks", [
+    ("cp", (4, 5), (3, 2), (3,)), ("ttm", (4, 5), (3, 2), (2,)),
+    ("tucker", (4, 5), (3, 2), (2, 3, 2, 2)), ("tt", (4, 5), (3, 2), (2, 2, 2))])
+def test_exported_linear_gives_the_same_outputs_factorized_and_reconstructed(
+        fmt, in_shape, out_shape, ranks):
+    torch.manual_seed(0)
+    layers = {impl: CompressedLinear(in_shape, out_shape, fmt, ranks, implementation=impl)
+              for impl in ("factorized", "reconstructed")}
+    state = {k: torch.randn_like(v) for k, v in layers["factorized"].state_dict().items()}
+    x = torch.randn(7, 20)
+    for layer in layers.values():
+        layer.load_state_dict(state)
+        assert layer.runs_as == layer.implementation
+    ref = x.numpy() @ layers["factorized"].weight.detach().numpy().T + state["bias"].numpy()
+    with torch.no_grad():
+        for layer in layers.values():
+            np.testing.assert_allclose(layer(x).numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_factorized_flops_match_a_hand_count_and_choose_the_implementation():
+    # CP: x K_in (in x R) then (B x R) K_out^T: 2 (in R + R out) FLOPs per example
+    cp = CompressedLinear((14, 8, 7), (8, 8, 8), "cp", (31,))
+    assert factorized_flops(cp) == 2 * (784 * 31 + 31 * 512)
+    assert cp.runs_as == "factorized"
+    # TT-matrix (10,10,8) -> (10,10,5), ranks (8, 8): per example the three cores cost
+    # 80*10*10*8 + 8*10*8*10*10*8 + 100*8*8*5 multiply-adds = 608,000, above the dense 400,000
+    ttm = CompressedLinear((10, 10, 8), (10, 10, 5), "ttm", (8, 8))
+    assert factorized_flops(ttm) == 2 * 608_000
+    assert ttm.runs_as == "reconstructed"
+    assert CompressedLinear((10, 10, 8), (10, 10, 5), "ttm", (8, 8),
+                            implementation="factorized").runs_as == "factorized"
+    with pytest.raises(ValueError, match="implementation"):
+        CompressedLinear((4, 5), (3, 2), "cp", (3,), implementation="fast")
+
+
+def test_reconstructed_weight_follows_changes_and_passes_gradients():
+    torch.manual_seed(0)
+    layer = CompressedLinear((4, 5), (3, 2), "cp", (3,), implementation="reconstructed")
+    with torch.no_grad():
+        for f in layer.factors:
+            f.normal_()
+    x = torch.randn(5, 20)
+    with torch.no_grad():
+        before = layer(x)
+        layer.factors[0].mul_(2)                  # in place: the cached weight must refresh
+        after = layer(x)
+    torch.testing.assert_close(after - layer.bias, 2 * (before - layer.bias))
+    layer(x).sum().backward()                     # grad enabled: through the factors
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in layer.factors)
 
 
 class _Exploit:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bayestensor.checks import choice, positive_int, rank_value, real_number, seed_value
 from bayestensor.formats import TuckerTensor, get_format
@@ -67,6 +68,12 @@ PRUNE_THRESHOLD = 1e-2
 #: Barbieri & Berger, 2004). The union (share 0) keeps every slice any particle uses, so an
 #: ensemble whose particles switch off different slices compresses far less than its MAP.
 KEEP_SHARE = 0.5
+#: How an exported linear layer may compute ``x W`` (see :class:`CompressedLinear`).
+IMPLEMENTATIONS = ("auto", "factorized", "reconstructed")
+#: ``implementation="auto"`` contracts through the factors only when that costs at most this
+#: share of the dense matmul's FLOPs: on CPU a chain of small matmuls runs at a fraction of
+#: one large matmul's FLOP rate, so a factorized form with a small FLOP saving is slower.
+FACTORIZED_MAX_FLOP_SHARE = 0.5
 #: Relative jitter that spreads particles started from one decomposition (else SVGD's
 #: repulsion and SGHMC's chains start from identical points).
 PARTICLE_SPREAD = 0.05
@@ -178,6 +185,16 @@ def _mode_cycle(t: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
     return t.reshape(p, b, -1)
 
 
+def _khatri_rao(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product ``(P, I_1 ... I_K, R)`` of factors ``(P, I_k, R)``, rows in
+    C order (the first mode slowest), as ``x.reshape(P, B, I_1, ..., I_K)`` flattens."""
+    out = factors[0]
+    p = out.shape[0]
+    for f in factors[1:]:
+        out = (out.unsqueeze(2) * f.unsqueeze(1)).reshape(p, -1, f.shape[-1])
+    return out
+
+
 def contract_linear(fmt: str, x: torch.Tensor, params: Sequence[torch.Tensor],
                     in_shape: Sequence[int], out_shape: Sequence[int]) -> torch.Tensor:
     """``x W`` for ``x`` ``(P, B, in)`` and the low-rank ``W`` given by ``params`` (each ``(P, ...)``).
@@ -194,15 +211,11 @@ def contract_linear(fmt: str, x: torch.Tensor, params: Sequence[torch.Tensor],
             t = t.reshape(p, b, -1, core.shape[-1])
         return t.reshape(p, b, -1)
     if fmt == "cp":
-        t = torch.einsum("pbim,pir->pbmr", x.reshape(p, b, in_shape[0], -1), params[0])
-        for k in range(1, n_in):
-            a = params[k]
-            t = torch.einsum("pbimr,pir->pbmr", t.reshape(p, b, in_shape[k], -1, a.shape[-1]), a)
-        t = t.reshape(p, b, -1)  # (P, B, R)
-        kr = params[n_in]
-        for f in params[n_in + 1:]:
-            kr = (kr.unsqueeze(2) * f.unsqueeze(1)).reshape(p, -1, f.shape[-1])
-        return torch.einsum("pbr,por->pbo", t, kr)
+        # x W = (x K_in) K_out^T with K the Khatri-Rao products of the factors: two matmuls
+        # of R columns, which beat contracting mode by mode (bmm's over R) at every batch size
+        k_in = _khatri_rao(params[:n_in])                        # (P, in, R)
+        k_out = _khatri_rao(params[n_in:])                       # (P, out, R)
+        return torch.bmm(torch.bmm(x.reshape(p, b, -1), k_in), k_out.transpose(1, 2))
     if fmt == "tucker":
         core, factors = params[0], params[1:]
         t = _mode_cycle(x, factors[:n_in])                        # (P, B, R_in)
@@ -826,9 +839,28 @@ class TensorizedConv2d(_BayesLowRank):
 # plain deterministic exports
 # --------------------------------------------------------------------------------------------
 class CompressedLinear(nn.Module):
-    """Deterministic low-rank linear layer (no priors, no particles): the exported form."""
+    """Deterministic low-rank linear layer (no priors, no particles): the exported form.
 
-    def __init__(self, in_shape, out_shape, format: str, ranks, bias: bool = True):
+    Parameters
+    ----------
+    in_shape, out_shape : sequence of int
+        Tensorized shapes of the input and output features.
+    format : {"ttm", "cp", "tucker", "tt"}
+    ranks : sequence of int
+    bias : bool
+    implementation : {"auto", "factorized", "reconstructed"}
+        How ``forward`` computes ``x W``: ``"factorized"`` contracts ``x`` with the factors
+        (:func:`contract_linear`); ``"reconstructed"`` forms the dense weight once, caches it
+        while the factors are unchanged and gradients are off, and runs one matmul (the
+        storage stays compressed; the memory at run time is the dense layer's). ``"auto"``
+        (default) takes the factorized form when it costs at most
+        :data:`FACTORIZED_MAX_FLOP_SHARE` of the dense matmul's FLOPs per example (counted by
+        :func:`factorized_flops`), else the reconstructed one: a TT-matrix of three or more
+        modes at moderate rank can cost more than the dense layer.
+    """
+
+    def __init__(self, in_shape, out_shape, format: str, ranks, bias: bool = True,
+                 implementation: str = "auto"):
         super().__init__()
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.in_features, self.out_features = math.prod(self.in_shape), math.prod(self.out_shape)
@@ -836,18 +868,44 @@ class CompressedLinear(nn.Module):
         specs = get_format(format).specs(self.in_shape + self.out_shape, self.ranks)
         self.factors = nn.ParameterList([nn.Parameter(torch.zeros(s.shape)) for s in specs])
         self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+        self.implementation = choice("implementation", implementation, IMPLEMENTATIONS)
+        self.runs_as = self._resolve(implementation)
+        self._cache, self._cache_key = None, None
+
+    def _resolve(self, implementation: str) -> str:
+        if implementation != "auto":
+            return implementation
+        dense = 2 * self.in_features * self.out_features
+        cheap = factorized_flops(self) <= FACTORIZED_MAX_FLOP_SHARE * dense
+        return "factorized" if cheap else "reconstructed"
 
     def config(self) -> dict:
         return {"type": "linear", "in_shape": list(self.in_shape), "out_shape": list(self.out_shape),
-                "format": self.fmt, "ranks": list(self.ranks), "bias": self.bias is not None}
+                "format": self.fmt, "ranks": list(self.ranks), "bias": self.bias is not None,
+                "implementation": self.implementation}
+
+    def factorized(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W`` (no bias) through the factors, ``x`` of shape ``(B, in)``."""
+        return contract_linear(self.fmt, x.reshape(1, -1, self.in_features),
+                               [p.unsqueeze(0) for p in self.factors], self.in_shape,
+                               self.out_shape)[0]
 
     def forward(self, x):
         lead = x.shape[:-1]
-        y = contract_linear(self.fmt, x.reshape(1, -1, self.in_features),
-                            [p.unsqueeze(0) for p in self.factors], self.in_shape, self.out_shape)[0]
+        if self.runs_as == "reconstructed":
+            return F.linear(x, self._dense_weight(), self.bias)
+        y = self.factorized(x.reshape(-1, self.in_features))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
+
+    def _dense_weight(self) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.factors):
+            return self.weight                    # differentiable: a fine-tune of the export
+        key = tuple((id(p), p._version) for p in self.factors)
+        if key != self._cache_key:
+            self._cache, self._cache_key = self.weight.detach().contiguous(), key
+        return self._cache
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -909,6 +967,19 @@ class CompressedConv2d(nn.Module):
         return kernel + (0 if self.bias is None else self.out_channels)
 
 
+def factorized_flops(layer: CompressedLinear) -> int:
+    """FLOPs per example of ``layer``'s factorized forward, counted by PyTorch's
+    ``FlopCounterMode`` at batches of 2 and 1 so that the work independent of the batch
+    (forming Khatri-Rao products) drops out. Depends on the shapes and ranks only."""
+    counts = []
+    with torch.no_grad():
+        for batch in (1, 2):
+            with FlopCounterMode(display=False) as counter:
+                layer.factorized(torch.zeros(batch, layer.in_features))
+            counts.append(counter.get_total_flops())
+    return counts[1] - counts[0]
+
+
 def export_layer(layer: _BayesLowRank, particle: int = 0) -> nn.Module:
     """Plain deterministic copy of one particle (the variational mean under VI)."""
     params = layer.select_particle(particle)
@@ -932,7 +1003,8 @@ def build_compressed(config: dict) -> nn.Module:
     """An empty exported layer from its ``config()`` (to load a saved state dict)."""
     if config.get("type") == "linear":
         return CompressedLinear(config["in_shape"], config["out_shape"], config["format"],
-                                config["ranks"], config["bias"])
+                                config["ranks"], config["bias"],
+                                config.get("implementation", "auto"))
     if config.get("type") == "conv2d":
         return CompressedConv2d(config["in_channels"], config["out_channels"],
                                 config["kernel_size"], config["stride"], config["padding"],

@@ -302,6 +302,32 @@ def test_bayesian_methods_train_and_predict(digits, method):
     assert np.isfinite(h["loss"]).all()
 
 
+def test_svgd_prunes_to_the_shared_mask_during_training_and_goes_on(digits, monkeypatch):
+    xtr, ytr, xte, yte = digits
+    steps_per_epoch = -(-len(xtr) // 128)
+
+    def fit(**kwargs):
+        bnet = tensorize(_mlp(), format="ttm", max_rank=6, prior="gamma", init="random",
+                         num_particles=3, min_features=1, seed=0)
+        start = [layer.ranks for layer in bnet.tensorized().values()]
+        calls, prune = [], bnet.prune
+        monkeypatch.setattr(bnet, "prune", lambda *a, **k: calls.append(a) or prune(*a, **k))
+        h = fit_net(bnet, xtr, ytr, method="svgd", epochs=8, lr=1e-2, seed=0, **kwargs)
+        return bnet, start, h, calls
+
+    # a high threshold forces slices off 4 epochs in; training goes on over the rest
+    bnet, start, h, calls = fit(svgd_prune=0.8, svgd_prune_at=0.5)
+    assert calls == [(0.8,)]
+    ranks = [layer.ranks for layer in bnet.tensorized().values()]
+    assert sum(map(sum, ranks)) < sum(map(sum, start)), (start, ranks)
+    assert len(h["loss"]) == 8 * steps_per_epoch and np.isfinite(h["loss"]).all()
+    assert metrics.accuracy(bnet.predict_proba(xte), yte) > 0.85
+    unpruned, start, _, calls = fit(svgd_prune=None)
+    assert calls == [] and [layer.ranks for layer in unpruned.tensorized().values()] == start
+    with pytest.raises(ValueError, match="svgd_prune_at"):
+        fit(svgd_prune_at=1.0)
+
+
 def test_rotation_raises_entropy(digits, dense_and_map):
     xte = digits[2]
     bnet = dense_and_map[1]

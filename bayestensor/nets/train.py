@@ -12,7 +12,13 @@ by ``N / B``::
              entropy); slice scales and biases are point estimates (type-II MAP).
 ``"svgd"``   Stein variational gradient descent over the particle dim:
              :func:`bayestensor.infer.kernels.svgd_direction` on the flattened parameters of
-             all particles (RBF kernel, median bandwidth), applied with Adam.
+             all particles (RBF kernel, median bandwidth), applied with Adam. At
+             ``svgd_prune_at`` of the steps the ensemble is pruned to the slices most of its
+             particles keep (``svgd_prune``, :meth:`BayesianNet.prune`) and SVGD goes on
+             over the kept slices: a particle that lost slices it used re-fits the rest.
+             Pruned only at the end, such an ensemble is under-confident (measured on the
+             LeNet-5 benchmark, seed 0: NLL 0.133 and ECE 0.076 against 0.082 / 0.025 with
+             the last quarter of the epochs spent after the prune).
 ``"sghmc"``  a MAP warm-up (``burnin`` fraction of the epochs) and then SGHMC chains (one per
              particle) in the SGD-with-momentum form of Chen, Fox & Guestrin (2014), applied
              per parameter tensor by :func:`bayestensor.infer.sghmc.sghmc_update` (the update
@@ -60,6 +66,8 @@ from bayestensor.nets.layers import PRUNE_THRESHOLD
 from bayestensor.seeds import derive_seed, rng
 
 METHODS = ("map", "vi", "svgd", "sghmc")
+#: Share of the SVGD steps after which the ensemble is pruned and SVGD continues.
+SVGD_PRUNE_AT = 0.75
 #: Bound ``c`` on ``eta P / v`` for stiff low-rank entries: SGHMC's momentum step is stable for
 #: ``eta P / v`` well below 1, and 0.5 leaves room for the likelihood's curvature.
 PRECONDITIONER_BOUND = 0.5
@@ -263,6 +271,24 @@ def _sghmc_step(params, velocity, live, precond, *, lr, friction, temperature, g
     return out
 
 
+def _adam(bnet: BayesianNet, lr: float, scale_lr: float, steps: int, start: int = 0,
+          previous: torch.optim.Optimizer | None = None):
+    """Adam over ``bnet``'s parameters with a cosine decay to 0 over ``steps``, at step
+    ``start`` of it; the state of the parameters ``previous`` also held carries over."""
+    # slice log-scales move in log space: a larger step lets collapsed slices reach the floor
+    scale_ids = {id(u) for m in bnet.tensorized().values() for u in m.log_scales}
+    opt = torch.optim.Adam([
+        {"params": [p for p in bnet.parameters() if id(p) not in scale_ids], "lr": lr},
+        {"params": [p for p in bnet.parameters() if id(p) in scale_ids], "lr": scale_lr * lr}])
+    if previous is not None:
+        for p in bnet.parameters():
+            if p in previous.state:
+                opt.state[p] = previous.state[p]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k + start, steps) / steps)))
+    return opt, sched
+
+
 def _svgd_step(pp, shared, num_data, kern, layout):
     """Set the gradients of ``pp`` to minus the SVGD direction and scale the shared layers'.
 
@@ -294,7 +320,7 @@ def _check_particles(bnet, method):
 
 def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
                     sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
-                    sghmc_prune) -> TrainingData:
+                    sghmc_prune, svgd_prune, svgd_prune_at) -> TrainingData:
     choice("method", method, METHODS)
     if not isinstance(bnet, BayesianNet):
         raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
@@ -309,6 +335,9 @@ def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws,
     real_number("scale_lr", scale_lr)
     if sghmc_prune is not None:
         real_number("sghmc_prune", sghmc_prune, high=1.0, low_open=False, high_open=True)
+    if svgd_prune is not None:
+        real_number("svgd_prune", svgd_prune, high=1.0, low_open=False, high_open=True)
+    real_number("svgd_prune_at", svgd_prune_at, high=1.0, high_open=True)
     _check_particles(bnet, method)
     data = TrainingData(x, y, batch_size, seed)
     data.check_labels(bnet)
@@ -320,7 +349,9 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
             num_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
             friction: float = 0.1, burnin: float = 0.5, num_samples: int = 10,
             temperature: float = 1.0, scale_lr: float = 10.0,
-            sghmc_prune: float | None = PRUNE_THRESHOLD, progress: bool | None = None) -> dict:
+            sghmc_prune: float | None = PRUNE_THRESHOLD,
+            svgd_prune: float | None = PRUNE_THRESHOLD, svgd_prune_at: float = SVGD_PRUNE_AT,
+            progress: bool | None = None) -> dict:
     """Train or sample a :class:`BayesianNet` in place.
 
     Parameters
@@ -351,6 +382,12 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     sghmc_prune : float or None
         SGHMC only: prune threshold (see :meth:`BayesianNet.prune`) applied once, at the end of
         the warm-up; ``None`` samples every slice.
+    svgd_prune : float or None
+        SVGD only: prune threshold applied once, after ``svgd_prune_at`` (in (0, 1)) of the
+        steps, with the shared slice mask; SVGD then continues on the kept slices. ``None``
+        keeps every slice during training.
+    svgd_prune_at : float
+        Share of the SVGD steps before that prune (default :data:`SVGD_PRUNE_AT`).
     progress : bool or None
         Progress bar on stderr; ``None`` (default) shows it when stderr is a terminal.
 
@@ -368,7 +405,7 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     """
     data = _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
                            sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
-                           sghmc_prune)
+                           sghmc_prune, svgd_prune, svgd_prune_at)
     torch.manual_seed(seed)
     n = data.num_data
     if method == "vi":
@@ -379,12 +416,9 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     steps_per_epoch = data.steps_per_epoch
     total = epochs * steps_per_epoch
     adam_steps = total if method != "sghmc" else max(1, int(round(burnin * epochs)) * steps_per_epoch)
-    # slice log-scales move in log space: a larger step lets collapsed slices reach the floor
-    scale_ids = {id(u) for m in bnet.tensorized().values() for u in m.log_scales}
-    opt = torch.optim.Adam([
-        {"params": [p for p in bnet.parameters() if id(p) not in scale_ids], "lr": lr},
-        {"params": [p for p in bnet.parameters() if id(p) in scale_ids], "lr": scale_lr * lr}])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, adam_steps)
+    opt, sched = _adam(bnet, lr, scale_lr, adam_steps)
+    svgd_prune_step = (int(svgd_prune_at * total) if method == "svgd" and svgd_prune is not None
+                       else None)
     shared = bnet.shared_params()
     shared_opt = torch.optim.Adam(shared, lr=lr) if shared else None
     pp = bnet.particle_params()
@@ -403,6 +437,11 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     bar = progress_bar(total, f"fit_net {method}", progress)
     for _ in range(epochs):
         for xb, yb in data.epoch():
+            if step == svgd_prune_step:  # the shapes change: new optimizer over the kept slices
+                bnet.prune(svgd_prune)
+                opt, sched = _adam(bnet, lr, scale_lr, adam_steps, step, opt)
+                pp = bnet.particle_params()
+                layout = BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long))
             nll = particle_nll(bnet.particle_outputs(xb), yb)        # (P,)
             lp = bnet.log_prior()                                    # (P,)
             loss_p = nll - lp / n                                    # (P,) per-datum scale

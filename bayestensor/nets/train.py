@@ -17,7 +17,7 @@ by ``N / B``::
              particles keep (``svgd_prune``, :meth:`BayesianNet.prune`) and SVGD goes on
              over the kept slices: a particle that lost slices it used re-fits the rest.
              Pruned only at the end, such an ensemble is under-confident (measured on the
-             LeNet-5 benchmark, seed 0: NLL 0.133 and ECE 0.076 against 0.082 / 0.025 with
+             LeNet-5 benchmark, seed 0: NLL 0.133 and ECE 0.076 against 0.078 / 0.026 with
              the last quarter of the epochs spent after the prune).
 ``"sghmc"``  a MAP warm-up (``burnin`` fraction of the epochs) and then SGHMC chains (one per
              particle) in the SGD-with-momentum form of Chen, Fox & Guestrin (2014), applied

@@ -381,11 +381,17 @@ def start_sd(target: LogDensity, theta: torch.Tensor,
              batch_size: int | None = None) -> torch.Tensor:
     """``(D,)`` sd of the diagonal Laplace approximation at the start ``theta`` (averaged over
     its rows), on one mini-batch when the model sub-samples: the units in which NUTS and VI
-    move (see :func:`~bayestensor.infer.baselines.nuts_fit` and ``vi_fit``). A Hutchinson
-    estimate floored at ``MIN_CURVATURE`` (an sd of at most 10)."""
+    move (see :func:`~bayestensor.infer.baselines.nuts_fit` and ``vi_fit``)."""
+    subsample = target.draw_subsample(batch_size)
+    return _floored_sd(lambda th, k: target.hessian_diag(th, k, subsample=subsample), theta)
+
+
+def _floored_sd(hessian_diag, theta: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(curvature)`` from ``hessian_diag(theta, probes)``, a Hutchinson estimate of
+    ``JITTER_PROBE_POINTS`` probe-points in all, floored at ``MIN_CURVATURE`` (an sd of at most
+    10)."""
     probes = max(1, JITTER_PROBE_POINTS // theta.shape[0])
-    curvature = target.hessian_diag(theta, probes, subsample=target.draw_subsample(batch_size))
-    return curvature.abs().clamp_min(MIN_CURVATURE).rsqrt()
+    return hessian_diag(theta, probes).abs().clamp_min(MIN_CURVATURE).rsqrt()
 
 
 def laplace_sd(sampler: SVGD, theta: torch.Tensor) -> torch.Tensor:
@@ -394,11 +400,9 @@ def laplace_sd(sampler: SVGD, theta: torch.Tensor) -> torch.Tensor:
     SVGD's start jitter is measured in these units: a fixed jitter in unconstrained space is
     ten million sds for a site of posterior sd 1e-8, which the particles do not walk back in a
     few hundred steps, and a negligible one for a flat site. The curvature is a Hutchinson
-    estimate on the first batch, floored at ``MIN_CURVATURE`` (an sd of at most 10).
+    estimate on the first batch (:func:`_floored_sd`).
     """
-    probes = max(1, JITTER_PROBE_POINTS // theta.shape[0])
-    curvature = sampler.gradients.hessian_diag(theta, 0, probes).abs()
-    return curvature.clamp_min(MIN_CURVATURE).rsqrt()
+    return _floored_sd(lambda th, k: sampler.gradients.hessian_diag(th, 0, k), theta)
 
 
 def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num_steps,

@@ -862,13 +862,13 @@ class CompressedLinear(nn.Module):
     def __init__(self, in_shape, out_shape, format: str, ranks, bias: bool = True,
                  implementation: str = "auto"):
         super().__init__()
+        self.implementation = choice("implementation", implementation, IMPLEMENTATIONS)
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.in_features, self.out_features = math.prod(self.in_shape), math.prod(self.out_shape)
         self.fmt, self.ranks = format, tuple(ranks)
         specs = get_format(format).specs(self.in_shape + self.out_shape, self.ranks)
         self.factors = nn.ParameterList([nn.Parameter(torch.zeros(s.shape)) for s in specs])
         self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
-        self.implementation = choice("implementation", implementation, IMPLEMENTATIONS)
         self.runs_as = self._resolve(implementation)
         self._cache, self._cache_key = None, None
 

@@ -115,9 +115,11 @@ def versions() -> dict:
         out["bayestensor"] = metadata.version("bayestensor")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         out["bayestensor"] = None
-    for name in ("torch", "pyro", "numpy", "tensorly", "arviz"):
+    # read from the installed distributions: importing ArviZ only to ask takes seconds
+    for name, distribution in (("torch", "torch"), ("pyro", "pyro-ppl"), ("numpy", "numpy"),
+                               ("tensorly", "tensorly"), ("arviz", "arviz")):
         try:
-            out[name] = str(__import__(name).__version__)
-        except Exception:  # pragma: no cover - optional in odd environments
+            out[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:  # pragma: no cover - optional in odd environments
             out[name] = None
     return out

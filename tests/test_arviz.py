@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
 
 import arviz as az
@@ -285,3 +287,17 @@ def test_svgd_lp_and_stated_divergences():
     assert sghmc.sample_stats["diverging"].shape == (CHAINS, DRAWS)
     assert "diverging" not in completion_posterior(method="map").to_arviz(
         log_likelihood=False).sample_stats
+
+
+def test_a_fit_and_its_predictions_do_not_import_arviz():
+    """ArviZ (with xarray, pandas, matplotlib: seconds) loads on first use only."""
+    code = ("import sys\n"
+            "import bayestensor as bt\n"
+            "data = bt.data.synthetic_tensor((6, 6, 6), rank=2, observed=0.5, seed=0)\n"
+            "model = bt.TensorCompletion(data.shape, 'cp', max_rank=3)\n"
+            "post = bt.fit(model, data.train, method='map', map_hold=None, progress=False)\n"
+            "post.predict(data.test.indices)\n"
+            "assert post.info['arviz'], post.info\n"
+            "loaded = [m for m in ('arviz', 'xarray', 'pandas') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

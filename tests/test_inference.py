@@ -555,3 +555,83 @@ def test_vi_fits_a_site_of_sd_1e_8_beside_a_unit_site():
     post = bt.fit(model, method="vi", num_samples=500, seed=2, progress=False)
     assert float((post["tight"].double() - torch.arange(6.0)).abs().max()) < 1e-6
     assert float(post["scalar"].double().std()) == pytest.approx(1.0, abs=0.1)
+
+
+def _normal_mean_model(x):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    log_s = pyro.sample("log_s", dist.Normal(0.0, 3.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(mu, log_s.exp()), obs=x)
+
+
+def _normal_mean_map(x):
+    """Analytic joint mode of ``_normal_mean_model``: a fixed point in (mu, log_s)."""
+    mu, log_s = float(x.mean()), float(x.std().log())
+    for _ in range(200):
+        s2 = math.exp(2 * log_s)
+        mu = float(x.sum() / s2) / (len(x) / s2 + 1 / 100)
+        # d/dlog_s: -n + sum((x - mu)^2) / s^2 - log_s / 9 = 0, solved by Newton
+        r = float(((x - mu) ** 2).sum())
+        for _ in range(50):
+            g = -len(x) + r * math.exp(-2 * log_s) - log_s / 9
+            h = -2 * r * math.exp(-2 * log_s) - 1 / 9
+            log_s -= g / h
+    return mu, log_s
+
+
+def test_full_batch_map_hands_over_to_lbfgs_and_reaches_the_analytic_mode():
+    """Adam for 5% of the steps, then L-BFGS to convergence; the mode is the analytic one,
+    far from the start (mu = 40), within the L-BFGS budget (300 evaluations)."""
+    from bayestensor.infer.baselines import map_fit
+    from bayestensor.infer.log_density import LogDensity as Target
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, generator=gen) * 3 + 40
+    target = Target(_normal_mean_model, (x,))
+    theta, trace = map_fit(target, target.init_theta(1), progress=False, quasi_newton=True)
+    mu, log_s = _normal_mean_map(x.double())
+    assert trace["steps"] == 100 and trace["converged"]
+    assert 0 < trace["quasi_newton_evals"] < 300
+    values = target.constrain(theta)
+    assert abs(values["mu"].item() - mu) < 1e-3
+    assert abs(values["log_s"].item() - log_s) < 1e-3
+
+
+def test_map_of_a_cp_model_hands_over_and_a_user_model_does_not():
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.5, seed=0)
+    post = bt.fit(bt.TensorCompletion(data.shape, "cp", max_rank=4), data.train, method="map",
+                  map_hold=None, progress=False)
+    assert post.info["map_steps"] == 100 and post.info["map_quasi_newton_evals"] > 0
+    tucker = bt.fit(bt.TensorCompletion(data.shape, "tucker", max_rank=3), data.train,
+                    method="map", map_hold=None, progress=False, num_steps=200)
+    assert tucker.info["map_quasi_newton_evals"] == 0
+    user = bt.fit(_normal_mean_model, method="map", model_args=(torch.ones(5),),
+                  num_steps=200, progress=False)
+    assert user.info["map_quasi_newton_evals"] == 0
+
+
+def test_map_without_a_converged_lbfgs_is_the_adam_map(monkeypatch):
+    """An L-BFGS that has not converged in its budget is dropped: the fit is then exactly the
+    Adam-only fit (``quasi_newton=False``), and so is a mini-batch fit."""
+    from bayestensor.infer import baselines
+    from bayestensor.infer.log_density import LogDensity as Target
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(100, generator=gen) * 2 + 5
+    target = Target(_normal_mean_model, (x,))
+    theta0 = target.init_theta(1)
+    adam, adam_trace = baselines.map_fit(target, theta0, progress=False, quasi_newton=False)
+    monkeypatch.setattr(baselines, "QUASI_NEWTON_BUDGET", 1e-3)  # 2 evaluations: never enough
+    fallback, trace = baselines.map_fit(target, theta0, progress=False, quasi_newton=True)
+    assert 2 <= trace["quasi_newton_evals"] < 2 + baselines.LINE_SEARCH_EVALS
+    assert trace["steps"] == adam_trace["steps"]
+    torch.testing.assert_close(fallback, adam)
+
+
+@pytest.mark.parametrize("fmt, shape, expected", [
+    ("cp", (6, 7, 8), True), ("tucker", (6, 7, 8), False), ("tt", (6, 7, 8), False),
+    ("tt", (6, 7), True), ("ttm", (4, 5, 3, 2), True), ("ttm", (2, 3, 2, 2, 2, 2), False)])
+def test_one_scale_per_entry_tells_cp_from_products_of_slice_scales(fmt, shape, expected):
+    from bayestensor.priors.low_rank import LowRankPrior
+
+    assert LowRankPrior("W", shape, 3, fmt).one_scale_per_entry is expected

@@ -42,6 +42,22 @@ MIN_DRIFT_WINDOW = 50
 VI_CLIP_VALUE = 10.0
 #: Most L-BFGS iterations of the MAP's final polish (each with its line search).
 POLISH_ITERATIONS = 100
+#: A full-batch MAP hands over from Adam to L-BFGS after this fraction of ``num_steps`` (and
+#: after any held site is released). Adam's first steps find the basin a shrinkage prior's
+#: pruning leads to (L-BFGS from the start can settle in a shallower optimum where every slice
+#: is kept); from there a quasi-Newton method converges in a few hundred evaluations where
+#: Adam, whose steps stay about ``lr`` in size, takes thousands.
+QUASI_NEWTON_AFTER = 0.05
+#: The hand-over's L-BFGS may take this fraction of ``num_steps`` in evaluations. One that has
+#: not converged by then (a long curved valley, as Tucker's and TT's products of slice
+#: variances make) is dropped and the MAP runs Adam from the start, as a mini-batch MAP does.
+QUASI_NEWTON_BUDGET = 0.15
+#: L-BFGS has converged when two iterations in a row change the objective by less than this,
+#: relative: ten times the resolution of a float32 objective, a floor Adam's ``tol`` rule
+#: reaches only by averaging over many steps.
+QUASI_NEWTON_TOL = 1e-6
+#: Most evaluations of one L-BFGS iteration (its strong Wolfe line search included).
+LINE_SEARCH_EVALS = 25
 
 
 class NotConvergedWarning(UserWarning):
@@ -88,11 +104,17 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             tol: float = 1e-7, batch_size: int | None = None, progress: bool = True,
             patience: int = 50, hold: dict[str, float] | None = None,
             unbounded_sites: Sequence[str] = (), warn: bool = True,
-            max_rounds: int = MAX_ROUNDS) -> tuple[torch.Tensor, dict]:
+            max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
-    Runs of Adam on the unconstrained vector, each with the learning rate decayed 10x over
-    ``num_steps``. A run stops early when the objective improves by less than ``tol``
+    Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of ``num_steps`` (and until every
+    ``hold`` is released), then L-BFGS with a strong Wolfe line search to its own convergence
+    (two iterations that change the objective by less than ``max(tol, QUASI_NEWTON_TOL)``,
+    relative); that ends the fit. When L-BFGS has not converged within ``QUASI_NEWTON_BUDGET * num_steps`` evaluations,
+    or fails, its result is dropped and the fit runs as below from ``theta0``.
+
+    Otherwise: runs of Adam on the unconstrained vector, each with the learning rate decayed 10x
+    over ``num_steps``. A run stops early when the objective improves by less than ``tol``
     (relative) for ``patience`` steps in a row. A run that ends with a coordinate still
     travelling (:func:`drifting_sites`) is continued, up to ``max_rounds`` runs; if sites are
     still moving after that, a :class:`NotConvergedWarning` names them (when ``warn``): the
@@ -103,11 +125,22 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     ``hold`` maps site names to a fraction of ``num_steps`` during which that site stays at its
     starting value in the first run (a continuation: e.g. the noise precision held at
     ``1 / Var(y)`` while the rank prior prunes, then released). Returns the optimized
-    ``theta`` and a trace with ``objective``, ``steps``, ``converged`` and ``moving_sites``.
+    ``theta`` and a trace with ``objective``, ``steps`` (Adam steps), ``quasi_newton_evals``,
+    ``converged`` and ``moving_sites``.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
     theta, history = theta0.detach().clone(), []
+    qn_evals = 0
+    if batch_size is None and quasi_newton:
+        theta, done, qn_evals = _adam_then_quasi_newton(
+            target, theta, history, num_steps=num_steps, lr=lr, tol=tol, progress=progress,
+            patience=patience, hold=hold, unbounded_sites=unbounded_sites)
+        if done:
+            return theta, {"objective": history, "steps": len(history) - 1,
+                           "quasi_newton_evals": qn_evals, "converged": True,
+                           "moving_sites": []}
+        theta, history = theta0.detach().clone(), []
     moving: list[str] = []
     for round_ in range(max_rounds):
         theta, before, stalled = _map_run(target, theta, history, num_steps=num_steps, lr=lr,
@@ -123,8 +156,92 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
         _warn_not_converged("map", moving, len(history),
                             "their optimum may be on the boundary of the support, with no "
                             "interior mode, or farther than num_steps * lr")
-    return theta, {"objective": history, "steps": len(history), "converged": not moving,
-                   "moving_sites": moving}
+    return theta, {"objective": history, "steps": len(history), "quasi_newton_evals": qn_evals,
+                   "converged": not moving, "moving_sites": moving}
+
+
+def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *,
+                            num_steps, lr, tol, progress, patience, hold,
+                            unbounded_sites) -> tuple[torch.Tensor, bool, int]:
+    """The first ``QUASI_NEWTON_AFTER`` of a decayed Adam run, then L-BFGS, then a check.
+
+    Returns L-BFGS's point, whether it converged there, and its number of evaluations.
+    A point it converged to is checked as the Adam runs are: ``MIN_DRIFT_WINDOW`` Adam steps
+    from it must not drift (:func:`drifting_sites`; ``unbounded_sites`` exempt), so a site
+    still rising towards the boundary of its support is not called converged.
+    """
+    steps = max(int(QUASI_NEWTON_AFTER * num_steps), 1)
+    for fraction in (hold or {}).values():
+        steps = max(steps, int(math.ceil(fraction * num_steps)))
+    theta, _, _ = _map_run(target, theta, history, num_steps=num_steps, lr=lr, tol=tol,
+                           batch_size=None, progress=progress, patience=patience, hold=hold,
+                           stop_at=min(steps, num_steps))
+    budget = max(int(QUASI_NEWTON_BUDGET * num_steps), 2)
+    theta, converged, evals = _quasi_newton(target, theta, history, max_evals=budget,
+                                            tol=max(tol, QUASI_NEWTON_TOL))
+    if converged:
+        probe, before, _ = _map_run(target, theta, [], num_steps=MIN_DRIFT_WINDOW, lr=lr,
+                                    tol=tol, batch_size=None, progress=False,
+                                    patience=MIN_DRIFT_WINDOW, hold=None)
+        converged = not drifting_sites(target, before, probe,
+                                       _window_travel(lr, MIN_DRIFT_WINDOW), unbounded_sites)
+    return theta, converged, evals
+
+
+def _quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *, max_evals: int,
+                  tol: float) -> tuple[torch.Tensor, bool, int]:
+    """L-BFGS (strong Wolfe line search) from ``theta``: ``(point, converged, evaluations)``.
+
+    Converged: two iterations in a row changed the objective by less than ``tol`` times its
+    size, or a fresh start of L-BFGS (a steepest-descent line search) cannot move, within
+    ``max_evals`` evaluations, at a finite objective no worse than the start's. An iteration
+    that cannot move with its curvature memory restarts L-BFGS without it. (PyTorch's own
+    ``tolerance_change`` is absolute and also bounds the step, so it cannot express a relative
+    tolerance on the objective; the loop takes one iteration per call.)
+    """
+    start = theta.detach().clone()
+    x = start.clone().requires_grad_(True)
+
+    def fresh_lbfgs():
+        # max_eval bounds each call's line search too (PyTorch's default would allow none)
+        return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=LINE_SEARCH_EVALS,
+                                 history_size=20, tolerance_grad=0.0, tolerance_change=0.0,
+                                 line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -target.log_joint(target.constrain(x)).sum()
+        if torch.isfinite(loss):
+            loss.backward()
+        else:  # out of the support in float: tell the line search this point is worse
+            x.grad = torch.zeros_like(x)
+        return loss.detach() if torch.isfinite(loss) else torch.tensor(math.inf)
+
+    opt, fresh, spent = fresh_lbfgs(), True, 0
+    values, converged = [], False
+    try:
+        while not converged and spent + opt.state[x].get("func_evals", 0) < max_evals:
+            was = x.detach().clone()
+            value = -float(opt.step(closure))  # the objective where this step began
+            if torch.equal(x.detach(), was):  # no step: restart without curvature memory
+                converged = fresh
+                spent += opt.state[x]["func_evals"]
+                opt, fresh = fresh_lbfgs(), True
+                continue
+            fresh = False
+            values.append(value)
+            converged = len(values) >= 3 and all(
+                abs(a - b) <= tol * max(1.0, abs(b)) for a, b in zip(values[-3:], values[-2:]))
+    except (RuntimeError, ValueError):
+        return start, False, spent + int(opt.state[x].get("func_evals", 0))
+    evals = spent + int(opt.state[x].get("func_evals", 0))
+    with torch.no_grad():
+        before = float(target.log_joint(target.constrain(start)).sum())
+        after = float(target.log_joint(target.constrain(x.detach())).sum())
+    if not (math.isfinite(before) and math.isfinite(after)) or after < before:
+        return start, False, evals
+    history.append(after)
+    return x.detach(), converged, evals
 
 
 def _polish(target: LogDensity, theta: torch.Tensor, history: list) -> torch.Tensor:
@@ -164,10 +281,12 @@ def _polish(target: LogDensity, theta: torch.Tensor, history: list) -> torch.Ten
 
 
 def _map_run(target: LogDensity, theta0: torch.Tensor, history: list, *, num_steps, lr, tol,
-             batch_size, progress, patience, hold) -> tuple[torch.Tensor, torch.Tensor, bool]:
+             batch_size, progress, patience, hold,
+             stop_at: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One decayed Adam run of :func:`map_fit`; appends to ``history``.
 
-    Returns the end point, the point at the start of the drift window, and whether the
+    The learning rate decays over ``num_steps``; the run ends after ``stop_at`` of them when
+    given. Returns the end point, the point at the start of the drift window, and whether the
     objective stalled (converged by the ``tol`` rule).
     """
     held = _held_coordinates(target, hold or {}, num_steps, theta0.shape[-1])
@@ -175,7 +294,8 @@ def _map_run(target: LogDensity, theta0: torch.Tensor, history: list, *, num_ste
     opt, sched = _decayed_adam([theta], lr, num_steps)
     window_start = num_steps - _window(num_steps)
     before, best, stall = theta.detach().clone(), -math.inf, 0
-    bar = trange(num_steps, desc="map", disable=not progress, leave=False)
+    bar = trange(num_steps if stop_at is None else stop_at, desc="map", disable=not progress,
+                 leave=False)
     for t in bar:
         if t == window_start:
             before = theta.detach().clone()

@@ -181,6 +181,19 @@ def _unbounded_sites(job: Job) -> list[str]:
     return list(prior.hyper_sites) if prior is not None else []
 
 
+def _quasi_newton_suits(job: Job) -> bool:
+    """Whether a full-batch MAP hands over to L-BFGS (see ``map_fit``): for a built-in model
+    whose low-rank prior has one slice variance per entry (CP).
+
+    Under Tucker and TT priors L-BFGS measured slower than Adam (a curved valley; see
+    ``one_scale_per_entry``). A user's model keeps Adam alone: where its density rises to the
+    boundary of the support, L-BFGS runs into the clamp of a transform (a sigmoid at float
+    ``tiny``), where the gradient is zero and it looks converged; Adam's drift rule warns.
+    """
+    prior = job.model.low_rank_prior if job.model is not None else None
+    return prior is not None and prior.one_scale_per_entry
+
+
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
                method: str) -> tuple[torch.Tensor, bool]:
     """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start; and
@@ -195,8 +208,9 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
                            batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), warn=False,
-                           max_rounds=_map_rounds(job))
-    job.info.update(map_steps=trace["steps"], map_converged=trace["converged"])
+                           max_rounds=_map_rounds(job), quasi_newton=_quasi_newton_suits(job))
+    job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
+                    map_converged=trace["converged"])
     if trace["converged"]:
         return theta.expand(num_points, -1).clone(), True
     instead = "starting from prior draws instead" if job.model is None else \
@@ -219,10 +233,12 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
                            progress=job.progress, hold=map_hold,
-                           unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job))
+                           unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job),
+                           quasi_newton=_quasi_newton_suits(job))
     logp = target.log_joint(target.constrain(theta)).detach()
     best = int(logp.argmax())
-    job.info.update(map_steps=trace["steps"], map_objective=trace["objective"][-1],
+    job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
+                    map_objective=trace["objective"][-1],
                     map_converged=trace["converged"], restarts_log_joint=logp.tolist())
     stats = {"log_joint": logp[best].reshape(1, 1)}
     return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)

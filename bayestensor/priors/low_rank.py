@@ -119,6 +119,13 @@ class LowRankPrior:
         return [f"{self.name}.{self.prior.site_prefix}{d}" for d in range(len(self.ranks))]
 
     @property
+    def one_scale_per_entry(self) -> bool:
+        """Whether every parameter entry's prior variance is one slice variance (CP), not a
+        product of several (a Tucker core, inner TT cores). Products couple the slices being
+        switched off into a long curved valley of the log density."""
+        return all(len(spec.rank_axes) <= 1 for spec in self.specs)
+
+    @property
     def param_sites(self) -> list[str]:
         return [f"{self.name}.{s.name}" for s in self.specs]
 

@@ -3,17 +3,29 @@
 ArviZ 1.x (Python >= 3.12) has no ``from_pyro``, returns a ``DataTree`` from ``from_dict`` and
 renamed ``hdi_prob`` to ``ci_prob`` in ``summary``. Everything in bayestensor that talks to
 ArviZ goes through the functions here (conversion, summary, R-hat/ESS, trace and rank plots).
+
+ArviZ is imported on first use: with xarray, pandas and matplotlib it takes seconds, which a
+fit that never builds ArviZ data should not pay.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
-import arviz as az
 import numpy as np
-import xarray as xr
 
-ARVIZ_MAJOR = int(az.__version__.split(".")[0])
+
+@functools.cache
+def _arviz():
+    import arviz
+
+    return arviz
+
+
+def arviz_major() -> int:
+    """The installed ArviZ's major version (0 or 1)."""
+    return int(_arviz().__version__.split(".")[0])
 
 
 #: Groups whose variables have no (chain, draw) dimensions.
@@ -51,21 +63,23 @@ def build_groups(groups: dict, dims: dict, coords: dict, attrs: dict):
         group_coords = {a: c for a, c in coords.items() if a in used}
         sample_dims = [] if name in DATA_GROUPS else ["chain", "draw"]
         datasets[name] = _dataset(arrays, group_dims, group_coords, sample_dims, attrs)
-    if ARVIZ_MAJOR >= 1:
+    if arviz_major() >= 1:
+        import xarray as xr
+
         tree = xr.DataTree.from_dict(datasets)
         tree.attrs.update(attrs)
         return tree
-    return az.InferenceData(**datasets)
+    return _arviz().InferenceData(**datasets)
 
 
 def _dataset(arrays: dict, dims: dict, coords: dict, sample_dims: list, attrs: dict):
-    if ARVIZ_MAJOR >= 1:
-        return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
+    if arviz_major() >= 1:
+        return _arviz().dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
                                   sample_dims=sample_dims)
     if not sample_dims:
-        return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
+        return _arviz().dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims,
                                   default_dims=[], index_origin=0)
-    return az.dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims, index_origin=0)
+    return _arviz().dict_to_dataset(arrays, attrs=attrs, coords=coords, dims=dims, index_origin=0)
 
 
 def summary(data, var_names=None, ci_prob: float = 0.9, kind: str = "all"):
@@ -73,9 +87,9 @@ def summary(data, var_names=None, ci_prob: float = 0.9, kind: str = "all"):
 
     ``kind="stats"`` leaves out the Markov-chain diagnostics (R-hat, ESS, MCSE).
     """
-    if ARVIZ_MAJOR >= 1:
-        return az.summary(data, var_names=var_names, ci_prob=ci_prob, kind=kind)
-    return az.summary(data, var_names=var_names, hdi_prob=ci_prob, kind=kind)
+    if arviz_major() >= 1:
+        return _arviz().summary(data, var_names=var_names, ci_prob=ci_prob, kind=kind)
+    return _arviz().summary(data, var_names=var_names, hdi_prob=ci_prob, kind=kind)
 
 
 def posterior_group(data):
@@ -85,20 +99,20 @@ def posterior_group(data):
 
 def group(data, name: str):
     """Group ``name`` as an ``xarray.Dataset`` for either ArviZ major version."""
-    ds = data[name] if ARVIZ_MAJOR >= 1 else getattr(data, name)
+    ds = data[name] if arviz_major() >= 1 else getattr(data, name)
     return ds.to_dataset() if hasattr(ds, "to_dataset") else ds
 
 
 def has_group(data, name: str) -> bool:
     """Whether ArviZ data (``InferenceData`` or ``DataTree``) has group ``name``."""
-    return name in (data.children if ARVIZ_MAJOR >= 1 else data.groups())
+    return name in (data.children if arviz_major() >= 1 else data.groups())
 
 
 def rhat_ess(data, var_names=None) -> dict:
     """Worst R-hat, smallest bulk and tail ESS over the chosen variables."""
-    rhat = az.rhat(data, var_names=var_names)
-    bulk = az.ess(data, var_names=var_names, method="bulk")
-    tail = az.ess(data, var_names=var_names, method="tail")
+    rhat = _arviz().rhat(data, var_names=var_names)
+    bulk = _arviz().ess(data, var_names=var_names, method="bulk")
+    tail = _arviz().ess(data, var_names=var_names, method="tail")
 
     def _reduce(ds, fn):
         if hasattr(ds, "to_dataset"):
@@ -114,9 +128,9 @@ def rhat_ess(data, var_names=None) -> dict:
 
 def per_variable(data, var_names=None) -> list[dict]:
     """Worst R-hat and smallest bulk/tail ESS of every variable: ``[{var, max_rhat, ...}]``."""
-    rhat = az.rhat(data, var_names=var_names)
-    bulk = az.ess(data, var_names=var_names, method="bulk")
-    tail = az.ess(data, var_names=var_names, method="tail")
+    rhat = _arviz().rhat(data, var_names=var_names)
+    bulk = _arviz().ess(data, var_names=var_names, method="bulk")
+    tail = _arviz().ess(data, var_names=var_names, method="tail")
     dss = [d.to_dataset() if hasattr(d, "to_dataset") else d for d in (rhat, bulk, tail)]
 
     def _red(ds, name, fn):
@@ -153,8 +167,9 @@ def plot_trace(data, var_names=None, **kwargs):
 
 
 def _plot_trace(data, var_names, **kwargs):
-    if ARVIZ_MAJOR >= 1:
-        return _figure_of(az.plot_trace_dist(data, var_names=var_names, backend="matplotlib"))
+    if arviz_major() >= 1:
+        return _figure_of(_arviz().plot_trace_dist(data, var_names=var_names, backend="matplotlib"))
+    az = _arviz()
     return _figure_of(az.plot_trace(data, var_names=var_names, compact=True, backend="matplotlib",
                                    **kwargs))
 
@@ -167,26 +182,26 @@ def plot_rank(data, var_names=None, **kwargs):
 
 
 def _plot_rank(data, var_names, **kwargs):
-    if ARVIZ_MAJOR >= 1:
-        return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib"))
-    return _figure_of(az.plot_rank(data, var_names=var_names, backend="matplotlib", **kwargs))
+    if arviz_major() >= 1:
+        return _figure_of(_arviz().plot_rank(data, var_names=var_names, backend="matplotlib"))
+    return _figure_of(_arviz().plot_rank(data, var_names=var_names, backend="matplotlib", **kwargs))
 
 
 def loo(data, pointwise: bool = True):
     """``az.loo`` (PSIS-LOO) of one run; the result has ``elpd_loo``, ``se``, ``p_loo`` and
     ``pareto_k`` (one per observation) on either ArviZ major version."""
-    return az.loo(data, pointwise=pointwise)
+    return _arviz().loo(data, pointwise=pointwise)
 
 
 def compare(runs: dict):
     """``az.compare`` of ``{name: ArviZ data}`` by PSIS-LOO: a DataFrame ranked best first."""
     with warnings.catch_warnings():  # ArviZ 0.2x on pandas >= 3: sort_values(inplace=True)
         warnings.filterwarnings("ignore", message=".*inplace keyword")
-        return az.compare(runs, ic="loo") if ARVIZ_MAJOR < 1 else az.compare(runs)
+        return _arviz().compare(runs, ic="loo") if arviz_major() < 1 else _arviz().compare(runs)
 
 
 def loo_pit(data, y: str):
     """LOO-PIT values of observed variable ``y`` (one per observation)."""
-    if ARVIZ_MAJOR >= 1:
-        return np.asarray(az.loo_pit(data, var_names=[y])[y])
-    return np.asarray(az.loo_pit(data, y=y))
+    if arviz_major() >= 1:
+        return np.asarray(_arviz().loo_pit(data, var_names=[y])[y])
+    return np.asarray(_arviz().loo_pit(data, y=y))

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bayestensor.checks import positive_int
@@ -373,6 +372,8 @@ class Posterior:
                 index.append(name + (f"[{', '.join(map(str, pos))}]" if shape else ""))
                 rows.append({"mean": v, "sd": 0.0, f"hdi_{(100 - pct) / 2:g}%": v,
                              f"hdi_{100 - (100 - pct) / 2:g}%": v})
+        import pandas as pd  # on first use: a fit need not pay its import
+
         table = pd.DataFrame(rows, index=index)
         table.attrs["note"] = (f"{self.method}: one point; sd is 0 and the interval is the "
                                "point (no posterior spread was estimated)")

@@ -635,3 +635,16 @@ def test_one_scale_per_entry_tells_cp_from_products_of_slice_scales(fmt, shape, 
     from bayestensor.priors.low_rank import LowRankPrior
 
     assert LowRankPrior("W", shape, 3, fmt).one_scale_per_entry is expected
+
+
+def test_quasi_newton_option_forces_either_way_and_is_checked():
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=4)
+    adam = bt.fit(model, data.train, method="map", map_hold=None, quasi_newton=False,
+                  progress=False)
+    assert adam.info["map_quasi_newton_evals"] == 0 and adam.info["map_steps"] > 100
+    forced = bt.fit(_normal_mean_model, method="map", model_args=(torch.ones(5) * 3,),
+                    quasi_newton=True, progress=False)
+    assert forced.info["map_quasi_newton_evals"] > 0
+    with pytest.raises(ValueError, match="quasi_newton"):
+        bt.fit(model, data.train, method="map", quasi_newton="yes", progress=False)

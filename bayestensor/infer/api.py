@@ -101,7 +101,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         starting values), ``map_steps`` (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
-        ``num_steps``, ``lr`` (MAP, VI);
+        ``num_steps``, ``lr`` (MAP, VI); ``quasi_newton`` (MAP: ``"auto"``, ``True`` or
+        ``False``: hand over from Adam to L-BFGS after 5% of the steps; ``"auto"`` does for
+        built-in CP models, see ``docs/inference.md``);
         ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or

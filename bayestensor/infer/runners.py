@@ -226,15 +226,22 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
 
 # --- MAP, VI, NUTS ----------------------------------------------------------------------------
 
-def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hold) -> Posterior:
-    """MAP from ``num_chains`` restarts as one batch; the best restart is the one draw."""
+def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hold,
+            quasi_newton) -> Posterior:
+    """MAP from ``num_chains`` restarts as one batch; the best restart is the one draw.
+
+    ``quasi_newton``: hand over from Adam to L-BFGS (see ``map_fit``); ``"auto"`` does for the
+    models where it measured faster (:func:`_quasi_newton_suits`).
+    """
+    if quasi_newton == "auto":
+        quasi_newton = _quasi_newton_suits(job)
     if init_jitter is None:
         init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
                            progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job),
-                           quasi_newton=_quasi_newton_suits(job))
+                           quasi_newton=quasi_newton)
     logp = target.log_joint(target.constrain(theta)).detach()
     best = int(logp.argmax())
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
@@ -469,7 +476,7 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
 # --- the registry entries -----------------------------------------------------------------------
 
 MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
-                              "map_hold": None},
+                              "map_hold": None, "quasi_newton": "auto"},
              default_samples=1, chains=True, resumable=False, takes_batches=False,
              check=option_checks.check_map, map_steps_option="num_steps")
 VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,

@@ -188,6 +188,24 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
     return theta, converged, evals
 
 
+def _lbfgs_objective(target: LogDensity, x: torch.Tensor):
+    """The closure PyTorch's L-BFGS calls: ``-log p`` at ``x``, its gradient left in ``x.grad``.
+
+    Out of the support in float (a non-finite objective) it returns ``inf`` with a zero
+    gradient, which tells the line search that the point is worse.
+    """
+    def closure():
+        x.grad = None
+        loss = -target.log_joint(target.constrain(x)).sum()
+        if not torch.isfinite(loss):
+            x.grad = torch.zeros_like(x)
+            return torch.tensor(math.inf)
+        loss.backward()
+        return loss.detach()
+
+    return closure
+
+
 def _quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *, max_evals: int,
                   tol: float) -> tuple[torch.Tensor, bool, int]:
     """L-BFGS (strong Wolfe line search) from ``theta``: ``(point, converged, evaluations)``.
@@ -208,15 +226,7 @@ def _quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *, max
                                  history_size=20, tolerance_grad=0.0, tolerance_change=0.0,
                                  line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = -target.log_joint(target.constrain(x)).sum()
-        if torch.isfinite(loss):
-            loss.backward()
-        else:  # out of the support in float: tell the line search this point is worse
-            x.grad = torch.zeros_like(x)
-        return loss.detach() if torch.isfinite(loss) else torch.tensor(math.inf)
-
+    closure = _lbfgs_objective(target, x)
     opt, fresh, spent = fresh_lbfgs(), True, 0
     values, converged = [], False
     try:
@@ -259,15 +269,7 @@ def _polish(target: LogDensity, theta: torch.Tensor, history: list) -> torch.Ten
                             tolerance_grad=0.0, tolerance_change=0.0,
                             line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = -target.log_joint(target.constrain(x)).sum()
-        if torch.isfinite(loss):
-            loss.backward()
-        else:  # out of the support in float: tell the line search this point is worse
-            x.grad = torch.zeros_like(x)
-        return loss.detach() if torch.isfinite(loss) else torch.tensor(math.inf)
-
+    closure = _lbfgs_objective(target, x)
     try:
         opt.step(closure)
     except (RuntimeError, ValueError):

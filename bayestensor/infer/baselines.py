@@ -107,11 +107,12 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
-    Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of ``num_steps`` (and until every
-    ``hold`` is released), then L-BFGS with a strong Wolfe line search to its own convergence
-    (two iterations that change the objective by less than ``max(tol, QUASI_NEWTON_TOL)``,
-    relative); that ends the fit. When L-BFGS has not converged within ``QUASI_NEWTON_BUDGET * num_steps`` evaluations,
-    or fails, its result is dropped and the fit runs as below from ``theta0``.
+    Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of
+    ``num_steps`` (and until every ``hold`` is released), then L-BFGS with a strong Wolfe line
+    search to its own convergence (two iterations that change the objective by less than
+    ``max(tol, QUASI_NEWTON_TOL)``, relative); that ends the fit. When L-BFGS has not
+    converged within ``QUASI_NEWTON_BUDGET * num_steps`` evaluations, or fails, its result is
+    dropped and the fit runs as below from ``theta0``.
 
     Otherwise: runs of Adam on the unconstrained vector, each with the learning rate decayed 10x
     over ``num_steps``. A run stops early when the objective improves by less than ``tol``

@@ -11,7 +11,8 @@ import torch
 from bayestensor.checks import rank_value
 from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor, check_modes,
                                       backend_array, data_dtype, tensorly_pair, to_numpy)
-from bayestensor.formats.decompose import cp_from_entries, cp_start
+from bayestensor.formats.decompose import cp_start
+from bayestensor.formats.entry_start import cp_from_entries
 
 
 class CPTensor(LowRankTensor):
@@ -178,16 +179,17 @@ class CPTensor(LowRankTensor):
         return cls(np.shape(tensor), [f.to(data_dtype(tensor, dtype)) for f in factors])
 
     @classmethod
-    def from_entries(cls, indices, values, shape, rank, *, n_sweeps: int = 10, ridge: float = 1e-2,
-                     seed: int = 0, chunk: int = 65536) -> "CPTensor":
-        """Initialize from observed entries alone by ridge-regularized alternating least squares.
+    def from_entries(cls, indices, values, shape, rank, *, start: str = "spectral",
+                     n_sweeps: int = 50, tol: float = 1e-4, ridge: float = 1e-2,
+                     seed: int = 0) -> "CPTensor":
+        """Initialize from observed entries alone: a spectral start refined by ridge ALS.
 
-        For tensors too large to hold densely (where ``from_tensor`` cannot run): each sweep
-        solves, for every row of every factor, the R x R normal equations over that row's
-        observed entries, accumulated with ``index_add`` in O(n_obs R^2). Rows without
-        observations are shrunk to zero by the ridge term. The outer products are accumulated
-        ``chunk`` observations at a time, so the extra memory is ``chunk * R^2`` doubles
-        (not ``n_obs * R^2``: 5 GB at a million entries and rank 25).
+        For tensors too large to hold densely (where ``from_tensor`` cannot run). The spectral
+        start (Montanari and Sun 2018) takes each mode's subspace from the unfolding's Gram
+        matrix with its diagonal deleted and decomposes the observed entries projected onto
+        those subspaces; each ALS sweep then solves, for every row of every factor, the
+        R x R normal equations over that row's observed entries, in O(n_obs R^2) time and
+        memory bounded by blocks of rows (see ``bayestensor.formats.entry_start``).
 
         Parameters
         ----------
@@ -195,17 +197,33 @@ class CPTensor(LowRankTensor):
         values : (n,) array
         shape : tuple of int
         rank : int
+        start : {"spectral", "random"}
+            Where the ALS starts. ``"random"``: Gaussian factors, which at low sampling
+            (1e6 entries of a 1000^3 rank-20 tensor) stay at relative error 1.0.
         n_sweeps : int
-            ALS sweeps over all modes.
+            ALS sweeps over all modes at most.
+        tol : float
+            Stop once a sweep changes the root-mean-square residual on the observed entries
+            by less than this fraction. Near the sample size where completion becomes
+            possible, ALS can cross a plateau (a "swamp") for tens of sweeps before it
+            converges, so the budget is generous.
         ridge : float
             Ridge penalty, relative to the mean diagonal of the per-row Gram matrices.
         seed : int
-        chunk : int
-            Observations per accumulation block.
+
+        Examples
+        --------
+        >>> import torch
+        >>> truth = CPTensor.random((40, 40, 40), 3, seed=0)
+        >>> idx = torch.randint(0, 40, (6000, 3), generator=torch.Generator().manual_seed(0))
+        >>> fit = CPTensor.from_entries(idx, truth.entries(idx), truth.shape, 3)
+        >>> bool((fit.reconstruct() - truth.reconstruct()).norm() < 0.05 * truth.reconstruct().norm())
+        True
         """
         (r,) = cls.normalize_rank(shape, rank)
-        return cls(tuple(shape), cp_from_entries(indices, values, shape, r, n_sweeps=n_sweeps,
-                                                 ridge=ridge, seed=seed, chunk=chunk))
+        return cls(tuple(shape), cp_from_entries(indices, values, shape, r, start=start,
+                                                 n_sweeps=n_sweeps, tol=tol, ridge=ridge,
+                                                 seed=seed))
 
     def _to_tensorly(self, factors):
         weights = self._weights

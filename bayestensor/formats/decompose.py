@@ -1,10 +1,11 @@
-"""Starting points for the low-rank formats: TensorLy's decompositions and ALS on observed entries.
+"""Starting points for the low-rank formats from a dense tensor: TensorLy's decompositions.
 
 Every decomposition used as a start lives here, so that there is one place where TensorLy is
 called, its backend pinned to NumPy (``import tltorch`` switches TensorLy's global backend to
 PyTorch), and the result padded and balanced into the layout of a format. The functions return
 plain float64 parameter lists; the format classes wrap them in the data's dtype
-(``CPTensor.from_tensor``, ...).
+(``CPTensor.from_tensor``, ...). Starts from observed entries alone, for tensors too large
+to hold densely, are in ``entry_start``.
 
 Rank slots a decomposition cannot fill (a rank above what the data or the shape supports)
 are padded so that the reconstruction stays exactly the decomposition's, yet no padded slice
@@ -148,45 +149,6 @@ def cp_start(tensor, rank: int, *, mask=None, n_iter_max: int = 100,
         small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
     return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen,
                      0.0 if n == 0 else small) for n, f in enumerate(factors)]
-
-
-def cp_from_entries(indices, values, shape: Sequence[int], rank: int, *, n_sweeps: int = 10,
-                    ridge: float = 1e-2, seed: int = 0, chunk: int = 65536) -> list[torch.Tensor]:
-    """CP factors from observed entries alone by ridge-regularized ALS (see ``CPTensor.from_entries``).
-
-    Each sweep solves, for every row of every factor, the R x R normal equations over that
-    row's observed entries, accumulated with ``index_add`` ``chunk`` observations at a time.
-    Returns balanced float32 factors ``(I_n, rank)``.
-    """
-    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    # Random factors whose reconstruction has the data's mean square.
-    scale = (float(y.pow(2).mean()) / rank) ** (1.0 / (2 * len(shape)))
-    factors = [torch.randn(s, rank, generator=gen, dtype=torch.float64) * scale for s in shape]
-    for _ in range(n_sweeps):
-        for n, size in enumerate(shape):
-            factors[n] = _als_rows(idx, y, factors, n, size, ridge, chunk)
-    balanced = balance_cp_factors([f.numpy() for f in factors])
-    return [torch.as_tensor(f, dtype=torch.float32) for f in balanced]
-
-
-def _als_rows(idx: torch.Tensor, y: torch.Tensor, factors: list[torch.Tensor], n: int, size: int,
-              ridge: float, chunk: int) -> torch.Tensor:
-    """Ridge least-squares update of every row of factor ``n`` given the other factors."""
-    rank = factors[0].shape[1]
-    b = torch.ones(idx.shape[0], rank, dtype=torch.float64)
-    for m, f in enumerate(factors):
-        if m != n:
-            b = b * f.index_select(0, idx[:, m])
-    gram = torch.zeros(size, rank, rank, dtype=torch.float64)
-    for start in range(0, idx.shape[0], chunk):
-        bc = b[start:start + chunk]
-        gram.index_add_(0, idx[start:start + chunk, n], bc.unsqueeze(-1) * bc.unsqueeze(-2))
-    rhs = torch.zeros(size, rank, dtype=torch.float64).index_add_(0, idx[:, n], y.unsqueeze(-1) * b)
-    lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
-    eye = torch.eye(rank, dtype=torch.float64)
-    return torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
 
 
 def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 100,

@@ -247,3 +247,21 @@ def test_faithful_bcpf_finds_rank_10_at_half_observed():
     assert data.relative_error(mean) < 0.04, data.relative_error(mean)
     assert np.all(sd > 0)
     assert np.all(np.diff(vb.lower_bound) > -1e-6 * abs(vb.lower_bound[1]))
+
+
+def test_fits_on_the_same_data_share_the_start(monkeypatch):
+    data = bt.data.synthetic_tensor((8, 9, 10), rank=2, observed=0.3, seed=0)
+    model = bt.TensorCompletion((8, 9, 10), "cp", max_rank=3)
+    calls = []
+    compute = model._start_values
+    monkeypatch.setattr(model, "_start_values", lambda *a: calls.append(a) or compute(*a))
+    model.set_data(data.train)
+    first = model.init_values()
+    first["noise_precision"].fill_(123.0)  # callers get copies
+    model.to("cpu")
+    again = model.init_values()
+    assert len(calls) == 1 and float(again["noise_precision"]) != 123.0
+    model.init_values(seed=1)
+    model.set_data(data.test_noisy)
+    model.init_values(seed=1)
+    assert len(calls) == 3

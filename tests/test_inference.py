@@ -648,3 +648,25 @@ def test_quasi_newton_option_forces_either_way_and_is_checked():
     assert forced.info["map_quasi_newton_evals"] > 0
     with pytest.raises(ValueError, match="quasi_newton"):
         bt.fit(model, data.train, method="map", quasi_newton="yes", progress=False)
+
+
+def test_mini_batches_are_distinct_indices_repeated_by_the_seed():
+    from bayestensor.infer import LogDensity
+
+    data = bt.data.synthetic_tensor((10, 10, 10), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion((10, 10, 10), "cp", max_rank=2)
+    model.set_data(data.train)
+
+    def draws(seed):
+        pot = LogDensity(model.pyro_model, model.model_args(), {"subsample_size": 120},
+                         fast_log_joint=model.fast_log_joint, seed=seed)
+        return [pot.draw_subsample()["obs"] for _ in range(30)]
+
+    first, again = draws(0), draws(0)
+    for batch, same in zip(first, again):
+        assert batch.dtype == torch.long and batch.shape == (120,)
+        assert len(set(batch.tolist())) == 120 and 0 <= int(batch.min()) <= int(batch.max()) < 500
+        assert torch.equal(batch, same)
+    # Every observation is drawn about equally often: 30 * 120 / 500 = 7.2 times on average.
+    counts = torch.bincount(torch.cat(first), minlength=500).double()
+    assert abs(float(counts.mean()) - 7.2) < 1e-9 and float(counts.std()) < 3.5

@@ -85,7 +85,7 @@ def test_als_rows_solve_each_rows_ridge_least_squares(monkeypatch, block_element
                        torch.randint(0, 5, (180,), generator=gen)], 1)
     y = torch.randn(180, generator=gen, dtype=torch.float64)
     factors = [torch.randn(s, rank, generator=gen, dtype=torch.float64) for s in shape]
-    got = entry_start.als_rows(idx, y, factors, 0, entry_start.RowGroups(idx[:, 0], 12), ridge)
+    got, fitted = entry_start.als_rows(factors, entry_start.RowGroups(idx, y, 0, 12, rank), ridge)
     design = (factors[1][idx[:, 1]] * factors[2][idx[:, 2]]).numpy()
     grams = [design[rows.numpy() == i].T @ design[rows.numpy() == i] for i in range(12)]
     lam = ridge * np.mean([np.trace(g) / rank for g in grams]) + entry_start.ALS_JITTER
@@ -94,13 +94,18 @@ def test_als_rows_solve_each_rows_ridge_least_squares(monkeypatch, block_element
         expected = np.linalg.solve(d.T @ d + lam * np.eye(rank), d.T @ t)
         np.testing.assert_allclose(got[i].numpy(), expected, rtol=1e-8, atol=1e-12)
     assert torch.all(got[11] == 0)
+    groups = entry_start.RowGroups(idx, y, 0, 12, rank)
+    expected_fit = (got[groups.rows] * factors[1][groups.indices[:, 1]]
+                    * factors[2][groups.indices[:, 2]]).sum(1)
+    torch.testing.assert_close(fitted, expected_fit)
 
 
 def test_row_blocks_cover_every_row_once_within_the_budget(monkeypatch):
     monkeypatch.setattr(entry_start, "ALS_BLOCK_ELEMENTS", 60)
     rows = torch.tensor([0] * 25 + [2] * 3 + [3] * 4 + [5] * 2)
-    groups = entry_start.RowGroups(rows, 7)
-    blocks = list(groups.blocks(rank=2))
+    indices = torch.stack([rows, torch.zeros_like(rows)], 1)
+    groups = entry_start.RowGroups(indices, torch.zeros(34), 0, 7, rank=2)
+    blocks = groups.blocks
     assert [b[:2] for b in blocks] == [(0, 1), (1, 7)]
     assert [b[2:4] for b in blocks] == [(0, 25), (25, 34)]
     assert all((end - first) * widest <= 30 or end - first == 1
@@ -121,10 +126,16 @@ def test_spectral_start_recovers_where_random_als_does_not():
     assert error("random") > 0.5
 
 
-def test_from_entries_refuses_an_unknown_start():
-    with pytest.raises(ValueError, match="start"):
-        CPTensor.from_entries(torch.zeros(3, 3, dtype=torch.long), torch.ones(3), (4, 4, 4), 2,
-                              start="svd")
+@pytest.mark.parametrize("bad, name", [
+    ({"start": "svd"}, "start"), ({"n_sweeps": 0}, "n_sweeps"), ({"tol": -1.0}, "tol"),
+    ({"ridge": "big"}, "ridge"), ({"indices": torch.zeros(3, 2, dtype=torch.long)}, "indices"),
+    ({"indices": torch.full((3, 3), 4)}, "indices"), ({"values": torch.ones(2)}, "values"),
+])
+def test_from_entries_refuses_bad_input_naming_it(bad, name):
+    args = {"indices": torch.zeros(3, 3, dtype=torch.long), "values": torch.ones(3), **bad}
+    options = {k: v for k, v in args.items() if k not in ("indices", "values")}
+    with pytest.raises(ValueError, match=name):
+        CPTensor.from_entries(args["indices"], args["values"], (4, 4, 4), 2, **options)
 
 
 def test_completion_too_large_to_hold_densely_starts_from_the_entries():

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from bayestensor.checks import choice, positive_float, positive_int, seed_value
 from bayestensor.formats.decompose import ALS_JITTER, balance_cp_factors, cp_als
 
 #: Padded elements (rows x most entries in a row x rank) per block of rows in an ALS update:
@@ -50,20 +51,22 @@ def cp_from_entries(indices, values, shape: Sequence[int], rank: int, *,
     residual on the observed entries by less than a relative ``tol``. Returns balanced
     float32 factors ``(I_n, rank)``.
     """
-    if start not in STARTS:
-        raise ValueError(f"start: expected one of {STARTS}, got {start!r}")
-    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
+    choice("start", start, STARTS)
+    positive_int("n_sweeps", n_sweeps)
+    positive_float("tol", tol, allow_zero=True)
+    positive_float("ridge", ridge, allow_zero=True)
+    seed = seed_value(seed)
+    idx, y = _entry_arrays(indices, values, shape)
     if start == "spectral":
         factors = spectral_cp_start(idx, y, shape, rank, seed=seed)
     else:
         factors = _random_factors(y, shape, rank, seed)
-    groups = [RowGroups(idx[:, n], size) for n, size in enumerate(shape)]
+    groups = [RowGroups(idx, y, n, size, rank) for n, size in enumerate(shape)]
     previous = math.inf
     for _ in range(n_sweeps):
         for n in range(len(shape)):
-            factors[n] = als_rows(idx, y, factors, n, groups[n], ridge)
-        rms = float((y - entries(factors, idx)).pow(2).mean().sqrt())
+            factors[n], fitted = als_rows(factors, groups[n], ridge)
+        rms = float((groups[-1].values - fitted).pow(2).mean().sqrt())
         if abs(previous - rms) <= tol * rms:
             break
         previous = rms
@@ -71,12 +74,21 @@ def cp_from_entries(indices, values, shape: Sequence[int], rank: int, *,
     return [torch.as_tensor(f, dtype=torch.float32) for f in balanced]
 
 
-def entries(factors: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-    """CP entries at index tuples ``(n, ndim)``."""
-    out = factors[0].index_select(0, idx[:, 0])
-    for n in range(1, len(factors)):
-        out = out * factors[n].index_select(0, idx[:, n])
-    return out.sum(1)
+def _entry_arrays(indices, values, shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``indices`` as an ``(n, ndim)`` long tensor within ``shape`` and ``values`` as ``(n,)``
+    float64, ``n >= 1``; a ``ValueError`` naming the argument otherwise."""
+    idx = torch.as_tensor(np.asarray(indices))
+    if idx.ndim != 2 or idx.shape[1] != len(shape) or idx.shape[0] < 1 or idx.is_floating_point():
+        raise ValueError(f"indices: expected an (n, {len(shape)}) integer array with n >= 1, "
+                         f"got shape {tuple(idx.shape)} of {idx.dtype}")
+    idx = idx.long()
+    if bool((idx < 0).any()) or bool((idx >= torch.as_tensor(tuple(shape))).any()):
+        raise ValueError(f"indices: expected entries within the shape {tuple(shape)}")
+    y = torch.as_tensor(np.asarray(values), dtype=torch.float64)
+    if y.shape != (idx.shape[0],):
+        raise ValueError(f"values: expected one value per index, shape ({idx.shape[0]},), got "
+                         f"{tuple(y.shape)}")
+    return idx, y
 
 
 def _random_factors(y: torch.Tensor, shape: Sequence[int], rank: int,
@@ -156,26 +168,28 @@ def projected_core(idx: torch.Tensor, y: torch.Tensor, bases: list[torch.Tensor]
 
 
 class RowGroups:
-    """The observed entries grouped by their index in one mode, in blocks of rows.
+    """The observed entries sorted by their index in one mode, and that mode's blocks of rows.
 
     An ALS update needs, for every row, the Gram matrix of the other factors' products over
     that row's entries. Summing outer products with ``index_add`` moves ``R^2`` numbers per
     entry through memory; packing each row's entries into a zero-padded ``(rows, most
     entries, R)`` block and taking one batched product is about 5x faster at 1e6 entries.
     Blocks of rows keep the padding within ``ALS_BLOCK_ELEMENTS / R`` slots whatever the skew.
+    The sort and the blocks depend only on the data, so they are made once for all sweeps.
     """
 
-    def __init__(self, rows: torch.Tensor, size: int):
-        self.size = size
-        self.order = torch.argsort(rows, stable=True)
-        sorted_rows = rows[self.order]
-        self.counts = torch.bincount(sorted_rows, minlength=size)
-        starts = torch.cumsum(self.counts, 0) - self.counts
-        self.position = torch.arange(rows.shape[0]) - starts[sorted_rows]
-        self.sorted_rows = sorted_rows
-        self.entry_starts = starts
+    def __init__(self, indices: torch.Tensor, values: torch.Tensor, mode: int, size: int,
+                 rank: int):
+        self.mode, self.size = mode, size
+        order = torch.argsort(indices[:, mode], stable=True)
+        self.indices, self.values = indices[order], values[order]
+        self.rows = self.indices[:, mode]
+        self.counts = torch.bincount(self.rows, minlength=size)
+        self.entry_starts = torch.cumsum(self.counts, 0) - self.counts
+        self.position = torch.arange(self.rows.shape[0]) - self.entry_starts[self.rows]
+        self.blocks = list(self._blocks(rank))
 
-    def blocks(self, rank: int):
+    def _blocks(self, rank: int):
         """``(first row, end row, first entry, end entry, most entries in a row)`` per block."""
         budget = max(1, ALS_BLOCK_ELEMENTS // rank)
         counts = self.counts.tolist()
@@ -194,30 +208,32 @@ class RowGroups:
         return first, end, begin, stop, widest
 
 
-def als_rows(idx: torch.Tensor, y: torch.Tensor, factors: list[torch.Tensor], n: int,
-             groups: RowGroups, ridge: float) -> torch.Tensor:
-    """Ridge least-squares update of every row of factor ``n`` given the other factors.
+def als_rows(factors: list[torch.Tensor], groups: RowGroups,
+             ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge least-squares update of every row of factor ``groups.mode`` given the others.
 
     ``ridge`` is relative to the mean diagonal of the per-row Gram matrices; rows without
-    observations are shrunk to zero.
+    observations are shrunk to zero. Returns the new factor and the fitted entries (in the
+    order of ``groups.values``), which give the residual of the sweep for free.
     """
+    n, idx = groups.mode, groups.indices
     rank = factors[0].shape[1]
     others = [m for m in range(len(factors)) if m != n]
     design = factors[others[0]].index_select(0, idx[:, others[0]])
     for m in others[1:]:
         design = design * factors[m].index_select(0, idx[:, m])
-    design, target = design[groups.order], y[groups.order]
     gram = torch.zeros(groups.size, rank, rank, dtype=torch.float64)
     rhs = torch.zeros(groups.size, rank, dtype=torch.float64)
-    for first, end, begin, stop, widest in groups.blocks(rank):
-        rows = groups.sorted_rows[begin:stop] - first
+    for first, end, begin, stop, widest in groups.blocks:
+        rows = groups.rows[begin:stop] - first
         pos = groups.position[begin:stop]
         packed = torch.zeros(end - first, widest, rank, dtype=torch.float64)
         packed[rows, pos] = design[begin:stop]
         packed_y = torch.zeros(end - first, widest, dtype=torch.float64)
-        packed_y[rows, pos] = target[begin:stop]
+        packed_y[rows, pos] = groups.values[begin:stop]
         gram[first:end] = packed.transpose(1, 2) @ packed
         rhs[first:end] = (packed.transpose(1, 2) @ packed_y.unsqueeze(-1)).squeeze(-1)
     lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
     eye = torch.eye(rank, dtype=torch.float64)
-    return torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
+    factor = torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
+    return factor, (design * factor.index_select(0, groups.rows)).sum(1)

@@ -376,6 +376,19 @@ def test_svgd_direction_matches_the_stein_formula(kernel, blocks):
     torch.testing.assert_close(phi, ref / 6)
 
 
+@pytest.mark.parametrize("size", [1, 3])
+def test_median_bandwidth_is_numpys_median_over_the_pairs(size):
+    """Per block, h = median of the n(n-1)/2 squared distances / log(n + 1) (Liu & Wang)."""
+    from bayestensor.infer.kernels import RBFKernel
+
+    x = torch.randn(5, 7, size, generator=torch.Generator().manual_seed(1))  # (B, n, s)
+    h = RBFKernel().bandwidths(x)
+    xs = x.numpy()
+    for b in range(5):
+        r = ((xs[b][:, None] - xs[b][None]) ** 2).sum(-1)[np.triu_indices(7, 1)]  # 21 pairs
+        assert float(h[b]) == pytest.approx(np.median(r) / np.log(8), rel=1e-6)
+
+
 def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path, monkeypatch):
     from bayestensor.infer.svgd import SVGD
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 #: Smallest bandwidth: keeps ``r / h`` finite when all particles of a block coincide.
@@ -42,18 +43,40 @@ class Kernel:
     def profile(self, r: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def bandwidths(self, r: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` bandwidths for ``(B, n, n)`` squared distances.
+    def exponent_rate(self, h: torch.Tensor) -> torch.Tensor | None:
+        """``a`` with ``k = exp(a r)`` (so ``dk/dr = a k``) for an exponential kernel, else
+        ``None``. With it SVGD builds each kernel matrix in place and reuses it for the
+        derivative (see :func:`_kernel_sums`)."""
+        return None
+
+    def bandwidths(self, xb: torch.Tensor, max_pairs: int = BANDWIDTH_PAIRS) -> torch.Tensor:
+        """``(B,)`` bandwidths for the particles' blocks ``xb`` ``(B, n, s)``.
 
         Median heuristic (Liu & Wang 2016): ``h = median(r) / log(n + 1)``, so that a typical
-        pair has kernel value about ``1 / n``.
+        pair has kernel value about ``1 / n``; the median is over the squared distances of
+        ``max_pairs`` sampled pairs, taken from the particles (gathering them from the
+        ``(B, n, n)`` distances costs as much as a kernel evaluation).
         """
         if self.bandwidth != "median":
-            return torch.full(r.shape[:1], float(self.bandwidth), dtype=r.dtype, device=r.device)
-        n = r.shape[-1]
-        i, j = _pair_sample(n, r.device)
-        med = r[:, i, j].median(dim=-1).values if i.numel() else r.new_ones(r.shape[0])
-        return (med / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
+            return torch.full(xb.shape[:1], float(self.bandwidth), dtype=xb.dtype,
+                              device=xb.device)
+        n = xb.shape[1]
+        i, j = _pair_sample(n, xb.device, max_pairs)
+        if not i.numel():
+            return xb.new_ones(xb.shape[0])
+        r = (xb.index_select(1, i) - xb.index_select(1, j)).pow(2).sum(-1)
+        return (_row_medians(r) / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
+
+
+def _row_medians(r: torch.Tensor) -> torch.Tensor:
+    """``r.median(dim=-1).values`` (the lower middle value); on the CPU by NumPy's
+    ``partition``, 5x faster than torch's there (1.4 ms against 6.9 ms for 729 rows of 512,
+    a tenth of an SVGD step)."""
+    if r.device.type != "cpu":
+        return r.median(dim=-1).values
+    middle = (r.shape[-1] - 1) // 2
+    values = np.partition(r.detach().numpy(), middle, axis=-1)[..., middle]
+    return torch.from_numpy(np.ascontiguousarray(values))
 
 
 def _pair_sample(n: int, device, max_pairs: int = BANDWIDTH_PAIRS):
@@ -77,6 +100,9 @@ class RBFKernel(Kernel):
         neg_inv_h = -1.0 / h
         k = torch.exp(r * neg_inv_h)
         return k, k * neg_inv_h
+
+    def exponent_rate(self, h):
+        return -1.0 / h
 
 
 class IMQKernel(Kernel):
@@ -145,19 +171,13 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())
     for coords in layout.groups:
-        if coords.shape[1] == 1:
-            phi_b, drive, repel = _scalar_blocks(x[:, coords[:, 0]], grad[:, coords[:, 0]], kernel)
-            phi[:, coords[:, 0]] = phi_b / n
-        else:
-            xb = x[:, coords].permute(1, 0, 2)   # (B, n, s)
-            gb = grad[:, coords].permute(1, 0, 2)
-            r = _pairwise_sq(xb)                  # (B, n, n)
-            h = kernel.bandwidths(r).view(-1, 1, 1)
-            k, dk = kernel.profile(r, h)          # symmetric (B, n, n)
-            drive = torch.bmm(k, gb)
-            # sum_j grad_{x_j} k(|x_j - x_i|^2) = sum_j 2 dk_ij (x_j - x_i)
-            repel = 2 * (torch.bmm(dk, xb) - dk.sum(-1, keepdim=True) * xb)
-            phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
+        xb = _blocks(x, coords)                   # (B, n, s)
+        gb = _blocks(grad, coords)
+        r = _pairwise_sq(xb)                      # (B, n, n)
+        pairs = SCALAR_BANDWIDTH_PAIRS if coords.shape[1] == 1 else BANDWIDTH_PAIRS
+        h = kernel.bandwidths(xb, pairs).view(-1, 1, 1)
+        drive, repel = _kernel_sums(kernel, r, h, xb, gb)
+        phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
         drive_sq = drive_sq + drive.pow(2).sum()
         repel_sq = repel_sq + repel.pow(2).sum()
     tiny = torch.finfo(drive_sq.dtype).tiny  # a literal 1e-300 is 0 in float32
@@ -165,24 +185,41 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     return phi, stats
 
 
-def _scalar_blocks(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel):
-    """Blocks of one coordinate each, as elementwise ``(n, n, b)`` work (b contiguous)."""
-    n = x.shape[0]
-    diff = x.unsqueeze(1) - x.unsqueeze(0)       # (n, n, b): x_i - x_j
-    r = diff * diff
-    i, j = _pair_sample(n, x.device, max_pairs=SCALAR_BANDWIDTH_PAIRS)
-    if kernel.bandwidth == "median":
-        h = (r[i, j].median(dim=0).values / math.log(n + 1)).clamp_min(MIN_BANDWIDTH)
+def _blocks(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """The coordinates ``coords`` ``(B, s)`` of ``x`` ``(n, D)`` as contiguous ``(B, n, s)``
+    blocks (contiguous so that the kernel matrices built from them are too, as bmm needs)."""
+    n, (b, s) = x.shape[0], coords.shape
+    return x.index_select(1, coords.flatten()).view(n, b, s).permute(1, 0, 2).contiguous()
+
+
+def _kernel_sums(kernel: Kernel, r: torch.Tensor, h: torch.Tensor, x: torch.Tensor,
+                 grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_j k_ij grad_j`` and ``sum_j grad_{x_j} k_ij = sum_j 2 dk_ij (x_j - x_i)`` per
+    block, for squared distances ``r`` ``(B, n, n)`` (overwritten), bandwidths ``h``
+    ``(B, 1, 1)``, ``x`` and ``grad`` ``(B, n, s)``.
+
+    Both are batched matrix products with the kernel matrices. For an exponential kernel one
+    matrix, built in place, serves both (``dk = a k``): a fresh ``(B, n, n)`` tensor per
+    elementwise operation costs as much as the operation, and per-coordinate blocks of a
+    729-parameter model with 100 particles took 154 ms a step that way, against 38 ms.
+    """
+    rate = kernel.exponent_rate(h)
+    if rate is None:
+        k, dk = kernel.profile(r, h)
+        drive = torch.bmm(k, grad)
+        dk_x, dk_sum = torch.bmm(dk, x), dk.sum(-1, keepdim=True)
     else:
-        h = torch.full(x.shape[1:], float(kernel.bandwidth), dtype=x.dtype, device=x.device)
-    k, dk = kernel.profile(r, h)
-    drive = (k * grad.unsqueeze(0)).sum(1)       # sum_j k_ij g_j
-    repel = (dk * diff).sum(1).mul_(-2)          # sum_j 2 dk_ij (x_j - x_i)
-    return drive + repel, drive, repel
+        k = r.mul_(rate).exp_()
+        s = x.shape[-1]
+        sums = torch.bmm(k, torch.cat([grad, x, torch.ones_like(x[..., :1])], dim=-1))
+        drive, dk_x, dk_sum = sums[..., :s], rate * sums[..., s:2 * s], rate * sums[..., 2 * s:]
+    return drive, 2 * (dk_x - dk_sum * x)
 
 
 def _pairwise_sq(xb: torch.Tensor) -> torch.Tensor:
     """Squared distances ``(B, n, n)`` between the rows of each ``(n, s)`` block."""
+    if xb.shape[-1] == 1:
+        return (xb - xb.transpose(1, 2)).square_()
     if xb.shape[-1] <= DIRECT_DIFFERENCE_MAX:
         diff = xb.unsqueeze(2) - xb.unsqueeze(1)
         return diff.pow(2).sum(-1)

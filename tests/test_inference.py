@@ -389,6 +389,15 @@ def test_median_bandwidth_is_numpys_median_over_the_pairs(size):
         assert float(h[b]) == pytest.approx(np.median(r) / np.log(8), rel=1e-6)
 
 
+def test_row_medians_are_torchs_lower_median():
+    """NumPy's partition on the CPU gives torch's median (the lower middle of an even count)."""
+    from bayestensor.infer.kernels import _row_medians
+
+    for width, dtype in ((511, torch.float32), (512, torch.float32), (10, torch.float64)):
+        r = torch.rand(9, width, generator=torch.Generator().manual_seed(width), dtype=dtype)
+        assert torch.equal(_row_medians(r), r.median(dim=-1).values)
+
+
 def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path, monkeypatch):
     from bayestensor.infer.svgd import SVGD
 

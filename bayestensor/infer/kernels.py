@@ -72,7 +72,7 @@ def _row_medians(r: torch.Tensor) -> torch.Tensor:
     """``r.median(dim=-1).values`` (the lower middle value); on the CPU by NumPy's
     ``partition``, 5x faster than torch's there (1.4 ms against 6.9 ms for 729 rows of 512,
     a tenth of an SVGD step)."""
-    if r.device.type != "cpu":
+    if r.device.type != "cpu" or r.dtype not in (torch.float32, torch.float64):
         return r.median(dim=-1).values
     middle = (r.shape[-1] - 1) // 2
     values = np.partition(r.detach().numpy(), middle, axis=-1)[..., middle]

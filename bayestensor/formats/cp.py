@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 
 import numpy as np
 import tensorly as tl
@@ -132,9 +131,14 @@ class CPTensor(LowRankTensor):
         return [norms if self._weights is None else norms * self._weights.abs()]
 
     def reconstruct(self):
-        letters = string.ascii_lowercase[: self.ndim]
-        expr = ",".join(f"...{c}z" for c in letters) + f"->...{letters}"
-        return torch.einsum(expr, *self._weighted_factors())
+        # The first factor times the Khatri-Rao product of the others: one batched matmul.
+        first, *rest = self._weighted_factors()
+        khatri_rao = rest[0]
+        for f in rest[1:]:  # rows in the C-order flattening of the other modes
+            khatri_rao = (khatri_rao.unsqueeze(-2) * f.unsqueeze(-3)).reshape(
+                self.batch_shape + (-1, f.shape[-1]))
+        dense = torch.matmul(first, khatri_rao.transpose(-1, -2))
+        return dense.reshape(self.batch_shape + self.shape)
 
     def _inner_same(self, other):
         # <X, Y> = sum_{r,s} prod_n (A_n^T B_n)_{rs}: R x S Gram matrices, no dense tensor.
@@ -182,12 +186,7 @@ class CPTensor(LowRankTensor):
         return self._gathered_entries(idx)
 
     def _entries_from_dense(self, idx):
-        first, *rest = self._weighted_factors()
-        khatri_rao = rest[0]
-        for f in rest[1:]:  # rows ordered as the C-order flattening of the other modes
-            khatri_rao = (khatri_rao.unsqueeze(-2) * f.unsqueeze(-3)).reshape(
-                self.batch_shape + (-1, f.shape[-1]))
-        dense = torch.matmul(first, khatri_rao.transpose(-1, -2))
+        dense = self.reconstruct()
         flat = idx[:, 0]
         for n in range(1, self.ndim):
             flat = flat * self.shape[n] + idx[:, n]

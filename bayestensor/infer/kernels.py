@@ -14,6 +14,7 @@ isotropic SVGD, one id per site or per rank slice are the finer choices.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -79,11 +80,13 @@ def _row_medians(r: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values))
 
 
+@functools.lru_cache(maxsize=64)
 def _pair_sample(n: int, device, max_pairs: int = BANDWIDTH_PAIRS):
     """Index pairs i < j: all of them, or a fixed random subset of ``max_pairs``.
 
     The median of a few thousand pairwise distances estimates the bandwidth as well as all
-    n(n-1)/2 of them and avoids sorting ``B x n**2`` numbers every step.
+    n(n-1)/2 of them and avoids sorting ``B x n**2`` numbers every step. The subset depends
+    on ``n`` alone, so it is drawn once and cached, not on every step.
     """
     iu = torch.triu_indices(n, n, offset=1, device=device)
     if iu.shape[1] > max_pairs:

@@ -353,14 +353,22 @@ def test_svgd_on_cp_completion_keeps_spread_and_matches_nuts():
 
 
 @pytest.mark.parametrize("kernel", [bt.infer.RBFKernel(bandwidth=1.3), bt.infer.IMQKernel(bandwidth=0.7)])
-@pytest.mark.parametrize("blocks", [[0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 0, 0]])
-def test_svgd_direction_matches_the_stein_formula(kernel, blocks):
-    """phi_i = 1/n sum_j k(x_j, x_i) g_j + grad_{x_j} k(x_j, x_i), per block, by autograd."""
+@pytest.mark.parametrize("blocks", [[0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 0, 0],
+                                    [2, 0, 0, 0, 0, 1, 0, 0, 3]])
+@pytest.mark.parametrize("chunk", [None, 36])
+def test_svgd_direction_matches_the_stein_formula(kernel, blocks, chunk, monkeypatch):
+    """phi_i = 1/n sum_j k(x_j, x_i) g_j + grad_{x_j} k(x_j, x_i), per block, by autograd.
+
+    Blocks of 1-4 coordinates take direct differences, the block of 6 a Gram matrix; a chunk
+    of 36 kernel elements holds one block of 6 particles at a time."""
+    from bayestensor.infer import kernels
     from bayestensor.infer.kernels import BlockLayout, svgd_direction
 
+    if chunk is not None:
+        monkeypatch.setattr(kernels, "KERNEL_CHUNK_ELEMENTS", chunk)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
-    g = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    x = torch.randn(6, len(blocks), generator=gen, dtype=torch.float64)
+    g = torch.randn(6, len(blocks), generator=gen, dtype=torch.float64)
     ids = torch.tensor(blocks)
     phi, _ = svgd_direction(x, g, kernel, BlockLayout(ids))
     ref = torch.zeros_like(x)

@@ -28,6 +28,10 @@ BANDWIDTH_PAIRS = 2048
 SCALAR_BANDWIDTH_PAIRS = 512
 #: Up to this block size, direct differences are cheaper than a rank-``s`` Gram matrix.
 DIRECT_DIFFERENCE_MAX = 4
+#: Kernel-matrix elements per chunk of blocks: 2^19 float32 numbers (2 MiB) stay in the cache,
+#: and per-coordinate blocks of 729 coordinates and 100 particles take 24 ms for the
+#: direction in chunks against 27 ms at once.
+KERNEL_CHUNK_ELEMENTS = 2**19
 
 
 class Kernel:
@@ -168,64 +172,79 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     block (block-diagonal kernel). Returns ``phi`` ``(n, D)`` and the size of the repulsive term
     relative to the driving term (near 0 means the particles are collapsing); statistics stay
     tensors so that no device synchronization happens inside the loop.
+
+    Blocks of a size are taken ``KERNEL_CHUNK_ELEMENTS / n**2`` at a time, so that each chunk's
+    kernel matrices stay in the CPU cache through the elementwise passes and the matrix product.
     """
     n = x.shape[0]
-    phi = torch.zeros_like(x)
+    phi_t = x.new_empty(x.shape[1], n)
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())
-    for coords in layout.groups:
-        xb = _blocks(x, coords)                   # (B, n, s)
-        gb = _blocks(grad, coords)
-        r = _pairwise_sq(xb)                      # (B, n, n)
-        pairs = SCALAR_BANDWIDTH_PAIRS if coords.shape[1] == 1 else BANDWIDTH_PAIRS
-        h = kernel.bandwidths(xb, pairs).view(-1, 1, 1)
-        drive, repel = _kernel_sums(kernel, r, h, xb, gb)
-        phi[:, coords] = ((drive + repel) / n).permute(1, 0, 2)
-        drive_sq = drive_sq + drive.pow(2).sum()
-        repel_sq = repel_sq + repel.pow(2).sum()
+    for group in layout.groups:
+        for coords in group.split(_blocks_per_chunk(n)):
+            xt = _blocks(x, coords)               # (B, s, n)
+            gt = _blocks(grad, coords)
+            r = _pairwise_sq(xt)                  # (B, n, n)
+            pairs = SCALAR_BANDWIDTH_PAIRS if coords.shape[1] == 1 else BANDWIDTH_PAIRS
+            h = kernel.bandwidths(xt.transpose(1, 2), pairs).view(-1, 1, 1)
+            drive, repel = _kernel_sums(kernel, r, h, xt, gt)
+            phi_t[coords.flatten()] = ((drive + repel) / n).view(-1, n)
+            drive_sq = drive_sq + drive.pow(2).sum()
+            repel_sq = repel_sq + repel.pow(2).sum()
     tiny = torch.finfo(drive_sq.dtype).tiny  # a literal 1e-300 is 0 in float32
     stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(tiny)).sqrt()}
-    return phi, stats
+    return phi_t.t().contiguous(), stats
+
+
+def _blocks_per_chunk(n: int) -> int:
+    """How many ``(n, n)`` kernel matrices make up one chunk (at least one)."""
+    return max(1, KERNEL_CHUNK_ELEMENTS // (n * n))
 
 
 def _blocks(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """The coordinates ``coords`` ``(B, s)`` of ``x`` ``(n, D)`` as contiguous ``(B, n, s)``
-    blocks (contiguous so that the kernel matrices built from them are too, as bmm needs)."""
+    """The coordinates ``coords`` ``(B, s)`` of ``x`` ``(n, D)`` as contiguous ``(B, s, n)``
+    blocks: particles last, the layout in which the kernel sums are fast products (see
+    :func:`_kernel_sums`)."""
     n, (b, s) = x.shape[0], coords.shape
-    return x.index_select(1, coords.flatten()).view(n, b, s).permute(1, 0, 2).contiguous()
+    return x.index_select(1, coords.flatten()).t().contiguous().view(b, s, n)
 
 
-def _kernel_sums(kernel: Kernel, r: torch.Tensor, h: torch.Tensor, x: torch.Tensor,
-                 grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel_sums(kernel: Kernel, r: torch.Tensor, h: torch.Tensor, xt: torch.Tensor,
+                 gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``sum_j k_ij grad_j`` and ``sum_j grad_{x_j} k_ij = sum_j 2 dk_ij (x_j - x_i)`` per
-    block, for squared distances ``r`` ``(B, n, n)`` (overwritten), bandwidths ``h``
-    ``(B, 1, 1)``, ``x`` and ``grad`` ``(B, n, s)``.
+    block, ``(B, s, n)`` each, for squared distances ``r`` ``(B, n, n)`` (overwritten),
+    bandwidths ``h`` ``(B, 1, 1)``, particles ``xt`` and gradients ``gt`` ``(B, s, n)``.
 
-    Both are batched matrix products with the kernel matrices. For an exponential kernel one
-    matrix, built in place, serves both (``dk = a k``): a fresh ``(B, n, n)`` tensor per
-    elementwise operation costs as much as the operation, and per-coordinate blocks of a
-    729-parameter model with 100 particles took 154 ms a step that way, against 40 ms.
+    Both are batched matrix products with the kernel matrices, taken from the left
+    (``v^T K``, equal to ``(K v)^T`` as every kernel here is a function of the symmetric
+    ``r``): with a few rows on the left the product is 5x faster than ``K v`` with a few
+    columns (0.39 ms against 1.87 ms for 128 blocks of 100 particles). For an exponential
+    kernel one matrix, built in place, serves both sums (``dk = a k``): a fresh ``(B, n, n)``
+    tensor per elementwise operation costs as much as the operation.
     """
     rate = kernel.exponent_rate(h)
     if rate is None:
         k, dk = kernel.profile(r, h)
-        drive = torch.bmm(k, grad)
-        dk_x, dk_sum = torch.bmm(dk, x), dk.sum(-1, keepdim=True)
+        drive = torch.bmm(gt, k)
+        dk_x, dk_sum = torch.bmm(xt, dk), dk.sum(1, keepdim=True)
     else:
         k = r.mul_(rate).exp_()
-        s = x.shape[-1]
-        sums = torch.bmm(k, torch.cat([grad, x, torch.ones_like(x[..., :1])], dim=-1))
-        drive, dk_x, dk_sum = sums[..., :s], rate * sums[..., s:2 * s], rate * sums[..., 2 * s:]
-    return drive, 2 * (dk_x - dk_sum * x)
+        s = xt.shape[1]
+        sums = torch.bmm(torch.cat([gt, xt, torch.ones_like(xt[:, :1])], dim=1), k)
+        drive, dk_x, dk_sum = sums[:, :s], rate * sums[:, s:2 * s], rate * sums[:, 2 * s:]
+    return drive, 2 * (dk_x - dk_sum * xt)
 
 
-def _pairwise_sq(xb: torch.Tensor) -> torch.Tensor:
-    """Squared distances ``(B, n, n)`` between the rows of each ``(n, s)`` block."""
-    if xb.shape[-1] == 1:
-        return (xb - xb.transpose(1, 2)).square_()
-    if xb.shape[-1] <= DIRECT_DIFFERENCE_MAX:
-        diff = xb.unsqueeze(2) - xb.unsqueeze(1)
-        return diff.pow(2).sum(-1)
-    sq = xb.pow(2).sum(-1)
-    gram = torch.bmm(xb, xb.transpose(1, 2))
+def _pairwise_sq(xt: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``(B, n, n)``, contiguous, between the particles of each ``(s, n)``
+    block."""
+    b, s, n = xt.shape
+    if s == 1:
+        r = xt.new_empty(b, n, n)
+        return torch.sub(xt.transpose(1, 2), xt, out=r).square_()
+    if s <= DIRECT_DIFFERENCE_MAX:
+        diff = xt.unsqueeze(3) - xt.unsqueeze(2)   # (B, s, n, n)
+        return diff.square_().sum(1)
+    sq = xt.pow(2).sum(1)
+    gram = torch.bmm(xt.transpose(1, 2), xt)
     return (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram).clamp_min(0)

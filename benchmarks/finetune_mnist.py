@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from bayestensor.nets import fit_net, metrics, predict_dense, tensorize, train_dense
+from bayestensor.nets.workflow import FINETUNE_EPOCHS
 from nets_mnist import DATA, FORMATS, LR, evaluate, mlp, prepare, run_ours, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     ap.add_argument("--finetune-lr", type=float, default=1e-2)
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     ap.add_argument("--no-scratch", action="store_true")

@@ -12,13 +12,13 @@ from bayestensor.data.images import load_dataset
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
-from bayestensor.nets.workflow import ARCHS, run_compress, run_finetune
+from bayestensor.nets.workflow import ARCHS, FINETUNE_EPOCHS, run_compress, run_finetune
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
 #: Defaults of a training run and of a fine-tune of the user's model (``--model``).
 TRAIN_EPOCHS, TRAIN_LR = 10, 1e-2
-FINETUNE_EPOCHS, FINETUNE_LR = 10, 1e-2
+FINETUNE_LR = 1e-2
 
 
 @click.command("compress", cls=Command)

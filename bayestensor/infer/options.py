@@ -69,7 +69,8 @@ def check_nuts(options: dict) -> None:
 
 
 def check_sghmc(options: dict) -> None:
-    """SGHMC: step size, friction in (0, 1], gradient-noise estimate, start and MAP start."""
+    """SGHMC: step size, friction in (0, 1], gradient-noise estimate, flags, start and MAP
+    start."""
     step_size("lr", options["lr"])
     friction = real_number("friction", options["friction"], 0.0, 1.0)
     noise = options["noise_estimate"]
@@ -77,6 +78,7 @@ def check_sghmc(options: dict) -> None:
         real_number("noise_estimate", noise, 0.0, friction, low_open=False, high_open=True)
     flag("precondition", options["precondition"])
     flag("adapt_step", options["adapt_step"])
+    flag("gibbs", options["gibbs"])
     jitter("init_spread", options["init_spread"])
     jitter("init_jitter", options["init_jitter"])
     choice("init_from", options["init_from"], ("map", "init"))

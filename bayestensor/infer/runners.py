@@ -297,16 +297,19 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
 
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold, adapt_step,
-              init_spread, metric) -> Posterior:
+              init_spread, metric, gibbs) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
-                    metric=metric, builtin=job.model is not None)
+                    metric=metric, builtin=job.model is not None,
+                    gibbs=job.model.gibbs_sites() if gibbs and job.model is not None
+                    else None)
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
-                    thin=thin, precondition=precondition)
+                    thin=thin, precondition=precondition,
+                    gibbs_sites=[] if sampler.gibbs is None else sampler.gibbs.names)
 
     def record(state, t):
         if t < warm or (t - warm) % thin:
@@ -343,7 +346,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         return sampler.spread(state, init_spread) if init_spread > 0 else state
 
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
-                    precondition=precondition, num_warmup=warm, thin=thin)
+                    precondition=precondition, num_warmup=warm, thin=thin,
+                    gibbs=sampler.gibbs is not None)
     return _drive("sghmc", target, job, sampler, record, warm + job.num_samples * thin,
                   make_posterior, start, state_type=SGHMCState, num_chains=num_chains,
                   settings=settings)
@@ -490,7 +494,7 @@ SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
-     "adapt_step": True, "init_spread": 1.0, "metric": "auto"},
+     "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps")
 SVGD_METHOD = Method(

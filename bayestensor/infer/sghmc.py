@@ -14,6 +14,7 @@ from typing import Iterable
 import torch
 
 from bayestensor.infer.dense_metric import MIN_CURVATURE, DenseRoot, choose_metric, identified
+from bayestensor.infer.gibbs import GIBBS_EVERY, GammaGibbs
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
 
@@ -339,6 +340,12 @@ class SGHMC:
         The preconditioner's shape (see above); ``"auto"`` decides with ``builtin``.
     builtin : bool
         Whether the model is a built-in low-rank model (``metric="auto"`` keeps it diagonal).
+    gibbs : dict of str to float, optional
+        Sites whose full conditional is a Gamma, with its shape (a model's
+        ``gibbs_sites()``): every ``GIBBS_EVERY`` steps they are redrawn exactly from it
+        (:class:`~bayestensor.infer.gibbs.GammaGibbs`). Used on full-batch gradients only; on
+        mini-batches the rate it reads from the gradient would be noisy, and the sites move by
+        SGHMC like the others.
     """
 
     name = "sghmc"
@@ -347,7 +354,8 @@ class SGHMC:
                  noise_estimate: float = 0.0, precondition: bool = True,
                  batch_size: int | None = None, batches: Iterable | None = None,
                  num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
-                 step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False):
+                 step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
+                 gibbs: dict[str, float] | None = None):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -372,6 +380,8 @@ class SGHMC:
         self.adapter = None
         self.generator = target.generator
         self._cached_root = None  # (hessian, DenseRoot) of the dense metric in use
+        self.gibbs = (GammaGibbs(target, gibbs) if gibbs and not self.gradients.is_stochastic
+                      else None)
 
     def _curvature(self, theta: torch.Tensor, t: int,
                    variance: torch.Tensor | None) -> torch.Tensor:
@@ -579,8 +589,18 @@ class SGHMC:
                 new_scale = (log_sum / log_count).exp()
             v, scale = v * (new_scale / scale).sqrt(), new_scale
         logp, grad = self.gradients.value_and_grad(theta, t + 1)
+        theta, logp, grad = self._redraw(theta, logp, grad, t)
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad, scale,
                           heat_sum, heat_steps, log_sum, log_count)
+
+    def _redraw(self, theta: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor, t: int):
+        """After step ``t``, every ``GIBBS_EVERY`` steps: the Gamma-conditional sites redrawn
+        exactly, with the log density and gradient at the new positions."""
+        if self.gibbs is None or (t + 1) % GIBBS_EVERY:
+            return theta, logp, grad
+        theta = self.gibbs.redraw(theta, grad, self.generator)
+        logp, grad = self.gradients.value_and_grad(theta, t + 1)
+        return theta, logp, grad
 
     def _dense_step(self, state: SGHMCState, t: int) -> SGHMCState:
         """:meth:`step` under the dense metric: the update in whitened coordinates."""
@@ -607,5 +627,6 @@ class SGHMC:
         logp, grad = self.gradients.value_and_grad(theta, t + 1)
         white = white + 0.5 * lr * root.pull_gradient(grad)
         v = root.color(white)
+        theta, logp, grad = self._redraw(theta, logp, grad, t)
         return replace(state, theta=theta, v=v, precond=precond, curvature=curvature,
                        n_estimates=n_est, log_density=logp, grad=grad, hessian=hessian)

@@ -164,6 +164,11 @@ class TensorCompletion(BayesModel):
         mu = self.tensor_prior.build(values).entries(idx, check=False)
         return lp + scale * _gaussian_log_likelihood(yb, mu, tau)
 
+    def gibbs_sites(self) -> dict[str, float]:
+        """:meth:`BayesModel.gibbs_sites` and the noise precision: with ``n`` observed entries,
+        ``tau | X ~ Gamma(noise_a + n / 2, noise_b + RSS / 2)``."""
+        return {**super().gibbs_sites(), "noise_precision": self.noise_a + self.n_data() / 2}
+
     def init_values(self, seed: int = 0, init: str = "svd") -> dict:
         """Starting values: SVD-based decomposition of the mean-filled data, or random.
 

@@ -320,6 +320,15 @@ class TensorRegression(BayesModel):
         ll = ll.reshape(ll.shape[: ll.ndim - (2 if self.is_vector else 1)] + (-1,)).sum(-1)
         return lp + scale * ll
 
+    def gibbs_sites(self) -> dict[str, float]:
+        """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
+        responses, the noise precision: ``Gamma(noise_a + n / 2, .)``."""
+        shapes = super().gibbs_sites()
+        if self.likelihood == "gaussian":
+            self._require_data()
+            shapes["noise_precision"] = self.noise_a + self._y.numel() / 2
+        return shapes
+
     def ridge_estimate(self, seed: int = 0, max_rows: int = MAX_INIT_ROWS,
                        return_noise: bool = False):
         """Ridge estimate of standardized ``W`` with the penalty chosen by GCV.

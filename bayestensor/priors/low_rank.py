@@ -118,6 +118,27 @@ class LowRankPrior:
     def hyper_sites(self) -> list[str]:
         return [f"{self.name}.{self.prior.site_prefix}{d}" for d in range(len(self.ranks))]
 
+    def gamma_conditionals(self) -> dict[str, float]:
+        """Hyper sites whose full conditional is a Gamma, with its shape: ``{site: shape}``.
+
+        Under the gamma prior a slice precision ``lambda`` enters its parameters' log density
+        as ``(count / 2) log lambda - lambda * (weighted squares) / 2``, where ``count`` is the
+        number of entries whose prior variance has ``1 / lambda`` as a factor (slice entries of
+        every factor or core with that rank dimension). With its ``Gamma(a, b)`` prior the
+        full conditional is ``Gamma(a + count / 2, .)``; the rate depends on the current
+        parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The other
+        hyperpriors are not conjugate: empty.
+        """
+        if self.prior.kind != "gamma":
+            return {}
+        a = float(self.prior.params["a"])
+        shapes = {}
+        for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks)):
+            count = sum(spec.numel() // size for spec in self.specs
+                        if d in spec.rank_axes.values())
+            shapes[site] = a + count / 2
+        return shapes
+
     @property
     def one_scale_per_entry(self) -> bool:
         """Whether every parameter entry's prior variance is one slice variance (CP), not a

@@ -177,7 +177,7 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     kernel matrices stay in the CPU cache through the elementwise passes and the matrix product.
     """
     n = x.shape[0]
-    phi_t = x.new_empty(x.shape[1], n)
+    phi_t = x.new_zeros(x.shape[1], n)
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())
     for group in layout.groups:

@@ -113,7 +113,7 @@ def test_fit_redraws_the_built_in_models_precisions_on_full_batches_only():
         "X.precision0", "X.precision1", "noise_precision"]
 
 
-def test_interrupted_run_with_redraws_resumes_to_the_uninterrupted_one(tmp_path, monkeypatch):
+def test_interrupted_run_with_redraws_resumes_to_the_uninterrupted_one(tmp_path, interrupted_at):
     """The redraws take their randomness from the sampler's generator, which the checkpoint
     keeps: a TT run interrupted between redraws resumes to the same draws, bit for bit."""
     from bayestensor.infer import RunInterrupted
@@ -124,17 +124,8 @@ def test_interrupted_run_with_redraws_resumes_to_the_uninterrupted_one(tmp_path,
               seed=3, progress=False)
     full = bt.fit(model, data.train, **kw)
     ckpt = tmp_path / "run.ckpt"
-    original = SGHMC.step
-
-    def step(self, state, t):
-        if t == 22:
-            raise KeyboardInterrupt
-        return original(self, state, t)
-
-    with monkeypatch.context() as m:
-        m.setattr(SGHMC, "step", step)
-        with pytest.raises(RunInterrupted):
-            bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)
+    with interrupted_at(SGHMC, 22), pytest.raises(RunInterrupted):
+        bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)
     resumed = bt.fit(model, data.train, resume=ckpt, checkpoint=ckpt, **kw)
     assert full.info["gibbs_sites"] == resumed.info["gibbs_sites"] != []
     for name in ("noise_precision", "X.precision1", "X.core1"):

@@ -2,7 +2,6 @@
 
 import math
 import os
-import signal
 
 import numpy as np
 import pyro
@@ -229,30 +228,16 @@ def test_foundation_target_map_rank_recovery():
     assert max(errors) < 0.15, errors
 
 
-def _interrupting_step(monkeypatch, at_step, how):
-    original = SGHMC.step
-
-    def step(self, state, t, **kwargs):
-        if t == at_step:
-            if how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-            raise KeyboardInterrupt
-        return original(self, state, t, **kwargs)
-
-    monkeypatch.setattr(SGHMC, "step", step)
-
-
 @pytest.mark.parametrize("how", ["keyboard", "sigterm"])
-def test_resume_after_interrupt_gives_the_uninterrupted_run(regression, tmp_path, monkeypatch, how):
+def test_resume_after_interrupt_gives_the_uninterrupted_run(regression, tmp_path, interrupted_at,
+                                                            how):
     X, y, _, _ = regression
     kwargs = dict(method="sghmc", model_args=(X, y), num_samples=60, num_warmup=40, num_chains=2,
                   thin=2, seed=5, progress=False)
     full = bt.fit(linreg, **kwargs)
     ckpt = tmp_path / "run.ckpt"
-    with monkeypatch.context() as m:
-        _interrupting_step(m, at_step=97, how=how)
-        with pytest.raises(RunInterrupted) as info:
-            bt.fit(linreg, checkpoint=ckpt, checkpoint_every=7, **kwargs)
+    with interrupted_at(SGHMC, 97, how), pytest.raises(RunInterrupted) as info:
+        bt.fit(linreg, checkpoint=ckpt, checkpoint_every=7, **kwargs)
     partial = info.value.posterior
     assert partial.num_draws == 29  # draws at steps 40, 42, ..., 96
     resumed = bt.fit(linreg, resume=ckpt, checkpoint=ckpt, **kwargs)
@@ -406,7 +391,7 @@ def test_row_medians_are_torchs_lower_median():
         assert torch.equal(_row_medians(r), r.median(dim=-1).values)
 
 
-def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path, monkeypatch):
+def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path, interrupted_at):
     from bayestensor.infer.svgd import SVGD
 
     X, y, _, _ = regression
@@ -414,17 +399,8 @@ def test_svgd_checkpoints_every_k_steps_and_resumes_exactly(regression, tmp_path
                   progress=False)
     full = bt.fit(linreg, **kwargs)
     ckpt = tmp_path / "svgd.ckpt"
-    original = SVGD.step
-
-    def step(self, state, t):
-        if t == 23:
-            raise KeyboardInterrupt
-        return original(self, state, t)
-
-    with monkeypatch.context() as m:
-        m.setattr(SVGD, "step", step)
-        with pytest.raises(RunInterrupted):
-            bt.fit(linreg, checkpoint=ckpt, checkpoint_every=5, **kwargs)
+    with interrupted_at(SVGD, 23), pytest.raises(RunInterrupted):
+        bt.fit(linreg, checkpoint=ckpt, checkpoint_every=5, **kwargs)
     assert load_tensors(ckpt, what="resume")["t"] == 23
     resumed = bt.fit(linreg, resume=ckpt, **kwargs)
     torch.testing.assert_close(resumed.samples["w"], full.samples["w"], rtol=0, atol=0)
@@ -515,7 +491,7 @@ def test_seeds_beyond_32_bits_are_accepted(regression, seed):
 
 
 def test_checkpoints_append_draws_and_resume_from_the_draw_files(regression, tmp_path,
-                                                                 monkeypatch):
+                                                                 monkeypatch, interrupted_at):
     """Each checkpoint writes the state and the newest draws only; earlier draws sit in draw
     files written once; a resume from them gives the uninterrupted run."""
     from bayestensor.infer import checkpoints, driver
@@ -536,10 +512,8 @@ def test_checkpoints_append_draws_and_resume_from_the_draw_files(regression, tmp
     monkeypatch.setattr(driver, "MIN_CHECKPOINT_SECONDS", 0.0)  # every due checkpoint written
     monkeypatch.setattr(checkpoints, "TAIL_BYTES", 256)  # a draw takes 56 bytes
     monkeypatch.setattr(checkpoints, "save_tensors", spy)
-    with monkeypatch.context() as m:
-        _interrupting_step(m, at_step=97, how="keyboard")
-        with pytest.raises(RunInterrupted):
-            bt.fit(linreg, checkpoint=ckpt, checkpoint_every=1, **kwargs)
+    with interrupted_at(SGHMC, 97), pytest.raises(RunInterrupted):
+        bt.fit(linreg, checkpoint=ckpt, checkpoint_every=1, **kwargs)
     assert len(tails) == 29 + 1 and max(tails) <= 5  # 29 draws, then the interrupt
     parts = sorted(tmp_path.glob("run.ckpt.draws-*"))
     assert len(parts) == 5 and all(len(load_tensors(p)["theta"]) == 5 for p in parts)

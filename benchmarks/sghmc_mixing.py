@@ -10,7 +10,8 @@ Run: ``python benchmarks/sghmc_mixing.py cp gamma [--former]`` (one thread).
 
 ``grid`` runs the same fit (4 chains x 1000 draws, defaults) over the rank study's seven CP
 settings (``completion_study.RANK_GRID``, max rank ``max(2r, r + 5)``) and over CP / gamma,
-Tucker / half-Cauchy and TT / gamma on a 30^3 rank-4 tensor (20% observed, 10 dB, max rank 8),
+Tucker / half-Cauchy and TT / gamma on a 30^3 rank-4 tensor (20% observed, 10 dB, max rank 8)
+and TT-matrix / gamma on a 13^4 one (TT-matrix needs an even order),
 ``--seeds`` seeds each, and counts the runs with max R-hat <= 1.02 and min bulk ESS >= 400 on
 the held-out entries and the noise precision, without divergence:
 ``python benchmarks/sghmc_mixing.py grid --seeds 3 [--part 0 --parts 2]``.
@@ -63,23 +64,27 @@ def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dic
 
 
 def grid_cases(seeds: int):
-    """The issue's grid: the rank study's seven CP settings, and CP / Tucker / TT at 30^3."""
+    """The issue's grid: the rank study's seven CP settings, and CP / Tucker / TT at 30^3 and
+    TT-matrix at 13^4 (a TT-matrix needs an even order; 13^4 has about as many entries)."""
     for size, rank, observed, snr in RANK_GRID:
         for seed in range(seeds):
-            yield ({"size": size, "rank": rank, "observed": observed, "snr_db": snr,
+            yield ({"shape": (size,) * 3, "rank": rank, "observed": observed, "snr_db": snr,
                     "seed": seed}, "cp", "gamma", max(2 * rank, rank + 5))
-    for fmt, prior in (("cp", "gamma"), ("tucker", "half_cauchy"), ("tt", "gamma")):
+    for fmt, prior, shape in (("cp", "gamma", (30,) * 3), ("tucker", "half_cauchy", (30,) * 3),
+                              ("tt", "gamma", (30,) * 3), ("ttm", "gamma", (13,) * 4)):
         for seed in range(seeds):
-            yield ({"size": 30, "rank": 4, "observed": 0.2, "snr_db": 10, "seed": seed},
+            yield ({"shape": shape, "rank": 4, "observed": 0.2, "snr_db": 10, "seed": seed},
                    fmt, prior, 8)
 
 
 def run_grid(args, settings: dict) -> dict:
     rows = []
-    for k, (case, fmt, prior, max_rank) in enumerate(grid_cases(args.seeds)):
-        if k % args.parts != args.part:
+    cases = list(grid_cases(args.seeds))
+    formats = None if args.formats is None else set(args.formats)
+    for k, (case, fmt, prior, max_rank) in enumerate(cases):
+        if k % args.parts != args.part or (formats is not None and fmt not in formats):
             continue
-        data = bt.data.synthetic_tensor((case["size"],) * 3, rank=case["rank"],
+        data = bt.data.synthetic_tensor(case["shape"], rank=case["rank"],
                                         snr_db=case["snr_db"], observed=case["observed"],
                                         seed=case["seed"])
         row = {**case, "max_rank": max_rank, **run_case(data, fmt, prior, max_rank,
@@ -113,6 +118,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--part", type=int, default=0, help="Run grid cases k with k %% parts == part.")
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--thin", type=int, default=None, help="Not the default: keep every n-th draw.")
+    parser.add_argument("--formats", nargs="+", default=None,
+                        help="Grid cases of these formats only (default: all).")
     parser.add_argument("--out", type=Path, default=RESULTS / "sghmc_mixing_grid.json")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")

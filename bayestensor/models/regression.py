@@ -22,7 +22,9 @@ from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
 from bayestensor.models.mode import posterior_mode
-from bayestensor.priors import LowRankPrior, noise_precision, noise_prior
+from bayestensor.priors import LowRankPrior, noise_precision
+from bayestensor.priors.densities import (centered_normal_log_density, gamma_log_density,
+                                          gaussian_log_likelihood)
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 #: The ridge initialization uses at most this many rows (a random subset beyond it).
@@ -305,20 +307,26 @@ class TensorRegression(BayesModel):
     has_fast_path = True
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
-        """The model's log joint on batched values ``(C, ...)`` without tracing Pyro."""
+        """The model's log joint on batched values ``(C, ...)`` without tracing Pyro (closed
+        forms of :mod:`~bayestensor.priors.densities`)."""
         Xb, yb, scale = self._data_batch(subsample)
         b = values["intercept"]
-        lp = self.weight_prior.log_prob(values) + self._intercept_dist(b.device).log_prob(b)
+        lp = self.weight_prior.log_prob(values) + self._intercept_log_density(b)
         eta = self._eta(self.weight_prior.build(values).reconstruct(), Xb, b)
+        if self.is_vector:  # (C, n, k) -> (C, n * k), the responses alike
+            eta, yb = eta.flatten(-2), yb.flatten(-2)
         if self.likelihood == "gaussian":
             tau = values["noise_precision"]
-            lp = lp + noise_prior(self.noise_a, self.noise_b).log_prob(tau)
-            sd = tau.rsqrt().reshape(tau.shape + (1,) * (eta.ndim - tau.ndim))
-            ll = dist.Normal(eta, sd).log_prob(yb)
-        else:
-            ll = dist.Bernoulli(logits=eta).log_prob(yb)
-        ll = ll.reshape(ll.shape[: ll.ndim - (2 if self.is_vector else 1)] + (-1,)).sum(-1)
+            lp = lp + gamma_log_density(tau, self.noise_a, self.noise_b)
+            return lp + scale * gaussian_log_likelihood(yb, eta, tau)
+        ll = dist.Bernoulli(logits=eta).log_prob(yb).sum(-1)
         return lp + scale * ll
+
+    def _intercept_log_density(self, b: torch.Tensor) -> torch.Tensor:
+        """``log Normal(b | 0, intercept_scale)``, over the outputs of a vector response."""
+        event_dims = 1 if self.is_vector else 0
+        log_var = 2 * math.log(self.intercept_scale) * (self.n_outputs if self.is_vector else 1)
+        return centered_normal_log_density(b, self.intercept_scale ** -2, log_var, event_dims)
 
     def gibbs_sites(self) -> dict[str, float]:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar

@@ -13,6 +13,9 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
+from bayestensor.priors.densities import (gamma_log_density, half_cauchy_log_density,
+                                          log_uniform_log_density)
+
 PRIORS = ("gamma", "half_cauchy", "log_uniform")
 #: A starting log-uniform scale stays this factor inside the bounds of its support.
 INSIDE_BOUNDS = 1.01
@@ -101,6 +104,16 @@ class RankPrior:
         else:
             base = LogUniform(float(p["low"]), float(p["high"]))
         return base.expand([size]).to_event(1)
+
+    def log_density(self, hyper: torch.Tensor) -> torch.Tensor:
+        """``hyper_dist(size).log_prob(hyper)`` in closed form (no distribution objects; see
+        :mod:`~bayestensor.priors.densities`): summed over the last axis."""
+        p = self.params
+        if self.kind == "gamma":
+            return gamma_log_density(hyper, p["a"], p["b"], event_dims=1)
+        if self.kind == "half_cauchy":
+            return half_cauchy_log_density(hyper, p["scale"], event_dims=1)
+        return log_uniform_log_density(hyper, p["low"], p["high"], event_dims=1)
 
     def variance(self, hyper: torch.Tensor) -> torch.Tensor:
         """Slice variances from the hyper-parameter values."""

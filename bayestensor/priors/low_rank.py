@@ -30,6 +30,7 @@ import torch
 
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count
+from bayestensor.priors.densities import centered_normal_log_density
 from bayestensor.priors.hyperpriors import get_prior
 
 #: Floor on a starting slice variance: an all-zero slice would start at infinite precision.
@@ -162,13 +163,29 @@ class LowRankPrior:
         return self.format_cls(self.shape, params)
 
     def log_prob(self, values: dict) -> torch.Tensor:
-        """Log prior density of batched values (``batch_shape + site shape`` per site)."""
+        """Log prior density of batched values (``batch_shape + site shape`` per site).
+
+        The same density as the sites of :meth:`sample`, in closed form: a parameter's
+        precision is the product of its slice precisions broadcast along its rank axes (never
+        expanded), and the sum of its log variances is the count of entries per slice times
+        the slice log variances.
+        """
         hypers = [values[s] for s in self.hyper_sites]
-        total = sum(self.prior.hyper_dist(r).log_prob(h) for h, r in zip(hypers, self.ranks))
+        total = sum(self.prior.log_density(h) for h in hypers)
         variances = [self.prior.variance(h) for h in hypers]
+        log_variances = [v.log() for v in variances]
         for site, spec in zip(self.param_sites, self.specs):
-            std = param_std(spec, variances)
-            total = total + dist.Normal(0.0, std).to_event(len(spec.shape)).log_prob(values[site])
+            nd = len(spec.shape)
+            precision, log_variance_sum = None, 0.0
+            for axis, d in spec.rank_axes.items():
+                v = variances[d]
+                view = v.shape[:-1] + tuple(v.shape[-1] if a == axis else 1 for a in range(nd))
+                p = v.reciprocal().reshape(view)
+                precision = p if precision is None else precision * p
+                log_variance_sum = (log_variance_sum
+                                    + log_variances[d].sum(-1) * (spec.numel() // v.shape[-1]))
+            total = total + centered_normal_log_density(values[site], precision,
+                                                        log_variance_sum, nd)
         return total
 
     def build(self, values: dict) -> LowRankTensor:

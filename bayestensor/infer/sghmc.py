@@ -14,7 +14,7 @@ from typing import Iterable
 import torch
 
 from bayestensor.infer.dense_metric import MIN_CURVATURE, DenseRoot, choose_metric, identified
-from bayestensor.infer.gibbs import GIBBS_EVERY, GammaGibbs
+from bayestensor.infer.gibbs import GIBBS_EVERY, GibbsRedraws
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
 
@@ -340,10 +340,12 @@ class SGHMC:
         The preconditioner's shape (see above); ``"auto"`` decides with ``builtin``.
     builtin : bool
         Whether the model is a built-in low-rank model (``metric="auto"`` keeps it diagonal).
-    gibbs : dict of str to float, optional
-        Sites whose full conditional is a Gamma, with its shape (a model's
-        ``gibbs_sites()``): every ``GIBBS_EVERY`` steps they are redrawn exactly from it
-        (:class:`~bayestensor.infer.gibbs.GammaGibbs`). Used on full-batch gradients only; on
+    gibbs : dict of str to float or conditional, optional
+        Sites whose full conditional is known, with it (a model's ``gibbs_sites()``; a
+        number is the shape of a Gamma conditional, otherwise a conditional of
+        :mod:`bayestensor.priors.conditionals`): every ``GIBBS_EVERY`` steps they are redrawn
+        exactly from it (:class:`~bayestensor.infer.gibbs.GibbsRedraws`; in burn-in only the
+        conditionals that allow it). Used on full-batch gradients only; on
         mini-batches the rate it reads from the gradient would be noisy, and the sites move by
         SGHMC like the others.
     """
@@ -380,7 +382,7 @@ class SGHMC:
         self.adapter = None
         self.generator = target.generator
         self._cached_root = None  # (hessian, DenseRoot) of the dense metric in use
-        self.gibbs = (GammaGibbs(target, gibbs) if gibbs and not self.gradients.is_stochastic
+        self.gibbs = (GibbsRedraws(target, gibbs) if gibbs and not self.gradients.is_stochastic
                       else None)
 
     def _curvature(self, theta: torch.Tensor, t: int,
@@ -594,11 +596,14 @@ class SGHMC:
                           heat_sum, heat_steps, log_sum, log_count)
 
     def _redraw(self, theta: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor, t: int):
-        """After step ``t``, every ``GIBBS_EVERY`` steps: the Gamma-conditional sites redrawn
-        exactly, with the log density and gradient at the new positions."""
-        if self.gibbs is None or (t + 1) % GIBBS_EVERY:
+        """After step ``t``, every ``GIBBS_EVERY`` steps: the ``gibbs`` sites redrawn exactly
+        (in burn-in those that allow it), with the log density and gradient at the new
+        positions."""
+        warmup = t < self.warmup.num_warmup
+        if (self.gibbs is None or (t + 1) % GIBBS_EVERY
+                or (warmup and not self.gibbs.any_during_warmup)):
             return theta, logp, grad
-        theta = self.gibbs.redraw(theta, grad, self.generator)
+        theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup)
         logp, grad = self.gradients.value_and_grad(theta, t + 1)
         return theta, logp, grad
 

@@ -152,7 +152,7 @@ class TensorCompletion(BayesModel):
         mu = self.tensor_prior.build(values).entries(idx, check=False)
         return lp + scale * gaussian_log_likelihood(yb, mu, tau)
 
-    def gibbs_sites(self) -> dict[str, float]:
+    def gibbs_sites(self) -> dict:
         """:meth:`BayesModel.gibbs_sites` and the noise precision: with ``n`` observed entries,
         ``tau | X ~ Gamma(noise_a + n / 2, noise_b + RSS / 2)``."""
         return {**super().gibbs_sites(), "noise_precision": self.noise_a + self.n_data() / 2}

@@ -328,7 +328,7 @@ class TensorRegression(BayesModel):
         log_var = 2 * math.log(self.intercept_scale) * (self.n_outputs if self.is_vector else 1)
         return centered_normal_log_density(b, self.intercept_scale ** -2, log_var, event_dims)
 
-    def gibbs_sites(self) -> dict[str, float]:
+    def gibbs_sites(self) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
         responses, the noise precision: ``Gamma(noise_a + n / 2, .)``."""
         shapes = super().gibbs_sites()

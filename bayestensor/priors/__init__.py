@@ -6,7 +6,11 @@ effective rank read from posterior draws.
 * :mod:`~bayestensor.priors.low_rank`: :class:`LowRankPrior` and :func:`low_rank_tensor`, the
   Pyro sample sites of a low-rank tensor, and the noise precision (:func:`noise_prior`,
   :func:`noise_precision`);
-* :mod:`~bayestensor.priors.effective_rank`: which slices the posterior keeps.
+* :mod:`~bayestensor.priors.effective_rank`: which slices the posterior keeps;
+* :mod:`~bayestensor.priors.densities`: the same densities in closed form, for the built-in
+  models' fast path;
+* :mod:`~bayestensor.priors.conditionals`: the full conditionals of precisions and scales that
+  SGHMC redraws exactly.
 """
 
 from bayestensor.priors.effective_rank import (DEFAULT_THRESHOLD, RankPosterior, active_slices,

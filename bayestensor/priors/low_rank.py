@@ -30,6 +30,7 @@ import torch
 
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count
+from bayestensor.priors.conditionals import GammaConditional, HalfCauchyConditional
 from bayestensor.priors.densities import centered_normal_log_density
 from bayestensor.priors.hyperpriors import get_prior
 
@@ -119,26 +120,34 @@ class LowRankPrior:
     def hyper_sites(self) -> list[str]:
         return [f"{self.name}.{self.prior.site_prefix}{d}" for d in range(len(self.ranks))]
 
-    def gamma_conditionals(self) -> dict[str, float]:
-        """Hyper sites whose full conditional is a Gamma, with its shape: ``{site: shape}``.
+    def slice_counts(self) -> dict[str, int]:
+        """Per hyper site, the number of parameter entries whose prior variance has one given
+        slice variance of that rank dimension as a factor (the slice entries of every factor
+        or core with that rank dimension)."""
+        return {site: sum(spec.numel() // size for spec in self.specs
+                          if d in spec.rank_axes.values())
+                for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks))}
+
+    def conditionals(self) -> dict:
+        """Hyper sites whose full conditional SGHMC can redraw exactly: ``{site: conditional}``.
 
         Under the gamma prior a slice precision ``lambda`` enters its parameters' log density
-        as ``(count / 2) log lambda - lambda * (weighted squares) / 2``, where ``count`` is the
-        number of entries whose prior variance has ``1 / lambda`` as a factor (slice entries of
-        every factor or core with that rank dimension). With its ``Gamma(a, b)`` prior the
-        full conditional is ``Gamma(a + count / 2, .)``; the rate depends on the current
-        parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The other
-        hyperpriors are not conjugate: empty.
+        as ``(count / 2) log lambda - lambda * (weighted squares) / 2`` (``count`` from
+        :meth:`slice_counts`); with its ``Gamma(a, b)`` prior the full conditional is
+        ``Gamma(a + count / 2, .)``. Under the half-Cauchy prior a slice scale has a
+        conditional through an auxiliary variable
+        (:class:`~bayestensor.priors.conditionals.HalfCauchyConditional`). The rates depend on
+        the current parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The
+        log-uniform scale is sampled through a bounded transform, not on the log scale: empty.
         """
-        if self.prior.kind != "gamma":
-            return {}
-        a = float(self.prior.params["a"])
-        shapes = {}
-        for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks)):
-            count = sum(spec.numel() // size for spec in self.specs
-                        if d in spec.rank_axes.values())
-            shapes[site] = a + count / 2
-        return shapes
+        counts = self.slice_counts()
+        if self.prior.kind == "gamma":
+            a = float(self.prior.params["a"])
+            return {site: GammaConditional(a + count / 2) for site, count in counts.items()}
+        if self.prior.kind == "half_cauchy":
+            scale = float(self.prior.params["scale"])
+            return {site: HalfCauchyConditional(count, scale) for site, count in counts.items()}
+        return {}
 
     @property
     def one_scale_per_entry(self) -> bool:

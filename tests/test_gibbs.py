@@ -192,8 +192,10 @@ def test_tucker_squares_read_off_the_gradient_are_the_weighted_slice_squares():
     site = {s.name: s for s in target.sites}
     s0, s1 = values["X.scale0"], values["X.scale1"]
     core = values["X.core"]
-    want = {"X.scale0": (values["X.factor0"] ** 2).sum(1) + (core ** 2 / s1[:, None, :] ** 2).sum(2),
-            "X.scale1": (values["X.factor1"] ** 2).sum(1) + (core ** 2 / s0[:, :, None] ** 2).sum(1)}
+    want = {"X.scale0": ((values["X.factor0"] ** 2).sum(1)
+                         + (core ** 2 / s1[:, None, :] ** 2).sum(2)),
+            "X.scale1": ((values["X.factor1"] ** 2).sum(1)
+                         + (core ** 2 / s0[:, :, None] ** 2).sum(1))}
     for name, squares in want.items():
         cond = conds[name]
         assert cond.count == {"X.scale0": 6 + 3, "X.scale1": 7 + 3}[name]

@@ -100,8 +100,8 @@ class GibbsRedraws:
         """``theta`` ``(C, D)`` with each site redrawn from its conditional at the others.
 
         ``grad`` is the full-data gradient of the log density at ``theta``. In burn-in
-        (``warmup``) only the conditionals whose ``during_warmup`` is true are redrawn. An element whose
-        new value is not a positive finite number keeps its value. The draws come from
+        (``warmup``) only the conditionals whose ``during_warmup`` is true are redrawn. An
+        element whose new value is not a positive finite number keeps its value. The draws come from
         NumPy's samplers seeded from ``generator``, so a run is reproducible from its seed and
         resumes exactly (torch's Gamma sampler takes no generator).
         """

@@ -22,7 +22,7 @@ class GammaConditional:
     shape: float
     #: Redrawn from the first step of burn-in: TT's slice precisions need it (without these
     #: redraws in burn-in a 30^3 TT grid case had R-hat 1.036 and ESS 227, with them 1.010 and
-    #: 581; ``benchmarks/sghmc_mixing.py``).
+    #: 610; ``benchmarks/sghmc_mixing.py``, seed 0).
     during_warmup = True
 
     def check(self, name: str) -> None:
@@ -52,7 +52,7 @@ class HalfCauchyConditional:
     #: Tucker slices down the funnel to 1e-4-1e-3 faster than the preconditioner followed the
     #: stiffening entries, and the adapted step collapsed (step scale 0.003, R-hat 3.8-4.1 on 2
     #: of 3 seeds of the 30^3 grid case); redrawn after it the three seeds gave R-hat
-    #: 1.014-1.015 and ESS 405-444 (285-452 without redraws).
+    #: 1.017-1.020 and ESS 310-449 (1.017-1.023 and 285-452 without these redraws).
     during_warmup = False
 
     def check(self, name: str) -> None:

@@ -360,3 +360,35 @@ def test_low_rank_prior_refuses_more_parameters_than_max_params():
 def test_low_rank_prior_refuses_a_one_dimensional_shape(fmt):
     with pytest.raises(ValueError, match="shape: .*at least 2 modes"):
         LowRankPrior("X", (10,), 2, format=fmt)
+
+
+# --- closed-form densities ------------------------------------------------------------------
+
+def test_closed_form_densities_match_scipy():
+    """Each closed form of bayestensor.priors.densities against SciPy's log pdf, summed over
+    the event axes, on a batch of two."""
+    from bayestensor.priors import densities as d
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.05, 3.0, size=(2, 5))
+    t = torch.from_numpy(x)
+    np.testing.assert_allclose(d.gamma_log_density(t, 2.5, 0.7, event_dims=1).numpy(),
+                               stats.gamma(2.5, scale=1 / 0.7).logpdf(x).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(d.half_cauchy_log_density(t, 0.6, event_dims=1).numpy(),
+                               stats.halfcauchy(scale=0.6).logpdf(x).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(d.log_uniform_log_density(t, 0.01, 5.0, event_dims=1).numpy(),
+                               stats.loguniform(0.01, 5.0).logpdf(x).sum(1), rtol=1e-12)
+    # a (2, 4, 3) parameter whose precision is a (2, 1, 3) slice precision times a (2, 4, 1) one
+    w = rng.normal(size=(2, 4, 3))
+    p_cols, p_rows = rng.uniform(0.5, 4, size=(2, 1, 3)), rng.uniform(0.5, 4, size=(2, 4, 1))
+    log_var_sum = -(4 * np.log(p_cols).sum((1, 2)) + 3 * np.log(p_rows).sum((1, 2)))
+    got = d.centered_normal_log_density(torch.from_numpy(w),
+                                        torch.from_numpy(p_cols) * torch.from_numpy(p_rows),
+                                        torch.from_numpy(log_var_sum), event_dims=2)
+    want = stats.norm(0, 1 / np.sqrt(p_cols * p_rows)).logpdf(w).sum((1, 2))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    y, mu, tau = rng.normal(size=7), rng.normal(size=(2, 7)), np.array([0.5, 3.0])
+    np.testing.assert_allclose(
+        d.gaussian_log_likelihood(torch.from_numpy(y), torch.from_numpy(mu),
+                                  torch.from_numpy(tau)).numpy(),
+        stats.norm(mu, 1 / np.sqrt(tau)[:, None]).logpdf(y).sum(1), rtol=1e-12)

@@ -134,6 +134,8 @@ def test_interrupted_run_with_redraws_resumes_to_the_uninterrupted_one(tmp_path,
     ckpt = tmp_path / "run.ckpt"
     with interrupted_at(SGHMC, 22), pytest.raises(RunInterrupted):
         bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)
+    with pytest.raises(ValueError, match="gibbs"):  # another redraw setting: another run
+        bt.fit(model, data.train, resume=ckpt, gibbs=False, **kw)
     resumed = bt.fit(model, data.train, resume=ckpt, checkpoint=ckpt, **kw)
     assert full.info["gibbs_sites"] == resumed.info["gibbs_sites"] != []
     for name in ("noise_precision", "X.precision1", "X.core1"):
@@ -230,3 +232,32 @@ def test_burn_in_redraws_only_the_conditionals_that_allow_it():
     assert not torch.allclose(in_burn_in["tau"], torch.full((2,), 2.0))
     assert not torch.allclose(after["s"], torch.full((2,), 0.5))
     assert not GibbsRedraws(target, {"s": HalfCauchyConditional(25, SCALE)}).any_during_warmup
+
+
+def test_fit_takes_the_conditionals_of_a_custom_model():
+    """fit(method="sghmc", gibbs={...}) redraws a user's Pyro model's sites: the precision's
+    draws follow its conditional given the mean's draws (mean within 5% of the average
+    conditional mean), and the run record names them."""
+    y = torch.randn(300, generator=torch.Generator().manual_seed(4)) * 0.5 + 1.0
+    post = bt.fit(precision_model, model_args=(y,), method="sghmc", num_samples=600,
+                  num_warmup=300, num_chains=2, seed=0, progress=False,
+                  gibbs={"tau": A + y.numel() / 2})
+    assert post.info["gibbs_sites"] == ["tau"]
+    tau, mu = post["tau"].double().reshape(-1), post["mu"].double().reshape(-1)
+    rate = B + ((y.double()[None, :] - mu[:, None]) ** 2).sum(1) / 2
+    assert float(tau.mean()) == pytest.approx(float(((A + 150) / rate).mean()), rel=0.05)
+    without = bt.fit(precision_model, model_args=(y,), method="sghmc", num_samples=20,
+                     num_warmup=20, seed=0, progress=False)
+    assert without.info["gibbs_sites"] == []
+
+
+@pytest.mark.parametrize("gibbs,match", [("yes", "True or False"),
+                                         ({"tau": -2.0}, "positive number"),
+                                         ({"tau": "many"}, "Gamma shape"),
+                                         ({3: 2.0}, "site names"),
+                                         ({"sigma": 2.0}, "'sigma' is not a site")])
+def test_fit_refuses_a_bad_gibbs_before_sampling(gibbs, match):
+    y = torch.randn(20)
+    with pytest.raises(ValueError, match=match):
+        bt.fit(precision_model, model_args=(y,), method="sghmc", num_samples=5, seed=0,
+               progress=False, gibbs=gibbs)

@@ -96,9 +96,12 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     address : str, optional
         Address of an existing Ray cluster (default: start a local one).
     **options
-        Method settings, declared with their defaults in ``METHODS[method].options``: ``lr``, ``friction``, ``noise_estimate``, ``precondition``,
-        ``init_from`` (``"map"``: start the chains at the MAP, the default; ``"init"``: at the
-        starting values), ``map_steps`` (SGHMC);
+        Method settings, declared with their defaults in ``METHODS[method].options``: ``lr``,
+        ``friction``, ``noise_estimate``, ``precondition``, ``init_from`` (``"map"``: start the
+        chains at the MAP, the default; ``"init"``: at the starting values), ``map_steps``,
+        ``gibbs`` (``True``: exact redraws of a built-in model's precisions, see
+        ``docs/inference.md``; ``False``: none; ``{site: conditional}``: those sites, for any
+        model, a number standing for a Gamma conditional's shape) (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
         ``num_steps``, ``lr`` (MAP, VI); ``quasi_newton`` (MAP: ``"auto"``, ``True`` or

@@ -95,6 +95,10 @@ class GibbsRedraws:
         self.names = list(conditionals)
         self.any_during_warmup = any(cond.during_warmup for _, cond in self.spans)
 
+    def describe(self) -> dict:
+        """``{site: plain description of its conditional}``, for run records."""
+        return {name: cond.describe() for name, (_, cond) in zip(self.names, self.spans)}
+
     def redraw(self, theta: torch.Tensor, grad: torch.Tensor, generator: torch.Generator,
                warmup: bool = False) -> torch.Tensor:
         """``theta`` ``(C, D)`` with each site redrawn from its conditional at the others.

@@ -12,6 +12,7 @@ from bayestensor.checks import choice, flag, positive_int, real_number
 from bayestensor.infer.dense_metric import METRICS
 from bayestensor.infer.kernels import get_kernel
 from bayestensor.infer.svgd import OPTIMIZERS
+from bayestensor.priors.conditionals import conditional
 
 #: SVGD's named kernel blocks (see :func:`bayestensor.infer.runners.block_ids`).
 BLOCK_MODES = ("all", "site", "slice", "coordinate")
@@ -68,6 +69,26 @@ def check_nuts(options: dict) -> None:
     positive_int("max_tree_depth", options["max_tree_depth"])
 
 
+def gibbs_option(value):
+    """SGHMC's ``gibbs``: a flag, or ``{site: conditional}`` (a number is a Gamma shape).
+
+    The site names are checked against the model when the sampler is built, before sampling.
+    """
+    if not isinstance(value, dict):
+        return flag("gibbs", value)
+    for name, spec in value.items():
+        if not isinstance(name, str):
+            raise ValueError(f"gibbs: expected site names as keys, got {name!r}")
+        try:
+            cond = conditional(spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"gibbs: the conditional of {name!r} must be a positive Gamma "
+                             f"shape or a conditional of bayestensor.priors.conditionals, got "
+                             f"{spec!r}") from None
+        cond.check(name)
+    return value
+
+
 def check_sghmc(options: dict) -> None:
     """SGHMC: step size, friction in (0, 1], gradient-noise estimate, flags, start and MAP
     start."""
@@ -78,7 +99,7 @@ def check_sghmc(options: dict) -> None:
         real_number("noise_estimate", noise, 0.0, friction, low_open=False, high_open=True)
     flag("precondition", options["precondition"])
     flag("adapt_step", options["adapt_step"])
-    flag("gibbs", options["gibbs"])
+    gibbs_option(options["gibbs"])
     jitter("init_spread", options["init_spread"])
     jitter("init_jitter", options["init_jitter"])
     choice("init_from", options["init_from"], ("map", "init"))

@@ -295,6 +295,14 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
 
 # --- SGHMC --------------------------------------------------------------------------------------
 
+def _gibbs_conditionals(gibbs, model) -> dict | None:
+    """SGHMC's exact redraws: the ``gibbs`` dict as given, or with ``True`` the built-in
+    model's own (``gibbs_sites()``; none for a custom model)."""
+    if isinstance(gibbs, dict):
+        return gibbs or None
+    return model.gibbs_sites() if gibbs and model is not None else None
+
+
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold, adapt_step,
               init_spread, metric, gibbs) -> Posterior:
@@ -304,8 +312,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
                     metric=metric, builtin=job.model is not None,
-                    gibbs=job.model.gibbs_sites() if gibbs and job.model is not None
-                    else None)
+                    gibbs=_gibbs_conditionals(gibbs, job.model))
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition,
@@ -347,7 +354,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
 
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, num_warmup=warm, thin=thin,
-                    gibbs=sampler.gibbs is not None)
+                    gibbs={} if sampler.gibbs is None else sampler.gibbs.describe())
     return _drive("sghmc", target, job, sampler, record, warm + job.num_samples * thin,
                   make_posterior, start, state_type=SGHMCState, num_chains=num_chains,
                   settings=settings)

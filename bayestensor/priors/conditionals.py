@@ -30,6 +30,10 @@ class GammaConditional:
             raise ValueError(f"gibbs: the shape of {name!r} must be a positive number, "
                              f"got {self.shape}")
 
+    def describe(self) -> dict:
+        """Plain values for run records and checkpoint fingerprints."""
+        return {"kind": "gamma", "shape": float(self.shape)}
+
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """New values (double) from the current ones and the gradient on ``log x``."""
         rate = (self.shape - grad) / x
@@ -61,6 +65,10 @@ class HalfCauchyConditional:
             if not (value > 0 and np.isfinite(value)):
                 raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
                                  f"got {value}")
+
+    def describe(self) -> dict:
+        """Plain values for run records and checkpoint fingerprints."""
+        return {"kind": "half_cauchy", "count": float(self.count), "scale": float(self.scale)}
 
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """New values (double) from the current ones and the gradient on ``log x``."""

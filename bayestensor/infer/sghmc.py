@@ -357,7 +357,7 @@ class SGHMC:
                  batch_size: int | None = None, batches: Iterable | None = None,
                  num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
                  step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
-                 gibbs: dict[str, float] | None = None):
+                 gibbs: dict | None = None):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:

@@ -44,24 +44,33 @@ MIN_START_HYPER = 1e-6
 START_SWEEPS = 30
 
 
+def slice_product(spec: ParamSpec, per_dim: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Product over a parameter's rank axes of one per-slice vector each, broadcastable against
+    ``batch_shape + spec.shape`` but not expanded to it (``None`` for no rank axis).
+
+    ``per_dim[d]`` has shape ``batch_shape + (R_d,)`` (a slice variance or precision).
+    """
+    nd = len(spec.shape)
+    out = None
+    for axis, d in spec.rank_axes.items():
+        v = per_dim[d]
+        v = v.reshape(v.shape[:-1] + tuple(v.shape[-1] if a == axis else 1 for a in range(nd)))
+        out = v if out is None else out * v
+    return out
+
+
 def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
     """Prior std of every entry of a parameter, ``batch_shape + spec.shape`` (broadcastable).
 
     ``variances[d]`` has shape ``batch_shape + (R_d,)``.
     """
-    nd = len(spec.shape)
-    var = None
-    for axis, d in spec.rank_axes.items():
-        v = variances[d]
-        view = v.shape[:-1] + tuple(v.shape[-1] if a == axis else 1 for a in range(nd))
-        v = v.reshape(view)
-        var = v if var is None else var * v
+    var = slice_product(spec, variances)
     if var is None:
         return torch.ones(spec.shape)
     # Expand to the parameter's full shape: a std that only broadcasts (size 1 along the
     # non-rank axes) would make ``pyro.sample`` draw parameters of the wrong shape when the
     # site is not conditioned (prior sampling, user models, Predictive).
-    return var.sqrt().expand(var.shape[: var.ndim - nd] + spec.shape)
+    return var.sqrt().expand(var.shape[: var.ndim - len(spec.shape)] + spec.shape)
 
 
 class LowRankPrior:
@@ -182,19 +191,15 @@ class LowRankPrior:
         hypers = [values[s] for s in self.hyper_sites]
         total = sum(self.prior.log_density(h) for h in hypers)
         variances = [self.prior.variance(h) for h in hypers]
-        log_variances = [v.log() for v in variances]
+        precisions = [v.reciprocal() for v in variances]
+        # per slice, the log variance counts once for every entry of the slice
+        log_variances = [v.log().sum(-1) for v in variances]
         for site, spec in zip(self.param_sites, self.specs):
-            nd = len(spec.shape)
-            precision, log_variance_sum = None, 0.0
-            for axis, d in spec.rank_axes.items():
-                v = variances[d]
-                view = v.shape[:-1] + tuple(v.shape[-1] if a == axis else 1 for a in range(nd))
-                p = v.reciprocal().reshape(view)
-                precision = p if precision is None else precision * p
-                log_variance_sum = (log_variance_sum
-                                    + log_variances[d].sum(-1) * (spec.numel() // v.shape[-1]))
-            total = total + centered_normal_log_density(values[site], precision,
-                                                        log_variance_sum, nd)
+            log_variance_sum = sum(log_variances[d] * (spec.numel() // self.ranks[d])
+                                   for d in spec.rank_axes.values())
+            total = total + centered_normal_log_density(
+                values[site], slice_product(spec, precisions), log_variance_sum,
+                len(spec.shape))
         return total
 
     def build(self, values: dict) -> LowRankTensor:

@@ -216,6 +216,21 @@ def als_rows(factors: list[torch.Tensor], groups: RowGroups,
     observations are shrunk to zero. Returns the new factor and the fitted entries (in the
     order of ``groups.values``), which give the residual of the sweep for free.
     """
+    gram, rhs, design = row_normal_equations(factors, groups)
+    lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64)
+    factor = torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
+    return factor, (design * factor.index_select(0, groups.rows)).sum(1)
+
+
+def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of factor ``groups.mode``, the least-squares system given the other factors.
+
+    Returns the Gram matrices ``(I, R, R)`` and right-hand sides ``(I, R)`` of the rows (zero
+    for a row without observations), and the design ``(n, R)``: each entry's product of the
+    other factors' rows, in the order of ``groups.values``. Float64 factors.
+    """
     n, idx = groups.mode, groups.indices
     rank = factors[0].shape[1]
     others = [m for m in range(len(factors)) if m != n]
@@ -233,7 +248,4 @@ def als_rows(factors: list[torch.Tensor], groups: RowGroups,
         packed_y[rows, pos] = groups.values[begin:stop]
         gram[first:end] = packed.transpose(1, 2) @ packed
         rhs[first:end] = (packed.transpose(1, 2) @ packed_y.unsqueeze(-1)).squeeze(-1)
-    lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
-    eye = torch.eye(rank, dtype=torch.float64)
-    factor = torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
-    return factor, (design * factor.index_select(0, groups.rows)).sum(1)
+    return gram, rhs, design

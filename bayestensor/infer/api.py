@@ -106,7 +106,10 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
         ``num_steps``, ``lr`` (MAP, VI); ``quasi_newton`` (MAP: ``"auto"``, ``True`` or
         ``False``: hand over from Adam to L-BFGS after 5% of the steps; ``"auto"`` does for
-        built-in CP models, see ``docs/inference.md``);
+        built-in CP models, see ``docs/inference.md``), ``block_ascent`` (MAP: ``"auto"``,
+        ``True`` or ``False``: at the hand-over, the model's closed-form block ascent instead
+        of L-BFGS, where it has one: CP completion and Gaussian CP regression under the gamma
+        prior);
         ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyro
 import torch
@@ -58,6 +58,10 @@ QUASI_NEWTON_BUDGET = 0.15
 QUASI_NEWTON_TOL = 1e-6
 #: Most evaluations of one L-BFGS iteration (its strong Wolfe line search included).
 LINE_SEARCH_EVALS = 25
+#: A model's closed-form block ascent, when it replaces L-BFGS after the Adam phase, has
+#: converged when a sweep changes the objective by less than this, relative (its sweeps run
+#: in float64, so it can resolve what a float32 objective cannot).
+BLOCK_ASCENT_TOL = 1e-7
 
 
 class NotConvergedWarning(UserWarning):
@@ -104,7 +108,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             tol: float = 1e-7, batch_size: int | None = None, progress: bool = True,
             patience: int = 50, hold: dict[str, float] | None = None,
             unbounded_sites: Sequence[str] = (), warn: bool = True,
-            max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False) -> tuple[torch.Tensor, dict]:
+            max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False,
+            block_ascent: Callable | None = None) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
     Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of
@@ -112,7 +117,11 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     search to its own convergence (two iterations that change the objective by less than
     ``max(tol, QUASI_NEWTON_TOL)``, relative); that ends the fit. When L-BFGS has not
     converged within ``QUASI_NEWTON_BUDGET * num_steps`` evaluations, or fails, its result is
-    dropped and the fit runs as below from ``theta0``.
+    dropped and the fit runs as below from ``theta0``. With ``block_ascent`` (a model's
+    closed-form block-coordinate ascent, such as
+    :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`: called with batched
+    constrained values, ``max_sweeps`` and ``tol``, it returns ``(values, sweeps,
+    converged)``), its sweeps replace L-BFGS, to ``BLOCK_ASCENT_TOL`` within the same budget.
 
     Otherwise: runs of Adam on the unconstrained vector, each with the learning rate decayed 10x
     over ``num_steps``. A run stops early when the objective improves by less than ``tol``
@@ -126,7 +135,9 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     ``hold`` maps site names to a fraction of ``num_steps`` during which that site stays at its
     starting value in the first run (a continuation: e.g. the noise precision held at
     ``1 / Var(y)`` while the rank prior prunes, then released). Returns the optimized
-    ``theta`` and a trace with ``objective``, ``steps`` (Adam steps), ``quasi_newton_evals``,
+    ``theta`` and a trace with ``objective``, ``steps`` (Adam steps), ``quasi_newton_evals``
+    (L-BFGS evaluations, or block-ascent sweeps), ``finish`` (``"L-BFGS"``, ``"block ascent"``
+    or ``"Adam"``: what ended the fit),
     ``converged`` and ``moving_sites``.
     """
     if num_steps < 1:
@@ -136,11 +147,13 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     if batch_size is None and quasi_newton:
         theta, done, qn_evals = _adam_then_quasi_newton(
             target, theta, history, num_steps=num_steps, lr=lr, tol=tol, progress=progress,
-            patience=patience, hold=hold, unbounded_sites=unbounded_sites)
+            patience=patience, hold=hold, unbounded_sites=unbounded_sites,
+            block_ascent=block_ascent)
         if done:
             return theta, {"objective": history, "steps": len(history) - 1,
                            "quasi_newton_evals": qn_evals, "converged": True,
-                           "moving_sites": []}
+                           "moving_sites": [],
+                           "finish": "L-BFGS" if block_ascent is None else "block ascent"}
         theta, history = theta0.detach().clone(), []
     moving: list[str] = []
     for round_ in range(max_rounds):
@@ -158,18 +171,20 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
                             "their optimum may be on the boundary of the support, with no "
                             "interior mode, or farther than num_steps * lr")
     return theta, {"objective": history, "steps": len(history), "quasi_newton_evals": qn_evals,
-                   "converged": not moving, "moving_sites": moving}
+                   "converged": not moving, "moving_sites": moving, "finish": "Adam"}
 
 
 def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *,
-                            num_steps, lr, tol, progress, patience, hold,
-                            unbounded_sites) -> tuple[torch.Tensor, bool, int]:
+                            num_steps, lr, tol, progress, patience, hold, unbounded_sites,
+                            block_ascent=None) -> tuple[torch.Tensor, bool, int]:
     """The first ``QUASI_NEWTON_AFTER`` of a decayed Adam run, then L-BFGS, then a check.
 
     Returns L-BFGS's point, whether it converged there, and its number of evaluations.
     A point it converged to is checked as the Adam runs are: ``MIN_DRIFT_WINDOW`` Adam steps
     from it must not drift (:func:`drifting_sites`; ``unbounded_sites`` exempt), so a site
-    still rising towards the boundary of its support is not called converged.
+    still rising towards the boundary of its support is not called converged. With
+    ``block_ascent``, its sweeps replace L-BFGS and the check (each sweep maximizes every block
+    exactly, so where the sweeps stop no block is still rising); the count is of sweeps.
     """
     steps = max(int(QUASI_NEWTON_AFTER * num_steps), 1)
     for fraction in (hold or {}).values():
@@ -178,6 +193,8 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
                            batch_size=None, progress=progress, patience=patience, hold=hold,
                            stop_at=min(steps, num_steps))
     budget = max(int(QUASI_NEWTON_BUDGET * num_steps), 2)
+    if block_ascent is not None:
+        return _block_ascent(target, theta, history, block_ascent, max_sweeps=budget)
     theta, converged, evals = _quasi_newton(target, theta, history, max_evals=budget,
                                             tol=max(tol, QUASI_NEWTON_TOL))
     if converged:
@@ -187,6 +204,27 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
         converged = not drifting_sites(target, before, probe,
                                        _window_travel(lr, MIN_DRIFT_WINDOW), unbounded_sites)
     return theta, converged, evals
+
+
+def _block_ascent(target: LogDensity, theta: torch.Tensor, history: list, block_ascent, *,
+                  max_sweeps: int) -> tuple[torch.Tensor, bool, int]:
+    """A model's block ascent from ``theta``: ``(point, converged, sweeps)``.
+
+    Its point is kept when the objective there, in the target's precision, is finite and no
+    worse than at the start (up to float32 rounding); otherwise the start, not converged.
+    """
+    with torch.no_grad():
+        start_values = target.constrain(theta)
+        before = float(target.log_joint(start_values).sum())
+        values, sweeps, converged = block_ascent(start_values, max_sweeps=max_sweeps,
+                                                 tol=BLOCK_ASCENT_TOL)
+        point = target.unconstrain(values)
+        after = float(target.log_joint(target.constrain(point)).sum())
+    slack = QUASI_NEWTON_TOL * max(1.0, abs(before))
+    if not (math.isfinite(after) and torch.isfinite(point).all()) or after < before - slack:
+        return theta, False, sweeps
+    history.append(after)
+    return point, converged, sweeps
 
 
 def _lbfgs_objective(target: LogDensity, x: torch.Tensor):

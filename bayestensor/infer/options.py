@@ -44,13 +44,15 @@ def map_hold(value) -> None:
 
 
 def check_map(options: dict) -> None:
-    """MAP: ``num_steps``, ``lr``, ``init_jitter``, ``map_hold``, ``quasi_newton``."""
+    """MAP: ``num_steps``, ``lr``, ``init_jitter``, ``map_hold``, ``quasi_newton``,
+    ``block_ascent``."""
     positive_int("num_steps", options["num_steps"])
     step_size("lr", options["lr"])
     jitter("init_jitter", options["init_jitter"], optional=True)
     map_hold(options["map_hold"])
-    if options["quasi_newton"] != "auto":
-        flag("quasi_newton", options["quasi_newton"])
+    for name in ("quasi_newton", "block_ascent"):
+        if options[name] != "auto":
+            flag(name, options[name])
 
 
 def check_vi(options: dict) -> None:

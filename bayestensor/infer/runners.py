@@ -194,6 +194,21 @@ def _quasi_newton_suits(job: Job) -> bool:
     return prior is not None and prior.one_scale_per_entry
 
 
+def _block_ascent(target: LogDensity, job: Job, wanted="auto"):
+    """The model's closed-form block ascent for a full-batch MAP on the CPU (see
+    ``map_fit``): a built-in model's that offers one (CP completion under the gamma prior),
+    when ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise. ``True`` where the model,
+    the batch or the device does not allow it is a ``ValueError``."""
+    offer = getattr(job.model, "block_ascent", None)
+    usable = offer is not None and job.batch_size is None and target.device.type == "cpu"
+    ascent = offer() if usable and wanted else None
+    if wanted is True and ascent is None:
+        raise ValueError("block_ascent: True needs a full-batch MAP on the CPU of a model with "
+                         "closed-form block updates (TensorCompletion in CP format under the "
+                         "gamma prior); use 'auto' or False")
+    return ascent
+
+
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
                method: str) -> tuple[torch.Tensor, bool]:
     """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start; and
@@ -208,9 +223,10 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
                            batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), warn=False,
-                           max_rounds=_map_rounds(job), quasi_newton=_quasi_newton_suits(job))
+                           max_rounds=_map_rounds(job), quasi_newton=_quasi_newton_suits(job),
+                           block_ascent=_block_ascent(target, job))
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
-                    map_converged=trace["converged"])
+                    map_finish=trace["finish"], map_converged=trace["converged"])
     if trace["converged"]:
         return theta.expand(num_points, -1).clone(), True
     instead = "starting from prior draws instead" if job.model is None else \
@@ -227,25 +243,32 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
 # --- MAP, VI, NUTS ----------------------------------------------------------------------------
 
 def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hold,
-            quasi_newton) -> Posterior:
+            quasi_newton, block_ascent) -> Posterior:
     """MAP from ``num_chains`` restarts as one batch; the best restart is the one draw.
 
     ``quasi_newton``: hand over from Adam to L-BFGS (see ``map_fit``); ``"auto"`` does for the
-    models where it measured faster (:func:`_quasi_newton_suits`).
+    models where it measured faster (:func:`_quasi_newton_suits`). ``block_ascent``: at the
+    hand-over, the model's closed-form block ascent instead of L-BFGS (``"auto"``: where the
+    model has one, see :func:`_block_ascent`; ``False``: L-BFGS).
     """
     if quasi_newton == "auto":
         quasi_newton = _quasi_newton_suits(job)
+    ascent = _block_ascent(target, job, block_ascent)
+    if block_ascent is True and not quasi_newton:
+        raise ValueError("block_ascent: the block ascent takes over from Adam where L-BFGS "
+                         "would; it needs quasi_newton 'auto' or True, got False")
+    ascent = ascent if quasi_newton else None
     if init_jitter is None:
         init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
                            progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job),
-                           quasi_newton=quasi_newton)
+                           quasi_newton=quasi_newton, block_ascent=ascent)
     logp = target.log_joint(target.constrain(theta)).detach()
     best = int(logp.argmax())
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
-                    map_objective=trace["objective"][-1],
+                    map_finish=trace["finish"], map_objective=trace["objective"][-1],
                     map_converged=trace["converged"], restarts_log_joint=logp.tolist())
     stats = {"log_joint": logp[best].reshape(1, 1)}
     return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)
@@ -487,7 +510,8 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
 # --- the registry entries -----------------------------------------------------------------------
 
 MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
-                              "map_hold": None, "quasi_newton": "auto"},
+                              "map_hold": None, "quasi_newton": "auto",
+                              "block_ascent": "auto"},
              default_samples=1, chains=True, resumable=False, takes_batches=False,
              check=option_checks.check_map, map_steps_option="num_steps")
 VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,

@@ -15,6 +15,7 @@ from bayestensor.formats import as_index_tensor, get_format
 from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
+from bayestensor.models.cp_block_ascent import CPGammaBlockAscent
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import gamma_log_density, gaussian_log_likelihood
 
@@ -106,6 +107,7 @@ class TensorCompletion(BayesModel):
         self.center, self.scale = 0.0, 1.0
         self.observations: Observations | None = None
         self._start_cache: tuple | None = None
+        self._block_ascent: tuple | None = None
 
     @property
     def low_rank_prior(self) -> LowRankPrior:
@@ -151,6 +153,25 @@ class TensorCompletion(BayesModel):
         lp = lp + gamma_log_density(tau, self.noise_a, self.noise_b)
         mu = self.tensor_prior.build(values).entries(idx, check=False)
         return lp + scale * gaussian_log_likelihood(yb, mu, tau)
+
+    def block_ascent(self) -> CPGammaBlockAscent | None:
+        """The MAP's closed-form block updates on the bound data (see
+        :mod:`bayestensor.models.cp_block_ascent`): CP format under the gamma prior; ``None``
+        otherwise. Made once per data set (its row groups sort the observations per mode)."""
+        prior = self.tensor_prior
+        if prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma":
+            return None
+        self._require_data()
+        cached = self._block_ascent
+        if cached is None or cached[0] is not self.observations:
+            params = prior.prior.params
+            ascent = CPGammaBlockAscent(
+                self._inputs, self._y, self.shape, prior.ranks[0],
+                factor_sites=prior.param_sites, precision_site=prior.hyper_sites[0],
+                noise_site="noise_precision", a=float(params["a"]), b=float(params["b"]),
+                noise_a=self.noise_a, noise_b=self.noise_b)
+            self._block_ascent = cached = (self.observations, ascent)
+        return cached[1]
 
     def gibbs_sites(self) -> dict:
         """:meth:`BayesModel.gibbs_sites` and the noise precision: with ``n`` observed entries,

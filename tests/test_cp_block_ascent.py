@@ -1,0 +1,127 @@
+"""The closed-form block ascent of the CP models' MAP (bayestensor.models.cp_block_ascent),
+checked against each model's own log joint and its autograd gradient, and against L-BFGS."""
+
+import pytest
+import torch
+
+import bayestensor as bt
+from bayestensor.data.regression import synthetic_cp_regression
+
+
+def _bound_model(kind="completion", seed=0):
+    if kind == "completion":
+        data = bt.data.synthetic_tensor((10, 11, 12), rank=3, snr_db=10, observed=0.3,
+                                        seed=seed)
+        model = bt.TensorCompletion(data.shape, "cp", max_rank=5)
+    else:
+        data = synthetic_cp_regression((5, 6, 7), rank=3, n_train=300, n_test=200, seed=seed)
+        model = bt.TensorRegression(data.input_shape, "cp", max_rank=5)
+    model.set_data(data.train)
+    return data, model
+
+
+def _double_log_joint(model, values):
+    """The model's fast-path log joint of one point, in float64."""
+    batched = {k: v.double().unsqueeze(0) for k, v in values.items()}
+    return model.fast_log_joint(batched, {})[0]
+
+
+@pytest.mark.parametrize("kind", ["completion", "regression"])
+def test_sweeps_never_lower_the_log_joint_and_stop_at_a_stationary_point(kind):
+    _, model = _bound_model(kind)
+    if kind == "regression":  # a float64 oracle (completion's values promote on their own)
+        model._inputs, model._y = model._inputs.double(), model._y.double()
+    ascent = model.block_ascent()
+    values = {k: v.double() for k, v in model.init_values(seed=0).items()}
+    gradient_at = {}
+    for name, point in (("start", values), ("end", None)):
+        if point is None:
+            batched = {k: v.unsqueeze(0) for k, v in values.items()}
+            out, sweeps, converged = ascent(batched, max_sweeps=5000, tol=1e-12)
+            point = {k: v[0] for k, v in out.items()}
+        leaves = {k: v.clone().requires_grad_(True) for k, v in point.items()}
+        _double_log_joint(model, leaves).backward()
+        gradient_at[name] = {k: float(v.grad.abs().max()) for k, v in leaves.items()}
+
+    # one sweep at a time: the log joint of the model (not the ascent's own bookkeeping)
+    trace = [float(_double_log_joint(model, values))]
+    batched = {k: v.unsqueeze(0) for k, v in values.items()}
+    for _ in range(30):
+        batched, swept, _ = ascent(batched, max_sweeps=1, tol=0.0)
+        assert swept == 1
+        trace.append(float(_double_log_joint(model, {k: v[0] for k, v in batched.items()})))
+    steps = torch.diff(torch.tensor(trace, dtype=torch.float64))
+    assert bool((steps >= -1e-9 * abs(trace[-1])).all()), steps
+    assert trace[-1] > trace[0] + 1.0
+    # at the end the gradient of the log joint in the constrained values vanishes: exactly
+    # (to rounding) for the blocks updated last in a sweep, the last factor and the precisions
+    # (and a regression's intercept), and up to the slow coordinate-wise convergence of the
+    # earlier factors for the others
+    assert converged
+    start, end = max(gradient_at["start"].values()), gradient_at["end"]
+    exact = [ascent.factor_sites[-1], ascent.precision_site, ascent.noise_site]
+    assert max(end[k] for k in exact) < 1e-9 * start, end
+    assert max(end.values()) < 2e-5 * start, end
+
+
+@pytest.mark.parametrize("kind", ["completion", "regression"])
+def test_map_with_block_ascent_reaches_the_lbfgs_optimum(kind):
+    data, model = _bound_model(kind)
+    options = {"map_hold": None} if kind == "completion" else {}
+    fits = {flag: bt.fit(model, data.train, method="map", block_ascent=flag, progress=False,
+                         **options) for flag in ("auto", False)}
+    ours, lbfgs = fits["auto"], fits[False]
+    assert ours.info["map_finish"] == "block ascent" and lbfgs.info["map_finish"] != "block ascent"
+    assert ours.info["map_steps"] == 100
+    assert 0 < ours.info["map_quasi_newton_evals"] < 100
+    # the same optimum: within 1e-5 of the size of the log joint's terms (|log p| plus one
+    # per observation), which is where the ascent's stopping rule puts it
+    objective = {k: f.info["map_objective"] for k, f in fits.items()}
+    size = abs(objective[False]) + model.n_data()
+    assert abs(objective["auto"] - objective[False]) <= 1e-5 * size, objective
+    inputs = data.test.indices if kind == "completion" else data.X_test
+    a = ours.predict(inputs).mean
+    b = lbfgs.predict(inputs).mean
+    assert float(abs(a - b).max()) < 1e-3 * float(abs(b).max())
+    assert int(ours.effective_rank().mode()[0]) == int(lbfgs.effective_rank().mode()[0]) == 3
+
+
+def test_only_gaussian_scalar_cp_regression_under_the_gamma_prior_offers_block_ascent():
+    data = synthetic_cp_regression((4, 5, 6), rank=2, n_train=100, n_test=10, seed=0)
+    X, y = data.train
+    offers = {}
+    for name, kwargs, train in (
+            ("cp", {}, (X, y)), ("tucker", {"format": "tucker"}, (X, y)),
+            ("half_cauchy", {"prior": "half_cauchy"}, (X, y)),
+            ("bernoulli", {"likelihood": "bernoulli"}, (X, (y > 0).astype(float))),
+            ("vector", {"n_outputs": 2}, (X, torch.stack([torch.as_tensor(y)] * 2, 1).numpy()))):
+        model = bt.TensorRegression(data.input_shape, max_rank=3, **kwargs)
+        model.set_data(train)
+        offers[name] = model.block_ascent() is not None
+    assert offers == {"cp": True, "tucker": False, "half_cauchy": False, "bernoulli": False,
+                      "vector": False}
+
+
+def test_only_cp_under_the_gamma_prior_offers_block_ascent():
+    data = bt.data.synthetic_tensor((6, 7, 8), rank=2, observed=0.5, seed=0)
+    for fmt, prior in (("tucker", "gamma"), ("tt", "gamma"), ("cp", "half_cauchy"),
+                       ("cp", "log_uniform")):
+        model = bt.TensorCompletion(data.shape, fmt, max_rank=3, prior=prior)
+        model.set_data(data.train)
+        assert model.block_ascent() is None
+        post = bt.fit(model, data.train, method="map", map_hold=None, num_steps=200,
+                      progress=False)
+        assert post.info["map_finish"] != "block ascent"
+
+
+@pytest.mark.parametrize("fmt, options, match", [
+    ("tucker", {"block_ascent": True}, "closed-form block updates"),
+    ("cp", {"block_ascent": True, "batch_size": 50}, "full-batch"),
+    ("cp", {"block_ascent": True, "quasi_newton": False}, "quasi_newton"),
+    ("cp", {"block_ascent": "yes"}, "block_ascent"),
+])
+def test_block_ascent_option_is_checked(fmt, options, match):
+    data = bt.data.synthetic_tensor((6, 7, 8), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, fmt, max_rank=3)
+    with pytest.raises(ValueError, match=match):
+        bt.fit(model, data.train, method="map", map_hold=None, progress=False, **options)

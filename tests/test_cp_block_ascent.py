@@ -1,6 +1,7 @@
 """The closed-form block ascent of the CP models' MAP (bayestensor.models.cp_block_ascent),
 checked against each model's own log joint and its autograd gradient, and against L-BFGS."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,12 +55,11 @@ def test_sweeps_never_lower_the_log_joint_and_stop_at_a_stationary_point(kind):
     assert bool((steps >= -1e-9 * abs(trace[-1])).all()), steps
     assert trace[-1] > trace[0] + 1.0
     # at the end the gradient of the log joint in the constrained values vanishes: exactly
-    # (to rounding) for the blocks updated last in a sweep, the last factor and the precisions
-    # (and a regression's intercept), and up to the slow coordinate-wise convergence of the
-    # earlier factors for the others
+    # (to rounding) for the precisions, set to their modes last, and up to the slow
+    # coordinate-wise convergence of the factors for the others
     assert converged
     start, end = max(gradient_at["start"].values()), gradient_at["end"]
-    exact = [ascent.factor_sites[-1], ascent.precision_site, ascent.noise_site]
+    exact = [ascent.precision_site, ascent.noise_site]
     assert max(end[k] for k in exact) < 1e-9 * start, end
     assert max(end.values()) < 2e-5 * start, end
 
@@ -125,3 +125,20 @@ def test_block_ascent_option_is_checked(fmt, options, match):
     model = bt.TensorCompletion(data.shape, fmt, max_rank=3)
     with pytest.raises(ValueError, match=match):
         bt.fit(model, data.train, method="map", map_hold=None, progress=False, **options)
+
+
+def test_extrapolated_sweeps_cross_the_il2_swamp_within_their_budget():
+    """On IL-2 (13x4x12x8, max rank 10) plain sweeps creep (2,324 to converge, scratch run):
+    with the extrapolation they converge within the budget and end above the Adam-only MAP."""
+    from bayestensor.infer.baselines import BLOCK_ASCENT_BUDGET
+
+    real = bt.data.load_il2(holdout=0.1, seed=0)
+    idx = np.argwhere(real.mask)
+    train = (idx, real.data[tuple(idx.T)])
+    model = bt.TensorCompletion(real.mask.shape, "cp", max_rank=10)
+    ours = bt.fit(model, train, method="map", map_hold=None, progress=False)
+    assert ours.info["map_finish"] == "block ascent"
+    assert ours.info["map_quasi_newton_evals"] < BLOCK_ASCENT_BUDGET * 2000
+    adam = bt.fit(model, train, method="map", map_hold=None, quasi_newton=False,
+                  progress=False)
+    assert ours.info["map_objective"] > adam.info["map_objective"] + 10.0

@@ -62,6 +62,11 @@ LINE_SEARCH_EVALS = 25
 #: converged when a sweep changes the objective by less than this, relative (its sweeps run
 #: in float64, so it can resolve what a float32 objective cannot).
 BLOCK_ASCENT_TOL = 1e-7
+#: ... and may take this fraction of ``num_steps`` in sweeps. A sweep costs about one
+#: evaluation of the log density with its gradient, so even the whole budget costs less than
+#: the Adam-only fit it falls back to (up to ``num_steps`` steps); most fits take 3-20 sweeps,
+#: a slow ALS "swamp" hundreds (IL-2: 811).
+BLOCK_ASCENT_BUDGET = 0.5
 
 
 class NotConvergedWarning(UserWarning):
@@ -121,7 +126,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     closed-form block-coordinate ascent, such as
     :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`: called with batched
     constrained values, ``max_sweeps`` and ``tol``, it returns ``(values, sweeps,
-    converged)``), its sweeps replace L-BFGS, to ``BLOCK_ASCENT_TOL`` within the same budget.
+    converged)``), its sweeps replace L-BFGS, to ``BLOCK_ASCENT_TOL`` within
+    ``BLOCK_ASCENT_BUDGET * num_steps`` sweeps.
 
     Otherwise: runs of Adam on the unconstrained vector, each with the learning rate decayed 10x
     over ``num_steps``. A run stops early when the objective improves by less than ``tol``
@@ -192,9 +198,10 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
     theta, _, _ = _map_run(target, theta, history, num_steps=num_steps, lr=lr, tol=tol,
                            batch_size=None, progress=progress, patience=patience, hold=hold,
                            stop_at=min(steps, num_steps))
-    budget = max(int(QUASI_NEWTON_BUDGET * num_steps), 2)
     if block_ascent is not None:
-        return _block_ascent(target, theta, history, block_ascent, max_sweeps=budget)
+        return _block_ascent(target, theta, history, block_ascent,
+                             max_sweeps=max(int(BLOCK_ASCENT_BUDGET * num_steps), 2))
+    budget = max(int(QUASI_NEWTON_BUDGET * num_steps), 2)
     theta, converged, evals = _quasi_newton(target, theta, history, max_evals=budget,
                                             tol=max(tol, QUASI_NEWTON_TOL))
     if converged:

@@ -15,7 +15,7 @@ from bayestensor.formats import as_index_tensor, get_format
 from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
-from bayestensor.models.cp_block_ascent import CPGammaBlockAscent
+from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import gamma_log_density, gaussian_log_likelihood
 
@@ -158,18 +158,14 @@ class TensorCompletion(BayesModel):
         """The MAP's closed-form block updates on the bound data (see
         :mod:`bayestensor.models.cp_block_ascent`): CP format under the gamma prior; ``None``
         otherwise. Made once per data set (its row groups sort the observations per mode)."""
-        prior = self.tensor_prior
-        if prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma":
+        keywords = sites_and_priors(self.tensor_prior, self.noise_a, self.noise_b)
+        if keywords is None:
             return None
         self._require_data()
         cached = self._block_ascent
         if cached is None or cached[0] is not self.observations:
-            params = prior.prior.params
-            ascent = CPGammaBlockAscent(
-                self._inputs, self._y, self.shape, prior.ranks[0],
-                factor_sites=prior.param_sites, precision_site=prior.hyper_sites[0],
-                noise_site="noise_precision", a=float(params["a"]), b=float(params["b"]),
-                noise_a=self.noise_a, noise_b=self.noise_b)
+            ascent = CPGammaBlockAscent(self._inputs, self._y, self.shape,
+                                        self.tensor_prior.ranks[0], **keywords)
             self._block_ascent = cached = (self.observations, ascent)
         return cached[1]
 

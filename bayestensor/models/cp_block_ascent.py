@@ -51,6 +51,17 @@ from bayestensor.formats.entry_start import RowGroups, row_normal_equations
 EXTRAPOLATE_FROM = 3
 
 
+def sites_and_priors(prior, noise_a: float, noise_b: float) -> dict | None:
+    """The site names and prior parameters the block ascents take, from a model's
+    :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the prior is CP
+    under the gamma hyperprior (the case the closed forms cover)."""
+    if prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma":
+        return None
+    return dict(factor_sites=prior.param_sites, precision_site=prior.hyper_sites[0],
+                noise_site="noise_precision", a=float(prior.prior.params["a"]),
+                b=float(prior.prior.params["b"]), noise_a=noise_a, noise_b=noise_b)
+
+
 class _GammaBlockAscent:
     """The sweeps, slice and noise precisions shared by the CP models; subclasses update the
     factors (and any other block) in :meth:`_update_blocks`."""

@@ -21,7 +21,7 @@ from bayestensor.formats.decompose import cp_als
 from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
-from bayestensor.models.cp_block_ascent import CPRegressionBlockAscent
+from bayestensor.models.cp_block_ascent import CPRegressionBlockAscent, sites_and_priors
 from bayestensor.models.mode import posterior_mode
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import (centered_normal_log_density, gamma_log_density,
@@ -334,20 +334,15 @@ class TensorRegression(BayesModel):
         """The MAP's closed-form block updates on the bound data (see
         :mod:`bayestensor.models.cp_block_ascent`): CP format under the gamma prior with a
         Gaussian scalar response; ``None`` otherwise. Made once per data set."""
-        prior = self.weight_prior
-        if (prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma"
-                or self.likelihood != "gaussian" or self.is_vector):
+        keywords = sites_and_priors(self.weight_prior, self.noise_a, self.noise_b)
+        if keywords is None or self.likelihood != "gaussian" or self.is_vector:
             return None
         self._require_data()
         cached = self._block_ascent
         if cached is None or cached[0] is not self._y:
-            params = prior.prior.params
-            ascent = CPRegressionBlockAscent(
-                self._inputs, self._y, self.weight_shape, intercept_site="intercept",
-                intercept_scale=self.intercept_scale, factor_sites=prior.param_sites,
-                precision_site=prior.hyper_sites[0], noise_site="noise_precision",
-                a=float(params["a"]), b=float(params["b"]), noise_a=self.noise_a,
-                noise_b=self.noise_b)
+            ascent = CPRegressionBlockAscent(self._inputs, self._y, self.weight_shape,
+                                             intercept_site="intercept",
+                                             intercept_scale=self.intercept_scale, **keywords)
             self._block_ascent = cached = (self._y, ascent)
         return cached[1]
 

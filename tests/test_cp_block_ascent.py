@@ -142,3 +142,21 @@ def test_extrapolated_sweeps_cross_the_il2_swamp_within_their_budget():
     adam = bt.fit(model, train, method="map", map_hold=None, quasi_newton=False,
                   progress=False)
     assert ours.info["map_objective"] > adam.info["map_objective"] + 10.0
+
+
+def test_a_regression_whose_sweep_is_too_costly_keeps_lbfgs(monkeypatch):
+    """The dense normal equations of a sweep cost ``N (I R)^2 + (I R)^3 / 3`` per factor;
+    above ``MAX_REGRESSION_SWEEP_FLOPS`` the MAP hands over to L-BFGS instead."""
+    from bayestensor.models import regression as regression_module
+    from bayestensor.models.cp_block_ascent import regression_sweep_flops
+
+    data = synthetic_cp_regression((5, 6, 7), rank=2, n_train=200, n_test=10, seed=0)
+    model = bt.TensorRegression(data.input_shape, "cp", max_rank=3)
+    model.set_data(data.train)
+    flops = regression_sweep_flops((5, 6, 7), 3, 200)
+    assert flops == sum(200 * (3 * i) ** 2 + (3 * i) ** 3 / 3 for i in (5, 6, 7))
+    assert model.block_ascent() is not None
+    monkeypatch.setattr(regression_module, "MAX_REGRESSION_SWEEP_FLOPS", flops - 1)
+    assert model.block_ascent() is None
+    post = bt.fit(model, data.train, method="map", progress=False)
+    assert post.info["map_finish"] == "L-BFGS"

@@ -178,6 +178,17 @@ class CPGammaBlockAscent(_GammaBlockAscent):
         return float((groups.values - fitted.sum(1)).pow(2).sum())
 
 
+#: Most multiply-adds of one regression sweep (about a second on one core): each factor's
+#: normal equations cost ``N (I R)^2`` to form and ``(I R)^3 / 3`` to solve, dense. Past it
+#: (large inputs and many observations) the MAP keeps L-BFGS. The test problems need 1e6-4e7.
+MAX_REGRESSION_SWEEP_FLOPS = 1e9
+
+
+def regression_sweep_flops(shape, rank: int, num_obs: int) -> float:
+    """Multiply-adds of one sweep of :class:`CPRegressionBlockAscent` (the normal equations)."""
+    return sum(num_obs * (size * rank) ** 2 + (size * rank) ** 3 / 3 for size in shape)
+
+
 class CPRegressionBlockAscent(_GammaBlockAscent):
     """Block ascent of a Gaussian, scalar-response
     :class:`~bayestensor.models.regression.TensorRegression` (CP, gamma).

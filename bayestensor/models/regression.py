@@ -21,7 +21,9 @@ from bayestensor.formats.decompose import cp_als
 from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
-from bayestensor.models.cp_block_ascent import CPRegressionBlockAscent, sites_and_priors
+from bayestensor.models.cp_block_ascent import (MAX_REGRESSION_SWEEP_FLOPS,
+                                                CPRegressionBlockAscent,
+                                                regression_sweep_flops, sites_and_priors)
 from bayestensor.models.mode import posterior_mode
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import (centered_normal_log_density, gamma_log_density,
@@ -333,11 +335,16 @@ class TensorRegression(BayesModel):
     def block_ascent(self) -> CPRegressionBlockAscent | None:
         """The MAP's closed-form block updates on the bound data (see
         :mod:`bayestensor.models.cp_block_ascent`): CP format under the gamma prior with a
-        Gaussian scalar response; ``None`` otherwise. Made once per data set."""
+        Gaussian scalar response, whose sweep costs at most ``MAX_REGRESSION_SWEEP_FLOPS``
+        (dense normal equations per factor); ``None`` otherwise. Made once per data set."""
         keywords = sites_and_priors(self.weight_prior, self.noise_a, self.noise_b)
         if keywords is None or self.likelihood != "gaussian" or self.is_vector:
             return None
         self._require_data()
+        flops = regression_sweep_flops(self.weight_shape, self.weight_prior.ranks[0],
+                                       self.n_data())
+        if flops > MAX_REGRESSION_SWEEP_FLOPS:
+            return None
         cached = self._block_ascent
         if cached is None or cached[0] is not self._y:
             ascent = CPRegressionBlockAscent(self._inputs, self._y, self.weight_shape,

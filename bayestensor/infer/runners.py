@@ -196,16 +196,18 @@ def _quasi_newton_suits(job: Job) -> bool:
 
 def _block_ascent(target: LogDensity, job: Job, wanted="auto"):
     """The model's closed-form block ascent for a full-batch MAP on the CPU (see
-    ``map_fit``): a built-in model's that offers one (CP completion under the gamma prior),
-    when ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise. ``True`` where the model,
-    the batch or the device does not allow it is a ``ValueError``."""
+    ``map_fit``): a built-in model's that offers one (CP completion, or a Gaussian scalar CP
+    regression, under the gamma prior), when ``wanted`` is ``"auto"`` or ``True``; ``None``
+    otherwise. ``True`` where the model, the batch or the device does not allow it is a
+    ``ValueError``."""
     offer = getattr(job.model, "block_ascent", None)
     usable = offer is not None and job.batch_size is None and target.device.type == "cpu"
     ascent = offer() if usable and wanted else None
     if wanted is True and ascent is None:
         raise ValueError("block_ascent: True needs a full-batch MAP on the CPU of a model with "
-                         "closed-form block updates (TensorCompletion in CP format under the "
-                         "gamma prior); use 'auto' or False")
+                         "closed-form block updates (TensorCompletion, or a Gaussian "
+                         "scalar-response TensorRegression, in CP format under the gamma "
+                         "prior); use 'auto' or False")
     return ascent
 
 

@@ -127,9 +127,10 @@ def test_block_ascent_option_is_checked(fmt, options, match):
         bt.fit(model, data.train, method="map", map_hold=None, progress=False, **options)
 
 
-def test_extrapolated_sweeps_cross_the_il2_swamp_within_their_budget():
-    """On IL-2 (13x4x12x8, max rank 10) plain sweeps creep (2,324 to converge, scratch run):
-    with the extrapolation they converge within the budget and end above the Adam-only MAP."""
+def test_in_the_il2_swamp_adam_goes_on_from_the_sweeps_and_ends_above_adam_alone():
+    """On IL-2 (13x4x12x8, max rank 10) the sweeps creep (811 to converge even with the
+    extrapolation, scratch run): they use their budget, Adam goes on from where they stopped,
+    and the fit ends well above the Adam-only MAP, which stalls in the swamp."""
     from bayestensor.infer.baselines import BLOCK_ASCENT_BUDGET
 
     real = bt.data.load_il2(holdout=0.1, seed=0)
@@ -137,8 +138,8 @@ def test_extrapolated_sweeps_cross_the_il2_swamp_within_their_budget():
     train = (idx, real.data[tuple(idx.T)])
     model = bt.TensorCompletion(real.mask.shape, "cp", max_rank=10)
     ours = bt.fit(model, train, method="map", map_hold=None, progress=False)
-    assert ours.info["map_finish"] == "block ascent"
-    assert ours.info["map_quasi_newton_evals"] < BLOCK_ASCENT_BUDGET * 2000
+    assert ours.info["map_finish"] == "block ascent, then Adam"
+    assert ours.info["map_quasi_newton_evals"] == int(BLOCK_ASCENT_BUDGET * 2000)
     adam = bt.fit(model, train, method="map", map_hold=None, quasi_newton=False,
                   progress=False)
     assert ours.info["map_objective"] > adam.info["map_objective"] + 10.0

@@ -255,11 +255,12 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     """
     if quasi_newton == "auto":
         quasi_newton = _quasi_newton_suits(job)
-    ascent = _block_ascent(target, job, block_ascent)
+    # made only where used (it sorts the data per mode), or where True must be checked
+    ascent = (_block_ascent(target, job, block_ascent)
+              if quasi_newton or block_ascent is True else None)
     if block_ascent is True and not quasi_newton:
         raise ValueError("block_ascent: the block ascent takes over from Adam where L-BFGS "
                          "would; it needs quasi_newton 'auto' or True, got False")
-    ascent = ascent if quasi_newton else None
     if init_jitter is None:
         init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)

@@ -57,20 +57,25 @@ def sites_and_priors(prior, noise_a: float, noise_b: float) -> dict | None:
     under the gamma hyperprior (the case the closed forms cover)."""
     if prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma":
         return None
-    return dict(factor_sites=prior.param_sites, precision_site=prior.hyper_sites[0],
-                noise_site="noise_precision", a=float(prior.prior.params["a"]),
-                b=float(prior.prior.params["b"]), noise_a=noise_a, noise_b=noise_b)
+    site = prior.hyper_sites[0]
+    return dict(factor_sites=prior.param_sites, precision_site=site,
+                slice_count=prior.slice_counts()[site], noise_site="noise_precision",
+                a=float(prior.prior.params["a"]), b=float(prior.prior.params["b"]),
+                noise_a=noise_a, noise_b=noise_b)
 
 
 class _GammaBlockAscent:
     """The sweeps, slice and noise precisions shared by the CP models; subclasses update the
     factors (and any other block) in :meth:`_update_blocks`."""
 
-    def __init__(self, shape, num_obs: int, *, factor_sites: list[str], precision_site: str,
-                 noise_site: str, a: float, b: float, noise_a: float, noise_b: float):
+    def __init__(self, num_obs: int, *, factor_sites: list[str], precision_site: str,
+                 slice_count: int, noise_site: str, a: float, b: float, noise_a: float,
+                 noise_b: float):
         self.factor_sites = list(factor_sites)
         self.precision_site, self.noise_site = precision_site, noise_site
-        self.slice_shape = (sum(shape) / 2 + a - 1, b)  # numerator and prior rate of lambda
+        # numerator and prior rate of lambda's mode; slice_count entries per slice
+        # (LowRankPrior.slice_counts: the factor rows of every mode)
+        self.slice_shape = (slice_count / 2 + a - 1, b)
         self.noise_shape = (num_obs / 2 + noise_a - 1, noise_b)
         self.num_obs = num_obs
 
@@ -149,6 +154,8 @@ class CPGammaBlockAscent(_GammaBlockAscent):
         Site names of the factors, one per mode.
     precision_site, noise_site : str
         Site names of the slice precisions ``(R,)`` and of the noise precision.
+    slice_count : int
+        Entries per slice (``LowRankPrior.slice_counts``).
     a, b : float
         Gamma prior of the slice precisions.
     noise_a, noise_b : float
@@ -158,7 +165,7 @@ class CPGammaBlockAscent(_GammaBlockAscent):
     def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int,
                  **sites_and_priors):
         y = values.detach().cpu().double()
-        super().__init__(shape, y.shape[0], **sites_and_priors)
+        super().__init__(y.shape[0], **sites_and_priors)
         idx = indices.detach().cpu().long()
         self.groups = [RowGroups(idx, y, mode, size, rank) for mode, size in enumerate(shape)]
 
@@ -211,7 +218,7 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
     def __init__(self, inputs: torch.Tensor, values: torch.Tensor, shape, *,
                  intercept_site: str, intercept_scale: float, **sites_and_priors):
         self.y = values.detach().cpu().double()
-        super().__init__(shape, self.y.shape[0], **sites_and_priors)
+        super().__init__(self.y.shape[0], **sites_and_priors)
         self.X = inputs.detach().cpu().double().reshape((-1,) + tuple(shape))
         self.intercept_site = intercept_site
         self.intercept_precision = intercept_scale ** -2

@@ -16,8 +16,10 @@ digits rotated by 60 degrees, ranks found, compression of the linear layers and 
 model, training seconds. Medians over seeds go to ``docs/benchmarks.md``.
 
 ``--max-rank-scale 2`` multiplies every max rank by 2 (the check that the ranks found follow
-the data, not the cap); ``--sghmc-temperature validation`` chooses SGHMC's temperature on 10%
-of the training digits (``choose_temperature``) and refits on all of them at it; ``--formats`` / ``--methods`` / ``--no-tltorch`` run a subset.
+the data, not the cap); ``--sghmc-settings validation`` chooses SGHMC's step, temperature and
+warm-up on 10% of the training digits (``choose_sghmc_settings``) and refits on all of them at
+them (``--sghmc-temperature T`` only sets the temperature); ``--formats`` / ``--methods`` /
+``--no-tltorch`` run a subset.
 
 Run: ``python benchmarks/nets_mnist.py --seeds 0 1 2`` (about 15 minutes on 2 CPU cores).
 """
@@ -34,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bayestensor.nets import choose_temperature, fit_net, predict_dense, tensorize, train_dense
+from bayestensor.nets import choose_sghmc_settings, fit_net, predict_dense, tensorize, train_dense
 from bayestensor.nets import metrics
 from bayestensor.data.images import load_mnist10k
 
@@ -77,18 +79,19 @@ def run_dense(data, seed, epochs):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
-def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature="1"):
+def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature=1.0,
+             sghmc_settings="default"):
     config = {**FORMATS[fmt], "max_rank": FORMATS[fmt]["max_rank"] * rank_scale}
     bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
                      num_particles=METHODS[method], **config)
     options = dict(epochs=epochs, lr=LR, seed=seed, num_samples=10)
     chosen = {}
     t0 = time.perf_counter()
-    if method == "sghmc" and temperature == "validation":
-        chosen = choose_temperature(bnet, data["x_train"], data["y_train"], **options)
-        options["temperature"] = chosen["temperature"]
+    if method == "sghmc" and sghmc_settings == "validation":
+        chosen = choose_sghmc_settings(bnet, data["x_train"], data["y_train"], **options)
+        options.update(chosen["settings"])
     elif method == "sghmc":
-        options["temperature"] = float(temperature)
+        options["temperature"] = temperature
     h = fit_net(bnet, data["x_train"], data["y_train"], method=method, **options)
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
@@ -96,7 +99,9 @@ def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature="1"):
     row = {"model": fmt, "method": method, "seed": seed, "seconds": h["seconds"],
            "seconds_with_choice": time.perf_counter() - t0, "max_rank": config["max_rank"],
            "temperature": options.get("temperature"),
-           "temperature_scores": {str(k): v for k, v in chosen.get("scores", {}).items()},
+           "sghmc_settings": {k: options[k] for k in ("sghmc_lr", "temperature", "burnin")
+                              if k in options},
+           "validation_scores": chosen.get("scores", []),
            "params": comp["compressed_params"], "linear_ratio": comp["linear_ratio"],
            "model_ratio": comp["model_ratio"],
            "ranks": [r["ranks"] for r in comp["layers"]],
@@ -181,8 +186,10 @@ def main():
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sghmc-temperature", default="1",
-                    help='SGHMC temperature, or "validation" to choose it (choose_temperature)')
+    ap.add_argument("--sghmc-temperature", type=float, default=1.0, help="SGHMC temperature")
+    ap.add_argument("--sghmc-settings", choices=["default", "validation"], default="default",
+                    help="validation: choose SGHMC's step, temperature and warm-up on 10%% of "
+                         "the training digits (choose_sghmc_settings)")
     args = ap.parse_args()
     data = prepare(args)
     rows = []
@@ -193,7 +200,7 @@ def main():
         for fmt in args.formats:
             for method in args.methods:
                 rows.append(run_ours(data, seed, args.epochs, fmt, method, args.max_rank_scale,
-                                     args.sghmc_temperature))
+                                     args.sghmc_temperature, args.sghmc_settings))
                 print(rows[-1], flush=True)
                 if method == "map" and not args.no_tltorch:
                     rows.append(run_tltorch(data, seed, args.epochs, fmt, rows[-1]))

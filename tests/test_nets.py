@@ -1,6 +1,7 @@
 """Bayesian tensorized networks: layers vs dense oracles, particles, pruning, metrics, CLI."""
 
 import copy
+import itertools
 import json
 import pickle
 import time
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayestensor.io import save_tensors
-from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_temperature,
+from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_sghmc_settings,
                               factorize, fit_net, load_exported, predict_dense, save_exported,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
@@ -377,6 +378,31 @@ def test_cli_compress_tiny(tmp_path):
     assert bad.exit_code != 0
 
 
+def test_cli_compress_calibrates_sghmc_on_a_validation_split(tmp_path):
+    from click.testing import CliRunner
+    from bayestensor.cli.compress import compress
+    out = tmp_path / "run"
+    args = ["digits", "--epochs", "4", "--hidden", "32", "--max-rank", "3", "--method", "sghmc",
+            "--particles", "2", "--quiet", "--out", str(out)]
+    res = CliRunner().invoke(compress, args + ["--calibrate"])
+    assert res.exit_code == 0, res.output
+    net = json.loads((out / "network.json").read_text())
+    chosen = net["sghmc_settings"]
+    # of the default warm-ups 0.5, 0.75, 0.9 of 4 epochs the last leaves none to sample
+    assert len(chosen["scores"]) == 18
+    assert {s["burnin"] for s in chosen["scores"]} == {0.5, 0.75}
+    best = min(chosen["scores"], key=lambda s: s["nll"])
+    assert all(chosen[k] == best[k] for k in ("sghmc_lr", "temperature", "burnin"))
+    assert json.loads((out / "run.json").read_text())["settings"]["calibrate"] is True
+    assert "SGHMC settings chosen on" in (out / "summary.md").read_text()
+    bad = CliRunner().invoke(compress, ["digits", "--method", "map", "--calibrate", "--out",
+                                        str(tmp_path / "o")])
+    assert bad.exit_code != 0 and "--calibrate" in bad.output
+    with pytest.raises(ValueError, match="calibrate"):
+        from bayestensor.nets.workflow import run_compress
+        run_compress(load_digits(), tmp_path / "x", method="svgd", calibrate=True)
+
+
 def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
     layer = TensorizedLinear(12, 8, "cp", max_rank=3, num_particles=2, seed=0, num_modes=2)
     with torch.no_grad():
@@ -606,7 +632,8 @@ def test_fit_net_refuses_bad_labels_before_training(labels, match):
     (dict(lr=float("inf")), "lr"), (dict(seed=-1), "seed"), (dict(seed=2**70), "seed"),
     (dict(seed=1.5), "seed"), (dict(seed="3"), "seed"), (dict(num_draws="4"), "num_draws"),
     (dict(friction="0.1"), "friction"), (dict(friction=1.5), "friction"),
-    (dict(burnin=1.0), "burnin"), (dict(sghmc_lr="0.02"), "sghmc_lr"),
+    (dict(burnin=1.0), "burnin"), (dict(method="sghmc", epochs=2, burnin=0.9), "burnin"),
+    (dict(sghmc_lr="0.02"), "sghmc_lr"),
     (dict(temperature=-1.0), "temperature"), (dict(scale_lr=0), "scale_lr"),
     (dict(sghmc_prune="0.01"), "sghmc_prune"), (dict(num_samples=2.0), "num_samples"),
     (dict(kernel="gauss"), "kernel"),
@@ -642,29 +669,57 @@ def test_largest_seed_is_accepted_by_every_start():
     assert bnet.num_particles == 2
 
 
-def test_choose_temperature_scores_each_candidate_on_held_out_examples(digits):
+def test_choose_sghmc_settings_scores_each_candidate_on_held_out_examples(digits):
     xtr, ytr = digits[0][:400], digits[1][:400]
     bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2, prior="gamma",
                      init="random", seed=0, num_particles=2)
     before = [p.detach().clone() for p in bnet.parameters()]
-    out = choose_temperature(bnet, xtr, ytr, temperatures=[1.0, 0.1], epochs=2, seed=0,
-                             num_samples=2)
-    assert out["validation_size"] == 40 and set(out["scores"]) == {1.0, 0.1}
-    assert out["temperature"] == min(out["scores"], key=lambda t: out["scores"][t]["nll"])
-    # The score is the ensemble's NLL on the held-out 40: refit the chosen candidate the same
-    # way and score it independently.
-    gen = torch.Generator().manual_seed(derive_seed(0, "temperature-validation"))
+    out = choose_sghmc_settings(bnet, xtr, ytr, step_sizes=[0.02, 0.002], temperatures=[1.0, 0.1],
+                                burnins=[0.5, 0.75], epochs=4, seed=0, num_samples=2)
+    assert out["validation_size"] == 40 and len(out["scores"]) == 8
+    assert {(s["sghmc_lr"], s["temperature"], s["burnin"]) for s in out["scores"]} == \
+        set(itertools.product([0.02, 0.002], [1.0, 0.1], [0.5, 0.75]))
+    best = min(out["scores"], key=lambda s: s["nll"])
+    assert out["settings"] == {k: best[k] for k in ("sghmc_lr", "temperature", "burnin")}
+    # Recompute one candidate independently: the split, a MAP warm-up of 3 of the 4 epochs,
+    # then SGHMC from it for the last epoch; its ensemble's NLL on the held-out 40.
+    gen = torch.Generator().manual_seed(derive_seed(0, "sghmc-validation"))
     order = torch.randperm(400, generator=gen)
+    held, kept = order[:40], order[40:]
     again = copy.deepcopy(bnet)
-    fit_net(again, xtr[order[40:]], ytr[order[40:]], method="sghmc", epochs=2, seed=0,
-            num_samples=2, temperature=out["temperature"])
-    probs = again.predict_proba(xtr[order[:40]])
-    assert abs(metrics.nll(probs, ytr[order[:40]])
-               - out["scores"][out["temperature"]]["nll"]) < 1e-6
+    fit_net(again, xtr[kept], ytr[kept], method="map", epochs=3, seed=0, num_samples=2)
+    fit_net(again, xtr[kept], ytr[kept], method="sghmc", epochs=1, burnin=0, sghmc_lr=0.002,
+            temperature=0.1, seed=0, num_samples=2)
+    score = next(s for s in out["scores"]
+                 if (s["sghmc_lr"], s["temperature"], s["burnin"]) == (0.002, 0.1, 0.75))
+    assert abs(metrics.nll(again.predict_proba(xtr[held]), ytr[held]) - score["nll"]) < 1e-6
+    assert len(again.samples) == 2
     assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
     for bad, match in [(dict(temperatures=[]), "temperatures"),
                        (dict(temperatures=[1.0, -1.0]), "temperatures"),
+                       (dict(step_sizes=["0.02"]), "step_sizes"),
+                       (dict(burnins=[1.0]), "burnins"),
+                       (dict(burnins=[0.9], epochs=2), "burnins"),
+                       (dict(epochs="4"), "epochs"),
                        (dict(validation=0.9), "validation"),
-                       (dict(method="map"), "fit_options")]:
+                       (dict(method="map"), "fit_options"),
+                       (dict(sghmc_lr=0.1), "fit_options")]:
         with pytest.raises(ValueError, match=match):
-            choose_temperature(bnet, xtr, ytr, **bad)
+            choose_sghmc_settings(bnet, xtr, ytr, **bad)
+
+
+def test_sghmc_with_no_warmup_samples_from_the_network_as_given(digits):
+    """``burnin=0``: no Adam step moves the chains' start, every epoch samples."""
+    xtr, ytr = digits[0][:200], digits[1][:200]
+    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2, prior="gamma",
+                     init="random", seed=0, num_particles=2)
+    fit_net(bnet, xtr, ytr, method="map", epochs=2, seed=0)
+    start = copy.deepcopy(bnet)
+    fit_net(bnet, xtr, ytr, method="sghmc", epochs=2, burnin=0, sghmc_prune=None, seed=0,
+            num_samples=4, sghmc_lr=1e-12, friction=0.5)
+    assert len(bnet.samples) == 4
+    # a vanishing step: the first snapshot is the start to float precision (Adam's first step
+    # alone would move every entry by about lr = 1e-2)
+    first = bnet.samples[0]
+    for p, q in zip(start.particle_params(), bnet.particle_params()):
+        assert torch.allclose(first[id(q)], p.detach(), atol=1e-6)

@@ -66,6 +66,8 @@ from bayestensor.nets.layers import PRUNE_THRESHOLD
 from bayestensor.seeds import derive_seed, rng
 
 METHODS = ("map", "vi", "svgd", "sghmc")
+#: Default training epochs of :func:`fit_net`.
+EPOCHS = 20
 #: Share of the SVGD steps after which the ensemble is pruned and SVGD continues.
 SVGD_PRUNE_AT = 0.75
 #: Bound ``c`` on ``eta P / v`` for stiff low-rank entries: SGHMC's momentum step is stable for
@@ -289,6 +291,13 @@ def _adam(bnet: BayesianNet, lr: float, scale_lr: float, steps: int, start: int 
     return opt, sched
 
 
+def warmup_steps(burnin: float, epochs: int, steps_per_epoch: int) -> int:
+    """Steps of SGHMC's MAP warm-up: ``burnin`` of the epochs (rounded), at least one step
+    unless ``burnin`` is 0 (then the chains start from the network as given, e.g. from a
+    warm-up already run)."""
+    return 0 if burnin == 0 else max(1, int(round(burnin * epochs)) * steps_per_epoch)
+
+
 def _one_block(pp) -> BlockLayout:
     """SVGD's kernel over all of a particle's parameters ``pp`` as one block."""
     return BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long))
@@ -346,11 +355,15 @@ def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws,
     _check_particles(bnet, method)
     data = TrainingData(x, y, batch_size, seed)
     data.check_labels(bnet)
+    if method == "sghmc" and (warmup_steps(burnin, epochs, data.steps_per_epoch)
+                              >= epochs * data.steps_per_epoch):
+        raise ValueError(f"burnin: a warm-up of {burnin} of {epochs} epochs leaves none to "
+                         f"sample")
     return data
 
 
 def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "map",
-            epochs: int = 20, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
+            epochs: int = EPOCHS, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
             num_draws: int = 4, kernel: str = "rbf", sghmc_lr: float = 0.02,
             friction: float = 0.1, burnin: float = 0.5, num_samples: int = 10,
             temperature: float = 1.0, scale_lr: float = 10.0,
@@ -380,8 +393,10 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
         SVGD kernel.
     sghmc_lr, friction, burnin, num_samples, temperature
         SGHMC per-datum step ``lr`` (``eta = lr / N``), friction ``alpha``, fraction of the
-        epochs spent in the MAP warm-up, snapshots kept, and posterior temperature (noise
-        variance times ``T``).
+        epochs spent in the MAP warm-up (``0``: sample from the network as given, for all
+        ``epochs``), snapshots kept, and posterior temperature (noise variance times ``T``).
+        :func:`~bayestensor.nets.calibration.choose_sghmc_settings` chooses the step, the
+        temperature and the warm-up on a validation split.
     scale_lr : float
         Learning-rate multiplier of the slice log-scales ``u``.
     sghmc_prune : float or None
@@ -420,8 +435,8 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     bnet.samples = []
     steps_per_epoch = data.steps_per_epoch
     total = epochs * steps_per_epoch
-    adam_steps = total if method != "sghmc" else max(1, int(round(burnin * epochs)) * steps_per_epoch)
-    opt, sched = _adam(bnet, lr, scale_lr, adam_steps)
+    adam_steps = total if method != "sghmc" else warmup_steps(burnin, epochs, steps_per_epoch)
+    opt, sched = _adam(bnet, lr, scale_lr, max(adam_steps, 1))
     svgd_prune_step = (int(svgd_prune_at * total) if method == "svgd" and svgd_prune is not None
                        else None)
     shared = bnet.shared_params()

@@ -27,6 +27,7 @@ from bayestensor import checks
 from bayestensor.data.images import ImageData
 from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.nets import metrics
+from bayestensor.nets.calibration import choose_sghmc_settings
 from bayestensor.nets.convert import BayesianNet, save_exported, tensorize
 from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
 from bayestensor.report.rundir import write_run
@@ -124,7 +125,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
                  prior: str = "gamma", method: str = "map", epochs: int = 10, max_rank: int = 8,
                  hidden: int = 512, batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
-                 progress: bool | None = None) -> dict:
+                 calibrate: bool = False, progress: bool | None = None) -> dict:
     """Train, compress and evaluate a network; write the run folder.
 
     Parameters
@@ -150,6 +151,10 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     rotate : float
         Rotation (degrees) of the shifted test images.
     seed : int
+    calibrate : bool
+        SGHMC only: choose its step, temperature and warm-up on 10% of the training examples
+        (:func:`~bayestensor.nets.calibration.choose_sghmc_settings`) before the fit; the
+        choice and its validation scores go to ``network.json`` (``"sghmc_settings"``).
     progress : bool or None
         Progress bars on stderr (``None``: when stderr is a terminal).
 
@@ -160,6 +165,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         reliability, shift, training budget, times and warnings.
     """
     checks.choice("method", method, METHODS)
+    _check_calibrate(calibrate, method)
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
     num_particles = 1 if method in POINT_METHODS else particles
@@ -173,9 +179,10 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     dense_log = train_dense(dense, data.x_train, data.y_train, epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = fit_net(bnet, data.x_train, data.y_train, method=method, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    net_log = _fit(bnet, data, method, calibrate, epochs=epochs, batch_size=batch_size, lr=lr,
+                   seed=seed, progress=progress)
     network = _evaluate(bnet, dense, data, method, threshold, rotate, ranks_before)
+    network.update(net_log["calibration"])
     if all(row["ranks_after"] == row["ranks_before"] for row in network["layers"]):
         notes.append(NOT_PRUNED)
     for note in notes:
@@ -184,7 +191,8 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
                    train_seconds={"dense": dense_log["seconds"], method: net_log["seconds"]})
     settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
                 "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
-                "particles": num_particles, "threshold": threshold, "rotate": rotate, "seed": seed}
+                "particles": num_particles, "threshold": threshold, "rotate": rotate, "seed": seed,
+                "calibrate": calibrate}
     _write_outputs(out, bnet, network, settings, data)
     return network
 
@@ -195,7 +203,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
                  batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
                  scratch_epochs: int | None = None, model_name: str = "",
-                 progress: bool | None = None) -> dict:
+                 calibrate: bool = False, progress: bool | None = None) -> dict:
     """Compress a network the user already trained: decompose its layers, fine-tune, prune.
 
     The compressible layers whose tensorized form is smaller are replaced by Bayesian
@@ -214,8 +222,8 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     model : nn.Module
         The trained network (left unchanged), e.g. from
         :func:`bayestensor.nets.user_model.load_user_model`.
-    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed
-        As in :func:`run_compress`.
+    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed, calibrate
+        As in :func:`run_compress` (a calibrated SGHMC warms up from the decomposed network).
     epochs : int
         Fine-tuning epochs (default ``FINETUNE_EPOCHS``, 20).
     lr : float
@@ -234,6 +242,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         and ``train_seconds`` of the fine-tune and of the run from scratch.
     """
     checks.choice("method", method, METHODS)
+    _check_calibrate(calibrate, method)
     checks.positive_int("epochs", epochs)
     if scratch_epochs is not None:
         checks.positive_int("scratch_epochs", scratch_epochs)
@@ -247,9 +256,10 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     bnet, kept_dense = tensorize_smaller(model, init="decompose", **options)
     decomposed = metrics.summarize(bnet.predict_proba(data.x_test), data.y_test)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = fit_net(bnet, data.x_train, data.y_train, method=method, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    net_log = _fit(bnet, data, method, calibrate, epochs=epochs, batch_size=batch_size, lr=lr,
+                   seed=seed, progress=progress)
     network = _evaluate(bnet, model, data, method, threshold, rotate, ranks_before)
+    network.update(net_log["calibration"])
     network["metrics"] = {"dense": network["metrics"]["dense"], "decomposed": decomposed,
                           **{k: v for k, v in network["metrics"].items() if k != "dense"}}
     seconds = {"finetune": net_log["seconds"]}
@@ -272,9 +282,32 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     settings = {"model": model_name, "format": fmt, "prior": prior, "method": method,
                 "epochs": epochs, "scratch_epochs": scratch_epochs, "max_rank": max_rank,
                 "batch_size": batch_size, "lr": lr, "particles": num_particles,
-                "threshold": threshold, "rotate": rotate, "seed": seed}
+                "threshold": threshold, "rotate": rotate, "seed": seed, "calibrate": calibrate}
     _write_outputs(out, bnet, network, settings, data)
     return network
+
+
+def _check_calibrate(calibrate, method: str) -> None:
+    if not isinstance(calibrate, bool):
+        raise ValueError(f"calibrate: expected True or False, got {calibrate!r}")
+    if calibrate and method != "sghmc":
+        raise ValueError(f"calibrate: chooses SGHMC's settings; method is {method!r}, not "
+                         f"'sghmc'")
+
+
+def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool, **options) -> dict:
+    """``fit_net`` on the training examples, after choosing SGHMC's settings on a validation
+    split when ``calibrate``; the log gets ``"calibration"``: the choice and its scores, or
+    nothing."""
+    chosen = {}
+    if calibrate:
+        choice = choose_sghmc_settings(bnet, data.x_train, data.y_train, **options)
+        chosen = {"sghmc_settings": {**choice["settings"],
+                                     "validation_size": choice["validation_size"],
+                                     "scores": choice["scores"]}}
+        options.update(choice["settings"])
+    log = fit_net(bnet, data.x_train, data.y_train, method=method, **options)
+    return {**log, "calibration": chosen}
 
 
 def _write_outputs(out: Path, bnet: BayesianNet, network: dict, settings: dict,
@@ -311,6 +344,12 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
         lines += ["", f"Both networks trained alike: {b['optimizer']}, lr {b['lr']:g}, "
                       f"{b['schedule']} schedule, {b['epochs']} epochs, batch {b['batch_size']}, "
                       f"seed {b['seed']}."]
+    chosen = network.get("sghmc_settings")
+    if chosen:
+        lines += [f"SGHMC settings chosen on {chosen['validation_size']} held-out training "
+                  f"examples (lowest NLL of {len(chosen['scores'])} candidates): step "
+                  f"{chosen['sghmc_lr']:g}, temperature {chosen['temperature']:g}, warm-up "
+                  f"{chosen['burnin']:g} of the epochs."]
     lines += ["", "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
     for name, m in network["metrics"].items():
         label = "dense" if name == "dense" else name.replace("_", " ")

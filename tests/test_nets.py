@@ -393,6 +393,7 @@ def test_cli_compress_calibrates_sghmc_on_a_validation_split(tmp_path):
     assert {s["burnin"] for s in chosen["scores"]} == {0.5, 0.75}
     best = min(chosen["scores"], key=lambda s: s["nll"])
     assert all(chosen[k] == best[k] for k in ("sghmc_lr", "temperature", "burnin"))
+    assert 0 < chosen["seconds"] < 1e3
     assert json.loads((out / "run.json").read_text())["settings"]["calibrate"] is True
     assert "SGHMC settings chosen on" in (out / "summary.md").read_text()
     bad = CliRunner().invoke(compress, ["digits", "--method", "map", "--calibrate", "--out",
@@ -676,7 +677,7 @@ def test_choose_sghmc_settings_scores_each_candidate_on_held_out_examples(digits
     before = [p.detach().clone() for p in bnet.parameters()]
     out = choose_sghmc_settings(bnet, xtr, ytr, step_sizes=[0.02, 0.002], temperatures=[1.0, 0.1],
                                 burnins=[0.5, 0.75], epochs=4, seed=0, num_samples=2)
-    assert out["validation_size"] == 40 and len(out["scores"]) == 8
+    assert out["validation_size"] == 40 and len(out["scores"]) == 8 and out["seconds"] > 0
     assert {(s["sghmc_lr"], s["temperature"], s["burnin"]) for s in out["scores"]} == \
         set(itertools.product([0.02, 0.002], [1.0, 0.1], [0.5, 0.75]))
     best = min(out["scores"], key=lambda s: s["nll"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 
 import torch
 
@@ -121,7 +122,8 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
     dict
         ``settings`` (``{"sghmc_lr", "temperature", "burnin"}``, ready for ``fit_net``),
         ``scores`` (one dict per candidate: its settings and ``nll``, ``ece``, ``accuracy`` on
-        the validation examples) and ``validation_size``.
+        the validation examples), ``validation_size`` and ``seconds`` (wall time of the
+        choice).
     """
     if not isinstance(bnet, BayesianNet):
         raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
@@ -137,6 +139,7 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
         raise ValueError(f"fit_options: {', '.join(taken)} set by choose_sghmc_settings")
     epochs = positive_int("epochs", fit_options.pop("epochs", EPOCHS))
     plan = _warmup_plan(warmups, epochs)
+    t0 = time.perf_counter()
     held, kept = _split(len(x), validation, seed)
     x_fit, y_fit, x_val, y_val = x[kept], y[kept], x[held], y[held]
     scores = []
@@ -153,4 +156,5 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
                            "accuracy": metrics.accuracy(probs, y_val)})
     best = min(scores, key=lambda s: s["nll"])
     settings = {k: best[k] for k in ("sghmc_lr", "temperature", "burnin")}
-    return {"settings": settings, "scores": scores, "validation_size": len(held)}
+    return {"settings": settings, "scores": scores, "validation_size": len(held),
+            "seconds": time.perf_counter() - t0}

@@ -304,6 +304,7 @@ def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool, **opt
         choice = choose_sghmc_settings(bnet, data.x_train, data.y_train, **options)
         chosen = {"sghmc_settings": {**choice["settings"],
                                      "validation_size": choice["validation_size"],
+                                     "seconds": choice["seconds"],
                                      "scores": choice["scores"]}}
         options.update(choice["settings"])
     log = fit_net(bnet, data.x_train, data.y_train, method=method, **options)
@@ -349,7 +350,7 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
         lines += [f"SGHMC settings chosen on {chosen['validation_size']} held-out training "
                   f"examples (lowest NLL of {len(chosen['scores'])} candidates): step "
                   f"{chosen['sghmc_lr']:g}, temperature {chosen['temperature']:g}, warm-up "
-                  f"{chosen['burnin']:g} of the epochs."]
+                  f"{chosen['burnin']:g} of the epochs ({chosen['seconds']:.1f} s)."]
     lines += ["", "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
     for name, m in network["metrics"].items():
         label = "dense" if name == "dense" else name.replace("_", " ")

@@ -40,6 +40,7 @@ import string
 
 import torch
 
+from bayestensor.formats.cp import CPTensor
 from bayestensor.formats.entry_start import RowGroups, row_normal_equations
 
 #: From this sweep on, each sweep is followed by a try at extrapolating the factors along the
@@ -99,7 +100,7 @@ class _GammaBlockAscent:
         lam, tau = point[self.precision_site], float(point[self.noise_site])
         previous, sweeps, converged = -math.inf, 0, False
         while sweeps < max_sweeps and not converged:
-            before = [f.clone() for f in factors]
+            before = [f.clone() for f in factors] if sweeps + 1 >= EXTRAPOLATE_FROM else None
             rss, extra = self._update_blocks(factors, lam, tau, point)
             current, lam, tau = self._profile(factors, rss, extra)
             sweeps += 1
@@ -167,6 +168,7 @@ class CPGammaBlockAscent(_GammaBlockAscent):
         y = values.detach().cpu().double()
         super().__init__(y.shape[0], **sites_and_priors)
         idx = indices.detach().cpu().long()
+        self.shape = tuple(shape)
         self.groups = [RowGroups(idx, y, mode, size, rank) for mode, size in enumerate(shape)]
 
     def _update_blocks(self, factors, lam, tau, point):
@@ -179,10 +181,8 @@ class CPGammaBlockAscent(_GammaBlockAscent):
 
     def _rss(self, factors, point):
         groups = self.groups[0]
-        fitted = factors[0].index_select(0, groups.indices[:, 0])
-        for mode in range(1, len(factors)):
-            fitted = fitted * factors[mode].index_select(0, groups.indices[:, mode])
-        return float((groups.values - fitted.sum(1)).pow(2).sum())
+        fitted = CPTensor(self.shape, factors).entries(groups.indices, check=False)
+        return float((groups.values - fitted).pow(2).sum())
 
 
 #: Most multiply-adds of one regression sweep (about a second on one core): each factor's
@@ -239,9 +239,7 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
         return rss, -0.5 * self.intercept_precision * float(c) ** 2
 
     def _rss(self, factors, point):
-        letters = string.ascii_letters[:len(factors)]
-        expr = ",".join(m + "Y" for m in letters) + "->" + letters
-        weight = torch.einsum(expr, *factors).reshape(-1)
+        weight = CPTensor(self.X.shape[1:], factors).reconstruct().reshape(-1)
         linear = self.X.reshape(self.X.shape[0], -1) @ weight
         return float((self.y - linear - point[self.intercept_site]).pow(2).sum())
 

@@ -288,9 +288,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
 
 
 def _check_calibrate(calibrate, method: str) -> None:
-    if not isinstance(calibrate, bool):
-        raise ValueError(f"calibrate: expected True or False, got {calibrate!r}")
-    if calibrate and method != "sghmc":
+    if checks.flag("calibrate", calibrate) and method != "sghmc":
         raise ValueError(f"calibrate: chooses SGHMC's settings; method is {method!r}, not "
                          f"'sghmc'")
 

@@ -15,11 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayestensor.io import save_tensors
-from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_sghmc_settings,
-                              factorize, fit_net, load_exported, predict_dense, save_exported,
+from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_prior_weight,
+                              choose_sghmc_settings, factorize, fit_net, load_exported,
+                              predict_dense, save_exported,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.layers import MAX_LAYER_PARAMS, CompressedLinear, factorized_flops
+from bayestensor.nets.layers import (MAX_LAYER_PARAMS, PRUNE_THRESHOLD, CompressedLinear,
+                                     factorized_flops)
+from bayestensor.nets.train import PRECONDITIONER_BOUND, _prior_preconditioner
 from bayestensor.nets.shapes import rank_caps
 from bayestensor.seeds import derive_seed
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
@@ -396,12 +399,33 @@ def test_cli_compress_calibrates_sghmc_on_a_validation_split(tmp_path):
     assert 0 < chosen["seconds"] < 1e3
     assert json.loads((out / "run.json").read_text())["settings"]["calibrate"] is True
     assert "SGHMC settings chosen on" in (out / "summary.md").read_text()
-    bad = CliRunner().invoke(compress, ["digits", "--method", "map", "--calibrate", "--out",
-                                        str(tmp_path / "o")])
-    assert bad.exit_code != 0 and "--calibrate" in bad.output
-    with pytest.raises(ValueError, match="calibrate"):
-        from bayestensor.nets.workflow import run_compress
-        run_compress(load_digits(), tmp_path / "x", method="svgd", calibrate=True)
+    for extra in (["--min-ratio", "5"], ["--min-ratio", "5", "--calibrate"]):
+        bad = CliRunner().invoke(compress, args[:-1] + [str(tmp_path / "o")] + extra)
+        assert bad.exit_code != 0 and "--min-ratio" in bad.output
+
+
+def test_cli_compress_calibrates_the_prior_weight_of_map(tmp_path):
+    from click.testing import CliRunner
+    from bayestensor.cli.compress import compress
+    out = tmp_path / "run"
+    args = ["digits", "--epochs", "3", "--hidden", "32", "--max-rank", "3", "--method", "map",
+            "--quiet", "--out", str(out), "--calibrate", "--min-ratio", "2"]
+    res = CliRunner().invoke(compress, args)
+    assert res.exit_code == 0, res.output
+    net = json.loads((out / "network.json").read_text())
+    chosen = net["prior_weight_choice"]
+    assert [s["prior_weight"] for s in chosen["scores"]] == [1.0, 0.3, 0.1, 0.03]
+    eligible = [s for s in chosen["scores"] if s["model_ratio"] >= 2]
+    assert eligible and chosen["min_ratio_met"] and chosen["min_ratio"] == 2
+    assert chosen["prior_weight"] == min(eligible, key=lambda s: s["nll"])["prior_weight"]
+    assert "Prior weight chosen on" in (out / "summary.md").read_text()
+    assert json.loads((out / "run.json").read_text())["settings"]["min_ratio"] == 2
+    from bayestensor.nets.workflow import run_compress
+    for bad, match in [(dict(min_ratio=2.0), "min_ratio"),
+                       (dict(calibrate=True, min_ratio=-1.0), "min_ratio"),
+                       (dict(calibrate=True, method="sghmc", min_ratio=2.0), "min_ratio")]:
+        with pytest.raises(ValueError, match=match):
+            run_compress(load_digits(), tmp_path / "x", **bad)
 
 
 def test_live_masks_freeze_slices_collapsed_in_one_chain_only():
@@ -707,6 +731,73 @@ def test_choose_sghmc_settings_scores_each_candidate_on_held_out_examples(digits
                        (dict(sghmc_lr=0.1), "fit_options")]:
         with pytest.raises(ValueError, match=match):
             choose_sghmc_settings(bnet, xtr, ytr, **bad)
+
+
+def test_prior_weight_scales_the_log_prior_in_map_svgd_and_sghmc(digits):
+    """``prior_weight=w`` trains exactly as a network whose log prior is multiplied by ``w``."""
+    xtr, ytr = digits[0][:200], digits[1][:200]
+    for method, particles in (("map", 1), ("svgd", 2), ("sghmc", 2)):
+        bnet = tensorize(_mlp(), layers=["0"], format="cp", max_rank=3, num_modes=2,
+                         init="random", seed=0, num_particles=particles)
+        scaled = copy.deepcopy(bnet)
+        # at a small SGHMC step no entry is preconditioned, with or without the weight
+        options = dict(method=method, epochs=2, seed=0, num_samples=2, sghmc_lr=1e-3)
+        fit_net(bnet, xtr, ytr, prior_weight=0.2, **options)
+        own = scaled.log_prior
+        scaled.log_prior = lambda: 0.2 * own()
+        fit_net(scaled, xtr, ytr, **options)
+        for p, q in zip(bnet.parameters(), scaled.parameters()):
+            assert torch.allclose(p, q, atol=1e-5), method
+    # SGHMC's preconditioner bounds the weighted prior's curvature w / v times the step
+    eta = 1e-4
+    precond = _prior_preconditioner(bnet, eta, 0.2)
+    variances = [v for layer in bnet.tensorized().values() for v in layer.prior_variances()]
+    for c, v in zip(precond, variances):
+        expected = (PRECONDITIONER_BOUND * v / (0.2 * eta)).clamp(max=1)
+        assert torch.allclose(c, expected.expand_as(c))
+    for bad in (0.0, -1.0, "1", float("nan")):
+        with pytest.raises(ValueError, match="prior_weight"):
+            fit_net(bnet, xtr, ytr, epochs=1, prior_weight=bad)
+
+
+def test_choose_prior_weight_scores_each_weight_on_held_out_examples(digits):
+    xtr, ytr = digits[0][:400], digits[1][:400]
+    bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2, prior="gamma",
+                     init="random", seed=0, num_particles=1)
+    before = [p.detach().clone() for p in bnet.parameters()]
+    options = dict(weights=[1.0, 0.01], epochs=15, batch_size=32, seed=0)
+    out = choose_prior_weight(bnet, xtr, ytr, **options)
+    assert out["validation_size"] == 40 and out["min_ratio_met"] and out["seconds"] > 0
+    assert [s["prior_weight"] for s in out["scores"]] == [1.0, 0.01]
+    best = min(out["scores"], key=lambda s: s["nll"])
+    assert out["settings"] == {"prior_weight": best["prior_weight"]}
+    # Recompute the weaker prior's score independently: the split, the fit, the prune.
+    gen = torch.Generator().manual_seed(derive_seed(0, "sghmc-validation"))
+    order = torch.randperm(400, generator=gen)
+    held, kept = order[:40], order[40:]
+    again = copy.deepcopy(bnet)
+    fit_net(again, xtr[kept], ytr[kept], epochs=15, batch_size=32, seed=0,
+            prior_weight=0.01)
+    again.prune(PRUNE_THRESHOLD)
+    weak = out["scores"][1]
+    assert abs(metrics.nll(again.predict_proba(xtr[held]), ytr[held]) - weak["nll"]) < 1e-6
+    assert weak["model_ratio"] == pytest.approx(again.compression()["model_ratio"])
+    # the full-weight prior prunes harder than one at 1/100
+    assert out["scores"][0]["model_ratio"] > weak["model_ratio"]
+    assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
+    # a ratio only the full prior reaches decides the choice; one none reaches warns
+    strict = out["scores"][0]["model_ratio"]
+    again = choose_prior_weight(bnet, xtr, ytr, min_ratio=strict, **options)
+    assert again["settings"] == {"prior_weight": 1.0}
+    with pytest.warns(UserWarning, match="min_ratio"):
+        none = choose_prior_weight(bnet, xtr, ytr, min_ratio=10 * strict, **options)
+    assert none["settings"] == {"prior_weight": 1.0} and not none["min_ratio_met"]
+    for bad, match in [(dict(weights=[]), "weights"), (dict(weights=[0.0]), "weights"),
+                       (dict(method="nuts"), "method"), (dict(min_ratio=0), "min_ratio"),
+                       (dict(threshold=1.0), "threshold"), (dict(validation=0.9), "validation"),
+                       (dict(prior_weight=0.5), "fit_options"), (dict(seed=-1), "seed")]:
+        with pytest.raises(ValueError, match=match):
+            choose_prior_weight(bnet, xtr, ytr, **bad)
 
 
 def test_sghmc_with_no_warmup_samples_from_the_network_as_given(digits):

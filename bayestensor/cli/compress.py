@@ -9,7 +9,7 @@ import warnings
 import click
 
 from bayestensor.data.images import load_dataset
-from bayestensor.nets.calibration import BURNINS, STEP_SIZES, TEMPERATURES
+from bayestensor.nets.calibration import BURNINS, PRIOR_WEIGHTS, STEP_SIZES, TEMPERATURES
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
@@ -53,15 +53,19 @@ FINETUNE_LR = 1e-2
               help="With --model: also train the compressed network from a random start for "
                    "this many epochs, to compare accuracy and wall time.")
 @click.option("--calibrate", is_flag=True,
-              help=f"With --method sghmc: choose its step, temperature and warm-up on 10% of "
-                   f"the training data before the fit (a grid of "
-                   f"{len(STEP_SIZES) * len(TEMPERATURES) * len(BURNINS)} candidates "
-                   f"sharing {len(BURNINS)} warm-ups).")
+              help=f"Before the fit, choose on 10% of the training data: with --method sghmc "
+                   f"its step, temperature and warm-up (a grid of "
+                   f"{len(STEP_SIZES) * len(TEMPERATURES) * len(BURNINS)} candidates sharing "
+                   f"{len(BURNINS)} warm-ups); with the other methods the log prior's weight "
+                   f"(one fit per weight of {', '.join(f'{w:g}' for w in PRIOR_WEIGHTS)}).")
+@click.option("--min-ratio", type=click.FloatRange(0, min_open=True), default=None,
+              help="With --calibrate (map, vi, svgd): only prior weights whose pruned network "
+                   "compresses the whole model at least this much are eligible.")
 @opt.quiet_option
 @opt.run_options("compress")
 def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, particles,
-             threshold, rotate, model_spec, state_dict, scratch_epochs, calibrate, quiet, seed,
-             out, force, with_report):
+             threshold, rotate, model_spec, state_dict, scratch_epochs, calibrate, min_ratio,
+             quiet, seed, out, force, with_report):
     """Train and compress an MLP or small CNN on DATA ('digits', a .npz with images and labels,
     or a directory of MNIST IDX files), next to a dense baseline trained alike (same optimizer,
     learning rate, schedule, epochs and batches); write model.pt, ranks.csv, reliability.png,
@@ -69,8 +73,9 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     network instead, fine-tune it on DATA and report it before and after."""
     if model_spec is None and (state_dict is not None or scratch_epochs is not None):
         raise click.UsageError("--state-dict and --scratch-epochs go with --model")
-    if calibrate and method != "sghmc":
-        raise click.UsageError(f"--calibrate chooses SGHMC's settings; --method is {method}")
+    if min_ratio is not None and (not calibrate or method == "sghmc"):
+        raise click.UsageError("--min-ratio bounds the prior weight that --calibrate chooses "
+                               "for --method map, vi or svgd")
     ctx = click.get_current_context()
     given = [f"--{name}" for name in ("arch", "hidden")
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -91,13 +96,13 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
                                batch_size=batch_size, lr=lr or FINETUNE_LR,
                                particles=particles, threshold=threshold, rotate=rotate,
                                seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,
-                               calibrate=calibrate, progress=progress)
+                               calibrate=calibrate, min_ratio=min_ratio, progress=progress)
         else:
             net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
                                epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
                                batch_size=batch_size, lr=lr or TRAIN_LR, particles=particles,
                                threshold=threshold, rotate=rotate, seed=seed,
-                               calibrate=calibrate, progress=progress)
+                               calibrate=calibrate, min_ratio=min_ratio, progress=progress)
     for name, m in net["metrics"].items():
         click.echo(f"{name:<16} accuracy {m['accuracy']:.4f}  NLL {m['nll']:.4f}  "
                    f"ECE {m['ece']:.4f}")

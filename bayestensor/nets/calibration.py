@@ -1,9 +1,24 @@
-"""SGHMC ensembles calibrated on a validation split: step size, temperature and warm-up.
+"""Networks calibrated on a validation split: the prior's weight, and SGHMC's step size,
+temperature and warm-up.
 
-At its default settings (per-datum step ``sghmc_lr`` 0.02, temperature 1, half the epochs of
-MAP warm-up) the SGHMC ensembles of tensorized MLPs on mnist10k are under-confident (test
-entropy 0.23-0.29 nats against 0.03 for the dense network, ECE 0.033-0.050 against 0.030,
-``docs/benchmarks.md``). Measured on seed 0, the causes differ by format:
+Both choices score candidates by the negative log-likelihood of the (pruned) network or
+ensemble on training examples held out from the fit: data the fit did not see, never the test
+set. The caller then refits on all the data at the chosen settings
+(``fit_net(..., **choice["settings"])``).
+
+**The prior's weight** (:func:`choose_prior_weight`). Under the gamma/ARD prior at its full
+weight the tensorized LeNet-5 on mnist10k is under-confident: 12 or 24 epochs of MAP leave it as
+soft (test entropy 0.13 nats against the dense CNN's 0.06) and its SVGD ensemble's ECE is 0.026
+against 0.007 (``docs/benchmarks.md``). The log prior's weight ``w`` in ``log p(D | theta) + w
+log p(theta)`` sets how hard the slices are shrunk; a smaller weight gives sharper networks that
+prune less. How much less is a trade the data settle, so the weight is chosen on held-out NLL,
+among the candidates that still compress by ``min_ratio`` when the caller needs a ratio.
+
+**SGHMC's settings** (:func:`choose_sghmc_settings`). At its default settings (per-datum step
+``sghmc_lr`` 0.02, temperature 1, half the epochs of MAP warm-up) the SGHMC ensembles of
+tensorized MLPs on mnist10k are under-confident (test entropy 0.23-0.29 nats against 0.03 for
+the dense network, ECE 0.033-0.050 against 0.030, ``docs/benchmarks.md``). Measured on seed 0,
+the causes differ by format:
 
 * the step: after the same warm-up, CP and Tucker ensembles sampled at step 0.005 or 0.001
   have ECE 0.016-0.030 against 0.034-0.050 at 0.02. The mini-batch gradient noise is a small
@@ -13,11 +28,8 @@ entropy 0.23-0.29 nats against 0.03 for the dense network, ECE 0.033-0.050 again
   94% accuracy, entropy 0.23-0.26), and sampling does not finish the training; after 90% of
   the epochs of warm-up the ensemble is at 95.8% (dense: 96.0%).
 
-:func:`choose_sghmc_settings` therefore scores a small grid of steps, temperatures (a tempered
-posterior ``p(theta | D)^(1/T)``, Wenzel et al., ICML 2020) and warm-up shares by the ensemble's
-negative log-likelihood on held-out training examples: data the sampler did not see, never the
-test set. The caller refits on all the data at the chosen settings
-(``fit_net(..., method="sghmc", **choice["settings"])``).
+It therefore scores a small grid of steps, temperatures (a tempered posterior ``p(theta |
+D)^(1/T)``, Wenzel et al., ICML 2020) and warm-up shares.
 """
 
 from __future__ import annotations
@@ -25,15 +37,20 @@ from __future__ import annotations
 import copy
 import itertools
 import time
+import warnings
 
 import torch
 
-from bayestensor.checks import positive_int, real_number, seed_value
+from bayestensor.checks import choice, positive_int, real_number, seed_value
 from bayestensor.nets import metrics
 from bayestensor.nets.convert import BayesianNet
-from bayestensor.nets.train import EPOCHS, fit_net
+from bayestensor.nets.layers import PRUNE_THRESHOLD
+from bayestensor.nets.train import EPOCHS, METHODS, fit_net
 from bayestensor.seeds import derive_seed
 
+#: Candidate weights of the log prior: the Bayes posterior and three weaker priors, 30x apart
+#: in all.
+PRIOR_WEIGHTS = (1.0, 0.3, 0.1, 0.03)
 #: Candidate per-datum SGHMC steps: the default and two smaller ones, 20x apart in all.
 STEP_SIZES = (0.02, 0.005, 0.001)
 #: Candidate temperatures: the Bayes posterior and two colder ones, a decade apart in all.
@@ -43,7 +60,7 @@ TEMPERATURES = (1.0, 0.3, 0.1)
 BURNINS = (0.5, 0.75, 0.9)
 #: Share of the training examples held out to score the candidates.
 VALIDATION_SHARE = 0.1
-#: Settings the choice makes, so they cannot also come in ``fit_options``.
+#: Settings :func:`choose_sghmc_settings` makes, so they cannot also come in ``fit_options``.
 CHOSEN = ("method", "sghmc_lr", "temperature", "burnin")
 
 
@@ -56,6 +73,23 @@ def _positive_values(name: str, values, high: float | None = None) -> tuple[floa
         raise ValueError(f"{name}: expected a non-empty list of positive numbers{bound}, got "
                          f"{values!r}")
     return tuple(float(v) for v in out)
+
+
+def _check_inputs(bnet, x, y, validation, seed, fit_options, chosen) -> None:
+    if not isinstance(bnet, BayesianNet):
+        raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y):
+        raise ValueError("x: expected tensors x and y with one label per example")
+    real_number("validation", validation, high=0.5)
+    seed_value(seed)
+    taken = sorted(set(chosen) & set(fit_options))
+    if taken:
+        raise ValueError(f"fit_options: {', '.join(taken)} set by the choice")
+
+
+def _scores(probs: torch.Tensor, y: torch.Tensor) -> dict:
+    return {"nll": metrics.nll(probs, y), "ece": metrics.ece(probs, y),
+            "accuracy": metrics.accuracy(probs, y)}
 
 
 def _split(n: int, validation: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,18 +159,10 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
         the validation examples), ``validation_size`` and ``seconds`` (wall time of the
         choice).
     """
-    if not isinstance(bnet, BayesianNet):
-        raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y):
-        raise ValueError("x: expected tensors x and y with one label per example")
+    _check_inputs(bnet, x, y, validation, seed, fit_options, CHOSEN)
     steps = _positive_values("step_sizes", step_sizes)
     temps = _positive_values("temperatures", temperatures)
     warmups = _positive_values("burnins", burnins, high=1.0)
-    real_number("validation", validation, high=0.5)
-    seed_value(seed)
-    taken = sorted(set(CHOSEN) & set(fit_options))
-    if taken:
-        raise ValueError(f"fit_options: {', '.join(taken)} set by choose_sghmc_settings")
     epochs = positive_int("epochs", fit_options.pop("epochs", EPOCHS))
     plan = _warmup_plan(warmups, epochs)
     t0 = time.perf_counter()
@@ -152,9 +178,85 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
                     sghmc_lr=step, temperature=temp, seed=seed, **fit_options)
             probs = trial.predict_proba(x_val)
             scores.append({"sghmc_lr": step, "temperature": temp, "burnin": burnin,
-                           "nll": metrics.nll(probs, y_val), "ece": metrics.ece(probs, y_val),
-                           "accuracy": metrics.accuracy(probs, y_val)})
+                           **_scores(probs, y_val)})
     best = min(scores, key=lambda s: s["nll"])
     settings = {k: best[k] for k in ("sghmc_lr", "temperature", "burnin")}
     return {"settings": settings, "scores": scores, "validation_size": len(held),
+            "seconds": time.perf_counter() - t0}
+
+
+def choose_prior_weight(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
+                        method: str = "map", weights=PRIOR_WEIGHTS, min_ratio: float | None = None,
+                        threshold: float = PRUNE_THRESHOLD, validation: float = VALIDATION_SHARE,
+                        seed: int = 0, **fit_options) -> dict:
+    """The log prior's weight whose pruned network has the lowest validation NLL.
+
+    Every candidate weight trains a copy of ``bnet`` with ``method`` on the training part
+    (``fit_net(..., prior_weight=w)``), prunes it at ``threshold`` as
+    :meth:`~bayestensor.nets.convert.BayesianNet.prune` does, and is scored on the held-out
+    part. A grid of ``K`` weights costs ``K`` fits on ``1 - validation`` of the data.
+
+    Parameters
+    ----------
+    bnet : BayesianNet
+        The untrained network (left untouched: each candidate trains a copy).
+    x, y : tensor
+        Training inputs and integer labels; ``validation`` of them (drawn with ``seed``) are
+        held out to score the candidates.
+    method : {"map", "vi", "svgd", "sghmc"}
+        The fit the weight is chosen for.
+    weights : sequence of float
+        Positive candidate weights (default :data:`PRIOR_WEIGHTS`).
+    min_ratio : float, optional
+        Only weights whose pruned network compresses the whole model at least this much
+        (``compression()["model_ratio"]``) are eligible. When none does, the weight of the
+        most compressed candidate is returned, with a warning and ``min_ratio_met`` false.
+    threshold : float in [0, 1)
+        Prune threshold applied to every candidate before scoring.
+    validation : float in (0, 0.5]
+        Share of the examples held out.
+    seed : int
+        Seed of the split and of every fit.
+    **fit_options
+        Passed to :func:`~bayestensor.nets.train.fit_net` (``epochs``, ``lr``, ...); not
+        ``method`` or ``prior_weight``.
+
+    Returns
+    -------
+    dict
+        ``settings`` (``{"prior_weight": w}``, ready for ``fit_net``), ``scores`` (one dict
+        per weight: ``prior_weight``, ``nll``, ``ece``, ``accuracy`` on the validation
+        examples and ``model_ratio``), ``min_ratio_met``, ``validation_size`` and ``seconds``.
+
+    Examples
+    --------
+    >>> choice = choose_prior_weight(bnet, x, y, method="svgd", min_ratio=20, epochs=12)
+    >>> fit_net(bnet, x, y, method="svgd", epochs=12, **choice["settings"])
+    """
+    _check_inputs(bnet, x, y, validation, seed, fit_options, ("method", "prior_weight"))
+    choice("method", method, METHODS)
+    candidates = _positive_values("weights", weights)
+    if min_ratio is not None:
+        real_number("min_ratio", min_ratio)
+    real_number("threshold", threshold, high=1.0, low_open=False, high_open=True)
+    t0 = time.perf_counter()
+    held, kept = _split(len(x), validation, seed)
+    scores = []
+    for w in candidates:
+        trial = copy.deepcopy(bnet)
+        fit_net(trial, x[kept], y[kept], method=method, prior_weight=w, seed=seed, **fit_options)
+        trial.prune(threshold)
+        scores.append({"prior_weight": w, **_scores(trial.predict_proba(x[held]), y[held]),
+                       "model_ratio": trial.compression()["model_ratio"]})
+    eligible = [s for s in scores if min_ratio is None or s["model_ratio"] >= min_ratio]
+    if eligible:
+        best = min(eligible, key=lambda s: s["nll"])
+    else:
+        best = max(scores, key=lambda s: s["model_ratio"])
+        warnings.warn(f"min_ratio: no prior weight of {list(candidates)} compresses by "
+                      f"{min_ratio}x (best {best['model_ratio']:.1f}x at weight "
+                      f"{best['prior_weight']}); that weight is returned", UserWarning,
+                      stacklevel=2)
+    return {"settings": {"prior_weight": best["prior_weight"]}, "scores": scores,
+            "min_ratio_met": bool(eligible), "validation_size": len(held),
             "seconds": time.perf_counter() - t0}

@@ -4,7 +4,9 @@ All methods minimize or sample the same posterior over the tensorized layers' pa
 (cores/factors, slice log-scales ``u`` and biases), with the mini-batch log-likelihood scaled
 by ``N / B``::
 
-    log p(theta | D) ~= (N / B) sum_{i in batch} log p(y_i | x_i, theta) + log prior(theta)
+    log p(theta | D) ~= (N / B) sum_{i in batch} log p(y_i | x_i, theta) + w log prior(theta)
+
+(``w`` = ``prior_weight``, 1 for the Bayes posterior).
 
 ``"map"``    Adam on ``-log p / N`` (the mean cross-entropy plus the prior as a penalty),
              cosine-decayed learning rate. Every particle is an independent MAP fit.
@@ -234,13 +236,16 @@ def predict_dense(model: nn.Module, x, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch_size]).softmax(-1) for i in range(0, x.shape[0], batch_size)])
 
 
-def _prior_preconditioner(bnet: BayesianNet, eta: float) -> list[torch.Tensor]:
+def _prior_preconditioner(bnet: BayesianNet, eta: float,
+                          prior_weight: float) -> list[torch.Tensor]:
     """Diagonal SGHMC preconditioner aligned with ``bnet.particle_params()``: ``min(1, c v /
-    eta)`` for low-rank entries of prior variance ``v`` (so ``eta P / v <= c``), 1 elsewhere."""
+    (w eta))`` for low-rank entries of prior variance ``v`` under a prior of weight ``w`` (so
+    the prior's curvature times the step, ``eta P w / v``, is at most ``c``), 1 elsewhere."""
+    bound = PRECONDITIONER_BOUND / (prior_weight * eta)
     out = []
     for layer in bnet.tensorized().values():
         variances = layer.prior_variances()
-        out += [(PRECONDITIONER_BOUND * v / eta).clamp(max=1.0).expand_as(f).detach()
+        out += [(bound * v).clamp(max=1.0).expand_as(f).detach()
                 for v, f in zip(variances, layer.factors)]
         out += [torch.ones_like(u) for u in layer.log_scales]
         if layer.particle_bias is not None:
@@ -248,12 +253,13 @@ def _prior_preconditioner(bnet: BayesianNet, eta: float) -> list[torch.Tensor]:
     return out
 
 
-def _sghmc_start(bnet: BayesianNet, eta: float, prune: float | None, gen: torch.Generator):
+def _sghmc_start(bnet: BayesianNet, eta: float, prior_weight: float, prune: float | None,
+                 gen: torch.Generator):
     """Parameters, live masks, preconditioner and initial velocities ``N(0, eta P)``."""
     pp = bnet.particle_params()
     live = bnet.live_masks(prune) if prune is not None else \
         [torch.ones_like(p, dtype=torch.bool) for p in pp]
-    precond = _prior_preconditioner(bnet, eta)
+    precond = _prior_preconditioner(bnet, eta, prior_weight)
     velocity = [torch.randn(p.shape, generator=gen, dtype=p.dtype, device=p.device)
                 * (eta * c).sqrt() * m for p, m, c in zip(pp, live, precond)]
     return pp, live, precond, velocity
@@ -334,7 +340,7 @@ def _check_particles(bnet, method):
 
 def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
                     sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
-                    sghmc_prune, svgd_prune, svgd_prune_at) -> TrainingData:
+                    sghmc_prune, svgd_prune, svgd_prune_at, prior_weight) -> TrainingData:
     choice("method", method, METHODS)
     if not isinstance(bnet, BayesianNet):
         raise ValueError(f"bnet: expected a BayesianNet (see tensorize), got {type(bnet).__name__}")
@@ -347,6 +353,7 @@ def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws,
     real_number("burnin", burnin, high=1.0, low_open=False, high_open=True)
     real_number("temperature", temperature, low_open=False)
     real_number("scale_lr", scale_lr)
+    real_number("prior_weight", prior_weight)
     if sghmc_prune is not None:
         real_number("sghmc_prune", sghmc_prune, high=1.0, low_open=False, high_open=True)
     if svgd_prune is not None:
@@ -369,7 +376,7 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
             temperature: float = 1.0, scale_lr: float = 10.0,
             sghmc_prune: float | None = PRUNE_THRESHOLD,
             svgd_prune: float | None = PRUNE_THRESHOLD, svgd_prune_at: float = SVGD_PRUNE_AT,
-            progress: bool | None = None) -> dict:
+            prior_weight: float = 1.0, progress: bool | None = None) -> dict:
     """Train or sample a :class:`BayesianNet` in place.
 
     Parameters
@@ -408,6 +415,13 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
         keeps every slice during training.
     svgd_prune_at : float
         Share of the SVGD steps before that prune (default :data:`SVGD_PRUNE_AT`).
+    prior_weight : float
+        Weight ``w > 0`` of the log prior in every method's objective: ``log p(D | theta) + w
+        log p(theta)``, the likelihood counted ``1 / w`` times against the prior (under VI the
+        prior terms of the ELBO, the entropy with them). ``1`` is the Bayes posterior; a
+        smaller weight shrinks less (sharper predictions, less pruning).
+        :func:`~bayestensor.nets.calibration.choose_prior_weight` chooses it on a validation
+        split.
     progress : bool or None
         Progress bar on stderr; ``None`` (default) shows it when stderr is a terminal.
 
@@ -425,7 +439,7 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     """
     data = _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
                            sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
-                           sghmc_prune, svgd_prune, svgd_prune_at)
+                           sghmc_prune, svgd_prune, svgd_prune_at, prior_weight)
     torch.manual_seed(seed)
     n = data.num_data
     if method == "vi":
@@ -463,7 +477,7 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
                 pp = bnet.particle_params()
                 layout = _one_block(pp)
             nll = particle_nll(bnet.particle_outputs(xb), yb)        # (P,)
-            lp = bnet.log_prior()                                    # (P,)
+            lp = prior_weight * bnet.log_prior()                     # (P,)
             loss_p = nll - lp / n                                    # (P,) per-datum scale
             sampling = method == "sghmc" and step >= adam_steps
             if method == "svgd":
@@ -477,10 +491,11 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
                     if sghmc_prune is not None:  # the shapes change: recompute this batch
                         bnet.prune(sghmc_prune)
                         loss_p = particle_nll(bnet.particle_outputs(xb), yb) \
-                            - bnet.log_prior() / n
+                            - prior_weight * bnet.log_prior() / n
                     noise_gen = torch.Generator(device=loss_p.device).manual_seed(
                         derive_seed(seed, "sghmc"))
-                    pp, live, precond, velocity = _sghmc_start(bnet, eta, sghmc_prune, noise_gen)
+                    pp, live, precond, velocity = _sghmc_start(bnet, eta, prior_weight,
+                                                               sghmc_prune, noise_gen)
                     sample_every = max(1, (total - step) // num_samples)
                 bnet.zero_grad()
                 (loss_p.sum() * n).backward()                        # U = -log p

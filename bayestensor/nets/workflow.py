@@ -27,7 +27,7 @@ from bayestensor import checks
 from bayestensor.data.images import ImageData
 from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.nets import metrics
-from bayestensor.nets.calibration import choose_sghmc_settings
+from bayestensor.nets.calibration import choose_prior_weight, choose_sghmc_settings
 from bayestensor.nets.convert import BayesianNet, save_exported, tensorize
 from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
 from bayestensor.report.rundir import write_run
@@ -125,7 +125,8 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
                  prior: str = "gamma", method: str = "map", epochs: int = 10, max_rank: int = 8,
                  hidden: int = 512, batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
-                 calibrate: bool = False, progress: bool | None = None) -> dict:
+                 calibrate: bool = False, min_ratio: float | None = None,
+                 progress: bool | None = None) -> dict:
     """Train, compress and evaluate a network; write the run folder.
 
     Parameters
@@ -152,9 +153,14 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         Rotation (degrees) of the shifted test images.
     seed : int
     calibrate : bool
-        SGHMC only: choose its step, temperature and warm-up on 10% of the training examples
-        (:func:`~bayestensor.nets.calibration.choose_sghmc_settings`) before the fit; the
-        choice and its validation scores go to ``network.json`` (``"sghmc_settings"``).
+        Before the fit, choose on 10% of the training examples: for SGHMC its step,
+        temperature and warm-up (:func:`~bayestensor.nets.calibration.choose_sghmc_settings`,
+        recorded as ``"sghmc_settings"`` in ``network.json``); for the other methods the log
+        prior's weight (:func:`~bayestensor.nets.calibration.choose_prior_weight`, recorded as
+        ``"prior_weight_choice"``), with every candidate's validation scores.
+    min_ratio : float, optional
+        With ``calibrate`` and a method other than SGHMC: only prior weights whose pruned
+        network compresses the whole model at least this much are eligible.
     progress : bool or None
         Progress bars on stderr (``None``: when stderr is a terminal).
 
@@ -165,7 +171,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         reliability, shift, training budget, times and warnings.
     """
     checks.choice("method", method, METHODS)
-    _check_calibrate(calibrate, method)
+    _check_calibrate(calibrate, method, min_ratio)
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
     num_particles = 1 if method in POINT_METHODS else particles
@@ -179,8 +185,8 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     dense_log = train_dense(dense, data.x_train, data.y_train, epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = _fit(bnet, data, method, calibrate, epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed, progress=progress)
+    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold, epochs=epochs,
+                   batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     network = _evaluate(bnet, dense, data, method, threshold, rotate, ranks_before)
     network.update(net_log["calibration"])
     if all(row["ranks_after"] == row["ranks_before"] for row in network["layers"]):
@@ -192,7 +198,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
                 "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
                 "particles": num_particles, "threshold": threshold, "rotate": rotate, "seed": seed,
-                "calibrate": calibrate}
+                "calibrate": calibrate, "min_ratio": min_ratio}
     _write_outputs(out, bnet, network, settings, data)
     return network
 
@@ -203,7 +209,8 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
                  batch_size: int = 128, lr: float = 1e-2, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
                  scratch_epochs: int | None = None, model_name: str = "",
-                 calibrate: bool = False, progress: bool | None = None) -> dict:
+                 calibrate: bool = False, min_ratio: float | None = None,
+                 progress: bool | None = None) -> dict:
     """Compress a network the user already trained: decompose its layers, fine-tune, prune.
 
     The compressible layers whose tensorized form is smaller are replaced by Bayesian
@@ -222,8 +229,10 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     model : nn.Module
         The trained network (left unchanged), e.g. from
         :func:`bayestensor.nets.user_model.load_user_model`.
-    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed, calibrate
-        As in :func:`run_compress` (a calibrated SGHMC warms up from the decomposed network).
+    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed, calibrate, \
+    min_ratio
+        As in :func:`run_compress` (every calibration candidate starts from the decomposed
+        network).
     epochs : int
         Fine-tuning epochs (default ``FINETUNE_EPOCHS``, 20).
     lr : float
@@ -242,7 +251,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         and ``train_seconds`` of the fine-tune and of the run from scratch.
     """
     checks.choice("method", method, METHODS)
-    _check_calibrate(calibrate, method)
+    _check_calibrate(calibrate, method, min_ratio)
     checks.positive_int("epochs", epochs)
     if scratch_epochs is not None:
         checks.positive_int("scratch_epochs", scratch_epochs)
@@ -256,8 +265,8 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     bnet, kept_dense = tensorize_smaller(model, init="decompose", **options)
     decomposed = metrics.summarize(bnet.predict_proba(data.x_test), data.y_test)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = _fit(bnet, data, method, calibrate, epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed, progress=progress)
+    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold, epochs=epochs,
+                   batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     network = _evaluate(bnet, model, data, method, threshold, rotate, ranks_before)
     network.update(net_log["calibration"])
     network["metrics"] = {"dense": network["metrics"]["dense"], "decomposed": decomposed,
@@ -282,28 +291,39 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     settings = {"model": model_name, "format": fmt, "prior": prior, "method": method,
                 "epochs": epochs, "scratch_epochs": scratch_epochs, "max_rank": max_rank,
                 "batch_size": batch_size, "lr": lr, "particles": num_particles,
-                "threshold": threshold, "rotate": rotate, "seed": seed, "calibrate": calibrate}
+                "threshold": threshold, "rotate": rotate, "seed": seed, "calibrate": calibrate,
+                "min_ratio": min_ratio}
     _write_outputs(out, bnet, network, settings, data)
     return network
 
 
-def _check_calibrate(calibrate, method: str) -> None:
-    if checks.flag("calibrate", calibrate) and method != "sghmc":
-        raise ValueError(f"calibrate: chooses SGHMC's settings; method is {method!r}, not "
-                         f"'sghmc'")
+def _check_calibrate(calibrate, method: str, min_ratio) -> None:
+    checks.flag("calibrate", calibrate)
+    if min_ratio is None:
+        return
+    checks.real_number("min_ratio", min_ratio)
+    if not calibrate or method == "sghmc":
+        raise ValueError(f"min_ratio: bounds the prior weight that calibrate chooses for "
+                         f"map, vi or svgd; got calibrate={calibrate!r}, method {method!r}")
 
 
-def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool, **options) -> dict:
-    """``fit_net`` on the training examples, after choosing SGHMC's settings on a validation
-    split when ``calibrate``; the log gets ``"calibration"``: the choice and its scores, or
-    nothing."""
+def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool,
+         min_ratio: float | None, threshold: float, **options) -> dict:
+    """``fit_net`` on the training examples, after a choice on a validation split when
+    ``calibrate`` (SGHMC's settings, or the prior's weight for the other methods); the log
+    gets ``"calibration"``: the choice and its scores, or nothing."""
     chosen = {}
     if calibrate:
-        choice = choose_sghmc_settings(bnet, data.x_train, data.y_train, **options)
-        chosen = {"sghmc_settings": {**choice["settings"],
-                                     "validation_size": choice["validation_size"],
-                                     "seconds": choice["seconds"],
-                                     "scores": choice["scores"]}}
+        if method == "sghmc":
+            key = "sghmc_settings"
+            choice = choose_sghmc_settings(bnet, data.x_train, data.y_train, **options)
+        else:
+            key = "prior_weight_choice"
+            choice = {**choose_prior_weight(bnet, data.x_train, data.y_train, method=method,
+                                            min_ratio=min_ratio, threshold=threshold,
+                                            **options), "min_ratio": min_ratio}
+        chosen = {key: {**choice["settings"],
+                        **{k: v for k, v in choice.items() if k != "settings"}}}
         options.update(choice["settings"])
     log = fit_net(bnet, data.x_train, data.y_train, method=method, **options)
     return {**log, "calibration": chosen}
@@ -343,6 +363,16 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
         lines += ["", f"Both networks trained alike: {b['optimizer']}, lr {b['lr']:g}, "
                       f"{b['schedule']} schedule, {b['epochs']} epochs, batch {b['batch_size']}, "
                       f"seed {b['seed']}."]
+    weight = network.get("prior_weight_choice")
+    if weight:
+        bound = (f" among those compressing by {weight['min_ratio']:g}x"
+                 if weight.get("min_ratio") is not None else "")
+        lines += [f"Prior weight chosen on {weight['validation_size']} held-out training "
+                  f"examples (lowest NLL of {len(weight['scores'])} candidates{bound}): "
+                  f"{weight['prior_weight']:g} ({weight['seconds']:.1f} s)."]
+        if not weight["min_ratio_met"]:
+            lines += [f"**Warning:** no candidate weight compressed by {weight['min_ratio']:g}x; "
+                      f"the most compressed one was used."]
     chosen = network.get("sghmc_settings")
     if chosen:
         lines += [f"SGHMC settings chosen on {chosen['validation_size']} held-out training "

@@ -399,6 +399,7 @@ def test_cli_compress_calibrates_sghmc_on_a_validation_split(tmp_path):
     assert 0 < chosen["seconds"] < 1e3
     assert json.loads((out / "run.json").read_text())["settings"]["calibrate"] is True
     assert "SGHMC settings chosen on" in (out / "summary.md").read_text()
+    assert f"SGHMC step {chosen['sghmc_lr']:g}" in res.output
     for extra in (["--min-ratio", "5"], ["--min-ratio", "5", "--calibrate"]):
         bad = CliRunner().invoke(compress, args[:-1] + [str(tmp_path / "o")] + extra)
         assert bad.exit_code != 0 and "--min-ratio" in bad.output
@@ -419,6 +420,7 @@ def test_cli_compress_calibrates_the_prior_weight_of_map(tmp_path):
     assert eligible and chosen["min_ratio_met"] and chosen["min_ratio"] == 2
     assert chosen["prior_weight"] == min(eligible, key=lambda s: s["nll"])["prior_weight"]
     assert "Prior weight chosen on" in (out / "summary.md").read_text()
+    assert f"prior weight {chosen['prior_weight']:g} (chosen" in res.output
     assert json.loads((out / "run.json").read_text())["settings"]["min_ratio"] == 2
     from bayestensor.nets.workflow import run_compress
     for bad, match in [(dict(min_ratio=2.0), "min_ratio"),

@@ -107,6 +107,13 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
         click.echo(f"{name:<16} accuracy {m['accuracy']:.4f}  NLL {m['nll']:.4f}  "
                    f"ECE {m['ece']:.4f}")
     click.echo(f"linear ratio {net['linear_ratio']:.1f}x  model ratio {net['model_ratio']:.1f}x")
+    if "prior_weight_choice" in net:
+        click.echo(f"prior weight {net['prior_weight_choice']['prior_weight']:g} (chosen on a "
+                   f"validation split)")
+    if "sghmc_settings" in net:
+        chosen = net["sghmc_settings"]
+        click.echo(f"SGHMC step {chosen['sghmc_lr']:g}, temperature {chosen['temperature']:g}, "
+                   f"warm-up {chosen['burnin']:g} (chosen on a validation split)")
     for name, seconds in net["train_seconds"].items():
         click.echo(f"{name} wall time {seconds:.1f} s")
     for message in dict.fromkeys(str(w.message) for w in caught):

@@ -60,12 +60,15 @@ def mlp(seed: int) -> nn.Sequential:
 
 
 def evaluate(predict, data) -> dict:
-    """Accuracy, NLL, ECE and entropy in / out of distribution from a ``x -> probs`` callable."""
+    """Accuracy, NLL, ECE (and the mean ECE a calibrated predictor with these confidences would
+    show on the test set, ``ece_floor``) and entropy in / out of distribution from a ``x ->
+    probs`` callable."""
     probs = predict(data["x_test"])
     rotated = predict(metrics.rotate(data["images_test"], 60).flatten(1))
     return {"accuracy": metrics.accuracy(probs, data["y_test"]),
             "nll": metrics.nll(probs, data["y_test"]),
             "ece": metrics.ece(probs, data["y_test"]),
+            "ece_floor": metrics.ece_floor(probs)["mean"],
             "entropy_test": float(metrics.entropy(probs).mean()),
             "entropy_rotated": float(metrics.entropy(rotated).mean())}
 
@@ -141,8 +144,8 @@ def load(path) -> dict:
 
 
 def summarize(rows) -> list[dict]:
-    keys = ["accuracy", "nll", "ece", "entropy_test", "entropy_rotated", "linear_ratio",
-            "model_ratio", "seconds"]
+    keys = ["accuracy", "nll", "ece", "ece_floor", "entropy_test", "entropy_rotated",
+            "linear_ratio", "model_ratio", "seconds"]
     groups = {}
     for r in rows:
         groups.setdefault((r["model"], r["method"]), []).append(r)

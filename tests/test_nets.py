@@ -91,6 +91,24 @@ def test_shapes():
         TensorizedLinear(8, 8, "blocktt")
 
 
+def test_ece_floor_matches_the_binomial_expectation():
+    """Every confidence 0.9 (one bin): a calibrated predictor's ECE is |K / n - 0.9| with K
+    binomial, whose mean the simulation must match."""
+    from scipy.stats import binom
+    n, c = 400, 0.9
+    k = np.arange(n + 1)
+    exact = float((binom.pmf(k, n, c) * np.abs(k / n - c)).sum())
+    probs = torch.tensor([[c, 1 - c]]).expand(n, 2)
+    floor = metrics.ece_floor(probs, draws=4000, seed=1)
+    assert floor["mean"] == pytest.approx(exact, rel=0.03)
+    assert floor["q95"] > floor["mean"] > 0 and floor["sd"] > 0
+    certain = metrics.ece_floor(torch.eye(3)[[0, 1, 2, 0]], draws=10)
+    assert certain == {"mean": 0.0, "sd": 0.0, "q95": 0.0}
+    for bad, match in [(dict(probs=torch.ones(3)), "probs"), (dict(draws=0), "draws")]:
+        with pytest.raises(ValueError, match=match):
+            metrics.ece_floor(**{"probs": probs, **bad})
+
+
 def test_ece_matches_hand_computation():
     probs = torch.tensor([[0.9, 0.1], [0.75, 0.25], [0.3, 0.7], [0.45, 0.55]], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 0])

@@ -1,4 +1,5 @@
-"""Predictive metrics: accuracy, NLL, reliability and calibration error, entropy, shift.
+"""Predictive metrics: accuracy, NLL, reliability and calibration error (with the ECE a
+calibrated predictor would show by chance), entropy, shift.
 
 Reliability-diagram data has one implementation, :func:`reliability_bins`, over confidences
 and correctness flags; :func:`reliability` (multiclass probabilities) and
@@ -113,6 +114,32 @@ def binary_reliability(prob, labels, n_bins: int = BINARY_BINS) -> dict:
 def ece(probs, labels, n_bins: int = MULTICLASS_BINS) -> float:
     """Expected calibration error of multiclass probabilities (see :func:`reliability_bins`)."""
     return reliability(probs, labels, n_bins)["ece"]
+
+
+def ece_floor(probs, n_bins: int = MULTICLASS_BINS, draws: int = 200, seed: int = 0) -> dict:
+    """The ECE a perfectly calibrated predictor with these confidences would show by chance.
+
+    On a finite test set the ECE of a calibrated predictor is not 0: each bin's accuracy is a
+    sample mean. Each of ``draws`` simulations marks every prediction right with probability
+    equal to its confidence (the max of its row of ``probs``) and computes the ECE of
+    :func:`reliability_bins`; an observed ECE inside that spread is not evidence of
+    miscalibration. Monte Carlo because the bins' sampling errors add in absolute value.
+
+    Returns
+    -------
+    dict
+        ``{"mean", "sd", "q95"}`` of the simulated ECEs.
+    """
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs: expected shape (n, classes), got {tuple(p.shape)}")
+    draws = checks.positive_int("draws", draws)
+    conf = p.max(-1).values.numpy()
+    gen = np.random.default_rng(checks.seed_value(seed))
+    eces = np.array([reliability_bins(conf, gen.random(conf.shape) < conf, n_bins)["ece"]
+                     for _ in range(draws)])
+    return {"mean": float(eces.mean()), "sd": float(eces.std()),
+            "q95": float(np.quantile(eces, 0.95))}
 
 
 def entropy(probs) -> torch.Tensor:

@@ -125,6 +125,17 @@ def ece_floor(probs, n_bins: int = MULTICLASS_BINS, draws: int = 200, seed: int 
     :func:`reliability_bins`; an observed ECE inside that spread is not evidence of
     miscalibration. Monte Carlo because the bins' sampling errors add in absolute value.
 
+    Parameters
+    ----------
+    probs : array (n, classes)
+        Predictive probabilities on the test set.
+    n_bins : int
+        Bins of :func:`reliability_bins`, as for the ECE compared with it.
+    draws : int
+        Simulated test sets.
+    seed : int
+        Seed of the simulation.
+
     Returns
     -------
     dict

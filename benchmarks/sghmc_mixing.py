@@ -113,6 +113,8 @@ def main(argv=None) -> dict:
     parser.add_argument("prior", nargs="?", default="gamma",
                         choices=["gamma", "half_cauchy", "log_uniform"])
     parser.add_argument("--former", action="store_true", help="The former defaults.")
+    parser.add_argument("--explore", action="store_true",
+                        help="Not the default: scale moves and factor-row redraws (CP).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3, help="Seeds per grid setting.")
     parser.add_argument("--part", type=int, default=0, help="Run grid cases k with k %% parts == part.")
@@ -125,6 +127,8 @@ def main(argv=None) -> dict:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     settings = dict(FORMER) if args.former else {}
+    if args.explore:
+        settings.update(scale_moves=True, factor_redraws=True)
     if args.thin is not None:
         settings["thin"] = args.thin
     if args.format == "grid":

@@ -21,6 +21,7 @@ method's runner, time it. ``fit`` calls it once, or once per chain group
 
 from __future__ import annotations
 
+
 import platform
 import time
 import warnings
@@ -329,20 +330,43 @@ def _gibbs_conditionals(gibbs, model) -> dict | None:
     return model.gibbs_sites() if gibbs and model is not None else None
 
 
+def _slice_groups(scale_moves: bool, model) -> list | None:
+    """SGHMC's scale moves: with ``True``, every rank dimension of a built-in model's
+    low-rank prior (none for a custom model)."""
+    prior = model.low_rank_prior if scale_moves and model is not None else None
+    return prior.slice_groups() if prior is not None else None
+
+
+def _factor_redraws(factor_redraws: bool, model, target: LogDensity):
+    """SGHMC's exact factor redraws: with ``True``, a built-in model's own
+    (``factor_redraws()``: CP completion) on the CPU; ``ValueError`` where there are none."""
+    if not factor_redraws:
+        return None
+    offer = getattr(model, "factor_redraws", None)
+    redraws = offer() if offer is not None and target.device.type == "cpu" else None
+    if redraws is None:
+        raise ValueError("factor_redraws: True needs a CP TensorCompletion on the CPU")
+    return redraws
+
+
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold, adapt_step,
-              init_spread, metric, gibbs) -> Posterior:
+              init_spread, metric, gibbs, scale_moves, factor_redraws) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
                     metric=metric, builtin=job.model is not None,
-                    gibbs=_gibbs_conditionals(gibbs, job.model))
+                    gibbs=_gibbs_conditionals(gibbs, job.model),
+                    scale_moves=_slice_groups(scale_moves, job.model),
+                    block_redraws=_factor_redraws(factor_redraws, job.model, target))
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition,
-                    gibbs_sites=[] if sampler.gibbs is None else sampler.gibbs.names)
+                    gibbs_sites=[] if sampler.gibbs is None else sampler.gibbs.names,
+                    scale_moves=sampler.scale_moves is not None,
+                    factor_redraws=sampler.block_redraws is not None)
 
     def record(state, t):
         if t < warm or (t - warm) % thin:
@@ -360,6 +384,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                  "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
                  "step_size": torch.full((num_chains, len(draws)), mean_step)}
         run_info = {**run_info, "metric": sampler.metric}
+        if sampler.scale_moves is not None:
+            run_info = {**run_info, "scale_move_acceptance": sampler.scale_moves.acceptance}
         if scale is not None and adapt_step:
             run_info = {**run_info, "step_scale": {site.name: float(scale[site.offset].item())
                                                    for site in target.sites}}
@@ -528,7 +554,8 @@ SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
-     "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True},
+     "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True,
+     "scale_moves": False, "factor_redraws": False},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps")
 SVGD_METHOD = Method(

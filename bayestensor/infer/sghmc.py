@@ -17,6 +17,7 @@ from bayestensor.infer.dense_metric import MIN_CURVATURE, DenseRoot, choose_metr
 from bayestensor.infer.gibbs import GIBBS_EVERY, GibbsRedraws
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
+from bayestensor.infer.scale_moves import SCALE_MOVE_EVERY, SliceScaleMoves
 
 #: Burn-in starts at this fraction of the learning rate, while the first curvature estimates
 #: are still rough ...
@@ -348,6 +349,10 @@ class SGHMC:
         conditionals that allow it). Used on full-batch gradients only; on
         mini-batches the rate it reads from the gradient would be noisy, and the sites move by
         SGHMC like the others.
+    scale_moves : list of SliceGroup, optional
+        Rank slices to move along their scale every ``SCALE_MOVE_EVERY`` steps by an exact
+        Metropolis step (:class:`~bayestensor.infer.scale_moves.SliceScaleMoves`; a built-in
+        model's ``low_rank_prior.slice_groups()``). Full batch only, as ``gibbs``.
     """
 
     name = "sghmc"
@@ -357,7 +362,8 @@ class SGHMC:
                  batch_size: int | None = None, batches: Iterable | None = None,
                  num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
                  step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
-                 gibbs: dict | None = None):
+                 gibbs: dict | None = None, scale_moves: list | None = None,
+                 block_redraws=None):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -384,6 +390,9 @@ class SGHMC:
         self._cached_root = None  # (hessian, DenseRoot) of the dense metric in use
         self.gibbs = (GibbsRedraws(target, gibbs) if gibbs and not self.gradients.is_stochastic
                       else None)
+        self.scale_moves = (SliceScaleMoves(target, scale_moves)
+                            if scale_moves and not self.gradients.is_stochastic else None)
+        self.block_redraws = block_redraws if not self.gradients.is_stochastic else None
 
     def _curvature(self, theta: torch.Tensor, t: int,
                    variance: torch.Tensor | None) -> torch.Tensor:
@@ -596,15 +605,23 @@ class SGHMC:
                           heat_sum, heat_steps, log_sum, log_count)
 
     def _redraw(self, theta: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor, t: int):
-        """After step ``t``, every ``GIBBS_EVERY`` steps: the ``gibbs`` sites redrawn exactly
-        (in burn-in those that allow it), with the log density and gradient at the new
-        positions."""
+        """After step ``t``: every ``GIBBS_EVERY`` steps the ``gibbs`` sites redrawn exactly
+        (in burn-in those that allow it), every ``SCALE_MOVE_EVERY`` steps the scale moves;
+        with the log density and gradient at the new positions."""
         warmup = t < self.warmup.num_warmup
-        if (self.gibbs is None or (t + 1) % GIBBS_EVERY
-                or (warmup and not self.gibbs.any_during_warmup)):
-            return theta, logp, grad
-        theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup)
-        logp, grad = self.gradients.value_and_grad(theta, t + 1)
+        redraw = (self.gibbs is not None and not (t + 1) % GIBBS_EVERY
+                  and (not warmup or self.gibbs.any_during_warmup))
+        blocks = self.block_redraws is not None and not (t + 1) % GIBBS_EVERY
+        move = self.scale_moves is not None and not (t + 1) % SCALE_MOVE_EVERY
+        if redraw:
+            theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup)
+        if blocks:
+            values = self.block_redraws.redraw(self.target.constrain(theta), self.generator)
+            theta = self.target.unconstrain(values)
+        if move:
+            theta = self.scale_moves.move(theta, self.generator)
+        if redraw or blocks or move:
+            logp, grad = self.gradients.value_and_grad(theta, t + 1)
         return theta, logp, grad
 
     def _dense_step(self, state: SGHMCState, t: int) -> SGHMCState:

@@ -16,6 +16,7 @@ from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
+from bayestensor.models.cp_row_gibbs import CPRowGibbs
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import gamma_log_density, gaussian_log_likelihood
 
@@ -168,6 +169,18 @@ class TensorCompletion(BayesModel):
                                         self.tensor_prior.ranks[0], **keywords)
             self._block_ascent = cached = (self.observations, ascent)
         return cached[1]
+
+    def factor_redraws(self) -> CPRowGibbs | None:
+        """SGHMC's exact redraws of the factor rows (see
+        :mod:`bayestensor.models.cp_row_gibbs`): CP format, any rank prior; ``None``
+        otherwise."""
+        prior = self.tensor_prior
+        if prior.format_cls.format_name != "cp":
+            return None
+        self._require_data()
+        return CPRowGibbs(self._inputs, self._y, self.shape, prior.ranks[0],
+                          factor_sites=prior.param_sites, hyper_site=prior.hyper_sites[0],
+                          variance=prior.prior.variance, noise_site="noise_precision")
 
     def gibbs_sites(self) -> dict:
         """:meth:`BayesModel.gibbs_sites` and the noise precision: with ``n`` observed entries,

@@ -22,6 +22,7 @@ The hyperprior on the slice variances decides how hard unused slices are switche
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import pyro
@@ -71,6 +72,20 @@ def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tenso
     # non-rank axes) would make ``pyro.sample`` draw parameters of the wrong shape when the
     # site is not conditioned (prior sampling, user models, Predictive).
     return var.sqrt().expand(var.shape[: var.ndim - len(spec.shape)] + spec.shape)
+
+
+@dataclass(frozen=True)
+class SliceGroup:
+    """The slices of one rank dimension (what SGHMC's scale moves rescale together, see
+    :mod:`bayestensor.infer.scale_moves`): its hyper site, the exponent ``e`` of ``variance =
+    hyper^e`` (``-1`` for a precision, ``2`` for a scale), the ``(site, axis)`` pairs whose
+    index along ``axis`` is the slice, and the entries per slice."""
+
+    hyper: str
+    exponent: float
+    members: tuple[tuple[str, int], ...]
+    count: int
+    size: int
 
 
 class LowRankPrior:
@@ -157,6 +172,22 @@ class LowRankPrior:
             scale = float(self.prior.params["scale"])
             return {site: HalfCauchyConditional(count, scale) for site, count in counts.items()}
         return {}
+
+    def slice_groups(self) -> list[SliceGroup]:
+        """Per rank dimension, what SGHMC's scale moves rescale together
+        (:mod:`bayestensor.infer.scale_moves`): the hyper site, the exponent ``e`` of
+        ``variance = hyper^e``, each parameter site with the axis that indexes the slice, and
+        the entries per slice (:meth:`slice_counts`)."""
+        exponent = -1.0 if self.prior.kind == "gamma" else 2.0
+        counts = self.slice_counts()
+        groups = []
+        for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks)):
+            members = []
+            for param, spec in zip(self.param_sites, self.specs):
+                axes = [a for a, dim in spec.rank_axes.items() if dim == d]
+                members += [(param, axes[0])] if axes else []
+            groups.append(SliceGroup(site, exponent, tuple(members), counts[site], size))
+        return groups
 
     @property
     def one_scale_per_entry(self) -> bool:

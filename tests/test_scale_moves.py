@@ -137,9 +137,11 @@ def test_factor_row_draws_follow_their_gaussian_conditional():
         np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.1 * np.diag(cov).max())
 
 
-def test_factor_redraws_need_a_cp_completion():
-    """``factor_redraws=True`` on a Tucker completion is refused, naming the option."""
+@pytest.mark.parametrize("option", ["factor_redraws", "scale_moves"])
+def test_moves_need_a_cp_completion(option):
+    """``factor_redraws=True`` or ``scale_moves=True`` on a Tucker completion is refused,
+    naming the option."""
     data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.3, snr_db=20, seed=0)
     model = bt.TensorCompletion(data.shape, "tucker", max_rank=3)
-    with pytest.raises(ValueError, match="factor_redraws"):
-        bt.fit(model, data.train, method="sghmc", factor_redraws=True, progress=False)
+    with pytest.raises(ValueError, match=option):
+        bt.fit(model, data.train, method="sghmc", progress=False, **{option: True})

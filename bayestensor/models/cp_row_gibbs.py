@@ -31,16 +31,9 @@ class CPRowGibbs:
 
     Parameters
     ----------
-    indices : torch.Tensor
-        Observed index tuples ``(N, ndim)``.
-    values : torch.Tensor
-        Standardized observed values ``(N,)``.
-    shape : tuple of int
-        Tensor shape.
-    rank : int
-        CP rank.
-    factor_sites : list of str
-        Site names of the factors, one per mode.
+    indices, values, shape, rank, factor_sites
+        The observed indices, standardized values, tensor shape, CP rank and factor sites,
+        as for :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`.
     hyper_site : str
         Site of the slice precisions or scales.
     variance : callable

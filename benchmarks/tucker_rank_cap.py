@@ -1,19 +1,19 @@
 """Why the Tucker MLP's ranks follow the cap: the same MAP fit under two forms of the core prior.
 
 The 784-512-10 MLP of ``nets_mnist.py`` with both linear layers as Tucker (2+2 modes), MAP,
-40 epochs, seed 0, at each ``--caps`` max rank, under
+40 epochs, per ``--seeds`` and ``--caps`` max rank, under
 
-* ``product`` (the library's prior): a core entry's variance is the product of its four slice
+* ``product`` (the library's default prior): a core entry's variance is the product of its four slice
   variances, so a slice's precision governs ``I_d + prod_{e != d} R_e`` entries. Under MAP its
   pull towards zero grows with that count: doubling the cap multiplies it by 8 for a 4-mode
   core, where a CP slice governs ``sum_d I_d`` entries whatever the cap;
-* ``factor`` (a diagnostic variant, not in the library): ARD on the factor columns only and a
-  fixed ``N(0, --core-variance)`` core, so a slice governs ``I_d`` entries at any cap.
+* ``factor``: ``prior_params={"core_variance": --core-variance}``, ARD on the factor columns
+  only and a fixed ``N(0, core_variance)`` core, so a slice governs ``I_d`` entries at any cap.
 
 Printed per cap: ranks found per layer, linear-layer ratio, test accuracy and ECE.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/tucker_rank_cap.py --core product factor --caps 6 12``
-(about 2 minutes per fit on one thread).
+Run: ``OMP_NUM_THREADS=1 python benchmarks/tucker_rank_cap.py --core product factor --caps 6 12
+[--seeds 0 1 2]`` (1-2 minutes per fit on one thread).
 """
 
 from __future__ import annotations
@@ -26,32 +26,16 @@ from pathlib import Path
 
 import torch
 
-import bayestensor.priors.low_rank as low_rank
-from bayestensor.formats import ParamSpec
 from bayestensor.nets import fit_net, tensorize
 from nets_mnist import DATA, evaluate, load, mlp
 
 OUT = Path(__file__).resolve().parent / "results" / "tucker_rank_cap.json"
 
 
-def use_factor_ard(core_variance: float) -> None:
-    """Patch :class:`LowRankPrior` so a Tucker core is ``N(0, core_variance)`` (no rank axes)."""
-    init, std = low_rank.LowRankPrior.__init__, low_rank.param_std
-
-    def patched_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        if self.format_cls.format_name == "tucker":
-            self.specs = [ParamSpec("core", s.shape, {}) if s.name == "core" else s
-                          for s in self.specs]
-
-    low_rank.LowRankPrior.__init__ = patched_init
-    low_rank.param_std = lambda spec, v: std(spec, v) * (1.0 if spec.rank_axes
-                                                         else core_variance ** 0.5)
-
-
-def fit(data, cap: int, seed: int, epochs: int) -> dict:
-    bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
-                     format="tucker", max_rank=cap)
+def fit(data, cap: int, seed: int, epochs: int, core_variance: float | None) -> dict:
+    params = None if core_variance is None else {"core_variance": core_variance}
+    bnet = tensorize(mlp(seed), prior="gamma", prior_params=params, init="random",
+                     min_features=1, seed=seed, format="tucker", max_rank=cap)
     t0 = time.perf_counter()
     fit_net(bnet, data["x_train"], data["y_train"], method="map", epochs=epochs, lr=1e-2,
             seed=seed)
@@ -69,7 +53,7 @@ def main():
     ap.add_argument("--caps", type=int, nargs="+", default=[6, 12])
     ap.add_argument("--core-variance", type=float, default=0.01)
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -77,13 +61,14 @@ def main():
     torch.set_num_threads(1)
     data = load(args.data)
     rows = []
-    for core in sorted(set(args.core), key=["product", "factor"].index):  # the patch stays
-        if core == "factor":
-            use_factor_ard(args.core_variance)
-        for cap in args.caps:
-            rows.append({"core": core, **fit(data, cap, args.seed, args.epochs)})
-            print({k: rows[-1][k] for k in ("core", "cap", "ranks", "linear_ratio",
-                                             "accuracy", "ece")}, flush=True)
+    for seed in args.seeds:
+        for core in args.core:
+            variance = args.core_variance if core == "factor" else None
+            for cap in args.caps:
+                rows.append({"core": core, "seed": seed,
+                             **fit(data, cap, seed, args.epochs, variance)})
+                print({k: rows[-1][k] for k in ("core", "seed", "cap", "ranks", "linear_ratio",
+                                                 "accuracy", "ece")}, flush=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                     "rows": rows}, indent=1))
 

@@ -835,3 +835,23 @@ def test_sghmc_with_no_warmup_samples_from_the_network_as_given(digits):
     first = bnet.samples[0]
     for p, q in zip(start.particle_params(), bnet.particle_params()):
         assert torch.allclose(first[id(q)], p.detach(), atol=1e-6)
+
+
+def test_tucker_core_variance_reaches_the_layers_and_prunes(digits):
+    """``prior_params={"core_variance": c}`` through ``tensorize``: every Tucker core entry
+    has prior variance ``c`` (factor columns keep their slice variances), MAP trains, and
+    pruning leaves the predictions unchanged."""
+    xtr, ytr, xte, _ = digits
+    bnet = tensorize(_mlp(), format="tucker", max_rank=4, prior="gamma",
+                     prior_params={"core_variance": 0.01}, init="random", min_features=1,
+                     seed=0)
+    for layer in bnet.tensorized().values():
+        core, *factors = layer.prior_variances()
+        torch.testing.assert_close(core, torch.full_like(core, 0.01))
+        assert layer.prior.slice_counts() == dict(zip(layer.prior.hyper_sites,
+                                                      layer.tensor_shape))
+    fit_net(bnet, xtr, ytr, method="map", epochs=3, lr=1e-2, seed=0)
+    before = bnet.predict_proba(xte)
+    bnet.prune(1e-2)
+    torch.testing.assert_close(bnet.predict_proba(xte), before, atol=1e-5, rtol=1e-5)
+    assert all(layer.prior.core_variance == 0.01 for layer in bnet.tensorized().values())

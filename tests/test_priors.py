@@ -392,3 +392,33 @@ def test_closed_form_densities_match_scipy():
         d.gaussian_log_likelihood(torch.from_numpy(y), torch.from_numpy(mu),
                                   torch.from_numpy(tau)).numpy(),
         stats.norm(mu, 1 / np.sqrt(tau)[:, None]).logpdf(y).sum(1), rtol=1e-12)
+
+
+def test_tucker_core_variance_prior_matches_scipy():
+    """``core_variance``: the core's entries are Normal(0, c) whatever the slice precisions,
+    the factor columns keep their ARD variances, a slice governs its ``I_d`` factor entries
+    (``slice_counts``), and ``sample`` draws the density ``log_prob`` evaluates (Pyro's
+    trace)."""
+    a, b, c = 2.0, 3.0, 0.04
+    lrp = LowRankPrior("W", (4, 5, 6), (2, 3, 2), format="tucker", prior="gamma",
+                       prior_params={"a": a, "b": b, "core_variance": c})
+    values = random_values(lrp, batch=2, seed=3)
+    got = lrp.log_prob(values)
+    for i in range(2):
+        expected = stats.norm(0, np.sqrt(c)).logpdf(values["W.core"][i].numpy()).sum()
+        for n in range(3):
+            prec = values[f"W.precision{n}"][i].numpy()
+            expected += stats.gamma(a, scale=1 / b).logpdf(prec).sum()
+            f = values[f"W.factor{n}"][i].numpy()
+            expected += stats.norm(0, 1 / np.sqrt(prec)[None, :]).logpdf(f).sum()
+        assert float(got[i]) == pytest.approx(expected, rel=1e-6)
+        ref = pyro_log_prob(lrp, {k: v[i] for k, v in values.items()})
+        assert float(got[i]) == pytest.approx(float(ref), rel=1e-9)
+    assert lrp.slice_counts() == {"W.precision0": 4, "W.precision1": 5, "W.precision2": 6}
+
+
+def test_core_variance_is_for_tucker_only():
+    with pytest.raises(ValueError, match="core_variance applies to the Tucker format"):
+        LowRankPrior("W", (4, 5, 6), 2, format="cp", prior_params={"core_variance": 0.1})
+    with pytest.raises(ValueError, match="core_variance"):
+        LowRankPrior("W", (4, 5, 6), 2, format="tucker", prior_params={"core_variance": -1.0})

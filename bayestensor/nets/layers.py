@@ -52,7 +52,7 @@ from bayestensor.formats import TuckerTensor, get_format
 from bayestensor.formats.decompose import cp_als
 from bayestensor.formats.ranks import MAX_PARAMS, rank_caps
 from bayestensor.nets.shapes import tensorized_shape
-from bayestensor.priors import LowRankPrior, get_prior, param_std
+from bayestensor.priors import LowRankPrior, get_prior
 from bayestensor.seeds import legacy_seed
 
 LINEAR_FORMATS = ("ttm", "cp", "tucker", "tt")
@@ -372,7 +372,7 @@ class _BayesLowRank(nn.Module):
         """Prior variance of every low-rank parameter entry, one ``(P, ...)`` tensor per factor
         (a Tucker-core or TT-core entry's variance is the product over its rank slices)."""
         variances = [self.prior.prior.variance(self._hyper(u.detach())) for u in self.log_scales]
-        return [param_std(spec, variances) ** 2 for spec in self.prior.specs]
+        return [self.prior.entry_std(spec, variances) ** 2 for spec in self.prior.specs]
 
     def log_prior(self) -> torch.Tensor:
         """Log prior of the current values per particle ``(P,)``, with the log-Jacobian of ``u``.

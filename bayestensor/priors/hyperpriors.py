@@ -20,6 +20,9 @@ PRIORS = ("gamma", "half_cauchy", "log_uniform")
 #: A starting log-uniform scale stays this factor inside the bounds of its support.
 INSIDE_BOUNDS = 1.01
 
+#: Parameters any kind takes, without a default: ``core_variance`` gives a Tucker core the
+#: fixed prior ``Normal(0, core_variance)`` instead of the product of its slice variances.
+OPTIONAL_PRIOR_PARAMS = ("core_variance",)
 DEFAULT_PRIOR_PARAMS = {
     "gamma": {"a": 1e-3, "b": 1e-3},
     "half_cauchy": {"scale": 1.0},
@@ -69,7 +72,9 @@ class RankPrior:
         Which hyperprior (see the module docstring).
     params : dict
         Its parameters: ``a, b`` for gamma; ``scale`` for half-Cauchy; ``low, high`` for
-        log-uniform. Missing ones take the defaults in ``DEFAULT_PRIOR_PARAMS``.
+        log-uniform. Missing ones take the defaults in ``DEFAULT_PRIOR_PARAMS``. Any kind
+        also takes ``core_variance`` (Tucker only, see
+        :class:`~bayestensor.priors.low_rank.LowRankPrior`).
     """
 
     kind: str = "gamma"
@@ -79,10 +84,11 @@ class RankPrior:
         if self.kind not in PRIORS:
             raise ValueError(f"prior: expected one of {PRIORS}, got {self.kind!r}")
         allowed = DEFAULT_PRIOR_PARAMS[self.kind]
-        unknown = set(self.params) - set(allowed)
+        unknown = set(self.params) - set(allowed) - set(OPTIONAL_PRIOR_PARAMS)
         if unknown:
             raise ValueError(f"prior_params: {sorted(unknown)} not understood by the "
-                             f"{self.kind!r} prior, which takes {sorted(allowed)}")
+                             f"{self.kind!r} prior, which takes "
+                             f"{sorted(allowed) + list(OPTIONAL_PRIOR_PARAMS)}")
         self.params = {**allowed, **self.params}
         for key, val in self.params.items():
             if not (float(val) > 0 and math.isfinite(float(val))):

@@ -22,6 +22,7 @@ The hyperprior on the slice variances decides how hard unused slices are switche
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -118,6 +119,14 @@ class LowRankPrior:
 
     Notes
     -----
+    Tucker with ``prior_params={"core_variance": c}``: the core's entries are
+    ``Normal(0, c)`` and the slice variances scale the factor columns alone, so a slice's
+    variance governs its ``I_d`` factor entries whatever the other modes' ranks. Under the
+    default product prior it also governs its core slab, ``prod_{e != d} R_e`` entries: at a
+    MAP the slabs of slices switched off in other modes count at zero energy, and the pull
+    on every slice grows with the other modes' caps (``docs/benchmarks.md``, "Why Tucker
+    follows the cap").
+
     A rank above what the shape supports (see :func:`bayestensor.formats.ranks.rank_caps`)
     is capped there with a ``UserWarning``: it would add parameters, never expressive power.
     """
@@ -139,6 +148,14 @@ class LowRankPrior:
                           f"a {fmt} tensor of shape {self.shape} with ranks {self.ranks}",
                           rank, max_params, name=rank_name)
         self.prior = get_prior(prior, prior_params)
+        self.core_variance = self.prior.params.get("core_variance")
+        if self.core_variance is not None:
+            if fmt != "tucker":
+                raise ValueError(f"prior_params: core_variance applies to the Tucker format "
+                                 f"(its core), got format {fmt!r}")
+            # the core keeps no rank axes: its entries are Normal(0, core_variance)
+            self.specs = [ParamSpec(s.name, s.shape, {}) if s.name == "core" else s
+                          for s in self.specs]
 
     @property
     def hyper_sites(self) -> list[str]:
@@ -196,6 +213,13 @@ class LowRankPrior:
         switched off into a long curved valley of the log density."""
         return all(len(spec.rank_axes) <= 1 for spec in self.specs)
 
+    def entry_std(self, spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:func:`param_std`, with a Tucker core's fixed ``core_variance`` where set."""
+        std = param_std(spec, variances)
+        if self.core_variance is not None and not spec.rank_axes:
+            std = std * math.sqrt(self.core_variance)
+        return std
+
     @property
     def param_sites(self) -> list[str]:
         return [f"{self.name}.{s.name}" for s in self.specs]
@@ -206,7 +230,8 @@ class LowRankPrior:
                   for site, r in zip(self.hyper_sites, self.ranks)]
         variances = [self.prior.variance(h) for h in hypers]
         params = [
-            pyro.sample(site, dist.Normal(0.0, param_std(spec, variances)).to_event(len(spec.shape)))
+            pyro.sample(site, dist.Normal(0.0, self.entry_std(spec, variances))
+                        .to_event(len(spec.shape)))
             for site, spec in zip(self.param_sites, self.specs)
         ]
         return self.format_cls(self.shape, params)
@@ -228,9 +253,12 @@ class LowRankPrior:
         for site, spec in zip(self.param_sites, self.specs):
             log_variance_sum = sum(log_variances[d] * (spec.numel() // self.ranks[d])
                                    for d in spec.rank_axes.values())
+            precision = slice_product(spec, precisions)
+            if self.core_variance is not None and not spec.rank_axes:
+                precision = 1.0 / self.core_variance
+                log_variance_sum = spec.numel() * math.log(self.core_variance)
             total = total + centered_normal_log_density(
-                values[site], slice_product(spec, precisions), log_variance_sum,
-                len(spec.shape))
+                values[site], precision, log_variance_sum, len(spec.shape))
         return total
 
     def build(self, values: dict) -> LowRankTensor:

@@ -38,6 +38,7 @@ from torch import nn
 
 from bayestensor.nets import choose_sghmc_settings, fit_net, predict_dense, tensorize, train_dense
 from bayestensor.nets import metrics
+from bayestensor.nets.layers import TUCKER_CORE_VARIANCE
 from bayestensor.data.images import load_mnist10k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +83,16 @@ def run_dense(data, seed, epochs):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
+def core_variance(text: str) -> float | None:
+    """``--tucker-core-variance``: a positive number, or ``none`` for the product prior."""
+    return None if text.lower() == "none" else float(text)
+
+
 def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature=1.0,
-             sghmc_settings="default"):
+             sghmc_settings="default", tucker_core_variance=TUCKER_CORE_VARIANCE):
     config = {**FORMATS[fmt], "max_rank": FORMATS[fmt]["max_rank"] * rank_scale}
+    if fmt == "tucker":  # None: the product prior
+        config["prior_params"] = {"core_variance": tucker_core_variance}
     bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
                      num_particles=METHODS[method], **config)
     options = dict(epochs=epochs, lr=LR, seed=seed, num_samples=10)
@@ -188,6 +196,9 @@ def main():
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--no-tltorch", action="store_true")
+    ap.add_argument("--tucker-core-variance", type=core_variance, default=TUCKER_CORE_VARIANCE,
+                    help="Tucker layers' fixed core variance (default: the layers' default); "
+                         "'none': the product prior, as the tables before it used")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sghmc-temperature", type=float, default=1.0, help="SGHMC temperature")
     ap.add_argument("--sghmc-settings", choices=["default", "validation"], default="default",
@@ -203,12 +214,14 @@ def main():
         for fmt in args.formats:
             for method in args.methods:
                 rows.append(run_ours(data, seed, args.epochs, fmt, method, args.max_rank_scale,
-                                     args.sghmc_temperature, args.sghmc_settings))
+                                     args.sghmc_temperature, args.sghmc_settings,
+                                     args.tucker_core_variance))
                 print(rows[-1], flush=True)
                 if method == "map" and not args.no_tltorch:
                     rows.append(run_tltorch(data, seed, args.epochs, fmt, rows[-1]))
                     print(rows[-1], flush=True)
     result = {"epochs": args.epochs, "seeds": args.seeds, "max_rank_scale": args.max_rank_scale,
+              "tucker_core_variance": args.tucker_core_variance,
               "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,
               "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__}

@@ -3,12 +3,14 @@
 The 784-512-10 MLP of ``nets_mnist.py`` with both linear layers as Tucker (2+2 modes), MAP,
 40 epochs, per ``--seeds`` and ``--caps`` max rank, under
 
-* ``product`` (the library's default prior): a core entry's variance is the product of its four slice
+* ``product`` (``core_variance=None``; the default before Tucker linear layers took the
+  fixed core): a core entry's variance is the product of its four slice
   variances, so a slice's precision governs ``I_d + prod_{e != d} R_e`` entries. Under MAP its
   pull towards zero grows with that count: doubling the cap multiplies it by 8 for a 4-mode
   core, where a CP slice governs ``sum_d I_d`` entries whatever the cap;
-* ``factor``: ``prior_params={"core_variance": --core-variance}``, ARD on the factor columns
-  only and a fixed ``N(0, core_variance)`` core, so a slice governs ``I_d`` entries at any cap.
+* ``factor``: ``prior_params={"core_variance": --core-variance}`` (0.01 is the Tucker linear
+  layers' default), ARD on the factor columns only and a fixed ``N(0, core_variance)`` core,
+  so a slice governs ``I_d`` entries at any cap.
 
 Printed per cap: ranks found per layer, linear-layer ratio, test accuracy and ECE.
 
@@ -33,7 +35,7 @@ OUT = Path(__file__).resolve().parent / "results" / "tucker_rank_cap.json"
 
 
 def fit(data, cap: int, seed: int, epochs: int, core_variance: float | None) -> dict:
-    params = None if core_variance is None else {"core_variance": core_variance}
+    params = {"core_variance": core_variance}  # None: the product prior
     bnet = tensorize(mlp(seed), prior="gamma", prior_params=params, init="random",
                      min_features=1, seed=seed, format="tucker", max_rank=cap)
     t0 = time.perf_counter()

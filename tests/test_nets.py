@@ -855,3 +855,21 @@ def test_tucker_core_variance_reaches_the_layers_and_prunes(digits):
     bnet.prune(1e-2)
     torch.testing.assert_close(bnet.predict_proba(xte), before, atol=1e-5, rtol=1e-5)
     assert all(layer.prior.core_variance == 0.01 for layer in bnet.tensorized().values())
+
+
+def test_tucker_core_prior_defaults_per_layer_kind():
+    """Tucker linear layers default to the fixed core prior, ``core_variance=None`` gives the
+    product prior, Tucker-2 convolutions keep the product prior unless asked, and layers in
+    other formats ignore ``core_variance`` (one ``prior_params`` serves a whole network)."""
+    from bayestensor.nets.layers import TUCKER_CORE_VARIANCE
+
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 64), nn.ReLU(),
+                        nn.Linear(64, 10))
+
+    def cores(**kwargs):
+        bnet = tensorize(net, layers=["0", "2", "4"], seed=0, **kwargs)
+        return [m.prior.core_variance for m in bnet.tensorized().values()]
+
+    assert cores(format="tucker") == [None, TUCKER_CORE_VARIANCE, TUCKER_CORE_VARIANCE]
+    assert cores(format="tucker", prior_params={"core_variance": None}) == [None, None, None]
+    assert cores(format="ttm", prior_params={"core_variance": 0.02}) == [0.02, None, None]

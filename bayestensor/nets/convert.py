@@ -228,7 +228,10 @@ def tensorize(model: nn.Module, layers: Iterable[str] | Callable | None = None,
         Maximum rank of the linear layers, capped per layer at what its tensorized shape
         supports (with a warning, see :func:`bayestensor.nets.shapes.rank_caps`).
     prior, prior_params
-        Hyperprior on the slice scales.
+        Hyperprior on the slice scales. ``prior_params`` may also hold ``core_variance``,
+        the fixed prior variance of Tucker cores (layers in other formats ignore it): Tucker
+        linear layers default to :data:`~bayestensor.nets.layers.TUCKER_CORE_VARIANCE`,
+        the Tucker-2 convolutions to the product prior; ``None`` asks for the product prior.
     num_particles : int
         Particles/chains of every tensorized layer.
     init : {"decompose", "random"}

@@ -103,6 +103,10 @@ def test_fit_with_scale_moves_records_their_acceptance():
     assert default.info["scale_moves"] is False and default.info["factor_redraws"] is False
     with pytest.raises(ValueError, match="scale_moves"):
         bt.fit(model, data.train, method="sghmc", scale_moves="yes", progress=False)
+    for option in ("scale_moves", "factor_redraws"):
+        with pytest.raises(ValueError, match=f"{option}: True needs full-batch data"):
+            bt.fit(model, data.train, method="sghmc", batch_size=50, progress=False,
+                   **{option: True})
 
 
 def test_factor_row_draws_follow_their_gaussian_conditional():

@@ -21,7 +21,6 @@ method's runner, time it. ``fit`` calls it once, or once per chain group
 
 from __future__ import annotations
 
-
 import platform
 import time
 import warnings
@@ -361,6 +360,10 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
               init_spread, metric, gibbs, scale_moves, factor_redraws) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
+    for name, wanted in (("scale_moves", scale_moves), ("factor_redraws", factor_redraws)):
+        if wanted and (job.batch_size is not None or job.batches is not None):
+            raise ValueError(f"{name}: True needs full-batch data (its Metropolis test or "
+                             f"conditional reads every observation); drop batch_size")
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,

@@ -353,6 +353,11 @@ class SGHMC:
         Rank slices to move along their scale every ``SCALE_MOVE_EVERY`` steps by an exact
         Metropolis step (:class:`~bayestensor.infer.scale_moves.SliceScaleMoves`; a built-in
         model's ``low_rank_prior.slice_groups()``). Full batch only, as ``gibbs``.
+    block_redraws : object, optional
+        Exact redraws of whole blocks from their full conditionals, every ``GIBBS_EVERY``
+        steps: ``redraw(values, generator)`` on batched constrained values (a model's
+        ``factor_redraws()``, :class:`~bayestensor.models.cp_row_gibbs.CPRowGibbs`). Full
+        batch only.
     """
 
     name = "sghmc"

@@ -27,12 +27,13 @@ def prior_only(prior: LowRankPrior):
 def exact_prior_draws(prior: LowRankPrior, chains: int, seed: int) -> dict:
     """``chains`` independent draws of every site from the prior (Pyro's own sampler)."""
     pyro.set_rng_seed(seed)
-    with pyro.plate("chains", chains, dim=-1 - max(len(s.shape) for s in prior.specs)):
+    shapes = {**{h: (r,) for h, r in zip(prior.hyper_sites, prior.ranks)},
+              **{p: spec.shape for p, spec in zip(prior.param_sites, prior.specs)}}
+    # the plate sits left of every site's own dims; sites with fewer dims get singletons
+    with pyro.plate("chains", chains, dim=-1 - max(len(s) for s in shapes.values())):
         trace = pyro.poutine.trace(prior_only(prior)).get_trace()
-    names = prior.hyper_sites + prior.param_sites
-    return {n: trace.nodes[n]["value"].reshape((chains,) + tuple(trace.nodes[n]["value"].shape[
-        -(1 if n in prior.hyper_sites else len(dict(zip(prior.param_sites, prior.specs))[n].shape)):]))
-        for n in names}
+    return {n: trace.nodes[n]["value"].reshape((chains,) + tuple(shape))
+            for n, shape in shapes.items()}
 
 
 def moved_hypers(prior: LowRankPrior, seed: int = 0) -> torch.Tensor:

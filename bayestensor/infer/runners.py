@@ -333,13 +333,13 @@ def _slice_groups(scale_moves: bool, model) -> list | None:
     """SGHMC's scale moves: with ``True``, every rank dimension of a built-in CP model's
     low-rank prior; ``ValueError`` for other models. Under Tucker (half-Cauchy, the mixing
     grid's 30^3 case) the moved slices left the step adapted in burn-in unstable: 2 of 3
-    runs diverged."""
+    runs diverged, in a run made before this refusal."""
     if not scale_moves:
         return None
     prior = model.low_rank_prior if model is not None else None
-    if prior is None or not prior.one_scale_per_entry:
-        raise ValueError("scale_moves: True needs a built-in model in CP format (one slice "
-                         "variance per entry); under Tucker the moves made SGHMC diverge")
+    if prior is None or prior.format_cls.format_name != "cp":
+        raise ValueError("scale_moves: True needs a built-in model in CP format; under "
+                         "Tucker the moves made SGHMC diverge")
     return prior.slice_groups()
 
 

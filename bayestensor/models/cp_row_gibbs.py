@@ -49,7 +49,6 @@ class CPRowGibbs:
         self.groups = [RowGroups(idx, y, mode, size, rank) for mode, size in enumerate(shape)]
         self.factor_sites, self.hyper_site = list(factor_sites), hyper_site
         self.variance, self.noise_site = variance, noise_site
-        self.sites = self.factor_sites
 
     def redraw(self, values: dict, generator: torch.Generator) -> dict:
         """Batched constrained ``values`` (``(C, ...)`` per site) with every factor redrawn,

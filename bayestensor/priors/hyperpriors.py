@@ -7,6 +7,7 @@ parameters; this module holds the three laws and their default parameters.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import pyro.distributions as dist
@@ -91,7 +92,8 @@ class RankPrior:
                              f"{sorted(allowed) + list(OPTIONAL_PRIOR_PARAMS)}")
         self.params = {**allowed, **self.params}
         for key, val in self.params.items():
-            if not (float(val) > 0 and math.isfinite(float(val))):
+            if not isinstance(val, numbers.Real) or isinstance(val, bool) \
+                    or not (float(val) > 0 and math.isfinite(float(val))):
                 raise ValueError(f"prior_params[{key!r}]: expected a positive number, got {val}")
         if self.kind == "log_uniform" and self.params["low"] >= self.params["high"]:
             raise ValueError(f"prior_params: low must be below high, got {self.params}")
@@ -120,6 +122,11 @@ class RankPrior:
         if self.kind == "half_cauchy":
             return half_cauchy_log_density(hyper, p["scale"], event_dims=1)
         return log_uniform_log_density(hyper, p["low"], p["high"], event_dims=1)
+
+    @property
+    def variance_exponent(self) -> float:
+        """``e`` in ``variance = hyper^e``: ``-1`` for a precision, ``2`` for a scale."""
+        return -1.0 if self.kind == "gamma" else 2.0
 
     def variance(self, hyper: torch.Tensor) -> torch.Tensor:
         """Slice variances from the hyper-parameter values."""

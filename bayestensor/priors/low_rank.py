@@ -195,7 +195,7 @@ class LowRankPrior:
         (:mod:`bayestensor.infer.scale_moves`): the hyper site, the exponent ``e`` of
         ``variance = hyper^e``, each parameter site with the axis that indexes the slice, and
         the entries per slice (:meth:`slice_counts`)."""
-        exponent = -1.0 if self.prior.kind == "gamma" else 2.0
+        exponent = self.prior.variance_exponent
         counts = self.slice_counts()
         groups = []
         for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks)):
@@ -213,12 +213,16 @@ class LowRankPrior:
         switched off into a long curved valley of the log density."""
         return all(len(spec.rank_axes) <= 1 for spec in self.specs)
 
+    def fixed_variance(self, spec: ParamSpec) -> float | None:
+        """The fixed prior variance of a parameter without rank axes (a Tucker core under
+        ``core_variance``), else ``None``."""
+        return self.core_variance if not spec.rank_axes else None
+
     def entry_std(self, spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
         """:func:`param_std`, with a Tucker core's fixed ``core_variance`` where set."""
         std = param_std(spec, variances)
-        if self.core_variance is not None and not spec.rank_axes:
-            std = std * math.sqrt(self.core_variance)
-        return std
+        fixed = self.fixed_variance(spec)
+        return std if fixed is None else std * math.sqrt(fixed)
 
     @property
     def param_sites(self) -> list[str]:
@@ -254,9 +258,9 @@ class LowRankPrior:
             log_variance_sum = sum(log_variances[d] * (spec.numel() // self.ranks[d])
                                    for d in spec.rank_axes.values())
             precision = slice_product(spec, precisions)
-            if self.core_variance is not None and not spec.rank_axes:
-                precision = 1.0 / self.core_variance
-                log_variance_sum = spec.numel() * math.log(self.core_variance)
+            fixed = self.fixed_variance(spec)
+            if fixed is not None:
+                precision, log_variance_sum = 1.0 / fixed, spec.numel() * math.log(fixed)
             total = total + centered_normal_log_density(
                 values[site], precision, log_variance_sum, len(spec.shape))
         return total

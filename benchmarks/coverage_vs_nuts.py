@@ -5,7 +5,8 @@ noise dominates them; the intervals of the *noise-free* entries (``kind="mean"``
 sampler has to earn its cost. For each seed, on the rank study's 30^3 setting (true rank 3,
 20% observed, 10 dB, ``max_rank=8``), the built-in CP completion model is fitted by NUTS (the
 reference), SGHMC and SVGD at their defaults, SGHMC with the moves that explore the
-switched-off slices (``sghmc+explore``), mean-field VI and MAP, and the VB peer
+switched-off slices (``sghmc+explore``; ``sghmc+moves`` / ``sghmc+rows``: one of the two),
+mean-field VI and MAP, and the VB peer
 (``benchmarks/baselines/bcpf.py``). On held-out entries, against the noise-free truth:
 
 * coverage of the central 50/80/90/95% credible interval of the entry (empirical quantiles of
@@ -40,10 +41,13 @@ from benchmarks.completion_study import LEVELS, coverage  # noqa: E402
 from benchmarks.sghmc_vs_nuts import ess_bulk  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("nuts", "sghmc", "sghmc+explore", "svgd", "vi", "map", "vb")
+METHODS = ("nuts", "sghmc", "sghmc+explore", "sghmc+moves", "sghmc+rows", "svgd", "vi", "map",
+           "vb")
 #: SGHMC with the moves that explore the switched-off slices (not the default; see
-#: docs/inference.md, "Exploring the switched-off slices")
-EXPLORE = {"scale_moves": True, "factor_redraws": True}
+#: docs/inference.md, "Exploring the switched-off slices"), both or one of them
+SGHMC_VARIANTS = {"sghmc+explore": {"scale_moves": True, "factor_redraws": True},
+                  "sghmc+moves": {"scale_moves": True},
+                  "sghmc+rows": {"factor_redraws": True}}
 
 
 def cov_key(level):
@@ -54,7 +58,8 @@ def fit_ours(method, data, args, seed):
     """Fit the built-in CP model; NUTS at the reference budget, SGHMC with 4 chains, the rest
     at their defaults."""
     model = bt.TensorCompletion(data.shape, "cp", max_rank=args.max_rank)
-    settings = {"sghmc": {"num_chains": 4}, "sghmc+explore": {"num_chains": 4, **EXPLORE},
+    settings = {"sghmc": {"num_chains": 4},
+                **{name: {"num_chains": 4, **opts} for name, opts in SGHMC_VARIANTS.items()},
                 "nuts": {"num_chains": args.nuts_chains, "num_samples": args.nuts_draws,
                          "num_warmup": args.nuts_warmup, "max_tree_depth": args.tree_depth}}
     start = time.perf_counter()

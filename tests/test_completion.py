@@ -134,6 +134,7 @@ def test_map_hold_auto_chooses_by_validation_error():
     assert choice["chosen"] == {"noise_precision": 0.1}
     assert choice["validation_mse"]["hold"] < choice["validation_mse"]["none"]
     assert int(post.effective_rank().mode()[0]) == 3
+    assert post.info["map_steps"] >= 200  # the held fit retraces its continuation, cold
     # a noise-free tensor with a weak component: holding prunes it, validation says no
     from bayestensor.formats import CPTensor
     truth = CPTensor.random((8, 8, 8), 2, seed=1).reconstruct().double().numpy()
@@ -143,6 +144,15 @@ def test_map_hold_auto_chooses_by_validation_error():
                   progress=False, map_hold="auto")
     assert post.info["map_hold_auto"]["chosen"] is None
     assert post.effective_rank().mode().tolist() == [2]
+    # no continuation chosen: the fit on all the data starts at the plain validation fit's
+    # MAP (no Adam steps) and ends at the mode a cold fit reaches
+    assert post.info["map_steps"] == 0 and "start" not in post.info["map_hold_auto"]
+    cold = bt.fit(small, bt.Observations.from_dense(truth, mask), method="map", seed=0,
+                  progress=False, map_hold=None)
+    assert cold.info["map_steps"] > 0
+    everywhere = np.argwhere(np.ones(truth.shape, dtype=bool))
+    np.testing.assert_allclose(post.predict(everywhere).mean, cold.predict(everywhere).mean,
+                               atol=1e-3 * np.abs(truth).max())
     with pytest.raises(ValueError, match="map_hold"):
         bt.fit(lambda: None, method="map", progress=False, map_hold="auto")
 

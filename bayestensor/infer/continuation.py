@@ -3,7 +3,8 @@
 ``map_hold={site: fraction}`` keeps a site at its starting value for that fraction of the MAP
 steps (see :func:`~bayestensor.infer.baselines.map_fit`); a model may declare a default
 (``model.map_hold``) and a candidate (``model.map_hold_candidate``). ``map_hold="auto"``
-chooses between no continuation and the candidate by held-out error (:func:`choose_map_hold`).
+chooses between no continuation and the candidate by held-out error (:func:`choose_map_hold`);
+when it chooses none, the fit on all the data starts from the plain validation fit's MAP.
 """
 
 from __future__ import annotations
@@ -18,29 +19,35 @@ MIN_OBSERVATIONS_FOR_AUTO = 50
 
 
 def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | None,
-                     options: dict, progress: bool = False) -> dict | None:
+                     options: dict, progress: bool = False,
+                     init="svd") -> tuple[dict | None, dict | None]:
     """Fill ``options["map_hold"]`` from the model's default and resolve ``"auto"`` in place.
 
     Only methods that fit a MAP (``method.map_steps_option``) take ``map_hold``. Returns the
-    auto choice (see :func:`choose_map_hold`), or ``None`` when nothing was chosen.
-    ``progress`` shows the validation fits of ``"auto"``.
+    auto choice (see :func:`choose_map_hold`; ``None`` when nothing was chosen) and the warm
+    start it leaves when it chose no continuation: the plain validation fit's MAP values, from
+    which the fit on all the data starts (``run_method(init=..., warm_start=True)``); ``None``
+    otherwise. ``progress``
+    shows the validation fits of ``"auto"``; ``init`` is the start they take.
     """
     if method.map_steps_option is None:
-        return None
+        return None, None
     if "map_hold" not in options:  # a model may declare a default MAP continuation
         options["map_hold"] = getattr(model, "map_hold", None)
     if options["map_hold"] != "auto":
-        return None
+        return None, None
     steps = options.get(method.map_steps_option)
     choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
-                             progress=progress)
+                             progress=progress, init=init)
+    start = choice.pop("start", None)
     options["map_hold"] = choice["chosen"]
-    return choice
+    return choice, start
 
 
 def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                     margin: float = 0.02, batch_size: int | None = None,
-                    num_steps: int | None = None, progress: bool = False) -> dict:
+                    num_steps: int | None = None, progress: bool = False,
+                    init="svd") -> dict:
     """Pick ``map_hold`` for a model by held-out error: none, or ``model.map_hold_candidate``.
 
     Two MAP fits on ``1 - validation`` of the observations, one plain and one with the
@@ -49,13 +56,18 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     continuation helps when the plain joint MAP fits noise with extra slices (very noisy data)
     and hurts when it prunes weak real components, and the held-out error tells which case a
     data set is in. Used by ``fit(..., map_hold="auto")``. ``progress`` shows a bar on stderr
-    (on a terminal only) over the two fits, each with its own bar of steps.
+    (on a terminal only) over the two fits, each with its own bar of steps; ``init`` is their
+    start (as ``fit``'s).
 
     Returns
     -------
     dict
-        ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}`` (no fits and
-        ``validation_mse`` None below ``MIN_OBSERVATIONS_FOR_AUTO`` observations).
+        ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}, "start": ..}``:
+        ``start`` holds the plain fit's MAP values, site by site, when no continuation is
+        chosen (a start for the fit on all the data, 10% away from it), and None when the
+        candidate is (that fit on all the data retraces the continuation from the model's
+        start). No fits, and ``validation_mse`` and ``start`` None, below
+        ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
     """
     if not 0 < validation < 1:
         raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")
@@ -67,20 +79,25 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                          f"TensorCompletion), got {type(model).__name__}")
     model.set_data(data)
     if len(model.observations) < MIN_OBSERVATIONS_FOR_AUTO:
-        return {"chosen": None, "validation_mse": None}
+        return {"chosen": None, "validation_mse": None, "start": None}
     train, val = model.observations.split(validation, seed=seed)
     options = {} if num_steps is None else {"num_steps": num_steps}
     fit_batch = None if batch_size is None else min(batch_size, len(train))
     target = val.values.double().numpy()
-    errors = {}
+    errors, maps = {}, {}
     fits = (("none", None), ("hold", candidate))
     with tqdm(fits, desc="map_hold auto", unit="fit", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for label, hold in bar:
             bar.set_postfix_str(f"map_hold={label}")
             post = run_method(MAP, model, train, options={**options, "map_hold": hold},
-                              seed=seed, batch_size=fit_batch, progress=progress)
+                              seed=seed, batch_size=fit_batch, progress=progress, init=init)
             errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
+            maps[label] = {name: v[0, 0].clone() for name, v in post.samples.items()}
     model.set_data(data)
     chosen = candidate if errors["hold"] < (1 - margin) * errors["none"] else None
-    return {"chosen": chosen, "validation_mse": errors}
+    # A held fit's end depends on its path (slices pruned while the noise was held, which a
+    # start at that end cannot revive: at 0 dB one seed lost a true component that way), so
+    # only the plain fit's MAP is a start for the fit on all the data.
+    return {"chosen": chosen, "validation_mse": errors,
+            "start": maps["none"] if chosen is None else None}

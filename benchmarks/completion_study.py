@@ -164,6 +164,15 @@ def psnr(pred, truth):
 
 def study_real(args):
     rows = []
+    if "kinetic" in args.real_data:
+        rows += real_kinetic(args)
+    if "images" in args.real_data:
+        rows += real_images(args)
+    return {"runs": rows}
+
+
+def real_kinetic(args):
+    rows = []
     kin = bt.data.load_kinetic()
     obs = kin.observations()
     train, test = obs.split(0.1, seed=0)
@@ -188,6 +197,11 @@ def study_real(args):
     rows.append({"data": "kinetic", "method": "tensorly@val", "rank_found": [f.rank],
                  "rel_error": float(np.linalg.norm(p - truth) / np.linalg.norm(truth))})
     print("done kinetic", flush=True)
+    return rows
+
+
+def real_images(args):
+    rows = []
     for name in ("astronaut", "coffee"):
         for missing in (0.7, 0.9):
             img = bt.data.load_image(name, size=args.image_size, missing=missing, seed=0)
@@ -222,7 +236,7 @@ def study_real(args):
             rows.append({"data": f"{name} {int(missing * 100)}% missing", "method": "tensorly@val",
                          "rank_found": [f.rank], "psnr": psnr(rec, full)})
             print(f"done {name} {missing}", flush=True)
-    return {"runs": rows}
+    return rows
 
 
 def main():
@@ -233,6 +247,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--image-rank", type=int, default=40)
+    parser.add_argument("--real-data", nargs="+", choices=["kinetic", "images"],
+                        default=["kinetic", "images"], help="--study real: which data sets")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]

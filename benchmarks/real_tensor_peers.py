@@ -4,10 +4,10 @@ The splits are those of ``bayestensor complete``: IL-2 with its own missing entr
 the observed ones held out (``bt.data.load_il2``), Indian Pines with 95% of its entries hidden
 (``bt.data.load_indian_pines``). Every method fits the same observed entries:
 
-* ours: ``TensorCompletion`` MAP at the command's defaults for the data set (IL-2: CP, max rank
-  10, ``map_hold="auto"``; Indian Pines: Tucker, max ranks (8, 8, 4), no hold, 1000 steps);
-* ``vb``: BCPF as its published code runs it (``benchmarks/baselines/bcpf.py``), max rank 10
-  (IL-2) or 20 (Indian Pines);
+* ours: ``TensorCompletion`` at the command's defaults for the data set (IL-2: CP, max rank
+  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method; Indian Pines: Tucker,
+  max ranks (8, 8, 4), no hold, 1000 steps, MAP only: SGHMC there takes hours);
+* ``vb``: BCPF as its published code runs it (``benchmarks/baselines/bcpf.py``), max rank 20;
 * ``tensorly@val``: TensorLy's masked ``parafac`` at the rank in 1..max rank with the lowest
   error on a 10% validation split of the observed entries, refit on all of them (IL-2 only:
   on Indian Pines each rank costs a minute, so it runs at ranks 4 and 20 there,
@@ -18,7 +18,10 @@ entries, so that VB's per-entry second moments fit in memory): relative error
 ``||mean - truth|| / ||truth||`` and the share inside the 90% predictive interval (TensorLy
 gives none). Seconds are wall-clock and include predicting the scored entries.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/real_tensor_peers.py [--data il2 indian_pines]``
+``--max-rank R`` runs every method of IL-2 at max rank R instead (ours, VB, TensorLy's grid).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/real_tensor_peers.py [--data il2 indian_pines]
+[--max-rank R]``
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ from benchmarks.baselines.bcpf import (  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = {
-    "il2": dict(load=lambda: bt.data.load_il2(holdout=0.1, seed=0), max_rank=10,
-                ours=dict(format="cp", max_rank=10), fit={}, tensorly="val"),
+    "il2": dict(load=lambda: bt.data.load_il2(holdout=0.1, seed=0), max_rank=20,
+                ours=dict(format="cp", max_rank=20), fit={}, methods=("map", "sghmc"),
+                tensorly="val"),
     "indian_pines": dict(load=lambda: bt.data.load_indian_pines(missing=0.95, seed=0),
                          max_rank=20, ours=dict(format="tucker", max_rank=(8, 8, 4)),
-                         fit={"map_hold": None, "num_steps": 1000}, tensorly=(4, 20),
-                         max_scored=200_000),
+                         fit={"map_hold": None, "num_steps": 1000}, methods=("map",),
+                         tensorly=(4, 20), max_scored=200_000),
 }
 
 
@@ -68,21 +72,28 @@ def scores(mean, truth, sd=None):
     return out
 
 
-def run(name):
-    spec = SETTINGS[name]
+def run(name, max_rank=None):
+    spec = dict(SETTINGS[name])
+    if max_rank is not None:
+        if name != "il2":
+            raise ValueError("--max-rank: IL-2 only")
+        spec.update(max_rank=max_rank, ours={**spec["ours"], "max_rank": max_rank})
     real = spec["load"]()
     (idx, vals), (test_idx, truth) = split(real, spec.get("max_scored"))
     rows = []
-    start = time.perf_counter()
-    model = bt.TensorCompletion(real.data.shape, **spec["ours"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        post = bt.fit(model, (idx, vals), method="map", seed=0, progress=False, **spec["fit"])
-    pred = post.predict(test_idx)
-    rows.append({"method": "ours MAP", "seconds": time.perf_counter() - start,
-                 "rank": post.effective_rank().mode().tolist(),
-                 "error": scores(pred.mean, truth)["error"],
-                 "coverage90": pred.coverage(truth, 0.9)})
+    for method in spec["methods"]:
+        start = time.perf_counter()
+        model = bt.TensorCompletion(real.data.shape, **spec["ours"])
+        fit = spec["fit"] if method == "map" else {k: v for k, v in spec["fit"].items()
+                                                   if k != "num_steps"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = bt.fit(model, (idx, vals), method=method, seed=0, progress=False, **fit)
+        pred = post.predict(test_idx)
+        rows.append({"method": f"ours {method.upper()}", "seconds": time.perf_counter() - start,
+                     "rank": post.effective_rank().mode().tolist(),
+                     "error": scores(pred.mean, truth)["error"],
+                     "coverage90": pred.coverage(truth, 0.9)})
     start = time.perf_counter()
     vb = bcpf(idx, vals, real.data.shape, spec["max_rank"], seed=0)
     mean, sd = vb.predict(test_idx)
@@ -109,11 +120,14 @@ def run(name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["il2"], choices=list(SETTINGS))
+    parser.add_argument("--max-rank", type=int, default=None,
+                        help="IL-2 only: every method's max rank (default: 20)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [row for name in args.data for row in run(name)]
+    rows = [row for name in args.data for row in run(name, args.max_rank)]
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"real_tensor_peers_{'_'.join(args.data)}.json"
+    tag = "" if args.max_rank is None else f"_max{args.max_rank}"
+    out = RESULTS / f"real_tensor_peers_{'_'.join(args.data)}{tag}.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
                                "args": vars(args), "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -127,10 +127,11 @@ def test_block_ascent_option_is_checked(fmt, options, match):
         bt.fit(model, data.train, method="map", map_hold=None, progress=False, **options)
 
 
-def test_in_the_il2_swamp_adam_goes_on_from_the_sweeps_and_ends_above_adam_alone():
-    """On IL-2 (13x4x12x8, max rank 10) the sweeps creep (811 to converge even with the
-    extrapolation, scratch run): they use their budget, Adam goes on from where they stopped,
-    and the fit ends well above the Adam-only MAP, which stalls in the swamp."""
+def test_in_the_il2_swamp_adam_goes_on_from_the_sweeps_and_ends_level_with_adam_alone():
+    """On IL-2 (13x4x12x8, max rank 10) the sweeps creep: they use their budget, Adam goes on
+    from where they stopped and stalls within a tenth of its steps, at the log joint that
+    2,000 steps of Adam alone reach (within 1 of about 1,126). (From the former start, whose
+    components beyond rank 4 were tiny padding, Adam alone stalled 10 below the sweeps.)"""
     from bayestensor.infer.baselines import BLOCK_ASCENT_BUDGET
 
     real = bt.data.load_il2(holdout=0.1, seed=0)
@@ -140,9 +141,11 @@ def test_in_the_il2_swamp_adam_goes_on_from_the_sweeps_and_ends_above_adam_alone
     ours = bt.fit(model, train, method="map", map_hold=None, progress=False)
     assert ours.info["map_finish"] == "block ascent, then Adam"
     assert ours.info["map_quasi_newton_evals"] == int(BLOCK_ASCENT_BUDGET * 2000)
+    assert ours.effective_rank().mode().tolist() == [10]  # the former start held it at 4
     adam = bt.fit(model, train, method="map", map_hold=None, quasi_newton=False,
                   progress=False)
-    assert ours.info["map_objective"] > adam.info["map_objective"] + 10.0
+    assert ours.info["map_steps"] < adam.info["map_steps"] / 10
+    assert abs(ours.info["map_objective"] - adam.info["map_objective"]) < 1.0
 
 
 def test_a_regression_whose_sweep_is_too_costly_keeps_lbfgs(monkeypatch):

@@ -215,12 +215,20 @@ def test_complete_builtin_il2(tmp_path):
     from bayestensor.cli.main import main
 
     out = tmp_path / "il2"
-    res = CliRunner().invoke(main, ["complete", "il2", "--steps", "30", "--map-hold", "none",
-                                    "--max-rank", "3", "--quiet", "--no-report", "--out", str(out)])
+    res = CliRunner().invoke(main, ["complete", "il2", "--method", "map", "--steps", "30",
+                                    "--map-hold", "none", "--max-rank", "3", "--quiet",
+                                    "--no-report", "--out", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "il2" and summary["heldout"]["n"] == 480
     assert 0 <= summary["heldout"]["coverage"] <= 1 and summary["heldout"]["relative_error"] > 0
+    # its own defaults: SGHMC (calibrated intervals) at max rank 20
+    res = CliRunner().invoke(main, ["complete", "il2", "--num-samples", "20", "--num-warmup",
+                                    "20", "--map-hold", "none", "--quiet", "--no-report",
+                                    "--out", str(tmp_path / "il2_defaults")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "il2_defaults" / "summary.json").read_text())
+    assert summary["method"] == "sghmc" and summary["max_rank"] == 20
     for args, hint in ((["il2", "--missing", "0.9"], "--missing"),
                        (["il2", "--holdout", "0.1"], "--holdout"),
                        (["no_such_data"], "FILE")):

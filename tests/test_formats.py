@@ -282,6 +282,20 @@ def test_from_tensor_pads_rank_beyond_data():
     assert bool(torch.isfinite(t.reconstruct()).all())
 
 
+def test_cp_start_fits_components_beyond_the_smallest_mode():
+    """A CP rank-6 tensor with a mode of size 3: an SVD start gives 3 components there, and
+    the ALS must fit all 6 (a start that fitted 3 and padded the rest left a third of the
+    tensor's norm unexplained, and the padded slices at 1e-6 of the data's scale)."""
+    truth = CPTensor.random((3, 8, 9), 6, seed=2).reconstruct().double().numpy()
+    x = CPTensor.from_tensor(truth, 6, n_iter_max=500)
+    rec = x.reconstruct().double().numpy()
+    assert np.linalg.norm(rec - truth) / np.linalg.norm(truth) < 1e-2
+    three = CPTensor.from_tensor(truth, 3, n_iter_max=500).reconstruct().double().numpy()
+    assert np.linalg.norm(three - truth) / np.linalg.norm(truth) > 0.05  # 6 are needed
+    norms = np.prod([np.linalg.norm(f.double().numpy(), axis=0) for f in x.params], axis=0)
+    assert norms.min() > 1e-2 * norms.max()  # no slice left at the padding's scale
+
+
 @pytest.mark.parametrize("cls,shape,rank", CASES[::3], ids=IDS[::3])
 def test_entries_bad_indices(cls, shape, rank):
     x = cls.random(shape, rank, seed=0)

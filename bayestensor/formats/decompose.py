@@ -13,11 +13,17 @@ is dead for a later gradient-based fit: each padded slice is zero in exactly one
 that carries it (a CP factor column, the Tucker core slice, the TT core after the bond) and
 small and random in the others. Every product through the slice then contains that zero, but
 the gradient with respect to the zero part is the product of the random parts, not zero, so
-an optimizer or sampler started here can grow the slice where the data need it.
+an optimizer or sampler started here can grow the slice where the data need it. That
+gradient is small (``PAD_SCALE`` to the power of the other parameters' count), and under a
+shrinkage prior a slice that small is switched off before it grows; so CP, whose rank may
+exceed every mode's size, fits all its components instead (:func:`cp_start`), and padding
+is left to the slices a format cannot use (Tucker and TT ranks above what the shapes
+support) and to all-zero data.
 """
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -116,7 +122,11 @@ def cp_als(tensor: np.ndarray, rank: int, *, init: str = "svd", mask=None,
     """
     m = None if mask is None else np.asarray(mask, dtype=bool)
     ridge = CP_RETRY_RIDGE * max(float(np.mean(np.square(tensor))), ALS_JITTER)
-    with numpy_backend():
+    with numpy_backend(), warnings.catch_warnings():
+        # a rank above a mode's size: TensorLy says it takes fewer singular vectors there and
+        # adds random columns, which is what this start wants
+        warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs",
+                                category=UserWarning)
         try:
             weights, factors = tl.decomposition.parafac(
                 tl.tensor(tensor), rank=rank, init=init, mask=m, n_iter_max=n_iter_max,
@@ -134,18 +144,21 @@ def cp_start(tensor, rank: int, *, mask=None, n_iter_max: int = 100,
              seed: int = 0) -> list[torch.Tensor]:
     """CP factors ``(I_n, rank)`` float64 from an SVD-started ALS of mean-filled data.
 
-    Components beyond ``min(shape)`` (all an SVD start can give) are zero in the first factor
-    and small and random in the others (see the module notes), so the reconstruction is the
-    ALS fit; an all-zero tensor (constant data once centred) has nothing to decompose, so all
-    components are padded that way.
+    Every component is fitted, including those beyond a mode's size: there TensorLy's SVD
+    start adds random columns, and the ALS fits them with the others. (Padding them as below
+    instead, as this start once did, left them at the padding's scale, ``PAD_SCALE^(N-1)`` of
+    the data in each entry for an N-way tensor; the shrinkage prior then switched them off at
+    once, so the rank found could not exceed the smallest mode: IL-2's 13 x 4 x 12 x 8 tensor
+    came out at rank 4 whatever its max rank.) An all-zero tensor (constant data once
+    centred) has nothing to decompose, so its components are padded: zero in the first
+    factor, small and random in the others (see the module notes).
     """
     data = fill_missing(tensor, mask).numpy()
     gen = torch.Generator().manual_seed(seed)
     if not np.any(data):
         factors, small = [np.zeros((s, 0)) for s in data.shape], PAD_SCALE
     else:
-        factors = cp_als(data, min(rank, min(data.shape)), mask=mask, n_iter_max=n_iter_max,
-                         seed=seed)
+        factors = cp_als(data, rank, mask=mask, n_iter_max=n_iter_max, seed=seed)
         small = PAD_SCALE * float(np.mean([np.abs(f).mean() for f in factors]))
     return [pad_rank(torch.as_tensor(f, dtype=torch.float64), 1, rank, gen,
                      0.0 if n == 0 else small) for n, f in enumerate(factors)]

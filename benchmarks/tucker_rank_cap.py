@@ -8,9 +8,9 @@ The 784-512-10 MLP of ``nets_mnist.py`` with both linear layers as Tucker (2+2 m
   variances, so a slice's precision governs ``I_d + prod_{e != d} R_e`` entries. Under MAP its
   pull towards zero grows with that count: doubling the cap multiplies it by 8 for a 4-mode
   core, where a CP slice governs ``sum_d I_d`` entries whatever the cap;
-* ``factor``: ``prior_params={"core_variance": --core-variance}`` (0.01 is the Tucker linear
-  layers' default), ARD on the factor columns only and a fixed ``N(0, core_variance)`` core,
-  so a slice governs ``I_d`` entries at any cap.
+* ``factor``: ``prior_params={"core_variance": --core-variance}`` (default: the Tucker
+  linear layers' default, ``TUCKER_CORE_VARIANCE``), ARD on the factor columns only and a
+  fixed ``N(0, core_variance)`` core, so a slice governs ``I_d`` entries at any cap.
 
 Printed per cap: ranks found per layer, linear-layer ratio, test accuracy and ECE.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from bayestensor.nets import fit_net, tensorize
+from bayestensor.nets.layers import TUCKER_CORE_VARIANCE
 from nets_mnist import DATA, evaluate, load, mlp
 
 OUT = Path(__file__).resolve().parent / "results" / "tucker_rank_cap.json"
@@ -53,7 +54,7 @@ def main():
     ap.add_argument("--core", nargs="+", default=["product", "factor"],
                     choices=["product", "factor"])
     ap.add_argument("--caps", type=int, nargs="+", default=[6, 12])
-    ap.add_argument("--core-variance", type=float, default=0.01)
+    ap.add_argument("--core-variance", type=float, default=TUCKER_CORE_VARIANCE)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--data", type=Path, default=DATA)

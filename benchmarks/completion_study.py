@@ -79,11 +79,12 @@ def coverage(mean_sd_or_pred, truth, level):
     return mean_sd_or_pred.coverage(truth, level)
 
 
-def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="gamma"):
+def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="gamma",
+             init="svd"):
     model = bt.TensorCompletion(shape, fmt, max_rank=max_rank, prior=prior)
     start = time.perf_counter()
     post = bt.fit(model, train, method=method.split("+")[0], seed=seed, progress=False,
-                  **METHOD_SETTINGS[method])
+                  init=init, **METHOD_SETTINGS[method])
     seconds = time.perf_counter() - start
     pred = post.predict(test_idx)
     return post, pred, seconds
@@ -100,7 +101,7 @@ def study_rank(args):
                     "max_rank": max_rank}
             for method in args.methods:
                 post, pred, sec = run_ours(method, data.shape, data.train, data.test.indices,
-                                           max_rank, seed)
+                                           max_rank, seed, init=args.init)
                 rows.append({**base, "method": method, "rank_found": int(post.effective_rank().mode()[0]),
                              "error": data.relative_error(pred.mean), "seconds": sec})
             start = time.perf_counter()
@@ -249,6 +250,8 @@ def main():
     parser.add_argument("--image-rank", type=int, default=40)
     parser.add_argument("--real-data", nargs="+", choices=["kinetic", "images"],
                         default=["kinetic", "images"], help="--study real: which data sets")
+    parser.add_argument("--init", choices=["svd", "spectral"], default="svd",
+                        help="--study rank: the CP start of our fits")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]

@@ -5,8 +5,8 @@ the observed ones held out (``bt.data.load_il2``), Indian Pines with 95% of its 
 (``bt.data.load_indian_pines``). Every method fits the same observed entries:
 
 * ours: ``TensorCompletion`` at the command's defaults for the data set (IL-2: CP, max rank
-  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method; Indian Pines: Tucker,
-  max ranks (8, 8, 4), no hold, 1000 steps, MAP only: SGHMC there takes hours);
+  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method; Indian Pines: CP,
+  max rank 20, the spectral start, no hold, 1000 steps, MAP only: SGHMC there takes hours);
 * ``vb``: BCPF as its published code runs it (``benchmarks/baselines/bcpf.py``), max rank 20;
 * ``tensorly@val``: TensorLy's masked ``parafac`` at the rank in 1..max rank with the lowest
   error on a 10% validation split of the observed entries, refit on all of them (IL-2 only:
@@ -48,8 +48,9 @@ SETTINGS = {
                 ours=dict(format="cp", max_rank=20), fit={}, methods=("map", "sghmc"),
                 tensorly="val"),
     "indian_pines": dict(load=lambda: bt.data.load_indian_pines(missing=0.95, seed=0),
-                         max_rank=20, ours=dict(format="tucker", max_rank=(8, 8, 4)),
-                         fit={"map_hold": None, "num_steps": 1000}, methods=("map",),
+                         max_rank=20, ours=dict(format="cp", max_rank=20),
+                         fit={"map_hold": None, "num_steps": 1000, "init": "spectral"},
+                         methods=("map",),
                          tensorly=(4, 20), max_scored=200_000),
 }
 

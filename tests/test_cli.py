@@ -122,6 +122,19 @@ def test_complete_map_hold_auto_and_bad_method(tmp_path, tensor_file):
     assert not (tmp_path / "bad").exists()
 
 
+def test_complete_spectral_init(tmp_path, tensor_file):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--max-rank", "4", "--init",
+                                    "spectral", "--map-hold", "none", "--quiet", "--no-report",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert json.loads((out / "summary.json").read_text())["init"] == "spectral"
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--format", "tucker", "--init",
+                                    "spectral", "--quiet", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--init" in res.output and "CP models only" in res.output
+    assert not (tmp_path / "bad").exists()
+
+
 # --- usage errors: exit status 2, one line naming the option or the file, no traceback -------
 def _usage_error(res, name):
     assert res.exit_code == 2, res.output + repr(res.exception)

@@ -149,3 +149,25 @@ def test_completion_too_large_to_hold_densely_starts_from_the_entries():
     x = model.tensor_prior.build({k: v.unsqueeze(0) for k, v in values.items()})
     pred = x.entries(data.test.indices)[0] * model.scale + model.center
     assert data.relative_error(pred) < 0.05
+
+
+def test_completion_spectral_start_at_any_size_and_cp_only():
+    """``init="spectral"`` starts a dense-sized CP model from the entries, as a model too
+    large to hold densely starts: the same factors as ``CPTensor.from_entries`` on the
+    standardized data, close to the truth; other formats refuse it, naming ``init``."""
+    shape = (40, 40, 40)
+    data = bt.data.synthetic_tensor(shape, rank=3, snr_db=30, observed=0.05, n_test=2000,
+                                    seed=0)
+    model = bt.TensorCompletion(shape, "cp", max_rank=5)
+    model.set_data(data.train)
+    values = model.init_values(init="spectral")
+    expected = CPTensor.from_entries(model.observations.indices, model._y, shape, 5, seed=0)
+    x = model.tensor_prior.build({k: v.unsqueeze(0) for k, v in values.items()})
+    rec = x.reconstruct()[0]
+    torch.testing.assert_close(rec, expected.reconstruct().to(rec.dtype),
+                               rtol=1e-4, atol=1e-5)
+    pred = x.entries(data.test.indices)[0] * model.scale + model.center
+    assert data.relative_error(pred) < 0.1
+    tucker = bt.TensorCompletion(shape, "tucker", max_rank=3)
+    with pytest.raises(ValueError, match="init: 'spectral' starts CP models only"):
+        bt.fit(tucker, data.train, method="map", init="spectral", progress=False)

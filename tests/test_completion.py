@@ -157,6 +157,29 @@ def test_map_hold_auto_chooses_by_validation_error():
         bt.fit(lambda: None, method="map", progress=False, map_hold="auto")
 
 
+def test_map_hold_auto_warm_starts_only_fits_that_begin_at_a_map(monkeypatch):
+    """SGHMC from its MAP gets the validation fit's MAP as its start; chains that start at the
+    starting values themselves (``init_from="init"``) keep the model's start."""
+    from bayestensor.infer import api
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("init"), kwargs.get("warm_start", False)))
+        return real(*args, **kwargs)
+
+    real = api.run_method
+    monkeypatch.setattr(api, "run_method", spy)
+    data = bt.data.synthetic_tensor((10, 10, 10), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=4)
+    for init_from, warm in (("map", True), ("init", False)):
+        post = bt.fit(model, data.train, method="sghmc", num_samples=5, num_warmup=5,
+                      init_from=init_from, progress=False)
+        assert post.info["map_hold_auto"]["chosen"] is None
+        init, warm_start = seen[-1]
+        assert warm_start is warm and isinstance(init, dict) is warm
+
+
 # --- degenerate data, ranks that cannot fit (issue 14) -----------------------------------------
 
 SMALL = (6, 5, 4)

@@ -164,3 +164,40 @@ def test_a_regression_whose_sweep_is_too_costly_keeps_lbfgs(monkeypatch):
     assert model.block_ascent() is None
     post = bt.fit(model, data.train, method="map", progress=False)
     assert post.info["map_finish"] == "L-BFGS"
+
+
+def test_held_sweeps_keep_the_noise_precision_then_release_it():
+    """``hold_noise_sweeps=K``: for K sweeps the noise precision stays at its start while the
+    factors and slice precisions move; released, it goes to its conditional mode given the
+    residual, ``(N / 2 + a - 1) / (b + RSS / 2)``, as in any free sweep."""
+    _, model = _bound_model("completion")
+    ascent = model.block_ascent()
+    values = {k: v.double().unsqueeze(0) for k, v in model.init_values(seed=0).items()}
+    start_tau = float(values["noise_precision"][0])
+    held, sweeps, converged = ascent(values, max_sweeps=5, tol=1e-12, hold_noise_sweeps=5)
+    assert sweeps == 5 and not converged
+    assert float(held["noise_precision"][0]) == start_tau
+    assert not torch.equal(held["X.factor0"], values["X.factor0"])
+    released, _, _ = ascent(values, max_sweeps=6, tol=1e-12, hold_noise_sweeps=5)
+    point = {k: v[0] for k, v in released.items()}
+    rss = float(ascent._rss([point[s] for s in ascent.factor_sites], point))
+    shape, rate = ascent.noise_shape
+    assert float(point["noise_precision"]) == pytest.approx(shape / (rate + rss / 2), rel=1e-9)
+    assert float(point["noise_precision"]) != pytest.approx(start_tau, rel=1e-3)
+
+
+def test_a_held_noise_precision_is_served_in_sweeps_without_adam():
+    """With the block ascent, ``map_hold`` of the noise precision runs as HOLD_SWEEPS held
+    sweeps from the start, no Adam step; at 0 dB it prunes to the true rank as the held Adam
+    steps did (8 slices kept without the hold)."""
+    from bayestensor.infer.baselines import HOLD_SWEEPS
+
+    noisy = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0,
+                                     n_test=2000)
+    model = bt.TensorCompletion(noisy.shape, "cp", max_rank=8)
+    held = bt.fit(model, noisy.train, method="map", seed=0, progress=False,
+                  map_hold={"noise_precision": 0.1})
+    assert held.info["map_steps"] == 0 and held.info["map_finish"] == "block ascent"
+    assert held.info["map_quasi_newton_evals"] > HOLD_SWEEPS
+    assert held.effective_rank().mode().tolist() == [3]
+    assert noisy.relative_error(held.predict(noisy.test.indices).mean) < 0.4

@@ -80,7 +80,8 @@ class TensorCompletion(BayesModel):
 
     name = "completion"
     # MAP continuation for ``fit`` (``map_hold``). Holding the noise precision at its start,
-    # 1 / Var(y), for the first tenth of the MAP steps lets the rank prior prune before the
+    # 1 / Var(y), for the first tenth of the MAP steps (CP: for the first sweeps of the block
+    # ascent, see baselines.HOLD_SWEEPS) lets the rank prior prune before the
     # noise level tightens: at 0 dB and 10% observed it turns rank 8 of 8 (error 0.84) into
     # the true rank 3 in 5/5 seeds (error 0.35). Always holding also prunes real but weak
     # components (30^3 rank 10, 20%, 10 dB: rank 9 in 2/5 seeds), so the default, "auto",

@@ -30,7 +30,10 @@ costs about one gradient evaluation, and 3-20 sweeps reach what 97-190 L-BFGS ev
 a 50-step drift check did (``docs/benchmarks.md``). From the start itself, without the Adam
 phase, the sweeps raise the noise precision to its conditional mode at once and settle in
 worse optima in 8 of 21 completion runs of the rank study (log joint lower by 260-950, higher
-held-out error in all 8, extra slices in 4; scratch runs at no hold).
+held-out error in all 8, extra slices in 4; scratch runs at no hold). With the noise precision
+held at its start for the first sweeps (``hold_noise_sweeps``, the ``map_hold`` continuation)
+they need no Adam phase: in the rank study they reach what 200 held Adam steps and then sweeps
+reach, at the same errors and ranks.
 """
 
 from __future__ import annotations
@@ -80,30 +83,38 @@ class _GammaBlockAscent:
         self.noise_shape = (num_obs / 2 + noise_a - 1, noise_b)
         self.num_obs = num_obs
 
-    def __call__(self, values: dict, *, max_sweeps: int,
-                 tol: float) -> tuple[dict, int, bool]:
+    def __call__(self, values: dict, *, max_sweeps: int, tol: float,
+                 hold_noise_sweeps: int = 0) -> tuple[dict, int, bool]:
         """Sweep from batched constrained ``values`` (``(C, ...)`` per site).
 
         Stops when a sweep changes ``log p`` by at most ``tol`` times ``|log p| + N`` (the
         size of its terms; ``log p`` is known up to a constant) or after ``max_sweeps``.
-        Returns the values in the input's dtype and device, the sweeps of the slowest chain
-        and whether every chain converged.
+        ``hold_noise_sweeps``: the noise precision stays at its value in ``values`` for that
+        many sweeps (the ``map_hold`` continuation in sweeps: the slice precisions prune
+        while the fit cannot yet chase the noise), with no convergence test before it is
+        released. Returns the values in the input's dtype and device, the sweeps of the
+        slowest chain and whether every chain converged.
         """
         chains = values[self.noise_site].shape[0]
         results = [self._ascend({k: v[c].detach().cpu().double() for k, v in values.items()},
-                                max_sweeps, tol) for c in range(chains)]
+                                max_sweeps, tol, hold_noise_sweeps) for c in range(chains)]
         out = {k: torch.stack([r[0][k] for r in results]).to(values[k]) for k in results[0][0]}
         return ({**values, **out}, max(r[1] for r in results), all(r[2] for r in results))
 
-    def _ascend(self, point: dict, max_sweeps: int, tol: float) -> tuple[dict, int, bool]:
+    def _ascend(self, point: dict, max_sweeps: int, tol: float,
+                hold_noise_sweeps: int = 0) -> tuple[dict, int, bool]:
         factors = [point[s] for s in self.factor_sites]
         lam, tau = point[self.precision_site], float(point[self.noise_site])
+        held_tau = tau
         previous, sweeps, converged = -math.inf, 0, False
         while sweeps < max_sweeps and not converged:
             before = [f.clone() for f in factors] if sweeps + 1 >= EXTRAPOLATE_FROM else None
             rss, extra = self._update_blocks(factors, lam, tau, point)
             current, lam, tau = self._profile(factors, rss, extra)
             sweeps += 1
+            if sweeps <= hold_noise_sweeps:
+                tau = held_tau
+                continue
             if sweeps >= EXTRAPOLATE_FROM:
                 jump = [b + sweeps ** (1 / 3) * (f - b) for b, f in zip(before, factors)]
                 value, jump_lam, jump_tau = self._profile(jump, self._rss(jump, point), extra)

@@ -134,7 +134,10 @@ def test_map_hold_auto_chooses_by_validation_error():
     assert choice["chosen"] == {"noise_precision": 0.1}
     assert choice["validation_mse"]["hold"] < choice["validation_mse"]["none"]
     assert int(post.effective_rank().mode()[0]) == 3
-    assert post.info["map_steps"] >= 200  # the held fit retraces its continuation, cold
+    from bayestensor.infer.baselines import HOLD_SWEEPS
+
+    # the held fit on all the data retraces its continuation, in sweeps
+    assert post.info["map_steps"] == 0 and post.info["map_quasi_newton_evals"] > HOLD_SWEEPS
     # a noise-free tensor with a weak component: holding prunes it, validation says no
     from bayestensor.formats import CPTensor
     truth = CPTensor.random((8, 8, 8), 2, seed=1).reconstruct().double().numpy()
@@ -178,6 +181,12 @@ def test_map_hold_auto_warm_starts_only_fits_that_begin_at_a_map(monkeypatch):
         assert post.info["map_hold_auto"]["chosen"] is None
         init, warm_start = seen[-1]
         assert warm_start is warm and isinstance(init, dict) is warm
+    # a chosen hold is refitted from the model's start
+    noisy = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0)
+    post = bt.fit(bt.TensorCompletion(noisy.shape, "cp", max_rank=8), noisy.train,
+                  method="map", progress=False)
+    assert post.info["map_hold_auto"]["chosen"] == {"noise_precision": 0.1}
+    assert seen[-1] == ("svd", False)
 
 
 # --- degenerate data, ranks that cannot fit (issue 14) -----------------------------------------

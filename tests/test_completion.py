@@ -162,7 +162,8 @@ def test_map_hold_auto_chooses_by_validation_error():
 
 def test_map_hold_auto_warm_starts_only_fits_that_begin_at_a_map(monkeypatch):
     """SGHMC from its MAP gets the validation fit's MAP as its start; chains that start at the
-    starting values themselves (``init_from="init"``) keep the model's start."""
+    starting values themselves (``init_from="init"``) keep the model's start, and ``auto``
+    runs no validation fits for them."""
     from bayestensor.infer import api
 
     seen = []
@@ -178,9 +179,10 @@ def test_map_hold_auto_warm_starts_only_fits_that_begin_at_a_map(monkeypatch):
     for init_from, warm in (("map", True), ("init", False)):
         post = bt.fit(model, data.train, method="sghmc", num_samples=5, num_warmup=5,
                       init_from=init_from, progress=False)
-        assert post.info["map_hold_auto"]["chosen"] is None
         init, warm_start = seen[-1]
         assert warm_start is warm and isinstance(init, dict) is warm
+    # from the starting values there is no MAP: no validation fits either
+    assert "map_hold_auto" not in post.info and post.info["options"]["map_hold"] is None
     # a chosen hold is refitted from the model's start
     noisy = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=0, observed=0.1, seed=0)
     post = bt.fit(bt.TensorCompletion(noisy.shape, "cp", max_rank=8), noisy.train,

@@ -25,10 +25,11 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
 
     Only methods that fit a MAP (``method.map_steps_option``) take ``map_hold``. Returns the
     auto choice (see :func:`choose_map_hold`; ``None`` when nothing was chosen) and the warm
-    start it leaves when it chose no continuation and the method fits its MAP first
-    (``init_from="map"``, the default): the plain validation fit's MAP values, from which the
-    fit on all the data starts (``run_method(init=..., warm_start=True)``); ``None``
-    otherwise. ``progress`` shows the validation fits of ``"auto"``; ``init`` is the start
+    start it leaves when it chose no continuation: the plain validation fit's MAP values, from
+    which the fit on all the data starts (``run_method(init=..., warm_start=True)``); ``None``
+    otherwise. A method whose chains start at the starting values themselves
+    (``init_from`` other than ``"map"``) fits no MAP: ``"auto"`` then resolves to ``None``
+    without the validation fits. ``progress`` shows the validation fits of ``"auto"``; ``init`` is the start
     they take.
     """
     if method.map_steps_option is None:
@@ -37,13 +38,14 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
         options["map_hold"] = getattr(model, "map_hold", None)
     if options["map_hold"] != "auto":
         return None, None
+    if options.get("init_from", method.options.get("init_from", "map")) != "map":
+        options["map_hold"] = None  # the chains start at the starting values: no MAP to hold
+        return None, None
     steps = options.get(method.map_steps_option)
     choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
                              progress=progress, init=init)
     start = choice.pop("start", None)
     options["map_hold"] = choice["chosen"]
-    if options.get("init_from", method.options.get("init_from", "map")) != "map":
-        start = None  # the chains start at the starting values themselves, not at a MAP
     return choice, start
 
 

@@ -29,8 +29,8 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
     which the fit on all the data starts (``run_method(init=..., warm_start=True)``); ``None``
     otherwise. A method whose chains start at the starting values themselves
     (``init_from`` other than ``"map"``) fits no MAP: ``"auto"`` then resolves to ``None``
-    without the validation fits. ``progress`` shows the validation fits of ``"auto"``; ``init`` is the start
-    they take.
+    without the validation fits. ``progress`` shows the validation fits of ``"auto"``;
+    ``init`` is the start they take.
     """
     if method.map_steps_option is None:
         return None, None
@@ -89,7 +89,7 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     options = {} if num_steps is None else {"num_steps": num_steps}
     fit_batch = None if batch_size is None else min(batch_size, len(train))
     target = val.values.double().numpy()
-    errors, maps = {}, {}
+    errors, plain_map = {}, None
     fits = (("none", None), ("hold", candidate))
     with tqdm(fits, desc="map_hold auto", unit="fit", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
@@ -98,11 +98,12 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
             post = run_method(MAP, model, train, options={**options, "map_hold": hold},
                               seed=seed, batch_size=fit_batch, progress=progress, init=init)
             errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
-            maps[label] = {name: v[0, 0].clone() for name, v in post.samples.items()}
+            if hold is None:
+                plain_map = {name: v[0, 0].clone() for name, v in post.samples.items()}
     model.set_data(data)
     chosen = candidate if errors["hold"] < (1 - margin) * errors["none"] else None
     # A held fit's end depends on its path (slices pruned while the noise was held, which a
     # start at that end cannot revive: at 0 dB one seed lost a true component that way), so
     # only the plain fit's MAP is a start for the fit on all the data.
     return {"chosen": chosen, "validation_mse": errors,
-            "start": maps["none"] if chosen is None else None}
+            "start": plain_map if chosen is None else None}

@@ -56,7 +56,8 @@ class CPRowGibbs:
         out = {s: values[s].clone() for s in self.factor_sites}
         for c in range(values[self.noise_site].shape[0]):
             factors = [values[s][c].detach().cpu().double() for s in self.factor_sites]
-            prior_precision = 1.0 / self.variance(values[self.hyper_site][c]).detach().cpu().double()
+            variance = self.variance(values[self.hyper_site][c])
+            prior_precision = 1.0 / variance.detach().cpu().double()
             tau = float(values[self.noise_site][c])
             for mode, groups in enumerate(self.groups):
                 factors[mode] = self._draw_rows(factors, groups, prior_precision, tau, generator)

@@ -8,6 +8,7 @@ accepts tensors, numbers, strings and plain containers only.
 
 from __future__ import annotations
 
+import functools
 import io as bytes_io
 import math
 import os
@@ -110,6 +111,13 @@ def load_tensors(path, *, what: str = "file"):
 
 def versions() -> dict:
     """Versions of Python and the libraries a run depends on (``None`` when not importable)."""
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> dict:
+    """Read once per process: the package metadata lookups take about 6 ms, which a small MAP
+    fit (about 0.1 s on a 30^3 tensor) would otherwise pay every time."""
     out = {"python": platform.python_version()}
     try:
         out["bayestensor"] = metadata.version("bayestensor")

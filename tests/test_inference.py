@@ -601,28 +601,6 @@ def test_full_batch_map_hands_over_to_lbfgs_and_reaches_the_analytic_mode():
     assert abs(values["log_s"].item() - log_s) < 1e-3
 
 
-def test_warm_start_goes_straight_to_lbfgs_and_reaches_the_same_mode():
-    """From a point near the mode, ``warm_start`` skips the Adam steps (none are taken) and
-    L-BFGS ends at the analytic mode; without ``quasi_newton`` it changes nothing."""
-    from bayestensor.infer.baselines import map_fit
-    from bayestensor.infer.log_density import LogDensity as Target
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(200, generator=gen) * 3 + 40
-    target = Target(_normal_mean_model, (x,))
-    mu, log_s = _normal_mean_map(x.double())
-    near = target.unconstrain({"mu": torch.tensor(mu + 0.3), "log_s": torch.tensor(log_s - 0.1)})
-    theta, trace = map_fit(target, near.unsqueeze(0), progress=False, quasi_newton=True,
-                           warm_start=True)
-    assert trace["steps"] == 0 and trace["converged"] and trace["quasi_newton_evals"] > 0
-    values = target.constrain(theta)
-    assert abs(values["mu"].item() - mu) < 1e-3
-    assert abs(values["log_s"].item() - log_s) < 1e-3
-    adam, _ = map_fit(target, near.unsqueeze(0), progress=False, num_steps=300)
-    same, _ = map_fit(target, near.unsqueeze(0), progress=False, num_steps=300, warm_start=True)
-    torch.testing.assert_close(same, adam)
-
-
 def test_map_of_a_cp_model_hands_over_and_a_user_model_does_not():
     data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.5, seed=0)
     post = bt.fit(bt.TensorCompletion(data.shape, "cp", max_rank=4), data.train, method="map",

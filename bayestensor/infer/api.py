@@ -118,9 +118,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or
         ``"auto"`` to choose between none and the model's ``map_hold_candidate`` by held-out
-        error (:func:`choose_map_hold`; when it chooses none, the fit on all the data starts
-        at the plain validation fit's MAP and goes straight to its closed-form or L-BFGS
-        finish); defaults to the model's ``map_hold`` attribute. For
+        error (:func:`choose_map_hold`; the fit on all the data then starts from the model's
+        start either way); defaults to the model's ``map_hold`` attribute. For
         very noisy completion, ``{"noise_precision": 0.1}`` keeps the joint MAP from fitting
         the noise with extra slices (see ``docs/completion.md``).
 
@@ -154,17 +153,13 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
                   model_kwargs=model_kwargs, device=device)
     if groups is not None:
         # once, not per group
-        _, start = resolve_map_hold(model, data, spec, seed, batch_size, options, init=init)
-        if start is not None:
-            common.update(init=start, warm_start=True)
+        resolve_map_hold(model, data, spec, seed, batch_size, options, init=init)
         post = fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
                                 seed=seed, backend=backend, address=address, progress=False,
                                 options=options, **common)
         return _attach_user_model(post, model, model_args, model_kwargs)
-    hold_choice, start = resolve_map_hold(model, data, spec, seed, batch_size, options, progress,
-                                          init=init)
-    if start is not None:
-        common.update(init=start, warm_start=True)
+    hold_choice = resolve_map_hold(model, data, spec, seed, batch_size, options, progress,
+                                   init=init)
     post = run_method(spec, model, data, options=options, seed=seed, num_chains=num_chains,
                       progress=progress, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, **common)

@@ -121,8 +121,7 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             patience: int = 50, hold: dict[str, float] | None = None,
             unbounded_sites: Sequence[str] = (), warn: bool = True,
             max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False,
-            block_ascent: Callable | None = None,
-            warm_start: bool = False) -> tuple[torch.Tensor, dict]:
+            block_ascent: Callable | None = None) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
     Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of
@@ -148,10 +147,6 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0).
 
-    ``warm_start``: ``theta0`` is already the mode of a closely related fit (the same model on
-    most of the same data, as ``map_hold="auto"`` leaves), so with ``quasi_newton`` the finish
-    starts there, without the Adam steps that take a cold start near the mode.
-
     ``hold`` maps site names to a fraction of ``num_steps`` during which that site stays at its
     starting value in the first run (a continuation: e.g. the noise precision held at
     ``1 / Var(y)`` while the rank prior prunes, then released). With ``block_ascent`` and
@@ -171,7 +166,7 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
         theta, done, qn_evals = _adam_then_quasi_newton(
             target, theta, history, num_steps=num_steps, lr=lr, tol=tol, progress=progress,
             patience=patience, hold=hold, unbounded_sites=unbounded_sites,
-            block_ascent=block_ascent, warm_start=warm_start)
+            block_ascent=block_ascent)
         if done:
             return theta, {"objective": history, "steps": len(history) - 1,
                            "quasi_newton_evals": qn_evals, "converged": True,
@@ -202,10 +197,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
 
 def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *,
                             num_steps, lr, tol, progress, patience, hold, unbounded_sites,
-                            block_ascent=None,
-                            warm_start=False) -> tuple[torch.Tensor, bool, int]:
-    """The first ``QUASI_NEWTON_AFTER`` of a decayed Adam run (none from a ``warm_start``),
-    then L-BFGS, then a check.
+                            block_ascent=None) -> tuple[torch.Tensor, bool, int]:
+    """The first ``QUASI_NEWTON_AFTER`` of a decayed Adam run, then L-BFGS, then a check.
 
     Returns L-BFGS's point, whether it converged there, and its number of evaluations.
     A point it converged to is checked as the Adam runs are: ``MIN_DRIFT_WINDOW`` Adam steps
@@ -218,7 +211,7 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
         return _block_ascent(target, theta, history, block_ascent,
                              max_sweeps=max(int(BLOCK_ASCENT_BUDGET * num_steps), 2) + HOLD_SWEEPS,
                              hold_noise_sweeps=HOLD_SWEEPS)
-    steps = 0 if warm_start else max(int(QUASI_NEWTON_AFTER * num_steps), 1)
+    steps = max(int(QUASI_NEWTON_AFTER * num_steps), 1)
     for fraction in (hold or {}).values():
         steps = max(steps, int(math.ceil(fraction * num_steps)))
     if steps:

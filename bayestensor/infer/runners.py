@@ -126,7 +126,6 @@ class Job:
     checkpoint_every: int
     resume: str | None
     info: dict
-    warm_start: bool = False  # the start is a related fit's MAP: see ``map_fit(warm_start=)``
 
 
 def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: str,
@@ -227,7 +226,7 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
                            batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), warn=False,
                            max_rounds=_map_rounds(job), quasi_newton=_quasi_newton_suits(job),
-                           block_ascent=_block_ascent(target, job), warm_start=job.warm_start)
+                           block_ascent=_block_ascent(target, job))
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
                     map_finish=trace["finish"], map_converged=trace["converged"])
     if trace["converged"]:
@@ -268,8 +267,7 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
                            progress=job.progress, hold=map_hold,
                            unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job),
-                           quasi_newton=quasi_newton, block_ascent=ascent,
-                           warm_start=job.warm_start)
+                           quasi_newton=quasi_newton, block_ascent=ascent)
     logp = target.log_joint(target.constrain(theta)).detach()
     best = int(logp.argmax())
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
@@ -587,12 +585,11 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
                num_chains: int = 1, thin: int = 1, batch_size: int | None = None, batches=None,
                init="svd", progress: bool = True, checkpoint=None, checkpoint_every: int = 100,
                resume=None, model_args=(), model_kwargs: dict | None = None,
-               device=None, warm_start: bool = False) -> Posterior:
+               device=None) -> Posterior:
     """One fit in this process with settings already checked by ``fit``.
 
     ``options`` are the caller's method options (recorded in ``info["options"]``); the
-    method's defaults fill the others. ``warm_start``: ``init`` holds the MAP of a closely
-    related fit, and the method's MAP starts its finish there (see ``map_fit``).
+    method's defaults fill the others.
     """
     method.check_options(options)
     device = check_device(device)
@@ -612,7 +609,7 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     job = Job(bound, num_samples, num_warmup, num_chains, thin, batch_size,
               None if batches is None else list(batches), seed, progress,
               None if checkpoint is None else str(checkpoint), checkpoint_every,
-              None if resume is None else str(resume), info, warm_start)
+              None if resume is None else str(resume), info)
     start = time.perf_counter()
     post = method.runner(target, job, **{**method.options, **options})
     post.info["seconds"] = time.perf_counter() - start

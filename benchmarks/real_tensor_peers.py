@@ -5,7 +5,8 @@ the observed ones held out (``bt.data.load_il2``), Indian Pines with 95% of its 
 (``bt.data.load_indian_pines``). Every method fits the same observed entries:
 
 * ours: ``TensorCompletion`` at the command's defaults for the data set (IL-2: CP, max rank
-  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method; Indian Pines: CP,
+  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method, with its 4 chains;
+  Indian Pines: CP,
   max rank 20, the spectral start, no hold, 1000 steps, MAP only: SGHMC there takes hours);
 * ``vb``: BCPF as its published code runs it (``benchmarks/baselines/bcpf.py``), max rank 20;
 * ``tensorly@val``: TensorLy's masked ``parafac`` at the rank in 1..max rank with the lowest
@@ -39,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bayestensor as bt  # noqa: E402
+from bayestensor.cli.options import SAMPLER_CHAINS  # noqa: E402
 from benchmarks.baselines.bcpf import (  # noqa: E402
     bcpf, tensorly_masked_parafac, tensorly_masked_parafac_tuned)
 
@@ -87,6 +89,8 @@ def run(name, max_rank=None):
         model = bt.TensorCompletion(real.data.shape, **spec["ours"])
         fit = spec["fit"] if method == "map" else {k: v for k, v in spec["fit"].items()
                                                    if k != "num_steps"}
+        if method == "sghmc":  # as many chains as `bayestensor complete` runs
+            fit = {**fit, "num_chains": SAMPLER_CHAINS}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             post = bt.fit(model, (idx, vals), method=method, seed=0, progress=False, **fit)

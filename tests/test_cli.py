@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from bayestensor.cli import main
 from bayestensor.cli.compress import compress
 from bayestensor.formats import CPTensor
+from bayestensor.results.posterior import Posterior
 from bayestensor.report import prepare_run_dir, read_run, report, write_run
 from bayestensor.report.rundir import MARKER_FILE, timestamped_dir
 
@@ -59,6 +60,24 @@ def test_complete_npy_with_nan(tmp_path, tensor_file):
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "rank found" in res.output and "predictions.npz" in res.output
     check_predictions(out, truth, mask)
+
+
+def test_samplers_default_to_four_chains_and_other_methods_to_one(tmp_path, tensor_file):
+    """Without --num-chains, SGHMC runs enough chains for R-hat (the report's one-chain warning
+    stays away); MAP keeps one start."""
+    from bayestensor.cli.options import SAMPLER_CHAINS, chains_for
+
+    assert SAMPLER_CHAINS == 4
+    assert [chains_for(m, None) for m in ("sghmc", "nuts", "map", "vi", "svgd")] == [4, 4, 1, 1, 1]
+    assert chains_for("sghmc", 2) == 2
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--method", "sghmc",
+                                    "--max-rank", "4", "--num-samples", "20", "--num-warmup",
+                                    "20", "--no-report", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    post = Posterior.load(out / "posterior.pt")
+    assert (post.num_chains, post.num_draws) == (4, 20)
+    assert read_run(out)["settings"]["num_chains"] == 4
 
 
 def test_complete_npz_with_mask(tmp_path):

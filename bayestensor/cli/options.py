@@ -55,9 +55,37 @@ level_option = click.option("--level", type=click.FloatRange(0, 1, min_open=True
                             default=0.9, show_default=True, help="Credible level.")
 num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
                                   help="Draws per chain / particles.")
-num_chains_option = click.option("--num-chains", type=POSITIVE, default=1, show_default=True)
+#: Chains of a sampler (SGHMC, NUTS) when --num-chains is not given: enough for R-hat to
+#: compare them (one chain makes the report warn that it cannot).
+SAMPLER_CHAINS = 4
+#: Methods whose chains are draws of one posterior (MAP's chains are restarts).
+SAMPLER_METHODS = ("sghmc", "nuts")
+num_chains_option = click.option(
+    "--num-chains", type=POSITIVE, default=None,
+    help=f"Chains [default: {SAMPLER_CHAINS} for {' and '.join(SAMPLER_METHODS)}, else 1].")
 num_warmup_option = click.option("--num-warmup", type=click.IntRange(min=0), default=None,
                                  help="Burn-in steps (sghmc, nuts).")
+
+
+def chains_for(method: str, num_chains: int | None) -> int:
+    """``--num-chains`` as given, or its default for ``method``.
+
+    Parameters
+    ----------
+    method : str
+        The command's method.
+    num_chains : int or None
+        ``--num-chains``; ``None`` when not given.
+
+    Returns
+    -------
+    int
+        ``num_chains``, else ``SAMPLER_CHAINS`` for a sampler and 1 for any other method.
+    """
+    if num_chains is not None:
+        return num_chains
+    return SAMPLER_CHAINS if method in SAMPLER_METHODS else 1
+
 
 checkpoint_option = click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
                                  help="Save the sampler state here as it runs (sghmc, svgd), "

@@ -76,6 +76,7 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     For --likelihood bernoulli the mean is the predictive probability of y=1 and the interval
     is a credible interval of that probability.
     """
+    num_chains = opt.chains_for(method, num_chains)
     arrays = read_xy(file)
     X, y = arrays["X"], arrays["y"]
     n_outputs = int(y.shape[1]) if y.ndim == 2 else None

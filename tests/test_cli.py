@@ -169,6 +169,7 @@ def _usage_error(res, name):
     (["--max-rank", "2,x"], "--max-rank"),
     (["--seed", "-1"], "--seed"),
     (["--steps", "0"], "--steps"),
+    (["--method", "map", "--init-from", "init"], "--init-from"),
 ])
 def test_complete_bad_option_values_name_the_option(tmp_path, tensor_file, args, name):
     res = CliRunner().invoke(main, ["complete", str(tensor_file), "--quiet", "--out",

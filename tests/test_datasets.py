@@ -229,6 +229,11 @@ def test_complete_builtin_il2(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "il2_defaults" / "summary.json").read_text())
     assert summary["method"] == "sghmc" and summary["max_rank"] == 20
+    # ... with 4 chains started at the starting values (NUTS keeps every slice on IL-2)
+    assert summary["init_from"] == "init" and summary["map_hold"] is None
+    from bayestensor import Posterior
+
+    assert Posterior.load(tmp_path / "il2_defaults" / "posterior.pt").num_chains == 4
     for args, hint in ((["il2", "--missing", "0.9"], "--missing"),
                        (["il2", "--holdout", "0.1"], "--holdout"),
                        (["no_such_data"], "FILE")):

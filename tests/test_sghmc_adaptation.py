@@ -31,18 +31,23 @@ def iid_normal(scale):
 
 def test_adapted_step_reaches_the_variance_bias_target():
     """On N(0, s^2) in 400 dimensions the tuned step is the one whose exact variance bias is
-    STEP_TARGET, whatever the scale s and the starting lr; the draws' variance shows it."""
+    STEP_TARGET, whatever the scale s and the starting lr (the median of three seeds: one
+    seed's step lies within 0.5-1.7x of it, the windows' temperatures being noisy); the draws'
+    variance is the one the exact dynamics give at the step tuned."""
     want_h = brentq(lambda h: variance_bias(h) - STEP_TARGET, 1e-4, 2.0)
     for scale, lr in ((1.0, 0.01), (50.0, 0.3)):
-        post = bt.fit(iid_normal, method="sghmc", model_args=(scale,), lr=lr, num_chains=4,
-                      num_warmup=1500, num_samples=1000, init_from="init", seed=0,
-                      progress=False)
-        precond = 1 / max(1 / scale**2, MIN_CURVATURE)  # the preconditioner's floors
-        h = lr * post.info["step_scale"]["x"] * precond / scale**2
-        assert h == pytest.approx(want_h, rel=0.25), (scale, lr, h, want_h)
-        var = float(post["x"].double().var() / scale**2)
-        # 1.6M draws, about 30,000 effective (sd of the variance ~0.008): within 3 sd
-        assert var == pytest.approx(1 + variance_bias(h), abs=0.025), (scale, h, var)
+        steps = []
+        for seed in range(3):
+            post = bt.fit(iid_normal, method="sghmc", model_args=(scale,), lr=lr, num_chains=4,
+                          num_warmup=1500, num_samples=1000 if seed == 0 else 1,
+                          init_from="init", seed=seed, progress=False)
+            precond = 1 / max(1 / scale**2, MIN_CURVATURE)  # the preconditioner's floors
+            steps.append(lr * post.info["step_scale"]["x"] * precond / scale**2)
+            if seed == 0:
+                h, var = steps[0], float(post["x"].double().var() / scale**2)
+                # 1.6M draws, about 30,000 effective (sd of the variance ~0.008): within 3 sd
+                assert var == pytest.approx(1 + variance_bias(h), abs=0.025), (scale, h, var)
+        assert np.median(steps) == pytest.approx(want_h, rel=0.25), (scale, lr, steps, want_h)
 
 
 def test_fixed_step_when_adaptation_is_off():
@@ -175,3 +180,20 @@ def test_mini_batch_sghmc_survives_an_under_determined_completion():
                   batch_size=3000, map_hold=None, seed=0, progress=False)
     assert post.num_draws == 20
     assert np.isfinite(post.predict(data.test.indices).mean).all()
+
+
+def test_chains_away_from_a_mode_re_estimate_the_curvature_early():
+    """From the starting values (no MAP) the curvature grows as the chains reach the mode: on
+    IL-2, with the preconditioner measured at the start until 10% of burn-in, the chain
+    overflowed at step 54 of 1,000; re-estimated at 1, 2, 4 and 7% as well, it keeps its draws.
+    Chains that start at a MAP point keep the former schedule."""
+    from bayestensor.infer.sghmc import Warmup
+
+    assert Warmup(1000).adapt_steps == {100, 250, 500, 750}
+    assert Warmup(1000, start_at_mode=False).adapt_steps == {10, 20, 40, 70, 100, 250, 500, 750}
+    il2 = bt.data.load_il2(holdout=0.1, seed=0)
+    idx = np.argwhere(il2.mask)
+    post = bt.fit(bt.TensorCompletion(il2.data.shape, "cp", max_rank=20),
+                  (idx, il2.data[il2.mask]), method="sghmc", init_from="init", num_warmup=1000,
+                  num_samples=5, seed=0, progress=False)
+    assert post.num_draws == 5 and torch.isfinite(post["noise_precision"]).all()

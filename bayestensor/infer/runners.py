@@ -38,7 +38,7 @@ from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.driver import Run
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.options import BLOCK_MODES, kernel_name
-from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
+from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState, Warmup
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
@@ -370,7 +370,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     metric=metric, builtin=job.model is not None,
                     gibbs=_gibbs_conditionals(gibbs, job.model),
                     scale_moves=_slice_groups(scale_moves, job.model),
-                    block_redraws=_factor_redraws(factor_redraws, job.model, target))
+                    block_redraws=_factor_redraws(factor_redraws, job.model, target),
+                    start_at_mode=init_from == "map")
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition,
@@ -407,7 +408,9 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
             # The curvature that sets the preconditioner is measured where the chains start:
             # starting at the mode makes it representative (a far start can leave it too small
             # and the chains unstable once they reach the mode).
-            theta0, _ = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
+            theta0, at_mode = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
+            if not at_mode:  # prior draws: far from the mode, as the starting values are
+                sampler.warmup = Warmup(warm, start_at_mode=False)
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
                                                         dtype=theta0.dtype, device=target.device)

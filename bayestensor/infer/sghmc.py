@@ -26,6 +26,11 @@ LR_RAMP_START = 0.1
 LR_RAMP_FRACTION = 0.25
 #: Fractions of the burn-in at which the preconditioner is re-estimated (besides the start).
 ADAPT_FRACTIONS = (0.1, 0.25, 0.5, 0.75)
+#: ... and, for chains that do not start at a mode, also here: from the starting values the
+#: curvature grows as the chains fall towards the mode, and a preconditioner measured at the
+#: start alone let IL-2's chains (``init_from="init"``) overflow at step 54 of 1,000, before
+#: the re-estimate at 10%.
+EARLY_ADAPT_FRACTIONS = (0.01, 0.02, 0.04, 0.07)
 #: Probe chains per curvature estimate (probes x chains): enough for a stable Hutchinson mean.
 PROBE_CHAINS = 32
 #: Fewest Rademacher probes per curvature estimate, however many chains there are.
@@ -171,15 +176,18 @@ class Warmup:
 
     The learning rate starts at ``LR_RAMP_START`` of its value and grows linearly to it over the
     first ``LR_RAMP_FRACTION`` of the ``num_warmup`` burn-in steps; the preconditioner (and
-    ``beta_hat``) are re-estimated at ``ADAPT_FRACTIONS`` of the burn-in and frozen after it.
+    ``beta_hat``) are re-estimated at ``ADAPT_FRACTIONS`` of the burn-in (and at
+    ``EARLY_ADAPT_FRACTIONS`` unless ``start_at_mode``) and frozen after it.
     """
 
     num_warmup: int = 0
+    start_at_mode: bool = True
 
     @property
     def adapt_steps(self) -> frozenset:
         """Steps at which the preconditioner is re-estimated."""
-        return frozenset(int(self.num_warmup * f) for f in ADAPT_FRACTIONS) - {0}
+        fractions = ADAPT_FRACTIONS + (() if self.start_at_mode else EARLY_ADAPT_FRACTIONS)
+        return frozenset(int(self.num_warmup * f) for f in fractions) - {0}
 
     def adapts_at(self, t: int) -> bool:
         """Whether step ``t`` re-estimates the preconditioner before moving."""
@@ -358,6 +366,9 @@ class SGHMC:
         steps: ``redraw(values, generator)`` on batched constrained values (a model's
         ``factor_redraws()``, :class:`~bayestensor.models.cp_row_gibbs.CPRowGibbs`). Full
         batch only.
+    start_at_mode : bool
+        Whether the chains start at a mode (a MAP point), where the curvature measured at the
+        start holds; if not, burn-in re-estimates it early as well (``EARLY_ADAPT_FRACTIONS``).
     """
 
     name = "sghmc"
@@ -368,7 +379,7 @@ class SGHMC:
                  num_warmup: int = 0, floor_per_site: bool = True, adapt_step: bool = False,
                  step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
                  gibbs: dict | None = None, scale_moves: list | None = None,
-                 block_redraws=None):
+                 block_redraws=None, start_at_mode: bool = True):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -389,7 +400,7 @@ class SGHMC:
         self._use_metric(choose_metric(metric, target.dim, self.gradients.is_stochastic,
                                        builtin, self.precondition))
         self.step_target = float(step_target)
-        self.warmup = Warmup(int(num_warmup))
+        self.warmup = Warmup(int(num_warmup), bool(start_at_mode))
         self.adapter = None
         self.generator = target.generator
         self._cached_root = None  # (hessian, DenseRoot) of the dense metric in use

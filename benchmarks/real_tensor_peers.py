@@ -5,8 +5,8 @@ the observed ones held out (``bt.data.load_il2``), Indian Pines with 95% of its 
 (``bt.data.load_indian_pines``). Every method fits the same observed entries:
 
 * ours: ``TensorCompletion`` at the command's defaults for the data set (IL-2: CP, max rank
-  20, ``map_hold="auto"``, MAP and SGHMC, the command's default method, with its 4 chains;
-  Indian Pines: CP,
+  20, ``map_hold="auto"``, MAP, and SGHMC, the command's default method, with its 4 chains
+  and start, ``BUILTIN_FIT``; also SGHMC with its chains started at the MAP; Indian Pines: CP,
   max rank 20, the spectral start, no hold, 1000 steps, MAP only: SGHMC there takes hours);
 * ``vb``: BCPF as its published code runs it (``benchmarks/baselines/bcpf.py``), max rank 20;
 * ``tensorly@val``: TensorLy's masked ``parafac`` at the rank in 1..max rank with the lowest
@@ -17,12 +17,16 @@ the observed ones held out (``bt.data.load_il2``), Indian Pines with 95% of its 
 Scores on the held-out entries (Indian Pines: a fixed random 200,000 of its 3,994,750 hidden
 entries, so that VB's per-entry second moments fit in memory): relative error
 ``||mean - truth|| / ||truth||`` and the share inside the 90% predictive interval (TensorLy
-gives none). Seconds are wall-clock and include predicting the scored entries.
+gives none). Seconds are wall-clock and include predicting the scored entries. SGHMC rows also
+get the largest R-hat and smallest bulk ESS over the first 1,000 scored entries and the noise
+precision (``rhat_max``, ``ess_min``; ArviZ, as in ``sghmc_mixing.py``).
 
 ``--max-rank R`` runs every method of IL-2 at max rank R instead (ours, VB, TensorLy's grid).
+``--nuts`` adds NUTS on IL-2 as the reference posterior (``NUTS_RUN``: 2 chains x 200 draws
+after 200 warm-up steps, ``max_tree_depth=8``; about 6 minutes).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/real_tensor_peers.py [--data il2 indian_pines]
-[--max-rank R]``
+[--max-rank R] [--nuts]``
 """
 
 from __future__ import annotations
@@ -40,15 +44,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bayestensor as bt  # noqa: E402
+from bayestensor.cli.complete import BUILTIN_FIT  # noqa: E402
 from bayestensor.cli.options import SAMPLER_CHAINS  # noqa: E402
+from benchmarks.sghmc_mixing import rhat_ess  # noqa: E402
 from benchmarks.baselines.bcpf import (  # noqa: E402
     bcpf, tensorly_masked_parafac, tensorly_masked_parafac_tuned)
 
 RESULTS = Path(__file__).parent / "results"
+#: Scored entries whose R-hat and ESS are reported (all of IL-2's 480).
+MIXING_ENTRIES = 1000
+#: ``--nuts``: the reference posterior's run (6 minutes on IL-2, one thread).
+NUTS_RUN = {"num_chains": 2, "num_samples": 200, "num_warmup": 200, "max_tree_depth": 8}
 SETTINGS = {
     "il2": dict(load=lambda: bt.data.load_il2(holdout=0.1, seed=0), max_rank=20,
-                ours=dict(format="cp", max_rank=20), fit={}, methods=("map", "sghmc"),
-                tensorly="val"),
+                ours=dict(format="cp", max_rank=20), fit={},
+                methods=("map", "sghmc", "sghmc from the MAP"), tensorly="val"),
     "indian_pines": dict(load=lambda: bt.data.load_indian_pines(missing=0.95, seed=0),
                          max_rank=20, ours=dict(format="cp", max_rank=20),
                          fit={"map_hold": None, "num_steps": 1000, "init": "spectral"},
@@ -75,7 +85,34 @@ def scores(mean, truth, sd=None):
     return out
 
 
-def run(name, max_rank=None):
+def mixing(post, pred) -> dict:
+    """Largest R-hat and smallest bulk ESS over the scored entries and the noise precision, as
+    ``sghmc_mixing.py`` measures them (chains of draws only)."""
+    c, d = post.num_chains, post.num_draws
+    if c < 2 or d < 4:
+        return {}
+    entries = pred.draws.double().numpy().reshape(c, d, -1)[..., :MIXING_ENTRIES]
+    rhat, ess = rhat_ess(entries)
+    noise_rhat, noise_ess = rhat_ess(post["noise_precision"].double().numpy().reshape(c, d))
+    return {"rhat_max": float(max(rhat.max(), noise_rhat)),
+            "ess_min": float(min(ess.min(), noise_ess))}
+
+
+def ours_fit(name: str, label: str, fit: dict) -> tuple[str, dict]:
+    """Method and options of one of our rows: ``bayestensor complete``'s for the data set
+    (SGHMC with its chains and start), ``"sghmc from the MAP"`` with the chains at the MAP, or
+    ``"nuts"``, the reference posterior (``NUTS_RUN``)."""
+    if label == "map":
+        return "map", fit
+    if label == "nuts":
+        return "nuts", NUTS_RUN
+    fit = {k: v for k, v in fit.items() if k != "num_steps"}
+    init_from = "map" if label.endswith("from the MAP") else BUILTIN_FIT[name]["init_from"]
+    fit = {**fit, "num_chains": SAMPLER_CHAINS, **({"init_from": init_from} if init_from else {})}
+    return "sghmc", fit
+
+
+def run(name, max_rank=None, nuts=False):
     spec = dict(SETTINGS[name])
     if max_rank is not None:
         if name != "il2":
@@ -84,21 +121,19 @@ def run(name, max_rank=None):
     real = spec["load"]()
     (idx, vals), (test_idx, truth) = split(real, spec.get("max_scored"))
     rows = []
-    for method in spec["methods"]:
+    for label in spec["methods"] + (("nuts",) if nuts else ()):
+        method, fit = ours_fit(name, label, spec["fit"])
         start = time.perf_counter()
         model = bt.TensorCompletion(real.data.shape, **spec["ours"])
-        fit = spec["fit"] if method == "map" else {k: v for k, v in spec["fit"].items()
-                                                   if k != "num_steps"}
-        if method == "sghmc":  # as many chains as `bayestensor complete` runs
-            fit = {**fit, "num_chains": SAMPLER_CHAINS}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             post = bt.fit(model, (idx, vals), method=method, seed=0, progress=False, **fit)
         pred = post.predict(test_idx)
-        rows.append({"method": f"ours {method.upper()}", "seconds": time.perf_counter() - start,
+        rows.append({"method": f"ours {label.replace(method, method.upper())}",
+                     "seconds": time.perf_counter() - start,
                      "rank": post.effective_rank().mode().tolist(),
                      "error": scores(pred.mean, truth)["error"],
-                     "coverage90": pred.coverage(truth, 0.9)})
+                     "coverage90": pred.coverage(truth, 0.9), **mixing(post, pred)})
     start = time.perf_counter()
     vb = bcpf(idx, vals, real.data.shape, spec["max_rank"], seed=0)
     mean, sd = vb.predict(test_idx)
@@ -127,11 +162,15 @@ def main():
     parser.add_argument("--data", nargs="+", default=["il2"], choices=list(SETTINGS))
     parser.add_argument("--max-rank", type=int, default=None,
                         help="IL-2 only: every method's max rank (default: 20)")
+    parser.add_argument("--nuts", action="store_true",
+                        help="IL-2 only: also NUTS, the reference posterior")
     args = parser.parse_args()
+    if args.nuts and args.data != ["il2"]:
+        parser.error("--nuts: IL-2 only (--data il2)")
     torch.set_num_threads(1)
-    rows = [row for name in args.data for row in run(name, args.max_rank)]
+    rows = [row for name in args.data for row in run(name, args.max_rank, args.nuts)]
     RESULTS.mkdir(exist_ok=True)
-    tag = "" if args.max_rank is None else f"_max{args.max_rank}"
+    tag = ("" if args.max_rank is None else f"_max{args.max_rank}") + ("_nuts" if args.nuts else "")
     out = RESULTS / f"real_tensor_peers_{'_'.join(args.data)}{tag}.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
                                "args": vars(args), "rows": rows}, indent=2))

@@ -23,7 +23,14 @@ mean(mu)||``), held-out RMSE against the noisy responses, relative error of W, r
 it was given), 90% predictive coverage of the noisy held-out responses (ours only: TensorLy
 gives no intervals), seconds. Medians over seeds are printed; every run is in the JSON.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/regression_vs_tensorly.py [--seeds 0,1,2]``
+``--rank-reference`` runs instead, per problem and seed, NUTS (2 chains x 300 draws after 300
+warm-up steps, ``max_tree_depth=8``) as the reference posterior next to SGHMC at its defaults
+and at the CLI's 4 chains, and records each one's effective-rank distribution and the median
+scale of every slice relative to the largest (``regression_rank_reference.json``): whether a
+rank SGHMC finds is the posterior's or its mixing's.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/regression_vs_tensorly.py [--seeds 0,1,2]
+[--rank-reference --problems cross]``
 """
 
 from __future__ import annotations
@@ -141,6 +148,43 @@ def run_ours(data, fmt, max_rank, method, seed, sghmc_draws, sghmc_warmup, prior
     return row, (w_mean, w_sd)
 
 
+def rank_reference(data, seed, max_rank) -> list[dict]:
+    """Effective-rank posterior of NUTS (the reference), SGHMC at defaults and at 4 chains."""
+    runs = {"nuts": dict(method="nuts", num_chains=2, num_samples=300, num_warmup=300,
+                         max_tree_depth=8),
+            "sghmc (defaults)": dict(method="sghmc"),
+            "sghmc (4 chains)": dict(method="sghmc", num_chains=4)}
+    rows = []
+    for name, options in runs.items():
+        model = bt.TensorRegression(data.input_shape, format="cp", max_rank=max_rank)
+        start = time.perf_counter()
+        post = bt.fit(model, data.train, seed=seed, progress=False, **options)
+        ranks = post.effective_rank()
+        scales = ranks.scales[0].reshape(-1, ranks.scales[0].shape[-1])
+        ordered = -np.sort(-scales, axis=1)
+        rows.append({"method": name, "seconds": time.perf_counter() - start,
+                     "rank_distribution": ranks.distribution(0),
+                     "rank_mode": int(ranks.mode()[0]),
+                     "relative_slice_scales": np.median(ordered / ordered[:, :1], 0).tolist(),
+                     "coverage90": post.predict(data.X_test).coverage(data.y_test, 0.9)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main_rank_reference(args):
+    rows = []
+    for pname in args.problems.split(","):
+        spec = PROBLEMS[pname]
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for row in rank_reference(spec["make"](seed), seed, spec["over"]):
+                rows.append({"problem": pname, "seed": seed, "true_rank": spec["true_cp"], **row})
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "regression_rank_reference.json"
+    out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
+                               "args": vars(args), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -148,8 +192,12 @@ def main():
     parser.add_argument("--sghmc-draws", type=int, default=500)
     parser.add_argument("--sghmc-warmup", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rank-reference", action="store_true",
+                        help="NUTS's rank posterior next to SGHMC's instead of the comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rank_reference:
+        return main_rank_reference(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     warm_up()

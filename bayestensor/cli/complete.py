@@ -250,7 +250,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
         files.append(write_image(out, fitted))
     write_run(out, "completion", files=files,
               settings={"command": "complete", "file": str(file), "format": fmt, "prior": prior,
-                        "method": method, "max_rank": max_rank, "init": init, "init_from": init_from,
+                        "method": method, "max_rank": max_rank, "init": init,
+                        "init_from": init_from,
                         "num_samples": num_samples,
                         "num_chains": num_chains, "steps": steps, "num_warmup": num_warmup,
                         "level": level, "holdout": holdout, "seed": seed, "seconds": seconds},

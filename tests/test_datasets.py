@@ -222,13 +222,13 @@ def test_complete_builtin_il2(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "il2" and summary["heldout"]["n"] == 480
     assert 0 <= summary["heldout"]["coverage"] <= 1 and summary["heldout"]["relative_error"] > 0
-    # its own defaults: SGHMC (calibrated intervals) at max rank 20
+    # its own defaults: SGHMC (calibrated intervals) at max rank 60
     res = CliRunner().invoke(main, ["complete", "il2", "--num-samples", "20", "--num-warmup",
                                     "20", "--map-hold", "none", "--quiet", "--no-report",
                                     "--out", str(tmp_path / "il2_defaults")])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "il2_defaults" / "summary.json").read_text())
-    assert summary["method"] == "sghmc" and summary["max_rank"] == 20
+    assert summary["method"] == "sghmc" and summary["max_rank"] == 60
     # ... with 4 chains started at the starting values (NUTS keeps every slice on IL-2)
     assert summary["init_from"] == "init" and summary["map_hold"] is None
     from bayestensor import Posterior

@@ -214,10 +214,9 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
     steps = max(int(QUASI_NEWTON_AFTER * num_steps), 1)
     for fraction in (hold or {}).values():
         steps = max(steps, int(math.ceil(fraction * num_steps)))
-    if steps:
-        theta, _, _ = _map_run(target, theta, history, num_steps=num_steps, lr=lr, tol=tol,
-                               batch_size=None, progress=progress, patience=patience,
-                               hold=hold, stop_at=min(steps, num_steps))
+    theta, _, _ = _map_run(target, theta, history, num_steps=num_steps, lr=lr, tol=tol,
+                           batch_size=None, progress=progress, patience=patience, hold=hold,
+                           stop_at=min(steps, num_steps))
     if block_ascent is not None:
         return _block_ascent(target, theta, history, block_ascent,
                              max_sweeps=max(int(BLOCK_ASCENT_BUDGET * num_steps), 2))

@@ -38,7 +38,7 @@ from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.driver import Run
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.options import BLOCK_MODES, kernel_name
-from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState, Warmup
+from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
@@ -410,7 +410,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
             # and the chains unstable once they reach the mode).
             theta0, at_mode = _map_start(target, job, map_steps, map_hold, num_chains, "sghmc")
             if not at_mode:  # prior draws: far from the mode, as the starting values are
-                sampler.warmup = Warmup(warm, start_at_mode=False)
+                sampler.start_away_from_mode()
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,
                                                         dtype=theta0.dtype, device=target.device)

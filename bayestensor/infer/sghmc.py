@@ -410,6 +410,11 @@ class SGHMC:
                             if scale_moves and not self.gradients.is_stochastic else None)
         self.block_redraws = block_redraws if not self.gradients.is_stochastic else None
 
+    def start_away_from_mode(self) -> None:
+        """The chains start away from a mode after all (a MAP start that did not converge):
+        burn-in re-estimates the curvature early as well (``EARLY_ADAPT_FRACTIONS``)."""
+        self.warmup = replace(self.warmup, start_at_mode=False)
+
     def _curvature(self, theta: torch.Tensor, t: int,
                    variance: torch.Tensor | None) -> torch.Tensor:
         """``|diag H|`` by Hutchinson's method, floored where the gradient is noisy.

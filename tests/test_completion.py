@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import bayestensor as bt
 from bayestensor.cli import main
+from bayestensor.models import completion as completion_mod
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.baselines.bcpf import bcpf  # noqa: E402
@@ -260,17 +262,37 @@ def test_predict_on_no_indices_says_so():
 
 @pytest.mark.parametrize("fmt, shape", [("cp", (8, 9, 10)), ("tucker", (8, 9, 10)),
                                         ("tt", (8, 9, 10)), ("ttm", (4, 6, 4, 6))])
-def test_dense_prediction_route_equals_gathered_entries(fmt, shape):
-    """Predictions from each sample's dense tensor equal the factor-row gather (oracle)."""
+def test_dense_prediction_routes_equal_gathered_entries(fmt, shape):
+    """Predictions read from each sample's dense tensor, or from the box that a run of
+    consecutive entries fills, equal the factor-row gather (oracle)."""
     data = bt.data.synthetic_tensor(shape, rank=2, snr_db=10, observed=0.3, seed=0)
     model = bt.TensorCompletion(shape, format=fmt, max_rank=4)
     post = bt.fit(model, data.train, method="svgd", num_samples=5, num_steps=20, progress=False)
-    flat, idx = post.flat_samples(), data.test.indices
-    assert model._dense_is_cheaper(len(idx), (5,))
-    dense, _ = model.predict_entries(flat, idx)
-    gathered = model.low_rank(flat).entries(idx) * model.scale + model.center
-    np.testing.assert_allclose(dense.numpy(), gathered.numpy(), rtol=0, atol=1e-5)
-    assert not model._dense_is_cheaper(len(idx) // 10, (5,))  # few indices: gather
+    flat = post.flat_samples()
+    size = int(np.prod(shape))
+    run = np.stack(np.unravel_index(np.arange(size // 3, size // 2), shape), -1)
+    for idx, whole in ((data.test.indices, True), (torch.as_tensor(run), False)):
+        _, box = model._dense_box(idx)
+        assert (np.prod(box) == size) == whole
+        via_box, _ = model.predict_entries(flat, idx)
+        gathered = model.low_rank(flat).entries(idx) * model.scale + model.center
+        np.testing.assert_allclose(via_box.numpy(), gathered.numpy(), rtol=0, atol=1e-5)
+    assert model._dense_box(data.test.indices[: len(data.test) // 10]) is None  # scattered: gather
+
+
+def test_box_route_reconstructs_samples_in_passes(monkeypatch):
+    """A box too large for every sample's reconstruction at once is read in passes over the
+    samples, with the same entries as the gather."""
+    shape = (6, 7, 8)
+    data = bt.data.synthetic_tensor(shape, rank=2, snr_db=10, observed=0.5, seed=1)
+    model = bt.TensorCompletion(shape, "cp", max_rank=3)
+    post = bt.fit(model, data.train, method="svgd", num_samples=5, num_steps=10, progress=False)
+    monkeypatch.setattr(completion_mod, "DENSE_PREDICT_ELEMENTS", 2 * 7 * 8 * 2)  # 2 per pass
+    idx = torch.as_tensor(np.stack(np.unravel_index(np.arange(60, 150), shape), -1))
+    assert model._dense_box(idx) == ([1, 0, 0], [2, 7, 8])
+    via_box, _ = model.predict_entries(post.flat_samples(), idx)
+    gathered = model.low_rank(post.flat_samples()).entries(idx) * model.scale + model.center
+    np.testing.assert_allclose(via_box.numpy(), gathered.numpy(), rtol=0, atol=1e-5)
 
 
 def test_faithful_bcpf_finds_rank_10_at_half_observed():

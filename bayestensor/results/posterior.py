@@ -226,17 +226,17 @@ class Posterior:
         flat = self.flat_samples()
         if chunk_size is None:
             draws = max(1, self.num_chains * self.num_draws)
-            model_chunk = getattr(self.model, "predict_chunk_size", lambda _: None)(draws)
+            model_chunk = getattr(self.model, "predict_chunk_size", lambda *_: None)(draws, idx)
             chunk_size = model_chunk or max(64, PREDICT_CHUNK_ELEMENTS // draws)
         draws = []
         for start in range(0, idx.shape[0], chunk_size):
             mu, noise_sd = self.model.predict_entries(flat, idx[start:start + chunk_size])
             draws.append(mu.detach())
-        draws = torch.cat(draws, -1) if draws else torch.zeros(len(noise_sd), 0)
+        draws = draws[0] if len(draws) == 1 else torch.cat(draws, -1)
         noise_sd = noise_sd.detach()
-        var_mean = draws.double().var(0, unbiased=False)
+        var_mean, mean = torch.var_mean(draws.double(), 0, correction=0)
         pred_var = var_mean + noise_sd.double().pow(2).mean()
-        return Prediction(mean=draws.double().mean(0).numpy(), sd=pred_var.sqrt().numpy(),
+        return Prediction(mean=mean.numpy(), sd=pred_var.sqrt().numpy(),
                           sd_mean=var_mean.sqrt().numpy(), draws=draws, noise_sd=noise_sd)
 
     def predict_dense(self, max_entries: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ CASES = [
     (TTTensor, (2, 3, 4, 3), [1, 2, 3, 2, 1]),
     (TTMatrix, (2, 3, 3, 2), 2),
     (TTMatrix, (2, 3, 2, 3, 2, 2), (2, 3)),
+    (CPTensor, (3, 6, 4), 2),  # the largest mode in the middle (CP reconstructs over it)
 ]
 IDS = [f"{c.format_name}-{'x'.join(map(str, s))}-r{r}" for c, s, r in CASES]
 
@@ -361,6 +362,10 @@ def test_sample_and_to():
     one = x.sample(4)  # flat index 4 == (1, 1)
     assert one.batch_shape == ()
     np.testing.assert_allclose(one.reconstruct().numpy(), dense[1, 1].numpy(), rtol=1e-6)
+    some = x.sample(slice(2, 5))  # flat indices 2, 3, 4 as one sample dim
+    assert some.batch_shape == (3,)
+    np.testing.assert_allclose(some.reconstruct().numpy(),
+                               dense.reshape(6, 3, 4, 5)[2:5].numpy(), rtol=1e-6)
     assert x.to(torch.float64).reconstruct().dtype == torch.float64
 
 

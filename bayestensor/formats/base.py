@@ -334,7 +334,8 @@ class LowRankTensor:
         return self._new(new_params, lambda w: w.index_select(-1, kept_idx[0]))
 
     def sample(self, i) -> "LowRankTensor":
-        """The tensor at index ``i`` of the (flattened) sample dims."""
+        """The tensor at index ``i`` of the (flattened) sample dims; a slice ``i`` keeps those
+        samples as one flat sample dim."""
         nb = len(self.batch_shape)
         params = [p.reshape((-1,) + tuple(p.shape[nb:]))[i] for p in self.params]
         return self._new(params, lambda w: w.reshape((-1, w.shape[-1]))[i])

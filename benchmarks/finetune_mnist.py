@@ -14,6 +14,12 @@ Reported: accuracy before the fine-tune (decomposed), after it, and from scratch
 compression of the linear layers; wall seconds of the fine-tune and of the run from scratch
 (the dense training is the user's, counted in neither).
 
+``--choose-lr`` instead scores the learning rates on validation splits (per seed, 10% of the
+training images held out; the dense network, the fine-tunes and the runs from scratch all
+train on the rest): held-out accuracy and NLL of the fine-tune and of the run from scratch at
+each rate of ``LR_GRID``, averaged over the seeds. That choice set ``FINETUNE_LR``; the runs
+from scratch take ``--scratch-lr``, which the benchmark sets to their own best rate.
+
 Run: ``python benchmarks/finetune_mnist.py --seeds 0 1 2`` (about 15 minutes on 2 CPU cores).
 """
 
@@ -27,11 +33,15 @@ from pathlib import Path
 import torch
 
 from bayestensor.nets import fit_net, metrics, predict_dense, tensorize, train_dense
-from bayestensor.nets.workflow import FINETUNE_EPOCHS
+from bayestensor.nets.workflow import FINETUNE_EPOCHS, FINETUNE_LR
 from nets_mnist import DATA, FORMATS, LR, evaluate, mlp, prepare, run_ours, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_mnist.json"
+LR_CHOICE_OUT = ROOT / "benchmarks" / "results" / "finetune_lr_choice.json"
+#: Learning rates ``--choose-lr`` compares; the share of the training images held out.
+LR_GRID = (5e-3, 1e-2, 2e-2, 4e-2)
+VALIDATION = 0.1
 
 
 def finetune(dense, data, seed, fmt, epochs, lr) -> dict:
@@ -46,6 +56,59 @@ def finetune(dense, data, seed, fmt, epochs, lr) -> dict:
             "epochs": epochs, "lr": lr, "accuracy_decomposed": before,
             "linear_ratio": comp["linear_ratio"],
             "ranks": [r["ranks"] for r in comp["layers"]], **evaluate(bnet.predict_proba, data)}
+
+
+def choose_lr(data, seed, formats, epochs, finetune_epochs) -> list[dict]:
+    """Held-out accuracy, NLL and linear ratio of the fine-tune and of the run from scratch at
+    each rate of ``LR_GRID``, on a ``VALIDATION`` split of the training images drawn with
+    ``seed`` (the dense network is trained on the rest at ``LR``, as in ``main``)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data["y_train"]), generator=gen)
+    n_val = round(VALIDATION * len(order))
+    val, fit = order[:n_val], order[n_val:]
+    x, y = data["x_train"][fit], data["y_train"][fit]
+    xv, yv = data["x_train"][val], data["y_train"][val]
+    dense = mlp(seed)
+    train_dense(dense, x, y, epochs=epochs, lr=LR, seed=seed)
+    rows = [{"model": "dense", "run": "dense", "seed": seed, "lr": LR,
+             **held_out(predict_dense(dense, xv), yv)}]
+    print(rows[-1], flush=True)
+    for fmt in formats:
+        for run, start, n_epochs in (("finetune", dense, finetune_epochs),
+                                     ("scratch", mlp(seed), epochs)):
+            for lr in LR_GRID:
+                bnet = tensorize(start, prior="gamma", min_features=1, seed=seed,
+                                 init="decompose" if run == "finetune" else "random",
+                                 num_particles=1, **FORMATS[fmt])
+                fit_net(bnet, x, y, method="map", epochs=n_epochs, lr=lr, seed=seed)
+                bnet.prune(1e-2)
+                rows.append({"model": fmt, "run": run, "seed": seed, "lr": lr,
+                             "epochs": n_epochs, **held_out(bnet.predict_proba(xv), yv),
+                             "linear_ratio": bnet.compression()["linear_ratio"]})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def held_out(probs, y) -> dict:
+    return {"val_accuracy": metrics.accuracy(probs, y), "val_nll": metrics.nll(probs, y)}
+
+
+def lr_summary(rows: list[dict]) -> list[dict]:
+    """Per format, run and rate: held-out accuracy and NLL averaged over the seeds; ``best``
+    marks each format and run's highest mean accuracy."""
+    groups = {}
+    for r in rows:
+        if r["run"] != "dense":
+            groups.setdefault((r["model"], r["run"], r["lr"]), []).append(r)
+    out = [{"model": m, "run": run, "lr": lr, "n_seeds": len(rs),
+            "val_accuracy": statistics.fmean(r["val_accuracy"] for r in rs),
+            "val_nll": statistics.fmean(r["val_nll"] for r in rs),
+            "linear_ratio": statistics.median(r["linear_ratio"] for r in rs)}
+           for (m, run, lr), rs in groups.items()]
+    for row in out:
+        rivals = [o for o in out if (o["model"], o["run"]) == (row["model"], row["run"])]
+        row["best"] = row["val_accuracy"] == max(o["val_accuracy"] for o in rivals)
+    return out
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -63,14 +126,27 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
-    ap.add_argument("--finetune-lr", type=float, default=1e-2)
+    ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
+    ap.add_argument("--scratch-lr", type=float, default=LR)
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     ap.add_argument("--no-scratch", action="store_true")
+    ap.add_argument("--choose-lr", action="store_true",
+                    help="score the learning rates on a validation split per seed instead of "
+                         "running the benchmark")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     data = prepare(args)
+    if args.choose_lr:
+        t0 = time.perf_counter()
+        rows = [r for seed in args.seeds for r in choose_lr(data, seed, args.formats,
+                                                            args.epochs, args.finetune_epochs)]
+        write_result(args.out or LR_CHOICE_OUT, {
+            "seeds": args.seeds, "validation": VALIDATION, "lr_grid": LR_GRID, "rows": rows,
+            "summary": lr_summary(rows), "wall_seconds": time.perf_counter() - t0,
+            "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__})
+        return
     rows, t0 = [], time.perf_counter()
     for seed in args.seeds:
         dense = mlp(seed)
@@ -83,14 +159,15 @@ def main():
             rows.append(finetune(dense, data, seed, fmt, args.finetune_epochs, args.finetune_lr))
             print(rows[-1], flush=True)
             if not args.no_scratch:
-                row = run_ours(data, seed, args.epochs, fmt, "map")
+                row = run_ours(data, seed, args.epochs, fmt, "map", lr=args.scratch_lr)
                 rows.append({**row, "run": "scratch"})
                 print(rows[-1], flush=True)
     result = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
-              "finetune_lr": args.finetune_lr, "seeds": args.seeds, "rows": rows,
+              "finetune_lr": args.finetune_lr, "scratch_lr": args.scratch_lr,
+              "seeds": args.seeds, "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,
               "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__}
-    write_result(args.out, result)
+    write_result(args.out or OUT, result)
 
 
 if __name__ == "__main__":

@@ -89,13 +89,13 @@ def core_variance(text: str) -> float | None:
 
 
 def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature=1.0,
-             sghmc_settings="default", tucker_core_variance=TUCKER_CORE_VARIANCE):
+             sghmc_settings="default", tucker_core_variance=TUCKER_CORE_VARIANCE, lr=LR):
     config = {**FORMATS[fmt], "max_rank": FORMATS[fmt]["max_rank"] * rank_scale}
     if fmt == "tucker":  # None: the product prior
         config["prior_params"] = {"core_variance": tucker_core_variance}
     bnet = tensorize(mlp(seed), prior="gamma", init="random", min_features=1, seed=seed,
                      num_particles=METHODS[method], **config)
-    options = dict(epochs=epochs, lr=LR, seed=seed, num_samples=10)
+    options = dict(epochs=epochs, lr=lr, seed=seed, num_samples=10)
     chosen = {}
     t0 = time.perf_counter()
     if method == "sghmc" and sghmc_settings == "validation":

@@ -13,6 +13,7 @@ from bayestensor.data.images import load_dataset
 from bayestensor.nets import metrics
 from bayestensor.nets.train import predict_dense, train_dense
 from bayestensor.nets.user_model import eager_from_script, load_user_model
+from bayestensor.nets.workflow import FINETUNE_LR, TRAIN_LR, run_finetune
 
 FACTORY = '''
 from torch import nn
@@ -115,8 +116,21 @@ def test_cli_finetunes_a_users_model_and_reports_before_and_after(trained, tmp_p
     assert m["map"]["accuracy"] > m["decomposed"]["accuracy"] + 0.05  # the fine-tune helped
     assert set(network["train_seconds"]) == {"finetune", "scratch"}
     assert network["training"]["mode"] == "finetune"
+    # the fine-tune's own rate, and the training rate for the run from scratch
+    assert (network["training"]["lr"], network["training"]["scratch_lr"]) == (FINETUNE_LR,
+                                                                              TRAIN_LR)
     assert (out / "model.pt").exists() and "fine-tune" in (out / "summary.md").read_text()
     assert "finetune wall time" in res.output
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": "0.02"},
+                                 {"scratch_epochs": 1, "scratch_lr": -1e-2}])
+def test_finetune_refuses_a_bad_rate_before_any_work(trained, tmp_path, bad):
+    _, model, data = trained
+    name = "scratch_lr" if "scratch_lr" in bad else "lr"
+    with pytest.raises(ValueError, match=f"^{name}: expected a finite number"):
+        run_finetune(data, tmp_path / "run", model, epochs=1, progress=False, **bad)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_refuses_options_of_the_other_mode(tmp_path):

@@ -13,13 +13,13 @@ from bayestensor.nets.calibration import BURNINS, PRIOR_WEIGHTS, STEP_SIZES, TEM
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
-from bayestensor.nets.workflow import ARCHS, FINETUNE_EPOCHS, run_compress, run_finetune
+from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, run_compress,
+                                       run_finetune)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
-#: Defaults of a training run and of a fine-tune of the user's model (``--model``).
-TRAIN_EPOCHS, TRAIN_LR = 10, 1e-2
-FINETUNE_LR = 1e-2
+#: Epochs of a training run (a fine-tune of the user's model: ``FINETUNE_EPOCHS``).
+TRAIN_EPOCHS = 10
 
 
 @click.command("compress", cls=Command)
@@ -36,7 +36,8 @@ FINETUNE_LR = 1e-2
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Adam learning rate of the dense baseline and the compressed net alike "
-                   f"[default: {TRAIN_LR}; with --model, of the fine-tune, {FINETUNE_LR}].")
+                   f"[default: {TRAIN_LR}; with --model, of the fine-tune, {FINETUNE_LR}, "
+                   f"while --scratch-epochs trains at {TRAIN_LR}].")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,

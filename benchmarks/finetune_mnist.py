@@ -94,13 +94,14 @@ def held_out(probs, y) -> dict:
 
 
 def lr_summary(rows: list[dict]) -> list[dict]:
-    """Per format, run and rate: held-out accuracy and NLL averaged over the seeds; ``best``
-    marks each format and run's highest mean accuracy."""
+    """Per format (and over all formats, ``"all"``), run and rate: held-out accuracy and NLL
+    averaged over the seeds; ``best`` marks each format and run's highest mean accuracy."""
     groups = {}
     for r in rows:
         if r["run"] != "dense":
-            groups.setdefault((r["model"], r["run"], r["lr"]), []).append(r)
-    out = [{"model": m, "run": run, "lr": lr, "n_seeds": len(rs),
+            for model in (r["model"], "all"):
+                groups.setdefault((model, r["run"], r["lr"]), []).append(r)
+    out = [{"model": m, "run": run, "lr": lr, "n_runs": len(rs),
             "val_accuracy": statistics.fmean(r["val_accuracy"] for r in rs),
             "val_nll": statistics.fmean(r["val_nll"] for r in rs),
             "linear_ratio": statistics.median(r["linear_ratio"] for r in rs)}

@@ -189,6 +189,23 @@ def test_a_layer_larger_tensorized_stays_dense():
                           init="random")
 
 
+def test_compress_trains_the_baseline_at_its_own_rate_when_asked(tmp_path):
+    data = load_digits(seed=0)
+    net = run_compress(data, tmp_path / "run", hidden=32, epochs=1, max_rank=2, lr=5e-3,
+                       dense_lr=2e-2, progress=False)
+    assert (net["training"]["lr"], net["training"]["dense_lr"]) == (5e-3, 2e-2)
+    # the baseline is train_dense's network at dense_lr (the oracle), not at lr
+    dense = build_model("mlp", data.input_shape, data.classes, 32, 0)
+    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=2e-2, seed=0, progress=False)
+    want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
+    assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
+    assert "lr 0.005 (the dense baseline: 0.02, its own)" in (
+        tmp_path / "run" / "summary.md").read_text()
+    with pytest.raises(ValueError, match="^dense_lr: expected a finite number"):
+        run_compress(data, tmp_path / "bad", epochs=1, dense_lr=0.0, progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_compress_trains_the_baseline_alike_and_warns_when_nothing_pruned(tmp_path):
     data = load_digits(seed=0)
     with pytest.warns(UserWarning, match="prior did not prune"):

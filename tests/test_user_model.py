@@ -140,3 +140,7 @@ def test_cli_refuses_options_of_the_other_mode(tmp_path):
     res = CliRunner().invoke(compress, ["digits", "--model", "m.py:make", "--hidden", "64",
                                         "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--hidden describe a network to train" in res.output
+    res = CliRunner().invoke(compress, ["digits", "--model", "m.py:make", "--dense-lr", "0.01",
+                                        "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--dense-lr trains the dense baseline" in res.output
+    assert not (tmp_path / "o").exists()

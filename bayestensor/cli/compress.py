@@ -35,9 +35,13 @@ TRAIN_EPOCHS = 10
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Adam learning rate of the dense baseline and the compressed net alike "
+              help=f"Adam learning rate of the compressed net (and of the dense baseline, "
+                   f"unless --dense-lr) "
                    f"[default: {TRAIN_LR}; with --model, of the fine-tune, {FINETUNE_LR}, "
                    f"while --scratch-epochs trains at {TRAIN_LR}].")
+@click.option("--dense-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate of the dense baseline, when it should differ from the "
+                   "compressed network's [default: --lr, both trained alike].")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,
@@ -64,9 +68,9 @@ TRAIN_EPOCHS = 10
                    "compresses the whole model at least this much are eligible.")
 @opt.quiet_option
 @opt.run_options("compress")
-def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, particles,
-             threshold, rotate, model_spec, state_dict, scratch_epochs, calibrate, min_ratio,
-             quiet, seed, out, force, with_report):
+def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, dense_lr,
+             particles, threshold, rotate, model_spec, state_dict, scratch_epochs, calibrate,
+             min_ratio, quiet, seed, out, force, with_report):
     """Train and compress an MLP or small CNN on DATA ('digits', a .npz with images and labels,
     or a directory of MNIST IDX files), next to a dense baseline trained alike (same optimizer,
     learning rate, schedule, epochs and batches); write model.pt, ranks.csv, reliability.png,
@@ -83,6 +87,9 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     if model_spec is not None and given:
         raise click.UsageError(f"{' and '.join(given)} describe a network to train; with --model "
                                "the architecture is the model's own")
+    if model_spec is not None and dense_lr is not None:
+        raise click.UsageError("--dense-lr trains the dense baseline; with --model the dense "
+                               "network is the user's, already trained")
     dataset = load_dataset(data)
     user_model = None
     if model_spec is not None:
@@ -101,7 +108,8 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
         else:
             net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
                                epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
-                               batch_size=batch_size, lr=lr or TRAIN_LR, particles=particles,
+                               batch_size=batch_size, lr=lr or TRAIN_LR, dense_lr=dense_lr,
+                               particles=particles,
                                threshold=threshold, rotate=rotate, seed=seed,
                                calibrate=calibrate, min_ratio=min_ratio, progress=progress)
     for name, m in net["metrics"].items():

@@ -19,6 +19,7 @@ training images held out; the dense network, the fine-tunes and the runs from sc
 train on the rest): held-out accuracy and NLL of the fine-tune and of the run from scratch at
 each rate of ``LR_GRID``, averaged over the seeds. That choice set ``FINETUNE_LR``; the runs
 from scratch take ``--scratch-lr``, which the benchmark sets to their own best rate.
+``--choose-dense-lr`` scores the dense MLP's rates on the same splits.
 
 Run: ``python benchmarks/finetune_mnist.py --seeds 0 1 2`` (about 15 minutes on 2 CPU cores).
 """
@@ -39,6 +40,7 @@ from nets_mnist import DATA, FORMATS, LR, evaluate, mlp, prepare, run_ours, writ
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_mnist.json"
 LR_CHOICE_OUT = ROOT / "benchmarks" / "results" / "finetune_lr_choice.json"
+DENSE_LR_CHOICE_OUT = ROOT / "benchmarks" / "results" / "dense_lr_choice.json"
 #: Learning rates ``--choose-lr`` compares; the share of the training images held out.
 LR_GRID = (5e-3, 1e-2, 2e-2, 4e-2)
 VALIDATION = 0.1
@@ -62,12 +64,7 @@ def choose_lr(data, seed, formats, epochs, finetune_epochs) -> list[dict]:
     """Held-out accuracy, NLL and linear ratio of the fine-tune and of the run from scratch at
     each rate of ``LR_GRID``, on a ``VALIDATION`` split of the training images drawn with
     ``seed`` (the dense network is trained on the rest at ``LR``, as in ``main``)."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data["y_train"]), generator=gen)
-    n_val = round(VALIDATION * len(order))
-    val, fit = order[:n_val], order[n_val:]
-    x, y = data["x_train"][fit], data["y_train"][fit]
-    xv, yv = data["x_train"][val], data["y_train"][val]
+    x, y, xv, yv = validation_split(data, seed)
     dense = mlp(seed)
     train_dense(dense, x, y, epochs=epochs, lr=LR, seed=seed)
     rows = [{"model": "dense", "run": "dense", "seed": seed, "lr": LR,
@@ -87,6 +84,30 @@ def choose_lr(data, seed, formats, epochs, finetune_epochs) -> list[dict]:
                              "linear_ratio": bnet.compression()["linear_ratio"]})
                 print(rows[-1], flush=True)
     return rows
+
+
+def choose_dense_lr(data, seed, epochs) -> list[dict]:
+    """Held-out accuracy and NLL of the dense MLP at each rate of ``LR_GRID``, on the split
+    :func:`choose_lr` draws for ``seed``."""
+    x, y, xv, yv = validation_split(data, seed)
+    rows = []
+    for lr in LR_GRID:
+        dense = mlp(seed)
+        train_dense(dense, x, y, epochs=epochs, lr=lr, seed=seed)
+        rows.append({"model": "dense", "run": "dense", "seed": seed, "lr": lr, "epochs": epochs,
+                     **held_out(predict_dense(dense, xv), yv)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def validation_split(data, seed):
+    """``(x, y, x_val, y_val)``: ``VALIDATION`` of the training images held out, drawn with
+    ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data["y_train"]), generator=gen)
+    n_val = round(VALIDATION * len(order))
+    val, fit = order[:n_val], order[n_val:]
+    return data["x_train"][fit], data["y_train"][fit], data["x_train"][val], data["y_train"][val]
 
 
 def held_out(probs, y) -> dict:
@@ -134,11 +155,24 @@ def main():
     ap.add_argument("--choose-lr", action="store_true",
                     help="score the learning rates on a validation split per seed instead of "
                          "running the benchmark")
+    ap.add_argument("--choose-dense-lr", action="store_true",
+                    help="score the dense MLP's learning rates on the same validation splits")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     data = prepare(args)
+    if args.choose_dense_lr:
+        t0 = time.perf_counter()
+        rows = [r for seed in args.seeds for r in choose_dense_lr(data, seed, args.epochs)]
+        summary = [{"model": "dense", "lr": lr,
+                    **{k: statistics.fmean(r[k] for r in rows if r["lr"] == lr)
+                       for k in ("val_accuracy", "val_nll")}} for lr in LR_GRID]
+        write_result(args.out or DENSE_LR_CHOICE_OUT, {
+            "seeds": args.seeds, "validation": VALIDATION, "lr_grid": LR_GRID, "rows": rows,
+            "summary": summary, "wall_seconds": time.perf_counter() - t0,
+            "machine": f"2 vCPU, {args.threads} thread(s), torch " + torch.__version__})
+        return
     if args.choose_lr:
         t0 = time.perf_counter()
         rows = [r for seed in args.seeds for r in choose_lr(data, seed, args.formats,

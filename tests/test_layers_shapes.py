@@ -199,7 +199,7 @@ def test_compress_trains_the_baseline_at_its_own_rate_when_asked(tmp_path):
     train_dense(dense, data.x_train, data.y_train, epochs=1, lr=2e-2, seed=0, progress=False)
     want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
     assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
-    assert "lr 0.005 (the dense baseline: 0.02, its own)" in (
+    assert "trained alike but for the rate: Adam, lr 0.005 (the dense baseline: 0.02)" in (
         tmp_path / "run" / "summary.md").read_text()
     with pytest.raises(ValueError, match="^dense_lr: expected a finite number"):
         run_compress(data, tmp_path / "bad", epochs=1, dense_lr=0.0, progress=False)

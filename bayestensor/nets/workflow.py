@@ -386,9 +386,10 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
                   + "."]
     elif b:
         dense_lr = b.get("dense_lr", b["lr"])
-        rate = (f"lr {b['lr']:g}" if dense_lr == b["lr"] else
-                f"lr {b['lr']:g} (the dense baseline: {dense_lr:g}, its own)")
-        lines += ["", f"Both networks trained alike: {b['optimizer']}, {rate}, "
+        alike, rate = (("alike", f"lr {b['lr']:g}") if dense_lr == b["lr"] else
+                       ("alike but for the rate",
+                        f"lr {b['lr']:g} (the dense baseline: {dense_lr:g})"))
+        lines += ["", f"Both networks trained {alike}: {b['optimizer']}, {rate}, "
                       f"{b['schedule']} schedule, {b['epochs']} epochs, batch {b['batch_size']}, "
                       f"seed {b['seed']}."]
     weight = network.get("prior_weight_choice")

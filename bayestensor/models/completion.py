@@ -289,8 +289,9 @@ class TensorCompletion(BayesModel):
         A batched product over the box is far faster than ``n`` scattered row gathers per
         factor (15x for 20,000 of 27,000 entries at 800 samples; 5x for a block of 25,000
         consecutive entries of Indian Pines at 800 samples, ``benchmarks/predict_speed.py``)
-        as long as the box has at most ``DENSE_PREDICT_RATIO`` entries per index. One sample's box must fit in ``DENSE_PREDICT_ELEMENTS``; samples are
-        reconstructed as many at a time as fit.
+        as long as the box has at most ``DENSE_PREDICT_RATIO`` entries per index. One sample's
+        box must fit in ``DENSE_PREDICT_ELEMENTS``; samples are reconstructed as many at a time
+        as fit.
         """
         if idx.shape[0] == 0:
             return None

@@ -46,9 +46,15 @@ LR_GRID = (5e-3, 1e-2, 2e-2, 4e-2)
 VALIDATION = 0.1
 
 
-def finetune(dense, data, seed, fmt, epochs, lr) -> dict:
-    bnet = tensorize(dense, prior="gamma", init="decompose", min_features=1, seed=seed,
+def compressed_net(start, fmt: str, seed: int, init: str):
+    """``start`` tensorized as every run here compresses it: gamma/ARD prior, MAP (one
+    particle), ``FORMATS[fmt]``; ``init`` "decompose" (a fine-tune) or "random" (scratch)."""
+    return tensorize(start, prior="gamma", init=init, min_features=1, seed=seed,
                      num_particles=1, **FORMATS[fmt])
+
+
+def finetune(dense, data, seed, fmt, epochs, lr) -> dict:
+    bnet = compressed_net(dense, fmt, seed, "decompose")
     before = metrics.accuracy(bnet.predict_proba(data["x_test"]), data["y_test"])
     h = fit_net(bnet, data["x_train"], data["y_train"], method="map", epochs=epochs, lr=lr,
                 seed=seed)
@@ -74,9 +80,8 @@ def choose_lr(data, seed, formats, epochs, finetune_epochs) -> list[dict]:
         for run, start, n_epochs in (("finetune", dense, finetune_epochs),
                                      ("scratch", mlp(seed), epochs)):
             for lr in LR_GRID:
-                bnet = tensorize(start, prior="gamma", min_features=1, seed=seed,
-                                 init="decompose" if run == "finetune" else "random",
-                                 num_particles=1, **FORMATS[fmt])
+                bnet = compressed_net(start, fmt, seed,
+                                      "decompose" if run == "finetune" else "random")
                 fit_net(bnet, x, y, method="map", epochs=n_epochs, lr=lr, seed=seed)
                 bnet.prune(1e-2)
                 rows.append({"model": fmt, "run": run, "seed": seed, "lr": lr,

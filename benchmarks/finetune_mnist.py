@@ -8,7 +8,7 @@ Tucker at ``nets_mnist.py``'s max ranks, gamma/ARD prior, MAP):
   of its trained weights) and ``--finetune-epochs`` of Adam at ``--finetune-lr``, then pruned
   at threshold 1e-2 (what ``bayestensor compress --model`` does);
 * **scratch**: the same compressed network from a random start, trained for ``--epochs`` at
-  lr 1e-2 (``nets_mnist.py``'s ``run_ours``), pruned alike.
+  ``--scratch-lr`` (default 4e-2, ``nets_mnist.py``'s ``OURS_LR``; ``run_ours``), pruned alike.
 
 Reported: accuracy before the fine-tune (decomposed), after it, and from scratch; ranks,
 compression of the linear layers; wall seconds of the fine-tune and of the run from scratch
@@ -35,7 +35,8 @@ import torch
 
 from bayestensor.nets import fit_net, metrics, predict_dense, tensorize, train_dense
 from bayestensor.nets.workflow import FINETUNE_EPOCHS, FINETUNE_LR
-from nets_mnist import DATA, FORMATS, LR, evaluate, mlp, prepare, run_ours, write_result
+from nets_mnist import (DATA, DENSE_LR, FORMATS, OURS_LR, evaluate, mlp, prepare, run_ours,
+                        write_result)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_mnist.json"
@@ -69,11 +70,11 @@ def finetune(dense, data, seed, fmt, epochs, lr) -> dict:
 def choose_lr(data, seed, formats, epochs, finetune_epochs) -> list[dict]:
     """Held-out accuracy, NLL and linear ratio of the fine-tune and of the run from scratch at
     each rate of ``LR_GRID``, on a ``VALIDATION`` split of the training images drawn with
-    ``seed`` (the dense network is trained on the rest at ``LR``, as in ``main``)."""
+    ``seed`` (the dense network is trained on the rest at ``DENSE_LR``, as in ``main``)."""
     x, y, xv, yv = validation_split(data, seed)
     dense = mlp(seed)
-    train_dense(dense, x, y, epochs=epochs, lr=LR, seed=seed)
-    rows = [{"model": "dense", "run": "dense", "seed": seed, "lr": LR,
+    train_dense(dense, x, y, epochs=epochs, lr=DENSE_LR, seed=seed)
+    rows = [{"model": "dense", "run": "dense", "seed": seed, "lr": DENSE_LR,
              **held_out(predict_dense(dense, xv), yv)}]
     print(rows[-1], flush=True)
     for fmt in formats:
@@ -154,7 +155,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
-    ap.add_argument("--scratch-lr", type=float, default=LR)
+    ap.add_argument("--scratch-lr", type=float, default=OURS_LR)
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     ap.add_argument("--no-scratch", action="store_true")
     ap.add_argument("--choose-lr", action="store_true",
@@ -190,8 +191,8 @@ def main():
     rows, t0 = [], time.perf_counter()
     for seed in args.seeds:
         dense = mlp(seed)
-        h = train_dense(dense, data["x_train"], data["y_train"], epochs=args.epochs, lr=LR,
-                        seed=seed)
+        h = train_dense(dense, data["x_train"], data["y_train"], epochs=args.epochs,
+                        lr=DENSE_LR, seed=seed)
         rows.append({"model": "dense", "run": "dense", "seed": seed, "seconds": h["seconds"],
                      "linear_ratio": 1.0, **evaluate(lambda x: predict_dense(dense, x), data)})
         print(rows[-1], flush=True)

@@ -45,11 +45,13 @@ import torch
 from torch import nn
 
 from bayestensor.nets import choose_prior_weight, fit_net, predict_dense, train_dense
-from bayestensor.nets.workflow import tensorize_smaller
-from nets_mnist import DATA, LR, METHODS, evaluate, prepare, summarize, write_result
+from bayestensor.nets.workflow import TRAIN_LRS, tensorize_smaller
+from nets_mnist import DATA, METHODS, evaluate, prepare, summarize, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "nets_cnn_mnist.json"
+#: Adam rate of our CNNs (``compress --arch cnn``'s default; not chosen on validation).
+LR = TRAIN_LRS["cnn"][0]
 #: Adam rates of the dense and TensorLy-Torch CNNs: ours run at ``LR`` only; the baselines
 #: at each, so that neither is held to a rate that suits ours.
 BASELINE_LRS = (LR, 1e-3)

@@ -15,7 +15,8 @@ from bayestensor.formats import get_format
 from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, fit_net, predict_dense,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.workflow import NOT_PRUNED, build_model, run_compress, tensorize_smaller
+from bayestensor.nets.workflow import (NOT_PRUNED, TRAIN_LRS, build_model, run_compress,
+                                       tensorize_smaller)
 
 torch.set_num_threads(1)
 FORMATS = ["ttm", "cp", "tucker", "tt"]
@@ -206,18 +207,37 @@ def test_compress_trains_the_baseline_at_its_own_rate_when_asked(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_compress_trains_the_baseline_alike_and_warns_when_nothing_pruned(tmp_path):
+def test_compress_trains_the_baseline_at_its_default_rate_and_warns_when_nothing_pruned(tmp_path):
     data = load_digits(seed=0)
     with pytest.warns(UserWarning, match="prior did not prune"):
         net = run_compress(data, tmp_path / "run", hidden=32, epochs=1, max_rank=2, lr=5e-3,
                            progress=False)
     assert NOT_PRUNED in net["warnings"]
-    assert net["training"]["lr"] == 5e-3
-    # the baseline is the dense network trained by train_dense at the same learning rate
+    assert (net["training"]["lr"], net["training"]["dense_lr"]) == (5e-3, TRAIN_LRS["mlp"][1])
+    # the baseline is the dense network trained by train_dense at the MLP's dense rate, 1e-2
     dense = build_model("mlp", data.input_shape, data.classes, 32, 0)
-    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=5e-3, seed=0, progress=False)
+    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=1e-2, seed=0, progress=False)
     want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
     assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
     text = (tmp_path / "run" / "summary.md").read_text()
-    assert "prior did not prune" in text and "lr 0.005" in text
+    assert "prior did not prune" in text and "lr 0.005 (the dense baseline: 0.01)" in text
     assert f"| dense | {want['accuracy']:.4f} | {want['nll']:.4f} | {want['ece']:.4f} |" in text
+
+
+@pytest.mark.parametrize("arch, rates", [("mlp", (4e-2, 1e-2)), ("cnn", (1e-2, 1e-2))])
+def test_compress_trains_each_network_at_its_architectures_rate_by_default(tmp_path, arch, rates):
+    data = load_digits(seed=0)
+    net = run_compress(data, tmp_path / "run", arch=arch, hidden=16, epochs=1, max_rank=2,
+                       progress=False)
+    assert (net["training"]["lr"], net["training"]["dense_lr"]) == rates == TRAIN_LRS[arch]
+    # the baseline is train_dense's network at the architecture's dense rate (the oracle)
+    dense = build_model(arch, data.input_shape, data.classes, 16, 0)
+    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=rates[1], seed=0, progress=False)
+    want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
+    assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
+
+
+def test_compress_refuses_an_unknown_architecture_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="^arch"):
+        run_compress(load_digits(seed=0), tmp_path / "run", arch="resnet", progress=False)
+    assert not (tmp_path / "run").exists()

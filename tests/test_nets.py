@@ -391,7 +391,9 @@ def test_cli_compress_tiny(tmp_path):
     assert {"dense", "svgd"} <= set(net["metrics"])
     report = json.loads((out / "report.json").read_text())
     assert set(net["warnings"]) <= set(report["warnings"])  # the report shows them
-    assert net["training"]["lr"] == 1e-2 and net["training"]["optimizer"] == "Adam"
+    # each network at the MLP's validated rate
+    assert (net["training"]["lr"], net["training"]["dense_lr"]) == (4e-2, 1e-2)
+    assert net["training"]["optimizer"] == "Adam"
     row = net["layers"][0]
     assert {"name", "format", "in_shape", "out_shape", "ranks_before", "ranks_after",
             "dense_params", "compressed_params", "ratio"} <= set(row)

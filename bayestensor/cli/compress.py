@@ -13,8 +13,8 @@ from bayestensor.nets.calibration import BURNINS, PRIOR_WEIGHTS, STEP_SIZES, TEM
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
-from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, run_compress,
-                                       run_finetune)
+from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, TRAIN_LRS,
+                                       run_compress, run_finetune)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
@@ -35,13 +35,13 @@ TRAIN_EPOCHS = 10
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Adam learning rate of the compressed net (and of the dense baseline, "
-                   f"unless --dense-lr) "
-                   f"[default: {TRAIN_LR}; with --model, of the fine-tune, {FINETUNE_LR}, "
-                   f"while --scratch-epochs trains at {TRAIN_LR}].")
+              help=f"Adam learning rate of the compressed net [default: chosen on "
+                   f"validation, {TRAIN_LRS['mlp'][0]} for the mlp, {TRAIN_LRS['cnn'][0]} for "
+                   f"the cnn; with --model, of the fine-tune, {FINETUNE_LR}, while "
+                   f"--scratch-epochs trains at {TRAIN_LR}].")
 @click.option("--dense-lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Adam learning rate of the dense baseline, when it should differ from the "
-                   "compressed network's [default: --lr, both trained alike].")
+              help=f"Adam learning rate of the dense baseline [default: chosen on validation, "
+                   f"{TRAIN_LRS['mlp'][1]} for the mlp, {TRAIN_LRS['cnn'][1]} for the cnn].")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,
@@ -73,9 +73,10 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
              min_ratio, quiet, seed, out, force, with_report):
     """Train and compress an MLP or small CNN on DATA ('digits', a .npz with images and labels,
     or a directory of MNIST IDX files), next to a dense baseline trained alike (same optimizer,
-    learning rate, schedule, epochs and batches); write model.pt, ranks.csv, reliability.png,
-    network.json, summary.md and run.json to --out. With --model, decompose the user's trained
-    network instead, fine-tune it on DATA and report it before and after."""
+    schedule, epochs and batches; each network at its own learning rate); write model.pt,
+    ranks.csv, reliability.png, network.json, summary.md and run.json to --out. With --model,
+    decompose the user's trained network instead, fine-tune it on DATA and report it before
+    and after."""
     if model_spec is None and (state_dict is not None or scratch_epochs is not None):
         raise click.UsageError("--state-dict and --scratch-epochs go with --model")
     if min_ratio is not None and (not calibrate or method == "sghmc"):
@@ -108,7 +109,7 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
         else:
             net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
                                epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
-                               batch_size=batch_size, lr=lr or TRAIN_LR, dense_lr=dense_lr,
+                               batch_size=batch_size, lr=lr, dense_lr=dense_lr,
                                particles=particles,
                                threshold=threshold, rotate=rotate, seed=seed,
                                calibrate=calibrate, min_ratio=min_ratio, progress=progress)

@@ -9,8 +9,9 @@ decay, batch 128, the same batch order):
   rate, and a baseline held to ours would be handicapped);
 * ours: the second convolution as a Bayesian Tucker-2 convolution (``conv_rank``), both
   fully connected layers as TT-matrix layers (``max_rank``), gamma/ARD prior on the rank
-  slices, random init, Adam rate 1e-2 (as in ``nets_mnist.py``); trained by MAP (1 particle),
-  SVGD (4 particles) and SGHMC (4 chains, MAP warm-up for half the epochs, 10 snapshots),
+  slices, random init, Adam rate ``--ours-lr`` (default 1e-2, ``compress --arch cnn``'s);
+  trained by MAP (1 particle), SVGD (4 particles) and SGHMC (4 chains, MAP warm-up for half
+  the epochs, 10 snapshots),
   ranks pruned at threshold 1e-2 (an ensemble keeps the slices that at least half of its
   particles keep). The log prior's weight is 1 (the Bayes posterior), or with
   ``--prior-weight validation`` chosen per method and seed among 1, 0.3, 0.1, 0.03 by the
@@ -83,10 +84,10 @@ def run_dense(data, seed, epochs, lr):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
-def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO):
+def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=LR):
     bnet, kept = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
                                    num_particles=METHODS[method], **OURS)
-    options = dict(epochs=epochs, lr=LR, seed=seed, num_samples=10)
+    options = dict(epochs=epochs, lr=lr, seed=seed, num_samples=10)
     t0 = time.perf_counter()
     chosen = {}
     if prior_weight == "validation":
@@ -180,7 +181,7 @@ def run_seed(args, seed: int) -> list[dict]:
         print(rows[-1], flush=True)
     for method in args.methods:
         rows.append(run_ours(data, seed, args.epochs, method, args.prior_weight,
-                             args.min_ratio))
+                             args.min_ratio, args.ours_lr))
         print(rows[-1], flush=True)
         if method == "map" and not args.no_tltorch:
             ours = rows[-1]
@@ -200,6 +201,7 @@ def main():
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--baseline-lrs", type=float, nargs="+", default=list(BASELINE_LRS),
                     help="Adam rates of the dense CNN and TensorLy-Torch (each is run at all)")
+    ap.add_argument("--ours-lr", type=float, default=LR, help="Adam rate of our networks")
     ap.add_argument("--prior-weight", default="1",
                     help="weight of our log prior: a number, or 'validation' to choose it per "
                          "method and seed on 10%% of the training digits (choose_prior_weight)")
@@ -215,7 +217,8 @@ def main():
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         per_seed = list(pool.map(run_seed, [args] * len(args.seeds), args.seeds))
     rows = [r for seed_rows in per_seed for r in seed_rows]
-    result = {"epochs": args.epochs, "seeds": args.seeds, "ours": OURS, "rows": rows,
+    result = {"epochs": args.epochs, "seeds": args.seeds, "ours": OURS, "ours_lr": args.ours_lr,
+              "rows": rows,
               "summary": summarize(rows),
               "wall_seconds": time.perf_counter() - t0,
               "machine": f"{platform.platform()}, 2 vCPU, {args.jobs} process(es) of 1 thread, "

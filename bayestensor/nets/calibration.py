@@ -14,11 +14,11 @@ log p(theta)`` sets how hard the slices are shrunk; a smaller weight gives sharp
 prune less. How much less is a trade the data settle, so the weight is chosen on held-out NLL,
 among the candidates that still compress by ``min_ratio`` when the caller needs a ratio.
 
-**SGHMC's settings** (:func:`choose_sghmc_settings`). At its default settings (per-datum step
-``sghmc_lr`` 0.02, temperature 1, half the epochs of MAP warm-up) the SGHMC ensembles of
-tensorized MLPs on mnist10k are under-confident (test entropy 0.23-0.29 nats against 0.03 for
-the dense network, ECE 0.033-0.050 against 0.030, ``docs/benchmarks.md``). Measured on seed 0,
-the causes differ by format:
+**SGHMC's settings** (:func:`choose_sghmc_settings`). At its former default settings
+(per-datum step ``sghmc_lr`` 0.02, temperature 1, half the epochs of MAP warm-up) the SGHMC
+ensembles of tensorized MLPs on mnist10k were under-confident (test entropy 0.23-0.29 nats
+against 0.03 for the dense network, ECE 0.033-0.050 against 0.030, ``docs/benchmarks.md``).
+Measured on seed 0, the causes differ by format:
 
 * the step: after the same warm-up, CP and Tucker ensembles sampled at step 0.005 or 0.001
   have ECE 0.016-0.030 against 0.034-0.050 at 0.02. The mini-batch gradient noise is a small
@@ -29,7 +29,9 @@ the causes differ by format:
   the epochs of warm-up the ensemble is at 95.8% (dense: 96.0%).
 
 It therefore scores a small grid of steps, temperatures (a tempered posterior ``p(theta |
-D)^(1/T)``, Wenzel et al., ICML 2020) and warm-up shares.
+D)^(1/T)``, Wenzel et al., ICML 2020) and warm-up shares. The step's default is now 0.001
+(``bayestensor.nets.train.SGHMC_LR``), which these scores chose among the untempered settings;
+the warm-up a TT-matrix network needs still varies with the data, hence the choice.
 """
 
 from __future__ import annotations

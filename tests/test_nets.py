@@ -22,7 +22,7 @@ from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_prior_w
 from bayestensor.nets import metrics
 from bayestensor.nets.layers import (MAX_LAYER_PARAMS, PRUNE_THRESHOLD, CompressedLinear,
                                      factorized_flops)
-from bayestensor.nets.train import PRECONDITIONER_BOUND, _prior_preconditioner
+from bayestensor.nets.train import PRECONDITIONER_BOUND, SGHMC_LR, _prior_preconditioner
 from bayestensor.nets.shapes import rank_caps
 from bayestensor.seeds import derive_seed
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
@@ -837,6 +837,23 @@ def test_sghmc_with_no_warmup_samples_from_the_network_as_given(digits):
     first = bnet.samples[0]
     for p, q in zip(start.particle_params(), bnet.particle_params()):
         assert torch.allclose(first[id(q)], p.detach(), atol=1e-6)
+
+
+def test_sghmc_samples_at_the_validated_step_by_default(digits):
+    """The default step is ``SGHMC_LR`` (1e-3): the same draws as that step given, other
+    draws than the former default 0.02."""
+    xtr, ytr = digits[0][:200], digits[1][:200]
+
+    def draws(**step):
+        bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2,
+                         prior="gamma", init="random", seed=0, num_particles=2)
+        fit_net(bnet, xtr, ytr, method="sghmc", epochs=2, seed=0, num_samples=2, **step)
+        return torch.cat([v.flatten() for v in bnet.samples[-1].values()])
+
+    assert SGHMC_LR == 1e-3
+    default = draws()
+    assert torch.equal(default, draws(sghmc_lr=SGHMC_LR))
+    assert not torch.allclose(default, draws(sghmc_lr=0.02))
 
 
 def test_tucker_core_variance_reaches_the_layers_and_prunes(digits):

@@ -47,7 +47,7 @@ from torch import nn
 
 from bayestensor.nets import choose_prior_weight, fit_net, predict_dense, train_dense
 from bayestensor.nets.workflow import TRAIN_LRS, tensorize_smaller
-from nets_mnist import DATA, METHODS, evaluate, prepare, summarize, write_result
+from nets_mnist import DATA, DEFAULT_METHODS, METHODS, evaluate, prepare, summarize, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "nets_cnn_mnist.json"
@@ -197,7 +197,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--baseline-lrs", type=float, nargs="+", default=list(BASELINE_LRS),
                     help="Adam rates of the dense CNN and TensorLy-Torch (each is run at all)")

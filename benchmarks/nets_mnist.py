@@ -54,7 +54,9 @@ FORMATS = {"ttm": dict(format="ttm", max_rank=8, num_modes=2),
            "cp": dict(format="cp", max_rank=40),
            "tucker": dict(format="tucker", max_rank=6)}
 TLTORCH = {"ttm": "blocktt", "cp": "cp", "tucker": "tucker"}
-METHODS = {"map": 1, "svgd": 4, "sghmc": 4}
+#: Particles / chains per method; ``vi`` (mean-field, one network) runs only when asked.
+METHODS = {"map": 1, "svgd": 4, "sghmc": 4, "vi": 1}
+DEFAULT_METHODS = ["map", "svgd", "sghmc"]
 #: Adam rates of our compressed MLPs and of the dense one, each chosen on validation splits
 #: (``bayestensor.nets.workflow.TRAIN_LRS``).
 OURS_LR, DENSE_LR = TRAIN_LRS["mlp"]
@@ -205,7 +207,7 @@ def main():
     ap.add_argument("--tltorch-lrs", type=float, nargs="+", default=[DENSE_LR, OURS_LR],
                     help="Adam rates TensorLy-Torch's networks are trained at, each reported")
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--tucker-core-variance", type=core_variance, default=TUCKER_CORE_VARIANCE,
                     help="Tucker layers' fixed core variance (default: the layers' default); "

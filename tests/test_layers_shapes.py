@@ -15,7 +15,7 @@ from bayestensor.formats import get_format
 from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, fit_net, predict_dense,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.workflow import (NOT_PRUNED, TRAIN_LRS, build_model, run_compress,
+from bayestensor.nets.workflow import (NOT_PRUNED, TRAIN_LRS, VI_LR, build_model, run_compress,
                                        tensorize_smaller)
 
 torch.set_num_threads(1)
@@ -241,3 +241,10 @@ def test_compress_refuses_an_unknown_architecture_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="^arch"):
         run_compress(load_digits(seed=0), tmp_path / "run", arch="resnet", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_compress_trains_vi_at_its_own_default_rate(tmp_path):
+    net = run_compress(load_digits(seed=0), tmp_path / "run", method="vi", hidden=16, epochs=1,
+                       max_rank=2, progress=False)
+    assert (net["training"]["lr"], net["training"]["dense_lr"]) == (VI_LR, TRAIN_LRS["mlp"][1])
+    assert VI_LR == 1e-2

@@ -14,7 +14,7 @@ from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
 from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, TRAIN_LRS,
-                                       run_compress, run_finetune)
+                                       VI_LR, run_compress, run_finetune)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
@@ -37,8 +37,8 @@ TRAIN_EPOCHS = 10
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Adam learning rate of the compressed net [default: chosen on "
                    f"validation, {TRAIN_LRS['mlp'][0]} for the mlp, {TRAIN_LRS['cnn'][0]} for "
-                   f"the cnn; with --model, of the fine-tune, {FINETUNE_LR}, while "
-                   f"--scratch-epochs trains at {TRAIN_LR}].")
+                   f"the cnn, {VI_LR} with --method vi; with --model, of the fine-tune, "
+                   f"{FINETUNE_LR}, while --scratch-epochs trains at {TRAIN_LR}].")
 @click.option("--dense-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Adam learning rate of the dense baseline [default: chosen on validation, "
                    f"{TRAIN_LRS['mlp'][1]} for the mlp, {TRAIN_LRS['cnn'][1]} for the cnn].")

@@ -46,15 +46,16 @@ import torch
 from torch import nn
 
 from bayestensor.nets import choose_prior_weight, fit_net, predict_dense, train_dense
-from bayestensor.nets.workflow import TRAIN_LRS, tensorize_smaller
+from bayestensor.nets.workflow import TRAIN_LRS, default_lr, tensorize_smaller
 from nets_mnist import DATA, DEFAULT_METHODS, METHODS, evaluate, prepare, summarize, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "nets_cnn_mnist.json"
-#: Adam rate of our CNNs (``compress --arch cnn``'s default; not chosen on validation).
+#: The CNNs' training rate (``compress --arch cnn``'s default for MAP, SVGD and SGHMC, which
+#: ours train at unless ``--ours-lr``; not chosen on validation).
 LR = TRAIN_LRS["cnn"][0]
-#: Adam rates of the dense and TensorLy-Torch CNNs: ours run at ``LR`` only; the baselines
-#: at each, so that neither is held to a rate that suits ours.
+#: Adam rates of the dense and TensorLy-Torch CNNs: the baselines run at each, so that neither
+#: is held to a rate that suits ours.
 BASELINE_LRS = (LR, 1e-3)
 #: Ranks of ours: TT-matrix fully connected layers and the Tucker-2 convolution.
 OURS = dict(format="ttm", max_rank=8, conv_rank=8)
@@ -84,9 +85,10 @@ def run_dense(data, seed, epochs, lr):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
-def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=LR):
+def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=None):
     bnet, kept = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
                                    num_particles=METHODS[method], **OURS)
+    lr = default_lr(method, "cnn") if lr is None else lr
     options = dict(epochs=epochs, lr=lr, seed=seed, num_samples=10)
     t0 = time.perf_counter()
     chosen = {}
@@ -100,7 +102,7 @@ def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, 
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
     comp = bnet.compression()
-    row = {"model": "ours", "method": method, "seed": seed, "seconds": h["seconds"],
+    row = {"model": "ours", "method": method, "seed": seed, "lr": lr, "seconds": h["seconds"],
            "seconds_with_choice": time.perf_counter() - t0,
            "prior_weight": options["prior_weight"], "validation_scores": chosen.get("scores", []),
            "params": comp["compressed_params"], "linear_ratio": comp["linear_ratio"],
@@ -201,7 +203,8 @@ def main():
     ap.add_argument("--no-tltorch", action="store_true")
     ap.add_argument("--baseline-lrs", type=float, nargs="+", default=list(BASELINE_LRS),
                     help="Adam rates of the dense CNN and TensorLy-Torch (each is run at all)")
-    ap.add_argument("--ours-lr", type=float, default=LR, help="Adam rate of our networks")
+    ap.add_argument("--ours-lr", type=float, default=None,
+                    help="Adam rate of our networks (default: the library's per method)")
     ap.add_argument("--prior-weight", default="1",
                     help="weight of our log prior: a number, or 'validation' to choose it per "
                          "method and seed on 10%% of the training digits (choose_prior_weight)")

@@ -15,8 +15,8 @@ from bayestensor.formats import get_format
 from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, fit_net, predict_dense,
                               tensorize, tensorized_shape, train_dense)
 from bayestensor.nets import metrics
-from bayestensor.nets.workflow import (NOT_PRUNED, TRAIN_LRS, VI_LR, build_model, run_compress,
-                                       tensorize_smaller)
+from bayestensor.nets.workflow import (NOT_PRUNED, TRAIN_LRS, VI_LR, build_model, default_lr,
+                                       run_compress, tensorize_smaller)
 
 torch.set_num_threads(1)
 FORMATS = ["ttm", "cp", "tucker", "tt"]
@@ -248,3 +248,5 @@ def test_compress_trains_vi_at_its_own_default_rate(tmp_path):
                        max_rank=2, progress=False)
     assert (net["training"]["lr"], net["training"]["dense_lr"]) == (VI_LR, TRAIN_LRS["mlp"][1])
     assert VI_LR == 1e-2
+    assert [default_lr(m, a) for m, a in [("vi", "mlp"), ("vi", "cnn"), ("svgd", "mlp"),
+                                          ("sghmc", "cnn")]] == [VI_LR, VI_LR, 4e-2, 1e-2]

@@ -73,6 +73,22 @@ NOT_PRUNED = ("prior did not prune; results set by max_rank: every tensorized la
 CNN_CHANNELS = (16, 32)
 
 
+def default_lr(method: str, arch: str = "mlp") -> float:
+    """Adam learning rate a compressed network trains at unless told.
+
+    Parameters
+    ----------
+    method : {"map", "vi", "svgd", "sghmc"}
+    arch : {"mlp", "cnn"}
+
+    Returns
+    -------
+    float
+        :data:`VI_LR` for ``method="vi"``, else ``arch``'s rate in :data:`TRAIN_LRS`.
+    """
+    return VI_LR if method == "vi" else TRAIN_LRS[arch][0]
+
+
 def build_model(arch: str, input_shape, classes: int, hidden: int = 512, seed: int = 0) -> nn.Module:
     """A small classifier of ``(C, H, W)`` images.
 
@@ -206,8 +222,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     checks.choice("method", method, METHODS)
     _check_calibrate(calibrate, method, min_ratio)
     checks.choice("arch", arch, ARCHS)
-    default_lr = VI_LR if method == "vi" else TRAIN_LRS[arch][0]
-    lr = default_lr if lr is None else checks.real_number("lr", lr)
+    lr = default_lr(method, arch) if lr is None else checks.real_number("lr", lr)
     dense_lr = TRAIN_LRS[arch][1] if dense_lr is None else checks.real_number("dense_lr", dense_lr)
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
@@ -296,7 +311,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     checks.positive_int("epochs", epochs)
     checks.real_number("lr", lr)
     if scratch_lr is None:
-        scratch_lr = VI_LR if method == "vi" else TRAIN_LR
+        scratch_lr = default_lr(method)
     if scratch_epochs is not None:
         checks.positive_int("scratch_epochs", scratch_epochs)
         checks.real_number("scratch_lr", scratch_lr)

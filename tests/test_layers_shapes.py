@@ -190,16 +190,21 @@ def test_a_layer_larger_tensorized_stays_dense():
                           init="random")
 
 
+def _dense_oracle(data, hidden: int, lr: float, arch: str = "mlp") -> dict:
+    """Test metrics of ``train_dense``'s network at ``lr``: what a compress run's dense baseline
+    must equal."""
+    dense = build_model(arch, data.input_shape, data.classes, hidden, 0)
+    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=lr, seed=0, progress=False)
+    return metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
+
+
 def test_compress_trains_the_baseline_at_its_own_rate_when_asked(tmp_path):
     data = load_digits(seed=0)
     net = run_compress(data, tmp_path / "run", hidden=32, epochs=1, max_rank=2, lr=5e-3,
                        dense_lr=2e-2, progress=False)
     assert (net["training"]["lr"], net["training"]["dense_lr"]) == (5e-3, 2e-2)
     # the baseline is train_dense's network at dense_lr (the oracle), not at lr
-    dense = build_model("mlp", data.input_shape, data.classes, 32, 0)
-    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=2e-2, seed=0, progress=False)
-    want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
-    assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
+    assert net["metrics"]["dense"] == pytest.approx(_dense_oracle(data, 32, 2e-2), rel=1e-6)
     assert "trained alike but for the rate: Adam, lr 0.005 (the dense baseline: 0.02)" in (
         tmp_path / "run" / "summary.md").read_text()
     with pytest.raises(ValueError, match="^dense_lr: expected a finite number"):
@@ -215,9 +220,7 @@ def test_compress_trains_the_baseline_at_its_default_rate_and_warns_when_nothing
     assert NOT_PRUNED in net["warnings"]
     assert (net["training"]["lr"], net["training"]["dense_lr"]) == (5e-3, TRAIN_LRS["mlp"][1])
     # the baseline is the dense network trained by train_dense at the MLP's dense rate, 1e-2
-    dense = build_model("mlp", data.input_shape, data.classes, 32, 0)
-    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=1e-2, seed=0, progress=False)
-    want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
+    want = _dense_oracle(data, 32, 1e-2)
     assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
     text = (tmp_path / "run" / "summary.md").read_text()
     assert "prior did not prune" in text and "lr 0.005 (the dense baseline: 0.01)" in text
@@ -231,10 +234,8 @@ def test_compress_trains_each_network_at_its_architectures_rate_by_default(tmp_p
                        progress=False)
     assert (net["training"]["lr"], net["training"]["dense_lr"]) == rates == TRAIN_LRS[arch]
     # the baseline is train_dense's network at the architecture's dense rate (the oracle)
-    dense = build_model(arch, data.input_shape, data.classes, 16, 0)
-    train_dense(dense, data.x_train, data.y_train, epochs=1, lr=rates[1], seed=0, progress=False)
-    want = metrics.summarize(predict_dense(dense, data.x_test), data.y_test)
-    assert net["metrics"]["dense"] == pytest.approx(want, rel=1e-6)
+    assert net["metrics"]["dense"] == pytest.approx(_dense_oracle(data, 16, rates[1], arch),
+                                                    rel=1e-6)
 
 
 def test_compress_refuses_an_unknown_architecture_before_any_work(tmp_path):

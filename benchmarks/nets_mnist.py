@@ -98,7 +98,8 @@ def core_variance(text: str) -> float | None:
 
 
 def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature=1.0,
-             sghmc_settings="default", tucker_core_variance=TUCKER_CORE_VARIANCE, lr=None):
+             sghmc_settings="default", tucker_core_variance=TUCKER_CORE_VARIANCE, lr=None,
+             burnin=None):
     config = {**FORMATS[fmt], "max_rank": FORMATS[fmt]["max_rank"] * rank_scale}
     if fmt == "tucker":  # None: the product prior
         config["prior_params"] = {"core_variance": tucker_core_variance}
@@ -113,6 +114,8 @@ def run_ours(data, seed, epochs, fmt, method, rank_scale=1, temperature=1.0,
         options.update(chosen["settings"])
     elif method == "sghmc":
         options["temperature"] = temperature
+        if burnin is not None:
+            options["burnin"] = burnin
     h = fit_net(bnet, data["x_train"], data["y_train"], method=method, **options)
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
@@ -217,6 +220,8 @@ def main():
                          "'none': the product prior, as the tables before it used")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sghmc-temperature", type=float, default=1.0, help="SGHMC temperature")
+    ap.add_argument("--sghmc-burnin", type=float, default=None,
+                    help="SGHMC's share of the epochs in MAP warm-up (default: fit_net's)")
     ap.add_argument("--sghmc-settings", choices=["default", "validation"], default="default",
                     help="validation: choose SGHMC's step, temperature and warm-up on 10%% of "
                          "the training digits (choose_sghmc_settings)")
@@ -231,7 +236,8 @@ def main():
             for method in args.methods:
                 rows.append(run_ours(data, seed, args.epochs, fmt, method, args.max_rank_scale,
                                      args.sghmc_temperature, args.sghmc_settings,
-                                     args.tucker_core_variance, lr=args.ours_lr))
+                                     args.tucker_core_variance, lr=args.ours_lr,
+                                     burnin=args.sghmc_burnin))
                 print(rows[-1], flush=True)
                 if method == "map" and not args.no_tltorch:
                     ours = rows[-1]
@@ -239,7 +245,7 @@ def main():
                         rows.append(run_tltorch(data, seed, args.epochs, fmt, ours, lr))
                         print(rows[-1], flush=True)
     result = {"epochs": args.epochs, "seeds": args.seeds, "max_rank_scale": args.max_rank_scale,
-              "ours_lr": args.ours_lr, "dense_lr": DENSE_LR, "tltorch_lrs": args.tltorch_lrs,
+              "ours_lr": args.ours_lr, "dense_lr": DENSE_LR, "sghmc_burnin": args.sghmc_burnin, "tltorch_lrs": args.tltorch_lrs,
               "tucker_core_variance": args.tucker_core_variance,
               "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,

@@ -120,17 +120,35 @@ def study_rank(args):
                          "seconds": time.perf_counter() - start,
                          "error": data.relative_error(f(data.test.indices))})
             print(f"done size={size} rank={rank} obs={observed} snr={snr} seed={seed}", flush=True)
+    return {"runs": rows, "summary": rank_summary(rows)}
+
+
+def rank_summary(rows: list[dict], reference: str = "vb") -> list[dict]:
+    """Per setting and method: how often the exact rank was found, the median error and
+    seconds, and the median over seeds of each seed's error and time ratio to ``reference``
+    (paired: the same data per seed), beside the ratio of the medians."""
     summary = []
     for size, rank, observed, snr in RANK_GRID:
-        for method in dict.fromkeys(r["method"] for r in rows):
-            sel = [r for r in rows if (r["size"], r["rank"], r["observed"], r["snr_db"]) ==
-                   (size, rank, observed, snr) and r["method"] == method]
-            summary.append({"size": size, "rank": rank, "observed": observed, "snr_db": snr,
-                            "method": method,
-                            "rank_exact": float(np.mean([r["rank_found"] == rank for r in sel])),
-                            "median_error": statistics.median(r["error"] for r in sel),
-                            "median_seconds": statistics.median(r["seconds"] for r in sel)})
-    return {"runs": rows, "summary": summary}
+        here = [r for r in rows if (r["size"], r["rank"], r["observed"], r["snr_db"]) ==
+                (size, rank, observed, snr)]
+        ref = {r["seed"]: r for r in here if r["method"] == reference}
+        for method in dict.fromkeys(r["method"] for r in here):
+            sel = [r for r in here if r["method"] == method]
+            row = {"size": size, "rank": rank, "observed": observed, "snr_db": snr,
+                   "method": method,
+                   "rank_exact": float(np.mean([r["rank_found"] == rank for r in sel])),
+                   "median_error": statistics.median(r["error"] for r in sel),
+                   "median_seconds": statistics.median(r["seconds"] for r in sel)}
+            paired = [(r, ref[r["seed"]]) for r in sel if r["seed"] in ref]
+            if method != reference and paired:
+                row["error_ratio_paired"] = statistics.median(r["error"] / v["error"]
+                                                              for r, v in paired)
+                row["error_ratio_of_medians"] = row["median_error"] / statistics.median(
+                    v["error"] for _, v in paired)
+                row["seconds_ratio_paired"] = statistics.median(r["seconds"] / v["seconds"]
+                                                                for r, v in paired)
+            summary.append(row)
+    return summary
 
 
 def study_calibration(args):
@@ -253,7 +271,15 @@ def main():
     parser.add_argument("--init", choices=["svd", "spectral"], default="svd",
                         help="--study rank: the CP start of our fits")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
+                        help="--study rank: print the summary of a saved result; no fits")
     args = parser.parse_args()
+    if args.summarize is not None:
+        if args.study != "rank":
+            parser.error("--summarize: only with --study rank")
+        for row in rank_summary(json.loads(args.summarize.read_text())["runs"]):
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+        return
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHOD_SETTINGS]
     if unknown:

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bayestensor.nets import choose_prior_weight, fit_net, predict_dense, train_dense
+from bayestensor.nets import choose_prior_weight, fit_net, metrics, predict_dense, train_dense
 from bayestensor.nets.workflow import TRAIN_LRS, default_lr, tensorize_smaller
 from nets_mnist import DATA, DEFAULT_METHODS, METHODS, evaluate, prepare, summarize, write_result
 
@@ -109,7 +109,21 @@ def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, 
            "model_ratio": comp["model_ratio"], "kept_dense": [k["name"] for k in kept],
            "layers": [{**{k: r[k] for k in ("name", "format", "ranks", "compressed_params")},
                        **_shapes(bnet.tensorized()[r["name"]])} for r in comp["layers"]]}
+    if method == "svgd":
+        row["particles"] = particle_scores(bnet, data)
     return {**row, **evaluate(bnet.predict_proba, data)}
+
+
+@torch.no_grad()
+def particle_scores(bnet, data) -> list[dict]:
+    """Accuracy, NLL, ECE and confidence gap of each particle alone on the test digits (how
+    the ensemble's calibration comes from its members')."""
+    bnet.eval()
+    probs = bnet.particle_outputs(data["x_test"]).softmax(-1)
+    y = data["y_test"]
+    return [{"accuracy": metrics.accuracy(p, y), "nll": metrics.nll(p, y),
+             "ece": metrics.ece(p, y), "confidence_gap": metrics.confidence_gap(p, y)}
+            for p in probs]
 
 
 def _shapes(layer) -> dict:

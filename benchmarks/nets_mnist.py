@@ -70,14 +70,16 @@ def mlp(seed: int) -> nn.Sequential:
 
 def evaluate(predict, data) -> dict:
     """Accuracy, NLL, ECE (and the mean ECE a calibrated predictor with these confidences would
-    show on the test set, ``ece_floor``) and entropy in / out of distribution from a ``x ->
-    probs`` callable."""
+    show on the test set, ``ece_floor``), the confidence gap (mean confidence minus accuracy:
+    over-confident when positive) and entropy in / out of distribution from a ``x -> probs``
+    callable."""
     probs = predict(data["x_test"])
     rotated = predict(metrics.rotate(data["images_test"], 60).flatten(1))
     return {"accuracy": metrics.accuracy(probs, data["y_test"]),
             "nll": metrics.nll(probs, data["y_test"]),
             "ece": metrics.ece(probs, data["y_test"]),
             "ece_floor": metrics.ece_floor(probs)["mean"],
+            "confidence_gap": metrics.confidence_gap(probs, data["y_test"]),
             "entropy_test": float(metrics.entropy(probs).mean()),
             "entropy_rotated": float(metrics.entropy(rotated).mean())}
 

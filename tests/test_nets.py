@@ -109,6 +109,19 @@ def test_ece_floor_matches_the_binomial_expectation():
             metrics.ece_floor(**{"probs": probs, **bad})
 
 
+def test_confidence_gap_signs_over_and_under_confidence():
+    """Four predictions at confidence 0.8, three right: gap 0.8 - 0.75 = +0.05 (over-confident);
+    at confidence 0.6 the same answers give -0.15. One bin holds them all, so ECE equals the
+    gap's size in both cases and cannot tell the two apart."""
+    labels = torch.tensor([0, 0, 0, 1])
+    for c, gap in [(0.8, 0.05), (0.6, -0.15)]:
+        probs = torch.tensor([[c, 1 - c]]).expand(4, 2)
+        assert metrics.confidence_gap(probs, labels) == pytest.approx(gap)
+        assert metrics.ece(probs, labels) == pytest.approx(abs(gap))
+    with pytest.raises(ValueError):
+        metrics.confidence_gap(torch.ones(3), labels)
+
+
 def test_ece_matches_hand_computation():
     probs = torch.tensor([[0.9, 0.1], [0.75, 0.25], [0.3, 0.7], [0.45, 0.55]], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 0])

@@ -1,5 +1,5 @@
 """Predictive metrics: accuracy, NLL, reliability and calibration error (with the ECE a
-calibrated predictor would show by chance), entropy, shift.
+calibrated predictor would show by chance, and the signed confidence gap), entropy, shift.
 
 Reliability-diagram data has one implementation, :func:`reliability_bins`, over confidences
 and correctness flags; :func:`reliability` (multiclass probabilities) and
@@ -114,6 +114,14 @@ def binary_reliability(prob, labels, n_bins: int = BINARY_BINS) -> dict:
 def ece(probs, labels, n_bins: int = MULTICLASS_BINS) -> float:
     """Expected calibration error of multiclass probabilities (see :func:`reliability_bins`)."""
     return reliability(probs, labels, n_bins)["ece"]
+
+
+def confidence_gap(probs, labels) -> float:
+    """Mean confidence minus accuracy: positive when the predictions are over-confident on
+    average, negative when under-confident (ECE counts both as error and cannot tell which)."""
+    p, y = _check(probs, labels)
+    conf, pred = p.max(-1)
+    return float(conf.double().mean() - (pred == y).double().mean())
 
 
 def ece_floor(probs, n_bins: int = MULTICLASS_BINS, draws: int = 200, seed: int = 0) -> dict:

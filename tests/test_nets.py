@@ -22,7 +22,8 @@ from bayestensor.nets import (TensorizedConv2d, TensorizedLinear, choose_prior_w
 from bayestensor.nets import metrics
 from bayestensor.nets.layers import (MAX_LAYER_PARAMS, PRUNE_THRESHOLD, CompressedLinear,
                                      factorized_flops)
-from bayestensor.nets.train import PRECONDITIONER_BOUND, SGHMC_LR, _prior_preconditioner
+from bayestensor.nets.train import (BURNIN, PRECONDITIONER_BOUND, SGHMC_LR,
+                                    _prior_preconditioner, warmup_steps)
 from bayestensor.nets.shapes import rank_caps
 from bayestensor.seeds import derive_seed
 from bayestensor.data.images import load_digits, load_dataset, load_npz, read_idx
@@ -867,6 +868,29 @@ def test_sghmc_samples_at_the_validated_step_by_default(digits):
     default = draws()
     assert torch.equal(default, draws(sghmc_lr=SGHMC_LR))
     assert not torch.allclose(default, draws(sghmc_lr=0.02))
+
+
+def test_sghmc_default_warmup_is_the_validated_share_leaving_an_epoch_to_sample(digits):
+    """``burnin=None`` (the default) warms up for ``BURNIN`` (0.9) of the epochs, rounded,
+    but at most all epochs but one: at 20 epochs 18 of them (the draws equal those of
+    ``burnin=0.9`` given), at 4 epochs 3, where ``burnin=0.9`` given is refused."""
+    assert BURNIN == 0.9
+    assert warmup_steps(None, 20, 7) == warmup_steps(0.9, 20, 7) == 18 * 7
+    assert warmup_steps(None, 4, 7) == 3 * 7 and warmup_steps(0.9, 4, 7) == 4 * 7
+    assert warmup_steps(None, 2, 7) == 7 and warmup_steps(None, 1, 7) == 1
+    xtr, ytr = digits[0][:200], digits[1][:200]
+
+    def draws(epochs, **warmup):
+        bnet = tensorize(_mlp(), layers=["0"], format="ttm", max_rank=4, num_modes=2,
+                         prior="gamma", init="random", seed=0, num_particles=2)
+        fit_net(bnet, xtr, ytr, method="sghmc", epochs=epochs, seed=0, num_samples=2,
+                **warmup)
+        return torch.cat([v.flatten() for v in bnet.samples[-1].values()])
+
+    assert torch.equal(draws(10), draws(10, burnin=0.9))
+    assert torch.equal(draws(4), draws(4, burnin=0.75))  # 3 of 4 epochs either way
+    with pytest.raises(ValueError, match="burnin"):
+        draws(4, burnin=0.9)
 
 
 def test_tucker_core_variance_reaches_the_layers_and_prunes(digits):

@@ -45,7 +45,7 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def scores(probs, labels) -> dict:

@@ -35,13 +35,14 @@ TRAIN_EPOCHS = 10
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Adam learning rate of the compressed net [default: chosen on "
-                   f"validation, {TRAIN_LRS['mlp'][0]} for the mlp, {TRAIN_LRS['cnn'][0]} for "
-                   f"the cnn, {VI_LR} with --method vi; with --model, of the fine-tune, "
+              help=f"Adam learning rate of the compressed net [default: "
+                   f"{TRAIN_LRS['mlp'][0]} for the mlp (chosen on validation), "
+                   f"{TRAIN_LRS['cnn'][0]} for the cnn (not validated), {VI_LR} with --method vi; with --model, of the fine-tune, "
                    f"{FINETUNE_LR}, while --scratch-epochs trains at {TRAIN_LR}].")
 @click.option("--dense-lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Adam learning rate of the dense baseline [default: chosen on validation, "
-                   f"{TRAIN_LRS['mlp'][1]} for the mlp, {TRAIN_LRS['cnn'][1]} for the cnn].")
+              help=f"Adam learning rate of the dense baseline [default: {TRAIN_LRS['mlp'][1]} "
+                   f"for the mlp (chosen on validation), {TRAIN_LRS['cnn'][1]} for the cnn "
+                   f"(not validated)].")
 @click.option("--particles", type=opt.POSITIVE, default=4, show_default=True,
               help="SVGD particles / SGHMC chains.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-2,

@@ -247,7 +247,8 @@ def main():
                         rows.append(run_tltorch(data, seed, args.epochs, fmt, ours, lr))
                         print(rows[-1], flush=True)
     result = {"epochs": args.epochs, "seeds": args.seeds, "max_rank_scale": args.max_rank_scale,
-              "ours_lr": args.ours_lr, "dense_lr": DENSE_LR, "sghmc_burnin": args.sghmc_burnin, "tltorch_lrs": args.tltorch_lrs,
+              "ours_lr": args.ours_lr, "dense_lr": DENSE_LR, "sghmc_burnin": args.sghmc_burnin,
+              "tltorch_lrs": args.tltorch_lrs,
               "tucker_core_variance": args.tucker_core_variance,
               "rows": rows,
               "summary": summarize(rows), "wall_seconds": time.perf_counter() - t0,

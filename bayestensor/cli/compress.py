@@ -37,8 +37,9 @@ TRAIN_EPOCHS = 10
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Adam learning rate of the compressed net [default: "
                    f"{TRAIN_LRS['mlp'][0]} for the mlp (chosen on validation), "
-                   f"{TRAIN_LRS['cnn'][0]} for the cnn (not validated), {VI_LR} with --method vi; with --model, of the fine-tune, "
-                   f"{FINETUNE_LR}, while --scratch-epochs trains at {TRAIN_LR}].")
+                   f"{TRAIN_LRS['cnn'][0]} for the cnn (not validated), {VI_LR} with --method "
+                   f"vi; with --model, of the fine-tune, {FINETUNE_LR}, while --scratch-epochs "
+                   f"trains at {TRAIN_LR}].")
 @click.option("--dense-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Adam learning rate of the dense baseline [default: {TRAIN_LRS['mlp'][1]} "
                    f"for the mlp (chosen on validation), {TRAIN_LRS['cnn'][1]} for the cnn "

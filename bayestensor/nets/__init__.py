@@ -6,8 +6,8 @@ Modules: :mod:`.shapes` (tensorized shapes and the ranks they support), :mod:`.l
 ``nn.Module``, export, save and load, compression ratios), :mod:`.train` (MAP, VI, SVGD,
 SGHMC), :mod:`.calibration` (the prior's weight and SGHMC's step, temperature and warm-up
 chosen on a validation split) and :mod:`.metrics` (accuracy, NLL, ECE, confidence gap,
-reliability, entropy, rotations). Image data sets live in :mod:`bayestensor.data.images`; :mod:`.workflow`
-(``run_compress``, ``build_model``) is the train-compress-compare pipeline behind
+reliability, entropy, rotations). Image data sets live in :mod:`bayestensor.data.images`;
+:mod:`.workflow` (``run_compress``, ``build_model``) is the train-compress-compare pipeline behind
 ``bayestensor compress``, and ``run_finetune`` with :mod:`.user_model` (``load_user_model``)
 compresses a network the user already trained.
 """

@@ -114,16 +114,20 @@ def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, 
     return {**row, **evaluate(bnet.predict_proba, data)}
 
 
+def calibration_scores(probs, labels) -> dict:
+    """Accuracy, NLL, ECE and confidence gap of class probabilities ``(n, classes)``."""
+    return {"accuracy": metrics.accuracy(probs, labels), "nll": metrics.nll(probs, labels),
+            "ece": metrics.ece(probs, labels),
+            "confidence_gap": metrics.confidence_gap(probs, labels)}
+
+
 @torch.no_grad()
 def particle_scores(bnet, data) -> list[dict]:
-    """Accuracy, NLL, ECE and confidence gap of each particle alone on the test digits (how
-    the ensemble's calibration comes from its members')."""
+    """:func:`calibration_scores` of each particle alone on the test digits (how the
+    ensemble's calibration comes from its members')."""
     bnet.eval()
     probs = bnet.particle_outputs(data["x_test"]).softmax(-1)
-    y = data["y_test"]
-    return [{"accuracy": metrics.accuracy(p, y), "nll": metrics.nll(p, y),
-             "ece": metrics.ece(p, y), "confidence_gap": metrics.confidence_gap(p, y)}
-            for p in probs]
+    return [calibration_scores(p, data["y_test"]) for p in probs]
 
 
 def _shapes(layer) -> dict:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from bayestensor.nets import fit_net, metrics, predict_dense, train_dense
+from bayestensor.nets import fit_net, predict_dense, train_dense
 from bayestensor.nets.calibration import VALIDATION_SHARE, _split
-from bayestensor.nets.workflow import tensorize_smaller
-from nets_cnn_mnist import LR, OURS, lenet
+from bayestensor.nets.workflow import default_lr, tensorize_smaller
+from nets_cnn_mnist import OURS, calibration_scores, lenet
 from nets_mnist import DATA, load
 
 OUT = Path(__file__).resolve().parent / "results" / "nets_cnn_temperature.json"
@@ -48,37 +48,41 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().exp())
 
 
-def scores(probs, labels) -> dict:
-    return {"accuracy": metrics.accuracy(probs, labels), "nll": metrics.nll(probs, labels),
-            "ece": metrics.ece(probs, labels),
-            "confidence_gap": metrics.confidence_gap(probs, labels)}
-
-
-def dense_probs(data, x, y, seed):
+def dense_predictor(x, y, seed):
+    """The dense LeNet-5 trained on ``x, y``: a ``inputs -> probs`` callable."""
     model = lenet(seed)
     train_dense(model, x, y, epochs=EPOCHS, lr=1e-3, seed=seed)
     return lambda inputs: predict_dense(model, inputs)
 
 
-def svgd_probs(data, x, y, seed, weight):
+def svgd_predictor(x, y, seed, weight):
+    """Ours, SVGD at prior weight ``weight``, trained on ``x, y`` and pruned as in
+    ``nets_cnn_mnist.py``: its ``predict_proba``."""
     bnet, _ = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
                                 num_particles=4, **OURS)
-    fit_net(bnet, x, y, method="svgd", epochs=EPOCHS, lr=LR, seed=seed, prior_weight=weight,
-            num_samples=10)
+    fit_net(bnet, x, y, method="svgd", epochs=EPOCHS, lr=default_lr("svgd", "cnn"), seed=seed,
+            prior_weight=weight, num_samples=10)
     bnet.prune(1e-2)
     return bnet.predict_proba
 
 
 def run(data, seed, model, weight=None) -> dict:
+    """``T`` fitted on the held-out split with a network trained on the rest; the network
+    trained on all the training digits scored on the test digits, raw and scaled."""
     x, y = data["x_train"], data["y_train"]
     held, kept = _split(len(x), VALIDATION_SHARE, seed)
-    make = dense_probs if model == "dense" else (
-        lambda d, xx, yy, s: svgd_probs(d, xx, yy, s, weight))
-    t = fit_temperature(make(data, x[kept], y[kept], seed)(x[held]), y[held])
-    probs = make(data, x, y, seed)(data["x_test"])
+
+    def train(xs, ys):
+        if model == "dense":
+            return dense_predictor(xs, ys, seed)
+        return svgd_predictor(xs, ys, seed, weight)
+
+    t = fit_temperature(train(x[kept], y[kept])(x[held]), y[held])
+    probs = train(x, y)(data["x_test"])
     scaled = (probs.clamp_min(1e-12).log() / t).softmax(-1)
     return {"model": model, "seed": seed, "prior_weight": weight, "temperature": t,
-            "raw": scores(probs, data["y_test"]), "scaled": scores(scaled, data["y_test"])}
+            "raw": calibration_scores(probs, data["y_test"]),
+            "scaled": calibration_scores(scaled, data["y_test"])}
 
 
 def main():

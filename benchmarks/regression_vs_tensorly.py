@@ -179,7 +179,7 @@ def main_rank_reference(args):
             for row in rank_reference(spec["make"](seed), seed, spec["over"]):
                 rows.append({"problem": pname, "seed": seed, "true_rank": spec["true_cp"], **row})
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "regression_rank_reference.json"
+    out = Path(args.out) if args.out else RESULTS / "regression_rank_reference.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
                                "args": vars(args), "rows": rows}, indent=2))
     print(f"wrote {out}")
@@ -194,6 +194,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rank-reference", action="store_true",
                         help="NUTS's rank posterior next to SGHMC's instead of the comparison")
+    parser.add_argument("--out", default=None,
+                        help="results file (default: benchmarks/results/"
+                             "regression_vs_tensorly.json, or regression_rank_reference.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rank_reference:
@@ -238,7 +241,7 @@ def main():
     table = summarize(rows)
     print(format_table(table))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "regression_vs_tensorly.json"
+    out = Path(args.out) if args.out else RESULTS / "regression_vs_tensorly.json"
     out.write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
                                "torch": torch.__version__, "tensorly": tl.__version__,
                                "args": vars(args), "total_seconds": time.perf_counter() - total,

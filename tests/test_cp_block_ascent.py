@@ -79,10 +79,7 @@ def test_map_with_block_ascent_reaches_the_lbfgs_optimum(kind):
     objective = {k: f.info["map_objective"] for k, f in fits.items()}
     size = abs(objective[False]) + model.n_data()
     assert abs(objective["auto"] - objective[False]) <= 1e-5 * size, objective
-    # no worse, to the ascent's stopping rule (one sweep's change below 1e-7 of the size): in
-    # a flat valley it stops while sweeps still gain a little, 1.4e-6 of the size below
-    # L-BFGS on the regression case
-    assert objective["auto"] >= objective[False] - 3e-6 * size, objective
+    assert objective["auto"] >= objective[False] - 1e-6 * size, objective  # no worse
     inputs = data.test.indices if kind == "completion" else data.X_test
     a = ours.predict(inputs).mean
     b = lbfgs.predict(inputs).mean

@@ -51,23 +51,6 @@ MIN_CLASS_RATE = 1e-3
 MAP_START_STEPS = 2000
 
 
-def unit_total_variance_scale(X: np.ndarray) -> float:
-    """One scale ``s_x`` for the inputs ``X`` ``(n, *input_shape)``: the centred features'
-    variances, divided by ``s_x**2``, sum to one.
-
-    So ``<W, x>`` has the variance of a typical entry of ``W`` squared when the signal spreads
-    over the features: coefficients of unit scale, the scale the default rank priors assume, as
-    completion's standardized entries are. Scaling every feature to unit sd instead (the usual
-    choice for a ridge) leaves coefficients of order ``1 / sqrt(P)`` for ``P`` features, where
-    the default ``Gamma(1e-3, 1e-3)`` slice precisions cannot switch surplus slices off: on a
-    32 x 32 image with 500 responses the posterior then keeps 4-5 slices of a rank-2 truth
-    (see ``docs/benchmarks.md``, "Tensor regression").
-    """
-    centred = X - X.mean(0)
-    total_sd = float(np.sqrt(centred.var(0).sum()))
-    return total_sd if total_sd > 0 else 1.0
-
-
 def _first_nonfinite(arr: np.ndarray) -> tuple:
     bad = np.argwhere(~np.isfinite(arr))[0]
     return tuple(int(i) for i in bad)
@@ -77,8 +60,7 @@ class TensorRegression(BayesModel):
     """Low-rank tensor regression with automatic rank determination.
 
     On standardized data (``x = (X - m) / s_x`` with ``m`` the per-feature mean and ``s_x`` one
-    scalar, so low rank is preserved, chosen so that the features' variances sum to one (see
-    :func:`unit_total_variance_scale`); ``t = (y - c_y) / s_y`` for a Gaussian response)::
+    scalar, so low rank is preserved; ``t = (y - c_y) / s_y`` for a Gaussian response)::
 
         W      ~ low-rank format with a rank-revealing prior (see bayestensor.priors)
         b      ~ Normal(0, intercept_scale)                       (intercept, per output)
@@ -114,9 +96,8 @@ class TensorRegression(BayesModel):
     intercept_scale : float
         Prior sd of the intercept on the standardized scale (weak by default).
     standardize : bool
-        Centre ``X`` per feature and scale it by one number (the features' variances then sum
-        to one), and standardize a Gaussian ``y`` (recommended: the default priors assume
-        coefficients of unit scale). Only ``True`` or ``False``.
+        Centre ``X`` per feature and scale it by one number, and standardize a Gaussian ``y``
+        (recommended: the default priors assume unit scale). Only ``True`` or ``False``.
     max_params : int or None
         Refuse a model whose ``W`` has more parameters than this, as for
         :class:`bayestensor.TensorCompletion` (which also caps ``max_rank``).
@@ -270,7 +251,9 @@ class TensorRegression(BayesModel):
         n = X.shape[0]
         if self.standardize:
             self.x_mean = torch.as_tensor(X.mean(0))
-            self.x_scale = unit_total_variance_scale(X)
+            centred = X - X.mean(0)
+            sx = float(centred.std())
+            self.x_scale = sx if sx > 0 else 1.0
         else:
             self.x_mean = torch.zeros(self.input_shape, dtype=torch.float64)
             self.x_scale = 1.0

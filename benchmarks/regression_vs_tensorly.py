@@ -148,15 +148,17 @@ def run_ours(data, fmt, max_rank, method, seed, sghmc_draws, sghmc_warmup, prior
     return row, (w_mean, w_sd)
 
 
-def rank_reference(data, seed, max_rank) -> list[dict]:
-    """Effective-rank posterior of NUTS (the reference), SGHMC at defaults and at 4 chains."""
+def rank_reference(data, seed, max_rank, prior_params=None) -> list[dict]:
+    """Effective-rank posterior of NUTS (the reference), SGHMC at defaults and at 4 chains,
+    under the default hyperprior or ``prior_params``."""
     runs = {"nuts": dict(method="nuts", num_chains=2, num_samples=300, num_warmup=300,
                          max_tree_depth=8),
             "sghmc (defaults)": dict(method="sghmc"),
             "sghmc (4 chains)": dict(method="sghmc", num_chains=4)}
     rows = []
     for name, options in runs.items():
-        model = bt.TensorRegression(data.input_shape, format="cp", max_rank=max_rank)
+        model = bt.TensorRegression(data.input_shape, format="cp", max_rank=max_rank,
+                                    prior_params=prior_params)
         start = time.perf_counter()
         post = bt.fit(model, data.train, seed=seed, progress=False, **options)
         ranks = post.effective_rank()
@@ -176,8 +178,10 @@ def main_rank_reference(args):
     for pname in args.problems.split(","):
         spec = PROBLEMS[pname]
         for seed in (int(s) for s in args.seeds.split(",")):
-            for row in rank_reference(spec["make"](seed), seed, spec["over"]):
-                rows.append({"problem": pname, "seed": seed, "true_rank": spec["true_cp"], **row})
+            prior_params = None if args.hyperprior_rate is None else {"b": args.hyperprior_rate}
+            for row in rank_reference(spec["make"](seed), seed, spec["over"], prior_params):
+                rows.append({"problem": pname, "seed": seed, "true_rank": spec["true_cp"],
+                             "prior_params": prior_params, **row})
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / "regression_rank_reference.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
@@ -194,6 +198,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rank-reference", action="store_true",
                         help="NUTS's rank posterior next to SGHMC's instead of the comparison")
+    parser.add_argument("--hyperprior-rate", type=float, default=None,
+                        help="with --rank-reference: the slice precisions' Gamma rate b "
+                             "(default: the model's, 1e-3)")
     parser.add_argument("--out", default=None,
                         help="results file (default: benchmarks/results/"
                              "regression_vs_tensorly.json, or regression_rank_reference.json)")

@@ -425,18 +425,30 @@ def test_cli_compress_calibrates_sghmc_on_a_validation_split(tmp_path):
     assert res.exit_code == 0, res.output
     net = json.loads((out / "network.json").read_text())
     chosen = net["sghmc_settings"]
-    # of the default warm-ups 0.5, 0.75, 0.9 of 4 epochs the last leaves none to sample
-    assert len(chosen["scores"]) == 18
+    # of the default warm-ups 0.5, 0.75, 0.9 of 4 epochs the last leaves none to sample;
+    # each of the two prior weights has its own warm-ups
+    assert len(chosen["scores"]) == 36
     assert {s["burnin"] for s in chosen["scores"]} == {0.5, 0.75}
+    assert {s["prior_weight"] for s in chosen["scores"]} == {1.0, 0.3}
     best = min(chosen["scores"], key=lambda s: s["nll"])
-    assert all(chosen[k] == best[k] for k in ("sghmc_lr", "temperature", "burnin"))
-    assert 0 < chosen["seconds"] < 1e3
+    keys = ("sghmc_lr", "temperature", "burnin", "prior_weight")
+    assert all(chosen[k] == best[k] for k in keys)
+    assert 0 < chosen["seconds"] < 1e3 and chosen["min_ratio_met"] and chosen["min_ratio"] is None
     assert json.loads((out / "run.json").read_text())["settings"]["calibrate"] is True
     assert "SGHMC settings chosen on" in (out / "summary.md").read_text()
-    assert f"SGHMC step {chosen['sghmc_lr']:g}" in res.output
-    for extra in (["--min-ratio", "5"], ["--min-ratio", "5", "--calibrate"]):
-        bad = CliRunner().invoke(compress, args[:-1] + [str(tmp_path / "o")] + extra)
-        assert bad.exit_code != 0 and "--min-ratio" in bad.output
+    assert f"prior weight {chosen['prior_weight']:g}" in res.output
+    bad = CliRunner().invoke(compress, args[:-1] + [str(tmp_path / "o"), "--min-ratio", "5"])
+    assert bad.exit_code != 0 and "--min-ratio" in bad.output
+    # a ratio no candidate reaches: the most compressed one, with a warning in the summary
+    out2 = tmp_path / "bounded"
+    res = CliRunner().invoke(compress, args[:-1] + [str(out2), "--calibrate",
+                                                     "--min-ratio", "1e6"])
+    assert res.exit_code == 0, res.output
+    bounded = json.loads((out2 / "network.json").read_text())["sghmc_settings"]
+    most = max(bounded["scores"], key=lambda s: s["model_ratio"])
+    assert not bounded["min_ratio_met"] and bounded["min_ratio"] == 1e6
+    assert all(bounded[k] == most[k] for k in keys)
+    assert "no candidate compressed by 1e+06x" in (out2 / "summary.md").read_text()
 
 
 def test_cli_compress_calibrates_the_prior_weight_of_map(tmp_path):
@@ -458,8 +470,7 @@ def test_cli_compress_calibrates_the_prior_weight_of_map(tmp_path):
     assert json.loads((out / "run.json").read_text())["settings"]["min_ratio"] == 2
     from bayestensor.nets.workflow import run_compress
     for bad, match in [(dict(min_ratio=2.0), "min_ratio"),
-                       (dict(calibrate=True, min_ratio=-1.0), "min_ratio"),
-                       (dict(calibrate=True, method="sghmc", min_ratio=2.0), "min_ratio")]:
+                       (dict(calibrate=True, min_ratio=-1.0), "min_ratio")]:
         with pytest.raises(ValueError, match=match):
             run_compress(load_digits(), tmp_path / "x", **bad)
 
@@ -736,25 +747,39 @@ def test_choose_sghmc_settings_scores_each_candidate_on_held_out_examples(digits
                      init="random", seed=0, num_particles=2)
     before = [p.detach().clone() for p in bnet.parameters()]
     out = choose_sghmc_settings(bnet, xtr, ytr, step_sizes=[0.02, 0.002], temperatures=[1.0, 0.1],
-                                burnins=[0.5, 0.75], epochs=4, seed=0, num_samples=2)
-    assert out["validation_size"] == 40 and len(out["scores"]) == 8 and out["seconds"] > 0
-    assert {(s["sghmc_lr"], s["temperature"], s["burnin"]) for s in out["scores"]} == \
-        set(itertools.product([0.02, 0.002], [1.0, 0.1], [0.5, 0.75]))
+                                burnins=[0.5, 0.75], prior_weights=[1.0, 0.1], epochs=4, seed=0,
+                                num_samples=2)
+    assert out["validation_size"] == 40 and len(out["scores"]) == 16 and out["seconds"] > 0
+    keys = ("sghmc_lr", "temperature", "burnin", "prior_weight")
+    assert {tuple(s[k] for k in keys) for s in out["scores"]} == \
+        set(itertools.product([0.02, 0.002], [1.0, 0.1], [0.5, 0.75], [1.0, 0.1]))
     best = min(out["scores"], key=lambda s: s["nll"])
-    assert out["settings"] == {k: best[k] for k in ("sghmc_lr", "temperature", "burnin")}
-    # Recompute one candidate independently: the split, a MAP warm-up of 3 of the 4 epochs,
-    # then SGHMC from it for the last epoch; its ensemble's NLL on the held-out 40.
+    assert out["settings"] == {k: best[k] for k in keys} and out["min_ratio_met"]
+    # Recompute one candidate independently: the split, a MAP warm-up of 3 of the 4 epochs
+    # under the prior at weight 0.1, then SGHMC from it for the last epoch; its ensemble's NLL
+    # on the held-out 40, and its ratio.
     gen = torch.Generator().manual_seed(derive_seed(0, "sghmc-validation"))
     order = torch.randperm(400, generator=gen)
     held, kept = order[:40], order[40:]
     again = copy.deepcopy(bnet)
-    fit_net(again, xtr[kept], ytr[kept], method="map", epochs=3, seed=0, num_samples=2)
+    fit_net(again, xtr[kept], ytr[kept], method="map", epochs=3, seed=0, num_samples=2,
+            prior_weight=0.1)
     fit_net(again, xtr[kept], ytr[kept], method="sghmc", epochs=1, burnin=0, sghmc_lr=0.002,
-            temperature=0.1, seed=0, num_samples=2)
+            temperature=0.1, seed=0, num_samples=2, prior_weight=0.1)
     score = next(s for s in out["scores"]
-                 if (s["sghmc_lr"], s["temperature"], s["burnin"]) == (0.002, 0.1, 0.75))
+                 if tuple(s[k] for k in keys) == (0.002, 0.1, 0.75, 0.1))
     assert abs(metrics.nll(again.predict_proba(xtr[held]), ytr[held]) - score["nll"]) < 1e-6
+    assert score["model_ratio"] == pytest.approx(again.compression()["model_ratio"])
     assert len(again.samples) == 2
+    # a ratio that only some candidates reach restricts the choice to them
+    ratios = sorted({s["model_ratio"] for s in out["scores"]})
+    if len(ratios) > 1:
+        bounded = choose_sghmc_settings(bnet, xtr, ytr, step_sizes=[0.02, 0.002],
+                                        temperatures=[1.0, 0.1], burnins=[0.5, 0.75],
+                                        prior_weights=[1.0, 0.1], min_ratio=ratios[-1],
+                                        epochs=4, seed=0, num_samples=2)
+        top = [s for s in out["scores"] if s["model_ratio"] >= ratios[-1]]
+        assert bounded["settings"] == {k: min(top, key=lambda s: s["nll"])[k] for k in keys}
     assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
     for bad, match in [(dict(temperatures=[]), "temperatures"),
                        (dict(temperatures=[1.0, -1.0]), "temperatures"),
@@ -763,7 +788,10 @@ def test_choose_sghmc_settings_scores_each_candidate_on_held_out_examples(digits
                        (dict(burnins=[0.9], epochs=2), "burnins"),
                        (dict(epochs="4"), "epochs"),
                        (dict(validation=0.9), "validation"),
+                       (dict(prior_weights=[0.0]), "prior_weights"),
+                       (dict(min_ratio=-1), "min_ratio"),
                        (dict(method="map"), "fit_options"),
+                       (dict(prior_weight=0.5), "fit_options"),
                        (dict(sghmc_lr=0.1), "fit_options")]:
         with pytest.raises(ValueError, match=match):
             choose_sghmc_settings(bnet, xtr, ytr, **bad)

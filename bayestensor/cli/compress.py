@@ -9,7 +9,8 @@ import warnings
 import click
 
 from bayestensor.data.images import load_dataset
-from bayestensor.nets.calibration import BURNINS, PRIOR_WEIGHTS, STEP_SIZES, TEMPERATURES
+from bayestensor.nets.calibration import (BURNINS, PRIOR_WEIGHTS, SGHMC_PRIOR_WEIGHTS,
+                                          STEP_SIZES, TEMPERATURES)
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import load_user_model
@@ -18,6 +19,7 @@ from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAI
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
+_SGHMC_GRID = len(STEP_SIZES) * len(TEMPERATURES) * len(BURNINS) * len(SGHMC_PRIOR_WEIGHTS)
 #: Epochs of a training run (a fine-tune of the user's model: ``FINETUNE_EPOCHS``).
 TRAIN_EPOCHS = 10
 
@@ -61,13 +63,15 @@ TRAIN_EPOCHS = 10
                    "this many epochs, to compare accuracy and wall time.")
 @click.option("--calibrate", is_flag=True,
               help=f"Before the fit, choose on 10% of the training data: with --method sghmc "
-                   f"its step, temperature and warm-up (a grid of "
-                   f"{len(STEP_SIZES) * len(TEMPERATURES) * len(BURNINS)} candidates sharing "
-                   f"{len(BURNINS)} warm-ups); with the other methods the log prior's weight "
-                   f"(one fit per weight of {', '.join(f'{w:g}' for w in PRIOR_WEIGHTS)}).")
+                   f"its step, temperature, warm-up and the log prior's weight (a grid of "
+                   f"{_SGHMC_GRID} candidates sharing "
+                   f"{len(BURNINS) * len(SGHMC_PRIOR_WEIGHTS)} warm-ups; weights "
+                   f"{', '.join(f'{w:g}' for w in SGHMC_PRIOR_WEIGHTS)}); with the other "
+                   f"methods the log prior's weight (one fit per weight of "
+                   f"{', '.join(f'{w:g}' for w in PRIOR_WEIGHTS)}).")
 @click.option("--min-ratio", type=click.FloatRange(0, min_open=True), default=None,
-              help="With --calibrate (map, vi, svgd): only prior weights whose pruned network "
-                   "compresses the whole model at least this much are eligible.")
+              help="With --calibrate: only candidates whose pruned network compresses the "
+                   "whole model at least this much are eligible.")
 @opt.quiet_option
 @opt.run_options("compress")
 def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_size, lr, dense_lr,
@@ -81,9 +85,9 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     and after."""
     if model_spec is None and (state_dict is not None or scratch_epochs is not None):
         raise click.UsageError("--state-dict and --scratch-epochs go with --model")
-    if min_ratio is not None and (not calibrate or method == "sghmc"):
-        raise click.UsageError("--min-ratio bounds the prior weight that --calibrate chooses "
-                               "for --method map, vi or svgd")
+    if min_ratio is not None and not calibrate:
+        raise click.UsageError("--min-ratio bounds the candidates that --calibrate chooses "
+                               "among; give --calibrate")
     ctx = click.get_current_context()
     given = [f"--{name}" for name in ("arch", "hidden")
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -125,7 +129,8 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     if "sghmc_settings" in net:
         chosen = net["sghmc_settings"]
         click.echo(f"SGHMC step {chosen['sghmc_lr']:g}, temperature {chosen['temperature']:g}, "
-                   f"warm-up {chosen['burnin']:g} (chosen on a validation split)")
+                   f"warm-up {chosen['burnin']:g}, prior weight {chosen['prior_weight']:g} "
+                   f"(chosen on a validation split)")
     for name, seconds in net["train_seconds"].items():
         click.echo(f"{name} wall time {seconds:.1f} s")
     for message in dict.fromkeys(str(w.message) for w in caught):

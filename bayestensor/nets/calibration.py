@@ -33,6 +33,14 @@ D)^(1/T)``, Wenzel et al., ICML 2020) and warm-up shares. The defaults are what 
 chose among the untempered settings: step 0.001 (``bayestensor.nets.train.SGHMC_LR``) and 90%
 of the epochs of warm-up (``BURNIN``); a data set or network unlike the MNIST MLPs they were
 chosen on is where the choice earns its cost.
+
+The grid also has the prior's weight (:data:`SGHMC_PRIOR_WEIGHTS`): a temperature cannot stand
+in for it. ``bayestensor compress`` at its defaults (three-mode TT-matrix MLP, 10 epochs) gave
+under-confident SGHMC ensembles whose ECE was above the dense network's on every seed, and the
+grid without weights chose temperature 0.1 and left them so (ECE 0.028-0.048 against
+0.018-0.022): at the prior's full weight the draws themselves are soft, and pooling them
+spreads the ensemble further. At weight 0.3 the same runs gave ECE 0.012-0.014
+(``docs/benchmarks.md``, "``bayestensor compress`` at its defaults").
 """
 
 from __future__ import annotations
@@ -61,10 +69,15 @@ TEMPERATURES = (1.0, 0.3, 0.1)
 #: Candidate shares of the epochs spent in the MAP warm-up (TT-matrix MLPs on mnist10k need
 #: the longer ones: their chains are not trained after half of 40 epochs).
 BURNINS = (0.5, 0.75, 0.9)
+#: Candidate weights of the log prior in SGHMC's grid: the Bayes posterior and the weight the
+#: SVGD ensembles of the mnist10k MLP chose on every seed. Each weight needs its own warm-ups,
+#: so each doubles the grid's cost; 0.1 and 0.03 keep every slice of the MNIST networks (their
+#: compression is the caps'), so they are left to a caller's ``prior_weights``.
+SGHMC_PRIOR_WEIGHTS = (1.0, 0.3)
 #: Share of the training examples held out to score the candidates.
 VALIDATION_SHARE = 0.1
 #: Settings :func:`choose_sghmc_settings` makes, so they cannot also come in ``fit_options``.
-CHOSEN = ("method", "sghmc_lr", "temperature", "burnin")
+CHOSEN = ("method", "sghmc_lr", "temperature", "burnin", "prior_weight")
 
 
 def _positive_values(name: str, values, high: float | None = None) -> tuple[float, ...]:
@@ -121,16 +134,19 @@ def _warmup_plan(burnins: tuple[float, ...], epochs: int) -> dict[float, int]:
 
 def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
                           step_sizes=STEP_SIZES, temperatures=TEMPERATURES, burnins=BURNINS,
+                          prior_weights=SGHMC_PRIOR_WEIGHTS, min_ratio: float | None = None,
                           validation: float = VALIDATION_SHARE, seed: int = 0,
                           **fit_options) -> dict:
-    """The SGHMC step, temperature and warm-up whose ensemble has the lowest validation NLL.
+    """The SGHMC step, temperature, warm-up and prior weight whose ensemble has the lowest
+    validation NLL.
 
-    One MAP warm-up is run per warm-up share (on the training part, as
+    One MAP warm-up is run per warm-up share and prior weight (on the training part, as
     :func:`~bayestensor.nets.train.fit_net` runs it), and every step x temperature samples from
-    a copy of it (``burnin=0``) for the remaining epochs. A grid of ``S`` steps, ``T``
-    temperatures and ``W`` warm-ups thus costs ``W`` warm-ups and ``S T W`` sampling phases,
-    not ``S T W`` whole fits. A candidate's sampling phase draws its batches afresh, so its
-    score estimates, rather than reproduces, a one-shot ``fit_net`` at those settings.
+    a copy of it (``burnin=0``, the same weight) for the remaining epochs. A grid of ``S``
+    steps, ``T`` temperatures, ``W`` warm-ups and ``K`` weights thus costs ``W K`` warm-ups and
+    ``S T W K`` sampling phases, not as many whole fits. A candidate's sampling phase draws its
+    batches afresh, so its score estimates, rather than reproduces, a one-shot ``fit_net`` at
+    those settings.
 
     Parameters
     ----------
@@ -146,6 +162,14 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
         Candidate warm-up shares in (0, 1) (default :data:`BURNINS`). A share whose warm-up
         rounds to no epoch, to all of them, or to as many as an earlier share's is skipped
         (``scores`` lists what ran); none left is an error.
+    prior_weights : sequence of float
+        Positive candidate weights of the log prior (default :data:`SGHMC_PRIOR_WEIGHTS`;
+        ``[1.0]`` keeps the Bayes posterior's).
+    min_ratio : float, optional
+        Only candidates whose ensemble (pruned at the end of its warm-up, as ``fit_net``
+        prunes SGHMC) compresses the whole model at least this much are eligible. When none
+        does, the most compressed candidate is returned, with a warning and
+        ``min_ratio_met`` false.
     validation : float in (0, 0.5]
         Share of the examples held out.
     seed : int
@@ -157,35 +181,59 @@ def choose_sghmc_settings(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
     Returns
     -------
     dict
-        ``settings`` (``{"sghmc_lr", "temperature", "burnin"}``, ready for ``fit_net``),
-        ``scores`` (one dict per candidate: its settings and ``nll``, ``ece``, ``accuracy`` on
-        the validation examples), ``validation_size`` and ``seconds`` (wall time of the
-        choice).
+        ``settings`` (``{"sghmc_lr", "temperature", "burnin", "prior_weight"}``, ready for
+        ``fit_net``), ``scores`` (one dict per candidate: its settings and ``nll``, ``ece``,
+        ``accuracy`` on the validation examples and ``model_ratio``), ``min_ratio_met``,
+        ``validation_size`` and ``seconds`` (wall time of the choice).
     """
     _check_inputs(bnet, x, y, validation, seed, fit_options, CHOSEN)
     steps = _positive_values("step_sizes", step_sizes)
     temps = _positive_values("temperatures", temperatures)
     warmups = _positive_values("burnins", burnins, high=1.0)
+    weights = _positive_values("prior_weights", prior_weights)
+    if min_ratio is not None:
+        real_number("min_ratio", min_ratio)
     epochs = positive_int("epochs", fit_options.pop("epochs", EPOCHS))
     plan = _warmup_plan(warmups, epochs)
     t0 = time.perf_counter()
     held, kept = _split(len(x), validation, seed)
     x_fit, y_fit, x_val, y_val = x[kept], y[kept], x[held], y[held]
     scores = []
-    for burnin, n_warm in plan.items():
+    for weight, (burnin, n_warm) in itertools.product(weights, plan.items()):
         warm = copy.deepcopy(bnet)
-        fit_net(warm, x_fit, y_fit, method="map", epochs=n_warm, seed=seed, **fit_options)
+        fit_net(warm, x_fit, y_fit, method="map", epochs=n_warm, seed=seed,
+                prior_weight=weight, **fit_options)
         for step, temp in itertools.product(steps, temps):
             trial = copy.deepcopy(warm)
             fit_net(trial, x_fit, y_fit, method="sghmc", epochs=epochs - n_warm, burnin=0,
-                    sghmc_lr=step, temperature=temp, seed=seed, **fit_options)
-            probs = trial.predict_proba(x_val)
+                    sghmc_lr=step, temperature=temp, seed=seed, prior_weight=weight,
+                    **fit_options)
             scores.append({"sghmc_lr": step, "temperature": temp, "burnin": burnin,
-                           **_scores(probs, y_val)})
-    best = min(scores, key=lambda s: s["nll"])
-    settings = {k: best[k] for k in ("sghmc_lr", "temperature", "burnin")}
-    return {"settings": settings, "scores": scores, "validation_size": len(held),
-            "seconds": time.perf_counter() - t0}
+                           "prior_weight": weight,
+                           **_scores(trial.predict_proba(x_val), y_val),
+                           "model_ratio": trial.compression()["model_ratio"]})
+    best, met = _best_eligible(scores, min_ratio, "candidate of the SGHMC grid")
+    settings = {k: best[k] for k in ("sghmc_lr", "temperature", "burnin", "prior_weight")}
+    return {"settings": settings, "scores": scores, "min_ratio_met": met,
+            "validation_size": len(held), "seconds": time.perf_counter() - t0}
+
+
+def _best_eligible(scores: list[dict], min_ratio: float | None, what: str) -> tuple[dict, bool]:
+    """The lowest-NLL score among those compressing at least ``min_ratio``, and whether any
+    did; when none does, the most compressed, with a warning."""
+    eligible = [s for s in scores if min_ratio is None or s["model_ratio"] >= min_ratio]
+    if eligible:
+        return min(eligible, key=lambda s: s["nll"]), True
+    best = max(scores, key=lambda s: s["model_ratio"])
+    warnings.warn(f"min_ratio: no {what} compresses by {min_ratio}x (best "
+                  f"{best['model_ratio']:.1f}x, at {_settings_text(best)}); that one is "
+                  "returned", UserWarning, stacklevel=3)
+    return best, False
+
+
+def _settings_text(score: dict) -> str:
+    keys = [k for k in ("prior_weight", "sghmc_lr", "temperature", "burnin") if k in score]
+    return ", ".join(f"{k} {score[k]:g}" for k in keys)
 
 
 def choose_prior_weight(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
@@ -251,15 +299,7 @@ def choose_prior_weight(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
         trial.prune(threshold)
         scores.append({"prior_weight": w, **_scores(trial.predict_proba(x[held]), y[held]),
                        "model_ratio": trial.compression()["model_ratio"]})
-    eligible = [s for s in scores if min_ratio is None or s["model_ratio"] >= min_ratio]
-    if eligible:
-        best = min(eligible, key=lambda s: s["nll"])
-    else:
-        best = max(scores, key=lambda s: s["model_ratio"])
-        warnings.warn(f"min_ratio: no prior weight of {list(candidates)} compresses by "
-                      f"{min_ratio}x (best {best['model_ratio']:.1f}x at weight "
-                      f"{best['prior_weight']}); that weight is returned", UserWarning,
-                      stacklevel=2)
+    best, met = _best_eligible(scores, min_ratio, f"prior weight of {list(candidates)}")
     return {"settings": {"prior_weight": best["prior_weight"]}, "scores": scores,
-            "min_ratio_met": bool(eligible), "validation_size": len(held),
+            "min_ratio_met": met, "validation_size": len(held),
             "seconds": time.perf_counter() - t0}

@@ -203,13 +203,14 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     seed : int
     calibrate : bool
         Before the fit, choose on 10% of the training examples: for SGHMC its step,
-        temperature and warm-up (:func:`~bayestensor.nets.calibration.choose_sghmc_settings`,
-        recorded as ``"sghmc_settings"`` in ``network.json``); for the other methods the log
-        prior's weight (:func:`~bayestensor.nets.calibration.choose_prior_weight`, recorded as
+        temperature, warm-up and the log prior's weight
+        (:func:`~bayestensor.nets.calibration.choose_sghmc_settings`, recorded as
+        ``"sghmc_settings"`` in ``network.json``); for the other methods the log prior's weight
+        (:func:`~bayestensor.nets.calibration.choose_prior_weight`, recorded as
         ``"prior_weight_choice"``), with every candidate's validation scores.
     min_ratio : float, optional
-        With ``calibrate`` and a method other than SGHMC: only prior weights whose pruned
-        network compresses the whole model at least this much are eligible.
+        With ``calibrate``: only candidates whose pruned network compresses the whole model at
+        least this much are eligible.
     progress : bool or None
         Progress bars on stderr (``None``: when stderr is a terminal).
 
@@ -363,9 +364,9 @@ def _check_calibrate(calibrate, method: str, min_ratio) -> None:
     if min_ratio is None:
         return
     checks.real_number("min_ratio", min_ratio)
-    if not calibrate or method == "sghmc":
-        raise ValueError(f"min_ratio: bounds the prior weight that calibrate chooses for "
-                         f"map, vi or svgd; got calibrate={calibrate!r}, method {method!r}")
+    if not calibrate:
+        raise ValueError(f"min_ratio: bounds the candidates that calibrate chooses among; got "
+                         f"calibrate={calibrate!r}")
 
 
 def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool,
@@ -377,12 +378,13 @@ def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool,
     if calibrate:
         if method == "sghmc":
             key = "sghmc_settings"
-            choice = choose_sghmc_settings(bnet, data.x_train, data.y_train, **options)
+            choice = choose_sghmc_settings(bnet, data.x_train, data.y_train,
+                                           min_ratio=min_ratio, **options)
         else:
             key = "prior_weight_choice"
-            choice = {**choose_prior_weight(bnet, data.x_train, data.y_train, method=method,
-                                            min_ratio=min_ratio, threshold=threshold,
-                                            **options), "min_ratio": min_ratio}
+            choice = choose_prior_weight(bnet, data.x_train, data.y_train, method=method,
+                                         min_ratio=min_ratio, threshold=threshold, **options)
+        choice["min_ratio"] = min_ratio
         chosen = {key: {**choice["settings"],
                         **{k: v for k, v in choice.items() if k != "settings"}}}
         options.update(choice["settings"])
@@ -402,6 +404,18 @@ def _write_outputs(out: Path, bnet: BayesianNet, network: dict, settings: dict,
              atomic_write(out / "network.json", json.dumps(to_jsonable(network), indent=2)),
              atomic_write(out / "summary.md", summary_markdown(network, method, data.name))]
     write_run(out, "network", settings=settings, data=data.info(), files=files)
+
+
+def _ratio_bound(choice: dict) -> str:
+    return (f" among those compressing by {choice['min_ratio']:g}x"
+            if choice.get("min_ratio") is not None else "")
+
+
+def _ratio_warning(choice: dict, what: str) -> list[str]:
+    if choice.get("min_ratio_met", True):
+        return []
+    return [f"**Warning:** no {what} compressed by {choice['min_ratio']:g}x; the most "
+            "compressed one was used."]
 
 
 def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
@@ -430,20 +444,20 @@ def summary_markdown(network: dict, method: str, data_name: str = "") -> str:
                       f"seed {b['seed']}."]
     weight = network.get("prior_weight_choice")
     if weight:
-        bound = (f" among those compressing by {weight['min_ratio']:g}x"
-                 if weight.get("min_ratio") is not None else "")
         lines += [f"Prior weight chosen on {weight['validation_size']} held-out training "
-                  f"examples (lowest NLL of {len(weight['scores'])} candidates{bound}): "
-                  f"{weight['prior_weight']:g} ({weight['seconds']:.1f} s)."]
-        if not weight["min_ratio_met"]:
-            lines += [f"**Warning:** no candidate weight compressed by {weight['min_ratio']:g}x; "
-                      f"the most compressed one was used."]
+                  f"examples (lowest NLL of {len(weight['scores'])} candidates"
+                  f"{_ratio_bound(weight)}): {weight['prior_weight']:g} "
+                  f"({weight['seconds']:.1f} s)."]
+        lines += _ratio_warning(weight, "candidate weight")
     chosen = network.get("sghmc_settings")
     if chosen:
         lines += [f"SGHMC settings chosen on {chosen['validation_size']} held-out training "
-                  f"examples (lowest NLL of {len(chosen['scores'])} candidates): step "
-                  f"{chosen['sghmc_lr']:g}, temperature {chosen['temperature']:g}, warm-up "
-                  f"{chosen['burnin']:g} of the epochs ({chosen['seconds']:.1f} s)."]
+                  f"examples (lowest NLL of {len(chosen['scores'])} candidates"
+                  f"{_ratio_bound(chosen)}): step {chosen['sghmc_lr']:g}, temperature "
+                  f"{chosen['temperature']:g}, warm-up {chosen['burnin']:g} of the epochs, "
+                  f"prior weight {chosen.get('prior_weight', 1.0):g} "
+                  f"({chosen['seconds']:.1f} s)."]
+        lines += _ratio_warning(chosen, "candidate")
     lines += ["", "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
     for name, m in network["metrics"].items():
         label = "dense" if name == "dense" else name.replace("_", " ")

@@ -221,7 +221,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         reliability, shift, training budget, times and warnings.
     """
     checks.choice("method", method, METHODS)
-    _check_calibrate(calibrate, method, min_ratio)
+    _check_calibrate(calibrate, min_ratio)
     checks.choice("arch", arch, ARCHS)
     lr = default_lr(method, arch) if lr is None else checks.real_number("lr", lr)
     dense_lr = TRAIN_LRS[arch][1] if dense_lr is None else checks.real_number("dense_lr", dense_lr)
@@ -308,7 +308,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         and ``train_seconds`` of the fine-tune and of the run from scratch.
     """
     checks.choice("method", method, METHODS)
-    _check_calibrate(calibrate, method, min_ratio)
+    _check_calibrate(calibrate, min_ratio)
     checks.positive_int("epochs", epochs)
     checks.real_number("lr", lr)
     if scratch_lr is None:
@@ -359,7 +359,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     return network
 
 
-def _check_calibrate(calibrate, method: str, min_ratio) -> None:
+def _check_calibrate(calibrate, min_ratio) -> None:
     checks.flag("calibrate", calibrate)
     if min_ratio is None:
         return

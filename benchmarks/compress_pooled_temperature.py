@@ -4,9 +4,10 @@ default ensembles, against choosing the prior's weight.
 For each method (SVGD, SGHMC) and seed, the command's default network (the built-in MLP,
 TT-matrix layers of three modes per side at max rank 8, gamma prior at its full weight, 10
 epochs, Adam ``4e-2``) is trained on 90% of the training digits; one temperature ``T`` on the
-pooled log-probabilities, ``softmax(log p / T)``, is fitted by NLL on the other 10% (a grid
-of 0.40-1.50 in steps of 0.02; Guo et al., ICML 2017, applied after pooling as Rahaman and
-Thiery, NeurIPS 2021, recommend); the network trained on all the training digits is then
+pooled log-probabilities, ``softmax(log p / T)``, is fitted by NLL on the other 10%
+(``nets_cnn_temperature.fit_temperature``, on the split ``choose_prior_weight`` holds out;
+Guo et al., ICML 2017, applied after pooling as Rahaman and Thiery, NeurIPS 2021, recommend);
+the network trained on all the training digits is then
 scored on the test digits raw and at ``T``. The ensemble keeps the prior's full weight, so its
 compression is the default's. ``python benchmarks/compress_pooled_temperature.py --seeds 0 1 2``.
 """
@@ -19,15 +20,14 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from bayestensor.nets.calibration import VALIDATION_SHARE, _split
+from nets_cnn_mnist import calibration_scores
+from nets_cnn_temperature import fit_temperature
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
-TEMPERATURES = np.round(np.arange(0.40, 1.5001, 0.02), 2)
-#: Share of the training digits held out to fit the temperature.
-VALIDATION_SHARE = 0.1
 
 
 def train(data, x, y, method: str, seed: int):
@@ -47,40 +47,23 @@ def train(data, x, y, method: str, seed: int):
     return bnet
 
 
-def log_probs(bnet, x) -> torch.Tensor:
-    with torch.no_grad():
-        return bnet.predict_proba(x).clamp_min(1e-12).log()
-
-
-def fit_temperature(logp: torch.Tensor, y: torch.Tensor) -> float:
-    """The grid temperature with the lowest NLL of ``softmax(logp / T)``."""
-    losses = [float(F.cross_entropy(logp / t, y)) for t in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(losses))])
-
-
-def scores(logp: torch.Tensor, y: torch.Tensor) -> dict:
-    from bayestensor.nets import metrics
-
-    probs = logp.softmax(-1)
-    return {"accuracy": metrics.accuracy(probs, y), "nll": metrics.nll(probs, y),
-            "ece": metrics.ece(probs, y), "gap": metrics.confidence_gap(probs, y)}
-
-
 def run(method: str, seed: int, data_path: str) -> dict:
     from bayestensor.data.images import load_dataset
 
     torch.set_num_threads(1)
     data = load_dataset(data_path)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data.x_train), generator=gen)
-    n_val = round(VALIDATION_SHARE * len(order))
-    held, kept = order[:n_val], order[n_val:]
+    held, kept = _split(len(data.x_train), VALIDATION_SHARE, seed)
     part = train(data, data.x_train[kept], data.y_train[kept], method, seed)
-    t = fit_temperature(log_probs(part, data.x_train[held]), data.y_train[held])
+    with torch.no_grad():
+        held_probs = part.predict_proba(data.x_train[held])
+    t = fit_temperature(held_probs, data.y_train[held])
     full = train(data, data.x_train, data.y_train, method, seed)
-    logp = log_probs(full, data.x_test)
+    with torch.no_grad():
+        probs = full.predict_proba(data.x_test)
+    scaled = (probs.clamp_min(1e-12).log() / t).softmax(-1)
     row = {"method": method, "seed": seed, "temperature": t,
-           "raw": scores(logp, data.y_test), "scaled": scores(logp / t, data.y_test),
+           "raw": calibration_scores(probs, data.y_test),
+           "scaled": calibration_scores(scaled, data.y_test),
            "model_ratio": full.compression()["model_ratio"]}
     print(json.dumps(row), flush=True)
     return row

@@ -282,8 +282,17 @@ def choose_prior_weight(bnet: BayesianNet, x: torch.Tensor, y: torch.Tensor,
 
     Examples
     --------
-    >>> choice = choose_prior_weight(bnet, x, y, method="svgd", min_ratio=20, epochs=12)
-    >>> fit_net(bnet, x, y, method="svgd", epochs=12, **choice["settings"])
+    >>> import torch
+    >>> from bayestensor.nets import fit_net, tensorize
+    >>> x, y = torch.randn(200, 64), torch.randint(0, 10, (200,))
+    >>> net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+    ...                           torch.nn.Linear(128, 10))
+    >>> bnet = tensorize(net, layers=["0"], format="ttm", max_rank=4, num_modes=2,
+    ...                  init="random", seed=0)
+    >>> choice = choose_prior_weight(bnet, x, y, weights=[1.0, 0.1], epochs=2)
+    >>> [s["prior_weight"] for s in choice["scores"]]
+    [1.0, 0.1]
+    >>> _ = fit_net(bnet, x, y, epochs=2, **choice["settings"])
     """
     _check_inputs(bnet, x, y, validation, seed, fit_options, ("method", "prior_weight"))
     choice("method", method, METHODS)

@@ -301,3 +301,27 @@ def test_a_fit_and_its_predictions_do_not_import_arviz():
             "loaded = [m for m in ('arviz', 'xarray', 'pandas') if m in sys.modules]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_arviz_import_survives_a_lost_race_on_its_daily_stamp(monkeypatch):
+    """ArviZ 0.23's import renames a temporary stamp file; a process that loses that race to
+    another importing at the same moment gets FileNotFoundError once. The adapter imports
+    again and goes on."""
+    import builtins
+
+    real_import, calls = builtins.__import__, []
+
+    def racing_import(name, *args, **kwargs):
+        if name == "arviz":
+            calls.append(name)
+            if len(calls) == 1:
+                raise FileNotFoundError("daily_warning.tmp -> daily_warning")
+        return real_import(name, *args, **kwargs)
+
+    arviz_adapter._arviz.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", racing_import)
+    try:
+        assert arviz_adapter._arviz() is az and calls == ["arviz", "arviz"]
+    finally:
+        monkeypatch.undo()
+        arviz_adapter._arviz.cache_clear()

@@ -18,8 +18,14 @@ import numpy as np
 
 @functools.cache
 def _arviz():
-    import arviz
-
+    try:
+        import arviz
+    except FileNotFoundError:
+        # ArviZ 0.23 writes a once-a-day notice stamp on import by renaming a temporary file
+        # of a fixed name; two processes importing it at the same moment (Ray workers,
+        # parallel jobs) race on that rename and one fails. The other has written the stamp
+        # by then, so the second import goes through.
+        import arviz
     return arviz
 
 

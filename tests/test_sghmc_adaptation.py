@@ -197,3 +197,23 @@ def test_chains_away_from_a_mode_re_estimate_the_curvature_early():
                   (idx, il2.data[il2.mask]), method="sghmc", init_from="init", num_warmup=1000,
                   num_samples=5, seed=0, progress=False)
     assert post.num_draws == 5 and torch.isfinite(post["noise_precision"]).all()
+
+
+def test_tucker_completion_keeps_every_second_step_by_default():
+    """``thin`` left out: a Tucker completion keeps every second SGHMC step (its core mixes
+    slower per step), CP and a Pyro model every step; an explicit ``thin`` wins. The kept
+    draws at the default equal those of an explicit ``thin=2`` (same seed: same chain)."""
+    data = bt.data.synthetic_tensor((8, 7, 6), rank=2, seed=0)
+    run = dict(method="sghmc", num_samples=6, num_warmup=10, seed=0, progress=False)
+
+    def fit(fmt, **kw):
+        return bt.fit(bt.TensorCompletion(data.shape, fmt, max_rank=3), data.train, **run, **kw)
+
+    tucker = fit("tucker")
+    assert tucker.info["thin"] == 2
+    assert torch.equal(tucker["noise_precision"], fit("tucker", thin=2)["noise_precision"])
+    assert fit("tucker", thin=1).info["thin"] == 1
+    assert fit("cp").info["thin"] == 1
+    assert bt.fit(iid_normal, model_args=(1.0,), **run).info["thin"] == 1
+    with pytest.raises(ValueError, match="thin"):
+        fit("tucker", thin=0)

@@ -17,6 +17,7 @@ from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
+from bayestensor.models.base import BayesModel
 from bayestensor.results.posterior import Posterior
 
 #: The inference methods by name.
@@ -26,7 +27,7 @@ __all__ = ["fit", "METHODS", "choose_map_hold"]
 
 
 def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: int | None = None,
-        num_warmup: int | None = None, num_chains: int = 1, thin: int = 1,
+        num_warmup: int | None = None, num_chains: int = 1, thin: int | None = None,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
         model_kwargs: dict | None = None, device=None, backend: str = "local",
@@ -57,8 +58,10 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
     num_chains : int
         Chains (SGHMC, NUTS) or MAP restarts.
-    thin : int
-        Keep every ``thin``-th SGHMC draw.
+    thin : int, optional
+        Keep every ``thin``-th SGHMC draw. Default: the built-in model's ``sghmc_thin`` (2
+        for a Tucker completion, whose core mixes slower per step; 1 otherwise), 1 for a
+        Pyro model.
     batch_size : int, optional
         Mini-batch size: the data plate of a built-in model or the sub-sampled plates of a Pyro
         model; the log-likelihood is scaled by N/B.
@@ -143,6 +146,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         A non-finite log density; carries the draws so far.
     """
     spec = _method(method)
+    if thin is None:
+        thin = getattr(model, "sghmc_thin", 1) if isinstance(model, BayesModel) else 1
     num_samples, num_chains, groups = _check_settings(
         spec, num_samples=num_samples, num_chains=num_chains, thin=thin, batch_size=batch_size,
         num_warmup=num_warmup, seed=seed, init=init, checkpoint=checkpoint,

@@ -13,7 +13,21 @@ $(BIN)/bayestensor: pyproject.toml
 	$(BIN)/pip install -q -e ".[test,images,ray]"
 	touch $(BIN)/bayestensor
 
-.PHONY: install demo test pyro-port clean
+# ArviZ 1.x asks for Python >= 3.12; its code runs on 3.11, so a second environment with it
+# installed over that requirement checks bayestensor's ArviZ adapter against both majors.
+ARVIZ1_VENV := .venv-arviz1
+ARVIZ1_SPEC ?= arviz>=1.3,<2
+ARVIZ1_TESTS := tests/test_arviz.py tests/test_report.py tests/test_docs_claims.py
+
+$(ARVIZ1_VENV)/bin/bayestensor: pyproject.toml
+	test -x $(ARVIZ1_VENV)/bin/python || $(PYTHON) -m venv $(ARVIZ1_VENV)
+	$(ARVIZ1_VENV)/bin/pip install -q --upgrade pip
+	$(ARVIZ1_VENV)/bin/pip install -q $(TORCH_SPEC) $(TORCH_INDEX)
+	$(ARVIZ1_VENV)/bin/pip install -q -e ".[test]"
+	$(ARVIZ1_VENV)/bin/pip install -q --ignore-requires-python "$(ARVIZ1_SPEC)"
+	touch $(ARVIZ1_VENV)/bin/bayestensor
+
+.PHONY: install demo test test-arviz1 pyro-port clean
 install: $(BIN)/bayestensor
 
 demo: install
@@ -22,8 +36,12 @@ demo: install
 test: install  # every test, the slow ones (marked `slow`) included
 	$(BIN)/python -m pytest -q -m "not pyro_port"
 
+test-arviz1: $(ARVIZ1_VENV)/bin/bayestensor  # the ArviZ-facing tests under ArviZ 1.x
+	$(ARVIZ1_VENV)/bin/python -c "import arviz, sys; sys.exit(arviz.__version__[0] != '1')"
+	$(ARVIZ1_VENV)/bin/python -m pytest -q -m "not pyro_port" $(ARVIZ1_TESTS)
+
 pyro-port: install  # the full port of Pyro's known-answer tests (about 40 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -m pyro_port tests/pyro_suite
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(ARVIZ1_VENV) build *.egg-info

@@ -133,8 +133,8 @@ def test_parser_reads_a_files_list():
     assert {"run.json", ".bayestensor-run"} <= promised_files(SHARED)
 
 
-#: A tiny SVGD fit: several draws, so that ``compare`` can run PSIS-LOO on it.
-SVGD = ["--method", "svgd", "--num-samples", "8", "--steps", "10"]
+#: A tiny SVGD fit with the fewest draws ``compare`` runs PSIS-LOO on (``MIN_LOO_DRAWS``).
+SVGD = ["--method", "svgd", "--num-samples", "25", "--steps", "10"]
 
 
 def test_complete_writes_the_files_listed(tmp_path):

@@ -15,7 +15,7 @@ from bayestensor.io import atomic_write
 from bayestensor.report.rundir import read_run, run_file
 from bayestensor.report.sections import is_point_estimate, section
 from bayestensor.results import arviz_adapter
-from bayestensor.results.comparison import compare_runs, pareto_k_limit
+from bayestensor.results.comparison import MIN_LOO_DRAWS, compare_runs, pareto_k_limit
 from bayestensor.results.posterior import Posterior
 from bayestensor.viz.figures import png_bytes, save_png
 from bayestensor.viz.ppc import loo_pit_values, plot_loo_pit, plot_pit_histogram
@@ -110,6 +110,11 @@ def loo_section(posterior: Posterior, name: str, others: dict | None = None) -> 
         return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[
             f"{posterior.method}: one point estimate has no posterior spread, so LOO does not "
             "apply; fit with a sampler, SVGD or VI."])
+    draws = posterior.num_chains * posterior.num_draws
+    if draws < MIN_LOO_DRAWS:
+        return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[
+            f"Not measured: {draws} draws; PSIS-LOO needs at least {MIN_LOO_DRAWS} (its "
+            "Pareto fit takes the largest fifth of the importance weights, at least 5)."])
     data = posterior.to_arviz(posterior_predictive=True)
     if not arviz_adapter.has_group(data, "log_likelihood"):
         return section("loo", "Model fit (PSIS-LOO)", numbers={"loo": None}, text=[

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -193,17 +194,43 @@ def _plot_rank(data, var_names, **kwargs):
     return _figure_of(_arviz().plot_rank(data, var_names=var_names, backend="matplotlib", **kwargs))
 
 
-def loo(data, pointwise: bool = True):
-    """``az.loo`` (PSIS-LOO) of one run; the result has ``elpd_loo``, ``se``, ``p_loo`` and
-    ``pareto_k`` (one per observation) on either ArviZ major version."""
-    return _arviz().loo(data, pointwise=pointwise)
+@dataclass(frozen=True)
+class LooResult:
+    """PSIS-LOO of one run, named alike for both ArviZ major versions (ArviZ 1.x calls
+    ``elpd_loo`` and ``p_loo`` ``elpd`` and ``p``)."""
+
+    elpd_loo: float
+    se: float
+    p_loo: float
+    pareto_k: np.ndarray  # one per observation
+
+
+def loo(data, pointwise: bool = True) -> LooResult:
+    """``az.loo`` (PSIS-LOO) of one run as a :class:`LooResult`."""
+    result = _arviz().loo(data, pointwise=pointwise)
+    if arviz_major() >= 1:
+        elpd, p = result.elpd, result.p
+    else:
+        elpd, p = result.elpd_loo, result.p_loo
+    k = getattr(result, "pareto_k", None)
+    return LooResult(float(elpd), float(result.se), float(p),
+                     np.asarray(k if k is not None else []).ravel())
+
+
+#: ArviZ 1.x's names of ``az.compare``'s columns -> ArviZ 0.2x's, which bayestensor uses.
+COMPARE_COLUMNS_0X = {"elpd": "elpd_loo", "p": "p_loo"}
 
 
 def compare(runs: dict):
-    """``az.compare`` of ``{name: ArviZ data}`` by PSIS-LOO: a DataFrame ranked best first."""
+    """``az.compare`` of ``{name: ArviZ data}`` by PSIS-LOO: a DataFrame ranked best first,
+    with ArviZ 0.2x's column names (``elpd_loo``, ``p_loo``, ``elpd_diff``, ``se``, ``dse``,
+    ``weight``, ...) on either major version."""
+    if arviz_major() >= 1:
+        # unrounded, as ArviZ 0.2x returns them (1.x rounds to the estimates' precision)
+        return _arviz().compare(runs, round_to="none").rename(columns=COMPARE_COLUMNS_0X)
     with warnings.catch_warnings():  # ArviZ 0.2x on pandas >= 3: sort_values(inplace=True)
         warnings.filterwarnings("ignore", message=".*inplace keyword")
-        return _arviz().compare(runs, ic="loo") if arviz_major() < 1 else _arviz().compare(runs)
+        return _arviz().compare(runs, ic="loo")
 
 
 def loo_pit(data, y: str):

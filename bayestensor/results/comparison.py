@@ -21,6 +21,12 @@ def pareto_k_limit(num_draws: int) -> float:
     return min(1.0 - 1.0 / np.log10(max(num_draws, 11)), PARETO_K_LIMIT)
 
 
+#: Fewest draws of a run for PSIS-LOO: its Pareto fit uses the largest fifth of the
+#: importance weights of small runs and needs at least 5 of them (Vehtari et al., 2024);
+#: ArviZ 1.x refuses fewer, ArviZ 0.2x would fit fewer and return unreliable numbers.
+MIN_LOO_DRAWS = 25
+
+
 class ParetoKWarning(UserWarning):
     """Some observations have a Pareto shape above :data:`PARETO_K_LIMIT`."""
 
@@ -32,10 +38,15 @@ def _check_runs(posteriors) -> None:
     for name, post in posteriors.items():
         if not hasattr(post, "to_arviz"):
             raise TypeError(f"posteriors[{name!r}]: expected a Posterior, got {type(post).__name__}")
-        if post.num_chains * post.num_draws < 2:
+        draws = post.num_chains * post.num_draws
+        if draws < 2:
             raise ValueError(f"posteriors[{name!r}]: a {post.method} run of one draw has no "
                              "posterior spread, so LOO does not apply; fit it with a sampler "
                              "(sghmc, nuts), svgd or vi")
+        if draws < MIN_LOO_DRAWS:
+            raise ValueError(f"posteriors[{name!r}]: {draws} draws; PSIS-LOO needs at least "
+                             f"{MIN_LOO_DRAWS} (its Pareto fit takes the largest fifth of the "
+                             "importance weights, at least 5): draw more samples or particles")
 
 
 def _observed(name, data) -> np.ndarray:

@@ -147,7 +147,7 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     """
     spec = _method(method)
     if thin is None:
-        thin = getattr(model, "sghmc_thin", 1) if isinstance(model, BayesModel) else 1
+        thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
     num_samples, num_chains, groups = _check_settings(
         spec, num_samples=num_samples, num_chains=num_chains, thin=thin, batch_size=batch_size,
         num_warmup=num_warmup, seed=seed, init=init, checkpoint=checkpoint,

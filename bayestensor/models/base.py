@@ -63,13 +63,8 @@ class BayesModel:
     #: Pyro's ``max_plate_nesting`` for this model.
     max_plate_nesting = 1
     has_fast_path = False
-    #: SGHMC steps per kept draw when ``fit`` is not given ``thin`` (see :attr:`sghmc_thin`).
-    default_thin = 1
-
-    @property
-    def sghmc_thin(self) -> int:
-        """SGHMC steps per kept draw that ``fit(..., thin=None)`` takes for this model."""
-        return self.default_thin
+    #: SGHMC steps per kept draw that ``fit(..., thin=None)`` takes for this model.
+    sghmc_thin = 1
 
     _inputs: torch.Tensor | None = None
     _y: torch.Tensor | None = None

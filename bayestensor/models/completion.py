@@ -93,9 +93,9 @@ class TensorCompletion(BayesModel):
     #: SGHMC steps per kept draw of a Tucker model (``sghmc_thin``). Its core mixes slower per
     #: step than the other formats' factors: on the 30^3 completion grid, 4 chains x 1000
     #: draws at one step a draw gave a bulk ESS of 285-452 for the held-out entries under
-    #: the half-Cauchy prior and 292 under log-uniform, against 669-887 at two
-    #: (docs/benchmarks.md, "The grid with twice the steps per draw"); CP, TT and TT-matrix
-    #: reach 450-900 at one.
+    #: the half-Cauchy prior, against 669-887 at two (docs/benchmarks.md, "Tucker at its
+    #: default of two steps a draw"; one run under log-uniform: 292 against 612); CP, TT and
+    #: TT-matrix reach 450-900 at one.
     TUCKER_THIN = 2
 
     def __init__(self, shape, format: str = "cp", max_rank=10, prior="gamma",
@@ -122,7 +122,7 @@ class TensorCompletion(BayesModel):
     @property
     def sghmc_thin(self) -> int:
         """SGHMC steps per kept draw by default: ``TUCKER_THIN`` for Tucker, else 1."""
-        return self.TUCKER_THIN if self.format == "tucker" else self.default_thin
+        return self.TUCKER_THIN if self.format == "tucker" else 1
 
     @property
     def low_rank_prior(self) -> LowRankPrior:

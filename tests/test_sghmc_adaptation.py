@@ -217,3 +217,20 @@ def test_tucker_completion_keeps_every_second_step_by_default():
     assert bt.fit(iid_normal, model_args=(1.0,), **run).info["thin"] == 1
     with pytest.raises(ValueError, match="thin"):
         fit("tucker", thin=0)
+
+
+def test_resuming_with_another_thin_names_thin(tmp_path):
+    """A Tucker checkpoint written at ``thin=1`` (the default before Tucker's became 2): the
+    resume at the default is refused naming ``thin`` (not the run length it implies), and at
+    ``thin=1`` it goes on."""
+    data = bt.data.synthetic_tensor((8, 7, 6), rank=2, seed=0)
+    run = dict(method="sghmc", num_samples=6, num_warmup=4, seed=0, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+
+    def model():
+        return bt.TensorCompletion(data.shape, "tucker", max_rank=2)
+
+    bt.fit(model(), data.train, thin=1, checkpoint=ckpt, **run)
+    with pytest.raises(ValueError, match=r"\(thin: the checkpoint has 1, this run 2\)"):
+        bt.fit(model(), data.train, resume=ckpt, **run)
+    assert bt.fit(model(), data.train, thin=1, resume=ckpt, **run).num_draws == 6

@@ -34,8 +34,9 @@ from bayestensor.io import load_tensors, save_tensors
 FORMAT = 2
 #: The tail moves into a draw file once its tensors exceed this many bytes.
 TAIL_BYTES = 1 << 20
-#: Fingerprint entries compared first on resume (the usual mistakes), in this order.
-FIRST_COMPARED = ("data", "seed", "num_samples")
+#: Fingerprint entries compared first on resume (the usual mistakes), in this order; the
+#: run's length ``num_steps`` follows from the last three, so a difference is named by them.
+FIRST_COMPARED = ("data", "seed", "num_samples", "num_warmup", "thin")
 #: Entries of every main checkpoint file.
 REQUIRED = {"format", "state", "t", "rng", "config", "chunks", "tail", "tail_len"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -203,6 +203,7 @@ class LooResult:
     se: float
     p_loo: float
     pareto_k: np.ndarray  # one per observation
+    raw: object = field(default=None, repr=False, compare=False)  # ArviZ's own result
 
 
 def loo(data, pointwise: bool = True) -> LooResult:
@@ -214,7 +215,7 @@ def loo(data, pointwise: bool = True) -> LooResult:
         elpd, p = result.elpd_loo, result.p_loo
     k = getattr(result, "pareto_k", None)
     return LooResult(float(elpd), float(result.se), float(p),
-                     np.asarray(k if k is not None else []).ravel())
+                     np.asarray(k if k is not None else []).ravel(), result)
 
 
 #: ArviZ 1.x's names of ``az.compare``'s columns -> ArviZ 0.2x's, which bayestensor uses.
@@ -222,9 +223,11 @@ COMPARE_COLUMNS_0X = {"elpd": "elpd_loo", "p": "p_loo"}
 
 
 def compare(runs: dict):
-    """``az.compare`` of ``{name: ArviZ data}`` by PSIS-LOO: a DataFrame ranked best first,
-    with ArviZ 0.2x's column names (``elpd_loo``, ``p_loo``, ``elpd_diff``, ``se``, ``dse``,
-    ``weight``, ...) on either major version."""
+    """``az.compare`` of ``{name: ArviZ data or LooResult}`` by PSIS-LOO: a DataFrame ranked
+    best first, with ArviZ 0.2x's column names (``elpd_loo``, ``p_loo``, ``elpd_diff``,
+    ``se``, ``dse``, ``weight``, ...) on either major version. A :class:`LooResult` (from
+    :func:`loo`) is compared as it is, without computing PSIS-LOO again."""
+    runs = {name: r.raw if isinstance(r, LooResult) else r for name, r in runs.items()}
     if arviz_major() >= 1:
         # unrounded, as ArviZ 0.2x returns them (1.x rounds to the estimates' precision)
         return _arviz().compare(runs, round_to="none").rename(columns=COMPARE_COLUMNS_0X)

@@ -96,11 +96,11 @@ def compare_runs(posteriors: dict) -> pd.DataFrame:
     with warnings.catch_warnings():
         # ArviZ's generic Pareto-k warning is replaced by one naming the runs below.
         warnings.filterwarnings("ignore", message=".*Pareto.*")
-        for name, d in data.items():
-            k = np.asarray(arviz_adapter.loo(d).pareto_k).ravel()
+        loos = {name: arviz_adapter.loo(d) for name, d in data.items()}  # once per run
+        for name, result in loos.items():
             limit = pareto_k_limit(posteriors[name].num_chains * posteriors[name].num_draws)
-            bad[name] = int(np.sum(k > limit))
-        table = arviz_adapter.compare(data)
+            bad[name] = int(np.sum(result.pareto_k > limit))
+        table = arviz_adapter.compare(loos)
     table["pareto_k_bad"] = [bad[name] for name in table.index]
     flagged = {name: n for name, n in bad.items() if n}
     if flagged:

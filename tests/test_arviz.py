@@ -9,6 +9,7 @@ import warnings
 
 import arviz as az
 import numpy as np
+import pandas as pd
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -190,7 +191,7 @@ def _user_model(x, y=None):
         pyro.sample("obs", dist.Normal(w * x, sigma), obs=y)
 
 
-def test_user_pyro_model_log_likelihood_loo_and_divergences():
+def test_user_pyro_model_log_likelihood_loo_and_divergences(monkeypatch):
     torch.set_default_dtype(torch.float32)
     gen = torch.Generator().manual_seed(0)
     x = torch.linspace(-1, 1, 30)
@@ -215,6 +216,16 @@ def test_user_pyro_model_log_likelihood_loo_and_divergences():
     with pytest.warns(ParetoKWarning, match="'no slope'"):
         table = compare_runs({"slope": post, "no slope": other})
     assert table.index[0] == "slope"
+    # a run's LOO computed already (the report's own section) is reused, not computed again
+    known = arviz_adapter.loo(idata)
+    calls = []
+    real_loo = arviz_adapter.loo
+    monkeypatch.setattr(arviz_adapter, "loo",
+                        lambda data, *a, **k: calls.append(1) or real_loo(data, *a, **k))
+    with pytest.warns(ParetoKWarning):
+        again = compare_runs({"slope": post, "no slope": other}, loo_results={"slope": known})
+    assert len(calls) == 1  # "no slope" only
+    pd.testing.assert_frame_equal(again, table)
 
 
 def test_summary_has_no_warnings_and_map_sd_is_zero():

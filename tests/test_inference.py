@@ -3,6 +3,7 @@
 import math
 import os
 
+import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -302,7 +303,12 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
     assert ds["noise_precision"].shape == (2, 50)
     table = post.summary(var_names=["noise_precision"])
     assert "r_hat" in table.columns
-    assert np.isfinite(post.diagnostics(["noise_precision"])["max_rhat"])
+    only = post.diagnostics(["noise_precision"])
+    assert only["checked"] == "sites" and [r["var"] for r in only["variables"]] == ["noise_precision"]
+    assert only["max_rhat"] == pytest.approx(float(az.rhat(post["noise_precision"].double().numpy())))
+    assert post.diagnostics()["checked"] == "identified quantities"
+    with pytest.raises(ValueError, match="var_names"):
+        post.diagnostics("factors")
     svgd = bt.fit(model, data.train, method="svgd", num_samples=10, num_steps=50, progress=False)
     assert "r_hat" not in svgd.summary(var_names=["noise_precision"]).columns
     assert "not a Markov chain" in svgd.diagnostics()["note"]
@@ -461,6 +467,22 @@ def test_sghmc_records_the_log_density_of_each_stored_draw(regression):
     theta = target.unconstrain({"w": post.samples["w"].reshape(-1, D)})
     expected = -target.log_density(theta).reshape(2, 20)
     torch.testing.assert_close(post.sample_stats["potential"], expected, rtol=1e-5, atol=1e-3)
+
+
+def test_diagnostics_of_a_pyro_model_check_its_sites_against_arviz(regression):
+    """A Pyro model has no identified quantities known to the library: every site is checked,
+    and the numbers are ArviZ's own on each coordinate's chains."""
+    X, y, _, _ = regression
+    post = bt.fit(linreg, method="sghmc", model_args=(X, y), num_samples=100, num_warmup=50,
+                  num_chains=2, seed=0, progress=False)
+    d = post.diagnostics()
+    w = post.samples["w"].double().numpy()
+    assert d["checked"] == "sites" and [r["var"] for r in d["variables"]] == ["w"]
+    assert d["max_rhat"] == pytest.approx(max(float(az.rhat(w[..., j])) for j in range(D)))
+    assert d["min_ess_bulk"] == pytest.approx(min(float(az.ess(w[..., j], method="bulk"))
+                                                  for j in range(D)))
+    ess_ok = d["min_ess_bulk"] >= 200
+    assert d["converged"] == (d["max_rhat"] <= 1.01 and ess_ok)
 
 
 def test_posterior_file_round_trip_and_a_foreign_pickle_is_refused(tmp_path):

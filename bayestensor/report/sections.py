@@ -19,6 +19,8 @@ import numpy as np
 from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
+from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_MAX,
+                                             check_chains, key_indices, key_variables)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -32,11 +34,6 @@ from bayestensor.viz.regression import plot_weights
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 #: Bins of the held-out PIT histogram.
 PIT_BINS = 20
-#: Warning thresholds: worst R-hat, and smallest bulk ESS per chain.
-RHAT_MAX = 1.01
-ESS_PER_CHAIN_MIN = 100
-#: Predicted entries traced in the diagnostics.
-N_KEY_ENTRIES = 4
 #: Held-out points drawn with their intervals (more would not be readable in one row).
 N_SHOWN_POINTS = 60
 #: Entries used to measure particle spread (enough for a stable mean, cheap to predict).
@@ -128,45 +125,6 @@ def settings_section(run: dict, posterior=None) -> dict:
 
 
 # --- sampler diagnostics ------------------------------------------------------------------------
-def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:
-    """Indices (completion) or inputs (regression) of the few predicted entries that are traced."""
-    if heldout is not None and "indices" in heldout:
-        return np.asarray(heldout["indices"][:k])
-    if heldout is not None and "inputs" in heldout:
-        return np.asarray(heldout["inputs"][:k])
-    model = posterior.model
-    if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
-        rng = np.random.default_rng(0)
-        return np.stack([rng.integers(0, n, k) for n in model.shape], 1)
-    return None
-
-
-def key_variables(posterior, heldout: dict | None = None) -> dict:
-    """Identified quantities whose chains are checked: ``{name: (chain, draw, ...)}``.
-
-    Only quantities the likelihood identifies are checked: ``noise_precision``;
-    ``tensor_norm``: the Frobenius norm of the low-rank tensor (the coefficient tensor for
-    regression), computed from the parameters; ``entry``: a few predicted entries (the first
-    held-out points, or fixed random indices). Factors, signs and slice scales are left out:
-    factors are identified only up to sign, permutation and scaling, and switched-off slices
-    (scales near zero) wander freely under the prior, so their R-hat is large even when every
-    prediction agrees across chains.
-    """
-    c, d = posterior.num_chains, posterior.num_draws
-    out = {}
-    if "noise_precision" in posterior.samples:
-        out["noise_precision"] = posterior.samples["noise_precision"].double().numpy().reshape(c, d)
-    model = posterior.model
-    if model is not None and hasattr(model, "low_rank"):
-        norm = model.low_rank(posterior.flat_samples()).norm()
-        out["tensor_norm"] = norm.detach().double().numpy().reshape(c, d)
-    if model is not None and hasattr(model, "predict_entries"):
-        idx = key_indices(posterior, heldout)
-        if idx is not None:
-            out["entry"] = posterior.predict(idx).draws.double().numpy().reshape(c, d, -1)
-    return out
-
-
 def is_point_estimate(posterior) -> bool:
     """True for a MAP run (one point per chain, no parameter uncertainty)."""
     return posterior.method == "map" or posterior.num_draws * posterior.num_chains == 1
@@ -249,11 +207,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
                        warnings=warnings, tables=[("", rows, ["quantity", "value"])])
     key = key_variables(posterior, heldout)
     data = arviz_adapter.to_inference_data(key)
-    rows = arviz_adapter.per_variable(data)
-    max_rhat = max((r["max_rhat"] for r in rows if math.isfinite(r["max_rhat"])), default=float("nan"))
-    min_bulk = min((r["min_ess_bulk"] for r in rows if math.isfinite(r["min_ess_bulk"])), default=float("nan"))
-    min_tail = min((r["min_ess_tail"] for r in rows if math.isfinite(r["min_ess_tail"])), default=float("nan"))
-    ess_min = ESS_PER_CHAIN_MIN * posterior.num_chains
+    check = check_chains(data, posterior.num_chains)
+    rows, max_rhat, min_bulk = check["variables"], check["max_rhat"], check["min_ess_bulk"]
+    min_tail, ess_min = check["min_ess_tail"], check["ess_threshold"]
     numbers = {"method": posterior.method, "chains": posterior.num_chains, "draws": posterior.num_draws,
                "key_variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
                "min_ess_tail": min_tail, "rhat_threshold": RHAT_MAX, "ess_threshold": ess_min}
@@ -291,7 +247,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             "(the thresholds of Vehtari et al. 2021, Bayesian Analysis 16(2), used by ArviZ).",
             "Raw parameters are not checked: factors are identified only up to sign, "
             "permutation and scale, and switched-off slices wander under the prior, so their "
-            "R-hat may be large even for good fits (Posterior.diagnostics() lists them)."]
+            "R-hat may be large even for good fits (Posterior.diagnostics('all') lists them)."]
     summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
                {"quantity": "min tail ESS", "value": min_tail}]
     return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,

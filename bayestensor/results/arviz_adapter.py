@@ -115,24 +115,6 @@ def has_group(data, name: str) -> bool:
     return name in (data.children if arviz_major() >= 1 else data.groups())
 
 
-def rhat_ess(data, var_names=None) -> dict:
-    """Worst R-hat, smallest bulk and tail ESS over the chosen variables."""
-    rhat = _arviz().rhat(data, var_names=var_names)
-    bulk = _arviz().ess(data, var_names=var_names, method="bulk")
-    tail = _arviz().ess(data, var_names=var_names, method="tail")
-
-    def _reduce(ds, fn):
-        if hasattr(ds, "to_dataset"):
-            ds = ds.to_dataset()
-        vals = [np.asarray(ds[v]).ravel() for v in ds.data_vars]
-        vals = np.concatenate(vals) if vals else np.array([np.nan])
-        vals = vals[np.isfinite(vals)]
-        return float(fn(vals)) if vals.size else float("nan")
-
-    return {"max_rhat": _reduce(rhat, np.max), "min_ess_bulk": _reduce(bulk, np.min),
-            "min_ess_tail": _reduce(tail, np.min)}
-
-
 def per_variable(data, var_names=None) -> list[dict]:
     """Worst R-hat and smallest bulk/tail ESS of every variable: ``[{var, max_rhat, ...}]``."""
     rhat = _arviz().rhat(data, var_names=var_names)

@@ -57,13 +57,17 @@ def _observed(name, data) -> np.ndarray:
     return np.concatenate([np.asarray(group[v]).ravel() for v in group.data_vars])
 
 
-def compare_runs(posteriors: dict) -> pd.DataFrame:
+def compare_runs(posteriors: dict, loo_results: dict | None = None) -> pd.DataFrame:
     """Rank runs of one data set by their expected log predictive density (PSIS-LOO).
 
     Parameters
     ----------
     posteriors : dict of str to Posterior
         Two or more runs (formats, priors, methods) fitted to the same observations.
+    loo_results : dict of str to LooResult, optional
+        PSIS-LOO results already computed for some of the runs (by
+        :func:`~bayestensor.results.arviz_adapter.loo`, pointwise), reused instead of
+        computed again; the report's LOO section passes its run's.
 
     Returns
     -------
@@ -96,7 +100,9 @@ def compare_runs(posteriors: dict) -> pd.DataFrame:
     with warnings.catch_warnings():
         # ArviZ's generic Pareto-k warning is replaced by one naming the runs below.
         warnings.filterwarnings("ignore", message=".*Pareto.*")
-        loos = {name: arviz_adapter.loo(d) for name, d in data.items()}  # once per run
+        known = loo_results or {}
+        loos = {name: known[name] if name in known else arviz_adapter.loo(d)
+                for name, d in data.items()}  # once per run
         for name, result in loos.items():
             limit = pareto_k_limit(posteriors[name].num_chains * posteriors[name].num_draws)
             bad[name] = int(np.sum(result.pareto_k > limit))

@@ -14,7 +14,7 @@ from bayestensor.checks import positive_int
 from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
-from bayestensor.results import arviz_adapter, inference_data
+from bayestensor.results import arviz_adapter, convergence, inference_data
 from bayestensor.results.quantiles import normal_mixture_cdf, normal_mixture_quantiles
 
 #: Methods whose draws form Markov chains (R-hat and ESS apply).
@@ -379,13 +379,72 @@ class Posterior:
                                "point (no posterior spread was estimated)")
         return table
 
-    def diagnostics(self, var_names=None) -> dict:
-        """Worst R-hat and smallest ESS (NaN where they do not apply)."""
+    def diagnostics(self, var_names=None, entries=None) -> dict:
+        """R-hat and ESS of the chains: worst values, one row per variable and a verdict.
+
+        Parameters
+        ----------
+        var_names : None, "all" or list of str
+            ``None`` (default): the quantities the likelihood identifies, as the report checks
+            them (:func:`~bayestensor.results.convergence.key_variables`: the noise precision,
+            the norm of the low-rank tensor and a few predicted entries), for a built-in
+            model; every site for a Pyro model. Raw factors are left out by default because
+            they are not identified (sign, permutation and scale, and switched-off slices
+            that wander under the prior): their R-hat can be 2 on chains whose every
+            prediction agrees. ``"all"``: every site; a list: those sites.
+        entries : array-like, optional
+            Indices (completion) or inputs (regression) of the predicted entries checked with
+            ``var_names=None``; default: 4 entries drawn at a fixed seed (completion), none
+            (regression).
+
+        Returns
+        -------
+        dict
+            ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``variables`` (per variable),
+            ``checked`` (``"identified quantities"`` or ``"sites"``), ``converged`` (worst
+            R-hat at most 1.01 and bulk ESS at least 100 per chain, with two chains or more)
+            and the thresholds. For draws that are not Markov chains (MAP, VI, SVGD) the
+            numbers are NaN and ``note`` says why.
+
+        Examples
+        --------
+        >>> import bayestensor as bt
+        >>> data = bt.data.synthetic_tensor((12, 12, 12), rank=2, seed=0)
+        >>> model = bt.TensorCompletion(data.shape, max_rank=4)
+        >>> post = bt.fit(model, data.train, method="sghmc", num_chains=2, num_samples=100,
+        ...               num_warmup=100, seed=0, progress=False)
+        >>> d = post.diagnostics()
+        >>> d["checked"], sorted(r["var"] for r in d["variables"])
+        ('identified quantities', ['entry', 'noise_precision', 'tensor_norm'])
+        """
         if not self.is_markov_chain:
             return {"max_rhat": float("nan"), "min_ess_bulk": float("nan"),
-                    "min_ess_tail": float("nan"),
+                    "min_ess_tail": float("nan"), "variables": [], "checked": None,
+                    "converged": False,
                     "note": f"{self.method}: not a Markov chain; R-hat does not apply"}
-        return arviz_adapter.rhat_ess(self.to_arviz(log_likelihood=False), var_names)
+        if var_names is None and hasattr(self.model, "low_rank"):
+            heldout, count = None, convergence.N_KEY_ENTRIES
+            if entries is not None:
+                heldout = {"inputs": np.asarray(entries)}
+                count = len(heldout["inputs"])
+            key = convergence.key_variables(self, heldout, count)
+            check = convergence.check_chains(arviz_adapter.to_inference_data(key),
+                                             self.num_chains)
+            return {**check, "checked": "identified quantities"}
+        if isinstance(var_names, str):
+            if var_names != "all":
+                raise ValueError(f"var_names: expected None, 'all' or a list of site names, "
+                                 f"got {var_names!r}")
+            var_names = None
+        elif var_names is not None:
+            var_names = list(var_names)
+            unknown = [n for n in var_names if n not in self.samples]
+            if unknown:
+                raise ValueError(f"var_names: {unknown} are not sites of this posterior; it "
+                                 f"has {list(self.samples)}")
+        check = convergence.check_chains(self.to_arviz(log_likelihood=False), self.num_chains,
+                                         var_names)
+        return {**check, "checked": "sites"}
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, path, include_data: bool = True) -> Path:

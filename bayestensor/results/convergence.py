@@ -1,0 +1,91 @@
+"""Convergence checks of Markov chains on the quantities a low-rank model identifies.
+
+Most parameters of a low-rank model are not identified: a CP component moves scale between its
+factors without changing the tensor, slices swap order or sign between chains, and the
+precision of a switched-off slice wanders under its prior. Their R-hat can be 2 on chains whose
+every prediction agrees, so a check over the raw sites raises false alarms. The checks here
+look at what the likelihood identifies instead: the noise precision, the norm of the low-rank
+tensor and a few predicted entries. Both :meth:`Posterior.diagnostics
+<bayestensor.results.posterior.Posterior.diagnostics>` and the report's diagnostics section
+use them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bayestensor.results import arviz_adapter
+
+#: Warning thresholds: worst R-hat, and smallest bulk ESS per chain (those of Vehtari et al.
+#: 2021, Bayesian Analysis 16(2), for rank-normalized split R-hat, which ArviZ documents).
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+#: Predicted entries checked when the caller names none.
+N_KEY_ENTRIES = 4
+
+
+def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:
+    """Indices (completion) or inputs (regression) of the few predicted entries that are checked.
+
+    The first ``k`` of ``heldout["indices"]`` or ``heldout["inputs"]`` when given; otherwise,
+    for a tensor model, ``k`` index tuples drawn at a fixed seed (so repeated checks look at the
+    same entries); ``None`` for a model without a tensor shape (regression without inputs).
+    """
+    if heldout is not None and "indices" in heldout:
+        return np.asarray(heldout["indices"][:k])
+    if heldout is not None and "inputs" in heldout:
+        return np.asarray(heldout["inputs"][:k])
+    model = posterior.model
+    if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
+        rng = np.random.default_rng(0)
+        return np.stack([rng.integers(0, n, k) for n in model.shape], 1)
+    return None
+
+
+def key_variables(posterior, heldout: dict | None = None,
+                  num_entries: int = N_KEY_ENTRIES) -> dict:
+    """Identified quantities whose chains are checked: ``{name: (chain, draw, ...)}``.
+
+    ``noise_precision``; ``tensor_norm``: the Frobenius norm of the low-rank tensor (the
+    coefficient tensor for regression), computed from the parameters; ``entry``: a few
+    predicted entries (the first ``num_entries`` of :func:`key_indices`). Empty for a model that has none of them (a plain
+    Pyro model without a ``noise_precision`` site).
+    """
+    c, d = posterior.num_chains, posterior.num_draws
+    out = {}
+    if "noise_precision" in posterior.samples:
+        out["noise_precision"] = posterior.samples["noise_precision"].double().numpy().reshape(c, d)
+    model = posterior.model
+    if model is not None and hasattr(model, "low_rank"):
+        norm = model.low_rank(posterior.flat_samples()).norm()
+        out["tensor_norm"] = norm.detach().double().numpy().reshape(c, d)
+    if model is not None and hasattr(model, "predict_entries"):
+        idx = key_indices(posterior, heldout, num_entries)
+        if idx is not None:
+            out["entry"] = posterior.predict(idx).draws.double().numpy().reshape(c, d, -1)
+    return out
+
+
+def check_chains(data, num_chains: int, var_names=None) -> dict:
+    """R-hat and ESS of every variable of an ArviZ object, worst values and a verdict.
+
+    Returns ``{"variables": [{var, max_rhat, min_ess_bulk, min_ess_tail}], "max_rhat",
+    "min_ess_bulk", "min_ess_tail", "rhat_threshold", "ess_threshold", "converged"}``:
+    ``converged`` is True when the worst R-hat is at most ``RHAT_MAX`` and the smallest bulk
+    ESS at least ``ESS_PER_CHAIN_MIN`` per chain (with two chains or more; one chain cannot
+    show chains that disagree, so it is never called converged).
+    """
+    rows = arviz_adapter.per_variable(data, var_names)
+
+    def worst(key, fn):
+        vals = [r[key] for r in rows if math.isfinite(r[key])]
+        return fn(vals) if vals else float("nan")
+
+    max_rhat, min_bulk = worst("max_rhat", max), worst("min_ess_bulk", min)
+    ess_min = ESS_PER_CHAIN_MIN * num_chains
+    converged = bool(num_chains >= 2 and max_rhat <= RHAT_MAX and min_bulk >= ess_min)
+    return {"variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
+            "min_ess_tail": worst("min_ess_tail", min), "rhat_threshold": RHAT_MAX,
+            "ess_threshold": ess_min, "converged": converged}

@@ -59,6 +59,8 @@ def test_complete_npy_with_nan(tmp_path, tensor_file):
                                     "--max-rank", "4", "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "rank found" in res.output and "predictions.npz" in res.output
+    assert "R-hat" not in res.output  # one MAP point: no chains to check
+    assert json.loads((out / "summary.json").read_text())["convergence"] is None
     check_predictions(out, truth, mask)
 
 
@@ -78,6 +80,12 @@ def test_samplers_default_to_four_chains_and_other_methods_to_one(tmp_path, tens
     post = Posterior.load(out / "posterior.pt")
     assert (post.num_chains, post.num_draws) == (4, 20)
     assert read_run(out)["settings"]["num_chains"] == 4
+    # the console and summary.json say whether the chains converged, on identified quantities
+    check = json.loads((out / "summary.json").read_text())["convergence"]
+    assert check["checked"] == "identified quantities"
+    assert check["max_rhat"] == pytest.approx(post.diagnostics()["max_rhat"], rel=1e-9)
+    assert not check["converged"] and "NOT converged" in res.output  # 20 draws a chain
+    assert f"max R-hat {check['max_rhat']:.3f}" in res.output
 
 
 def test_complete_npz_with_mask(tmp_path):

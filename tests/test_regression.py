@@ -330,6 +330,29 @@ def test_regress_cli_writes_a_report_with_the_weight_images(tmp_path):
     assert "weights.png" in " ".join(rep["sections"]["weights"]["figures"])
 
 
+def test_regress_cli_checks_the_chains_as_its_report_does(tmp_path):
+    """An SGHMC run's summary.json and console line carry the check of its report's
+    diagnostics section: the same held-out inputs, the same R-hat."""
+    from click.testing import CliRunner
+
+    from bayestensor.cli import main
+    from bayestensor.data.regression import synthetic_image_regression
+
+    data = synthetic_image_regression(shape="cross", size=8, n_train=120, n_test=30, seed=0)
+    np.savez(tmp_path / "d.npz", X=data.X_train, y=data.y_train, X_test=data.X_test,
+             y_test=data.y_test)
+    res = CliRunner().invoke(main, ["regress", str(tmp_path / "d.npz"), "--method", "sghmc",
+                                    "--max-rank", "3", "--num-samples", "60", "--num-warmup",
+                                    "60", "--quiet", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    check = json.loads((tmp_path / "o" / "summary.json").read_text())["convergence"]
+    diag = json.loads((tmp_path / "o" / "report.json").read_text())["sections"]["diagnostics"]
+    assert {r["var"] for r in diag["numbers"]["key_variables"]} == {"noise_precision",
+                                                                    "tensor_norm", "entry"}
+    assert check["max_rhat"] == pytest.approx(diag["numbers"]["max_rhat"], rel=1e-9)
+    assert f"max R-hat {check['max_rhat']:.3f}" in res.output
+
+
 # --- ranks a shape cannot use, degenerate responses (issue 14) --------------------------------
 
 def _small_xy(n=30, constant_y=None):

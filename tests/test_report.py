@@ -396,6 +396,11 @@ def test_default_demo_report_has_no_warning(tmp_path):
     assert rep["warnings"] == [], rep["warnings"]
     diag = rep["sections"]["diagnostics"]["numbers"]
     assert diag["max_rhat"] <= 1.01 and diag["min_ess_bulk"] >= 200
+    # the console says so too, from the same check of the same draws
+    assert "chains: max R-hat" in res.output and ": converged" in res.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["convergence"]["converged"]
+    assert summary["convergence"]["max_rhat"] == pytest.approx(diag["max_rhat"], rel=1e-9)
 
 
 def test_loo_section_matches_arviz_and_compares_runs(sghmc_run, tmp_path):

@@ -100,14 +100,17 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
     ranks = post.effective_rank()
     err = data.relative_error(pred.mean)
     cov = pred.coverage(data.test_noisy.values.numpy(), DEMO_LEVEL)
+    check = opt.convergence(post, data.test.indices)
     summary = {"method": method, "format": fmt, "shape": list(shape), "true_rank": rank,
                "found_rank_mode": ranks.mode().tolist(), "rank_distribution": ranks.distribution(0),
-               "heldout_relative_error": err, "coverage_90": cov, "seconds": seconds}
+               "heldout_relative_error": err, "coverage_90": cov, "seconds": seconds,
+               "convergence": check}
     click.echo(f"  rank found (posterior mode): {ranks.mode().tolist()}   true: {rank}")
     click.echo(f"  rank posterior (dim 0): {ranks.distribution(0)}")
     click.echo(f"  held-out relative error: {err:.4f}")
     click.echo(f"  {DEMO_LEVEL:.0%} interval coverage of held-out noisy entries: {cov:.3f}")
     click.echo(f"  time: {seconds:.1f} s")
+    opt.echo_convergence(check, indent="  ")
     files = [post.save(out / "posterior.pt"), _write_summary(out, summary),
              write_heldout(out, indices=data.test.indices.numpy(), truth=data.test.values.numpy(),
                            noisy=data.test_noisy.values.numpy())]
@@ -245,6 +248,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
             sample = Observations(sample.indices[np.sort(keep)], sample.values[np.sort(keep)],
                                   sample.shape)
         files.append(write_heldout(out, indices=sample.indices.numpy(), truth=sample.values.numpy()))
+    heldout = test if test is not None else (sample if builtin_test is not None else None)
+    summary["convergence"] = opt.convergence(post, None if heldout is None else heldout.indices)
     summary.update(info)
     files.append(_write_summary(out, summary))
     if is_image(data.shape) or bands:
@@ -266,6 +271,7 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
         rel = f", relative error {h['relative_error']:.4f}" if "relative_error" in h else ""
         click.echo(f"held out: {h['n']} entries, RMSE {h['rmse']:.4g}{rel}, {level:.0%} "
                    f"interval coverage {h['coverage']:.3f}  ({seconds:.0f} s)")
+    opt.echo_convergence(summary["convergence"])
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in files))
     opt.echo_report(out, with_report)
 

@@ -12,10 +12,12 @@ import math
 from pathlib import Path
 
 import click
+import numpy as np
 
 from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
 from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
+from bayestensor.results.convergence import N_KEY_ENTRIES
 
 #: Folder under which default run folders are made.
 RUNS_DIR = "runs"
@@ -130,6 +132,32 @@ def open_run_dir(out: Path | None, command: str, force: bool) -> Path:
     after the inputs are validated and before any fitting."""
     return prepare_run_dir(out if out is not None else timestamped_dir(RUNS_DIR, command),
                            force=force)
+
+
+def convergence(post, heldout=None) -> dict | None:
+    """The chains' check on identified quantities (``Posterior.diagnostics()``) of a
+    Markov-chain run, for its summary and console line; ``None`` for MAP, VI and SVGD.
+
+    ``heldout``: indices or inputs of the run's held-out points, whose first
+    ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them.
+    """
+    if not post.is_markov_chain:
+        return None
+    entries = None if heldout is None else np.asarray(heldout)[:N_KEY_ENTRIES]
+    check = post.diagnostics(entries=entries)
+    return {key: check[key] for key in ("checked", "max_rhat", "min_ess_bulk", "min_ess_tail",
+                                        "rhat_threshold", "ess_threshold", "converged")}
+
+
+def echo_convergence(check: dict | None, indent: str = "") -> None:
+    """One line: the worst R-hat and smallest bulk ESS, and whether that is converged."""
+    if check is None:
+        return
+    verdict = "converged" if check["converged"] else (
+        f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
+        f"{check['ess_threshold']:.0f}, with 2 or more chains): draw more samples or chains")
+    click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
+               f"{check['min_ess_bulk']:.0f} over the {check['checked']}: {verdict}")
 
 
 def echo_report(out: Path, with_report: bool) -> None:

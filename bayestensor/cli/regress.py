@@ -126,7 +126,8 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
         "found_rank_mode": ranks.mode().tolist(), "rank_distribution": ranks.distribution(0),
         "rank_threshold": ranks.threshold, "intercept_mean": intercept.tolist(),
         "level": level, "metrics": summary_metrics, "seconds": seconds,
-        "files": [n for n in names if n != "heldout.npz"],
+        "files": [n for n in names if n != "heldout.npz"], "convergence": opt.convergence(
+            post, arrays["X_test"] if {"X_test", "y_test"} <= set(arrays) else None),
     }
     files.append(atomic_write(out / "summary.json", json.dumps(summary, indent=2)))
     write_run(out, "regression", files=files,
@@ -138,6 +139,7 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
                f"data points, {method})")
     for split, m in summary_metrics.items():
         click.echo(f"  {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
+    opt.echo_convergence(summary["convergence"])
     click.echo(f"wrote {out}/: " + ", ".join(summary["files"]) + ", summary.json")
     opt.echo_report(out, with_report)
 

@@ -425,7 +425,11 @@ class Posterior:
         if var_names is None and hasattr(self.model, "low_rank"):
             heldout, count = None, convergence.N_KEY_ENTRIES
             if entries is not None:
-                heldout = {"inputs": np.asarray(entries)}
+                try:
+                    checked = self.model.check_predict_inputs(entries)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"entries: {err}") from None
+                heldout = {"inputs": np.asarray(checked)}
                 count = len(heldout["inputs"])
             key = convergence.key_variables(self, heldout, count)
             check = convergence.check_chains(arviz_adapter.to_inference_data(key),

@@ -311,6 +311,8 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
         post.diagnostics("factors")
     with pytest.raises(ValueError, match="entries: .*out of range"):
         post.diagnostics(entries=[[10, 0, 0]])
+    with pytest.raises(ValueError, match="entries: .*var_names=None"):
+        post.diagnostics("all", entries=[[1, 0, 0]])
     svgd = bt.fit(model, data.train, method="svgd", num_samples=10, num_steps=50, progress=False)
     assert "r_hat" not in svgd.summary(var_names=["noise_precision"]).columns
     assert "not a Markov chain" in svgd.diagnostics()["note"]

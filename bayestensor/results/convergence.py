@@ -50,8 +50,8 @@ def key_variables(posterior, heldout: dict | None = None,
 
     ``noise_precision``; ``tensor_norm``: the Frobenius norm of the low-rank tensor (the
     coefficient tensor for regression), computed from the parameters; ``entry``: a few
-    predicted entries (the first ``num_entries`` of :func:`key_indices`). Empty for a model that has none of them (a plain
-    Pyro model without a ``noise_precision`` site).
+    predicted entries (the first ``num_entries`` of :func:`key_indices`). Empty for a model
+    that has none of them (a plain Pyro model without a ``noise_precision`` site).
     """
     c, d = posterior.num_chains, posterior.num_draws
     out = {}

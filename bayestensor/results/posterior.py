@@ -422,7 +422,12 @@ class Posterior:
                     "min_ess_tail": float("nan"), "variables": [], "checked": None,
                     "converged": False,
                     "note": f"{self.method}: not a Markov chain; R-hat does not apply"}
-        if var_names is None and hasattr(self.model, "low_rank"):
+        identified = var_names is None and hasattr(self.model, "low_rank")
+        if entries is not None and not identified:
+            raise ValueError("entries: predicted entries are checked with var_names=None on a "
+                             "built-in model's posterior only; got var_names="
+                             f"{var_names!r} on a {type(self.model).__name__} posterior")
+        if identified:
             heldout, count = None, convergence.N_KEY_ENTRIES
             if entries is not None:
                 try:

@@ -302,7 +302,7 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
     ds = posterior_group(idata)
     assert ds["noise_precision"].shape == (2, 50)
     table = post.summary(var_names=["noise_precision"])
-    assert "r_hat" in table.columns
+    assert "r_hat" in table.columns and "diagnostics()" in table.attrs["note"]
     only = post.diagnostics(["noise_precision"])
     assert only["checked"] == "sites" and [r["var"] for r in only["variables"]] == ["noise_precision"]
     assert only["max_rhat"] == pytest.approx(float(az.rhat(post["noise_precision"].double().numpy())))

@@ -342,7 +342,9 @@ class Posterior:
 
         For SVGD, VI and MAP the draws are not a Markov chain: the R-hat, ESS and MCSE
         columns are removed. A MAP run is one point: its ``sd`` is 0 and its interval is the
-        point (``table.attrs["note"]`` says so).
+        point (``table.attrs["note"]`` says so). For a built-in model's chains the note says
+        that the raw sites' R-hat is no convergence check (factors and slice precisions are
+        not identified) and names :meth:`diagnostics`, which checks what is.
         """
         if self.num_chains * self.num_draws == 1:
             return self._point_summary(var_names, ci_prob)
@@ -353,7 +355,13 @@ class Posterior:
             table.attrs["note"] = (f"{self.method}: draws are not a Markov chain; R-hat and "
                                    "ESS do not apply")
             return table
-        return arviz_adapter.summary(data, var_names=var_names, ci_prob=ci_prob)
+        table = arviz_adapter.summary(data, var_names=var_names, ci_prob=ci_prob)
+        if hasattr(self.model, "low_rank"):
+            table.attrs["note"] = (
+                "r_hat of factors and slice precisions is no convergence check: they are "
+                "identified only up to sign, order and scale, and switched-off slices wander "
+                "under the prior; Posterior.diagnostics() checks the identified quantities")
+        return table
 
     def _point_summary(self, var_names, ci_prob: float):
         """The summary of a single draw: its value, sd 0, the interval collapsed on it."""

@@ -18,7 +18,6 @@ import tensorly as tl
 from bayestensor.data import tensors as datasets
 from bayestensor.io import versions
 from bayestensor.cli import main
-from bayestensor.results import arviz_adapter
 from bayestensor.report import read_run, write_heldout, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,7 +79,7 @@ def test_completion_report_numbers_match_posterior(sghmc_run):
     key = {"noise_precision": post["noise_precision"].double().numpy(),
            "tensor_norm": norm,
            "entry": post.predict(data.test.indices[:4]).draws.double().numpy().reshape(c, d, -1)}
-    columns = [v.reshape(c, d, -1)[..., j] for v in key.values() for j in range(v.reshape(c, d, -1).shape[-1])]
+    columns = [x for v in key.values() for x in np.moveaxis(v.reshape(c, d, -1), -1, 0)]
     diag = secs["diagnostics"]["numbers"]
     assert diag["max_rhat"] == pytest.approx(max(float(az.rhat(x)) for x in columns), rel=1e-6)
     assert diag["min_ess_bulk"] == pytest.approx(min(float(az.ess(x, method="bulk")) for x in columns),

@@ -216,14 +216,17 @@ def test_user_pyro_model_log_likelihood_loo_and_divergences(monkeypatch):
     with pytest.warns(ParetoKWarning, match="'no slope'"):
         table = compare_runs({"slope": post, "no slope": other})
     assert table.index[0] == "slope"
-    # a run's LOO computed already (the report's own section) is reused, not computed again
+    # a run's ArviZ data and LOO computed already (the report's own section) are reused,
+    # not computed again
     known = arviz_adapter.loo(idata)
     calls = []
     real_loo = arviz_adapter.loo
     monkeypatch.setattr(arviz_adapter, "loo",
                         lambda data, *a, **k: calls.append(1) or real_loo(data, *a, **k))
+    monkeypatch.setattr(post, "to_arviz", lambda *a, **k: pytest.fail("to_arviz again"))
     with pytest.warns(ParetoKWarning):
-        again = compare_runs({"slope": post, "no slope": other}, loo_results={"slope": known})
+        again = compare_runs({"slope": post, "no slope": other},
+                             prepared={"slope": (idata, known)})
     assert len(calls) == 1  # "no slope" only
     pd.testing.assert_frame_equal(again, table)
 

@@ -145,7 +145,7 @@ def loo_section(posterior: Posterior, name: str, others: dict | None = None) -> 
     if others:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Pareto.*")
-            table = compare_runs({name: posterior, **others}, loo_results={name: result})
+            table = compare_runs({name: posterior, **others}, prepared={name: (data, result)})
         cols = ["run"] + [c for c in SHOWN if c in table.columns]
         table_rows = [{"run": run, **{c: row[c] for c in cols[1:]}} for run, row in table.iterrows()]
         numbers["comparison"] = table_rows

@@ -57,17 +57,18 @@ def _observed(name, data) -> np.ndarray:
     return np.concatenate([np.asarray(group[v]).ravel() for v in group.data_vars])
 
 
-def compare_runs(posteriors: dict, loo_results: dict | None = None) -> pd.DataFrame:
+def compare_runs(posteriors: dict, prepared: dict | None = None) -> pd.DataFrame:
     """Rank runs of one data set by their expected log predictive density (PSIS-LOO).
 
     Parameters
     ----------
     posteriors : dict of str to Posterior
         Two or more runs (formats, priors, methods) fitted to the same observations.
-    loo_results : dict of str to LooResult, optional
-        PSIS-LOO results already computed for some of the runs (by
-        :func:`~bayestensor.results.arviz_adapter.loo`, pointwise), reused instead of
-        computed again; the report's LOO section passes its run's.
+    prepared : dict of str to (ArviZ data, LooResult), optional
+        For some of the runs, what was already computed from them: ``post.to_arviz()`` (with
+        its log-likelihood) and its pointwise PSIS-LOO
+        (:func:`~bayestensor.results.arviz_adapter.loo`), reused instead of computed again;
+        the report's LOO section passes its run's.
 
     Returns
     -------
@@ -87,7 +88,9 @@ def compare_runs(posteriors: dict, loo_results: dict | None = None) -> pd.DataFr
         Fewer than two runs, a run without a log-likelihood, or runs of different data.
     """
     _check_runs(posteriors)
-    data = {name: post.to_arviz() for name, post in posteriors.items()}
+    prepared = prepared or {}
+    data = {name: prepared[name][0] if name in prepared else post.to_arviz()
+            for name, post in posteriors.items()}
     first_name, first = None, None
     for name, d in data.items():
         obs = _observed(name, d)
@@ -100,8 +103,7 @@ def compare_runs(posteriors: dict, loo_results: dict | None = None) -> pd.DataFr
     with warnings.catch_warnings():
         # ArviZ's generic Pareto-k warning is replaced by one naming the runs below.
         warnings.filterwarnings("ignore", message=".*Pareto.*")
-        known = loo_results or {}
-        loos = {name: known[name] if name in known else arviz_adapter.loo(d)
+        loos = {name: prepared[name][1] if name in prepared else arviz_adapter.loo(d)
                 for name, d in data.items()}  # once per run
         for name, result in loos.items():
             limit = pareto_k_limit(posteriors[name].num_chains * posteriors[name].num_draws)

@@ -20,7 +20,7 @@ from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_MAX,
-                                             check_chains, key_indices, key_variables)
+                                             check_identified, key_indices)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -179,7 +179,8 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     """ArviZ R-hat, bulk/tail ESS, trace and rank plots; for SVGD/VI/MAP, particle diversity.
 
     Warnings: a diverged run; a MAP run (its intervals are noise-only); for Markov chains, worst
-    R-hat of the identified key variables (:func:`key_variables`) above ``RHAT_MAX`` or their
+    R-hat of the identified key variables
+    (:func:`~bayestensor.results.convergence.key_variables`) above ``RHAT_MAX`` or their
     smallest bulk ESS below ``ESS_PER_CHAIN_MIN`` times the number of chains (the thresholds
     Vehtari et al. 2021 recommend and ArviZ documents for rank-normalized split R-hat).
     """
@@ -205,9 +206,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         title = "Sampler diagnostics: particle diversity" if posterior.method == "svgd" else "Sampler diagnostics"
         return section("diagnostics", title, text=text, figures=figs, numbers=numbers,
                        warnings=warnings, tables=[("", rows, ["quantity", "value"])])
-    key = key_variables(posterior, heldout)
-    data = arviz_adapter.to_inference_data(key)
-    check = check_chains(data, posterior.num_chains)
+    key, data, check = check_identified(posterior, heldout)
     rows, max_rhat, min_bulk = check["variables"], check["max_rhat"], check["min_ess_bulk"]
     min_tail, ess_min = check["min_ess_tail"], check["ess_threshold"]
     numbers = {"method": posterior.method, "chains": posterior.num_chains, "draws": posterior.num_draws,

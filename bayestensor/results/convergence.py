@@ -89,3 +89,13 @@ def check_chains(data, num_chains: int, var_names=None) -> dict:
     return {"variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
             "min_ess_tail": worst("min_ess_tail", min), "rhat_threshold": RHAT_MAX,
             "ess_threshold": ess_min, "converged": converged}
+
+
+def check_identified(posterior, heldout: dict | None = None,
+                     num_entries: int = N_KEY_ENTRIES) -> tuple[dict, object, dict]:
+    """The check of a built-in model's chains on its identified quantities: the arrays of
+    :func:`key_variables`, their ArviZ object (for trace and rank plots) and
+    :func:`check_chains` of it."""
+    key = key_variables(posterior, heldout, num_entries)
+    data = arviz_adapter.to_inference_data(key)
+    return key, data, check_chains(data, posterior.num_chains)

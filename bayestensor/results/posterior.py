@@ -444,9 +444,7 @@ class Posterior:
                     raise ValueError(f"entries: {err}") from None
                 heldout = {"inputs": np.asarray(checked)}
                 count = len(heldout["inputs"])
-            key = convergence.key_variables(self, heldout, count)
-            check = convergence.check_chains(arviz_adapter.to_inference_data(key),
-                                             self.num_chains)
+            _, _, check = convergence.check_identified(self, heldout, count)
             return {**check, "checked": "identified quantities"}
         if isinstance(var_names, str):
             if var_names != "all":

@@ -208,6 +208,16 @@ def test_corrupt_input_files_name_the_file(tmp_path, name, content):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name, why", [("absent.npy", "no such file"), ("folder.npy", "not a file")])
+def test_complete_names_a_file_that_is_not_there(tmp_path, name, why):
+    (tmp_path / "folder.npy").mkdir()
+    res = CliRunner().invoke(main, ["complete", str(tmp_path / name), "--quiet", "--out",
+                                    str(tmp_path / "out")])
+    _usage_error(res, "FILE")
+    assert f"{name}' ({why})" in res.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_npy_names_the_file(tmp_path):
     path = tmp_path / "cut.npy"
     np.save(path, np.ones((6, 6, 6)))

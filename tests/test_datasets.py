@@ -70,10 +70,12 @@ def test_synthetic_tensor_reproducible_and_caps_test():
     ({"seed": 2**70}, "seed"),
     ({"seed": -1}, "seed"),
     ({"seed": "3"}, "seed"),
+    ({"shape": (4, -1, 6)}, "shape: expected a sequence of positive integers"),
+    ({"shape": ()}, "shape"),
 ])
 def test_synthetic_tensor_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        datasets.synthetic_tensor((4, 5, 6), **{"rank": 2, **kwargs})
+        datasets.synthetic_tensor(**{"shape": (4, 5, 6), "rank": 2, **kwargs})
 
 
 def test_load_kinetic():

@@ -212,6 +212,8 @@ def test_prune_bad_masks():
         x.prune([[True, True]])
     with pytest.raises(ValueError, match=r"keep\[1\]"):
         x.prune([[True, True], [True], [True, True]])
+    with pytest.raises(ValueError, match=r"keep\[0\]: expected a boolean mask of length 2"):
+        CPTensor.random((3, 4, 5), 2, seed=0).prune(["x"])
 
 
 @pytest.mark.parametrize("batch", [(), (3,)])
@@ -346,6 +348,11 @@ def test_bad_shapes_and_params():
         TTTensor.random((5,), 2)
     with pytest.raises(ValueError, match="shape"):
         TTMatrix.random((2, 3, 4), 2)
+    for cls in (CPTensor, TuckerTensor, TTTensor):
+        with pytest.raises(ValueError, match=r"shape: expected positive integer sizes, got \(3, -4, 5\)"):
+            cls.random((3, -4, 5), 2)
+        with pytest.raises(ValueError, match="shape: expected positive integer sizes"):
+            cls.random((3, 4.5, 5), 2)
     x = CPTensor.random((3, 4, 5), 2, seed=0)
     with pytest.raises(ValueError, match="factor1"):
         CPTensor((3, 4, 5), [x.params[0], x.params[1][:3], x.params[2]])

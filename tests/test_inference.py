@@ -313,8 +313,22 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
         post.diagnostics(entries=[[10, 0, 0]])
     with pytest.raises(ValueError, match="entries: .*var_names=None"):
         post.diagnostics("all", entries=[[1, 0, 0]])
+    # one site named by a string is that site, as in ArviZ; a wrong name is refused by name
+    assert post.summary(var_names="noise_precision").equals(table)
+    for bad, match in [(["nope"], r"var_names: \['nope'\] are not sites"), ([], "var_names"),
+                       (3, "var_names: expected a list of site names")]:
+        with pytest.raises(ValueError, match=match):
+            post.summary(var_names=bad)
+    with pytest.raises(ValueError, match="ci_prob"):
+        post.summary(ci_prob=90)
+    with pytest.raises(ValueError, match="threshold: expected a finite number"):
+        post.effective_rank(threshold="0.1")
     svgd = bt.fit(model, data.train, method="svgd", num_samples=10, num_steps=50, progress=False)
     assert "r_hat" not in svgd.summary(var_names=["noise_precision"]).columns
+    point = bt.fit(model, data.train, method="map", progress=False)
+    assert list(point.summary(var_names="noise_precision").index) == ["noise_precision"]
+    with pytest.raises(ValueError, match="var_names"):
+        point.summary(var_names=["nope"])
     assert "not a Markov chain" in svgd.diagnostics()["note"]
 
 

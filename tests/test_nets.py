@@ -917,7 +917,7 @@ def test_sghmc_default_warmup_is_the_validated_share_leaving_an_epoch_to_sample(
 
     assert torch.equal(draws(10), draws(10, burnin=0.9))
     assert torch.equal(draws(4), draws(4, burnin=0.75))  # 3 of 4 epochs either way
-    with pytest.raises(ValueError, match="burnin"):
+    with pytest.raises(ValueError, match="burnin: 0.9 makes a warm-up of 8 of the run's 8 steps .4 epochs of 2."):
         draws(4, burnin=0.9)
 
 

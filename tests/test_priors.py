@@ -9,7 +9,7 @@ from pyro import poutine
 from scipy import integrate, stats
 
 from bayestensor.priors import (PRIORS, LogUniform, LowRankPrior, RankPrior, get_prior,
-                                low_rank_tensor)
+                                low_rank_tensor, noise_precision)
 
 FORMAT_CASES = {
     "cp": ((4, 5, 6), 3),
@@ -172,6 +172,13 @@ def test_bad_prior_params(kind, params):
         RankPrior(kind, params)
     with pytest.raises(ValueError, match="prior_params"):
         get_prior(kind, params)
+
+
+@pytest.mark.parametrize("params, name", [({"a": -1.0}, "a"), ({"b": 0.0}, "b"),
+                                           ({"a": float("nan")}, "a")])
+def test_noise_precision_prior_refuses_bad_parameters(params, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected a finite number in .0, "):
+        noise_precision(**params)
 
 
 def test_get_prior_instance_and_params_conflict():

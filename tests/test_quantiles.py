@@ -144,3 +144,21 @@ def test_cdf_bad_x_names_the_argument():
 def test_bad_input_names_the_argument(mu, sd, probs, name):
     with pytest.raises(ValueError, match=name):
         normal_mixture_quantiles(torch.as_tensor(mu), torch.as_tensor(sd), probs)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros(3), r"truth: expected shape \(500,\), one value per predicted entry, got \(3,\)"),
+    (np.zeros((500, 1)), r"truth: expected shape \(500,\)"),
+    (np.full(500, np.nan), "truth: expected finite values, got 500 NaN or infinite"),
+    ("abc", "truth: expected 500 real numbers"),
+])
+def test_coverage_refuses_truth_that_does_not_match_the_predictions(bad, match):
+    draws = torch.zeros(4, 500, dtype=torch.float64)
+    pred = Prediction(mean=np.zeros(500), sd=np.ones(500), sd_mean=np.zeros(500),
+                      draws=draws, noise_sd=torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=match):
+        pred.coverage(bad, 0.9)
+    with pytest.raises(ValueError, match=match.replace("truth", "values")):
+        pred.pit(bad)
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        pred.coverage(np.zeros(500), 0.9, kind="noisy")

@@ -434,3 +434,12 @@ def test_loo_section_matches_arviz_and_compares_runs(sghmc_run, tmp_path):
     secs = json.loads((map_dir / "report.json").read_text())["sections"]
     assert secs["loo"]["numbers"]["loo"] is None
     assert "does not apply" in (map_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("run, out, match", [
+    (42, None, "run: expected a run folder .a path. or a Posterior, got int"),
+    ("no/such/run", None, "run_dir: .* is not a directory"),
+])
+def test_report_refuses_what_is_not_a_run(run, out, match, tmp_path):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        bt.report(run if not isinstance(run, str) else tmp_path / run, out)

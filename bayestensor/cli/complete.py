@@ -285,8 +285,9 @@ def _read_data(file: str, mask, missing, holdout: float, seed: int):
             raise click.BadParameter(f"applies to indian_pines only, not {file}",
                                      param_hint="--missing")
         if not Path(file).is_file():
+            found = "no such file" if not Path(file).exists() else "not a file"
             raise click.BadParameter(f"expected a .npy / .npz file or one of "
-                                     f"{', '.join(BUILTIN_DATA)}, got {file!r}",
+                                     f"{', '.join(BUILTIN_DATA)}, got {file!r} ({found})",
                                      param_hint="FILE")
         return read_tensor(file, mask), None, {}
     if mask is not None:

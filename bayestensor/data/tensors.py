@@ -18,7 +18,7 @@ from tensorly.datasets import load_kinetic as tensorly_kinetic
 
 from bayestensor.checks import real_number, seed_value
 from bayestensor.formats import LowRankTensor, get_format
-from bayestensor.data.observations import Observations
+from bayestensor.data.observations import Observations, check_shape
 
 IMAGES = ("astronaut", "chelsea", "coffee")
 #: Folder of the data files TensorLy installs with its package (read, never downloaded).
@@ -114,7 +114,7 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
     real_number("snr_db", snr_db, -math.inf, math.inf)
     seed = seed_value(seed)
     cls = get_format(format)
-    shape = tuple(int(s) for s in shape)
+    shape = check_shape(shape)
     gen = torch.Generator().manual_seed(seed)
     truth = cls.random(shape, rank, scale=1.0, seed=seed)
     truth = cls(shape, [p.double() for p in truth.params])

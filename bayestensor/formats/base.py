@@ -17,7 +17,7 @@ import numpy as np
 import tensorly as tl
 import torch
 
-from bayestensor.checks import positive_int
+from bayestensor.checks import is_integer, positive_int
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,13 @@ def data_dtype(tensor, dtype=None) -> torch.dtype:
 
 
 def check_modes(fmt: str, shape: Sequence[int]) -> None:
-    """Raise ``ValueError`` naming ``shape`` unless it has at least two modes.
+    """Raise ``ValueError`` naming ``shape`` unless it has at least two modes, each a positive
+    integer size.
 
     A 1-D tensor (a vector) has no low-rank structure to find.
     """
+    if not all(is_integer(s) and s >= 1 for s in shape):
+        raise ValueError(f"shape: expected positive integer sizes, got {tuple(shape)}")
     if len(shape) < 2:
         raise ValueError(f"shape: {fmt} needs at least 2 modes (a 1-D tensor has no low-rank "
                          f"structure), got {tuple(shape)}")
@@ -315,7 +318,11 @@ class LowRankTensor:
         norms = self.slice_norms()
         kept_idx = []
         for d, mask in enumerate(keep):
-            mask = torch.as_tensor(mask, dtype=torch.bool)
+            try:
+                mask = torch.as_tensor(mask, dtype=torch.bool)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"keep[{d}]: expected a boolean mask of length "
+                                 f"{self.ranks[d]}, got {mask!r}") from None
             if mask.shape != (self.ranks[d],):
                 raise ValueError(
                     f"keep[{d}]: expected a mask of length {self.ranks[d]}, got {tuple(mask.shape)}"

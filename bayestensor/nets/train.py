@@ -379,10 +379,14 @@ def _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws,
     _check_particles(bnet, method)
     data = TrainingData(x, y, batch_size, seed)
     data.check_labels(bnet)
-    if method == "sghmc" and (warmup_steps(burnin, epochs, data.steps_per_epoch)
-                              >= epochs * data.steps_per_epoch):
-        raise ValueError(f"burnin: a warm-up of {burnin} of {epochs} epochs leaves none to "
-                         f"sample")
+    total = epochs * data.steps_per_epoch
+    warm = warmup_steps(burnin, epochs, data.steps_per_epoch)
+    if method == "sghmc" and warm >= total:
+        given = (f"{burnin}" if burnin is not None
+                 else f"None (the default: {BURNIN}, at most all epochs but one)")
+        raise ValueError(f"burnin: {given} makes a warm-up of {warm} of the run's {total} "
+                         f"steps ({epochs} epochs of {data.steps_per_epoch}), leaving none to "
+                         f"sample; give more epochs, a smaller batch_size or a smaller burnin")
     return data
 
 

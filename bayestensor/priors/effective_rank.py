@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bayestensor.checks import real_number
+
 #: Default relative threshold on slice scales.
 DEFAULT_THRESHOLD = 0.05
 
 
 def active_slices(scales: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """Boolean ``(..., R)``: slices whose scale exceeds ``threshold`` times the largest."""
-    if not 0 <= threshold < 1:
-        raise ValueError(f"threshold: expected a number in [0, 1), got {threshold}")
+    threshold = real_number("threshold", threshold, high=1.0, low_open=False, high_open=True)
     top = scales.max(dim=-1, keepdim=True).values
     return scales > threshold * top
 

@@ -30,6 +30,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from bayestensor.checks import real_number
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count
 from bayestensor.priors.conditionals import GammaConditional, HalfCauchyConditional
@@ -327,7 +328,8 @@ def low_rank_tensor(name: str, shape, rank, format: str = "cp", prior="gamma",
 
 def noise_prior(a: float = 1.0, b: float = 1e-2) -> dist.Gamma:
     """The prior ``Gamma(a, b)`` of a Gaussian noise precision."""
-    return dist.Gamma(torch.tensor(float(a)), torch.tensor(float(b)))
+    a, b = real_number("a", a), real_number("b", b)
+    return dist.Gamma(torch.tensor(a), torch.tensor(b))
 
 
 def noise_precision(name: str = "noise_precision", a: float = 1.0, b: float = 1e-2):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -113,6 +114,9 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     >>> print(paths["html"])                    # doctest: +SKIP
     runs/demo/report.html
     """
+    if not isinstance(run, (Posterior, str, os.PathLike)):
+        raise ValueError(f"run: expected a run folder (a path) or a Posterior, got "
+                         f"{type(run).__name__}")
     if isinstance(run, Posterior) and out is None:
         raise ValueError("out: a folder is required when reporting a Posterior")
     others = _other_runs(Path(out) if isinstance(run, Posterior) else Path(run), compare)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayestensor.checks import positive_int
+from bayestensor.checks import choice, positive_int, real_number
 from bayestensor.io import load_tensors, save_tensors
 from bayestensor.models import model_from_config
 from bayestensor.priors import effective_rank as rank_mod
@@ -95,7 +95,24 @@ class Prediction:
         -------
         np.ndarray, shape (n,)
         """
-        return normal_mixture_cdf(self.draws, self.noise_sd, np.asarray(values, dtype=np.float64)).numpy()
+        values = self._observed("values", values)
+        return normal_mixture_cdf(self.draws, self.noise_sd, values).numpy()
+
+    def _observed(self, name: str, values) -> np.ndarray:
+        """``values`` as a float64 array of one finite number per predicted entry, or a
+        ``ValueError`` naming the argument."""
+        try:
+            out = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected {len(self.mean)} real numbers, one per "
+                             f"predicted entry, got {type(values).__name__}") from None
+        if out.shape != np.shape(self.mean):
+            raise ValueError(f"{name}: expected shape {np.shape(self.mean)}, one value per "
+                             f"predicted entry, got {out.shape}")
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name}: expected finite values, got "
+                             f"{int((~np.isfinite(out)).sum())} NaN or infinite")
+        return out
 
     def coverage(self, truth, level: float = 0.9, kind: str = "predictive"):
         """Fraction of ``truth`` inside the central interval at ``level``.
@@ -113,7 +130,8 @@ class Prediction:
         for lv in levels:
             if not 0 < lv < 1:
                 raise ValueError(f"level: expected numbers in (0, 1), got {level}")
-        t = np.asarray(truth, dtype=np.float64)
+        choice("kind", kind, ("predictive", "mean"))
+        t = self._observed("truth", truth)
         if kind == "predictive":
             out = coverage_from_pit(self.pit(t), levels)
         else:
@@ -346,6 +364,10 @@ class Posterior:
         that the raw sites' R-hat is no convergence check (factors and slice precisions are
         not identified) and names :meth:`diagnostics`, which checks what is.
         """
+        real_number("ci_prob", ci_prob, high=1.0, high_open=True)
+        if var_names is not None:
+            var_names = self._site_names([var_names] if isinstance(var_names, str)
+                                         else var_names)
         if self.num_chains * self.num_draws == 1:
             return self._point_summary(var_names, ci_prob)
         data = self.to_arviz(log_likelihood=False)
@@ -363,13 +385,23 @@ class Posterior:
                 "under the prior; Posterior.diagnostics() checks the identified quantities")
         return table
 
+    def _site_names(self, var_names) -> list[str]:
+        """``var_names`` as a list of this posterior's sites, or a ``ValueError`` naming the
+        argument and the sites there are."""
+        try:
+            names = list(var_names)
+        except TypeError:
+            raise ValueError(f"var_names: expected a list of site names, got "
+                             f"{var_names!r}") from None
+        unknown = [n for n in names if n not in self.samples]
+        if unknown or not names:
+            raise ValueError(f"var_names: {unknown or names} are not sites of this posterior; "
+                             f"it has {list(self.samples)}")
+        return names
+
     def _point_summary(self, var_names, ci_prob: float):
         """The summary of a single draw: its value, sd 0, the interval collapsed on it."""
-        names = list(self.samples) if var_names is None else list(var_names)
-        unknown = [n for n in names if n not in self.samples]
-        if unknown:
-            raise ValueError(f"var_names: {unknown} are not sites of this posterior; it has "
-                             f"{list(self.samples)}")
+        names = list(self.samples) if var_names is None else var_names
         pct = round(100 * ci_prob)
         rows, index = [], []
         for name in names:
@@ -452,11 +484,7 @@ class Posterior:
                                  f"got {var_names!r}")
             var_names = None
         elif var_names is not None:
-            var_names = list(var_names)
-            unknown = [n for n in var_names if n not in self.samples]
-            if unknown:
-                raise ValueError(f"var_names: {unknown} are not sites of this posterior; it "
-                                 f"has {list(self.samples)}")
+            var_names = self._site_names(var_names)
         check = convergence.check_chains(self.to_arviz(log_likelihood=False), self.num_chains,
                                          var_names)
         return {**check, "checked": "sites"}

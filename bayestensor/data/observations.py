@@ -36,10 +36,12 @@ class Observations:
 
     @property
     def ndim(self) -> int:
+        """Number of modes of the full tensor."""
         return len(self.shape)
 
     @property
     def observed_fraction(self) -> float:
+        """Share of the full tensor's entries that are observed."""
         return len(self) / float(np.prod(self.shape))
 
     @classmethod
@@ -50,6 +52,19 @@ class Observations:
         at the mean of its values, with a ``UserWarning`` saying how many were merged: each
         entry then counts once in the likelihood and in ``observed_fraction``. The merged
         entries come sorted by index tuple; without duplicates the order is the caller's.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n, ndim)
+            One index tuple per observed entry.
+        values : array_like of float, shape (n,)
+            The observed values (stored as float32).
+        shape : sequence of int
+            Shape of the full tensor; every index must lie inside it.
+
+        Returns
+        -------
+        Observations
 
         Raises
         ------
@@ -103,7 +118,27 @@ class Observations:
         return cls.from_coo(idx, arr[m], arr.shape)
 
     def split(self, test_fraction: float, seed: int = 0) -> tuple["Observations", "Observations"]:
-        """Random train/test split of the observed entries."""
+        """Random train/test split of the observed entries.
+
+        Parameters
+        ----------
+        test_fraction : float in (0, 1)
+            Share of the entries held out; the test part has ``round(test_fraction * n)``
+            entries, at least one.
+        seed : int
+            Seed of the random permutation; the same seed gives the same split.
+
+        Returns
+        -------
+        train, test : Observations
+            Disjoint parts of these observations, with the same ``shape``, each in the
+            permutation's (random) order.
+
+        Raises
+        ------
+        ValueError
+            When ``test_fraction`` is not in (0, 1).
+        """
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
         gen = torch.Generator().manual_seed(seed)

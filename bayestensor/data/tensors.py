@@ -164,6 +164,7 @@ class RealTensor:
     info: dict = field(default_factory=dict)
 
     def observations(self) -> Observations:
+        """The observed entries (``mask`` True) as :class:`Observations`."""
         return Observations.from_dense(self.data, self.mask)
 
     def heldout(self) -> Observations | None:

@@ -114,7 +114,25 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
     """Student-t interval of the mean: ``mean +- t_{n-1} * sd / sqrt(n)`` over the finite values.
 
     Assumes roughly normal replicates; with few seeds that assumption is the price of any
-    interval at all. Returns ``(nan, nan)`` with fewer than two finite values.
+    interval at all.
+
+    Parameters
+    ----------
+    values : array_like
+        Replicate values (flattened; NaN / inf are dropped).
+    level : float
+        Interval level in (0, 1) (default 0.95).
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper bound; ``(nan, nan)`` with fewer than two finite values, the value
+        itself when all are equal.
+
+    Raises
+    ------
+    ValueError
+        When ``level`` is not a number in (0, 1).
 
     Examples
     --------
@@ -138,6 +156,19 @@ def mean_interval(values, *, level: float = 0.95, n_boot: int = 2000, seed: int 
 
     BCa bootstrap (:func:`bootstrap_interval`) from ``min_n`` finite values on, a Student-t
     interval (:func:`t_interval`) from 2 to ``min_n - 1``, none below 2.
+
+    Parameters
+    ----------
+    values : array_like
+        Replicate values (flattened; NaN / inf are dropped).
+    level : float
+        Interval level in (0, 1) (default 0.95).
+    n_boot : int
+        Bootstrap resamples (default 2000).
+    seed : int
+        Seeds the bootstrap resampling.
+    min_n : int
+        Fewest finite values (at least 2) for the bootstrap (default :data:`MIN_BOOTSTRAP_N`).
 
     Returns
     -------
@@ -187,8 +218,25 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
 def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval for a binomial proportion.
 
-    ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="exact")``; arguments and
-    return as :func:`wilson_interval`.
+    ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="exact")``.
+
+    Parameters
+    ----------
+    successes, n : int
+        Successes out of ``n`` trials (``0 <= successes <= n``).
+    level : float
+        Interval level in (0, 1) (default 0.95).
+
+    Returns
+    -------
+    (float, float)
+        Within [0, 1]; ``(nan, nan)`` when ``n == 0``.
+
+    Raises
+    ------
+    ValueError
+        When the counts are not integers with ``0 <= successes <= n``, or ``level`` is not in
+        (0, 1).
     """
     return _proportion_ci(successes, n, level, "clopper_pearson")
 
@@ -339,7 +387,33 @@ class ComparisonResult:
     # --- construction -------------------------------------------------------------------------
     @classmethod
     def from_traces(cls, traces: dict, names: list, seeds: list, rule, **info) -> "ComparisonResult":
-        """Assemble the dataset from ``{(learner, seed): Trace}``."""
+        """Assemble the dataset from ``{(learner, seed): Trace}``.
+
+        Parameters
+        ----------
+        traces : dict
+            ``{(learner name, seed): Trace}``, one entry for every name in ``names`` with every
+            seed in ``seeds``. Runs with fewer records than the longest are padded with NaN;
+            each learner's ``step`` row comes from its run with the most records, its
+            ``step_unit`` from its last seed's trace.
+        names : list of str
+            Learner names, in the order of the ``learner`` dimension.
+        seeds : list of int
+            Replicate seeds, in the order of the ``seed`` dimension.
+        rule : callable or None
+            ``rule(final) -> bool`` on a trace's final metrics, giving ``success``; ``None``
+            marks every run unsuccessful.
+        **info
+            Stored in :attr:`info` (as :func:`compare` passes them: ``problem``, ``learners``,
+            ``success_rule``, ``vary``, ``base_seed``). ``success_rule`` (default ``""``) also
+            becomes the dataset's ``attrs["success_rule"]``.
+
+        Returns
+        -------
+        ComparisonResult
+            With ``seeds``, ``final_metrics`` and ``trajectory_metrics`` (the metric names in
+            order of first appearance) added to ``info``.
+        """
         final_keys: list[str] = []
         traj_keys: list[str] = []
         n_rec = 1
@@ -512,11 +586,24 @@ class ComparisonResult:
     def bands(self, metric: str, *, level: float = 0.8) -> xr.Dataset:
         """Pointwise trajectory band over seeds: median and the central ``level`` quantiles.
 
+        Parameters
+        ----------
+        metric : str
+            A trajectory metric (one of :attr:`trajectory_metrics`).
+        level : float
+            Share of the seeds inside the band, in (0, 1): ``lower`` and ``upper`` are the
+            ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (default 0.8).
+
         Returns
         -------
         xarray.Dataset
             ``median``, ``lower``, ``upper`` and ``step``, dims ``(learner, record)``; NaN where
-            no seed has a value.
+            no seed has a value. Its attributes hold ``metric`` and ``level``.
+
+        Raises
+        ------
+        ValueError
+            When ``metric`` has no trajectory or ``level`` is not in (0, 1).
         """
         level = _level(level)
         var = self._traj_var(metric)
@@ -547,6 +634,24 @@ class ComparisonResult:
         their steps and step units, the summary table, the success table and the trajectory
         bands of the metrics that have a finite value somewhere (a metric undefined on this
         problem, e.g. ``ey_ratio`` when the Eckart-Young error is zero, gets no band).
+
+        Parameters
+        ----------
+        level : float
+            Interval level of the summary and success tables (default 0.95; the summary's
+            bootstrap uses 2000 resamples and seed 0, the success table Wilson intervals).
+        band_level : float
+            Level of the trajectory bands (default 0.8, see :meth:`bands`).
+
+        Returns
+        -------
+        dict
+            Keys ``info``, ``seeds``, ``success_rule``, ``final`` (``{learner: {metric: per-seed
+            list}}``), ``success`` (``{learner: per-seed list of bool}``), ``summary`` and
+            ``success_summary`` (the rows of :meth:`summary` and :meth:`success_table`),
+            ``trajectories`` (``{learner: {"steps": [...], metric: per-seed lists}}``),
+            ``step_units`` and ``bands`` (``{"level": band_level, "metrics": {metric:
+            {learner: {"median", "lower", "upper"}}}}``).
         """
         final = {lrn: {m: _clean(self.dataset[m].values[i]) for m in self.final_metrics}
                  for i, lrn in enumerate(self.learners)}

@@ -89,7 +89,26 @@ def _check_xy(x, y):
 
 
 def min_l2_interpolant(x, y) -> torch.Tensor:
-    """``argmin ||beta||_2`` subject to ``X beta = y`` (``X^+ y``)."""
+    """``argmin ||beta||_2`` subject to ``X beta = y`` (``X^+ y``).
+
+    Parameters
+    ----------
+    x : (n, d) array
+        Finite design matrix.
+    y : (n,) array
+        Finite labels.
+
+    Returns
+    -------
+    torch.Tensor
+        The float64 ``(d,)`` vector ``pinv(X) y`` (the least-squares solution of minimum norm
+        when the system has no exact solution).
+
+    Raises
+    ------
+    ValueError
+        When ``x`` is not a finite 2-D array or ``y`` not a finite vector of length ``n``.
+    """
     x, y = _check_xy(x, y)
     return torch.linalg.pinv(x) @ y
 
@@ -99,10 +118,23 @@ def min_l1_interpolant(x, y) -> torch.Tensor:
 
     ``beta = u - v`` with ``u, v >= 0``; minimize ``sum(u + v)``.
 
+    Parameters
+    ----------
+    x : (n, d) array
+        Finite design matrix.
+    y : (n,) array
+        Finite labels.
+
+    Returns
+    -------
+    torch.Tensor
+        The float64 ``(d,)`` interpolant the HiGHS solver returns.
+
     Raises
     ------
     ValueError
-        When the system has no solution.
+        When the system has no solution, ``x`` is not a finite 2-D array or ``y`` not a finite
+        vector of length ``n``.
     """
     x, y = _check_xy(x, y)
     xn = x.numpy()
@@ -119,6 +151,22 @@ def kkt_residual(x, beta, alpha: float) -> float:
 
     Zero for the gradient-flow limit of the depth-2 network at scale ``alpha`` (module
     docstring), i.e. ``beta`` minimizes Woodworth et al.'s ``Q_alpha`` among interpolants.
+
+    Parameters
+    ----------
+    x : (n, d) array
+        Finite design matrix; the columns of the Q factor of ``X^T``'s reduced QR stand for
+        ``row(X)``.
+    beta : (d,) array
+        Predictor to test.
+    alpha : float
+        Initialization scale (> 0).
+
+    Returns
+    -------
+    float
+        ``||nu - P nu|| / ||nu||`` with ``nu = arcsinh(beta / (2 alpha^2))`` and ``P`` the
+        projector onto that span; ``0.0`` when ``nu`` is zero.
     """
     x = _checks.matrix("x", x)
     alpha = _checks.positive_float("alpha", alpha)

@@ -150,7 +150,26 @@ def numerical_rank(y: torch.Tensor, rtol: float = 1e-10) -> int:
 
 
 def eckart_young_error(y, r: int) -> float:
-    """``min_{rank <= r} ||Y - X||_F`` (Eckart-Young): the norm of the trailing singular values."""
+    """``min_{rank <= r} ||Y - X||_F`` (Eckart-Young): the norm of the trailing singular values.
+
+    Parameters
+    ----------
+    y : (n, m) array
+        Finite target matrix (converted to float64).
+    r : int
+        Rank bound (>= 1); ``0.0`` is returned once ``r >= min(n, m)``.
+
+    Returns
+    -------
+    float
+        ``sqrt(sum_{i > r} s_i^2)`` over the singular values ``s_1 >= s_2 >= ...`` of ``y``
+        (absolute, not relative to ``||Y||_F``).
+
+    Raises
+    ------
+    ValueError
+        When ``y`` is not a non-empty finite 2-D numeric array or ``r`` is not a positive integer.
+    """
     y = _checks.matrix("y", y)
     r = _checks.positive_int("r", r)
     s = torch.linalg.svdvals(y)
@@ -197,6 +216,19 @@ def principal_angles(a, b, rtol: float = 1e-10) -> np.ndarray:
     """Principal angles (radians, ascending) between the column spaces of ``a`` and ``b``.
 
     There are ``min(dim col(a), dim col(b))`` of them (numerical ranks by ``rtol``).
+
+    Parameters
+    ----------
+    a, b : (n, k_a) and (n, k_b) arrays
+        Matrices with the same number of rows (converted to float64).
+    rtol : float
+        Singular values at most ``rtol`` times the largest do not count toward a column space
+        (default 1e-10).
+
+    Returns
+    -------
+    np.ndarray
+        Float64 angles in ``[0, pi/2]``, ascending; empty when either column space is ``{0}``.
     """
     qa = orthonormal_basis(torch.as_tensor(a, dtype=_DT), rtol)
     qb = orthonormal_basis(torch.as_tensor(b, dtype=_DT), rtol)
@@ -274,6 +306,18 @@ def factorization_metrics(ref: FactorizationReference, z: torch.Tensor, w: torch
                           b: torch.Tensor) -> dict[str, float]:
     """All trajectory metrics at one point ``(Z, W)`` with feedback ``B``.
 
+    Parameters
+    ----------
+    ref : FactorizationReference
+        Reference quantities of the target ``Y`` ``(n, m)`` and model rank ``r``
+        (:meth:`FactorizationReference.build`).
+    z : torch.Tensor
+        Current left factor ``(n, r)``.
+    w : torch.Tensor
+        Current right factor ``(r, m)``.
+    b : torch.Tensor
+        Feedback matrix ``(r, m)``.
+
     Returns
     -------
     dict
@@ -284,8 +328,11 @@ def factorization_metrics(ref: FactorizationReference, z: torch.Tensor, w: torch
         eigenvalue of ``(W B^T + B W^T) / 2``. ``update_angle``: angle in degrees between the FA
         signal ``E B^T`` and the gradient signal ``E W^T`` for ``Z``. ``angle_col`` /
         ``angle_row``: largest principal angle in degrees between ``col(Z)`` / ``row(W)`` and the
-        optimal subspaces. ``conservation``: ``||Z^T Z - W B^T - B W^T||_F / ||Z^T Z||_F``
-        (zero for FA gradient flow and FA* from zero initialization).
+        optimal subspaces (90 when the learned subspace has fewer dimensions; NaN when the
+        optimal one is empty). ``conservation``: ``||Z^T Z - W B^T - B W^T||_F / ||Z^T Z||_F``
+        (zero for FA gradient flow and FA* from zero initialization; NaN when ``Z^T Z`` is
+        zero). The keys are those of :data:`METRICS`; the relative metrics are NaN when
+        ``Y`` is zero.
     """
     e = ref.y - z @ w
     err = float(torch.linalg.norm(e))

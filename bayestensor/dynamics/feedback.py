@@ -53,7 +53,27 @@ class FeedbackAlignmentFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, feedback, bias=None):
-        """``x W^T + b``; saves what the FA backward needs."""
+        """``x W^T + b``; saves what the FA backward needs.
+
+        Parameters
+        ----------
+        ctx : torch.autograd.function.FunctionCtx
+            Autograd context: receives ``x``, ``weight`` and ``feedback`` (saved tensors) and
+            whether a bias was given, for :meth:`backward`.
+        x : torch.Tensor
+            Inputs ``(..., in)``.
+        weight : torch.Tensor
+            Weight ``(out, in)``.
+        feedback : torch.Tensor
+            Fixed feedback ``(out, in)``, used in place of ``weight`` by the backward pass.
+        bias : torch.Tensor, optional
+            Bias ``(out,)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., out)``.
+        """
         ctx.save_for_backward(x, weight, feedback)
         ctx.has_bias = bias is not None
         out = x.matmul(weight.transpose(-1, -2))
@@ -63,7 +83,25 @@ class FeedbackAlignmentFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        """Input gradient through the feedback, weight and bias gradients exact."""
+        """Input gradient through the feedback, weight and bias gradients exact.
+
+        Parameters
+        ----------
+        ctx : torch.autograd.function.FunctionCtx
+            The context :meth:`forward` filled (saved ``x``, ``weight``, ``feedback``; whether
+            a bias was given), with autograd's ``needs_input_grad``.
+        grad_out : torch.Tensor
+            Gradient of the loss with respect to the output, ``(..., out)``.
+
+        Returns
+        -------
+        tuple
+            Gradients for ``(x, weight, feedback, bias)``: ``grad_out @ feedback`` ``(..., in)``,
+            ``grad_out^T x`` summed over the leading dims ``(out, in)``, ``None`` (the feedback
+            gets no gradient), and ``grad_out`` summed over the leading dims ``(out,)``. An
+            entry is ``None`` where autograd needs no gradient (and for the bias when there is
+            none).
+        """
         x, weight, feedback = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
@@ -167,7 +205,24 @@ class FALinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, feedback_scale: float | None = None,
                     seed: int = 0) -> "FALinear":
-        """An FA layer with the weights of an existing ``nn.Linear`` and a fresh feedback."""
+        """An FA layer with the weights of an existing ``nn.Linear`` and a fresh feedback.
+
+        Parameters
+        ----------
+        linear : nn.Linear
+            Source of the sizes, the dtype, and the weight and bias (copied; ``linear`` is
+            left unchanged).
+        feedback_scale : float, optional
+            As in :class:`FALinear` (default ``1``).
+        seed : int
+            Seeds the feedback matrix, the same as :class:`FALinear` with these sizes, dtype
+            and ``seed`` draws.
+
+        Returns
+        -------
+        FALinear
+            With a bias exactly when ``linear`` has one.
+        """
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,

@@ -81,7 +81,23 @@ def symmetric_low_rank_tensor(d: int, rank: int, order: int = 3, *, seed: int = 
 
 
 def symmetric_reconstruct(w: torch.Tensor, order: int, variant: str = "plain") -> torch.Tensor:
-    """``sum_j c_j w_j^{⊗order}`` with ``c_j = 1`` (plain) or ``||w_j||^{2-order}`` (wang2020)."""
+    """``sum_j c_j w_j^{⊗order}`` with ``c_j = 1`` (plain) or ``||w_j||^{2-order}`` (wang2020).
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        Components ``(m, d)``, one per row.
+    order : int
+        Tensor order ``l`` (one einsum letter per mode, so at most 26).
+    variant : {"plain", "wang2020"}
+        Scaling of the components (module docstring); any value other than ``"wang2020"``
+        gives the plain sum. Zero rows contribute nothing under either variant.
+
+    Returns
+    -------
+    torch.Tensor
+        The symmetric tensor of shape ``(d,) * order``, of ``w``'s dtype.
+    """
     letters = string.ascii_lowercase[:order]
     if variant == "wang2020" and order != 2:
         c = w.norm(dim=-1).clamp_min(1e-300).pow(2 - order)

@@ -74,6 +74,25 @@ class FactorizationProblem(_Problem):
     the credible-level quantile of the draws' distances to it. (A posterior mean under a noise
     model never reaches ``excess < 1e-6``; the question for a posterior is whether the optimum
     is among its plausible values.)
+
+    Attributes
+    ----------
+    n, m : int
+        Shape of ``Y``.
+    rank : int
+        Rank of ``Y`` before the noise, at most ``min(n, m)``.
+    r : int
+        Inner dimension of the model ``Z W`` (for a posterior, its maximum rank).
+    smallest : float
+        Smallest singular value of ``Y`` before the noise: the ``rank`` singular values are
+        evenly spaced from 1 down to it (in (0, 1], checked when an instance is drawn).
+    noise : float
+        Standard deviation of the i.i.d. Gaussian noise added to every entry of ``Y`` (0: none).
+    tol : float
+        Success threshold of point estimates on the final ``excess``.
+    name : str
+        Label of the problem: in the progress bar of :func:`compare` and in its description
+        (:meth:`describe`) in the report.
     """
 
     n: int = 30
@@ -122,6 +141,22 @@ class TensorProblem(_Problem):
     """A random symmetric order-``order`` tensor of rank ``r`` in dimension ``d``, fitted with ``m`` components.
 
     ``m`` defaults to ``5 r``. Success: relative error below ``tol``.
+
+    Attributes
+    ----------
+    d : int
+        Dimension of each mode.
+    r : int
+        Number of true components (independent random unit vectors).
+    m : int or None
+        Number of model components; ``None`` is replaced by ``5 r`` on construction.
+    order : int
+        Tensor order, at least 2.
+    tol : float
+        Success threshold on the final ``error``, ``||T_hat - T||_F / ||T||_F``.
+    name : str
+        Label of the problem: in the progress bar of :func:`compare` and in its description
+        (:meth:`describe`) in the report.
     """
 
     d: int = 10
@@ -159,6 +194,24 @@ class SparseRegressionProblem(_Problem):
     """Under-determined sparse regression ``y = X beta*`` (``n < d``, ``k`` non-zeros).
 
     Success: the learned ``beta`` is within ``tol`` (relative) of ``beta*``.
+
+    Attributes
+    ----------
+    n : int
+        Samples, the rows of the Gaussian design ``X`` (under-determined for ``n < d``, which
+        is not checked).
+    d : int
+        Features.
+    k : int
+        Non-zeros of ``beta*``, each ``+1`` or ``-1``; at most ``d`` (checked when an instance
+        is drawn).
+    noise : float
+        Standard deviation of the Gaussian noise added to ``y`` (0: none).
+    tol : float
+        Success threshold on ``dist_truth``, ``||beta - beta*|| / ||beta*||``.
+    name : str
+        Label of the problem: in the progress bar of :func:`compare` and in its description
+        (:meth:`describe`) in the report.
     """
 
     n: int = 20
@@ -201,7 +254,27 @@ def _trace(run) -> Trace:
 
 @dataclass
 class FactorizationLearner(_Described):
-    """GD, FA or FA* on a :class:`FactorizationProblem` (see :func:`train_factorization`)."""
+    """GD, FA or FA* on a :class:`FactorizationProblem` (see :func:`train_factorization`).
+
+    Attributes
+    ----------
+    rule : {"gd", "fa", "fa_star"}
+        Update rule.
+    steps : int
+        Number of updates.
+    lr : float or None
+        Step size; ``None``: ``0.5 / ||Y||_2``.
+    init_scale : float or None
+        Entries of the starting ``Z`` and ``W`` are ``N(0, init_scale^2 ||Y||_2 / r)``;
+        ``None``: 0 for FA and FA*, ``1e-3`` for GD.
+    feedback_scale : float or None
+        Scale of the random feedback matrix ``B``; ``None``: ``sqrt(||Y||_2)``.
+    record_every : int or None
+        Record the metrics every this many steps; ``None``: ``steps // 200`` (at least 1).
+    name : str or None
+        Label of the learner in :func:`compare`, which needs distinct labels; ``None`` is
+        replaced on construction by ``"GD"``, ``"FA"`` or ``"FA*"``.
+    """
 
     rule: str = "fa"
     steps: int = 3000
@@ -218,7 +291,23 @@ class FactorizationLearner(_Described):
             self.name = {"gd": "GD", "fa": "FA", "fa_star": "FA*"}[self.rule]
 
     def run(self, instance: dict, seed: int) -> Trace:
-        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`.
+
+        Parameters
+        ----------
+        instance : dict
+            ``{"y": (n, m) target, "r": model rank}``, as
+            :meth:`FactorizationProblem.instance` returns it.
+        seed : int
+            Seeds the feedback matrix and the initialization (see :func:`train_factorization`).
+
+        Returns
+        -------
+        Trace
+            The run's steps and trajectories (the metrics of
+            :func:`~bayestensor.dynamics.factorization.factorization_metrics`) and its scalar
+            final metrics, plus ``diverged`` (1.0 when the iterates became non-finite, else 0.0).
+        """
         out = train_factorization(instance["y"], instance["r"], self.rule, lr=self.lr,
                                   steps=self.steps, init_scale=self.init_scale,
                                   feedback_scale=self.feedback_scale, seed=seed,
@@ -233,6 +322,19 @@ class BayesReference(_Described):
     Its trajectory is the relative error of each posterior draw (chain 0): its records count
     draws, not optimizer steps (``Trace.unit == "draw"``). Its success is judged by the
     posterior rule of :class:`FactorizationProblem`.
+
+    Attributes
+    ----------
+    num_samples : int
+        SGHMC draws kept (one chain).
+    num_warmup : int
+        Burn-in steps before the draws.
+    lr : float
+        SGHMC learning rate (dimensionless: the sampler preconditions).
+    prior : {"gamma", "half_cauchy", "log_uniform"}
+        ARD hyperprior of the slice variances.
+    name : str
+        Label of the learner in :func:`compare`, which needs distinct labels.
     """
 
     num_samples: int = 200
@@ -242,7 +344,22 @@ class BayesReference(_Described):
     name: str = "Bayes (SGHMC)"
 
     def run(self, instance: dict, seed: int) -> Trace:
-        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`.
+
+        Parameters
+        ----------
+        instance : dict
+            ``{"y": (n, m) target, "r": maximum rank}``, as
+            :meth:`FactorizationProblem.instance` returns it.
+        seed : int
+            Seeds the sampler.
+
+        Returns
+        -------
+        Trace
+            ``unit="draw"``: the relative error of each posterior draw of chain 0 along the
+            draw indices, and the scalar finals of :func:`bayes_factorization`.
+        """
         out = bayes_factorization(instance["y"], instance["r"], seed=seed,
                                   num_samples=self.num_samples, num_warmup=self.num_warmup,
                                   lr=self.lr, prior=self.prior)
@@ -251,7 +368,36 @@ class BayesReference(_Described):
 
 @dataclass
 class OverparamLearner(_Described):
-    """Rich GD or the lazy (linearized) model on a :class:`TensorProblem`."""
+    """Rich GD or the lazy (linearized) model on a :class:`TensorProblem`.
+
+    The models and the step sizes are described in :mod:`bayestensor.dynamics.overparam`.
+
+    Attributes
+    ----------
+    kind : {"rich", "lazy"}
+        :func:`~bayestensor.dynamics.overparam.fit_rich` (gradient descent on the components)
+        or :func:`~bayestensor.dynamics.overparam.fit_lazy` (the model linearized at the start).
+    alpha : float
+        Initialization scale relative to the typical component norm (small: rich regime).
+    steps : int
+        Gradient steps (for ``"lazy"``, those of the recorded trajectory; its final error is
+        the least-squares limit).
+    variant : {"plain", "wang2020"}
+        Parameterization of the components.
+    lr_scale : float
+        Dimensionless step size of rich GD (``"rich"`` only).
+    weight_decay : float
+        ``lambda`` of the ``lambda/2 ||W||_F^2`` term (``"rich"`` only; 0: none).
+    reinit_every : int or None
+        Every this many steps, re-draw the components whose norm is below ``alpha * rho``
+        (``"rich"`` only; ``None``: never).
+    record_every : int or None
+        Record the metrics every this many steps; ``None``: ``steps // 200`` (at least 1).
+    name : str or None
+        Label of the learner in :func:`compare`, which needs distinct labels; ``None`` is
+        replaced on construction by ``"<kind> (alpha=<alpha>)"``, e.g.
+        ``"rich (alpha=0.03)"``, with the variant after the kind when it is not ``"plain"``.
+    """
 
     kind: str = "rich"
     alpha: float = 0.03
@@ -273,7 +419,24 @@ class OverparamLearner(_Described):
             self.name = f"{self.kind}{tag} (alpha={self.alpha:g})"
 
     def run(self, instance: dict, seed: int) -> Trace:
-        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`.
+
+        Parameters
+        ----------
+        instance : dict
+            ``{"target": symmetric tensor, "components": (r, d) true components, "m": number
+            of model components}``, as :meth:`TensorProblem.instance` returns it.
+        seed : int
+            Seeds the initialization (shared by the rich and lazy learners) and, for rich GD,
+            the re-initializations.
+
+        Returns
+        -------
+        Trace
+            The ``error`` and ``movement`` trajectories (and ``component_match`` for rich GD),
+            the scalar finals of :func:`~bayestensor.dynamics.overparam.fit_rich` /
+            :func:`~bayestensor.dynamics.overparam.fit_lazy`, plus ``diverged`` (1.0 or 0.0).
+        """
         common = dict(alpha=self.alpha, steps=self.steps, variant=self.variant,
                       components=instance["components"], seed=seed, record_every=self.record_every)
         if self.kind == "rich":
@@ -286,7 +449,26 @@ class OverparamLearner(_Described):
 
 @dataclass
 class DiagonalLearner(_Described):
-    """A depth-``depth`` diagonal network at scale ``alpha`` on a :class:`SparseRegressionProblem`."""
+    """A depth-``depth`` diagonal network at scale ``alpha`` on a :class:`SparseRegressionProblem`.
+
+    Attributes
+    ----------
+    alpha : float
+        Initialization scale: ``w_+`` and ``w_-`` start at ``alpha * 1`` (small: rich regime,
+        large: kernel regime).
+    depth : int
+        Depth ``D >= 2``, with ``beta = w_+^D - w_-^D``.
+    steps : int
+        Most gradient steps; the run stops earlier once its relative loss
+        ``||X beta - y||^2 / ||y||^2`` is at most ``1e-12``.
+    lr_scale : float
+        Dimensionless step size (see :mod:`bayestensor.dynamics.diagonal`).
+    record_every : int or None
+        Record the metrics every this many steps; ``None``: ``steps // 200`` (at least 1).
+    name : str or None
+        Label of the learner in :func:`compare`, which needs distinct labels; ``None`` is
+        replaced on construction by ``"D=<depth>, alpha=<alpha>"``.
+    """
 
     alpha: float = 0.01
     depth: int = 2
@@ -303,7 +485,24 @@ class DiagonalLearner(_Described):
             self.name = f"D={self.depth}, alpha={self.alpha:g}"
 
     def run(self, instance: dict, seed: int) -> Trace:
-        """Train on ``instance`` with ``seed`` and return the :class:`Trace`."""
+        """Train on ``instance`` with ``seed`` and return the :class:`Trace`.
+
+        Parameters
+        ----------
+        instance : dict
+            ``{"x": (n, d) design, "y": (n,) labels, "beta_star": (d,) truth}``, as
+            :meth:`SparseRegressionProblem.instance` returns it.
+        seed : int
+            Passed to :func:`~bayestensor.dynamics.diagonal.train_diagonal`, where it seeds
+            only the initialization jitter, which this learner leaves at 0.
+
+        Returns
+        -------
+        Trace
+            The ``loss`` and ``l1`` trajectories and the finals of
+            :func:`~bayestensor.dynamics.diagonal.train_diagonal` for this ``alpha``, plus
+            ``dist_truth`` (``||beta - beta*|| / ||beta*||``), ``l1_min`` and ``l1_of_l2``.
+        """
         out = train_diagonal(instance["x"], instance["y"], [self.alpha], depth=self.depth,
                              steps=self.steps, lr_scale=self.lr_scale, seed=seed,
                              record_every=self.record_every)

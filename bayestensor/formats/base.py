@@ -39,6 +39,13 @@ class ParamSpec:
     rank_axes: dict[int, int]
 
     def numel(self) -> int:
+        """Number of scalars in one sample of the parameter: the product of ``shape``.
+
+        Returns
+        -------
+        int
+            ``prod(shape)``; 1 for a scalar parameter (``shape == ()``).
+        """
         n = 1
         for s in self.shape:
             n *= s
@@ -48,10 +55,28 @@ class ParamSpec:
 def as_index_tensor(indices, ndim: int, shape: Sequence[int] | None = None) -> torch.Tensor:
     """Validate an (n, ndim) integer index array and return it as a ``LongTensor``.
 
+    Parameters
+    ----------
+    indices : array_like of int, shape (n, ndim)
+        One row per entry, one column per mode. Anything ``torch.as_tensor`` accepts (a
+        NumPy array, a nested list, a tensor); float and boolean arrays are refused.
+    ndim : int
+        Number of modes of the tensor, the number of columns expected.
+    shape : sequence of int, optional
+        Size of each mode. When given, every index must lie in ``[0, shape[k])`` for its
+        column ``k``; when ``None`` the range is not checked.
+
+    Returns
+    -------
+    torch.Tensor
+        The indices as an ``int64`` tensor of shape ``(n, ndim)``, on the device of
+        ``indices`` when it is a tensor (the CPU otherwise).
+
     Raises
     ------
     ValueError
-        If the array is not two-dimensional with ``ndim`` columns, or an index is out of range.
+        If the array is not of an integer dtype, not two-dimensional with ``ndim`` columns, or
+        an index is out of range (the message names the first such entry and its mode).
     """
     idx = torch.as_tensor(indices)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool:
@@ -173,6 +198,37 @@ class LowRankTensor:
 
     Subclasses define ``specs`` (the parameter layout for a shape and rank), ``reconstruct``
     and ``entries``. Parameters may carry leading sample dimensions, shared by all of them.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Shape of the represented tensor, without sample dimensions (each size is converted
+        with ``int``).
+    params : list of arrays
+        The format's parameters in its order (see :meth:`specs`). Torch tensors are kept as
+        they are (autograd intact); NumPy arrays and nested lists are converted, float64
+        staying float64 and integer arrays becoming the default float dtype; mixed float
+        dtypes are promoted to the widest. Each may have leading sample dimensions, the same
+        for all.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the represented tensor.
+    params : list of torch.Tensor
+        The parameters, each ``batch_shape + spec.shape``.
+    param_specs : list of ParamSpec
+        Name, shape and rank axes of each parameter, derived from ``params``.
+    batch_shape : tuple of int
+        The leading sample dimensions shared by all parameters (``()`` for one sample).
+
+    Raises
+    ------
+    ValueError
+        If ``params`` is not a list or tuple, a parameter is not a real numeric array, the
+        number of parameters is wrong for ``shape``, a parameter has too few dimensions or
+        trailing dimensions that do not fit the format's layout, or the parameters' sample
+        dimensions differ.
     """
 
     format_name = "base"
@@ -216,12 +272,52 @@ class LowRankTensor:
     # --- layout -----------------------------------------------------------------------------
     @classmethod
     def specs(cls, shape: Sequence[int], rank) -> list[ParamSpec]:
-        """Parameter layout for a tensor ``shape`` and ``rank`` (see each format)."""
+        """Parameter layout for a tensor ``shape`` and ``rank`` (see each format).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the represented tensor, without sample dimensions.
+        rank : int or sequence of int
+            The rank in any form :meth:`normalize_rank` accepts for this format.
+
+        Returns
+        -------
+        list of ParamSpec
+            One spec per parameter, in the order the constructor takes them: its name, its
+            shape without sample dimensions and its rank axes.
+
+        Raises
+        ------
+        ValueError
+            If ``normalize_rank`` refuses ``shape`` or ``rank``.
+        """
         raise NotImplementedError
 
     @classmethod
     def normalize_rank(cls, shape: Sequence[int], rank) -> tuple[int, ...]:
-        """Return the rank as a tuple with one entry per rank dimension."""
+        """Return the rank as a tuple with one entry per rank dimension.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the represented tensor, without sample dimensions; checked against the
+            format's requirements.
+        rank : int or sequence of int
+            Positive integers only (floats, strings and booleans are refused). A single
+            integer applies to every rank dimension; the sequences accepted depend on the
+            format.
+
+        Returns
+        -------
+        tuple of int
+            One size per rank dimension of the format.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` does not suit the format or ``rank`` is not a valid rank for it.
+        """
         raise NotImplementedError
 
     def _specs_from_params(self) -> list[ParamSpec]:
@@ -239,6 +335,7 @@ class LowRankTensor:
 
     @property
     def param_names(self) -> list[str]:
+        """Names of the parameters in order, e.g. ``["factor0", "factor1", "factor2"]``."""
         return [s.name for s in self.param_specs]
 
     def n_params(self) -> int:
@@ -268,6 +365,28 @@ class LowRankTensor:
         tensor is never formed; CP forms a small one when that is faster (at most
         ``cp.DENSE_PICK_RATIO`` entries per index). ``check=False`` skips validating the
         indices (for inner loops that validated them once).
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n, ndim)
+            One row per entry, one column per mode of ``shape``. It is moved to the device
+            of the parameters.
+        check : bool
+            Validate ``indices`` with :func:`as_index_tensor` (integer dtype, ``(n, ndim)``,
+            within ``shape``). With ``False`` they must already be a valid integer index
+            array; nothing is checked.
+
+        Returns
+        -------
+        torch.Tensor
+            The entries, shape ``batch_shape + (n,)``, in the dtype of the parameters (one
+            value per index row and per sample).
+
+        Raises
+        ------
+        ValueError
+            With ``check=True``, when ``indices`` is not a valid index array for ``shape``
+            (see :func:`as_index_tensor`).
         """
         if check:
             indices = as_index_tensor(indices, self.ndim, self.shape)
@@ -348,7 +467,23 @@ class LowRankTensor:
         return self._new(params, lambda w: w.reshape((-1, w.shape[-1]))[i])
 
     def to(self, *args, **kwargs) -> "LowRankTensor":
-        """Move or cast every parameter (``torch.Tensor.to`` semantics)."""
+        """Move or cast every parameter (``torch.Tensor.to`` semantics).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Passed unchanged to ``torch.Tensor.to`` of each parameter (and of any other
+            tensor the format keeps, such as the CP weights): a device, a dtype, a tensor to
+            match, ``non_blocking``, ``copy``, ...
+
+        Returns
+        -------
+        LowRankTensor
+            A new object of the same format and ``shape`` holding the converted parameters;
+            this one is left as it is. A parameter that already has the requested device and
+            dtype is shared, not copied (``torch.Tensor.to`` returns it as is unless
+            ``copy=True``), and gradients flow through the conversion.
+        """
         return self._new([p.to(*args, **kwargs) for p in self.params],
                          lambda w: w.to(*args, **kwargs))
 
@@ -478,6 +613,33 @@ class LowRankTensor:
         Each parameter is standard normal times a per-parameter factor chosen so that the
         variance of a reconstructed entry equals ``scale**2`` (the product of the parameter
         variances times the number of rank terms summed).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the represented tensor, without sample dimensions.
+        rank : int or sequence of int
+            The rank in any form :meth:`normalize_rank` accepts for this format.
+        scale : float
+            Standard deviation of a reconstructed entry.
+        batch_shape : tuple of int
+            Leading sample dimensions of every parameter; ``()`` gives a single sample.
+        seed : int, optional
+            Seed of a fresh ``torch.Generator`` for the draws; ``None`` uses torch's global
+            random generator.
+        dtype : torch.dtype
+            Dtype of the parameters.
+
+        Returns
+        -------
+        LowRankTensor
+            A tensor of the calling format (CP without separate weights) whose parameters
+            have shape ``batch_shape + spec.shape``.
+
+        Raises
+        ------
+        ValueError
+            If ``normalize_rank`` refuses ``shape`` or ``rank``.
         """
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         specs = cls.specs(shape, rank)

@@ -69,6 +69,26 @@ class CPTensor(LowRankTensor):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        """The CP rank as a one-entry tuple ``(R,)``.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the tensor: at least two modes, each a positive integer size.
+        rank : int or sequence of int
+            The number of components ``R``, as an integer or a sequence of one integer.
+
+        Returns
+        -------
+        tuple of int
+            ``(R,)``.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` has fewer than two modes or a size that is not a positive integer,
+            or ``rank`` is not a positive integer or a one-entry sequence of one.
+        """
         check_modes("CP", shape)
         rank = rank_value("rank", rank)
         if isinstance(rank, tuple):
@@ -79,6 +99,20 @@ class CPTensor(LowRankTensor):
 
     @classmethod
     def specs(cls, shape, rank):
+        """One factor per mode: ``factor{n}`` of shape ``(I_n, R)``, its axis 1 the rank axis.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape ``(I_1, ..., I_N)`` of the tensor.
+        rank : int or sequence of int
+            The CP rank, as :meth:`normalize_rank` accepts it.
+
+        Returns
+        -------
+        list of ParamSpec
+            ``N`` specs, all columns belonging to the single rank dimension 0.
+        """
         (r,) = cls.normalize_rank(shape, rank)
         return [ParamSpec(f"factor{n}", (int(s), r), {1: 0}) for n, s in enumerate(shape)]
 
@@ -88,6 +122,8 @@ class CPTensor(LowRankTensor):
 
     @property
     def factors(self) -> list[torch.Tensor]:
+        """The factor matrices, ``batch_shape + (I_n, R)`` each (the ``params`` list itself,
+        without the weights)."""
         return self.params
 
     @property

@@ -198,7 +198,27 @@ def tucker_start(tensor, ranks: Sequence[int], *, mask=None, n_iter_max: int = 1
 
 
 def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
-    """TT cores float64 from TensorLy's TT-SVD of mean-filled data, padded and balanced."""
+    """TT cores float64 from TensorLy's TT-SVD of mean-filled data, padded and balanced.
+
+    Parameters
+    ----------
+    tensor : array_like
+        Dense data ``(I_1, ..., I_N)``.
+    ranks : sequence of int
+        The ``N - 1`` internal TT ranks. Bonds that TT-SVD cannot fill to this size are padded
+        (:func:`pad_tt_cores`).
+    mask : array_like of bool, optional
+        Observed entries; the others are set to the mean of the observed ones before the
+        decomposition.
+    seed : int
+        Seed of the padding's random values.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``N`` float64 cores ``(r_{k-1}, I_k, r_k)`` with ``r_0 = r_N = 1``, the norm spread
+        evenly over them.
+    """
     data = fill_missing(tensor, mask).numpy()
     with numpy_backend():
         tt = tl.decomposition.tensor_train(tl.tensor(data), rank=[1, *ranks, 1])
@@ -206,7 +226,27 @@ def tt_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[
 
 
 def ttm_start(tensor, ranks: Sequence[int], *, mask=None, seed: int = 0) -> list[torch.Tensor]:
-    """TT-matrix cores float64 from TensorLy's ``tensor_train_matrix``, padded and balanced."""
+    """TT-matrix cores float64 from TensorLy's ``tensor_train_matrix``, padded and balanced.
+
+    Parameters
+    ----------
+    tensor : array_like
+        Dense data ``(I_1, ..., I_N, J_1, ..., J_N)``, row modes then column modes.
+    ranks : sequence of int
+        The ``N - 1`` internal ranks. Bonds the decomposition cannot fill to this size are
+        padded (:func:`pad_tt_cores`).
+    mask : array_like of bool, optional
+        Observed entries; the others are set to the mean of the observed ones before the
+        decomposition.
+    seed : int
+        Seed of the padding's random values.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``N`` float64 cores ``(r_{k-1}, I_k, J_k, r_k)`` with ``r_0 = r_N = 1``, the norm
+        spread evenly over them.
+    """
     data = fill_missing(tensor, mask).numpy()
     with numpy_backend():
         ttm = tl.decomposition.tensor_train_matrix(tl.tensor(data), rank=[1, *ranks, 1])

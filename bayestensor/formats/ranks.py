@@ -27,6 +27,26 @@ def rank_caps(fmt: str, tensor_shape: Sequence[int]) -> tuple[int, ...]:
     ``"ttm"``    as TT over the merged modes ``I_k J_k`` (``tensor_shape`` is
     ``in_shape + out_shape``).
 
+    Parameters
+    ----------
+    fmt : {"cp", "tucker", "tt", "ttm"}
+        Name of the low-rank format.
+    tensor_shape : sequence of int
+        Shape of the represented tensor (each size is converted with ``int``). For
+        ``"ttm"`` it is the input modes followed by the output modes, two halves of equal
+        length.
+
+    Returns
+    -------
+    tuple of int
+        One cap per rank dimension of the format: a single entry for CP, one per mode for
+        Tucker, one per bond (the number of merged modes less one) for TT and TT-matrix.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not one of the four format names.
+
     Examples
     --------
     >>> rank_caps("ttm", (4, 4, 4, 4, 4, 2))

@@ -126,6 +126,7 @@ class CoreTrain(LowRankTensor):
 
     @property
     def cores(self) -> list[torch.Tensor]:
+        """The cores in train order (the ``params`` list itself)."""
         return self.params
 
     #: ``f(tensor, ranks, mask=, seed=) -> cores``: the decomposition ``from_tensor`` starts from.
@@ -145,6 +146,15 @@ class TTTensor(CoreTrain):
     Core ``G_k`` has shape (r_{k-1}, I_k, r_k) with r_0 = r_N = 1. The N-1 internal ranks are
     the rank dimensions; slice ``j`` of rank dimension ``k`` is ``G_k[..., j]`` together with
     ``G_{k+1}[j, ...]``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape ``(I_1, ..., I_N)`` of the tensor.
+    params : list of arrays
+        One core ``batch_shape + (r_{k-1}, I_k, r_k)`` per mode, in train order, the first
+        core's leading rank and the last core's trailing rank 1 and neighbouring ranks equal
+        (NumPy arrays are converted).
     """
 
     format_name = "tt"
@@ -152,11 +162,50 @@ class TTTensor(CoreTrain):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        """The internal TT ranks ``(r_1, ..., r_{N-1})``.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the tensor: at least two modes, each a positive integer size.
+        rank : int or sequence of int
+            One integer for every bond, the ``N - 1`` internal ranks, or all ``N + 1`` ranks
+            with the boundary ones (which must be 1) at both ends.
+
+        Returns
+        -------
+        tuple of int
+            ``N - 1`` internal ranks.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` has fewer than two modes or a size that is not a positive integer,
+            ``rank`` is not a positive integer or a sequence of them of one of those
+            lengths, or a given boundary rank is not 1.
+        """
         check_modes("TT", shape)
         return normalize_tt_rank(len(shape), rank)
 
     @classmethod
     def specs(cls, shape, rank):
+        """One core ``core{k}`` of shape ``(r_{k-1}, I_k, r_k)`` per mode, ``r_0 = r_N = 1``.
+
+        Axis 0 of core ``k`` belongs to rank dimension ``k - 1`` and its last axis to rank
+        dimension ``k`` (counting from 0); the boundary axes of size 1 belong to none.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape ``(I_1, ..., I_N)`` of the tensor.
+        rank : int or sequence of int
+            The TT ranks, as :meth:`normalize_rank` accepts them.
+
+        Returns
+        -------
+        list of ParamSpec
+            ``N`` specs, ``"core0"`` ... ``"core{N-1}"``.
+        """
         ranks = cls.normalize_rank(shape, rank)
         return tt_core_specs([(int(s),) for s in shape], ranks)
 

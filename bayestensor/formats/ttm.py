@@ -18,6 +18,15 @@ class TTMatrix(CoreTrain):
     As a tensor it has shape ``(I_1, ..., I_N, J_1, ..., J_N)`` (TensorLy's
     ``tt_matrix_to_tensor`` layout); ``to_matrix()`` reshapes it to (prod I, prod J). Rank
     dimensions and slices are those of the tensor train.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape ``(I_1, ..., I_N, J_1, ..., J_N)`` of the tensor, row modes then column modes.
+    params : list of arrays
+        One core ``batch_shape + (r_{k-1}, I_k, J_k, r_k)`` per (row, column) pair, in train
+        order, the first core's leading rank and the last core's trailing rank 1 and
+        neighbouring ranks equal (NumPy arrays are converted).
     """
 
     format_name = "ttm"
@@ -26,6 +35,30 @@ class TTMatrix(CoreTrain):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        """The internal ranks ``(r_1, ..., r_{N-1})`` of a train of ``N = len(shape) // 2``
+        cores.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape ``(I_1, ..., I_N, J_1, ..., J_N)`` with ``N >= 2``: an even number of at
+            least four modes (the sizes are not checked here).
+        rank : int or sequence of int
+            One integer for every bond, the ``N - 1`` internal ranks, or all ``N + 1`` ranks
+            with the boundary ones (which must be 1) at both ends.
+
+        Returns
+        -------
+        tuple of int
+            ``N - 1`` internal ranks.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` has an odd number of modes or fewer than four, ``rank`` is not a
+            positive integer or a sequence of them of one of those lengths, or a given
+            boundary rank is not 1.
+        """
         if len(shape) % 2 or len(shape) < 4:
             raise ValueError(
                 f"shape: TT-matrix needs (I_1..I_N, J_1..J_N) with N >= 2, got {tuple(shape)}"
@@ -34,24 +67,46 @@ class TTMatrix(CoreTrain):
 
     @classmethod
     def specs(cls, shape, rank):
+        """One core ``core{k}`` of shape ``(r_{k-1}, I_k, J_k, r_k)`` per (row, column) pair,
+        ``r_0 = r_N = 1``.
+
+        Axis 0 of core ``k`` belongs to rank dimension ``k - 1`` and its last axis to rank
+        dimension ``k`` (counting from 0); the boundary axes of size 1 belong to none.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape ``(I_1, ..., I_N, J_1, ..., J_N)`` of the tensor.
+        rank : int or sequence of int
+            The TT ranks, as :meth:`normalize_rank` accepts them.
+
+        Returns
+        -------
+        list of ParamSpec
+            ``N`` specs, ``"core0"`` ... ``"core{N-1}"``.
+        """
         ranks = cls.normalize_rank(shape, rank)
         n = len(shape) // 2
         return tt_core_specs([(int(shape[k]), int(shape[n + k])) for k in range(n)], ranks)
 
     @property
     def n_cores(self) -> int:
+        """Number ``N`` of cores: half the number of modes."""
         return len(self.shape) // 2
 
     @property
     def row_shape(self) -> tuple[int, ...]:
+        """Row modes ``(I_1, ..., I_N)``: the first half of ``shape``."""
         return self.shape[: self.n_cores]
 
     @property
     def col_shape(self) -> tuple[int, ...]:
+        """Column modes ``(J_1, ..., J_N)``: the second half of ``shape``."""
         return self.shape[self.n_cores:]
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
+        """Shape ``(prod I, prod J)`` of the represented matrix (see :meth:`to_matrix`)."""
         return (int(np.prod(self.row_shape)), int(np.prod(self.col_shape)))
 
     def reconstruct(self):
@@ -83,6 +138,33 @@ class TTMatrix(CoreTrain):
         """Decompose a dense matrix whose rows factor as ``row_shape`` and columns as ``col_shape``.
 
         The cores have the matrix's float dtype (float64 stays float64).
+
+        Parameters
+        ----------
+        matrix : array_like, shape (prod(row_shape), prod(col_shape))
+            The dense matrix; integer arrays become the default float dtype.
+        row_shape : sequence of int
+            Row modes ``(I_1, ..., I_N)``.
+        col_shape : sequence of int
+            Column modes ``(J_1, ..., J_N)``, as many as ``row_shape``.
+        rank : int or sequence of int
+            The TT ranks, as :meth:`normalize_rank` accepts them.
+        seed : int
+            Seed for the random parts of the start (the padding of ranks the decomposition
+            cannot fill).
+
+        Returns
+        -------
+        TTMatrix
+            Of shape ``row_shape + col_shape``, from :meth:`from_tensor` of the matrix reshaped
+            to that shape (TensorLy's ``tensor_train_matrix``, padded and balanced).
+
+        Raises
+        ------
+        ValueError
+            If ``matrix`` is not a real numeric array, its shape is not
+            ``(prod(row_shape), prod(col_shape))``, or the shape or ``rank`` is refused by
+            :meth:`normalize_rank`.
         """
         m = as_float_tensor("matrix", matrix)
         if m.shape != (int(np.prod(row_shape)), int(np.prod(col_shape))):

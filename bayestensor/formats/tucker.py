@@ -19,6 +19,14 @@ class TuckerTensor(LowRankTensor):
 
     The core ``G`` has shape (R_1, ..., R_N) and factor ``U_n`` shape (I_n, R_n). Rank dimension
     ``n`` has slices ``U_n[:, k]`` and ``G`` sliced at ``k`` along axis ``n``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape ``(I_1, ..., I_N)`` of the tensor.
+    params : list of arrays
+        The core ``batch_shape + (R_1, ..., R_N)`` first, then one factor
+        ``batch_shape + (I_n, R_n)`` per mode (NumPy arrays are converted).
     """
 
     format_name = "tucker"
@@ -34,6 +42,26 @@ class TuckerTensor(LowRankTensor):
 
     @classmethod
     def normalize_rank(cls, shape, rank):
+        """The Tucker ranks ``(R_1, ..., R_N)``, one per mode.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the tensor: at least two modes, each a positive integer size.
+        rank : int or sequence of int
+            One integer for every mode, or a sequence of one integer per mode.
+
+        Returns
+        -------
+        tuple of int
+            ``N`` ranks.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` has fewer than two modes or a size that is not a positive integer,
+            or ``rank`` is not a positive integer or a sequence of ``N`` of them.
+        """
         check_modes("Tucker", shape)
         rank = rank_value("rank", rank)
         if isinstance(rank, tuple):
@@ -44,6 +72,21 @@ class TuckerTensor(LowRankTensor):
 
     @classmethod
     def specs(cls, shape, rank):
+        """The core ``(R_1, ..., R_N)`` (axis ``n`` belongs to rank dimension ``n``), then
+        ``factor{n}`` of shape ``(I_n, R_n)`` (axis 1 belongs to rank dimension ``n``).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape ``(I_1, ..., I_N)`` of the tensor.
+        rank : int or sequence of int
+            The Tucker ranks, as :meth:`normalize_rank` accepts them.
+
+        Returns
+        -------
+        list of ParamSpec
+            ``N + 1`` specs: ``"core"``, then ``"factor0"`` ... ``"factor{N-1}"``.
+        """
         ranks = cls.normalize_rank(shape, rank)
         core = ParamSpec("core", ranks, {n: n for n in range(len(ranks))})
         factors = [ParamSpec(f"factor{n}", (int(s), r), {1: n})
@@ -56,10 +99,12 @@ class TuckerTensor(LowRankTensor):
 
     @property
     def core(self) -> torch.Tensor:
+        """The core tensor, ``batch_shape + (R_1, ..., R_N)`` (``params[0]``)."""
         return self.params[0]
 
     @property
     def factors(self) -> list[torch.Tensor]:
+        """The factor matrices, ``batch_shape + (I_n, R_n)`` each (``params[1:]``)."""
         return self.params[1:]
 
     def normalize(self) -> "TuckerTensor":

@@ -72,11 +72,42 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     switched off (on IL-2 such a warm start kept 13 slices where the fit from the start keeps
     14, at a held-out error 2.7% higher).
 
+    Parameters
+    ----------
+    model : BayesModel
+        A built-in model with a ``map_hold_candidate`` and ``set_data`` (e.g.
+        :class:`~bayestensor.TensorCompletion`). Its data are set to the training split for
+        the two fits and to ``data`` again at the end.
+    data
+        The model's data, in any form its ``set_data`` takes.
+    seed : int
+        Seeds the train/validation split and both fits.
+    validation : float
+        Fraction of the observations held out, in (0, 1).
+    margin : float
+        Relative improvement of the held-out error the candidate must reach to be chosen,
+        in [0, 1).
+    batch_size : int, optional
+        Mini-batch size of the two MAP fits, capped at the size of the training split; full
+        batch when ``None``.
+    num_steps : int, optional
+        MAP steps of each fit; ``None`` keeps the MAP method's default.
+    progress : bool
+        Show progress bars (see above).
+    init : {"svd", "random"} or dict
+        Starting point of both fits, as ``fit``'s ``init``.
+
     Returns
     -------
     dict
         ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}``; no fits, and
         ``validation_mse`` None, below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
+
+    Raises
+    ------
+    ValueError
+        If ``validation`` is not in (0, 1), ``margin`` not in [0, 1), or the model has no
+        ``map_hold_candidate`` or no ``set_data``.
     """
     if not 0 < validation < 1:
         raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")

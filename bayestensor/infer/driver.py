@@ -41,7 +41,29 @@ MIN_CHECKPOINT_SECONDS = 1.0
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by the user (Ctrl-C or SIGTERM); ``.posterior`` holds the draws so far."""
+    """A run stopped by the user (Ctrl-C or SIGTERM); ``.posterior`` holds the draws so far.
+
+    Raised by the run driver after it has written the checkpoint (when the run has one). It
+    is a ``KeyboardInterrupt``, so code that does not catch it stops as on a plain Ctrl-C.
+
+    Parameters
+    ----------
+    message : str
+        What stopped and where: the step, the number of draws kept and, with a checkpoint,
+        the ``resume=`` argument that continues the run.
+    posterior : Posterior, optional
+        What the run reached: SGHMC's draws so far (``None`` when none was kept yet), SVGD's
+        current particles.
+    checkpoint : str, optional
+        Path of the checkpoint written on the way out; ``None`` when the run had none.
+
+    Attributes
+    ----------
+    posterior : Posterior or None
+        As passed.
+    checkpoint : str or None
+        As passed.
+    """
 
     def __init__(self, message: str, posterior=None, checkpoint: str | None = None):
         super().__init__(message)
@@ -50,7 +72,30 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class DivergenceError(RuntimeError):
-    """The log density became NaN/inf; ``.posterior`` holds the draws made before."""
+    """The log density became NaN/inf; ``.posterior`` holds the draws made before.
+
+    Raised by the run driver, which first rolls back to the last state whose log density was
+    known to be finite, drops the draws recorded after it and writes the checkpoint there
+    (when the run has one).
+
+    Parameters
+    ----------
+    message : str
+        The step and chains where the log density stopped being finite, which sites hold
+        non-finite values (if any), the number of draws kept and, with a checkpoint, its path.
+    posterior : Posterior, optional
+        The draws kept (``None`` when there are none).
+    checkpoint : str, optional
+        Path of the checkpoint written at the last finite state; ``None`` when the run had
+        none.
+
+    Attributes
+    ----------
+    posterior : Posterior or None
+        As passed.
+    checkpoint : str or None
+        As passed.
+    """
 
     def __init__(self, message: str, posterior=None, checkpoint: str | None = None):
         super().__init__(message)

@@ -53,13 +53,60 @@ class GradientEstimator:
         return {"subsample": self.target.draw_subsample(self.batch_size)}
 
     def value_and_grad(self, theta: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log density ``(C,)`` and gradient ``(C, D)`` at ``theta`` on step ``t``'s batch."""
+        """Log density ``(C,)`` and gradient ``(C, D)`` at ``theta`` on step ``t``'s batch.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains (or particles).
+        t : int
+            Step number: selects the data as :meth:`batch` does (``batches[t % len(batches)]``,
+            or else a fresh sub-sample of the sub-sampled plates, whatever ``t`` is).
+
+        Returns
+        -------
+        log_density : torch.Tensor
+            Shape ``(C,)``, detached: the mini-batch estimate of the unconstrained log density
+            (see :meth:`LogDensity.value_and_grad`).
+        grad : torch.Tensor
+            Shape ``(C, D)``: its gradient with respect to ``theta``.
+        """
         return self.target.value_and_grad(theta, **self.batch(t))
 
     def hessian_diag(self, theta: torch.Tensor, t: int, num_probes: int) -> torch.Tensor:
-        """Hutchinson estimate ``(D,)`` of ``diag(-Hessian)`` on step ``t``'s batch."""
+        """Hutchinson estimate ``(D,)`` of ``diag(-Hessian)`` on step ``t``'s batch.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains (or particles).
+        t : int
+            Step number: selects the data as :meth:`batch` does (``batches[t % len(batches)]``,
+            or else a fresh sub-sample of the sub-sampled plates, whatever ``t`` is).
+        num_probes : int
+            Rademacher probes of the estimate (see :meth:`LogDensity.hessian_diag`).
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(D,)``: the estimate averaged over probes and chains.
+        """
         return self.target.hessian_diag(theta, num_probes, **self.batch(t))
 
     def hessian(self, theta: torch.Tensor, t: int) -> torch.Tensor:
-        """Exact ``-Hessian`` ``(D, D)``, averaged over chains, on step ``t``'s batch."""
+        """Exact ``-Hessian`` ``(D, D)``, averaged over chains, on step ``t``'s batch.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains (or particles).
+        t : int
+            Step number: selects the data as :meth:`batch` does (``batches[t % len(batches)]``,
+            or else a fresh sub-sample of the sub-sampled plates, whatever ``t`` is).
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(D, D)``, symmetric (see :meth:`LogDensity.hessian`).
+        """
         return self.target.hessian(theta, **self.batch(t))

@@ -46,6 +46,24 @@ class Kernel:
         self.bandwidth = bandwidth
 
     def profile(self, r: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel value and its derivative in ``r`` at squared distances ``r``, bandwidth ``h``.
+
+        Subclasses define it; the base class raises ``NotImplementedError``.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            Squared distances between particles, e.g. ``(B, n, n)`` for ``B`` blocks.
+        h : torch.Tensor
+            Bandwidths, broadcasting against ``r`` (e.g. ``(B, 1, 1)``: one per block).
+
+        Returns
+        -------
+        k : torch.Tensor
+            Kernel values, the broadcast shape of ``r`` and ``h``.
+        dk_dr : torch.Tensor
+            Derivative of the kernel with respect to ``r``, the same shape.
+        """
         raise NotImplementedError
 
     def exponent_rate(self, h: torch.Tensor) -> torch.Tensor | None:
@@ -61,6 +79,24 @@ class Kernel:
         pair has kernel value about ``1 / n``; the median is over the squared distances of
         ``max_pairs`` sampled pairs, taken from the particles (gathering them from the
         ``(B, n, n)`` distances costs as much as a kernel evaluation).
+
+        Parameters
+        ----------
+        xb : tensor, shape (B, n, s)
+            For each of ``B`` blocks, the ``s`` coordinates of that block for ``n``
+            particles.
+        max_pairs : int
+            Most particle pairs ``i < j`` whose squared distances enter the median: all of
+            them when there are fewer, otherwise a fixed random subset that depends on ``n``
+            alone.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(B,)``, ``xb``'s dtype: one bandwidth per block. By the median heuristic
+            each is at least ``MIN_BANDWIDTH``, and 1 when there is a single particle (no
+            pair); a kernel made with a fixed numeric ``bandwidth`` gives that number to
+            every block.
         """
         if self.bandwidth != "median":
             return torch.full(xb.shape[:1], float(self.bandwidth), dtype=xb.dtype,
@@ -104,6 +140,22 @@ class RBFKernel(Kernel):
     """Gaussian kernel ``k = exp(-r / h)``."""
 
     def profile(self, r, h):
+        """``k = exp(-r / h)`` and ``dk/dr = -k / h``.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            Squared distances between particles, e.g. ``(B, n, n)`` for ``B`` blocks.
+        h : torch.Tensor
+            Bandwidths, broadcasting against ``r`` (e.g. ``(B, 1, 1)``: one per block).
+
+        Returns
+        -------
+        k : torch.Tensor
+            Kernel values, the broadcast shape of ``r`` and ``h``.
+        dk_dr : torch.Tensor
+            Derivative of the kernel with respect to ``r``, the same shape.
+        """
         neg_inv_h = -1.0 / h
         k = torch.exp(r * neg_inv_h)
         return k, k * neg_inv_h
@@ -116,6 +168,22 @@ class IMQKernel(Kernel):
     """Inverse multiquadric ``k = (c^2 + r / h) ** beta`` with ``beta < 0`` (default -1/2).
 
     Its heavier tails keep particles interacting at larger distances than the RBF kernel.
+
+    Parameters
+    ----------
+    bandwidth : float or "median"
+        The bandwidth ``h``: a positive number for every block, or ``"median"`` for the median
+        heuristic per block at every step (see :meth:`Kernel.bandwidths`).
+    c : float
+        Positive offset; ``c^2`` is added to ``r / h``.
+    beta : float
+        Negative exponent.
+
+    Raises
+    ------
+    ValueError
+        If ``bandwidth`` is neither ``"median"`` nor a positive number, ``beta`` is not
+        negative or ``c`` is not positive.
     """
 
     def __init__(self, bandwidth: float | str = "median", c: float = 1.0, beta: float = -0.5):
@@ -127,6 +195,22 @@ class IMQKernel(Kernel):
         self.c, self.beta = float(c), float(beta)
 
     def profile(self, r, h):
+        """``k = (c^2 + r / h) ** beta`` and ``dk/dr = beta / h * k / (c^2 + r / h)``.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            Squared distances between particles, e.g. ``(B, n, n)`` for ``B`` blocks.
+        h : torch.Tensor
+            Bandwidths, broadcasting against ``r`` (e.g. ``(B, 1, 1)``: one per block).
+
+        Returns
+        -------
+        k : torch.Tensor
+            Kernel values, the broadcast shape of ``r`` and ``h``.
+        dk_dr : torch.Tensor
+            Derivative of the kernel with respect to ``r``, the same shape.
+        """
         inv_h = 1.0 / h
         base = r * inv_h + self.c**2
         k = base**self.beta

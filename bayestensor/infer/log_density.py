@@ -183,6 +183,8 @@ class LogDensity:
     # --- layout -----------------------------------------------------------------------------
     @property
     def site_names(self) -> list[str]:
+        """Names of the model's latent sites, in the order their coordinates occupy the flat
+        unconstrained vector (the order the model samples them)."""
         return [s.name for s in self.sites]
 
     def unconstrain(self, values: dict) -> torch.Tensor:
@@ -201,6 +203,23 @@ class LogDensity:
         """Constrained values (dict) from ``theta`` of shape ``(C, D)``.
 
         With ``with_log_jacobian`` also returns ``log|d constrained / d theta|`` per chain.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains, laid out as ``self.sites`` (any leading
+            batch shape in place of ``(C,)`` works the same way).
+        with_log_jacobian : bool
+            Also return the log absolute determinant of the Jacobian of the map from
+            ``theta`` to the constrained values, summed over all sites.
+
+        Returns
+        -------
+        values : dict of str to tensor
+            Per latent site, its constrained value of shape ``(C,) + site.shape``.
+        log_jacobian : tensor, shape (C,)
+            Only with ``with_log_jacobian``: the log-Jacobian per chain (a site with an
+            unconstrained support adds zero). The pair ``(values, log_jacobian)`` is returned then.
         """
         values = {}
         ladj = theta.new_zeros(theta.shape[:-1])
@@ -216,7 +235,24 @@ class LogDensity:
         return (values, ladj) if with_log_jacobian else values
 
     def init_theta(self, num_chains: int, jitter: float = 0.0) -> torch.Tensor:
-        """``(C, D)`` starting points: the initial values plus Gaussian jitter (unconstrained)."""
+        """``(C, D)`` starting points: the initial values plus Gaussian jitter (unconstrained).
+
+        Parameters
+        ----------
+        num_chains : int
+            Number of chains ``C``.
+        jitter : float
+            Standard deviation of the independent Gaussian noise added to every element, in
+            unconstrained units, drawn from ``self.generator``; 0 (the default) gives every
+            chain the same point and draws nothing.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(C, D)``, dtype ``self.dtype``: the unconstrained image of the starting
+            values (``init_values`` where given, otherwise the prototype's uniform draws), one
+            row per chain plus the jitter.
+        """
         theta0 = self.unconstrain(self.init_constrained)
         theta = theta0.expand(num_chains, self.dim).clone()
         if jitter > 0:
@@ -248,7 +284,34 @@ class LogDensity:
 
     # --- densities --------------------------------------------------------------------------
     def log_joint(self, values: dict, subsample: dict | None = None, model_args=None) -> torch.Tensor:
-        """Log joint of batched constrained values, shape ``(C,)``."""
+        """Log joint of batched constrained values, shape ``(C,)``.
+
+        Uses ``fast_log_joint`` when one was given and ``model_args`` is ``None``;
+        otherwise the model's Pyro trace, conditioned on the values, under
+        ``torch.func.vmap`` over chains (one chain at a time, with a ``RuntimeWarning`` the
+        first time, for a model ``vmap`` cannot trace). Distribution argument validation is
+        off, so a bad point gives a non-finite value rather than an exception.
+
+        Parameters
+        ----------
+        values : dict of str to tensor
+            Constrained value of every latent site, shape ``(C,) + site.shape`` (as
+            :meth:`constrain` returns).
+        subsample : dict of str to tensor, optional
+            Index vector per sub-sampled plate (as :meth:`draw_subsample` returns), the same
+            for all chains; Pyro's plate scales the likelihood by N/B. ``None`` is the same
+            as an empty dict.
+        model_args : tuple, optional
+            Arguments to call the model with instead of ``self.model_args`` (a user's
+            mini-batch). When given, the model's trace is evaluated even if a
+            ``fast_log_joint`` was supplied.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(C,)``: the log prior plus log-likelihood of each chain's values; without
+            the log-Jacobian of the unconstrained parametrization.
+        """
         subsample = subsample or {}
         if self.fast_log_joint is not None and model_args is None:
             # No argument validation: a bad point must give NaN/inf (which the samplers report
@@ -281,13 +344,56 @@ class LogDensity:
 
     def log_density(self, theta: torch.Tensor, subsample: dict | None = None,
                     model_args=None) -> torch.Tensor:
-        """Unconstrained log density (log joint plus log-Jacobian), shape ``(C,)``."""
+        """Unconstrained log density (log joint plus log-Jacobian), shape ``(C,)``.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains.
+        subsample : dict of str to tensor, optional
+            Index vector per sub-sampled plate (as :meth:`draw_subsample` returns), the same
+            for all chains; Pyro's plate scales the likelihood by N/B. ``None`` is the same
+            as an empty dict.
+        model_args : tuple, optional
+            Arguments to call the model with instead of ``self.model_args`` (a user's
+            mini-batch). When given, the model's trace is evaluated even if a
+            ``fast_log_joint`` was supplied.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(C,)``: :meth:`log_joint` at ``constrain(theta)`` plus the log-Jacobian.
+            Differentiable with respect to ``theta``.
+        """
         values, ladj = self.constrain(theta, with_log_jacobian=True)
         return self.log_joint(values, subsample, model_args) + ladj
 
     def value_and_grad(self, theta: torch.Tensor, subsample: dict | None = None,
                        model_args=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log density ``(C,)`` and its gradient ``(C, D)`` with respect to ``theta``."""
+        """Log density ``(C,)`` and its gradient ``(C, D)`` with respect to ``theta``.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains; it is detached, so no graph is kept
+            through it.
+        subsample : dict of str to tensor, optional
+            Index vector per sub-sampled plate (as :meth:`draw_subsample` returns), the same
+            for all chains; Pyro's plate scales the likelihood by N/B. ``None`` is the same
+            as an empty dict.
+        model_args : tuple, optional
+            Arguments to call the model with instead of ``self.model_args`` (a user's
+            mini-batch). When given, the model's trace is evaluated even if a
+            ``fast_log_joint`` was supplied.
+
+        Returns
+        -------
+        log_density : torch.Tensor
+            Shape ``(C,)``, detached: :meth:`log_density` at ``theta``.
+        grad : torch.Tensor
+            Shape ``(C, D)``: each chain's gradient with respect to its own row of ``theta``
+            (one backward pass through the sum over chains).
+        """
         theta = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             logp = self.log_density(theta, subsample, model_args)
@@ -301,6 +407,29 @@ class LogDensity:
         ``E_z[z * (H z)]`` with Rademacher probes ``z``. Each probe is one batch of
         Hessian-vector products over all chains; probes run one after another so that memory
         stays that of a single batched double-backward. Returns ``(D,)``.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains, the points the curvature is measured at.
+        num_probes : int
+            Number of Rademacher probes (each drawn from ``self.generator``, one per chain
+            and element).
+        subsample : dict of str to tensor, optional
+            Index vector per sub-sampled plate (as :meth:`draw_subsample` returns), the same
+            for all chains; Pyro's plate scales the likelihood by N/B. ``None`` is the same
+            as an empty dict.
+        model_args : tuple, optional
+            Arguments to call the model with instead of ``self.model_args`` (a user's
+            mini-batch). When given, the model's trace is evaluated even if a
+            ``fast_log_joint`` was supplied.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(D,)``, detached: the estimate of the diagonal of the negative Hessian,
+            averaged over the ``num_probes`` probes and the ``C`` chains. It may be negative
+            where the density is not concave.
         """
         total = torch.zeros(theta.shape[-1], dtype=theta.dtype, device=theta.device)
         for _ in range(num_probes):
@@ -320,6 +449,26 @@ class LogDensity:
 
         One Hessian-vector product per coordinate (``D`` backward passes through one batched
         graph), so it is meant for small models (the dense SGHMC metric); symmetrized.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains, the points the Hessian is taken at.
+        subsample : dict of str to tensor, optional
+            Index vector per sub-sampled plate (as :meth:`draw_subsample` returns), the same
+            for all chains; Pyro's plate scales the likelihood by N/B. ``None`` is the same
+            as an empty dict.
+        model_args : tuple, optional
+            Arguments to call the model with instead of ``self.model_args`` (a user's
+            mini-batch). When given, the model's trace is evaluated even if a
+            ``fast_log_joint`` was supplied.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(D, D)``, detached and symmetric: the negative Hessian of the log density,
+            the mean over chains of each chain's own. All zeros when the gradient does not
+            depend on ``theta``.
         """
         points = theta.detach().clone().requires_grad_(True)
         dim = theta.shape[-1]

@@ -434,6 +434,30 @@ def block_ids(target: LogDensity, model, mode: str) -> torch.Tensor:
     ``"slice"``: built-in models split each low-rank parameter by its rank slice (e.g. one block
     per CP factor column), other sites one block each. ``"coordinate"``: every coordinate its
     own block (least variance collapse; memory ``D * n**2``).
+
+    Parameters
+    ----------
+    target : LogDensity
+        The model's batched log density; its ``sites`` give the layout of the ``D``
+        coordinates.
+    model : BayesModel or callable
+        The model being fitted. With ``"slice"``, a built-in model
+        (:class:`~bayestensor.models.base.BayesModel`) names the rank axis of each low-rank
+        site through ``block_axes()``; any other model gets one block per site.
+    mode : {"all", "site", "slice", "coordinate"}
+        How the coordinates are grouped (see above).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(D,)``, ``int64``, on the CPU: the block id of each coordinate, numbered from
+        0 in site order. Under ``"slice"`` a site whose unconstrained shape differs from its
+        constrained one stays a single block.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is not one of the four names.
     """
     choice("blocks", mode, BLOCK_MODES)
     ids = torch.zeros(target.dim, dtype=torch.long)

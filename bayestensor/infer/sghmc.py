@@ -262,6 +262,40 @@ def sghmc_update(theta: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, *, lr
     """One SGHMC step on any tensor of positions: :func:`sghmc_velocity`, then
     ``theta <- theta + v``. Pure: returns new ``(theta, v)``. Used by :class:`SGHMC` and by
     the network trainer, so both samplers share one update.
+
+    Parameters
+    ----------
+    theta : torch.Tensor
+        Positions, any shape (``(C, D)`` for :class:`SGHMC`'s chains).
+    v : torch.Tensor
+        Velocities, the shape of ``theta``.
+    grad : torch.Tensor
+        Gradient of the log density at ``theta`` (the ascent direction, not of the negative
+        log density), the shape of ``theta``.
+    lr : float or torch.Tensor
+        Learning rate; a tensor broadcasting against ``theta`` gives each element its own
+        (:class:`SGHMC` passes its per-element adapted steps this way).
+    friction : float
+        ``alpha``, the share of the velocity lost per step; the velocity keeps
+        ``1 - friction`` of itself.
+    precond : torch.Tensor or float
+        Diagonal preconditioner ``P``, broadcasting against ``theta``; 1 for none.
+    beta_hat : torch.Tensor or float
+        Estimate of the gradient-noise term, subtracted from ``friction`` in the injected
+        noise variance; it must stay below ``friction`` (not checked here).
+    temperature : float
+        Posterior temperature ``T`` multiplying the injected noise variance; 1 samples the
+        posterior itself.
+    generator : torch.Generator, optional
+        Source of the Gaussian noise (torch's global generator when ``None``); it must live
+        on ``theta``'s device.
+
+    Returns
+    -------
+    theta : torch.Tensor
+        New positions ``theta + v``, with ``v`` the new velocities.
+    v : torch.Tensor
+        New velocities. The inputs are not modified.
     """
     v = sghmc_velocity(v, grad, lr=lr, friction=friction, precond=precond, beta_hat=beta_hat,
                        temperature=temperature, generator=generator)
@@ -489,7 +523,30 @@ class SGHMC:
         return math.exp(-self.friction * math.sqrt(lr / self.lr))
 
     def init_state(self, theta: torch.Tensor) -> SGHMCState:
-        """State at ``theta`` ``(C, D)`` with velocities drawn from ``N(0, lr * P)``."""
+        """State at ``theta`` ``(C, D)`` with velocities from ``N(0, lr * P / (1 - friction / 2))``.
+
+        The log density and gradient are evaluated on step 0's batch. Under the diagonal
+        metric, with ``precondition=True`` the preconditioner ``P`` is estimated at ``theta``
+        (otherwise it is 1), and the drawn velocities carry the stationary variance of the
+        discrete update, ``lr * P / (1 - friction / 2)`` (see :class:`StepAdapter`). Under
+        ``metric="dense"``, or ``"auto"`` where it picked the dense metric, ``P`` is the dense
+        metric from the exact negative Hessian at ``theta`` (averaged over chains); when
+        ``"auto"`` finds that Hessian not identified
+        (:func:`~bayestensor.infer.dense_metric.identified`) or the curvature one Laplace sd
+        away too large, the sampler falls back to the diagonal metric for the whole run.
+
+        Parameters
+        ----------
+        theta : tensor, shape (C, D)
+            Unconstrained starting positions of ``C`` chains; copied, not modified.
+
+        Returns
+        -------
+        SGHMCState
+            The chains at ``theta`` with their velocities, preconditioner, gradient-noise
+            estimate ``beta_hat``, log density and gradient, and fresh step-adaptation
+            fields.
+        """
         logp, grad = self.gradients.value_and_grad(theta, 0)
         if self.dense:
             hessian = self.gradients.hessian(theta, 0)
@@ -568,6 +625,20 @@ class SGHMC:
         ``P`` is the inverse curvature measured at the start, so ``scale = 1`` draws each
         chain's start from the (diagonal or dense) Laplace approximation there: chains that begin
         apart let R-hat see chains that have not forgotten their start (Gelman & Rubin, 1992).
+
+        Parameters
+        ----------
+        state : SGHMCState
+            The state to move, usually the one :meth:`init_state` returned.
+        scale : float
+            Multiplier of the Laplace standard deviations: the standard deviation of the
+            move in units of ``sqrt(P)`` (under a dense metric, of its square root).
+
+        Returns
+        -------
+        SGHMCState
+            ``state`` with new positions and the log density and gradient there (on step 0's
+            batch); velocities, preconditioner and adaptation fields are kept as they are.
         """
         noise = torch.randn(state.theta.shape, generator=self.generator,
                             dtype=state.theta.dtype, device=state.theta.device)
@@ -584,6 +655,23 @@ class SGHMC:
         At the warm-up's adaptation steps the curvature is re-estimated at the current
         positions and the preconditioner updated before the move; the learning rate follows
         the warm-up ramp. The new state carries the log density and gradient at its positions.
+
+        Parameters
+        ----------
+        state : SGHMCState
+            Current chains; their ``grad`` (at ``state.theta``) drives the move.
+        t : int
+            Step number from the start of burn-in (0-based): the burn-in schedule, the step
+            adaptation and the exact redraws (``gibbs``, ``block_redraws``, ``scale_moves``)
+            are timed by it, and the gradient at the new positions is taken on step
+            ``t + 1``'s batch.
+
+        Returns
+        -------
+        SGHMCState
+            A new state: positions and velocities after the update (and after any exact
+            redraw due after step ``t``), the preconditioner and step sizes as adapted, and
+            the log density and gradient at the new positions. ``state`` is not modified.
         """
         state = self._with_adaptation(state)
         if state.hessian is not None:

@@ -153,6 +153,25 @@ class SVGD:
 
         ``scale`` ``(D,)``, positive: the length unit of each coordinate (see the class
         docstring); ``None`` moves the particles in unconstrained units.
+
+        Parameters
+        ----------
+        theta : tensor, shape (n, D)
+            Unconstrained starting positions of ``n`` particles; copied, not modified.
+        scale : array_like, shape (D,), optional
+            Positive length unit per coordinate, converted to ``theta``'s dtype and device.
+
+        Returns
+        -------
+        SVGDState
+            The particles at ``theta`` with zero moments ``m`` and ``s`` ``(n, D)``, a zero
+            placeholder ``log_density`` ``(n,)`` (nothing is evaluated here) and ``scale``.
+
+        Raises
+        ------
+        ValueError
+            If there are fewer than 2 particles, or ``scale`` does not hold ``D`` positive
+            numbers.
         """
         if theta.shape[0] < 2:
             raise ValueError(f"num_particles: SVGD needs at least 2 particles, got {theta.shape[0]}")
@@ -167,7 +186,29 @@ class SVGD:
                          scale=scale)
 
     def step(self, state: SVGDState, t: int) -> SVGDState:
-        """One SVGD move of all particles."""
+        """One SVGD move of all particles.
+
+        The gradient is taken on step ``t``'s batch; ``phi`` is computed in the units of
+        ``state.scale``, and the step size decays geometrically from ``lr`` at ``t = 0`` to
+        ``lr * final_lr_ratio`` at ``t = num_steps - 1`` (and stays there after).
+
+        Parameters
+        ----------
+        state : SVGDState
+            Current particles and step-rule moments.
+        t : int
+            Step number (0-based): selects the mini-batch, sets the step size and, for the
+            step rules, the first-step and bias-correction terms.
+
+        Returns
+        -------
+        SVGDState
+            A new state: the moved particles and updated moments, with ``log_density``
+            ``(n,)`` evaluated at the particles *before* the move (on step ``t``'s batch),
+            ``stats`` holding ``"repulsion_ratio"`` (the size of the repulsive term relative to
+            the driving one, see :func:`~bayestensor.infer.kernels.svgd_direction`) and the
+            same ``scale``.
+        """
         logp, grad = self.gradients.value_and_grad(state.theta, t)
         scale = 1.0 if state.scale is None else state.scale
         phi, stats = svgd_direction(state.theta / scale, grad * scale, self.kernel, self.layout)

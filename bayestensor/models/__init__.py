@@ -9,7 +9,27 @@ MODELS: dict[str, type[BayesModel]] = {"TensorCompletion": TensorCompletion,
 
 
 def model_from_config(class_name: str, config: dict) -> BayesModel:
-    """Rebuild a built-in model from its class name and ``config()``."""
+    """Rebuild a built-in model from its class name and ``config()``.
+
+    Parameters
+    ----------
+    class_name : str
+        A key of :data:`MODELS`: ``"TensorCompletion"`` or ``"TensorRegression"``.
+    config : dict
+        Constructor arguments, as the model's ``config()`` returned them.
+
+    Returns
+    -------
+    BayesModel
+        A new model of that class, with no data bound and no data-derived state (restore
+        those with ``load_state`` and ``load_data_state``).
+
+    Raises
+    ------
+    ValueError
+        When ``class_name`` is not a built-in model class, or ``config`` holds a value the
+        constructor refuses.
+    """
     if class_name not in MODELS:
         raise ValueError(f"model: unknown built-in model class {class_name!r}")
     return MODELS[class_name](**config)

@@ -115,11 +115,47 @@ class BayesModel:
 
     # --- model ------------------------------------------------------------------------------
     def pyro_model(self, *args, subsample_size: int | None = None):
-        """The Pyro model."""
+        """The Pyro model.
+
+        Parameters
+        ----------
+        *args
+            What the model conditions on, as :meth:`model_args` gives it for the bound data:
+            ``(inputs, y)`` with ``y`` standardized (``y=None`` simulates the response).
+        subsample_size : int, optional
+            Mini-batch size of the data plate :attr:`data_plate`, whose log-likelihood Pyro
+            then scales by N/B; ``None`` uses every data point.
+
+        Returns
+        -------
+        torch.Tensor
+            The value of the observed site :attr:`observed_site` (the data given, or a
+            simulated response).
+        """
         raise NotImplementedError
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
-        """Vectorized log joint of batched constrained values; ``None`` if not offered."""
+        """Vectorized log joint of batched constrained values; ``None`` if not offered.
+
+        A model offers one when :attr:`has_fast_path` is true. Otherwise ``fit`` passes
+        ``None`` in its place and the samplers trace :meth:`pyro_model` (this base method
+        raises ``NotImplementedError``).
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor
+            Constrained value of every latent site, each with one leading batch dim ``C``
+            (chains or particles): ``(C,) + site shape``.
+        subsample : dict of str to torch.Tensor
+            Integer indices of the data points in the mini-batch, keyed by plate name
+            (:attr:`data_plate`); empty (or without that plate) for all the data. The
+            log-likelihood of a mini-batch of ``B`` of ``N`` points is scaled by N/B.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(C,)`` log joint of each batch member, the same number as the Pyro model's.
+        """
         raise NotImplementedError
 
     def init_values(self, seed: int = 0) -> dict:
@@ -170,7 +206,22 @@ class BayesModel:
         raise NotImplementedError
 
     def predict_entries(self, samples: dict, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample predicted means ``(S, n)`` and noise sd ``(S,)`` at validated inputs."""
+        """Per-sample predicted means ``(S, n)`` and noise sd ``(S,)`` at validated inputs.
+
+        Parameters
+        ----------
+        samples : dict of str to torch.Tensor
+            Site values with one flat leading sample dim ``S``.
+        inputs : torch.Tensor
+            ``n`` inputs as :meth:`check_predict_inputs` returned them.
+
+        Returns
+        -------
+        mean : torch.Tensor
+            ``(S, n)`` predicted mean of each input under each sample, in data units.
+        noise_sd : torch.Tensor
+            ``(S,)`` noise sd of each sample, in data units.
+        """
         raise NotImplementedError
 
     # --- pointwise likelihood (model comparison) ----------------------------------------------

@@ -150,7 +150,24 @@ class TensorCompletion(BayesModel):
 
     # --- model ------------------------------------------------------------------------------
     def pyro_model(self, indices, values=None, subsample_size: int | None = None):
-        """Pyro model over observed entries (``values`` standardized; ``None`` to simulate)."""
+        """Pyro model over observed entries (``values`` standardized; ``None`` to simulate).
+
+        Parameters
+        ----------
+        indices : torch.Tensor
+            ``(n, ndim)`` integer indices of the observed entries.
+        values : torch.Tensor, optional
+            ``(n,)`` standardized observed values; ``None`` simulates them.
+        subsample_size : int, optional
+            Entries per mini-batch of the plate ``"obs"`` (likelihood scaled by n/B);
+            ``None`` uses all ``n``.
+
+        Returns
+        -------
+        torch.Tensor
+            The site ``"y"`` of the plate's entries (all ``n``, or the ``B`` of the batch):
+            the given values, or simulated ones, on the standardized scale.
+        """
         x = self.tensor_prior.sample()
         tau = noise_precision("noise_precision", self.noise_a, self.noise_b)
         with pyro.plate("obs", indices.shape[0], subsample_size=subsample_size) as ind:
@@ -161,7 +178,23 @@ class TensorCompletion(BayesModel):
     has_fast_path = True
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
-        """The model's log joint on batched values ``(C, ...)`` without tracing Pyro."""
+        """The model's log joint on batched values ``(C, ...)`` without tracing Pyro.
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor
+            Constrained values of the low-rank tensor's sites (``X.*``) and of
+            ``noise_precision``, each ``(C,) + site shape``.
+        subsample : dict of str to torch.Tensor
+            ``{"obs": index}``: the mini-batch's positions among the bound observations
+            (likelihood scaled by n/B); empty for all of them.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(C,)`` log prior of the sites plus the Gaussian log-likelihood of the
+            standardized observations.
+        """
         idx, yb, scale = self._data_batch(subsample)
         tau = values["noise_precision"]
         lp = self.tensor_prior.log_prob(values)
@@ -218,6 +251,27 @@ class TensorCompletion(BayesModel):
         as good or better (docs/benchmarks.md). ``init="random"`` draws factors whose
         reconstruction has unit scale. The noise precision starts at ``1 / Var(y)``. The
         start is kept and reused while the data, ``seed`` and ``init`` stay the same.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the decomposition or of the random factors.
+        init : {"svd", "spectral", "random"}
+            The kind of start, as above.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Constrained value of every latent site, without a batch dim: the low-rank
+            tensor's parameters and slice hyper-parameters (``X.*``, see
+            :meth:`LowRankPrior.init_values`) and the scalar ``noise_precision``. A new copy
+            on every call.
+
+        Raises
+        ------
+        ValueError
+            When ``init`` is not one of the three kinds, or is ``"spectral"`` for a format
+            other than CP.
         """
         self._require_data()
         if init not in ("svd", "spectral", "random"):
@@ -271,6 +325,21 @@ class TensorCompletion(BayesModel):
         small box of the tensor (all of it, or a run of consecutive entries such as a slab)
         are read from each sample's dense reconstruction of that box; scattered indices
         gather factor rows per index (see :meth:`_dense_box`).
+
+        Parameters
+        ----------
+        samples : dict of str to torch.Tensor
+            Site values, ``(S,) + site shape`` each.
+        indices : array_like
+            ``(n, ndim)`` integer indices within the tensor's shape (as
+            :meth:`check_predict_inputs` returns them).
+
+        Returns
+        -------
+        mean : torch.Tensor
+            ``(S, n)`` entry of each sample's low-rank tensor at each index, in data units.
+        noise_sd : torch.Tensor
+            ``(S,)`` noise sd of each sample, ``noise_precision ** -0.5`` in data units.
         """
         idx = torch.as_tensor(indices)
         x = self.tensor_prior.build(samples)
@@ -287,7 +356,21 @@ class TensorCompletion(BayesModel):
         """Indices per call of :meth:`predict_entries` in ``Posterior.predict``: all at once when
         the dense tensors of every sample fit in ``DENSE_PREDICT_ELEMENTS`` (then one dense
         reconstruction serves every index) or when ``indices`` fill a small box (read from its
-        reconstruction, :meth:`_dense_box`), else ``None`` (the caller's default)."""
+        reconstruction, :meth:`_dense_box`), else ``None`` (the caller's default).
+
+        Parameters
+        ----------
+        num_samples : int
+            Samples the prediction runs over (chains x draws).
+        indices : array_like, optional
+            ``(n, ndim)`` integer indices to predict; ``None`` decides on the tensor's size
+            alone.
+
+        Returns
+        -------
+        int or None
+            ``2**62`` (one call for every index) or ``None``.
+        """
         if math.prod(self.shape) * num_samples <= DENSE_PREDICT_ELEMENTS:
             return 1 << 62
         if indices is not None and self._dense_box(torch.as_tensor(indices)) is not None:

@@ -179,6 +179,8 @@ class TensorRegression(BayesModel):
 
     @property
     def is_vector(self) -> bool:
+        """Whether the model predicts a vector of ``n_outputs`` responses per input (the
+        coefficient tensor has an output mode) rather than one scalar."""
         return self.n_outputs is not None
 
     # --- data -------------------------------------------------------------------------------
@@ -292,7 +294,26 @@ class TensorRegression(BayesModel):
         return d.expand([self.n_outputs]).to_event(1) if self.is_vector else d
 
     def pyro_model(self, X, y=None, subsample_size: int | None = None):
-        """Pyro model over standardized ``X`` ``(n, P)`` and ``y`` (``None`` to simulate)."""
+        """Pyro model over standardized ``X`` ``(n, P)`` and ``y`` (``None`` to simulate).
+
+        Parameters
+        ----------
+        X : torch.Tensor
+            ``(n, P)`` standardized inputs, each flattened to its ``P = prod(input_shape)``
+            features.
+        y : torch.Tensor, optional
+            ``(n,)`` response (``(n, k)`` for ``n_outputs=k``): standardized for a Gaussian
+            likelihood, 0/1 labels for Bernoulli; ``None`` simulates it.
+        subsample_size : int, optional
+            Data points per mini-batch of the plate ``"obs"`` (likelihood scaled by n/B);
+            ``None`` uses all ``n``.
+
+        Returns
+        -------
+        torch.Tensor
+            The site ``"y"`` of the plate's data points: the given response, or a simulated
+            one.
+        """
         w = self.weight_prior.sample()
         b = pyro.sample("intercept", self._intercept_dist(X.device))
         tau = (noise_precision("noise_precision", self.noise_a, self.noise_b)
@@ -312,7 +333,24 @@ class TensorRegression(BayesModel):
 
     def fast_log_joint(self, values: dict, subsample: dict) -> torch.Tensor:
         """The model's log joint on batched values ``(C, ...)`` without tracing Pyro (closed
-        forms of :mod:`~bayestensor.priors.densities`)."""
+        forms of :mod:`~bayestensor.priors.densities`).
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor
+            Constrained values of ``W``'s sites (``W.*``), ``intercept`` (``(C,)``, or
+            ``(C, k)`` for a vector response) and, for a Gaussian likelihood,
+            ``noise_precision`` (``(C,)``); each ``(C,) + site shape``.
+        subsample : dict of str to torch.Tensor
+            ``{"obs": index}``: the mini-batch's rows among the bound data (likelihood scaled
+            by n/B); empty for all of them.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(C,)`` log prior of the sites plus the log-likelihood of the (standardized)
+            response.
+        """
         Xb, yb, scale = self._data_batch(subsample)
         b = values["intercept"]
         lp = self.weight_prior.log_prob(values) + self._intercept_log_density(b)
@@ -428,6 +466,27 @@ class TensorRegression(BayesModel):
         at the initial values (NUTS, VI, SGHMC with ``init_from="init"``). Measured on the
         32x32 cross (n=500, 500 burn-in steps, SGHMC started at the initial values): modal
         rank 4-5 from ``"svd"``, rank 2 from ``"map"``.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the ridge estimate's row subset (large data), the decomposition and the
+            random factors.
+        init : {"svd", "random", "map"}
+            The kind of start, as above.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Constrained value of every latent site, without a batch dim, on the standardized
+            scale: ``W``'s parameters and slice hyper-parameters (``W.*``, see
+            :meth:`LowRankPrior.init_values`), ``intercept`` (scalar, or ``(k,)`` for a vector
+            response) and, for a Gaussian likelihood, the scalar ``noise_precision``.
+
+        Raises
+        ------
+        ValueError
+            When ``init`` is not ``"svd"``, ``"random"`` or ``"map"``.
         """
         self._require_data()
         if init not in ("svd", "random", "map"):
@@ -475,6 +534,21 @@ class TensorRegression(BayesModel):
         For a vector response the means are ``(S, n * k)``, row-major in ``(n, k)``. For
         ``likelihood="bernoulli"`` the means are probabilities ``P(y=1)`` and the noise sd is
         zero (see the class notes). ``samples`` holds site values with one flat leading dim.
+
+        Parameters
+        ----------
+        samples : dict of str to torch.Tensor
+            Site values, ``(S,) + site shape`` each.
+        X : array_like
+            ``(n, *input_shape)`` inputs in the data's own units (as
+            :meth:`check_predict_inputs` returns them); standardized here.
+
+        Returns
+        -------
+        mean : torch.Tensor
+            ``(S, n)`` (``(S, n * k)``) predicted mean response, or probability ``P(y=1)``.
+        noise_sd : torch.Tensor
+            ``(S,)`` noise sd of each sample in data units (zeros for Bernoulli).
         """
         Xs = self._standardize_X(torch.as_tensor(X))
         w = self.weight_prior.build(samples).reconstruct()

@@ -75,10 +75,13 @@ class BayesianNet(nn.Module):
         self.samples: list[dict] = []  # SGHMC snapshots of the particle parameters
 
     def tensorized(self) -> dict[str, _BayesLowRank]:
+        """The tensorized layers of the inner network, ``{name: layer}`` with the names of
+        ``named_modules`` and in its order."""
         return {n: m for n, m in self.net.named_modules() if isinstance(m, _BayesLowRank)}
 
     @property
     def num_particles(self) -> int:
+        """``P``, the particle count all tensorized layers share (``ValueError`` if not)."""
         ps = {m.num_particles for m in self.tensorized().values()}
         if len(ps) != 1:
             raise ValueError(f"net: tensorized layers disagree on num_particles: {sorted(ps)}")
@@ -118,6 +121,8 @@ class BayesianNet(nn.Module):
         return sum(m.log_prior() for m in self.tensorized().values())
 
     def particle_params(self) -> list[nn.Parameter]:
+        """Every tensorized layer's parameters with a leading particle dim, layer by layer (see
+        ``TensorizedLinear.particle_params``)."""
         return [p for m in self.tensorized().values() for p in m.particle_params()]
 
     def live_masks(self, threshold: float = PRUNE_THRESHOLD) -> list[torch.Tensor]:
@@ -125,13 +130,32 @@ class BayesianNet(nn.Module):
         return [m for layer in self.tensorized().values() for m in layer.live_masks(threshold)]
 
     def shared_params(self) -> list[nn.Parameter]:
+        """The parameters outside the tensorized layers: point estimates shared by all
+        particles."""
         own = {id(p) for m in self.tensorized().values() for p in m.parameters()}
         return [p for p in self.net.parameters() if id(p) not in own]
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Posterior predictive probabilities ``(B, classes)``: the softmax averaged over
-        particles (and stored SGHMC samples, or several VI draws)."""
+        particles (and stored SGHMC samples, or several VI draws).
+
+        Runs in eval mode without gradients and restores the training mode afterwards; with
+        stored SGHMC samples the last one is left loaded. Under VI every prediction averages
+        :data:`VI_PREDICT_PASSES` passes of fresh draws.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs ``(B, ...)``.
+        batch_size : int
+            Examples per forward pass (default 1000).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, classes)``; each row sums to one.
+        """
         was = self.training
         self.eval()
         snapshots = self.samples or [None]
@@ -156,6 +180,8 @@ class BayesianNet(nn.Module):
         return torch.cat(out)
 
     def snapshot(self) -> dict:
+        """Detached copies of :meth:`particle_params`, keyed by each parameter's ``id`` (an
+        SGHMC sample, as stored in ``samples``)."""
         return {id(p): p.detach().clone() for p in self.particle_params()}
 
     def _load_snapshot(self, snap: dict):
@@ -166,7 +192,28 @@ class BayesianNet(nn.Module):
 
     def prune(self, threshold: float = PRUNE_THRESHOLD, share: float = KEEP_SHARE) -> dict:
         """Prune every tensorized layer to the slices at least ``share`` of the particles keep
-        (see ``TensorizedLinear.prune``); returns ``{layer name: {ranks_before, ranks_after}}``.
+        (see ``TensorizedLinear.prune``).
+
+        Clears the stored SGHMC samples (they have the unpruned shapes).
+
+        Parameters
+        ----------
+        threshold : float
+            A particle keeps a slice whose weight norm is above ``threshold`` (in [0, 1)) times
+            the largest of its rank dim (default :data:`PRUNE_THRESHOLD`).
+        share : float
+            Share (in [0, 1]) of the particles that must keep a slice for it to stay; ``0``
+            keeps every slice any particle keeps (default :data:`KEEP_SHARE`).
+
+        Returns
+        -------
+        dict
+            ``{layer name: {"ranks_before": [...], "ranks_after": [...]}}``.
+
+        Raises
+        ------
+        ValueError
+            When ``threshold`` is outside [0, 1) or ``share`` outside [0, 1].
         """
         self.samples = []  # snapshots refer to the unpruned shapes
         return {n: m.prune(threshold, share) for n, m in self.tensorized().items()}
@@ -357,6 +404,22 @@ def load_exported(path, skeleton: nn.Module) -> nn.Module:
     """Load :func:`save_exported` output into a copy of the dense ``skeleton`` architecture.
 
     Only tensors and plain values are read (no code in the file runs).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save_exported`.
+    skeleton : nn.Module
+        The dense network the model was exported from (or one of the same architecture); it
+        is left unchanged.
+
+    Returns
+    -------
+    nn.Module
+        A copy of ``skeleton`` whose saved layers are replaced by empty
+        :class:`CompressedLinear` / :class:`CompressedConv2d` layers built from their
+        configs, with the saved state dict loaded. The extra ``config`` stored beside the
+        weights is not returned.
 
     Raises
     ------

@@ -207,7 +207,33 @@ def contract_linear(fmt: str, x: torch.Tensor, params: Sequence[torch.Tensor],
                     in_shape: Sequence[int], out_shape: Sequence[int]) -> torch.Tensor:
     """``x W`` for ``x`` ``(P, B, in)`` and the low-rank ``W`` given by ``params`` (each ``(P, ...)``).
 
-    Returns ``(P, B, out)``. The dense weight is never formed.
+    The dense weight is never formed.
+
+    Parameters
+    ----------
+    fmt : {"ttm", "cp", "tucker", "tt"}
+        Low-rank format of ``params``.
+    x : torch.Tensor
+        Inputs ``(P, B, ...)``, one batch per particle; the trailing dims hold
+        ``in = prod(in_shape)`` numbers per example.
+    params : sequence of torch.Tensor
+        The format's parameters over the tensor of shape ``in_shape + out_shape``, each with a
+        leading particle dim ``P``: TT-matrix cores ``(P, r_{k-1}, I_k, J_k, r_k)``; CP factors
+        ``(P, I_n, R)`` for the input modes, then ``(P, J_m, R)`` for the output modes; a
+        Tucker core ``(P, R_1, ..., R_{N+M})`` followed by one factor ``(P, size, R)`` per
+        mode; TT cores ``(P, r_{k-1}, n_k, r_k)`` over the ``N + M`` modes.
+    in_shape, out_shape : sequence of int
+        Tensorized input modes ``(I_1, ..., I_N)`` and output modes ``(J_1, ..., J_M)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(P, B, out)`` with ``out = prod(out_shape)``; no bias added.
+
+    Raises
+    ------
+    ValueError
+        When ``fmt`` is not one of :data:`LINEAR_FORMATS`.
     """
     p, b = x.shape[:2]
     n_in = len(in_shape)
@@ -710,6 +736,27 @@ class TensorizedLinear(_BayesLowRank):
         The weight is decomposed with TensorLy (TT-matrix SVD, TT-SVD, HOSVD/Tucker, CP-ALS)
         at ``max_rank`` (capped as in :class:`TensorizedLinear`, before the decomposition);
         ``init="random"`` uses He initialization instead. The bias is copied.
+
+        Parameters
+        ----------
+        linear : nn.Linear
+            The layer to replace; its sizes become ``in_features`` and ``out_features``.
+        format : {"ttm", "cp", "tucker", "tt"}
+            Low-rank format of the weight.
+        max_rank, prior, prior_params, shape, num_modes, num_particles, max_params
+            As in :class:`TensorizedLinear`.
+        init : {"decompose", "random"}
+            ``"decompose"`` (default) starts every particle from the decomposition of
+            ``linear.weight``; ``"random"`` draws a He-initialized low-rank weight per particle.
+        seed : int
+            Seed passed to the decomposition (CP-ALS starts from a random guess) and to the
+            layer: the random initialization under ``init="random"``, else the relative jitter
+            (:data:`PARTICLE_SPREAD`) that sets several particles apart.
+
+        Returns
+        -------
+        TensorizedLinear
+            A new layer with the capped ranks; ``linear`` itself is left unchanged.
         """
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
@@ -842,6 +889,29 @@ class TensorizedConv2d(_BayesLowRank):
         """Replace an ``nn.Conv2d`` (groups=1); ``init="decompose"`` uses its Tucker-2 HOSVD.
 
         The ranks are capped and checked against ``max_params`` before the decomposition.
+
+        Parameters
+        ----------
+        conv : nn.Conv2d
+            The layer to replace: ``groups=1`` and a numeric (not a string) ``padding``. Its
+            channels, kernel size, stride, padding, dilation and bias carry over.
+        max_rank : int or pair
+            Maximum ``(R_out, R_in)``, as in :class:`TensorizedConv2d`; the spatial ranks start
+            at the kernel size.
+        prior, prior_params, num_particles, max_params
+            As in :class:`TensorizedLinear`.
+        init : {"decompose", "random"}
+            ``"decompose"`` (default) starts every particle from the Tucker-2 decomposition of
+            ``conv.weight``; ``"random"`` draws a He-initialized kernel per particle.
+        seed : int
+            Seed passed to the decomposition and to the layer: the random initialization under
+            ``init="random"``, else the relative jitter (:data:`PARTICLE_SPREAD`) that sets
+            several particles apart.
+
+        Returns
+        -------
+        TensorizedConv2d
+            A new layer with the capped ranks; ``conv`` itself is left unchanged.
         """
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
             raise ValueError(f"conv: expected an nn.Conv2d with groups=1, got {conv!r}")
@@ -912,6 +982,9 @@ class CompressedLinear(nn.Module):
         return "factorized" if cheap else "reconstructed"
 
     def config(self) -> dict:
+        """Plain settings that rebuild an empty copy of the layer (:func:`build_compressed`):
+        ``type`` ``"linear"``, ``in_shape``, ``out_shape``, ``format``, ``ranks``, ``bias``,
+        ``implementation``."""
         return {"type": "linear", "in_shape": list(self.in_shape), "out_shape": list(self.out_shape),
                 "format": self.fmt, "ranks": list(self.ranks), "bias": self.bias is not None,
                 "implementation": self.implementation}
@@ -940,6 +1013,7 @@ class CompressedLinear(nn.Module):
         return self._cache
 
     def n_params(self) -> int:
+        """Parameters stored by the layer: the low-rank factors plus the bias."""
         return sum(p.numel() for p in self.parameters())
 
     def dense_params(self) -> int:
@@ -963,7 +1037,22 @@ class CompressedLinear(nn.Module):
 
 
 class CompressedConv2d(nn.Module):
-    """Deterministic Tucker-2 convolution (the exported form of :class:`TensorizedConv2d`)."""
+    """Deterministic Tucker-2 convolution (the exported form of :class:`TensorizedConv2d`).
+
+    The core, the factors and the bias start at zero: :func:`export_layer` copies a particle
+    into them (or load a state dict).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : pair of int
+        ``(kh, kw)``.
+    stride, padding, dilation : int or pair
+        Passed to ``F.conv2d`` as given.
+    ranks : sequence of 4 int
+        Tucker ranks ``(R_out, R_in, R_h, R_w)`` of the ``(out, in, kh, kw)`` kernel.
+    bias : bool
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, ranks,
                  bias: bool = True):
@@ -977,6 +1066,9 @@ class CompressedConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def config(self) -> dict:
+        """Plain settings that rebuild an empty copy of the layer (:func:`build_compressed`):
+        ``type`` ``"conv2d"``, the channels, kernel size, stride, padding, dilation, ranks,
+        ``bias``."""
         as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
         return {"type": "conv2d", "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": as_list(self.stride),
@@ -991,6 +1083,7 @@ class CompressedConv2d(nn.Module):
         return y.reshape(*lead, *y.shape[1:])
 
     def n_params(self) -> int:
+        """Parameters stored by the layer: the Tucker-2 core and factors plus the bias."""
         return sum(p.numel() for p in self.parameters())
 
     def dense_params(self) -> int:

@@ -214,6 +214,40 @@ def train_dense(model: nn.Module, x, y=None, epochs: int = 10, batch_size: int =
     baseline and a tensorized network given the same ``epochs``, ``batch_size``, ``lr`` and
     ``seed`` get the same training budget. ``x`` may be a ``DataLoader`` (then ``y=None``);
     ``progress`` as in :func:`fit_net`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier returning logits ``(B, C)``; trained in place and left in eval mode.
+    x : tensor or DataLoader
+        Training inputs ``(N, ...)``, or a ``torch.utils.data.DataLoader`` yielding
+        ``(inputs, labels)`` batches (its batches then replace ``batch_size``).
+    y : tensor, optional
+        Integer labels ``(N,)`` in ``[0, C)``, ``C`` the model's output width; ``None`` with a
+        ``DataLoader``.
+    epochs, batch_size : int
+        Passes over the data and examples per batch (defaults 10 and 128).
+    lr : float
+        Adam learning rate at the start of the cosine schedule (default 1e-3).
+    weight_decay : float
+        Adam's L2 weight decay (>= 0, default 0).
+    seed : int
+        Seeds the batch order and ``torch.manual_seed``.
+    progress : bool or None
+        Progress bar on stderr; ``None`` (default) shows it when stderr is a terminal.
+
+    Returns
+    -------
+    dict
+        ``{"loss": per-step mean cross-entropy, "seconds": wall time}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, before any training, for a bad argument: ``model`` not an
+        ``nn.Module``, a non-positive ``epochs`` / ``batch_size`` / ``lr``, a negative
+        ``weight_decay``, a seed outside ``[0, 2**63 - 1]``, labels that are not integers in
+        ``[0, C)``.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -244,7 +278,24 @@ def train_dense(model: nn.Module, x, y=None, epochs: int = 10, batch_size: int =
 
 @torch.no_grad()
 def predict_dense(model: nn.Module, x, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities of a plain network."""
+    """Softmax probabilities of a plain network.
+
+    Puts ``model`` in eval mode (and leaves it there) and runs without gradients.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier returning logits ``(B, C)``.
+    x : torch.Tensor
+        Inputs ``(N, ...)``.
+    batch_size : int
+        Examples per forward pass (default 1000).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C)`` probabilities, the softmax over the last dim.
+    """
     model.eval()
     return torch.cat([model(x[i:i + batch_size]).softmax(-1) for i in range(0, x.shape[0], batch_size)])
 

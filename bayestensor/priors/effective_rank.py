@@ -22,7 +22,26 @@ DEFAULT_THRESHOLD = 0.05
 
 
 def active_slices(scales: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
-    """Boolean ``(..., R)``: slices whose scale exceeds ``threshold`` times the largest."""
+    """Boolean ``(..., R)``: slices whose scale exceeds ``threshold`` times the largest.
+
+    Parameters
+    ----------
+    scales : torch.Tensor
+        ``(..., R)`` slice scales of one rank dimension; the last axis holds the slices of
+        one sample.
+    threshold : float in [0, 1)
+        Relative threshold on a slice's scale.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean, the shape of ``scales``.
+
+    Raises
+    ------
+    ValueError
+        When ``threshold`` is not a number in [0, 1).
+    """
     threshold = real_number("threshold", threshold, high=1.0, low_open=False, high_open=True)
     top = scales.max(dim=-1, keepdim=True).values
     return scales > threshold * top
@@ -48,6 +67,7 @@ class RankPosterior:
 
     @property
     def n_rank_dims(self) -> int:
+        """Number of rank dimensions (1 for CP, one per mode for Tucker, ``N - 1`` for a TT)."""
         return self.ranks.shape[-1]
 
     def flat(self) -> np.ndarray:
@@ -76,7 +96,21 @@ class RankPosterior:
         return (s > self.threshold * s.max(-1, keepdims=True)).mean(0)
 
     def keep_mask(self, dim: int = 0, min_prob: float = 0.5) -> np.ndarray:
-        """Slices active in at least ``min_prob`` of the samples (what ``prune`` keeps)."""
+        """Slices active in at least ``min_prob`` of the samples (what ``prune`` keeps).
+
+        Parameters
+        ----------
+        dim : int
+            Rank dimension.
+        min_prob : float
+            Smallest posterior probability of being active (see :meth:`activity`) for a
+            slice to be kept.
+
+        Returns
+        -------
+        np.ndarray
+            ``(R_dim,)`` boolean, ``True`` for a kept slice.
+        """
         return self.activity(dim) >= min_prob
 
     def __repr__(self) -> str:
@@ -85,7 +119,25 @@ class RankPosterior:
 
 
 def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESHOLD) -> RankPosterior:
-    """Build a :class:`RankPosterior` from slice scales ``(chain, draw, R_d)`` per rank dim."""
+    """Build a :class:`RankPosterior` from slice scales ``(chain, draw, R_d)`` per rank dim.
+
+    Parameters
+    ----------
+    scales : list of torch.Tensor
+        Slice scales of each rank dimension ``d``, ``(chain, draw, R_d)``.
+    threshold : float in [0, 1)
+        Relative threshold of :func:`active_slices`.
+
+    Returns
+    -------
+    RankPosterior
+        Effective ranks ``(chain, draw, n_rank_dims)`` and the scales as NumPy arrays.
+
+    Raises
+    ------
+    ValueError
+        When ``threshold`` is not a number in [0, 1).
+    """
     ranks = [active_slices(s, threshold).sum(-1) for s in scales]
     return RankPosterior(
         ranks=torch.stack(ranks, -1).cpu().numpy(),

@@ -35,6 +35,13 @@ class LogUniform(dist.TorchDistribution):
     """Log-uniform (truncated Jeffreys) distribution on ``[low, high]``: ``p(s) ∝ 1/s``.
 
     Pyro has no such distribution; it is two lines of math, so it is written here.
+
+    Parameters
+    ----------
+    low, high : float or tensor
+        Positive bounds, broadcast together to the batch shape.
+    validate_args : bool, optional
+        As for every torch distribution: check arguments and sampled values.
     """
 
     arg_constraints = {"low": constraints.positive, "high": constraints.positive}
@@ -51,6 +58,19 @@ class LogUniform(dist.TorchDistribution):
         return constraints.interval(self.low, self.high)
 
     def expand(self, batch_shape, _instance=None):
+        """A new :class:`LogUniform` whose bounds are broadcast to ``batch_shape``.
+
+        Parameters
+        ----------
+        batch_shape : sequence of int
+            The new batch shape; the bounds' current shape must broadcast to it.
+        _instance : optional
+            Part of torch's ``expand`` signature; not used.
+
+        Returns
+        -------
+        LogUniform
+        """
         return LogUniform(self.low.expand(batch_shape), self.high.expand(batch_shape))
 
     def rsample(self, sample_shape=torch.Size()):
@@ -100,6 +120,8 @@ class RankPrior:
 
     @property
     def site_prefix(self) -> str:
+        """Name stem of the hyper sites: ``"precision"`` under the gamma prior (a slice's
+        precision), ``"scale"`` under the others (a slice's scale)."""
         return "precision" if self.kind == "gamma" else "scale"
 
     def hyper_dist(self, size: int) -> dist.Distribution:
@@ -146,12 +168,48 @@ class RankPrior:
         return s
 
     def init_value(self, size: int, variance: float = 1.0) -> torch.Tensor:
-        """A hyper-parameter vector whose slice variances all equal ``variance``."""
+        """A hyper-parameter vector whose slice variances all equal ``variance``.
+
+        Parameters
+        ----------
+        size : int
+            Number of slices ``R`` of the rank dimension.
+        variance : float
+            The slice variance to start at.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(size,)`` precisions ``1 / variance`` (gamma) or scales ``sqrt(variance)``
+            (half-Cauchy; log-uniform kept a little inside ``[low, high]``, see
+            :meth:`hyper_of`), in the default float dtype.
+        """
         return self.hyper_of(torch.full((size,), float(variance)))
 
 
 def get_prior(prior, prior_params: dict | None = None) -> RankPrior:
-    """A :class:`RankPrior` from a name (plus parameters) or an existing instance."""
+    """A :class:`RankPrior` from a name (plus parameters) or an existing instance.
+
+    Parameters
+    ----------
+    prior : {"gamma", "half_cauchy", "log_uniform"} or RankPrior
+        The hyperprior's kind, or a prior to use as it is.
+    prior_params : dict, optional
+        Parameters for a kind given by name (see :class:`RankPrior`); must be empty or
+        ``None`` when ``prior`` is a :class:`RankPrior`.
+
+    Returns
+    -------
+    RankPrior
+        ``prior`` itself when it is one, else a new one.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind, a parameter the kind does not take or that is not a positive
+        number, log-uniform bounds out of order, or ``prior_params`` given with a
+        :class:`RankPrior`.
+    """
     if isinstance(prior, RankPrior):
         if prior_params:
             raise ValueError("prior_params: give parameters inside the RankPrior, not both")

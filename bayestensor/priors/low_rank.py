@@ -66,6 +66,21 @@ def param_std(spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tenso
     """Prior std of every entry of a parameter, ``batch_shape + spec.shape`` (broadcastable).
 
     ``variances[d]`` has shape ``batch_shape + (R_d,)``.
+
+    Parameters
+    ----------
+    spec : ParamSpec
+        The parameter: its shape and which of its axes index which rank dimension.
+    variances : sequence of torch.Tensor
+        Slice variances, one tensor per rank dimension ``d`` of shape
+        ``batch_shape + (R_d,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        The square root of the product of the slice variances over the parameter's rank
+        axes, expanded (not copied) to ``batch_shape + spec.shape``; ones of shape
+        ``spec.shape`` for a parameter without rank axes.
     """
     var = slice_product(spec, variances)
     if var is None:
@@ -160,6 +175,8 @@ class LowRankPrior:
 
     @property
     def hyper_sites(self) -> list[str]:
+        """Pyro site names of the hyper-parameters, one per rank dimension
+        (``"<name>.precision<d>"`` or ``"<name>.scale<d>"``)."""
         return [f"{self.name}.{self.prior.site_prefix}{d}" for d in range(len(self.ranks))]
 
     def slice_counts(self) -> dict[str, int]:
@@ -220,13 +237,29 @@ class LowRankPrior:
         return self.core_variance if not spec.rank_axes else None
 
     def entry_std(self, spec: ParamSpec, variances: Sequence[torch.Tensor]) -> torch.Tensor:
-        """:func:`param_std`, with a Tucker core's fixed ``core_variance`` where set."""
+        """:func:`param_std`, with a Tucker core's fixed ``core_variance`` where set.
+
+        Parameters
+        ----------
+        spec : ParamSpec
+            One of :attr:`specs`.
+        variances : sequence of torch.Tensor
+            Slice variances per rank dimension, ``batch_shape + (R_d,)`` each.
+
+        Returns
+        -------
+        torch.Tensor
+            Prior std of every entry, ``batch_shape + spec.shape`` (``spec.shape`` and equal
+            to ``sqrt(core_variance)`` for a core under a fixed ``core_variance``).
+        """
         std = param_std(spec, variances)
         fixed = self.fixed_variance(spec)
         return std if fixed is None else std * math.sqrt(fixed)
 
     @property
     def param_sites(self) -> list[str]:
+        """Pyro site names of the format's parameters (``"<name>.factor0"``, ...), in the
+        format's parameter order."""
         return [f"{self.name}.{s.name}" for s in self.specs]
 
     def sample(self) -> LowRankTensor:
@@ -278,6 +311,22 @@ class LowRankPrior:
         of the slice; where an entry's variance is a product over rank dimensions (Tucker
         core, TT cores) a pooled mean square would be far too small for the core (measured:
         Tucker MAP then pruned a rank-3 fit to (1, 1, 1)).
+
+        Parameters
+        ----------
+        tensor : LowRankTensor
+            A tensor of this prior's format, shape and ranks, without a batch dim.
+        sweeps : int
+            Coordinate-ascent sweeps over the rank dimensions when there are several (one
+            pass for a single rank dimension, where it is exact).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Detached copies of ``tensor``'s parameters under :attr:`param_sites`, and one
+            ``(R_d,)`` hyper-parameter vector (precision or scale, at least
+            ``MIN_START_HYPER``) per rank dimension under :attr:`hyper_sites`, in the
+            parameters' dtype.
         """
         values = {site: p.detach().clone() for site, p in zip(self.param_sites, tensor.params)}
         params = [p.detach().double() for p in tensor.params]
@@ -327,11 +376,49 @@ def low_rank_tensor(name: str, shape, rank, format: str = "cp", prior="gamma",
 
 
 def noise_prior(a: float = 1.0, b: float = 1e-2) -> dist.Gamma:
-    """The prior ``Gamma(a, b)`` of a Gaussian noise precision."""
+    """The prior ``Gamma(a, b)`` of a Gaussian noise precision.
+
+    Parameters
+    ----------
+    a : float
+        Shape, a positive finite number.
+    b : float
+        Rate, a positive finite number; the prior mean is ``a / b``.
+
+    Returns
+    -------
+    pyro.distributions.Gamma
+        A scalar distribution (float tensors ``a`` and ``b``).
+
+    Raises
+    ------
+    ValueError
+        When ``a`` or ``b`` is not a positive finite number.
+    """
     a, b = real_number("a", a), real_number("b", b)
     return dist.Gamma(torch.tensor(a), torch.tensor(b))
 
 
 def noise_precision(name: str = "noise_precision", a: float = 1.0, b: float = 1e-2):
-    """Register a Gaussian noise precision ``tau ~ Gamma(a, b)`` and return it."""
+    """Register a Gaussian noise precision ``tau ~ Gamma(a, b)`` and return it.
+
+    Call it inside a Pyro model.
+
+    Parameters
+    ----------
+    name : str
+        Name of the sample site.
+    a, b : float
+        Shape and rate of the Gamma prior (see :func:`noise_prior`).
+
+    Returns
+    -------
+    torch.Tensor
+        The site's scalar value (drawn from the prior, or the conditioned value).
+
+    Raises
+    ------
+    ValueError
+        When ``a`` or ``b`` is not a positive finite number.
+    """
     return pyro.sample(name, noise_prior(a, b))

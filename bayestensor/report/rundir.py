@@ -212,7 +212,32 @@ def _guess_study(run_dir: Path) -> str:
 
 
 def write_heldout(run_dir, *, truth, indices=None, inputs=None, noisy=None) -> Path:
-    """Write ``heldout.npz`` (held-out indices or inputs, truth, and noisy values)."""
+    """Write ``heldout.npz`` (held-out indices or inputs, truth, and noisy values).
+
+    Parameters
+    ----------
+    run_dir : str or path-like
+        The run directory; the file goes in it, written atomically.
+    truth : array_like
+        ``(n,)`` true value of each held-out point: noise-free values, held-out observations,
+        or 0/1 labels for a classifier. Saved as float64.
+    indices : array_like, optional
+        ``(n, ndim)`` integer indices of held-out tensor entries (completion); saved as int64.
+    inputs : array_like, optional
+        ``(n, *input_shape)`` held-out inputs (regression); saved as float64.
+    noisy : array_like, optional
+        ``(n,)`` noisy held-out observations, where ``truth`` holds the noise-free values.
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir/heldout.npz``.
+
+    Raises
+    ------
+    ValueError
+        When neither or both of ``indices`` and ``inputs`` are given.
+    """
     if (indices is None) == (inputs is None):
         raise ValueError("indices, inputs: give exactly one of them")
     arrays = {"truth": np.asarray(truth, dtype=np.float64)}
@@ -226,7 +251,23 @@ def write_heldout(run_dir, *, truth, indices=None, inputs=None, noisy=None) -> P
 
 
 def write_image(run_dir, observed, truth=None) -> Path:
-    """Write ``image.npz``: the observed image (NaN where missing) and optionally the truth."""
+    """Write ``image.npz``: the observed image (NaN where missing) and optionally the truth.
+
+    Parameters
+    ----------
+    run_dir : str or path-like
+        The run directory; the file goes in it, written atomically.
+    observed : array_like
+        The image (e.g. ``(H, W)``, ``(H, W, 3)`` or a band cube) with NaN at the missing
+        pixels, saved as float64.
+    truth : array_like, optional
+        The complete image, the same shape, for scoring the missing pixels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir/image.npz``.
+    """
     arrays = {"observed": np.asarray(observed, dtype=np.float64)}
     if truth is not None:
         arrays["truth"] = np.asarray(truth, dtype=np.float64)

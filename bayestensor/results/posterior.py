@@ -180,10 +180,13 @@ class Posterior:
     # --- shape ------------------------------------------------------------------------------
     @property
     def num_chains(self) -> int:
+        """The leading dimension of every site's samples: the chains of SGHMC and NUTS, 1 for
+        SVGD, VI and MAP (their particles or draws are one chain's draws)."""
         return int(next(iter(self.samples.values())).shape[0])
 
     @property
     def num_draws(self) -> int:
+        """Draws per chain: the second dimension of every site's samples."""
         return int(next(iter(self.samples.values())).shape[1])
 
     @property
@@ -298,6 +301,20 @@ class Posterior:
         """Remember a user's Pyro model and its arguments for :meth:`to_arviz` (not saved).
 
         ``fit`` does this for a model that is not a built-in one.
+
+        Parameters
+        ----------
+        model : callable
+            The Pyro model function the posterior's sites come from.
+        model_args : sequence
+            Positional arguments of ``model`` (stored as a tuple).
+        model_kwargs : dict, optional
+            Keyword arguments of ``model``; ``None`` for none.
+
+        Raises
+        ------
+        TypeError
+            When ``model`` is not callable.
         """
         if not callable(model):
             raise TypeError(f"model: expected a Pyro model function, got {type(model).__name__}")
@@ -363,6 +380,32 @@ class Posterior:
         point (``table.attrs["note"]`` says so). For a built-in model's chains the note says
         that the raw sites' R-hat is no convergence check (factors and slice precisions are
         not identified) and names :meth:`diagnostics`, which checks what is.
+
+        Parameters
+        ----------
+        var_names : None, str or list of str
+            The sites to summarize: ``None`` for all of them, one site name, or a list of site
+            names.
+        ci_prob : float in (0, 1)
+            Probability mass of the credible interval, which ArviZ computes from the draws (a
+            MAP run's interval is the point).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per scalar element of each site (e.g. ``X.precision0[2]``), with columns
+            ``mean``, ``sd`` and the interval's lower and upper bounds (``hdi_5%`` and
+            ``hdi_95%`` at the default ``ci_prob``; ArviZ 1.x names them its own way), plus
+            ArviZ's MCSE, ESS and R-hat columns for SGHMC and NUTS chains.
+            ``table.attrs["note"]``, where set, says how to read the table: a MAP or non-Markov
+            run (SVGD, VI) always has one; Markov chains of a built-in model have the R-hat
+            warning above; a user model's Markov chains have none.
+
+        Raises
+        ------
+        ValueError
+            When ``ci_prob`` is not a number in (0, 1), or ``var_names`` names no site or a
+            site this posterior does not have.
         """
         real_number("ci_prob", ci_prob, high=1.0, high_open=True)
         if var_names is not None:
@@ -497,6 +540,19 @@ class Posterior:
         With ``include_data`` a built-in model's bound data (standardized, as the model uses
         it) is saved too, so that a loaded posterior still has its pointwise log-likelihood
         (:meth:`to_arviz`, model comparison).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination file; its folder is created when missing. :meth:`load` reads it back.
+        include_data : bool
+            Also save a built-in model's bound data (ignored when no data is bound or the
+            model is a user's Pyro model, whose model is never saved).
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
         """
         payload: dict[str, Any] = {
             "format_version": 1,

@@ -99,6 +99,25 @@ def test_bad_model_specs_and_state_dicts_are_named(trained, tmp_path):
         load_user_model(spec, tmp_path / "code.pt")
 
 
+def test_a_users_failing_code_is_named_not_a_traceback(trained, tmp_path):
+    weights = trained[0] / "mynet.pt"
+    (tmp_path / "needs_args.py").write_text("from torch import nn\nmake = nn.Linear\n")
+    with pytest.raises(ValueError, match=r"model: .*needs_args.py:make\(\) failed: TypeError: "
+                                         r".*\(the factory is called with no arguments\)"):
+        load_user_model(f"{tmp_path / 'needs_args.py'}:make", weights)
+    (tmp_path / "broken.py").write_text("1 / 0\n")
+    with pytest.raises(ValueError, match="model: running .*broken.py' failed: ZeroDivisionError"):
+        load_user_model(f"{tmp_path / 'broken.py'}:make", weights)
+    # missing weights are named before the user's code runs (this file would fail to run)
+    with pytest.raises(ValueError, match="state_dict: no such file"):
+        load_user_model(f"{tmp_path / 'broken.py'}:make", tmp_path / "absent.pt")
+
+
+def test_compress_names_a_missing_data_file(tmp_path):
+    res = CliRunner().invoke(compress, [str(tmp_path / "absent.npz"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "Invalid value for 'DATA': no such file" in res.output
+
+
 def test_cli_finetunes_a_users_model_and_reports_before_and_after(trained, tmp_path):
     folder, model, data = trained
     out = tmp_path / "run"

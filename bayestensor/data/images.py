@@ -179,6 +179,8 @@ def load_dataset(source) -> ImageData:
     if p.is_dir():
         return load_mnist_idx(p)
     if p.suffix == ".npz":
+        if not p.is_file():
+            raise ValueError(f"data: no such file {str(source)!r}")
         return load_npz(p)
     raise ValueError(f"data: expected 'digits', a .npz file or a directory of MNIST IDX files, "
                      f"got {str(source)!r}")

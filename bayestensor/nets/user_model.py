@@ -74,10 +74,12 @@ def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = Non
     if ":" not in spec:
         raise ValueError(f"model: expected a TorchScript file or 'module:factory', got {spec!r}"
                          " (no such file)")
-    model = _from_factory(*spec.rsplit(":", 1))
     if state_dict is None:
         raise ValueError("state_dict: 'module:factory' builds an untrained model; give the "
                          "trained weights with --state-dict")
+    if not Path(state_dict).is_file():
+        raise ValueError(f"state_dict: no such file {str(state_dict)!r}")
+    model = _from_factory(*spec.rsplit(":", 1))
     try:
         weights = torch.load(str(state_dict), map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -99,7 +101,11 @@ def _from_factory(module_name: str, factory_name: str) -> nn.Module:
             raise ValueError(f"model: no such file {module_name!r}")
         spec = importlib.util.spec_from_file_location(file.stem, file)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - the user's file may raise anything
+            raise ValueError(f"model: running {module_name!r} failed: "
+                             f"{type(err).__name__}: {err}") from err
     else:
         if "" not in sys.path:  # `python -m` puts the working directory first; the CLI may not
             sys.path.insert(0, "")
@@ -107,10 +113,18 @@ def _from_factory(module_name: str, factory_name: str) -> nn.Module:
             module = importlib.import_module(module_name)
         except ImportError as err:
             raise ValueError(f"model: cannot import {module_name!r} ({err})") from None
+        except Exception as err:  # noqa: BLE001 - the user's module may raise anything
+            raise ValueError(f"model: importing {module_name!r} failed: "
+                             f"{type(err).__name__}: {err}") from err
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise ValueError(f"model: {module_name!r} has no callable {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as err:  # noqa: BLE001 - the user's factory may raise anything
+        raise ValueError(f"model: {module_name}:{factory_name}() failed: "
+                         f"{type(err).__name__}: {err} (the factory is called with no "
+                         "arguments)") from err
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: {module_name}:{factory_name}() returned "
                          f"{type(model).__name__}, expected a torch.nn.Module")

@@ -320,6 +320,13 @@ def test_switched_off_slices_raise_no_false_alarm_in_report_or_diagnostics(tmp_p
     assert same["min_ess_bulk"] == pytest.approx(diag["min_ess_bulk"], rel=1e-9)
     raw = post.diagnostics("all")
     assert raw["checked"] == "sites" and raw["max_rhat"] > 1.3 and not raw["converged"]
+    assert "note" not in same
+    # the first chain alone mixes as well (its ESS is large; ArviZ gives no R-hat for one chain),
+    # but one chain is never called converged, and the result says why
+    one = bt.Posterior({k: v[:1] for k, v in post.samples.items()}, method="sghmc",
+                       model=model, info={"seed": 0}).diagnostics(entries=data.test.indices[:4])
+    assert one["min_ess_bulk"] > 200 and not one["converged"]
+    assert one["note"].startswith("one chain: R-hat cannot see chains that disagree")
 
 
 def test_rank_at_cap_warns_per_rank_dimension():

@@ -75,7 +75,7 @@ def check_chains(data, num_chains: int, var_names=None) -> dict:
     "min_ess_bulk", "min_ess_tail", "rhat_threshold", "ess_threshold", "converged"}``:
     ``converged`` is True when the worst R-hat is at most ``RHAT_MAX`` and the smallest bulk
     ESS at least ``ESS_PER_CHAIN_MIN`` per chain (with two chains or more; one chain cannot
-    show chains that disagree, so it is never called converged).
+    show chains that disagree, so it is never called converged, and ``"note"`` says so).
     """
     rows = arviz_adapter.per_variable(data, var_names)
 
@@ -86,9 +86,13 @@ def check_chains(data, num_chains: int, var_names=None) -> dict:
     max_rhat, min_bulk = worst("max_rhat", max), worst("min_ess_bulk", min)
     ess_min = ESS_PER_CHAIN_MIN * num_chains
     converged = bool(num_chains >= 2 and max_rhat <= RHAT_MAX and min_bulk >= ess_min)
-    return {"variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
-            "min_ess_tail": worst("min_ess_tail", min), "rhat_threshold": RHAT_MAX,
-            "ess_threshold": ess_min, "converged": converged}
+    out = {"variables": rows, "max_rhat": max_rhat, "min_ess_bulk": min_bulk,
+           "min_ess_tail": worst("min_ess_tail", min), "rhat_threshold": RHAT_MAX,
+           "ess_threshold": ess_min, "converged": converged}
+    if num_chains < 2:
+        out["note"] = ("one chain: R-hat cannot see chains that disagree, so the run is never "
+                       "called converged; fit with num_chains=4")
+    return out
 
 
 def check_identified(posterior, heldout: dict | None = None,

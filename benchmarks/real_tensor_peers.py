@@ -48,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bayestensor as bt  # noqa: E402
 from bayestensor.cli.complete import BUILTIN_FIT  # noqa: E402
-from bayestensor.cli.options import SAMPLER_CHAINS  # noqa: E402
+from bayestensor.infer.runners import SAMPLER_CHAINS  # noqa: E402
 from benchmarks.sghmc_mixing import rhat_ess  # noqa: E402
 from benchmarks.baselines.bcpf import (  # noqa: E402
     bcpf, tensorly_masked_parafac, tensorly_masked_parafac_tuned)

@@ -63,7 +63,7 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
         out["random_als_heldout_rel_err"] = data.relative_error(rand.entries(data.test.indices))
     t0 = time.perf_counter()
     try:
-        post = bt.fit(model, data.train, method="sghmc", num_samples=500,
+        post = bt.fit(model, data.train, method="sghmc", num_samples=500, num_chains=1,
                       batch_size=max(1, n_obs // 10), seed=0, progress=False, device=device,
                       init=start)
         out["fit_s"] = time.perf_counter() - t0

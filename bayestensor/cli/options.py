@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bayestensor.infer.api import METHODS
+from bayestensor.infer.runners import SAMPLER_CHAINS
 from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
 from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
@@ -57,20 +59,15 @@ level_option = click.option("--level", type=click.FloatRange(0, 1, min_open=True
                             default=0.9, show_default=True, help="Credible level.")
 num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
                                   help="Draws per chain / particles.")
-#: Chains of a sampler (SGHMC, NUTS) when --num-chains is not given: enough for R-hat to
-#: compare them (one chain makes the report warn that it cannot).
-SAMPLER_CHAINS = 4
-#: Methods whose chains are draws of one posterior (MAP's chains are restarts).
-SAMPLER_METHODS = ("sghmc", "nuts")
 num_chains_option = click.option(
     "--num-chains", type=POSITIVE, default=None,
-    help=f"Chains [default: {SAMPLER_CHAINS} for {' and '.join(SAMPLER_METHODS)}, else 1].")
+    help=f"Chains [default: {SAMPLER_CHAINS} for sghmc and nuts, else 1].")
 num_warmup_option = click.option("--num-warmup", type=click.IntRange(min=0), default=None,
                                  help="Burn-in steps (sghmc, nuts).")
 
 
 def chains_for(method: str, num_chains: int | None) -> int:
-    """``--num-chains`` as given, or its default for ``method``.
+    """``--num-chains`` as given, or ``fit``'s default for ``method``.
 
     Parameters
     ----------
@@ -82,11 +79,12 @@ def chains_for(method: str, num_chains: int | None) -> int:
     Returns
     -------
     int
-        ``num_chains``, else ``SAMPLER_CHAINS`` for a sampler and 1 for any other method.
+        ``num_chains``, else ``METHODS[method].default_chains``: ``SAMPLER_CHAINS`` for SGHMC
+        and NUTS, 1 for any other method.
     """
     if num_chains is not None:
         return num_chains
-    return SAMPLER_CHAINS if method in SAMPLER_METHODS else 1
+    return METHODS[method].default_chains
 
 
 checkpoint_option = click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,

@@ -27,7 +27,7 @@ __all__ = ["fit", "METHODS", "choose_map_hold"]
 
 
 def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: int | None = None,
-        num_warmup: int | None = None, num_chains: int = 1, thin: int | None = None,
+        num_warmup: int | None = None, num_chains: int | None = None, thin: int | None = None,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
         model_kwargs: dict | None = None, device=None, backend: str = "local",
@@ -56,8 +56,11 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         Draws per chain (particles for SVGD); default ``METHODS[method].default_samples``.
     num_warmup : int, optional
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
-    num_chains : int
-        Chains (SGHMC, NUTS) or MAP restarts.
+    num_chains : int, optional
+        Chains (SGHMC, NUTS) or MAP restarts. Default ``METHODS[method].default_chains``: 4
+        for SGHMC and NUTS, so that R-hat can compare chains (SGHMC batches them: four cost
+        about what one does on small and medium tensors; NUTS runs them one after another),
+        1 for the other methods.
     thin : int, optional
         Keep every ``thin``-th SGHMC draw. Default: the built-in model's ``sghmc_thin`` (2
         for a Tucker completion, whose core mixes slower per step; 1 otherwise), 1 for a
@@ -193,13 +196,14 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
                     chain_groups, options) -> tuple[int, int, int | None]:
     """Every check of ``fit``'s settings, before any work.
 
-    Returns ``num_samples`` (the method's default filled in), ``num_chains`` and the number of
+    Returns ``num_samples`` and ``num_chains`` (the method's defaults filled in) and the number of
     chain groups (``None`` for one local fit).
     """
     choice("backend", backend, ("local", "ray"))
     num_samples = (spec.default_samples if num_samples is None
                    else positive_int("num_samples", num_samples, minimum=spec.min_samples))
-    num_chains = positive_int("num_chains", num_chains)
+    num_chains = (spec.default_chains if num_chains is None
+                  else positive_int("num_chains", num_chains))
     positive_int("thin", thin)
     if batch_size is not None:
         positive_int("batch_size", batch_size)

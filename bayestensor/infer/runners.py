@@ -71,6 +71,9 @@ class Method:
         Option names and their defaults: the method's whole vocabulary of ``**options``.
     default_samples : int
         ``num_samples`` when not given (draws per chain; particles for SVGD).
+    default_chains : int
+        ``num_chains`` when not given: :data:`SAMPLER_CHAINS` for the Markov-chain samplers,
+        whose R-hat needs several chains to compare, 1 for the others (MAP: restarts).
     chains : bool
         The runner runs ``num_chains`` chains (or MAP restarts) as one batch; otherwise each
         chain group is one independent run.
@@ -98,6 +101,7 @@ class Method:
     check: Callable[[dict], None]
     min_samples: int = 1
     map_steps_option: str | None = None
+    default_chains: int = 1
 
     def check_options(self, options: dict) -> None:
         """Refuse an option this method does not take (naming it and the ones it does) and
@@ -575,6 +579,12 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
 
 # --- the registry entries -----------------------------------------------------------------------
 
+#: Chains of SGHMC and NUTS when ``num_chains`` is not given: enough for R-hat to compare them
+#: (one chain is never called converged). SGHMC runs its chains as one batch: on a 30^3 CP
+#: completion (rank 3, 20% observed, max rank 8, one thread) four took 4.9 s and one 4.8 s. NUTS
+#: runs them one after another.
+SAMPLER_CHAINS = 4
+
 MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
                               "map_hold": None, "quasi_newton": "auto",
                               "block_ascent": "auto"},
@@ -586,7 +596,7 @@ VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
             check=option_checks.check_vi)
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10},
               default_samples=500, chains=True, resumable=False, takes_batches=False,
-              check=option_checks.check_nuts)
+              check=option_checks.check_nuts, default_chains=SAMPLER_CHAINS)
 SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
@@ -594,7 +604,8 @@ SGHMC_METHOD = Method(
      "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True,
      "scale_moves": False, "factor_redraws": False},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
-    check=option_checks.check_sghmc, map_steps_option="map_steps")
+    check=option_checks.check_sghmc, map_steps_option="map_steps",
+    default_chains=SAMPLER_CHAINS)
 SVGD_METHOD = Method(
     "svgd", run_svgd,
     {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,

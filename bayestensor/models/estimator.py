@@ -40,8 +40,9 @@ class TensorRegressor(RegressorMixin, BaseEstimator):
         fastest; a sampler gives credible intervals that include the uncertainty of ``W``).
     num_samples, num_warmup : int, optional
         Draws and burn-in of a sampler (the method's defaults when ``None``).
-    num_chains : int
-        Chains (samplers) or restarts (MAP).
+    num_chains : int, optional
+        Chains (samplers) or restarts (MAP); ``None``: ``fit``'s default (4 chains for SGHMC
+        and NUTS, 1 otherwise).
     noise_a, noise_b : float
         Gamma prior of the noise precision.
     standardize : bool
@@ -80,7 +81,7 @@ class TensorRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, format="cp", max_rank=5, prior="gamma", method="map", num_samples=None,
-                 num_warmup=None, num_chains=1, noise_a=1.0, noise_b=1e-2, standardize=True,
+                 num_warmup=None, num_chains=None, noise_a=1.0, noise_b=1e-2, standardize=True,
                  seed=0, progress=False, fit_options=None):
         self.format = format
         self.max_rank = max_rank

@@ -91,7 +91,7 @@ def check_chains(data, num_chains: int, var_names=None) -> dict:
            "ess_threshold": ess_min, "converged": converged}
     if num_chains < 2:
         out["note"] = ("one chain: R-hat cannot see chains that disagree, so the run is never "
-                       "called converged; fit with num_chains=4")
+                       "called converged; fit with num_chains=4 (the default)")
     return out
 
 

@@ -487,7 +487,7 @@ class Posterior:
             ``checked`` (``"identified quantities"`` or ``"sites"``), ``converged`` (worst
             R-hat at most 1.01 and bulk ESS at least 100 per chain, with two chains or more)
             and the thresholds. For draws that are not Markov chains (MAP, VI, SVGD) the
-            numbers are NaN and ``note`` says why; a single chain (``fit``'s default) is never
+            numbers are NaN and ``note`` says why; a single chain (``num_chains=1``) is never
             called converged, and ``note`` says so.
 
         Examples

@@ -61,7 +61,8 @@ num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
                                   help="Draws per chain / particles.")
 num_chains_option = click.option(
     "--num-chains", type=POSITIVE, default=None,
-    help=f"Chains [default: {SAMPLER_CHAINS} for sghmc and nuts, else 1].")
+    help=f"Chains [default: {SAMPLER_CHAINS} for "
+         f"{' and '.join(m for m, spec in METHODS.items() if spec.default_chains > 1)}, else 1].")
 num_warmup_option = click.option("--num-warmup", type=click.IntRange(min=0), default=None,
                                  help="Burn-in steps (sghmc, nuts).")
 

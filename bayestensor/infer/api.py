@@ -59,8 +59,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     num_chains : int, optional
         Chains (SGHMC, NUTS) or MAP restarts. Default ``METHODS[method].default_chains``: 4
         for SGHMC and NUTS, so that R-hat can compare chains (SGHMC batches them: four cost
-        about what one does on small and medium tensors; NUTS runs them one after another),
-        1 for the other methods.
+        about what one does on small and medium tensors; NUTS runs a worker process per
+        chain, as many at once as there are cores), 1 for the other methods.
     thin : int, optional
         Keep every ``thin``-th SGHMC draw. Default: the built-in model's ``sghmc_thin`` (2
         for a Tucker completion, whose core mixes slower per step; 1 otherwise), 1 for a
@@ -120,7 +120,9 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         ``True`` or ``False``: at the hand-over, the model's closed-form block ascent instead
         of L-BFGS, where it has one: CP completion and Gaussian CP regression under the gamma
         prior);
-        ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth`` (NUTS);
+        ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth``, ``processes``
+        (NUTS: worker processes for the chains, ``"auto"`` one per core, ``1`` none; the
+        draws do not depend on it);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or
         ``"auto"`` to choose between none and the model's ``map_hold_candidate`` by held-out

@@ -6,7 +6,7 @@
 * ``vi_fit`` is mean-field Gaussian VI in unconstrained space (Pyro's ``AutoNormal`` family)
   with the reparameterized ELBO estimated from ``num_particles`` draws at once.
 * ``nuts_fit`` hands the log density to Pyro's NUTS (as ``potential_fn``, its negative),
-  chain after chain.
+  one chain per worker process where cores allow.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 import pyro
 import torch
 from pyro.infer import MCMC, NUTS
-from tqdm.auto import trange
+from tqdm.auto import tqdm, trange
 
+from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.seeds import legacy_seed
 
@@ -494,7 +495,7 @@ def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor,
 def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_warmup: int,
              seed: int, progress: bool = True, target_accept: float = 0.8,
              max_tree_depth: int = 10, batch_size: int | None = None,
-             scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+             scale: torch.Tensor | None = None, processes="auto") -> tuple[torch.Tensor, dict]:
     """Run Pyro's NUTS on the log density, one chain per row of ``theta0``; returns ``(C, S, D)``.
 
     With ``scale`` ``(D,)``, NUTS runs on ``u = theta / scale`` and the draws are mapped back.
@@ -504,8 +505,20 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
     other sites never move. In the units of the diagonal Laplace sd at the start, every site
     starts near unit scale and the adaptation has only a factor to learn.
 
+    The chains run in ``processes`` forked worker processes (``"auto"``: one per chain, at
+    most one per core; see :mod:`bayestensor.infer.chain_processes`), chain ``c`` seeded with
+    ``seed + c`` wherever it runs, so the draws do not depend on the number of processes.
+
     Refuses a sub-sampled model (NUTS needs exact gradients), naming what to change: the
     ``batch_size`` given to ``fit``, or the ``subsample_size`` of the model's own plates.
+
+    Raises
+    ------
+    ValueError
+        A sub-sampled model.
+    ChainsInterrupted
+        On Ctrl-C or SIGTERM; its ``partial`` holds ``(draws, diagnostics)`` of the chains
+        that finished (``None`` when none did).
     """
     if target.subsample_plates:
         plates = sorted(target.subsample_plates)
@@ -517,22 +530,47 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
                          "there or use method 'sghmc' or 'svgd', which take mini-batches")
 
     scale = torch.ones_like(theta0[0]) if scale is None else scale.to(theta0)
+    num_chains = theta0.shape[0]
+    workers = chain_workers(processes, num_chains, theta0.device)
 
     def potential_fn(params):
         return -target.log_density((params["theta"] * scale).unsqueeze(0))[0]
 
-    chains, divergences, accept = [], [], []
-    for c in range(theta0.shape[0]):
+    def one_chain(c: int):
         pyro.set_rng_seed(legacy_seed(seed + c))
         kernel = NUTS(potential_fn=potential_fn, target_accept_prob=target_accept,
                       max_tree_depth=max_tree_depth, adapt_mass_matrix=True)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,
                     initial_params={"theta": theta0[c].detach() / scale},
-                    disable_progbar=not progress)
+                    disable_progbar=not progress or workers > 1)
         mcmc.run()
-        chains.append(mcmc.get_samples()["theta"] * scale)
         diag = mcmc.diagnostics()
-        divergences.append([int(i) for i in diag.get("divergences", {}).get("chain 0", [])])
-        accept.append(float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))
-    return torch.stack(chains), {"divergences": [len(d) for d in divergences],
-                                 "diverging_draws": divergences, "acceptance_rate": accept}
+        return ((mcmc.get_samples()["theta"] * scale).cpu().numpy(),
+                [int(i) for i in diag.get("divergences", {}).get("chain 0", [])],
+                float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))
+
+    bar = tqdm(total=num_chains, desc=f"NUTS, {num_chains} chains in {workers} processes",
+               disable=not progress or workers == 1, leave=False)
+    try:
+        results = run_chains(one_chain, num_chains, workers=workers,
+                             on_done=lambda c: bar.update(1))
+    except ChainsInterrupted as err:
+        done = sorted(err.done)
+        err.partial = None
+        if done:
+            draws, diag = _nuts_result([err.done[c] for c in done], theta0.device, workers)
+            err.partial = draws, {**diag, "chains_finished": done}
+        raise
+    finally:
+        bar.close()
+    return _nuts_result(results, theta0.device, workers)
+
+
+def _nuts_result(results: list, device, workers: int) -> tuple[torch.Tensor, dict]:
+    """``(draws (C, S, D), diagnostics)`` from the chains' ``(draws, divergent draws,
+    acceptance rate)``."""
+    draws = torch.stack([torch.from_numpy(r[0]) for r in results]).to(device)
+    return draws, {"divergences": [len(r[1]) for r in results],
+                   "diverging_draws": [r[1] for r in results],
+                   "acceptance_rate": [r[2] for r in results],
+                   "nuts_processes": workers}

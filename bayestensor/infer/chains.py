@@ -70,6 +70,9 @@ def fit_chain_groups(method: Method, model, data, *, num_chains: int, groups: in
         included.
     """
     sizes = group_sizes(num_chains, groups)
+    if backend == "ray" and method.name == "nuts":
+        # the groups already run in parallel, and a Ray worker (with its threads) must not fork
+        fit_kwargs["options"] = {**fit_kwargs.get("options", {}), "processes": 1}
     tasks = {}
     for g, size in enumerate(sizes):
         tasks[g] = {"method": method, "model": model, "data": data,

@@ -104,7 +104,7 @@ class DivergenceError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt while the loop runs (main thread only)."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
@@ -227,7 +227,7 @@ class Run:
         bar = tqdm(total=self.num_steps, initial=start, desc=self.desc, disable=not self.progress,
                    leave=False, dynamic_ncols=True)
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 while t < self.num_steps:
                     new_state, logp = self.step(state, t)
                     check = (logp.device.type == "cpu" or t % FINITE_CHECK_EVERY == 0

@@ -65,10 +65,18 @@ def check_vi(options: dict) -> None:
 
 
 def check_nuts(options: dict) -> None:
-    """NUTS: ``init_jitter``, ``target_accept`` in (0, 1), ``max_tree_depth``."""
+    """NUTS: ``init_jitter``, ``target_accept`` in (0, 1), ``max_tree_depth``, ``processes``
+    (``"auto"`` or a positive integer)."""
     jitter("init_jitter", options["init_jitter"])
     real_number("target_accept", options["target_accept"], 0.0, 1.0, high_open=True)
     positive_int("max_tree_depth", options["max_tree_depth"])
+    processes = options["processes"]
+    if not (isinstance(processes, str) and processes == "auto"):
+        try:
+            positive_int("processes", processes)
+        except ValueError:
+            raise ValueError(f"processes: expected 'auto' or an integer >= 1, got "
+                             f"{processes!r}") from None
 
 
 def gibbs_option(value):

@@ -35,7 +35,8 @@ from bayestensor.infer import options as option_checks
 from bayestensor.infer.baselines import MAX_ROUNDS, NotConvergedWarning, map_fit, nuts_fit, vi_fit
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
-from bayestensor.infer.driver import Run
+from bayestensor.infer.chain_processes import ChainsInterrupted
+from bayestensor.infer.driver import Run, RunInterrupted
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.options import BLOCK_MODES, kernel_name
 from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
@@ -305,17 +306,30 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
 
 
 def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
-             max_tree_depth) -> Posterior:
-    """Pyro's NUTS on the log density, ``num_chains`` chains one after another, in units of
-    the diagonal Laplace sd at the start (see :func:`nuts_fit`)."""
+             max_tree_depth, processes) -> Posterior:
+    """Pyro's NUTS on the log density, ``num_chains`` chains in up to ``processes`` worker
+    processes, in units of the diagonal Laplace sd at the start (see :func:`nuts_fit`).
+
+    Ctrl-C or SIGTERM raises :class:`RunInterrupted` with a posterior of the chains that
+    finished (``None`` when none did)."""
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     # nuts_fit refuses sub-sampled models with a clear error: no curvature to measure first
     scale = None if target.subsample_plates else start_sd(target, theta0)
-    draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
-                           seed=job.seed, progress=job.progress, target_accept=target_accept,
-                           max_tree_depth=max_tree_depth, batch_size=job.batch_size,
-                           scale=scale)
+    try:
+        draws, diag = nuts_fit(target, theta0, num_samples=job.num_samples, num_warmup=warm,
+                               seed=job.seed, progress=job.progress,
+                               target_accept=target_accept, max_tree_depth=max_tree_depth,
+                               batch_size=job.batch_size, scale=scale, processes=processes)
+    except ChainsInterrupted as err:
+        post = None if err.partial is None else _nuts_posterior(target, job, *err.partial)
+        finished = 0 if err.partial is None else len(err.partial[1]["chains_finished"])
+        raise RunInterrupted(f"nuts: interrupted with {finished} of {job.num_chains} chains "
+                             "finished (NUTS cannot resume a chain)", post) from None
+    return _nuts_posterior(target, job, draws, diag)
+
+
+def _nuts_posterior(target: LogDensity, job: Job, draws: torch.Tensor, diag: dict) -> Posterior:
     c, s, d = draws.shape
     with torch.no_grad():
         logp = target.log_density(draws.reshape(c * s, d)).reshape(c, s)
@@ -582,7 +596,7 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
 #: Chains of SGHMC and NUTS when ``num_chains`` is not given: enough for R-hat to compare them
 #: (one chain is never called converged). SGHMC runs its chains as one batch: on a 30^3 CP
 #: completion (rank 3, 20% observed, max rank 8, one thread) four took 4.9 s and one 4.8 s. NUTS
-#: runs them one after another.
+#: runs them in one worker process each, as many at once as there are cores.
 SAMPLER_CHAINS = 4
 
 MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None,
@@ -594,7 +608,8 @@ VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
                            "init_from": "map", "map_steps": 2000},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
             check=option_checks.check_vi)
-NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10},
+NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10,
+                                 "processes": "auto"},
               default_samples=500, chains=True, resumable=False, takes_batches=False,
               check=option_checks.check_nuts, default_chains=SAMPLER_CHAINS)
 SGHMC_METHOD = Method(

@@ -1,0 +1,140 @@
+"""NUTS chains in worker processes: the same draws as one after another, interrupts keep the
+finished chains, and the number of workers follows the platform and the device."""
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures.process import BrokenProcessPool
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayestensor as bt
+from bayestensor.infer import baselines, chain_processes
+from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
+
+needs_fork = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="chains run in forked processes on Linux only")
+
+
+def _draw(chain: int):
+    """A chain's 'draws' from a generator seeded by the chain, as NUTS seeds its chains."""
+    gen = torch.Generator().manual_seed(100 + chain)
+    return torch.randn(5, generator=gen).numpy()
+
+
+def _model():
+    pyro.sample("w", dist.Normal(torch.zeros(3), torch.tensor([1.0, 2.0, 0.5])).to_event(1))
+
+
+@needs_fork
+def test_workers_return_the_sequential_results_in_chain_order():
+    one = run_chains(_draw, 5, workers=1)
+    two = run_chains(_draw, 5, workers=2)
+    assert len(two) == 5
+    for a, b in zip(one, two):
+        assert (a == b).all()
+    assert not multiprocessing.active_children()
+
+
+@needs_fork
+def test_interrupt_in_the_parent_stops_the_workers_and_keeps_finished_chains():
+    def stop_after_first(chain):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ChainsInterrupted) as err:
+        run_chains(_draw, 4, workers=2, on_done=stop_after_first)
+    assert len(err.value.done) == 1
+    (chain, result), = err.value.done.items()
+    assert (result == _draw(chain)).all()
+    assert not multiprocessing.active_children()
+    assert chain_processes._RUN_ONE is None
+
+
+@needs_fork
+def test_a_failing_or_dying_worker_raises_instead_of_waiting():
+    def fails(chain):
+        if chain == 1:
+            raise ValueError("chain 1 failed")
+        return _draw(chain)
+
+    def dies(chain):
+        if chain == 1:
+            os._exit(1)
+        return _draw(chain)
+
+    with pytest.raises(ValueError, match="chain 1 failed"):
+        run_chains(fails, 3, workers=2)
+    with pytest.raises(BrokenProcessPool):
+        run_chains(dies, 3, workers=2)
+    assert not multiprocessing.active_children()
+
+
+def test_interrupt_of_a_sequential_run_keeps_the_chains_before_it():
+    def run_one(chain):
+        if chain == 2:
+            raise KeyboardInterrupt
+        return _draw(chain)
+
+    with pytest.raises(ChainsInterrupted) as err:
+        run_chains(run_one, 4, workers=1)
+    assert sorted(err.value.done) == [0, 1]
+
+
+def test_worker_count_follows_platform_device_and_chains(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(chain_processes, "available_cores", lambda: 2)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert chain_workers("auto", 4, cpu) == 2
+    assert chain_workers("auto", 1, cpu) == 1
+    assert chain_workers(8, 3, cpu) == 3
+    assert chain_workers(1, 4, cpu) == 1
+    assert chain_workers("auto", 4, torch.device("cuda")) == 1
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    assert chain_workers("auto", 4, cpu) == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert chain_workers("auto", 4, cpu) == 1
+
+
+@needs_fork
+def test_nuts_draws_do_not_depend_on_the_number_of_processes():
+    runs = [bt.fit(_model, method="nuts", num_chains=3, num_samples=40, num_warmup=40,
+                   max_tree_depth=4, seed=3, progress=False, processes=p) for p in (1, 2)]
+    assert runs[0].info["nuts_processes"] == 1 and runs[1].info["nuts_processes"] == 2
+    assert torch.equal(runs[0]["w"], runs[1]["w"])
+    assert runs[0]["w"].shape[:2] == (3, 40)
+    assert runs[0].info["acceptance_rate"] == runs[1].info["acceptance_rate"]
+
+
+def test_interrupted_nuts_returns_the_finished_chains(monkeypatch):
+    def two_then_interrupt(run_one, num_chains, *, workers, on_done=None):
+        raise ChainsInterrupted({0: run_one(0), 1: run_one(1)})
+
+    monkeypatch.setattr(baselines, "run_chains", two_then_interrupt)
+    with pytest.raises(bt.RunInterrupted, match="2 of 4 chains finished") as err:
+        bt.fit(_model, method="nuts", num_chains=4, num_samples=30, num_warmup=30,
+               max_tree_depth=4, seed=1, progress=False)
+    post = err.value.posterior
+    assert post["w"].shape[:2] == (2, 30)
+    assert post.info["chains_finished"] == [0, 1]
+    assert torch.isfinite(post.sample_stats["potential"]).all()
+
+
+def test_interrupted_nuts_before_any_chain_has_no_posterior(monkeypatch):
+    def interrupt_at_once(run_one, num_chains, *, workers, on_done=None):
+        raise ChainsInterrupted({})
+
+    monkeypatch.setattr(baselines, "run_chains", interrupt_at_once)
+    with pytest.raises(bt.RunInterrupted, match="0 of 2 chains") as err:
+        bt.fit(_model, method="nuts", num_chains=2, num_samples=10, num_warmup=10,
+               progress=False)
+    assert err.value.posterior is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_processes_option_is_checked_before_any_work(bad):
+    with pytest.raises(ValueError, match="processes: expected 'auto' or an integer >= 1"):
+        bt.fit(_model, method="nuts", processes=bad, progress=False)

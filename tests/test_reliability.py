@@ -8,6 +8,7 @@ with a memory cap and a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -693,6 +694,47 @@ def test_9_cli_interrupt_saves_a_checkpoint_and_says_how_to_resume(tmp_path, mon
     assert "Traceback" not in result.output and "Aborted!" not in result.output
     assert ckpt.exists()
     assert "--resume" in result.output
+    partial = bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt")
+    assert partial.num_draws == 3  # steps 5, 6, 7 after 5 warm-up steps
+    assert "draws so far saved" in result.output
+
+
+def test_9_cli_diverged_run_saves_its_draws(tmp_path, monkeypatch):
+    from bayestensor.infer.sghmc import SGHMC
+
+    original = SGHMC.step
+
+    def step(self, state, t, **kwargs):
+        new = original(self, state, t, **kwargs)
+        if t == 8:
+            new = dataclasses.replace(new, log_density=new.log_density * float("nan"))
+        return new
+
+    monkeypatch.setattr(SGHMC, "step", step)
+    result = _invoke(["complete", _tensor_file(tmp_path), "--method", "sghmc",
+                      "--num-samples", "10", "--num-warmup", "5", "--max-rank", "3",
+                      "--map-hold", "none", "--quiet", "--no-report", "--out", tmp_path / "out"])
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert "not finite" in result.output and "Traceback" not in result.output
+    partial = bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt")
+    assert partial.num_draws == 2  # the draws the driver keeps as known finite (steps 5, 6)
+
+
+def test_9_cli_interrupted_nuts_saves_its_finished_chains(tmp_path, monkeypatch):
+    from bayestensor.infer import baselines
+    from bayestensor.infer.chain_processes import ChainsInterrupted
+
+    def two_then_interrupt(run_one, num_chains, *, workers, on_done=None):
+        raise ChainsInterrupted({0: run_one(0), 1: run_one(1)})
+
+    monkeypatch.setattr(baselines, "run_chains", two_then_interrupt)
+    result = _invoke(["complete", _tensor_file(tmp_path), "--method", "nuts",
+                      "--num-samples", "10", "--num-warmup", "10", "--max-rank", "2",
+                      "--map-hold", "none", "--quiet", "--no-report", "--out", tmp_path / "out"])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    assert "2 of 4 chains finished" in result.output
+    partial = bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt")
+    assert partial.samples[next(iter(partial.samples))].shape[:2] == (2, 10)
 
 
 def _interrupt_sghmc_at(monkeypatch, at_step):

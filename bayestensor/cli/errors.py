@@ -8,12 +8,37 @@ that into a click usage error (exit status 2, one line, no traceback) that names
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from bayestensor.infer import DivergenceError, RunInterrupted
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+#: Key of the run folder in ``click.Context.meta``, set by ``options.open_run_dir``.
+RUN_DIR_KEY = "bayestensor.run_dir"
+#: File in the run folder that takes the draws of an interrupted or diverged run.
+PARTIAL_POSTERIOR = "posterior-interrupted.pt"
+
+
+def save_partial(ctx: click.Context, err: RunInterrupted | DivergenceError) -> Path | None:
+    """Save the posterior an interrupted or diverged run carries (SGHMC's draws so far, SVGD's
+    particles, NUTS's finished chains) into the command's run folder, and say where.
+
+    Returns the file, or ``None`` when the run carried no draws, the command has no run folder
+    yet, or the write failed (said on stderr: a failed save must not hide the interrupt).
+    """
+    run_dir = ctx.meta.get(RUN_DIR_KEY)
+    if err.posterior is None or run_dir is None:
+        return None
+    try:
+        path = err.posterior.save(Path(run_dir) / PARTIAL_POSTERIOR)
+    except OSError as exc:
+        click.echo(f"could not save the draws so far: {exc}", err=True)
+        return None
+    click.echo(f"draws so far saved: {path} (bayestensor.Posterior.load reads it)", err=True)
+    return path
 
 
 def usage_error(err: Exception, params) -> click.UsageError:
@@ -40,7 +65,8 @@ class Command(click.Command):
     """A click command whose ``ValueError`` / ``FileNotFoundError`` become usage errors.
 
     An interrupted run exits with status 130 after saying where its checkpoint is; a diverged
-    run is a one-line error (status 1).
+    run is a one-line error (status 1). Either way the draws the run made are saved to
+    ``PARTIAL_POSTERIOR`` in its run folder first (:func:`save_partial`).
     """
 
     def invoke(self, ctx):
@@ -50,11 +76,13 @@ class Command(click.Command):
             raise usage_error(err, self.params) from None
         except RunInterrupted as err:
             click.echo(f"interrupted: {err}", err=True)
+            save_partial(ctx, err)
             if err.checkpoint:
                 click.echo(f"checkpoint saved: {err.checkpoint}; continue with --resume "
                            f"{err.checkpoint}", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except DivergenceError as err:
+            save_partial(ctx, err)
             raise click.ClickException(str(err).splitlines()[0]) from None
 
 

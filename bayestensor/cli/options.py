@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bayestensor.cli.errors import RUN_DIR_KEY
 from bayestensor.infer.api import METHODS
 from bayestensor.infer.runners import SAMPLER_CHAINS
 from bayestensor.priors import PRIORS
@@ -128,9 +129,14 @@ def run_options(command: str):
 
 def open_run_dir(out: Path | None, command: str, force: bool) -> Path:
     """Make the run folder (see :func:`~bayestensor.report.rundir.prepare_run_dir`); call it
-    after the inputs are validated and before any fitting."""
-    return prepare_run_dir(out if out is not None else timestamped_dir(RUNS_DIR, command),
+    after the inputs are validated and before any fitting. The command's context remembers it,
+    so that an interrupted or diverged run's draws are saved there (``errors.save_partial``)."""
+    path = prepare_run_dir(out if out is not None else timestamped_dir(RUNS_DIR, command),
                            force=force)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[RUN_DIR_KEY] = path
+    return path
 
 
 def convergence(post, heldout=None) -> dict | None:

@@ -121,8 +121,8 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         of L-BFGS, where it has one: CP completion and Gaussian CP regression under the gamma
         prior);
         ``num_particles`` (VI ELBO draws); ``target_accept``, ``max_tree_depth``, ``processes``
-        (NUTS: worker processes for the chains, ``"auto"`` one per core, ``1`` none; the
-        draws do not depend on it);
+        (NUTS: worker processes for the chains, ``"auto"`` one per core, ``1`` none; each
+        chain is seeded alike either way);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or
         ``"auto"`` to choose between none and the model's ``map_hold_candidate`` by held-out

@@ -737,6 +737,97 @@ def test_9_cli_interrupted_nuts_saves_its_finished_chains(tmp_path, monkeypatch)
     assert partial.samples[next(iter(partial.samples))].shape[:2] == (2, 10)
 
 
+def _interrupt_adam_at(monkeypatch, at_step):
+    """Ctrl-C at the ``at_step``-th Adam step of MAP or VI (counted over every run)."""
+    from bayestensor.infer import baselines
+
+    original, count = baselines._decayed_adam, [0]
+
+    def decayed(params, lr, num_steps):
+        opt, sched = original(params, lr, num_steps)
+        step = opt.step
+
+        def counted(*args, **kwargs):
+            count[0] += 1
+            if count[0] == at_step:
+                raise KeyboardInterrupt
+            return step(*args, **kwargs)
+
+        opt.step = counted
+        return opt, sched
+
+    monkeypatch.setattr(baselines, "_decayed_adam", decayed)
+
+
+def test_9_interrupted_map_returns_the_point_reached(monkeypatch):
+    start = bt.fit(_model(), _obs(), method="map", num_steps=1, seed=3, progress=False,
+                   quasi_newton=False, map_hold=None)
+    _interrupt_adam_at(monkeypatch, 31)
+    with pytest.raises(RunInterrupted, match="map: interrupted at step 30") as info:
+        bt.fit(_model(), _obs(), method="map", num_steps=200, seed=3, progress=False,
+               quasi_newton=False, map_hold=None)
+    post = info.value.posterior
+    assert post.method == "map" and post.num_draws == 1
+    assert post.info["interrupted_at_step"] == 30
+    # 30 Adam steps from the start raised the log joint above one step's
+    assert float(post.sample_stats["log_joint"]) > float(start.sample_stats["log_joint"])
+
+
+def test_9_interrupt_while_choosing_map_hold_says_so_and_keeps_no_split_fit(monkeypatch):
+    from bayestensor.infer.continuation import MIN_OBSERVATIONS_FOR_AUTO
+
+    obs = bt.Observations.from_dense(torch.randn(12, 12, 12))
+    assert len(obs) >= MIN_OBSERVATIONS_FOR_AUTO
+    _interrupt_adam_at(monkeypatch, 3)
+    with pytest.raises(RunInterrupted, match="validation split") as info:
+        bt.fit(bt.TensorCompletion((12, 12, 12), "cp", max_rank=3), obs, method="map",
+               map_hold="auto", seed=0, progress=False)
+    assert info.value.posterior is None
+
+
+def test_9_interrupted_map_start_of_sghmc_returns_its_point(monkeypatch):
+    _interrupt_adam_at(monkeypatch, 5)
+    with pytest.raises(RunInterrupted, match="sghmc: interrupted in its MAP start") as info:
+        bt.fit(_model(), _obs(), method="sghmc", num_samples=10, seed=3, progress=False,
+               map_hold=None)
+    assert info.value.posterior.method == "map"
+    assert info.value.posterior.info["interrupted_in"] == "MAP start"
+
+
+def test_9_interrupted_vi_returns_draws_of_q_as_it_was(monkeypatch):
+    _interrupt_adam_at(monkeypatch, 21)
+    with pytest.raises(RunInterrupted, match="vi: interrupted at step 20") as info:
+        bt.fit(_model(), _obs(), method="vi", num_samples=50, init_from="init", seed=3,
+               progress=False)
+    post = info.value.posterior
+    assert post.method == "vi" and post.num_draws == 50
+    assert post.info["interrupted_at_step"] == 20
+    for value in post.samples.values():
+        assert torch.isfinite(value).all()
+
+
+def test_9_cli_interrupted_map_exits_130_and_saves_the_point(tmp_path, monkeypatch):
+    _interrupt_adam_at(monkeypatch, 11)
+    result = _invoke(["complete", _tensor_file(tmp_path), "--max-rank", "3", "--map-hold",
+                      "none", "--quiet", "--no-report", "--out", tmp_path / "out"])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    assert "Aborted!" not in result.output and "Traceback" not in result.output
+    assert bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt").method == "map"
+
+
+def test_9_cli_ctrl_c_outside_a_fit_exits_130(tmp_path, monkeypatch):
+    import bayestensor.cli.complete as complete
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(complete, "fit", interrupted)
+    result = _invoke(["complete", _tensor_file(tmp_path), "--quiet", "--no-report",
+                      "--out", tmp_path / "out"])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    assert "Aborted!" not in result.output and "interrupted" in result.output
+
+
 def _interrupt_sghmc_at(monkeypatch, at_step):
     from bayestensor.infer.sghmc import SGHMC
 

@@ -64,8 +64,9 @@ def usage_error(err: Exception, params) -> click.UsageError:
 class Command(click.Command):
     """A click command whose ``ValueError`` / ``FileNotFoundError`` become usage errors.
 
-    An interrupted run exits with status 130 after saying where its checkpoint is; a diverged
-    run is a one-line error (status 1). Either way the draws the run made are saved to
+    An interrupted run exits with status 130 after saying where its checkpoint is (Ctrl-C
+    outside a fit too, where click would say ``Aborted!`` with status 1); a diverged run is a
+    one-line error (status 1). Either way the draws the run made are saved to
     ``PARTIAL_POSTERIOR`` in its run folder first (:func:`save_partial`).
     """
 
@@ -80,6 +81,9 @@ class Command(click.Command):
             if err.checkpoint:
                 click.echo(f"checkpoint saved: {err.checkpoint}; continue with --resume "
                            f"{err.checkpoint}", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt:  # outside a fit (reading data, writing the report)
+            click.echo("interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except DivergenceError as err:
             save_partial(ctx, err)

@@ -2,8 +2,9 @@
 estimator, SGHMC, SVGD, the MAP/VI/NUTS baselines, the run driver (progress, checkpoints,
 interrupts), the MAP-hold continuation and chain groups.
 
-Modules, lowest layer first: ``log_density`` -> ``gradients`` -> ``sghmc`` / ``svgd`` /
-``kernels`` / ``baselines`` -> ``options`` (each method's option checks) / ``checkpoints``
+Modules, lowest layer first: ``interrupts`` (SIGTERM as Ctrl-C) / ``log_density`` ->
+``gradients`` / ``chain_processes`` (NUTS's chains in worker processes) -> ``sghmc`` / ``svgd``
+/ ``kernels`` / ``baselines`` -> ``options`` (each method's option checks) / ``checkpoints``
 (checkpoint files) -> ``driver`` -> ``binding`` -> ``runners`` (the five runners, one local
 fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``). Each imports only
 layers below it.

@@ -21,6 +21,7 @@ from pyro.infer import MCMC, NUTS
 from tqdm.auto import tqdm, trange
 
 from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
+from bayestensor.infer.interrupts import sigterm_as_interrupt
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.seeds import legacy_seed
 
@@ -79,6 +80,23 @@ HOLD_SWEEPS = 10
 
 class NotConvergedWarning(UserWarning):
     """An optimizer (MAP, VI) stopped while some sites were still moving."""
+
+
+class OptimizationInterrupted(KeyboardInterrupt):
+    """MAP or VI stopped by Ctrl-C or SIGTERM, with the point it had reached.
+
+    Parameters
+    ----------
+    point : torch.Tensor or tuple of torch.Tensor
+        MAP: the iterate ``theta`` ``(C, D)`` (the last Adam step's, or the start of the
+        L-BFGS or block-ascent phase that was interrupted); VI: ``(loc, scale)`` of ``q``.
+    steps : int
+        Optimizer steps taken.
+    """
+
+    def __init__(self, point, steps: int):
+        super().__init__(f"interrupted after {steps} steps")
+        self.point, self.steps = point, int(steps)
 
 
 def _decayed_adam(params, lr: float, num_steps: int):
@@ -158,16 +176,39 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     (L-BFGS evaluations, or block-ascent sweeps), ``finish`` (``"L-BFGS"``, ``"block ascent"``,
     ``"block ascent, then Adam"`` or ``"Adam"``: what ended the fit),
     ``converged`` and ``moving_sites``.
+
+    Ctrl-C or SIGTERM raises :class:`OptimizationInterrupted` carrying the point reached: the
+    last Adam iterate, or where the previous phase ended when L-BFGS, the block ascent or the
+    polish is interrupted.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
-    theta, history = theta0.detach().clone(), []
+    latest = {"theta": theta0.detach().clone(), "steps": 0}
+    try:
+        with sigterm_as_interrupt():
+            return _map_fit(target, theta0.detach().clone(), latest, num_steps=num_steps, lr=lr,
+                            tol=tol, batch_size=batch_size, progress=progress,
+                            patience=patience, hold=hold, unbounded_sites=unbounded_sites,
+                            warn=warn, max_rounds=max_rounds, quasi_newton=quasi_newton,
+                            block_ascent=block_ascent)
+    except KeyboardInterrupt as err:
+        if isinstance(err, OptimizationInterrupted):
+            raise
+        raise OptimizationInterrupted(latest["theta"], latest["steps"]) from None
+
+
+def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, progress,
+             patience, hold, unbounded_sites, warn, max_rounds, quasi_newton, block_ascent):
+    """The body of :func:`map_fit`; ``latest`` keeps the point each phase ends at, for
+    :func:`map_fit` to hand out when the next phase is interrupted."""
+    theta, history = theta0, []
     qn_evals, finish = 0, "Adam"
     if batch_size is None and quasi_newton:
         theta, done, qn_evals = _adam_then_quasi_newton(
             target, theta, history, num_steps=num_steps, lr=lr, tol=tol, progress=progress,
             patience=patience, hold=hold, unbounded_sites=unbounded_sites,
             block_ascent=block_ascent)
+        latest.update(theta=theta, steps=len(history))
         if done:
             return theta, {"objective": history, "steps": len(history) - 1,
                            "quasi_newton_evals": qn_evals, "converged": True,
@@ -182,6 +223,7 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
         theta, before, stalled = _map_run(target, theta, history, num_steps=num_steps, lr=lr,
                                           tol=tol, batch_size=batch_size, progress=progress,
                                           patience=patience, hold=hold if round_ == 0 else None)
+        latest.update(theta=theta, steps=len(history))
         moving = [] if stalled else drifting_sites(target, before, theta,
                                                    _window_travel(lr, num_steps), unbounded_sites)
         if not moving:
@@ -371,9 +413,21 @@ def _map_run(target: LogDensity, theta0: torch.Tensor, history: list, *, num_ste
     theta = theta0.detach().clone().requires_grad_(True)
     opt, sched = _decayed_adam([theta], lr, num_steps)
     window_start = num_steps - _window(num_steps)
-    before, best, stall = theta.detach().clone(), -math.inf, 0
+    before = theta.detach().clone()
     bar = trange(num_steps if stop_at is None else stop_at, desc="map", disable=not progress,
                  leave=False)
+    try:
+        return _adam_steps(target, theta, history, bar, opt, sched, held, before,
+                           window_start=window_start, tol=tol, batch_size=batch_size,
+                           patience=patience)
+    except KeyboardInterrupt:
+        raise OptimizationInterrupted(theta.detach().clone(), len(history)) from None
+
+
+def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window_start, tol,
+                batch_size, patience):
+    """The steps of :func:`_map_run`; ``theta`` is updated in place."""
+    best, stall = -math.inf, 0
     for t in bar:
         if t == window_start:
             before = theta.detach().clone()
@@ -435,7 +489,8 @@ def vi_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, l
     Adam with gradient elements clipped at ``VI_CLIP_VALUE`` and the learning rate decayed 10x
     over ``num_steps``; runs are continued while a location or scale is still travelling
     (as in :func:`map_fit`), and a :class:`NotConvergedWarning` names the sites still moving
-    after ``MAX_ROUNDS`` runs.
+    after ``MAX_ROUNDS`` runs. Ctrl-C or SIGTERM raises :class:`OptimizationInterrupted`
+    carrying ``(loc, scale)`` as they were.
     """
     units = torch.ones_like(theta0.reshape(-1)) if units is None else units.to(theta0)
     loc = theta0.detach().reshape(-1) / units
@@ -443,10 +498,11 @@ def vi_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 3000, l
     history: list[float] = []
     moving: list[str] = []
     for _ in range(MAX_ROUNDS):
-        loc, log_scale, before = _vi_run(target, loc, log_scale, units, history,
-                                         num_steps=num_steps, lr=lr,
-                                         num_particles=num_particles, batch_size=batch_size,
-                                         progress=progress)
+        with sigterm_as_interrupt():
+            loc, log_scale, before = _vi_run(target, loc, log_scale, units, history,
+                                             num_steps=num_steps, lr=lr,
+                                             num_particles=num_particles,
+                                             batch_size=batch_size, progress=progress)
         moving = drifting_sites(target, before, torch.stack([loc, log_scale]),
                                 _window_travel(lr, num_steps))
         if not moving:
@@ -471,24 +527,28 @@ def _vi_run(target: LogDensity, loc: torch.Tensor, log_scale: torch.Tensor,
     window_start = num_steps - _window(num_steps)
     before = torch.stack([loc, log_scale]).detach()
     bar = trange(num_steps, desc="vi", disable=not progress, leave=False)
-    for t in bar:
-        if t == window_start:
-            before = torch.stack([loc, log_scale]).detach()
-        opt.zero_grad()
-        eps = torch.randn((num_particles, loc.shape[0]), generator=target.generator,
-                          dtype=loc.dtype, device=target.device)
-        theta = (loc + log_scale.exp() * eps) * units
-        logp = target.log_density(theta, target.draw_subsample(batch_size))
-        if not bool(torch.isfinite(logp).all()):
-            raise FloatingPointError(f"vi: ELBO is not finite at step {len(history)} "
-                                     f"({target.locate_nonfinite(theta.detach())}); lower lr")
-        elbo = logp.mean() + log_scale.sum()
-        (-elbo).backward()
-        for p in (loc, log_scale):
-            p.grad.clamp_(-VI_CLIP_VALUE, VI_CLIP_VALUE)
-        opt.step()
-        sched.step()
-        history.append(float(elbo.detach()))
+    try:
+        for t in bar:
+            if t == window_start:
+                before = torch.stack([loc, log_scale]).detach()
+            opt.zero_grad()
+            eps = torch.randn((num_particles, loc.shape[0]), generator=target.generator,
+                              dtype=loc.dtype, device=target.device)
+            theta = (loc + log_scale.exp() * eps) * units
+            logp = target.log_density(theta, target.draw_subsample(batch_size))
+            if not bool(torch.isfinite(logp).all()):
+                raise FloatingPointError(f"vi: ELBO is not finite at step {len(history)} "
+                                         f"({target.locate_nonfinite(theta.detach())}); lower lr")
+            elbo = logp.mean() + log_scale.sum()
+            (-elbo).backward()
+            for p in (loc, log_scale):
+                p.grad.clamp_(-VI_CLIP_VALUE, VI_CLIP_VALUE)
+            opt.step()
+            sched.step()
+            history.append(float(elbo.detach()))
+    except KeyboardInterrupt:
+        q = (loc.detach() * units, log_scale.detach().exp() * units)
+        raise OptimizationInterrupted(q, len(history)) from None
     return loc.detach(), log_scale.detach(), before
 
 
@@ -507,7 +567,9 @@ def nuts_fit(target: LogDensity, theta0: torch.Tensor, *, num_samples: int, num_
 
     The chains run in ``processes`` forked worker processes (``"auto"``: one per chain, at
     most one per core; see :mod:`bayestensor.infer.chain_processes`), chain ``c`` seeded with
-    ``seed + c`` wherever it runs, so the draws do not depend on the number of processes.
+    ``seed + c`` wherever it runs. Workers compute with one thread, so their draws equal a
+    sequential run's at one thread (with more threads the sums differ in rounding and the
+    chains drift apart: other draws of the same distribution).
 
     Refuses a sub-sampled model (NUTS needs exact gradients), naming what to change: the
     ``batch_size`` given to ``fit``, or the ``subsample_size`` of the model's own plates.

@@ -1,11 +1,13 @@
-"""Independent chains in forked worker processes, drawing what a sequential run draws.
+"""Independent chains in forked worker processes, each seeded as in a sequential run.
 
 A NUTS chain (:func:`~bayestensor.infer.baselines.nuts_fit`) is a Python loop of small tensor
 operations that one core runs at full speed, so four chains in one process take four times
 one. Here chain ``c`` runs ``run_one(c)`` in one of ``workers`` processes
 forked from this one, so four chains take about one chain's time on four cores, and every
-chain seeds itself as in the sequential run: the draws are the same whatever the number of
-workers.
+chain seeds itself as in the sequential run. A worker computes with one thread, so its draws
+equal those of a sequential run with one thread; a sequential run with more threads sums in
+another order, and its chains drift apart from the workers' after some steps (other draws
+from the same distribution).
 
 Why by hand: Pyro's ``MCMC`` runs chains in parallel only when there are more cores than
 chains (never for 4 chains on 2-4 cores), seeds its workers differently from its sequential
@@ -34,7 +36,7 @@ from typing import Any, Callable
 
 import torch
 
-from bayestensor.infer.driver import sigterm_as_interrupt
+from bayestensor.infer.interrupts import sigterm_as_interrupt
 
 #: The chain function of the run in progress, set before the workers are forked: forked
 #: workers inherit it, where a closure could not be pickled to them.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from bayestensor.infer.driver import RunInterrupted
 from bayestensor.infer.runners import MAP, Method, run_method
 
 #: Fewest observations for which ``"auto"`` spares a validation split (below: no continuation).
@@ -130,8 +131,15 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
               leave=False, dynamic_ncols=True) as bar:
         for label, hold in bar:
             bar.set_postfix_str(f"map_hold={label}")
-            post = run_method(MAP, model, train, options={**options, "map_hold": hold},
-                              seed=seed, batch_size=fit_batch, progress=progress, init=init)
+            try:
+                post = run_method(MAP, model, train, options={**options, "map_hold": hold},
+                                  seed=seed, batch_size=fit_batch, progress=progress,
+                                  init=init)
+            except RunInterrupted:  # its point is a fit to the split, not to the data
+                model.set_data(data)
+                raise RunInterrupted("map_hold='auto': interrupted while fitting the "
+                                     f"validation split (map_hold={label}), before the fit "
+                                     "on all the data") from None
             errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
     model.set_data(data)
     chosen = candidate if errors["hold"] < (1 - margin) * errors["none"] else None

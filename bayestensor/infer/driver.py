@@ -19,9 +19,7 @@ A method provides ``step(state, t) -> state`` and what to record; the runner own
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayestensor.infer.checkpoints import CheckpointWriter, read_checkpoint
+from bayestensor.infer.interrupts import sigterm_as_interrupt
 
 #: On an accelerator, reading the finiteness flag synchronizes the device: check every so many
 #: steps (and at the last one) instead of every step.
@@ -101,25 +100,6 @@ class DivergenceError(RuntimeError):
         super().__init__(message)
         self.posterior = posterior
         self.checkpoint = checkpoint
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt while the loop runs (main thread only)."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum, frame):
-            raise KeyboardInterrupt("SIGTERM")
-
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _to_device(obj, device: torch.device):

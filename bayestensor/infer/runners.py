@@ -32,7 +32,8 @@ import torch
 
 from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
-from bayestensor.infer.baselines import MAX_ROUNDS, NotConvergedWarning, map_fit, nuts_fit, vi_fit
+from bayestensor.infer.baselines import (MAX_ROUNDS, NotConvergedWarning, OptimizationInterrupted,
+                                         map_fit, nuts_fit, vi_fit)
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.chain_processes import ChainsInterrupted
@@ -227,11 +228,18 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     model keeps the MAP point: its start is built from the data, and its vague hyperpriors
     make prior draws a worse start.
     """
-    theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
-                           batch_size=job.batch_size, progress=job.progress, hold=map_hold,
-                           unbounded_sites=_unbounded_sites(job), warn=False,
-                           max_rounds=_map_rounds(job), quasi_newton=_quasi_newton_suits(job),
-                           block_ascent=_block_ascent(target, job))
+    try:
+        theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
+                               batch_size=job.batch_size, progress=job.progress, hold=map_hold,
+                               unbounded_sites=_unbounded_sites(job), warn=False,
+                               max_rounds=_map_rounds(job),
+                               quasi_newton=_quasi_newton_suits(job),
+                               block_ascent=_block_ascent(target, job))
+    except OptimizationInterrupted as err:
+        job.info.update(interrupted_at_step=err.steps, interrupted_in="MAP start")
+        raise RunInterrupted(f"{method}: interrupted in its MAP start at step {err.steps}, "
+                             "before any draw; the point reached is in .posterior (method "
+                             "'map')", _map_point(target, job, err.point)[0]) from None
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
                     map_finish=trace["finish"], map_converged=trace["converged"])
     if trace["converged"]:
@@ -269,17 +277,34 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     if init_jitter is None:
         init_jitter = RESTART_JITTER if job.num_chains > 1 else 0.0
     theta0 = target.init_theta(job.num_chains, jitter=init_jitter)
-    theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr, batch_size=job.batch_size,
-                           progress=job.progress, hold=map_hold,
-                           unbounded_sites=_unbounded_sites(job), max_rounds=_map_rounds(job),
-                           quasi_newton=quasi_newton, block_ascent=ascent)
-    logp = target.log_joint(target.constrain(theta)).detach()
-    best = int(logp.argmax())
+    try:
+        theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr,
+                               batch_size=job.batch_size, progress=job.progress, hold=map_hold,
+                               unbounded_sites=_unbounded_sites(job),
+                               max_rounds=_map_rounds(job), quasi_newton=quasi_newton,
+                               block_ascent=ascent)
+    except OptimizationInterrupted as err:
+        job.info.update(interrupted_at_step=err.steps)
+        raise RunInterrupted(f"map: interrupted at step {err.steps}; the point reached (not "
+                             "the optimum) is in .posterior",
+                             _map_point(target, job, err.point)[0]) from None
     job.info.update(map_steps=trace["steps"], map_quasi_newton_evals=trace["quasi_newton_evals"],
                     map_finish=trace["finish"], map_objective=trace["objective"][-1],
-                    map_converged=trace["converged"], restarts_log_joint=logp.tolist())
+                    map_converged=trace["converged"])
+    post, logp = _map_point(target, job, theta)
+    job.info["restarts_log_joint"] = logp.tolist()
+    return post
+
+
+def _map_point(target: LogDensity, job: Job,
+               theta: torch.Tensor) -> tuple[Posterior, torch.Tensor]:
+    """The best of the restarts ``theta`` ``(C, D)`` by log joint, as a one-draw ``"map"``
+    posterior, and every restart's log joint."""
+    with torch.no_grad():
+        logp = target.log_joint(target.constrain(theta)).detach()
+    best = int(logp.argmax())
     stats = {"log_joint": logp[best].reshape(1, 1)}
-    return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job)
+    return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job), logp
 
 
 def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_from,
@@ -294,14 +319,25 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     if init_from == "map":
         theta0, at_map = _map_start(target, job, map_steps, None, 1, "vi")
         units = start_sd(target, theta0, job.batch_size) if at_map else None
-    loc, scale, trace = vi_fit(target, theta0, num_steps=num_steps, lr=lr,
-                               num_particles=num_particles, batch_size=job.batch_size,
-                               progress=job.progress, units=units)
+    try:
+        loc, scale, trace = vi_fit(target, theta0, num_steps=num_steps, lr=lr,
+                                   num_particles=num_particles, batch_size=job.batch_size,
+                                   progress=job.progress, units=units)
+    except OptimizationInterrupted as err:
+        job.info.update(interrupted_at_step=err.steps)
+        raise RunInterrupted(f"vi: interrupted at step {err.steps}; draws from q as it was "
+                             "(not fitted) are in .posterior",
+                             _vi_draws(target, job, *err.point)) from None
+    job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
+                    vi_converged=trace["converged"])
+    return _vi_draws(target, job, loc, scale)
+
+
+def _vi_draws(target: LogDensity, job: Job, loc: torch.Tensor, scale: torch.Tensor) -> Posterior:
+    """``num_samples`` draws from ``q = Normal(loc, scale)`` as a ``"vi"`` posterior."""
     eps = torch.randn((job.num_samples, loc.shape[0]), generator=target.generator,
                       dtype=loc.dtype, device=target.device)
     draws = (loc + scale * eps).unsqueeze(0)  # (1, S, D)
-    job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
-                    vi_converged=trace["converged"])
     return _to_posterior(target, draws, {}, "vi", job)
 
 

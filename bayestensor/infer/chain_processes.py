@@ -2,9 +2,9 @@
 
 A NUTS chain (:func:`~bayestensor.infer.baselines.nuts_fit`) is a Python loop of small tensor
 operations that one core runs at full speed, so four chains in one process take four times
-one. Here chain ``c`` runs ``run_one(c)`` in one of ``workers`` processes
-forked from this one, so four chains take about one chain's time on four cores, and every
-chain seeds itself as in the sequential run. A worker computes with one thread, so its draws
+one. Here chain ``c`` runs ``run_one(c)`` in one of ``workers`` processes forked from this
+one, so four chains take about one chain's time on four cores, and every chain seeds itself
+as in the sequential run. A worker computes with one thread, so its draws
 equal those of a sequential run with one thread; a sequential run with more threads sums in
 another order, and its chains drift apart from the workers' after some steps (other draws
 from the same distribution).
@@ -18,8 +18,9 @@ of leaving the run waiting); what this module adds is the rules:
 * **fork, one thread per worker.** The chain function closes over a Pyro model and its data,
   which need not pickle; a forked worker inherits it (:data:`_RUN_ONE`). A forked process must
   not start torch's OpenMP threads again after its parent used them (GNU OpenMP then hangs),
-  so every worker runs one thread. Fork exists on Linux only in a form safe for this; other
-  platforms, accelerators and one worker run the chains in this process, in order.
+  so every worker runs one thread. Fork is used on Linux only, where it is Python's default:
+  macOS's system libraries are not fork-safe and Windows has no fork. Other platforms,
+  accelerators and one worker run the chains in this process, in order.
 * **Interrupts keep finished chains.** Ctrl-C or SIGTERM stops the workers and raises
   :class:`ChainsInterrupted` carrying the results of the chains that finished.
 * Workers ignore SIGINT: the parent decides, and stops them.

@@ -957,3 +957,26 @@ def test_tucker_core_prior_defaults_per_layer_kind():
     assert cores(format="tucker") == [None, TUCKER_CORE_VARIANCE, TUCKER_CORE_VARIANCE]
     assert cores(format="tucker", prior_params={"core_variance": None}) == [None, None, None]
     assert cores(format="ttm", prior_params={"core_variance": 0.02}) == [0.02, None, None]
+
+
+def test_interrupted_fit_net_keeps_the_network_ready_to_predict(monkeypatch):
+    import bayestensor.nets.train as train
+    from bayestensor import RunInterrupted
+
+    bnet, (x, y) = _tiny_bnet(), _tiny_data()
+    original, calls = train.particle_nll, [0]
+
+    def nll(logits, labels):
+        calls[0] += 1
+        if calls[0] == 14:  # 8 warm-up steps, the batch recomputed after the prune, 4 steps
+            raise KeyboardInterrupt
+        return original(logits, labels)
+
+    monkeypatch.setattr(train, "particle_nll", nll)
+    with pytest.raises(RunInterrupted, match="interrupted at step 12 of 16.* 2 SGHMC snap"):
+        fit_net(bnet, x, y, method="sghmc", epochs=4, batch_size=8, burnin=0.5, num_samples=4,
+                seed=0, progress=False)
+    assert not bnet.training and len(bnet.samples) == 2
+    probs = bnet.predict_proba(x)
+    assert torch.isfinite(probs).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(x)))

@@ -828,6 +828,23 @@ def test_9_cli_ctrl_c_outside_a_fit_exits_130(tmp_path, monkeypatch):
     assert "Aborted!" not in result.output and "interrupted" in result.output
 
 
+def test_9_cli_sigterm_outside_a_fit_exits_130(tmp_path, monkeypatch):
+    import signal
+
+    import bayestensor.cli.complete as complete
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as a job scheduler's kill would
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM was not turned into an interrupt")
+
+    monkeypatch.setattr(complete, "fit", killed)
+    result = _invoke(["complete", _tensor_file(tmp_path), "--quiet", "--no-report",
+                      "--out", tmp_path / "out"])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
+
+
 def _interrupt_sghmc_at(monkeypatch, at_step):
     from bayestensor.infer.sghmc import SGHMC
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from bayestensor.infer import DivergenceError, RunInterrupted
+from bayestensor.infer.interrupts import sigterm_as_interrupt
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -72,7 +73,8 @@ class Command(click.Command):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():  # a scheduler's kill stops a command as Ctrl-C does
+                return super().invoke(ctx)
         except (ValueError, FileNotFoundError) as err:
             raise usage_error(err, self.params) from None
         except RunInterrupted as err:

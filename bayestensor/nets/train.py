@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bayestensor.checks import choice, positive_int
+from bayestensor.infer.driver import RunInterrupted
 from bayestensor.infer.kernels import BlockLayout, get_kernel, svgd_direction
 from bayestensor.infer.sghmc import sghmc_update
 from bayestensor.nets.convert import BayesianNet
@@ -511,6 +512,9 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
         Naming the argument, before any training, for a bad argument: a number given as a
         string, out of range or beyond float32 (``lr=1e39``), a seed outside
         ``[0, 2**63 - 1]``, labels that are not integers in ``[0, C)``, SVGD with one particle.
+    RunInterrupted
+        On Ctrl-C (or SIGTERM under the command line): the network keeps the weights it had
+        reached (and SGHMC's snapshots so far), in evaluation mode, ready to predict.
     """
     data = _check_fit_args(bnet, x, y, method, epochs, batch_size, lr, seed, num_draws, kernel,
                            sghmc_lr, friction, burnin, num_samples, temperature, scale_lr,
@@ -544,56 +548,69 @@ def fit_net(bnet: BayesianNet, x, y: torch.Tensor | None = None, method: str = "
     bnet.train()
     step = 0
     bar = progress_bar(total, f"fit_net {method}", progress)
-    for _ in range(epochs):
-        for xb, yb in data.epoch():
-            if step == svgd_prune_step:  # the shapes change: new optimizer over the kept slices
-                bnet.prune(svgd_prune)
-                opt, sched = _adam(bnet, lr, scale_lr, adam_steps, step, opt)
-                pp = bnet.particle_params()
-                layout = _one_block(pp)
-            nll = particle_nll(bnet.particle_outputs(xb), yb)        # (P,)
-            lp = prior_weight * bnet.log_prior()                     # (P,)
-            loss_p = nll - lp / n                                    # (P,) per-datum scale
-            sampling = method == "sghmc" and step >= adam_steps
-            if method == "svgd":
-                bnet.zero_grad()
-                (loss_p.sum() * n).backward()                        # grad of -log p per particle
-                _svgd_step(pp, shared, n, kern, layout)
-                opt.step()
-                sched.step()
-            elif sampling:
-                if velocity is None:
-                    if sghmc_prune is not None:  # the shapes change: recompute this batch
-                        bnet.prune(sghmc_prune)
-                        loss_p = particle_nll(bnet.particle_outputs(xb), yb) \
-                            - prior_weight * bnet.log_prior() / n
-                    noise_gen = torch.Generator(device=loss_p.device).manual_seed(
-                        derive_seed(seed, "sghmc"))
-                    pp, live, precond, velocity = _sghmc_start(bnet, eta, prior_weight,
-                                                               sghmc_prune, noise_gen)
-                    sample_every = max(1, (total - step) // num_samples)
-                bnet.zero_grad()
-                (loss_p.sum() * n).backward()                        # U = -log p
-                velocity = _sghmc_step(pp, velocity, live, precond, lr=eta, friction=friction,
-                                       temperature=temperature, gen=noise_gen)
-                if shared_opt is not None:
-                    shared_opt.step()
-                if (total - 1 - step) % sample_every == 0:
-                    bnet.samples.append(bnet.snapshot())
-            else:
-                opt.zero_grad()
-                loss_p.sum().backward()
-                opt.step()
-                sched.step()
-            if not torch.isfinite(loss_p).all():
-                bar.close()
-                raise FloatingPointError(f"{method}: loss became non-finite at step {step}")
-            history["loss"].append(float(loss_p.detach().mean()))
-            step += 1
-            bar.update()
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3g}")
+    try:
+        for _ in range(epochs):
+            for xb, yb in data.epoch():
+                if step == svgd_prune_step:  # the shapes change: new optimizer over the kept slices
+                    bnet.prune(svgd_prune)
+                    opt, sched = _adam(bnet, lr, scale_lr, adam_steps, step, opt)
+                    pp = bnet.particle_params()
+                    layout = _one_block(pp)
+                nll = particle_nll(bnet.particle_outputs(xb), yb)        # (P,)
+                lp = prior_weight * bnet.log_prior()                     # (P,)
+                loss_p = nll - lp / n                                    # (P,) per-datum scale
+                sampling = method == "sghmc" and step >= adam_steps
+                if method == "svgd":
+                    bnet.zero_grad()
+                    (loss_p.sum() * n).backward()                    # grad of -log p per particle
+                    _svgd_step(pp, shared, n, kern, layout)
+                    opt.step()
+                    sched.step()
+                elif sampling:
+                    if velocity is None:
+                        if sghmc_prune is not None:  # the shapes change: recompute this batch
+                            bnet.prune(sghmc_prune)
+                            loss_p = particle_nll(bnet.particle_outputs(xb), yb) \
+                                - prior_weight * bnet.log_prior() / n
+                        noise_gen = torch.Generator(device=loss_p.device).manual_seed(
+                            derive_seed(seed, "sghmc"))
+                        pp, live, precond, velocity = _sghmc_start(bnet, eta, prior_weight,
+                                                                   sghmc_prune, noise_gen)
+                        sample_every = max(1, (total - step) // num_samples)
+                    bnet.zero_grad()
+                    (loss_p.sum() * n).backward()                        # U = -log p
+                    velocity = _sghmc_step(pp, velocity, live, precond, lr=eta, friction=friction,
+                                           temperature=temperature, gen=noise_gen)
+                    if shared_opt is not None:
+                        shared_opt.step()
+                    if (total - 1 - step) % sample_every == 0:
+                        bnet.samples.append(bnet.snapshot())
+                else:
+                    opt.zero_grad()
+                    loss_p.sum().backward()
+                    opt.step()
+                    sched.step()
+                if not torch.isfinite(loss_p).all():
+                    bar.close()
+                    raise FloatingPointError(f"{method}: loss became non-finite at step {step}")
+                history["loss"].append(float(loss_p.detach().mean()))
+                step += 1
+                bar.update()
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3g}")
+    except KeyboardInterrupt:
+        _finish(bnet, method, num_samples, bar, history, t0)
+        kept = f" and {len(bnet.samples)} SGHMC snapshots" if method == "sghmc" else ""
+        raise RunInterrupted(f"fit_net {method}: interrupted at step {step} of {total}; the "
+                             f"network holds the weights reached{kept}") from None
+    _finish(bnet, method, num_samples, bar, history, t0)
+    return history
+
+
+def _finish(bnet: BayesianNet, method: str, num_samples: int, bar, history: dict,
+            t0: float) -> None:
+    """End of training, or where it was interrupted: the last ``num_samples`` SGHMC
+    snapshots kept, the network in evaluation mode, the seconds recorded."""
     bar.close()
     bnet.samples = bnet.samples[-num_samples:] if method == "sghmc" else []
     bnet.eval()
     history["seconds"] = time.perf_counter() - t0
-    return history

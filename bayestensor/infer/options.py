@@ -8,7 +8,7 @@ fails in milliseconds instead of after the MAP fits that precede sampling.
 
 from __future__ import annotations
 
-from bayestensor.checks import choice, flag, positive_int, real_number
+from bayestensor.checks import choice, flag, is_integer, positive_int, real_number
 from bayestensor.infer.dense_metric import METRICS
 from bayestensor.infer.kernels import get_kernel
 from bayestensor.infer.svgd import OPTIMIZERS
@@ -71,12 +71,9 @@ def check_nuts(options: dict) -> None:
     real_number("target_accept", options["target_accept"], 0.0, 1.0, high_open=True)
     positive_int("max_tree_depth", options["max_tree_depth"])
     processes = options["processes"]
-    if not (isinstance(processes, str) and processes == "auto"):
-        try:
-            positive_int("processes", processes)
-        except ValueError:
-            raise ValueError(f"processes: expected 'auto' or an integer >= 1, got "
-                             f"{processes!r}") from None
+    if not (processes == "auto" if isinstance(processes, str) else
+            is_integer(processes) and processes >= 1):
+        raise ValueError(f"processes: expected 'auto' or an integer >= 1, got {processes!r}")
 
 
 def gibbs_option(value):

@@ -359,8 +359,7 @@ def run_nuts(target: LogDensity, job: Job, *, init_jitter, target_accept,
                                batch_size=job.batch_size, scale=scale, processes=processes)
     except ChainsInterrupted as err:
         post = None if err.partial is None else _nuts_posterior(target, job, *err.partial)
-        finished = 0 if err.partial is None else len(err.partial[1]["chains_finished"])
-        raise RunInterrupted(f"nuts: interrupted with {finished} of {job.num_chains} chains "
+        raise RunInterrupted(f"nuts: interrupted with {len(err.done)} of {job.num_chains} chains "
                              "finished (NUTS cannot resume a chain)", post) from None
     return _nuts_posterior(target, job, draws, diag)
 

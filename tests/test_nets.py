@@ -980,3 +980,59 @@ def test_interrupted_fit_net_keeps_the_network_ready_to_predict(monkeypatch):
     probs = bnet.predict_proba(x)
     assert torch.isfinite(probs).all()
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(x)))
+
+
+def _interrupt_compressed_training(monkeypatch, at_call=3):
+    """Ctrl-C in the tensorized network's ``at_call``-th batch; returns the list that
+    receives the ``BayesianNet`` that ``run_compress`` trains and a copy of its start."""
+    import bayestensor.nets.train as train
+    import bayestensor.nets.workflow as workflow
+    original_nll, original_fit, calls, trained = train.particle_nll, workflow.fit_net, [0], []
+
+    def nll(logits, labels):
+        calls[0] += 1
+        if calls[0] == at_call:
+            raise KeyboardInterrupt
+        return original_nll(logits, labels)
+
+    def fit(bnet, *args, **kwargs):
+        trained.extend([bnet, copy.deepcopy(bnet)])
+        return original_fit(bnet, *args, **kwargs)
+
+    monkeypatch.setattr(train, "particle_nll", nll)
+    monkeypatch.setattr(workflow, "fit_net", fit)
+    return trained
+
+
+def test_interrupted_compress_saves_the_network_reached(monkeypatch, tmp_path):
+    from bayestensor import RunInterrupted
+    from bayestensor.nets.convert import load_exported
+    from bayestensor.nets.workflow import INTERRUPTED_MODEL, build_model, run_compress
+
+    data = load_digits(seed=0)
+    trained = _interrupt_compressed_training(monkeypatch)
+    with pytest.raises(RunInterrupted, match=f"step 2 of .*saved to .*{INTERRUPTED_MODEL}"):
+        run_compress(data, tmp_path / "run", hidden=32, epochs=2, max_rank=3, progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()  # the run did not finish
+    skeleton = build_model("mlp", data.input_shape, data.classes, 32)
+    saved = load_exported(tmp_path / "run" / INTERRUPTED_MODEL, skeleton).eval()
+    reached, start = (bnet.export(0).eval() for bnet in trained)
+    x = data.x_test[:64]
+    with torch.no_grad():
+        torch.testing.assert_close(saved(x), reached(x))  # what training reached, two steps in
+        assert not torch.allclose(saved(x), start(x), atol=1e-3)
+    config = torch.load(tmp_path / "run" / INTERRUPTED_MODEL, weights_only=True)["config"]
+    assert "step 2 of" in config["interrupted"] and config["classes"] == data.classes
+
+
+def test_cli_compress_interrupted_exits_130_and_names_the_saved_network(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from bayestensor.cli.compress import compress
+
+    _interrupt_compressed_training(monkeypatch)
+    res = CliRunner().invoke(compress, ["digits", "--epochs", "2", "--hidden", "32",
+                                        "--max-rank", "3", "--quiet", "--out",
+                                        str(tmp_path / "run")])
+    assert res.exit_code == 130, res.output
+    assert "model-interrupted.pt" in res.output and (tmp_path / "run" /
+                                                     "model-interrupted.pt").exists()

@@ -142,6 +142,33 @@ def test_cli_finetunes_a_users_model_and_reports_before_and_after(trained, tmp_p
     assert "finetune wall time" in res.output
 
 
+def test_interrupted_run_from_scratch_keeps_the_finished_fine_tune(trained, tmp_path,
+                                                                   monkeypatch):
+    import bayestensor.nets.workflow as workflow
+    from bayestensor import RunInterrupted
+    _, model, data = trained
+    original, calls = workflow.fit_net, []
+
+    def fit(*args, **kwargs):  # the fine-tune runs; the run from scratch is interrupted
+        calls.append(kwargs["epochs"])
+        if len(calls) == 2:
+            raise RunInterrupted("fit_net map: interrupted at step 3 of 160")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(workflow, "fit_net", fit)
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted, match="fine-tune finished and its run folder .* complete"), \
+            pytest.warns(UserWarning, match="run from scratch was interrupted"):
+        run_finetune(data, out, model, fmt="cp", epochs=1, scratch_epochs=2, progress=False)
+    assert calls == [1, 2]
+    network = json.loads((out / "network.json").read_text())
+    assert list(network["metrics"]) == ["dense", "decomposed", "map", "map_pruned"]
+    assert set(network["train_seconds"]) == {"finetune"}
+    assert any("run from scratch was interrupted" in w for w in network["warnings"])
+    assert "run from scratch was interrupted" in (out / "summary.md").read_text()
+    assert (out / "model.pt").exists() and not (out / "model-interrupted.pt").exists()
+
+
 @pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": "0.02"},
                                  {"scratch_epochs": 1, "scratch_lr": -1e-2}])
 def test_finetune_refuses_a_bad_rate_before_any_work(trained, tmp_path, bad):

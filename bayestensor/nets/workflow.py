@@ -27,6 +27,7 @@ from torch import nn
 
 from bayestensor import checks
 from bayestensor.data.images import ImageData
+from bayestensor.infer.driver import RunInterrupted
 from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.nets import metrics
 from bayestensor.nets.calibration import choose_prior_weight, choose_sghmc_settings
@@ -69,6 +70,8 @@ POINT_METHODS = ("map", "vi")
 #: Warning of a run in which no layer lost a rank slice.
 NOT_PRUNED = ("prior did not prune; results set by max_rank: every tensorized layer ended "
               "at its starting ranks (lower --max-rank, train longer, or use a stronger prior)")
+#: File in the run folder that takes the compressed network of an interrupted training run.
+INTERRUPTED_MODEL = "model-interrupted.pt"
 #: Channels of the two 3x3 convolutions of the CNN.
 CNN_CHANNELS = (16, 32)
 
@@ -219,6 +222,13 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     dict
         The ``network.json`` content: layers, layers kept dense, ratios, metrics,
         reliability, shift, training budget, times and warnings.
+
+    Raises
+    ------
+    RunInterrupted
+        On Ctrl-C (or SIGTERM under the command line) while the tensorized network trains:
+        the network reached so far is saved first as :data:`INTERRUPTED_MODEL` in ``out``
+        (particle 0, unpruned, read by :func:`~bayestensor.nets.convert.load_exported`).
     """
     checks.choice("method", method, METHODS)
     _check_calibrate(calibrate, min_ratio)
@@ -238,8 +248,13 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     dense_log = train_dense(dense, data.x_train, data.y_train, epochs=epochs,
                             batch_size=batch_size, lr=dense_lr, seed=seed, progress=progress)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold, epochs=epochs,
-                   batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
+                "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
+                "dense_lr": dense_lr, "particles": num_particles, "threshold": threshold,
+                "rotate": rotate, "seed": seed, "calibrate": calibrate, "min_ratio": min_ratio}
+    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold,
+                   _model_config(settings, data), out, epochs=epochs, batch_size=batch_size,
+                   lr=lr, seed=seed, progress=progress)
     network = _evaluate(bnet, dense, data, method, threshold, rotate, ranks_before)
     network.update(net_log["calibration"])
     if all(row["ranks_after"] == row["ranks_before"] for row in network["layers"]):
@@ -248,10 +263,6 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         warnings.warn(note, UserWarning, stacklevel=2)
     network.update(kept_dense=kept_dense, training=budget, warnings=notes,
                    train_seconds={"dense": dense_log["seconds"], method: net_log["seconds"]})
-    settings = {"arch": arch, "format": fmt, "prior": prior, "method": method, "epochs": epochs,
-                "max_rank": max_rank, "hidden": hidden, "batch_size": batch_size, "lr": lr,
-                "dense_lr": dense_lr, "particles": num_particles, "threshold": threshold,
-                "rotate": rotate, "seed": seed, "calibrate": calibrate, "min_ratio": min_ratio}
     _write_outputs(out, bnet, network, settings, data)
     return network
 
@@ -306,6 +317,14 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         The ``network.json`` content, with the metrics of the decomposed network before the
         fine-tune (``"decomposed"``), after it, pruned, and from scratch (``"scratch_pruned"``),
         and ``train_seconds`` of the fine-tune and of the run from scratch.
+
+    Raises
+    ------
+    RunInterrupted
+        On Ctrl-C (or SIGTERM under the command line): in the fine-tune, after saving the
+        network reached as :func:`run_compress` does; in the run from scratch, after writing
+        the fine-tune's complete run folder (whose warnings say the run from scratch is
+        missing).
     """
     checks.choice("method", method, METHODS)
     _check_calibrate(calibrate, min_ratio)
@@ -326,23 +345,37 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     bnet, kept_dense = tensorize_smaller(model, init="decompose", **options)
     decomposed = metrics.summarize(bnet.predict_proba(data.x_test), data.y_test)
     ranks_before = {n: list(m.ranks) for n, m in bnet.tensorized().items()}
-    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold, epochs=epochs,
-                   batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    settings = {"model": model_name, "format": fmt, "prior": prior, "method": method,
+                "epochs": epochs, "scratch_epochs": scratch_epochs, "max_rank": max_rank,
+                "batch_size": batch_size, "lr": lr, "scratch_lr": scratch_lr,
+                "particles": num_particles, "threshold": threshold, "rotate": rotate,
+                "seed": seed, "calibrate": calibrate, "min_ratio": min_ratio}
+    net_log = _fit(bnet, data, method, calibrate, min_ratio, threshold,
+                   _model_config(settings, data), out, epochs=epochs, batch_size=batch_size,
+                   lr=lr, seed=seed, progress=progress)
     network = _evaluate(bnet, model, data, method, threshold, rotate, ranks_before)
     network.update(net_log["calibration"])
     network["metrics"] = {"dense": network["metrics"]["dense"], "decomposed": decomposed,
                           **{k: v for k, v in network["metrics"].items() if k != "dense"}}
     seconds = {"finetune": net_log["seconds"]}
+    interrupted = None
     if scratch_epochs is not None:
         scratch, _ = tensorize_smaller(model, init="random", **options)
-        log = fit_net(scratch, data.x_train, data.y_train, method=method,
-                      epochs=scratch_epochs, batch_size=batch_size, lr=scratch_lr, seed=seed,
-                      progress=progress)
-        scratch.prune(threshold)
-        network["metrics"]["scratch_pruned"] = metrics.summarize(
-            scratch.predict_proba(data.x_test), data.y_test)
-        seconds["scratch"] = log["seconds"]
+        try:
+            log = fit_net(scratch, data.x_train, data.y_train, method=method,
+                          epochs=scratch_epochs, batch_size=batch_size, lr=scratch_lr,
+                          seed=seed, progress=progress)
+        except RunInterrupted as err:  # the fine-tune is done: write its run folder first
+            interrupted = str(err)
+        else:
+            scratch.prune(threshold)
+            network["metrics"]["scratch_pruned"] = metrics.summarize(
+                scratch.predict_proba(data.x_test), data.y_test)
+            seconds["scratch"] = log["seconds"]
     notes = _kept_dense_notes(kept_dense)
+    if interrupted is not None:
+        notes.append(f"the run from scratch was interrupted ({interrupted}); its accuracy and "
+                     f"time are missing")
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     network.update(kept_dense=kept_dense, warnings=notes, train_seconds=seconds,
@@ -350,12 +383,10 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
                              "lr": lr, "epochs": epochs, "scratch_epochs": scratch_epochs,
                              "scratch_lr": scratch_lr,
                              "batch_size": batch_size, "seed": seed})
-    settings = {"model": model_name, "format": fmt, "prior": prior, "method": method,
-                "epochs": epochs, "scratch_epochs": scratch_epochs, "max_rank": max_rank,
-                "batch_size": batch_size, "lr": lr, "scratch_lr": scratch_lr,
-                "particles": num_particles, "threshold": threshold, "rotate": rotate,
-                "seed": seed, "calibrate": calibrate, "min_ratio": min_ratio}
     _write_outputs(out, bnet, network, settings, data)
+    if interrupted is not None:
+        raise RunInterrupted(f"{interrupted} (the run from scratch); the fine-tune finished and "
+                             f"its run folder {out} is complete without it")
     return network
 
 
@@ -370,10 +401,16 @@ def _check_calibrate(calibrate, min_ratio) -> None:
 
 
 def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool,
-         min_ratio: float | None, threshold: float, **options) -> dict:
+         min_ratio: float | None, threshold: float, config: dict, out: Path,
+         **options) -> dict:
     """``fit_net`` on the training examples, after a choice on a validation split when
     ``calibrate`` (SGHMC's settings, or the prior's weight for the other methods); the log
-    gets ``"calibration"``: the choice and its scores, or nothing."""
+    gets ``"calibration"``: the choice and its scores, or nothing.
+
+    Interrupted in that fit, the network reached so far is saved to :data:`INTERRUPTED_MODEL`
+    in ``out`` (with ``config``) before ``RunInterrupted`` goes on; interrupted in the choice,
+    nothing is saved (its networks are fits to a split).
+    """
     chosen = {}
     if calibrate:
         if method == "sghmc":
@@ -388,16 +425,34 @@ def _fit(bnet: BayesianNet, data: ImageData, method: str, calibrate: bool,
         chosen = {key: {**choice["settings"],
                         **{k: v for k, v in choice.items() if k != "settings"}}}
         options.update(choice["settings"])
-    log = fit_net(bnet, data.x_train, data.y_train, method=method, **options)
+    try:
+        log = fit_net(bnet, data.x_train, data.y_train, method=method, **options)
+    except RunInterrupted as err:
+        raise RunInterrupted(f"{err}; {_save_interrupted(bnet, out, config, str(err))}") from None
     return {**log, "calibration": chosen}
+
+
+def _save_interrupted(bnet: BayesianNet, out: Path, config: dict, message: str) -> str:
+    """Save particle 0 of an interrupted network, unpruned, as ``model.pt`` is saved; say
+    where, or why not (a failed save must not hide the interrupt)."""
+    path = out / INTERRUPTED_MODEL
+    try:
+        save_exported(bnet.export(0), path, {**config, "interrupted": message})
+    except OSError as err:
+        return f"could not save the network so far: {err}"
+    return f"the network so far (particle 0, unpruned) saved to {path}"
+
+
+def _model_config(settings: dict, data: ImageData) -> dict:
+    """What ``model.pt`` stores beside the weights: the run's settings and the data's shape."""
+    return {**settings, "input_shape": list(data.input_shape), "classes": data.classes}
 
 
 def _write_outputs(out: Path, bnet: BayesianNet, network: dict, settings: dict,
                    data: ImageData) -> None:
     """The run folder of a compression: exported model, ranks, reliability, summary, run.json."""
     fmt, method = settings["format"], settings["method"]
-    save_exported(bnet.export(0), out / "model.pt",
-                  {**settings, "input_shape": list(data.input_shape), "classes": data.classes})
+    save_exported(bnet.export(0), out / "model.pt", _model_config(settings, data))
     files = [out / "model.pt", _write_ranks(out / "ranks.csv", network["layers"]),
              save_png(reliability_figure(network["reliability"], f"{data.name}: {fmt} {method}"),
                       out / "reliability.png"),

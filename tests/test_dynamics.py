@@ -8,6 +8,7 @@ independent computation (hand-written updates vs autograd).
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -263,6 +264,24 @@ def test_bootstrap_is_scipy_bca_and_refuses_few_values():
     assert all(math.isnan(b) for b in bootstrap_interval([1.0, 2.0, 4.0]))
     assert bootstrap_interval([3.0] * MIN_BOOTSTRAP_N) == (3.0, 3.0)
     assert all(math.isnan(b) for b in bootstrap_interval([np.nan] * 12))
+
+
+def test_replicates_equal_to_rounding_get_their_value_not_nan():
+    # fa-vs-gd's ten seeds gave this final error up to its last bits; BCa's jackknife divided
+    # zero by zero and the report showed a NaN interval
+    v = 0.30151134457776363 * (1 + np.finfo(float).eps * np.arange(10) % 3)
+    assert np.ptp(v) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = bootstrap_interval(v)
+        assert lo == hi == pytest.approx(0.30151134457776363, rel=1e-15)
+        assert t_interval(v[:3]) == (v[:3].mean(), v[:3].mean())
+        # a median over ties has equal leave-one-out medians: BCa is undefined, the percentile
+        # interval (SciPy's at the same seed) is given
+        ties = np.array([0.0] + [1.0] * 10 + [5.0])
+        ref = stats.bootstrap((ties,), np.median, n_resamples=2000, method="percentile",
+                              rng=np.random.default_rng(0)).confidence_interval
+        assert bootstrap_interval(ties, statistic=np.median) == (ref.low, ref.high) == (1.0, 1.0)
 
 
 def test_few_seeds_get_a_student_t_interval():

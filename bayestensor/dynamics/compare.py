@@ -21,6 +21,7 @@ over seeds, :meth:`ComparisonResult.bands`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -62,6 +63,13 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def _all_equal(v: np.ndarray) -> bool:
+    """Whether the values agree to rounding: replicates that end at the same point by different
+    arithmetic (a ratio of norms, say) differ in their last bits, and BCa's jackknife then
+    divides zero by zero (SciPy warns and returns NaN)."""
+    return bool(np.ptp(v) <= 16 * np.finfo(np.float64).eps * np.abs(v).max())
+
+
 def bootstrap_interval(values, *, statistic: Callable = np.mean, level: float = 0.95,
                        n_boot: int = 2000, seed: int = 0,
                        min_n: int = MIN_BOOTSTRAP_N) -> tuple[float, float]:
@@ -89,7 +97,9 @@ def bootstrap_interval(values, *, statistic: Callable = np.mean, level: float = 
     -------
     (float, float)
         Lower and upper bound; ``(nan, nan)`` with fewer than ``min_n`` finite values (too few
-        for a bootstrap: use :func:`mean_interval`), the value itself when all are equal.
+        for a bootstrap: use :func:`mean_interval`), the value itself when all are equal to
+        rounding, and the percentile interval where BCa's correction is undefined (every
+        leave-one-out statistic equal, as a median over ties can be).
 
     Examples
     --------
@@ -103,11 +113,23 @@ def bootstrap_interval(values, *, statistic: Callable = np.mean, level: float = 
     v = _finite(values)
     if v.size < min_n:
         return float("nan"), float("nan")
-    if np.ptp(v) == 0:  # every resample gives the same value: BCa is undefined, the answer is not
-        return float(v[0]), float(v[0])
-    res = stats.bootstrap((v,), statistic, n_resamples=n_boot, confidence_level=level,
-                          method=BOOTSTRAP_METHOD, rng=np.random.default_rng(_checks.seed_value(seed)))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if _all_equal(v):  # every resample gives the same value: BCa is undefined, the answer is not
+        value = float(statistic(v, axis=0))
+        return value, value
+    seed = _checks.seed_value(seed)
+
+    def interval(method):
+        return stats.bootstrap((v,), statistic, n_resamples=n_boot, confidence_level=level,
+                               method=method, rng=np.random.default_rng(seed)).confidence_interval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0, handled below
+        low, high = interval(BOOTSTRAP_METHOD)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        # the jackknife values are all equal (a median over ties): no BCa correction exists
+        low, high = interval("percentile")
+    return float(low), float(high)
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float]:
@@ -127,7 +149,7 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
     -------
     (float, float)
         Lower and upper bound; ``(nan, nan)`` with fewer than two finite values, the value
-        itself when all are equal.
+        itself when all are equal to rounding.
 
     Raises
     ------
@@ -144,8 +166,8 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
     v = _finite(values)
     if v.size < 2:
         return float("nan"), float("nan")
-    if np.ptp(v) == 0:
-        return float(v[0]), float(v[0])
+    if _all_equal(v):
+        return float(v.mean()), float(v.mean())
     lo, hi = stats.t.interval(level, v.size - 1, loc=v.mean(), scale=stats.sem(v))
     return float(lo), float(hi)
 

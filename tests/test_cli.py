@@ -102,6 +102,26 @@ def test_complete_npz_with_mask(tmp_path):
     check_predictions(out, truth, mask, level=0.8)
 
 
+def test_progress_bars_show_on_a_terminal_only(tmp_path, monkeypatch):
+    import io
+    from bayestensor.cli import options
+    truth, mask = low_rank_with_missing(seed=1)
+    path = tmp_path / "x.npz"
+    np.savez(path, data=truth, mask=mask)
+    res = CliRunner().invoke(main, ["complete", str(path), "--method", "map", "--max-rank", "4",
+                                    "--steps", "50", "--no-report", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    # no --quiet, but stderr is not a terminal here: no bar redraws in the captured output
+    assert "it/s" not in res.output and "\r" not in res.output
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert options.show_progress(quiet=False) and not options.show_progress(quiet=True)
+
+
 def test_complete_bad_extension(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("1,2,3\n")

@@ -94,7 +94,8 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
                f"method {method}")
     options = DEMO_SGHMC if method == "sghmc" else {}
     start = time.perf_counter()
-    post = fit(model, data.train, method=method, seed=seed, progress=not quiet, **options)
+    post = fit(model, data.train, method=method, seed=seed, progress=opt.show_progress(quiet),
+               **options)
     seconds = time.perf_counter() - start
     pred = post.predict(data.test.indices)
     ranks = post.effective_rank()
@@ -219,7 +220,7 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
     post = fit(model, obs, method=method, seed=seed, init=init, num_samples=num_samples,
                num_chains=num_chains,
                num_warmup=num_warmup if method in WARMUP_METHODS else None,
-               progress=not quiet, **options)
+               progress=opt.show_progress(quiet), **options)
     pred = _predictions(post, data, level, test)
     fitted = obs.to_dense()  # the data as the fit saw it: held-out entries missing
     files = [save_npz(out / "predictions.npz", pred), post.save(out / "posterior.pt")]

@@ -102,7 +102,7 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     if model_spec is not None:
         user_model = load_user_model(model_spec, state_dict, probe=dataset.x_test[:64])
     out = opt.open_run_dir(out, "compress", force)
-    progress = False if quiet else None
+    progress = opt.show_progress(quiet)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if user_model is not None:

@@ -45,7 +45,7 @@ def fa_vs_gd_cmd(seeds, n, m, rank, r_low, r_high, steps, bayes, seed, out, forc
     """GD, FA and FA* on Y (n x m, rank RANK) with r < rank(Y) and r >= rank(Y)."""
     _run(run_fa_vs_gd, "dynamics-fa-vs-gd", out, force, with_report, seeds=seeds, n=n, m=m,
          rank=rank, r_low=r_low, r_high=r_high, steps=steps, bayes=bayes, seed=seed,
-         progress=not quiet)
+         progress=opt.show_progress(quiet))
 
 
 @dynamics.command("overparam")
@@ -65,7 +65,7 @@ def overparam_cmd(seeds, d, r, m_multiples, alphas, alpha, steps, seed, out, for
     """Rich GD vs the lazy model vs wang2020 on a symmetric order-3 tensor."""
     _run(run_overparam, "dynamics-overparam", out, force, with_report, seeds=seeds, d=d, r=r,
          m_multiples=m_multiples, alphas=alphas, alpha=alpha, steps=steps, seed=seed,
-         progress=not quiet)
+         progress=opt.show_progress(quiet))
 
 
 @dynamics.command("diagonal")
@@ -82,7 +82,8 @@ def overparam_cmd(seeds, d, r, m_multiples, alphas, alpha, steps, seed, out, for
 def diagonal_cmd(seeds, n, d, k, depth, alphas, steps, seed, out, force, with_report, quiet):
     """Depth-D diagonal networks on sparse regression across the initialization scale."""
     _run(run_diagonal, "dynamics-diagonal", out, force, with_report, seeds=seeds, n=n, d=d, k=k,
-         depth=depth, alphas=alphas, steps=steps, seed=seed, progress=not quiet)
+         depth=depth, alphas=alphas, steps=steps, seed=seed,
+         progress=opt.show_progress(quiet))
 
 
 @dynamics.command("all")
@@ -93,4 +94,4 @@ def diagonal_cmd(seeds, n, d, k, depth, alphas, steps, seed, out, force, with_re
 def all_cmd(seeds, bayes, seed, out, force, with_report, quiet):
     """Run the three standard studies into OUT/<study>/ and write OUT/summary.md."""
     _run(run_all, "dynamics-all", out, force, with_report, seeds=seeds, bayes=bayes, seed=seed,
-         progress=not quiet)
+         progress=opt.show_progress(quiet))

@@ -9,6 +9,7 @@ sampler options. A run folder is new (by default ``runs/<command>-<date>-<time>`
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -48,7 +49,8 @@ POSITIVE = click.IntRange(min=1)
 
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                            help="Base seed: the same seed gives the same result on one machine.")
-quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+quiet_option = click.option("--quiet", is_flag=True,
+                            help="No progress bar (bars show only when stderr is a terminal).")
 force_option = click.option("--force", is_flag=True,
                             help="Empty --out first when it holds a previous run's files.")
 report_option = click.option("--report/--no-report", "with_report", default=True,
@@ -163,6 +165,12 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
         f"{check['ess_threshold']:.0f}, with 2 or more chains): draw more samples or chains")
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
                f"{check['min_ess_bulk']:.0f} over the {check['checked']}: {verdict}")
+
+
+def show_progress(quiet: bool) -> bool:
+    """Whether a command shows progress bars: not with ``--quiet``, and only on a terminal,
+    so that a log file or a scheduler's output does not fill with carriage-return redraws."""
+    return not quiet and sys.stderr is not None and sys.stderr.isatty()
 
 
 def echo_report(out: Path, with_report: bool) -> None:

@@ -96,7 +96,7 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     start_from = "svd" if (method == "map" and init == "map") else init
     post = fit(model, (X, y), method=method, seed=seed, num_samples=num_samples,
                num_chains=num_chains, batch_size=batch_size, init=start_from,
-               progress=not quiet, **options)
+               progress=opt.show_progress(quiet), **options)
     seconds = time.perf_counter() - start
     preds = _predictions(post, X, level, "")
     summary_metrics = {"train": _metrics(model, preds["mean"], preds["lower"], preds["upper"], y)}

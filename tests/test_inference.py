@@ -393,6 +393,16 @@ def test_svgd_direction_matches_the_stein_formula(kernel, blocks, chunk, monkeyp
     torch.testing.assert_close(phi, ref / 6)
 
 
+def test_block_layout_keeps_its_indices_on_the_particles_device():
+    # on a GPU, CPU index vectors made SVGD's first step fail (benchmarks/gpu_check.py); the
+    # meta device stands in for one here
+    from bayestensor.infer.kernels import BlockLayout
+    layout = BlockLayout(torch.tensor([0, 0, 1, 1, 1, 2]), device="meta")
+    assert [g.device.type for g in layout.groups] == ["meta"] * 3
+    assert [g.shape for g in BlockLayout(torch.tensor([0, 0, 1, 1, 1, 2])).groups] == [
+        (1, 1), (1, 2), (1, 3)]
+
+
 @pytest.mark.parametrize("size", [1, 3])
 def test_median_bandwidth_is_numpys_median_over_the_pairs(size):
     """Per block, h = median of the n(n-1)/2 squared distances / log(n + 1) (Liu & Wang)."""

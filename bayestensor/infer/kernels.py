@@ -236,15 +236,15 @@ class BlockLayout:
     pairwise squared distances; there is no loop over particles or over blocks of a size.
     """
 
-    def __init__(self, block_ids: torch.Tensor):
+    def __init__(self, block_ids: torch.Tensor, device=None):
         ids = torch.as_tensor(block_ids, dtype=torch.long)
         uniq, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
         self.num_blocks = int(uniq.numel())
-        self.groups = []  # (coordinate indices (B_s, s))
+        self.groups = []  # (coordinate indices (B_s, s)), on the particles' device
         for size in torch.unique(counts).tolist():
             members = (counts == size).nonzero().flatten()
             coords = [(inverse == b).nonzero().flatten() for b in members.tolist()]
-            self.groups.append(torch.stack(coords))
+            self.groups.append(torch.stack(coords).to(device))
         self.dim = int(ids.numel())
 
 

@@ -140,7 +140,7 @@ class SVGD:
         if blocks.shape != (target.dim,):
             raise ValueError(f"blocks: expected one block id per coordinate ({target.dim}), "
                              f"got shape {tuple(blocks.shape)}")
-        self.layout = BlockLayout(blocks)
+        self.layout = BlockLayout(blocks, device=target.device)
         self.lr = float(lr)
         self.final_lr_ratio = float(final_lr_ratio)
         self.num_steps = int(num_steps)

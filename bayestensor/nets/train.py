@@ -374,7 +374,8 @@ def warmup_steps(burnin: float | None, epochs: int, steps_per_epoch: int) -> int
 
 def _one_block(pp) -> BlockLayout:
     """SVGD's kernel over all of a particle's parameters ``pp`` as one block."""
-    return BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long))
+    return BlockLayout(torch.zeros(sum(p[0].numel() for p in pp), dtype=torch.long),
+                       device=pp[0].device)
 
 
 def _svgd_step(pp, shared, num_data, kern, layout):

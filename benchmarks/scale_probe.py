@@ -15,7 +15,9 @@ Per size it reports:
   held-out entries, time, and peak memory;
 - with ``--step-times``: time per SGHMC step, full batch and mini-batches of 10%.
 
-Run: ``python benchmarks/scale_probe.py [--sizes 10000,100000,1000000] [--threads 1]``
+Run: ``python benchmarks/scale_probe.py [--sizes 10000,100000,1000000] [--threads 1]``; on a
+GPU, ``--device cuda`` (the start stays on the CPU; the fit and predictions run on the GPU, whose
+peak memory is reported as ``peak_gpu_mib``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
                                     n_test=10_000, seed=0)
     out = {"observations": len(data.train), "generate_s": time.perf_counter() - t0,
            "device": device}
+    _stage(f"{n_obs}: data in {out['generate_s']:.1f} s")
     model = bt.TensorCompletion(SHAPE, "cp", max_rank=MAX_RANK)
     model.set_data(data.train)
     t0 = time.perf_counter()
@@ -55,6 +58,7 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
     x = model.tensor_prior.build({k: v.unsqueeze(0) for k, v in start.items()})
     pred = x.entries(data.test.indices)[0] * model.scale + model.center
     out["start_heldout_rel_err"] = data.relative_error(pred)
+    _stage(f"{n_obs}: start in {out['start_s']:.1f} s, error {out['start_heldout_rel_err']:.3f}")
     if compare_random:
         t0 = time.perf_counter()
         rand = bt.CPTensor.from_entries(data.train.indices, data.train.values, SHAPE, MAX_RANK,
@@ -67,6 +71,7 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
                       batch_size=max(1, n_obs // 10), seed=0, progress=False, device=device,
                       init=start)
         out["fit_s"] = time.perf_counter() - t0
+        _stage(f"{n_obs}: fit in {out['fit_s']:.1f} s")
         pred = post.predict(data.test.indices)
         out["heldout_rel_err"] = data.relative_error(pred.mean)
         lo, hi = pred.interval(0.9)
@@ -80,9 +85,17 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
         out["fit_error"] = str(err).split(";")[0]
     out["start_plus_fit_s"] = out["start_s"] + out["fit_s"]
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device != "cpu":
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     if step_times:
         out.update(_step_times(model, start, n_obs, steps, device))
     return out
+
+
+def _stage(message: str) -> None:
+    """Say how far a size got (on stderr, which the parent passes through): a run stopped by
+    a time limit still shows where its time went."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _step_times(model, start, n_obs: int, steps: int, device: str) -> dict:
@@ -120,26 +133,32 @@ def main():
     parser.add_argument("--no-random", action="store_true",
                         help="skip the ALS from random factors")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--out", default=None,
+                        help="result file (default: results/scale_<device>[_<tag>].json)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(args.child, args.threads, args.steps, args.device,
                                args.step_times, not args.no_random)))
         return
+    out = (Path(args.out) if args.out else
+           RESULTS / f"scale_{args.device}{'_' + args.tag if args.tag else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         cmd = [sys.executable, __file__, "--child", str(n), "--threads", str(args.threads),
                "--steps", str(args.steps), "--device", args.device]
         cmd += ["--step-times"] if args.step_times else []
         cmd += ["--no-random"] if args.no_random else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr passes through
+        if proc.returncode == 0:
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+        else:  # keep the sizes already measured; the traceback went to stderr
+            row = {"observations": n, "error": f"exit status {proc.returncode}"}
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scale_{args.device}{'_' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps({"machine": platform.platform(), "args": vars(args), "rows": rows},
-                              indent=2))
+        out.write_text(json.dumps({"machine": platform.platform(), "args": vars(args),
+                                   "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -122,6 +122,15 @@ def choice(name: str, value, options) -> str:
     return value
 
 
+def not_complex(name: str, value) -> None:
+    """Refuse complex numbers before a cast to float: NumPy and torch would drop the imaginary
+    part with only a ``ComplexWarning``."""
+    complex_ = (value.is_complex() if isinstance(value, torch.Tensor)
+                else np.iscomplexobj(value))
+    if complex_:
+        raise ValueError(f"{name}: expected real numbers, got complex values")
+
+
 def matrix(name: str, value, dtype=torch.float64) -> torch.Tensor:
     """A finite 2-D float tensor."""
     try:

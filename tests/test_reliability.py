@@ -533,6 +533,26 @@ def test_7_float_mask_file_is_a_cli_usage_error(tmp_path):
     _assert_usage_error(result, "--mask")
 
 
+def test_7_complex_numbers_are_refused_not_cast(tmp_path):
+    # NumPy casts complex to float with only a ComplexWarning, dropping the imaginary part
+    dense, mask, full = _dense()
+    with pytest.raises(ValueError, match="^data: expected real numbers, got complex"):
+        bt.Observations.from_dense(full + 1j)
+    with pytest.raises(ValueError, match="^values: expected real numbers"):
+        bt.Observations.from_coo(np.argwhere(mask), full[mask] + 0j, full.shape)
+    x = np.random.default_rng(0).normal(size=(12, 3, 4))
+    with pytest.raises(ValueError, match="^X: expected real numbers"):
+        bt.fit(bt.TensorRegression((3, 4), max_rank=2), (x + 0j, x[:, 0, 0]), method="map",
+               progress=False)
+    with pytest.raises(ValueError, match="^y: expected real numbers"):
+        bt.fit(bt.TensorRegression((3, 4), max_rank=2), (x, torch.tensor(x[:, 0, 0] + 1j)),
+               method="map", progress=False)
+    np.save(tmp_path / "complex.npy", full + 1j)
+    result = _invoke(_complete_args(tmp_path / "complex.npy", tmp_path / "out"))
+    _assert_usage_error(result, "complex.npy: expected real numbers")
+    assert not (tmp_path / "out").exists()
+
+
 def _tiny_net(num_particles):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bayestensor import checks
+
 
 def read_tensor(path, mask_path=None) -> np.ndarray:
     """The tensor in a ``.npy`` / ``.npz`` file with NaN at missing entries.
@@ -44,6 +46,7 @@ def read_tensor(path, mask_path=None) -> np.ndarray:
             raise ValueError(f"mask: expected shape {np.shape(data)} like the data, got "
                              f"{np.shape(mask)}")
         data = np.where(mask.astype(bool), data, np.nan)
+    checks.not_complex(str(path), data)
     try:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bayestensor.checks import not_complex
 from bayestensor.formats import as_index_tensor
 
 
@@ -74,6 +75,7 @@ class Observations:
         """
         shape = check_shape(shape)
         idx = as_index_tensor(indices, len(shape), shape)
+        not_complex("values", values)
         vals = torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
         if idx.shape[0] == 0:
             raise ValueError("indices: no observed entries (empty observations)")
@@ -99,6 +101,7 @@ class Observations:
         mask : array_like of bool, optional
             ``True`` where observed. Observed entries must be finite.
         """
+        not_complex("data", data)
         arr = np.asarray(data, dtype=np.float64)
         if arr.ndim < 1 or arr.size == 0:
             raise ValueError(f"data: expected a non-empty array, got shape {arr.shape}")

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from bayestensor import checks
 from bayestensor.infer import fit as fit_model
 from bayestensor.models.regression import TensorRegression
 
@@ -169,6 +170,7 @@ class TensorRegressor(RegressorMixin, BaseEstimator):
 
 
 def _as_array(name: str, value) -> np.ndarray:
+    checks.not_complex(name, value)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

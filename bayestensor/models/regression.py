@@ -14,6 +14,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from bayestensor import checks
 from bayestensor.checks import flag, positive_float, positive_int
 from bayestensor.data.observations import check_shape
 from bayestensor.formats import CPTensor, get_format
@@ -185,6 +186,7 @@ class TensorRegression(BayesModel):
 
     # --- data -------------------------------------------------------------------------------
     def _check_X(self, X, name: str = "X") -> np.ndarray:
+        checks.not_complex(name, X)
         try:
             arr = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError):
@@ -205,6 +207,7 @@ class TensorRegression(BayesModel):
         return arr
 
     def _check_y(self, y, n: int) -> np.ndarray:
+        checks.not_complex("y", y)
         try:
             arr = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError):

@@ -122,6 +122,22 @@ def test_progress_bars_show_on_a_terminal_only(tmp_path, monkeypatch):
     assert options.show_progress(quiet=False) and not options.show_progress(quiet=True)
 
 
+def test_warnings_print_as_one_line_without_our_source(tmp_path):
+    import warnings
+    truth, mask = low_rank_with_missing(seed=1)  # 3-way, so a TT max rank of 100 is capped
+    path = tmp_path / "x.npz"
+    np.savez(path, data=truth, mask=mask)
+    before = warnings.showwarning
+    res = CliRunner().invoke(main, ["complete", str(path), "--format", "tt", "--max-rank", "100",
+                                    "--method", "map", "--steps", "30", "--map-hold", "none",
+                                    "--quiet", "--no-report", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "max_rank: 100" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: max_rank: 100 is more than")
+    assert ".py:" not in res.output and "UserWarning" not in res.output
+    assert warnings.showwarning is before  # restored after the command
+
+
 def test_complete_bad_extension(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("1,2,3\n")

@@ -4,8 +4,6 @@ compress a network the user already trained (``--model``)."""
 
 from __future__ import annotations
 
-import warnings
-
 import click
 
 from bayestensor.data.images import load_dataset
@@ -103,22 +101,20 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
         user_model = load_user_model(model_spec, state_dict, probe=dataset.x_test[:64])
     out = opt.open_run_dir(out, "compress", force)
     progress = opt.show_progress(quiet)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if user_model is not None:
-            net = run_finetune(dataset, out, user_model, fmt=fmt, prior=prior, method=method,
-                               epochs=epochs or FINETUNE_EPOCHS, max_rank=max_rank,
-                               batch_size=batch_size, lr=lr or FINETUNE_LR,
-                               particles=particles, threshold=threshold, rotate=rotate,
-                               seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,
-                               calibrate=calibrate, min_ratio=min_ratio, progress=progress)
-        else:
-            net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
-                               epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
-                               batch_size=batch_size, lr=lr, dense_lr=dense_lr,
-                               particles=particles,
-                               threshold=threshold, rotate=rotate, seed=seed,
-                               calibrate=calibrate, min_ratio=min_ratio, progress=progress)
+    if user_model is not None:
+        net = run_finetune(dataset, out, user_model, fmt=fmt, prior=prior, method=method,
+                           epochs=epochs or FINETUNE_EPOCHS, max_rank=max_rank,
+                           batch_size=batch_size, lr=lr or FINETUNE_LR,
+                           particles=particles, threshold=threshold, rotate=rotate,
+                           seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,
+                           calibrate=calibrate, min_ratio=min_ratio, progress=progress)
+    else:
+        net = run_compress(dataset, out, arch=arch, fmt=fmt, prior=prior, method=method,
+                           epochs=epochs or TRAIN_EPOCHS, max_rank=max_rank, hidden=hidden,
+                           batch_size=batch_size, lr=lr, dense_lr=dense_lr,
+                           particles=particles,
+                           threshold=threshold, rotate=rotate, seed=seed,
+                           calibrate=calibrate, min_ratio=min_ratio, progress=progress)
     for name, m in net["metrics"].items():
         click.echo(f"{name:<16} accuracy {m['accuracy']:.4f}  NLL {m['nll']:.4f}  "
                    f"ECE {m['ece']:.4f}")
@@ -133,7 +129,5 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
                    f"(chosen on a validation split)")
     for name, seconds in net["train_seconds"].items():
         click.echo(f"{name} wall time {seconds:.1f} s")
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        click.echo(f"warning: {message}", err=True)
     click.echo(f"wrote {out}")
     opt.echo_report(out, with_report)

@@ -8,6 +8,8 @@ that into a click usage error (exit status 2, one line, no traceback) that names
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import click
@@ -42,6 +44,22 @@ def save_partial(ctx: click.Context, err: RunInterrupted | DivergenceError) -> P
     return path
 
 
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Show each warning as one ``warning: <message>`` line on stderr, instead of Python's
+    ``path/to/module.py:211: UserWarning: <message>`` followed by a line of our source."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        click.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def usage_error(err: Exception, params) -> click.UsageError:
     """The usage error for a library error raised under a command with ``params``.
 
@@ -65,7 +83,8 @@ def usage_error(err: Exception, params) -> click.UsageError:
 class Command(click.Command):
     """A click command whose ``ValueError`` / ``FileNotFoundError`` become usage errors.
 
-    An interrupted run exits with status 130 after saying where its checkpoint is (Ctrl-C
+    Warnings print as ``warning: <message>`` lines (:func:`warnings_as_lines`). An interrupted
+    run exits with status 130 after saying where its checkpoint is (Ctrl-C
     outside a fit too, where click would say ``Aborted!`` with status 1); a diverged run is a
     one-line error (status 1). Either way the draws the run made are saved to
     ``PARTIAL_POSTERIOR`` in its run folder first (:func:`save_partial`).
@@ -73,7 +92,8 @@ class Command(click.Command):
 
     def invoke(self, ctx):
         try:
-            with sigterm_as_interrupt():  # a scheduler's kill stops a command as Ctrl-C does
+            # a scheduler's kill stops a command as Ctrl-C does
+            with sigterm_as_interrupt(), warnings_as_lines():
                 return super().invoke(ctx)
         except (ValueError, FileNotFoundError) as err:
             raise usage_error(err, self.params) from None

@@ -304,7 +304,7 @@ def test_cli_regress(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, X=data.X_train, y=data.y_train, X_test=data.X_test[:, :, :11])
     res = CliRunner().invoke(regress, [str(bad), "--out", str(tmp_path / "o2"), "--quiet"])
-    assert res.exit_code == 2 and "X: expected shape (n, 12, 12)" in res.output
+    assert res.exit_code == 2 and "bad.npz: X_test: expected shape (n, 12, 12)" in res.output
     res = CliRunner().invoke(regress, [str(f), "--likelihood", "bernoulli", "--quiet"])
     assert res.exit_code == 2 and "binary labels" in res.output
     noy = tmp_path / "noy.npz"

@@ -262,6 +262,9 @@ def test_3_regress_checks_y_test_before_fitting(tmp_path):
     (["--num-chains", "0"], "--num-chains"),
     (["--num-samples", "0"], "--num-samples"),
     (["--max-rank", "abc"], "--max-rank"),
+    (["--max-rank", "3,3"], "Invalid value for '--max-rank': CP has one rank dimension"),
+    (["--format", "tucker", "--max-rank", "3,3"],
+     "Invalid value for '--max-rank': Tucker needs one rank per mode (3)"),
 ])
 def test_4_complete_bad_option_is_a_usage_error(tmp_path, extra, name):
     result = _invoke(_complete_args(_tensor_file(tmp_path), tmp_path / "out", *extra))
@@ -273,6 +276,16 @@ def test_4_regress_batch_size_above_n_is_a_usage_error(tmp_path):
                       "--max-rank", "2", "--batch-size", "1000", "--quiet",
                       "--out", tmp_path / "out"])
     _assert_usage_error(result, "--batch-size")
+
+
+def test_4_regress_names_the_file_and_array_that_do_not_fit(tmp_path):
+    path = _regress_file(tmp_path, n=20)
+    arrays = dict(np.load(path))
+    np.savez(tmp_path / "bad_test.npz", **arrays, X_test=arrays["X"][:3, :, :-1])
+    result = _invoke(["regress", tmp_path / "bad_test.npz", "--method", "map", "--quiet",
+                      "--out", tmp_path / "out"])
+    _assert_usage_error(result, "bad_test.npz: X_test: expected shape")
+    assert not (tmp_path / "out").exists()
 
 
 def test_4_wrong_shape_mask_is_a_usage_error(tmp_path):

@@ -87,9 +87,12 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
         options["num_warmup"] = num_warmup
     model = TensorRegression(X.shape[1:], format=fmt, max_rank=max_rank, prior=prior,
                              likelihood=likelihood, n_outputs=n_outputs)
-    model.set_data((X, y))
-    if "X_test" in arrays:
-        model.check_predict_inputs(arrays["X_test"])
+    try:  # the arrays are the file's: say which file
+        model.set_data((X, y))
+        if "X_test" in arrays:
+            model.check_predict_inputs(arrays["X_test"], "X_test")
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}") from None
     out = opt.open_run_dir(out, "regress", force)
     start = time.perf_counter()
     # fit(method="map") from the MAP start would optimize twice.

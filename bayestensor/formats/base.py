@@ -295,7 +295,7 @@ class LowRankTensor:
         raise NotImplementedError
 
     @classmethod
-    def normalize_rank(cls, shape: Sequence[int], rank) -> tuple[int, ...]:
+    def normalize_rank(cls, shape: Sequence[int], rank, *, name: str = "rank") -> tuple[int, ...]:
         """Return the rank as a tuple with one entry per rank dimension.
 
         Parameters
@@ -307,6 +307,8 @@ class LowRankTensor:
             Positive integers only (floats, strings and booleans are refused). A single
             integer applies to every rank dimension; the sequences accepted depend on the
             format.
+        name : str
+            The argument's name in error messages (a model's ``max_rank``, say).
 
         Returns
         -------

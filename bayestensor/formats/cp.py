@@ -68,7 +68,7 @@ class CPTensor(LowRankTensor):
         return 2
 
     @classmethod
-    def normalize_rank(cls, shape, rank):
+    def normalize_rank(cls, shape, rank, *, name="rank"):
         """The CP rank as a one-entry tuple ``(R,)``.
 
         Parameters
@@ -77,6 +77,8 @@ class CPTensor(LowRankTensor):
             Shape of the tensor: at least two modes, each a positive integer size.
         rank : int or sequence of int
             The number of components ``R``, as an integer or a sequence of one integer.
+        name : str
+            The argument's name in error messages.
 
         Returns
         -------
@@ -90,10 +92,10 @@ class CPTensor(LowRankTensor):
             or ``rank`` is not a positive integer or a one-entry sequence of one.
         """
         check_modes("CP", shape)
-        rank = rank_value("rank", rank)
+        rank = rank_value(name, rank)
         if isinstance(rank, tuple):
             if len(rank) != 1:
-                raise ValueError(f"rank: CP has one rank dimension, got {rank}")
+                raise ValueError(f"{name}: CP has one rank dimension, got {rank}")
             rank = rank[0]
         return (rank,)
 

@@ -11,18 +11,18 @@ from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes, data
 from bayestensor.formats.decompose import tt_start
 
 
-def normalize_tt_rank(n_cores: int, rank) -> tuple[int, ...]:
+def normalize_tt_rank(n_cores: int, rank, name: str = "rank") -> tuple[int, ...]:
     """Internal TT ranks (r_1, ..., r_{N-1}) from an int, N-1 values or N+1 values (ends 1)."""
-    rank = rank_value("rank", rank)
+    rank = rank_value(name, rank)
     if isinstance(rank, tuple):
         ranks = list(rank)
         if len(ranks) == n_cores + 1:
             if ranks[0] != 1 or ranks[-1] != 1:
-                raise ValueError(f"rank: boundary TT ranks must be 1, got {rank}")
+                raise ValueError(f"{name}: boundary TT ranks must be 1, got {rank}")
             ranks = ranks[1:-1]
         elif len(ranks) != n_cores - 1:
             raise ValueError(
-                f"rank: expected {n_cores - 1} internal TT ranks (or {n_cores + 1} with the "
+                f"{name}: expected {n_cores - 1} internal TT ranks (or {n_cores + 1} with the "
                 f"boundary ones), got {rank}"
             )
     else:
@@ -161,7 +161,7 @@ class TTTensor(CoreTrain):
     start_cores = staticmethod(tt_start)
 
     @classmethod
-    def normalize_rank(cls, shape, rank):
+    def normalize_rank(cls, shape, rank, *, name="rank"):
         """The internal TT ranks ``(r_1, ..., r_{N-1})``.
 
         Parameters
@@ -171,6 +171,8 @@ class TTTensor(CoreTrain):
         rank : int or sequence of int
             One integer for every bond, the ``N - 1`` internal ranks, or all ``N + 1`` ranks
             with the boundary ones (which must be 1) at both ends.
+        name : str
+            The argument's name in error messages.
 
         Returns
         -------
@@ -185,7 +187,7 @@ class TTTensor(CoreTrain):
             lengths, or a given boundary rank is not 1.
         """
         check_modes("TT", shape)
-        return normalize_tt_rank(len(shape), rank)
+        return normalize_tt_rank(len(shape), rank, name)
 
     @classmethod
     def specs(cls, shape, rank):

@@ -34,7 +34,7 @@ class TTMatrix(CoreTrain):
     core_modes = 2
 
     @classmethod
-    def normalize_rank(cls, shape, rank):
+    def normalize_rank(cls, shape, rank, *, name="rank"):
         """The internal ranks ``(r_1, ..., r_{N-1})`` of a train of ``N = len(shape) // 2``
         cores.
 
@@ -46,6 +46,8 @@ class TTMatrix(CoreTrain):
         rank : int or sequence of int
             One integer for every bond, the ``N - 1`` internal ranks, or all ``N + 1`` ranks
             with the boundary ones (which must be 1) at both ends.
+        name : str
+            The argument's name in error messages.
 
         Returns
         -------
@@ -63,7 +65,7 @@ class TTMatrix(CoreTrain):
             raise ValueError(
                 f"shape: TT-matrix needs (I_1..I_N, J_1..J_N) with N >= 2, got {tuple(shape)}"
             )
-        return normalize_tt_rank(len(shape) // 2, rank)
+        return normalize_tt_rank(len(shape) // 2, rank, name)
 
     @classmethod
     def specs(cls, shape, rank):

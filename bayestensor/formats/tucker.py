@@ -41,7 +41,7 @@ class TuckerTensor(LowRankTensor):
         return self.ndim if k == 0 else 2
 
     @classmethod
-    def normalize_rank(cls, shape, rank):
+    def normalize_rank(cls, shape, rank, *, name="rank"):
         """The Tucker ranks ``(R_1, ..., R_N)``, one per mode.
 
         Parameters
@@ -50,6 +50,8 @@ class TuckerTensor(LowRankTensor):
             Shape of the tensor: at least two modes, each a positive integer size.
         rank : int or sequence of int
             One integer for every mode, or a sequence of one integer per mode.
+        name : str
+            The argument's name in error messages.
 
         Returns
         -------
@@ -63,10 +65,10 @@ class TuckerTensor(LowRankTensor):
             or ``rank`` is not a positive integer or a sequence of ``N`` of them.
         """
         check_modes("Tucker", shape)
-        rank = rank_value("rank", rank)
+        rank = rank_value(name, rank)
         if isinstance(rank, tuple):
             if len(rank) != len(shape):
-                raise ValueError(f"rank: Tucker needs one rank per mode ({len(shape)}), got {rank}")
+                raise ValueError(f"{name}: Tucker needs one rank per mode ({len(shape)}), got {rank}")
             return rank
         return tuple(rank for _ in shape)
 

@@ -527,9 +527,10 @@ class TensorRegression(BayesModel):
         return values
 
     # --- predictions ------------------------------------------------------------------------
-    def check_predict_inputs(self, inputs) -> torch.Tensor:
-        """An ``(n, *input_shape)`` finite array, returned as a float64 tensor (raw units)."""
-        return torch.as_tensor(self._check_X(inputs))
+    def check_predict_inputs(self, inputs, name: str = "X") -> torch.Tensor:
+        """An ``(n, *input_shape)`` finite array, returned as a float64 tensor (raw units);
+        errors name it ``name``."""
+        return torch.as_tensor(self._check_X(inputs, name))
 
     def predict_entries(self, samples: dict, X) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample predicted means ``(S, n)`` and noise sd ``(S,)`` in data units.

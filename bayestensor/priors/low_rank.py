@@ -156,7 +156,8 @@ class LowRankPrior:
         if any(s < 1 for s in self.shape):
             raise ValueError(f"shape: expected positive sizes, got {self.shape}")
         fmt = self.format_cls.format_name
-        self.requested_ranks = self.format_cls.normalize_rank(self.shape, rank)
+        self.requested_ranks = self.format_cls.normalize_rank(self.shape, rank,
+                                                              name=rank_name)
         self.ranks = cap_ranks(fmt, self.shape, self.requested_ranks, rank, name=rank_name,
                                stacklevel=4)
         self.specs = self.format_cls.specs(self.shape, self.ranks)

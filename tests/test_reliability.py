@@ -751,6 +751,15 @@ def test_9_cli_diverged_run_saves_its_draws(tmp_path, monkeypatch):
     assert "not finite" in result.output and "Traceback" not in result.output
     partial = bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt")
     assert partial.num_draws == 2  # the draws the driver keeps as known finite (steps 5, 6)
+    # the folder is a run that `bayestensor report` reads, and its report says it stopped
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["files"] == ["posterior-interrupted.pt"] and "not finite" in run["settings"][
+        "stopped"]
+    assert run["settings"]["command"] == "complete" and run["settings"]["method"] == "sghmc"
+    report = _invoke(["report", tmp_path / "out"])
+    assert report.exit_code == 0, report.output
+    warnings = json.loads((tmp_path / "out" / "report.json").read_text())["warnings"]
+    assert warnings[0].startswith("This run stopped before it finished (sghmc: ")
 
 
 def test_9_cli_interrupted_nuts_saves_its_finished_chains(tmp_path, monkeypatch):

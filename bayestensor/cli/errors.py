@@ -16,18 +16,19 @@ import click
 
 from bayestensor.infer import DivergenceError, RunInterrupted
 from bayestensor.infer.interrupts import sigterm_as_interrupt
+from bayestensor.report.rundir import write_stopped_run
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 #: Key of the run folder in ``click.Context.meta``, set by ``options.open_run_dir``.
 RUN_DIR_KEY = "bayestensor.run_dir"
-#: File in the run folder that takes the draws of an interrupted or diverged run.
-PARTIAL_POSTERIOR = "posterior-interrupted.pt"
 
 
 def save_partial(ctx: click.Context, err: RunInterrupted | DivergenceError) -> Path | None:
     """Save the posterior an interrupted or diverged run carries (SGHMC's draws so far, SVGD's
-    particles, NUTS's finished chains) into the command's run folder, and say where.
+    particles, NUTS's finished chains) into the command's run folder, with a ``run.json``
+    that says what stopped it (:func:`~bayestensor.report.rundir.write_stopped_run`), and
+    say where.
 
     Returns the file, or ``None`` when the run carried no draws, the command has no run folder
     yet, or the write failed (said on stderr: a failed save must not hide the interrupt).
@@ -35,12 +36,15 @@ def save_partial(ctx: click.Context, err: RunInterrupted | DivergenceError) -> P
     run_dir = ctx.meta.get(RUN_DIR_KEY)
     if err.posterior is None or run_dir is None:
         return None
+    stopped = str(err).splitlines()[0]
     try:
-        path = err.posterior.save(Path(run_dir) / PARTIAL_POSTERIOR)
+        path = write_stopped_run(run_dir, err.posterior, stopped,
+                                 settings={"command": ctx.info_name})
     except OSError as exc:
         click.echo(f"could not save the draws so far: {exc}", err=True)
         return None
-    click.echo(f"draws so far saved: {path} (bayestensor.Posterior.load reads it)", err=True)
+    click.echo(f"draws so far saved: {path} (bayestensor.Posterior.load reads it; "
+               f"bayestensor report {run_dir} reports them)", err=True)
     return path
 
 
@@ -87,7 +91,8 @@ class Command(click.Command):
     run exits with status 130 after saying where its checkpoint is (Ctrl-C
     outside a fit too, where click would say ``Aborted!`` with status 1); a diverged run is a
     one-line error (status 1). Either way the draws the run made are saved to
-    ``PARTIAL_POSTERIOR`` in its run folder first (:func:`save_partial`).
+    ``posterior-interrupted.pt`` in its run folder first, with a ``run.json`` that
+    ``bayestensor report`` reads (:func:`save_partial`).
     """
 
     def invoke(self, ctx):

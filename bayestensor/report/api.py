@@ -12,8 +12,8 @@ from bayestensor.io import atomic_write, to_jsonable
 from bayestensor.report import sections as S
 from bayestensor.report.comparison import load_run_posterior, loo_section, run_names
 from bayestensor.report.html import render_html, render_markdown
-from bayestensor.report.rundir import (load_npz, read_json, read_run, run_file, write_heldout,
-                                       write_image, write_run)
+from bayestensor.report.rundir import (PARTIAL_POSTERIOR, load_npz, read_json, read_run,
+                                       run_file, write_heldout, write_image, write_run)
 from bayestensor.results.posterior import Posterior
 
 #: Section order in the report.
@@ -128,13 +128,18 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     meta = read_run(run_dir)
     out_dir = Path(out) if out is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    posterior_file = run_file(run_dir, meta, "posterior.pt")
+    posterior_file = (run_file(run_dir, meta, "posterior.pt")
+                      or run_file(run_dir, meta, PARTIAL_POSTERIOR))
     posterior = Posterior.load(posterior_file) if posterior_file is not None else None
     heldout = load_npz(run_file(run_dir, meta, "heldout.npz"))
     image = load_npz(run_file(run_dir, meta, "image.npz"))
     secs = build_sections(run_dir, meta, posterior, heldout, image, progress=progress,
                           loo=loo, compare=others)
     warnings = [w for s in secs for w in s["warnings"]]
+    stopped = meta.get("settings", {}).get("stopped")
+    if stopped:  # a run stopped early: its draws so far, not a finished fit
+        warnings.insert(0, f"This run stopped before it finished ({stopped}); the report shows "
+                           f"the draws it had made.")
     title = title or f"bayestensor report: {meta['kind']} run ({run_dir.name})"
     subtitle = f"Run directory {run_dir}; created {meta.get('created', '?')}."
     html_path, md_path, json_path = out_dir / "report.html", out_dir / "report.md", out_dir / "report.json"

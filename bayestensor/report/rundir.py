@@ -14,6 +14,8 @@ mixed. Every run directory holds ``run.json``, written last::
 and, where they apply:
 
 * ``posterior.pt``: :meth:`bayestensor.Posterior.save`;
+* ``posterior-interrupted.pt`` instead, for a run stopped by Ctrl-C or a divergence: the draws it
+  had made, with ``settings["stopped"]`` saying what stopped it (see :func:`write_stopped_run`);
 * ``heldout.npz``: held-out points: ``indices`` (completion, ``(n, ndim)``) or ``inputs``
   (regression), ``truth`` (noise-free values, or labels for a classifier) and, for completion,
   ``noisy`` (the noisy held-out observations the credible intervals are checked against);
@@ -38,6 +40,8 @@ RUN_FILE = "run.json"
 #: Written into a run directory as soon as it is made: only such folders may be emptied.
 MARKER_FILE = ".bayestensor-run"
 KINDS = ("completion", "regression", "network", "dynamics")
+#: The posterior file of a run that was interrupted or diverged: the draws it had made.
+PARTIAL_POSTERIOR = "posterior-interrupted.pt"
 
 
 def timestamped_dir(parent, prefix: str) -> Path:
@@ -185,6 +189,37 @@ def read_json(path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a valid JSON file ({err})") from None
+
+
+def write_stopped_run(run_dir, posterior, stopped: str, settings: dict | None = None) -> Path:
+    """Save the draws of a run that stopped early as :data:`PARTIAL_POSTERIOR`, with a
+    ``run.json`` that says so, so that a report can be made of them.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run's folder.
+    posterior : Posterior
+        What the run had computed (``RunInterrupted.posterior``, ``DivergenceError.posterior``).
+    stopped : str
+        What stopped it (the error's message); recorded as ``settings["stopped"]`` and shown
+        at the top of the report.
+    settings : dict, optional
+        More of the run's settings to record (the command's name, say).
+
+    Returns
+    -------
+    Path
+        The saved posterior file.
+    """
+    run_dir = Path(run_dir)
+    path = posterior.save(run_dir / PARTIAL_POSTERIOR)
+    kind = "regression" if getattr(posterior.model, "name", "") == "regression" else "completion"
+    write_run(run_dir, kind, files=[path],
+              settings={**(settings or {}), "method": posterior.method,
+                        "seed": posterior.info.get("seed"), "stopped": stopped},
+              data={"shape": list(getattr(posterior.model, "shape", []) or [])})
+    return path
 
 
 def run_file(run_dir, run: dict, name: str) -> Path | None:

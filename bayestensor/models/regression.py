@@ -528,8 +528,26 @@ class TensorRegression(BayesModel):
 
     # --- predictions ------------------------------------------------------------------------
     def check_predict_inputs(self, inputs, name: str = "X") -> torch.Tensor:
-        """An ``(n, *input_shape)`` finite array, returned as a float64 tensor (raw units);
-        errors name it ``name``."""
+        """An ``(n, *input_shape)`` finite array, returned as a float64 tensor (raw units).
+
+        Parameters
+        ----------
+        inputs : array_like
+            The inputs to predict at.
+        name : str
+            Their name in error messages (``"X_test"`` for the command line's test inputs).
+
+        Returns
+        -------
+        torch.Tensor
+            ``inputs`` as float64.
+
+        Raises
+        ------
+        ValueError
+            Naming ``name``: complex numbers, a shape other than ``(n, *input_shape)``, no
+            rows, or a value that is not finite.
+        """
         return torch.as_tensor(self._check_X(inputs, name))
 
     def predict_entries(self, samples: dict, X) -> tuple[torch.Tensor, torch.Tensor]:

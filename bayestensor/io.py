@@ -56,15 +56,26 @@ def atomic_write(path, data: bytes | str) -> Path:
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is a folder (before anything is written).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path: {str(path)!r} is a folder; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a failed or interrupted write leaves neither file half-written
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -624,6 +624,29 @@ def map_posterior():
     return bt.fit(_model(), _obs(), seed=0, progress=False, map_hold=None, **FAST_MAP)
 
 
+def test_8_saving_onto_a_folder_is_named_and_leaves_nothing(map_posterior, tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match="^path: .*runs' is a folder; expected a file name"):
+        map_posterior.save(tmp_path / "runs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no runs.tmp beside it
+
+
+def test_9_an_interrupted_save_keeps_the_old_file_and_no_tmp(map_posterior, tmp_path,
+                                                              monkeypatch):
+    import bayestensor.io as bio
+    path = map_posterior.save(tmp_path / "post.pt")
+    before = path.read_bytes()
+
+    def fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bio.os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        map_posterior.save(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "post.pt"]
+
+
 def test_8_predict_on_no_indices(map_posterior):
     try:
         pred = map_posterior.predict(np.zeros((0, 3), dtype=np.int64))

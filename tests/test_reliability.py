@@ -712,6 +712,17 @@ def test_8_fit_net_out_of_range_labels(labels):
         nets.fit_net(_tiny_net(1), x, torch.tensor(labels), method="map", epochs=1)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_8_fit_net_non_finite_inputs_are_named_before_training(bad):
+    x, y = _tiny_xy(n=8)
+    x[5, 3] = bad
+    bnet = _tiny_net(1)
+    before = [p.detach().clone() for p in bnet.parameters()]
+    with pytest.raises(ValueError, match="^x: example 5 holds NaN or infinite values"):
+        nets.fit_net(bnet, x, y, method="map", epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
+
+
 # === 9. Long runs ============================================================================
 
 def test_9_cli_complete_checkpoints_and_resumes(tmp_path):

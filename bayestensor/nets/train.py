@@ -96,6 +96,10 @@ def _check_data(x, y):
         raise ValueError("x: expected torch tensors for x and y")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x: expected a batch of at least one example, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
+        raise ValueError(f"x: example {row} holds NaN or infinite values; remove or impute them "
+                         f"before training")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y: expected {x.shape[0]} labels (1-D), got shape {tuple(y.shape)}")
     if y.dtype == torch.bool or y.dtype.is_floating_point or y.dtype.is_complex:

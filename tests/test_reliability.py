@@ -721,6 +721,10 @@ def test_8_fit_net_non_finite_inputs_are_named_before_training(bad):
     with pytest.raises(ValueError, match="^x: example 5 holds NaN or infinite values"):
         nets.fit_net(bnet, x, y, method="map", epochs=1, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, bnet.parameters()))  # untouched
+    # a DataLoader's batches are checked as they come: row 1 of the second batch of 4
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    with pytest.raises(ValueError, match="^x: row 1 of a DataLoader batch holds NaN"):
+        nets.fit_net(bnet, loader, method="map", epochs=1, progress=False)
 
 
 # === 9. Long runs ============================================================================

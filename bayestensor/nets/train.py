@@ -91,15 +91,16 @@ BURNIN = 0.9
 PRECONDITIONER_BOUND = 0.5
 
 
-def _check_data(x, y):
+def _check_data(x, y, where: str = "example {}"):
+    """``x, y`` as training data; ``where`` names row ``{}`` of ``x`` in errors."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError("x: expected torch tensors for x and y")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x: expected a batch of at least one example, got shape {tuple(x.shape)}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
-        raise ValueError(f"x: example {row} holds NaN or infinite values; remove or impute them "
-                         f"before training")
+        raise ValueError(f"x: {where.format(row)} holds NaN or infinite values; remove or "
+                         f"impute them before training")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y: expected {x.shape[0]} labels (1-D), got shape {tuple(y.shape)}")
     if y.dtype == torch.bool or y.dtype.is_floating_point or y.dtype.is_complex:
@@ -182,7 +183,7 @@ class TrainingData:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError(f"x: expected the DataLoader to yield (inputs, labels) pairs, got "
                              f"{type(batch).__name__}")
-        _check_data(batch[0], batch[1])
+        _check_data(batch[0], batch[1], where="row {} of a DataLoader batch")
         return batch[0], batch[1]
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

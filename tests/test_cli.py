@@ -86,6 +86,17 @@ def test_samplers_default_to_four_chains_and_other_methods_to_one(tmp_path, tens
     assert check["max_rhat"] == pytest.approx(post.diagnostics()["max_rhat"], rel=1e-9)
     assert not check["converged"] and "NOT converged" in res.output  # 20 draws a chain
     assert f"max R-hat {check['max_rhat']:.3f}" in res.output
+    from bayestensor.results.convergence import convergence_advice
+    assert convergence_advice(check["max_rhat"]) in res.output
+
+
+def test_convergence_advice_tells_slow_chains_from_chains_apart():
+    from bayestensor.results.convergence import RHAT_APART, convergence_advice
+    assert RHAT_APART == 1.1
+    for rhat in (1.011, 1.05, 1.1, float("nan")):  # slowly mixing (or unknown): run longer
+        assert convergence_advice(rhat) == "draw more samples or chains"
+    for rhat in (1.2, 2.3):  # IL-2's chains: in different modes, NUTS's as well
+        assert convergence_advice(rhat).startswith("the chains sit in different regions")
 
 
 def test_complete_npz_with_mask(tmp_path):

@@ -21,7 +21,7 @@ from bayestensor.infer.runners import SAMPLER_CHAINS
 from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
 from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
-from bayestensor.results.convergence import N_KEY_ENTRIES
+from bayestensor.results.convergence import N_KEY_ENTRIES, convergence_advice
 
 #: Folder under which default run folders are made.
 RUNS_DIR = "runs"
@@ -162,7 +162,8 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
         return
     verdict = "converged" if check["converged"] else (
         f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
-        f"{check['ess_threshold']:.0f}, with 2 or more chains): draw more samples or chains")
+        f"{check['ess_threshold']:.0f}, with 2 or more chains): "
+        f"{convergence_advice(check['max_rhat'])}")
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
                f"{check['min_ess_bulk']:.0f} over the {check['checked']}: {verdict}")
 

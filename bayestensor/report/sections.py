@@ -20,7 +20,7 @@ from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_MAX,
-                                             check_identified, key_indices)
+                                             check_identified, convergence_advice, key_indices)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -216,7 +216,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
     if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         warnings.append(f"Chains have not converged: max R-hat {max_rhat:.3f} > {RHAT_MAX} "
-                        "(key variables). Run longer or check the burn-in.")
+                        f"(key variables): {convergence_advice(max_rhat)}.")
     if math.isfinite(min_bulk) and min_bulk < ess_min:
         warnings.append(f"Low effective sample size: min bulk ESS {min_bulk:.0f} < {ess_min} "
                         f"({ESS_PER_CHAIN_MIN} per chain). Intervals are noisy; draw more samples.")

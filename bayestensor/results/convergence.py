@@ -24,6 +24,32 @@ RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
 #: Predicted entries checked when the caller names none.
 N_KEY_ENTRIES = 4
+#: Above this R-hat the chains are not slowly mixing but apart (Gelman and Rubin's original
+#: 1.1): in the runs of ``docs/benchmarks.md`` an R-hat of 1.02-1.05 shrank with longer chains,
+#: while IL-2's 2.0-2.3 (NUTS's too) came from chains in different modes.
+RHAT_APART = 1.1
+
+
+def convergence_advice(max_rhat: float) -> str:
+    """What to do about chains that did not converge, by how far apart they are.
+
+    Parameters
+    ----------
+    max_rhat : float
+        The worst R-hat of the identified quantities.
+
+    Returns
+    -------
+    str
+        For R-hat up to :data:`RHAT_APART`: draw more (the chains mix, slowly). Above it:
+        the chains sit in different regions, which more draws rarely join.
+    """
+    if math.isfinite(max_rhat) and max_rhat > RHAT_APART:
+        return ("the chains sit in different regions (R-hat above "
+                f"{RHAT_APART}), which more draws rarely join: compare them in the trace "
+                "plots and the rank posterior, and do not read the pooled draws as one "
+                "posterior")
+    return "draw more samples or chains"
 
 
 def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:

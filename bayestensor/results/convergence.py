@@ -25,8 +25,9 @@ ESS_PER_CHAIN_MIN = 100
 #: Predicted entries checked when the caller names none.
 N_KEY_ENTRIES = 4
 #: Above this R-hat the chains are not slowly mixing but apart (Gelman and Rubin's original
-#: 1.1): in the runs of ``docs/benchmarks.md`` an R-hat of 1.02-1.05 shrank with longer chains,
-#: while IL-2's 2.0-2.3 (NUTS's too) came from chains in different modes.
+#: 1.1). Below it more draws are the first thing to try (Tucker's 1.015-1.019 in the SGHMC grid
+#: fell to 1.007-1.009 at twice the steps, ``docs/benchmarks.md``); IL-2's 2.0-2.3 (NUTS's
+#: too) came from chains in different modes, which more draws do not join.
 RHAT_APART = 1.1
 
 

@@ -13,7 +13,7 @@ from bayestensor.report import sections as S
 from bayestensor.report.comparison import load_run_posterior, loo_section, run_names
 from bayestensor.report.html import render_html, render_markdown
 from bayestensor.report.rundir import (PARTIAL_POSTERIOR, load_npz, read_json, read_run,
-                                       run_file, write_heldout, write_image, write_run)
+                                       run_file, write_heldout, write_image, write_posterior_run)
 from bayestensor.results.posterior import Posterior
 
 #: Section order in the report.
@@ -190,9 +190,4 @@ def save_posterior_run(posterior: Posterior, run_dir, *, heldout: dict | None = 
         files.append(write_heldout(run_dir, truth=heldout["truth"], **keys))
     if image is not None:
         files.append(write_image(run_dir, image["observed"], image.get("truth")))
-    model = posterior.model
-    kind = "regression" if getattr(model, "name", "") == "regression" else "completion"
-    return write_run(run_dir, kind, settings={"method": posterior.method,
-                                              "seed": posterior.info.get("seed"),
-                                              "model": posterior.info.get("model")},
-                     data={"shape": list(getattr(model, "shape", []) or [])}, files=files)
+    return write_posterior_run(run_dir, posterior, files)

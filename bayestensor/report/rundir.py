@@ -212,14 +212,37 @@ def write_stopped_run(run_dir, posterior, stopped: str, settings: dict | None = 
     Path
         The saved posterior file.
     """
-    run_dir = Path(run_dir)
-    path = posterior.save(run_dir / PARTIAL_POSTERIOR)
-    kind = "regression" if getattr(posterior.model, "name", "") == "regression" else "completion"
-    write_run(run_dir, kind, files=[path],
-              settings={**(settings or {}), "method": posterior.method,
-                        "seed": posterior.info.get("seed"), "stopped": stopped},
-              data={"shape": list(getattr(posterior.model, "shape", []) or [])})
+    path = posterior.save(Path(run_dir) / PARTIAL_POSTERIOR)
+    write_posterior_run(run_dir, posterior, [path], {**(settings or {}), "stopped": stopped})
     return path
+
+
+def write_posterior_run(run_dir, posterior, files, settings: dict | None = None) -> Path:
+    """``run.json`` of a run whose result is ``posterior``: the kind its model makes
+    (completion or regression), its method, seed and model, the data's shape.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run's folder.
+    posterior : Posterior
+        The run's result (saved among ``files``).
+    files : sequence of path
+        The files the run wrote.
+    settings : dict, optional
+        More settings to record beside the posterior's own.
+
+    Returns
+    -------
+    Path
+        The written ``run.json``.
+    """
+    model = posterior.model
+    kind = "regression" if getattr(model, "name", "") == "regression" else "completion"
+    return write_run(run_dir, kind, files=files,
+                     settings={"method": posterior.method, "seed": posterior.info.get("seed"),
+                               "model": posterior.info.get("model"), **(settings or {})},
+                     data={"shape": list(getattr(model, "shape", []) or [])})
 
 
 def run_file(run_dir, run: dict, name: str) -> Path | None:

@@ -277,8 +277,9 @@ class LogDensity:
         ``torch.randperm`` costs ``size``: at a million observations and batches of a tenth,
         the permutation took 35 ms a step, a quarter of a mini-batch step. Its seed comes
         from ``self.generator``, so runs and resumed checkpoints repeat. On a GPU the
-        permutation runs there instead: NumPy's draw would stay on the CPU (56 ms for 1e6 of
-        1e7 indices on a 2-core machine) and then be copied over, every step.
+        permutation runs there instead: NumPy's draw would stay on the CPU (45 ms for 1e6 of
+        1e7 indices on a 2-core machine, ``benchmarks/minibatch_draws.py``) and then be
+        copied over, every step.
         """
         if self.device.type != "cpu":
             return torch.randperm(size, generator=self.generator, device=self.device)[:b]

@@ -107,11 +107,14 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         chains at the MAP, the default; ``"init"``: at the starting values), ``map_steps``,
         ``gibbs`` (``True``: exact redraws of a built-in model's precisions, see
         ``docs/inference.md``; ``False``: none; ``{site: conditional}``: those sites, for any
-        model, a number standing for a Gamma conditional's shape), ``scale_moves`` and
-        ``factor_redraws`` (``True``: exact Metropolis moves of a built-in CP model's rank
-        slices along their scale, and exact Gibbs redraws of a CP completion's factor rows; a
-        check that the chains explore the switched-off slices, see ``docs/inference.md``;
-        default ``False``) (SGHMC);
+        model, a number standing for a Gamma conditional's shape), ``scale_moves``
+        (``True``: exact Metropolis moves of a built-in CP model's rank slices along their
+        scale, a check that the chains explore the switched-off slices, see
+        ``docs/inference.md``; default ``False``), ``factor_redraws`` (exact Gibbs redraws of
+        the factors: ``True`` for a CP completion's factor rows or a Gaussian CP regression's
+        factors and intercept; ``"auto"``, the default, runs them where the model takes them
+        by default, a Gaussian CP regression on full-batch data on the CPU; ``False``: none)
+        (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
         ``num_steps``, ``lr`` (MAP, VI); ``quasi_newton`` (MAP: ``"auto"``, ``True`` or

@@ -108,7 +108,8 @@ def check_sghmc(options: dict) -> None:
     flag("adapt_step", options["adapt_step"])
     gibbs_option(options["gibbs"])
     flag("scale_moves", options["scale_moves"])
-    flag("factor_redraws", options["factor_redraws"])
+    if not (isinstance(options["factor_redraws"], str) and options["factor_redraws"] == "auto"):
+        flag("factor_redraws", options["factor_redraws"])
     jitter("init_spread", options["init_spread"])
     jitter("init_jitter", options["init_jitter"])
     choice("init_from", options["init_from"], ("map", "init"))

@@ -396,15 +396,23 @@ def _slice_groups(scale_moves: bool, model) -> list | None:
     return prior.slice_groups()
 
 
-def _factor_redraws(factor_redraws: bool, model, target: LogDensity):
-    """SGHMC's exact factor redraws: with ``True``, a built-in model's own
-    (``factor_redraws()``: CP completion) on the CPU; ``ValueError`` where there are none."""
+def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool):
+    """SGHMC's exact factor redraws. ``True``: a built-in model's own (``factor_redraws()``:
+    CP completion, Gaussian CP regression) on the CPU, ``ValueError`` where there are none;
+    ``"auto"`` (the default): those of a model that takes them by default
+    (``sghmc_factor_redraws``: Gaussian CP regression) where they can run (full batch, on the
+    CPU), else none; ``False``: none."""
+    if isinstance(factor_redraws, str):  # "auto", checked by check_sghmc
+        wanted = full_batch and target.device.type == "cpu" and \
+            getattr(model, "sghmc_factor_redraws", False)
+        return model.factor_redraws() if wanted else None
     if not factor_redraws:
         return None
     offer = getattr(model, "factor_redraws", None)
     redraws = offer() if offer is not None and target.device.type == "cpu" else None
     if redraws is None:
-        raise ValueError("factor_redraws: True needs a CP TensorCompletion on the CPU")
+        raise ValueError("factor_redraws: True needs a CP TensorCompletion or a Gaussian CP "
+                         "TensorRegression on the CPU")
     return redraws
 
 
@@ -413,8 +421,9 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
               init_spread, metric, gibbs, scale_moves, factor_redraws) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
+    full_batch = job.batch_size is None and job.batches is None
     for name, wanted in (("scale_moves", scale_moves), ("factor_redraws", factor_redraws)):
-        if wanted and (job.batch_size is not None or job.batches is not None):
+        if wanted and not isinstance(wanted, str) and not full_batch:  # not "auto"
             raise ValueError(f"{name}: True needs full-batch data (its Metropolis test or "
                              f"conditional reads every observation); drop batch_size")
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
@@ -423,7 +432,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     metric=metric, builtin=job.model is not None,
                     gibbs=_gibbs_conditionals(gibbs, job.model),
                     scale_moves=_slice_groups(scale_moves, job.model),
-                    block_redraws=_factor_redraws(factor_redraws, job.model, target),
+                    block_redraws=_factor_redraws(factor_redraws, job.model, target, full_batch),
                     start_at_mode=init_from == "map")
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
@@ -652,7 +661,7 @@ SGHMC_METHOD = Method(
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
      "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True,
-     "scale_moves": False, "factor_redraws": False},
+     "scale_moves": False, "factor_redraws": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps",
     default_chains=SAMPLER_CHAINS)

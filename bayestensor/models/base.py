@@ -65,6 +65,9 @@ class BayesModel:
     has_fast_path = False
     #: SGHMC steps per kept draw that ``fit(..., thin=None)`` takes for this model.
     sghmc_thin = 1
+    #: Whether SGHMC's default ``factor_redraws="auto"`` runs the model's exact factor
+    #: redraws (``factor_redraws()``) where they can run (full batch, on the CPU).
+    sghmc_factor_redraws = False
 
     _inputs: torch.Tensor | None = None
     _y: torch.Tensor | None = None

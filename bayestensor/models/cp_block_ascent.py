@@ -237,7 +237,7 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
     def _update_blocks(self, factors, lam, tau, point):
         c = point[self.intercept_site]
         for mode in range(len(factors)):
-            design = self._design(factors, mode)  # (N, I R)
+            design = regression_design(self.X, factors, mode)  # (N, I R)
             target = self.y - c
             system = design.T @ design
             system.diagonal().add_(lam.repeat(factors[mode].shape[0]) / tau)
@@ -254,14 +254,17 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
         linear = self.X.reshape(self.X.shape[0], -1) @ weight
         return float((self.y - linear - point[self.intercept_site]).pow(2).sum())
 
-    def _design(self, factors: list, mode: int) -> torch.Tensor:
-        """``(N, I_mode * R)``: each input contracted with every factor but ``mode``'s, so that
-        the linear predictor is ``design @ vec(factor_mode)`` (row-major ``(I, R)``)."""
-        letters = string.ascii_letters[:len(factors)]
-        operands, subscripts = [self.X], ["Z" + letters]
-        for m, f in enumerate(factors):
-            if m != mode:
-                operands.append(f)
-                subscripts.append(letters[m] + "Y")
-        expr = ",".join(subscripts) + "->Z" + letters[mode] + "Y"
-        return torch.einsum(expr, *operands).reshape(self.X.shape[0], -1)
+
+
+def regression_design(inputs: torch.Tensor, factors: list, mode: int) -> torch.Tensor:
+    """``(N, I_mode * R)``: each input ``(N, *shape)`` contracted with every CP factor but
+    ``mode``'s, so that the linear predictor is ``design @ vec(factor_mode)`` (row-major
+    ``(I, R)``)."""
+    letters = string.ascii_letters[:len(factors)]
+    operands, subscripts = [inputs], ["Z" + letters]
+    for m, f in enumerate(factors):
+        if m != mode:
+            operands.append(f)
+            subscripts.append(letters[m] + "Y")
+    expr = ",".join(subscripts) + "->Z" + letters[mode] + "Y"
+    return torch.einsum(expr, *operands).reshape(inputs.shape[0], -1)

@@ -120,6 +120,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--part", type=int, default=0, help="Run grid cases k with k %% parts == part.")
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--thin", type=int, default=None, help="Not the default: keep every n-th draw.")
+    parser.add_argument("--factor-redraws", choices=["true", "false", "auto"], default=None,
+                        help="SGHMC's factor_redraws (default: the library's default).")
     parser.add_argument("--formats", nargs="+", default=None,
                         help="Grid cases of these formats only (default: all).")
     parser.add_argument("--out", type=Path, default=RESULTS / "sghmc_mixing_grid.json")
@@ -131,6 +133,9 @@ def main(argv=None) -> dict:
         settings.update(scale_moves=True, factor_redraws=True)
     if args.thin is not None:
         settings["thin"] = args.thin
+    if args.factor_redraws is not None:
+        settings["factor_redraws"] = {"true": True, "false": False}.get(args.factor_redraws,
+                                                                        "auto")
     if args.format == "grid":
         return run_grid(args, settings)
     data = bt.data.synthetic_tensor(SHAPE, rank=4, snr_db=10, observed=0.2, seed=args.seed)

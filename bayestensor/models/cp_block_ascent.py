@@ -255,7 +255,6 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
         return float((self.y - linear - point[self.intercept_site]).pow(2).sum())
 
 
-
 def regression_design(inputs: torch.Tensor, factors: list, mode: int) -> torch.Tensor:
     """``(N, I_mode * R)``: each input ``(N, *shape)`` contracted with every CP factor but
     ``mode``'s, so that the linear predictor is ``design @ vec(factor_mode)`` (row-major

@@ -13,10 +13,11 @@ s^-2`` and mean ``tau sum(y - D vec(U)) / (tau N + s^-2)``. One redraw sweeps th
 turn, then the intercept; each draw is ``m + L^{-T} z`` with ``P = L L^T``.
 
 Why inside SGHMC: every input meets every coefficient, so the coefficients' posterior is
-correlated across the whole factor, a shape SGHMC's diagonal preconditioner cannot follow. At
-its defaults on 7x8x9 and 10x10x10 rank-3 problems (400-600 responses, 4 x 1000 draws) the
-predictions' R-hat was 1.03-1.05 with a bulk ESS of 106-233; see ``docs/benchmarks.md``
-("Tensor regression: exact factor redraws").
+correlated across the whole factor, a shape SGHMC's diagonal preconditioner cannot follow.
+Without the redraws, on the three problems of ``benchmarks/regression_mixing.py`` (3 seeds,
+4 x 1000 draws), the largest R-hat of 200 held-out predictions was 1.047-1.122 with a smallest
+bulk ESS of 26-158; with them, a median 1.022 and 422 (``docs/benchmarks.md``, "Tensor
+regression: exact factor redraws").
 Why by hand: Pyro has no conditional sampler for this structure; the design matrices are those
 of the MAP's block ascent (:class:`~bayestensor.models.cp_block_ascent.CPRegressionBlockAscent`).
 """

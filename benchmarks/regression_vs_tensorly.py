@@ -25,13 +25,14 @@ it was given), 90% predictive coverage of the noisy held-out responses (ours onl
 gives no intervals), seconds. Medians over seeds are printed; every run is in the JSON.
 
 ``--rank-reference`` runs instead, per problem and seed, NUTS (2 chains x 300 draws after 300
-warm-up steps, ``max_tree_depth=8``) as the reference posterior next to SGHMC with one chain
-and at its default 4 chains, and records each one's effective-rank distribution and the median
-scale of every slice relative to the largest (``regression_rank_reference.json``): whether a
-rank SGHMC finds is the posterior's or its mixing's.
+warm-up steps, ``max_tree_depth=8``) as the reference posterior next to SGHMC with one chain,
+at its default 4 chains, and at 4 chains without its factor redraws, and records each one's
+effective-rank distribution and the median scale of every slice relative to the largest
+(``regression_rank_reference.json``): whether a rank SGHMC finds is the posterior's or its
+mixing's. ``--max-rank`` sets the models' max rank there (default: the problem's, 6).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/regression_vs_tensorly.py [--seeds 0,1,2]
-[--rank-reference --problems cross]``
+[--rank-reference --problems cross [--max-rank 5]]``
 """
 
 from __future__ import annotations
@@ -151,11 +152,14 @@ def run_ours(data, fmt, max_rank, method, seed, sghmc_draws, sghmc_warmup, prior
 
 def rank_reference(data, seed, max_rank, prior_params=None) -> list[dict]:
     """Effective-rank posterior of NUTS (the reference), SGHMC with one chain and at its default
-    4 chains, under the default hyperprior or ``prior_params``."""
+    4 chains, and at 4 chains without its factor redraws (the default before they were), under
+    the default hyperprior or ``prior_params``."""
     runs = {"nuts": dict(method="nuts", num_chains=2, num_samples=300, num_warmup=300,
                          max_tree_depth=8),
             "sghmc (1 chain)": dict(method="sghmc", num_chains=1),
-            "sghmc (4 chains)": dict(method="sghmc", num_chains=4)}
+            "sghmc (4 chains)": dict(method="sghmc", num_chains=4),
+            "sghmc (4 chains, no factor redraws)": dict(method="sghmc", num_chains=4,
+                                                        factor_redraws=False)}
     rows = []
     for name, options in runs.items():
         model = bt.TensorRegression(data.input_shape, format="cp", max_rank=max_rank,
@@ -180,9 +184,10 @@ def main_rank_reference(args):
         spec = PROBLEMS[pname]
         for seed in (int(s) for s in args.seeds.split(",")):
             prior_params = None if args.hyperprior_rate is None else {"b": args.hyperprior_rate}
-            for row in rank_reference(spec["make"](seed), seed, spec["over"], prior_params):
+            max_rank = spec["over"] if args.max_rank is None else args.max_rank
+            for row in rank_reference(spec["make"](seed), seed, max_rank, prior_params):
                 rows.append({"problem": pname, "seed": seed, "true_rank": spec["true_cp"],
-                             "prior_params": prior_params, **row})
+                             "max_rank": max_rank, "prior_params": prior_params, **row})
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / "regression_rank_reference.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
@@ -202,6 +207,9 @@ def main():
     parser.add_argument("--hyperprior-rate", type=float, default=None,
                         help="with --rank-reference: the slice precisions' Gamma rate b "
                              "(default: the model's, 1e-3)")
+    parser.add_argument("--max-rank", type=int, default=None,
+                        help="with --rank-reference: the models' max rank (default: each "
+                             "problem's, 6)")
     parser.add_argument("--out", default=None,
                         help="results file (default: benchmarks/results/"
                              "regression_vs_tensorly.json, or regression_rank_reference.json)")

@@ -374,12 +374,12 @@ def _nuts_posterior(target: LogDensity, job: Job, draws: torch.Tensor, diag: dic
 
 # --- SGHMC --------------------------------------------------------------------------------------
 
-def _gibbs_conditionals(gibbs, model) -> dict | None:
+def _gibbs_conditionals(gibbs, model, factor_redraws: bool) -> dict | None:
     """SGHMC's exact redraws: the ``gibbs`` dict as given, or with ``True`` the built-in
-    model's own (``gibbs_sites()``; none for a custom model)."""
+    model's own (``gibbs_sites(factor_redraws)``; none for a custom model)."""
     if isinstance(gibbs, dict):
         return gibbs or None
-    return model.gibbs_sites() if gibbs and model is not None else None
+    return model.gibbs_sites(factor_redraws) if gibbs and model is not None else None
 
 
 def _slice_groups(scale_moves: bool, model) -> list | None:
@@ -426,13 +426,14 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         if wanted and not isinstance(wanted, str) and not full_batch:  # not "auto"
             raise ValueError(f"{name}: True needs full-batch data (its Metropolis test or "
                              f"conditional reads every observation); drop batch_size")
+    block_redraws = _factor_redraws(factor_redraws, job.model, target, full_batch)
     sampler = SGHMC(target, lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
                     metric=metric, builtin=job.model is not None,
-                    gibbs=_gibbs_conditionals(gibbs, job.model),
+                    gibbs=_gibbs_conditionals(gibbs, job.model, block_redraws is not None),
                     scale_moves=_slice_groups(scale_moves, job.model),
-                    block_redraws=_factor_redraws(factor_redraws, job.model, target, full_batch),
+                    block_redraws=block_redraws,
                     start_at_mode=init_from == "map")
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,

@@ -170,10 +170,12 @@ class BayesModel:
         """The prior of the model's low-rank tensor (``None`` for a model without one)."""
         return None
 
-    def gibbs_sites(self) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
         """Sites whose full conditional given the rest SGHMC redraws exactly, with the
         conditional (a number is a Gamma conditional's shape), on the bound data
-        (``SGHMC(gibbs=...)``, see :mod:`bayestensor.infer.gibbs`).
+        (``SGHMC(gibbs=...)``, see :mod:`bayestensor.infer.gibbs`). ``factor_redraws``: whether
+        SGHMC also redraws the factors exactly (``factor_redraws()``), with which a model may
+        redraw more sites (a Gaussian CP regression: its slice precisions).
 
         The low-rank tensor's slice precisions (gamma prior) or scales (half-Cauchy prior),
         :meth:`LowRankPrior.conditionals`, when an entry's prior variance is a product of

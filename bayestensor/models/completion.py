@@ -229,10 +229,12 @@ class TensorCompletion(BayesModel):
                           factor_sites=prior.param_sites, hyper_site=prior.hyper_sites[0],
                           variance=prior.prior.variance, noise_site="noise_precision")
 
-    def gibbs_sites(self) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
         """:meth:`BayesModel.gibbs_sites` and the noise precision: with ``n`` observed entries,
-        ``tau | X ~ Gamma(noise_a + n / 2, noise_b + RSS / 2)``."""
-        return {**super().gibbs_sites(), "noise_precision": self.noise_a + self.n_data() / 2}
+        ``tau | X ~ Gamma(noise_a + n / 2, noise_b + RSS / 2)``. The same with or without
+        ``factor_redraws`` (CP's slice precisions move by SGHMC either way)."""
+        return {**super().gibbs_sites(factor_redraws),
+                "noise_precision": self.noise_a + self.n_data() / 2}
 
     def init_values(self, seed: int = 0, init: str = "svd") -> dict:
         """Starting values: SVD-based decomposition of the mean-filled data, a spectral start

@@ -16,8 +16,9 @@ Why inside SGHMC: every input meets every coefficient, so the coefficients' post
 correlated across the whole factor, a shape SGHMC's diagonal preconditioner cannot follow.
 Without the redraws, on the three problems of ``benchmarks/regression_mixing.py`` (3 seeds,
 4 x 1000 draws), the largest R-hat of 200 held-out predictions was 1.047-1.122 with a smallest
-bulk ESS of 26-158; with them, a median 1.022 and 422 (``docs/benchmarks.md``, "Tensor
-regression: exact factor redraws").
+bulk ESS of 26-158; with them (and the slice precisions redrawn from their Gamma
+conditionals, :meth:`~bayestensor.models.regression.TensorRegression.gibbs_sites`), a median
+1.021 and 375 (``docs/benchmarks.md``, "Tensor regression: exact factor redraws").
 Why by hand: Pyro has no conditional sampler for this structure; the design matrices are those
 of the MAP's block ascent (:class:`~bayestensor.models.cp_block_ascent.CPRegressionBlockAscent`).
 """

@@ -124,12 +124,13 @@ class TensorRegression(BayesModel):
     """
 
     name = "regression"
-    #: SGHMC redraws the factors and the intercept exactly by default (``factor_redraws=
-    #: "auto"``; Gaussian CP only, see :meth:`factor_redraws`). Every input meets every
-    #: coefficient, a correlation a diagonal preconditioner cannot follow: on the three
-    #: problems of ``benchmarks/regression_mixing.py`` (3 seeds) the redraws took the largest
-    #: R-hat of 200 held-out predictions from a median 1.071 to 1.022 and their smallest
-    #: bulk ESS from 61 to 422, at 3x the seconds (docs/benchmarks.md).
+    #: SGHMC redraws the factors, the intercept and the slice precisions exactly by default
+    #: (``factor_redraws="auto"``; Gaussian CP only, see :meth:`factor_redraws` and
+    #: :meth:`gibbs_sites`). Every input meets every coefficient, a correlation a diagonal
+    #: preconditioner cannot follow: on the three problems of
+    #: ``benchmarks/regression_mixing.py`` (3 seeds) the redraws took the largest R-hat of 200
+    #: held-out predictions from a median 1.071 to 1.021 and their smallest bulk ESS from 61
+    #: to 375, at 3x the seconds (docs/benchmarks.md).
     sghmc_factor_redraws = True
 
     def __init__(self, input_shape, format: str = "cp", max_rank=5, prior="gamma",
@@ -419,10 +420,19 @@ class TensorRegression(BayesModel):
                                  variance=prior.prior.variance, noise_site="noise_precision",
                                  intercept_site="intercept", intercept_scale=self.intercept_scale)
 
-    def gibbs_sites(self) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
-        responses, the noise precision: ``Gamma(noise_a + n / 2, .)``."""
-        shapes = super().gibbs_sites()
+        responses, the noise precision: ``Gamma(noise_a + n / 2, .)``. With
+        ``factor_redraws`` (:meth:`factor_redraws`), the CP slice precisions (gamma) or scales
+        (half-Cauchy) too, :meth:`LowRankPrior.conditionals`: with the factors, the blocked
+        Gibbs sampler of Bayesian tensor regression. On the three problems of
+        ``benchmarks/regression_mixing.py`` they took the noise precision's largest R-hat,
+        with the factor redraws, from 1.126 to 1.050 (docs/benchmarks.md, "Tensor regression:
+        exact factor redraws"); for CP completion, without factor redraws, the same redraws
+        made chains stick (:meth:`BayesModel.gibbs_sites`)."""
+        shapes = super().gibbs_sites(factor_redraws)
+        if factor_redraws and self.weight_prior.one_scale_per_entry:
+            shapes.update(self.weight_prior.conditionals())
         if self.likelihood == "gaussian":
             self._require_data()
             shapes["noise_precision"] = self.noise_a + self._y.numel() / 2

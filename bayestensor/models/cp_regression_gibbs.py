@@ -36,23 +36,14 @@ class CPRegressionGibbs:
 
     Parameters
     ----------
-    inputs : torch.Tensor
-        Standardized inputs ``(N, P)``, ``P`` the product of ``shape``.
-    values : torch.Tensor
-        Standardized responses ``(N,)``.
-    shape : tuple of int
-        Shape of the coefficient tensor (of one input).
-    factor_sites : list of str
-        The CP factor sites, one per mode.
-    hyper_site : str
-        Site of the slice precisions or scales.
-    variance : callable
-        Slice variances from the hyper site's values (``RankPrior.variance``).
-    noise_site : str
-        Site of the noise precision.
-    intercept_site : str
-        Site of the intercept, whose prior is ``Normal(0, intercept_scale)``.
-    intercept_scale : float
+    inputs, values, shape, intercept_site, intercept_scale
+        The standardized inputs ``(N, P)`` and responses ``(N,)``, the coefficient tensor's
+        shape and the intercept's site and prior scale, as for
+        :class:`~bayestensor.models.cp_block_ascent.CPRegressionBlockAscent`.
+    factor_sites, hyper_site, variance, noise_site
+        The CP factor sites, the slice precisions' (or scales') site, the slice variances
+        from its values and the noise precision's site, as for
+        :class:`~bayestensor.models.cp_row_gibbs.CPRowGibbs`.
     """
 
     def __init__(self, inputs: torch.Tensor, values: torch.Tensor, shape, *, factor_sites,

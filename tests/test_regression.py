@@ -147,7 +147,7 @@ def test_map_and_sghmc_recover_rank_and_weight(cross, cross_fits):
     scale. Measured at this seed (2 chains x 400 draws, with the default redraws of the factors
     and slice precisions): W error 0.161, rank distribution 2: 0.005, 3: 0.15, 4: 0.26, 5: 0.38,
     6: 0.20, 0.19 from NUTS's; without the redraws the chains stayed near the MAP's switched-off
-    slices (rank 2: 0.78, 3: 0.23; 0.75 from NUTS's).
+    slices (rank 2: 0.78, 3: 0.23; 0.78 from NUTS's).
     """
     model, map_post, sghmc_post = cross_fits
     assert map_post.effective_rank().mode().tolist() == [2]

@@ -259,6 +259,25 @@ def test_pit_figures_and_values():
     assert sum(counts) == post.model.n_data()
 
 
+def test_loo_pit_rounding_is_set_to_the_bounds_and_the_rest_refused(monkeypatch):
+    """ArviZ 1.x's LOO-PIT can exceed 1 by rounding (1 + 2.2e-16 seen with arviz-stats
+    1.3.3): such values become the bound; a value truly outside [0, 1] is kept, and the
+    histogram refuses it naming the range (the message once printed [nan, nan])."""
+    from bayestensor.results import arviz_adapter
+    from bayestensor.viz.ppc import plot_pit_histogram
+
+    raw = np.array([1 + 2.2e-16, -1e-17, 0.5, 1.5])
+    monkeypatch.setattr(arviz_adapter, "arviz_major", lambda: 1)
+    monkeypatch.setattr(arviz_adapter, "_arviz",
+                        lambda: type("AZ", (), {"loo_pit": staticmethod(
+                            lambda data, var_names: {"y": raw})}))
+    values = arviz_adapter.loo_pit(None, "y")
+    assert values.tolist() == [1.0, 0.0, 0.5, 1.5]
+    plot_pit_histogram(values[:3])
+    with pytest.raises(ValueError, match=r"got 4 values in \[0.0, 1.5\]"):
+        plot_pit_histogram(values)
+
+
 def test_saved_runs_compare_from_the_command_line(tmp_path):
     dirs = []
     for seed in (0, 1):

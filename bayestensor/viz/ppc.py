@@ -55,8 +55,9 @@ def plot_pit_histogram(values, *, bins: int = 20, band: float = BAND, title: str
     """
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0 or np.any((values < 0) | (values > 1)):
-        raise ValueError(f"values: expected PIT values in [0, 1], got {values.size} values "
-                         f"in [{values.min(initial=np.nan)}, {values.max(initial=np.nan)}]")
+        span = f" in [{float(values.min())!r}, {float(values.max())!r}]" if values.size else ""
+        raise ValueError(f"values: expected PIT values in [0, 1], got {values.size} "
+                         f"values{span}")
     if not 0 < band < 1:
         raise ValueError(f"band: expected a probability in (0, 1), got {band}")
     if ax is None:

@@ -10,7 +10,8 @@ Guhaniyogi, Qamar & Dunson, JMLR 2017, with the ARD variances as the prior):
 
 and the intercept's, under its ``Normal(0, s)`` prior, is Gaussian with precision ``tau N +
 s^-2`` and mean ``tau sum(y - D vec(U)) / (tau N + s^-2)``. One redraw sweeps the factors in
-turn, then the intercept; each draw is ``m + L^{-T} z`` with ``P = L L^T``.
+turn, then the intercept; each factor is drawn as the rows of a CP completion are
+(:func:`~bayestensor.models.cp_row_gibbs.gaussian_draw`).
 
 Why inside SGHMC: every input meets every coefficient, so the coefficients' posterior is
 correlated across the whole factor, a shape SGHMC's diagonal preconditioner cannot follow.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from bayestensor.models.cp_block_ascent import regression_design
+from bayestensor.models.cp_row_gibbs import gaussian_draw
 
 
 class CPRegressionGibbs:
@@ -83,11 +85,7 @@ class CPRegressionGibbs:
         design = regression_design(self.X, factors, mode)  # (N, I R), row-major (I, R)
         precision = tau * (design.T @ design)
         precision.diagonal().add_(prior_precision.repeat(factors[mode].shape[0]))
-        lower = torch.linalg.cholesky(precision)
-        rhs = tau * (design.T @ (self.y - intercept))
-        mean = torch.cholesky_solve(rhs.unsqueeze(-1), lower)
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float64)
-        draw = (mean + torch.linalg.solve_triangular(lower.T, noise, upper=True)).squeeze(-1)
+        draw = gaussian_draw(precision, tau * (design.T @ (self.y - intercept)), generator)
         return draw.reshape(factors[mode].shape), design @ draw
 
     def _draw_intercept(self, linear: torch.Tensor, tau: float,

@@ -10,7 +10,7 @@ Xiong et al., SDM 2010, with the ARD variances in place of a Wishart prior):
 ``G_i`` and ``r_i`` the Gram matrix and right-hand side of the row's observed entries (the
 normal equations of :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`, shared
 through :class:`~bayestensor.formats.entry_start.RowGroups`). One redraw sweeps the modes in
-turn, each row drawn as ``m_i + L_i^{-T} z`` with ``P_i = L_i L_i^T``.
+turn, each row drawn as ``m_i + L_i^{-T} z`` with ``P_i = L_i L_i^T`` (:func:`gaussian_draw`).
 
 Why inside SGHMC: a slice the data barely need has a factor pattern that small gradient steps
 turn over slowly, while its scale wanders along a funnel
@@ -70,9 +70,18 @@ class CPRowGibbs:
                    generator: torch.Generator) -> torch.Tensor:
         gram, rhs, _ = row_normal_equations(factors, groups)
         precision = tau * gram + torch.diag_embed(prior_precision).expand_as(gram)
-        lower = torch.linalg.cholesky(precision)
-        mean = torch.cholesky_solve((tau * rhs).unsqueeze(-1), lower)
-        noise = torch.randn(rhs.unsqueeze(-1).shape, generator=generator, dtype=torch.float64,
-                            device=generator.device)
-        spread = torch.linalg.solve_triangular(lower.transpose(-1, -2), noise, upper=True)
-        return (mean + spread).squeeze(-1)
+        return gaussian_draw(precision, tau * rhs, generator)
+
+
+def gaussian_draw(precision: torch.Tensor, shift: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """One draw of ``Normal(P^-1 b, P^-1)`` per batch entry, from its precision ``P``
+    (``(..., D, D)``) and shift ``b = P m`` (``(..., D)``): ``m + L^-T z`` with ``P = L L^T``
+    (the row redraws here, the factor redraws of
+    :mod:`~bayestensor.models.cp_regression_gibbs`)."""
+    lower = torch.linalg.cholesky(precision)
+    mean = torch.cholesky_solve(shift.unsqueeze(-1), lower)
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                        device=generator.device)
+    spread = torch.linalg.solve_triangular(lower.transpose(-1, -2), noise, upper=True)
+    return (mean + spread).squeeze(-1)

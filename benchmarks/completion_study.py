@@ -22,7 +22,10 @@ Studies (``--study``):
 * ``scale``: a 1000^3 rank-20 CP tensor with 1e4..1e6 observed entries (separate processes,
   see ``scale_probe.py``).
 
-Run: ``python benchmarks/completion_study.py --study rank [--seeds 5] [--threads 2]``
+Run: ``python benchmarks/completion_study.py --study rank [--seeds 5] [--threads 2]
+[--settings 1] [--methods map+auto,sghmc@defaults]`` (``--settings``: positions in
+``RANK_GRID``; ``sghmc@defaults``: SGHMC at the library's defaults, where ``sghmc`` runs 2 x 300
+draws)
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ METHOD_SETTINGS = {
     "sghmc": {"num_chains": 2, "num_samples": 300, "num_warmup": 300},
     "svgd": {"num_samples": 50, "num_steps": 200},
     "vi": {"num_samples": 300, "num_steps": 2000},
+    "sghmc@defaults": {},  # the library's defaults: 4 chains x 1000 draws after 1000 steps
 }
 # "+hold": the same with the noise precision held at 1 / Var(y) for the first tenth of the MAP
 # steps (``map_hold``, see bayestensor.models.completion.TensorCompletion)
@@ -83,8 +87,8 @@ def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="ga
              init="svd"):
     model = bt.TensorCompletion(shape, fmt, max_rank=max_rank, prior=prior)
     start = time.perf_counter()
-    post = bt.fit(model, train, method=method.split("+")[0], seed=seed, progress=False,
-                  init=init, **METHOD_SETTINGS[method])
+    post = bt.fit(model, train, method=method.split("+")[0].split("@")[0], seed=seed,
+                  progress=False, init=init, **METHOD_SETTINGS[method])
     seconds = time.perf_counter() - start
     pred = post.predict(test_idx)
     return post, pred, seconds
@@ -92,7 +96,8 @@ def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="ga
 
 def study_rank(args):
     rows = []
-    for size, rank, observed, snr in RANK_GRID:
+    settings = [RANK_GRID[i] for i in args.settings] if args.settings else RANK_GRID
+    for size, rank, observed, snr in settings:
         max_rank = max(2 * rank, rank + 5)
         for seed in range(args.seeds):
             data = bt.data.synthetic_tensor((size,) * 3, rank=rank, snr_db=snr,
@@ -270,6 +275,10 @@ def main():
                         default=["kinetic", "images"], help="--study real: which data sets")
     parser.add_argument("--init", choices=["svd", "spectral"], default="svd",
                         help="--study rank: the CP start of our fits")
+    parser.add_argument("--settings", type=int, nargs="+", default=None, metavar="K",
+                        choices=range(len(RANK_GRID)),
+                        help="--study rank: only these settings, by position in RANK_GRID "
+                             "(0-6; default all)")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
                         help="--study rank: print the summary of a saved result; no fits")

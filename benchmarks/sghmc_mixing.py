@@ -14,7 +14,9 @@ Tucker / half-Cauchy and TT / gamma on a 30^3 rank-4 tensor (20% observed, 10 dB
 and TT-matrix / gamma on a 13^4 one (TT-matrix needs an even order),
 ``--seeds`` seeds each, and counts the runs with max R-hat <= 1.02 and min bulk ESS >= 400 on
 the held-out entries and the noise precision, without divergence:
-``python benchmarks/sghmc_mixing.py grid --seeds 3 [--part 0 --parts 2]``.
+``python benchmarks/sghmc_mixing.py grid --seeds 3 [--part 0 --parts 2]``. Variants that are
+not the defaults: ``--thin``, ``--factor-redraws`` and, for CP, ``--precision-redraws`` (the
+slice precisions redrawn from their Gamma conditionals too) and ``--explore``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def rhat_ess(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dict) -> dict:
     """One SGHMC fit (4 chains x 1000 draws); R-hat and ESS of 200 held-out entries."""
     model = bt.TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
+    settings = dict(settings)
+    if settings.pop("precision_redraws", False):  # CP's slice precisions too: not a default
+        model.set_data(data.train)
+        settings["gibbs"] = {**model.gibbs_sites(), **model.low_rank_prior.conditionals()}
     start = time.perf_counter()
     post = bt.fit(model, data.train, method="sghmc", num_samples=DRAWS, num_chains=CHAINS,
                   seed=seed, progress=False, **settings)
@@ -122,6 +128,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--thin", type=int, default=None, help="Not the default: keep every n-th draw.")
     parser.add_argument("--factor-redraws", choices=["true", "false", "auto"], default=None,
                         help="SGHMC's factor_redraws (default: the library's default).")
+    parser.add_argument("--precision-redraws", action="store_true",
+                        help="Not the default: redraw CP's slice precisions from their Gamma "
+                             "conditionals too (with --factor-redraws true: a full Gibbs sweep).")
     parser.add_argument("--formats", nargs="+", default=None,
                         help="Grid cases of these formats only (default: all).")
     parser.add_argument("--out", type=Path, default=RESULTS / "sghmc_mixing_grid.json")
@@ -136,6 +145,8 @@ def main(argv=None) -> dict:
     if args.factor_redraws is not None:
         settings["factor_redraws"] = {"true": True, "false": False}.get(args.factor_redraws,
                                                                         "auto")
+    if args.precision_redraws:
+        settings["precision_redraws"] = True
     if args.format == "grid":
         return run_grid(args, settings)
     data = bt.data.synthetic_tensor(SHAPE, rank=4, snr_db=10, observed=0.2, seed=args.seed)

@@ -183,7 +183,9 @@ class BayesModel:
         a curved valley that small steps cross slowly, and the redraws raised the smallest ESS
         of TT's held-out entries from 186 to 598. For CP (one precision per entry) they made the
         chains stick to a slice half switched on, and R-hat of the 30^3 rank-3 case rose from
-        1.015-1.017 to 1.02-1.05 (3 seeds), so CP's precisions move by SGHMC.
+        1.015-1.017 to 1.02-1.05 (3 seeds), so CP's precisions move by SGHMC. With the factor
+        rows redrawn as well (a whole Gibbs sweep), 5 of the 24 CP runs of the SGHMC grid met
+        its bar, against 22 without either (docs/benchmarks.md).
         """
         prior = self.low_rank_prior
         if prior is None or prior.one_scale_per_entry:

@@ -20,10 +20,12 @@ class GammaConditional:
     ``Gamma(shape, rate)``, ``shape`` fixed by the model's structure."""
 
     shape: float
-    #: Redrawn from the first step of burn-in: TT's slice precisions need it (without these
-    #: redraws in burn-in a 30^3 TT grid case had R-hat 1.036 and ESS 227, with them 1.010 and
-    #: 610; ``benchmarks/sghmc_mixing.py``, seed 0).
-    during_warmup = True
+    #: Redrawn from the first step of burn-in (the default): TT's slice precisions need it
+    #: (without these redraws in burn-in a 30^3 TT grid case had R-hat 1.036 and ESS 227, with
+    #: them 1.010 and 610; ``benchmarks/sghmc_mixing.py``, seed 0). Tucker's wait for the end
+    #: of burn-in, as its half-Cauchy scales do (:meth:`LowRankPrior.conditionals
+    #: <bayestensor.priors.LowRankPrior.conditionals>`).
+    during_warmup: bool = True
 
     def check(self, name: str) -> None:
         if not (float(self.shape) > 0 and np.isfinite(float(self.shape))):
@@ -32,7 +34,8 @@ class GammaConditional:
 
     def describe(self) -> dict:
         """Plain values for run records and checkpoint fingerprints."""
-        return {"kind": "gamma", "shape": float(self.shape)}
+        out = {"kind": "gamma", "shape": float(self.shape)}
+        return out if self.during_warmup else {**out, "during_warmup": False}
 
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """New values (double) from the current ones and the gradient on ``log x``."""

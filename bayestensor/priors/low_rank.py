@@ -199,11 +199,22 @@ class LowRankPrior:
         (:class:`~bayestensor.priors.conditionals.HalfCauchyConditional`). The rates depend on
         the current parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The
         log-uniform scale is sampled through a bounded transform, not on the log scale: empty.
+
+        Tucker's precisions, like its half-Cauchy scales, are redrawn only after burn-in: from
+        the starting values (``init_from="init"``), redrawn from the first step, they carried
+        switched-off slices' precisions to where the log density overflowed, and all 12
+        Tucker runs of ``benchmarks/small_data_formats.py`` diverged in burn-in (steps
+        132-680); redrawn after burn-in, 10 ran through and 2 diverged while sampling, with
+        their draws up to there kept. From the MAP (the default) the redraws in burn-in
+        collapsed the adapted step (R-hat 1.27-1.53 on a 26 x 24 x 22 case, 1.010-1.022
+        after; docs/benchmarks.md).
         """
         counts = self.slice_counts()
         if self.prior.kind == "gamma":
             a = float(self.prior.params["a"])
-            return {site: GammaConditional(a + count / 2) for site, count in counts.items()}
+            in_warmup = self.format_cls.format_name != "tucker"
+            return {site: GammaConditional(a + count / 2, during_warmup=in_warmup)
+                    for site, count in counts.items()}
         if self.prior.kind == "half_cauchy":
             scale = float(self.prior.params["scale"])
             return {site: HalfCauchyConditional(count, scale) for site, count in counts.items()}

@@ -1,0 +1,116 @@
+"""Completion from few observations by format: where the TT and Tucker MAPs collapse.
+
+A rank-3 CP tensor (so TT ranks (3, 3), Tucker (3, 3, 3)) at 20 dB, observed at a fraction of
+its entries, completed at the default max rank 10 by
+
+* ``map``: the default fit (MAP, ``map_hold="auto"``, the noise precision started at
+  ``1 / Var(y)``);
+* ``map@residual_start``: the same with the noise precision started at the reciprocal of the
+  start's mean squared residual on the observed entries (a candidate, not the default);
+* ``sghmc@init``: SGHMC at its defaults with the chains started at the data-driven start
+  instead of the MAP (``init_from="init"``; the command line's ``--init-from init``).
+
+Per run: the effective rank (posterior mode) and the relative error of the held-out entries
+against the noise-free truth, and seconds; a run that diverges is recorded as such.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/small_data_formats.py [--seeds 3]
+[--formats tt tucker cp] [--variants map map@residual_start sghmc@init]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import bayestensor as bt
+
+RESULTS = Path(__file__).parent / "results"
+SETTINGS = [((20, 15, 10), 0.3), ((20, 15, 10), 0.5), ((30, 30, 30), 0.1), ((30, 30, 30), 0.2)]
+VARIANTS = ("map", "map@residual_start", "sghmc@init")
+
+
+def residual_start(model, seed: int) -> dict:
+    """The model's start with the noise precision at 1 / (mean squared residual of the start
+    on the observed entries), in the model's standardized units."""
+    init = model.init_values(seed=seed)
+    obs = model.observations
+    mean, _ = model.predict_entries({k: v.unsqueeze(0) for k, v in init.items()}, obs.indices)
+    residual = (mean[0].double() - obs.values.double()) / model.scale
+    init["noise_precision"] = torch.tensor(float(1 / residual.pow(2).mean()))
+    return init
+
+
+def run(data, fmt: str, variant: str, seed: int) -> dict:
+    model = bt.TensorCompletion(data.shape, fmt, max_rank=10)
+    options = {}
+    if variant == "map@residual_start":
+        model.set_data(data.train)
+        options["init"] = residual_start(model, seed)
+    elif variant == "sghmc@init":
+        options["init_from"] = "init"
+    start = time.perf_counter()
+    try:
+        post = bt.fit(model, data.train, method=variant.split("@")[0], seed=seed,
+                      progress=False, **options)
+    except bt.DivergenceError as err:  # recorded, not fatal: the other runs go on
+        return {"format": fmt, "variant": variant,
+                "seconds": round(time.perf_counter() - start, 2), "rank_found": None,
+                "error": None, "diverged": str(err)}
+    seconds = time.perf_counter() - start
+    return {"format": fmt, "variant": variant, "seconds": round(seconds, 2),
+            "rank_found": [int(r) for r in post.effective_rank().mode()],
+            "error": data.relative_error(post.predict(data.test.indices).mean)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--formats", nargs="+", default=["tt", "tucker", "cp"],
+                        choices=["cp", "tucker", "tt"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "small_data_formats.json")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    rows = []
+    for shape, observed in SETTINGS:
+        for seed in range(args.seeds):
+            data = bt.data.synthetic_tensor(shape, rank=3, snr_db=20, observed=observed,
+                                            seed=seed)
+            for fmt in args.formats:
+                for variant in args.variants:
+                    row = {"shape": list(shape), "observed": observed, "seed": seed,
+                           "n_observed": len(data.train), **run(data, fmt, variant, seed)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    summary = []
+    for shape, observed in SETTINGS:
+        for fmt in args.formats:
+            for variant in args.variants:
+                sel = [r for r in rows if r["shape"] == list(shape) and r["observed"] == observed
+                       and r["format"] == fmt and r["variant"] == variant]
+                if sel:
+                    summary.append({"shape": list(shape), "observed": observed, "format": fmt,
+                                    "variant": variant,
+                                    "errors": [None if r["error"] is None
+                                               else round(r["error"], 4) for r in sel],
+                                    "ranks": [r["rank_found"] for r in sel],
+                                    "median_seconds": statistics.median(r["seconds"] for r in sel)})
+    for row in summary:
+        print(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"rows": rows, "summary": summary, "machine": platform.platform(),
+              "torch": torch.__version__, "args": {**vars(args), "out": str(args.out)}}
+    args.out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -428,8 +428,8 @@ class TensorRegression(BayesModel):
         Gibbs sampler of Bayesian tensor regression. On the three problems of
         ``benchmarks/regression_mixing.py`` they took the noise precision's largest R-hat,
         with the factor redraws, from 1.126 to 1.050 (docs/benchmarks.md, "Tensor regression:
-        exact factor redraws"); for CP completion, without factor redraws, the same redraws
-        made chains stick (:meth:`BayesModel.gibbs_sites`)."""
+        exact factor redraws"); for CP completion the same redraws made chains stick, with
+        or without its factor-row redraws (:meth:`BayesModel.gibbs_sites`)."""
         shapes = super().gibbs_sites(factor_redraws)
         if factor_redraws and self.weight_prior.one_scale_per_entry:
             shapes.update(self.weight_prior.conditionals())

@@ -190,7 +190,7 @@ def test_complete_map_hold_auto_and_bad_method(tmp_path, tensor_file):
     assert res.exit_code == 0, res.output + repr(res.exception)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["map_hold_auto"]["validation_mse"]) == {"none", "hold"}
-    res = CliRunner().invoke(main, ["complete", str(path), "--method", "vi", "--map-hold", "noise",
+    res = CliRunner().invoke(main, ["complete", str(path), "--method", "nuts", "--map-hold", "noise",
                                     "--quiet", "--out", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "--map-hold" in res.output
     assert not (tmp_path / "bad").exists()

@@ -878,10 +878,32 @@ def test_9_interrupted_vi_returns_draws_of_q_as_it_was(monkeypatch):
     _interrupt_adam_at(monkeypatch, 21)
     with pytest.raises(RunInterrupted, match="vi: interrupted at step 20") as info:
         bt.fit(_model(), _obs(), method="vi", num_samples=50, init_from="init", seed=3,
-               progress=False)
+               progress=False, closed_form=False)
     post = info.value.posterior
     assert post.method == "vi" and post.num_draws == 50
     assert post.info["interrupted_at_step"] == 20
+    for value in post.samples.values():
+        assert torch.isfinite(value).all()
+
+
+def test_9_interrupted_closed_form_vi_returns_draws_of_q_after_its_last_sweep(monkeypatch):
+    from bayestensor.models import cp_variational
+
+    original, count = cp_variational.CPGammaVariational._sweep, [0]
+
+    def sweep(self, q):
+        count[0] += 1
+        if count[0] == 4:
+            raise KeyboardInterrupt
+        original(self, q)
+
+    monkeypatch.setattr(cp_variational.CPGammaVariational, "_sweep", sweep)
+    with pytest.raises(RunInterrupted, match="vi: interrupted after 3 sweeps") as info:
+        bt.fit(_model(), _obs(), method="vi", num_samples=50, init_from="init", seed=3,
+               progress=False)
+    post = info.value.posterior
+    assert post.method == "vi" and post.num_draws == 50
+    assert post.info["interrupted_at_step"] == 3
     for value in post.samples.values():
         assert torch.isfinite(value).all()
 

@@ -38,7 +38,7 @@ DEMO_LEVEL = 0.9
 # with them (a warning at the 1.01 bar); every 2nd of 800 gave 1.018 on an entry.
 DEMO_SGHMC = {"num_samples": 400, "num_warmup": 500, "num_chains": 2, "thin": 4}
 #: Methods whose MAP start can hold the noise precision while the prior prunes.
-MAP_HOLD_METHODS = ("map", "sghmc", "svgd")
+MAP_HOLD_METHODS = ("map", "vi", "sghmc", "svgd")
 #: Methods that run for a number of optimization (or SVGD) steps rather than draws.
 STEP_METHODS = ("map", "vi", "svgd")
 #: Methods with a burn-in (``--num-warmup``).
@@ -154,7 +154,7 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               help="sghmc, vi: start the chains (q) at a MAP point or at the --init start "
               "itself (default: map; init for il2).")
 @click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default=None,
-              help="MAP continuation (map/sghmc/svgd): hold the noise precision while the "
+              help="MAP continuation (map/vi/sghmc/svgd): hold the noise precision while the "
               "prior prunes ('noise'), never ('none'), or choose by a validation split "
               "('auto', the default; 'none' for indian_pines).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,

@@ -43,8 +43,10 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
         Data for a built-in model (for completion: ``Observations``, ``(indices, values)``,
         ``(dense, mask)`` or a dense array with NaN for missing).
     method : {"map", "vi", "nuts", "sghmc", "svgd"}
-        ``"map"``: posterior mode (one draw). ``"vi"``: mean-field Gaussian VI, ``num_samples``
-        draws from it. ``"nuts"``: Pyro's NUTS, ``num_chains`` chains of ``num_samples``.
+        ``"map"``: posterior mode (one draw). ``"vi"``: mean-field VI, ``num_samples`` draws
+        from it (for a CP completion under the gamma prior by closed-form coordinate ascent,
+        :mod:`bayestensor.models.cp_variational`; otherwise a Gaussian fitted by stochastic
+        gradients). ``"nuts"``: Pyro's NUTS, ``num_chains`` chains of ``num_samples``.
         ``"sghmc"``: :class:`~bayestensor.infer.sghmc.SGHMC`, ``num_chains`` chains run as one
         batch. ``"svgd"``: :class:`~bayestensor.infer.svgd.SVGD` with ``num_samples`` particles.
     seed : int

@@ -56,12 +56,16 @@ def check_map(options: dict) -> None:
 
 
 def check_vi(options: dict) -> None:
-    """VI: ``num_steps``, ``lr``, ``num_particles``, ``init_from``, ``map_steps``."""
+    """VI: ``num_steps``, ``lr``, ``num_particles``, ``init_from``, ``map_steps``,
+    ``map_hold``, ``closed_form``."""
     positive_int("num_steps", options["num_steps"])
     step_size("lr", options["lr"])
     positive_int("num_particles", options["num_particles"])
     choice("init_from", options["init_from"], ("map", "init"))
     positive_int("map_steps", options["map_steps"])
+    map_hold(options["map_hold"])
+    if options["closed_form"] != "auto":
+        flag("closed_form", options["closed_form"])
 
 
 def check_nuts(options: dict) -> None:

@@ -44,6 +44,7 @@ from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
+from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
 
@@ -308,16 +309,22 @@ def _map_point(target: LogDensity, job: Job,
 
 
 def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_from,
-           map_steps) -> Posterior:
-    """Mean-field Gaussian VI; ``num_samples`` independent draws from the fitted ``q``.
+           map_steps, map_hold, closed_form) -> Posterior:
+    """Mean-field VI; ``num_samples`` independent draws from the fitted ``q``.
 
-    ``init_from="map"``: ``q`` starts at the MAP point and is fitted in units of the diagonal
-    Laplace sd there (see :func:`vi_fit`); from a MAP that did not converge (a warning names
-    the sites), or with ``"init"``, it starts at the model's starting values in raw units.
+    ``init_from="map"``: ``q`` starts at the MAP point (its continuation ``map_hold``) and is
+    fitted in units of the diagonal Laplace sd there (see :func:`vi_fit`); from a MAP that did
+    not converge (a warning names the sites), or with ``"init"``, it starts at the model's
+    starting values in raw units. ``closed_form``: the model's coordinate-ascent VI instead of
+    the stochastic-gradient fit (``"auto"``: where the model has one, see
+    :func:`_closed_form_vi`); ``num_steps``, ``lr`` and ``num_particles`` are then unused.
     """
+    updates = _closed_form_vi(target, job, closed_form)
+    if updates is not None:
+        return _run_closed_form_vi(target, job, updates, init_from, map_steps, map_hold)
     theta0, units = target.init_theta(1), None
     if init_from == "map":
-        theta0, at_map = _map_start(target, job, map_steps, None, 1, "vi")
+        theta0, at_map = _map_start(target, job, map_steps, map_hold, 1, "vi")
         units = start_sd(target, theta0, job.batch_size) if at_map else None
     try:
         loc, scale, trace = vi_fit(target, theta0, num_steps=num_steps, lr=lr,
@@ -331,6 +338,50 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
                     vi_converged=trace["converged"])
     return _vi_draws(target, job, loc, scale)
+
+
+def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
+    """The model's coordinate-ascent VI for a full-batch fit on the CPU (CP completion under
+    the gamma prior, :mod:`bayestensor.models.cp_variational`) when ``wanted`` is ``"auto"``
+    or ``True``; ``None`` otherwise. ``True`` where the model, the batch or the device does
+    not allow it is a ``ValueError``."""
+    offer = getattr(job.model, "closed_form_vi", None)
+    usable = offer is not None and job.batch_size is None and target.device.type == "cpu"
+    updates = offer() if usable and wanted else None
+    if wanted is True and updates is None:
+        raise ValueError("closed_form: True needs a full-batch fit on the CPU of a "
+                         "TensorCompletion in CP format under the gamma prior; use 'auto' or "
+                         "False")
+    return updates
+
+
+def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_steps,
+                        map_hold) -> Posterior:
+    """Coordinate-ascent VI from the MAP (or the starting values); ``num_samples`` draws."""
+    theta0 = target.init_theta(1)
+    if init_from == "map":
+        theta0, _ = _map_start(target, job, map_steps, map_hold, 1, "vi")
+    point = {k: v[0] for k, v in target.constrain(theta0).items()}
+    try:
+        q = updates.fit(point)
+    except CAVIInterrupted as err:
+        job.info.update(interrupted_at_step=err.q.sweeps)
+        raise RunInterrupted(f"vi: interrupted after {err.q.sweeps} sweeps; draws from q as "
+                             "it was are in .posterior",
+                             _closed_form_draws(target, job, updates, err.q)) from None
+    if not q.converged:
+        warnings.warn(f"vi: the coordinate ascent did not settle in {q.sweeps} sweeps (ELBO "
+                      f"still changing: {q.elbo[-2]:.6g} -> {q.elbo[-1]:.6g})",
+                      NotConvergedWarning, stacklevel=4)
+    job.info.update(vi_closed_form=True, final_elbo=q.elbo[-1], vi_sweeps=q.sweeps,
+                    vi_converged=q.converged)
+    return _closed_form_draws(target, job, updates, q)
+
+
+def _closed_form_draws(target: LogDensity, job: Job, updates, q) -> Posterior:
+    draws = updates.draw(q, job.num_samples, target.generator)
+    theta = target.unconstrain({k: v.to(target.device) for k, v in draws.items()})
+    return _to_posterior(target, theta.unsqueeze(0), {}, "vi", job)
 
 
 def _vi_draws(target: LogDensity, job: Job, loc: torch.Tensor, scale: torch.Tensor) -> Posterior:
@@ -650,9 +701,10 @@ MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None
              default_samples=1, chains=True, resumable=False, takes_batches=False,
              check=option_checks.check_map, map_steps_option="num_steps")
 VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
-                           "init_from": "map", "map_steps": 2000},
+                           "init_from": "map", "map_steps": 2000, "map_hold": None,
+                           "closed_form": "auto"},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
-            check=option_checks.check_vi)
+            check=option_checks.check_vi, map_steps_option="map_steps")
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10,
                                  "processes": "auto"},
               default_samples=500, chains=True, resumable=False, takes_batches=False,

@@ -17,6 +17,7 @@ from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
 from bayestensor.models.cp_row_gibbs import CPRowGibbs
+from bayestensor.models.cp_variational import CPGammaVariational
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import gamma_log_density, gaussian_log_likelihood
 
@@ -216,6 +217,17 @@ class TensorCompletion(BayesModel):
                                         self.tensor_prior.ranks[0], **keywords)
             self._block_ascent = cached = (self.observations, ascent)
         return cached[1]
+
+    def closed_form_vi(self) -> CPGammaVariational | None:
+        """Mean-field VI by closed-form coordinate ascent on the bound data (see
+        :mod:`bayestensor.models.cp_variational`): CP format under the gamma prior, as the
+        block ascent; ``None`` otherwise."""
+        keywords = sites_and_priors(self.tensor_prior, self.noise_a, self.noise_b)
+        if keywords is None:
+            return None
+        self._require_data()
+        return CPGammaVariational(self._inputs, self._y, self.shape, self.tensor_prior.ranks[0],
+                                  **keywords)
 
     def factor_redraws(self) -> CPRowGibbs | None:
         """SGHMC's exact redraws of the factor rows (see

@@ -207,15 +207,23 @@ def _block_ascent(target: LogDensity, job: Job, wanted="auto"):
     regression, under the gamma prior), when ``wanted`` is ``"auto"`` or ``True``; ``None``
     otherwise. ``True`` where the model, the batch or the device does not allow it is a
     ``ValueError``."""
-    offer = getattr(job.model, "block_ascent", None)
-    usable = offer is not None and job.batch_size is None and target.device.type == "cpu"
-    ascent = offer() if usable and wanted else None
-    if wanted is True and ascent is None:
-        raise ValueError("block_ascent: True needs a full-batch MAP on the CPU of a model with "
-                         "closed-form block updates (TensorCompletion, or a Gaussian "
-                         "scalar-response TensorRegression, in CP format under the gamma "
-                         "prior); use 'auto' or False")
-    return ascent
+    return _model_closed_form(
+        target, job, "block_ascent", wanted,
+        "block_ascent: True needs a full-batch MAP on the CPU of a model with closed-form "
+        "block updates (TensorCompletion, or a Gaussian scalar-response TensorRegression, in "
+        "CP format under the gamma prior); use 'auto' or False")
+
+
+def _model_closed_form(target: LogDensity, job: Job, offer: str, wanted, refusal: str):
+    """``job.model.<offer>()`` (a built-in model's closed-form updates) for a full-batch fit on
+    the CPU when ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise, or where the model
+    offers none. ``True`` where they cannot run raises ``ValueError(refusal)``."""
+    make = getattr(job.model, offer, None)
+    usable = make is not None and job.batch_size is None and target.device.type == "cpu"
+    updates = make() if usable and wanted else None
+    if wanted is True and updates is None:
+        raise ValueError(refusal)
+    return updates
 
 
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
@@ -345,14 +353,10 @@ def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
     the gamma prior, :mod:`bayestensor.models.cp_variational`) when ``wanted`` is ``"auto"``
     or ``True``; ``None`` otherwise. ``True`` where the model, the batch or the device does
     not allow it is a ``ValueError``."""
-    offer = getattr(job.model, "closed_form_vi", None)
-    usable = offer is not None and job.batch_size is None and target.device.type == "cpu"
-    updates = offer() if usable and wanted else None
-    if wanted is True and updates is None:
-        raise ValueError("closed_form: True needs a full-batch fit on the CPU of a "
-                         "TensorCompletion in CP format under the gamma prior; use 'auto' or "
-                         "False")
-    return updates
+    return _model_closed_form(
+        target, job, "closed_form_vi", wanted,
+        "closed_form: True needs a full-batch fit on the CPU of a TensorCompletion in CP "
+        "format under the gamma prior; use 'auto' or False")
 
 
 def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_steps,

@@ -28,8 +28,11 @@ TensorLy at ranks 4 and R on Indian Pines).
 ``--nuts`` adds NUTS on IL-2 as the reference posterior (``NUTS_RUN``: 2 chains x 200 draws
 after 200 warm-up steps, ``max_tree_depth=8``; about 6 minutes).
 
+``--methods`` replaces our rows (e.g. ``vi "vi from the starting values"``: the closed-form
+VI from the data set's MAP, or from its start); ``--tag`` names the result file.
+
 Run: ``OMP_NUM_THREADS=1 python benchmarks/real_tensor_peers.py [--data il2 indian_pines]
-[--max-rank R] [--nuts]``
+[--max-rank R] [--nuts] [--methods LABEL ...] [--tag T]``
 """
 
 from __future__ import annotations
@@ -105,12 +108,17 @@ def mixing(post, pred) -> dict:
 def ours_fit(name: str, label: str, spec: dict) -> tuple[str, dict]:
     """Method and options of one of our rows: ``bayestensor complete``'s for the data set
     (``"sghmc"``: with its chains and start), SGHMC with its chains ``"from the MAP"`` or
-    ``"from the starting values"``, or ``"nuts"``, the reference posterior (``NUTS_RUN``)."""
+    ``"from the starting values"``, ``"nuts"``, the reference posterior (``NUTS_RUN``), or the
+    closed-form VI (``"vi"``: from the MAP of the data set's fit; ``"vi from the starting
+    values"``)."""
     fit = spec["fit"]
     if label == "map":
         return "map", fit
     if label == "nuts":
         return "nuts", NUTS_RUN
+    if label.startswith("vi"):
+        fit = {k: v for k, v in fit.items() if k != "num_steps"}
+        return "vi", {**fit, **({"init_from": "init"} if label.endswith("values") else {})}
     fit = {k: v for k, v in fit.items() if k != "num_steps"}
     init_from = {"sghmc from the MAP": "map", "sghmc from the starting values": "init"}.get(
         label, BUILTIN_FIT[name]["init_from"])
@@ -119,8 +127,10 @@ def ours_fit(name: str, label: str, spec: dict) -> tuple[str, dict]:
     return "sghmc", fit
 
 
-def run(name, max_rank=None, nuts=False):
+def run(name, max_rank=None, nuts=False, methods=None):
     spec = dict(SETTINGS[name])
+    if methods is not None:
+        spec["methods"] = tuple(methods)
     if max_rank is not None:
         spec.update(max_rank=max_rank, ours={**spec["ours"], "max_rank": max_rank})
         if spec["tensorly"] != "val":
@@ -172,13 +182,20 @@ def main():
                         "TensorLy on Indian Pines runs at 4 and at this rank)")
     parser.add_argument("--nuts", action="store_true",
                         help="IL-2 only: also NUTS, the reference posterior")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
+                        help="our rows instead of the data set's (map, sghmc, 'sghmc from the "
+                        "MAP', 'sghmc from the starting values', vi, 'vi from the starting "
+                        "values'); the peers run as always")
+    parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     if args.nuts and args.data != ["il2"]:
         parser.error("--nuts: IL-2 only (--data il2)")
     torch.set_num_threads(1)
-    rows = [row for name in args.data for row in run(name, args.max_rank, args.nuts)]
+    rows = [row for name in args.data
+            for row in run(name, args.max_rank, args.nuts, args.methods)]
     RESULTS.mkdir(exist_ok=True)
     tag = ("" if args.max_rank is None else f"_max{args.max_rank}") + ("_nuts" if args.nuts else "")
+    tag += f"_{args.tag}" if args.tag else ""
     out = RESULTS / f"real_tensor_peers_{'_'.join(args.data)}{tag}.json"
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
                                "args": vars(args), "rows": rows}, indent=2))

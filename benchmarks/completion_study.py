@@ -63,6 +63,8 @@ METHOD_SETTINGS = {
     "svgd": {"num_samples": 50, "num_steps": 200},
     "vi": {"num_samples": 300, "num_steps": 2000},
     "sghmc@defaults": {},  # the library's defaults: 4 chains x 1000 draws after 1000 steps
+    "vi@init": {"num_samples": 300, "init_from": "init"},  # closed-form VI from the start
+    "default": {},  # fit without a method: the model's default (CP, gamma: the closed-form VI)
 }
 # "+hold": the same with the noise precision held at 1 / Var(y) for the first tenth of the MAP
 # steps (``map_hold``, see bayestensor.models.completion.TensorCompletion)
@@ -87,7 +89,8 @@ def run_ours(method, shape, train, test_idx, max_rank, seed, fmt="cp", prior="ga
              init="svd"):
     model = bt.TensorCompletion(shape, fmt, max_rank=max_rank, prior=prior)
     start = time.perf_counter()
-    post = bt.fit(model, train, method=method.split("+")[0].split("@")[0], seed=seed,
+    name = method.split("+")[0].split("@")[0]
+    post = bt.fit(model, train, method=None if name == "default" else name, seed=seed,
                   progress=False, init=init, **METHOD_SETTINGS[method])
     seconds = time.perf_counter() - start
     pred = post.predict(test_idx)

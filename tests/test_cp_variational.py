@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -118,3 +119,41 @@ def test_fit_vi_takes_the_closed_form_where_it_can_and_says_so():
         bt.fit(model, data.train, method="vi", closed_form=True, batch_size=50, progress=False)
     with pytest.raises(ValueError, match="closed_form"):
         bt.fit(model, data.train, method="vi", closed_form="yes", progress=False)
+
+
+def test_the_default_method_is_the_closed_form_vi_where_it_runs_and_the_map_elsewhere():
+    data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, seed=0)
+    cp = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    post = bt.fit(cp, data.train, seed=0, progress=False)
+    assert post.method == "vi" and post.info["vi_closed_form"]
+    assert post.info["options"]["init_from"] == "init"  # no MAP: from the starting values
+    assert "map_steps" not in post.info
+    assert bt.fit(cp, data.train, batch_size=50, num_steps=20, seed=0,
+                  progress=False).method == "map"
+    tucker = bt.TensorCompletion(data.shape, "tucker", max_rank=3)
+    assert bt.fit(tucker, data.train, num_steps=20, seed=0, progress=False).method == "map"
+    half_cauchy = bt.TensorCompletion(data.shape, "cp", max_rank=3, prior="half_cauchy")
+    assert bt.fit(half_cauchy, data.train, num_steps=20, seed=0,
+                  progress=False).method == "map"
+    # asked for, VI on a model without the closed form starts at the MAP, as before
+    generic = bt.fit(tucker, data.train, method="vi", num_samples=20, num_steps=50,
+                     map_steps=20, seed=0, progress=False)
+    assert generic.info["options"]["init_from"] == "map" and "vi_closed_form" not in generic.info
+
+
+def test_complete_defaults_to_the_closed_form_vi_for_cp_under_the_gamma_prior(tmp_path):
+    from click.testing import CliRunner
+
+    from bayestensor.cli.main import main
+
+    data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, seed=0)
+    dense = np.full(data.shape, np.nan)
+    dense[tuple(data.train.indices.numpy().T)] = data.train.values.numpy()
+    np.save(tmp_path / "x.npy", dense)
+    for fmt, method in (("cp", "vi"), ("tucker", "map")):
+        out = tmp_path / fmt
+        res = CliRunner().invoke(main, ["complete", str(tmp_path / "x.npy"), "--format", fmt,
+                                        "--max-rank", "3", "--quiet", "--no-report", "--out",
+                                        str(out)])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "summary.json").read_text())["method"] == method

@@ -910,8 +910,8 @@ def test_9_interrupted_closed_form_vi_returns_draws_of_q_after_its_last_sweep(mo
 
 def test_9_cli_interrupted_map_exits_130_and_saves_the_point(tmp_path, monkeypatch):
     _interrupt_adam_at(monkeypatch, 11)
-    result = _invoke(["complete", _tensor_file(tmp_path), "--max-rank", "3", "--map-hold",
-                      "none", "--quiet", "--no-report", "--out", tmp_path / "out"])
+    result = _invoke(["complete", _tensor_file(tmp_path), "--method", "map", "--max-rank", "3",
+                      "--map-hold", "none", "--quiet", "--no-report", "--out", tmp_path / "out"])
     assert result.exit_code == 130, (result.exit_code, result.output)
     assert "Aborted!" not in result.output and "Traceback" not in result.output
     assert bt.Posterior.load(tmp_path / "out" / "posterior-interrupted.pt").method == "map"

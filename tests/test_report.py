@@ -247,7 +247,8 @@ def test_demo_and_complete_write_report_by_default(tmp_path):
     obs = np.where(rng.random(img.shape) < 0.6, img, np.nan)
     np.save(tmp_path / "img.npy", obs)
     res = runner.invoke(main, ["complete", str(tmp_path / "img.npy"), "--out", str(tmp_path / "img"),
-                               "--max-rank", "3", "--quiet", "--no-figures", "--holdout", "0.2"])
+                               "--method", "map", "--max-rank", "3", "--quiet", "--no-figures",
+                               "--holdout", "0.2"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "img" / "report.json").read_text())
     assert "image_panel.png" in rep["sections"]["predictions"]["figures"]

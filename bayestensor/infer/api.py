@@ -18,6 +18,7 @@ from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_pa
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
+from bayestensor.models.completion import TensorCompletion, default_method
 from bayestensor.results.posterior import Posterior
 
 #: The inference methods by name.
@@ -26,7 +27,7 @@ METHODS: dict[str, Method] = {m.name: m for m in ALL_METHODS}
 __all__ = ["fit", "METHODS", "choose_map_hold"]
 
 
-def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: int | None = None,
+def fit(model, data=None, method: str | None = None, *, seed: int = 0, num_samples: int | None = None,
         num_warmup: int | None = None, num_chains: int | None = None, thin: int | None = None,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
@@ -42,11 +43,14 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     data : optional
         Data for a built-in model (for completion: ``Observations``, ``(indices, values)``,
         ``(dense, mask)`` or a dense array with NaN for missing).
-    method : {"map", "vi", "nuts", "sghmc", "svgd"}
+    method : {"map", "vi", "nuts", "sghmc", "svgd"}, optional
         ``"map"``: posterior mode (one draw). ``"vi"``: mean-field VI, ``num_samples`` draws
         from it (for a CP completion under the gamma prior by closed-form coordinate ascent,
         :mod:`bayestensor.models.cp_variational`; otherwise a Gaussian fitted by stochastic
-        gradients). ``"nuts"``: Pyro's NUTS, ``num_chains`` chains of ``num_samples``.
+        gradients). Default: ``"vi"`` for a :class:`~bayestensor.TensorCompletion` in CP
+        format under the gamma prior fitted on the full data on the CPU (where the closed form
+        runs), ``"map"`` for every other model
+        (:func:`bayestensor.models.completion.default_method` says why). ``"nuts"``: Pyro's NUTS, ``num_chains`` chains of ``num_samples``.
         ``"sghmc"``: :class:`~bayestensor.infer.sghmc.SGHMC`, ``num_chains`` chains run as one
         batch. ``"svgd"``: :class:`~bayestensor.infer.svgd.SVGD` with ``num_samples`` particles.
     seed : int
@@ -155,7 +159,12 @@ def fit(model, data=None, method: str = "map", *, seed: int = 0, num_samples: in
     DivergenceError
         A non-finite log density; carries the draws so far.
     """
-    spec = _method(method)
+    spec = _method(method or _default_method(model, batch_size, device))
+    if spec.name == "vi" and options.get("init_from", "auto") == "auto":
+        # the closed form starts at the starting values, the stochastic fit at the MAP
+        closed = options.get("closed_form", "auto") is not False and \
+            _default_method(model, batch_size, device) == "vi"
+        options["init_from"] = "init" if closed else "map"
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
     num_samples, num_chains, groups = _check_settings(
@@ -188,6 +197,15 @@ def _attach_user_model(post: Posterior, model, model_args, model_kwargs) -> Post
     if post.model is None and callable(model):
         post.attach_model(model, model_args, model_kwargs)
     return post
+
+
+def _default_method(model, batch_size, device) -> str:
+    """``fit``'s method when none is given (see
+    :func:`bayestensor.models.completion.default_method`)."""
+    if not isinstance(model, TensorCompletion):
+        return "map"
+    prior = model.tensor_prior
+    return default_method(prior.format_cls.format_name, prior.prior.kind, batch_size, device)
 
 
 def _method(method) -> Method:

@@ -61,7 +61,7 @@ def check_vi(options: dict) -> None:
     positive_int("num_steps", options["num_steps"])
     step_size("lr", options["lr"])
     positive_int("num_particles", options["num_particles"])
-    choice("init_from", options["init_from"], ("map", "init"))
+    choice("init_from", options["init_from"], ("auto", "map", "init"))
     positive_int("map_steps", options["map_steps"])
     map_hold(options["map_hold"])
     if options["closed_form"] != "auto":

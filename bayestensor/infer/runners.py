@@ -326,8 +326,12 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     starting values in raw units. ``closed_form``: the model's coordinate-ascent VI instead of
     the stochastic-gradient fit (``"auto"``: where the model has one, see
     :func:`_closed_form_vi`); ``num_steps``, ``lr`` and ``num_particles`` are then unused.
+    ``init_from="auto"`` (``fit`` resolves it the same way): the starting values for the
+    closed form, the MAP otherwise.
     """
     updates = _closed_form_vi(target, job, closed_form)
+    if init_from == "auto":
+        init_from = "init" if updates is not None else "map"
     if updates is not None:
         return _run_closed_form_vi(target, job, updates, init_from, map_steps, map_hold)
     theta0, units = target.init_theta(1), None
@@ -705,7 +709,7 @@ MAP = Method("map", run_map, {"num_steps": 2000, "lr": 0.02, "init_jitter": None
              default_samples=1, chains=True, resumable=False, takes_batches=False,
              check=option_checks.check_map, map_steps_option="num_steps")
 VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
-                           "init_from": "map", "map_steps": 2000, "map_hold": None,
+                           "init_from": "auto", "map_steps": 2000, "map_hold": None,
                            "closed_form": "auto"},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
             check=option_checks.check_vi, map_steps_option="map_steps")

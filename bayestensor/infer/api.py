@@ -27,8 +27,9 @@ METHODS: dict[str, Method] = {m.name: m for m in ALL_METHODS}
 __all__ = ["fit", "METHODS", "choose_map_hold"]
 
 
-def fit(model, data=None, method: str | None = None, *, seed: int = 0, num_samples: int | None = None,
-        num_warmup: int | None = None, num_chains: int | None = None, thin: int | None = None,
+def fit(model, data=None, method: str | None = None, *, seed: int = 0,
+        num_samples: int | None = None, num_warmup: int | None = None,
+        num_chains: int | None = None, thin: int | None = None,
         batch_size: int | None = None, batches=None, init="svd", progress: bool = True,
         checkpoint=None, checkpoint_every: int = 100, resume=None, model_args=(),
         model_kwargs: dict | None = None, device=None, backend: str = "local",
@@ -50,7 +51,8 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0, num_sampl
         gradients). Default: ``"vi"`` for a :class:`~bayestensor.TensorCompletion` in CP
         format under the gamma prior fitted on the full data on the CPU (where the closed form
         runs), ``"map"`` for every other model
-        (:func:`bayestensor.models.completion.default_method` says why). ``"nuts"``: Pyro's NUTS, ``num_chains`` chains of ``num_samples``.
+        (:func:`bayestensor.models.completion.default_method` says why). ``"nuts"``: Pyro's
+        NUTS, ``num_chains`` chains of ``num_samples``.
         ``"sghmc"``: :class:`~bayestensor.infer.sghmc.SGHMC`, ``num_chains`` chains run as one
         batch. ``"svgd"``: :class:`~bayestensor.infer.svgd.SVGD` with ``num_samples`` particles.
     seed : int

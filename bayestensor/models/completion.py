@@ -46,10 +46,10 @@ def default_method(format: str, prior: str, batch_size: int | None = None,
     ``"vi"`` where the closed-form VI runs (CP under the gamma prior, full batch, on the CPU),
     ``"map"`` elsewhere. On the rank study's seven settings (six seeds) the closed-form VI from
     the starting values is within 1.02x of the published VB's held-out error in every
-    setting (1.005 at 0 dB, where the MAP is 1.027), finds the exact rank in 41 of 42 runs
-    (the MAP 42, VB 29) and takes 0.14-1.32x VB's time (the MAP 0.09-6.9x), and it gives
+    setting (1.003 at 0 dB, where the MAP is 1.027), finds the exact rank in 41 of 42 runs
+    (the MAP 42, VB 29) and takes 0.16-1.62x VB's time (the MAP 0.10-7.4x), and it gives
     credible intervals (90% coverage 0.882 of the noise-free entries where the MAP gives
-    none; ``docs/benchmarks.md``).
+    none; ``docs/benchmarks.md``, "The default fit: closed-form VI from the starting values").
     """
     on_cpu = device is None or torch.device(device).type == "cpu"
     closed = has_closed_form_vi(format, prior) and batch_size is None and on_cpu

@@ -136,6 +136,25 @@ def test_svgd_report_marks_rhat_not_applicable(tmp_path):
     assert "not applicable" in html and 'id="no-warnings"' in html
 
 
+def test_vi_report_says_how_the_fit_ended(tmp_path):
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "short").mkdir()
+    _completion_run(tmp_path / "closed", "vi", num_samples=50)  # CP, gamma: the closed form
+    rep = json.loads(bt.report(tmp_path / "closed")["json"].read_text())
+    fit = rep["sections"]["diagnostics"]["numbers"]["vi_fit"]
+    post = bt.Posterior.load(tmp_path / "closed" / "posterior.pt")
+    assert fit == {"closed_form": True, "sweeps": post.info["vi_sweeps"], "converged": True,
+                   "final_elbo": pytest.approx(post.info["final_elbo"])}
+    assert not any("VI" in w for w in rep["warnings"])
+    _completion_run(tmp_path / "short", "vi", num_samples=50, closed_form=False, num_steps=5,
+                    map_steps=20)
+    rep = json.loads(bt.report(tmp_path / "short")["json"].read_text())
+    fit = rep["sections"]["diagnostics"]["numbers"]["vi_fit"]
+    assert fit["closed_form"] is False and fit["converged"] is False
+    assert any(w.startswith("VI (stochastic-gradient ELBO ascent) did not converge")
+               for w in rep["warnings"])
+
+
 NETWORK = {
     "layers": [
         {"name": "fc1", "format": "tt", "in_shape": [4, 7, 4, 7], "out_shape": [4, 4, 4, 4],

@@ -175,6 +175,21 @@ def _diversity(posterior, heldout) -> tuple[dict, list]:
     return numbers, figs
 
 
+def _vi_fit(info: dict) -> tuple[dict, str]:
+    """How a VI fit ended (closed form: sweeps; stochastic gradients: steps), and a sentence
+    saying so; the sentence becomes a warning when the fit did not converge."""
+    closed = bool(info.get("vi_closed_form", False))
+    length = info.get("vi_sweeps") if closed else info.get("vi_steps")
+    fit = {"closed_form": closed, "sweeps" if closed else "steps": length,
+           "converged": info.get("vi_converged"), "final_elbo": info.get("final_elbo")}
+    how = "coordinate ascent in closed form" if closed else "stochastic-gradient ELBO ascent"
+    unit = "sweeps" if closed else "steps"
+    if fit["converged"] is False:
+        return fit, (f"VI ({how}) did not converge in {length} {unit}: its ELBO was still "
+                     "changing, so q and every interval from it may still move.")
+    return fit, f"VI ({how}) converged in {length} {unit}."
+
+
 def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     """ArviZ R-hat, bulk/tail ESS, trace and rank plots; for SVGD/VI/MAP, particle diversity.
 
@@ -203,6 +218,11 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         else:
             rows = [{"quantity": "draws", "value": 1}]
         rows = [{"quantity": "R-hat", "value": "not applicable"}] + rows
+        if posterior.method == "vi":
+            fit, note = _vi_fit(info)
+            numbers["vi_fit"] = fit
+            rows = [{"quantity": f"VI {k}", "value": v} for k, v in fit.items()] + rows
+            (warnings if fit["converged"] is False else text).append(note)
         title = "Sampler diagnostics: particle diversity" if posterior.method == "svgd" else "Sampler diagnostics"
         return section("diagnostics", title, text=text, figures=figs, numbers=numbers,
                        warnings=warnings, tables=[("", rows, ["quantity", "value"])])

@@ -128,6 +128,9 @@ def test_the_default_method_is_the_closed_form_vi_where_it_runs_and_the_map_else
     assert post.method == "vi" and post.info["vi_closed_form"]
     assert post.info["options"]["init_from"] == "init"  # no MAP: from the starting values
     assert "map_steps" not in post.info
+    # a random start is no start for the sweeps: they go from the MAP then
+    random = bt.fit(cp, data.train, init="random", seed=0, progress=False)
+    assert random.method == "vi" and random.info["options"]["init_from"] == "map"
     assert bt.fit(cp, data.train, batch_size=50, num_steps=20, seed=0,
                   progress=False).method == "map"
     tucker = bt.TensorCompletion(data.shape, "tucker", max_rank=3)

@@ -153,6 +153,10 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
     assert fit["closed_form"] is False and fit["converged"] is False
     assert any(w.startswith("VI (stochastic-gradient ELBO ascent) did not converge")
                for w in rep["warnings"])
+    from bayestensor.report.sections import _vi_fit
+
+    fit, note = _vi_fit({"vi_closed_form": True, "interrupted_at_step": 3})
+    assert fit["converged"] is False and note.startswith("VI was interrupted after 3 sweeps")
 
 
 NETWORK = {

@@ -184,6 +184,12 @@ def _vi_fit(info: dict) -> tuple[dict, str]:
            "converged": info.get("vi_converged"), "final_elbo": info.get("final_elbo")}
     how = "coordinate ascent in closed form" if closed else "stochastic-gradient ELBO ascent"
     unit = "sweeps" if closed else "steps"
+    if info.get("interrupted_at_step") is not None:
+        fit["converged"] = False
+        return fit, (f"VI was interrupted after {info['interrupted_at_step']} {unit}: q is as it "
+                     "was then, not fitted.")
+    if fit["converged"] is None:
+        return fit, "VI: the run did not record whether its fit converged."
     if fit["converged"] is False:
         return fit, (f"VI ({how}) did not converge in {length} {unit}: its ELBO was still "
                      "changing, so q and every interval from it may still move.")

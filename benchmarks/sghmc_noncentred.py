@@ -23,13 +23,13 @@ import platform
 import time
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 
 import bayestensor as bt
+from sghmc_mixing import rhat_ess
 
 RESULTS = Path(__file__).parent / "results"
 SETTING = {"size": 30, "rank": 3, "observed": 0.2, "snr_db": 10, "max_rank": 8}
@@ -64,11 +64,6 @@ def cp_model(idx: torch.Tensor, y: torch.Tensor, size: int, max_rank: int, nonce
             pyro.sample("y", dist.Normal(entries(factors, idx), tau.rsqrt()), obs=y)
 
     return model
-
-
-def rhat_ess(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    data = az.convert_to_dataset(draws)
-    return az.rhat(data)["x"].values, az.ess(data)["x"].values
 
 
 def run(seed: int, noncentred: bool) -> dict:

@@ -161,13 +161,13 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     DivergenceError
         A non-finite log density; carries the draws so far.
     """
-    spec = _method(method or _default_method(model, batch_size, device))
+    default = _default_method(model, batch_size, check_device(device))
+    spec = _method(method or default)
     if spec.name == "vi" and options.get("init_from", "auto") == "auto":
         # the closed form starts at the data-driven starting values, the stochastic fit (or a
         # random start) at the MAP: from init="random" the sweeps prune the small random slices
         # (rank 1 of 2 on three 10 x 9 x 8 seeds, where the MAP first found 2 in two)
-        closed = options.get("closed_form", "auto") is not False and \
-            _default_method(model, batch_size, device) == "vi"
+        closed = options.get("closed_form", "auto") is not False and default == "vi"
         options["init_from"] = "init" if closed and not _random_start(init) else "map"
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1

@@ -326,8 +326,9 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     starting values in raw units. ``closed_form``: the model's coordinate-ascent VI instead of
     the stochastic-gradient fit (``"auto"``: where the model has one, see
     :func:`_closed_form_vi`); ``num_steps``, ``lr`` and ``num_particles`` are then unused.
-    ``init_from="auto"`` (``fit`` resolves it the same way): the starting values for the
-    closed form, the MAP otherwise.
+    ``init_from="auto"``, as ``fit`` left it only when called without it here: the starting
+    values for the closed form, the MAP otherwise (``fit`` also takes the MAP from
+    ``init="random"``).
     """
     updates = _closed_form_vi(target, job, closed_form)
     if init_from == "auto":
@@ -366,9 +367,10 @@ def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
 def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_steps,
                         map_hold) -> Posterior:
     """Coordinate-ascent VI from the MAP (or the starting values); ``num_samples`` draws."""
-    theta0 = target.init_theta(1)
     if init_from == "map":
         theta0, _ = _map_start(target, job, map_steps, map_hold, 1, "vi")
+    else:
+        theta0 = target.init_theta(1)
     point = {k: v[0] for k, v in target.constrain(theta0).items()}
     try:
         q = updates.fit(point)

@@ -33,12 +33,6 @@ DENSE_PREDICT_ELEMENTS = 1 << 25
 DENSE_PREDICT_RATIO = 8
 
 
-def has_closed_form_vi(format: str, prior: str) -> bool:
-    """Whether a completion in ``format`` under ``prior`` has the closed-form VI
-    (:mod:`bayestensor.models.cp_variational`): CP under the gamma prior."""
-    return format == "cp" and prior == "gamma"
-
-
 def default_method(format: str, prior: str, batch_size: int | None = None,
                    device=None) -> str:
     """The method ``fit`` and ``bayestensor complete`` use when none is given.
@@ -52,7 +46,8 @@ def default_method(format: str, prior: str, batch_size: int | None = None,
     none; ``docs/benchmarks.md``, "The default fit: closed-form VI from the starting values").
     """
     on_cpu = device is None or torch.device(device).type == "cpu"
-    closed = has_closed_form_vi(format, prior) and batch_size is None and on_cpu
+    # CP under the gamma prior: where sites_and_priors gives the closed forms
+    closed = format == "cp" and prior == "gamma" and batch_size is None and on_cpu
     return "vi" if closed else "map"
 
 
@@ -240,13 +235,6 @@ class TensorCompletion(BayesModel):
                                         self.tensor_prior.ranks[0], **keywords)
             self._block_ascent = cached = (self.observations, ascent)
         return cached[1]
-
-    @property
-    def has_closed_form_vi(self) -> bool:
-        """Whether the model has the closed-form VI (:meth:`closed_form_vi`): CP format under
-        the gamma prior (:func:`default_method`)."""
-        return has_closed_form_vi(self.tensor_prior.format_cls.format_name,
-                                  self.tensor_prior.prior.kind)
 
     def closed_form_vi(self) -> CPGammaVariational | None:
         """Mean-field VI by closed-form coordinate ascent on the bound data (see

@@ -80,8 +80,15 @@ def gaussian_draw(precision: torch.Tensor, shift: torch.Tensor,
     (the row redraws here, the factor redraws of
     :mod:`~bayestensor.models.cp_regression_gibbs`)."""
     lower = torch.linalg.cholesky(precision)
-    mean = torch.cholesky_solve(shift.unsqueeze(-1), lower)
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                        device=generator.device)
-    spread = torch.linalg.solve_triangular(lower.transpose(-1, -2), noise, upper=True)
-    return (mean + spread).squeeze(-1)
+    mean = torch.cholesky_solve(shift.unsqueeze(-1), lower).squeeze(-1)
+    return mean + precision_spread(lower, generator)
+
+
+def precision_spread(lower: torch.Tensor, generator: torch.Generator,
+                     sample_shape: tuple = ()) -> torch.Tensor:
+    """Draws of ``Normal(0, P^-1)`` from the Cholesky factor ``L`` of ``P = L L^T``
+    (``(..., D, D)``): ``L^-T z``, shape ``sample_shape + (..., D)`` (:func:`gaussian_draw`, and
+    the closed-form VI's draws, :mod:`~bayestensor.models.cp_variational`)."""
+    noise = torch.randn(tuple(sample_shape) + lower.shape[:-1] + (1,), generator=generator,
+                        dtype=lower.dtype, device=generator.device)
+    return torch.linalg.solve_triangular(lower.transpose(-1, -2), noise, upper=True).squeeze(-1)

@@ -40,6 +40,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.distributions import Gamma
+
+from bayestensor.checks import positive_int, real_number
+from bayestensor.models.cp_row_gibbs import precision_spread
 
 #: Largest ``(entries, R, R)`` block of per-entry second moments formed at once.
 CHUNK_ELEMENTS = 1 << 22
@@ -54,15 +58,15 @@ PRUNE_BELOW = 1e-8
 class CPVariational:
     """The fitted ``q`` of :class:`CPGammaVariational` (float64, CPU).
 
-    ``means[n]`` ``(I_n, R)`` (zero in the pruned slices), ``precisions[n]`` ``(I_n, A, A)``
-    (the inverse covariances of the rows over the ``A`` slices still ``active``, ``(R,)``
+    ``means[n]`` ``(I_n, R)`` (zero in the pruned slices), ``lowers[n]`` ``(I_n, A, A)`` (the
+    Cholesky factors of the rows' precisions over the ``A`` slices still ``active``, ``(R,)``
     bool; ``None`` before the first sweep, when the rows are points), the Gamma shapes and
     rates of the slice precisions (``(R,)``) and of the noise precision, the ELBO after each
     sweep, the sweeps run and whether the ELBO settled.
     """
 
     means: list
-    precisions: list
+    lowers: list | None
     active: torch.Tensor
     slice_shape: torch.Tensor
     slice_rate: torch.Tensor
@@ -73,13 +77,18 @@ class CPVariational:
     converged: bool = False
 
     @property
+    def precisions(self) -> list:
+        """Row precisions ``S_i^-1`` per mode, ``(I_n, A, A)``."""
+        return [low @ low.transpose(-1, -2) for low in self.lowers]
+
+    @property
     def covariances(self) -> list:
         """Row covariances ``S_i`` per mode, ``(I_n, A, A)`` (zero before the first sweep)."""
-        if self.precisions is None:
+        if self.lowers is None:
             size = int(self.active.sum())
             return [torch.zeros(m.shape[0], size, size, dtype=torch.float64)
                     for m in self.means]
-        return [torch.cholesky_inverse(torch.linalg.cholesky(p)) for p in self.precisions]
+        return [torch.cholesky_inverse(low) for low in self.lowers]
 
 
 class Interrupted(Exception):
@@ -143,12 +152,16 @@ class CPGammaVariational:
 
         Raises
         ------
+        ValueError
+            If ``max_sweeps`` is not a positive integer or ``tol`` is negative.
         Interrupted
             On Ctrl-C, carrying ``q`` as it was after the last whole sweep.
         """
+        positive_int("max_sweeps", max_sweeps)
+        real_number("tol", tol, low_open=False)
         means = [point[s].detach().cpu().double().clone() for s in self.factor_sites]
         R = self.rank
-        q = CPVariational(means=means, precisions=None,
+        q = CPVariational(means=means, lowers=None,
                           active=torch.ones(R, dtype=torch.bool),
                           slice_shape=torch.full((R,), self.a + self.slice_count / 2,
                                                  dtype=torch.float64),
@@ -178,16 +191,16 @@ class CPGammaVariational:
         e_tau = q.noise_shape / q.noise_rate
         means = [m[:, act] for m in q.means]
         covs = q.covariances
-        precisions = []
+        lowers = []
         for mode in range(len(self.shape)):
             gram, rhs = self._row_moments(mode, means, covs)
             precision = e_tau * gram + torch.diag_embed(e_lam).expand_as(gram)
-            lower = torch.linalg.cholesky(precision)
-            means[mode] = e_tau * torch.cholesky_solve(rhs.unsqueeze(-1), lower).squeeze(-1)
-            precisions.append(precision)
-            covs[mode] = torch.cholesky_inverse(lower)
+            lowers.append(torch.linalg.cholesky(precision))
+            means[mode] = e_tau * torch.cholesky_solve(rhs.unsqueeze(-1),
+                                                       lowers[-1]).squeeze(-1)
+            covs[mode] = torch.cholesky_inverse(lowers[-1])
         # q changes only here, so a sweep cut short by Ctrl-C leaves the previous one's q
-        q.precisions = precisions
+        q.lowers = lowers
         for full, mean in zip(q.means, means):
             full[:, act] = mean
         squares = sum(m.pow(2).sum(0) + torch.diagonal(s, dim1=-2, dim2=-1).sum(0)
@@ -210,7 +223,8 @@ class CPGammaVariational:
         if not bool(off.any()) or int((q.active & ~off).sum()) == 0:
             return False
         keep = ~off[q.active]
-        q.precisions = [p[:, keep][:, :, keep] for p in q.precisions]  # after a sweep: set
+        # a sub-block of P has its own Cholesky factor (not the sub-block of P's factor)
+        q.lowers = [torch.linalg.cholesky(p[:, keep][:, :, keep]) for p in q.precisions]
         q.active = q.active & ~off
         for m in q.means:
             m[:, off] = 0.0
@@ -252,11 +266,10 @@ class CPGammaVariational:
         slices = float((_gamma_log_prior(self.a, self.b, e_lam, e_log_lam)).sum())
         noise = float(_gamma_log_prior(self.noise_a, self.noise_b, torch.tensor(e_tau),
                                        torch.tensor(e_log_tau)))
-        rows = sum(R / 2 * (1 + log2pi) * s.shape[0]
-                   - float(torch.linalg.cholesky(p).diagonal(dim1=-2, dim2=-1).log().sum())
-                   for s, p in zip(covs, q.precisions))
-        entropy = float(_gamma_entropy(shape, rate).sum()) + float(
-            _gamma_entropy(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)))
+        rows = sum(R / 2 * (1 + log2pi) * low.shape[0]
+                   - float(low.diagonal(dim1=-2, dim2=-1).log().sum()) for low in q.lowers)
+        entropy = float(Gamma(shape, rate).entropy().sum()) + float(
+            Gamma(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)).entropy())
         return likelihood + factors + slices + noise + rows + entropy
 
     # --- draws -----------------------------------------------------------------------------
@@ -281,18 +294,10 @@ class CPGammaVariational:
             ``{site: (num,) + site shape}``, constrained, float64 on the CPU; a pruned
             slice's factor columns are zero in every draw.
         """
-        out = {}
-        if q.precisions is None:  # interrupted before the first sweep: the point itself
-            out = {s: m.expand((num,) + tuple(m.shape)).clone()
-                   for s, m in zip(self.factor_sites, q.means)}
-        for site, mean, precision in zip(self.factor_sites, q.means, q.precisions or []):
-            lower = torch.linalg.cholesky(precision)
-            z = torch.randn((num,) + tuple(precision.shape[:2]) + (1,), generator=generator,
-                            dtype=torch.float64, device=generator.device).cpu()
-            spread = torch.linalg.solve_triangular(lower.transpose(-1, -2), z, upper=True)
-            draws = mean.expand((num,) + tuple(mean.shape)).clone()
-            draws[..., q.active] += spread.squeeze(-1)
-            out[site] = draws
+        out = {s: m.expand((num,) + tuple(m.shape)).clone()
+               for s, m in zip(self.factor_sites, q.means)}
+        for site, lower in zip(self.factor_sites, q.lowers or []):  # None: the point itself
+            out[site][..., q.active] += precision_spread(lower, generator, (num,)).cpu()
         seed = torch.randint(2 ** 62, (1,), generator=generator, device=generator.device)
         rng = np.random.default_rng(int(seed))
         out[self.precision_site] = torch.from_numpy(
@@ -307,7 +312,3 @@ def _gamma_log_prior(a: float, b: float, mean: torch.Tensor,
     """``E_q[log Gamma(x; a, b)]`` from ``E[x]`` and ``E[log x]``."""
     return a * math.log(b) - math.lgamma(a) + (a - 1) * mean_log - b * mean
 
-
-def _gamma_entropy(shape: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-    """Entropy of ``Gamma(shape, rate)``."""
-    return shape - rate.log() + torch.lgamma(shape) + (1 - shape) * torch.digamma(shape)

@@ -274,6 +274,25 @@ def test_bad_sampler_settings_raise_before_sampling(regression, kwargs, match):
         bt.fit(linreg, model_args=(X, y), progress=False, **kwargs)
 
 
+@pytest.mark.parametrize("method,kwargs", [("svgd", dict(num_samples=10, num_steps=30)),
+                                           ("vi", {})])
+def test_several_chains_of_vi_and_svgd_are_independent_runs(regression, method, kwargs):
+    """Neither method batches chains: ``num_chains=2`` used to return one run; now each chain
+    is the run a single fit gives at its group's seed."""
+    from bayestensor.infer.chains import group_seed
+
+    X, y, _, _ = regression
+    common = dict(model_args=(X, y), method=method, progress=False, **kwargs)
+    post = bt.fit(linreg, num_chains=2, seed=3, **common)
+    assert post.num_chains == 2
+    for chain in range(2):
+        alone = bt.fit(linreg, seed=group_seed(3, chain), **common)
+        torch.testing.assert_close(post["w"][chain], alone["w"][0])
+    assert not torch.equal(post["w"][0], post["w"][1])
+    with pytest.raises(ValueError, match="chain_groups"):
+        bt.fit(linreg, num_chains=2, chain_groups=1, **common)
+
+
 def test_discrete_latent_is_rejected():
     with pytest.raises(ValueError, match="discrete"):
         bt.fit(discrete_model, method="sghmc", progress=False)

@@ -65,10 +65,12 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     num_warmup : int, optional
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
     num_chains : int, optional
-        Chains (SGHMC, NUTS) or MAP restarts. Default ``METHODS[method].default_chains``: 4
-        for SGHMC and NUTS, so that R-hat can compare chains (SGHMC batches them: four cost
-        about what one does on small and medium tensors; NUTS runs a worker process per
-        chain, as many at once as there are cores), 1 for the other methods.
+        Chains (SGHMC, NUTS), MAP restarts (the best one is kept), or independent runs of VI
+        and SVGD (each a chain group, run in turn locally; see ``chain_groups``). Default
+        ``METHODS[method].default_chains``: 4 for SGHMC and NUTS, so that R-hat can compare
+        chains (SGHMC batches them: four cost about what one does on small and medium
+        tensors; NUTS runs a worker process per chain, as many at once as there are cores), 1
+        for the other methods.
     thin : int, optional
         Keep every ``thin``-th SGHMC draw. Default: the built-in model's ``sghmc_thin`` (2
         for a Tucker completion, whose core mixes slower per step; 1 otherwise), 1 for a
@@ -105,8 +107,9 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         (``num_chains`` of them, ``num_samples`` particles each) as Ray tasks and merges them
         along the chain dimension; see :mod:`bayestensor.parallel`.
     chain_groups : int, optional
-        Number of groups (Ray tasks); default one per chain with Ray, one group locally. The
-        local backend with the same ``chain_groups`` gives the same numbers as Ray.
+        Number of groups (Ray tasks); default one per chain with Ray, one group locally
+        (for VI and SVGD one per chain on both backends, and no other number). The local
+        backend with the same ``chain_groups`` gives the same numbers as Ray.
     address : str, optional
         Address of an existing Ray cluster (default: start a local one).
     **options
@@ -203,6 +206,18 @@ def _attach_user_model(post: Posterior, model, model_args, model_kwargs) -> Post
     return post
 
 
+def _independent_runs(spec: Method, num_chains: int, chain_groups) -> int | None:
+    """``chain_groups`` for a method without batched chains (VI, SVGD): each of several chains
+    is an independent run (a group of its own), as with Ray, not silently one run."""
+    if spec.chains or num_chains == 1:
+        return chain_groups
+    if chain_groups is not None and chain_groups != num_chains:
+        raise ValueError(f"chain_groups: method {spec.name!r} runs each chain as an independent "
+                         f"fit, so chain_groups must equal num_chains ({num_chains}), got "
+                         f"{chain_groups!r}")
+    return num_chains
+
+
 def _random_start(init) -> bool:
     return isinstance(init, str) and init == "random"
 
@@ -244,6 +259,7 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
         positive_int("num_warmup", num_warmup, minimum=0)
     positive_int("checkpoint_every", checkpoint_every)
     seed_value(seed)
+    chain_groups = _independent_runs(spec, num_chains, chain_groups)
     if not isinstance(init, (str, dict)):
         raise ValueError(f"init: expected 'svd', 'random' or a dict of site -> value, got "
                          f"{type(init).__name__}")

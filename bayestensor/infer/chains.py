@@ -87,6 +87,8 @@ def fit_chain_groups(method: Method, model, data, *, num_chains: int, groups: in
     stats = {k: torch.cat([p["sample_stats"][k] for p in parts], 0)
              for k in parts[0]["sample_stats"]}
     info = dict(parts[0]["info"])
+    for key in [k for k in info if k.endswith("_converged")]:  # only if every group did
+        info[key] = all(p["info"].get(key) is True for p in parts)
     info.update(chain_groups=groups, backend=backend, group_seeds=[t["seed"] for t in tasks.values()],
                 seconds_per_group=[p["info"].get("seconds", math.nan) for p in parts])
     bound = model if isinstance(model, BayesModel) else None

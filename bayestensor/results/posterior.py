@@ -180,8 +180,9 @@ class Posterior:
     # --- shape ------------------------------------------------------------------------------
     @property
     def num_chains(self) -> int:
-        """The leading dimension of every site's samples: the chains of SGHMC and NUTS, 1 for
-        SVGD, VI and MAP (their particles or draws are one chain's draws)."""
+        """The leading dimension of every site's samples: the chains of SGHMC and NUTS, the
+        independent runs of SVGD and VI (1 unless ``fit`` was asked for more; a run's particles
+        or draws are one chain's draws), 1 for MAP."""
         return int(next(iter(self.samples.values())).shape[0])
 
     @property

@@ -263,17 +263,20 @@ def test_predict_on_no_indices_says_so():
 @pytest.mark.parametrize("fmt, shape", [("cp", (8, 9, 10)), ("tucker", (8, 9, 10)),
                                         ("tt", (8, 9, 10)), ("ttm", (4, 6, 4, 6))])
 def test_dense_prediction_routes_equal_gathered_entries(fmt, shape):
-    """Predictions read from each sample's dense tensor, or from the box that a run of
-    consecutive entries fills, equal the factor-row gather (oracle)."""
+    """Predictions read from each sample's dense tensor, from the box that a run of
+    consecutive entries fills, or from whole slabs (the box itself, in order), equal the
+    factor-row gather (oracle)."""
     data = bt.data.synthetic_tensor(shape, rank=2, snr_db=10, observed=0.3, seed=0)
     model = bt.TensorCompletion(shape, format=fmt, max_rank=4)
     post = bt.fit(model, data.train, method="svgd", num_samples=5, num_steps=20, progress=False)
     flat = post.flat_samples()
-    size = int(np.prod(shape))
+    size, slab = int(np.prod(shape)), int(np.prod(shape[1:]))
     run = np.stack(np.unravel_index(np.arange(size // 3, size // 2), shape), -1)
-    for idx, whole in ((data.test.indices, True), (torch.as_tensor(run), False)):
+    slabs = np.stack(np.unravel_index(np.arange(slab, 3 * slab), shape), -1)
+    for idx, volume in ((data.test.indices, size), (torch.as_tensor(run), None),
+                        (torch.as_tensor(slabs), 2 * slab)):
         _, box = model._dense_box(idx)
-        assert (np.prod(box) == size) == whole
+        assert np.prod(box) == volume if volume else np.prod(box) < size
         via_box, _ = model.predict_entries(flat, idx)
         gathered = model.low_rank(flat).entries(idx) * model.scale + model.center
         np.testing.assert_allclose(via_box.numpy(), gathered.numpy(), rtol=0, atol=1e-5)

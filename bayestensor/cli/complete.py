@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -362,6 +363,9 @@ def _predictions(post, data: np.ndarray, level: float, test: Observations | None
     keys = ("mean", "sd", "entry_sd", "lower", "upper")
     flat = {k: np.empty(data.size) for k in keys}
     block = max(1, PREDICT_BLOCK_ELEMENTS // max(1, post.num_chains * post.num_draws))
+    slab = math.prod(data.shape[1:])
+    if slab <= block:  # whole slabs: each block is a box the model reconstructs as it is
+        block -= block % slab
     for start in range(0, data.size, block):
         stop = min(start + block, data.size)
         idx = np.stack(np.unravel_index(np.arange(start, stop), data.shape), -1)

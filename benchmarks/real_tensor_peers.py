@@ -150,7 +150,10 @@ def run(name, max_rank=None, nuts=False, methods=None):
                      "seconds": time.perf_counter() - start,
                      "rank": post.effective_rank().mode().tolist(),
                      "error": scores(pred.mean, truth)["error"],
-                     "coverage90": pred.coverage(truth, 0.9), **mixing(post, pred)})
+                     "coverage90": pred.coverage(truth, 0.9), **mixing(post, pred),
+                     # the fit's warnings are silenced above; how it ended is recorded here
+                     **{k: post.info[k] for k in ("vi_sweeps", "vi_converged")
+                        if k in post.info}})
     start = time.perf_counter()
     vb = bcpf(idx, vals, real.data.shape, spec["max_rank"], seed=0)
     mean, sd = vb.predict(test_idx)

@@ -60,6 +60,14 @@ def test_synthetic_tensor_reproducible_and_caps_test():
     assert not torch.equal(a.train.values, c.train.values)
 
 
+def test_synthetic_entries_in_chunks_are_the_entries(monkeypatch):
+    whole = datasets.synthetic_tensor((5, 6, 7), rank=2, observed=0.5, seed=1)
+    monkeypatch.setattr(datasets, "ENTRY_CHUNK", 7)
+    chunked = datasets.synthetic_tensor((5, 6, 7), rank=2, observed=0.5, seed=1)
+    assert torch.equal(whole.train.values, chunked.train.values)
+    assert torch.equal(whole.test.values, chunked.test.values)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"observed": 0.0}, "observed"),
     ({"observed": 1.0}, "observed"),

@@ -351,6 +351,18 @@ def test_posterior_save_load_arviz_and_summary(tmp_path):
     assert "not a Markov chain" in svgd.diagnostics()["note"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_moments_over_draws_match_numpy_and_leave_the_draws_alone(dtype):
+    from bayestensor.results.posterior import _column_moments
+
+    draws = (torch.randn(300, 2000, generator=torch.Generator().manual_seed(0)) * 3 + 5).to(dtype)
+    before = draws.clone()
+    var, mean = _column_moments(draws)
+    np.testing.assert_allclose(mean.numpy(), draws.double().numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var.numpy(), draws.double().numpy().var(0), rtol=1e-10)
+    assert torch.equal(draws, before)
+
+
 def test_prediction_intervals_are_nested_and_calibrated_for_a_known_mixture():
     mu = torch.zeros(1, 3)
     pred = bt.results.Prediction(mean=np.zeros(3), sd=np.ones(3), sd_mean=np.zeros(3),

@@ -275,7 +275,7 @@ def test_bad_sampler_settings_raise_before_sampling(regression, kwargs, match):
 
 
 @pytest.mark.parametrize("method,kwargs", [("svgd", dict(num_samples=10, num_steps=30)),
-                                           ("vi", {})])
+                                           ("vi", dict(num_steps=200, map_steps=100))])
 def test_several_chains_of_vi_and_svgd_are_independent_runs(regression, method, kwargs):
     """Neither method batches chains: ``num_chains=2`` used to return one run; now each chain
     is the run a single fit gives at its group's seed."""

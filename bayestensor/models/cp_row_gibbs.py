@@ -92,9 +92,6 @@ def precision_spread(lower: torch.Tensor, generator: torch.Generator,
     sample_shape = tuple(sample_shape)
     noise = torch.randn(sample_shape + lower.shape[:-1] + (1,), generator=generator,
                         dtype=lower.dtype, device=generator.device)
-    if not sample_shape:
-        return torch.linalg.solve_triangular(lower.transpose(-1, -2), noise,
-                                             upper=True).squeeze(-1)
     # The draws as the right-hand sides' columns: broadcasting L over the sample dims would
     # copy it once per draw (5 GB and 22 s for 1,000 draws of 1,000 rows of rank 25; 0.4 GB
     # and 0.9 s this way).

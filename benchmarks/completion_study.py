@@ -109,9 +109,10 @@ def study_rank(args):
                     "max_rank": max_rank}
             for method in args.methods:
                 post, pred, sec = run_ours(method, data.shape, data.train, data.test.indices,
-                                           max_rank, seed, init=args.init)
+                                           max_rank, seed, prior=args.prior, init=args.init)
                 rows.append({**base, "method": method, "rank_found": int(post.effective_rank().mode()[0]),
-                             "error": data.relative_error(pred.mean), "seconds": sec})
+                             "error": data.relative_error(pred.mean), "seconds": sec,
+                             "coverage90": pred.coverage(data.test_noisy.values, 0.9)})
             start = time.perf_counter()
             vb = bcpf(data.train.indices, data.train.values, data.shape, max_rank, seed=seed)
             rows.append({**base, "method": "vb", "rank_found": vb.rank, "seconds": time.perf_counter() - start,
@@ -147,6 +148,8 @@ def rank_summary(rows: list[dict], reference: str = "vb") -> list[dict]:
                    "rank_exact": float(np.mean([r["rank_found"] == rank for r in sel])),
                    "median_error": statistics.median(r["error"] for r in sel),
                    "median_seconds": statistics.median(r["seconds"] for r in sel)}
+            if all("coverage90" in r for r in sel):
+                row["median_coverage90"] = statistics.median(r["coverage90"] for r in sel)
             paired = [(r, ref[r["seed"]]) for r in sel if r["seed"] in ref]
             if method != reference and paired:
                 row["error_ratio_paired"] = statistics.median(r["error"] / v["error"]
@@ -278,6 +281,8 @@ def main():
                         default=["kinetic", "images"], help="--study real: which data sets")
     parser.add_argument("--init", choices=["svd", "spectral"], default="svd",
                         help="--study rank: the CP start of our fits")
+    parser.add_argument("--prior", choices=bt.priors.PRIORS, default="gamma",
+                        help="--study rank: the rank prior of our fits (the peers have their own)")
     parser.add_argument("--settings", type=int, nargs="+", default=None, metavar="K",
                         choices=range(len(RANK_GRID)),
                         help="--study rank: only these settings, by position in RANK_GRID "

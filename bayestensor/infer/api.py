@@ -18,7 +18,8 @@ from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_pa
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
-from bayestensor.models.completion import TensorCompletion, default_method
+from bayestensor.models.completion import (TensorCompletion, closed_form_vi_runs,
+                                           default_method)
 from bayestensor.results.posterior import Posterior
 
 #: The inference methods by name.
@@ -46,11 +47,12 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         ``(dense, mask)`` or a dense array with NaN for missing).
     method : {"map", "vi", "nuts", "sghmc", "svgd"}, optional
         ``"map"``: posterior mode (one draw). ``"vi"``: mean-field VI, ``num_samples`` draws
-        from it (for a CP completion under the gamma prior by closed-form coordinate ascent,
-        :mod:`bayestensor.models.cp_variational`; otherwise a Gaussian fitted by stochastic
-        gradients). Default: ``"vi"`` for a :class:`~bayestensor.TensorCompletion` in CP
-        format under the gamma prior fitted on the full data on the CPU (where the closed form
-        runs), ``"map"`` for every other model
+        from it (for a CP completion under the gamma or half-Cauchy prior by closed-form
+        coordinate ascent, :mod:`bayestensor.models.cp_variational`; otherwise a Gaussian
+        fitted by stochastic gradients). Default: ``"vi"`` for a
+        :class:`~bayestensor.TensorCompletion` in CP format under the gamma or half-Cauchy
+        prior fitted on the full data on the CPU (where the closed form runs), ``"map"`` for
+        every other model
         (:func:`bayestensor.models.completion.default_method` says why). ``"nuts"``: Pyro's
         NUTS, ``num_chains`` chains of ``num_samples``.
         ``"sghmc"``: :class:`~bayestensor.infer.sghmc.SGHMC`, ``num_chains`` chains run as one
@@ -164,13 +166,15 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     DivergenceError
         A non-finite log density; carries the draws so far.
     """
-    default = _default_method(model, batch_size, check_device(device))
+    where = check_device(device)
+    default = _default_method(model, batch_size, where)
     spec = _method(method or default)
     if spec.name == "vi" and options.get("init_from", "auto") == "auto":
         # the closed form starts at the data-driven starting values, the stochastic fit (or a
         # random start) at the MAP: from init="random" the sweeps prune the small random slices
         # (rank 1 of 2 on three 10 x 9 x 8 seeds, where the MAP first found 2 in two)
-        closed = options.get("closed_form", "auto") is not False and default == "vi"
+        closed = (options.get("closed_form", "auto") is not False
+                  and _closed_form_vi_runs(model, batch_size, where))
         options["init_from"] = "init" if closed and not _random_start(init) else "map"
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
@@ -229,6 +233,16 @@ def _default_method(model, batch_size, device) -> str:
         return "map"
     prior = model.tensor_prior
     return default_method(prior.format_cls.format_name, prior.prior.kind, batch_size, device)
+
+
+def _closed_form_vi_runs(model, batch_size, device) -> bool:
+    """Whether ``method="vi"`` runs the model's closed-form VI (see
+    :func:`bayestensor.models.completion.closed_form_vi_runs`)."""
+    if not isinstance(model, TensorCompletion):
+        return False
+    prior = model.tensor_prior
+    return closed_form_vi_runs(prior.format_cls.format_name, prior.prior.kind, batch_size,
+                               device)
 
 
 def _method(method) -> Method:

@@ -1,4 +1,4 @@
-"""Closed-form mean-field VI of a CP completion under the gamma prior (coordinate ascent).
+"""Closed-form mean-field VI of a CP completion under the gamma or half-Cauchy prior.
 
 The variational family is that of Bayesian CP factorization by variational Bayes (Zhao, Zhang
 & Cichocki, "Bayesian CP Factorization of Incomplete Tensors with Automatic Rank
@@ -14,6 +14,13 @@ modes' second moments ``m m^T + S`` and ``r_i`` the sum of ``y`` times their mea
     S_i = (E[tau] E[G_i] + diag(E[lambda]))^-1,    m_i = E[tau] S_i r_i,
     alpha_r = a + n_r / 2,   beta_r = b + sum over modes and rows of (m_ir^2 + S_i,rr) / 2,
     alpha_tau = a_tau + N / 2,   beta_tau = b_tau + E[RSS] / 2.
+
+Under the half-Cauchy prior on a slice's scale ``s_r = lambda_r^(-1/2)`` the same family
+holds with one more factor: ``s_r ~ HalfCauchy(A)`` is ``lambda_r | kappa_r ~ Gamma(1/2,
+kappa_r)`` with ``kappa_r ~ Gamma(1/2, 1 / A^2)`` (Wand, Ormerod, Padoan & Fruhwirth, "Mean
+field variational Bayes for elaborate distributions", Bayesian Analysis 2011), so ``q`` gains
+``prod_r Gamma(kappa_r; 1, 1 / A^2 + E[lambda_r])`` and the slice precisions' update reads
+``alpha_r = 1/2 + n_r / 2, beta_r = E[kappa_r] + ...``: the prior's rate is learnt per slice.
 
 Against the MAP's block ascent (:mod:`bayestensor.models.cp_block_ascent`) the only change in
 a row's system is the covariance terms in ``E[G_i]``: the other factors' uncertainty adds to
@@ -43,6 +50,7 @@ import torch
 from torch.distributions import Gamma
 
 from bayestensor.checks import positive_int, real_number
+from bayestensor.models.cp_block_ascent import sites_and_priors
 from bayestensor.models.cp_row_gibbs import precision_spread
 
 #: Most per-entry second moments (upper triangles, ``entries x R (R + 1) / 2``) held at once.
@@ -61,8 +69,9 @@ class CPVariational:
     ``means[n]`` ``(I_n, R)`` (zero in the pruned slices), ``lowers[n]`` ``(I_n, A, A)`` (the
     Cholesky factors of the rows' precisions over the ``A`` slices still ``active``, ``(R,)``
     bool; ``None`` before the first sweep, when the rows are points), the Gamma shapes and
-    rates of the slice precisions (``(R,)``) and of the noise precision, the ELBO after each
-    sweep, the sweeps run and whether the ELBO settled.
+    rates of the slice precisions (``(R,)``) and of the noise precision, the rates of the
+    half-Cauchy prior's auxiliary ``q(kappa_r) = Gamma(1, aux_rate_r)`` (``None`` under the
+    gamma prior), the ELBO after each sweep, the sweeps run and whether the ELBO settled.
     """
 
     means: list
@@ -72,6 +81,7 @@ class CPVariational:
     slice_rate: torch.Tensor
     noise_shape: float
     noise_rate: float
+    aux_rate: torch.Tensor | None = None
     elbo: list = field(default_factory=list)
     sweeps: int = 0
     converged: bool = False
@@ -99,9 +109,22 @@ class Interrupted(Exception):
         self.q = q
 
 
+def variational_keywords(prior, noise_a: float, noise_b: float) -> dict | None:
+    """The keywords of :class:`CPGammaVariational` from a model's
+    :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the prior is
+    CP under the gamma or half-Cauchy hyperprior (the cases the closed forms cover)."""
+    if prior.format_cls.format_name != "cp" or prior.prior.kind != "half_cauchy":
+        return sites_and_priors(prior, noise_a, noise_b)
+    site = prior.hyper_sites[0]
+    return dict(factor_sites=prior.param_sites, precision_site=site,
+                slice_count=prior.slice_counts()[site], noise_site="noise_precision",
+                half_cauchy_scale=float(prior.prior.params["scale"]), noise_a=noise_a,
+                noise_b=noise_b)
+
+
 class CPGammaVariational:
     """Coordinate-ascent VI of :class:`~bayestensor.models.completion.TensorCompletion` (CP,
-    gamma prior).
+    gamma or half-Cauchy prior; in both ``q`` of a slice precision is a Gamma).
 
     Parameters
     ----------
@@ -109,18 +132,28 @@ class CPGammaVariational:
     noise_a, noise_b
         The observed index tuples ``(N, ndim)``, standardized values ``(N,)``, tensor shape, CP
         rank, site names and prior parameters, as for
-        :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`.
+        :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`; ``a, b`` (the
+        gamma prior) only without ``half_cauchy_scale``.
+    half_cauchy_scale : float, optional
+        ``A`` of the half-Cauchy prior on the slice scales; ``precision_site`` then holds
+        scales ``lambda^(-1/2)``, as the model's site does.
     """
 
     def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int, *,
                  factor_sites, precision_site: str, noise_site: str, slice_count: int,
-                 a: float, b: float, noise_a: float, noise_b: float):
+                 noise_a: float, noise_b: float, a: float | None = None,
+                 b: float | None = None, half_cauchy_scale: float | None = None):
         self.idx = indices.detach().cpu().long()
         self.y = values.detach().cpu().double()
         self.shape, self.rank = tuple(int(s) for s in shape), int(rank)
         self.factor_sites = list(factor_sites)
         self.precision_site, self.noise_site = precision_site, noise_site
-        self.slice_count, self.a, self.b = slice_count, float(a), float(b)
+        self.half_cauchy = half_cauchy_scale is not None
+        if self.half_cauchy:  # lambda | kappa ~ Gamma(1/2, kappa); b is E[kappa], per slice
+            self.a, self.b, self.aux_prior_rate = 0.5, None, float(half_cauchy_scale) ** -2
+        else:
+            self.a, self.b = float(a), float(b)
+        self.slice_count = slice_count
         self.noise_a, self.noise_b = float(noise_a), float(noise_b)
         self.sum_y2 = float(self.y.pow(2).sum())
 
@@ -168,6 +201,9 @@ class CPGammaVariational:
                           slice_rate=torch.ones(R, dtype=torch.float64),
                           noise_shape=self.noise_a + len(self.y) / 2, noise_rate=1.0)
         lam = point[self.precision_site].detach().cpu().double().reshape(R)
+        if self.half_cauchy:  # the site holds scales
+            lam = lam.pow(-2)
+            q.aux_rate = self.aux_prior_rate + lam
         q.slice_rate = q.slice_shape / lam
         q.noise_rate = q.noise_shape / float(point[self.noise_site])
         try:
@@ -205,7 +241,9 @@ class CPGammaVariational:
             full[:, act] = mean
         squares = sum(m.pow(2).sum(0) + torch.diagonal(s, dim1=-2, dim2=-1).sum(0)
                       for m, s in zip(means, covs))
-        q.slice_rate[act] = self.b + squares / 2
+        q.slice_rate[act] = self._prior_rate(q)[act] + squares / 2
+        if self.half_cauchy:
+            q.aux_rate[act] = self.aux_prior_rate + (q.slice_shape / q.slice_rate)[act]
         # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>
         second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
         e_rss = (self.sum_y2 - 2 * float((means[-1] * rhs).sum())
@@ -213,11 +251,18 @@ class CPGammaVariational:
         q.noise_rate = self.noise_b + e_rss / 2
         q.elbo.append(self._elbo(q, covs, squares, e_rss))
 
+    def _prior_rate(self, q: CPVariational) -> torch.Tensor:
+        """The rate of each slice precision's prior: ``b``, or under the half-Cauchy prior
+        ``E[kappa_r]``."""
+        if self.half_cauchy:
+            return 1 / q.aux_rate
+        return torch.full((self.rank,), self.b, dtype=torch.float64)
+
     def _prune(self, q: CPVariational) -> bool:
         """Switch off the active slices whose mean is below ``PRUNE_BELOW`` of the largest
         (the product of their columns' norms); whether any was. A pruned slice's rows are
         zero and its precision's ``q`` is its conditional given them, ``Gamma(a + n / 2,
-        b)``."""
+        b)`` (under the half-Cauchy prior ``b = E[kappa_r]`` as it was)."""
         size = torch.stack([m.norm(dim=0) for m in q.means]).prod(0)
         off = q.active & (size < PRUNE_BELOW * size.max())
         if not bool(off.any()) or int((q.active & ~off).sum()) == 0:
@@ -228,7 +273,7 @@ class CPGammaVariational:
         q.active = q.active & ~off
         for m in q.means:
             m[:, off] = 0.0
-        q.slice_rate[off] = self.b
+        q.slice_rate[off] = self._prior_rate(q)[off]
         return True
 
     def _row_moments(self, mode: int, means: list, covs: list) -> tuple[torch.Tensor,
@@ -278,7 +323,7 @@ class CPGammaVariational:
         log2pi = math.log(2 * math.pi)
         likelihood = n / 2 * (e_log_tau - log2pi) - e_tau * e_rss / 2
         factors = float((self.slice_count / 2 * (e_log_lam - log2pi) - e_lam * squares / 2).sum())
-        slices = float((_gamma_log_prior(self.a, self.b, e_lam, e_log_lam)).sum())
+        slices = float(self._slice_prior_terms(q, e_lam, e_log_lam).sum())
         noise = float(_gamma_log_prior(self.noise_a, self.noise_b, torch.tensor(e_tau),
                                        torch.tensor(e_log_tau)))
         rows = sum(R / 2 * (1 + log2pi) * low.shape[0]
@@ -286,6 +331,19 @@ class CPGammaVariational:
         entropy = float(Gamma(shape, rate).entropy().sum()) + float(
             Gamma(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)).entropy())
         return likelihood + factors + slices + noise + rows + entropy
+
+    def _slice_prior_terms(self, q: CPVariational, e_lam: torch.Tensor,
+                           e_log_lam: torch.Tensor) -> torch.Tensor:
+        """Per active slice, ``E_q[log p(lambda_r)]``; under the half-Cauchy prior
+        ``E_q[log p(lambda_r | kappa_r) + log p(kappa_r)]`` plus the entropy of ``q(kappa_r)``
+        (``Gamma(1, aux_rate)``; ``E[log kappa]``'s terms cancel)."""
+        if not self.half_cauchy:
+            return _gamma_log_prior(self.a, self.b, e_lam, e_log_lam)
+        rate = q.aux_rate[q.active]
+        e_kappa = 1 / rate
+        half = 0.5 * math.log(self.aux_prior_rate) - 2 * math.lgamma(0.5)
+        return (half - 0.5 * e_log_lam - e_kappa * e_lam - e_kappa * self.aux_prior_rate
+                + 1 - rate.log())
 
     # --- draws -----------------------------------------------------------------------------
     def draw(self, q: CPVariational, num: int, generator: torch.Generator) -> dict:
@@ -315,8 +373,9 @@ class CPGammaVariational:
             out[site][..., q.active] += precision_spread(lower, generator, (num,)).cpu()
         seed = torch.randint(2 ** 62, (1,), generator=generator, device=generator.device)
         rng = np.random.default_rng(int(seed))
-        out[self.precision_site] = torch.from_numpy(
+        lam = torch.from_numpy(
             rng.gamma(q.slice_shape.numpy(), 1 / q.slice_rate.numpy(), size=(num, self.rank)))
+        out[self.precision_site] = lam.pow(-0.5) if self.half_cauchy else lam
         out[self.noise_site] = torch.from_numpy(
             rng.gamma(q.noise_shape, 1 / q.noise_rate, size=num))
         return out

@@ -288,6 +288,10 @@ def test_several_chains_of_vi_and_svgd_are_independent_runs(regression, method, 
     for chain in range(2):
         alone = bt.fit(linreg, seed=group_seed(3, chain), **common)
         torch.testing.assert_close(post["w"][chain], alone["w"][0])
+        # each run's own numbers are kept, not only the first's
+        mine = post.info["group_info"][chain]
+        assert mine["seed"] == alone.info["seed"] == group_seed(3, chain)
+        assert method == "svgd" or mine["final_elbo"] == alone.info["final_elbo"]
     assert not torch.equal(post["w"][0], post["w"][1])
     with pytest.raises(ValueError, match="chain_groups"):
         bt.fit(linreg, num_chains=2, chain_groups=1, **common)

@@ -111,7 +111,10 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     chain_groups : int, optional
         Number of groups (Ray tasks); default one per chain with Ray, one group locally
         (for VI and SVGD one per chain on both backends, and no other number). The local
-        backend with the same ``chain_groups`` gives the same numbers as Ray.
+        backend with the same ``chain_groups`` gives the same numbers as Ray. In the merged
+        posterior's ``info`` a ``*_converged`` flag holds only if every group's does, the
+        other entries are the first group's, and ``info["group_info"]`` lists per group the
+        entries that differ between groups (its seed, steps, final ELBO, ...).
     address : str, optional
         Address of an existing Ray cluster (default: start a local one).
     **options

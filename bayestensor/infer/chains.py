@@ -89,6 +89,9 @@ def fit_chain_groups(method: Method, model, data, *, num_chains: int, groups: in
     info = dict(parts[0]["info"])
     for key in [k for k in info if k.endswith("_converged")]:  # only if every group did
         info[key] = all(p["info"].get(key) is True for p in parts)
+    # the other entries at the top are group 0's; those that differ between groups, per group
+    varying = [k for k in info if len({repr(p["info"].get(k)) for p in parts}) > 1]
+    info["group_info"] = [{k: p["info"].get(k) for k in varying} for p in parts]
     info.update(chain_groups=groups, backend=backend, group_seeds=[t["seed"] for t in tasks.values()],
                 seconds_per_group=[p["info"].get("seconds", math.nan) for p in parts])
     bound = model if isinstance(model, BayesModel) else None

@@ -220,7 +220,19 @@ def als_rows(factors: list[torch.Tensor], groups: RowGroups,
     lam = ridge * float(gram.diagonal(dim1=-2, dim2=-1).mean())
     eye = torch.eye(gram.shape[-1], dtype=torch.float64)
     factor = torch.linalg.solve(gram + (lam + ALS_JITTER) * eye, rhs.unsqueeze(-1)).squeeze(-1)
-    return factor, (design * factor.index_select(0, groups.rows)).sum(1)
+    return factor, row_fitted(design, factor, groups)
+
+
+def row_fitted(design: torch.Tensor, factor: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+    """The fitted entries ``(n,)`` of factor ``groups.mode`` with the design of
+    :func:`row_normal_equations`, a block of entries at a time: at once, the gathered rows
+    and their product with the design are two more ``(n, R)`` arrays (4 GB at 1e7 entries of
+    rank 25)."""
+    fitted = torch.empty(design.shape[0], dtype=torch.float64)
+    for _, _, begin, stop, _ in groups.blocks:
+        rows = factor.index_select(0, groups.rows[begin:stop])
+        fitted[begin:stop] = rows.mul_(design[begin:stop]).sum(1)
+    return fitted
 
 
 def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups
@@ -234,16 +246,19 @@ def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups
     n, idx = groups.mode, groups.indices
     rank = factors[0].shape[1]
     others = [m for m in range(len(factors)) if m != n]
-    design = factors[others[0]].index_select(0, idx[:, others[0]])
-    for m in others[1:]:
-        design = design * factors[m].index_select(0, idx[:, m])
+    design = torch.empty(idx.shape[0], rank, dtype=torch.float64)
     gram = torch.zeros(groups.size, rank, rank, dtype=torch.float64)
     rhs = torch.zeros(groups.size, rank, dtype=torch.float64)
     for first, end, begin, stop, widest in groups.blocks:
+        # the design a block at a time: gathered whole, each factor's rows are (n, R) more
+        part = factors[others[0]].index_select(0, idx[begin:stop, others[0]])
+        for m in others[1:]:
+            part.mul_(factors[m].index_select(0, idx[begin:stop, m]))
+        design[begin:stop] = part
         rows = groups.rows[begin:stop] - first
         pos = groups.position[begin:stop]
         packed = torch.zeros(end - first, widest, rank, dtype=torch.float64)
-        packed[rows, pos] = design[begin:stop]
+        packed[rows, pos] = part
         packed_y = torch.zeros(end - first, widest, dtype=torch.float64)
         packed_y[rows, pos] = groups.values[begin:stop]
         gram[first:end] = packed.transpose(1, 2) @ packed

@@ -44,7 +44,7 @@ import string
 import torch
 
 from bayestensor.formats.cp import CPTensor
-from bayestensor.formats.entry_start import RowGroups, row_normal_equations
+from bayestensor.formats.entry_start import RowGroups, row_fitted, row_normal_equations
 
 #: From this sweep on, each sweep is followed by a try at extrapolating the factors along the
 #: sweep's change, ``sweeps ** (1 / 3)`` times as far, kept when it raises ``log p`` (with the
@@ -187,7 +187,7 @@ class CPGammaBlockAscent(_GammaBlockAscent):
             gram, rhs, design = row_normal_equations(factors, groups)
             system = gram + torch.diag_embed(lam / tau).expand_as(gram)
             factors[mode] = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
-        fitted = (design * factors[-1].index_select(0, groups.rows)).sum(1)
+        fitted = row_fitted(design, factors[-1], groups)
         return float((groups.values - fitted).pow(2).sum()), 0.0
 
     def _rss(self, factors, point):

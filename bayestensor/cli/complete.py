@@ -50,7 +50,7 @@ BUILTIN_DATA = ("kinetic", "indian_pines", "il2")
 #: Method, format, max rank, start, MAP continuation and MAP steps when --method / --format /
 #: --max-rank / --init / --map-hold / --steps are not given, per built-in name; any other input
 #: gets ``DEFAULT_FIT`` (``None`` steps: the method's default; ``None`` method: ``vi`` for CP
-#: under the gamma or half-Cauchy prior, ``map`` otherwise, ``bayestensor.models.completion.default_method``;
+#: under any of the three rank priors, ``map`` otherwise, ``bayestensor.models.completion.default_method``;
 #: Indian Pines keeps the MAP: its closed-form VI matched VB there, 0.0641 against the MAP's
 #: 0.0754, but ran to its 500-sweep cap without settling, 251 s against 132 s, and scoring
 #: its 4 million hidden entries over 1,000 draws is another cost). Indian Pines (4.2M entries, 5-10%
@@ -143,8 +143,8 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               help="Default: cp.")
 @opt.prior_option
 @click.option("--method", type=click.Choice(METHODS), default=None,
-              help="Default: vi (closed form) for CP under the gamma or half-Cauchy prior, "
-              "map for the other formats and priors (map for indian_pines, sghmc for il2).")
+              help="Default: vi (closed form) for CP, map for the other formats (map for "
+              "indian_pines, sghmc for il2).")
 @click.option("--max-rank", type=opt.RankType(), default=None,
               help="Int or comma list per rank dim. Default: 10 (20 for indian_pines, 60 for il2; "
               "10 for any --format other than a data set's default one).")

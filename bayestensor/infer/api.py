@@ -47,11 +47,11 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         ``(dense, mask)`` or a dense array with NaN for missing).
     method : {"map", "vi", "nuts", "sghmc", "svgd"}, optional
         ``"map"``: posterior mode (one draw). ``"vi"``: mean-field VI, ``num_samples`` draws
-        from it (for a CP completion under the gamma or half-Cauchy prior by closed-form
+        from it (for a CP completion under any of the three rank priors by closed-form
         coordinate ascent, :mod:`bayestensor.models.cp_variational`; otherwise a Gaussian
         fitted by stochastic gradients). Default: ``"vi"`` for a
-        :class:`~bayestensor.TensorCompletion` in CP format under the gamma or half-Cauchy
-        prior fitted on the full data on the CPU (where the closed form runs), ``"map"`` for
+        :class:`~bayestensor.TensorCompletion` in CP format under any of the three rank
+        priors fitted on the full data on the CPU (where the closed form runs), ``"map"`` for
         every other model
         (:func:`bayestensor.models.completion.default_method` says why). ``"nuts"``: Pyro's
         NUTS, ``num_chains`` chains of ``num_samples``.

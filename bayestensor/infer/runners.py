@@ -355,13 +355,13 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
 
 def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
     """The model's coordinate-ascent VI for a full-batch fit on the CPU (CP completion under
-    the gamma or half-Cauchy prior, :mod:`bayestensor.models.cp_variational`) when
+    any of the three rank priors, :mod:`bayestensor.models.cp_variational`) when
     ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise. ``True`` where the model, the batch or the device does
     not allow it is a ``ValueError``."""
     return _model_closed_form(
         target, job, "closed_form_vi", wanted,
         "closed_form: True needs a full-batch fit on the CPU of a TensorCompletion in CP "
-        "format under the gamma or half-Cauchy prior; use 'auto' or False")
+        "format; use 'auto' or False")
 
 
 def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_steps,

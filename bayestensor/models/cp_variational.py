@@ -1,4 +1,4 @@
-"""Closed-form mean-field VI of a CP completion under the gamma or half-Cauchy prior.
+"""Closed-form mean-field VI of a CP completion under the gamma, half-Cauchy or log-uniform prior.
 
 The variational family is that of Bayesian CP factorization by variational Bayes (Zhao, Zhang
 & Cichocki, "Bayesian CP Factorization of Incomplete Tensors with Automatic Rank
@@ -21,6 +21,9 @@ kappa_r)`` with ``kappa_r ~ Gamma(1/2, 1 / A^2)`` (Wand, Ormerod, Padoan & Fruhw
 field variational Bayes for elaborate distributions", Bayesian Analysis 2011), so ``q`` gains
 ``prod_r Gamma(kappa_r; 1, 1 / A^2 + E[lambda_r])`` and the slice precisions' update reads
 ``alpha_r = 1/2 + n_r / 2, beta_r = E[kappa_r] + ...``: the prior's rate is learnt per slice.
+Under the log-uniform prior on the scale over ``[low, high]``, ``p(lambda_r) ∝ 1 / lambda_r`` on
+``[high^-2, low^-2]``, and ``q(lambda_r)`` is the Gamma of ``a = b = 0`` truncated to that
+interval (its moments from the regularized incomplete gamma function).
 
 Against the MAP's block ascent (:mod:`bayestensor.models.cp_block_ascent`) the only change in
 a row's system is the covariance terms in ``E[G_i]``: the other factors' uncertainty adds to
@@ -52,6 +55,7 @@ from torch.distributions import Gamma
 from bayestensor.checks import positive_int, real_number
 from bayestensor.models.cp_block_ascent import sites_and_priors
 from bayestensor.models.cp_row_gibbs import precision_spread
+from bayestensor.priors.hyperpriors import INSIDE_BOUNDS
 
 #: Most per-entry second moments (upper triangles, ``entries x R (R + 1) / 2``) held at once.
 CHUNK_ELEMENTS = 1 << 22
@@ -111,20 +115,23 @@ class Interrupted(Exception):
 
 def variational_keywords(prior, noise_a: float, noise_b: float) -> dict | None:
     """The keywords of :class:`CPGammaVariational` from a model's
-    :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the prior is
-    CP under the gamma or half-Cauchy hyperprior (the cases the closed forms cover)."""
-    if prior.format_cls.format_name != "cp" or prior.prior.kind != "half_cauchy":
+    :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the format is
+    CP."""
+    kind, params = prior.prior.kind, prior.prior.params
+    if prior.format_cls.format_name != "cp" or kind == "gamma":
         return sites_and_priors(prior, noise_a, noise_b)
     site = prior.hyper_sites[0]
+    law = ({"half_cauchy_scale": float(params["scale"])} if kind == "half_cauchy" else
+           {"log_uniform_bounds": (float(params["low"]), float(params["high"]))})
     return dict(factor_sites=prior.param_sites, precision_site=site,
                 slice_count=prior.slice_counts()[site], noise_site="noise_precision",
-                half_cauchy_scale=float(prior.prior.params["scale"]), noise_a=noise_a,
-                noise_b=noise_b)
+                noise_a=noise_a, noise_b=noise_b, **law)
 
 
 class CPGammaVariational:
     """Coordinate-ascent VI of :class:`~bayestensor.models.completion.TensorCompletion` (CP,
-    gamma or half-Cauchy prior; in both ``q`` of a slice precision is a Gamma).
+    gamma, half-Cauchy or log-uniform prior; in each ``q`` of a slice precision is a Gamma,
+    truncated under the log-uniform prior).
 
     Parameters
     ----------
@@ -137,22 +144,32 @@ class CPGammaVariational:
     half_cauchy_scale : float, optional
         ``A`` of the half-Cauchy prior on the slice scales; ``precision_site`` then holds
         scales ``lambda^(-1/2)``, as the model's site does.
+    log_uniform_bounds : tuple of float, optional
+        ``(low, high)`` of the log-uniform prior on the slice scales (``precision_site``
+        holds scales too).
     """
 
     def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int, *,
                  factor_sites, precision_site: str, noise_site: str, slice_count: int,
                  noise_a: float, noise_b: float, a: float | None = None,
-                 b: float | None = None, half_cauchy_scale: float | None = None):
+                 b: float | None = None, half_cauchy_scale: float | None = None,
+                 log_uniform_bounds: tuple | None = None):
         self.idx = indices.detach().cpu().long()
         self.y = values.detach().cpu().double()
         self.shape, self.rank = tuple(int(s) for s in shape), int(rank)
         self.factor_sites = list(factor_sites)
         self.precision_site, self.noise_site = precision_site, noise_site
         self.half_cauchy = half_cauchy_scale is not None
+        self.bounds = None  # of lambda, under the log-uniform prior
         if self.half_cauchy:  # lambda | kappa ~ Gamma(1/2, kappa); b is E[kappa], per slice
             self.a, self.b, self.aux_prior_rate = 0.5, None, float(half_cauchy_scale) ** -2
+        elif log_uniform_bounds is not None:  # p(lambda) ∝ 1 / lambda on the bounds
+            self.scale_bounds = tuple(float(v) for v in log_uniform_bounds)
+            self.bounds = (self.scale_bounds[1] ** -2, self.scale_bounds[0] ** -2)
+            self.a, self.b = 0.0, 0.0
         else:
             self.a, self.b = float(a), float(b)
+        self.site_is_scale = self.half_cauchy or self.bounds is not None
         self.slice_count = slice_count
         self.noise_a, self.noise_b = float(noise_a), float(noise_b)
         self.sum_y2 = float(self.y.pow(2).sum())
@@ -201,8 +218,9 @@ class CPGammaVariational:
                           slice_rate=torch.ones(R, dtype=torch.float64),
                           noise_shape=self.noise_a + len(self.y) / 2, noise_rate=1.0)
         lam = point[self.precision_site].detach().cpu().double().reshape(R)
-        if self.half_cauchy:  # the site holds scales
+        if self.site_is_scale:
             lam = lam.pow(-2)
+        if self.half_cauchy:
             q.aux_rate = self.aux_prior_rate + lam
         q.slice_rate = q.slice_shape / lam
         q.noise_rate = q.noise_shape / float(point[self.noise_site])
@@ -223,7 +241,7 @@ class CPGammaVariational:
         """One sweep over the active slices: the rows of every mode, the slice precisions, the
         noise precision; the ELBO appended."""
         act = q.active
-        e_lam = (q.slice_shape / q.slice_rate)[act]
+        e_lam = self._lambda_moments(q)[0]
         e_tau = q.noise_shape / q.noise_rate
         means = [m[:, act] for m in q.means]
         covs = q.covariances
@@ -243,7 +261,7 @@ class CPGammaVariational:
                       for m, s in zip(means, covs))
         q.slice_rate[act] = self._prior_rate(q)[act] + squares / 2
         if self.half_cauchy:
-            q.aux_rate[act] = self.aux_prior_rate + (q.slice_shape / q.slice_rate)[act]
+            q.aux_rate[act] = self.aux_prior_rate + self._lambda_moments(q)[0]
         # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>
         second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
         e_rss = (self.sum_y2 - 2 * float((means[-1] * rhs).sum())
@@ -257,6 +275,15 @@ class CPGammaVariational:
         if self.half_cauchy:
             return 1 / q.aux_rate
         return torch.full((self.rank,), self.b, dtype=torch.float64)
+
+    def _lambda_moments(self, q: CPVariational) -> tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+        """``E[lambda]``, ``E[log lambda]`` and the entropy of ``q(lambda)`` of the active
+        slices: a Gamma, truncated to the bounds under the log-uniform prior."""
+        shape, rate = q.slice_shape[q.active], q.slice_rate[q.active]
+        if self.bounds is not None:
+            return truncated_gamma_moments(shape, rate, *self.bounds)
+        return shape / rate, torch.digamma(shape) - rate.log(), Gamma(shape, rate).entropy()
 
     def _prune(self, q: CPVariational) -> bool:
         """Switch off the active slices whose mean is below ``PRUNE_BELOW`` of the largest
@@ -316,8 +343,7 @@ class CPGammaVariational:
         """The evidence lower bound of ``q`` over the active slices (a pruned slice leaves
         the model, as in BCPF), with every constant."""
         n, R, act = len(self.y), int(q.active.sum()), q.active
-        shape, rate = q.slice_shape[act], q.slice_rate[act]
-        e_lam, e_log_lam = shape / rate, torch.digamma(shape) - rate.log()
+        e_lam, e_log_lam, slice_entropy = self._lambda_moments(q)
         e_tau = q.noise_shape / q.noise_rate
         e_log_tau = float(torch.digamma(torch.tensor(q.noise_shape))) - math.log(q.noise_rate)
         log2pi = math.log(2 * math.pi)
@@ -328,15 +354,18 @@ class CPGammaVariational:
                                        torch.tensor(e_log_tau)))
         rows = sum(R / 2 * (1 + log2pi) * low.shape[0]
                    - float(low.diagonal(dim1=-2, dim2=-1).log().sum()) for low in q.lowers)
-        entropy = float(Gamma(shape, rate).entropy().sum()) + float(
+        entropy = float(slice_entropy.sum()) + float(
             Gamma(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)).entropy())
         return likelihood + factors + slices + noise + rows + entropy
 
     def _slice_prior_terms(self, q: CPVariational, e_lam: torch.Tensor,
                            e_log_lam: torch.Tensor) -> torch.Tensor:
-        """Per active slice, ``E_q[log p(lambda_r)]``; under the half-Cauchy prior
+        """Per active slice, ``E_q[log p(lambda_r)]`` (gamma, log-uniform); under the half-Cauchy prior
         ``E_q[log p(lambda_r | kappa_r) + log p(kappa_r)]`` plus the entropy of ``q(kappa_r)``
         (``Gamma(1, aux_rate)``; ``E[log kappa]``'s terms cancel)."""
+        if self.bounds is not None:  # p(lambda) = 1 / (2 lambda log(high / low))
+            low, high = self.scale_bounds
+            return -e_log_lam - math.log(2 * math.log(high / low))
         if not self.half_cauchy:
             return _gamma_log_prior(self.a, self.b, e_lam, e_log_lam)
         rate = q.aux_rate[q.active]
@@ -373,12 +402,106 @@ class CPGammaVariational:
             out[site][..., q.active] += precision_spread(lower, generator, (num,)).cpu()
         seed = torch.randint(2 ** 62, (1,), generator=generator, device=generator.device)
         rng = np.random.default_rng(int(seed))
-        lam = torch.from_numpy(
-            rng.gamma(q.slice_shape.numpy(), 1 / q.slice_rate.numpy(), size=(num, self.rank)))
-        out[self.precision_site] = lam.pow(-0.5) if self.half_cauchy else lam
+        if self.bounds is None:
+            lam = torch.from_numpy(rng.gamma(q.slice_shape.numpy(), 1 / q.slice_rate.numpy(),
+                                             size=(num, self.rank)))
+        else:  # a pruned slice (zero rows, rate 0) at the bound of its smallest scale
+            lam = torch.full((num, self.rank), self.bounds[1], dtype=torch.float64)
+            lam[:, q.active] = truncated_gamma_draws(q.slice_shape[q.active],
+                                                     q.slice_rate[q.active], *self.bounds,
+                                                     num, rng)
+        if self.site_is_scale:
+            lam = lam.pow(-0.5)
+            if self.bounds is not None:  # strictly inside, where the site's transform is finite
+                low, high = self.scale_bounds
+                lam = lam.clamp(low * INSIDE_BOUNDS, high / INSIDE_BOUNDS)
+        out[self.precision_site] = lam
         out[self.noise_site] = torch.from_numpy(
             rng.gamma(q.noise_shape, 1 / q.noise_rate, size=num))
         return out
+
+
+def _log_lower_gamma(shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``log P(shape, x)``, the regularized lower incomplete gamma function, by its power
+    series ``x^a e^-x / Gamma(a + 1) * sum_k x^k / ((a + 1) ... (a + k))``, which keeps its
+    digits where ``P`` itself underflows (``x`` far below ``a``). For ``x <= a``."""
+    from scipy import special
+
+    total, term = np.ones_like(x), np.ones_like(x)
+    for k in range(1, 100_000):
+        term = term * x / (shape + k)
+        total = total + term
+        if np.all(term <= 1e-17 * total):
+            break
+    with np.errstate(divide="ignore"):
+        return shape * np.log(x) - x - special.gammaln(shape + 1) + np.log(total)
+
+
+def _log_mass(shape: np.ndarray, rate: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``log P(lo < x < hi)`` under ``Gamma(shape, rate)``: from the lower tails in log space
+    where the mode is above ``hi`` (a slice being switched off), else as a difference of the
+    upper tails (``-inf`` where that underflows: the mode far below ``lo``)."""
+    from scipy import special  # on first use: no other fit needs it
+
+    beyond = rate * hi < shape
+    with np.errstate(all="ignore"):
+        at_hi = _log_lower_gamma(shape, np.where(beyond, rate * hi, 0.0))
+        at_lo = _log_lower_gamma(shape, np.where(beyond, rate * lo, 0.0))
+        lower = at_hi + np.log1p(-np.exp(at_lo - at_hi))
+        upper = np.log(special.gammaincc(shape, rate * lo) - special.gammaincc(shape, rate * hi))
+    return np.where(beyond, lower, upper)
+
+
+def truncated_gamma_moments(shape: torch.Tensor, rate: torch.Tensor, lo: float,
+                            hi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``E[x]``, ``E[log x]`` and the entropy of ``Gamma(shape, rate)`` truncated to ``[lo,
+    hi]``. With ``Z = Gamma(a) b^-a M(a)`` and ``M(a)`` the mass inside, ``E[x] = a / b *
+    M(a + 1) / M(a)``, ``E[log x] = digamma(a) - log b + d log M / da`` (a central
+    difference) and ``H = log Z - (a - 1) E[log x] + b E[x]``; far from the bounds ``M = 1``
+    and these are the Gamma's own. Where ``M`` underflows (the mode many sds below ``lo``, a
+    slice scale above the prior's ``high``), the density inside is an exponential off ``lo``,
+    and its moments are used."""
+    from scipy import special
+
+    a, b = shape.numpy(), rate.numpy()
+    with np.errstate(all="ignore"):
+        log_m = _log_mass(a, b, lo, hi)
+        step = 1e-6 * np.maximum(a, 1.0)
+        slope = (_log_mass(a + step, b, lo, hi) - _log_mass(a - step, b, lo, hi)) / (2 * step)
+        mean = a / b * np.exp(_log_mass(a + 1, b, lo, hi) - log_m)
+        mean_log = special.digamma(a) - np.log(b) + slope
+        entropy = special.gammaln(a) - a * np.log(b) + log_m - (a - 1) * mean_log + b * mean
+        # the exponential tail off lo, at decay rate b - (a - 1) / lo
+        decay = b - (a - 1) / lo
+        tail = ~(np.isfinite(log_m) & np.isfinite(mean) & np.isfinite(mean_log)
+                 & np.isfinite(entropy))
+        mean = np.where(tail, lo + 1 / decay, mean)
+        mean_log = np.where(tail, np.log(lo) + 1 / (decay * lo), mean_log)
+        entropy = np.where(tail, 1 - np.log(decay), entropy)
+    return tuple(torch.from_numpy(np.asarray(v, dtype=np.float64))
+                 for v in (mean, mean_log, entropy))
+
+
+def truncated_gamma_draws(shape: torch.Tensor, rate: torch.Tensor, lo: float, hi: float,
+                          num: int, rng: np.random.Generator) -> torch.Tensor:
+    """``(num, len(shape))`` draws of ``Gamma(shape, rate)`` truncated to ``[lo, hi]`` by its
+    inverse distribution function, in the tail on the mode's far side (as
+    :func:`_log_mass`); a slice whose mass underflows is drawn at the nearer bound."""
+    from scipy import special
+
+    a, b = shape.numpy(), rate.numpy()
+    beyond = b * hi < a
+    u = rng.uniform(size=(num, len(a)))
+    with np.errstate(all="ignore"):
+        low_p, high_p = special.gammainc(a, b * lo), special.gammainc(a, b * hi)
+        top, bottom = special.gammaincc(a, b * lo), special.gammaincc(a, b * hi)
+        from_lower = special.gammaincinv(a, low_p + u * (high_p - low_p)) / b
+        from_upper = special.gammainccinv(a, bottom + u * (top - bottom)) / b
+        x = np.where(beyond, from_lower, from_upper)
+        mass = np.where(beyond, high_p - low_p, top - bottom)
+    nearer = np.where(a / np.maximum(b, 1e-300) > hi, hi, lo)
+    x = np.where(np.isfinite(x) & (mass > 0), x, nearer)
+    return torch.from_numpy(np.clip(x, lo, hi))
 
 
 def _gamma_log_prior(a: float, b: float, mean: torch.Tensor,

@@ -61,7 +61,8 @@ def default_method(format: str, prior: str, batch_size: int | None = None,
     Under the half-Cauchy prior, on the same settings, the closed-form VI is within 1.02x of
     VB's error in every setting and finds the exact rank in 41 of 42 runs in 0.04-0.7 s,
     where the MAP takes 2.8-6.7 s to 1.02-1.66x VB's error ("The closed-form VI under the
-    half-Cauchy prior"). Under the log-uniform prior LOGU_EVIDENCE
+    half-Cauchy and log-uniform priors"); under the log-uniform prior likewise (41 of 42,
+    0.995-1.018x VB's error, where the MAP reached 1.10x at 0 dB).
     """
     return "vi" if closed_form_vi_runs(format, prior, batch_size, device) else "map"
 

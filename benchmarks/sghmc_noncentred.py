@@ -57,7 +57,8 @@ def collapsed_log_prior(factors: list, a: float, b: float) -> torch.Tensor:
     ``Gamma(a + n/2) / Gamma(a) * b^a / (2 pi)^(n/2) * (b + |u_r|^2 / 2)^-(a + n/2)``."""
     squares = sum(f.pow(2).sum(-2) for f in factors)
     n = sum(f.shape[-2] for f in factors)
-    const = math.lgamma(a + n / 2) - math.lgamma(a) + a * math.log(b) - n / 2 * math.log(2 * math.pi)
+    const = (math.lgamma(a + n / 2) - math.lgamma(a) + a * math.log(b)
+             - n / 2 * math.log(2 * math.pi))
     return (const - (a + n / 2) * torch.log(b + squares / 2)).sum(-1)
 
 

@@ -1,4 +1,4 @@
-"""Closed-form mean-field VI of a CP completion under the gamma, half-Cauchy or log-uniform prior.
+"""Closed-form mean-field VI of a CP completion under any of its three rank priors.
 
 The variational family is that of Bayesian CP factorization by variational Bayes (Zhao, Zhang
 & Cichocki, "Bayesian CP Factorization of Incomplete Tensors with Automatic Rank
@@ -21,9 +21,9 @@ kappa_r)`` with ``kappa_r ~ Gamma(1/2, 1 / A^2)`` (Wand, Ormerod, Padoan & Fruhw
 field variational Bayes for elaborate distributions", Bayesian Analysis 2011), so ``q`` gains
 ``prod_r Gamma(kappa_r; 1, 1 / A^2 + E[lambda_r])`` and the slice precisions' update reads
 ``alpha_r = 1/2 + n_r / 2, beta_r = E[kappa_r] + ...``: the prior's rate is learnt per slice.
-Under the log-uniform prior on the scale over ``[low, high]``, ``p(lambda_r) ∝ 1 / lambda_r`` on
-``[high^-2, low^-2]``, and ``q(lambda_r)`` is the Gamma of ``a = b = 0`` truncated to that
-interval (its moments from the regularized incomplete gamma function).
+Under the log-uniform prior on the scale over ``[low, high]``, ``p(lambda_r) ∝ 1 /
+lambda_r`` on ``[high^-2, low^-2]``, and ``q(lambda_r)`` is the Gamma of ``a = b = 0``
+truncated to that interval (its moments from the regularized incomplete gamma function).
 
 Against the MAP's block ascent (:mod:`bayestensor.models.cp_block_ascent`) the only change in
 a row's system is the covariance terms in ``E[G_i]``: the other factors' uncertainty adds to
@@ -140,7 +140,7 @@ class CPGammaVariational:
         The observed index tuples ``(N, ndim)``, standardized values ``(N,)``, tensor shape, CP
         rank, site names and prior parameters, as for
         :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`; ``a, b`` (the
-        gamma prior) only without ``half_cauchy_scale``.
+        gamma prior) only without either of the two below.
     half_cauchy_scale : float, optional
         ``A`` of the half-Cauchy prior on the slice scales; ``precision_site`` then holds
         scales ``lambda^(-1/2)``, as the model's site does.
@@ -360,9 +360,10 @@ class CPGammaVariational:
 
     def _slice_prior_terms(self, q: CPVariational, e_lam: torch.Tensor,
                            e_log_lam: torch.Tensor) -> torch.Tensor:
-        """Per active slice, ``E_q[log p(lambda_r)]`` (gamma, log-uniform); under the half-Cauchy prior
-        ``E_q[log p(lambda_r | kappa_r) + log p(kappa_r)]`` plus the entropy of ``q(kappa_r)``
-        (``Gamma(1, aux_rate)``; ``E[log kappa]``'s terms cancel)."""
+        """Per active slice, ``E_q[log p(lambda_r)]`` (gamma, log-uniform); under the
+        half-Cauchy prior ``E_q[log p(lambda_r | kappa_r) + log p(kappa_r)]`` plus the
+        entropy of ``q(kappa_r)`` (``Gamma(1, aux_rate)``; ``E[log kappa]``'s terms
+        cancel)."""
         if self.bounds is not None:  # p(lambda) = 1 / (2 lambda log(high / low))
             low, high = self.scale_bounds
             return -e_log_lam - math.log(2 * math.log(high / low))

@@ -288,3 +288,16 @@ def test_truncated_gamma_moments_equal_numerical_integration(shape, rate):
     assert bool(np.all((draws >= lo) & (draws <= hi)))
     if special.gammaincc(shape, rate * lo) - special.gammaincc(shape, rate * hi) > 1e-3:
         np.testing.assert_allclose(draws.mean(), expected_mean, rtol=0.01)
+
+
+def test_the_updates_take_exactly_one_hyperprior():
+    from bayestensor.models.cp_variational import CPGammaVariational
+
+    common = dict(factor_sites=["f0", "f1"], precision_site="p", noise_site="n", slice_count=5,
+                  noise_a=1.0, noise_b=0.01)
+    idx, y = torch.zeros(3, 2, dtype=torch.long), torch.zeros(3)
+    for bad in ({}, {"a": 1.0}, {"a": 1.0, "b": 1.0, "half_cauchy_scale": 1.0},
+                {"half_cauchy_scale": 1.0, "log_uniform_bounds": (1e-4, 1e3)}):
+        with pytest.raises(ValueError, match="expected one hyperprior"):
+            CPGammaVariational(idx, y, (2, 3), 2, **common, **bad)
+    CPGammaVariational(idx, y, (2, 3), 2, **common, log_uniform_bounds=(1e-4, 1e3))

@@ -49,11 +49,11 @@ WARMUP_METHODS = ("sghmc", "nuts")
 BUILTIN_DATA = ("kinetic", "indian_pines", "il2")
 #: Method, format, max rank, start, MAP continuation and MAP steps when --method / --format /
 #: --max-rank / --init / --map-hold / --steps are not given, per built-in name; any other input
-#: gets ``DEFAULT_FIT`` (``None`` steps: the method's default; ``None`` method: ``vi`` for CP
-#: under any of the three rank priors, ``map`` otherwise, ``bayestensor.models.completion.default_method``;
-#: Indian Pines keeps the MAP: its closed-form VI matched VB there, 0.0641 against the MAP's
-#: 0.0754, but ran to its 500-sweep cap without settling, 251 s against 132 s, and scoring
-#: its 4 million hidden entries over 1,000 draws is another cost). Indian Pines (4.2M entries, 5-10%
+#: gets ``DEFAULT_FIT`` (``None`` steps: the method's default; ``None`` method: ``vi`` for CP,
+#: ``map`` otherwise, ``bayestensor.models.completion.default_method``; Indian Pines keeps the
+#: MAP: its closed-form VI matched VB there, 0.0641 against the MAP's 0.0754, but ran to its
+#: 500-sweep cap without settling, 251 s against 132 s, and scoring its 4 million hidden
+#: entries over 1,000 draws is another cost). Indian Pines (4.2M entries, 5-10%
 #: observed): CP max rank 20 from the spectral start had held-out error 0.062 / 0.075 at 90% /
 #: 95% missing, against 0.096 / 0.102 from the mean-filled SVD start and 0.082 / 0.083 for
 #: Tucker (8, 8, 4) (docs/benchmarks.md, "Real tensors"); 1000 steps and no map_hold

@@ -18,8 +18,7 @@ from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_pa
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
-from bayestensor.models.completion import (TensorCompletion, closed_form_vi_runs,
-                                           default_method)
+from bayestensor.models.completion import TensorCompletion, closed_form_vi_runs
 from bayestensor.results.posterior import Posterior
 
 #: The inference methods by name.
@@ -232,10 +231,7 @@ def _random_start(init) -> bool:
 def _default_method(model, batch_size, device) -> str:
     """``fit``'s method when none is given (see
     :func:`bayestensor.models.completion.default_method`)."""
-    if not isinstance(model, TensorCompletion):
-        return "map"
-    prior = model.tensor_prior
-    return default_method(prior.format_cls.format_name, prior.prior.kind, batch_size, device)
+    return "vi" if _closed_form_vi_runs(model, batch_size, device) else "map"
 
 
 def _closed_form_vi_runs(model, batch_size, device) -> bool:

@@ -356,8 +356,8 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
 def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
     """The model's coordinate-ascent VI for a full-batch fit on the CPU (CP completion under
     any of the three rank priors, :mod:`bayestensor.models.cp_variational`) when
-    ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise. ``True`` where the model, the batch or the device does
-    not allow it is a ``ValueError``."""
+    ``wanted`` is ``"auto"`` or ``True``; ``None`` otherwise. ``True`` where the model, the
+    batch or the device does not allow it is a ``ValueError``."""
     return _model_closed_form(
         target, job, "closed_form_vi", wanted,
         "closed_form: True needs a full-batch fit on the CPU of a TensorCompletion in CP "

@@ -17,7 +17,7 @@ from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
                                      start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
 from bayestensor.models.cp_row_gibbs import CPRowGibbs
-from bayestensor.models.cp_variational import CPGammaVariational, variational_keywords
+from bayestensor.models.cp_variational import CPGammaVariational
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.densities import gamma_log_density, gaussian_log_likelihood
 
@@ -256,7 +256,8 @@ class TensorCompletion(BayesModel):
         """Mean-field VI by closed-form coordinate ascent on the bound data (see
         :mod:`bayestensor.models.cp_variational`): CP format under any of the three rank
         priors; ``None`` otherwise."""
-        keywords = variational_keywords(self.tensor_prior, self.noise_a, self.noise_b)
+        keywords = sites_and_priors(self.tensor_prior, self.noise_a, self.noise_b,
+                                    kinds=CLOSED_FORM_VI_PRIORS)
         if keywords is None:
             return None
         self._require_data()

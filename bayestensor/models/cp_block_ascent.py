@@ -55,17 +55,26 @@ from bayestensor.formats.entry_start import RowGroups, row_fitted, row_normal_eq
 EXTRAPOLATE_FROM = 3
 
 
-def sites_and_priors(prior, noise_a: float, noise_b: float) -> dict | None:
-    """The site names and prior parameters the block ascents take, from a model's
+def sites_and_priors(prior, noise_a: float, noise_b: float,
+                     kinds: tuple = ("gamma",)) -> dict | None:
+    """The site names and prior parameters the closed forms take, from a model's
     :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the prior is CP
-    under the gamma hyperprior (the case the closed forms cover)."""
-    if prior.format_cls.format_name != "cp" or prior.prior.kind != "gamma":
+    under one of the hyperpriors ``kinds`` (the block ascents: gamma; the VI of
+    :mod:`bayestensor.models.cp_variational`: all three). The hyperprior's parameters are
+    ``a, b`` (gamma), ``half_cauchy_scale`` or ``log_uniform_bounds``."""
+    kind, params = prior.prior.kind, prior.prior.params
+    if prior.format_cls.format_name != "cp" or kind not in kinds:
         return None
+    if kind == "gamma":
+        law = {"a": float(params["a"]), "b": float(params["b"])}
+    elif kind == "half_cauchy":
+        law = {"half_cauchy_scale": float(params["scale"])}
+    else:
+        law = {"log_uniform_bounds": (float(params["low"]), float(params["high"]))}
     site = prior.hyper_sites[0]
     return dict(factor_sites=prior.param_sites, precision_site=site,
                 slice_count=prior.slice_counts()[site], noise_site="noise_precision",
-                a=float(prior.prior.params["a"]), b=float(prior.prior.params["b"]),
-                noise_a=noise_a, noise_b=noise_b)
+                noise_a=noise_a, noise_b=noise_b, **law)
 
 
 class _GammaBlockAscent:

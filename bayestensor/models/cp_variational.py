@@ -53,7 +53,6 @@ import torch
 from torch.distributions import Gamma
 
 from bayestensor.checks import positive_int, real_number
-from bayestensor.models.cp_block_ascent import sites_and_priors
 from bayestensor.models.cp_row_gibbs import precision_spread
 from bayestensor.priors.hyperpriors import INSIDE_BOUNDS
 
@@ -113,21 +112,6 @@ class Interrupted(Exception):
         self.q = q
 
 
-def variational_keywords(prior, noise_a: float, noise_b: float) -> dict | None:
-    """The keywords of :class:`CPGammaVariational` from a model's
-    :class:`~bayestensor.priors.LowRankPrior` and noise prior; ``None`` unless the format is
-    CP."""
-    kind, params = prior.prior.kind, prior.prior.params
-    if prior.format_cls.format_name != "cp" or kind == "gamma":
-        return sites_and_priors(prior, noise_a, noise_b)
-    site = prior.hyper_sites[0]
-    law = ({"half_cauchy_scale": float(params["scale"])} if kind == "half_cauchy" else
-           {"log_uniform_bounds": (float(params["low"]), float(params["high"]))})
-    return dict(factor_sites=prior.param_sites, precision_site=site,
-                slice_count=prior.slice_counts()[site], noise_site="noise_precision",
-                noise_a=noise_a, noise_b=noise_b, **law)
-
-
 class CPGammaVariational:
     """Coordinate-ascent VI of :class:`~bayestensor.models.completion.TensorCompletion` (CP,
     gamma, half-Cauchy or log-uniform prior; in each ``q`` of a slice precision is a Gamma,
@@ -147,6 +131,12 @@ class CPGammaVariational:
     log_uniform_bounds : tuple of float, optional
         ``(low, high)`` of the log-uniform prior on the slice scales (``precision_site``
         holds scales too).
+
+    Raises
+    ------
+    ValueError
+        Unless exactly one hyperprior is given (both ``a`` and ``b``, or one of the two
+        above).
     """
 
     def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int, *,
@@ -154,6 +144,13 @@ class CPGammaVariational:
                  noise_a: float, noise_b: float, a: float | None = None,
                  b: float | None = None, half_cauchy_scale: float | None = None,
                  log_uniform_bounds: tuple | None = None):
+        laws = [name for name, given in (("a and b", a is not None or b is not None),
+                                         ("half_cauchy_scale", half_cauchy_scale is not None),
+                                         ("log_uniform_bounds", log_uniform_bounds is not None))
+                if given]
+        if len(laws) != 1 or (laws == ["a and b"] and (a is None or b is None)):
+            raise ValueError("CPGammaVariational: expected one hyperprior, a and b (gamma), "
+                             f"half_cauchy_scale or log_uniform_bounds; got {laws or 'none'}")
         self.idx = indices.detach().cpu().long()
         self.y = values.detach().cpu().double()
         self.shape, self.rank = tuple(int(s) for s in shape), int(rank)

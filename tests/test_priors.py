@@ -268,6 +268,7 @@ def completion_values(model, batch, seed):
     values = random_values(model.tensor_prior, batch, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     values["noise_precision"] = 0.5 + 1.5 * torch.rand(batch, generator=gen, dtype=torch.float64)
+    values["offset"] = torch.randn(batch, generator=gen, dtype=torch.float64)
     return values
 
 
@@ -291,7 +292,7 @@ def pyro_log_joint_and_grad(model, values, sub_idx=None):
 def check_fast_against_pyro(model, sub_idx=None):
     values = completion_values(model, batch=3, seed=5)
     assert set(values) == set(model.tensor_prior.hyper_sites + model.tensor_prior.param_sites
-                               + ["noise_precision"])
+                               + ["noise_precision", "offset"])
     leaves = {k: v.clone().requires_grad_() for k, v in values.items()}
     subsample = {} if sub_idx is None else {"obs": sub_idx}
     fast = model.fast_log_joint(leaves, subsample)
@@ -336,7 +337,7 @@ def test_fast_log_joint_subsample_scale_by_hand():
     half = torch.arange(30)
     sub = model.fast_log_joint(values, {"obs": half})
     tau = values["noise_precision"]
-    mu = model.low_rank(values).entries(idx)
+    mu = model.low_rank(values).entries(idx) + values["offset"].unsqueeze(-1)
     ll = dist.Normal(mu, tau.rsqrt().unsqueeze(-1)).log_prob(y)
     diff = full - sub
     np.testing.assert_allclose(diff.numpy(), (ll.sum(-1) - 2 * ll[:, :30].sum(-1)).numpy(),

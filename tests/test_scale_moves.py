@@ -128,18 +128,46 @@ def test_factor_row_draws_follow_their_gaussian_conditional():
     variance, tau = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64), 3.0
     gibbs = CPRowGibbs(idx, y, shape, rank, factor_sites=["f0", "f1", "f2"], hyper_site="h",
                        variance=lambda h: h, noise_site="t")
-    draws = torch.stack([gibbs._draw_rows(factors, gibbs.groups[0], 1 / variance, tau, gen)
-                         for _ in range(5_000)])                      # (S, I, R)
+    draws = torch.stack([gibbs._draw_rows(factors, gibbs.groups[0], 1 / variance, tau, 0.7,
+                                          gen)[0] for _ in range(5_000)])  # (S, I, R)
     x, f1, f2 = idx.numpy(), factors[1].numpy(), factors[2].numpy()
     for row in range(shape[0]):
         mine = x[:, 0] == row
         design = f1[x[mine, 1]] * f2[x[mine, 2]]
         precision = tau * design.T @ design + np.diag(1 / variance.numpy())
         cov = np.linalg.inv(precision)
-        mean = cov @ (tau * design.T @ y.numpy()[mine])
+        mean = cov @ (tau * design.T @ (y.numpy()[mine] - 0.7))
         got = draws[:, row].numpy()
         assert np.all(np.abs(got.mean(0) - mean) < 5 * np.sqrt(np.diag(cov) / len(got)))
         np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.1 * np.diag(cov).max())
+
+
+def test_offset_draws_follow_their_gaussian_conditional():
+    """The offset's redraw given the factors: ``Normal(tau sum(y - x) / P, 1 / P)``, ``P = tau
+    N + 1 / s^2``, with the entries ``x`` from TensorLy's CP reconstruction; 5,000 draws within
+    5 standard errors (mean) and 5% (variance)."""
+    import tensorly as tl
+    from bayestensor.models.cp_row_gibbs import CPRowGibbs
+
+    gen = torch.Generator().manual_seed(0)
+    shape, rank, n = (5, 6, 7), 3, 80
+    idx = torch.stack([torch.randint(0, s, (n,), generator=gen) for s in shape], 1)
+    y = torch.randn(n, generator=gen, dtype=torch.float64) + 2.0
+    factors = [torch.randn(s, rank, generator=gen, dtype=torch.float64) for s in shape]
+    tau, scale = 3.0, 0.2
+    gibbs = CPRowGibbs(idx, y, shape, rank, factor_sites=["f0", "f1", "f2"], hyper_site="h",
+                       variance=lambda h: h, noise_site="t", offset_site="c",
+                       offset_scale=scale)
+    entries = tl.cp_to_tensor((None, [f.numpy() for f in factors]))[tuple(idx.numpy().T)]
+    groups = gibbs.groups[0]
+    order_entries = tl.cp_to_tensor((None, [f.numpy() for f in factors]))[
+        tuple(groups.indices.numpy().T)]
+    residual = groups.values - torch.from_numpy(order_entries)
+    draws = np.array([gibbs._draw_offset(residual, tau, gen) for _ in range(5_000)])
+    precision = tau * n + scale ** -2
+    mean = tau * (y.numpy() - entries).sum() / precision
+    assert abs(draws.mean() - mean) < 5 * np.sqrt(1 / precision / len(draws))
+    np.testing.assert_allclose(draws.var(), 1 / precision, rtol=0.05)
 
 
 @pytest.mark.parametrize("option", ["factor_redraws", "scale_moves"])

@@ -235,13 +235,14 @@ def row_fitted(design: torch.Tensor, factor: torch.Tensor, groups: RowGroups) ->
     return fitted
 
 
-def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups
+def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups, offset: float = 0.0
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row of factor ``groups.mode``, the least-squares system given the other factors.
 
     Returns the Gram matrices ``(I, R, R)`` and right-hand sides ``(I, R)`` of the rows (zero
-    for a row without observations), and the design ``(n, R)``: each entry's product of the
-    other factors' rows, in the order of ``groups.values``. Float64 factors.
+    for a row without observations; the right-hand sides of the values minus ``offset``), and
+    the design ``(n, R)``: each entry's product of the other factors' rows, in the order of
+    ``groups.values``. Float64 factors.
     """
     n, idx = groups.mode, groups.indices
     rank = factors[0].shape[1]
@@ -260,7 +261,7 @@ def row_normal_equations(factors: list[torch.Tensor], groups: RowGroups
         packed = torch.zeros(end - first, widest, rank, dtype=torch.float64)
         packed[rows, pos] = part
         packed_y = torch.zeros(end - first, widest, dtype=torch.float64)
-        packed_y[rows, pos] = groups.values[begin:stop]
+        packed_y[rows, pos] = groups.values[begin:stop] - offset
         gram[first:end] = packed.transpose(1, 2) @ packed
         rhs[first:end] = (packed.transpose(1, 2) @ packed_y.unsqueeze(-1)).squeeze(-1)
     return gram, rhs, design

@@ -34,7 +34,7 @@ import torch
 from torch.distributions import transforms
 
 from bayestensor.infer.log_density import LogDensity
-from bayestensor.priors.conditionals import conditional
+from bayestensor.priors.conditionals import OffsetConditional, conditional
 
 #: SGHMC steps between redraws. Each costs one more log-density evaluation (a quarter more
 #: work at 4).
@@ -54,6 +54,10 @@ def _is_exp(transform) -> bool:
                and bool(torch.all(torch.as_tensor(p.scale) == 1)) for p in parts[1:])
 
 
+def _span(site) -> slice:
+    return slice(site.offset, site.offset + site.size)
+
+
 class GibbsRedraws:
     """Redraws the sites named in ``conditionals`` from their full conditionals.
 
@@ -65,7 +69,8 @@ class GibbsRedraws:
     conditionals : dict of str to float or conditional
         Per site, a conditional of :mod:`bayestensor.priors.conditionals`; a number
         stands for the shape of a Gamma conditional (e.g. ``noise_a + n / 2`` for a Gaussian
-        noise precision over ``n`` observations).
+        noise precision over ``n`` observations). An ``OffsetConditional`` names a real site
+        (sampled as itself), redrawn after the positive ones.
 
     Raises
     ------
@@ -76,11 +81,15 @@ class GibbsRedraws:
 
     def __init__(self, target: LogDensity, conditionals: dict):
         sites = {s.name: s for s in target.sites}
-        self.spans = []
+        self.spans, self.offsets = [], []
         for name, spec in conditionals.items():
             if name not in sites:
                 raise ValueError(f"gibbs: {name!r} is not a site of the model; its sites are "
                                  f"{sorted(sites)}")
+            if isinstance(spec, OffsetConditional):
+                self.offsets.append((_span(sites[name]), self._noise_span(sites, name, spec),
+                                     spec))
+                continue
             if not _is_exp(sites[name].transform):
                 raise ValueError(f"gibbs: site {name!r} is not sampled as the log of a positive "
                                  f"value, so its conditional cannot be redrawn")
@@ -90,14 +99,29 @@ class GibbsRedraws:
                 raise ValueError(f"gibbs: the shape of {name!r} must be a positive number, "
                                  f"got {spec!r}") from None
             cond.check(name)
-            site = sites[name]
-            self.spans.append((slice(site.offset, site.offset + site.size), cond))
-        self.names = list(conditionals)
-        self.any_during_warmup = any(cond.during_warmup for _, cond in self.spans)
+            self.spans.append((_span(sites[name]), cond))
+        self.names = [n for n, spec in conditionals.items()
+                      if not isinstance(spec, OffsetConditional)]
+        self.names += [n for n, spec in conditionals.items() if isinstance(spec, OffsetConditional)]
+        self.any_during_warmup = any(cond.during_warmup for _, cond in self.spans) or bool(
+            self.offsets)
+
+    @staticmethod
+    def _noise_span(sites: dict, name: str, spec: OffsetConditional) -> slice:
+        spec.check(name)
+        if sites[name].transform != transforms.identity_transform:
+            raise ValueError(f"gibbs: site {name!r} is not sampled as itself, so its Normal "
+                             f"conditional cannot be redrawn")
+        noise = sites.get(spec.noise_site)
+        if noise is None or not _is_exp(noise.transform):
+            raise ValueError(f"gibbs: the noise site {spec.noise_site!r} of {name!r} is not a "
+                             f"positive site of the model sampled as its log")
+        return _span(noise)
 
     def describe(self) -> dict:
         """``{site: plain description of its conditional}``, for run records."""
-        return {name: cond.describe() for name, (_, cond) in zip(self.names, self.spans)}
+        conds = [cond for _, cond in self.spans] + [cond for _, _, cond in self.offsets]
+        return {name: cond.describe() for name, cond in zip(self.names, conds)}
 
     def redraw(self, theta: torch.Tensor, grad: torch.Tensor, generator: torch.Generator,
                warmup: bool = False) -> torch.Tensor:
@@ -109,6 +133,7 @@ class GibbsRedraws:
         NumPy's samplers seeded from ``generator``, so a run is reproducible from its seed and
         resumes exactly (torch's Gamma sampler takes no generator).
         """
+        before = theta
         theta = theta.clone()
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
@@ -120,4 +145,10 @@ class GibbsRedraws:
             new = cond.draw(x, grad[:, span].double().cpu(), rng).log().to(u.device)
             ok = torch.isfinite(new)
             theta[:, span] = torch.where(ok, new.to(u.dtype), u)
+        for span, noise, cond in self.offsets:
+            c = before[:, span]
+            new = cond.draw(c.double().cpu(), grad[:, span].double().cpu(),
+                            before[:, noise].double().exp().cpu(),
+                            theta[:, noise].double().exp().cpu(), rng).to(c.device)
+            theta[:, span] = torch.where(torch.isfinite(new), new.to(c.dtype), c)
         return theta

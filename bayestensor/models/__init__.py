@@ -32,6 +32,8 @@ def model_from_config(class_name: str, config: dict) -> BayesModel:
     """
     if class_name not in MODELS:
         raise ValueError(f"model: unknown built-in model class {class_name!r}")
+    if class_name == "TensorCompletion":  # saved before the offset site existed: none
+        config = {"offset_scale": None, **config}
     return MODELS[class_name](**config)
 
 

@@ -5,7 +5,7 @@ the standardized data::
 
     log p = sum_r [(n / 2 + a - 1) log lambda_r - lambda_r (b + S_r / 2)]
             + (N / 2 + noise_a - 1) log tau - tau (noise_b + RSS / 2)
-            [- c^2 / (2 s^2)]                                      (a regression's intercept c)
+            [- c^2 / (2 s^2)]         (a regression's intercept or a completion's offset c)
             + const
 
 (``S_r`` the squared norms of slice ``r``'s factor columns, ``n`` their entries, ``N`` the
@@ -18,7 +18,8 @@ given the others:
   meets every row);
 * a slice precision and the noise precision are Gamma modes, ``(n / 2 + a - 1) / (b + S_r /
   2)`` and ``(N / 2 + noise_a - 1) / (noise_b + RSS / 2)``;
-* a regression's intercept is the precision-weighted mean residual.
+* a regression's intercept, or a completion's offset, is the precision-weighted mean
+  residual.
 
 A sweep over the blocks never lowers ``log p``, and its fixed points are stationary points.
 
@@ -46,12 +47,12 @@ import torch
 from bayestensor.formats.cp import CPTensor
 from bayestensor.formats.entry_start import RowGroups, row_fitted, row_normal_equations
 
-#: From this sweep on, each sweep is followed by a try at extrapolating the factors along the
-#: sweep's change, ``sweeps ** (1 / 3)`` times as far, kept when it raises ``log p`` (with the
-#: precisions at their modes given the factors). Bro's line search for CP-ALS (Bro 1998,
-#: "Multi-way analysis in the food industry", ch. 4; TensorLy's ``parafac(linesearch=True)``
-#: jumps the same way): it crosses the "swamps" where the slices trade scale slowly, and
-#: only an improvement is kept, so the ascent stays monotone.
+#: From this sweep on, each sweep is followed by a try at extrapolating the factors (and the
+#: intercept or offset) along the sweep's change, ``sweeps ** (1 / 3)`` times as far, kept when
+#: it raises ``log p`` (with the precisions at their modes given the factors). Bro's line
+#: search for CP-ALS (Bro 1998, "Multi-way analysis in the food industry", ch. 4; TensorLy's
+#: ``parafac(linesearch=True)`` jumps the same way): it crosses the "swamps" where the slices
+#: trade scale slowly, and only an improvement is kept, so the ascent stays monotone.
 EXTRAPOLATE_FROM = 3
 
 
@@ -91,6 +92,9 @@ class _GammaBlockAscent:
         self.slice_shape = (slice_count / 2 + a - 1, b)
         self.noise_shape = (num_obs / 2 + noise_a - 1, noise_b)
         self.num_obs = num_obs
+        # a scalar block with a Normal(0, 1 / precision) prior: a regression's intercept or a
+        # completion's offset (set by the subclass; None: none)
+        self.scalar_site, self.scalar_precision = None, 0.0
 
     def __call__(self, values: dict, *, max_sweeps: int, tol: float,
                  hold_noise_sweeps: int = 0) -> tuple[dict, int, bool]:
@@ -117,18 +121,26 @@ class _GammaBlockAscent:
         held_tau = tau
         previous, sweeps, converged = -math.inf, 0, False
         while sweeps < max_sweeps and not converged:
-            before = [f.clone() for f in factors] if sweeps + 1 >= EXTRAPOLATE_FROM else None
-            rss, extra = self._update_blocks(factors, lam, tau, point)
-            current, lam, tau = self._profile(factors, rss, extra)
+            if sweeps + 1 >= EXTRAPOLATE_FROM:
+                before = [f.clone() for f in factors], self._scalar(point)
+            rss = self._update_blocks(factors, lam, tau, point)
+            current, lam, tau = self._profile(factors, rss, self._scalar_log_prior(point))
             sweeps += 1
             if sweeps <= hold_noise_sweeps:
                 tau = held_tau
                 continue
             if sweeps >= EXTRAPOLATE_FROM:
-                jump = [b + sweeps ** (1 / 3) * (f - b) for b, f in zip(before, factors)]
-                value, jump_lam, jump_tau = self._profile(jump, self._rss(jump, point), extra)
+                step = sweeps ** (1 / 3)
+                jump = [b + step * (f - b) for b, f in zip(before[0], factors)]
+                jump_point = dict(point)
+                if self.scalar_site is not None:
+                    jump_point[self.scalar_site] = before[1] + step * (self._scalar(point)
+                                                                       - before[1])
+                value, jump_lam, jump_tau = self._profile(jump, self._rss(jump, jump_point),
+                                                          self._scalar_log_prior(jump_point))
                 if value > current:
                     factors[:] = jump
+                    point.update(jump_point)
                     current, lam, tau = value, jump_lam, jump_tau
             converged = abs(current - previous) <= tol * (abs(current) + self.num_obs)
             previous = current
@@ -148,10 +160,18 @@ class _GammaBlockAscent:
         return float(slices.sum()) + noise + extra, lam, tau
 
     def _update_blocks(self, factors: list, lam: torch.Tensor, tau: float,
-                       point: dict) -> tuple[float, float]:
-        """Maximize the factors in place (and other blocks in ``point``); return the residual
-        sum of squares after them and those other blocks' log prior."""
+                       point: dict) -> float:
+        """Maximize the factors in place (and the scalar block in ``point``); return the
+        residual sum of squares after them."""
         raise NotImplementedError
+
+    def _scalar(self, point: dict) -> torch.Tensor | float:
+        """The scalar block's value in ``point`` (zero without one)."""
+        return 0.0 if self.scalar_site is None else point[self.scalar_site]
+
+    def _scalar_log_prior(self, point: dict) -> float:
+        """``log Normal(c | 0, 1 / scalar_precision)`` of the scalar block, up to a constant."""
+        return -0.5 * self.scalar_precision * float(self._scalar(point)) ** 2
 
     def _rss(self, factors: list, point: dict) -> float:
         """The residual sum of squares at ``factors`` (other blocks as in ``point``)."""
@@ -181,28 +201,57 @@ class CPGammaBlockAscent(_GammaBlockAscent):
         Gamma prior of the slice precisions.
     noise_a, noise_b : float
         Gamma prior of the noise precision.
+    offset_site : str, optional
+        Site of the offset added to every entry, whose prior is ``Normal(0, offset_scale)``;
+        ``None``: the model has none.
+    offset_scale : float
     """
 
-    def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int,
+    def __init__(self, indices: torch.Tensor, values: torch.Tensor, shape, rank: int, *,
+                 offset_site: str | None = None, offset_scale: float = 1.0,
                  **sites_and_priors):
         y = values.detach().cpu().double()
         super().__init__(y.shape[0], **sites_and_priors)
         idx = indices.detach().cpu().long()
         self.shape = tuple(shape)
         self.groups = [RowGroups(idx, y, mode, size, rank) for mode, size in enumerate(shape)]
+        if offset_site is not None:
+            self.scalar_site, self.scalar_precision = offset_site, offset_scale ** -2
 
     def _update_blocks(self, factors, lam, tau, point):
+        if self.scalar_site is not None:
+            return self._update_with_offset(factors, lam, tau, point)
         for mode, groups in enumerate(self.groups):
             gram, rhs, design = row_normal_equations(factors, groups)
             system = gram + torch.diag_embed(lam / tau).expand_as(gram)
             factors[mode] = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
-        fitted = row_fitted(design, factors[-1], groups)
-        return float((groups.values - fitted).pow(2).sum()), 0.0
+        return float((groups.values - row_fitted(design, factors[-1], groups)).pow(2).sum())
+
+    def _update_with_offset(self, factors, lam, tau, point):
+        """Each mode's rows and the offset ``c`` maximized jointly. Given ``c`` every row
+        solves ``A_i u_i = r_i - c g_i`` (``g_i`` its entries' designs summed); substituting
+        that into ``c``'s own equation leaves one scalar equation. Alternating the two blocks
+        instead crawls along the ridge where ``c`` and the slices trade the data's mean: on
+        IL-2 at max rank 10 the sweeps then stopped 12 nats below what Adam reaches."""
+        sum_y = float(self.groups[0].values.sum())
+        for mode, groups in enumerate(self.groups):
+            gram, rhs, design = row_normal_equations(factors, groups)
+            summed = torch.zeros_like(rhs).index_add_(0, groups.rows, design)  # g_i
+            system = gram + torch.diag_embed(lam / tau).expand_as(gram)
+            both = torch.linalg.solve(system, torch.stack([rhs, summed], -1))
+            from_data, per_offset = both[..., 0], both[..., 1]
+            denominator = (self.num_obs + self.scalar_precision / tau
+                           - float((summed * per_offset).sum()))
+            c = (sum_y - float((summed * from_data).sum())) / denominator
+            factors[mode] = from_data - c * per_offset
+        point[self.scalar_site] = torch.tensor(c, dtype=torch.float64)
+        residual = groups.values - row_fitted(design, factors[-1], groups) - c
+        return float(residual.pow(2).sum())
 
     def _rss(self, factors, point):
         groups = self.groups[0]
         fitted = CPTensor(self.shape, factors).entries(groups.indices, check=False)
-        return float((groups.values - fitted).pow(2).sum())
+        return float((groups.values - fitted - float(self._scalar(point))).pow(2).sum())
 
 
 #: Most multiply-adds of one regression sweep (about a second on one core): each factor's
@@ -240,11 +289,10 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
         self.y = values.detach().cpu().double()
         super().__init__(self.y.shape[0], **sites_and_priors)
         self.X = inputs.detach().cpu().double().reshape((-1,) + tuple(shape))
-        self.intercept_site = intercept_site
-        self.intercept_precision = intercept_scale ** -2
+        self.scalar_site, self.scalar_precision = intercept_site, intercept_scale ** -2
 
     def _update_blocks(self, factors, lam, tau, point):
-        c = point[self.intercept_site]
+        c = point[self.scalar_site]
         for mode in range(len(factors)):
             design = regression_design(self.X, factors, mode)  # (N, I R)
             target = self.y - c
@@ -253,15 +301,14 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
             solution = torch.linalg.solve(system, design.T @ target)
             factors[mode] = solution.reshape(factors[mode].shape)
         linear = design @ solution
-        c = tau * (self.y - linear).sum() / (tau * self.y.shape[0] + self.intercept_precision)
-        point[self.intercept_site] = c
-        rss = float((self.y - linear - c).pow(2).sum())
-        return rss, -0.5 * self.intercept_precision * float(c) ** 2
+        c = tau * (self.y - linear).sum() / (tau * self.y.shape[0] + self.scalar_precision)
+        point[self.scalar_site] = c
+        return float((self.y - linear - c).pow(2).sum())
 
     def _rss(self, factors, point):
         weight = CPTensor(self.X.shape[1:], factors).reconstruct().reshape(-1)
         linear = self.X.reshape(self.X.shape[0], -1) @ weight
-        return float((self.y - linear - point[self.intercept_site]).pow(2).sum())
+        return float((self.y - linear - point[self.scalar_site]).pow(2).sum())
 
 
 def regression_design(inputs: torch.Tensor, factors: list, mode: int) -> torch.Tensor:

@@ -11,6 +11,9 @@ Xiong et al., SDM 2010, with the ARD variances in place of a Wishart prior):
 normal equations of :class:`~bayestensor.models.cp_block_ascent.CPGammaBlockAscent`, shared
 through :class:`~bayestensor.formats.entry_start.RowGroups`). One redraw sweeps the modes in
 turn, each row drawn as ``m_i + L_i^{-T} z`` with ``P_i = L_i L_i^T`` (:func:`gaussian_draw`).
+The offset ``c ~ Normal(0, s_c)`` added to every entry is redrawn after the rows from its own
+Gaussian conditional, precision ``tau N + 1 / s_c^2`` and mean ``tau sum_j (y_j - x_j)`` over
+that precision.
 
 Why inside SGHMC: a slice the data barely need has a factor pattern that small gradient steps
 turn over slowly, while its scale wanders along a funnel
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from bayestensor.formats.entry_start import RowGroups, row_normal_equations
+from bayestensor.formats.entry_start import RowGroups, row_fitted, row_normal_equations
 
 
 class CPRowGibbs:
@@ -40,37 +43,57 @@ class CPRowGibbs:
         Slice variances from the hyper site's values (``RankPrior.variance``).
     noise_site : str
         Site of the noise precision.
+    offset_site : str, optional
+        Site of the offset added to every entry, prior ``Normal(0, offset_scale)``; ``None``:
+        the model has none.
+    offset_scale : float
     """
 
     def __init__(self, indices, values, shape, rank: int, *, factor_sites, hyper_site: str,
-                 variance, noise_site: str):
+                 variance, noise_site: str, offset_site: str | None = None,
+                 offset_scale: float = 1.0):
         y = values.detach().cpu().double()
         idx = indices.detach().cpu().long()
         self.groups = [RowGroups(idx, y, mode, size, rank) for mode, size in enumerate(shape)]
         self.factor_sites, self.hyper_site = list(factor_sites), hyper_site
         self.variance, self.noise_site = variance, noise_site
+        self.offset_site, self.offset_precision = offset_site, offset_scale ** -2
 
     def redraw(self, values: dict, generator: torch.Generator) -> dict:
         """Batched constrained ``values`` (``(C, ...)`` per site) with every factor redrawn,
-        mode after mode, from its full conditional."""
-        out = {s: values[s].clone() for s in self.factor_sites}
+        mode after mode, from its full conditional, and then the offset."""
+        sites = self.factor_sites + ([] if self.offset_site is None else [self.offset_site])
+        out = {s: values[s].clone() for s in sites}
         for c in range(values[self.noise_site].shape[0]):
             factors = [values[s][c].detach().cpu().double() for s in self.factor_sites]
             variance = self.variance(values[self.hyper_site][c])
             prior_precision = 1.0 / variance.detach().cpu().double()
             tau = float(values[self.noise_site][c])
+            offset = 0.0 if self.offset_site is None else float(values[self.offset_site][c])
             for mode, groups in enumerate(self.groups):
-                factors[mode] = self._draw_rows(factors, groups, prior_precision, tau, generator)
+                factors[mode], design = self._draw_rows(factors, groups, prior_precision, tau,
+                                                        offset, generator)
             for s, f in zip(self.factor_sites, factors):
                 out[s][c] = f.to(out[s])
+            if self.offset_site is not None:
+                residual = groups.values - row_fitted(design, factors[-1], groups)
+                out[self.offset_site][c] = self._draw_offset(residual, tau, generator)
         return {**values, **out}
 
     @staticmethod
     def _draw_rows(factors, groups: RowGroups, prior_precision: torch.Tensor, tau: float,
-                   generator: torch.Generator) -> torch.Tensor:
-        gram, rhs, _ = row_normal_equations(factors, groups)
+                   offset: float, generator: torch.Generator):
+        """The mode's new factor and the design of its rows."""
+        gram, rhs, design = row_normal_equations(factors, groups, offset)
         precision = tau * gram + torch.diag_embed(prior_precision).expand_as(gram)
-        return gaussian_draw(precision, tau * rhs, generator)
+        return gaussian_draw(precision, tau * rhs, generator), design
+
+    def _draw_offset(self, residual: torch.Tensor, tau: float,
+                     generator: torch.Generator) -> float:
+        precision = tau * len(residual) + self.offset_precision
+        noise = torch.randn((), generator=generator, dtype=torch.float64,
+                            device=generator.device)
+        return float(tau * residual.sum() / precision + noise.cpu() / precision ** 0.5)
 
 
 def gaussian_draw(precision: torch.Tensor, shift: torch.Tensor,

@@ -6,14 +6,19 @@ Determination", TPAMI 2015), on this library's model (standardized data, its hyp
 
     q = prod_{modes n, rows i} Normal(u_i^(n); m_i, S_i)          (R x R covariance per row)
         * prod_r Gamma(lambda_r; alpha_r, beta_r) * Gamma(tau; alpha_tau, beta_tau)
+        * Normal(c; m_c, v_c)                               (the offset added to every entry)
 
 Each block's optimal factor given the others is closed-form. For row ``i`` of mode ``n``,
 with ``E[G_i]`` the sum over its observed entries of the Hadamard product of the other
-modes' second moments ``m m^T + S`` and ``r_i`` the sum of ``y`` times their means' product::
+modes' second moments ``m m^T + S`` and ``r_i`` the sum of ``y - m_c`` times their means'
+product::
 
     S_i = (E[tau] E[G_i] + diag(E[lambda]))^-1,    m_i = E[tau] S_i r_i,
     alpha_r = a + n_r / 2,   beta_r = b + sum over modes and rows of (m_ir^2 + S_i,rr) / 2,
-    alpha_tau = a_tau + N / 2,   beta_tau = b_tau + E[RSS] / 2.
+    v_c = 1 / (E[tau] N + 1 / s_c^2),   m_c = v_c E[tau] sum_j (y_j - E[x_j]),
+    alpha_tau = a_tau + N / 2,   beta_tau = b_tau + E[RSS] / 2,
+
+with ``c ~ Normal(0, s_c)`` the offset's prior and ``x_j`` the CP entry of observation ``j``.
 
 Under the half-Cauchy prior on a slice's scale ``s_r = lambda_r^(-1/2)`` the same family
 holds with one more factor: ``s_r ~ HalfCauchy(A)`` is ``lambda_r | kappa_r ~ Gamma(1/2,
@@ -33,7 +38,8 @@ the rank study's 0 dB setting (30^3, rank 3, 10% observed) the MAP's held-out pr
 SGHMC's posterior mean and for VB; ``benchmarks/point_estimate_scale.py``), and a noise
 precision held at its true value does not change that.
 
-A sweep updates the modes in turn, then the slice precisions, then the noise precision; each
+A sweep updates the modes in turn, then the slice precisions, the offset and the noise
+precision; each
 step maximizes the evidence lower bound (ELBO) in its block, so the bound never falls. Started
 at a MAP point (``S = 0``, the MAP's precisions as the first expectations), the slices the MAP
 switched off stay off: their precisions grow by about ``E[tau] E[G]`` each sweep.
@@ -74,7 +80,8 @@ class CPVariational:
     bool; ``None`` before the first sweep, when the rows are points), the Gamma shapes and
     rates of the slice precisions (``(R,)``) and of the noise precision, the rates of the
     half-Cauchy prior's auxiliary ``q(kappa_r) = Gamma(1, aux_rate_r)`` (``None`` under the
-    gamma prior), the ELBO after each sweep, the sweeps run and whether the ELBO settled.
+    gamma prior), the offset's mean and variance (zero without an offset), the ELBO after
+    each sweep, the sweeps run and whether the ELBO settled.
     """
 
     means: list
@@ -85,6 +92,8 @@ class CPVariational:
     noise_shape: float
     noise_rate: float
     aux_rate: torch.Tensor | None = None
+    offset_mean: float = 0.0
+    offset_var: float = 0.0
     elbo: list = field(default_factory=list)
     sweeps: int = 0
     converged: bool = False
@@ -131,6 +140,8 @@ class CPGammaVariational:
     log_uniform_bounds : tuple of float, optional
         ``(low, high)`` of the log-uniform prior on the slice scales (``precision_site``
         holds scales too).
+    offset_site, offset_scale
+        The offset's site and prior sd, as for ``CPGammaBlockAscent``; ``None``: no offset.
 
     Raises
     ------
@@ -143,7 +154,8 @@ class CPGammaVariational:
                  factor_sites, precision_site: str, noise_site: str, slice_count: int,
                  noise_a: float, noise_b: float, a: float | None = None,
                  b: float | None = None, half_cauchy_scale: float | None = None,
-                 log_uniform_bounds: tuple | None = None):
+                 log_uniform_bounds: tuple | None = None, offset_site: str | None = None,
+                 offset_scale: float = 1.0):
         laws = [name for name, given in (("a and b", a is not None or b is not None),
                                          ("half_cauchy_scale", half_cauchy_scale is not None),
                                          ("log_uniform_bounds", log_uniform_bounds is not None))
@@ -169,7 +181,8 @@ class CPGammaVariational:
         self.site_is_scale = self.half_cauchy or self.bounds is not None
         self.slice_count = slice_count
         self.noise_a, self.noise_b = float(noise_a), float(noise_b)
-        self.sum_y2 = float(self.y.pow(2).sum())
+        self.sum_y, self.sum_y2 = float(self.y.sum()), float(self.y.pow(2).sum())
+        self.offset_site, self.offset_precision = offset_site, float(offset_scale) ** -2
 
     # --- fitting ---------------------------------------------------------------------------
     def fit(self, point: dict, *, max_sweeps: int = 500, tol: float = 1e-6) -> CPVariational:
@@ -221,6 +234,8 @@ class CPGammaVariational:
             q.aux_rate = self.aux_prior_rate + lam
         q.slice_rate = q.slice_shape / lam
         q.noise_rate = q.noise_shape / float(point[self.noise_site])
+        if self.offset_site is not None:
+            q.offset_mean = float(point[self.offset_site])
         try:
             same_slices = False
             while q.sweeps < max_sweeps and not q.converged:
@@ -244,10 +259,11 @@ class CPGammaVariational:
         covs = q.covariances
         lowers = []
         for mode in range(len(self.shape)):
-            gram, rhs = self._row_moments(mode, means, covs)
+            gram, rhs, design_sum = self._row_moments(mode, means, covs)
             precision = e_tau * gram + torch.diag_embed(e_lam).expand_as(gram)
             lowers.append(torch.linalg.cholesky(precision))
-            means[mode] = e_tau * torch.cholesky_solve(rhs.unsqueeze(-1),
+            shift = rhs - q.offset_mean * design_sum  # the right-hand side of y - E[c]
+            means[mode] = e_tau * torch.cholesky_solve(shift.unsqueeze(-1),
                                                        lowers[-1]).squeeze(-1)
             covs[mode] = torch.cholesky_inverse(lowers[-1])
         # q changes only here, so a sweep cut short by Ctrl-C leaves the previous one's q
@@ -259,9 +275,16 @@ class CPGammaVariational:
         q.slice_rate[act] = self._prior_rate(q)[act] + squares / 2
         if self.half_cauchy:
             q.aux_rate[act] = self.aux_prior_rate + self._lambda_moments(q)[0]
-        # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>
+        # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>,
+        # sum of E[fitted] = sum_i <m_i, design_sum_i>
+        fitted_sum = float((means[-1] * design_sum).sum())
+        if self.offset_site is not None:
+            q.offset_var = 1 / (e_tau * len(self.y) + self.offset_precision)
+            q.offset_mean = q.offset_var * e_tau * (self.sum_y - fitted_sum)
         second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
-        e_rss = (self.sum_y2 - 2 * float((means[-1] * rhs).sum())
+        m_c, n = q.offset_mean, len(self.y)
+        e_rss = (self.sum_y2 - 2 * m_c * self.sum_y + n * (m_c ** 2 + q.offset_var)
+                 - 2 * (float((means[-1] * rhs).sum()) - m_c * fitted_sum)
                  + float((second * gram).sum()))
         q.noise_rate = self.noise_b + e_rss / 2
         q.elbo.append(self._elbo(q, covs, squares, e_rss))
@@ -301,8 +324,11 @@ class CPGammaVariational:
         return True
 
     def _row_moments(self, mode: int, means: list, covs: list) -> tuple[torch.Tensor,
+                                                                         torch.Tensor,
                                                                          torch.Tensor]:
-        """``E[G_i]`` ``(I, R, R)`` and ``r_i`` ``(I, R)`` of every row of ``mode``.
+        """``E[G_i]`` ``(I, R, R)``, ``r_i`` ``(I, R)`` (of ``y``) and the sum of the other
+        modes' means' products ``(I, R)`` (the right-hand side of a constant 1) of every row of
+        ``mode``.
 
         The per-entry products are symmetric, so only their upper triangles are gathered,
         multiplied and summed, in buffers reused by every chunk: the sweep is a few passes
@@ -317,6 +343,7 @@ class CPGammaVariational:
             :, upper[0], upper[1]].contiguous() for k in others}
         gram = torch.zeros(size, packed, dtype=torch.float64)
         rhs = torch.zeros(size, R, dtype=torch.float64)
+        design_sum = torch.zeros(size, R, dtype=torch.float64)
         step = max(1, min(len(self.y), CHUNK_ELEMENTS // packed))
         second, second_k = (torch.empty(step, packed, dtype=torch.float64) for _ in range(2))
         mean, mean_k = (torch.empty(step, R, dtype=torch.float64) for _ in range(2))
@@ -330,11 +357,12 @@ class CPGammaVariational:
                 mean[:n].mul_(torch.index_select(means[k], 0, idx[:, k], out=mean_k[:n]))
             rows = idx[:, mode]
             gram.index_add_(0, rows, second[:n])
+            design_sum.index_add_(0, rows, mean[:n])
             rhs.index_add_(0, rows, mean[:n].mul_(self.y[start:start + n].unsqueeze(-1)))
         full = torch.empty(size, R, R, dtype=torch.float64)
         full[:, upper[0], upper[1]] = gram
         full[:, upper[1], upper[0]] = gram
-        return full, rhs
+        return full, rhs, design_sum
 
     def _elbo(self, q: CPVariational, covs: list, squares: torch.Tensor, e_rss: float) -> float:
         """The evidence lower bound of ``q`` over the active slices (a pruned slice leaves
@@ -353,7 +381,15 @@ class CPGammaVariational:
                    - float(low.diagonal(dim1=-2, dim2=-1).log().sum()) for low in q.lowers)
         entropy = float(slice_entropy.sum()) + float(
             Gamma(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)).entropy())
-        return likelihood + factors + slices + noise + rows + entropy
+        return likelihood + factors + slices + noise + rows + entropy + self._offset_terms(q)
+
+    def _offset_terms(self, q: CPVariational) -> float:
+        """``E_q[log p(c)]`` plus the entropy of ``q(c)``; zero without an offset."""
+        if self.offset_site is None:
+            return 0.0
+        prior = 0.5 * (math.log(self.offset_precision / (2 * math.pi))
+                       - self.offset_precision * (q.offset_mean ** 2 + q.offset_var))
+        return prior + 0.5 * math.log(2 * math.pi * math.e * q.offset_var)
 
     def _slice_prior_terms(self, q: CPVariational, e_lam: torch.Tensor,
                            e_log_lam: torch.Tensor) -> torch.Tensor:
@@ -416,6 +452,9 @@ class CPGammaVariational:
         out[self.precision_site] = lam
         out[self.noise_site] = torch.from_numpy(
             rng.gamma(q.noise_shape, 1 / q.noise_rate, size=num))
+        if self.offset_site is not None:
+            out[self.offset_site] = torch.from_numpy(
+                rng.normal(q.offset_mean, math.sqrt(q.offset_var), size=num))
         return out
 
 

@@ -8,6 +8,7 @@ the conditional needs from the rest of the model (a residual or slice sum of squ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,9 +86,44 @@ class HalfCauchyConditional:
         return precision.rsqrt()
 
 
-def conditional(spec) -> GammaConditional | HalfCauchyConditional:
+@dataclass(frozen=True)
+class OffsetConditional:
+    """A real site ``c`` (sampled as itself), prior ``Normal(0, scale)``, added to the mean of
+    each of ``count`` Gaussian observations whose precision is the site ``noise_site``: its
+    full conditional is Normal with precision ``P = tau count + 1 / scale^2`` and mean
+    ``tau sum(y - x) / P``.
+
+    The residual sum is read off the gradient before the redraws, ``g = tau sum(y - x - c) -
+    c / scale^2``, with that moment's ``tau``; the draw uses ``tau`` after its own redraw, so
+    the two redraws form one Gibbs sweep (``tau`` given ``c``, then ``c`` given ``tau``).
+    """
+
+    count: int
+    scale: float
+    noise_site: str
+    during_warmup = True
+
+    def check(self, name: str) -> None:
+        if not (self.count >= 1 and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"gibbs: {name!r} needs a count >= 1 and a positive finite scale, "
+                             f"got {self.count!r} and {self.scale!r}")
+
+    def describe(self) -> dict:
+        return {"conditional": "normal", "count": self.count, "scale": self.scale,
+                "noise_site": self.noise_site}
+
+    def draw(self, c: torch.Tensor, grad: torch.Tensor, tau_before: torch.Tensor,
+             tau_after: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        prior_precision = self.scale ** -2
+        total = (grad + c * prior_precision) / tau_before + self.count * c  # sum(y - x)
+        precision = tau_after * self.count + prior_precision
+        noise = torch.from_numpy(rng.standard_normal(size=tuple(c.shape)))
+        return tau_after * total / precision + noise / precision.sqrt()
+
+
+def conditional(spec) -> GammaConditional | HalfCauchyConditional | OffsetConditional:
     """A conditional from a ``gibbs`` entry: a conditional itself, or a number (a Gamma
     conditional's shape)."""
-    if isinstance(spec, (GammaConditional, HalfCauchyConditional)):
+    if isinstance(spec, (GammaConditional, HalfCauchyConditional, OffsetConditional)):
         return spec
     return GammaConditional(float(spec))

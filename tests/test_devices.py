@@ -21,11 +21,11 @@ METHODS = {
     "map": dict(method="map", map_hold=None, num_steps=300),
     "sghmc": dict(method="sghmc", num_chains=2, num_samples=100, num_warmup=100,
                   map_hold=None, map_steps=200),
-    # from the default MAP start: after 200 mini-batch Adam steps without the hold a chain
-    # can start with a switched-off slice's precision at 1e6 and its norm not yet near zero,
-    # and the first step overflows (2-6 of 32 seeds; none of 16 from the default start)
+    # after 200 mini-batch Adam steps a chain can start with a switched-off slice's precision
+    # at 1e6 and its norm not yet near zero: with Hutchinson's estimate of that precision's
+    # curvature the first step overflowed here (SGHMC's exact_curvature)
     "sghmc_minibatch": dict(method="sghmc", num_chains=2, num_samples=100, num_warmup=100,
-                            batch_size=300),
+                            batch_size=300, map_hold=None, map_steps=200),
     "svgd": dict(method="svgd", num_samples=10, num_steps=150, map_hold=None, map_steps=200),
     "vi": dict(method="vi", num_steps=300, map_steps=200),
 }

@@ -58,6 +58,23 @@ def _span(site) -> slice:
     return slice(site.offset, site.offset + site.size)
 
 
+def exact_curvature_spans(target: LogDensity, shapes: dict) -> list:
+    """``[(span, shape)]`` of the sites in ``shapes`` (SGHMC's ``exact_curvature``): each a
+    site of ``target`` sampled as the log of a positive value, with a positive shape;
+    ``ValueError`` naming the site otherwise."""
+    sites = {s.name: s for s in target.sites}
+    spans = []
+    for name, shape in shapes.items():
+        if name not in sites or not _is_exp(sites[name].transform):
+            raise ValueError(f"exact_curvature: {name!r} is not a site of the model sampled as "
+                             f"the log of a positive value")
+        if not float(shape) > 0:
+            raise ValueError(f"exact_curvature: the shape of {name!r} must be positive, got "
+                             f"{shape!r}")
+        spans.append((_span(sites[name]), float(shape)))
+    return spans
+
+
 class GibbsRedraws:
     """Redraws the sites named in ``conditionals`` from their full conditionals.
 

@@ -9,6 +9,7 @@ import torch
 
 from bayestensor.checks import rank_value
 from bayestensor.priors import LowRankPrior
+from bayestensor.priors.conditionals import GammaConditional
 
 #: Below this variance of the response (constant data, or a single value, whose variance is
 #: undefined) ``1 / Var(y)`` carries no information about the noise: the noise precision then
@@ -191,6 +192,19 @@ class BayesModel:
         if prior is None or prior.one_scale_per_entry:
             return {}
         return prior.conditionals()
+
+    def gamma_shapes(self) -> dict[str, float]:
+        """``{site: shape}`` of the positive sites whose log density in ``u = log x`` is
+        ``shape * u - x * rate`` (the Gamma conditionals' shapes: the low-rank prior's slice
+        precisions under the gamma prior, and those of :meth:`gibbs_sites`, the noise
+        precision): SGHMC takes their curvature exactly, ``shape - gradient`` (its
+        ``exact_curvature``)."""
+        prior = self.low_rank_prior
+        conds = {} if prior is None else dict(prior.conditionals())
+        conds.update(self.gibbs_sites())
+        return {name: float(c) if isinstance(c, (int, float)) else c.shape
+                for name, c in conds.items()
+                if isinstance(c, (int, float, GammaConditional))}
 
     def block_axes(self) -> dict[str, int]:
         """For SVGD's per-slice kernel: site name -> axis whose index names the block.

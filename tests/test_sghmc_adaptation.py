@@ -269,3 +269,20 @@ def test_precision_curvature_is_exact_where_hutchinson_is_not(fmt):
     for name in model.gamma_shapes():
         np.testing.assert_allclose(got[sites[name]].numpy(), exact[sites[name]].numpy(),
                                    rtol=1e-4, err_msg=name)
+
+
+def test_exact_curvature_sites_are_checked_on_full_batches_too():
+    """A site that is not sampled as the log of a positive value, or a non-positive shape, is
+    refused when the sampler is made, whether or not its gradients are mini-batched."""
+    from bayestensor.infer import LogDensity
+    from bayestensor.infer.sghmc import SGHMC
+
+    data = bt.data.synthetic_tensor((6, 7, 8), rank=2, snr_db=20, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    model.set_data(data.train)
+    target = LogDensity(model.pyro_model, model.model_args(), init_values=model.init_values(),
+                        fast_log_joint=model.fast_log_joint, seed=0)
+    with pytest.raises(ValueError, match="exact_curvature: 'offset' is not a site"):
+        SGHMC(target, exact_curvature={"offset": 3.0})
+    with pytest.raises(ValueError, match="exact_curvature: the shape of 'noise_precision'"):
+        SGHMC(target, exact_curvature={"noise_precision": 0.0})

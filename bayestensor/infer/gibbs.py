@@ -75,6 +75,20 @@ def exact_curvature_spans(target: LogDensity, shapes: dict) -> list:
     return spans
 
 
+def _offset_noise_span(sites: dict, name: str, spec: OffsetConditional) -> slice:
+    """The span of an offset's noise site, after checking the offset (a real site sampled as
+    itself, a valid conditional) and its noise site (positive, sampled as its log)."""
+    spec.check(name)
+    if sites[name].transform != transforms.identity_transform:
+        raise ValueError(f"gibbs: site {name!r} is not sampled as itself, so its Normal "
+                         f"conditional cannot be redrawn")
+    noise = sites.get(spec.noise_site)
+    if noise is None or not _is_exp(noise.transform):
+        raise ValueError(f"gibbs: the noise site {spec.noise_site!r} of {name!r} is not a "
+                         f"positive site of the model sampled as its log")
+    return _span(noise)
+
+
 class GibbsRedraws:
     """Redraws the sites named in ``conditionals`` from their full conditionals.
 
@@ -99,13 +113,15 @@ class GibbsRedraws:
     def __init__(self, target: LogDensity, conditionals: dict):
         sites = {s.name: s for s in target.sites}
         self.spans, self.offsets = [], []
+        offset_names = []
         for name, spec in conditionals.items():
             if name not in sites:
                 raise ValueError(f"gibbs: {name!r} is not a site of the model; its sites are "
                                  f"{sorted(sites)}")
             if isinstance(spec, OffsetConditional):
-                self.offsets.append((_span(sites[name]), self._noise_span(sites, name, spec),
+                self.offsets.append((_span(sites[name]), _offset_noise_span(sites, name, spec),
                                      spec))
+                offset_names.append(name)
                 continue
             if not _is_exp(sites[name].transform):
                 raise ValueError(f"gibbs: site {name!r} is not sampled as the log of a positive "
@@ -117,28 +133,14 @@ class GibbsRedraws:
                                  f"got {spec!r}") from None
             cond.check(name)
             self.spans.append((_span(sites[name]), cond))
-        self.names = [n for n, spec in conditionals.items()
-                      if not isinstance(spec, OffsetConditional)]
-        self.names += [n for n, spec in conditionals.items() if isinstance(spec, OffsetConditional)]
-        self.any_during_warmup = any(cond.during_warmup for _, cond in self.spans) or bool(
-            self.offsets)
-
-    @staticmethod
-    def _noise_span(sites: dict, name: str, spec: OffsetConditional) -> slice:
-        spec.check(name)
-        if sites[name].transform != transforms.identity_transform:
-            raise ValueError(f"gibbs: site {name!r} is not sampled as itself, so its Normal "
-                             f"conditional cannot be redrawn")
-        noise = sites.get(spec.noise_site)
-        if noise is None or not _is_exp(noise.transform):
-            raise ValueError(f"gibbs: the noise site {spec.noise_site!r} of {name!r} is not a "
-                             f"positive site of the model sampled as its log")
-        return _span(noise)
+        # in redraw order: the positive sites, then the offsets (drawn given their new noise)
+        self.names = [n for n in conditionals if n not in offset_names] + offset_names
+        self.conditionals = [cond for _, cond in self.spans] + [c for _, _, c in self.offsets]
+        self.any_during_warmup = any(cond.during_warmup for cond in self.conditionals)
 
     def describe(self) -> dict:
         """``{site: plain description of its conditional}``, for run records."""
-        conds = [cond for _, cond in self.spans] + [cond for _, _, cond in self.offsets]
-        return {name: cond.describe() for name, cond in zip(self.names, conds)}
+        return {name: cond.describe() for name, cond in zip(self.names, self.conditionals)}
 
     def redraw(self, theta: torch.Tensor, grad: torch.Tensor, generator: torch.Generator,
                warmup: bool = False) -> torch.Tensor:
@@ -163,6 +165,8 @@ class GibbsRedraws:
             ok = torch.isfinite(new)
             theta[:, span] = torch.where(ok, new.to(u.dtype), u)
         for span, noise, cond in self.offsets:
+            if warmup and not cond.during_warmup:
+                continue
             c = before[:, span]
             new = cond.draw(c.double().cpu(), grad[:, span].double().cpu(),
                             before[:, noise].double().exp().cpu(),

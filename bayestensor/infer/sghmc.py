@@ -457,8 +457,8 @@ class SGHMC:
         self.scale_moves = (SliceScaleMoves(target, scale_moves)
                             if scale_moves and not self.gradients.is_stochastic else None)
         self.block_redraws = block_redraws if not self.gradients.is_stochastic else None
-        self.exact_curvature = (exact_curvature_spans(target, exact_curvature or {})
-                                if self.gradients.is_stochastic else [])
+        exact = exact_curvature_spans(target, exact_curvature or {})  # checked either way
+        self.exact_curvature = exact if self.gradients.is_stochastic else []
 
     def start_away_from_mode(self) -> None:
         """The chains start away from a mode after all (a MAP start that did not converge):

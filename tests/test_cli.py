@@ -163,6 +163,8 @@ def test_complete_bad_extension(tmp_path):
     (["--max-rank", "0"], "positive integer"),
     (["--level", "1.5"], "level"),
     (["--format", "hierarchical"], "format"),
+    (["--offset-scale", "-1"], "positive number or 'none'"),
+    (["--offset-scale", "nan"], "--offset-scale"),
 ])
 def test_complete_bad_options(tmp_path, args, message):
     path = tmp_path / "x.npy"
@@ -194,6 +196,22 @@ def test_complete_map_hold_auto_and_bad_method(tmp_path, tensor_file):
                                     "--quiet", "--out", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "--map-hold" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("given,expected", [("none", None), ("2.5", 2.5), (None, 10.0)])
+def test_complete_offset_scale(tmp_path, tensor_file, given, expected):
+    """``--offset-scale`` reaches the model the posterior file rebuilds; 'none' leaves the
+    site out."""
+    out = tmp_path / "out"
+    args = [] if given is None else ["--offset-scale", given]
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--method", "map",
+                                    "--steps", "30", "--map-hold", "none", "--quiet",
+                                    "--no-report", "--out", str(out)] + args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    post = Posterior.load(out / "posterior.pt")
+    assert post.model.offset_scale == expected
+    assert ("offset" in post.samples) == (expected is not None)
+    assert json.loads((out / "summary.json").read_text())["offset_scale"] == expected
 
 
 def test_complete_spectral_init(tmp_path, tensor_file):

@@ -148,6 +148,10 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 @click.option("--max-rank", type=opt.RankType(), default=None,
               help="Int or comma list per rank dim. Default: 10 (20 for indian_pines, 60 for il2; "
               "10 for any --format other than a data set's default one).")
+@click.option("--offset-scale", type=opt.OffsetScaleType(),
+              default=TensorCompletion.OFFSET_SCALE, show_default=True,
+              help="Prior sd of the fitted offset added to every entry, on the standardized "
+              "scale; 'none' fits the model without it.")
 @opt.num_samples_option
 @opt.num_chains_option
 @opt.steps_option(help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
@@ -174,8 +178,8 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 @opt.resume_option
 @opt.run_options("complete")
 @opt.quiet_option
-def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num_chains, steps,
-             num_warmup, level, init, init_from, map_hold, holdout, figures, checkpoint, resume,
+def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, num_samples,
+             num_chains, steps, num_warmup, level, init, init_from, map_hold, holdout, figures, checkpoint, resume,
              seed, out, force, with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries), or a
     real tensor bundled with TensorLy: 'kinetic', 'indian_pines' (--missing of its entries
@@ -215,7 +219,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
                                  param_hint="--init")
     bands = info.get("band_mode") is not None
     obs, test = holdout_split(Observations.from_dense(data), holdout, seed)
-    model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
+    model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior,
+                             offset_scale=offset_scale)
     options = {"num_steps": steps} if steps is not None else {}
     options.update({k: v for k, v in (("checkpoint", checkpoint), ("resume", resume),
                                       ("init_from", init_from)) if v})
@@ -241,8 +246,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
     seconds = time.perf_counter() - start
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
-               "method": method, "max_rank": max_rank, "init": init, "init_from": init_from,
-               "found_rank_mode": ranks.mode().tolist(), "seconds": seconds,
+               "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
+               "init": init, "init_from": init_from, "found_rank_mode": ranks.mode().tolist(), "seconds": seconds,
                "level": level, "map_hold": post.info.get("options", {}).get("map_hold"),
                "map_hold_auto": post.info.get("map_hold_auto"), "holdout": holdout}
     if test is not None:
@@ -264,9 +269,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, num_samples, num
         files.append(write_image(out, fitted))
     write_run(out, "completion", files=files,
               settings={"command": "complete", "file": str(file), "format": fmt, "prior": prior,
-                        "method": method, "max_rank": max_rank, "init": init,
-                        "init_from": init_from,
-                        "num_samples": num_samples,
+                        "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
+                        "init": init, "init_from": init_from, "num_samples": num_samples,
                         "num_chains": num_chains, "steps": steps, "num_warmup": num_warmup,
                         "level": level, "holdout": holdout, "seed": seed, "seconds": seconds},
               data={"shape": list(data.shape), "observed": len(obs),

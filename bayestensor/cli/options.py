@@ -45,6 +45,25 @@ class RankType(click.ParamType):
         return parts[0] if len(parts) == 1 else parts
 
 
+class OffsetScaleType(click.ParamType):
+    """A positive number, or ``none`` (no fitted offset: the model without the site)."""
+
+    name = "scale"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = float("nan")
+        if not scale > 0 or scale == float("inf"):
+            self.fail(f"expected a positive number or 'none', got {value!r}", param, ctx)
+        return scale
+
+
 POSITIVE = click.IntRange(min=1)
 
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,

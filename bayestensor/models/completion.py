@@ -143,10 +143,12 @@ class TensorCompletion(BayesModel):
     #: default of two steps a draw"; one run under log-uniform: 292 against 612); CP, TT and
     #: TT-matrix reach 450-900 at one.
     TUCKER_THIN = 2
+    #: Prior sd of the fitted offset ``c`` on the standardized scale (``offset_scale``).
+    OFFSET_SCALE = 10.0
 
     def __init__(self, shape, format: str = "cp", max_rank=10, prior="gamma",
                  prior_params: dict | None = None, noise_a: float = 1.0, noise_b: float = 1e-2,
-                 standardize: bool = True, offset_scale: float | None = 10.0,
+                 standardize: bool = True, offset_scale: float | None = OFFSET_SCALE,
                  max_params: int | None = MAX_PARAMS):
         get_format(format)
         check_max_rank(max_rank)

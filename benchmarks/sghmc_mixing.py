@@ -1,14 +1,16 @@
 """SGHMC mixing at default settings: R-hat and ESS of held-out entries per format and prior.
 
 Completes a 26 x 24 x 22 rank-4 CP tensor (20% observed, 10 dB, ``max_rank=8``) with SGHMC,
-4 chains x 1000 draws after 1000 burn-in steps, and reports the worst and median R-hat and the
+4 chains after 1000 burn-in steps, at ``fit``'s default draws (1,000 per chain, more in blocks
+of 500 up to 4,000 until the chains pass their convergence check; ``--draws N`` fixes them at
+N, as every run before the check existed did), and reports the worst and median R-hat and the
 smallest bulk ESS (ArviZ) of 200 held-out entries, the noise precision's R-hat, the held-out
 relative error and the adapted step multipliers. ``--former`` runs the former defaults (a fixed
 ``lr=0.01``, every chain at the MAP point, ``noise_estimate=0``) for comparison.
 
 Run: ``python benchmarks/sghmc_mixing.py cp gamma [--former]`` (one thread).
 
-``grid`` runs the same fit (4 chains x 1000 draws, defaults) over the rank study's seven CP
+``grid`` runs the same fit (4 chains, defaults) over the rank study's seven CP
 settings (``completion_study.RANK_GRID``, max rank ``max(2r, r + 5)``) and over CP / gamma,
 Tucker / half-Cauchy and TT / gamma on a 30^3 rank-4 tensor (20% observed, 10 dB, max rank 8)
 and TT-matrix / gamma on a 13^4 one (TT-matrix needs an even order),
@@ -36,7 +38,7 @@ from completion_study import RANK_GRID
 
 SHAPE = (26, 24, 22)
 FORMER = {"adapt_step": False, "init_spread": 0.0, "noise_estimate": 0.0}
-CHAINS, DRAWS = 4, 1000
+CHAINS, DEFAULT_DRAWS = 4, 1000
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -45,15 +47,17 @@ def rhat_ess(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return az.rhat(data)["x"].values, az.ess(data)["x"].values
 
 
-def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dict) -> dict:
-    """One SGHMC fit (4 chains x 1000 draws); R-hat and ESS of 200 held-out entries."""
+def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dict,
+             draws: int | None = None) -> dict:
+    """One SGHMC fit (4 chains, ``draws`` per chain or fit's default); R-hat and ESS of 200
+    held-out entries."""
     model = bt.TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
     settings = dict(settings)
     if settings.pop("precision_redraws", False):  # CP's slice precisions too: not a default
         model.set_data(data.train)
         settings["gibbs"] = {**model.gibbs_sites(), **model.low_rank_prior.conditionals()}
     start = time.perf_counter()
-    post = bt.fit(model, data.train, method="sghmc", num_samples=DRAWS, num_chains=CHAINS,
+    post = bt.fit(model, data.train, method="sghmc", num_samples=draws, num_chains=CHAINS,
                   seed=seed, progress=False, **settings)
     seconds = time.perf_counter() - start
     c, d = post.num_chains, post.num_draws
@@ -64,7 +68,8 @@ def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dic
             "rhat_entry_max": float(rhat.max()), "rhat_entry_median": float(np.median(rhat)),
             "ess_entry_min": float(ess.min()), "rhat_noise": float(noise_rhat),
             "ess_noise": float(noise_ess),
-            "diverged": d < DRAWS or "diverged_at_step" in post.info,
+            "draws": d, "convergence_checks": post.info.get("convergence_checks"),
+            "diverged": d < (draws or DEFAULT_DRAWS) or "diverged_at_step" in post.info,
             "error": data.relative_error(post.predict(data.test.indices).mean),
             "step_scale": post.info.get("step_scale")}
 
@@ -94,7 +99,7 @@ def run_grid(args, settings: dict) -> dict:
                                         snr_db=case["snr_db"], observed=case["observed"],
                                         seed=case["seed"])
         row = {**case, "max_rank": max_rank, **run_case(data, fmt, prior, max_rank,
-                                                         case["seed"], settings)}
+                                                         case["seed"], settings, args.draws)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {
@@ -104,8 +109,11 @@ def run_grid(args, settings: dict) -> dict:
         "runs_meeting": sum(max(r["rhat_entry_max"], r["rhat_noise"]) <= 1.02
                             and min(r["ess_entry_min"], r["ess_noise"]) >= 400
                             and not r["diverged"] for r in rows),
-        "divergent_runs": sum(r["diverged"] for r in rows)}
-    result = {"settings": settings, "part": [args.part, args.parts], "rows": rows,
+        "divergent_runs": sum(r["diverged"] for r in rows),
+        "draws_median": float(np.median([r["draws"] for r in rows])),
+        "seconds_median": float(np.median([r["seconds"] for r in rows]))}
+    result = {"settings": settings, "draws": args.draws, "part": [args.part, args.parts],
+              "rows": rows,
               "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -131,6 +139,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision-redraws", action="store_true",
                         help="Not the default: redraw CP's slice precisions from their Gamma "
                              "conditionals too (with --factor-redraws true: a full Gibbs sweep).")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="Draws per chain, exactly (default: fit's, until converged).")
     parser.add_argument("--formats", nargs="+", default=None,
                         help="Grid cases of these formats only (default: all).")
     parser.add_argument("--out", type=Path, default=RESULTS / "sghmc_mixing_grid.json")
@@ -151,7 +161,7 @@ def main(argv=None) -> dict:
         return run_grid(args, settings)
     data = bt.data.synthetic_tensor(SHAPE, rank=4, snr_db=10, observed=0.2, seed=args.seed)
     out = {"former": args.former, **run_case(data, args.format, args.prior, 8, args.seed,
-                                             settings)}
+                                             settings, args.draws)}
     print(json.dumps(out))
     return out
 

@@ -80,7 +80,8 @@ prior_option = click.option("--prior", type=click.Choice(PRIORS), default="gamma
 level_option = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                             default=0.9, show_default=True, help="Credible level.")
 num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
-                                  help="Draws per chain / particles.")
+                                  help="Draws per chain / particles (sghmc's default: "
+                                  "1000, more up to 4000 until its chains converge).")
 num_chains_option = click.option(
     "--num-chains", type=POSITIVE, default=None,
     help=f"Chains [default: {SAMPLER_CHAINS} for "

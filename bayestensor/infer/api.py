@@ -17,6 +17,7 @@ from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
+from bayestensor.infer.stopping import auto_max_samples
 from bayestensor.models.base import BayesModel
 from bayestensor.models.completion import TensorCompletion, closed_form_vi_runs
 from bayestensor.results.posterior import Posterior
@@ -63,6 +64,10 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         generators get ``seed % 2**32``), so seeds equal modulo 2**32 give the same run.
     num_samples : int, optional
         Draws per chain (particles for SVGD); default ``METHODS[method].default_samples``.
+        SGHMC on a built-in model with two chains or more, left at its default of 1,000,
+        draws on in blocks of 500 until its chains pass their convergence check, up to 4,000
+        (``max_samples``, :mod:`bayestensor.infer.stopping`); a number given is drawn
+        exactly.
     num_warmup : int, optional
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
     num_chains : int, optional
@@ -128,7 +133,13 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         ``docs/inference.md``; default ``False``), ``factor_redraws`` (exact Gibbs redraws of
         the factors: ``True`` for a CP completion's factor rows or a Gaussian CP regression's
         factors and intercept; ``"auto"``, the default, runs them where the model takes them
-        by default, a Gaussian CP regression on full-batch data on the CPU; ``False``: none)
+        by default, a Gaussian CP regression on full-batch data on the CPU; ``False``: none),
+        ``max_samples`` (most draws per chain when drawing until the chains pass their
+        convergence check: the report's, R-hat at most 1.01 and bulk ESS at least 100 per
+        chain, and R-hat at most 1.02 over 200 predicted entries; checked after
+        ``num_samples`` draws and every half of that after; ``None``: exactly
+        ``num_samples``; ``"auto"``, the default: 4 x 1,000 when ``num_samples`` is left to
+        its default on a built-in model with two chains or more, otherwise ``None``)
         (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);
@@ -180,11 +191,16 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         options["init_from"] = "init" if closed and not _random_start(init) else "map"
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
+    samples_given = num_samples
     num_samples, num_chains, groups = _check_settings(
         spec, num_samples=num_samples, num_chains=num_chains, thin=thin, batch_size=batch_size,
         num_warmup=num_warmup, seed=seed, init=init, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, batches=batches, device=device,
         backend=backend, chain_groups=chain_groups, options=options)
+    if spec.name == "sghmc" and options.get("max_samples", "auto") == "auto":
+        # chain groups (Ray) run each group's draws as given: no group sees all the chains
+        options["max_samples"] = None if groups is not None else auto_max_samples(
+            model, samples_given, spec.default_samples, num_chains)
     common = dict(num_samples=num_samples, num_warmup=num_warmup, thin=thin,
                   batch_size=batch_size, batches=batches, init=init, model_args=model_args,
                   model_kwargs=model_kwargs, device=device)
@@ -278,6 +294,9 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
                          f"{type(init).__name__}")
     _check_applies(spec, checkpoint, resume, batches)
     spec.check_options(options)
+    cap = options.get("max_samples")
+    if spec.name == "sghmc" and not isinstance(cap, str) and cap is not None and cap < num_samples:
+        raise ValueError(f"max_samples: expected at least num_samples ({num_samples}), got {cap}")
     check_device(device)
     if checkpoint is not None:
         check_checkpoint_path(checkpoint)

@@ -143,13 +143,19 @@ class Run:
     save_per_step : bool
         Count ``checkpoint_every`` in steps instead of recorded draws (SVGD, which records
         only its final particles).
+    extend : callable, optional
+        ``extend(draws, state) -> int``, asked each time the run reaches its last step: the
+        further steps to run (0 ends the run). SGHMC uses it to draw until its chains pass
+        their convergence check (``max_samples``).
     """
 
     def __init__(self, step: Callable, record: Callable, num_steps: int, make_posterior: Callable,
                  describe_nonfinite: Callable, generator: torch.Generator, state_type: type, *,
                  checkpoint=None, checkpoint_every: int = 100, progress: bool = True,
-                 desc: str = "", config: dict | None = None, save_per_step: bool = False):
+                 desc: str = "", config: dict | None = None, save_per_step: bool = False,
+                 extend: Callable | None = None):
         self.step, self.record = step, record
+        self.extend = extend
         self.num_steps = int(num_steps)
         self.make_posterior = make_posterior
         self.describe_nonfinite = describe_nonfinite
@@ -194,6 +200,15 @@ class Run:
         state = self.state_type.from_dict(_to_device(saved["state"], device))
         return state, int(saved["t"]), _to_device(saved["draws"], device)
 
+    def _extended(self, draws, state, bar) -> bool:
+        """At the last step: ask ``extend`` for more steps and add them to the run."""
+        more = 0 if self.extend is None else int(self.extend(draws, state))
+        if more > 0:
+            self.num_steps += more
+            bar.total = self.num_steps
+            bar.refresh()
+        return more > 0
+
     def run(self, state, start: int = 0, draws: list | None = None, info: dict | None = None):
         """Run from step ``start`` to ``num_steps``; return the posterior."""
         draws = list(draws or [])
@@ -208,7 +223,7 @@ class Run:
                    leave=False, dynamic_ncols=True)
         try:
             with sigterm_as_interrupt():
-                while t < self.num_steps:
+                while t < self.num_steps or self._extended(draws, state, bar):
                     new_state, logp = self.step(state, t)
                     check = (logp.device.type == "cpu" or t % FINITE_CHECK_EVERY == 0
                              or t == self.num_steps - 1)

@@ -102,7 +102,7 @@ def gibbs_option(value):
 
 def check_sghmc(options: dict) -> None:
     """SGHMC: step size, friction in (0, 1], gradient-noise estimate, flags, start and MAP
-    start."""
+    start, ``max_samples`` (``"auto"``, ``None`` or a positive integer)."""
     step_size("lr", options["lr"])
     friction = real_number("friction", options["friction"], 0.0, 1.0)
     noise = options["noise_estimate"]
@@ -120,6 +120,9 @@ def check_sghmc(options: dict) -> None:
     positive_int("map_steps", options["map_steps"])
     map_hold(options["map_hold"])
     choice("metric", options["metric"], METRICS)
+    if not (isinstance(options["max_samples"], str) and options["max_samples"] == "auto"):
+        if options["max_samples"] is not None:
+            positive_int("max_samples", options["max_samples"])
 
 
 def check_svgd(options: dict) -> None:

@@ -41,10 +41,12 @@ from bayestensor.infer.driver import Run, RunInterrupted
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.options import BLOCK_MODES, kernel_name
 from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
+from bayestensor.infer.stopping import MONITORED_ENTRIES, DrawUntilConverged
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
+from bayestensor.results.convergence import fixed_entries
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
 
@@ -147,13 +149,15 @@ def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: 
 
 def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,
            num_steps: int, make_posterior: Callable, start: Callable, *, state_type: type,
-           num_chains: int, settings: dict, save_per_step: bool = False) -> Posterior:
+           num_chains: int, settings: dict, save_per_step: bool = False,
+           extend: Callable | None = None) -> Posterior:
     """The run assembly of the iterative methods: resume from ``job.resume`` or start fresh.
 
     ``record(state, t)`` picks what a step keeps, ``make_posterior(draws, run_info, state)``
     turns the kept draws and the current state into a posterior and ``start()`` gives the
     first state (not called on resume). ``settings`` (plain values) are the sampler settings
-    that a resumed run must share with the checkpoint's run.
+    that a resumed run must share with the checkpoint's run; ``extend`` is the driver's (see
+    :class:`~bayestensor.infer.driver.Run`).
     """
     def step(state, t):
         new = sampler.step(state, t)
@@ -166,7 +170,8 @@ def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,
     run = Run(step, record, num_steps, make_posterior,
               lambda state: target.locate_nonfinite(state.theta), target.generator, state_type,
               checkpoint=job.checkpoint, checkpoint_every=job.checkpoint_every,
-              progress=job.progress, desc=method, config=config, save_per_step=save_per_step)
+              progress=job.progress, desc=method, config=config, save_per_step=save_per_step,
+              extend=extend)
     if job.resume is not None:
         state, t0, draws = run.resume_from(job.resume)
         return run.run(state, t0, draws)
@@ -479,8 +484,11 @@ def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool)
 
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
               init_jitter, init_from, map_steps, map_hold, adapt_step,
-              init_spread, metric, gibbs, scale_moves, factor_redraws) -> Posterior:
-    """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``."""
+              init_spread, metric, gibbs, scale_moves, factor_redraws,
+              max_samples) -> Posterior:
+    """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``, and
+    with ``max_samples`` more until the chains pass their check (:mod:`~bayestensor.infer.
+    stopping`; ``"auto"`` is resolved by ``fit`` and means ``None`` here)."""
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     full_batch = job.batch_size is None and job.batches is None
     for name, wanted in (("scale_moves", scale_moves), ("factor_redraws", factor_redraws)):
@@ -542,12 +550,21 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         state = sampler.init_state(theta0)
         return sampler.spread(state, init_spread) if init_spread > 0 else state
 
+    extend = None
+    if isinstance(max_samples, int) and max_samples > job.num_samples:
+        checks = job.info.setdefault("convergence_checks", [])
+        entries = (fixed_entries(job.model, MONITORED_ENTRIES)
+                   if job.model is not None and hasattr(job.model, "predict_entries") else None)
+        extend = DrawUntilConverged(make_posterior, job.num_samples, max_samples, thin,
+                                    entries, checks)
+    job.info["max_samples"] = max_samples if extend is not None else None
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, num_warmup=warm, thin=thin,
-                    gibbs={} if sampler.gibbs is None else sampler.gibbs.describe())
+                    gibbs={} if sampler.gibbs is None else sampler.gibbs.describe(),
+                    max_samples=job.info["max_samples"])
     return _drive("sghmc", target, job, sampler, record, warm + job.num_samples * thin,
                   make_posterior, start, state_type=SGHMCState, num_chains=num_chains,
-                  settings=settings)
+                  settings=settings, extend=extend)
 
 
 # --- SVGD ---------------------------------------------------------------------------------------
@@ -725,7 +742,7 @@ SGHMC_METHOD = Method(
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
      "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
      "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True,
-     "scale_moves": False, "factor_redraws": "auto"},
+     "scale_moves": False, "factor_redraws": "auto", "max_samples": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps",
     default_chains=SAMPLER_CHAINS)

@@ -64,7 +64,12 @@ def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.n
         return np.asarray(heldout["indices"][:k])
     if heldout is not None and "inputs" in heldout:
         return np.asarray(heldout["inputs"][:k])
-    model = posterior.model
+    return fixed_entries(posterior.model, k)
+
+
+def fixed_entries(model, k: int) -> np.ndarray | None:
+    """``k`` index tuples of a tensor model drawn at a fixed seed (the same on every call);
+    ``None`` for a model without a tensor shape (regression, a Pyro model)."""
     if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
         rng = np.random.default_rng(0)
         return np.stack([rng.integers(0, n, k) for n in model.shape], 1)

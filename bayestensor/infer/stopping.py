@@ -1,0 +1,137 @@
+"""Drawing until the chains pass their convergence check (SGHMC's ``max_samples``).
+
+A fixed number of draws is either too few for a slowly mixing posterior or more than a fast one
+needs. With ``max_samples`` SGHMC checks its chains when the ``num_samples`` draws are in and
+goes on in blocks of half that many until the check passes or ``max_samples`` draws are kept.
+The check has two parts, both with a bulk ESS of at least 100 per chain:
+
+* the one the report applies (:func:`~bayestensor.results.convergence.check_chains`: R-hat at
+  most 1.01 on the noise precision, the tensor norm and four predicted entries of a built-in
+  model; on every site of a Pyro model), so that a run that stops early reads "converged";
+* the largest R-hat over :data:`MONITORED_ENTRIES` predicted entries at most
+  :data:`ENTRIES_RHAT_MAX`: the intervals of a whole tensor rely on its worst entries, and four
+  entries can agree while others do not. The level is looser because it is a maximum: over
+  200 quantities of chains that mix (4 x 1,000 autoregressive draws, bulk ESS 700-1,000 each)
+  the largest R-hat is 1.011-1.015 by noise alone (up to 1.024), where one quantity's median
+  is 1.003-1.004 (``benchmarks/rhat_noise_floor.py``).
+
+Chains that are apart (R-hat above :data:`~bayestensor.results.convergence.RHAT_APART`) stop
+at once: more draws rarely join chains in different modes, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, RHAT_APART, RHAT_MAX,
+                                             key_indices, key_variables)
+from bayestensor.results.rank_normalized import bulk_ess, split_rhat
+
+#: Predicted entries whose chains are checked, drawn at a fixed seed over the tensor's shape,
+#: and the largest R-hat allowed over them.
+MONITORED_ENTRIES, ENTRIES_RHAT_MAX = 200, 1.02
+#: ``max_samples="auto"`` with ``num_samples`` not given: at most this many times the default
+#: draws (4,000 per chain for SGHMC's 1,000).
+MAX_SAMPLES_FACTOR = 4
+
+
+def auto_max_samples(model, num_samples, default_samples: int, num_chains: int) -> int | None:
+    """What ``max_samples="auto"`` means for one fit.
+
+    Draw until converged (up to :data:`MAX_SAMPLES_FACTOR` times the default draws) when the
+    caller left ``num_samples`` to the default, the model is a built-in one (whose identified
+    quantities the check reads; a Pyro model's raw sites need not be identified) and there are
+    two chains or more to compare; otherwise ``None``: exactly ``num_samples`` draws.
+    """
+    if num_samples is not None or num_chains < 2 or not hasattr(model, "low_rank"):
+        return None
+    return MAX_SAMPLES_FACTOR * default_samples
+
+
+class DrawUntilConverged:
+    """The run driver's ``extend``: more SGHMC steps while the chains fail their check.
+
+    Parameters
+    ----------
+    make_posterior : callable
+        ``make_posterior(draws, info, state)`` of the run.
+    num_samples : int
+        Draws per chain before the first check; blocks of half as many follow.
+    max_samples : int
+        Most draws per chain.
+    thin : int
+        Steps per kept draw.
+    entries : array-like or None
+        Predicted entries checked (:data:`MONITORED_ENTRIES` of them,
+        :func:`~bayestensor.results.convergence.fixed_entries`).
+    log : list
+        Gets one ``{"draws", **chain_check(...)}`` per check.
+    """
+
+    def __init__(self, make_posterior, num_samples: int, max_samples: int, thin: int,
+                 entries, log: list):
+        self.make_posterior = make_posterior
+        self.block = max(1, num_samples // 2)
+        self.max_samples = int(max_samples)
+        self.thin = int(thin)
+        self.entries = entries
+        self.log = log
+
+    def __call__(self, draws: list, state) -> int:
+        kept = len(draws)
+        if kept >= self.max_samples:
+            return 0
+        check = chain_check(self.make_posterior(draws, {}, state), self.entries)
+        self.log.append({"draws": kept, **check})
+        worst = max(check["max_rhat"], check.get("entries_max_rhat", -math.inf))
+        apart = not (math.isfinite(worst) and worst <= RHAT_APART)
+        if check["converged"] or apart:
+            return 0
+        return min(self.block, self.max_samples - kept) * self.thin
+
+
+def chain_check(posterior, entries=None) -> dict:
+    """The two-part check of the module's docstring, by :mod:`~bayestensor.results.
+    rank_normalized`.
+
+    Returns ``max_rhat``, ``min_ess_bulk`` (the report's quantities: the same numbers as
+    ``posterior.diagnostics()``, non-finite values left out as there) and ``converged``; with
+    ``entries``, also ``entries_max_rhat`` and ``entries_min_ess_bulk`` over them.
+    """
+    c, d = posterior.num_chains, posterior.num_draws
+    report_entries = key_indices(posterior, None)
+    wide = 0 if entries is None or report_entries is None else len(entries)
+    together = (report_entries if not wide
+                else np.concatenate([report_entries, np.asarray(entries)]))
+    arrays = key_variables(posterior, None if together is None else {"indices": together},
+                           0 if together is None else len(together))
+    if not arrays:  # a Pyro model: every site, as its diagnostics check
+        arrays = {name: value.double().numpy() for name, value in posterior.samples.items()}
+    columns = {name: a.reshape(c, d, -1) for name, a in arrays.items()}
+    monitored = columns.pop("entry")[:, :, len(report_entries):] if wide else None
+    if wide:
+        columns["entry"] = arrays["entry"][:, :, :len(report_entries)]
+    out = _verdict(np.concatenate(list(columns.values()), axis=2), c, RHAT_MAX)
+    if monitored is not None:
+        more = _verdict(monitored, c, ENTRIES_RHAT_MAX)
+        out = {**out, "entries_max_rhat": more["max_rhat"],
+               "entries_min_ess_bulk": more["min_ess_bulk"],
+               "converged": out["converged"] and more["converged"]}
+    return out
+
+
+def _verdict(draws: np.ndarray, chains: int, rhat_max: float) -> dict:
+    """Worst R-hat and bulk ESS of ``(chain, draw, quantity)`` draws and whether both pass."""
+    max_rhat = _finite(split_rhat(draws), np.max)
+    min_ess = _finite(bulk_ess(draws), np.min)
+    converged = bool(chains >= 2 and max_rhat <= rhat_max
+                     and min_ess >= ESS_PER_CHAIN_MIN * chains)
+    return {"max_rhat": max_rhat, "min_ess_bulk": min_ess, "converged": converged}
+
+
+def _finite(values: np.ndarray, reduce) -> float:
+    """``reduce`` over the finite values; NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(reduce(finite)) if finite.size else float("nan")

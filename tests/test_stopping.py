@@ -1,0 +1,134 @@
+"""SGHMC drawing until its chains pass their convergence check (``max_samples``)."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayestensor as bt
+from bayestensor.infer.sghmc import SGHMC
+from bayestensor.infer.stopping import (MONITORED_ENTRIES, DrawUntilConverged,
+                                        auto_max_samples, chain_check)
+from bayestensor.results.convergence import fixed_entries
+from bayestensor.results.posterior import Posterior
+
+
+def normal_model():
+    pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+
+def posterior_of(draws):
+    """A Markov-chain posterior of a Pyro model with one site ``x`` of draws (chain, draw)."""
+    return Posterior({"x": torch.as_tensor(draws)}, method="sghmc")
+
+
+def test_check_agrees_with_the_reports_arviz_check():
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.2):
+        draws = rng.standard_normal((4, 300))
+        draws[0] += shift
+        post = posterior_of(draws)
+        ours, arviz = chain_check(post, None), post.diagnostics()
+        assert ours["max_rhat"] == pytest.approx(arviz["max_rhat"], rel=1e-12)
+        assert ours["min_ess_bulk"] == pytest.approx(arviz["min_ess_bulk"], rel=1e-12)
+        assert ours["converged"] == arviz["converged"]
+
+
+def autoregressive(rng, rho, shape):
+    x = rng.standard_normal(shape)
+    for t in range(1, shape[1]):
+        x[:, t] += rho * x[:, t - 1]
+    return x
+
+
+def test_completion_check_is_the_reports_and_its_entries_look_further():
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    post = bt.fit(model, data.train, method="sghmc", num_samples=60, num_warmup=30,
+                  num_chains=2, map_steps=30, seed=1, progress=False)
+    entries = fixed_entries(model, MONITORED_ENTRIES)
+    ours, arviz = chain_check(post, entries), post.diagnostics()
+    assert ours["max_rhat"] == pytest.approx(arviz["max_rhat"], rel=1e-12)
+    assert ours["min_ess_bulk"] == pytest.approx(arviz["min_ess_bulk"], rel=1e-12)
+    wide = post.diagnostics(entries=entries)["variables"]
+    entry_row = next(row for row in wide if row["var"] == "entry")
+    assert ours["entries_max_rhat"] == pytest.approx(entry_row["max_rhat"], rel=1e-12)
+    assert ours["entries_min_ess_bulk"] == pytest.approx(entry_row["min_ess_bulk"], rel=1e-12)
+    assert ours["converged"] == (arviz["converged"] and ours["entries_max_rhat"] <= 1.02
+                                 and ours["entries_min_ess_bulk"] >= 200)
+
+
+def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():
+    rng = np.random.default_rng(1)
+    chains = {"mixed": rng.standard_normal((4, 400)),
+              "slow": autoregressive(rng, 0.9, (4, 400)),
+              "apart": rng.standard_normal((4, 400)) + np.arange(4)[:, None] * 3.0}
+    for name, draws in chains.items():
+        log = []
+        rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
+                                  num_samples=400, max_samples=1000, thin=3, entries=None,
+                                  log=log)
+        more = rule(list(draws.T), None)
+        assert more == {"mixed": 0, "slow": 200 * 3, "apart": 0}[name], (name, log)
+        assert log[0]["draws"] == 400
+    full = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)), 400, 400, 1,
+                              None, [])
+    assert full(list(chains["slow"].T), None) == 0
+    last = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)), 400, 500, 1,
+                              None, [])
+    assert last(list(chains["slow"].T), None) == 100  # up to max_samples, not a whole block
+
+
+def test_sghmc_draws_until_converged_and_records_its_checks():
+    post = bt.fit(normal_model, method="sghmc", num_samples=50, num_warmup=50, num_chains=4,
+                  max_samples=2000, seed=0, progress=False)
+    checks = post.info["convergence_checks"]
+    assert [c["draws"] for c in checks] == list(range(50, post.num_draws + 1, 25))
+    assert checks[-1]["converged"] and not any(c["converged"] for c in checks[:-1])
+    assert post.num_draws < 2000
+    assert post.diagnostics()["converged"]  # the report's check, by ArviZ, agrees
+    fixed = bt.fit(normal_model, method="sghmc", num_samples=50, num_warmup=50, num_chains=4,
+                   seed=0, progress=False)
+    assert fixed.num_draws == 50 and fixed.info["max_samples"] is None
+    torch.testing.assert_close(post["x"][:, :50], fixed["x"], rtol=0, atol=0)
+
+
+def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_path,
+                                                                             interrupted_at,
+                                                                             monkeypatch):
+    """Two chains of 50 draws cannot reach an ESS of 200: the run goes on in blocks of 10 to
+    max_samples. Interrupted after num_samples, it resumes to the uninterrupted draws. (Chains
+    this short can be 'apart', which stops the rule: that limit is lifted here.)"""
+    from bayestensor.infer import RunInterrupted
+
+    monkeypatch.setattr("bayestensor.infer.stopping.RHAT_APART", float("inf"))
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    kw = dict(method="sghmc", num_samples=20, num_warmup=10, num_chains=2, map_steps=20,
+              max_samples=50, seed=3, progress=False)
+    full = bt.fit(model, data.train, **kw)
+    assert full.num_draws == 50
+    assert [c["draws"] for c in full.info["convergence_checks"]] == [20, 30, 40]
+    ckpt = tmp_path / "run.ckpt"
+    with interrupted_at(SGHMC, 45), pytest.raises(RunInterrupted):
+        bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)
+    resumed = bt.fit(model, data.train, resume=ckpt, checkpoint=ckpt, **kw)
+    assert resumed.num_draws == 50
+    for name in ("noise_precision", "X.factor0"):
+        torch.testing.assert_close(resumed.samples[name], full.samples[name], rtol=0, atol=0)
+
+
+def test_auto_draws_until_converged_only_where_the_check_applies():
+    model = bt.TensorCompletion((6, 6, 6), max_rank=2)
+    assert auto_max_samples(model, None, 1000, 4) == 4000
+    assert auto_max_samples(model, 1000, 1000, 4) is None  # a number given is drawn exactly
+    assert auto_max_samples(model, None, 1000, 1) is None  # one chain: R-hat cannot compare
+    assert auto_max_samples(normal_model, None, 1000, 4) is None  # a Pyro model's raw sites
+
+
+@pytest.mark.parametrize("value,match", [(0, "max_samples"), ("many", "max_samples"),
+                                         (10, "at least num_samples")])
+def test_bad_max_samples_is_refused_before_any_work(value, match):
+    with pytest.raises(ValueError, match=match):
+        bt.fit(normal_model, method="sghmc", num_samples=20, max_samples=value, progress=False)

@@ -132,3 +132,20 @@ def test_auto_draws_until_converged_only_where_the_check_applies():
 def test_bad_max_samples_is_refused_before_any_work(value, match):
     with pytest.raises(ValueError, match=match):
         bt.fit(normal_model, method="sghmc", num_samples=20, max_samples=value, progress=False)
+
+
+def test_the_report_says_where_the_rule_checked_and_why_it_stopped(monkeypatch):
+    from bayestensor.report.sections import diagnostics_section
+
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    kw = dict(method="sghmc", num_samples=20, num_warmup=10, num_chains=2, map_steps=20,
+              max_samples=40, seed=3, progress=False)
+    apart = diagnostics_section(bt.fit(model, data.train, **kw))
+    assert apart["numbers"]["convergence_checks"][0]["draws"] == 20
+    assert "checked at 20 draws per chain; stopped at 20 because the chains were apart" in (
+        apart["markdown"])
+    monkeypatch.setattr("bayestensor.infer.stopping.RHAT_APART", float("inf"))
+    full = diagnostics_section(bt.fit(model, data.train, **kw))["markdown"]
+    assert "checked at 20, 30 draws per chain; stopped at 40 because it reached max_samples" in (
+        full)

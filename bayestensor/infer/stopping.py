@@ -110,12 +110,12 @@ def chain_check(posterior, entries=None) -> dict:
     if not arrays:  # a Pyro model: every site, as its diagnostics check
         arrays = {name: value.double().numpy() for name, value in posterior.samples.items()}
     columns = {name: a.reshape(c, d, -1) for name, a in arrays.items()}
-    monitored = columns.pop("entry")[:, :, len(report_entries):] if wide else None
-    if wide:
-        columns["entry"] = arrays["entry"][:, :, :len(report_entries)]
+    if wide:  # the report's entries first, the monitored ones after them
+        entry = columns["entry"]
+        columns["entry"] = entry[:, :, :len(report_entries)]
     out = _verdict(np.concatenate(list(columns.values()), axis=2), c, RHAT_MAX)
-    if monitored is not None:
-        more = _verdict(monitored, c, ENTRIES_RHAT_MAX)
+    if wide:
+        more = _verdict(entry[:, :, len(report_entries):], c, ENTRIES_RHAT_MAX)
         out = {**out, "entries_max_rhat": more["max_rhat"],
                "entries_min_ess_bulk": more["min_ess_bulk"],
                "converged": out["converged"] and more["converged"]}

@@ -19,8 +19,9 @@ import numpy as np
 from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
-from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_MAX,
-                                             check_identified, convergence_advice, key_indices)
+from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_APART,
+                                             RHAT_MAX, check_identified, convergence_advice,
+                                             key_indices)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -273,12 +274,32 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             "Raw parameters are not checked: factors are identified only up to sign, "
             "permutation and scale, and switched-off slices wander under the prior, so their "
             "R-hat may be large even for good fits (Posterior.diagnostics('all') lists them)."]
+    checks = info.get("convergence_checks")
+    if checks:
+        numbers["convergence_checks"] = checks
+        text.append(_drawn_until_converged(checks, posterior.num_draws, info.get("max_samples")))
     summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
                {"quantity": "min tail ESS", "value": min_tail}]
     return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,
                    warnings=warnings, figures=figs,
                    tables=[("", summary, ["quantity", "value"]),
                            ("per key variable", rows, ["var", "max_rhat", "min_ess_bulk", "min_ess_tail"])])
+
+
+def _drawn_until_converged(checks: list, draws: int, max_samples) -> str:
+    """One sentence on SGHMC's draw-until-converged rule: where it checked and why it stopped."""
+    at = ", ".join(f"{c['draws']:,}" for c in checks)
+    last = checks[-1]
+    if last["converged"] and last["draws"] == draws:
+        why = "the check passed"
+    elif last["draws"] == draws:  # the rule stops early only on chains apart (or no R-hat)
+        why = f"the chains were apart (R-hat above {RHAT_APART}, or none)"
+    elif max_samples and draws >= max_samples:
+        why = f"it reached max_samples ({max_samples:,})"
+    else:
+        why = "the run ended before the next check (interrupted or diverged)"
+    return (f"Drawn until converged (bayestensor.infer.stopping): checked at {at} draws per "
+            f"chain; stopped at {draws:,} because {why}.")
 
 
 # --- rank posterior -----------------------------------------------------------------------------

@@ -149,3 +149,16 @@ def test_the_report_says_where_the_rule_checked_and_why_it_stopped(monkeypatch):
     full = diagnostics_section(bt.fit(model, data.train, **kw))["markdown"]
     assert "checked at 20, 30 draws per chain; stopped at 40 because it reached max_samples" in (
         full)
+
+
+def test_the_command_lines_convergence_line_gives_the_draws_taken(capsys):
+    from bayestensor.cli.options import convergence, echo_convergence
+
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    kw = dict(method="sghmc", num_samples=20, num_warmup=10, num_chains=2, map_steps=20,
+              seed=3, progress=False)
+    check = convergence(bt.fit(model, data.train, max_samples=40, **kw))
+    echo_convergence(check)
+    assert "(20 draws per chain, drawn until converged)" in capsys.readouterr().out
+    assert "draws_until_converged" not in convergence(bt.fit(model, data.train, **kw))

@@ -166,14 +166,19 @@ def convergence(post, heldout=None) -> dict | None:
     Markov-chain run, for its summary and console line; ``None`` for MAP, VI and SVGD.
 
     ``heldout``: indices or inputs of the run's held-out points, whose first
-    ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them.
+    ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them. A run
+    that drew until its chains passed their check (:mod:`bayestensor.infer.stopping`) also
+    gets ``draws_until_converged``: the draws per chain it took.
     """
     if not post.is_markov_chain:
         return None
     entries = None if heldout is None else np.asarray(heldout)[:N_KEY_ENTRIES]
     check = post.diagnostics(entries=entries)
-    return {key: check[key] for key in ("checked", "max_rhat", "min_ess_bulk", "min_ess_tail",
-                                        "rhat_threshold", "ess_threshold", "converged")}
+    out = {key: check[key] for key in ("checked", "max_rhat", "min_ess_bulk", "min_ess_tail",
+                                       "rhat_threshold", "ess_threshold", "converged")}
+    if post.info.get("convergence_checks"):  # SGHMC drew until its chains passed their check
+        out["draws_until_converged"] = post.num_draws
+    return out
 
 
 def echo_convergence(check: dict | None, indent: str = "") -> None:
@@ -184,8 +189,10 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
         f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
         f"{check['ess_threshold']:.0f}, with 2 or more chains): "
         f"{convergence_advice(check['max_rhat'])}")
+    drawn = check.get("draws_until_converged")
+    drawn = "" if drawn is None else f" ({drawn:,} draws per chain, drawn until converged)"
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
-               f"{check['min_ess_bulk']:.0f} over the {check['checked']}: {verdict}")
+               f"{check['min_ess_bulk']:.0f} over the {check['checked']}{drawn}: {verdict}")
 
 
 def show_progress(quiet: bool) -> bool:

@@ -110,6 +110,12 @@ def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_
     full = bt.fit(model, data.train, **kw)
     assert full.num_draws == 50
     assert [c["draws"] for c in full.info["convergence_checks"]] == [20, 30, 40]
+    entries = fixed_entries(full.model, MONITORED_ENTRIES)
+    for check in full.info["convergence_checks"]:  # block by block = all the draws at once
+        first = Posterior({k: v[:, :check["draws"]] for k, v in full.samples.items()},
+                          method="sghmc", model=full.model)
+        assert chain_check(first, entries) == pytest.approx(
+            {k: v for k, v in check.items() if k != "draws"}, rel=1e-12)
     ckpt = tmp_path / "run.ckpt"
     with interrupted_at(SGHMC, 45), pytest.raises(RunInterrupted):
         bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)

@@ -78,12 +78,20 @@ class DrawUntilConverged:
         self.thin = int(thin)
         self.entries = entries
         self.log = log
+        self.values: list[tuple] = []  # the checked quantities of the draws seen so far
+        self.seen = 0
 
     def __call__(self, draws: list, state) -> int:
         kept = len(draws)
         if kept >= self.max_samples:
             return 0
-        check = chain_check(self.make_posterior(draws, {}, state), self.entries)
+        # only the new draws become a posterior: the quantities of the earlier ones are kept
+        new = self.make_posterior(draws[self.seen:], {}, state)
+        self.values.append(monitored_values(new, self.entries))
+        self.seen = kept
+        report, wide = (np.concatenate(parts, axis=1) if parts[0] is not None else None
+                        for parts in zip(*self.values))
+        check = _check(report, wide, new.num_chains)
         self.log.append({"draws": kept, **check})
         worst = max(check["max_rhat"], check.get("entries_max_rhat", -math.inf))
         apart = not (math.isfinite(worst) and worst <= RHAT_APART)
@@ -100,6 +108,15 @@ def chain_check(posterior, entries=None) -> dict:
     ``posterior.diagnostics()``, non-finite values left out as there) and ``converged``; with
     ``entries``, also ``entries_max_rhat`` and ``entries_min_ess_bulk`` over them.
     """
+    return _check(*monitored_values(posterior, entries), posterior.num_chains)
+
+
+def monitored_values(posterior, entries=None) -> tuple:
+    """The checked quantities' draws: ``(report, wide)``, each ``(chain, draw, quantity)``.
+
+    ``report``: the report's quantities (noise precision, tensor norm, its four entries; every
+    site of a Pyro model); ``wide``: the predicted ``entries`` (``None`` without them).
+    """
     c, d = posterior.num_chains, posterior.num_draws
     report_entries = key_indices(posterior, None)
     wide = 0 if entries is None or report_entries is None else len(entries)
@@ -110,12 +127,18 @@ def chain_check(posterior, entries=None) -> dict:
     if not arrays:  # a Pyro model: every site, as its diagnostics check
         arrays = {name: value.double().numpy() for name, value in posterior.samples.items()}
     columns = {name: a.reshape(c, d, -1) for name, a in arrays.items()}
+    monitored = None
     if wide:  # the report's entries first, the monitored ones after them
-        entry = columns["entry"]
-        columns["entry"] = entry[:, :, :len(report_entries)]
-    out = _verdict(np.concatenate(list(columns.values()), axis=2), c, RHAT_MAX)
-    if wide:
-        more = _verdict(entry[:, :, len(report_entries):], c, ENTRIES_RHAT_MAX)
+        entry, k = columns["entry"], len(report_entries)
+        columns["entry"], monitored = entry[:, :, :k], entry[:, :, k:]
+    return np.concatenate(list(columns.values()), axis=2), monitored
+
+
+def _check(report: np.ndarray, wide, chains: int) -> dict:
+    """Both parts' verdicts on the arrays of :func:`monitored_values`."""
+    out = _verdict(report, chains, RHAT_MAX)
+    if wide is not None:
+        more = _verdict(wide, chains, ENTRIES_RHAT_MAX)
         out = {**out, "entries_max_rhat": more["max_rhat"],
                "entries_min_ess_bulk": more["min_ess_bulk"],
                "converged": out["converged"] and more["converged"]}

@@ -67,7 +67,7 @@ def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():
     for name, draws in chains.items():
         log = []
         rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
-                                  num_samples=400, max_samples=1000, thin=3, entries=None,
+                                  num_samples=400, max_samples=1000, thin=3, model=None,
                                   log=log)
         more = rule(list(draws.T), None)
         assert more == {"mixed": 0, "slow": 200 * 3, "apart": 0}[name], (name, log)
@@ -106,7 +106,7 @@ def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_
     data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
     model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
     kw = dict(method="sghmc", num_samples=20, num_warmup=10, num_chains=2, map_steps=20,
-              max_samples=50, seed=3, progress=False)
+              max_samples=np.int64(50), seed=3, progress=False)  # a NumPy integer counts too
     full = bt.fit(model, data.train, **kw)
     assert full.num_draws == 50
     assert [c["draws"] for c in full.info["convergence_checks"]] == [20, 30, 40]

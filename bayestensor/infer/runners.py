@@ -41,12 +41,11 @@ from bayestensor.infer.driver import Run, RunInterrupted
 from bayestensor.infer.log_density import LogDensity
 from bayestensor.infer.options import BLOCK_MODES, kernel_name
 from bayestensor.infer.sghmc import MIN_CURVATURE, SGHMC, SGHMCState
-from bayestensor.infer.stopping import MONITORED_ENTRIES, DrawUntilConverged
+from bayestensor.infer.stopping import DrawUntilConverged
 from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
-from bayestensor.results.convergence import fixed_entries
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
 
@@ -551,13 +550,10 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         return sampler.spread(state, init_spread) if init_spread > 0 else state
 
     extend = None
-    if isinstance(max_samples, int) and max_samples > job.num_samples:
-        checks = job.info.setdefault("convergence_checks", [])
-        entries = (fixed_entries(job.model, MONITORED_ENTRIES)
-                   if job.model is not None and hasattr(job.model, "predict_entries") else None)
-        extend = DrawUntilConverged(make_posterior, job.num_samples, max_samples, thin,
-                                    entries, checks)
-    job.info["max_samples"] = max_samples if extend is not None else None
+    if max_samples not in (None, "auto") and int(max_samples) > job.num_samples:
+        extend = DrawUntilConverged(make_posterior, job.num_samples, int(max_samples), thin,
+                                    job.model, job.info.setdefault("convergence_checks", []))
+    job.info["max_samples"] = None if extend is None else int(max_samples)
     settings = dict(lr=lr, friction=friction, noise_estimate=noise_estimate,
                     precondition=precondition, num_warmup=warm, thin=thin,
                     gibbs={} if sampler.gibbs is None else sampler.gibbs.describe(),

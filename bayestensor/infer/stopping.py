@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, RHAT_APART, RHAT_MAX,
-                                             key_indices, key_variables)
+                                             fixed_entries, key_indices, key_variables)
 from bayestensor.results.rank_normalized import bulk_ess, split_rhat
 
 #: Predicted entries whose chains are checked, drawn at a fixed seed over the tensor's shape,
@@ -63,20 +63,20 @@ class DrawUntilConverged:
         Most draws per chain.
     thin : int
         Steps per kept draw.
-    entries : array-like or None
-        Predicted entries checked (:data:`MONITORED_ENTRIES` of them,
-        :func:`~bayestensor.results.convergence.fixed_entries`).
+    model : BayesModel or None
+        The run's built-in model: of a tensor model :data:`MONITORED_ENTRIES` predicted entries
+        are checked (:func:`~bayestensor.results.convergence.fixed_entries`), of others none.
     log : list
         Gets one ``{"draws", **chain_check(...)}`` per check.
     """
 
     def __init__(self, make_posterior, num_samples: int, max_samples: int, thin: int,
-                 entries, log: list):
+                 model, log: list):
         self.make_posterior = make_posterior
         self.block = max(1, num_samples // 2)
         self.max_samples = int(max_samples)
         self.thin = int(thin)
-        self.entries = entries
+        self.entries = fixed_entries(model, MONITORED_ENTRIES)
         self.log = log
         self.values: list[tuple] = []  # the checked quantities of the draws seen so far
         self.seen = 0

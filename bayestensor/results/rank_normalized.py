@@ -4,10 +4,12 @@ The same statistics as ArviZ's ``rhat(method="rank")`` and ``ess(method="bulk")`
 al. 2021, Bayesian Analysis 16(2): split chains, ranks over all draws mapped to normal scores,
 R-hat of the scores and of the folded draws' scores, ESS from the scores' autocovariance with
 Geyer's initial positive and monotone sequences). ArviZ computes them one quantity at a time
-in a Python loop, about 3 ms per quantity and statistic at 4 x 2,000 draws; SGHMC's
+in a Python loop, about 1.3 ms per quantity and statistic at 4 x 2,000 draws; SGHMC's
 draw-until-converged rule (:mod:`bayestensor.infer.stopping`) checks some 200 quantities after
-every block of draws, where that would cost a sizeable share of the sampling. Here every
-quantity is one row of an array and each step is one vectorized operation. The report keeps
+every block of draws. Here every quantity is one row of an array and each step is one
+vectorized operation: 0.29 s against ArviZ's 0.53 s for 202 quantities
+(``benchmarks/rhat_noise_floor.py``), a modest gain, and a check needs no ArviZ import (about
+3 s the first time in a process). The report keeps
 ArviZ (:mod:`bayestensor.results.convergence`); the tests hold the two to the same numbers.
 """
 

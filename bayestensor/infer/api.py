@@ -5,21 +5,22 @@ of inference methods.
 runner, the option names with their defaults, the default number of samples and which general
 settings apply (batched chains, checkpoints, mini-batches of model arguments, a MAP fit that
 ``map_hold`` continues). ``fit`` checks every setting against it before any work (sizes,
-seed, the method's options, device, checkpoint and resume paths), then runs one local fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
+seed, the method's options, device, checkpoint and resume paths), lets the method settle the
+options that depend on the fit (:mod:`~bayestensor.infer.auto_options`), then runs one local
+fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
 (:func:`~bayestensor.infer.chains.fit_chain_groups`).
 """
 
 from __future__ import annotations
 
 from bayestensor.checks import choice, positive_int, seed_value
+from bayestensor.infer.auto_options import FitPlan, closed_form_vi_applies
 from bayestensor.infer.binding import check_device
 from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
-from bayestensor.infer.stopping import auto_max_samples
 from bayestensor.models.base import BayesModel
-from bayestensor.models.completion import TensorCompletion, closed_form_vi_runs
 from bayestensor.results.posterior import Posterior
 
 #: The inference methods by name.
@@ -182,25 +183,18 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     where = check_device(device)
     default = _default_method(model, batch_size, where)
     spec = _method(method or default)
-    if spec.name == "vi" and options.get("init_from", "auto") == "auto":
-        # the closed form starts at the data-driven starting values, the stochastic fit (or a
-        # random start) at the MAP: from init="random" the sweeps prune the small random slices
-        # (rank 1 of 2 on three 10 x 9 x 8 seeds, where the MAP first found 2 in two)
-        closed = (options.get("closed_form", "auto") is not False
-                  and _closed_form_vi_runs(model, batch_size, where))
-        options["init_from"] = "init" if closed and not _random_start(init) else "map"
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
-    samples_given = num_samples
+    samples_given = num_samples is not None
     num_samples, num_chains, groups = _check_settings(
         spec, num_samples=num_samples, num_chains=num_chains, thin=thin, batch_size=batch_size,
         num_warmup=num_warmup, seed=seed, init=init, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, batches=batches, device=device,
         backend=backend, chain_groups=chain_groups, options=options)
-    if spec.name == "sghmc" and options.get("max_samples", "auto") == "auto":
-        # chain groups (Ray) run each group's draws as given: no group sees all the chains
-        options["max_samples"] = None if groups is not None else auto_max_samples(
-            model, samples_given, spec.default_samples, num_chains)
+    spec.settle_options(options, FitPlan(
+        model=model, num_samples=num_samples, samples_given=samples_given,
+        num_chains=num_chains, chain_groups=groups, batch_size=batch_size, device=where,
+        init=init))
     common = dict(num_samples=num_samples, num_warmup=num_warmup, thin=thin,
                   batch_size=batch_size, batches=batches, init=init, model_args=model_args,
                   model_kwargs=model_kwargs, device=device)
@@ -240,24 +234,10 @@ def _independent_runs(spec: Method, num_chains: int, chain_groups) -> int | None
     return num_chains
 
 
-def _random_start(init) -> bool:
-    return isinstance(init, str) and init == "random"
-
-
 def _default_method(model, batch_size, device) -> str:
     """``fit``'s method when none is given (see
     :func:`bayestensor.models.completion.default_method`)."""
-    return "vi" if _closed_form_vi_runs(model, batch_size, device) else "map"
-
-
-def _closed_form_vi_runs(model, batch_size, device) -> bool:
-    """Whether ``method="vi"`` runs the model's closed-form VI (see
-    :func:`bayestensor.models.completion.closed_form_vi_runs`)."""
-    if not isinstance(model, TensorCompletion):
-        return False
-    prior = model.tensor_prior
-    return closed_form_vi_runs(prior.format_cls.format_name, prior.prior.kind, batch_size,
-                               device)
+    return "vi" if closed_form_vi_applies(model, batch_size, device) else "map"
 
 
 def _method(method) -> Method:
@@ -294,9 +274,6 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
                          f"{type(init).__name__}")
     _check_applies(spec, checkpoint, resume, batches)
     spec.check_options(options)
-    cap = options.get("max_samples")
-    if spec.name == "sghmc" and not isinstance(cap, str) and cap is not None and cap < num_samples:
-        raise ValueError(f"max_samples: expected at least num_samples ({num_samples}), got {cap}")
     check_device(device)
     if checkpoint is not None:
         check_checkpoint_path(checkpoint)

@@ -6,8 +6,9 @@ its option names with their defaults, its default number of samples and which of
 general settings apply to it; :mod:`bayestensor.infer.api` collects them into ``METHODS``.
 
 Each method's options are checked, all at once, by its function in
-:mod:`bayestensor.infer.options` (``Method.check_options``), which ``fit`` calls before any
-work.
+:mod:`bayestensor.infer.options` (``Method.check_options``), and those left ``"auto"`` that
+depend on the fit are settled by its function in :mod:`bayestensor.infer.auto_options`
+(``Method.settle_options``); ``fit`` calls both before any work.
 
 The iterative methods (SGHMC, SVGD) share one run assembly, :func:`_drive`: the
 :class:`~bayestensor.infer.driver.Run` loop with progress, checkpoints, interrupts and
@@ -32,6 +33,7 @@ import torch
 
 from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
+from bayestensor.infer.auto_options import FitPlan, settle_sghmc, settle_vi
 from bayestensor.infer.baselines import (MAX_ROUNDS, NotConvergedWarning, OptimizationInterrupted,
                                          map_fit, nuts_fit, vi_fit)
 from bayestensor.infer.binding import bind, check_device
@@ -93,6 +95,11 @@ class Method:
     map_steps_option : str or None
         The option counting the steps of the method's MAP fit (its result or its start), which
         ``map_hold`` continues; ``None`` when the method fits no MAP.
+    settle : callable or None
+        ``settle(options, plan)`` fills the options left ``"auto"`` that depend on the model
+        and ``fit``'s checked sizes (a :class:`~bayestensor.infer.auto_options.FitPlan`) and
+        refuses a value that does not fit them (see :mod:`bayestensor.infer.auto_options`);
+        ``None`` when no option does.
     """
 
     name: str
@@ -106,6 +113,7 @@ class Method:
     min_samples: int = 1
     map_steps_option: str | None = None
     default_chains: int = 1
+    settle: Callable[[dict, FitPlan], None] | None = None
 
     def check_options(self, options: dict) -> None:
         """Refuse an option this method does not take (naming it and the ones it does) and
@@ -115,6 +123,25 @@ class Method:
             raise ValueError(f"options: {sorted(unknown)} not understood by method "
                              f"{self.name!r}; it takes {sorted(self.options)}")
         self.check({**self.options, **options})
+
+    def settle_options(self, options: dict, plan: FitPlan) -> None:
+        """Resolve, in place, the options that depend on the fit (:attr:`settle`).
+
+        Parameters
+        ----------
+        options : dict
+            The caller's options (checked by :meth:`check_options`); settled in place.
+        plan : FitPlan
+            ``fit``'s checked settings.
+
+        Raises
+        ------
+        ValueError
+            An option whose value does not fit the sizes (SGHMC's ``max_samples`` below
+            ``num_samples``).
+        """
+        if self.settle is not None:
+            self.settle(options, plan)
 
 
 @dataclass
@@ -728,7 +755,7 @@ VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
                            "init_from": "auto", "map_steps": 2000, "map_hold": None,
                            "closed_form": "auto"},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
-            check=option_checks.check_vi, map_steps_option="map_steps")
+            check=option_checks.check_vi, map_steps_option="map_steps", settle=settle_vi)
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10,
                                  "processes": "auto"},
               default_samples=500, chains=True, resumable=False, takes_batches=False,
@@ -741,7 +768,7 @@ SGHMC_METHOD = Method(
      "scale_moves": False, "factor_redraws": "auto", "max_samples": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps",
-    default_chains=SAMPLER_CHAINS)
+    default_chains=SAMPLER_CHAINS, settle=settle_sghmc)
 SVGD_METHOD = Method(
     "svgd", run_svgd,
     {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,

@@ -1,0 +1,57 @@
+"""Options a method settles from the fit (``Method.settle``): VI's start and SGHMC's cap."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayestensor as bt
+from bayestensor.infer import METHODS
+from bayestensor.infer.auto_options import FitPlan
+
+
+def normal_model():
+    pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+
+def plan(model, **changes):
+    settings = dict(model=model, num_samples=1000, samples_given=False, num_chains=4,
+                    chain_groups=None, batch_size=None, device=None, init="svd")
+    return FitPlan(**{**settings, **changes})
+
+
+def settled(method, options, fit_plan):
+    options = dict(options)
+    METHODS[method].settle_options(options, fit_plan)
+    return options
+
+
+@pytest.fixture
+def cp_model():
+    return bt.TensorCompletion((6, 6, 6), max_rank=2)
+
+
+def test_vi_starts_the_closed_form_at_the_starting_values_and_else_at_the_map(cp_model):
+    assert settled("vi", {}, plan(cp_model))["init_from"] == "init"
+    # a random start, mini-batches, the stochastic fit, a Pyro model: the MAP
+    assert settled("vi", {}, plan(cp_model, init="random"))["init_from"] == "map"
+    assert settled("vi", {}, plan(cp_model, batch_size=10))["init_from"] == "map"
+    assert settled("vi", {"closed_form": False}, plan(cp_model))["init_from"] == "map"
+    assert settled("vi", {}, plan(normal_model))["init_from"] == "map"
+    assert settled("vi", {"init_from": "map"}, plan(cp_model))["init_from"] == "map"
+
+
+def test_sghmc_caps_draws_only_where_its_check_can_run(cp_model):
+    assert settled("sghmc", {}, plan(cp_model))["max_samples"] == 4000
+    assert settled("sghmc", {}, plan(cp_model, samples_given=True))["max_samples"] is None
+    assert settled("sghmc", {}, plan(cp_model, num_chains=1))["max_samples"] is None
+    assert settled("sghmc", {}, plan(cp_model, chain_groups=2))["max_samples"] is None
+    assert settled("sghmc", {}, plan(normal_model))["max_samples"] is None
+    assert settled("sghmc", {"max_samples": 1500}, plan(cp_model))["max_samples"] == 1500
+    with pytest.raises(ValueError, match="max_samples: expected at least num_samples"):
+        settled("sghmc", {"max_samples": 999}, plan(cp_model))
+
+
+def test_methods_without_fit_dependent_options_are_left_as_given(cp_model):
+    for method in ("map", "nuts", "svgd"):
+        assert settled(method, {"init_jitter": 0.1}, plan(cp_model)) == {"init_jitter": 0.1}

@@ -4,12 +4,14 @@ finished chains, and the number of workers follows the platform and the device."
 import multiprocessing
 import os
 import sys
+import threading
 from concurrent.futures.process import BrokenProcessPool
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 import bayestensor as bt
 from bayestensor.infer import baselines, chain_processes
@@ -37,6 +39,40 @@ def test_workers_return_the_sequential_results_in_chain_order():
     for a, b in zip(one, two):
         assert (a == b).all()
     assert not multiprocessing.active_children()
+
+
+def _takes_progress_lock(chain) -> bool:
+    """Whether a progress bar's lock can be taken here within 5 s (as Pyro's MCMC does for
+    the bar it makes in every chain; a lock that is never released would hang it)."""
+    lock = tqdm.get_lock()
+    locks = getattr(lock, "locks", [lock])  # tqdm's default lock is a thread and a process lock
+    taken = [part.acquire(timeout=5) for part in locks]
+    for part, ok in zip(locks, taken):
+        if ok:
+            part.release()
+    return all(taken)
+
+
+@needs_fork
+def test_a_worker_does_not_wait_on_a_progress_lock_held_at_the_fork():
+    # tqdm's monitor thread holds this lock for a moment every 10 s; fork at such a moment
+    lock, held, release = tqdm.get_lock(), threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        taken = run_chains(_takes_progress_lock, 2, workers=2)
+    finally:
+        release.set()
+        holder.join()
+    assert taken == [True, True]
+    assert _takes_progress_lock(0)  # the parent's own lock is untouched and free again
 
 
 @needs_fork

@@ -24,6 +24,8 @@ of leaving the run waiting); what this module adds is the rules:
 * **Interrupts keep finished chains.** Ctrl-C or SIGTERM stops the workers and raises
   :class:`ChainsInterrupted` carrying the results of the chains that finished.
 * Workers ignore SIGINT: the parent decides, and stops them.
+* Workers take a progress-bar lock of their own: the one a fork copies may be held by a thread
+  of the parent (tqdm's monitor), and would then never be released in the worker.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable
 
@@ -98,6 +101,27 @@ def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler is inherited
     torch.set_num_threads(1)
+    _own_progress_lock()
+
+
+def _own_progress_lock() -> None:
+    """Give this forked worker a tqdm lock of its own.
+
+    tqdm guards every bar with one class-level lock, which its monitor thread takes every ten
+    seconds in the parent (and any other thread drawing a bar takes too). A fork copies that
+    lock as it is: held by another thread at that moment, it stays held in the worker for good,
+    and the worker's first bar (Pyro's MCMC makes one per chain, even disabled) waits on it
+    forever, at no CPU. A worker draws no bars of its own, so its own lock loses nothing.
+    """
+    from tqdm.std import tqdm
+
+    lock = threading.RLock()
+    classes = [tqdm]
+    while classes:  # tqdm.auto's and other subclasses may hold a lock of their own
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if cls is tqdm or "_lock" in vars(cls):
+            cls.set_lock(lock)
 
 
 def _run_in_worker(chain: int):

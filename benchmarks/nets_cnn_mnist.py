@@ -14,10 +14,11 @@ decay, batch 128, the same batch order):
   the epochs, 10 snapshots),
   ranks pruned at threshold 1e-2 (an ensemble keeps the slices that at least half of its
   particles keep). The log prior's weight is 1 (the Bayes posterior), or with
-  ``--prior-weight validation`` chosen per method and seed among 1, 0.3, 0.1, 0.03 by the
-  NLL on 10% of the training digits held out, among the weights whose pruned network is at
-  least ``--min-ratio`` (20x) smaller, then refitted on all of them. The first convolution
-  (one input channel, 520 parameters) stays dense, as ``bayestensor compress`` leaves it;
+  ``--prior-weight validation`` chosen per method and seed among ``--weights`` (default 1,
+  0.3, 0.1, 0.03) by the NLL on 10% of the training digits held out, among the weights whose
+  pruned network is at least ``--min-ratio`` (20x) smaller, then refitted on all of them. The
+  first convolution (one input channel, 520 parameters) stays dense, as ``bayestensor
+  compress`` leaves it;
 * TensorLy-Torch: ``FactorizedConv`` (Tucker) for the second convolution and
   ``FactorizedLinear`` (block-TT) for the fully connected layers, each layer at the ranks
   (so the parameter count) our MAP network of the same seed ended with, trained like the
@@ -46,6 +47,7 @@ import torch
 from torch import nn
 
 from bayestensor.nets import choose_prior_weight, fit_net, metrics, predict_dense, train_dense
+from bayestensor.nets.calibration import PRIOR_WEIGHTS
 from bayestensor.nets.workflow import TRAIN_LRS, default_lr, tensorize_smaller
 from nets_mnist import DATA, DEFAULT_METHODS, METHODS, evaluate, prepare, summarize, write_result
 
@@ -85,7 +87,8 @@ def run_dense(data, seed, epochs, lr):
             **evaluate(lambda x: predict_dense(model, x), data)}
 
 
-def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=None):
+def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=None,
+             weights=PRIOR_WEIGHTS):
     bnet, kept = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
                                    num_particles=METHODS[method], **OURS)
     lr = default_lr(method, "cnn") if lr is None else lr
@@ -94,7 +97,7 @@ def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, 
     chosen = {}
     if prior_weight == "validation":
         chosen = choose_prior_weight(bnet, data["x_train"], data["y_train"], method=method,
-                                     min_ratio=min_ratio, **options)
+                                     weights=weights, min_ratio=min_ratio, **options)
         options.update(chosen["settings"])
     else:
         options["prior_weight"] = float(prior_weight)
@@ -201,7 +204,7 @@ def run_seed(args, seed: int) -> list[dict]:
         print(rows[-1], flush=True)
     for method in args.methods:
         rows.append(run_ours(data, seed, args.epochs, method, args.prior_weight,
-                             args.min_ratio, args.ours_lr))
+                             args.min_ratio, args.ours_lr, args.weights))
         print(rows[-1], flush=True)
         if method == "map" and not args.no_tltorch:
             ours = rows[-1]
@@ -226,6 +229,8 @@ def main():
     ap.add_argument("--prior-weight", default="1",
                     help="weight of our log prior: a number, or 'validation' to choose it per "
                          "method and seed on 10%% of the training digits (choose_prior_weight)")
+    ap.add_argument("--weights", type=float, nargs="+", default=list(PRIOR_WEIGHTS),
+                    help="with --prior-weight validation: the candidate weights")
     ap.add_argument("--min-ratio", type=float, default=MIN_RATIO,
                     help="with --prior-weight validation: least whole-model compression")
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")

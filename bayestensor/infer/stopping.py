@@ -27,7 +27,7 @@ import numpy as np
 
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, RHAT_APART, RHAT_MAX,
                                              fixed_entries, key_indices, key_variables)
-from bayestensor.results.rank_normalized import bulk_ess, split_rhat
+from bayestensor.results.rank_normalized import rhat_and_bulk_ess
 
 #: Predicted entries whose chains are checked, drawn at a fixed seed over the tensor's shape,
 #: and the largest R-hat allowed over them.
@@ -147,8 +147,8 @@ def _check(report: np.ndarray, wide, chains: int) -> dict:
 
 def _verdict(draws: np.ndarray, chains: int, rhat_max: float) -> dict:
     """Worst R-hat and bulk ESS of ``(chain, draw, quantity)`` draws and whether both pass."""
-    max_rhat = _finite(split_rhat(draws), np.max)
-    min_ess = _finite(bulk_ess(draws), np.min)
+    rhat, ess = rhat_and_bulk_ess(draws)
+    max_rhat, min_ess = _finite(rhat, np.max), _finite(ess, np.min)
     converged = bool(chains >= 2 and max_rhat <= rhat_max
                      and min_ess >= ESS_PER_CHAIN_MIN * chains)
     return {"max_rhat": max_rhat, "min_ess_bulk": min_ess, "converged": converged}

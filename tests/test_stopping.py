@@ -94,6 +94,12 @@ def test_sghmc_draws_until_converged_and_records_its_checks():
     torch.testing.assert_close(post["x"][:, :50], fixed["x"], rtol=0, atol=0)
 
 
+def assert_same_checks(got: list, expected: list):
+    assert [c["draws"] for c in got] == [c["draws"] for c in expected]
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, rel=1e-12)
+
+
 def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_path,
                                                                              interrupted_at,
                                                                              monkeypatch):
@@ -123,6 +129,26 @@ def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_
     assert resumed.num_draws == 50
     for name in ("noise_precision", "X.factor0"):
         torch.testing.assert_close(resumed.samples[name], full.samples[name], rtol=0, atol=0)
+    # the checks before the interrupt are made again, the cut block is finished first
+    assert_same_checks(resumed.info["convergence_checks"], full.info["convergence_checks"])
+
+
+def test_a_run_resumed_mid_block_stops_where_the_uninterrupted_one_does(tmp_path,
+                                                                         interrupted_at):
+    from bayestensor.infer import RunInterrupted
+
+    kw = dict(method="sghmc", num_samples=50, num_warmup=50, num_chains=4, max_samples=2000,
+              seed=0, progress=False)
+    full = bt.fit(normal_model, **kw)
+    points = [c["draws"] for c in full.info["convergence_checks"]]
+    assert len(points) >= 3  # the uninterrupted run checks at 50, 75, 100, ...
+    ckpt = tmp_path / "run.ckpt"
+    with interrupted_at(SGHMC, 50 + points[1] + 10), pytest.raises(RunInterrupted):
+        bt.fit(normal_model, checkpoint=ckpt, checkpoint_every=1, **kw)  # 10 draws past a check
+    resumed = bt.fit(normal_model, resume=ckpt, checkpoint=ckpt, **kw)
+    assert resumed.num_draws == full.num_draws
+    assert_same_checks(resumed.info["convergence_checks"], full.info["convergence_checks"])
+    torch.testing.assert_close(resumed["x"], full["x"], rtol=0, atol=0)
 
 
 def test_auto_draws_until_converged_only_where_the_check_applies():
@@ -168,3 +194,19 @@ def test_the_command_lines_convergence_line_gives_the_draws_taken(capsys):
     echo_convergence(check)
     assert "(20 draws per chain, drawn until converged)" in capsys.readouterr().out
     assert "draws_until_converged" not in convergence(bt.fit(model, data.train, **kw))
+
+
+def test_a_run_resumed_past_its_last_step_extends_from_where_it_is():
+    from bayestensor.infer.driver import Run
+
+    asked = []
+
+    def extend(draws, state):
+        asked.append(len(draws))
+        return 10 if len(draws) < 40 else 0
+
+    run = Run(lambda state, t: (state, torch.zeros(1)), lambda state, t: {"t": t}, 20,
+              lambda draws, info, state: draws, lambda state: "", torch.Generator(), object,
+              progress=False, extend=extend)
+    draws = run.run(None, start=25, draws=[{"t": t} for t in range(25)])  # resumed at step 25
+    assert asked == [25, 35, 45] and len(draws) == 45  # 10 steps from 25, not to 20 + 10

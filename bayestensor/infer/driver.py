@@ -200,11 +200,12 @@ class Run:
         state = self.state_type.from_dict(_to_device(saved["state"], device))
         return state, int(saved["t"]), _to_device(saved["draws"], device)
 
-    def _extended(self, draws, state, bar) -> bool:
-        """At the last step: ask ``extend`` for more steps and add them to the run."""
+    def _extended(self, draws, state, bar, t: int) -> bool:
+        """At step ``t``, the last one (or past it, on resuming an extended run): ask
+        ``extend`` for more steps and run that many more from ``t``."""
         more = 0 if self.extend is None else int(self.extend(draws, state))
         if more > 0:
-            self.num_steps += more
+            self.num_steps = t + more
             bar.total = self.num_steps
             bar.refresh()
         return more > 0
@@ -223,7 +224,7 @@ class Run:
                    leave=False, dynamic_ncols=True)
         try:
             with sigterm_as_interrupt():
-                while t < self.num_steps or self._extended(draws, state, bar):
+                while t < self.num_steps or self._extended(draws, state, bar, t):
                     new_state, logp = self.step(state, t)
                     check = (logp.device.type == "cpu" or t % FINITE_CHECK_EVERY == 0
                              or t == self.num_steps - 1)

@@ -17,6 +17,9 @@ The check has two parts, both with a bulk ESS of at least 100 per chain:
 
 Chains that are apart (R-hat above :data:`~bayestensor.results.convergence.RHAT_APART`) stop
 at once: more draws rarely join chains in different modes, and the report says so.
+
+The checks fall at fixed draw counts (``num_samples``, then every block), so a run resumed from
+a checkpoint checks, and stops, where the uninterrupted run does (:class:`DrawUntilConverged`).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class DrawUntilConverged:
     def __init__(self, make_posterior, num_samples: int, max_samples: int, thin: int,
                  model, log: list):
         self.make_posterior = make_posterior
+        self.first = int(num_samples)
         self.block = max(1, num_samples // 2)
         self.max_samples = int(max_samples)
         self.thin = int(thin)
@@ -83,8 +87,28 @@ class DrawUntilConverged:
 
     def __call__(self, draws: list, state) -> int:
         kept = len(draws)
-        if kept >= self.max_samples:
+        # A run resumed from a checkpoint starts here with the draws of earlier blocks: their
+        # checks (all failed, or the run would have ended) are made again, and a block cut
+        # short by the interrupt is finished before the next check, so that the run stops
+        # where the uninterrupted one does, with the same checks.
+        for point in self._check_points(self.seen + 1, kept - 1):
+            if self._stops(draws[:point], state):
+                return 0
+        due = ([*self._check_points(kept, self.max_samples), self.max_samples])[0]
+        if kept < due:
+            return (due - kept) * self.thin
+        if kept >= self.max_samples or self._stops(draws, state):
             return 0
+        return min(self.block, self.max_samples - kept) * self.thin
+
+    def _check_points(self, low: int, high: int) -> list[int]:
+        """The draw counts in ``[low, high]`` at which the chains are checked: ``num_samples``
+        and every ``block`` draws after it, below ``max_samples`` (where the run ends)."""
+        return [p for p in range(self.first, self.max_samples, self.block) if low <= p <= high]
+
+    def _stops(self, draws: list, state) -> bool:
+        """Check the chains on ``draws`` (logged); whether the run ends: passed, or apart."""
+        kept = len(draws)
         # only the new draws become a posterior: the quantities of the earlier ones are kept
         new = self.make_posterior(draws[self.seen:], {}, state)
         self.values.append(monitored_values(new, self.entries))
@@ -95,9 +119,7 @@ class DrawUntilConverged:
         self.log.append({"draws": kept, **check})
         worst = max(check["max_rhat"], check.get("entries_max_rhat", -math.inf))
         apart = not (math.isfinite(worst) and worst <= RHAT_APART)
-        if check["converged"] or apart:
-            return 0
-        return min(self.block, self.max_samples - kept) * self.thin
+        return check["converged"] or apart
 
 
 def chain_check(posterior, entries=None) -> dict:

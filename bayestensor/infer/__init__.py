@@ -4,10 +4,11 @@ interrupts), the MAP-hold continuation and chain groups.
 
 Modules, lowest layer first: ``interrupts`` (SIGTERM as Ctrl-C) / ``log_density`` ->
 ``gradients`` / ``chain_processes`` (NUTS's chains in worker processes) -> ``sghmc`` / ``svgd``
-/ ``kernels`` / ``baselines`` -> ``options`` (each method's option checks) / ``checkpoints``
-(checkpoint files) -> ``driver`` -> ``binding`` -> ``runners`` (the five runners, one local
-fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``). Each imports only
-layers below it.
+/ ``kernels`` / ``baselines`` -> ``options`` (each method's option checks) / ``stopping``
+(SGHMC drawing until converged) / ``checkpoints`` (checkpoint files) -> ``auto_options`` (the
+options a method settles from the fit) / ``driver`` -> ``binding`` -> ``runners`` (the five
+runners, one local fit) -> ``continuation`` / ``chains`` -> ``api`` (``fit``, ``METHODS``).
+Each imports only layers below it.
 """
 
 from bayestensor.infer.api import METHODS, choose_map_hold, fit

@@ -26,7 +26,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
-from bayestensor.results.rank_normalized import bulk_ess, split_rhat
+from bayestensor.results.rank_normalized import rhat_and_bulk_ess
 
 RESULTS = Path(__file__).parent / "results"
 CHAINS, QUANTITIES = 4, 200
@@ -47,7 +47,7 @@ def timing(rng) -> dict:
     ours, theirs = [], []
     for _ in range(3):
         start = time.perf_counter()
-        fast = np.concatenate([split_rhat(x), bulk_ess(x)])
+        fast = np.concatenate(rhat_and_bulk_ess(x))
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         slow = np.array([float(az.rhat(x[:, :, i])) for i in range(x.shape[2])]
@@ -70,10 +70,10 @@ def main(argv=None) -> dict:
             worst, single, ess = [], [], []
             for _ in range(args.reps):
                 x = autoregressive(rng, rho, draws)
-                rhat = split_rhat(x)
+                rhat, ess_x = rhat_and_bulk_ess(x)
                 worst.append(rhat.max())
                 single.append(np.median(rhat))
-                ess.append(np.median(bulk_ess(x)))
+                ess.append(np.median(ess_x))
             row = {"draws": draws, "rho": rho, "ess_median": round(float(np.median(ess))),
                    "rhat_one_median": round(float(np.median(single)), 4),
                    "rhat_max_of_200_median": round(float(np.median(worst)), 4),

@@ -7,10 +7,10 @@ Geyer's initial positive and monotone sequences). ArviZ computes them one quanti
 in a Python loop, about 1.3 ms per quantity and statistic at 4 x 2,000 draws; SGHMC's
 draw-until-converged rule (:mod:`bayestensor.infer.stopping`) checks some 200 quantities after
 every block of draws. Here every quantity is one row of an array and each step is one
-vectorized operation: 0.29 s against ArviZ's 0.53 s for 202 quantities
-(``benchmarks/rhat_noise_floor.py``), a modest gain, and a check needs no ArviZ import (about
-3 s the first time in a process). The report keeps
-ArviZ (:mod:`bayestensor.results.convergence`); the tests hold the two to the same numbers.
+vectorized operation, and the two statistics share the split chains and their ranks: 0.19 s
+against ArviZ's 0.50 s for 202 quantities (``benchmarks/rhat_noise_floor.py``), and a check
+needs no ArviZ import (about 3 s the first time in a process). The report keeps ArviZ
+(:mod:`bayestensor.results.convergence`); the tests hold the two to the same numbers.
 """
 
 from __future__ import annotations
@@ -67,27 +67,6 @@ def _plain_rhat(x: np.ndarray) -> np.ndarray:
         return np.sqrt((between / within + n - 1) / n)
 
 
-def split_rhat(draws) -> np.ndarray:
-    """Rank-normalized split R-hat of each quantity: the larger of the bulk and tail values.
-
-    Parameters
-    ----------
-    draws : array-like, ``(chain, draw, ...)``
-        Each trailing index is one quantity.
-
-    Returns
-    -------
-    numpy.ndarray
-        One R-hat per quantity (flattened trailing dimensions); NaN with fewer than 2 chains or
-        4 draws.
-    """
-    x = _as_rows(draws)
-    if x.shape[1] < MIN_CHAINS or x.shape[2] < MIN_DRAWS:
-        return np.full(x.shape[0], np.nan)
-    split = _split_chains(x)
-    return _rhat(split, _normal_scores(split))
-
-
 def _rhat(split: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """R-hat of split chains given their normal ``scores``: the larger of the bulk value and
     the tail value (the scores of the draws folded about their median)."""
@@ -135,37 +114,20 @@ def _ess(x: np.ndarray) -> np.ndarray:
     return np.where(constant, float(total), np.where(np.isnan(rho).any(1), np.nan, ess))
 
 
-def bulk_ess(draws) -> np.ndarray:
-    """Bulk effective sample size of each quantity (rank-normalized split chains).
-
-    Parameters
-    ----------
-    draws : array-like, ``(chain, draw, ...)``
-
-    Returns
-    -------
-    numpy.ndarray
-        One ESS per quantity; NaN with fewer than 4 draws per chain.
-    """
-    x = _as_rows(draws)
-    if x.shape[2] < MIN_DRAWS:
-        return np.full(x.shape[0], np.nan)
-    return _ess(_normal_scores(_split_chains(x)))
-
-
 def rhat_and_bulk_ess(draws) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`split_rhat` and :func:`bulk_ess` of each quantity at once, sharing the split
-    chains and their normal scores (a third less ranking than the two calls).
+    """Rank-normalized split R-hat (the larger of the bulk and tail values) and bulk effective
+    sample size of each quantity, sharing the split chains and their normal scores.
 
     Parameters
     ----------
     draws : array-like, ``(chain, draw, ...)``
+        Each trailing index is one quantity.
 
     Returns
     -------
     tuple of numpy.ndarray
-        ``(rhat, ess)``, each one value per quantity, NaN where the function of the same name
-        gives NaN.
+        ``(rhat, ess)``, one value per quantity (flattened trailing dimensions): R-hat NaN with
+        fewer than 2 chains or 4 draws per chain, ESS NaN with fewer than 4 draws per chain.
     """
     x = _as_rows(draws)
     nan = np.full(x.shape[0], np.nan)

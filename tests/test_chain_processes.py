@@ -3,6 +3,7 @@ finished chains, and the number of workers follows the platform and the device."
 
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +40,44 @@ def test_workers_return_the_sequential_results_in_chain_order():
     for a, b in zip(one, two):
         assert (a == b).all()
     assert not multiprocessing.active_children()
+
+
+@needs_fork
+def test_workers_that_finished_every_chain_exit_without_being_killed(monkeypatch):
+    # an idle worker holds the pool's queue lock: killing it would leave the lock taken
+    killed = []
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate",
+                        lambda process: killed.append(process.pid))
+    assert len(run_chains(_draw, 5, workers=2)) == 5
+    assert killed == []
+    assert not multiprocessing.active_children()
+
+
+_SIGTERM_AT_FORK = """
+import os, signal, time
+from concurrent.futures.process import BrokenProcessPool
+from bayestensor.infer.chain_processes import run_chains
+
+def term_self():  # a SIGTERM that reaches a worker while it runs Python's fork hooks
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+
+os.register_at_fork(after_in_child=term_self)
+try:
+    run_chains(abs, 2, workers=2)
+    print("worker outlived its SIGTERM")
+except BrokenProcessPool:
+    print("worker ended by its SIGTERM")
+"""
+
+
+@needs_fork
+def test_a_sigterm_reaching_a_worker_before_it_set_its_handlers_ends_it():
+    # the parent's handler, inherited, raises KeyboardInterrupt in the fork hook, where
+    # Python discards it: the signal must wait, blocked, until the worker's own handling
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_AT_FORK], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "worker ended by its SIGTERM", done.stderr
 
 
 def _takes_progress_lock(chain) -> bool:

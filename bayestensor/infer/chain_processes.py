@@ -24,6 +24,14 @@ of leaving the run waiting); what this module adds is the rules:
 * **Interrupts keep finished chains.** Ctrl-C or SIGTERM stops the workers and raises
   :class:`ChainsInterrupted` carrying the results of the chains that finished.
 * Workers ignore SIGINT: the parent decides, and stops them.
+* **Only an interrupted run kills its workers.** An idle worker waits for work holding the
+  pool's queue lock, so one killed leaves the lock taken for good and any worker still alive
+  waits on it forever (and the pool's shutdown with it); when every chain has finished the
+  workers are told to end and exit on their own.
+* **Workers are forked with SIGINT and SIGTERM blocked** and unblock them once the parent's
+  handlers are replaced. A SIGTERM arriving before then would otherwise meet the inherited
+  handler, whose ``KeyboardInterrupt`` Python discards when it is raised in a fork hook:
+  that worker would outlive the signal meant to stop it.
 * Workers take a progress-bar lock of their own: the one a fork copies may be held by a thread
   of the parent (tqdm's monitor), and would then never be released in the worker.
 """
@@ -97,9 +105,14 @@ def chain_workers(processes, num_chains: int, device: torch.device) -> int:
     return max(1, min(wanted, num_chains))
 
 
+#: Signals held back while workers are forked, until each worker has set its own handling.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler is inherited
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked at the fork
     torch.set_num_threads(1)
     _own_progress_lock()
 
@@ -168,24 +181,37 @@ def run_chains(run_one: Callable[[int], Any], num_chains: int, *, workers: int =
                 pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"),
                                            initializer=_start_worker)
                 try:
-                    futures = [pool.submit(_run_in_worker, c) for c in range(num_chains)]
+                    futures = _submit_all(pool, num_chains)
                     for future in as_completed(futures):
                         chain, result = future.result()
                         done[chain] = result
                         if on_done is not None:
                             on_done(chain)
                 finally:
-                    _stop(pool)
+                    _stop(pool, finished=len(done) == num_chains)
                     _RUN_ONE = None
     except KeyboardInterrupt:
         raise ChainsInterrupted(done) from None
     return [done[chain] for chain in range(num_chains)]
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop the pool now: cancel the chains not started and end the running ones (the
-    executor of Python < 3.14 has no public call that ends a running task)."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        if process.is_alive():
-            process.terminate()
+def _submit_all(pool: ProcessPoolExecutor, num_chains: int) -> list:
+    """Submit every chain; the first submit forks the workers, with SIGINT and SIGTERM
+    blocked in this thread meanwhile (a signal then arrives once they are unblocked)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return [pool.submit(_run_in_worker, c) for c in range(num_chains)]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _stop(pool: ProcessPoolExecutor, finished: bool) -> None:
+    """Shut the pool down. When chains are left (an interrupt, or a chain that raised), first
+    cancel those not started and end the running ones (the executor of Python < 3.14 has no
+    public call that ends a running task); when all finished, the idle workers exit on the
+    pool's own signal, since killing one would leave the queue lock it holds taken."""
+    if not finished:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            if process.is_alive():
+                process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)

@@ -55,3 +55,11 @@ def test_sghmc_caps_draws_only_where_its_check_can_run(cp_model):
 def test_methods_without_fit_dependent_options_are_left_as_given(cp_model):
     for method in ("map", "nuts", "svgd"):
         assert settled(method, {"init_jitter": 0.1}, plan(cp_model)) == {"init_jitter": 0.1}
+
+
+@pytest.mark.parametrize("method, option", [("vi", "init_from"), ("sghmc", "max_samples")])
+def test_a_local_fit_refuses_an_option_left_unsettled(method, option):
+    from bayestensor.infer.runners import run_method
+    with pytest.raises(ValueError, match=f"{option}: 'auto' is settled by fit"):
+        run_method(METHODS[method], normal_model, options={option: "auto"}, num_samples=2,
+                   num_warmup=1, progress=False, init="random")

@@ -357,13 +357,11 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     starting values in raw units. ``closed_form``: the model's coordinate-ascent VI instead of
     the stochastic-gradient fit (``"auto"``: where the model has one, see
     :func:`_closed_form_vi`); ``num_steps``, ``lr`` and ``num_particles`` are then unused.
-    ``init_from="auto"``, as ``fit`` left it only when called without it here: the starting
-    values for the closed form, the MAP otherwise (``fit`` also takes the MAP from
-    ``init="random"``).
+    ``init_from="auto"`` is settled by ``fit`` before any work
+    (:func:`~bayestensor.infer.auto_options.settle_vi`).
     """
+    _require_settled("init_from", init_from)
     updates = _closed_form_vi(target, job, closed_form)
-    if init_from == "auto":
-        init_from = "init" if updates is not None else "map"
     if updates is not None:
         return _run_closed_form_vi(target, job, updates, init_from, map_steps, map_hold)
     theta0, units = target.init_theta(1), None
@@ -382,6 +380,14 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
                     vi_converged=trace["converged"])
     return _vi_draws(target, job, loc, scale)
+
+
+def _require_settled(name: str, value) -> None:
+    """Refuse an option still ``"auto"``: ``fit`` settles it from the model and its sizes
+    (``Method.settle_options``), so a caller of :func:`run_method` must pass it settled."""
+    if isinstance(value, str) and value == "auto":
+        raise ValueError(f"{name}: 'auto' is settled by fit from the model and its sizes; "
+                         "run_method needs the settled value (Method.settle_options)")
 
 
 def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
@@ -514,7 +520,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
               max_samples) -> Posterior:
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``, and
     with ``max_samples`` more until the chains pass their check (:mod:`~bayestensor.infer.
-    stopping`; ``"auto"`` is resolved by ``fit`` and means ``None`` here)."""
+    stopping`; ``"auto"`` is settled by ``fit`` before any work)."""
+    _require_settled("max_samples", max_samples)
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     full_batch = job.batch_size is None and job.batches is None
     for name, wanted in (("scale_moves", scale_moves), ("factor_redraws", factor_redraws)):
@@ -577,7 +584,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
         return sampler.spread(state, init_spread) if init_spread > 0 else state
 
     extend = None
-    if max_samples not in (None, "auto") and int(max_samples) > job.num_samples:
+    if max_samples is not None and int(max_samples) > job.num_samples:
         extend = DrawUntilConverged(make_posterior, job.num_samples, int(max_samples), thin,
                                     job.model, job.info.setdefault("convergence_checks", []))
     job.info["max_samples"] = None if extend is None else int(max_samples)
@@ -789,8 +796,9 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
                device=None) -> Posterior:
     """One fit in this process with settings already checked by ``fit``.
 
-    ``options`` are the caller's method options (recorded in ``info["options"]``); the
-    method's defaults fill the others.
+    ``options`` are the caller's method options (recorded in ``info["options"]``), those
+    that depend on the fit already settled (``Method.settle_options``); the method's defaults
+    fill the others.
     """
     method.check_options(options)
     device = check_device(device)

@@ -167,6 +167,17 @@ def test_tucker_and_ttm_dims_are_consistent():
             assert sizes[f"mode{k}"] == n
 
 
+def test_a_tucker_core_at_a_fixed_variance_keeps_its_rank_dims():
+    # its core has no rank axes of its own prior; its dims are still the three ranks
+    data = bt.data.synthetic_tensor((6, 5, 4), rank=2, seed=0)
+    fixed = bt.TensorCompletion(data.shape, "tucker", max_rank=2,
+                                prior_params={"core_variance": 1.0})
+    product = bt.TensorCompletion(data.shape, "tucker", max_rank=2)
+    assert fixed.arviz_dims() == product.arviz_dims()
+    post = bt.fit(fixed, data.train, method="map", seed=0, progress=False)
+    assert post.to_arviz().posterior["X.core"].dims[2:] == ("rank0", "rank1", "rank2")
+
+
 def test_loo_and_compare_for_completion_and_regression():
     for make in (lambda s: completion_posterior(seed=s), lambda s: regression_posterior(seed=s)):
         a, b = make(0), make(1)

@@ -291,6 +291,8 @@ class BayesModel:
                 modes = ["edge", f"mode{k}", f"mode{k + len(prior.shape) // 2}", "edge"]
             elif fmt == "tt":  # a TT core (R, I_k, R); the outer ranks are 1 ("edge")
                 modes = ["edge", f"mode{k}", "edge"]
+            elif spec.name == "core":  # a Tucker core (R_0, ..., R_{N-1}), also at a fixed
+                modes = [f"rank{a}" for a in range(len(spec.shape))]  # variance (no rank axes)
             else:  # CP and Tucker factors (I_k, R)
                 modes = [f"mode{k}", "rank"]
             dims[site] = [f"rank{spec.rank_axes[a]}" if a in spec.rank_axes else modes[a]

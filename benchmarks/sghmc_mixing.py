@@ -18,7 +18,8 @@ and TT-matrix / gamma on a 13^4 one (TT-matrix needs an even order),
 the held-out entries and the noise precision, without divergence:
 ``python benchmarks/sghmc_mixing.py grid --seeds 3 [--part 0 --parts 2]``. Variants that are
 not the defaults: ``--thin``, ``--factor-redraws`` and, for CP, ``--precision-redraws`` (the
-slice precisions redrawn from their Gamma conditionals too) and ``--explore``.
+slice precisions redrawn from their Gamma conditionals too) and ``--explore``; for Tucker,
+``--tucker-core-variance`` (the core at a fixed prior variance).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def run_case(data, fmt: str, prior: str, max_rank: int, seed: int, settings: dic
              draws: int | None = None) -> dict:
     """One SGHMC fit (4 chains, ``draws`` per chain or fit's default); R-hat and ESS of 200
     held-out entries."""
-    model = bt.TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior)
     settings = dict(settings)
+    core_variance = settings.pop("tucker_core_variance", None)  # not the default
+    prior_params = {"core_variance": core_variance} if fmt == "tucker" and core_variance else None
+    model = bt.TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior,
+                                prior_params=prior_params)
     if settings.pop("precision_redraws", False):  # CP's slice precisions too: not a default
         model.set_data(data.train)
         settings["gibbs"] = {**model.gibbs_sites(), **model.low_rank_prior.conditionals()}
@@ -139,6 +143,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision-redraws", action="store_true",
                         help="Not the default: redraw CP's slice precisions from their Gamma "
                              "conditionals too (with --factor-redraws true: a full Gibbs sweep).")
+    parser.add_argument("--tucker-core-variance", type=float, default=None,
+                        help="Not the default: Tucker cores at this fixed prior variance "
+                             "(prior_params core_variance) instead of the product prior.")
     parser.add_argument("--draws", type=int, default=None,
                         help="Draws per chain, exactly (default: fit's, until converged).")
     parser.add_argument("--formats", nargs="+", default=None,
@@ -157,6 +164,8 @@ def main(argv=None) -> dict:
                                                                         "auto")
     if args.precision_redraws:
         settings["precision_redraws"] = True
+    if args.tucker_core_variance is not None:
+        settings["tucker_core_variance"] = args.tucker_core_variance
     if args.format == "grid":
         return run_grid(args, settings)
     data = bt.data.synthetic_tensor(SHAPE, rank=4, snr_db=10, observed=0.2, seed=args.seed)

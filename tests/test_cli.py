@@ -165,6 +165,8 @@ def test_complete_bad_extension(tmp_path):
     (["--format", "hierarchical"], "format"),
     (["--offset-scale", "-1"], "positive number or 'none'"),
     (["--offset-scale", "nan"], "--offset-scale"),
+    (["--core-variance", "1"], "applies to --format tucker, not cp"),
+    (["--format", "tucker", "--core-variance", "0"], "--core-variance"),
 ])
 def test_complete_bad_options(tmp_path, args, message):
     path = tmp_path / "x.npy"
@@ -173,6 +175,20 @@ def test_complete_bad_options(tmp_path, args, message):
                                     str(tmp_path / "out")] + args)
     assert res.exit_code != 0
     assert message in res.output.lower()
+
+
+def test_complete_core_variance_reaches_the_tucker_model(tmp_path, tensor_file):
+    """``--core-variance`` gives the Tucker core a fixed prior variance, in the model the
+    posterior file rebuilds and in the summary."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--format", "tucker",
+                                    "--max-rank", "3", "--core-variance", "0.5", "--method",
+                                    "map", "--steps", "30", "--map-hold", "none", "--quiet",
+                                    "--no-report", "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    post = Posterior.load(out / "posterior.pt")
+    assert post.model.low_rank_prior.core_variance == 0.5
+    assert json.loads((out / "summary.json").read_text())["core_variance"] == 0.5
 
 
 def test_complete_all_missing_is_a_usage_error(tmp_path):

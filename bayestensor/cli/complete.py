@@ -152,6 +152,10 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               default=TensorCompletion.OFFSET_SCALE, show_default=True,
               help="Prior sd of the fitted offset added to every entry, on the standardized "
               "scale; 'none' fits the model without it.")
+@click.option("--core-variance", type=click.FloatRange(0, min_open=True), default=None,
+              help="Tucker only: the core entries' fixed prior variance, the slice precisions "
+              "on the factor columns alone (default: the product of the slice variances). "
+              "1 keeps the MAP from switching off true slices on small tensors.")
 @opt.num_samples_option
 @opt.num_chains_option
 @opt.steps_option(help="Optimization steps (map, vi) or SVGD steps; see --num-warmup for samplers.")
@@ -178,9 +182,9 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 @opt.resume_option
 @opt.run_options("complete")
 @opt.quiet_option
-def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, num_samples,
-             num_chains, steps, num_warmup, level, init, init_from, map_hold, holdout, figures, checkpoint, resume,
-             seed, out, force, with_report, quiet):
+def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, core_variance,
+             num_samples, num_chains, steps, num_warmup, level, init, init_from, map_hold,
+             holdout, figures, checkpoint, resume, seed, out, force, with_report, quiet):
     """Complete the tensor in FILE (.npy/.npz; NaN or --mask marks missing entries), or a
     real tensor bundled with TensorLy: 'kinetic', 'indian_pines' (--missing of its entries
     hidden and scored) or 'il2' (its own missing entries, 10% of the observed ones held out
@@ -204,6 +208,9 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, nu
     if steps is not None and method in WARMUP_METHODS:
         raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
+    if core_variance is not None and (fmt or defaults["format"]) != "tucker":
+        raise click.BadParameter(f"applies to --format tucker, not {fmt or defaults['format']}",
+                                 param_hint="--core-variance")
     data, builtin_test, info = _read_data(file, mask, missing, holdout, seed)
     map_hold = map_hold or defaults["map_hold"]
     if steps is None and method == "map":
@@ -220,7 +227,9 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, nu
     bands = info.get("band_mode") is not None
     obs, test = holdout_split(Observations.from_dense(data), holdout, seed)
     model = TensorCompletion(data.shape, format=fmt, max_rank=max_rank, prior=prior,
-                             offset_scale=offset_scale)
+                             offset_scale=offset_scale,
+                             prior_params=None if core_variance is None
+                             else {"core_variance": core_variance})
     options = {"num_steps": steps} if steps is not None else {}
     options.update({k: v for k, v in (("checkpoint", checkpoint), ("resume", resume),
                                       ("init_from", init_from)) if v})
@@ -247,8 +256,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, nu
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
                "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
-               "init": init, "init_from": init_from, "found_rank_mode": ranks.mode().tolist(), "seconds": seconds,
-               "level": level, "map_hold": post.info.get("options", {}).get("map_hold"),
+               "core_variance": core_variance, "init": init, "init_from": init_from,
+               "found_rank_mode": ranks.mode().tolist(), "seconds": seconds, "level": level, "map_hold": post.info.get("options", {}).get("map_hold"),
                "map_hold_auto": post.info.get("map_hold_auto"), "holdout": holdout}
     if test is not None:
         summary["heldout"] = _score_heldout(post, test, level)
@@ -270,7 +279,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, nu
     write_run(out, "completion", files=files,
               settings={"command": "complete", "file": str(file), "format": fmt, "prior": prior,
                         "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
-                        "init": init, "init_from": init_from, "num_samples": num_samples,
+                        "core_variance": core_variance, "init": init, "init_from": init_from,
+                        "num_samples": num_samples,
                         "num_chains": num_chains, "steps": steps, "num_warmup": num_warmup,
                         "level": level, "holdout": holdout, "seed": seed, "seconds": seconds},
               data={"shape": list(data.shape), "observed": len(obs),

@@ -257,7 +257,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
                "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
                "core_variance": core_variance, "init": init, "init_from": init_from,
-               "found_rank_mode": ranks.mode().tolist(), "seconds": seconds, "level": level, "map_hold": post.info.get("options", {}).get("map_hold"),
+               "found_rank_mode": ranks.mode().tolist(), "seconds": seconds, "level": level,
+               "map_hold": post.info.get("options", {}).get("map_hold"),
                "map_hold_auto": post.info.get("map_hold_auto"), "holdout": holdout}
     if test is not None:
         summary["heldout"] = _score_heldout(post, test, level)

@@ -195,7 +195,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     held-out entries; at most 20,000 of them for indian_pines).
     """
     defaults = BUILTIN_FIT.get(file, DEFAULT_FIT)
-    method = method or defaults["method"] or default_method(fmt or defaults["format"], prior)
+    fmt = fmt or defaults["format"]
+    method = method or defaults["method"] or default_method(fmt, prior)
     num_chains = opt.chains_for(method, num_chains)
     if init_from is not None and method not in INIT_FROM_METHODS:
         raise click.BadParameter(f"applies to {', '.join(INIT_FROM_METHODS)}, not {method}",
@@ -208,15 +209,13 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     if steps is not None and method in WARMUP_METHODS:
         raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
                                  "--num-warmup", param_hint="--steps")
-    if core_variance is not None and (fmt or defaults["format"]) != "tucker":
-        raise click.BadParameter(f"applies to --format tucker, not {fmt or defaults['format']}",
+    if core_variance is not None and fmt != "tucker":
+        raise click.BadParameter(f"applies to --format tucker, not {fmt}",
                                  param_hint="--core-variance")
     data, builtin_test, info = _read_data(file, mask, missing, holdout, seed)
     map_hold = map_hold or defaults["map_hold"]
     if steps is None and method == "map":
         steps = defaults["map_steps"]
-    if fmt is None:
-        fmt = defaults["format"]
     if max_rank is None:
         max_rank = defaults["max_rank"] if fmt == defaults["format"] else DEFAULT_FIT["max_rank"]
     if init is None:

@@ -63,3 +63,12 @@ def test_a_local_fit_refuses_an_option_left_unsettled(method, option):
     with pytest.raises(ValueError, match=f"{option}: 'auto' is settled by fit"):
         run_method(METHODS[method], normal_model, options={option: "auto"}, num_samples=2,
                    num_warmup=1, progress=False, init="random")
+
+
+def test_each_settled_option_is_one_a_settle_resolves():
+    from bayestensor.infer.runners import ALL_METHODS
+    declared = {m.name: m.settled for m in ALL_METHODS if m.settled}
+    assert declared == {"vi": ("init_from",), "sghmc": ("max_samples",)}
+    for m in ALL_METHODS:
+        assert all(m.options[name] == "auto" for name in m.settled) and (
+            m.settle is not None or not m.settled)

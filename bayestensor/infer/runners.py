@@ -100,6 +100,9 @@ class Method:
         and ``fit``'s checked sizes (a :class:`~bayestensor.infer.auto_options.FitPlan`) and
         refuses a value that does not fit them (see :mod:`bayestensor.infer.auto_options`);
         ``None`` when no option does.
+    settled : tuple of str
+        The options :attr:`settle` resolves from ``"auto"``; :func:`run_method` refuses one
+        still ``"auto"``, since only ``fit`` knows the model and sizes that decide it.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Method:
     map_steps_option: str | None = None
     default_chains: int = 1
     settle: Callable[[dict, FitPlan], None] | None = None
+    settled: tuple[str, ...] = ()
 
     def check_options(self, options: dict) -> None:
         """Refuse an option this method does not take (naming it and the ones it does) and
@@ -142,6 +146,16 @@ class Method:
         """
         if self.settle is not None:
             self.settle(options, plan)
+
+    def require_settled(self, options: dict) -> None:
+        """Refuse an option of :attr:`settled` still ``"auto"`` in ``options`` (the method's
+        defaults filled in)."""
+        for name in self.settled:
+            value = options[name]
+            if isinstance(value, str) and value == "auto":
+                raise ValueError(f"{name}: 'auto' is settled by fit from the model and its "
+                                 "sizes; run_method needs the settled value "
+                                 "(Method.settle_options)")
 
 
 @dataclass
@@ -360,7 +374,6 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     ``init_from="auto"`` is settled by ``fit`` before any work
     (:func:`~bayestensor.infer.auto_options.settle_vi`).
     """
-    _require_settled("init_from", init_from)
     updates = _closed_form_vi(target, job, closed_form)
     if updates is not None:
         return _run_closed_form_vi(target, job, updates, init_from, map_steps, map_hold)
@@ -380,14 +393,6 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     job.info.update(final_elbo=trace["elbo"][-1], vi_steps=trace["steps"],
                     vi_converged=trace["converged"])
     return _vi_draws(target, job, loc, scale)
-
-
-def _require_settled(name: str, value) -> None:
-    """Refuse an option still ``"auto"``: ``fit`` settles it from the model and its sizes
-    (``Method.settle_options``), so a caller of :func:`run_method` must pass it settled."""
-    if isinstance(value, str) and value == "auto":
-        raise ValueError(f"{name}: 'auto' is settled by fit from the model and its sizes; "
-                         "run_method needs the settled value (Method.settle_options)")
 
 
 def _closed_form_vi(target: LogDensity, job: Job, wanted="auto"):
@@ -421,7 +426,7 @@ def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_st
                       f"still changing: {q.elbo[-2]:.6g} -> {q.elbo[-1]:.6g})",
                       NotConvergedWarning, stacklevel=4)
     job.info.update(vi_closed_form=True, final_elbo=q.elbo[-1], vi_sweeps=q.sweeps,
-                    vi_converged=q.converged)
+                    vi_converged=q.converged, vi_noise_starts=q.noise_starts)
     return _closed_form_draws(target, job, updates, q)
 
 
@@ -521,7 +526,6 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
     """SGHMC chains as one batch: warm-up, then ``num_samples`` draws kept every ``thin``, and
     with ``max_samples`` more until the chains pass their check (:mod:`~bayestensor.infer.
     stopping`; ``"auto"`` is settled by ``fit`` before any work)."""
-    _require_settled("max_samples", max_samples)
     warm = job.num_samples if job.num_warmup is None else job.num_warmup
     full_batch = job.batch_size is None and job.batches is None
     for name, wanted in (("scale_moves", scale_moves), ("factor_redraws", factor_redraws)):
@@ -762,7 +766,8 @@ VI = Method("vi", run_vi, {"num_steps": 3000, "lr": 0.01, "num_particles": 8,
                            "init_from": "auto", "map_steps": 2000, "map_hold": None,
                            "closed_form": "auto"},
             default_samples=1000, chains=False, resumable=False, takes_batches=False,
-            check=option_checks.check_vi, map_steps_option="map_steps", settle=settle_vi)
+            check=option_checks.check_vi, map_steps_option="map_steps", settle=settle_vi,
+            settled=("init_from",))
 NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_tree_depth": 10,
                                  "processes": "auto"},
               default_samples=500, chains=True, resumable=False, takes_batches=False,
@@ -775,7 +780,7 @@ SGHMC_METHOD = Method(
      "scale_moves": False, "factor_redraws": "auto", "max_samples": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,
     check=option_checks.check_sghmc, map_steps_option="map_steps",
-    default_chains=SAMPLER_CHAINS, settle=settle_sghmc)
+    default_chains=SAMPLER_CHAINS, settle=settle_sghmc, settled=("max_samples",))
 SVGD_METHOD = Method(
     "svgd", run_svgd,
     {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,
@@ -801,6 +806,7 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     fill the others.
     """
     method.check_options(options)
+    method.require_settled({**method.options, **options})
     device = check_device(device)
     pyro.set_rng_seed(legacy_seed(seed))  # Python's, NumPy's legacy and torch's generators
     torch.manual_seed(seed)

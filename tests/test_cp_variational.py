@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bayestensor as bt
+from bayestensor.models import cp_variational
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.baselines.bcpf import bcpf  # noqa: E402
@@ -64,6 +65,56 @@ def test_surplus_slices_are_pruned_and_the_true_rank_stays():
         assert torch.all(mean[:, ~q.active] == 0)
     np.testing.assert_allclose((q.slice_shape / q.slice_rate)[~q.active].numpy(),
                                (1e-3 + 60 / 2) / 1e-3)
+
+
+def _small_data_start(seed: int):
+    """The closed-form VI and starting values of a 20 x 15 x 10 rank-3 completion at 20%
+    observed, 20 dB, max rank 10 (the default fit's setting)."""
+    data = bt.data.synthetic_tensor((20, 15, 10), rank=3, snr_db=20, observed=0.2, seed=seed)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=10)
+    model.set_data(data.train)
+    return data, model, model.closed_form_vi(), model.init_values(seed=seed)
+
+
+def test_a_second_noise_start_keeps_the_component_the_first_switched_off():
+    """Seed 5: from the starting values' noise precision (1 / Var(y)) the sweeps keep rank 2
+    (held-out error 0.355); started at the start's residual they keep the true rank 3 (0.064)
+    at an ELBO higher by about 380 nats, and that fit is kept."""
+    data, model, updates, start = _small_data_start(5)
+    first = updates._ascend(updates._start(start, float(start["noise_precision"])), 500, 1e-6)
+    assert int(first.active.sum()) == 2
+    q = updates.fit(start)
+    assert int(q.active.sum()) == 3
+    assert q.noise_starts["residual"] == q.elbo[-1]
+    assert q.noise_starts["point"] == pytest.approx(first.elbo[-1])
+    assert q.noise_starts["residual"] - q.noise_starts["point"] > 300
+    post = bt.fit(model, data.train, seed=5, progress=False)
+    assert post.info["vi_noise_starts"].keys() == {"point", "residual"}
+    assert data.relative_error(post.predict(data.test.indices).mean) < 0.1
+
+
+def test_no_second_start_where_the_fit_explains_what_the_start_does():
+    """Seed 0: the start's residual precision is within twice the fitted one (0.23 of it),
+    so one fit runs."""
+    _, _, updates, start = _small_data_start(0)
+    q = updates.fit(start)
+    assert q.noise_starts.keys() == {"point"} and int(q.active.sum()) == 3
+
+
+def test_ctrl_c_in_the_second_fit_keeps_the_first(monkeypatch):
+    _, _, updates, start = _small_data_start(5)
+    ascend, calls = updates._ascend, []
+
+    def interrupted_second(q, max_sweeps, tol):
+        calls.append(q)
+        if len(calls) == 2:
+            raise cp_variational.Interrupted(q)
+        return ascend(q, max_sweeps, tol)
+
+    monkeypatch.setattr(updates, "_ascend", interrupted_second)
+    with pytest.raises(cp_variational.Interrupted) as err:
+        updates.fit(start)
+    assert err.value.q is calls[0] and err.value.q.converged
 
 
 def test_draws_follow_q():

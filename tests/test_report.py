@@ -144,7 +144,8 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
     fit = rep["sections"]["diagnostics"]["numbers"]["vi_fit"]
     post = bt.Posterior.load(tmp_path / "closed" / "posterior.pt")
     assert fit == {"closed_form": True, "sweeps": post.info["vi_sweeps"], "converged": True,
-                   "final_elbo": pytest.approx(post.info["final_elbo"])}
+                   "final_elbo": pytest.approx(post.info["final_elbo"]),
+                   "noise_starts": {"point": pytest.approx(post.info["final_elbo"])}}
     assert not any("VI" in w for w in rep["warnings"])
     _completion_run(tmp_path / "short", "vi", num_samples=50, closed_form=False, num_steps=5,
                     map_steps=20)
@@ -157,6 +158,12 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
 
     fit, note = _vi_fit({"vi_closed_form": True, "interrupted_at_step": 3})
     assert fit["converged"] is False and note.startswith("VI was interrupted after 3 sweeps")
+    two = {"vi_closed_form": True, "vi_sweeps": 40, "vi_converged": True,
+           "vi_noise_starts": {"point": -401.2, "residual": -18.9}}
+    fit, note = _vi_fit(two)
+    assert fit["noise_starts"] == two["vi_noise_starts"]
+    assert note.endswith("ELBO -401.2 from the first start, -18.9 from the second; the second "
+                         "was kept.")
 
 
 NETWORK = {

@@ -182,7 +182,8 @@ def _vi_fit(info: dict) -> tuple[dict, str]:
     closed = bool(info.get("vi_closed_form", False))
     length = info.get("vi_sweeps") if closed else info.get("vi_steps")
     fit = {"closed_form": closed, "sweeps" if closed else "steps": length,
-           "converged": info.get("vi_converged"), "final_elbo": info.get("final_elbo")}
+           "converged": info.get("vi_converged"), "final_elbo": info.get("final_elbo"),
+           "noise_starts": info.get("vi_noise_starts")}
     how = "coordinate ascent in closed form" if closed else "stochastic-gradient ELBO ascent"
     unit = "sweeps" if closed else "steps"
     if info.get("interrupted_at_step") is not None:
@@ -194,7 +195,17 @@ def _vi_fit(info: dict) -> tuple[dict, str]:
     if fit["converged"] is False:
         return fit, (f"VI ({how}) did not converge in {length} {unit}: its ELBO was still "
                      "changing, so q and every interval from it may still move.")
-    return fit, f"VI ({how}) converged in {length} {unit}."
+    return fit, f"VI ({how}) converged in {length} {unit}." + _second_start(fit["noise_starts"])
+
+
+def _second_start(starts: dict | None) -> str:
+    """A sentence on the closed-form VI's second start of the noise level, where it ran."""
+    if not starts or "residual" not in starts:
+        return ""
+    kept = "second" if starts["residual"] > starts["point"] else "first"
+    return (f" Its start fitted the data far more closely than the noise it found, so a second "
+            f"fit started the noise level there: ELBO {starts['point']:.6g} from the first "
+            f"start, {starts['residual']:.6g} from the second; the {kept} was kept.")
 
 
 def diagnostics_section(posterior, heldout: dict | None = None) -> dict:

@@ -137,6 +137,7 @@ class GibbsRedraws:
         self.names = [n for n in conditionals if n not in offset_names] + offset_names
         self.conditionals = [cond for _, cond in self.spans] + [c for _, _, c in self.offsets]
         self.any_during_warmup = any(cond.during_warmup for cond in self.conditionals)
+        self.all_during_warmup = all(cond.during_warmup for cond in self.conditionals)
 
     def describe(self) -> dict:
         """``{site: plain description of its conditional}``, for run records."""

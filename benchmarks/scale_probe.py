@@ -78,7 +78,8 @@ def child(n_obs: int, threads: int, steps: int, device: str, step_times: bool,
                           device=device, init=start)
         out["fit_s"] = time.perf_counter() - t0
         out["method"] = post.method
-        out.update({k: post.info[k] for k in ("vi_sweeps", "vi_converged") if k in post.info})
+        out.update({k: post.info[k] for k in ("vi_sweeps", "vi_converged", "vi_noise_starts")
+                    if k in post.info})
         _stage(f"{n_obs}: fit in {out['fit_s']:.1f} s")
         pred = post.predict(data.test.indices)
         out["heldout_rel_err"] = data.relative_error(pred.mean)

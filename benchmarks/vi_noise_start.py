@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import bayestensor as bt
+from bayestensor.formats.cp import CPTensor
 from bayestensor.models.cp_variational import SECOND_START_RATIO
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,11 +50,8 @@ def one_start(model, data, start: dict, noise_precision: float) -> dict:
     t = time.perf_counter()
     q = updates._ascend(updates._start(start, noise_precision), 500, 1e-6)
     seconds = time.perf_counter() - t
-    idx = data.test.indices.long()
-    fitted = q.means[0][idx[:, 0]]
-    for mode in range(1, len(data.shape)):
-        fitted = fitted * q.means[mode][idx[:, mode]]
-    mean = (fitted.sum(1) + q.offset_mean) * model.scale + model.center
+    fitted = CPTensor(data.shape, q.means).entries(data.test.indices)
+    mean = (fitted + q.offset_mean) * model.scale + model.center
     return {"rank": int(q.active.sum()), "elbo": q.elbo[-1], "seconds": seconds,
             "e_tau": q.noise_shape / q.noise_rate, "error": data.relative_error(mean.numpy())}
 

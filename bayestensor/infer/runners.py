@@ -806,7 +806,8 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     fill the others.
     """
     method.check_options(options)
-    method.require_settled({**method.options, **options})
+    settings = {**method.options, **options}
+    method.require_settled(settings)
     device = check_device(device)
     pyro.set_rng_seed(legacy_seed(seed))  # Python's, NumPy's legacy and torch's generators
     torch.manual_seed(seed)
@@ -826,6 +827,6 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
               None if checkpoint is None else str(checkpoint), checkpoint_every,
               None if resume is None else str(resume), info)
     start = time.perf_counter()
-    post = method.runner(target, job, **{**method.options, **options})
+    post = method.runner(target, job, **settings)
     post.info["seconds"] = time.perf_counter() - start
     return post

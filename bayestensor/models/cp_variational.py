@@ -59,6 +59,7 @@ import torch
 from torch.distributions import Gamma
 
 from bayestensor.checks import positive_int, real_number
+from bayestensor.formats.cp import CPTensor
 from bayestensor.models.cp_row_gibbs import precision_spread
 from bayestensor.priors.hyperpriors import INSIDE_BOUNDS
 
@@ -300,15 +301,12 @@ class CPGammaVariational:
 
     def _residual(self, means: list, offset: float) -> float:
         """The mean squared residual of factors ``means`` and ``offset`` on the observed
-        entries, floored at ``MIN_START_RESIDUAL``; ``CHUNK_ELEMENTS`` numbers at a time."""
-        fitted = torch.empty(len(self.y), dtype=torch.float64)
+        entries, floored at ``MIN_START_RESIDUAL``; the entries ``CHUNK_ELEMENTS`` gathered
+        numbers at a time (at once, 1e7 entries of rank 40 would gather 3 GB)."""
+        cp = CPTensor(self.shape, means)
         step = max(CHUNK_ELEMENTS // self.rank, 1)
-        for begin in range(0, len(self.y), step):
-            rows = self.idx[begin:begin + step]
-            part = means[0][rows[:, 0]]
-            for mode in range(1, len(self.shape)):
-                part = part * means[mode][rows[:, mode]]
-            fitted[begin:begin + len(rows)] = part.sum(1)
+        fitted = torch.cat([cp.entries(self.idx[begin:begin + step], check=False)
+                            for begin in range(0, len(self.y), step)])
         return max(float((self.y - offset - fitted).pow(2).mean()), MIN_START_RESIDUAL)
 
     def _sweep(self, q: CPVariational) -> None:

@@ -3,10 +3,11 @@
 A rank-3 CP tensor (so TT ranks (3, 3), Tucker (3, 3, 3)) at 20 dB, observed at a fraction of
 its entries, completed at the default max rank 10 by
 
-* ``map``: the default fit (MAP, ``map_hold="auto"``, the noise precision started at
-  ``1 / Var(y)``);
-* ``map@residual_start``: the same with the noise precision started at the reciprocal of the
-  start's mean squared residual on the observed entries (a candidate, not the default);
+* ``map``: the default fit (MAP, ``map_hold="auto"``: for TT and Tucker it chooses by a
+  validation split between the noise precision started at ``1 / Var(y)``, with or without
+  the hold, and started at the start's residual);
+* ``map@residual_start``: the MAP with the noise precision always started at the reciprocal
+  of the start's mean squared residual on the observed entries;
 * ``sghmc@init``: SGHMC at its defaults with the chains started at the data-driven start
   instead of the MAP (``init_from="init"``; the command line's ``--init-from init``);
 * ``map@fixed_core`` (Tucker only): the default MAP with the core's entries at a fixed prior
@@ -42,12 +43,7 @@ VARIANTS = ("map", "map@residual_start", "sghmc@init", "map@fixed_core")
 def residual_start(model, seed: int) -> dict:
     """The model's start with the noise precision at 1 / (mean squared residual of the start
     on the observed entries), in the model's standardized units."""
-    init = model.init_values(seed=seed)
-    obs = model.observations
-    mean, _ = model.predict_entries({k: v.unsqueeze(0) for k, v in init.items()}, obs.indices)
-    residual = (mean[0].double() - obs.values.double()) / model.scale
-    init["noise_precision"] = torch.tensor(float(1 / residual.pow(2).mean()))
-    return init
+    return model.init_values(seed=seed, noise_start="residual")
 
 
 def run(data, fmt: str, variant: str, seed: int) -> dict | None:

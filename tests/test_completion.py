@@ -187,6 +187,55 @@ def test_map_hold_auto_fits_all_the_data_from_the_models_start(monkeypatch):
     assert seen[-1] == "svd"
 
 
+def test_residual_noise_start_is_the_starts_residual_precision():
+    """``noise_start="residual"``: 1 / (mean squared residual of the start on the observed
+    entries, standardized), checked against TensorLy's TT reconstruction of the start."""
+    import tensorly as tl
+    from tensorly.tt_tensor import tt_to_tensor
+
+    data = bt.data.synthetic_tensor((12, 10, 8), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "tt", max_rank=4)
+    model.set_data(data.train)
+    plain = model.init_values(seed=0)
+    start = model.init_values(seed=0, noise_start="residual")
+    cores = [plain[f"X.core{k}"].double().numpy() for k in range(3)]
+    with tl.backend_context("numpy"):
+        dense = tt_to_tensor(cores)
+    idx = tuple(data.train.indices.numpy().T)
+    y = (data.train.values.double().numpy() - model.center) / model.scale
+    expected = 1 / np.mean((dense[idx] - y) ** 2)
+    assert float(start["noise_precision"]) == pytest.approx(expected, rel=1e-5)
+    assert float(plain["noise_precision"]) == pytest.approx(1 / np.var(y, ddof=1), rel=1e-5)
+    assert expected > 5 * float(plain["noise_precision"])  # the start fits far better (7x)
+    for name in plain:  # only the noise precision differs
+        if name != "noise_precision":
+            assert torch.equal(plain[name], start[name])
+    with pytest.raises(ValueError, match="noise_start"):
+        model.init_values(seed=0, noise_start="residuals")
+
+
+def test_map_hold_auto_starts_a_small_tt_fit_at_the_residual_noise():
+    """On a small TT tensor the MAP from ``1 / Var(y)`` switches off a real component; the
+    auto choice sees it on the validation split and starts the noise at the residual."""
+    data = bt.data.synthetic_tensor((20, 15, 10), rank=3, snr_db=20, observed=0.5, seed=1)
+    model = bt.TensorCompletion(data.shape, "tt", max_rank=10)
+    plain = bt.fit(model, data.train, method="map", seed=1, progress=False, map_hold=None)
+    post = bt.fit(model, data.train, seed=1, progress=False)
+    choice = post.info["map_hold_auto"]
+    assert post.info["method"] == "map" and choice["noise_start"] == "residual"
+    mse = choice["validation_mse"]
+    assert mse["residual"] < 0.5 * min(mse["none"], mse["hold"])
+    assert min(plain.effective_rank().mode().tolist()) == 2  # a real component switched off
+    assert post.effective_rank().mode().tolist() == [3, 3]
+    errors = [data.relative_error(p.predict(data.test.indices).mean) for p in (plain, post)]
+    assert errors[0] > 0.2 and errors[1] < 0.06
+    # a CP model is not offered the residual start: its default fit is the closed-form VI
+    cp = bt.fit(bt.TensorCompletion(data.shape, "cp", max_rank=6), data.train,
+                method="map", seed=1, progress=False)
+    assert set(cp.info["map_hold_auto"]["validation_mse"]) == {"none", "hold"}
+    assert cp.info["map_hold_auto"]["noise_start"] == "variance"
+
+
 # --- degenerate data, ranks that cannot fit (issue 14) -----------------------------------------
 
 SMALL = (6, 5, 4)

@@ -171,7 +171,8 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
 @click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default=None,
               help="MAP continuation (map/vi/sghmc/svgd): hold the noise precision while the "
               "prior prunes ('noise'), never ('none'), or choose by a validation split "
-              "('auto', the default; 'none' for indian_pines).")
+              "('auto', the default; for TT and Tucker it also tries the noise started at the "
+              "start's residual; 'none' for indian_pines).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Fraction of the observed entries held out (drawn at "
               "--seed), not fitted, then predicted and scored: the report gets a calibration "

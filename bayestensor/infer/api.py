@@ -155,9 +155,11 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         chain is seeded alike either way);
         ``map_hold`` (MAP and the MAP start of SGHMC/SVGD): ``{site: fraction}`` of the MAP
         steps during which a site stays at its starting value (see ``map_fit``), or
-        ``"auto"`` to choose between none and the model's ``map_hold_candidate`` by held-out
-        error (:func:`choose_map_hold`; the fit on all the data then starts from the model's
-        start either way); defaults to the model's ``map_hold`` attribute. For
+        ``"auto"`` to choose by held-out error between none, the model's
+        ``map_hold_candidate`` and, for a TT, TT-matrix or Tucker completion, the noise
+        precision started at the start's residual (:func:`choose_map_hold`; the fit on all
+        the data then starts from the model's start, with the chosen noise start; the choice
+        is in ``post.info["map_hold_auto"]``); defaults to the model's ``map_hold``. For
         very noisy completion, ``{"noise_precision": 0.1}`` keeps the joint MAP from fitting
         the noise with extra slices (see ``docs/completion.md``).
 
@@ -195,21 +197,20 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         model=model, num_samples=num_samples, samples_given=samples_given,
         num_chains=num_chains, chain_groups=groups, batch_size=batch_size, device=where,
         init=init))
+    # once, not per chain group; the choice may start the noise precision at the residual
+    hold_choice, init = resolve_map_hold(model, data, spec, seed, batch_size, options,
+                                         progress and groups is None, init=init)
     common = dict(num_samples=num_samples, num_warmup=num_warmup, thin=thin,
                   batch_size=batch_size, batches=batches, init=init, model_args=model_args,
                   model_kwargs=model_kwargs, device=device)
     if groups is not None:
-        # once, not per group
-        resolve_map_hold(model, data, spec, seed, batch_size, options, init=init)
         post = fit_chain_groups(spec, model, data, num_chains=num_chains, groups=groups,
                                 seed=seed, backend=backend, address=address, progress=False,
                                 options=options, **common)
-        return _attach_user_model(post, model, model_args, model_kwargs)
-    hold_choice = resolve_map_hold(model, data, spec, seed, batch_size, options, progress,
-                                   init=init)
-    post = run_method(spec, model, data, options=options, seed=seed, num_chains=num_chains,
-                      progress=progress, checkpoint=checkpoint,
-                      checkpoint_every=checkpoint_every, resume=resume, **common)
+    else:
+        post = run_method(spec, model, data, options=options, seed=seed,
+                          num_chains=num_chains, progress=progress, checkpoint=checkpoint,
+                          checkpoint_every=checkpoint_every, resume=resume, **common)
     if hold_choice is not None:
         post.info["map_hold_auto"] = hold_choice
     return _attach_user_model(post, model, model_args, model_kwargs)

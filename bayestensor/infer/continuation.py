@@ -3,8 +3,9 @@
 ``map_hold={site: fraction}`` keeps a site at its starting value for that fraction of the MAP
 steps (see :func:`~bayestensor.infer.baselines.map_fit`); a model may declare a default
 (``model.map_hold``) and a candidate (``model.map_hold_candidate``). ``map_hold="auto"``
-chooses between no continuation and the candidate by held-out error (:func:`choose_map_hold`);
-the fit on all the data then starts from the model's start either way.
+chooses by held-out error (:func:`choose_map_hold`) between no continuation, the candidate
+and, where the model offers it, the noise precision started at the start's residual; the fit
+on all the data then starts from the model's start, with the chosen noise start.
 """
 
 from __future__ import annotations
@@ -14,51 +15,61 @@ from tqdm.auto import tqdm
 
 from bayestensor.infer.driver import RunInterrupted
 from bayestensor.infer.runners import MAP, Method, run_method
+from bayestensor.seeds import legacy_seed
 
 #: Fewest observations for which ``"auto"`` spares a validation split (below: no continuation).
 MIN_OBSERVATIONS_FOR_AUTO = 50
 
 
 def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | None,
-                     options: dict, progress: bool = False, init="svd") -> dict | None:
+                     options: dict, progress: bool = False, init="svd") -> tuple:
     """Fill ``options["map_hold"]`` from the model's default and resolve ``"auto"`` in place.
 
-    Only methods that fit a MAP (``method.map_steps_option``) take ``map_hold``. Returns the
-    auto choice (see :func:`choose_map_hold`; ``None`` when nothing was chosen). A method
-    whose chains start at the starting values themselves (``init_from`` other than ``"map"``)
-    fits no MAP: ``"auto"`` then resolves to ``None`` without the validation fits.
+    Only methods that fit a MAP (``method.map_steps_option``) take ``map_hold``. Returns
+    ``(choice, init)``: the auto choice (see :func:`choose_map_hold`; ``None`` when nothing was
+    chosen) and the start of the fit on all the data (``init`` itself, or the model's start
+    with the noise precision at its residual, as a dict of values, when that was chosen). A
+    method whose chains start at the starting values themselves (``init_from`` other than
+    ``"map"``) fits no MAP: ``"auto"`` then resolves to ``None`` without the validation fits.
     ``progress`` shows the validation fits of ``"auto"``; ``init`` is the start they take.
     """
     if method.map_steps_option is None:
-        return None
+        return None, init
     if "map_hold" not in options:  # a model may declare a default MAP continuation
         options["map_hold"] = getattr(model, "map_hold", None)
     if options["map_hold"] != "auto":
-        return None
+        return None, init
     if options.get("init_from", method.options.get("init_from", "map")) != "map":
         options["map_hold"] = None  # the chains start at the starting values: no MAP to hold
-        return None
+        return None, init
     steps = options.get(method.map_steps_option)
     choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
                              progress=progress, init=init)
     options["map_hold"] = choice["chosen"]
-    return choice
+    if choice["noise_start"] == "residual":
+        init = model.init_values(seed=legacy_seed(seed), init=init, noise_start="residual")
+    return choice, init
 
 
 def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                     margin: float = 0.02, batch_size: int | None = None,
                     num_steps: int | None = None, progress: bool = False,
                     init="svd") -> dict:
-    """Pick ``map_hold`` for a model by held-out error: none, or ``model.map_hold_candidate``.
+    """Pick a MAP's continuation for a model by held-out error: none, the model's
+    ``map_hold_candidate``, or (where ``model.residual_start_candidate``) the noise precision
+    started at the start's residual.
 
-    Two MAP fits on ``1 - validation`` of the observations, one plain and one with the
-    candidate continuation; the candidate is chosen when its mean squared error on the
-    held-out ``validation`` fraction is lower by more than ``margin`` (relative). The
-    continuation helps when the plain joint MAP fits noise with extra slices (very noisy data)
-    and hurts when it prunes weak real components, and the held-out error tells which case a
-    data set is in. Used by ``fit(..., map_hold="auto")``. ``progress`` shows a bar on stderr
-    (on a terminal only) over the two fits, each with its own bar of steps; ``init`` is their
-    start (as ``fit``'s).
+    MAP fits on ``1 - validation`` of the observations, one plain and one per candidate; the
+    candidate with the lowest mean squared error on the held-out ``validation`` fraction is
+    chosen when that error is lower than the plain fit's by more than ``margin`` (relative).
+    The hold helps when the plain joint MAP fits noise with extra slices (very noisy data)
+    and hurts when it prunes weak real components. The residual start helps where the plain
+    MAP switches off real components before its noise precision, started at ``1 / Var(y)``,
+    has risen (TT and Tucker on small tensors: 20 x 15 x 10 at 30-50% observed) and hurts
+    where the start overfits. The held-out error tells which case a data set is in. Used by
+    ``fit(..., map_hold="auto")``. ``progress`` shows a bar on stderr (on a terminal only)
+    over the fits, each with its own bar of steps; ``init`` is their start (as ``fit``'s; a
+    dict of starting values is taken as given, without the residual candidate).
 
     Held-out error, not the fits' log joints: a switched-off slice raises the joint density
     (its precision grows with nothing to fit), so of two fits with different ranks the log
@@ -78,31 +89,34 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     model : BayesModel
         A built-in model with a ``map_hold_candidate`` and ``set_data`` (e.g.
         :class:`~bayestensor.TensorCompletion`). Its data are set to the training split for
-        the two fits and to ``data`` again at the end.
+        the fits and to ``data`` again at the end.
     data
         The model's data, in any form its ``set_data`` takes.
     seed : int
-        Seeds the train/validation split and both fits.
+        Seeds the train/validation split and the fits.
     validation : float
         Fraction of the observations held out, in (0, 1).
     margin : float
         Relative improvement of the held-out error the candidate must reach to be chosen,
         in [0, 1).
     batch_size : int, optional
-        Mini-batch size of the two MAP fits, capped at the size of the training split; full
+        Mini-batch size of the MAP fits, capped at the size of the training split; full
         batch when ``None``.
     num_steps : int, optional
         MAP steps of each fit; ``None`` keeps the MAP method's default.
     progress : bool
         Show progress bars (see above).
-    init : {"svd", "random"} or dict
-        Starting point of both fits, as ``fit``'s ``init``.
+    init : {"svd", "spectral", "random"} or dict
+        Starting point of the fits, as ``fit``'s ``init`` (the residual candidate's with
+        its noise precision moved; tried only where the start fits the split better than
+        their mean does).
 
     Returns
     -------
     dict
-        ``{"chosen": hold or None, "validation_mse": {"none": .., "hold": ..}}``; no fits, and
-        ``validation_mse`` None, below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
+        ``{"chosen": hold or None, "noise_start": "variance" or "residual", "validation_mse":
+        {"none": .., "hold": ..[, "residual": ..]}}``; no fits, and ``validation_mse`` None,
+        below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
 
     Raises
     ------
@@ -120,21 +134,27 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                          f"TensorCompletion), got {type(model).__name__}")
     model.set_data(data)
     if len(model.observations) < MIN_OBSERVATIONS_FOR_AUTO:
-        return {"chosen": None, "validation_mse": None}
+        return {"chosen": None, "noise_start": "variance", "validation_mse": None}
     train, val = model.observations.split(validation, seed=seed)
     options = {} if num_steps is None else {"num_steps": num_steps}
     fit_batch = None if batch_size is None else min(batch_size, len(train))
     target = val.values.double().numpy()
+    fits = [("none", None, init), ("hold", candidate, init)]
+    if getattr(model, "residual_start_candidate", False) and isinstance(init, str):
+        model.set_data(train)
+        start = model.init_values(seed=legacy_seed(seed), init=init, noise_start="residual")
+        plain = model.init_values(seed=legacy_seed(seed), init=init)
+        if start["noise_precision"] > plain["noise_precision"]:  # else the plain fit again
+            fits.append(("residual", None, start))
     errors = {}
-    fits = (("none", None), ("hold", candidate))
     with tqdm(fits, desc="map_hold auto", unit="fit", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
-        for label, hold in bar:
+        for label, hold, start in bar:
             bar.set_postfix_str(f"map_hold={label}")
             try:
                 post = run_method(MAP, model, train, options={**options, "map_hold": hold},
                                   seed=seed, batch_size=fit_batch, progress=progress,
-                                  init=init)
+                                  init=start)
             except RunInterrupted:  # its point is a fit to the split, not to the data
                 model.set_data(data)
                 raise RunInterrupted("map_hold='auto': interrupted while fitting the "
@@ -142,5 +162,9 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                                      "on all the data") from None
             errors[label] = float(np.mean((post.predict(val.indices).mean - target) ** 2))
     model.set_data(data)
-    chosen = candidate if errors["hold"] < (1 - margin) * errors["none"] else None
-    return {"chosen": chosen, "validation_mse": errors}
+    best = min((label for label in errors if label != "none"), key=errors.get)
+    if errors[best] >= (1 - margin) * errors["none"]:
+        best = "none"
+    return {"chosen": candidate if best == "hold" else None,
+            "noise_start": "residual" if best == "residual" else "variance",
+            "validation_mse": errors}

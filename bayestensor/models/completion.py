@@ -13,8 +13,8 @@ from bayestensor.checks import flag, positive_float, positive_int
 from bayestensor.data.observations import Observations, as_observations
 from bayestensor.formats import as_index_tensor, get_format
 from bayestensor.formats.ranks import MAX_PARAMS
-from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
-                                     start_noise_precision)
+from bayestensor.models.base import (MIN_START_VARIANCE, BayesModel, check_max_rank,
+                                     saved_max_rank, start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
 from bayestensor.models.cp_row_gibbs import CPRowGibbs
 from bayestensor.models.cp_variational import CPGammaVariational
@@ -324,7 +324,18 @@ class TensorCompletion(BayesModel):
                                                 "noise_precision")
         return sites
 
-    def init_values(self, seed: int = 0, init: str = "svd") -> dict:
+    @property
+    def residual_start_candidate(self) -> bool:
+        """Whether ``map_hold="auto"`` also tries the MAP with the noise precision started at
+        the start's residual (``init_values(noise_start="residual")``): for TT, TT-matrix and
+        Tucker, whose MAPs from ``1 / Var(y)`` switch off real components on small tensors
+        (docs/benchmarks.md, "Completion from few observations"). Not for CP: there the
+        residual start kept surplus slices in every small-tensor run measured, and CP's
+        default fit is the closed-form VI, which chooses its noise start by ELBO."""
+        return self.format != "cp"
+
+    def init_values(self, seed: int = 0, init: str = "svd",
+                    noise_start: str = "variance") -> dict:
         """Starting values: SVD-based decomposition of the mean-filled data, a spectral start
         from the observed entries (CP), or random.
 
@@ -339,8 +350,11 @@ class TensorCompletion(BayesModel):
         rank 20: rank 4 and held-out error 0.102 from ``"svd"``, rank 12 and 0.075 from
         ``"spectral"``); on denser data, or at the rank study's 10-50% observed, ``"svd"`` is
         as good or better (docs/benchmarks.md). ``init="random"`` draws factors whose
-        reconstruction has unit scale. The noise precision starts at ``1 / Var(y)``. The
-        start is kept and reused while the data, ``seed`` and ``init`` stay the same.
+        reconstruction has unit scale. The noise precision starts at ``1 / Var(y)``
+        (``noise_start="variance"``), or at the reciprocal of the start's mean squared residual
+        on the observed entries (``"residual"``, the noise level the start implies; one of the
+        candidates of ``map_hold="auto"``, see :attr:`residual_start_candidate`). The start is
+        kept and reused while the data, ``seed`` and ``init`` stay the same.
 
         Parameters
         ----------
@@ -348,6 +362,8 @@ class TensorCompletion(BayesModel):
             Seed of the decomposition or of the random factors.
         init : {"svd", "spectral", "random"}
             The kind of start, as above.
+        noise_start : {"variance", "residual"}
+            Where the noise precision starts, as above.
 
         Returns
         -------
@@ -361,11 +377,14 @@ class TensorCompletion(BayesModel):
         ------
         ValueError
             When ``init`` is not one of the three kinds, or is ``"spectral"`` for a format
-            other than CP.
+            other than CP, or ``noise_start`` is not ``"variance"`` or ``"residual"``.
         """
         self._require_data()
         if init not in ("svd", "spectral", "random"):
             raise ValueError(f"init: expected 'svd', 'spectral' or 'random', got {init!r}")
+        if noise_start not in ("variance", "residual"):
+            raise ValueError(f"noise_start: expected 'variance' or 'residual', got "
+                             f"{noise_start!r}")
         if init == "spectral" and self.tensor_prior.format_cls.format_name != "cp":
             raise ValueError(f"init: 'spectral' starts CP models only, got format "
                              f"{self.tensor_prior.format_cls.format_name!r}; use 'svd' or "
@@ -376,7 +395,22 @@ class TensorCompletion(BayesModel):
         cached = self._start_cache
         if cached is None or cached[0] is not self.observations or cached[1] != key:
             self._start_cache = (self.observations, key, self._start_values(seed, init))
-        return {name: v.clone() for name, v in self._start_cache[2].items()}
+        values = {name: v.clone() for name, v in self._start_cache[2].items()}
+        if noise_start == "residual":
+            values["noise_precision"] = self._residual_precision(values)
+        return values
+
+    def _residual_precision(self, values: dict) -> torch.Tensor:
+        """``1 / mean((y - start)^2)`` over the observed entries, standardized (at least
+        ``1 / Var(y)``: a start that fits worse than the mean implies no lower noise)."""
+        obs = self.observations
+        batched = {name: v.unsqueeze(0) for name, v in values.items()}
+        mean, _ = self.predict_entries(batched, obs.indices)
+        residual = (mean[0].double() - obs.values.double()) / self.scale
+        floor = float(start_noise_precision(self._y))
+        mse = max(float(residual.pow(2).mean()), MIN_START_VARIANCE)
+        precision = max(floor, 1.0 / mse)
+        return torch.tensor(precision, dtype=values["noise_precision"].dtype)
 
     def _start_values(self, seed: int, init: str) -> dict:
         cls = self.tensor_prior.format_cls

@@ -166,6 +166,32 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
                          "was kept.")
 
 
+def test_report_says_what_map_hold_auto_chose(sghmc_run):
+    """The chains started at a MAP chosen on a validation split: the report names the choice
+    and the errors it was chosen by, as the posterior recorded them."""
+    tmp, _, post = sghmc_run
+    choice = post.info["map_hold_auto"]
+    rep = json.loads((tmp / "report.json").read_text())
+    assert rep["sections"]["diagnostics"]["numbers"]["map_hold_auto"] == choice
+    text = (tmp / "report.md").read_text()
+    mse = choice["validation_mse"]
+    assert set(mse) == {"none", "hold"}  # CP: no residual candidate
+    assert f"none {mse['none']:.3g}, hold {mse['hold']:.3g}" in text
+    from bayestensor.report.sections import _map_choice
+
+    assert _map_choice(choice) in text
+    residual = {"chosen": None, "noise_start": "residual", "validation": 0.2, "margin": 0.05,
+                "validation_mse": {"none": 1.17, "hold": 1.19, "residual": 0.016}}
+    assert _map_choice(residual) == (
+        "The MAP was chosen by fits to 80% of the observations (map_hold 'auto'): the noise "
+        "precision started at the start's residual (mean squared error on the other 20%: none "
+        "1.17, hold 1.19, residual 0.016; a candidate must beat the plain fit by 5%).")
+    held = {**residual, "chosen": {"noise_precision": 0.1}, "noise_start": "variance"}
+    assert "held at its start while the prior pruned" in _map_choice(held)
+    assert _map_choice({"chosen": None, "noise_start": "variance", "validation_mse": None}) == ""
+    assert _map_choice(None) == ""
+
+
 NETWORK = {
     "layers": [
         {"name": "fc1", "format": "tt", "in_shape": [4, 7, 4, 7], "out_shape": [4, 4, 4, 4],

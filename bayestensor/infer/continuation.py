@@ -115,8 +115,8 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     -------
     dict
         ``{"chosen": hold or None, "noise_start": "variance" or "residual", "validation_mse":
-        {"none": .., "hold": ..[, "residual": ..]}}``; no fits, and ``validation_mse`` None,
-        below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
+        {"none": .., "hold": ..[, "residual": ..]}, "validation": .., "margin": ..}``; no
+        fits, and ``validation_mse`` None, below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
 
     Raises
     ------
@@ -134,7 +134,8 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
                          f"TensorCompletion), got {type(model).__name__}")
     model.set_data(data)
     if len(model.observations) < MIN_OBSERVATIONS_FOR_AUTO:
-        return {"chosen": None, "noise_start": "variance", "validation_mse": None}
+        return {"chosen": None, "noise_start": "variance", "validation_mse": None,
+                "validation": validation, "margin": margin}
     train, val = model.observations.split(validation, seed=seed)
     options = {} if num_steps is None else {"num_steps": num_steps}
     fit_batch = None if batch_size is None else min(batch_size, len(train))
@@ -167,4 +168,4 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
         best = "none"
     return {"chosen": candidate if best == "hold" else None,
             "noise_start": "residual" if best == "residual" else "variance",
-            "validation_mse": errors}
+            "validation_mse": errors, "validation": validation, "margin": margin}

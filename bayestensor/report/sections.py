@@ -208,6 +208,24 @@ def _second_start(starts: dict | None) -> str:
             f"start, {starts['residual']:.6g} from the second; the {kept} was kept.")
 
 
+def _map_choice(choice: dict | None) -> str:
+    """A sentence on what ``map_hold="auto"`` chose for the MAP (the fit itself, or the point
+    the chains started at), where its validation fits ran."""
+    if not choice or not choice.get("validation_mse"):
+        return ""
+    if choice.get("noise_start") == "residual":
+        what = "the noise precision started at the start's residual"
+    elif choice.get("chosen"):
+        what = "the noise precision held at its start while the prior pruned"
+    else:
+        what = "the plain fit"
+    errors = ", ".join(f"{label} {mse:.3g}" for label, mse in choice["validation_mse"].items())
+    held = choice.get("validation", 0.1)
+    return (f"The MAP was chosen by fits to {1 - held:.0%} of the observations (map_hold "
+            f"'auto'): {what} (mean squared error on the other {held:.0%}: {errors}; a "
+            f"candidate must beat the plain fit by {choice.get('margin', 0.02):.0%}).")
+
+
 def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     """ArviZ R-hat, bulk/tail ESS, trace and rank plots; for SVGD/VI/MAP, particle diversity.
 
@@ -219,6 +237,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     """
     warnings = []
     info = posterior.info
+    start_note = _map_choice(info.get("map_hold_auto"))
     if info.get("diverged_at_step") is not None:
         warnings.append(f"The run diverged (NaN/inf) at step {info['diverged_at_step']} "
                         f"(chains {info.get('diverged_chains', '?')}); only the draws before it are kept.")
@@ -228,6 +247,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         numbers = {"method": posterior.method, "rhat": "not applicable", "ess": "not applicable"}
         text = [f"{posterior.method}: the draws are not a Markov chain, so R-hat and ESS are "
                 "not applicable. The spread of the draws is shown instead."]
+        if start_note:
+            text.append(start_note)
+            numbers["map_hold_auto"] = info["map_hold_auto"]
         figs = []
         if posterior.num_chains * posterior.num_draws > 1:
             div, figs = _diversity(posterior, heldout)
@@ -285,6 +307,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             "Raw parameters are not checked: factors are identified only up to sign, "
             "permutation and scale, and switched-off slices wander under the prior, so their "
             "R-hat may be large even for good fits (Posterior.diagnostics('all') lists them)."]
+    if start_note:
+        text.append(start_note)
+        numbers["map_hold_auto"] = info["map_hold_auto"]
     checks = info.get("convergence_checks")
     if checks:
         numbers["convergence_checks"] = checks

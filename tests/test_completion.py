@@ -236,6 +236,28 @@ def test_map_hold_auto_starts_a_small_tt_fit_at_the_residual_noise():
     assert cp.info["map_hold_auto"]["noise_start"] == "variance"
 
 
+def test_a_small_tucker_fit_starts_from_one_pass_at_its_residual_noise():
+    """Tucker's start from 30 masked HOOI passes fits a small tensor's entries nearly exactly;
+    the residual start takes one pass, whose residual is nearer the noise, and the default
+    fit (auto) chooses it where the plain MAP switches off a real component."""
+    data = bt.data.synthetic_tensor((20, 15, 10), rank=3, snr_db=20, observed=0.3, seed=0)
+    model = bt.TensorCompletion(data.shape, "tucker", max_rank=10)
+    model.set_data(data.train)
+    many = model.init_values(seed=0)
+    one = model.init_values(seed=0, noise_start="residual")
+    assert not torch.equal(many["X.core"], one["X.core"])
+    residual = {**many, "noise_precision": model._residual_precision(many)}
+    assert float(residual["noise_precision"]) > 100  # 30 passes: near interpolation
+    assert float(one["noise_precision"]) < 0.25 * float(residual["noise_precision"])
+    plain = bt.fit(model, data.train, method="map", seed=0, progress=False, map_hold=None)
+    post = bt.fit(model, data.train, seed=0, progress=False)
+    assert post.info["map_hold_auto"]["noise_start"] == "residual"
+    assert plain.effective_rank().mode().tolist() == [2, 2, 2]
+    assert post.effective_rank().mode().tolist() == [3, 3, 3]
+    errors = [data.relative_error(p.predict(data.test.indices).mean) for p in (plain, post)]
+    assert errors[0] > 0.2 and errors[1] < 0.08
+
+
 # --- degenerate data, ranks that cannot fit (issue 14) -----------------------------------------
 
 SMALL = (6, 5, 4)

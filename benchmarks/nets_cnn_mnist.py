@@ -10,8 +10,8 @@ decay, batch 128, the same batch order):
 * ours: the second convolution as a Bayesian Tucker-2 convolution (``conv_rank``), both
   fully connected layers as TT-matrix layers (``max_rank``), gamma/ARD prior on the rank
   slices, random init, Adam rate ``--ours-lr`` (default 1e-2, ``compress --arch cnn``'s);
-  trained by MAP (1 particle), SVGD (4 particles) and SGHMC (4 chains, MAP warm-up for half
-  the epochs, 10 snapshots),
+  trained by MAP (1 particle), SVGD (4 particles, or ``--particles``) and SGHMC (4 chains, MAP
+  warm-up for half the epochs, 10 snapshots),
   ranks pruned at threshold 1e-2 (an ensemble keeps the slices that at least half of its
   particles keep). The log prior's weight is 1 (the Bayes posterior), or with
   ``--prior-weight validation`` chosen per method and seed among ``--weights`` (default 1,
@@ -88,9 +88,11 @@ def run_dense(data, seed, epochs, lr):
 
 
 def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=None,
-             weights=PRIOR_WEIGHTS):
+             weights=PRIOR_WEIGHTS, particles=None):
+    if particles is None or METHODS[method] == 1:  # MAP and VI fit one point
+        particles = METHODS[method]
     bnet, kept = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
-                                   num_particles=METHODS[method], **OURS)
+                                   num_particles=particles, **OURS)
     lr = default_lr(method, "cnn") if lr is None else lr
     options = dict(epochs=epochs, lr=lr, seed=seed, num_samples=10)
     t0 = time.perf_counter()
@@ -105,7 +107,8 @@ def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, 
     if method != "sghmc":  # SGHMC pruned at the end of its warm-up
         bnet.prune(1e-2)
     comp = bnet.compression()
-    row = {"model": "ours", "method": method, "seed": seed, "lr": lr, "seconds": h["seconds"],
+    row = {"model": "ours", "method": method, "seed": seed, "lr": lr, "num_particles": particles,
+           "seconds": h["seconds"],
            "seconds_with_choice": time.perf_counter() - t0,
            "prior_weight": options["prior_weight"], "validation_scores": chosen.get("scores", []),
            "params": comp["compressed_params"], "linear_ratio": comp["linear_ratio"],
@@ -204,7 +207,7 @@ def run_seed(args, seed: int) -> list[dict]:
         print(rows[-1], flush=True)
     for method in args.methods:
         rows.append(run_ours(data, seed, args.epochs, method, args.prior_weight,
-                             args.min_ratio, args.ours_lr, args.weights))
+                             args.min_ratio, args.ours_lr, args.weights, args.particles))
         print(rows[-1], flush=True)
         if method == "map" and not args.no_tltorch:
             ours = rows[-1]
@@ -233,6 +236,8 @@ def main():
                     help="with --prior-weight validation: the candidate weights")
     ap.add_argument("--min-ratio", type=float, default=MIN_RATIO,
                     help="with --prior-weight validation: least whole-model compression")
+    ap.add_argument("--particles", type=int, default=None,
+                    help="SVGD particles / SGHMC chains (default: 4, the library's)")
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     args = ap.parse_args()
     args.threads = 1

@@ -241,6 +241,10 @@ def main():
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     args = ap.parse_args()
     args.threads = 1
+    least = 2 if "svgd" in args.methods else 1  # SVGD needs two particles, SGHMC one chain
+    if args.particles is not None and args.particles < least:
+        ap.error(f"--particles: expected an integer >= {least} with --methods "
+                 f"{' '.join(args.methods)}, got {args.particles}")
     if args.prior_weight != "validation":
         float(args.prior_weight)  # fail fast on a weight that is not a number
     prepare(args)  # fail fast on a missing --data

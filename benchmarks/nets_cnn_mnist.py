@@ -48,7 +48,7 @@ from torch import nn
 
 from bayestensor.nets import choose_prior_weight, fit_net, metrics, predict_dense, train_dense
 from bayestensor.nets.calibration import PRIOR_WEIGHTS
-from bayestensor.nets.workflow import TRAIN_LRS, default_lr, tensorize_smaller
+from bayestensor.nets.workflow import POINT_METHODS, TRAIN_LRS, default_lr, tensorize_smaller
 from nets_mnist import DATA, DEFAULT_METHODS, METHODS, evaluate, prepare, summarize, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def run_dense(data, seed, epochs, lr):
 
 def run_ours(data, seed, epochs, method, prior_weight="1", min_ratio=MIN_RATIO, lr=None,
              weights=PRIOR_WEIGHTS, particles=None):
-    if particles is None or METHODS[method] == 1:  # MAP and VI fit one point
+    if particles is None or method in POINT_METHODS:
         particles = METHODS[method]
     bnet, kept = tensorize_smaller(lenet(seed), prior="gamma", init="random", seed=seed,
                                    num_particles=particles, **OURS)

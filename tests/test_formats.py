@@ -120,6 +120,56 @@ def test_cp_entries_from_the_dense_tensor_equal_the_gathered_ones(shape, batch):
     assert calls == [50]
 
 
+PREFIX_CASES = [(TuckerTensor, (6, 5, 4), (3, 2, 4), ()), (TuckerTensor, (5, 4, 3, 3), 2, (2, 3)),
+                (TTTensor, (6, 5, 4), (3, 2), (3,)), (TTTensor, (4, 3, 5, 3), (2, 3, 2), ()),
+                (TTMatrix, (3, 4, 2, 2, 3, 2), (2, 3), (2,))]
+
+
+@pytest.mark.parametrize("cls,shape,rank,batch", PREFIX_CASES,
+                         ids=[f"{c.format_name}-{len(s)}-{b}" for c, s, _, b in PREFIX_CASES])
+def test_entries_through_every_dense_prefix_agree(cls, shape, rank, batch, monkeypatch):
+    """Tucker and train entries through a dense prefix of every length (0 = the core per
+    entry for Tucker; 1 = the first core for trains; all modes = the dense tensor) equal the
+    reconstruction's entries in float64, and so do their gradients."""
+    import bayestensor.formats.tt as tt_module
+    import bayestensor.formats.tucker as tucker_module
+
+    x = cls.random(shape, rank, batch_shape=batch, seed=5)
+    x = type(x)(x.shape, [p.double().requires_grad_(True) for p in x.params])
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.stack([torch.randint(0, n, (60,), generator=gen) for n in shape], 1)
+    want = x.reconstruct()[(Ellipsis,) + tuple(idx.T)]
+    probe = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    want_grads = torch.autograd.grad((want * probe).sum(), x.params)
+    module, chooser = ((tucker_module, "tucker_prefix_modes") if cls is TuckerTensor
+                       else (tt_module, "train_prefix_modes"))
+    n_cores = len(x.params) - 1 if cls is TuckerTensor else len(x.params)
+    first = 0 if cls is TuckerTensor else 1
+    for m in range(first, n_cores + 1):
+        monkeypatch.setattr(module, chooser, lambda *args, m=m: m)
+        got = x.entries(idx, check=False)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad((got * probe).sum(), x.params), want_grads):
+            torch.testing.assert_close(a, b)
+
+
+def test_dense_prefix_is_chosen_by_its_cost():
+    """Many entries of a small tensor go through the whole dense tensor; a 1000^3 rank-20
+    Tucker tensor at 100,000 entries contracts the core per entry (a prefix of the first mode
+    gathers 400 numbers an entry, which measured slower), and a prefix never exceeds
+    ``PREFIX_MAX`` elements over the batch."""
+    from bayestensor.formats.prefix_entries import (PREFIX_MAX, train_prefix_modes,
+                                                    tucker_prefix_modes)
+
+    assert tucker_prefix_modes((40, 35, 30), (10, 10, 10), 11_468, 1) == 3
+    assert tucker_prefix_modes((40, 35, 30), (10, 10, 10), 1, 1) == 0
+    assert tucker_prefix_modes((1000,) * 3, (20,) * 3, 100_000, 1) == 0
+    assert train_prefix_modes((40, 35, 30), (10, 10), 11_468, 4) == 3
+    assert train_prefix_modes((40, 35, 30), (10, 10), 1, 4) == 1
+    m = train_prefix_modes((1000,) * 3, (20, 20), 1_000_000, 4)
+    assert m < 3 and 1000 ** m * 20 * 4 <= max(PREFIX_MAX, 1000 * 20 * 4)
+
+
 @pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
 def test_n_params_is_sum_of_parameter_sizes(cls, shape, rank):
     x = cls.random(shape, rank, batch_shape=(2,), seed=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorly as tl
 import torch
@@ -9,6 +11,8 @@ import torch
 from bayestensor.checks import rank_value
 from bayestensor.formats.base import LowRankTensor, ParamSpec, check_modes, data_dtype, to_numpy
 from bayestensor.formats.decompose import tt_start
+from bayestensor.formats.prefix_entries import (batch_last_to_front, flat_index, gather_rows,
+                                                train_prefix_modes, train_step)
 
 
 def normalize_tt_rank(n_cores: int, rank, name: str = "rank") -> tuple[int, ...]:
@@ -45,21 +49,19 @@ def tt_core_specs(mode_shapes: list[tuple[int, ...]], ranks: tuple[int, ...]) ->
     return specs
 
 
-def tt_chain_entries(slices: list[torch.Tensor]) -> torch.Tensor:
-    """Contract gathered core slices ``(..., r_{k-1}, n, r_k)`` along the train."""
-    v = slices[0][..., 0, :, :]  # (..., n, r_1)
-    for s in slices[1:]:
-        v = torch.einsum("...zr,...rzs->...zs", v, s)
-    return v[..., 0]
-
-
-def tt_chain_dense(cores_flat: list[torch.Tensor]) -> torch.Tensor:
-    """Contract cores ``(..., r_{k-1}, m_k, r_k)`` into ``(..., m_1 * ... * m_N)``."""
+def tt_chain_prefix(cores_flat: list[torch.Tensor]) -> torch.Tensor:
+    """Contract the leading cores ``(..., r_{k-1}, m_k, r_k)`` of a train (the first one's
+    ``r_0 = 1``) into ``(..., m_1 * ... * m_k, r_k)``."""
     res = cores_flat[0][..., 0, :, :]  # (..., m_1, r_1)
     for c in cores_flat[1:]:
         res = torch.einsum("...pr,...rms->...pms", res, c)
         res = res.reshape(res.shape[:-3] + (res.shape[-3] * res.shape[-2], res.shape[-1]))
-    return res[..., 0]
+    return res
+
+
+def tt_chain_dense(cores_flat: list[torch.Tensor]) -> torch.Tensor:
+    """Contract cores ``(..., r_{k-1}, m_k, r_k)`` into ``(..., m_1 * ... * m_N)``."""
+    return tt_chain_prefix(cores_flat)[..., 0]
 
 
 def tt_transfer(left: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,6 +99,28 @@ class CoreTrain(LowRankTensor):
         """Cores with their mode axes merged: ``(..., r_{k-1}, m_k, r_k)``."""
         lead = -2 - self.core_modes
         return [c.reshape(c.shape[:lead] + (c.shape[lead], -1, c.shape[-1])) for c in self.params]
+
+    def _core_index(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Each core's position along its merged mode axis for the index rows ``idx``."""
+        raise NotImplementedError
+
+    def _entries(self, idx):
+        """Entries at ``idx``: the leading cores contracted into a dense prefix (at least the
+        first core; see :mod:`bayestensor.formats.prefix_entries`), its rows gathered, then
+        each entry's slices of the trailing cores multiplied along the train."""
+        cores = self._flat_cores()
+        sizes = [int(c.shape[-2]) for c in cores]
+        ranks = tuple(int(c.shape[-1]) for c in cores[:-1])
+        nb = len(self.batch_shape)
+        positions = self._core_index(idx)
+        m = train_prefix_modes(sizes, ranks, idx.shape[0], math.prod(self.batch_shape))
+        prefix = tt_chain_prefix(cores[:m])  # batch + (I_1 * ... * I_m, r_m)
+        flat = flat_index(torch.stack(positions[:m], 1), sizes[:m])
+        out = gather_rows(prefix, nb, flat)  # (n, r_m, b)
+        for core, position in zip(cores[m:], positions[m:]):
+            piece = gather_rows(core.movedim(-2, -3), nb, position)  # (n, r_{k-1}, r_k, b)
+            out = train_step(out, piece)
+        return batch_last_to_front(out[:, 0], self.batch_shape)
 
     def _inner_same(self, other):
         # Transfer matrices along the train: O(N m r^3), no dense tensor.
@@ -215,9 +239,8 @@ class TTTensor(CoreTrain):
         flat = tt_chain_dense(self.params)
         return flat.reshape(self.batch_shape + self.shape)
 
-    def _entries(self, idx):
-        slices = [c.index_select(-2, idx[:, k]) for k, c in enumerate(self.params)]
-        return tt_chain_entries(slices)
+    def _core_index(self, idx):
+        return [idx[:, k] for k in range(self.ndim)]
 
     def _mode_dot_matrix(self, params, matrix, mode):
         params[mode] = torch.einsum("ji,...ais->...ajs", matrix, params[mode])

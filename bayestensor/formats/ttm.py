@@ -8,8 +8,7 @@ import torch
 
 from bayestensor.formats.base import as_float_tensor
 from bayestensor.formats.decompose import ttm_start
-from bayestensor.formats.tt import (CoreTrain, normalize_tt_rank, tt_chain_dense, tt_chain_entries,
-                                    tt_core_specs)
+from bayestensor.formats.tt import CoreTrain, normalize_tt_rank, tt_chain_dense, tt_core_specs
 
 
 class TTMatrix(CoreTrain):
@@ -126,14 +125,9 @@ class TTMatrix(CoreTrain):
         """Dense matrix of shape ``batch_shape + (prod I, prod J)``."""
         return self.reconstruct().reshape(self.batch_shape + self.matrix_shape)
 
-    def _entries(self, idx):
+    def _core_index(self, idx):
         n = self.n_cores
-        slices = []
-        for k, c in enumerate(self.params):
-            i_size, j_size = c.shape[-3], c.shape[-2]
-            merged = c.reshape(c.shape[:-3] + (i_size * j_size, c.shape[-1]))
-            slices.append(merged.index_select(-2, idx[:, k] * j_size + idx[:, n + k]))
-        return tt_chain_entries(slices)
+        return [idx[:, k] * int(c.shape[-2]) + idx[:, n + k] for k, c in enumerate(self.params)]
 
     @classmethod
     def from_matrix(cls, matrix, row_shape, col_shape, rank, *, seed=0):

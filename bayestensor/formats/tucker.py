@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 
 import numpy as np
@@ -12,6 +13,8 @@ from bayestensor.checks import rank_value
 from bayestensor.formats.base import (LowRankTensor, ParamSpec, check_modes, data_dtype,
                                      tensorly_pair, to_numpy)
 from bayestensor.formats.decompose import tucker_start
+from bayestensor.formats.prefix_entries import (batch_last_to_front, flat_index, gather_rows,
+                                                tucker_prefix_modes)
 
 
 class TuckerTensor(LowRankTensor):
@@ -156,6 +159,37 @@ class TuckerTensor(LowRankTensor):
         return torch.einsum(expr + f"->...{modes}", self.core, *self.factors)
 
     def _entries(self, idx):
+        """Entries at ``idx``, through a dense prefix of the leading modes where that is
+        cheaper (see :mod:`bayestensor.formats.prefix_entries`), else by contracting the core
+        with each entry's factor rows."""
+        ranks = tuple(int(r) for r in self.core.shape[-self.ndim:])
+        batch = math.prod(self.batch_shape)
+        m = tucker_prefix_modes(self.shape, ranks, idx.shape[0], batch)
+        if m == 0:
+            return self._entries_per_row(idx)
+        nb = len(self.batch_shape)
+        prefix = self._dense_prefix(m)
+        prefix = prefix.reshape(self.batch_shape + (-1,) + ranks[m:])
+        out = gather_rows(prefix, nb, flat_index(idx[:, :m], self.shape[:m]))
+        for k in range(m, self.ndim):
+            rows = gather_rows(self.factors[k], nb, idx[:, k])  # (n, R_k, b)
+            view = rows.shape[:2] + (1,) * (self.ndim - k - 1) + rows.shape[2:]
+            out = (out * rows.reshape(view)).sum(1)
+        return batch_last_to_front(out, self.batch_shape)
+
+    def _dense_prefix(self, m: int) -> torch.Tensor:
+        """``G x_1 U_1 ... x_m U_m``: ``batch_shape + (I_1..I_m, R_{m+1}..R_N)``."""
+        ranks = string.ascii_uppercase[:self.ndim]
+        modes = string.ascii_lowercase[:self.ndim]
+        prefix = self.core
+        for k in range(m):
+            before = f"...{modes[:k]}{ranks[k:]}"
+            after = f"...{modes[:k + 1]}{ranks[k + 1:]}"
+            prefix = torch.einsum(f"{before},...{modes[k]}{ranks[k]}->{after}", prefix,
+                                  self.factors[k])
+        return prefix
+
+    def _entries_per_row(self, idx):
         n = self.ndim
         ranks = string.ascii_uppercase[:n]
         rows0 = self.factors[0].index_select(-2, idx[:, 0])

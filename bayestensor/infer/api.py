@@ -14,7 +14,7 @@ fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
 from __future__ import annotations
 
 from bayestensor.checks import choice, positive_int, seed_value
-from bayestensor.infer.auto_options import FitPlan, closed_form_vi_applies
+from bayestensor.infer.auto_options import FitPlan, fit_default_method
 from bayestensor.infer.binding import check_device
 from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
@@ -183,7 +183,7 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         A non-finite log density; carries the draws so far.
     """
     where = check_device(device)
-    default = _default_method(model, batch_size, where)
+    default = fit_default_method(model, batch_size, where)
     spec = _method(method or default)
     if thin is None:
         thin = model.sghmc_thin if isinstance(model, BayesModel) else 1
@@ -233,12 +233,6 @@ def _independent_runs(spec: Method, num_chains: int, chain_groups) -> int | None
                          f"fit, so chain_groups must equal num_chains ({num_chains}), got "
                          f"{chain_groups!r}")
     return num_chains
-
-
-def _default_method(model, batch_size, device) -> str:
-    """``fit``'s method when none is given (see
-    :func:`bayestensor.models.completion.default_method`)."""
-    return "vi" if closed_form_vi_applies(model, batch_size, device) else "map"
 
 
 def _method(method) -> Method:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from bayestensor.infer.stopping import auto_max_samples
-from bayestensor.models.completion import TensorCompletion, closed_form_vi_runs
+from bayestensor.models.completion import TensorCompletion, closed_form_vi_runs, default_method
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,20 @@ def closed_form_vi_applies(model, batch_size, device) -> bool:
     :func:`bayestensor.models.completion.closed_form_vi_runs`)."""
     if not isinstance(model, TensorCompletion):
         return False
+    return closed_form_vi_runs(*_format_and_prior(model), batch_size, device)
+
+
+def fit_default_method(model, batch_size, device) -> str:
+    """``fit``'s method when none is given: a built-in completion model's
+    :func:`bayestensor.models.completion.default_method`, ``"map"`` for any other model."""
+    if not isinstance(model, TensorCompletion):
+        return "map"
+    return default_method(*_format_and_prior(model), batch_size, device)
+
+
+def _format_and_prior(model: TensorCompletion) -> tuple[str, str]:
     prior = model.tensor_prior
-    return closed_form_vi_runs(prior.format_cls.format_name, prior.prior.kind, batch_size,
-                               device)
+    return prior.format_cls.format_name, prior.prior.kind
 
 
 def settle_vi(options: dict, plan: FitPlan) -> None:

@@ -365,7 +365,9 @@ class LowRankTensor:
 
         Only the factor rows (core slices) named by the indices are gathered, so a large
         tensor is never formed; CP forms a small one when that is faster (at most
-        ``cp.DENSE_PICK_RATIO`` entries per index). ``check=False`` skips validating the
+        ``cp.DENSE_PICK_RATIO`` entries per index), and Tucker and the trains contract their
+        leading modes into a dense prefix of bounded size when that is cheaper (see
+        :mod:`bayestensor.formats.prefix_entries`). ``check=False`` skips validating the
         indices (for inner loops that validated them once).
 
         Parameters

@@ -7,8 +7,9 @@ the core contracted with the first factor is the same for every entry in the sam
 the leading ``m`` modes are contracted once into a dense *prefix* (Tucker:
 ``G x_1 U_1 ... x_m U_m``, shape ``(I_1, ..., I_m, R_{m+1}, ..., R_N)``; TT: the first ``m``
 cores, ``(I_1 * ... * I_m, r_m)``), its rows are gathered at the entries' leading indices, and
-only the trailing modes are contracted per entry. ``m`` is chosen by the cost model of
-:func:`cheapest_prefix`; ``m = N`` is the whole dense tensor, read at the entries.
+only the trailing modes are contracted per entry. ``m`` comes from a cost model
+(:func:`tucker_prefix_modes`, :func:`train_prefix_modes`); ``m = N`` is the whole dense
+tensor, read at the entries.
 
 PyTorch has no fused "gather, then contract" (TensorLy's and ``torch.einsum``'s contractions
 work on dense tensors), hence these few lines by hand. Gathers put the sample dimensions

@@ -12,12 +12,13 @@ from bayestensor.formats.base import (LowRankTensor, ParamSpec, as_float_tensor,
                                       backend_array, data_dtype, tensorly_pair, to_numpy)
 from bayestensor.formats.decompose import cp_start
 from bayestensor.formats.entry_start import cp_from_entries
+from bayestensor.formats.prefix_entries import (PREFIX_MAX, batch_last_to_front, flat_index,
+                                                gather_rows)
 
 #: ``entries`` reconstructs the dense tensor and picks from it when the tensor has at most this
-#: many entries per index asked for (see ``CPTensor._entries``) ...
+#: many entries per index asked for (see ``CPTensor._entries``) and the dense tensors of the
+#: whole batch have at most ``prefix_entries.PREFIX_MAX`` elements.
 DENSE_PICK_RATIO = 16
-#: ... and the dense tensors of the whole batch have at most this many elements.
-DENSE_PICK_MAX = 2**24
 
 
 class CPTensor(LowRankTensor):
@@ -230,16 +231,13 @@ class CPTensor(LowRankTensor):
         """
         size = int(np.prod(self.shape))
         if (size <= DENSE_PICK_RATIO * idx.shape[0]
-                and size * int(np.prod(self.batch_shape)) <= DENSE_PICK_MAX):
+                and size * int(np.prod(self.batch_shape)) <= PREFIX_MAX):
             return self._entries_from_dense(idx)
         return self._gathered_entries(idx)
 
     def _entries_from_dense(self, idx):
         dense = self.reconstruct()
-        flat = idx[:, 0]
-        for n in range(1, self.ndim):
-            flat = flat * self.shape[n] + idx[:, n]
-        return dense.reshape(self.batch_shape + (-1,)).index_select(-1, flat)
+        return dense.reshape(self.batch_shape + (-1,)).index_select(-1, flat_index(idx, self.shape))
 
     def _gathered_entries(self, idx):
         # Sample dims go last so each gathered factor row is one contiguous block of
@@ -247,12 +245,9 @@ class CPTensor(LowRankTensor):
         nb = len(self.batch_shape)
         prod = None
         for n, f in enumerate(self._weighted_factors()):
-            rows_by_sample = f.movedim(tuple(range(nb)), tuple(range(-nb, 0))) if nb else f
-            flat = rows_by_sample.reshape(f.shape[-2], -1)
-            rows = flat.index_select(0, idx[:, n])
+            rows = gather_rows(f, nb, idx[:, n])  # (n, R, b)
             prod = rows if prod is None else prod * rows
-        out = prod.reshape((idx.shape[0], self.params[0].shape[-1]) + self.batch_shape).sum(1)
-        return out.movedim(0, -1) if nb else out
+        return batch_last_to_front(prod.sum(1), self.batch_shape)
 
     @classmethod
     def from_tensor(cls, tensor, rank, *, mask=None, seed=0, n_iter_max=100, dtype=None):

@@ -12,9 +12,9 @@ only the trailing modes are contracted per entry. ``m`` comes from a cost model
 tensor, read at the entries.
 
 PyTorch has no fused "gather, then contract" (TensorLy's and ``torch.einsum``'s contractions
-work on dense tensors), hence these few lines by hand. Gathers put the sample dimensions
-last, so each gathered row is one contiguous block (its backward, an ``index_add``, copies
-rows), as :meth:`bayestensor.formats.cp.CPTensor._entries` does.
+work on dense tensors), hence these few lines by hand. Gathers (:func:`gather_rows`, which
+CP's gathered entries use too) put the sample dimensions last, so each gathered row is one
+contiguous block (its backward, an ``index_add``, copies rows).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Sequence
 
 import torch
 
-#: The dense prefixes of a whole batch of samples have at most this many elements.
+#: The dense prefixes of a whole batch of samples have at most this many elements (CP's dense
+#: tensor read at the entries likewise).
 PREFIX_MAX = 2**24
 #: One gathered number (the gather and its ``index_add`` in the backward) costs about as much as
 #: this many multiply-adds of a batched matrix product (2-core CPU, torch 2.13: a

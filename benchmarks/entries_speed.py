@@ -145,6 +145,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-entries", action="store_true", help="Only the default fits.")
     parser.add_argument("--out", type=Path, default=RESULTS / "entries_speed.json")
     args = parser.parse_args(argv)
+    for name, least in (("repeats", 1), ("threads", 1), ("seeds", 0)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name}: expected an integer >= {least}, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     result = {"machine": platform.platform(), "torch": torch.__version__,
               "threads": args.threads}

@@ -7,6 +7,24 @@ import signal
 import pytest
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker takes an equal share of the cores for PyTorch and the
+    BLAS numpy uses, and passes it on to the processes it starts: two workers on two cores
+    with two threads each would oversubscribe them, which slows BLAS-bound steps many times
+    over."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    import threadpoolctl
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cores or 1) // int(workers))
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+    threadpoolctl.threadpool_limits(share)
+
+
 @pytest.fixture
 def interrupted_at():
     """``interrupted_at(sampler_cls, at_step, how="keyboard")``: a context in which the

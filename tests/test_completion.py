@@ -68,6 +68,7 @@ def test_sghmc_intervals_are_calibrated():
         assert abs(pred.coverage(noisy, level) - level) < 0.03, level
 
 
+@pytest.mark.slow  # a real tensor against the VB baseline: ~40 s on two cores
 def test_kinetic_completion_matches_the_vb_baseline():
     kin = bt.data.load_kinetic()
     # The first 12 of 64 measurements keep the test short (the full tensor is in benchmarks/).

@@ -378,6 +378,7 @@ def test_prediction_intervals_are_nested_and_calibrated_for_a_known_mixture():
     assert (hi5 < hi).all() and (lo5 > lo).all()
 
 
+@pytest.mark.slow  # NUTS as the reference on a 30^3 tensor: ~55 s on two cores
 def test_svgd_on_cp_completion_keeps_spread_and_matches_nuts():
     """Issue target: SVGD does not collapse; error within 10% of NUTS; 90% coverage >= 87%."""
     data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=0)

@@ -14,7 +14,8 @@ tensor, read at the entries.
 PyTorch has no fused "gather, then contract" (TensorLy's and ``torch.einsum``'s contractions
 work on dense tensors), hence these few lines by hand. Gathers (:func:`gather_rows`, which
 CP's gathered entries use too) put the sample dimensions last, so each gathered row is one
-contiguous block (its backward, an ``index_add``, copies rows).
+contiguous block (its backward, an ``index_add``, copies rows); a table with more rows than
+are read is gathered first and only the rows read are moved.
 """
 
 from __future__ import annotations
@@ -84,12 +85,21 @@ def train_prefix_modes(mode_sizes: Sequence[int], ranks: Sequence[int], n: int,
 
 def gather_rows(t: torch.Tensor, n_batch: int, index: torch.Tensor) -> torch.Tensor:
     """Rows of ``t`` (``batch + (M,) + rest``, ``n_batch`` batch dims) at ``index``, returned
-    as ``(n,) + rest + (b,)`` with the batch flattened last (``b = prod(batch)``)."""
+    as ``(n,) + rest + (b,)`` with the batch flattened last (``b = prod(batch)``).
+
+    With more than one sample, moving the batch last copies: the table, before the gather,
+    when it has at most as many rows as are read (factor rows, read many times each); else
+    only the rows read, after the gather (a dense prefix read at fewer entries than it has).
+    One sample needs no copy. ``benchmarks/gather_speed.py`` measures the two orders.
+    """
+    size, rest = t.shape[n_batch], tuple(t.shape[n_batch + 1:])
+    b = math.prod(t.shape[:n_batch])
+    n = index.shape[0]
+    if b > 1 and n < size:
+        rows = t.reshape(b, size, -1).index_select(1, index)  # (b, n, prod(rest))
+        return rows.permute(1, 2, 0).reshape((n,) + rest + (b,))
     moved = t.movedim(tuple(range(n_batch)), tuple(range(-n_batch, 0))) if n_batch else t
-    rest = moved.shape[1:moved.dim() - n_batch]
-    b = math.prod(moved.shape[moved.dim() - n_batch:])
-    rows = moved.reshape(moved.shape[0], -1).index_select(0, index)
-    return rows.reshape((index.shape[0],) + tuple(rest) + (b,))
+    return moved.reshape(size, -1).index_select(0, index).reshape((n,) + rest + (b,))
 
 
 #: From this many numbers per slice (``r * s``) a train step multiplies by ``einsum`` (batched

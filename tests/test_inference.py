@@ -482,6 +482,24 @@ def test_batch_size_different_from_the_models_own_subsample_size_is_rejected(reg
         bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=50, progress=False)
 
 
+@pytest.mark.parametrize("method", ["sghmc", "svgd", "vi"])
+def test_completion_batch_size_above_the_observations_fails_before_any_fit(method, monkeypatch):
+    """map_hold="auto" (the completion default) fits the validation split first; the
+    batch size is checked against the data before those fits, not after them."""
+    from bayestensor.infer import continuation
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a fit ran before the batch size was checked")
+
+    monkeypatch.setattr(continuation, "run_method", no_fit)
+    data = bt.data.synthetic_tensor((8, 7, 6), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, max_rank=3)
+    n = len(data.train)
+    with pytest.raises(ValueError, match=rf"batch_size: {n + 1} exceeds the {n} observations"):
+        bt.fit(model, data.train, method=method, batch_size=n + 1, map_hold="auto",
+               progress=False)
+
+
 def test_method_registry_declares_exactly_the_runners_options():
     import inspect
 

@@ -42,6 +42,18 @@ def check_custom_batch_size(model, model_args, model_kwargs, batch_size: int) ->
                     f"batch_size unset) or make them equal, got batch_size={batch_size}")
 
 
+def check_batch_size(model: BayesModel, batch_size: int | None) -> None:
+    """Refuse a mini-batch larger than the model's bound data (``None``: full batch).
+
+    Raises
+    ------
+    ValueError
+        When ``batch_size`` exceeds the number of bound data points.
+    """
+    if batch_size is not None and batch_size > model.n_data():
+        raise ValueError(f"batch_size: {batch_size} exceeds the {model.n_data()} observations")
+
+
 def bind(model, data, model_args, model_kwargs, batch_size, init, seed, device=None):
     """Model function, its arguments and keyword arguments, starting values and fast path.
 
@@ -62,8 +74,7 @@ def bind(model, data, model_args, model_kwargs, batch_size, init, seed, device=N
     if isinstance(model, BayesModel):
         if data is not None:
             model.set_data(data)
-        if batch_size is not None and batch_size > model.n_data():
-            raise ValueError(f"batch_size: {batch_size} exceeds the {model.n_data()} observations")
+        check_batch_size(model, batch_size)
         kwargs = {"subsample_size": batch_size} if batch_size is not None else {}
         model.to("cpu")  # the data-driven start is computed on the CPU
         # The starting point may use NumPy's legacy generator (TensorLy's decompositions).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from bayestensor.infer.binding import check_batch_size
 from bayestensor.infer.driver import RunInterrupted
 from bayestensor.infer.runners import MAP, Method, run_method
 from bayestensor.seeds import legacy_seed
@@ -121,8 +122,9 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     Raises
     ------
     ValueError
-        If ``validation`` is not in (0, 1), ``margin`` not in [0, 1), or the model has no
-        ``map_hold_candidate`` or no ``set_data``.
+        If ``validation`` is not in (0, 1), ``margin`` not in [0, 1), the model has no
+        ``map_hold_candidate`` or no ``set_data``, or ``batch_size`` exceeds the
+        observations in ``data`` (before any fit).
     """
     if not 0 < validation < 1:
         raise ValueError(f"validation: expected a fraction in (0, 1), got {validation!r}")
@@ -133,6 +135,7 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
         raise ValueError("map_hold: 'auto' needs a model with a map_hold_candidate (e.g. "
                          f"TensorCompletion), got {type(model).__name__}")
     model.set_data(data)
+    check_batch_size(model, batch_size)  # before the validation fits, as the fit on all data
     if len(model.observations) < MIN_OBSERVATIONS_FOR_AUTO:
         return {"chosen": None, "noise_start": "variance", "validation_mse": None,
                 "validation": validation, "margin": margin}

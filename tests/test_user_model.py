@@ -1,6 +1,7 @@
 """Compressing a network the user already trained: loading it, and the fine-tune workflow."""
 
 import json
+import re
 import pickle
 
 import pytest
@@ -190,3 +191,46 @@ def test_cli_refuses_options_of_the_other_mode(tmp_path):
                                         "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--dense-lr trains the dense baseline" in res.output
     assert not (tmp_path / "o").exists()
+
+
+WRONG_SHAPES = '''
+from torch import nn
+
+def other_inputs():
+    return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))
+
+def fewer_classes():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 7))
+'''
+
+
+@pytest.mark.parametrize("factory,message", [
+    ("other_inputs", r"model: fails on the data's images \(a batch of shape \(64, 1, 8, 8\)\): "
+                     r"RuntimeError: mat1 and mat2 shapes cannot be multiplied \(64x64 and "
+                     r"100x10\)$"),
+    ("fewer_classes", r"model: gives outputs of shape \(64, 7\) for a batch of shape "
+                      r"\(64, 1, 8, 8\), expected \(64, 10\): one score per class")])
+@pytest.mark.parametrize("form", ["factory", "torchscript"])
+def test_a_model_for_other_images_or_classes_is_named_before_any_work(tmp_path, factory,
+                                                                      message, form):
+    """Both forms of the command line, and run_finetune for a module given directly: one
+    line naming the shapes, no run folder, no traceback from deep in the fine-tune."""
+    (tmp_path / "wrong.py").write_text(WRONG_SHAPES)
+    namespace = {}
+    exec(WRONG_SHAPES, namespace)
+    model = namespace[factory]()
+    if form == "factory":
+        torch.save(model.state_dict(), tmp_path / "w.pt")
+        args = ["--model", f"{tmp_path / 'wrong.py'}:{factory}", "--state-dict",
+                str(tmp_path / "w.pt")]
+    else:
+        torch.jit.save(torch.jit.script(model), tmp_path / "scripted.pt")
+        args = ["--model", str(tmp_path / "scripted.pt")]
+    res = CliRunner().invoke(compress, ["digits", *args, "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert re.search("^Error: " + message, res.output.strip().splitlines()[-1]), res.output
+    assert not (tmp_path / "o").exists()
+    model.train()
+    with pytest.raises(ValueError, match=message):
+        run_finetune(load_dataset("digits"), tmp_path / "run", model, epochs=1, progress=False)
+    assert model.training and not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ from bayestensor.nets.calibration import (BURNINS, PRIOR_WEIGHTS, SGHMC_PRIOR_WE
                                           STEP_SIZES, TEMPERATURES)
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
-from bayestensor.nets.user_model import load_user_model
+from bayestensor.nets.user_model import PROBE_IMAGES, load_user_model
 from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, TRAIN_LRS,
                                        VI_LR, run_compress, run_finetune)
 from bayestensor.cli import options as opt
@@ -98,7 +98,8 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     dataset = load_dataset(data)
     user_model = None
     if model_spec is not None:
-        user_model = load_user_model(model_spec, state_dict, probe=dataset.x_test[:64])
+        user_model = load_user_model(model_spec, state_dict,
+                                     probe=dataset.x_test[:PROBE_IMAGES], classes=dataset.classes)
     out = opt.open_run_dir(out, "compress", force)
     progress = opt.show_progress(quiet)
     if user_model is not None:

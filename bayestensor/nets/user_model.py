@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+#: Images of the user's task a loaded model is first run on (:func:`check_fits_data`).
+PROBE_IMAGES = 64
+
 #: TorchScript layers rebuilt as eager modules, with the constructor arguments they keep.
 REBUILT = {
     "Linear": (nn.Linear, ("in_features", "out_features")),
@@ -35,7 +38,8 @@ REBUILT = {
 }
 
 
-def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = None) -> nn.Module:
+def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = None,
+                    classes: int | None = None) -> nn.Module:
     """The user's trained network, in eval mode on the CPU.
 
     Parameters
@@ -46,7 +50,11 @@ def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = Non
     state_dict : path, optional
         A ``torch.save``'d state dict for the factory's model (read with ``weights_only``).
     probe : tensor, optional
-        Inputs on which a rebuilt TorchScript model must give the file's outputs.
+        Inputs of the user's task (a batch of its images) that the model must take (see
+        :func:`check_fits_data`), and on which a rebuilt TorchScript model must give the
+        file's outputs.
+    classes : int, optional
+        Classes of the task: with ``probe``, the model must give a score for each.
 
     Returns
     -------
@@ -55,9 +63,44 @@ def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = Non
     Raises
     ------
     ValueError
-        Naming ``model`` or ``state_dict`` when the spec, the file or the weights do not fit.
+        Naming ``model`` or ``state_dict`` when the spec, the file or the weights do not fit,
+        or the model does not take ``probe`` (one score per class).
     """
-    spec = str(spec)
+    model = _load(str(spec), state_dict, probe)
+    if probe is not None:
+        check_fits_data(model, probe, classes)
+    return model
+
+
+def check_fits_data(model: nn.Module, x: torch.Tensor, classes: int | None = None) -> None:
+    """Raise ``ValueError`` naming ``model`` unless it maps the images ``x`` to one row of
+    scores each, with at least ``classes`` columns; the model's train/eval mode is kept.
+
+    Run on a small batch before any work, so that a network made for other inputs fails
+    with the shapes at hand rather than deep in the fine-tune.
+    """
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as err:  # noqa: BLE001 - the user's layers may raise anything
+        lines = str(err).strip().splitlines()
+        # TorchScript quotes the scripted code first; its last line names the error
+        cause = lines[-1] if len(lines) > 1 else f"{type(err).__name__}: {err}"
+        raise ValueError(f"model: fails on the data's images (a batch of shape "
+                         f"{tuple(x.shape)}): {cause}") from None
+    finally:
+        model.train(training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    wanted = f"({x.shape[0]}, {classes if classes is not None else 'classes'})"
+    if (not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]
+            or (classes is not None and out.shape[1] < classes)):
+        raise ValueError(f"model: gives outputs of shape {shape} for a batch of shape "
+                         f"{tuple(x.shape)}, expected {wanted}: one score per class of the data")
+
+
+def _load(spec: str, state_dict, probe) -> nn.Module:
+    """The model of :func:`load_user_model`, before its check against the data."""
     path = Path(spec)
     if path.is_file():
         if state_dict is not None:
@@ -69,6 +112,7 @@ def load_user_model(spec: str, state_dict=None, probe: torch.Tensor | None = Non
             raise ValueError(f"model: {spec!r} is not a TorchScript file ({err})") from None
         eager = eager_from_script(scripted).eval()
         if probe is not None:
+            check_fits_data(scripted, probe)
             _check_same_outputs(eager, scripted, probe)
         return eager
     if ":" not in spec:

@@ -33,6 +33,7 @@ from bayestensor.nets import metrics
 from bayestensor.nets.calibration import choose_prior_weight, choose_sghmc_settings
 from bayestensor.nets.convert import BayesianNet, save_exported, tensorize
 from bayestensor.nets.train import METHODS, fit_net, predict_dense, train_dense
+from bayestensor.nets.user_model import PROBE_IMAGES, check_fits_data
 from bayestensor.report.rundir import write_run
 from bayestensor.viz.calibration import reliability_figure
 from bayestensor.viz.figures import save_png
@@ -320,6 +321,9 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
 
     Raises
     ------
+    ValueError
+        Before any work, on a bad setting, or when ``model`` does not map the data's images
+        to one score per class (see :func:`~bayestensor.nets.user_model.check_fits_data`).
     RunInterrupted
         On Ctrl-C (or SIGTERM under the command line): in the fine-tune, after saving the
         network reached as :func:`run_compress` does; in the run from scratch, after writing
@@ -337,6 +341,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
         checks.real_number("scratch_lr", scratch_lr)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_fits_data(model, data.x_test[:PROBE_IMAGES], data.classes)
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
     num_particles = 1 if method in POINT_METHODS else particles

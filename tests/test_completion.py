@@ -55,6 +55,48 @@ def test_map_finds_the_rank_of_each_rank_dimension(fmt):
     assert post.effective_rank().mode().tolist() == list(rank)
 
 
+def _offset_and_noise(shape, noise_sd, seed=0):
+    """A tensor with nothing but an offset and noise, 30% observed (NaN elsewhere)."""
+    rng = np.random.default_rng(seed)
+    x = 3.0 + noise_sd * rng.normal(size=shape)
+    return np.where(rng.random(shape) < 0.3, x, np.nan)
+
+
+@pytest.mark.parametrize("fmt,method,noise_sd", [("cp", "vi", 0.0), ("cp", "vi", 1.0),
+                                                 ("tt", "map", 1.0)])
+def test_data_without_low_rank_structure_have_rank_zero(fmt, method, noise_sd):
+    """No structure beyond the offset: the relative rule alone counts the negligible slices
+    (every one of them on the constant tensor); the floor on each sample's low-rank part
+    gives rank 0, and that part is what the rule says: below 5% of the data's sd, computed
+    here from the dense reconstruction (NumPy) over every entry."""
+    data = _offset_and_noise((16, 15, 14), noise_sd)
+    model = bt.TensorCompletion(data.shape, fmt, max_rank=8)
+    post = bt.fit(model, data, method=method, seed=0, progress=False)
+    ranks = post.effective_rank()
+    assert ranks.mode().tolist() == [0] * len(model.tensor_prior.ranks)
+    assert ranks.activity(0).max() == 0.0
+    dense = np.stack([post.model.low_rank(post.flat_samples()).sample(i).reconstruct().numpy()
+                      for i in range(min(post.num_chains * post.num_draws, 50))])
+    assert np.sqrt(np.mean(dense ** 2, axis=(1, 2, 3))).max() < 0.05
+    relative = bt.priors.rank_posterior(post.slice_scales())  # the relative rule alone
+    assert min(relative.mode().tolist()) >= (8 if noise_sd == 0 else 1)
+
+
+def test_rank_signal_is_the_rms_of_each_samples_low_rank_part():
+    """Against NumPy: the RMS over every entry of each sample's dense reconstruction, on the
+    standardized scale (256 entries drawn uniformly estimate it to within a few percent)."""
+    data = bt.data.synthetic_tensor((16, 15, 14), rank=3, snr_db=10, observed=0.3, seed=0)
+    model = bt.TensorCompletion(data.shape, "tucker", max_rank=5)
+    post = bt.fit(model, data.train, method="vi", num_samples=20, num_steps=300, seed=0,
+                  progress=False)
+    samples = post.flat_samples()
+    signal = model.rank_signal(samples).numpy()
+    dense = np.stack([model.low_rank(samples).sample(i).reconstruct().numpy()
+                      for i in range(post.num_chains * post.num_draws)])
+    np.testing.assert_allclose(signal, np.sqrt(np.mean(dense ** 2, axis=(1, 2, 3))), rtol=0.1)
+    assert post.effective_rank().mode().tolist() == [3, 3, 3]
+
+
 def test_sghmc_intervals_are_calibrated():
     """Coverage of 50/80/90/95% predictive intervals within 3 points of nominal."""
     data = bt.data.synthetic_tensor((30, 30, 30), rank=3, snr_db=10, observed=0.2, seed=3,

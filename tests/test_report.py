@@ -89,6 +89,8 @@ def test_completion_report_numbers_match_posterior(sghmc_run):
     rp = post.effective_rank()
     assert secs["rank"]["numbers"]["mode"] == rp.mode().tolist()
     assert secs["rank"]["numbers"]["distribution"][0] == {str(k): v for k, v in rp.distribution(0).items()}
+    assert secs["rank"]["numbers"]["below_floor"] == 0.0  # a rank-3 signal: no draw at rank 0
+    assert "times the data's sd has rank 0" in (tmp / "report.md").read_text()
     # run metadata
     run = rep["run"]
     assert run["kind"] == "completion" and run["data"]["shape"] == list(SHAPE)

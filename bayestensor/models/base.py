@@ -221,6 +221,12 @@ class BayesModel:
         """Slice scales per rank dimension, ``(S, R_d)`` each (see ``LowRankTensor.slice_norms``)."""
         return self.low_rank_prior.build(samples).slice_norms()
 
+    def rank_signal(self, samples: dict) -> torch.Tensor | None:
+        """``(S,)`` size of each sample's low-rank part in units of the data's sd, below which
+        the effective rank rule counts no slice (see :mod:`bayestensor.priors.effective_rank`);
+        ``None`` where the model has no such unit (the relative rule alone)."""
+        return None
+
     # --- predictions ------------------------------------------------------------------------
     def check_predict_inputs(self, inputs) -> torch.Tensor:
         """Validate what ``Posterior.predict`` receives; raise ``ValueError`` when it is wrong."""

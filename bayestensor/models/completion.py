@@ -46,6 +46,12 @@ DENSE_PREDICT_RATIO = 8
 #: (:mod:`bayestensor.models.cp_variational`).
 CLOSED_FORM_VI_PRIORS = ("gamma", "half_cauchy", "log_uniform")
 
+#: Entries, drawn once uniformly over the tensor (fixed seed), at which
+#: :meth:`TensorCompletion.rank_signal` measures each sample's low-rank part, and samples
+#: per batch of that measurement (memory ``RANK_SIGNAL_CHUNK x RANK_SIGNAL_ENTRIES x rank``).
+RANK_SIGNAL_ENTRIES = 1024
+RANK_SIGNAL_CHUNK = 128
+
 
 def closed_form_vi_runs(format: str, prior: str, batch_size: int | None = None,
                         device=None) -> bool:
@@ -586,6 +592,29 @@ class TensorCompletion(BayesModel):
     def low_rank(self, samples: dict):
         """The low-rank tensor(s) for given (batched) site values."""
         return self.tensor_prior.build(samples)
+
+    def rank_signal(self, samples: dict) -> torch.Tensor | None:
+        """``(S,)`` root mean square of each sample's low-rank part (the offset left out) over
+        ``RANK_SIGNAL_ENTRIES`` entries drawn uniformly over the tensor, on the standardized
+        scale, where the observed values have unit sd; ``None`` when the model does not
+        standardize (no unit to measure in).
+
+        The effective rank counts no slice of a sample whose low-rank part is below the rank
+        rule's threshold in these units (:mod:`bayestensor.priors.effective_rank`): on data with
+        nothing but an offset and noise every slice is equally negligible, and the relative
+        rule alone would count them all.
+        """
+        if not self.standardize:
+            return None
+        first = next(iter(samples.values()))
+        generator = torch.Generator().manual_seed(0)
+        idx = torch.stack([torch.randint(size, (RANK_SIGNAL_ENTRIES,), generator=generator)
+                           for size in self.shape], 1).to(first.device)
+        rms = []
+        for start in range(0, first.shape[0], RANK_SIGNAL_CHUNK):
+            chunk = {k: v[start:start + RANK_SIGNAL_CHUNK] for k, v in samples.items()}
+            rms.append(self.tensor_prior.build(chunk).entries(idx).square().mean(-1).sqrt())
+        return torch.cat(rms)
 
     # --- persistence ------------------------------------------------------------------------
     def config(self) -> dict:

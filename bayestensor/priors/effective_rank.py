@@ -5,6 +5,12 @@ product of the Frobenius norms of its parameter slices, see
 :meth:`bayestensor.formats.LowRankTensor.slice_norms`) exceeds ``threshold`` times the largest
 slice scale of that dimension in the same sample. The effective rank of a sample is the number
 of active slices; over samples it is a distribution (the rank posterior).
+
+The rule is relative, so it needs a floor: where a sample's low-rank part is negligible as a
+whole (data with nothing but an offset and noise), its slices are equally negligible and the
+relative rule would count every one. Given each sample's *signal*, the size of its low-rank
+part in units of the data's sd (``TensorCompletion.rank_signal``), a sample whose signal is
+at most ``threshold`` has no active slice: effective rank 0.
 """
 
 from __future__ import annotations
@@ -59,11 +65,16 @@ class RankPosterior:
         ``(chain, draw, R_d)`` slice scales per rank dimension.
     threshold : float
         The relative threshold used.
+    signal : np.ndarray, optional
+        ``(chain, draw)`` size of each sample's low-rank part in units of the data's sd;
+        samples at or below ``threshold`` have no active slice. ``None``: the relative rule
+        alone.
     """
 
     ranks: np.ndarray
     scales: list
     threshold: float
+    signal: np.ndarray | None = None
 
     @property
     def n_rank_dims(self) -> int:
@@ -93,7 +104,10 @@ class RankPosterior:
     def activity(self, dim: int = 0) -> np.ndarray:
         """Posterior probability that each slice of rank dimension ``dim`` is active."""
         s = self.scales[dim].reshape(-1, self.scales[dim].shape[-1])
-        return (s > self.threshold * s.max(-1, keepdims=True)).mean(0)
+        active = s > self.threshold * s.max(-1, keepdims=True)
+        if self.signal is not None:
+            active &= self.signal.reshape(-1, 1) > self.threshold
+        return active.mean(0)
 
     def keep_mask(self, dim: int = 0, min_prob: float = 0.5) -> np.ndarray:
         """Slices active in at least ``min_prob`` of the samples (what ``prune`` keeps).
@@ -118,7 +132,8 @@ class RankPosterior:
                 f"threshold={self.threshold})")
 
 
-def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESHOLD) -> RankPosterior:
+def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESHOLD,
+                   signal: torch.Tensor | None = None) -> RankPosterior:
     """Build a :class:`RankPosterior` from slice scales ``(chain, draw, R_d)`` per rank dim.
 
     Parameters
@@ -126,7 +141,10 @@ def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     scales : list of torch.Tensor
         Slice scales of each rank dimension ``d``, ``(chain, draw, R_d)``.
     threshold : float in [0, 1)
-        Relative threshold of :func:`active_slices`.
+        Relative threshold of :func:`active_slices`, and the floor on ``signal``.
+    signal : torch.Tensor, optional
+        ``(chain, draw)`` size of each sample's low-rank part in units of the data's sd
+        (``TensorCompletion.rank_signal``); a sample at or below ``threshold`` has rank 0.
 
     Returns
     -------
@@ -138,9 +156,13 @@ def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     ValueError
         When ``threshold`` is not a number in [0, 1).
     """
-    ranks = [active_slices(s, threshold).sum(-1) for s in scales]
+    ranks = torch.stack([active_slices(s, threshold).sum(-1) for s in scales], -1)
+    if signal is not None:
+        signal = signal.detach().cpu()
+        ranks = ranks * (signal > threshold).unsqueeze(-1)
     return RankPosterior(
-        ranks=torch.stack(ranks, -1).cpu().numpy(),
+        ranks=ranks.cpu().numpy(),
         scales=[s.detach().cpu().numpy() for s in scales],
         threshold=threshold,
+        signal=None if signal is None else signal.numpy(),
     )

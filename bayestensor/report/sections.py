@@ -374,10 +374,16 @@ def rank_section(posterior) -> dict | None:
     caps = [int(rp.scales[d].shape[-1]) for d in range(dims)]
     rule = (f"A slice is active when its scale exceeds {rp.threshold} times the largest slice "
             "scale of its rank dimension; the effective rank counts active slices.")
+    floor = {}
+    if rp.signal is not None:
+        floor = {"below_floor": float((rp.signal <= rp.threshold).mean())}
+        rule += (f" A draw whose low-rank part has a root mean square at most {rp.threshold} "
+                 f"times the data's sd has rank 0 (no structure beyond the offset); "
+                 f"{floor['below_floor']:.0%} of the draws here.")
     if is_point_estimate(posterior):
         found = rp.mode().tolist()
         numbers = {"threshold": rp.threshold, "point_estimate": True, "found_rank": found,
-                   "slices": caps}
+                   "slices": caps, **floor}
         rows = [{"rank dim": d, "found rank": found[d], "slices (max rank)": caps[d]}
                 for d in range(dims)]
         text = [f"{posterior.method}: one point estimate, so there is no rank posterior; the "
@@ -388,7 +394,7 @@ def rank_section(posterior) -> dict | None:
     numbers = {"threshold": rp.threshold, "mode": rp.mode().tolist(), "mean": rp.mean().tolist(),
                "slices": caps,
                "distribution": [{str(k): v for k, v in rp.distribution(d).items()} for d in range(dims)],
-               "activity": [rp.activity(d).tolist() for d in range(dims)]}
+               "activity": [rp.activity(d).tolist() for d in range(dims)], **floor}
     rows = [{"rank dim": d, "mode": int(rp.mode()[d]), "mean": float(rp.mean()[d]),
              "slices (max rank)": caps[d],
              "distribution": ", ".join(f"{k}: {v:.2f}" for k, v in rp.distribution(d).items())}

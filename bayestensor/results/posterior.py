@@ -301,8 +301,14 @@ class Posterior:
         return [s.reshape(self.num_chains, self.num_draws, -1) for s in scales]
 
     def effective_rank(self, threshold: float = rank_mod.DEFAULT_THRESHOLD) -> rank_mod.RankPosterior:
-        """Distribution of the effective rank over samples (see :mod:`bayestensor.priors.effective_rank`)."""
-        return rank_mod.rank_posterior(self.slice_scales(), threshold)
+        """Distribution of the effective rank over samples (see
+        :mod:`bayestensor.priors.effective_rank`; a completion's samples whose low-rank part is
+        below ``threshold`` of the data's sd have rank 0, see ``TensorCompletion.rank_signal``)."""
+        scales = self.slice_scales()
+        signal = self.model.rank_signal(self.flat_samples())
+        if signal is not None:
+            signal = signal.reshape(self.num_chains, self.num_draws)
+        return rank_mod.rank_posterior(scales, threshold, signal=signal)
 
     def low_rank(self, i: int | None = None):
         """The posterior-mean low-rank tensor, or sample ``i`` (flattened index)."""

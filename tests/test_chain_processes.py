@@ -129,6 +129,31 @@ def test_interrupt_in_the_parent_stops_the_workers_and_keeps_finished_chains():
 
 
 @needs_fork
+def test_the_executors_own_terminate_workers_is_used_where_it_exists(monkeypatch):
+    """Python 3.14 gives ProcessPoolExecutor a public terminate_workers; _stop calls it on an
+    interrupt instead of reaching into the pool's processes, and not after a finished run.
+    (Emulated by a subclass: this machine has no Python 3.14.)"""
+    calls = []
+
+    class WithTerminate(chain_processes.ProcessPoolExecutor):
+        def terminate_workers(self):
+            calls.append(len(self._processes))
+            for process in self._processes.values():
+                process.terminate()
+
+    monkeypatch.setattr(chain_processes, "ProcessPoolExecutor", WithTerminate)
+
+    def stop_after_first(chain):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ChainsInterrupted) as err:
+        run_chains(_draw, 4, workers=2, on_done=stop_after_first)
+    assert calls == [2] and len(err.value.done) == 1
+    assert not multiprocessing.active_children()
+    assert len(run_chains(_draw, 3, workers=2)) == 3 and calls == [2]
+
+
+@needs_fork
 def test_a_failing_or_dying_worker_raises_instead_of_waiting():
     def fails(chain):
         if chain == 1:

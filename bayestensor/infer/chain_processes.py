@@ -207,11 +207,16 @@ def _submit_all(pool: ProcessPoolExecutor, num_chains: int) -> list:
 
 def _stop(pool: ProcessPoolExecutor, finished: bool) -> None:
     """Shut the pool down. When chains are left (an interrupt, or a chain that raised), first
-    cancel those not started and end the running ones (the executor of Python < 3.14 has no
-    public call that ends a running task); when all finished, the idle workers exit on the
-    pool's own signal, since killing one would leave the queue lock it holds taken."""
+    end the running ones: ``terminate_workers`` where the executor has it (Python 3.14+),
+    else each worker process (``_processes``: before 3.14 no public call ends a running task);
+    the shutdown then cancels those not started. When all finished, the idle workers exit on
+    the pool's own signal, since killing one would leave the queue lock it holds taken."""
     if not finished:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            if process.is_alive():
-                process.terminate()
+        terminate = getattr(pool, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+        else:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)

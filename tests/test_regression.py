@@ -182,6 +182,24 @@ def test_predictive_coverage_within_three_points_of_nominal(cross, cross_fits):
     assert np.median(map_post.predict(cross.X_test).sd_mean) == 0.0
 
 
+def test_a_response_the_inputs_do_not_explain_has_rank_zero():
+    """Pure-noise response: the MAP's slices are all negligible and the relative rule alone
+    counts every one; the floor on <X, W> (the rows' root mean square, against NumPy on the
+    standardized inputs) gives rank 0."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 6, 5)), rng.normal(size=300)
+    model = bt.TensorRegression((6, 5), max_rank=4)
+    post = bt.fit(model, (X, y), method="map", seed=0, progress=False)
+    samples = post.flat_samples()
+    xs = ((X - X.mean(0)) / model.x_scale).reshape(300, -1)
+    w = model.weight_prior.build(samples).reconstruct().double().numpy().reshape(1, -1)
+    np.testing.assert_allclose(model.rank_signal(samples).numpy(),
+                               np.sqrt(np.mean((w @ xs.T) ** 2, axis=1)), rtol=1e-4, atol=1e-9)
+    assert float(model.rank_signal(samples)[0]) < 0.05
+    assert post.effective_rank().mode().tolist() == [0]
+    assert bt.priors.rank_posterior(post.slice_scales()).mode().tolist() == [4]
+
+
 def test_predictions_are_in_data_units(cross, cross_fits):
     """predict == <W, X> + b from weights()/intercepts(), whatever the internal scaling."""
     model, _, sghmc_post = cross_fits

@@ -20,6 +20,7 @@ from bayestensor.models.cp_row_gibbs import CPRowGibbs
 from bayestensor.models.cp_variational import CPGammaVariational
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.conditionals import OffsetConditional
+from bayestensor.priors.effective_rank import SIGNAL_POINTS, signal_rms
 from bayestensor.priors.densities import (centered_normal_log_density, gamma_log_density,
                                           gaussian_log_likelihood)
 
@@ -45,12 +46,6 @@ DENSE_PREDICT_RATIO = 8
 #: The rank hyperpriors under which a CP completion has the closed-form VI
 #: (:mod:`bayestensor.models.cp_variational`).
 CLOSED_FORM_VI_PRIORS = ("gamma", "half_cauchy", "log_uniform")
-
-#: Entries, drawn once uniformly over the tensor (fixed seed), at which
-#: :meth:`TensorCompletion.rank_signal` measures each sample's low-rank part, and samples
-#: per batch of that measurement (memory ``RANK_SIGNAL_CHUNK x RANK_SIGNAL_ENTRIES x rank``).
-RANK_SIGNAL_ENTRIES = 1024
-RANK_SIGNAL_CHUNK = 128
 
 
 def closed_form_vi_runs(format: str, prior: str, batch_size: int | None = None,
@@ -595,9 +590,9 @@ class TensorCompletion(BayesModel):
 
     def rank_signal(self, samples: dict) -> torch.Tensor | None:
         """``(S,)`` root mean square of each sample's low-rank part (the offset left out) over
-        ``RANK_SIGNAL_ENTRIES`` entries drawn uniformly over the tensor, on the standardized
-        scale, where the observed values have unit sd; ``None`` when the model does not
-        standardize (no unit to measure in).
+        ``SIGNAL_POINTS`` entries drawn once uniformly over the tensor (fixed seed), on the
+        standardized scale, where the observed values have unit sd; ``None`` when the model
+        does not standardize (no unit to measure in).
 
         The effective rank counts no slice of a sample whose low-rank part is below the rank
         rule's threshold in these units (:mod:`bayestensor.priors.effective_rank`): on data with
@@ -606,15 +601,11 @@ class TensorCompletion(BayesModel):
         """
         if not self.standardize:
             return None
-        first = next(iter(samples.values()))
         generator = torch.Generator().manual_seed(0)
-        idx = torch.stack([torch.randint(size, (RANK_SIGNAL_ENTRIES,), generator=generator)
-                           for size in self.shape], 1).to(first.device)
-        rms = []
-        for start in range(0, first.shape[0], RANK_SIGNAL_CHUNK):
-            chunk = {k: v[start:start + RANK_SIGNAL_CHUNK] for k, v in samples.items()}
-            rms.append(self.tensor_prior.build(chunk).entries(idx).square().mean(-1).sqrt())
-        return torch.cat(rms)
+        idx = torch.stack([torch.randint(size, (SIGNAL_POINTS,), generator=generator)
+                           for size in self.shape], 1)
+        idx = idx.to(next(iter(samples.values())).device)
+        return signal_rms(samples, lambda chunk: self.tensor_prior.build(chunk).entries(idx))
 
     # --- persistence ------------------------------------------------------------------------
     def config(self) -> dict:

@@ -28,6 +28,7 @@ from bayestensor.models.cp_block_ascent import (MAX_REGRESSION_SWEEP_FLOPS,
 from bayestensor.models.cp_regression_gibbs import CPRegressionGibbs
 from bayestensor.models.mode import posterior_mode
 from bayestensor.priors import LowRankPrior, noise_precision
+from bayestensor.priors.effective_rank import SIGNAL_POINTS, signal_rms
 from bayestensor.priors.densities import (centered_normal_log_density, gamma_log_density,
                                           gaussian_log_likelihood)
 
@@ -647,6 +648,29 @@ class TensorRegression(BayesModel):
         tau = samples["noise_precision"].double()
         sd = tau.rsqrt().reshape(tau.shape + (1,) * (eta.ndim - tau.ndim)) * self.y_scale
         return dist.Normal(eta * self.y_scale + centre, sd)
+
+    def rank_signal(self, samples: dict) -> torch.Tensor | None:
+        """``(S,)`` root mean square of each sample's ``<X, W>`` (the intercept left out) over
+        up to ``SIGNAL_POINTS`` rows of the bound data, evenly spaced, on the standardized
+        scale, where the response has unit sd; ``None`` for a Bernoulli likelihood, without
+        standardization or without bound data (no unit to measure in).
+
+        The effective rank counts no slice of a sample whose ``<X, W>`` is below the rank
+        rule's threshold in these units (:mod:`bayestensor.priors.effective_rank`): a
+        response the inputs do not explain leaves every slice equally negligible.
+        """
+        if self.likelihood == "bernoulli" or not self.standardize or self._y is None:
+            return None
+        n = self._inputs.shape[0]
+        rows = torch.linspace(0, n - 1, min(n, SIGNAL_POINTS)).long().to(self._inputs.device)
+        X = self._inputs[rows].to(next(iter(samples.values())).device)
+
+        def predictor(chunk):
+            w = self.weight_prior.build(chunk).reconstruct().to(X.dtype)
+            return self._eta(w, X, torch.zeros(w.shape[:1] + (self.n_outputs,) * self.is_vector,
+                                               dtype=X.dtype, device=X.device))
+
+        return signal_rms(samples, predictor)
 
     def low_rank(self, samples: dict):
         """The low-rank ``W`` (in data units) for given (batched) site values."""

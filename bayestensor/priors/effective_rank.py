@@ -9,8 +9,9 @@ of active slices; over samples it is a distribution (the rank posterior).
 The rule is relative, so it needs a floor: where a sample's low-rank part is negligible as a
 whole (data with nothing but an offset and noise), its slices are equally negligible and the
 relative rule would count every one. Given each sample's *signal*, the size of its low-rank
-part in units of the data's sd (``TensorCompletion.rank_signal``), a sample whose signal is
-at most ``threshold`` has no active slice: effective rank 0.
+part in units of the data's sd (``TensorCompletion.rank_signal``,
+``TensorRegression.rank_signal``), a sample whose signal is at most ``threshold`` has no
+active slice: effective rank 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,32 @@ from bayestensor.checks import real_number
 
 #: Default relative threshold on slice scales.
 DEFAULT_THRESHOLD = 0.05
+#: Points (a completion's entries, a regression's rows) at which a model measures each
+#: sample's low-rank part for the floor, and samples per batch of that measurement (memory
+#: ``SIGNAL_CHUNK x SIGNAL_POINTS x rank``).
+SIGNAL_POINTS = 1024
+SIGNAL_CHUNK = 128
+
+
+def signal_rms(samples: dict, low_rank_part) -> torch.Tensor:
+    """``(S,)`` root mean square of ``low_rank_part(chunk)`` (``(s, ...)`` per chunk of ``s``
+    samples) for each of the ``S`` samples, taken ``SIGNAL_CHUNK`` samples at a time.
+
+    Parameters
+    ----------
+    samples : dict of str to torch.Tensor
+        Site values with one flat leading sample dim ``S``.
+    low_rank_part : callable
+        Maps a chunk of ``samples`` to the sample's low-rank part at its points, leading
+        dim the chunk's samples.
+    """
+    total = next(iter(samples.values())).shape[0]
+    rms = []
+    for start in range(0, total, SIGNAL_CHUNK):
+        part = low_rank_part({k: v[start:start + SIGNAL_CHUNK] for k, v in samples.items()})
+        rms.append(part.reshape(part.shape[0], -1).square().mean(-1).sqrt())
+    return torch.cat(rms)
+
 
 
 def active_slices(scales: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
@@ -143,8 +170,8 @@ def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     threshold : float in [0, 1)
         Relative threshold of :func:`active_slices`, and the floor on ``signal``.
     signal : torch.Tensor, optional
-        ``(chain, draw)`` size of each sample's low-rank part in units of the data's sd
-        (``TensorCompletion.rank_signal``); a sample at or below ``threshold`` has rank 0.
+        ``(chain, draw)`` size of each sample's low-rank part in units of the data's sd (a
+        model's ``rank_signal``); a sample at or below ``threshold`` has rank 0.
 
     Returns
     -------

@@ -378,7 +378,7 @@ def rank_section(posterior) -> dict | None:
     if rp.signal is not None:
         floor = {"below_floor": float((rp.signal <= rp.threshold).mean())}
         rule += (f" A draw whose low-rank part has a root mean square at most {rp.threshold} "
-                 f"times the data's sd has rank 0 (no structure beyond the offset); "
+                 f"times the data's sd has rank 0 (nothing beyond the offset or intercept); "
                  f"{floor['below_floor']:.0%} of the draws here.")
     if is_point_estimate(posterior):
         found = rp.mode().tolist()

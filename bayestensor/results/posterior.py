@@ -302,8 +302,8 @@ class Posterior:
 
     def effective_rank(self, threshold: float = rank_mod.DEFAULT_THRESHOLD) -> rank_mod.RankPosterior:
         """Distribution of the effective rank over samples (see
-        :mod:`bayestensor.priors.effective_rank`; a completion's samples whose low-rank part is
-        below ``threshold`` of the data's sd have rank 0, see ``TensorCompletion.rank_signal``)."""
+        :mod:`bayestensor.priors.effective_rank`; samples whose low-rank part is at most
+        ``threshold`` times the data's sd have rank 0, see the model's ``rank_signal``)."""
         scales = self.slice_scales()
         signal = self.model.rank_signal(self.flat_samples())
         if signal is not None:

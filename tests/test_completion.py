@@ -82,6 +82,30 @@ def test_data_without_low_rank_structure_have_rank_zero(fmt, method, noise_sd):
     assert min(relative.mode().tolist()) >= (8 if noise_sd == 0 else 1)
 
 
+def test_map_that_fits_noise_worse_than_the_mean_says_so():
+    """Pure noise: the CP MAP's validation fits predict the held-out tenth worse than the
+    training mean (NumPy: the mean squared error of that mean, recomputed here), and the fit
+    warns; the Tucker MAP, whose fits match the mean, and a signal at 0 dB do not."""
+    from bayestensor.infer.continuation import worse_than_the_mean
+
+    data = bt.data.synthetic_tensor((20, 20, 20), rank=3, snr_db=0, observed=0.3, seed=0)
+    noise = torch.randn(len(data.train), generator=torch.Generator().manual_seed(0))
+    pure = bt.Observations(data.train.indices, noise, data.train.shape)
+    with pytest.warns(UserWarning, match=r"every MAP fit predicted the validation split worse "
+                                         r"than the training split's mean does"):
+        post = bt.fit(bt.TensorCompletion(pure.shape, max_rank=8), pure, method="map",
+                      progress=False)
+    choice = post.info["map_hold_auto"]
+    train, val = pure.split(choice["validation"], seed=0)
+    mean_mse = np.mean((train.values.double().mean().item() - val.values.double().numpy()) ** 2)
+    assert choice["mean_mse"] == pytest.approx(mean_mse, rel=1e-12)
+    assert min(choice["validation_mse"].values()) > 1.2 * mean_mse and worse_than_the_mean(choice)
+    for model, observed in [(bt.TensorCompletion(pure.shape, "tucker", max_rank=8), pure),
+                            (bt.TensorCompletion(pure.shape, max_rank=8), data.train)]:
+        post = bt.fit(model, observed, method="map", progress=False)
+        assert not worse_than_the_mean(post.info["map_hold_auto"])
+
+
 def test_rank_signal_is_the_rms_of_each_samples_low_rank_part():
     """Against NumPy: the RMS over every entry of each sample's dense reconstruction, on the
     standardized scale (256 entries drawn uniformly estimate it to within a few percent)."""

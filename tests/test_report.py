@@ -190,6 +190,13 @@ def test_report_says_what_map_hold_auto_chose(sghmc_run):
         "1.17, hold 1.19, residual 0.016; a candidate must beat the plain fit by 5%).")
     held = {**residual, "chosen": {"noise_precision": 0.1}, "noise_start": "variance"}
     assert "held at its start while the prior pruned" in _map_choice(held)
+    assert f"the mean of the fitted observations {choice['mean_mse']:.3g}" in text
+    assert "worse than their mean" not in text  # a rank-3 signal: the fits beat the mean
+    noise = {**held, "validation_mse": {"none": 1.53, "hold": 1.77}, "mean_mse": 1.07}
+    assert _map_choice(noise).endswith(
+        "; the mean of the fitted observations 1.07; a candidate must beat the plain fit by 5%)."
+        " Every fit predicted those observations worse than their mean does: the MAP fitted "
+        "noise with slices the data do not support.")
     assert _map_choice({"chosen": None, "noise_start": "variance", "validation_mse": None}) == ""
     assert _map_choice(None) == ""
 

@@ -10,6 +10,8 @@ on all the data then starts from the model's start, with the chosen noise start.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -47,9 +49,26 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
     choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
                              progress=progress, init=init)
     options["map_hold"] = choice["chosen"]
+    if method is MAP and worse_than_the_mean(choice):
+        best = min(choice["validation_mse"].values())
+        warnings.warn(f"map_hold='auto': every MAP fit predicted the validation split worse "
+                      f"than the training split's mean does (mean squared error {best:.3g} "
+                      f"against {choice['mean_mse']:.3g}): the MAP fits noise with slices "
+                      f"these data do not support. A sampler (method='sghmc'), or for a CP "
+                      f"completion the closed-form VI (method='vi', its default), does not",
+                      UserWarning, stacklevel=3)
     if choice["noise_start"] == "residual":
         init = model.init_values(seed=legacy_seed(seed), init=init, noise_start="residual")
     return choice, init
+
+
+def worse_than_the_mean(choice: dict) -> bool:
+    """Whether every validation fit of a :func:`choose_map_hold` choice predicted the
+    held-out observations worse, by more than its margin, than the training split's mean."""
+    if not choice.get("validation_mse") or choice.get("mean_mse") is None:
+        return False
+    best = min(choice["validation_mse"].values())
+    return best > (1 + choice["margin"]) * choice["mean_mse"]
 
 
 def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
@@ -116,8 +135,11 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     -------
     dict
         ``{"chosen": hold or None, "noise_start": "variance" or "residual", "validation_mse":
-        {"none": .., "hold": ..[, "residual": ..]}, "validation": .., "margin": ..}``; no
-        fits, and ``validation_mse`` None, below ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
+        {"none": .., "hold": ..[, "residual": ..]}, "mean_mse": .., "validation": ..,
+        "margin": ..}``, ``mean_mse`` the error of the training split's mean on the same
+        held-out observations (the fits should beat it; see :func:`worse_than_the_mean`); no
+        fits, and ``validation_mse`` and ``mean_mse`` None, below
+        ``MIN_OBSERVATIONS_FOR_AUTO`` observations.
 
     Raises
     ------
@@ -138,11 +160,12 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
     check_batch_size(model, batch_size)  # before the validation fits, as the fit on all data
     if len(model.observations) < MIN_OBSERVATIONS_FOR_AUTO:
         return {"chosen": None, "noise_start": "variance", "validation_mse": None,
-                "validation": validation, "margin": margin}
+                "mean_mse": None, "validation": validation, "margin": margin}
     train, val = model.observations.split(validation, seed=seed)
     options = {} if num_steps is None else {"num_steps": num_steps}
     fit_batch = None if batch_size is None else min(batch_size, len(train))
     target = val.values.double().numpy()
+    mean = float(train.values.double().mean())
     fits = [("none", None, init), ("hold", candidate, init)]
     if getattr(model, "residual_start_candidate", False) and isinstance(init, str):
         model.set_data(train)
@@ -171,4 +194,5 @@ def choose_map_hold(model, data, *, seed: int = 0, validation: float = 0.1,
         best = "none"
     return {"chosen": candidate if best == "hold" else None,
             "noise_start": "residual" if best == "residual" else "variance",
-            "validation_mse": errors, "validation": validation, "margin": margin}
+            "validation_mse": errors, "mean_mse": float(np.mean((mean - target) ** 2)),
+            "validation": validation, "margin": margin}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bayestensor.infer.continuation import worse_than_the_mean
 from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
@@ -220,10 +221,16 @@ def _map_choice(choice: dict | None) -> str:
     else:
         what = "the plain fit"
     errors = ", ".join(f"{label} {mse:.3g}" for label, mse in choice["validation_mse"].items())
+    if choice.get("mean_mse") is not None:
+        errors += f"; the mean of the fitted observations {choice['mean_mse']:.3g}"
     held = choice.get("validation", 0.1)
-    return (f"The MAP was chosen by fits to {1 - held:.0%} of the observations (map_hold "
+    text = (f"The MAP was chosen by fits to {1 - held:.0%} of the observations (map_hold "
             f"'auto'): {what} (mean squared error on the other {held:.0%}: {errors}; a "
             f"candidate must beat the plain fit by {choice.get('margin', 0.02):.0%}).")
+    if worse_than_the_mean(choice):
+        text += (" Every fit predicted those observations worse than their mean does: the "
+                 "MAP fitted noise with slices the data do not support.")
+    return text
 
 
 def diagnostics_section(posterior, heldout: dict | None = None) -> dict:

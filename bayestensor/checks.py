@@ -31,6 +31,18 @@ def is_real(value) -> bool:
     return is_integer(value) or isinstance(value, (float, np.floating))
 
 
+def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a non-empty tuple of positive ints; ``ValueError`` naming ``name`` otherwise
+    (a size given as a float, ``3.5`` or ``3.0``, is refused, not truncated)."""
+    try:
+        sizes = tuple(shape)
+    except TypeError:
+        sizes = ()
+    if not sizes or not all(is_integer(s) and s >= 1 for s in sizes):
+        raise ValueError(f"{name}: expected a sequence of positive integers, got {shape!r}")
+    return tuple(int(s) for s in sizes)
+
+
 def positive_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int, at least ``minimum``."""
     if not is_integer(value) or value < minimum:

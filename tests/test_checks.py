@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
+import bayestensor as bt
 from bayestensor import checks
+from bayestensor.checks import check_shape
 from bayestensor.seeds import MAX_SEED
 
 
@@ -72,3 +75,27 @@ def test_rank_value_accepts(value, expected):
 def test_rank_value_refuses(value):
     with pytest.raises(ValueError, match="^max_rank: expected a positive integer"):
         checks.rank_value("max_rank", value)
+
+
+@pytest.mark.parametrize("shape", [(3.5, 4), (3.0, 4), ("3", 4), (True, 4), (0, 4), (-2, 4), (),
+                                   5, None, (np.float64(2), 3)])
+def test_check_shape_refuses(shape):
+    with pytest.raises(ValueError, match=r"^tensor_shape: expected a sequence of positive "
+                                         r"integers, got"):
+        check_shape(shape, "tensor_shape")
+
+
+def test_check_shape_accepts_ints_numpy_ints_and_sizes():
+    assert check_shape([3, np.int64(4), 5]) == (3, 4, 5)
+    assert check_shape(torch.Size([2, 7])) == (2, 7)
+    assert check_shape(np.zeros((6, 2)).shape) == (6, 2)
+
+
+@pytest.mark.parametrize("make", [lambda s: bt.TensorCompletion(s), lambda s: bt.TensorRegression(s),
+                                  lambda s: bt.data.synthetic_tensor(s, rank=2),
+                                  lambda s: bt.low_rank_tensor("W", s, 2)])
+def test_a_fractional_size_is_refused_not_truncated(make):
+    """(3.5, 5, 4) was a (3, 5, 4) model without a word."""
+    with pytest.raises(ValueError, match=r"shape: expected a sequence of positive integers, got "
+                                         r"\(3\.5, 5, 4\)"):
+        make((3.5, 5, 4))

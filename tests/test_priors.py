@@ -9,7 +9,7 @@ from pyro import poutine
 from scipy import integrate, stats
 
 from bayestensor.priors import (PRIORS, LogUniform, LowRankPrior, RankPrior, get_prior,
-                                low_rank_tensor, noise_precision)
+                                low_rank_tensor, noise_precision, rank_posterior)
 
 FORMAT_CASES = {
     "cp": ((4, 5, 6), 3),
@@ -430,3 +430,26 @@ def test_core_variance_is_for_tucker_only():
         LowRankPrior("W", (4, 5, 6), 2, format="cp", prior_params={"core_variance": 0.1})
     with pytest.raises(ValueError, match="core_variance"):
         LowRankPrior("W", (4, 5, 6), 2, format="tucker", prior_params={"core_variance": -1.0})
+
+
+def test_rank_posterior_names_a_bad_dim_or_probability():
+    scales = [torch.tensor([[[4.0, 1.0, 0.01]]]), torch.tensor([[[2.0, 0.0]]])]
+    ranks = rank_posterior(scales)
+    assert ranks.keep_mask(1).tolist() == [True, False]
+    for call in (lambda: ranks.keep_mask(2), lambda: ranks.activity(-1),
+                 lambda: ranks.distribution(1.0)):
+        with pytest.raises(ValueError, match=r"^dim: expected a rank dimension in \[0, 2\)"):
+            call()
+    for prob in (1.5, -0.1, "0.5"):
+        with pytest.raises(ValueError, match="^min_prob: expected a finite number in"):
+            ranks.keep_mask(0, min_prob=prob)
+
+
+def test_rank_posterior_floor_zeroes_the_draws_without_signal():
+    """Draws whose signal is at most the threshold have rank 0 and no active slice; the
+    others keep the relative rule."""
+    scales = [torch.tensor([[[4.0, 1.0, 0.01], [4.0, 1.0, 0.01]]])]
+    ranks = rank_posterior(scales, 0.05, signal=torch.tensor([[0.5, 0.05]]))
+    assert ranks.ranks[..., 0].tolist() == [[2, 0]]
+    assert ranks.activity(0).tolist() == [0.5, 0.5, 0.0]
+    assert rank_posterior(scales).ranks[..., 0].tolist() == [[2, 2]]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayestensor.checks import not_complex
+from bayestensor.checks import check_shape, not_complex
 from bayestensor.formats import as_index_tensor
 
 
@@ -176,17 +176,6 @@ def average_duplicates(idx: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Ten
                   "entries observed more than once are kept once, at the mean of their values",
                   UserWarning, stacklevel=3)
     return unique, (sums / counts).to(vals.dtype)
-
-
-def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
-    """``shape`` as a non-empty tuple of positive ints; ``ValueError`` naming ``name`` otherwise."""
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError:
-        out = ()
-    if not out or any(s < 1 for s in out):
-        raise ValueError(f"{name}: expected a sequence of positive integers, got {shape!r}")
-    return out
 
 
 def as_observations(data, shape=None) -> Observations:

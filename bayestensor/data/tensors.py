@@ -18,7 +18,8 @@ from tensorly.datasets import load_kinetic as tensorly_kinetic
 
 from bayestensor.checks import real_number, seed_value
 from bayestensor.formats import LowRankTensor, get_format
-from bayestensor.data.observations import Observations, check_shape
+from bayestensor.checks import check_shape
+from bayestensor.data.observations import Observations
 
 IMAGES = ("astronaut", "chelsea", "coffee")
 #: Folder of the data files TensorLy installs with its package (read, never downloaded).

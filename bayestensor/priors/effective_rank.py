@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayestensor.checks import real_number
+from bayestensor.checks import is_integer, real_number
 
 #: Default relative threshold on slice scales.
 DEFAULT_THRESHOLD = 0.05
@@ -122,15 +122,23 @@ class RankPosterior:
         """Posterior mean effective rank per rank dimension."""
         return self.flat().mean(0)
 
+    def _dim(self, dim) -> int:
+        """``dim`` checked against the rank dimensions."""
+        if not is_integer(dim) or not 0 <= dim < self.n_rank_dims:
+            raise ValueError(f"dim: expected a rank dimension in [0, {self.n_rank_dims}), "
+                             f"got {dim!r}")
+        return int(dim)
+
     def distribution(self, dim: int = 0) -> dict[int, float]:
         """``{rank: probability}`` for rank dimension ``dim``."""
-        flat = self.flat()[:, dim]
+        flat = self.flat()[:, self._dim(dim)]
         counts = Counter(flat.tolist())
         return {int(r): c / len(flat) for r, c in sorted(counts.items())}
 
     def activity(self, dim: int = 0) -> np.ndarray:
         """Posterior probability that each slice of rank dimension ``dim`` is active."""
-        s = self.scales[dim].reshape(-1, self.scales[dim].shape[-1])
+        s = self.scales[self._dim(dim)]
+        s = s.reshape(-1, s.shape[-1])
         active = s > self.threshold * s.max(-1, keepdims=True)
         if self.signal is not None:
             active &= self.signal.reshape(-1, 1) > self.threshold
@@ -151,7 +159,13 @@ class RankPosterior:
         -------
         np.ndarray
             ``(R_dim,)`` boolean, ``True`` for a kept slice.
+
+        Raises
+        ------
+        ValueError
+            When ``dim`` is not a rank dimension or ``min_prob`` not a number in [0, 1].
         """
+        min_prob = real_number("min_prob", min_prob, high=1.0, low_open=False)
         return self.activity(dim) >= min_prob
 
     def __repr__(self) -> str:

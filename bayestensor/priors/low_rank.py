@@ -30,7 +30,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayestensor.checks import real_number
+from bayestensor.checks import check_shape, real_number
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count
 from bayestensor.priors.conditionals import GammaConditional, HalfCauchyConditional
@@ -152,9 +152,7 @@ class LowRankPrior:
                  max_params: int | None = None):
         self.name = name
         self.format_cls = get_format(format)
-        self.shape = tuple(int(s) for s in shape)
-        if any(s < 1 for s in self.shape):
-            raise ValueError(f"shape: expected positive sizes, got {self.shape}")
+        self.shape = check_shape(shape)
         fmt = self.format_cls.format_name
         self.requested_ranks = self.format_cls.normalize_rank(self.shape, rank,
                                                               name=rank_name)

@@ -516,3 +516,14 @@ def test_loo_section_matches_arviz_and_compares_runs(sghmc_run, tmp_path):
 def test_report_refuses_what_is_not_a_run(run, out, match, tmp_path):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         bt.report(run if not isinstance(run, str) else tmp_path / run, out)
+
+
+def test_report_names_an_out_folder_it_cannot_create(tmp_path):
+    """A file where the folder should be: refused before the posterior is saved."""
+    (tmp_path / "taken").write_text("")
+    data = bt.data.synthetic_tensor((6, 5, 4), rank=2, observed=0.5, seed=0)
+    post = bt.fit(bt.TensorCompletion(data.shape, max_rank=2), data.train, method="map",
+                  progress=False)
+    with pytest.raises(ValueError, match=r"^out: cannot create the folder .*taken/run"):
+        bt.report(post, tmp_path / "taken" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -107,6 +107,12 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
         ``{"html", "markdown", "json", "figures"}`` paths; the JSON holds every number shown
         (``sections.<key>.numbers``) and the ``warnings``.
 
+    Raises
+    ------
+    ValueError
+        Before any work: ``run`` neither a path nor a Posterior, a Posterior without ``out``,
+        an ``out`` folder that cannot be created; then a folder that is not a run.
+
     Examples
     --------
     >>> import bayestensor as bt
@@ -119,6 +125,12 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
                          f"{type(run).__name__}")
     if isinstance(run, Posterior) and out is None:
         raise ValueError("out: a folder is required when reporting a Posterior")
+    if out is not None:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"out: cannot create the folder {str(out)!r} "
+                             f"({err.strerror or err})") from None
     others = _other_runs(Path(out) if isinstance(run, Posterior) else Path(run), compare)
     if isinstance(run, Posterior):
         run_dir = Path(out)
@@ -127,7 +139,6 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
         run_dir = Path(run)
     meta = read_run(run_dir)
     out_dir = Path(out) if out is not None else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     posterior_file = (run_file(run_dir, meta, "posterior.pt")
                       or run_file(run_dir, meta, PARTIAL_POSTERIOR))
     posterior = Posterior.load(posterior_file) if posterior_file is not None else None

@@ -392,6 +392,23 @@ def test_cli_fa_vs_gd_writes_report(tmp_path):
     assert bad.exit_code != 0 and "--alphas" in bad.output
 
 
+def test_cli_fa_vs_gd_names_a_rank_y_cannot_have(tmp_path):
+    res = CliRunner().invoke(dynamics, ["fa-vs-gd", "--rank", "40", "--r-high", "45", "--quiet",
+                                        "--out", str(tmp_path / "fa")])
+    assert res.exit_code == 2 and "Invalid value for '--rank': Y of shape (30, 20) has rank at " \
+                                  "most 20, got 40" in res.output
+    assert not (tmp_path / "fa").exists()
+
+
+def test_bayes_reference_above_the_matrix_rank_is_capped_not_a_crash():
+    """A maximum rank above min(n, m) (fa-vs-gd's --r-high 50 on 30 x 20 was a RuntimeError
+    in the start): capped with the prior's warning, as every low-rank prior caps it."""
+    y = low_rank_matrix(8, 6, 2, seed=0)
+    with pytest.warns(UserWarning, match="ranks capped at"):
+        out = bayes_factorization(y, 9, seed=0, num_samples=20, num_warmup=20)
+    assert out["posterior"]["X.factor0"].shape[-1] == 6
+
+
 def test_cli_dynamics_defaults_its_run_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(dynamics, ["diagonal", "--seeds", "1", "--steps", "200", "--alphas",

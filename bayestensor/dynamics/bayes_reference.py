@@ -67,6 +67,8 @@ def factorization_model(y: torch.Tensor, rank: int, prior: str = "gamma",
 def _init_values(y: torch.Tensor, rank: int, prior: str, prior_params: dict | None) -> dict:
     """Balanced truncated-SVD factors, slice variances from their sizes, noise from the residual."""
     n, m = y.shape
+    low_rank = LowRankPrior("X", (n, m), rank, "cp", prior, prior_params)
+    rank = low_rank.ranks[0]  # capped, with a warning, where the shape supports less
     u, s, vh = torch.linalg.svd(y.double(), full_matrices=False)
     q = min(rank, s.numel())
     a0 = torch.zeros(n, rank, dtype=torch.float64)
@@ -79,7 +81,7 @@ def _init_values(y: torch.Tensor, rank: int, prior: str, prior_params: dict | No
         a0[:, q:] = small * torch.randn(n, rank - q, generator=gen, dtype=torch.float64)
         a1[:, q:] = small * torch.randn(m, rank - q, generator=gen, dtype=torch.float64)
     tensor = CPTensor((n, m), [a0.float(), a1.float()])
-    values = LowRankPrior("X", (n, m), rank, "cp", prior, prior_params).init_values(tensor)
+    values = low_rank.init_values(tensor)
     resid = y.double() - (a0 @ a1.T)
     var = float(resid.pow(2).mean())
     values["noise_precision"] = torch.tensor(1.0 / min(max(var, 1e-4), 1.0))

@@ -66,6 +66,8 @@ def run_fa_vs_gd(out, *, seeds: int = 10, n: int = 30, m: int = 20, rank: int = 
         ``{"markdown", "json", "files"}``: the summary, every number (``under`` and ``over``)
         and the files written to ``out``.
     """
+    if rank > min(n, m):
+        raise ValueError(f"rank: Y of shape ({n}, {m}) has rank at most {min(n, m)}, got {rank}")
     if not r_low < rank <= r_high:
         raise ValueError(f"r_low, r_high: expected r_low < rank <= r_high, got {r_low}, {rank}, {r_high}")
     out = Path(out)

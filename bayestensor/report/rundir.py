@@ -100,6 +100,15 @@ def prepare_run_dir(run_dir, *, force: bool = False) -> Path:
     return run_dir
 
 
+def discard_unused_run_dir(run_dir) -> None:
+    """Remove ``run_dir`` when it holds nothing but the marker :func:`prepare_run_dir` left
+    (a run refused before it wrote anything); leave it otherwise."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [MARKER_FILE]:
+        (run_dir / MARKER_FILE).unlink()
+        run_dir.rmdir()
+
+
 def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | None = None,
               files=None, created: str | None = None) -> Path:
     """Write ``run_dir/run.json``, after the run's other files.

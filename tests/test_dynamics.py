@@ -400,6 +400,16 @@ def test_cli_fa_vs_gd_names_a_rank_y_cannot_have(tmp_path):
     assert not (tmp_path / "fa").exists()
 
 
+def test_cli_overparam_names_a_dimension_of_one(tmp_path):
+    """d = 1: unit components are +-1 and their cubes could cancel (the study failed with
+    "target: expected a finite, non-zero tensor", naming no option)."""
+    res = CliRunner().invoke(dynamics, ["overparam", "--d", "1", "--quiet",
+                                        "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "Invalid value for '--d': expected an integer >= 2, got 1" \
+        in res.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_bayes_reference_above_the_matrix_rank_is_capped_not_a_crash():
     """A maximum rank above min(n, m) (fa-vs-gd's --r-high 50 on 30 x 20 was a RuntimeError
     in the start): capped with the prior's warning, as every low-rank prior caps it."""

@@ -145,7 +145,7 @@ class TensorProblem(_Problem):
     Attributes
     ----------
     d : int
-        Dimension of each mode.
+        Dimension of each mode, at least 2.
     r : int
         Number of true components (independent random unit vectors).
     m : int or None
@@ -169,8 +169,9 @@ class TensorProblem(_Problem):
     success_metric = "error"
 
     def __post_init__(self):
-        for key in ("d", "r"):
-            _checks.positive_int(key, getattr(self, key))
+        # in dimension 1 the unit components are +-1 and their cubes may cancel to a zero target
+        _checks.positive_int("d", self.d, minimum=2)
+        _checks.positive_int("r", self.r)
         _checks.positive_int("order", self.order, minimum=2)
         if self.m is None:
             self.m = 5 * self.r

@@ -16,9 +16,8 @@ import torch
 from tensorly.datasets import data_imports as tensorly_data
 from tensorly.datasets import load_kinetic as tensorly_kinetic
 
-from bayestensor.checks import real_number, seed_value
+from bayestensor.checks import check_shape, real_number, seed_value
 from bayestensor.formats import LowRankTensor, get_format
-from bayestensor.checks import check_shape
 from bayestensor.data.observations import Observations
 
 IMAGES = ("astronaut", "chelsea", "coffee")

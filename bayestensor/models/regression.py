@@ -15,8 +15,7 @@ import pyro.distributions as dist
 import torch
 
 from bayestensor import checks
-from bayestensor.checks import flag, positive_float, positive_int
-from bayestensor.checks import check_shape
+from bayestensor.checks import check_shape, flag, positive_float, positive_int
 from bayestensor.formats import CPTensor, get_format
 from bayestensor.formats.decompose import cp_als
 from bayestensor.formats.ranks import MAX_PARAMS

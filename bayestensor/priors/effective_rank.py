@@ -197,7 +197,7 @@ def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     ValueError
         When ``threshold`` is not a number in [0, 1).
     """
-    ranks = torch.stack([active_slices(s, threshold).sum(-1) for s in scales], -1)
+    ranks = torch.stack([active_slices(s, threshold).sum(-1) for s in scales], -1).cpu()
     if signal is not None:
         signal = signal.detach().cpu()
         ranks = ranks * (signal > threshold).unsqueeze(-1)

@@ -125,12 +125,8 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
                          f"{type(run).__name__}")
     if isinstance(run, Posterior) and out is None:
         raise ValueError("out: a folder is required when reporting a Posterior")
-    if out is not None:
-        try:
-            Path(out).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"out: cannot create the folder {str(out)!r} "
-                             f"({err.strerror or err})") from None
+    if isinstance(run, Posterior):
+        _make_out(out)  # before the posterior is saved there
     others = _other_runs(Path(out) if isinstance(run, Posterior) else Path(run), compare)
     if isinstance(run, Posterior):
         run_dir = Path(out)
@@ -138,7 +134,7 @@ def report(run, out=None, *, title: str | None = None, heldout: dict | None = No
     else:
         run_dir = Path(run)
     meta = read_run(run_dir)
-    out_dir = Path(out) if out is not None else run_dir
+    out_dir = _make_out(out) if out is not None else run_dir
     posterior_file = (run_file(run_dir, meta, "posterior.pt")
                       or run_file(run_dir, meta, PARTIAL_POSTERIOR))
     posterior = Posterior.load(posterior_file) if posterior_file is not None else None
@@ -174,6 +170,16 @@ def _other_runs(run_dir: Path, compare) -> dict:
             raise ValueError(f"compare: {d} is not a run folder")
     names = run_names([run_dir, *dirs])[1:]
     return {name: load_run_posterior(d) for name, d in zip(names, dirs)}
+
+
+def _make_out(out) -> Path:
+    """The report's folder ``out``, created; ``ValueError`` naming ``out`` when it cannot be."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"out: cannot create the folder {str(out)!r} "
+                         f"({err.strerror or err})") from None
+    return Path(out)
 
 
 def save_posterior_run(posterior: Posterior, run_dir, *, heldout: dict | None = None,

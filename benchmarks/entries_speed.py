@@ -144,15 +144,27 @@ def main(argv=None) -> dict:
                         help="Data and fit seeds of the default fits (0 skips them).")
     parser.add_argument("--skip-entries", action="store_true", help="Only the default fits.")
     parser.add_argument("--out", type=Path, default=RESULTS / "entries_speed.json")
+    args, result = parse_speed_args(parser, argv)
+    if not args.skip_entries:
+        result["entries"] = entries_rows(args.repeats)
+    return finish_speed_run(result, args, fit_rows, medians)
+
+
+def parse_speed_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, dict]:
+    """Parse ``--repeats``, ``--threads`` and ``--seeds`` (refused below 1, 1 and 0), set
+    torch's threads, and start the result with the machine (shared with gather_speed.py)."""
     args = parser.parse_args(argv)
     for name, least in (("repeats", 1), ("threads", 1), ("seeds", 0)):
         if getattr(args, name) < least:
             parser.error(f"--{name}: expected an integer >= {least}, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
-    result = {"machine": platform.platform(), "torch": torch.__version__,
-              "threads": args.threads}
-    if not args.skip_entries:
-        result["entries"] = entries_rows(args.repeats)
+    return args, {"machine": platform.platform(), "torch": torch.__version__,
+                  "threads": args.threads}
+
+
+def finish_speed_run(result: dict, args: argparse.Namespace, fit_rows, medians) -> dict:
+    """Add ``fit_rows(args.seeds)`` and their ``medians`` (none with ``--seeds 0``), write the
+    result to ``args.out`` and return it."""
     if args.seeds:
         result["fits"] = fit_rows(args.seeds)
         result["fit_medians"] = medians(result["fits"])

@@ -20,16 +20,14 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/gather_speed.py --threads 1``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from entries_speed import CASES, best_ms
+from entries_speed import CASES, best_ms, finish_speed_run, parse_speed_args
 
 import bayestensor as bt
 from bayestensor.formats import cp, prefix_entries, tt, tucker
@@ -135,19 +133,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=3,
                         help="Data and fit seeds of the SGHMC fits (0 skips them).")
     parser.add_argument("--out", type=Path, default=RESULTS / "gather_speed.json")
-    args = parser.parse_args(argv)
-    for name, least in (("repeats", 1), ("threads", 1), ("seeds", 0)):
-        if getattr(args, name) < least:
-            parser.error(f"--{name}: expected an integer >= {least}, got {getattr(args, name)}")
-    torch.set_num_threads(args.threads)
-    result = {"machine": platform.platform(), "torch": torch.__version__,
-              "threads": args.threads, "entries": entries_rows(args.repeats)}
-    if args.seeds:
-        result["fits"] = fit_rows(args.seeds)
-        result["fit_medians"] = medians(result["fits"])
-        print(result["fit_medians"])
-    args.out.write_text(json.dumps(result, indent=1))
-    return result
+    args, result = parse_speed_args(parser, argv)
+    result["entries"] = entries_rows(args.repeats)
+    return finish_speed_run(result, args, fit_rows, medians)
 
 
 if __name__ == "__main__":

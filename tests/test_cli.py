@@ -113,6 +113,27 @@ def test_complete_npz_with_mask(tmp_path):
     check_predictions(out, truth, mask, level=0.8)
 
 
+@pytest.mark.parametrize("arrays, message", [
+    ({"mask": "mask", "x": "truth"}, None),  # the mask saved first is not taken for the data
+    ({"a": "truth", "b": "truth"}, "found arrays ['a', 'b']"),
+    ({"mask": "mask"}, "found arrays ['mask']"),
+])
+def test_complete_npz_names_its_data_array(tmp_path, arrays, message):
+    truth, mask = low_rank_with_missing(seed=1)
+    path = tmp_path / "x.npz"
+    np.savez(path, **{k: {"mask": mask, "truth": truth}[v] for k, v in arrays.items()})
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(path), "--method", "map", "--max-rank", "4",
+                                    "--steps", "300", "--level", "0.8", "--quiet", "--no-report",
+                                    "--out", str(out)])
+    if message is None:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        check_predictions(out, truth, mask, level=0.8)
+    else:
+        assert res.exit_code != 0 and message in res.output and "'data'" in res.output
+        assert not out.exists()
+
+
 def test_progress_bars_show_on_a_terminal_only(tmp_path, monkeypatch):
     import io
     from bayestensor.cli import options

@@ -17,13 +17,14 @@ from bayestensor import checks
 def read_tensor(path, mask_path=None) -> np.ndarray:
     """The tensor in a ``.npy`` / ``.npz`` file with NaN at missing entries.
 
-    An ``.npz`` holds ``data`` (or its first array) and optionally ``mask`` (True where
+    An ``.npz`` holds ``data`` (or a single other array) and optionally ``mask`` (True where
     observed); a separate ``.npy`` mask file overrides it. Pickled objects are never loaded.
 
     Raises
     ------
     ValueError
-        Naming the file when it is not a readable array file, or ``mask`` when the mask is
+        Naming the file when it is not a readable array file or when an ``.npz`` without
+        ``data`` holds several arrays besides ``mask``, or ``mask`` when the mask is
         not boolean (integer 0/1 is accepted; a float mask is refused as ambiguous) or does not
         match the data's shape.
     """
@@ -31,9 +32,7 @@ def read_tensor(path, mask_path=None) -> np.ndarray:
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: expected a .npy or .npz file, got {path.name}")
     arrays = load_arrays(path)
-    data = arrays.get("data", next(iter(arrays.values()), None))
-    if data is None:
-        raise ValueError(f"{path}: holds no array")
+    data = _data_array(path, arrays)
     mask = arrays.get("mask")
     if mask_path is not None:
         mask = next(iter(load_arrays(Path(mask_path)).values()), None)
@@ -51,6 +50,18 @@ def read_tensor(path, mask_path=None) -> np.ndarray:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{path}: expected a numeric array, got dtype {data.dtype}") from None
+
+
+def _data_array(path: Path, arrays: dict) -> np.ndarray:
+    """``data``, or the one array that is not ``mask``: never a guess between several."""
+    if "data" in arrays:
+        return arrays["data"]
+    candidates = [k for k in arrays if k != "mask"]
+    if len(candidates) != 1:
+        found = f"arrays {sorted(arrays)}" if arrays else "no array"
+        raise ValueError(f"{path}: expected an array named 'data' (or a single array besides "
+                         f"'mask'), found {found}")
+    return arrays[candidates[0]]
 
 
 def load_arrays(path: Path) -> dict:

@@ -75,6 +75,8 @@ def _fit(model, data):
     ("y_inf", "y: value inf"),
     ("not_binary", r"y: likelihood='bernoulli' needs binary labels"),
     ("not_pair", "data: expected a pair"),
+    ("x_constant", r"X: no input varies between its rows \(n=30\)"),
+    ("x_one_row", r"X: no input varies between its rows \(n=1\)"),
 ])
 def test_bad_data_raises_value_error_naming_the_argument(case, match):
     rng = np.random.default_rng(0)
@@ -92,6 +94,10 @@ def test_bad_data_raises_value_error_naming_the_argument(case, match):
         y[4] = np.inf
     elif case == "not_binary":
         lik, y = "bernoulli", np.r_[np.zeros(15), np.full(15, 2.0)]
+    elif case == "x_constant":  # the same image in every row: only the intercept is informed
+        X = np.broadcast_to(X[0], X.shape)
+    elif case == "x_one_row":
+        X, y = X[:1], y[:1]
     data = X if case == "not_pair" else (X, y)
     model = bt.TensorRegression((8, 8), max_rank=2, likelihood=lik)
     with pytest.raises(ValueError, match=match):

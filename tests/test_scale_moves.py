@@ -142,6 +142,33 @@ def test_factor_row_draws_follow_their_gaussian_conditional():
         np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.1 * np.diag(cov).max())
 
 
+def test_precision_cholesky_mends_rounding_and_marks_what_it_cannot():
+    """A precision ``tau g g^T + diag(1 / v)`` with ``tau |g|^2`` 1e17 times a slice's
+    ``1 / v``: positive definite, but plain ``torch.linalg.cholesky`` fails on it in float64.
+    ``precision_cholesky`` factors it (``L L^T`` equal to it to rounding, NumPy's eigenvalues
+    as the check that it is positive definite), leaves a well-conditioned neighbour in the
+    batch untouched, and marks a NaN matrix as not factored with a NaN factor, which
+    ``gaussian_draw`` passes on as a NaN draw."""
+    from bayestensor.models.cp_row_gibbs import gaussian_draw, precision_cholesky
+
+    g = torch.tensor([1.0, 1.0 + 1e-9, 1.0], dtype=torch.float64)
+    stiff = 1e17 * torch.outer(g, g) + torch.diag(torch.tensor([1.0, 1.0, 1e-3],
+                                                               dtype=torch.float64))
+    assert np.linalg.eigvalsh(np.diag([1.0, 1.0, 1e-3])).min() > 0  # tau G adds a PSD term
+    with pytest.raises(torch.linalg.LinAlgError):
+        torch.linalg.cholesky(stiff)
+    easy = torch.eye(3, dtype=torch.float64) * 2.0
+    batch = torch.stack([stiff, easy, torch.full((3, 3), torch.nan, dtype=torch.float64)])
+    lower, factored = precision_cholesky(batch)
+    assert factored.tolist() == [True, True, False]
+    torch.testing.assert_close(lower[0] @ lower[0].T, stiff, rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(lower[1], torch.linalg.cholesky(easy), rtol=0, atol=0)
+    assert torch.isnan(lower[2]).all()
+    draw = gaussian_draw(batch, torch.ones(3, 3, dtype=torch.float64),
+                         torch.Generator().manual_seed(0))
+    assert torch.isfinite(draw[:2]).all() and torch.isnan(draw[2]).all()
+
+
 def test_offset_draws_follow_their_gaussian_conditional():
     """The offset's redraw given the factors: ``Normal(tau sum(y - x) / P, 1 / P)``, ``P = tau
     N + 1 / s^2``, with the entries ``x`` from TensorLy's CP reconstruction; 5,000 draws within

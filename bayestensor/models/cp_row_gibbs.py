@@ -96,13 +96,54 @@ class CPRowGibbs:
         return float(tau * residual.sum() / precision + noise.cpu() / precision ** 0.5)
 
 
+#: Diagonal jitters tried, in units of the dtype's machine epsilon times a matrix's mean
+#: diagonal entry, on a precision that rounding left without a Cholesky factor
+#: (:func:`precision_cholesky`): from the size of that rounding up.
+CHOLESKY_JITTERS = (10.0, 1e3, 1e5, 1e7)
+
+
+def precision_cholesky(precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L, factored)``: the Cholesky factors of a batch of precisions ``(..., D, D)`` and
+    whether each was factored (a boolean of the batch shape).
+
+    A precision ``tau G + diag(1 / v)`` is positive definite in exact arithmetic, but where
+    ``tau G`` outgrows a slice's ``1 / v`` by 1e16 (a fit that nearly interpolates few data,
+    with a slice deep in its prior's funnel) rounding loses its smallest eigenvalue and
+    ``torch.linalg.cholesky`` fails. Such a matrix is factored again with a diagonal jitter
+    relative to its own mean diagonal, growing through ``CHOLESKY_JITTERS`` (the remedy of
+    GPyTorch's ``psd_safe_cholesky``); the first is of the size of the rounding that broke it.
+    A matrix no jitter mends (non-finite entries) is not factored and its ``L`` is NaN.
+    """
+    lower, info = torch.linalg.cholesky_ex(precision)
+    failed = info > 0
+    if not bool(failed.any()):
+        return lower, ~failed
+    size = precision.shape[-1]
+    flat, lower, failed = (precision.reshape(-1, size, size), lower.reshape(-1, size, size),
+                           failed.reshape(-1))
+    mean_diagonal = flat.diagonal(dim1=-2, dim2=-1).mean(-1) * torch.finfo(flat.dtype).eps
+    eye = torch.eye(size, dtype=flat.dtype, device=flat.device)
+    for jitter in CHOLESKY_JITTERS:
+        idx = failed.nonzero().squeeze(-1)
+        shifted = flat[idx] + (jitter * mean_diagonal[idx])[:, None, None] * eye
+        mended, info = torch.linalg.cholesky_ex(shifted)
+        lower[idx] = mended
+        failed[idx] = info > 0
+        if not bool(failed.any()):
+            break
+    lower[failed] = torch.nan
+    return lower.reshape(precision.shape), ~failed.reshape(precision.shape[:-2])
+
+
 def gaussian_draw(precision: torch.Tensor, shift: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
     """One draw of ``Normal(P^-1 b, P^-1)`` per batch entry, from its precision ``P``
     (``(..., D, D)``) and shift ``b = P m`` (``(..., D)``): ``m + L^-T z`` with ``P = L L^T``
     (the row redraws here, the factor redraws of
-    :mod:`~bayestensor.models.cp_regression_gibbs`)."""
-    lower = torch.linalg.cholesky(precision)
+    :mod:`~bayestensor.models.cp_regression_gibbs`). A precision that cannot be factored even
+    with a jitter (:func:`precision_cholesky`) gives a NaN draw, which the sampler's driver
+    reports as a divergence, keeping the draws made before it."""
+    lower = precision_cholesky(precision)[0]
     mean = torch.cholesky_solve(shift.unsqueeze(-1), lower).squeeze(-1)
     return mean + precision_spread(lower, generator)
 

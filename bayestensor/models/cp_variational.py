@@ -60,7 +60,7 @@ from torch.distributions import Gamma
 
 from bayestensor.checks import positive_int, real_number
 from bayestensor.formats.cp import CPTensor
-from bayestensor.models.cp_row_gibbs import precision_spread
+from bayestensor.models.cp_row_gibbs import precision_cholesky, precision_spread
 from bayestensor.priors.hyperpriors import INSIDE_BOUNDS
 
 #: Most per-entry second moments (upper triangles, ``entries x R (R + 1) / 2``) held at once.
@@ -321,7 +321,7 @@ class CPGammaVariational:
         for mode in range(len(self.shape)):
             gram, rhs, design_sum = self._row_moments(mode, means, covs)
             precision = e_tau * gram + torch.diag_embed(e_lam).expand_as(gram)
-            lowers.append(torch.linalg.cholesky(precision))
+            lowers.append(_factor(precision, mode))
             shift = rhs - q.offset_mean * design_sum  # the right-hand side of y - E[c]
             means[mode] = e_tau * torch.cholesky_solve(shift.unsqueeze(-1),
                                                        lowers[-1]).squeeze(-1)
@@ -376,7 +376,7 @@ class CPGammaVariational:
             return False
         keep = ~off[q.active]
         # a sub-block of P has its own Cholesky factor (not the sub-block of P's factor)
-        q.lowers = [torch.linalg.cholesky(p[:, keep][:, :, keep]) for p in q.precisions]
+        q.lowers = [_factor(p[:, keep][:, :, keep], mode) for mode, p in enumerate(q.precisions)]
         q.active = q.active & ~off
         for m in q.means:
             m[:, off] = 0.0
@@ -606,3 +606,13 @@ def _gamma_log_prior(a: float, b: float, mean: torch.Tensor,
     """``E_q[log Gamma(x; a, b)]`` from ``E[x]`` and ``E[log x]``."""
     return a * math.log(b) - math.lgamma(a) + (a - 1) * mean_log - b * mean
 
+
+def _factor(precision: torch.Tensor, mode: int) -> torch.Tensor:
+    """The Cholesky factors of mode ``mode``'s row precisions (:func:`precision_cholesky`:
+    with a jitter where rounding broke one), or a ``FloatingPointError`` naming the mode."""
+    lower, factored = precision_cholesky(precision)
+    if not bool(factored.all()):
+        rows = (~factored).nonzero().squeeze(-1)[:5].tolist()
+        raise FloatingPointError(f"closed-form VI: the row precisions of mode {mode} (rows "
+                                 f"{rows}) have no Cholesky factor (non-finite entries)")
+    return lower

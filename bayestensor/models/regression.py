@@ -243,7 +243,8 @@ class TensorRegression(BayesModel):
         """Standardized ``X`` ``(n, P)`` and ``y`` of the data ``(X, y)`` (a pair or a dict).
 
         ``X`` has shape ``(n, *input_shape)``; ``y`` has shape ``(n,)`` (``(n, k)`` with
-        ``n_outputs=k``), binary for ``likelihood="bernoulli"``. Everything must be finite.
+        ``n_outputs=k``), binary for ``likelihood="bernoulli"``. Everything must be finite,
+        and at least one input must vary between the rows.
 
         Raises
         ------
@@ -263,6 +264,10 @@ class TensorRegression(BayesModel):
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         n = X.shape[0]
+        if np.ptp(X.reshape(n, -1), axis=0).max() == 0:
+            raise ValueError(f"X: no input varies between its rows (n={n}), so the "
+                             "coefficients are not informed by the data (only the intercept "
+                             "is); give inputs that vary between data points")
         if self.standardize:
             self.x_mean = torch.as_tensor(X.mean(0))
             centred = X - X.mean(0)

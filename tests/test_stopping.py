@@ -70,8 +70,24 @@ def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():
                                   num_samples=400, max_samples=1000, thin=3, model=None,
                                   log=log)
         more = rule(list(draws.T), None)
-        assert more == {"mixed": 0, "slow": 200 * 3, "apart": 0}[name], (name, log)
+        assert more == {"mixed": 0, "slow": 200 * 3, "apart": 200 * 3}[name], (name, log)
         assert log[0]["draws"] == 400
+    # apart at two checks in a row: stopped at the second (one check apart could be slow chains)
+    log = []
+    rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
+                              num_samples=400, max_samples=1000, thin=3, model=None, log=log)
+    apart = rng.standard_normal((4, 600)) + np.arange(4)[:, None] * 3.0
+    assert rule(list(apart[:, :400].T), None) == 200 * 3
+    assert rule(list(apart.T), None) == 0 and [c["draws"] for c in log] == [400, 600]
+    # apart, then within RHAT_APART as the chains forget their starts: the run goes on
+    log = []
+    rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
+                              num_samples=400, max_samples=1000, thin=3, model=None, log=log)
+    joining = np.concatenate([rng.standard_normal((4, 400)) + np.arange(4)[:, None] * 0.4,
+                              rng.standard_normal((4, 200))], axis=1)
+    assert rule(list(joining[:, :400].T), None) == 200 * 3
+    assert rule(list(joining.T), None) == 200 * 3
+    assert log[0]["max_rhat"] > 1.1 > log[1]["max_rhat"]
     full = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)), 400, 400, 1,
                               None, [])
     assert full(list(chains["slow"].T), None) == 0
@@ -175,7 +191,7 @@ def test_the_report_says_where_the_rule_checked_and_why_it_stopped(monkeypatch):
               max_samples=40, seed=3, progress=False)
     apart = diagnostics_section(bt.fit(model, data.train, **kw))
     assert apart["numbers"]["convergence_checks"][0]["draws"] == 20
-    assert "checked at 20 draws per chain; stopped at 20 because the chains were apart" in (
+    assert "checked at 20, 30 draws per chain; stopped at 30 because the chains were apart" in (
         apart["markdown"])
     monkeypatch.setattr("bayestensor.infer.stopping.RHAT_APART", float("inf"))
     full = diagnostics_section(bt.fit(model, data.train, **kw))["markdown"]
@@ -192,7 +208,7 @@ def test_the_command_lines_convergence_line_gives_the_draws_taken(capsys):
               seed=3, progress=False)
     check = convergence(bt.fit(model, data.train, max_samples=40, **kw))
     echo_convergence(check)
-    assert "(20 draws per chain, drawn until converged)" in capsys.readouterr().out
+    assert "(30 draws per chain, drawn until converged)" in capsys.readouterr().out
     assert "draws_until_converged" not in convergence(bt.fit(model, data.train, **kw))
 
 

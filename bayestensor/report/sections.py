@@ -336,7 +336,7 @@ def _drawn_until_converged(checks: list, draws: int, max_samples) -> str:
     if last["converged"] and last["draws"] == draws:
         why = "the check passed"
     elif last["draws"] == draws:  # the rule stops early only on chains apart (or no R-hat)
-        why = f"the chains were apart (R-hat above {RHAT_APART}, or none)"
+        why = f"the chains were apart (R-hat above {RHAT_APART}, or none) at two checks in a row"
     elif max_samples and draws >= max_samples:
         why = f"it reached max_samples ({max_samples:,})"
     else:

@@ -715,7 +715,9 @@ def test_map_of_a_cp_model_hands_over_and_a_user_model_does_not():
     assert tucker.info["map_quasi_newton_evals"] == 0
     user = bt.fit(_normal_mean_model, method="map", model_args=(torch.ones(5),),
                   num_steps=200, progress=False)
-    assert user.info["map_quasi_newton_evals"] == 0
+    # no hand-over after 5% of the steps: a whole Adam run, then (its sites still moving after
+    # 200 steps) the rescue's L-BFGS
+    assert user.info["map_steps"] == 200 and user.info["map_finish"] == "Adam, then L-BFGS"
 
 
 def test_map_without_a_converged_lbfgs_is_the_adam_map(monkeypatch):
@@ -734,6 +736,49 @@ def test_map_without_a_converged_lbfgs_is_the_adam_map(monkeypatch):
     assert 2 <= trace["quasi_newton_evals"] < 2 + baselines.LINE_SEARCH_EVALS
     assert trace["steps"] == adam_trace["steps"]
     torch.testing.assert_close(fallback, adam)
+
+
+def _far_mean_model(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1e4))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def test_a_user_models_optimum_out_of_adams_reach_is_found_by_the_rescue():
+    """A mean 5,000 units from the start: Adam's runs (8,000 steps of about ``lr``) used to
+    stop at 63 with a warning, and VI and SVGD then started from prior draws (77 and 4). The
+    L-BFGS rescue after the first run reaches the conjugate posterior: mean ``n ybar / (n +
+    1e-8)`` and sd ``1 / sqrt(n + 1e-8)``, computed here with NumPy; no warning."""
+    import warnings
+
+    gen = torch.Generator().manual_seed(0)
+    y = 5000.0 + torch.randn(50, generator=gen)
+    precision = len(y) + 1e-8
+    mean = float(np.sum(y.double().numpy())) / precision
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bt.infer.NotConvergedWarning)
+        fits = {m: bt.fit(_far_mean_model, method=m, model_args=(y,), seed=0, progress=False)
+                for m in ("map", "vi", "svgd")}
+    assert fits["map"].info["map_finish"] == "Adam, then L-BFGS"
+    assert fits["map"].info["map_steps"] == 2000 and fits["map"].info["map_converged"]
+    assert abs(float(fits["map"]["mu"]) - mean) < 5e-3  # float32 spacing at 5,000: 5e-4
+    for method in ("vi", "svgd"):
+        draws = fits[method]["mu"].double().reshape(-1)
+        assert abs(float(draws.mean()) - mean) < 0.03, method
+        assert abs(float(draws.std()) * precision ** 0.5 - 1.0) < 0.25, method
+
+
+def test_the_rescue_keeps_a_boundary_optimum_unconverged():
+    """Gamma(0.5, 1) has its density rising to 0: L-BFGS runs the exp transform into its
+    float32 clamp, where the gradient vanishes. The rescue's point is refused there
+    (saturated), so the MAP warns naming the site, as before the rescue."""
+    def model():
+        pyro.sample("s", dist.Gamma(0.5, 1.0))
+
+    with pytest.warns(bt.infer.NotConvergedWarning, match=r"sites \['s'\]"):
+        post = bt.fit(model, method="map", seed=0, progress=False)
+    assert not post.info["map_converged"] and post.info["map_finish"] == "Adam"
+    assert post.info["map_quasi_newton_evals"] > 0  # the rescue was tried
 
 
 @pytest.mark.parametrize("fmt, shape, expected", [

@@ -44,6 +44,12 @@ MIN_DRIFT_WINDOW = 50
 VI_CLIP_VALUE = 10.0
 #: Most L-BFGS iterations of the MAP's final polish (each with its line search).
 POLISH_ITERATIONS = 100
+#: Most L-BFGS evaluations of the rescue of a MAP whose Adam runs left sites moving.
+RESCUE_EVALS = 1000
+#: An unconstrained coordinate whose round trip through its site's transform lands farther
+#: than this (relative, at least absolute) is saturated: the transform's clamp at the
+#: boundary of the support, where float32 ends (a sigmoid at ``tiny``).
+SATURATION_TOL = 1e-3
 #: A full-batch MAP hands over from Adam to L-BFGS after this fraction of ``num_steps`` (and
 #: after any held site is released). Adam's first steps find the basin a shrinkage prior's
 #: pruning leads to (L-BFGS from the start can settle in a shallower optimum where every slice
@@ -140,7 +146,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             patience: int = 50, hold: dict[str, float] | None = None,
             unbounded_sites: Sequence[str] = (), warn: bool = True,
             max_rounds: int = MAX_ROUNDS, quasi_newton: bool = False,
-            block_ascent: Callable | None = None) -> tuple[torch.Tensor, dict]:
+            block_ascent: Callable | None = None,
+            rescue: bool = False) -> tuple[torch.Tensor, dict]:
     """Maximize ``log p(x, z)`` over constrained values, from ``theta0`` ``(C, D)``.
 
     Full batch with ``quasi_newton``: Adam for the first ``QUASI_NEWTON_AFTER`` of
@@ -162,7 +169,11 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     (relative) for ``patience`` steps in a row. A run that ends with a coordinate still
     travelling (:func:`drifting_sites`) is continued, up to ``max_rounds`` runs; if sites are
     still moving after that, a :class:`NotConvergedWarning` names them (when ``warn``): the
-    optimum is far away, or on the boundary of the support (no interior mode).
+    optimum is far away, or on the boundary of the support (no interior mode). With ``rescue``
+    (full batch), L-BFGS goes on from where the first run stopped (:func:`_rescue`): Adam's
+    steps stay about ``lr`` in size, so an optimum 5,000 units away is out of its reach in any
+    number of runs, and one line search reaches it; its point is kept only if it converged
+    inside the support (:func:`_unsettled_sites`).
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0).
 
@@ -174,7 +185,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     step (whatever the fraction). Returns the optimized
     ``theta`` and a trace with ``objective``, ``steps`` (Adam steps), ``quasi_newton_evals``
     (L-BFGS evaluations, or block-ascent sweeps), ``finish`` (``"L-BFGS"``, ``"block ascent"``,
-    ``"block ascent, then Adam"`` or ``"Adam"``: what ended the fit),
+    ``"block ascent, then Adam"``, ``"Adam, then L-BFGS"`` (the rescue) or ``"Adam"``: what
+    ended the fit),
     ``converged`` and ``moving_sites``.
 
     Ctrl-C or SIGTERM raises :class:`OptimizationInterrupted` carrying the point reached: the
@@ -190,7 +202,7 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
                             tol=tol, batch_size=batch_size, progress=progress,
                             patience=patience, hold=hold, unbounded_sites=unbounded_sites,
                             warn=warn, max_rounds=max_rounds, quasi_newton=quasi_newton,
-                            block_ascent=block_ascent)
+                            block_ascent=block_ascent, rescue=rescue)
     except KeyboardInterrupt as err:
         if isinstance(err, OptimizationInterrupted):
             raise
@@ -198,7 +210,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
 
 
 def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, progress,
-             patience, hold, unbounded_sites, warn, max_rounds, quasi_newton, block_ascent):
+             patience, hold, unbounded_sites, warn, max_rounds, quasi_newton, block_ascent,
+             rescue):
     """The body of :func:`map_fit`; ``latest`` keeps the point each phase ends at, for
     :func:`map_fit` to hand out when the next phase is interrupted."""
     theta, history = theta0, []
@@ -226,6 +239,15 @@ def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, pr
         latest.update(theta=theta, steps=len(history))
         moving = [] if stalled else drifting_sites(target, before, theta,
                                                    _window_travel(lr, num_steps), unbounded_sites)
+        if moving and rescue and batch_size is None and round_ == 0:
+            theta, moving, evals = _rescue(target, theta, history, moving, lr=lr, tol=tol,
+                                           unbounded_sites=unbounded_sites)
+            qn_evals += evals
+            latest.update(theta=theta)
+            if not moving:
+                return theta, {"objective": history, "steps": len(history) - 1,
+                               "quasi_newton_evals": qn_evals, "converged": True,
+                               "moving_sites": [], "finish": "Adam, then L-BFGS"}
         if not moving:
             break
     if not moving and batch_size is None:
@@ -266,13 +288,45 @@ def _adam_then_quasi_newton(target: LogDensity, theta: torch.Tensor, history: li
     budget = max(int(QUASI_NEWTON_BUDGET * num_steps), 2)
     theta, converged, evals = _quasi_newton(target, theta, history, max_evals=budget,
                                             tol=max(tol, QUASI_NEWTON_TOL))
-    if converged:
-        probe, before, _ = _map_run(target, theta, [], num_steps=MIN_DRIFT_WINDOW, lr=lr,
-                                    tol=tol, batch_size=None, progress=False,
-                                    patience=MIN_DRIFT_WINDOW, hold=None)
-        converged = not drifting_sites(target, before, probe,
-                                       _window_travel(lr, MIN_DRIFT_WINDOW), unbounded_sites)
+    converged = converged and not _unsettled_sites(target, theta, lr=lr, tol=tol,
+                                                   unbounded_sites=unbounded_sites)
     return theta, converged, evals
+
+
+def _unsettled_sites(target: LogDensity, theta: torch.Tensor, *, lr: float, tol: float,
+                     unbounded_sites: Sequence[str]) -> list[str]:
+    """Sites not settled at an L-BFGS point: those ``MIN_DRIFT_WINDOW`` Adam steps from it
+    move (:func:`drifting_sites`), so a site still rising towards the boundary of its support
+    is not called converged; and those whose transform is saturated there (the constrained
+    value maps back to another unconstrained one: a sigmoid or exp clamped at the boundary,
+    where the gradient is zero and no step moves). ``unbounded_sites`` are exempt."""
+    probe, before, _ = _map_run(target, theta, [], num_steps=MIN_DRIFT_WINDOW, lr=lr, tol=tol,
+                                batch_size=None, progress=False, patience=MIN_DRIFT_WINDOW,
+                                hold=None)
+    moving = drifting_sites(target, before, probe, _window_travel(lr, MIN_DRIFT_WINDOW),
+                            unbounded_sites)
+    with torch.no_grad():
+        back = target.unconstrain(target.constrain(theta))
+    off = ~((back - theta).abs() <= SATURATION_TOL * theta.abs().clamp_min(1.0))
+    off = off.reshape(-1, target.dim).any(0)
+    saturated = [s.name for s in target.sites if s.name not in unbounded_sites
+                 and bool(off[s.offset:s.offset + s.size].any())]
+    return sorted(set(moving) | set(saturated))
+
+
+def _rescue(target: LogDensity, theta: torch.Tensor, history: list, moving: list[str], *,
+            lr: float, tol: float, unbounded_sites: Sequence[str]):
+    """L-BFGS from where an Adam run left ``moving`` sites: ``(point, sites still moving,
+    evaluations)``. Its point replaces Adam's only if it converged, no worse, and settled
+    (:func:`_unsettled_sites`); otherwise Adam's point and ``moving`` stand."""
+    kept = len(history)
+    point, converged, evals = _quasi_newton(target, theta, history, max_evals=RESCUE_EVALS,
+                                            tol=max(tol, QUASI_NEWTON_TOL))
+    if converged and not _unsettled_sites(target, point, lr=lr, tol=tol,
+                                          unbounded_sites=unbounded_sites):
+        return point, [], evals
+    del history[kept:]
+    return theta, moving, evals
 
 
 def _holds_noise_only(hold: dict | None, block_ascent) -> bool:

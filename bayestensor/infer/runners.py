@@ -288,7 +288,8 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
                                unbounded_sites=_unbounded_sites(job), warn=False,
                                max_rounds=_map_rounds(job),
                                quasi_newton=_quasi_newton_suits(job),
-                               block_ascent=_block_ascent(target, job))
+                               block_ascent=_block_ascent(target, job),
+                               rescue=job.model is None)
     except OptimizationInterrupted as err:
         job.info.update(interrupted_at_step=err.steps, interrupted_in="MAP start")
         raise RunInterrupted(f"{method}: interrupted in its MAP start at step {err.steps}, "
@@ -336,7 +337,7 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                                unbounded_sites=_unbounded_sites(job),
                                max_rounds=_map_rounds(job), quasi_newton=quasi_newton,
-                               block_ascent=ascent)
+                               block_ascent=ascent, rescue=job.model is None)
     except OptimizationInterrupted as err:
         job.info.update(interrupted_at_step=err.steps)
         raise RunInterrupted(f"map: interrupted at step {err.steps}; the point reached (not "

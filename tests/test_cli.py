@@ -472,6 +472,12 @@ def test_every_command_help(args):
     assert res.output.startswith(f"Usage: main {' '.join(args)} ")
 
 
+def test_compare_refuses_a_single_run_naming_run_dirs(tmp_path):
+    res = CliRunner().invoke(main, ["compare", str(tmp_path), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "RUN_DIRS" in res.output and "got 1" in res.output
+    assert not (tmp_path / "c").exists()
+
+
 def test_commands_draw_with_agg():
     """The group selects matplotlib's Agg backend before a command runs (the user's backend is
     restored after the test)."""

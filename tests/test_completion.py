@@ -398,6 +398,25 @@ def test_predict_on_no_indices_says_so():
         post.predict(np.zeros((0, 3), dtype=np.int64))
 
 
+def test_predict_reads_numpys_per_mode_index_arrays():
+    """``np.nonzero(mask)``'s tuple of per-mode arrays names the same entries as its stacked
+    ``(n, 3)`` rows; with three hits in a 3-way tensor (a square array either way) it was
+    taken as rows, that is transposed, without an error."""
+    model = bt.TensorCompletion(SMALL, "cp", max_rank=2)
+    post = bt.fit(model, _half_observed(), method="map", num_steps=5, seed=0, progress=False,
+                  map_hold=None)
+    mask = np.zeros(SMALL, dtype=bool)
+    mask[0, 1, 2] = mask[3, 0, 1] = mask[1, 2, 0] = True
+    rows = np.argwhere(mask)
+    per_mode = np.nonzero(mask)
+    np.testing.assert_array_equal(post.predict(per_mode).mean, post.predict(rows).mean)
+    assert not np.array_equal(post.predict(rows.T).mean, post.predict(rows).mean)
+    tensors = tuple(torch.from_numpy(a) for a in per_mode)
+    np.testing.assert_array_equal(post.predict(tensors).mean, post.predict(rows).mean)
+    with pytest.raises(ValueError, match="needs 3 arrays of one length, got lengths"):
+        post.predict(per_mode[:2])
+
+
 @pytest.mark.parametrize("fmt, shape", [("cp", (8, 9, 10)), ("tucker", (8, 9, 10)),
                                         ("tt", (8, 9, 10)), ("ttm", (4, 6, 4, 6))])
 def test_dense_prediction_routes_equal_gathered_entries(fmt, shape):

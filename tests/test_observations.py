@@ -127,6 +127,7 @@ def test_as_observations_forms():
     ref = Observations.from_dense(nan_data)
     forms = [ref, nan_data, (data, mask), {"data": data, "mask": mask},
              (ref.indices.numpy(), ref.values.numpy()),
+             (np.nonzero(mask), data[mask]),  # NumPy's per-mode index arrays
              {"indices": ref.indices, "values": ref.values, "shape": ref.shape}]
     for form in forms:
         obs = as_observations(form, shape=(4, 5, 3))

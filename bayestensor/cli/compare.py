@@ -18,6 +18,9 @@ def compare_cmd(run_dirs, out):
 
     Writes compare.csv, compare.md and one loo_pit-<run>.png per run into --out.
     """
+    if len(run_dirs) < 2:
+        raise click.BadParameter(f"expected two or more run folders to compare, got "
+                                 f"{len(run_dirs)}", param_hint="RUN_DIRS")
     paths = compare_run_dirs(run_dirs, out)
     click.echo(paths["table"].to_string())
     for key in ("csv", "markdown"):

@@ -184,7 +184,8 @@ def as_observations(data, shape=None) -> Observations:
     Parameters
     ----------
     data
-        The observations in one of the accepted forms.
+        The observations in one of the accepted forms; ``indices`` an ``(n, N)`` array, or
+        NumPy's tuple of ``N`` per-mode arrays (``np.nonzero(mask)``).
     shape : tuple of int, optional
         Tensor shape; required for ``(indices, values)``, checked otherwise.
     """
@@ -196,11 +197,11 @@ def as_observations(data, shape=None) -> Observations:
         else:
             obs = Observations.from_dense(data["data"], data.get("mask"))
     elif isinstance(data, (tuple, list)) and len(data) == 2:
-        first, second = (np.asarray(d) for d in data)
+        first, second = data[0], np.asarray(data[1])  # first may be np.nonzero's tuple
         if second.dtype == bool:
             # (dense, mask): a boolean second element is a mask, never COO values;
             # from_dense reports a mask whose shape differs from the data's.
-            obs = Observations.from_dense(first, second)
+            obs = Observations.from_dense(np.asarray(first), second)
         else:
             if shape is None:
                 raise ValueError("shape: needed with (indices, values) observations")

@@ -52,14 +52,23 @@ class ParamSpec:
         return n
 
 
+def _per_mode_arrays(indices) -> bool:
+    """Whether ``indices`` is a tuple of 1-D arrays or tensors (NumPy's per-mode form)."""
+    return (isinstance(indices, tuple) and len(indices) > 0
+            and all(isinstance(a, (np.ndarray, torch.Tensor)) and a.ndim == 1 for a in indices))
+
+
 def as_index_tensor(indices, ndim: int, shape: Sequence[int] | None = None) -> torch.Tensor:
     """Validate an (n, ndim) integer index array and return it as a ``LongTensor``.
 
     Parameters
     ----------
-    indices : array_like of int, shape (n, ndim)
+    indices : array_like of int, shape (n, ndim), or tuple of ndim 1-D arrays
         One row per entry, one column per mode. Anything ``torch.as_tensor`` accepts (a
-        NumPy array, a nested list, a tensor); float and boolean arrays are refused.
+        NumPy array, a nested list, a tensor); float and boolean arrays are refused. A tuple of
+        ``ndim`` one-dimensional NumPy arrays or tensors is NumPy's form, one array per mode
+        (what ``np.nonzero(mask)`` returns), and is stacked into columns: read as rows, three
+        entries of a 3-way tensor would be taken transposed without an error.
     ndim : int
         Number of modes of the tensor, the number of columns expected.
     shape : sequence of int, optional
@@ -78,6 +87,12 @@ def as_index_tensor(indices, ndim: int, shape: Sequence[int] | None = None) -> t
         If the array is not of an integer dtype, not two-dimensional with ``ndim`` columns, or
         an index is out of range (the message names the first such entry and its mode).
     """
+    if _per_mode_arrays(indices):
+        if len(indices) != ndim or len({len(a) for a in indices}) != 1:
+            raise ValueError(f"indices: a tuple of per-mode index arrays (as np.nonzero gives) "
+                             f"needs {ndim} arrays of one length, got lengths "
+                             f"{[len(a) for a in indices]}")
+        indices = torch.stack([torch.as_tensor(a) for a in indices], dim=1)
     idx = torch.as_tensor(indices)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool:
         raise ValueError(f"indices: expected an integer array, got dtype {idx.dtype}")

@@ -4,7 +4,7 @@ A run directory belongs to one run. :func:`prepare_run_dir` makes a new one (or 
 that an earlier run made, on request) before any work starts, so files of two runs are never
 mixed. Every run directory holds ``run.json``, written last::
 
-    {"kind": "completion" | "regression" | "network" | "dynamics",
+    {"kind": "completion" | "regression" | "network" | "dynamics" | "model",
      "created": "<ISO 8601 time>",
      "versions": {"python", "bayestensor", "torch", "pyro", "numpy", "tensorly", "arviz"},
      "settings": {...},   # method, seed, format, max rank, sampler options, ...
@@ -39,7 +39,8 @@ from bayestensor.io import atomic_write, to_jsonable, versions
 RUN_FILE = "run.json"
 #: Written into a run directory as soon as it is made: only such folders may be emptied.
 MARKER_FILE = ".bayestensor-run"
-KINDS = ("completion", "regression", "network", "dynamics")
+#: ``"model"``: a posterior of a user's Pyro model (``bt.report`` of it).
+KINDS = ("completion", "regression", "network", "dynamics", "model")
 #: The posterior file of a run that was interrupted or diverged: the draws it had made.
 PARTIAL_POSTERIOR = "posterior-interrupted.pt"
 
@@ -117,7 +118,7 @@ def write_run(run_dir, kind: str, *, settings: dict | None = None, data: dict | 
     ----------
     run_dir : path
         The run directory (created when missing).
-    kind : {"completion", "regression", "network", "dynamics"}
+    kind : {"completion", "regression", "network", "dynamics", "model"}
     settings : dict, optional
         Method, seed, sampler options and everything else that defines the run.
     data : dict, optional
@@ -228,7 +229,8 @@ def write_stopped_run(run_dir, posterior, stopped: str, settings: dict | None = 
 
 def write_posterior_run(run_dir, posterior, files, settings: dict | None = None) -> Path:
     """``run.json`` of a run whose result is ``posterior``: the kind its model makes
-    (completion or regression), its method, seed and model, the data's shape.
+    (completion or regression; ``"model"`` for a user's Pyro model), its method, seed and
+    model, the data's shape.
 
     Parameters
     ----------
@@ -247,11 +249,12 @@ def write_posterior_run(run_dir, posterior, files, settings: dict | None = None)
         The written ``run.json``.
     """
     model = posterior.model
-    kind = "regression" if getattr(model, "name", "") == "regression" else "completion"
+    kind = ("model" if model is None else
+            "regression" if getattr(model, "name", "") == "regression" else "completion")
     return write_run(run_dir, kind, files=files,
                      settings={"method": posterior.method, "seed": posterior.info.get("seed"),
                                "model": posterior.info.get("model"), **(settings or {})},
-                     data={"shape": list(getattr(model, "shape", []) or [])})
+                     data={} if model is None else {"shape": list(getattr(model, "shape", []) or [])})
 
 
 def run_file(run_dir, run: dict, name: str) -> Path | None:

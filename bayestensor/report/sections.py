@@ -249,7 +249,8 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         warnings.append(f"The run diverged (NaN/inf) at step {info['diverged_at_step']} "
                         f"(chains {info.get('diverged_chains', '?')}); only the draws before it are kept.")
     if is_point_estimate(posterior):
-        warnings.append(MAP_WARNING)
+        warnings.append(MAP_WARNING if posterior.model is not None else
+                        MAP_WARNING.split(". ")[0] + ".")
     if not posterior.is_markov_chain:
         numbers = {"method": posterior.method, "rhat": "not applicable", "ess": "not applicable"}
         text = [f"{posterior.method}: the draws are not a Markov chain, so R-hat and ESS are "
@@ -293,11 +294,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
     try:
         fig = arviz_adapter.plot_trace(data, var_names=names, figsize=(11, 2.2 * len(names)))
         figs.append(("trace.png", "Trace plots (ArviZ) of the key variables", png_bytes(fig)))
-        rank_vars = {"noise_precision": key.get("noise_precision"), "tensor_norm": key.get("tensor_norm")}
-        if "entry" in key:
-            for j in range(min(2, key["entry"].shape[-1])):
-                rank_vars[f"entry_{j}"] = key["entry"][..., j]
-        rank_vars = {k: v for k, v in rank_vars.items() if v is not None}
+        rank_vars = _rank_plot_variables(key, posterior)
         fig = arviz_adapter.plot_rank(arviz_adapter.to_inference_data(rank_vars),
                                       figsize=(3.2 * len(rank_vars), 2.8))
         figs.append(("rank_plot.png", "Rank plots (ArviZ): uniform histograms mean mixed chains",
@@ -306,14 +303,18 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         if fig is not None:
             close(fig)
         warnings.append(f"ArviZ plotting failed: {type(err).__name__}: {err}")
+    checked = (f"identified key variables: the noise precision, the norm of the low-rank "
+               f"tensor and {N_KEY_ENTRIES} predicted entries" if posterior.model is not None
+               else "every site of the model")
     text = [f"{posterior.method}: {posterior.num_chains} chains of {posterior.num_draws} draws. "
-            "R-hat and ESS (ArviZ, rank-normalized split R-hat) of identified key variables: the "
-            f"noise precision, the norm of the low-rank tensor and {N_KEY_ENTRIES} predicted "
-            f"entries. Warning when R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain "
-            "(the thresholds of Vehtari et al. 2021, Bayesian Analysis 16(2), used by ArviZ).",
-            "Raw parameters are not checked: factors are identified only up to sign, "
-            "permutation and scale, and switched-off slices wander under the prior, so their "
-            "R-hat may be large even for good fits (Posterior.diagnostics('all') lists them)."]
+            f"R-hat and ESS (ArviZ, rank-normalized split R-hat) of {checked}. Warning when "
+            f"R-hat > {RHAT_MAX} or bulk ESS < {ESS_PER_CHAIN_MIN} per chain "
+            "(the thresholds of Vehtari et al. 2021, Bayesian Analysis 16(2), used by ArviZ)."]
+    if posterior.model is not None:
+        text.append("Raw parameters are not checked: factors are identified only up to sign, "
+                    "permutation and scale, and switched-off slices wander under the prior, so "
+                    "their R-hat may be large even for good fits (Posterior.diagnostics('all') "
+                    "lists them).")
     if start_note:
         text.append(start_note)
         numbers["map_hold_auto"] = info["map_hold_auto"]
@@ -327,6 +328,27 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
                    warnings=warnings, figures=figs,
                    tables=[("", summary, ["quantity", "value"]),
                            ("per key variable", rows, ["var", "max_rhat", "min_ess_bulk", "min_ess_tail"])])
+
+
+#: Most quantities in the rank plots.
+RANK_PLOT_VARIABLES = 4
+
+
+def _rank_plot_variables(key: dict, posterior) -> dict:
+    """``{name: (chain, draw)}`` for the rank plots: a built-in model's noise precision,
+    tensor norm and two predicted entries; a Pyro model's first scalars of its sites."""
+    if posterior.model is None:
+        scalars = {}
+        for name, value in key.items():
+            flat = value.reshape(value.shape[0], value.shape[1], -1)
+            for j in range(flat.shape[-1]):
+                scalars[name if flat.shape[-1] == 1 else f"{name}_{j}"] = flat[..., j]
+        return dict(list(scalars.items())[:RANK_PLOT_VARIABLES])
+    out = {"noise_precision": key.get("noise_precision"), "tensor_norm": key.get("tensor_norm")}
+    if "entry" in key:
+        for j in range(min(2, key["entry"].shape[-1])):
+            out[f"entry_{j}"] = key["entry"][..., j]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _drawn_until_converged(checks: list, draws: int, max_samples) -> str:

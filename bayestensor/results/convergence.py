@@ -131,7 +131,11 @@ def check_identified(posterior, heldout: dict | None = None,
                      num_entries: int = N_KEY_ENTRIES) -> tuple[dict, object, dict]:
     """The check of a built-in model's chains on its identified quantities: the arrays of
     :func:`key_variables`, their ArviZ object (for trace and rank plots) and
-    :func:`check_chains` of it."""
+    :func:`check_chains` of it. A plain Pyro model, which has none of those quantities, is
+    checked on every site, as ``Posterior.diagnostics`` and the draw-until-converged rule
+    check it."""
     key = key_variables(posterior, heldout, num_entries)
+    if not key:
+        key = {name: value.double().numpy() for name, value in posterior.samples.items()}
     data = arviz_adapter.to_inference_data(key)
     return key, data, check_chains(data, posterior.num_chains)

@@ -482,6 +482,33 @@ def test_batch_size_different_from_the_models_own_subsample_size_is_rejected(reg
         bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=50, progress=False)
 
 
+@pytest.mark.parametrize("init, shown", [("bogus", "'bogus'"), (3, "int")])
+def test_an_unknown_init_is_refused_for_a_pyro_model_too(init, shown):
+    """A Pyro model has no named start, so a misspelt one was silently ignored."""
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=f"init: expected one of .* got {shown}"):
+        bt.fit(model, method="map", init=init, progress=False)
+
+
+def test_batch_size_for_a_model_without_a_subsampled_plate_is_rejected(regression):
+    """A model whose plates read all the data cannot be sub-sampled from outside: the
+    batch size was recorded in ``post.info`` and ignored (every step on the full data)."""
+    X, y, _, _ = regression
+
+    def full_plate(X, y):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="batch_size: the model has no sub-sampled plate"):
+        bt.fit(full_plate, method="sghmc", model_args=(X, y), batch_size=50, progress=False)
+    same = bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=100,
+                  num_samples=5, num_warmup=5, progress=False)  # the plate's own size: fine
+    assert same.info["batch_size"] == 100
+
+
 @pytest.mark.parametrize("method", ["sghmc", "svgd", "vi"])
 def test_completion_batch_size_above_the_observations_fails_before_any_fit(method, monkeypatch):
     """map_hold="auto" (the completion default) fits the validation split first; the

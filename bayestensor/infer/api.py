@@ -23,6 +23,9 @@ from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
 from bayestensor.results.posterior import Posterior
 
+#: The named starts of the built-in models (each model checks which of them it takes).
+INIT_NAMES = ("svd", "spectral", "random", "map")
+
 #: The inference methods by name.
 METHODS: dict[str, Method] = {m.name: m for m in ALL_METHODS}
 
@@ -87,9 +90,10 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         model; the log-likelihood is scaled by N/B.
     batches : iterable, optional
         For custom models: mini-batches as model-argument tuples (SGHMC, SVGD).
-    init : {"svd", "random"} or dict
-        Starting point: the built-in model's data-driven initialization, or constrained values
-        of latent sites by name (an unknown name is refused, naming the model's sites).
+    init : {"svd", "spectral", "random", "map"} or dict
+        Starting point: a built-in model's data-driven initialization (each model names the
+        ones it takes), or constrained values of latent sites by name (an unknown name is
+        refused, naming the model's sites). Any other string is refused before any work.
     progress : bool
         Show a progress bar.
     checkpoint : path, optional
@@ -264,9 +268,10 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
     positive_int("checkpoint_every", checkpoint_every)
     seed_value(seed)
     chain_groups = _independent_runs(spec, num_chains, chain_groups)
-    if not isinstance(init, (str, dict)):
-        raise ValueError(f"init: expected 'svd', 'random' or a dict of site -> value, got "
-                         f"{type(init).__name__}")
+    if not (isinstance(init, dict) or init in INIT_NAMES):
+        shown = repr(init) if isinstance(init, str) else type(init).__name__
+        raise ValueError(f"init: expected one of {', '.join(map(repr, INIT_NAMES))} or a dict "
+                         f"of site -> value, got {shown}")
     _check_applies(spec, checkpoint, resume, batches)
     spec.check_options(options)
     check_device(device)

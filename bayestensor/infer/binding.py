@@ -28,18 +28,28 @@ def check_device(device) -> torch.device | None:
 
 
 def check_custom_batch_size(model, model_args, model_kwargs, batch_size: int) -> None:
-    """A custom model's sub-sampled plates fix their own size; refuse a different one."""
+    """A custom model's sub-sampled plates fix their own size; refuse a different one, and a
+    ``batch_size`` for a model without any (it would be ignored: the model reads all its
+    data whatever ``fit`` is told)."""
     trace = pyro.poutine.trace(pyro.poutine.block(model, hide_types=["param"])).get_trace(
         *model_args, **(model_kwargs or {}))
+    subsampled = False
     for name, node in trace.nodes.items():
         fn = node.get("fn")
         if node["type"] == "sample" and type(fn).__name__ == "_Subsample":
-            if fn.subsample_size is not None and int(fn.subsample_size) != int(batch_size) \
-                    and int(fn.subsample_size) < int(fn.size):
-                raise ValueError(
-                    f"batch_size: the model's plate {name!r} declares subsample_size="
-                    f"{int(fn.subsample_size)}; set the mini-batch size there (and leave "
-                    f"batch_size unset) or make them equal, got batch_size={batch_size}")
+            if fn.subsample_size is not None and int(fn.subsample_size) < int(fn.size):
+                subsampled = True
+                if int(fn.subsample_size) != int(batch_size):
+                    raise ValueError(
+                        f"batch_size: the model's plate {name!r} declares subsample_size="
+                        f"{int(fn.subsample_size)}; set the mini-batch size there (and leave "
+                        f"batch_size unset) or make them equal, got batch_size={batch_size}")
+    if not subsampled:
+        raise ValueError(
+            f"batch_size: the model has no sub-sampled plate, so batch_size={batch_size} would "
+            "be ignored; declare the mini-batch in the model (pyro.plate(name, N, "
+            "subsample_size=B), indexing the data with the plate's indices) or leave "
+            "batch_size unset")
 
 
 def check_batch_size(model: BayesModel, batch_size: int | None) -> None:

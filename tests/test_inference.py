@@ -482,6 +482,29 @@ def test_batch_size_different_from_the_models_own_subsample_size_is_rejected(reg
         bt.fit(linreg_minibatch, method="sghmc", model_args=(X, y), batch_size=50, progress=False)
 
 
+def test_svgd_defaults_to_one_kernel_on_a_small_correlated_model():
+    """Two coordinates at correlation 0.9: per-coordinate kernels gave the mean-field sds
+    (0.46 of the marginal ones); the isotropic default for up to three coordinates keeps
+    the marginal sds (exactly 1 here) within 10% and the correlation within 0.05. A model of
+    four coordinates keeps the per-coordinate default."""
+    cov = torch.tensor([[1.0, 0.9], [0.9, 1.0]])
+
+    def model():
+        pyro.sample("x", dist.MultivariateNormal(torch.zeros(2), covariance_matrix=cov))
+
+    post = bt.fit(model, method="svgd", seed=0, progress=False)
+    x = post["x"].double().reshape(-1, 2).numpy()
+    assert post.info["blocks"] == "all"
+    np.testing.assert_allclose(x.std(0), 1.0, rtol=0.1)
+    assert abs(np.corrcoef(x.T)[0, 1] - 0.9) < 0.05
+
+    def four():
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([4]).to_event(1))
+
+    assert bt.fit(four, method="svgd", num_steps=5, progress=False).info["blocks"] == \
+        "coordinate"
+
+
 @pytest.mark.parametrize("init, shown", [("bogus", "'bogus'"), (3, "int")])
 def test_an_unknown_init_is_refused_for_a_pyro_model_too(init, shown):
     """A Pyro model has no named start, so a misspelt one was silently ignored."""
@@ -490,6 +513,25 @@ def test_an_unknown_init_is_refused_for_a_pyro_model_too(init, shown):
 
     with pytest.raises(ValueError, match=f"init: expected one of .* got {shown}"):
         bt.fit(model, method="map", init=init, progress=False)
+
+
+@pytest.mark.parametrize("init, match", [
+    ({"mu": torch.ones(3)}, r"init: site 'mu': expected shape \(\), got \(3,\)"),
+    ({"s": -1.0}, r"init: site 's': a value outside the site's support"),
+    ({"s": float("nan")}, r"init: site 's': a value outside the site's support"),
+    ({"mu": "a"}, r"init: site 'mu': expected numbers, got str"),
+])
+def test_a_starting_value_that_does_not_fit_its_site_is_named(init, match):
+    """A wrong shape was Pyro's "Shape mismatch inside plate('d')" with the trace's shapes, a
+    value outside the support a non-finite objective at step 0, a string a TypeError."""
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        s = pyro.sample("s", dist.HalfNormal(5.0))
+        with pyro.plate("d", len(y)):
+            pyro.sample("y", dist.Normal(mu, s), obs=y)
+
+    with pytest.raises(ValueError, match=match):
+        bt.fit(model, method="map", model_args=(torch.zeros(30),), init=init, progress=False)
 
 
 def test_batch_size_for_a_model_without_a_subsampled_plate_is_rejected(regression):

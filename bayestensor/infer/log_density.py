@@ -77,6 +77,10 @@ class _InitValues(poutine.messenger.Messenger):
         self.values = values
         self.generator = generator
         self.device = device
+        #: The first given value that does not fit its site (raised after the trace, so that
+        #: Pyro does not append its trace's shapes to the message); the site starts as if
+        #: no value were given.
+        self.error: ValueError | None = None
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
@@ -87,8 +91,9 @@ class _InitValues(poutine.messenger.Messenger):
             return
         fn = msg["fn"]
         dtype = site_dtype(fn)
-        if msg["name"] in self.values:
-            value = torch.as_tensor(self.values[msg["name"]], dtype=dtype, device=self.device)
+        given = self._given_value(msg["name"], fn, dtype) if msg["name"] in self.values else None
+        if given is not None:
+            value = given
         else:
             shape = fn.batch_shape + fn.event_shape
             t = biject_to(fn.support)
@@ -98,6 +103,24 @@ class _InitValues(poutine.messenger.Messenger):
             value = t(u)
         msg["value"] = value.detach()
         msg["done"] = True
+
+    def _given_value(self, name: str, fn, dtype) -> torch.Tensor | None:
+        """The caller's value of site ``name`` as a tensor, or ``None`` (and ``self.error``
+        set) when it is not numbers of the site's shape inside its support."""
+        shape = tuple(fn.batch_shape + fn.event_shape)
+        try:
+            value = torch.as_tensor(self.values[name], dtype=dtype, device=self.device)
+        except (TypeError, ValueError, RuntimeError):
+            problem = f"expected numbers, got {type(self.values[name]).__name__}"
+        else:
+            if tuple(value.shape) != shape:
+                problem = f"expected shape {shape}, got {tuple(value.shape)}"
+            elif not bool(torch.isfinite(value).all() & fn.support.check(value).all()):
+                problem = f"a value outside the site's support ({fn.support})"
+            else:
+                return value
+        self.error = self.error or ValueError(f"init: site {name!r}: {problem}")
+        return None
 
 
 class LogDensity:
@@ -125,7 +148,8 @@ class LogDensity:
     ------
     ValueError
         If the model has a discrete latent site or no latent site at all, or ``init_values``
-        names a site that is not one of its latent sites.
+        names a site that is not one of its latent sites, or gives a site a value that is not
+        numbers of its shape inside its support.
     """
 
     def __init__(self, model: Callable, model_args=(), model_kwargs=None, *,
@@ -138,9 +162,11 @@ class LogDensity:
         self.device = torch.device(device) if device is not None else _args_device(self.model_args)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         init_values = dict(init_values or {})
+        start = _InitValues(init_values, self.generator, self.device)
         with pyro.validation_enabled(False):
-            proto = poutine.trace(_InitValues(init_values, self.generator, self.device)(model)).get_trace(
-                *self.model_args, **self.model_kwargs)
+            proto = poutine.trace(start(model)).get_trace(*self.model_args, **self.model_kwargs)
+        if start.error is not None:
+            raise start.error
         self.sites: list[Site] = []
         self.subsample_plates: dict[str, tuple[int, int]] = {}
         self.init_constrained: dict[str, torch.Tensor] = {}

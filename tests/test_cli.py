@@ -280,11 +280,42 @@ def _usage_error(res, name):
     (["--seed", "-1"], "--seed"),
     (["--steps", "0"], "--steps"),
     (["--method", "map", "--init-from", "init"], "--init-from"),
+    # sizes the method would ignore (--num-warmup was dropped, --num-samples ignored by MAP)
+    (["--method", "vi", "--num-warmup", "10"], "--num-warmup"),
+    (["--method", "map", "--num-samples", "10"], "--num-samples"),
+    (["--method", "sghmc", "--steps", "10"], "--steps"),
+    (["--method", "vi", "--steps", "10"], "--steps"),  # CP: closed form, no steps
 ])
 def test_complete_bad_option_values_name_the_option(tmp_path, tensor_file, args, name):
     res = CliRunner().invoke(main, ["complete", str(tensor_file), "--quiet", "--out",
                                     str(tmp_path / "out")] + args)
     _usage_error(res, name)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,name", [
+    (["--method", "sghmc", "--steps", "10"], "--steps"),  # it was dropped without a word
+    (["--method", "map", "--num-warmup", "10"], "--num-warmup"),
+])
+def test_regress_refuses_sizes_its_method_would_ignore(tmp_path, args, name):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "xy.npz", X=rng.normal(size=(20, 3, 3)), y=rng.normal(size=20))
+    res = CliRunner().invoke(main, ["regress", str(tmp_path / "xy.npz"), "--quiet", "--out",
+                                    str(tmp_path / "out")] + args)
+    _usage_error(res, name)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_from_the_fit_leaves_no_run_folder(tmp_path, tensor_file, monkeypatch):
+    """A setting refused by ``fit`` itself, after the command made its folder, removes the
+    folder (it held nothing but the marker)."""
+    import bayestensor.cli.complete as complete_module
+
+    monkeypatch.setattr(complete_module, "check_sizes", lambda *a, **k: None)  # let fit refuse
+    res = CliRunner().invoke(main, ["complete", str(tensor_file), "--method", "map",
+                                    "--num-samples", "10", "--quiet", "--out",
+                                    str(tmp_path / "out")])
+    _usage_error(res, "--num-samples")
     assert not (tmp_path / "out").exists()
 
 

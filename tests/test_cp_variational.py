@@ -403,3 +403,14 @@ def test_the_updates_take_exactly_one_hyperprior():
         with pytest.raises(ValueError, match="expected one hyperprior"):
             CPGammaVariational(idx, y, (2, 3), 2, **common, **bad)
     CPGammaVariational(idx, y, (2, 3), 2, **common, log_uniform_bounds=(1e-4, 1e3))
+
+
+def test_gradient_options_given_to_the_closed_form_are_named_in_a_warning():
+    """``num_steps`` / ``lr`` / ``num_particles`` were ignored without a word where the closed
+    form runs; now a warning names them (not an error: the same call fits by gradient on a
+    GPU, where the closed form does not run)."""
+    data = bt.data.synthetic_tensor((8, 7, 6), rank=2, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    with pytest.warns(UserWarning, match=r"lr, num_steps: the closed-form VI .* ignores them"):
+        post = bt.fit(model, data.train, method="vi", num_steps=50, lr=0.1, progress=False)
+    assert post.info["vi_closed_form"]

@@ -534,6 +534,18 @@ def test_a_starting_value_that_does_not_fit_its_site_is_named(init, match):
         bt.fit(model, method="map", model_args=(torch.zeros(30),), init=init, progress=False)
 
 
+@pytest.mark.parametrize("method, sizes, name", [
+    ("map", {"num_samples": 200}, "num_samples"), ("map", {"num_warmup": 10}, "num_warmup"),
+    ("vi", {"num_warmup": 10}, "num_warmup"), ("svgd", {"num_warmup": 10}, "num_warmup")])
+def test_a_size_the_method_would_ignore_is_refused(method, sizes, name):
+    """MAP gave one point whatever ``num_samples`` said, and only SGHMC and NUTS burn in."""
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=f"{name}: applies to .* not '{method}'"):
+        bt.fit(model, method=method, progress=False, **sizes)
+
+
 def test_batch_size_for_a_model_without_a_subsampled_plate_is_rejected(regression):
     """A model whose plates read all the data cannot be sub-sampled from outside: the
     batch size was recorded in ``post.info`` and ignored (every step on the full data)."""

@@ -16,7 +16,7 @@ from bayestensor.formats import FORMATS
 from bayestensor.infer import METHODS, fit
 from bayestensor.io import atomic_write
 from bayestensor.models import TensorCompletion
-from bayestensor.models.completion import default_method
+from bayestensor.models.completion import closed_form_vi_runs, default_method
 from bayestensor.report.rundir import save_npz, write_heldout, write_image, write_run
 from bayestensor.viz.images import (band_figures, default_bands, image_completion_figures,
                                      is_image)
@@ -207,9 +207,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     if map_hold == "noise" and method not in MAP_HOLD_METHODS:
         raise click.BadParameter(f"applies to {', '.join(MAP_HOLD_METHODS)}, not {method}",
                                  param_hint="--map-hold")
-    if steps is not None and method in WARMUP_METHODS:
-        raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
-                                 "--num-warmup", param_hint="--steps")
+    check_sizes(method, steps=steps, num_warmup=num_warmup, num_samples=num_samples,
+                closed_form_vi=closed_form_vi_runs(fmt, prior))
     if core_variance is not None and fmt != "tucker":
         raise click.BadParameter(f"applies to --format tucker, not {fmt}",
                                  param_hint="--core-variance")
@@ -240,7 +239,7 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     start = time.perf_counter()
     post = fit(model, obs, method=method, seed=seed, init=init, num_samples=num_samples,
                num_chains=num_chains,
-               num_warmup=num_warmup if method in WARMUP_METHODS else None,
+               num_warmup=num_warmup,
                progress=opt.show_progress(quiet), **options)
     pred = _predictions(post, data, level, test)
     fitted = obs.to_dense()  # the data as the fit saw it: held-out entries missing
@@ -297,6 +296,25 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     opt.echo_convergence(summary["convergence"])
     click.echo(f"wrote (mean, sd, {level:.0%} interval): " + ", ".join(str(p) for p in files))
     opt.echo_report(out, with_report)
+
+
+def check_sizes(method: str, *, steps, num_warmup, num_samples,
+                closed_form_vi: bool = False) -> None:
+    """Refuse ``--steps``, ``--num-warmup`` or ``--num-samples`` where ``method`` would ignore
+    it (``complete`` and ``regress``), before the run folder is made; ``closed_form_vi``:
+    ``vi`` runs in closed form here, without steps."""
+    if steps is not None and method not in STEP_METHODS:
+        raise click.BadParameter(f"does not apply to {method}; use --num-samples and "
+                                 "--num-warmup", param_hint="--steps")
+    if steps is not None and method == "vi" and closed_form_vi:
+        raise click.BadParameter("does not apply to vi on a CP model, which is fitted in "
+                                 "closed form (sweeps to convergence)", param_hint="--steps")
+    if num_warmup is not None and method not in WARMUP_METHODS:
+        raise click.BadParameter(f"applies to {', '.join(WARMUP_METHODS)}, not {method}",
+                                 param_hint="--num-warmup")
+    if num_samples is not None and method == "map":
+        raise click.BadParameter("does not apply to map (one point; --num-chains sets its "
+                                 "restarts)", param_hint="--num-samples")
 
 
 def _read_data(file: str, mask, missing, holdout: float, seed: int):

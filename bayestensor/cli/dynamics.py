@@ -9,7 +9,6 @@ from __future__ import annotations
 import click
 
 from bayestensor.dynamics.pipelines import run_all, run_diagonal, run_fa_vs_gd, run_overparam
-from bayestensor.report.rundir import discard_unused_run_dir
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Group
 
@@ -23,13 +22,10 @@ def dynamics():
 
 def _run(study, command: str, out, force: bool, with_report: bool, **settings) -> None:
     """Make the run folder, run ``study`` into it, say what it wrote, and report it. A study
-    that refuses its settings (``ValueError`` before it writes) leaves no empty folder."""
+    that refuses its settings (``ValueError`` before it writes) leaves no empty folder (the
+    command class removes it, :class:`~bayestensor.cli.errors.Command`)."""
     out = opt.open_run_dir(out, command, force)
-    try:
-        res = study(out, **settings)
-    except ValueError:
-        discard_unused_run_dir(out)
-        raise
+    res = study(out, **settings)
     click.echo(f"wrote {out}/: " + ", ".join(res["files"]))
     opt.echo_report(out, with_report)
 

@@ -16,7 +16,7 @@ import click
 
 from bayestensor.infer import DivergenceError, RunInterrupted
 from bayestensor.infer.interrupts import sigterm_as_interrupt
-from bayestensor.report.rundir import write_stopped_run
+from bayestensor.report.rundir import discard_unused_run_dir, write_stopped_run
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -101,6 +101,10 @@ class Command(click.Command):
             with sigterm_as_interrupt(), warnings_as_lines():
                 return super().invoke(ctx)
         except (ValueError, FileNotFoundError) as err:
+            # a refusal from the library after the run folder was made (a fit's settings):
+            # the folder holds nothing of this run, so it goes
+            if ctx.meta.get(RUN_DIR_KEY) is not None:
+                discard_unused_run_dir(ctx.meta[RUN_DIR_KEY])
             raise usage_error(err, self.params) from None
         except RunInterrupted as err:
             click.echo(f"interrupted: {err}", err=True)

@@ -18,7 +18,7 @@ from bayestensor.viz.figures import save_png
 from bayestensor.viz.images import matrix_figure
 from bayestensor.viz.regression import plot_weights
 from bayestensor.cli import options as opt
-from bayestensor.cli.complete import STEP_METHODS, WARMUP_METHODS
+from bayestensor.cli.complete import check_sizes
 from bayestensor.cli.errors import Command
 from bayestensor.cli.files import read_xy
 
@@ -77,13 +77,14 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     is a credible interval of that probability.
     """
     num_chains = opt.chains_for(method, num_chains)
+    check_sizes(method, steps=steps, num_warmup=num_warmup, num_samples=num_samples)
     arrays = read_xy(file)
     X, y = arrays["X"], arrays["y"]
     n_outputs = int(y.shape[1]) if y.ndim == 2 else None
     options = {}
-    if steps is not None and method in STEP_METHODS:
+    if steps is not None:
         options["num_steps"] = steps
-    if num_warmup is not None and method in WARMUP_METHODS:
+    if num_warmup is not None:
         options["num_warmup"] = num_warmup
     model = TensorRegression(X.shape[1:], format=fmt, max_rank=max_rank, prior=prior,
                              likelihood=likelihood, n_outputs=n_outputs)

@@ -256,6 +256,7 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
     chain groups (``None`` for one local fit).
     """
     choice("backend", backend, ("local", "ray"))
+    _check_used(spec, num_samples=num_samples, num_warmup=num_warmup)
     num_samples = (spec.default_samples if num_samples is None
                    else positive_int("num_samples", num_samples, minimum=spec.min_samples))
     num_chains = (spec.default_chains if num_chains is None
@@ -287,6 +288,19 @@ def _check_settings(spec: Method, *, num_samples, num_chains, thin, batch_size, 
     groups = positive_int("chain_groups", num_chains if chain_groups is None else chain_groups)
     group_sizes(num_chains, groups)
     return num_samples, num_chains, groups
+
+
+#: Sizes that only some methods use: any other method refuses them (it would ignore them).
+SIZE_METHODS = {"num_samples": ("vi", "nuts", "sghmc", "svgd"), "num_warmup": ("nuts", "sghmc")}
+
+
+def _check_used(spec: Method, **given) -> None:
+    """Refuse a size given to a method that does not use it (MAP's one point takes no
+    ``num_samples``; only the samplers with a burn-in take ``num_warmup``)."""
+    for name, value in given.items():
+        if value is not None and spec.name not in SIZE_METHODS[name]:
+            raise ValueError(f"{name}: applies to {', '.join(SIZE_METHODS[name])}, not "
+                             f"{spec.name!r}, which would ignore it")
 
 
 def _check_applies(spec: Method, checkpoint, resume, batches) -> None:

@@ -117,6 +117,11 @@ def _window(num_steps: int) -> int:
     return max(1, min(num_steps, max(MIN_DRIFT_WINDOW, int(DRIFT_WINDOW_FRACTION * num_steps))))
 
 
+def _run_travel(lr: float, num_steps: int) -> float:
+    """The summed learning rates of a whole decayed run (Adam's reach in one run)."""
+    return sum(lr * FINAL_LR_FRACTION ** (t / num_steps) for t in range(num_steps))
+
+
 def _window_travel(lr: float, num_steps: int) -> float:
     """The summed learning rates of the last window of a decayed run (Adam's reach there)."""
     window = _window(num_steps)
@@ -172,8 +177,9 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     optimum is far away, or on the boundary of the support (no interior mode). With ``rescue``
     (full batch), L-BFGS goes on from where the first run stopped (:func:`_rescue`): Adam's
     steps stay about ``lr`` in size, so an optimum 5,000 units away is out of its reach in any
-    number of runs, and one line search reaches it; its point is kept only if it converged
-    inside the support (:func:`_unsettled_sites`).
+    number of runs, and one line search reaches it; its point is kept only if it lies beyond
+    what the remaining runs could reach and converged inside the support
+    (:func:`_unsettled_sites`).
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0).
 
@@ -240,8 +246,9 @@ def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, pr
         moving = [] if stalled else drifting_sites(target, before, theta,
                                                    _window_travel(lr, num_steps), unbounded_sites)
         if moving and rescue and batch_size is None and round_ == 0:
+            reach = (max_rounds - 1) * _run_travel(lr, num_steps)
             theta, moving, evals = _rescue(target, theta, history, moving, lr=lr, tol=tol,
-                                           unbounded_sites=unbounded_sites)
+                                           unbounded_sites=unbounded_sites, reach=reach)
             qn_evals += evals
             latest.update(theta=theta)
             if not moving:
@@ -315,15 +322,20 @@ def _unsettled_sites(target: LogDensity, theta: torch.Tensor, *, lr: float, tol:
 
 
 def _rescue(target: LogDensity, theta: torch.Tensor, history: list, moving: list[str], *,
-            lr: float, tol: float, unbounded_sites: Sequence[str]):
+            lr: float, tol: float, unbounded_sites: Sequence[str], reach: float):
     """L-BFGS from where an Adam run left ``moving`` sites: ``(point, sites still moving,
-    evaluations)``. Its point replaces Adam's only if it converged, no worse, and settled
-    (:func:`_unsettled_sites`); otherwise Adam's point and ``moving`` stand."""
+    evaluations)``. Its point replaces Adam's only if it converged, no worse, settled
+    (:func:`_unsettled_sites`) and farther than ``reach``, the distance the remaining Adam runs
+    could travel; otherwise Adam's point and ``moving`` stand, and the runs go on as without
+    the rescue. (Within reach, a shrinkage prior's funnel also reads as a site still moving;
+    L-BFGS settles there on a flat shelf, short of where Adam's runs go, and a sampler
+    started on that shelf diverged: ``docs/priors.md``'s user model.)"""
     kept = len(history)
     point, converged, evals = _quasi_newton(target, theta, history, max_evals=RESCUE_EVALS,
                                             tol=max(tol, QUASI_NEWTON_TOL))
-    if converged and not _unsettled_sites(target, point, lr=lr, tol=tol,
-                                          unbounded_sites=unbounded_sites):
+    far = float((point - theta).abs().max()) > reach
+    if far and converged and not _unsettled_sites(target, point, lr=lr, tol=tol,
+                                                  unbounded_sites=unbounded_sites):
         return point, [], evals
     del history[kept:]
     return theta, moving, evals

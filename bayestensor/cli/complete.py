@@ -14,6 +14,7 @@ from bayestensor.data import tensors as datasets
 from bayestensor.data.observations import Observations
 from bayestensor.formats import FORMATS
 from bayestensor.infer import METHODS, fit
+from bayestensor.infer.api import SIZE_METHODS
 from bayestensor.io import atomic_write
 from bayestensor.models import TensorCompletion
 from bayestensor.models.completion import closed_form_vi_runs, default_method
@@ -44,7 +45,7 @@ MAP_HOLD_METHODS = ("map", "vi", "sghmc", "svgd")
 #: Methods that run for a number of optimization (or SVGD) steps rather than draws.
 STEP_METHODS = ("map", "vi", "svgd")
 #: Methods with a burn-in (``--num-warmup``).
-WARMUP_METHODS = ("sghmc", "nuts")
+WARMUP_METHODS = SIZE_METHODS["num_warmup"]
 #: Real tensors ``complete`` takes by name instead of a file (bundled with TensorLy).
 BUILTIN_DATA = ("kinetic", "indian_pines", "il2")
 #: Method, format, max rank, start, MAP continuation and MAP steps when --method / --format /

@@ -117,15 +117,15 @@ def _window(num_steps: int) -> int:
     return max(1, min(num_steps, max(MIN_DRIFT_WINDOW, int(DRIFT_WINDOW_FRACTION * num_steps))))
 
 
-def _run_travel(lr: float, num_steps: int) -> float:
-    """The summed learning rates of a whole decayed run (Adam's reach in one run)."""
-    return sum(lr * FINAL_LR_FRACTION ** (t / num_steps) for t in range(num_steps))
+def _run_travel(lr: float, num_steps: int, first: int = 0) -> float:
+    """The summed learning rates of a decayed run from step ``first`` on (Adam's reach there;
+    the whole run by default)."""
+    return sum(lr * FINAL_LR_FRACTION ** (t / num_steps) for t in range(first, num_steps))
 
 
 def _window_travel(lr: float, num_steps: int) -> float:
     """The summed learning rates of the last window of a decayed run (Adam's reach there)."""
-    window = _window(num_steps)
-    return sum(lr * FINAL_LR_FRACTION ** (t / num_steps) for t in range(num_steps - window, num_steps))
+    return _run_travel(lr, num_steps, num_steps - _window(num_steps))
 
 
 def drifting_sites(target: LogDensity, before: torch.Tensor, after: torch.Tensor, travel: float,

@@ -151,8 +151,6 @@ def monitored_values(posterior, entries=None) -> tuple:
                 else np.concatenate([report_entries, np.asarray(entries)]))
     arrays = key_variables(posterior, None if together is None else {"indices": together},
                            0 if together is None else len(together))
-    if not arrays:  # a Pyro model: every site, as its diagnostics check
-        arrays = {name: value.double().numpy() for name, value in posterior.samples.items()}
     columns = {name: a.reshape(c, d, -1) for name, a in arrays.items()}
     monitored = None
     if wide:  # the report's entries first, the monitored ones after them

@@ -133,9 +133,9 @@ def is_point_estimate(posterior) -> bool:
 
 
 #: Banner line of a MAP run: its intervals carry the noise only.
-MAP_WARNING = ("MAP: a single point estimate with no parameter uncertainty. Every interval in "
-               "this report is noise-only, and the rank shown is the rank found at that point, "
-               "not a posterior.")
+MAP_POINT_WARNING = "MAP: a single point estimate with no parameter uncertainty."
+MAP_WARNING = (MAP_POINT_WARNING + " Every interval in this report is noise-only, and the rank "
+               "shown is the rank found at that point, not a posterior.")
 
 
 def _diversity(posterior, heldout) -> tuple[dict, list]:
@@ -249,8 +249,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         warnings.append(f"The run diverged (NaN/inf) at step {info['diverged_at_step']} "
                         f"(chains {info.get('diverged_chains', '?')}); only the draws before it are kept.")
     if is_point_estimate(posterior):
-        warnings.append(MAP_WARNING if posterior.model is not None else
-                        MAP_WARNING.split(". ")[0] + ".")
+        warnings.append(MAP_WARNING if posterior.model is not None else MAP_POINT_WARNING)
     if not posterior.is_markov_chain:
         numbers = {"method": posterior.method, "rhat": "not applicable", "ess": "not applicable"}
         text = [f"{posterior.method}: the draws are not a Markov chain, so R-hat and ESS are "
@@ -341,9 +340,9 @@ def _rank_plot_variables(key: dict, posterior) -> dict:
         scalars = {}
         for name, value in key.items():
             flat = value.reshape(value.shape[0], value.shape[1], -1)
-            for j in range(flat.shape[-1]):
+            for j in range(min(flat.shape[-1], RANK_PLOT_VARIABLES - len(scalars))):
                 scalars[name if flat.shape[-1] == 1 else f"{name}_{j}"] = flat[..., j]
-        return dict(list(scalars.items())[:RANK_PLOT_VARIABLES])
+        return scalars
     out = {"noise_precision": key.get("noise_precision"), "tensor_norm": key.get("tensor_norm")}
     if "entry" in key:
         for j in range(min(2, key["entry"].shape[-1])):

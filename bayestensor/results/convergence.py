@@ -82,8 +82,9 @@ def key_variables(posterior, heldout: dict | None = None,
 
     ``noise_precision``; ``tensor_norm``: the Frobenius norm of the low-rank tensor (the
     coefficient tensor for regression), computed from the parameters; ``entry``: a few
-    predicted entries (the first ``num_entries`` of :func:`key_indices`). Empty for a model
-    that has none of them (a plain Pyro model without a ``noise_precision`` site).
+    predicted entries (the first ``num_entries`` of :func:`key_indices`). A model that has
+    none of them (a plain Pyro model without a ``noise_precision`` site) is checked on every
+    site, as ``Posterior.diagnostics`` checks it.
     """
     c, d = posterior.num_chains, posterior.num_draws
     out = {}
@@ -97,7 +98,7 @@ def key_variables(posterior, heldout: dict | None = None,
         idx = key_indices(posterior, heldout, num_entries)
         if idx is not None:
             out["entry"] = posterior.predict(idx).draws.double().numpy().reshape(c, d, -1)
-    return out
+    return out or {name: value.double().numpy() for name, value in posterior.samples.items()}
 
 
 def check_chains(data, num_chains: int, var_names=None) -> dict:
@@ -131,11 +132,7 @@ def check_identified(posterior, heldout: dict | None = None,
                      num_entries: int = N_KEY_ENTRIES) -> tuple[dict, object, dict]:
     """The check of a built-in model's chains on its identified quantities: the arrays of
     :func:`key_variables`, their ArviZ object (for trace and rank plots) and
-    :func:`check_chains` of it. A plain Pyro model, which has none of those quantities, is
-    checked on every site, as ``Posterior.diagnostics`` and the draw-until-converged rule
-    check it."""
+    :func:`check_chains` of it (every site of a plain Pyro model)."""
     key = key_variables(posterior, heldout, num_entries)
-    if not key:
-        key = {name: value.double().numpy() for name, value in posterior.samples.items()}
     data = arviz_adapter.to_inference_data(key)
     return key, data, check_chains(data, posterior.num_chains)

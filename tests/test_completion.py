@@ -303,6 +303,39 @@ def test_map_hold_auto_starts_a_small_tt_fit_at_the_residual_noise():
     assert cp.info["map_hold_auto"]["noise_start"] == "variance"
 
 
+@pytest.mark.parametrize("fmt", ["tt", "tucker"])
+def test_validation_fits_run_as_one_batch_as_each_would_alone(fmt):
+    """Where the MAP runs on Adam alone (TT, Tucker), ``map_hold="auto"``'s three validation
+    fits run as rows of one batch; each row is the fit ``run_method`` makes alone from its
+    start with its hold (the oracle), though the rows stop at different steps."""
+    from bayestensor.infer.runners import MAP, run_map_rows, run_method
+
+    data = bt.data.synthetic_tensor((12, 10, 8), rank=2, snr_db=20, observed=0.5, seed=0)
+    model = bt.TensorCompletion(data.shape, fmt, max_rank=4)
+    model.set_data(data.train)
+    plain = model.init_values(seed=0)
+    starts = [plain, plain, model.init_values(seed=0, noise_start="residual")]
+    holds = [None, model.map_hold_candidate, None]
+    rows = run_map_rows(model, data.train, starts, holds, options={}, seed=0)
+    steps = []
+    for row, start, hold in zip(rows, starts, holds):
+        alone = run_method(MAP, model, data.train, options={"map_hold": hold},
+                           seed=0, init=start, progress=False)
+        steps.append(alone.info["map_steps"])
+        for name, value in alone.samples.items():
+            np.testing.assert_allclose(row.samples[name], value, rtol=1e-3, atol=1e-4,
+                                       err_msg=name)
+        assert row.predict(data.test.indices).mean == pytest.approx(
+            alone.predict(data.test.indices).mean, rel=1e-3, abs=1e-4)
+    assert len(set(steps)) > 1  # each row stopped at its own stall
+    assert not np.allclose(rows[0].samples["noise_precision"], rows[1].samples["noise_precision"])
+    with pytest.raises(ValueError, match="one hold per start"):
+        run_map_rows(model, data.train, starts, holds[:2], options={})
+    cp = bt.TensorCompletion(data.shape, "cp", max_rank=4)
+    with pytest.raises(ValueError, match="hands over"):
+        run_map_rows(cp, data.train, starts[:1], [None], options={})
+
+
 def test_a_small_tucker_fit_starts_from_one_pass_at_its_residual_noise():
     """Tucker's start from 30 masked HOOI passes fits a small tensor's entries nearly exactly;
     the residual start takes one pass, whose residual is nearer the noise, and the default

@@ -183,9 +183,15 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0).
 
+    The rows of ``theta0`` are separate fits (restarts, or the candidates of
+    ``map_hold="auto"``) run as one batch: each stops when its own objective stalls, is tested
+    for drift on its own, and is polished on its own.
+
     ``hold`` maps site names to a fraction of ``num_steps`` during which that site stays at its
     starting value in the first run (a continuation: e.g. the noise precision held at
-    ``1 / Var(y)`` while the rank prior prunes, then released). With ``block_ascent`` and
+    ``1 / Var(y)`` while the rank prior prunes, then released); a list of such dicts (or
+    ``None``), one per row of ``theta0``, holds each row its own way (Adam alone: not with
+    ``quasi_newton``). With ``block_ascent`` and
     ``quasi_newton``, a hold of the block ascent's noise precision alone is served in sweeps
     instead: ``HOLD_SWEEPS`` sweeps from ``theta0`` with it held, then free sweeps, and no Adam
     step (whatever the fraction). Returns the optimized
@@ -201,6 +207,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
+    if isinstance(hold, (list, tuple)) and quasi_newton and batch_size is None:
+        raise ValueError("hold: a hold per row runs on Adam alone; it needs quasi_newton=False")
     latest = {"theta": theta0.detach().clone(), "steps": 0}
     try:
         with sigterm_as_interrupt():
@@ -238,13 +246,17 @@ def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, pr
         else:  # Adam goes on from where the sweeps stopped (the hold is served)
             hold, finish = None, "block ascent, then Adam"
     moving: list[str] = []
+    open_rows = torch.ones(theta.shape[0], dtype=torch.bool)  # rows another run may move
     for round_ in range(max_rounds):
         theta, before, stalled = _map_run(target, theta, history, num_steps=num_steps, lr=lr,
                                           tol=tol, batch_size=batch_size, progress=progress,
-                                          patience=patience, hold=hold if round_ == 0 else None)
+                                          patience=patience, hold=hold if round_ == 0 else None,
+                                          active=open_rows)
         latest.update(theta=theta, steps=len(history))
-        moving = [] if stalled else drifting_sites(target, before, theta,
-                                                   _window_travel(lr, num_steps), unbounded_sites)
+        row_moving = [drifting_sites(target, before[c:c + 1], theta[c:c + 1],
+                                     _window_travel(lr, num_steps), unbounded_sites)
+                      if open_rows[c] and not stalled[c] else [] for c in range(theta.shape[0])]
+        moving = [s.name for s in target.sites if any(s.name in m for m in row_moving)]
         if moving and rescue and batch_size is None and round_ == 0:
             reach = (max_rounds - 1) * _run_travel(lr, num_steps)
             theta, moving, evals = _rescue(target, theta, history, moving, lr=lr, tol=tol,
@@ -255,10 +267,11 @@ def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, pr
                 return theta, {"objective": history, "steps": len(history) - 1,
                                "quasi_newton_evals": qn_evals, "converged": True,
                                "moving_sites": [], "finish": "Adam, then L-BFGS"}
+        open_rows = torch.tensor([bool(m) for m in row_moving])
         if not moving:
             break
-    if not moving and batch_size is None:
-        theta = _polish(target, theta, history)
+    if batch_size is None:
+        theta = _polish_rows(target, theta, history, settled=~open_rows)
     if moving and warn:
         _warn_not_converged("map", moving, len(history),
                             "their optimum may be on the boundary of the support, with no "
@@ -438,6 +451,23 @@ def _quasi_newton(target: LogDensity, theta: torch.Tensor, history: list, *, max
     return x.detach(), converged, evals
 
 
+def _polish_rows(target: LogDensity, theta: torch.Tensor, history: list,
+                 settled: torch.Tensor) -> torch.Tensor:
+    """:func:`_polish` of each ``settled`` row of ``theta`` ``(C, D)`` on its own (the rows
+    are independent fits: one line search over their sum would move them together); the
+    summed objective is appended to ``history`` when a polish improved a row."""
+    rows, improved = [], False
+    for c in range(theta.shape[0]):
+        polished = []
+        rows.append(_polish(target, theta[c:c + 1], polished) if settled[c] else theta[c:c + 1])
+        improved = improved or bool(polished)
+    theta = torch.cat(rows)
+    if improved:
+        with torch.no_grad():
+            history.append(float(target.log_joint(target.constrain(theta)).sum()))
+    return theta
+
+
 def _polish(target: LogDensity, theta: torch.Tensor, history: list) -> torch.Tensor:
     """L-BFGS (strong Wolfe line search) from Adam's end point, kept only if it improves.
 
@@ -467,15 +497,20 @@ def _polish(target: LogDensity, theta: torch.Tensor, history: list) -> torch.Ten
 
 
 def _map_run(target: LogDensity, theta0: torch.Tensor, history: list, *, num_steps, lr, tol,
-             batch_size, progress, patience, hold,
-             stop_at: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One decayed Adam run of :func:`map_fit`; appends to ``history``.
+             batch_size, progress, patience, hold, active: torch.Tensor | None = None,
+             stop_at: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decayed Adam run of :func:`map_fit` on the rows of ``theta0`` ``(C, D)``; appends
+    the summed objective to ``history``.
 
-    The learning rate decays over ``num_steps``; the run ends after ``stop_at`` of them when
-    given. Returns the end point, the point at the start of the drift window, and whether the
-    objective stalled (converged by the ``tol`` rule).
+    Each row is its own fit: it stops, and stays where it stopped, when its objective stalls
+    (the ``tol`` rule); rows not ``active`` stay at their start. The learning rate decays over
+    ``num_steps``; the run ends after ``stop_at`` of them when given, or when every active row
+    has stalled. Returns the end point, the point at the start of the drift window, and which
+    rows stalled.
     """
-    held = _held_coordinates(target, hold or {}, num_steps, theta0.shape[-1])
+    held = _held_coordinates(target, hold or {}, num_steps, theta0.shape)
+    if active is None:
+        active = torch.ones(theta0.shape[0], dtype=torch.bool)
     theta = theta0.detach().clone().requires_grad_(True)
     opt, sched = _decayed_adam([theta], lr, num_steps)
     window_start = num_steps - _window(num_steps)
@@ -485,15 +520,22 @@ def _map_run(target: LogDensity, theta0: torch.Tensor, history: list, *, num_ste
     try:
         return _adam_steps(target, theta, history, bar, opt, sched, held, before,
                            window_start=window_start, tol=tol, batch_size=batch_size,
-                           patience=patience)
+                           patience=patience, active=active)
     except KeyboardInterrupt:
         raise OptimizationInterrupted(theta.detach().clone(), len(history)) from None
 
 
 def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window_start, tol,
-                batch_size, patience):
-    """The steps of :func:`_map_run`; ``theta`` is updated in place."""
-    best, stall = -math.inf, 0
+                batch_size, patience, active):
+    """The steps of :func:`_map_run`; ``theta`` is updated in place.
+
+    Adam's update is elementwise and each row's log density depends on that row alone, so
+    the rows move as separate fits would; a row that is done is put back after each step
+    (Adam's momentum would carry it on)."""
+    rows = theta.shape[0]
+    best, stall = [-math.inf] * rows, [0] * rows
+    done, stalled = ~active, torch.zeros(rows, dtype=torch.bool)
+    frozen = theta.detach().clone()
     for t in bar:
         if t == window_start:
             before = theta.detach().clone()
@@ -508,33 +550,50 @@ def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window
         (-obj.sum()).backward()
         for until, mask in held:
             if t < until:
-                theta.grad[..., mask] = 0.0
+                theta.grad[mask] = 0.0
         opt.step()
         sched.step()
-        total = float(obj.detach().sum())
-        history.append(total)
-        if not math.isfinite(best) or total > best + tol * abs(best):
-            best, stall = total, 0
-        else:
-            stall += 1
-            if stall >= patience and batch_size is None and not any(t < u for u, _ in held):
-                return theta.detach(), before, True
-    return theta.detach(), before, False
+        if done.any():
+            with torch.no_grad():
+                theta[done] = frozen[done]
+        history.append(float(obj.detach().sum()))
+        for c, total in enumerate(obj.detach().tolist()):
+            if done[c]:
+                continue
+            if not math.isfinite(best[c]) or total > best[c] + tol * abs(best[c]):
+                best[c], stall[c] = total, 0
+                continue
+            stall[c] += 1
+            if (stall[c] >= patience and batch_size is None
+                    and not any(t < until and bool(mask[c].any()) for until, mask in held)):
+                done[c] = stalled[c] = True
+                frozen[c] = theta.detach()[c]
+        if done.all():
+            break
+    return theta.detach(), before, stalled
 
 
-def _held_coordinates(target, hold: dict, num_steps: int, dim: int) -> list:
-    """``[(steps held, boolean mask over the D coordinates)]`` for ``map_fit(hold=...)``."""
+def _held_coordinates(target, hold, num_steps: int, shape) -> list:
+    """``[(steps held, boolean mask over the (C, D) coordinates)]`` for ``map_fit(hold=...)``:
+    ``hold`` a dict for every row, or a list of one dict (or ``None``) per row."""
+    per_row = hold if isinstance(hold, (list, tuple)) else [hold] * shape[0]
+    if len(per_row) != shape[0]:
+        raise ValueError(f"hold: expected one per row, {shape[0]} in all, got {len(per_row)}")
     out = []
-    for name, fraction in hold.items():
-        sites = [s for s in target.sites if s.name == name]
-        if not sites:
-            raise ValueError(f"hold: no latent site {name!r}; sites are {target.site_names}")
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"hold[{name!r}]: expected a fraction in [0, 1], got {fraction}")
-        site = sites[0]
-        mask = torch.zeros(dim, dtype=torch.bool, device=target.device)
-        mask[site.offset:site.offset + math.prod(site.unconstrained_shape)] = True
-        out.append((int(round(fraction * num_steps)), mask))
+    for row, row_hold in enumerate(per_row):
+        for name, fraction in (row_hold or {}).items():
+            sites = [s for s in target.sites if s.name == name]
+            if not sites:
+                raise ValueError(f"hold: no latent site {name!r}; sites are {target.site_names}")
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"hold[{name!r}]: expected a fraction in [0, 1], got {fraction}")
+            site = sites[0]
+            mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
+            rows = slice(None) if isinstance(hold, dict) else row
+            mask[rows, site.offset:site.offset + math.prod(site.unconstrained_shape)] = True
+            out.append((int(round(fraction * num_steps)), mask))
+        if isinstance(hold, dict):
+            break
     return out
 
 

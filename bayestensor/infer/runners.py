@@ -249,7 +249,15 @@ def _quasi_newton_suits(job: Job) -> bool:
     boundary of the support, L-BFGS runs into the clamp of a transform (a sigmoid at float
     ``tiny``), where the gradient is zero and it looks converged; Adam's drift rule warns.
     """
-    prior = job.model.low_rank_prior if job.model is not None else None
+    return map_hands_over(job.model)
+
+
+def map_hands_over(model) -> bool:
+    """Whether a full-batch MAP of ``model`` hands over from Adam to L-BFGS or a block ascent
+    by default (see :func:`_quasi_newton_suits`): a built-in model whose low-rank prior has
+    one slice variance per entry (CP). Otherwise it runs on Adam alone, and several fits of it
+    run as one batch (:func:`run_map_rows`)."""
+    prior = model.low_rank_prior if isinstance(model, BayesModel) else None
     return prior is not None and prior.one_scale_per_entry
 
 
@@ -367,6 +375,61 @@ def _map_point(target: LogDensity, job: Job,
     best = int(logp.argmax())
     stats = {"log_joint": logp[best].reshape(1, 1)}
     return _to_posterior(target, theta[best:best + 1].unsqueeze(1), stats, "map", job), logp
+
+
+def run_map_rows(model: BayesModel, data, starts: list[dict], holds: list, *, options: dict,
+                 seed: int = 0, batch_size: int | None = None,
+                 progress: bool = False) -> list[Posterior]:
+    """MAP fits of a built-in model from several starts, each with its own hold, as one batch.
+
+    One :class:`Posterior` per start, each the fit that ``run_method(MAP, model, data,
+    options={**options, "map_hold": hold}, init=start)`` makes alone (to float rounding)
+    where that fit runs on Adam alone (not :func:`map_hands_over`): Adam's update is
+    elementwise, the rows' log densities are independent, and each row stops, is checked
+    and is polished on its own (:func:`~bayestensor.infer.baselines.map_fit`). On a small
+    model a step costs the overhead of its operations, not their size, so three fits take
+    about the time of one (``map_hold="auto"``'s validation fits on Tucker and TT).
+
+    Raises
+    ------
+    ValueError
+        A model whose MAP hands over from Adam (:func:`map_hands_over`), or ``starts`` and
+        ``holds`` of different lengths.
+    """
+    if map_hands_over(model):
+        raise ValueError("run_map_rows: this model's MAP hands over from Adam to L-BFGS or its "
+                         "block ascent; fit each start with run_method")
+    if len(starts) != len(holds) or not starts:
+        raise ValueError(f"starts, holds: expected one hold per start, got {len(starts)} "
+                         f"starts and {len(holds)} holds")
+    MAP.check_options(options)
+    settings = {**MAP.options, **options}
+    pyro.set_rng_seed(legacy_seed(seed))
+    torch.manual_seed(seed)
+    fn, args, kwargs, first, fast = bind(model, data, (), None, batch_size, starts[0], seed)
+    target = LogDensity(fn, args, kwargs, init_values=first, fast_log_joint=fast, seed=seed)
+    info = {"method": MAP.name, "seed": int(seed), "num_chains": 1, "num_samples": 1,
+            "batch_size": batch_size, **versions(), "machine": platform.machine(),
+            "model": model.config()}
+    job = Job(model, 1, None, len(starts), 1, batch_size, None, seed, progress, None, 100,
+              None, info)
+    theta0 = torch.cat([target.unconstrain({**target.init_constrained, **start})
+                        .reshape(1, target.dim) for start in starts])
+    try:
+        theta, trace = map_fit(target, theta0, num_steps=settings["num_steps"],
+                               lr=settings["lr"], batch_size=batch_size, progress=progress,
+                               hold=list(holds), unbounded_sites=_unbounded_sites(job),
+                               max_rounds=_map_rounds(job), quasi_newton=False)
+    except OptimizationInterrupted as err:
+        raise RunInterrupted(f"map: interrupted at step {err.steps} of {len(starts)} fits run "
+                             "as one batch") from None
+    with torch.no_grad():
+        logp = target.log_joint(target.constrain(theta)).detach()
+    return [_to_posterior(target, theta[c:c + 1].unsqueeze(1),
+                          {"log_joint": logp[c].reshape(1, 1)}, "map", job,
+                          {**info, "options": {**options, "map_hold": hold},
+                           "map_steps": trace["steps"], "map_converged": trace["converged"]})
+            for c, hold in enumerate(holds)]
 
 
 def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_from,

@@ -259,8 +259,14 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
 
     Blocks of a size are taken ``KERNEL_CHUNK_ELEMENTS / n**2`` at a time, so that each chunk's
     kernel matrices stay in the CPU cache through the elementwise passes and the matrix product.
+
+    The particles are centred first: every term depends on their differences alone, and the
+    Gram form of a distance (``||x||^2 + ||y||^2 - 2 x.y``) and the repulsion's ``sum_j dk_ij
+    x_j - x_i sum_j dk_ij`` cancel in proportion to the particles' distance from the origin
+    (in float32 at 5e4, a distance of 1 is lost entirely).
     """
     n = x.shape[0]
+    x = x - x.mean(0)
     phi_t = x.new_zeros(x.shape[1], n)
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())

@@ -335,7 +335,8 @@ def test_demo_and_complete_write_report_by_default(tmp_path):
     rep = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert rep["run"]["settings"]["command"] == "demo" and "calibration" in rep["sections"]
     # MAP: intervals are noise-only, and a found rank, not a rank posterior
-    assert any(w.startswith("MAP: a single point estimate") for w in rep["warnings"])
+    assert any(w.startswith("MAP: a single point estimate") and "--method sghmc" in w
+               for w in rep["warnings"])
     assert rep["sections"]["calibration"]["numbers"]["noise_only_intervals"] is True
     rank = rep["sections"]["rank"]
     assert rank["numbers"]["point_estimate"] is True and "distribution" not in rank["numbers"]

@@ -135,7 +135,9 @@ def is_point_estimate(posterior) -> bool:
 #: Banner line of a MAP run: its intervals carry the noise only.
 MAP_POINT_WARNING = "MAP: a single point estimate with no parameter uncertainty."
 MAP_WARNING = (MAP_POINT_WARNING + " Every interval in this report is noise-only, and the rank "
-               "shown is the rank found at that point, not a posterior.")
+               "shown is the rank found at that point, not a posterior. A sampler "
+               "(method='sghmc', or --method sghmc) gives intervals on the entries and a rank "
+               "posterior.")
 
 
 def _diversity(posterior, heldout) -> tuple[dict, list]:

@@ -12,7 +12,9 @@ L-BFGS evaluations or sweeps. The defaults (``"auto"``) are ``block`` for the CP
 Problems: tensor regression (``bayestensor.data.regression``, 10 dB, max rank 6) "box" 7x8x9
 rank 3 n=400, "cp3" 10x10x10 rank 3 n=600, "cross" 32x32 rank 2 n=500, and "cross-tucker"
 (the cross with a Tucker weight); completion of a 30^3 tensor (20% observed, 10 dB, max rank
-8, ``map_hold=None``) of CP, Tucker and TT rank 3.
+8, ``map_hold=None``) of CP, Tucker and TT rank 3, and of a TT-matrix of rank 3 on a 13^4 and an
+8^4 tensor (``completion-ttm``, ``completion-ttm-small``; two cores, so one scale per entry as
+in CP, without CP's block ascent).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/map_quasi_newton.py [--seeds 0 1 2] [--finishes adam
 lbfgs block] [--problems ...] [--tag TAG]``
@@ -45,9 +47,9 @@ def regression(make, fmt="cp"):
     return build
 
 
-def completion(fmt):
+def completion(fmt, shape=(30, 30, 30)):
     def build(seed):
-        data = bt.data.synthetic_tensor((30, 30, 30), rank=3, format=fmt, snr_db=10,
+        data = bt.data.synthetic_tensor(shape, rank=3, format=fmt, snr_db=10,
                                         observed=0.2, seed=seed)
         model = bt.TensorCompletion(data.shape, format=fmt, max_rank=8)
         return model, data.train, {"map_hold": None}, lambda post: data.relative_error(
@@ -67,6 +69,8 @@ PROBLEMS = {
     "completion-cp": completion("cp"),
     "completion-tucker": completion("tucker"),
     "completion-tt": completion("tt"),
+    "completion-ttm": completion("ttm", (13, 13, 13, 13)),
+    "completion-ttm-small": completion("ttm", (8, 8, 8, 8)),
 }
 
 

@@ -242,6 +242,30 @@ def test_user_pyro_model_log_likelihood_loo_and_divergences(monkeypatch):
     pd.testing.assert_frame_equal(again, table)
 
 
+def test_deterministic_sites_go_to_the_posterior_not_the_likelihood():
+    """``pyro.deterministic`` records a masked Delta as an observation: it is no datum. Its
+    values per draw join the posterior group (as NumPyro's samples hold them); the
+    log-likelihood holds the real observations alone, so ``az.loo`` needs no ``var_name``."""
+    gen = torch.Generator().manual_seed(0)
+    y = 2.0 + torch.randn(40, generator=gen)
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        pyro.deterministic("twice_mu", 2 * mu)
+        with pyro.plate("n", 40):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    post = bt.fit(model, method="sghmc", num_samples=100, num_chains=2, seed=0, progress=False)
+    idata = post.to_arviz()
+    assert list(idata.log_likelihood.data_vars) == ["y"]
+    assert list(idata.observed_data.data_vars) == ["y"]
+    np.testing.assert_allclose(np.asarray(idata.posterior["twice_mu"]),
+                               2 * post["mu"].double().numpy(), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ArviZ's Pareto-k note
+        assert np.isfinite(arviz_adapter.loo(idata).elpd_loo)
+
+
 def test_summary_has_no_warnings_and_map_sd_is_zero():
     post = completion_posterior("cp", method="vi")
     point = bt.Posterior({k: v[:1, :1] for k, v in post.samples.items()}, {}, "map", post.model)

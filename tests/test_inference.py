@@ -533,6 +533,26 @@ def test_an_unknown_init_is_refused_for_a_pyro_model_too(init, shown):
         bt.fit(model, method="map", init=init, progress=False)
 
 
+def test_a_pyro_param_is_named_as_held_at_its_value():
+    """``pyro.param`` sites are constants to every method here (as to Pyro's MCMC, which
+    says nothing): the fit says so, and its posterior is that of the model with the param's
+    value written in (the conjugate normal mean with a known sd of 2)."""
+    pyro.clear_param_store()
+    y = torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+    def model():
+        sd = pyro.param("sd", torch.tensor(2.0), constraint=dist.constraints.positive)
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("n", 4):
+            pyro.sample("y", dist.Normal(mu, sd), obs=y)
+
+    with pytest.warns(UserWarning, match=r"pyro.param sites \['sd'\] are held at their"):
+        post = bt.fit(model, method="map", progress=False)
+    precision = 1 / 100 + 4 / 4
+    assert float(post["mu"].reshape(())) == pytest.approx(10.0 / 4 / precision / 1, rel=1e-3)
+    pyro.clear_param_store()
+
+
 @pytest.mark.parametrize("init, match", [
     ({"mu": torch.ones(3)}, r"init: site 'mu': expected shape \(\), got \(3,\)"),
     ({"s": -1.0}, r"init: site 's': a value outside the site's support"),

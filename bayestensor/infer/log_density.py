@@ -123,6 +123,16 @@ class _InitValues(poutine.messenger.Messenger):
         return None
 
 
+def _warn_params(trace) -> None:
+    """Say that a model's ``pyro.param`` sites stay at their values: the methods here infer
+    sample sites (as Pyro's MCMC does, which holds them silently)."""
+    params = [name for name, node in trace.nodes.items() if node["type"] == "param"]
+    if params:
+        warnings.warn(f"model: pyro.param sites {params} are held at their current values; "
+                      "fit infers pyro.sample sites only (give a parameter a prior with "
+                      "pyro.sample to infer it)", UserWarning, stacklevel=3)
+
+
 class LogDensity:
     """Unconstrained log joint ``log p(x, z) + log|J|`` of a Pyro model, batched over chains.
 
@@ -143,6 +153,11 @@ class LogDensity:
     device : str or torch.device, optional
         Where the chains live; default: the device of the first tensor in ``model_args``. The
         random generator lives there too, so sampling loops never copy to the host.
+
+    Warns
+    -----
+    UserWarning
+        When the model has ``pyro.param`` sites: they stay at their values.
 
     Raises
     ------
@@ -167,6 +182,7 @@ class LogDensity:
             proto = poutine.trace(start(model)).get_trace(*self.model_args, **self.model_kwargs)
         if start.error is not None:
             raise start.error
+        _warn_params(proto)
         self.sites: list[Site] = []
         self.subsample_plates: dict[str, tuple[int, int]] = {}
         self.init_constrained: dict[str, torch.Tensor] = {}

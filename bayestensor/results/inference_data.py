@@ -54,7 +54,8 @@ def data_groups(post, *, posterior_predictive: bool = False, model=None, model_a
     ``post`` is a :class:`~bayestensor.results.posterior.Posterior`; ``model`` a Pyro model
     with ``model_args`` / ``model_kwargs`` for a posterior without a built-in model. Returns
     ``({group: {var: array}}, {group: {var: dims}})``; both empty when there is no model
-    or ``log_likelihood`` is false.
+    or ``log_likelihood`` is false. A Pyro model's ``pyro.deterministic`` sites, computed per
+    draw on the same pass, come as the extra group ``deterministic``, for the posterior.
     """
     if not log_likelihood:
         return {}, {}
@@ -68,13 +69,17 @@ def data_groups(post, *, posterior_predictive: bool = False, model=None, model_a
         dims = builtin.arviz_dims()
         obs_dims = {site: dims[site]}
         ll_dims = {site: ["obs"]}
+        derived = {}
     elif model is not None:
-        log_lik, observed = pointwise.pyro_log_likelihood(model, flat, model_args, model_kwargs)
+        log_lik, observed, derived = pointwise.pyro_log_likelihood(model, flat, model_args,
+                                                                   model_kwargs)
         obs_dims, ll_dims = {}, {}
     else:
         return {}, {}
     groups = {"log_likelihood": {k: _by_chain(v, shape) for k, v in log_lik.items()},
               "observed_data": {k: v.detach().cpu().numpy() for k, v in observed.items()}}
+    if derived:
+        groups["deterministic"] = {k: _by_chain(v, shape) for k, v in derived.items()}
     dims = {"log_likelihood": ll_dims, "observed_data": obs_dims}
     if posterior_predictive:
         if builtin is not None and model is None:

@@ -28,9 +28,20 @@ def _check_full_data(trace) -> None:
                                  "needs every point (remove subsample_size for this call)")
 
 
+def _is_deterministic(node) -> bool:
+    """A ``pyro.deterministic`` site: an observed, masked Delta that Pyro marks as such."""
+    return bool((node.get("infer") or {}).get("_deterministic"))
+
+
 def _observed_sites(trace, latent: set) -> list[str]:
     return [name for name, node in trace.nodes.items()
-            if node["type"] == "sample" and node["is_observed"] and name not in latent]
+            if node["type"] == "sample" and node["is_observed"] and name not in latent
+            and not _is_deterministic(node)]
+
+
+def _deterministic_sites(trace) -> list[str]:
+    return [name for name, node in trace.nodes.items()
+            if node["type"] == "sample" and _is_deterministic(node)]
 
 
 def _draws(samples: dict):
@@ -40,8 +51,9 @@ def _draws(samples: dict):
         yield {k: v[i] for k, v in samples.items()}
 
 
-def pyro_log_likelihood(model, samples: dict, args=(), kwargs=None) -> tuple[dict, dict]:
-    """Log-likelihood of every observed site per draw, and the observed values.
+def pyro_log_likelihood(model, samples: dict, args=(), kwargs=None) -> tuple[dict, dict, dict]:
+    """Log-likelihood of every observed site per draw, the observed values, and the values of
+    the model's ``pyro.deterministic`` sites per draw (computed on the same pass).
 
     Parameters
     ----------
@@ -58,7 +70,10 @@ def pyro_log_likelihood(model, samples: dict, args=(), kwargs=None) -> tuple[dic
         ``{site: (S, *batch_shape)}``: ``fn.log_prob(value)`` of each observed site (an event
         dimension is summed, as in Pyro).
     observed : dict of str to tensor
-        ``{site: value}`` of each observed site.
+        ``{site: value}`` of each observed site (``pyro.deterministic`` sites, which Pyro
+        records as masked observations, are not among them).
+    deterministic : dict of str to tensor
+        ``{site: (S, *shape)}``: the value of each ``pyro.deterministic`` site per draw.
 
     Raises
     ------
@@ -69,6 +84,7 @@ def pyro_log_likelihood(model, samples: dict, args=(), kwargs=None) -> tuple[dic
     latent = set(samples)
     scores: dict[str, list] = {}
     observed: dict[str, torch.Tensor] = {}
+    derived: dict[str, list] = {}
     with torch.no_grad():
         for draw in _draws(samples):
             trace = _trace(model, args, kwargs, draw)
@@ -79,10 +95,14 @@ def pyro_log_likelihood(model, samples: dict, args=(), kwargs=None) -> tuple[dic
                     raise ValueError("model: no observed sample site (pyro.sample(..., obs=...)); "
                                      "nothing to score")
                 observed = {k: trace.nodes[k]["value"].detach() for k in names}
+                derived = {k: [] for k in _deterministic_sites(trace)}
             for name in observed:
                 node = trace.nodes[name]
                 scores.setdefault(name, []).append(node["fn"].log_prob(node["value"]).detach())
-    return {k: torch.stack(v) for k, v in scores.items()}, observed
+            for name, values in derived.items():
+                values.append(trace.nodes[name]["value"].detach())
+    return ({k: torch.stack(v) for k, v in scores.items()}, observed,
+            {k: torch.stack(v) for k, v in derived.items()})
 
 
 def pyro_predictive(model, samples: dict, sites, args=(), kwargs=None, seed: int = 0) -> dict:

@@ -345,7 +345,8 @@ class Posterior:
                  model_kwargs: dict | None = None, seed: int = 0, log_likelihood: bool = True):
         """``InferenceData`` (ArviZ 0.2x) or ``DataTree`` (ArviZ 1.x) of the run.
 
-        Groups: ``posterior`` (site axes named ``rank0``..., ``mode0``...), ``sample_stats``
+        Groups: ``posterior`` (site axes named ``rank0``..., ``mode0``...; with the
+        ``log_likelihood`` group, a Pyro model's ``pyro.deterministic`` sites too), ``sample_stats``
         (the sampler's per-draw statistics, ``lp`` = log density of each draw and, for NUTS,
         ``diverging``) and, when the model and its data are known, ``log_likelihood`` (one
         value per observation and draw, in the data's units) and ``observed_data``, so that
@@ -387,6 +388,7 @@ class Posterior:
             raise ValueError("posterior_predictive: needs the model and its data (a built-in "
                              "model fitted or saved with its data, or model= and model_args=)")
         dims["posterior"] = inference_data.posterior_dims(self)
+        post.update(groups.get("deterministic", {}))
         attrs = {"method": self.method, "inference_library": "bayestensor"}
         return arviz_adapter.to_inference_data(
             post, stats, groups.get("observed_data"), attrs,

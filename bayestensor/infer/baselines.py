@@ -590,7 +590,7 @@ def _held_coordinates(target, hold, num_steps: int, shape) -> list:
             site = sites[0]
             mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
             rows = slice(None) if isinstance(hold, dict) else row
-            mask[rows, site.offset:site.offset + math.prod(site.unconstrained_shape)] = True
+            mask[rows, site.offset:site.offset + site.size] = True
             out.append((int(round(fraction * num_steps)), mask))
         if isinstance(hold, dict):
             break

@@ -36,17 +36,50 @@ INIT_RADIUS = 2.0
 
 @dataclass
 class Site:
-    """A latent site: its constrained shape, unconstrained shape and bijection."""
+    """A latent site: its constrained shape, unconstrained shape and bijection.
+
+    ``free`` (flat, over the unconstrained coordinates) marks the coordinates that are
+    inferred where some are not (see :func:`_discarded_positions`); the others stay at
+    ``held`` (their unconstrained start, flat, the same length). ``None``: every coordinate.
+    """
 
     name: str
     shape: tuple[int, ...]
     unconstrained_shape: tuple[int, ...]
     transform: torch.distributions.Transform
     offset: int
+    free: torch.Tensor | None = None
+    held: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
+        if self.free is not None:
+            return int(self.free.sum())
         return math.prod(self.unconstrained_shape)
+
+
+def _discarded_positions(trace, name: str, node) -> torch.Tensor | None:
+    """Where a latent site's value is thrown away by construction: Pyro's ``obs_mask``.
+
+    ``pyro.sample(y, fn, obs=..., obs_mask=m)`` samples ``y_unobserved`` over every position
+    under ``poutine.mask(~m)`` and keeps it only where ``m`` is False: at the observed
+    positions it has no density and no use, a flat direction in which samplers random-walk
+    and VI's scales grow without bound. Returns a boolean tensor of the value's shape, True
+    at those positions, for a site of that pattern whose transform is elementwise; else
+    ``None``.
+    """
+    base = name[:-len("_unobserved")] if name.endswith("_unobserved") else None
+    mask = node.get("mask")
+    if base is None or f"{base}_observed" not in trace.nodes or not torch.is_tensor(mask):
+        return None
+    value = node["value"]
+    event = node["fn"].event_dim
+    shape = mask.shape + (1,) * event
+    try:
+        kept = mask.reshape(shape).expand(value.shape)
+    except RuntimeError:
+        return None
+    return None if bool(kept.all()) else ~kept
 
 
 def site_dtype(fn) -> torch.dtype:
@@ -207,9 +240,13 @@ class LogDensity:
             value = node["value"]
             transform = biject_to(support)
             u_shape = tuple(transform.inverse_shape(value.shape))
-            self.sites.append(Site(name, tuple(value.shape), u_shape, transform, offset))
+            site = Site(name, tuple(value.shape), u_shape, transform, offset)
+            discarded = _discarded_positions(proto, name, node)
+            if discarded is not None and u_shape == tuple(value.shape):
+                site.free = ~discarded.reshape(-1).to(self.device)
+            self.sites.append(site)
             self.init_constrained[name] = value.detach()
-            offset += math.prod(u_shape)
+            offset += site.size
         if not self.sites:
             raise ValueError("model: no latent sample site found; nothing to infer")
         unknown = sorted(set(init_values) - set(self.site_names), key=str)
@@ -220,6 +257,10 @@ class LogDensity:
         #: One dtype for the flat vector: float64 when any site is float64.
         self.dtype = functools.reduce(torch.promote_types,
                                       (v.dtype for v in self.init_constrained.values()))
+        for site in self.sites:
+            if site.free is not None:
+                start = torch.as_tensor(self.init_constrained[site.name], dtype=self.dtype)
+                site.held = site.transform.inv(start).reshape(-1).to(self.device)
         self._vmap_ok: bool | None = None
 
     # --- layout -----------------------------------------------------------------------------
@@ -238,7 +279,8 @@ class LogDensity:
             u = s.transform.inv(v)
             b = u.shape[: u.ndim - len(s.unconstrained_shape)]
             batch = b if batch is None else batch
-            parts.append(u.reshape(tuple(b) + (-1,)))
+            u = u.reshape(tuple(b) + (-1,))
+            parts.append(u if s.free is None else u[..., s.free])
         return torch.cat(parts, -1)
 
     def constrain(self, theta: torch.Tensor, with_log_jacobian: bool = False):
@@ -267,7 +309,11 @@ class LogDensity:
         ladj = theta.new_zeros(theta.shape[:-1])
         batch = tuple(theta.shape[:-1])
         for s in self.sites:
-            u = theta[..., s.offset: s.offset + s.size].reshape(batch + s.unconstrained_shape)
+            u = theta[..., s.offset: s.offset + s.size]
+            if s.free is not None:  # the held coordinates around the free ones
+                full = s.held.to(theta.dtype).expand(batch + s.held.shape)
+                u = full.index_copy(-1, s.free.nonzero().squeeze(-1), u)
+            u = u.reshape(batch + s.unconstrained_shape)
             x = s.transform(u)
             values[s.name] = x
             if with_log_jacobian:

@@ -22,6 +22,7 @@ method's runner, time it. ``fit`` calls it once, or once per chain group
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 import warnings
@@ -189,6 +190,10 @@ def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: 
     """Unconstrained draws ``(C, S, D)`` to a :class:`Posterior` in constrained space."""
     c, s, d = theta.shape
     values = target.constrain(theta.reshape(c * s, d))
+    for site in target.sites:  # positions a model discards (obs_mask) are no quantity: NaN
+        if site.free is not None:
+            kept = site.free.reshape(site.shape)
+            values[site.name] = torch.where(kept, values[site.name], math.nan)
     samples = {k: v.detach().reshape((c, s) + tuple(v.shape[1:])).cpu() for k, v in values.items()}
     stats = {k: v.detach().cpu() for k, v in stats.items()}
     return Posterior(samples, stats, method, job.model, job.info if info is None else info)

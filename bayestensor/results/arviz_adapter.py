@@ -10,7 +10,9 @@ fit that never builds ArviZ data should not pay.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -116,10 +118,15 @@ def has_group(data, name: str) -> bool:
 
 
 def per_variable(data, var_names=None) -> list[dict]:
-    """Worst R-hat and smallest bulk/tail ESS of every variable: ``[{var, max_rhat, ...}]``."""
-    rhat = _arviz().rhat(data, var_names=var_names)
-    bulk = _arviz().ess(data, var_names=var_names, method="bulk")
-    tail = _arviz().ess(data, var_names=var_names, method="tail")
+    """Worst R-hat and smallest bulk/tail ESS of every variable: ``[{var, max_rhat, ...}]``.
+
+    Elements that are NaN in every draw (positions a model discards, such as Pyro's
+    ``obs_mask`` ones) get NaN statistics and are left out of the worst values; ArviZ's log
+    line about them ("Array contains NaN-value") is held back."""
+    with _quiet_arviz_log():
+        rhat = _arviz().rhat(data, var_names=var_names)
+        bulk = _arviz().ess(data, var_names=var_names, method="bulk")
+        tail = _arviz().ess(data, var_names=var_names, method="tail")
     dss = [d.to_dataset() if hasattr(d, "to_dataset") else d for d in (rhat, bulk, tail)]
 
     def _red(ds, name, fn):
@@ -130,6 +137,22 @@ def per_variable(data, var_names=None) -> list[dict]:
     return [{"var": str(name), "max_rhat": _red(dss[0], name, np.max),
              "min_ess_bulk": _red(dss[1], name, np.min), "min_ess_tail": _red(dss[2], name, np.min)}
             for name in dss[0].data_vars]
+
+
+@contextlib.contextmanager
+def _quiet_arviz_log():
+    """ArviZ's loggers at ERROR for the duration (it logs a warning per array with NaN).
+    ArviZ 0.2x logs through a ``Logger`` it made itself (``arviz._log``), outside
+    ``logging.getLogger``'s registry."""
+    logs = {logging.getLogger("arviz"), getattr(_arviz(), "_log", logging.getLogger("arviz"))}
+    levels = {log: log.level for log in logs}
+    for log in logs:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in levels.items():
+            log.setLevel(level)
 
 
 def _figure_of(result):

@@ -50,11 +50,12 @@ class Site:
     offset: int
     free: torch.Tensor | None = None
     held: torch.Tensor | None = None
+    free_index: torch.Tensor | None = None  # positions of ``free``, made once
 
     @property
     def size(self) -> int:
         if self.free is not None:
-            return int(self.free.sum())
+            return int(self.free_index.numel())
         return math.prod(self.unconstrained_shape)
 
 
@@ -65,8 +66,9 @@ def _discarded_positions(trace, name: str, node) -> torch.Tensor | None:
     under ``poutine.mask(~m)`` and keeps it only where ``m`` is False: at the observed
     positions it has no density and no use, a flat direction in which samplers random-walk
     and VI's scales grow without bound. Returns a boolean tensor of the value's shape, True
-    at those positions, for a site of that pattern whose transform is elementwise; else
-    ``None``.
+    at those positions, for a site of that pattern; else ``None``. They are held only where
+    the site's transform is elementwise and no plate sub-samples the data (the positions
+    would change with the mini-batch).
     """
     base = name[:-len("_unobserved")] if name.endswith("_unobserved") else None
     mask = node.get("mask")
@@ -219,6 +221,7 @@ class LogDensity:
         self.sites: list[Site] = []
         self.subsample_plates: dict[str, tuple[int, int]] = {}
         self.init_constrained: dict[str, torch.Tensor] = {}
+        discarded: dict[str, torch.Tensor | None] = {}
         offset = 0
         for name, node in proto.nodes.items():
             if node["type"] != "sample":
@@ -240,12 +243,16 @@ class LogDensity:
             value = node["value"]
             transform = biject_to(support)
             u_shape = tuple(transform.inverse_shape(value.shape))
-            site = Site(name, tuple(value.shape), u_shape, transform, offset)
-            discarded = _discarded_positions(proto, name, node)
-            if discarded is not None and u_shape == tuple(value.shape):
-                site.free = ~discarded.reshape(-1).to(self.device)
-            self.sites.append(site)
+            self.sites.append(Site(name, tuple(value.shape), u_shape, transform, 0))
             self.init_constrained[name] = value.detach()
+            discarded[name] = _discarded_positions(proto, name, node)
+        for site in self.sites:
+            # under mini-batches the discarded positions change with the batch: none held then
+            if discarded[site.name] is not None and not self.subsample_plates \
+                    and site.unconstrained_shape == site.shape:
+                site.free = ~discarded[site.name].reshape(-1).to(self.device)
+                site.free_index = site.free.nonzero().squeeze(-1)
+            site.offset = offset
             offset += site.size
         if not self.sites:
             raise ValueError("model: no latent sample site found; nothing to infer")
@@ -312,7 +319,7 @@ class LogDensity:
             u = theta[..., s.offset: s.offset + s.size]
             if s.free is not None:  # the held coordinates around the free ones
                 full = s.held.to(theta.dtype).expand(batch + s.held.shape)
-                u = full.index_copy(-1, s.free.nonzero().squeeze(-1), u)
+                u = full.index_copy(-1, s.free_index, u)
             u = u.reshape(batch + s.unconstrained_shape)
             x = s.transform(u)
             values[s.name] = x

@@ -533,8 +533,11 @@ def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window
     the rows move as separate fits would; a row that is done is put back after each step
     (Adam's momentum would carry it on)."""
     rows = theta.shape[0]
-    best, stall = [-math.inf] * rows, [0] * rows
-    done, stalled = ~active, torch.zeros(rows, dtype=torch.bool)
+    # in float64 on the host, as the objective's Python floats were before rows
+    best = torch.full((rows,), -math.inf, dtype=torch.float64)
+    stall = torch.zeros(rows, dtype=torch.long)
+    done, stalled = ~active.cpu(), torch.zeros(rows, dtype=torch.bool)
+    held_rows = [(until, mask.any(-1).cpu()) for until, mask in held]
     frozen = theta.detach().clone()
     for t in bar:
         if t == window_start:
@@ -556,18 +559,20 @@ def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window
         if done.any():
             with torch.no_grad():
                 theta[done] = frozen[done]
-        history.append(float(obj.detach().sum()))
-        for c, total in enumerate(obj.detach().tolist()):
-            if done[c]:
-                continue
-            if not math.isfinite(best[c]) or total > best[c] + tol * abs(best[c]):
-                best[c], stall[c] = total, 0
-                continue
-            stall[c] += 1
-            if (stall[c] >= patience and batch_size is None
-                    and not any(t < until and bool(mask[c].any()) for until, mask in held)):
-                done[c] = stalled[c] = True
-                frozen[c] = theta.detach()[c]
+        total = obj.detach().double().cpu()
+        history.append(float(total.sum()))
+        improved = ~torch.isfinite(best) | (total > best + tol * best.abs())
+        best = torch.where(improved & ~done, total, best)
+        stall = torch.where(improved, 0, stall + 1)
+        if batch_size is None:
+            held_now = torch.zeros_like(done)
+            for until, rows_held in held_rows:
+                if t < until:
+                    held_now |= rows_held
+            now = ~done & (stall >= patience) & ~held_now
+            if now.any():
+                done, stalled = done | now, stalled | now
+                frozen[now.to(frozen.device)] = theta.detach()[now.to(frozen.device)]
         if done.all():
             break
     return theta.detach(), before, stalled
@@ -576,11 +581,14 @@ def _adam_steps(target, theta, history, bar, opt, sched, held, before, *, window
 def _held_coordinates(target, hold, num_steps: int, shape) -> list:
     """``[(steps held, boolean mask over the (C, D) coordinates)]`` for ``map_fit(hold=...)``:
     ``hold`` a dict for every row, or a list of one dict (or ``None``) per row."""
-    per_row = hold if isinstance(hold, (list, tuple)) else [hold] * shape[0]
-    if len(per_row) != shape[0]:
-        raise ValueError(f"hold: expected one per row, {shape[0]} in all, got {len(per_row)}")
+    if isinstance(hold, dict):
+        per_row = [(slice(None), hold)]
+    elif len(hold) != shape[0]:
+        raise ValueError(f"hold: expected one per row, {shape[0]} in all, got {len(hold)}")
+    else:
+        per_row = list(enumerate(hold))
     out = []
-    for row, row_hold in enumerate(per_row):
+    for rows, row_hold in per_row:
         for name, fraction in (row_hold or {}).items():
             sites = [s for s in target.sites if s.name == name]
             if not sites:
@@ -589,11 +597,8 @@ def _held_coordinates(target, hold, num_steps: int, shape) -> list:
                 raise ValueError(f"hold[{name!r}]: expected a fraction in [0, 1], got {fraction}")
             site = sites[0]
             mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
-            rows = slice(None) if isinstance(hold, dict) else row
             mask[rows, site.offset:site.offset + site.size] = True
             out.append((int(round(fraction * num_steps)), mask))
-        if isinstance(hold, dict):
-            break
     return out
 
 

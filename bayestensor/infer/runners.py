@@ -245,23 +245,17 @@ def _unbounded_sites(job: Job) -> list[str]:
     return list(prior.hyper_sites) if prior is not None else []
 
 
-def _quasi_newton_suits(job: Job) -> bool:
-    """Whether a full-batch MAP hands over to L-BFGS (see ``map_fit``): for a built-in model
-    whose low-rank prior has one slice variance per entry (CP).
+def map_hands_over(model) -> bool:
+    """Whether a full-batch MAP of ``model`` hands over from Adam to L-BFGS (see ``map_fit``),
+    or to its block ascent, by default: for a built-in model whose low-rank prior has one slice
+    variance per entry (CP). Otherwise it runs on Adam alone, and several fits of it run as
+    one batch (:func:`run_map_rows`).
 
     Under Tucker and TT priors L-BFGS measured slower than Adam (a curved valley; see
     ``one_scale_per_entry``). A user's model keeps Adam alone: where its density rises to the
     boundary of the support, L-BFGS runs into the clamp of a transform (a sigmoid at float
     ``tiny``), where the gradient is zero and it looks converged; Adam's drift rule warns.
     """
-    return map_hands_over(job.model)
-
-
-def map_hands_over(model) -> bool:
-    """Whether a full-batch MAP of ``model`` hands over from Adam to L-BFGS or a block ascent
-    by default (see :func:`_quasi_newton_suits`): a built-in model whose low-rank prior has
-    one slice variance per entry (CP). Otherwise it runs on Adam alone, and several fits of it
-    run as one batch (:func:`run_map_rows`)."""
     prior = model.low_rank_prior if isinstance(model, BayesModel) else None
     return prior is not None and prior.one_scale_per_entry
 
@@ -307,7 +301,7 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                                unbounded_sites=_unbounded_sites(job), warn=False,
                                max_rounds=_map_rounds(job),
-                               quasi_newton=_quasi_newton_suits(job),
+                               quasi_newton=map_hands_over(job.model),
                                block_ascent=_block_ascent(target, job),
                                rescue=job.model is None)
     except OptimizationInterrupted as err:
@@ -337,12 +331,12 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     """MAP from ``num_chains`` restarts as one batch; the best restart is the one draw.
 
     ``quasi_newton``: hand over from Adam to L-BFGS (see ``map_fit``); ``"auto"`` does for the
-    models where it measured faster (:func:`_quasi_newton_suits`). ``block_ascent``: at the
+    models where it measured faster (:func:`map_hands_over`). ``block_ascent``: at the
     hand-over, the model's closed-form block ascent instead of L-BFGS (``"auto"``: where the
     model has one, see :func:`_block_ascent`; ``False``: L-BFGS).
     """
     if quasi_newton == "auto":
-        quasi_newton = _quasi_newton_suits(job)
+        quasi_newton = map_hands_over(job.model)
     # made only where used (it sorts the data per mode), or where True must be checked
     ascent = (_block_ascent(target, job, block_ascent)
               if quasi_newton or block_ascent is True else None)
@@ -409,13 +403,9 @@ def run_map_rows(model: BayesModel, data, starts: list[dict], holds: list, *, op
                          f"starts and {len(holds)} holds")
     MAP.check_options(options)
     settings = {**MAP.options, **options}
-    pyro.set_rng_seed(legacy_seed(seed))
-    torch.manual_seed(seed)
-    fn, args, kwargs, first, fast = bind(model, data, (), None, batch_size, starts[0], seed)
-    target = LogDensity(fn, args, kwargs, init_values=first, fast_log_joint=fast, seed=seed)
-    info = {"method": MAP.name, "seed": int(seed), "num_chains": 1, "num_samples": 1,
-            "batch_size": batch_size, **versions(), "machine": platform.machine(),
-            "model": model.config()}
+    target = _seeded_target(model, data, seed=seed, batch_size=batch_size, init=starts[0])
+    info = _run_info(MAP, model, seed=seed, num_chains=1, num_samples=1,
+                     batch_size=batch_size, options=options)
     job = Job(model, 1, None, len(starts), 1, batch_size, None, seed, progress, None, 100,
               None, info)
     theta0 = torch.cat([target.unconstrain({**target.init_constrained, **start})
@@ -888,19 +878,12 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     settings = {**method.options, **options}
     method.require_settled(settings)
     device = check_device(device)
-    pyro.set_rng_seed(legacy_seed(seed))  # Python's, NumPy's legacy and torch's generators
-    torch.manual_seed(seed)
-    fn, args, kwargs, init_values, fast = bind(model, data, model_args, model_kwargs,
-                                               batch_size, init, seed, device)
-    target = LogDensity(fn, args, kwargs, init_values=init_values, fast_log_joint=fast,
-                        seed=seed, device=device)
+    target = _seeded_target(model, data, seed=seed, batch_size=batch_size, init=init,
+                            model_args=model_args, model_kwargs=model_kwargs, device=device)
     num_samples = num_samples or method.default_samples
-    info = {"method": method.name, "seed": int(seed), "num_chains": num_chains,
-            "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),
-            **versions(), "machine": platform.machine()}
+    info = _run_info(method, model, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                     batch_size=batch_size, options=options)
     bound = model if isinstance(model, BayesModel) else None
-    if bound is not None:
-        info["model"] = bound.config()
     job = Job(bound, num_samples, num_warmup, num_chains, thin, batch_size,
               None if batches is None else list(batches), seed, progress,
               None if checkpoint is None else str(checkpoint), checkpoint_every,
@@ -909,3 +892,26 @@ def run_method(method: Method, model, data=None, *, options: dict, seed: int = 0
     post = method.runner(target, job, **settings)
     post.info["seconds"] = time.perf_counter() - start
     return post
+
+
+def _seeded_target(model, data, *, seed: int, batch_size, init, model_args=(),
+                   model_kwargs=None, device=None) -> LogDensity:
+    """The log density of ``model`` bound to ``data``, with Python's, NumPy's legacy and
+    torch's generators seeded first (the start may draw from them)."""
+    pyro.set_rng_seed(legacy_seed(seed))
+    torch.manual_seed(seed)
+    fn, args, kwargs, init_values, fast = bind(model, data, model_args, model_kwargs,
+                                               batch_size, init, seed, device)
+    return LogDensity(fn, args, kwargs, init_values=init_values, fast_log_joint=fast,
+                      seed=seed, device=device)
+
+
+def _run_info(method: Method, model, *, seed: int, num_chains: int, num_samples: int,
+              batch_size, options: dict) -> dict:
+    """A fit's record: its method and sizes, the versions, and a built-in model's settings."""
+    info = {"method": method.name, "seed": int(seed), "num_chains": num_chains,
+            "num_samples": num_samples, "batch_size": batch_size, "options": dict(options),
+            **versions(), "machine": platform.machine()}
+    if isinstance(model, BayesModel):
+        info["model"] = model.config()
+    return info

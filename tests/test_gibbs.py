@@ -1,6 +1,8 @@
 """Exact redraws inside SGHMC (Gamma precisions, half-Cauchy scales): shapes and counts from the
 model's structure, rates from the gradient, draws from the analytic conditional; fit's gibbs."""
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -125,16 +127,16 @@ def test_tt_and_tucker_shapes_count_every_entry_a_slice_precision_scales():
     a = 1e-3
     tt = LowRankPrior("X", (4, 5, 6), (2, 3), "tt", "gamma", {"a": a})
     assert tt.conditionals() == {"X.precision0": GammaConditional(a + (4 + 15) / 2),
-                                 "X.precision1": GammaConditional(a + (10 + 6) / 2)}
+                                 "X.precision1": GammaConditional(a + (10 + 6) / 2, stage=1)}
     tucker = LowRankPrior("X", (4, 5), (2, 3), "tucker", "gamma", {"a": a})
-    # Tucker's redrawn only after burn-in (from the start they diverged); TT's from the start
+    # Tucker's redrawn only after burn-in; TT's from the start
     assert tucker.conditionals() == {
         "X.precision0": GammaConditional(a + (4 + 3) / 2, during_warmup=False),
-        "X.precision1": GammaConditional(a + (5 + 2) / 2, during_warmup=False)}
+        "X.precision1": GammaConditional(a + (5 + 2) / 2, during_warmup=False, stage=1)}
     assert all(c.during_warmup for c in tt.conditionals().values())
     tucker_hc = LowRankPrior("X", (4, 5), (2, 3), "tucker", "half_cauchy", {"scale": 0.5})
     assert tucker_hc.conditionals() == {"X.scale0": HalfCauchyConditional(4 + 3, 0.5),
-                                        "X.scale1": HalfCauchyConditional(5 + 2, 0.5)}
+                                        "X.scale1": HalfCauchyConditional(5 + 2, 0.5, stage=1)}
     assert LowRankPrior("X", (4, 5, 6), 2, "cp", "log_uniform").conditionals() == {}
 
 
@@ -348,3 +350,93 @@ def test_chains_from_the_starting_values_begin_with_the_noise_their_start_implie
     assert bool((tau > 50).all()), tau
     rmse = np.sqrt(np.mean((post.predict(torch.tensor(idx[test])).mean - vals[test]) ** 2))
     assert rmse < 0.15, rmse
+
+
+CORE = 2.0
+FACTOR0, FACTOR1 = (0.1, -0.05, 0.08), (0.05, 0.1)
+
+
+def coupled_scales_model():
+    """One entry of a 2-way Tucker core with rank 1 per mode: its prior sd is the product of
+    the two modes' scales, each of which also scales its own factor column."""
+    s0 = pyro.sample("s0", dist.HalfCauchy(1.0))
+    s1 = pyro.sample("s1", dist.HalfCauchy(1.0))
+    pyro.sample("core", dist.Normal(0.0, s0 * s1))
+    pyro.sample("u0", dist.Normal(0.0, s0).expand([len(FACTOR0)]).to_event(1))
+    pyro.sample("u1", dist.Normal(0.0, s1).expand([len(FACTOR1)]).to_event(1))
+
+
+def coupled_scales_posterior():
+    """Means and sds of ``(log s0, log s1)`` given the core entry and the factor columns, and
+    their correlation, by quadrature on a grid of the unnormalized density (with the
+    Jacobians of the log scale)."""
+    a, b = np.meshgrid(np.linspace(-12, 6, 1201), np.linspace(-12, 6, 1201), indexing="ij")
+    s0, s1 = np.exp(a), np.exp(b)
+    log_p = (a - np.log1p(s0**2) + b - np.log1p(s1**2) - a - b - CORE**2 / (2 * (s0 * s1)**2)
+             - len(FACTOR0) * a - np.sum(np.square(FACTOR0)) / (2 * s0**2)
+             - len(FACTOR1) * b - np.sum(np.square(FACTOR1)) / (2 * s1**2))
+    p = np.exp(log_p - log_p.max())
+    p /= p.sum()
+    means = np.array([(a * p).sum(), (b * p).sum()])
+    sds = np.sqrt([((a - means[0])**2 * p).sum(), ((b - means[1])**2 * p).sum()])
+    corr = ((a - means[0]) * (b - means[1]) * p).sum() / sds.prod()
+    return means, sds, corr
+
+
+def test_coupled_scales_are_redrawn_in_turn_and_follow_their_joint_posterior():
+    """The two scales of a Tucker core entry each depend on the other's value. Redrawn in
+    two stages (the second reading its rate off the gradient after the first), the redraws
+    alone (lr tiny) are a Gibbs sampler of ``p(s0, s1 | core, u0, u1)``: its moments match
+    the quadrature's (means within 4 standard errors at a bulk ESS of about 1,500, sds within
+    8%, correlation -0.876 within 0.03). Redrawn together from one gradient, as before the
+    stages, the correlation came out at -0.46, the sds 17% small."""
+    chains = 32
+    target = LogDensity(coupled_scales_model, (), seed=0)
+    gibbs = {"s0": HalfCauchyConditional(1 + len(FACTOR0), 1.0, stage=0),
+             "s1": HalfCauchyConditional(1 + len(FACTOR1), 1.0, stage=1)}
+    sampler = SGHMC(target, lr=1e-12, num_warmup=0, precondition=False, gibbs=gibbs)
+    start = {"s0": torch.full((chains,), 0.5), "s1": torch.full((chains,), 0.5),
+             "core": torch.full((chains,), CORE),
+             "u0": torch.tensor(FACTOR0).expand(chains, -1),
+             "u1": torch.tensor(FACTOR1).expand(chains, -1)}
+    state = sampler.init_state(target.unconstrain(start))
+    draws = []
+    for t in range(2000):
+        state = sampler.step(state, t)
+        if (t + 1) % 4 == 0:
+            values = target.constrain(state.theta)
+            draws.append(torch.stack([values["s0"], values["s1"]], -1))
+    logs = torch.stack(draws[50:]).double().log().reshape(-1, 2).numpy()
+    means, sds, corr = coupled_scales_posterior()
+    np.testing.assert_allclose(logs.mean(0), means, atol=0.09)
+    np.testing.assert_allclose(logs.std(0), sds, rtol=0.08)
+    assert np.corrcoef(logs.T)[0, 1] == pytest.approx(corr, abs=0.03)
+
+
+@pytest.mark.parametrize("fmt, shape, stages", [
+    ("cp", (5, 6, 7), [0]), ("tucker", (5, 6, 7), [0, 1, 2]),
+    ("tt", (5, 6, 7, 8), [0, 1, 0]), ("ttm", (3, 4, 3, 2, 3, 2), [0, 1])])
+def test_rank_dimensions_sharing_a_parameter_are_redrawn_in_different_stages(fmt, shape,
+                                                                            stages):
+    """A Tucker core couples every pair of modes, an inner TT core its two bonds, CP none:
+    the built-in conditionals carry those stages under both priors that have them."""
+    for prior in ("gamma", "half_cauchy"):
+        low_rank = LowRankPrior("X", shape, 3, fmt, prior)
+        conds = low_rank.conditionals()
+        assert [conds[site].stage for site in low_rank.hyper_sites] == stages
+
+
+@pytest.mark.slow
+def test_tucker_chains_on_pure_noise_do_not_diverge():
+    """A 20^3 tensor of pure noise, 30% observed, Tucker under the half-Cauchy prior at
+    SGHMC's defaults: with the three modes' scales redrawn together the log density
+    overflowed at step 1155 (seed 0, 155 draws in); redrawn in turn the run completes."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(20, 20, 20))
+    noise[rng.random(noise.shape) >= 0.3] = np.nan
+    model = bt.TensorCompletion(noise.shape, "tucker", max_rank=8, prior="half_cauchy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bt.fit(model, noise, method="sghmc", num_samples=200, seed=0, progress=False)
+    assert "diverged_at_step" not in post.info
+    assert np.isfinite(post.samples["X.scale0"].numpy()).all()

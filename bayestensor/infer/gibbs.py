@@ -25,6 +25,18 @@ the smallest bulk ESS of 200 held-out entries of a 30^3 TT completion (gamma pri
 186-310 to 581-648 (3 seeds), and the noise precision's ESS on a 50^3 CP completion at 20 dB
 from 147-153 to 877-1010. A redraw is a Gibbs step: it leaves the joint distribution of
 positions and velocities invariant, as the velocities do not depend on the positions.
+
+Sites whose conditionals depend on each other are redrawn in turn, not together: a Tucker core
+entry's prior variance is the product of one slice variance per mode, so each mode's rate
+depends on the other modes' current values. Drawn together from one gradient they are a
+Jacobi update, which leaves no distribution of interest invariant; on a 20^3 tensor of pure
+noise (half-Cauchy prior) the three scales of a core entry moved up together, then down
+together, by about e^7 a redraw, until the log density overflowed in float32 (DivergenceError
+on one seed of three). Each conditional carries a ``stage``; the sites of one stage (which
+must not depend on each other) are drawn from one gradient, and the gradient is evaluated
+again before the next (:meth:`LowRankPrior.redraw_stages
+<bayestensor.priors.LowRankPrior.redraw_stages>`: one stage for CP, two for TT, N for an
+N-way Tucker).
 """
 
 from __future__ import annotations
@@ -144,27 +156,34 @@ class GibbsRedraws:
         return {name: cond.describe() for name, cond in zip(self.names, self.conditionals)}
 
     def redraw(self, theta: torch.Tensor, grad: torch.Tensor, generator: torch.Generator,
-               warmup: bool = False) -> torch.Tensor:
+               warmup: bool = False, gradient=None) -> torch.Tensor:
         """``theta`` ``(C, D)`` with each site redrawn from its conditional at the others.
 
-        ``grad`` is the full-data gradient of the log density at ``theta``. In burn-in
-        (``warmup``) only the conditionals whose ``during_warmup`` is true are redrawn. An
-        element whose new value is not a positive finite number keeps its value. The draws come from
+        ``grad`` is the full-data gradient of the log density at ``theta``. The positive
+        sites are redrawn stage by stage (their conditionals' ``stage``, ascending); each later
+        stage reads its rates off ``gradient(theta)``, the gradient after the stages before,
+        since its conditional may depend on their new values (a sequential Gibbs scan;
+        ``gradient`` is needed only when there are several stages). In burn-in (``warmup``)
+        only the conditionals whose ``during_warmup`` is true are redrawn. An element whose
+        new value is not a positive finite number keeps its value. The draws come from
         NumPy's samplers seeded from ``generator``, so a run is reproducible from its seed and
         resumes exactly (torch's Gamma sampler takes no generator).
         """
-        before = theta
+        before, stage_grad = theta, grad
         theta = theta.clone()
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
-        for span, cond in self.spans:
-            if warmup and not cond.during_warmup:
-                continue
-            u = theta[:, span]
-            x = u.double().exp().cpu()
-            new = cond.draw(x, grad[:, span].double().cpu(), rng).log().to(u.device)
-            ok = torch.isfinite(new)
-            theta[:, span] = torch.where(ok, new.to(u.dtype), u)
+        due = [(span, cond) for span, cond in self.spans if not warmup or cond.during_warmup]
+        for k, stage in enumerate(sorted({cond.stage for _, cond in due})):
+            if k:
+                stage_grad = gradient(theta)
+            for span, cond in due:
+                if cond.stage != stage:
+                    continue
+                u = theta[:, span]
+                x = u.double().exp().cpu()
+                new = cond.draw(x, stage_grad[:, span].double().cpu(), rng).log().to(u.device)
+                theta[:, span] = torch.where(torch.isfinite(new), new.to(u.dtype), u)
         for span, noise, cond in self.offsets:
             if warmup and not cond.during_warmup:
                 continue

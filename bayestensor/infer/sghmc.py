@@ -581,7 +581,8 @@ class SGHMC:
         logp, grad = self.gradients.value_and_grad(theta, 0)
         if (self.gibbs is not None and self.gibbs.all_during_warmup
                 and not self.warmup.start_at_mode):
-            theta = self.gibbs.redraw(theta, grad, self.generator, warmup=True)
+            theta = self.gibbs.redraw(theta, grad, self.generator, warmup=True,
+                                      gradient=self._gradient_at(0))
             logp, grad = self.gradients.value_and_grad(theta, 0)
         if self.dense:
             hessian = self.gradients.hessian(theta, 0)
@@ -748,6 +749,11 @@ class SGHMC:
         return SGHMCState(theta, v, precond, curvature, n_est, beta_hat, logp, grad, scale,
                           heat_sum, heat_steps, log_sum, log_count)
 
+    def _gradient_at(self, t: int):
+        """The gradient of the log density on step ``t``'s batch, as a function of ``theta``
+        (for the later stages of the exact redraws)."""
+        return lambda theta: self.gradients.value_and_grad(theta, t)[1]
+
     def _redraw(self, theta: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor, t: int):
         """After step ``t``: every ``GIBBS_EVERY`` steps the ``gibbs`` sites redrawn exactly
         (in burn-in those that allow it), every ``SCALE_MOVE_EVERY`` steps the scale moves;
@@ -758,7 +764,8 @@ class SGHMC:
         blocks = self.block_redraws is not None and not (t + 1) % GIBBS_EVERY
         move = self.scale_moves is not None and not (t + 1) % SCALE_MOVE_EVERY
         if redraw:
-            theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup)
+            theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup,
+                                      gradient=self._gradient_at(t + 1))
         if blocks:
             values = self.block_redraws.redraw(self.target.constrain(theta), self.generator)
             theta = self.target.unconstrain(values)

@@ -15,6 +15,13 @@ import numpy as np
 import torch
 
 
+def check_stage(name: str, stage) -> None:
+    """``ValueError`` naming the site unless ``stage`` is a non-negative integer."""
+    if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) or stage < 0:
+        raise ValueError(f"gibbs: the stage of {name!r} must be a non-negative integer, "
+                         f"got {stage!r}")
+
+
 @dataclass(frozen=True)
 class GammaConditional:
     """A positive site ``x`` (sampled as ``log x``) whose full conditional is
@@ -27,16 +34,21 @@ class GammaConditional:
     #: of burn-in, as its half-Cauchy scales do (:meth:`LowRankPrior.conditionals
     #: <bayestensor.priors.LowRankPrior.conditionals>`).
     during_warmup: bool = True
+    #: Redraw stage (see :mod:`bayestensor.infer.gibbs`): sites of one stage are redrawn
+    #: together from one gradient, so their conditionals must not depend on each other.
+    stage: int = 0
 
     def check(self, name: str) -> None:
         if not (float(self.shape) > 0 and np.isfinite(float(self.shape))):
             raise ValueError(f"gibbs: the shape of {name!r} must be a positive number, "
                              f"got {self.shape}")
+        check_stage(name, self.stage)
 
     def describe(self) -> dict:
         """Plain values for run records and checkpoint fingerprints."""
         out = {"kind": "gamma", "shape": float(self.shape)}
-        return out if self.during_warmup else {**out, "during_warmup": False}
+        out = out if self.during_warmup else {**out, "during_warmup": False}
+        return {**out, "stage": self.stage} if self.stage else out
 
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """New values (double) from the current ones and the gradient on ``log x``."""
@@ -56,11 +68,14 @@ class HalfCauchyConditional:
 
     count: float
     scale: float
-    #: Redrawn only after burn-in. In burn-in the redraws carried the scales of switched-off
-    #: Tucker slices down the funnel to 1e-4-1e-3 faster than the preconditioner followed the
-    #: stiffening entries, and the adapted step collapsed (step scale 0.003, R-hat 3.8-4.1 on 2
-    #: of 3 seeds of the 30^3 grid case); redrawn after it the three seeds gave R-hat
-    #: 1.017-1.020 and ESS 310-449 (1.017-1.023 and 285-452 without these redraws).
+    #: Redraw stage, as :attr:`GammaConditional.stage`.
+    stage: int = 0
+    #: Redrawn only after burn-in. While a Tucker core's scales were redrawn together (not in
+    #: turn, see ``stage``), the redraws in burn-in collapsed the adapted step (step scale
+    #: 0.003, R-hat 3.8-4.1 on 2 of 3 seeds of the 30^3 grid case); redrawn in turn they no
+    #: longer do (R-hat 1.007-1.017, ESS 1,010-1,188 from the first step; 1.007-1.009 and
+    #: 739-896 after burn-in), and the rule was kept (see :meth:`LowRankPrior.conditionals
+    #: <bayestensor.priors.LowRankPrior.conditionals>`).
     during_warmup = False
 
     def check(self, name: str) -> None:
@@ -69,10 +84,12 @@ class HalfCauchyConditional:
             if not (value > 0 and np.isfinite(value)):
                 raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
                                  f"got {value}")
+        check_stage(name, self.stage)
 
     def describe(self) -> dict:
         """Plain values for run records and checkpoint fingerprints."""
-        return {"kind": "half_cauchy", "count": float(self.count), "scale": float(self.scale)}
+        out = {"kind": "half_cauchy", "count": float(self.count), "scale": float(self.scale)}
+        return {**out, "stage": self.stage} if self.stage else out
 
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """New values (double) from the current ones and the gradient on ``log x``."""

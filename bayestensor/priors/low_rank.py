@@ -198,25 +198,45 @@ class LowRankPrior:
         the current parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The
         log-uniform scale is sampled through a bounded transform, not on the log scale: empty.
 
-        Tucker's precisions, like its half-Cauchy scales, are redrawn only after burn-in: from
-        the starting values (``init_from="init"``), redrawn from the first step, they carried
-        switched-off slices' precisions to where the log density overflowed, and all 12
-        Tucker runs of ``benchmarks/small_data_formats.py`` diverged in burn-in (steps
-        132-680); redrawn after burn-in, 10 ran through and 2 diverged while sampling, with
-        their draws up to there kept. From the MAP (the default) the redraws in burn-in
-        collapsed the adapted step (R-hat 1.27-1.53 on a 26 x 24 x 22 case, 1.010-1.022
-        after; docs/benchmarks.md).
+        Each conditional carries its rank dimension's stage (:meth:`redraw_stages`).
+        Tucker's precisions, like its half-Cauchy scales, are redrawn only after burn-in.
+        That rule was set while coupled sites were still redrawn together (then the redraws
+        in burn-in diverged in all 12 Tucker runs of ``benchmarks/small_data_formats.py``
+        from the starting values); redrawn in turn, from the first step or after burn-in both
+        run through, and after burn-in kept ranks closer to the truth on that benchmark's
+        20 x 15 x 10 tensors (errors 0.050-0.053 against 0.053-0.060 at 30% observed) at a
+        lower ESS on a 26 x 24 x 22 case (239-817 against 353-1,222; docs/benchmarks.md,
+        "Exact redraws in turn").
         """
-        counts = self.slice_counts()
+        counts, stages = self.slice_counts(), self.redraw_stages()
         if self.prior.kind == "gamma":
             a = float(self.prior.params["a"])
             in_warmup = self.format_cls.format_name != "tucker"
-            return {site: GammaConditional(a + count / 2, during_warmup=in_warmup)
-                    for site, count in counts.items()}
+            return {site: GammaConditional(a + count / 2, during_warmup=in_warmup, stage=stage)
+                    for (site, count), stage in zip(counts.items(), stages)}
         if self.prior.kind == "half_cauchy":
             scale = float(self.prior.params["scale"])
-            return {site: HalfCauchyConditional(count, scale) for site, count in counts.items()}
+            return {site: HalfCauchyConditional(count, scale, stage=stage)
+                    for (site, count), stage in zip(counts.items(), stages)}
         return {}
+
+    def redraw_stages(self) -> list[int]:
+        """Per rank dimension, the stage in which its hyper site is redrawn: two dimensions
+        that share a parameter (the axes of a Tucker core, the two bonds of an inner TT core)
+        get different stages, as each one's conditional depends on the other's value.
+
+        A greedy colouring of the dimensions: CP needs one stage, TT and TT-matrix two, an
+        N-way Tucker N. Redrawing coupled sites together from one gradient is not a Gibbs
+        step: on pure noise (a 20^3 Tucker, half-Cauchy) the three scales of a core entry
+        jumped up together and down together by e^7 every redraw, until the log density
+        overflowed in float32 (:mod:`bayestensor.infer.gibbs`).
+        """
+        stages: list[int] = []
+        for d in range(len(self.ranks)):
+            taken = {stages[e] for spec in self.specs for e in spec.rank_axes.values()
+                     if e < d and d in spec.rank_axes.values()}
+            stages.append(min(set(range(len(taken) + 1)) - taken))
+        return stages
 
     def slice_groups(self) -> list[SliceGroup]:
         """Per rank dimension, what SGHMC's scale moves rescale together

@@ -1,7 +1,7 @@
 """SGHMC at its defaults on data without low-rank structure: does the run complete?
 
 A tensor of pure Gaussian noise (20^3, 30% observed), completed with SGHMC at its defaults
-(max rank 8) under the gamma and half-Cauchy priors, for the formats whose slice
+(max rank 8 unless ``--max-rank``) under the gamma and half-Cauchy priors, for the formats whose slice
 hyper-parameters SGHMC redraws exactly (Tucker, TT). Where nothing is to be found the prior
 switches every slice off and the chains walk the funnel of the slice scales, so this is where
 a sampler's exact redraws are stressed. Per run: whether it diverged (and at which step), the
@@ -9,7 +9,7 @@ largest R-hat the report checks and whether it says converged, the posterior's e
 (mode) and seconds.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/pure_noise_sghmc.py [--seeds 3] [--formats tucker
-tt] [--priors gamma half_cauchy] [--out FILE]``
+tt] [--priors gamma half_cauchy] [--max-rank 8] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import bayestensor as bt
 
 RESULTS = Path(__file__).parent / "results"
-SHAPE, OBSERVED, MAX_RANK = (20, 20, 20), 0.3, 8
+SHAPE, OBSERVED = (20, 20, 20), 0.3
 
 
 def noise_tensor(seed: int) -> np.ndarray:
@@ -38,10 +38,10 @@ def noise_tensor(seed: int) -> np.ndarray:
     return values
 
 
-def run(fmt: str, prior: str, seed: int) -> dict:
+def run(fmt: str, prior: str, seed: int, max_rank: int) -> dict:
     """One SGHMC fit at its defaults; a divergence is recorded, not raised."""
-    model = bt.TensorCompletion(SHAPE, fmt, max_rank=MAX_RANK, prior=prior)
-    row = {"format": fmt, "prior": prior, "seed": seed}
+    model = bt.TensorCompletion(SHAPE, fmt, max_rank=max_rank, prior=prior)
+    row = {"format": fmt, "prior": prior, "seed": seed, "max_rank": max_rank}
     start = time.perf_counter()
     try:
         post = bt.fit(model, noise_tensor(seed), method="sghmc", seed=seed, progress=False)
@@ -61,6 +61,7 @@ def main(argv=None) -> dict:
                         choices=["cp", "tucker", "tt"])
     parser.add_argument("--priors", nargs="+", default=["gamma", "half_cauchy"],
                         choices=["gamma", "half_cauchy", "log_uniform"])
+    parser.add_argument("--max-rank", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS / "pure_noise_sghmc.json")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -69,7 +70,7 @@ def main(argv=None) -> dict:
     for fmt in args.formats:
         for prior in args.priors:
             for seed in range(args.seeds):
-                rows.append(run(fmt, prior, seed))
+                rows.append(run(fmt, prior, seed, args.max_rank))
                 print(json.dumps(rows[-1]), flush=True)
     diverged = sum(r["diverged"] is not None for r in rows)
     summary = {"runs": len(rows), "diverged": diverged}

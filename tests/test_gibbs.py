@@ -137,6 +137,11 @@ def test_tt_and_tucker_shapes_count_every_entry_a_slice_precision_scales():
     tucker_hc = LowRankPrior("X", (4, 5), (2, 3), "tucker", "half_cauchy", {"scale": 0.5})
     assert tucker_hc.conditionals() == {"X.scale0": HalfCauchyConditional(4 + 3, 0.5),
                                         "X.scale1": HalfCauchyConditional(5 + 2, 0.5, stage=1)}
+    # TT's half-Cauchy scales from the first burn-in step too; CP's (a regression's) after it
+    tt_hc = LowRankPrior("X", (4, 5, 6), (2, 3), "tt", "half_cauchy")
+    assert all(c.during_warmup for c in tt_hc.conditionals().values())
+    cp_hc = LowRankPrior("X", (4, 5, 6), 2, "cp", "half_cauchy")
+    assert not any(c.during_warmup for c in cp_hc.conditionals().values())
     assert LowRankPrior("X", (4, 5, 6), 2, "cp", "log_uniform").conditionals() == {}
 
 

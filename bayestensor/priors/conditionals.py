@@ -70,13 +70,14 @@ class HalfCauchyConditional:
     scale: float
     #: Redraw stage, as :attr:`GammaConditional.stage`.
     stage: int = 0
-    #: Redrawn only after burn-in. While a Tucker core's scales were redrawn together (not in
-    #: turn, see ``stage``), the redraws in burn-in collapsed the adapted step (step scale
-    #: 0.003, R-hat 3.8-4.1 on 2 of 3 seeds of the 30^3 grid case); redrawn in turn they no
-    #: longer do (R-hat 1.007-1.017, ESS 1,010-1,188 from the first step; 1.007-1.009 and
-    #: 739-896 after burn-in), and the rule was kept (see :meth:`LowRankPrior.conditionals
-    #: <bayestensor.priors.LowRankPrior.conditionals>`).
-    during_warmup = False
+    #: Redrawn from the first step of burn-in (``True``) or only after it (the default; a TT
+    #: prior's scales are redrawn from the first step, see :meth:`LowRankPrior.conditionals
+    #: <bayestensor.priors.LowRankPrior.conditionals>`). While a Tucker core's scales were
+    #: redrawn together (not in turn, see ``stage``), the redraws in burn-in collapsed the
+    #: adapted step (step scale 0.003, R-hat 3.8-4.1 on 2 of 3 seeds of the 30^3 grid case);
+    #: redrawn in turn they no longer do (R-hat 1.007-1.017, ESS 1,010-1,188 from the first
+    #: step; 1.007-1.009 and 739-896 after burn-in).
+    during_warmup: bool = False
 
     def check(self, name: str) -> None:
         for key in ("count", "scale"):
@@ -89,6 +90,7 @@ class HalfCauchyConditional:
     def describe(self) -> dict:
         """Plain values for run records and checkpoint fingerprints."""
         out = {"kind": "half_cauchy", "count": float(self.count), "scale": float(self.scale)}
+        out = {**out, "during_warmup": True} if self.during_warmup else out
         return {**out, "stage": self.stage} if self.stage else out
 
     def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 import bayestensor as bt
+from tables import write_result
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE, OBSERVED = (20, 20, 20), 0.3
@@ -75,11 +75,7 @@ def main(argv=None) -> dict:
     diverged = sum(r["diverged"] is not None for r in rows)
     summary = {"runs": len(rows), "diverged": diverged}
     print(json.dumps(summary))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"rows": rows, "summary": summary, "machine": platform.platform(),
-              "torch": torch.__version__, "args": {**vars(args), "out": str(args.out)}}
-    args.out.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args, rows, summary)
 
 
 if __name__ == "__main__":

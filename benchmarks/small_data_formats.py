@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 import bayestensor as bt
+from tables import write_result
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = [((20, 15, 10), 0.3), ((20, 15, 10), 0.5), ((30, 30, 30), 0.1), ((30, 30, 30), 0.2)]
@@ -116,11 +116,7 @@ def main(argv=None) -> dict:
                                     "median_seconds": statistics.median(r["seconds"] for r in sel)})
     for row in summary:
         print(json.dumps(row))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"rows": rows, "summary": summary, "machine": platform.platform(),
-              "torch": torch.__version__, "args": {**vars(args), "out": str(args.out)}}
-    args.out.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args, rows, summary)
 
 
 if __name__ == "__main__":

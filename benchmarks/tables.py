@@ -6,10 +6,23 @@ Run: ``python benchmarks/tables.py [NAME ...]`` (default: every result file pres
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def write_result(args, rows: list[dict], summary) -> dict:
+    """Write ``{"rows", "summary", "machine", "torch", "args"}`` to ``args.out`` (JSON) and
+    return it: the common record of a benchmark's runs."""
+    import torch
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"rows": rows, "summary": summary, "machine": platform.platform(),
+              "torch": torch.__version__, "args": {**vars(args), "out": str(args.out)}}
+    args.out.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def fmt(v):

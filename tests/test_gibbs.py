@@ -150,7 +150,10 @@ def test_gibbs_sites_are_checked_before_sampling():
     target = LogDensity(precision_model, (y,), seed=0)
     for shapes, match in (({"sigma": 3.0}, "'sigma' is not a site"),
                           ({"mu": 3.0}, "not sampled as the log"),
-                          ({"tau": -1.0}, "positive number")):
+                          ({"tau": -1.0}, "positive number"),
+                          ({"tau": GammaConditional(3.0, stage=-1)}, "non-negative integer"),
+                          ({"tau": HalfCauchyConditional(20, 1.0, stage=1.5)},
+                           "non-negative integer")):
         with pytest.raises(ValueError, match=match):
             GibbsRedraws(target, shapes)
 

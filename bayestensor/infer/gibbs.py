@@ -174,7 +174,11 @@ class GibbsRedraws:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
         due = [(span, cond) for span, cond in self.spans if not warmup or cond.during_warmup]
-        for k, stage in enumerate(sorted({cond.stage for _, cond in due})):
+        stages = sorted({cond.stage for _, cond in due})
+        if len(stages) > 1 and gradient is None:
+            raise ValueError(f"gibbs: conditionals in stages {stages} need gradient, the "
+                             "log density's gradient as a function of theta")
+        for k, stage in enumerate(stages):
             if k:
                 stage_grad = gradient(theta)
             for span, cond in due:

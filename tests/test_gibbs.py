@@ -448,3 +448,30 @@ def test_tucker_chains_on_pure_noise_do_not_diverge():
         post = bt.fit(model, noise, method="sghmc", num_samples=200, seed=0, progress=False)
     assert "diverged_at_step" not in post.info
     assert np.isfinite(post.samples["X.scale0"].numpy()).all()
+
+
+@pytest.mark.parametrize("fmt, prior", [("tucker", "half_cauchy"), ("tucker", "gamma"),
+                                        ("tt", "gamma")])
+def test_the_hyper_gradient_from_the_prior_alone_is_the_full_gradient_there(fmt, prior):
+    """SGHMC's later redraw stages read their rates off ``model.hyper_gradient``, the prior's
+    gradient alone: on every hyper site it equals the full log density's gradient (with the
+    likelihood and the noise and offset priors), at spread points of a completion and of a
+    regression."""
+    data = bt.data.synthetic_tensor((8, 7, 6), rank=2, observed=0.5, seed=3)
+    completion = bt.TensorCompletion(data.shape, fmt, max_rank=3, prior=prior)
+    completion.set_data(data.train)
+    x = torch.randn(40, 4, 5, generator=torch.Generator().manual_seed(0))
+    regression = bt.TensorRegression((4, 5), fmt, max_rank=3, prior=prior)
+    regression.set_data((x, x.sum((1, 2))))
+    for model in (completion, regression):
+        target = LogDensity(model.pyro_model, model.model_args(),
+                            init_values=model.init_values(),
+                            fast_log_joint=model.fast_log_joint, seed=0)
+        theta = target.init_theta(3, jitter=0.5)
+        _, full = target.value_and_grad(theta)
+        prior_only = model.hyper_gradient(target)(theta)
+        site = {s.name: s for s in target.sites}
+        for name in model.low_rank_prior.hyper_sites:
+            span = slice(site[name].offset, site[name].offset + site[name].size)
+            torch.testing.assert_close(prior_only[:, span], full[:, span], rtol=1e-4,
+                                       atol=1e-3)

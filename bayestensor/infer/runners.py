@@ -607,7 +607,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     scale_moves=_slice_groups(scale_moves, job.model),
                     block_redraws=block_redraws,
                     start_at_mode=init_from == "map",
-                    exact_curvature=None if job.model is None else job.model.gamma_shapes())
+                    exact_curvature=None if job.model is None else job.model.gamma_shapes(),
+                    hyper_gradient=None if job.model is None else job.model.hyper_gradient(target))
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition,

@@ -416,6 +416,10 @@ class SGHMC:
         of 32 with it). On full batches it is not used: on the SGHMC grid it changed little
         and made one run of 33 worse (R-hat 1.019 -> 1.039; 28 runs meeting the bar against
         29, docs/benchmarks.md).
+    hyper_gradient : callable, optional
+        ``theta -> gradient`` exact on the sites of the later ``gibbs`` stages (a built-in
+        model's :meth:`~bayestensor.models.base.BayesModel.hyper_gradient`: from its prior
+        alone); by default the full gradient is taken again before each later stage.
     """
 
     name = "sghmc"
@@ -427,7 +431,7 @@ class SGHMC:
                  step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
                  gibbs: dict | None = None, scale_moves: list | None = None,
                  block_redraws=None, start_at_mode: bool = True,
-                 exact_curvature: dict | None = None):
+                 exact_curvature: dict | None = None, hyper_gradient=None):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -457,6 +461,7 @@ class SGHMC:
         self.scale_moves = (SliceScaleMoves(target, scale_moves)
                             if scale_moves and not self.gradients.is_stochastic else None)
         self.block_redraws = block_redraws if not self.gradients.is_stochastic else None
+        self.hyper_gradient = hyper_gradient
         exact = exact_curvature_spans(target, exact_curvature or {})  # checked either way
         self.exact_curvature = exact if self.gradients.is_stochastic else []
 
@@ -751,7 +756,9 @@ class SGHMC:
 
     def _gradient_at(self, t: int):
         """The gradient of the log density on step ``t``'s batch, as a function of ``theta``
-        (for the later stages of the exact redraws)."""
+        (for the later stages of the exact redraws): ``hyper_gradient`` where given."""
+        if self.hyper_gradient is not None:
+            return self.hyper_gradient
         return lambda theta: self.gradients.value_and_grad(theta, t)[1]
 
     def _redraw(self, theta: torch.Tensor, logp: torch.Tensor, grad: torch.Tensor, t: int):

@@ -193,6 +193,38 @@ class BayesModel:
             return {}
         return prior.conditionals()
 
+    def hyper_gradient(self, target):
+        """The gradient of ``target``'s log density on the low-rank prior's hyper sites, from
+        the prior alone (``None`` without a low-rank prior): nothing else in a built-in model
+        depends on them, so on those coordinates it equals the full gradient without the
+        likelihood's cost. SGHMC's later redraw stages read their rates off it (a Tucker
+        completion's SGHMC took 1.26x its former time with the full gradient there).
+
+        Parameters
+        ----------
+        target : LogDensity
+            The model's bound log density (its sites and transforms).
+
+        Returns
+        -------
+        callable or None
+            ``theta (C, D) -> (C, D)``: exact on the hyper sites' coordinates (zero or
+            partial elsewhere, which the redraws do not read).
+        """
+        prior = self.low_rank_prior
+        if prior is None:
+            return None
+
+        def gradient(theta):
+            with torch.enable_grad():
+                point = theta.detach().requires_grad_(True)
+                values, log_jacobian = target.constrain(point, with_log_jacobian=True)
+                (grad,) = torch.autograd.grad((prior.log_prob(values) + log_jacobian).sum(),
+                                              point)
+            return grad
+
+        return gradient
+
     def gamma_shapes(self) -> dict[str, float]:
         """``{site: shape}`` of the positive sites whose log density in ``u = log x`` is
         ``shape * u - x * rate`` (the Gamma conditionals' shapes: the low-rank prior's slice

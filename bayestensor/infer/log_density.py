@@ -500,6 +500,30 @@ class LogDensity:
             (grad,) = torch.autograd.grad(logp.sum(), theta)
         return logp.detach(), grad
 
+    def gradient_of(self, log_joint, theta: torch.Tensor) -> torch.Tensor:
+        """Gradient ``(C, D)`` with respect to ``theta`` of ``log_joint`` (a function of the
+        batched constrained values, ``(C,)``) plus the log-Jacobian of the parametrization:
+        :meth:`value_and_grad`'s gradient with another log joint in place of the model's
+        (a part of it, such as a prior, whose gradient is the full one on some sites).
+
+        Parameters
+        ----------
+        log_joint : callable
+            ``{site: (C,) + site shape} -> (C,)``, on constrained values.
+        theta : tensor, shape (C, D)
+            Unconstrained parameters of ``C`` chains; detached.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(C, D)``.
+        """
+        point = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            values, log_jacobian = self.constrain(point, with_log_jacobian=True)
+            (grad,) = torch.autograd.grad((log_joint(values) + log_jacobian).sum(), point)
+        return grad
+
     def hessian_diag(self, theta: torch.Tensor, num_probes: int = 4, subsample: dict | None = None,
                      model_args=None) -> torch.Tensor:
         """Hutchinson estimate of ``diag(-Hessian of log density)``, averaged over chains.

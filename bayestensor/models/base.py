@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -214,16 +215,7 @@ class BayesModel:
         prior = self.low_rank_prior
         if prior is None:
             return None
-
-        def gradient(theta):
-            with torch.enable_grad():
-                point = theta.detach().requires_grad_(True)
-                values, log_jacobian = target.constrain(point, with_log_jacobian=True)
-                (grad,) = torch.autograd.grad((prior.log_prob(values) + log_jacobian).sum(),
-                                              point)
-            return grad
-
-        return gradient
+        return functools.partial(target.gradient_of, prior.log_prob)
 
     def gamma_shapes(self) -> dict[str, float]:
         """``{site: shape}`` of the positive sites whose log density in ``u = log x`` is

@@ -1,6 +1,7 @@
 """Tensor completion end to end: every format and method, calibration, real data, images."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,22 @@ def test_rank_signal_is_the_rms_of_each_samples_low_rank_part():
                       for i in range(post.num_chains * post.num_draws)])
     np.testing.assert_allclose(signal, np.sqrt(np.mean(dense ** 2, axis=(1, 2, 3))), rtol=0.1)
     assert post.effective_rank().mode().tolist() == [3, 3, 3]
+
+
+def test_vi_does_not_wait_on_the_hyper_parameters_of_slices_it_switched_off():
+    """Under the gamma prior a switched-off slice's precision climbs a funnel towards its
+    optimum ``q`` by about Adam's lr a step: the former rule ran 4 x 3,000 steps on this TT
+    and warned, with the error of the first run (0.0819 both; ``benchmarks/vi_rounds.py``).
+    The drift of those precisions does not count: one run, converged, the true ranks."""
+    data = bt.data.synthetic_tensor((12, 9, 12), rank=3, snr_db=20, observed=0.3,
+                                    n_test=2000, seed=0)
+    model = bt.TensorCompletion(data.shape, "tt", max_rank=6, prior="gamma")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bt.infer.NotConvergedWarning)
+        post = bt.fit(model, data.train, method="vi", seed=0, progress=False)
+    assert post.info["vi_steps"] == 3000 and post.info["vi_converged"]
+    assert post.effective_rank().mode().tolist() == [3, 3]
+    assert data.relative_error(post.predict(data.test.indices).mean) < 0.09
 
 
 def test_sghmc_intervals_are_calibrated():

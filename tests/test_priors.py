@@ -10,6 +10,7 @@ from scipy import integrate, stats
 
 from bayestensor.priors import (PRIORS, LogUniform, LowRankPrior, RankPrior, get_prior,
                                 low_rank_tensor, noise_precision, rank_posterior)
+from bayestensor.priors.effective_rank import active_per_dim
 
 FORMAT_CASES = {
     "cp": ((4, 5, 6), 3),
@@ -453,3 +454,19 @@ def test_rank_posterior_floor_zeroes_the_draws_without_signal():
     assert ranks.ranks[..., 0].tolist() == [[2, 0]]
     assert ranks.activity(0).tolist() == [0.5, 0.5, 0.0]
     assert rank_posterior(scales).ranks[..., 0].tolist() == [[2, 2]]
+
+
+def test_active_per_dim_is_the_rule_the_rank_posterior_counts():
+    """Against NumPy: a slice is active where its scale exceeds the threshold times the
+    largest of its rank dimension and its sample's signal exceeds the threshold."""
+    gen = torch.Generator().manual_seed(0)
+    scales = [torch.rand(2, 5, r, generator=gen) ** 4 for r in (3, 6)]
+    signal = torch.rand(2, 5, generator=gen) * 0.1
+    active = active_per_dim(scales, 0.05, signal)
+    for s, a in zip(scales, active):
+        s = s.numpy()
+        expected = (s > 0.05 * s.max(-1, keepdims=True)) & (signal.numpy() > 0.05)[..., None]
+        assert a.numpy().tolist() == expected.tolist()
+    ranks = rank_posterior(scales, 0.05, signal=signal)
+    assert ranks.ranks.tolist() == torch.stack([a.sum(-1) for a in active], -1).tolist()
+    assert ranks.activity(1).tolist() == active[1].reshape(10, 6).double().mean(0).tolist()

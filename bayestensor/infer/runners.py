@@ -49,6 +49,7 @@ from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
+from bayestensor.priors.effective_rank import active_per_dim
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
 
@@ -243,6 +244,32 @@ def _unbounded_sites(job: Job) -> list[str]:
     convergence rule."""
     prior = job.model.low_rank_prior if job.model is not None else None
     return list(prior.hyper_sites) if prior is not None else []
+
+
+def _switched_off_hypers(target: LogDensity, job: Job) -> Callable | None:
+    """For a built-in low-rank model: a function of a location ``theta`` ``(D,)`` giving, as a
+    boolean ``(D,)``, the coordinates of the slice hyper-parameters of the slices switched off
+    there (the effective-rank rule, :func:`~bayestensor.priors.effective_rank.active_per_dim`),
+    exempt from VI's drift rule (``vi_fit``'s ``settled``); ``None`` for a user's model."""
+    model = job.model
+    prior = model.low_rank_prior if model is not None else None
+    if prior is None:
+        return None
+    sites = {site.name: site for site in target.sites}
+
+    def settled(theta: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            values = target.constrain(theta.reshape(1, -1))
+            active = active_per_dim(model.slice_scales(values), signal=model.rank_signal(values))
+        out = torch.zeros(target.dim, dtype=torch.bool, device=theta.device)
+        for name, on in zip(prior.hyper_sites, active):
+            site = sites[name]
+            off = ~on.reshape(-1).to(theta.device)
+            out[site.offset:site.offset + site.size] = (off if site.free_index is None
+                                                        else off[site.free_index])
+        return out
+
+    return settled
 
 
 def map_hands_over(model) -> bool:
@@ -450,7 +477,8 @@ def run_vi(target: LogDensity, job: Job, *, num_steps, lr, num_particles, init_f
     try:
         loc, scale, trace = vi_fit(target, theta0, num_steps=num_steps, lr=lr,
                                    num_particles=num_particles, batch_size=job.batch_size,
-                                   progress=job.progress, units=units)
+                                   progress=job.progress, units=units,
+                                   settled=_switched_off_hypers(target, job))
     except OptimizationInterrupted as err:
         job.info.update(interrupted_at_step=err.steps)
         raise RunInterrupted(f"vi: interrupted at step {err.steps}; draws from q as it was "

@@ -80,6 +80,32 @@ def active_slices(scales: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) ->
     return scales > threshold * top
 
 
+def active_per_dim(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESHOLD,
+                   signal: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The effective-rank rule in full: per rank dimension, boolean ``(..., R_d)`` active slices.
+
+    Parameters
+    ----------
+    scales : list of torch.Tensor
+        Slice scales of each rank dimension ``d``, ``(..., R_d)``.
+    threshold : float in [0, 1)
+        Relative threshold of :func:`active_slices`, and the floor on ``signal``.
+    signal : torch.Tensor, optional
+        ``(...)`` size of each sample's low-rank part in units of the data's sd (a model's
+        ``rank_signal``); a sample at or below ``threshold`` has no active slice.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One boolean tensor per rank dimension, the shape of its scales.
+    """
+    active = [active_slices(s, threshold) for s in scales]
+    if signal is None:
+        return active
+    above = (signal.to(active[0].device) > threshold).unsqueeze(-1)
+    return [a & above for a in active]
+
+
 @dataclass
 class RankPosterior:
     """Distribution of the effective rank over posterior samples.
@@ -137,12 +163,10 @@ class RankPosterior:
 
     def activity(self, dim: int = 0) -> np.ndarray:
         """Posterior probability that each slice of rank dimension ``dim`` is active."""
-        s = self.scales[self._dim(dim)]
-        s = s.reshape(-1, s.shape[-1])
-        active = s > self.threshold * s.max(-1, keepdims=True)
-        if self.signal is not None:
-            active &= self.signal.reshape(-1, 1) > self.threshold
-        return active.mean(0)
+        scales = torch.from_numpy(self.scales[self._dim(dim)])
+        signal = None if self.signal is None else torch.from_numpy(self.signal)
+        active = active_per_dim([scales], self.threshold, signal)[0]
+        return active.reshape(-1, active.shape[-1]).double().mean(0).numpy()
 
     def keep_mask(self, dim: int = 0, min_prob: float = 0.5) -> np.ndarray:
         """Slices active in at least ``min_prob`` of the samples (what ``prune`` keeps).
@@ -197,10 +221,10 @@ def rank_posterior(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     ValueError
         When ``threshold`` is not a number in [0, 1).
     """
-    ranks = torch.stack([active_slices(s, threshold).sum(-1) for s in scales], -1).cpu()
     if signal is not None:
         signal = signal.detach().cpu()
-        ranks = ranks * (signal > threshold).unsqueeze(-1)
+    active = active_per_dim([s.cpu() for s in scales], threshold, signal)
+    ranks = torch.stack([a.sum(-1) for a in active], -1)
     return RankPosterior(
         ranks=ranks.cpu().numpy(),
         scales=[s.detach().cpu().numpy() for s in scales],

@@ -571,12 +571,14 @@ def _nuts_posterior(target: LogDensity, job: Job, draws: torch.Tensor, diag: dic
 
 # --- SGHMC --------------------------------------------------------------------------------------
 
-def _gibbs_conditionals(gibbs, model, factor_redraws: bool) -> dict | None:
+def _gibbs_conditionals(gibbs, model, factor_redraws: bool, start_at_mode: bool) -> dict | None:
     """SGHMC's exact redraws: the ``gibbs`` dict as given, or with ``True`` the built-in
-    model's own (``gibbs_sites(factor_redraws)``; none for a custom model)."""
+    model's own (``gibbs_sites(factor_redraws, start_at_mode)``; none for a custom model)."""
     if isinstance(gibbs, dict):
         return gibbs or None
-    return model.gibbs_sites(factor_redraws) if gibbs and model is not None else None
+    if not gibbs or model is None:
+        return None
+    return model.gibbs_sites(factor_redraws, start_at_mode=start_at_mode)
 
 
 def _slice_groups(scale_moves: bool, model) -> list | None:
@@ -631,7 +633,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
                     metric=metric, builtin=job.model is not None,
-                    gibbs=_gibbs_conditionals(gibbs, job.model, block_redraws is not None),
+                    gibbs=_gibbs_conditionals(gibbs, job.model, block_redraws is not None,
+                                              start_at_mode=init_from == "map"),
                     scale_moves=_slice_groups(scale_moves, job.model),
                     block_redraws=block_redraws,
                     start_at_mode=init_from == "map",

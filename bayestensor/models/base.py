@@ -172,12 +172,10 @@ class BayesModel:
         """The prior of the model's low-rank tensor (``None`` for a model without one)."""
         return None
 
-    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """Sites whose full conditional given the rest SGHMC redraws exactly, with the
         conditional (a number is a Gamma conditional's shape), on the bound data
-        (``SGHMC(gibbs=...)``, see :mod:`bayestensor.infer.gibbs`). ``factor_redraws``: whether
-        SGHMC also redraws the factors exactly (``factor_redraws()``), with which a model may
-        redraw more sites (a Gaussian CP regression: its slice precisions).
+        (``SGHMC(gibbs=...)``, see :mod:`bayestensor.infer.gibbs`).
 
         The low-rank tensor's slice precisions (gamma prior) or scales (half-Cauchy prior),
         :meth:`LowRankPrior.conditionals`, when an entry's prior variance is a product of
@@ -188,11 +186,21 @@ class BayesModel:
         1.015-1.017 to 1.02-1.05 (3 seeds), so CP's precisions move by SGHMC. With the factor
         rows redrawn as well (a whole Gibbs sweep), 5 of the 24 CP runs of the SGHMC grid met
         its bar, against 22 without either (docs/benchmarks.md).
+
+        Parameters
+        ----------
+        factor_redraws : bool
+            Whether SGHMC also redraws the factors exactly (``factor_redraws()``), with which
+            a model may redraw more sites (a Gaussian CP regression: its slice precisions).
+        start_at_mode : bool
+            Whether the chains start at a mode (the MAP) rather than at the starting values,
+            which sets when a Tucker prior's redraws begin (:meth:`LowRankPrior.conditionals
+            <bayestensor.priors.LowRankPrior.conditionals>`).
         """
         prior = self.low_rank_prior
         if prior is None or prior.one_scale_per_entry:
             return {}
-        return prior.conditionals()
+        return prior.conditionals(start_at_mode)
 
     def hyper_gradient(self, target):
         """The gradient of ``target``'s log density on the low-rank prior's hyper sites, from

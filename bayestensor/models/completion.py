@@ -317,15 +317,22 @@ class TensorCompletion(BayesModel):
             return {}
         return {"offset_site": "offset", "offset_scale": self.offset_scale}
 
-    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites`, the noise precision and the offset: with ``n``
         observed entries, ``tau | X, c ~ Gamma(noise_a + n / 2, noise_b + RSS / 2)`` and ``c |
         X, tau`` Normal (:class:`~bayestensor.priors.conditionals.OffsetConditional`). The
         same with or without ``factor_redraws`` (CP's slice precisions move by SGHMC either
         way). The offset's redraw reads the residual sum off the gradient SGHMC has already
         taken, so it costs nothing; on the SGHMC grid its runs equal those without it to the
-        second decimal of R-hat (29 and 28 of 33 meeting the bar, docs/benchmarks.md)."""
-        sites = {**super().gibbs_sites(factor_redraws),
+        second decimal of R-hat (29 and 28 of 33 meeting the bar, docs/benchmarks.md).
+
+        Parameters
+        ----------
+        factor_redraws, start_at_mode : bool
+            As in :meth:`BayesModel.gibbs_sites
+            <bayestensor.models.BayesModel.gibbs_sites>`.
+        """
+        sites = {**super().gibbs_sites(factor_redraws, start_at_mode),
                  "noise_precision": self.noise_a + self.n_data() / 2}
         if self.offset_scale is not None:
             sites["offset"] = OffsetConditional(self.n_data(), self.offset_scale,

@@ -425,7 +425,7 @@ class TensorRegression(BayesModel):
                                  variance=prior.prior.variance, noise_site="noise_precision",
                                  intercept_site="intercept", intercept_scale=self.intercept_scale)
 
-    def gibbs_sites(self, factor_redraws: bool = False) -> dict:
+    def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
         responses, the noise precision: ``Gamma(noise_a + n / 2, .)``. With
         ``factor_redraws`` (:meth:`factor_redraws`), the CP slice precisions (gamma) or scales
@@ -434,8 +434,15 @@ class TensorRegression(BayesModel):
         ``benchmarks/regression_mixing.py`` they took the noise precision's largest R-hat,
         with the factor redraws, from 1.126 to 1.050 (docs/benchmarks.md, "Tensor regression:
         exact factor redraws"); for CP completion the same redraws made chains stick, with
-        or without its factor-row redraws (:meth:`BayesModel.gibbs_sites`)."""
-        shapes = super().gibbs_sites(factor_redraws)
+        or without its factor-row redraws (:meth:`BayesModel.gibbs_sites`).
+
+        Parameters
+        ----------
+        factor_redraws, start_at_mode : bool
+            As in :meth:`BayesModel.gibbs_sites
+            <bayestensor.models.BayesModel.gibbs_sites>`.
+        """
+        shapes = super().gibbs_sites(factor_redraws, start_at_mode)
         if factor_redraws and self.weight_prior.one_scale_per_entry:
             shapes.update(self.weight_prior.conditionals())
         if self.likelihood == "gaussian":

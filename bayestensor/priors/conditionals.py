@@ -30,8 +30,9 @@ class GammaConditional:
     shape: float
     #: Redrawn from the first step of burn-in (the default): TT's slice precisions need it
     #: (without these redraws in burn-in a 30^3 TT grid case had R-hat 1.036 and ESS 227, with
-    #: them 1.010 and 610; ``benchmarks/sghmc_mixing.py``, seed 0). Tucker's wait for the end
-    #: of burn-in, as its half-Cauchy scales do (:meth:`LowRankPrior.conditionals
+    #: them 1.010 and 610; ``benchmarks/sghmc_mixing.py``, seed 0), and Tucker's, redrawn
+    #: only after burn-in, overflowed on data that barely determine the tensor; from the
+    #: starting values Tucker's wait for the end of burn-in (:meth:`LowRankPrior.conditionals
     #: <bayestensor.priors.LowRankPrior.conditionals>`).
     during_warmup: bool = True
     #: Redraw stage (see :mod:`bayestensor.infer.gibbs`): sites of one stage are redrawn
@@ -71,12 +72,13 @@ class HalfCauchyConditional:
     #: Redraw stage, as :attr:`GammaConditional.stage`.
     stage: int = 0
     #: Redrawn from the first step of burn-in (``True``) or only after it (the default; a TT
-    #: prior's scales are redrawn from the first step, see :meth:`LowRankPrior.conditionals
-    #: <bayestensor.priors.LowRankPrior.conditionals>`). While a Tucker core's scales were
-    #: redrawn together (not in turn, see ``stage``), the redraws in burn-in collapsed the
-    #: adapted step (step scale 0.003, R-hat 3.8-4.1 on 2 of 3 seeds of the 30^3 grid case);
-    #: redrawn in turn they no longer do (R-hat 1.007-1.017, ESS 1,010-1,188 from the first
-    #: step; 1.007-1.009 and 739-896 after burn-in).
+    #: prior's scales are redrawn from the first step, a Tucker prior's when the chains start
+    #: at a mode, see :meth:`LowRankPrior.conditionals
+    #: <bayestensor.priors.LowRankPrior.conditionals>`).
+    #: While a Tucker core's scales were redrawn together (not in turn, see ``stage``), the
+    #: redraws in burn-in collapsed the adapted step (step scale 0.003, R-hat 3.8-4.1 on 2 of
+    #: 3 seeds of the 30^3 grid case); redrawn in turn they no longer do (R-hat 1.007-1.017,
+    #: ESS 1,010-1,188 from the first step; 1.007-1.009 and 739-896 after burn-in).
     during_warmup: bool = False
 
     def check(self, name: str) -> None:

@@ -186,8 +186,11 @@ class LowRankPrior:
                           if d in spec.rank_axes.values())
                 for d, (site, size) in enumerate(zip(self.hyper_sites, self.ranks))}
 
-    def conditionals(self) -> dict:
+    def conditionals(self, start_at_mode: bool = True) -> dict:
         """Hyper sites whose full conditional SGHMC can redraw exactly: ``{site: conditional}``.
+
+        ``start_at_mode``: whether SGHMC's chains start at a mode (the MAP, the default) or at
+        the starting values, which sets when Tucker's are first redrawn (below).
 
         Under the gamma prior a slice precision ``lambda`` enters its parameters' log density
         as ``(count / 2) log lambda - lambda * (weighted squares) / 2`` (``count`` from
@@ -199,30 +202,35 @@ class LowRankPrior:
         log-uniform scale is sampled through a bounded transform, not on the log scale: empty.
 
         Each conditional carries its rank dimension's stage (:meth:`redraw_stages`).
-        TT's and TT-matrix's precisions and scales are redrawn from the first burn-in step:
-        the scales only after burn-in gave the 26 x 24 x 22 TT case of
-        ``benchmarks/sghmc_mixing.py`` (half-Cauchy) R-hat 1.129, 1.319, 1.011 and bulk ESS
-        25, 11, 491 (3 seeds); from the first step 1.022, 1.093, 1.013 and 347, 39, 478. A CP
-        prior's half-Cauchy scales (a regression's, with its factor redraws) wait for the end
-        of burn-in, as measured when that was every format's rule.
-        Tucker's precisions, like its half-Cauchy scales, are redrawn only after burn-in.
-        That rule was set while coupled sites were still redrawn together (then the redraws
-        in burn-in diverged in all 12 Tucker runs of ``benchmarks/small_data_formats.py``
-        from the starting values); redrawn in turn, from the first step or after burn-in both
-        run through, and after burn-in kept ranks closer to the truth on that benchmark's
-        20 x 15 x 10 tensors (errors 0.050-0.053 against 0.053-0.060 at 30% observed) at a
-        lower ESS on a 26 x 24 x 22 case (239-817 against 353-1,222; docs/benchmarks.md,
-        "Exact redraws in turn").
+        TT's and TT-matrix's precisions and scales are redrawn from the first burn-in step, and
+        Tucker's when the chains start at a mode, so that the step sizes and the mass adapted
+        in burn-in are those of the chain that then draws. Tucker's, redrawn only after
+        burn-in, let its chains reach states burn-in never saw (where the data barely
+        determine the tensor, a core slab large where its factor column is small, that
+        column's curvature far above the adapted mass) and overflow: 7 of 18 runs on pure noise
+        at max rank 6 and 1 of 24 on few observations, against 3 of 18 and 0 of 24 from the
+        first step (``benchmarks/pure_noise_sghmc.py``, ``benchmarks/sparse_sghmc.py``;
+        docs/benchmarks.md, "Tucker's redraws from the first burn-in step"). From the
+        starting values they still wait for the end of burn-in: there the start's surplus
+        slices are at full size, redrawn precisions keep them on, and burn-in's gradient steps
+        are what shrinks them (a 20 x 15 x 10 completion from its starting values kept ranks
+        (10, 10, 10) after 300 burn-in steps, error 0.156, against 0.08 waiting).
+        TT's half-Cauchy scales only after burn-in gave the 26 x 24 x 22 TT case of
+        ``benchmarks/sghmc_mixing.py`` R-hat 1.129, 1.319, 1.011 and bulk ESS 25, 11, 491 (3
+        seeds); from the first step 1.022, 1.093, 1.013 and 347, 39, 478. A CP prior's
+        half-Cauchy scales (a regression's, with its factor redraws) wait for the end of
+        burn-in, as measured when that was every format's rule.
         """
         counts, stages = self.slice_counts(), self.redraw_stages()
+        fmt = self.format_cls.format_name
         if self.prior.kind == "gamma":
             a = float(self.prior.params["a"])
-            in_warmup = self.format_cls.format_name != "tucker"
+            in_warmup = fmt != "tucker" or start_at_mode
             return {site: GammaConditional(a + count / 2, during_warmup=in_warmup, stage=stage)
                     for (site, count), stage in zip(counts.items(), stages)}
         if self.prior.kind == "half_cauchy":
             scale = float(self.prior.params["scale"])
-            in_warmup = self.format_cls.format_name in ("tt", "ttm")
+            in_warmup = fmt in ("tt", "ttm") or (fmt == "tucker" and start_at_mode)
             return {site: HalfCauchyConditional(count, scale, stage=stage,
                                                 during_warmup=in_warmup)
                     for (site, count), stage in zip(counts.items(), stages)}

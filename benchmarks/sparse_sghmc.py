@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import bayestensor as bt
-from tables import write_result
+from tables import groups, write_result
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE, SNR_DB, MAX_RANK = (12, 9, 12), 10.0, 6
@@ -69,15 +69,13 @@ def main(argv=None) -> dict:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     summary = []
-    for fmt in args.formats:
-        for prior in args.priors:
-            sel = [r for r in rows if r["format"] == fmt and r["prior"] == prior]
-            done = [r for r in sel if r["diverged"] is None]
-            summary.append({"format": fmt, "prior": prior, "runs": len(sel),
-                            "diverged": len(sel) - len(done),
-                            "converged": sum(r["converged"] for r in done),
-                            "errors": [round(r["error"], 3) for r in done]})
-            print(json.dumps(summary[-1]))
+    for fmt, prior, sel in groups(rows, args.formats, args.priors):
+        done = [r for r in sel if r["diverged"] is None]
+        summary.append({"format": fmt, "prior": prior, "runs": len(sel),
+                        "diverged": len(sel) - len(done),
+                        "converged": sum(r["converged"] for r in done),
+                        "errors": [round(r["error"], 3) for r in done]})
+        print(json.dumps(summary[-1]))
     return write_result(args, rows, summary)
 
 

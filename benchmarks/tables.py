@@ -25,6 +25,14 @@ def write_result(args, rows: list[dict], summary) -> dict:
     return result
 
 
+def groups(rows: list[dict], formats, priors):
+    """``(format, prior, rows of that format and prior)`` for each pair, in order."""
+    for fmt_name in formats:
+        for prior in priors:
+            yield fmt_name, prior, [r for r in rows
+                                    if r["format"] == fmt_name and r["prior"] == prior]
+
+
 def fmt(v):
     if isinstance(v, float):
         return f"{v:.4g}"

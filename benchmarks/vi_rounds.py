@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import bayestensor as bt
-from tables import write_result
+from tables import groups, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -71,16 +71,14 @@ def main(argv=None) -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = []
-    for fmt in args.formats:
-        for prior in args.priors:
-            sel = [r for r in rows if r["format"] == fmt and r["prior"] == prior]
-            summary.append({"format": fmt, "prior": prior,
-                            "steps": [r["steps"] for r in sel],
-                            "warned": sum(bool(r["warnings"]) for r in sel),
-                            "errors": [round(r["error"], 4) for r in sel],
-                            "coverage90": [round(r["coverage90"], 3) for r in sel],
-                            "median_seconds": statistics.median(r["seconds"] for r in sel)})
-            print(json.dumps(summary[-1]))
+    for fmt, prior, sel in groups(rows, args.formats, args.priors):
+        summary.append({"format": fmt, "prior": prior,
+                        "steps": [r["steps"] for r in sel],
+                        "warned": sum(bool(r["warnings"]) for r in sel),
+                        "errors": [round(r["error"], 4) for r in sel],
+                        "coverage90": [round(r["coverage90"], 3) for r in sel],
+                        "median_seconds": statistics.median(r["seconds"] for r in sel)})
+        print(json.dumps(summary[-1]))
     return write_result(args, rows, summary)
 
 

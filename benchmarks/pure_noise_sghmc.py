@@ -14,7 +14,6 @@ tt] [--priors gamma half_cauchy] [--max-rank 8] [--out FILE]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 import bayestensor as bt
-from tables import write_result
+from tables import runs_parser, write_result
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE, OBSERVED = (20, 20, 20), 0.3
@@ -55,14 +54,9 @@ def run(fmt: str, prior: str, seed: int, max_rank: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--formats", nargs="+", default=["tucker", "tt"],
-                        choices=["cp", "tucker", "tt"])
-    parser.add_argument("--priors", nargs="+", default=["gamma", "half_cauchy"],
-                        choices=["gamma", "half_cauchy", "log_uniform"])
+    parser = runs_parser(__doc__, RESULTS / "pure_noise_sghmc.json", ["tucker", "tt"],
+                         ["gamma", "half_cauchy"], ["cp", "tucker", "tt"])
     parser.add_argument("--max-rank", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=RESULTS / "pure_noise_sghmc.json")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)

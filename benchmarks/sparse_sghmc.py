@@ -16,7 +16,6 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/sparse_sghmc.py [--seeds 3] [--first-
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 import bayestensor as bt
-from tables import groups, write_result
+from tables import groups, runs_parser, write_result
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE, SNR_DB, MAX_RANK = (12, 9, 12), 10.0, 6
@@ -47,13 +46,10 @@ def run(data, fmt: str, prior: str, seed: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = runs_parser(__doc__, RESULTS / "sparse_sghmc.json", ["tucker", "tt"],
+                         ["gamma", "half_cauchy"], ["tucker", "tt"])
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--formats", nargs="+", default=["tucker", "tt"], choices=["tucker", "tt"])
-    parser.add_argument("--priors", nargs="+", default=["gamma", "half_cauchy"])
     parser.add_argument("--observed", nargs="+", type=float, default=[0.1, 0.2])
-    parser.add_argument("--out", type=Path, default=RESULTS / "sparse_sghmc.json")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)

@@ -5,6 +5,7 @@ Run: ``python benchmarks/tables.py [NAME ...]`` (default: every result file pres
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -23,6 +24,22 @@ def write_result(args, rows: list[dict], summary) -> dict:
               "torch": torch.__version__, "args": {**vars(args), "out": str(args.out)}}
     args.out.write_text(json.dumps(result, indent=1))
     return result
+
+
+PRIORS = ("gamma", "half_cauchy", "log_uniform")
+
+
+def runs_parser(doc: str, out: Path, formats: list[str], priors: list[str],
+                format_choices: list[str]) -> argparse.ArgumentParser:
+    """A parser with the options of a benchmark over seeds x formats x priors: ``--seeds``,
+    ``--formats``, ``--priors`` and ``--out`` (the JSON record, default ``out``); the script
+    adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--formats", nargs="+", default=formats, choices=format_choices)
+    parser.add_argument("--priors", nargs="+", default=priors, choices=PRIORS)
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
 
 
 def groups(rows: list[dict], formats, priors):

@@ -15,7 +15,6 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/vi_rounds.py [--seeds 3] [--formats t
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 import bayestensor as bt
-from tables import groups, write_result
+from tables import groups, runs_parser, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,13 +50,9 @@ def run(data, fmt: str, prior: str, seed: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--formats", nargs="+", default=["tt", "tucker"],
-                        choices=["tucker", "tt"])
-    parser.add_argument("--priors", nargs="+", default=["gamma", "half_cauchy", "log_uniform"])
+    parser = runs_parser(__doc__, RESULTS / "vi_rounds.json", ["tt", "tucker"],
+                         ["gamma", "half_cauchy", "log_uniform"], ["tucker", "tt"])
     parser.add_argument("--shape", nargs="+", type=int, default=[12, 9, 12])
-    parser.add_argument("--out", type=Path, default=RESULTS / "vi_rounds.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []

@@ -470,3 +470,9 @@ def test_active_per_dim_is_the_rule_the_rank_posterior_counts():
     ranks = rank_posterior(scales, 0.05, signal=signal)
     assert ranks.ranks.tolist() == torch.stack([a.sum(-1) for a in active], -1).tolist()
     assert ranks.activity(1).tolist() == active[1].reshape(10, 6).double().mean(0).tolist()
+    with pytest.raises(ValueError, match="^scales: expected one tensor per rank dimension"):
+        active_per_dim([])
+    with pytest.raises(ValueError, match=r"^signal: expected shape \(2, 5\)"):
+        active_per_dim(scales, 0.05, signal[0])
+    with pytest.raises(ValueError, match="^threshold"):
+        active_per_dim(scales, 1.5)

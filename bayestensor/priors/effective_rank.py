@@ -98,10 +98,22 @@ def active_per_dim(scales: list[torch.Tensor], threshold: float = DEFAULT_THRESH
     -------
     list of torch.Tensor
         One boolean tensor per rank dimension, the shape of its scales.
+
+    Raises
+    ------
+    ValueError
+        When ``scales`` is empty, ``threshold`` is not a number in [0, 1), or ``signal``'s
+        shape is not the scales' leading shape.
     """
+    if not len(scales):
+        raise ValueError("scales: expected one tensor per rank dimension, got none")
     active = [active_slices(s, threshold) for s in scales]
     if signal is None:
         return active
+    leading = tuple(scales[0].shape[:-1])
+    if tuple(signal.shape) != leading:
+        raise ValueError(f"signal: expected shape {leading} (the scales' leading shape), "
+                         f"got {tuple(signal.shape)}")
     above = (signal.to(active[0].device) > threshold).unsqueeze(-1)
     return [a & above for a in active]
 

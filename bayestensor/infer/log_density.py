@@ -9,9 +9,11 @@ mini-batches scaled by N/B. :class:`LogDensity` does this for any model with con
 2. each site maps from unconstrained space through ``biject_to(support)`` with its
    log-Jacobian, for all chains at once;
 3. the log joint of the constrained values is either the model's own vectorized fast path or the
-   Pyro trace evaluated under ``torch.func.vmap`` over chains (one Python loop over chains is
-   the fallback for models ``vmap`` cannot trace). Sub-sampled plates are conditioned on index
-   vectors drawn here, so every chain sees the same mini-batch and Pyro's plate applies N/B.
+   Pyro trace evaluated under ``torch.func.vmap`` over chains, with the likelihoods whose code
+   ``vmap`` refuses made batchable (:mod:`bayestensor.batchable`; one Python loop over
+   chains is the fallback for models ``vmap`` still cannot trace). Sub-sampled plates are
+   conditioned on index vectors drawn here, so every chain sees the same mini-batch and Pyro's
+   plate applies N/B.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from torch.distributions import biject_to
+
+from bayestensor.batchable import batchable_distributions
 
 #: Sites without a starting value start uniformly in (-INIT_RADIUS, INIT_RADIUS), unconstrained:
 #: finite under every bijection, unlike prior draws of vague hyperpriors.
@@ -388,9 +392,11 @@ class LogDensity:
 
         Uses ``fast_log_joint`` when one was given and ``model_args`` is ``None``;
         otherwise the model's Pyro trace, conditioned on the values, under
-        ``torch.func.vmap`` over chains (one chain at a time, with a ``RuntimeWarning`` the
-        first time, for a model ``vmap`` cannot trace). Distribution argument validation is
-        off, so a bad point gives a non-finite value rather than an exception.
+        ``torch.func.vmap`` over chains (``Multinomial`` and ``OrderedLogistic`` made batchable
+        by :func:`~bayestensor.batchable.batchable_distributions`; one chain at a time,
+        with a ``RuntimeWarning`` the first time, for a model ``vmap`` still cannot trace; a
+        single chain, as NUTS and the MAP evaluate, without ``vmap``). Distribution argument
+        validation is off, so a bad point gives a non-finite value rather than an exception.
 
         Parameters
         ----------
@@ -427,10 +433,12 @@ class LogDensity:
             tr = poutine.trace(cond).get_trace(*args, **self.model_kwargs)
             return tr.log_prob_sum()
 
+        n = next(iter(values.values())).shape[0]
         with pyro.validation_enabled(False):
-            if self._vmap_ok is not False:
+            if self._vmap_ok is not False and n > 1:  # one chain: a plain call costs 0.7x vmap's
                 try:
-                    out = torch.func.vmap(single, randomness="same")(values)
+                    with batchable_distributions():
+                        out = torch.func.vmap(single, randomness="same")(values)
                     self._vmap_ok = True
                     return out
                 except Exception as err:  # a model vmap cannot trace: loop over chains
@@ -439,7 +447,6 @@ class LogDensity:
                     warnings.warn(f"model is not vmap-compatible ({type(err).__name__}: {err}); "
                                   "evaluating chains one by one", RuntimeWarning, stacklevel=2)
                     self._vmap_ok = False
-            n = next(iter(values.values())).shape[0]
             return torch.stack([single({k: v[i] for k, v in values.items()}) for i in range(n)])
 
     def log_density(self, theta: torch.Tensor, subsample: dict | None = None,

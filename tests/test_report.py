@@ -183,9 +183,12 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
     rep = json.loads(bt.report(tmp_path / "closed")["json"].read_text())
     fit = rep["sections"]["diagnostics"]["numbers"]["vi_fit"]
     post = bt.Posterior.load(tmp_path / "closed" / "posterior.pt")
+    starts = fit.pop("noise_starts")
     assert fit == {"closed_form": True, "sweeps": post.info["vi_sweeps"], "converged": True,
-                   "final_elbo": pytest.approx(post.info["final_elbo"]),
-                   "noise_starts": {"point": pytest.approx(post.info["final_elbo"])}}
+                   "final_elbo": pytest.approx(post.info["final_elbo"])}
+    assert starts.keys() == {"point", "null"}  # a rank-3 tensor: far above the null fit
+    assert starts["point"] == pytest.approx(post.info["final_elbo"])
+    assert starts["point"] > starts["null"] + 100
     assert not any("VI" in w for w in rep["warnings"])
     _completion_run(tmp_path / "short", "vi", num_samples=50, closed_form=False, num_steps=5,
                     map_steps=20)
@@ -204,6 +207,13 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
     assert fit["noise_starts"] == two["vi_noise_starts"]
     assert note.endswith("ELBO -401.2 from the first start, -18.9 from the second; the second "
                          "was kept.")
+    null = {**two, "vi_noise_starts": {"point": -3475.4, "null": -3426.2}}
+    assert _vi_fit(null)[1].endswith(
+        "The fit from the start kept slices at an ELBO of -3475.4, below the -3426.2 of the fit "
+        "without a low-rank part, which was kept: the VI finds no low-rank structure here.")
+    assert _vi_fit({**two, "vi_noise_starts": {"point": -40.0, "null": -400.0}})[1] == \
+        "VI (coordinate ascent in closed form) converged in 40 sweeps."
+
 
 
 def test_report_says_what_map_hold_auto_chose(sghmc_run):

@@ -198,7 +198,9 @@ def _vi_fit(info: dict) -> tuple[dict, str]:
     if fit["converged"] is False:
         return fit, (f"VI ({how}) did not converge in {length} {unit}: its ELBO was still "
                      "changing, so q and every interval from it may still move.")
-    return fit, f"VI ({how}) converged in {length} {unit}." + _second_start(fit["noise_starts"])
+    starts = fit["noise_starts"]
+    return (fit, f"VI ({how}) converged in {length} {unit}." + _second_start(starts)
+            + _null_start(starts))
 
 
 def _second_start(starts: dict | None) -> str:
@@ -209,6 +211,18 @@ def _second_start(starts: dict | None) -> str:
     return (f" Its start fitted the data far more closely than the noise it found, so a second "
             f"fit started the noise level there: ELBO {starts['point']:.6g} from the first "
             f"start, {starts['residual']:.6g} from the second; the {kept} was kept.")
+
+
+def _null_start(starts: dict | None) -> str:
+    """A sentence on the closed-form VI's fit without a low-rank part, where it was kept."""
+    if not starts or "null" not in starts:
+        return ""
+    best = max(value for name, value in starts.items() if name != "null")
+    if starts["null"] <= best:
+        return ""
+    return (f" The fit from the start kept slices at an ELBO of {best:.6g}, below the "
+            f"{starts['null']:.6g} of the fit without a low-rank part, which was kept: the VI "
+            "finds no low-rank structure here.")
 
 
 def _map_choice(choice: dict | None) -> str:

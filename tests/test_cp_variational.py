@@ -112,8 +112,8 @@ def _pure_noise(seed: int) -> bt.Observations:
 
 def test_on_pure_noise_the_fit_without_a_low_rank_part_is_kept_where_its_elbo_is_higher():
     """Seed 0: from the starting values the sweeps settle with three slices fitting noise (a
-    low-rank part at 0.26 of the data's sd, the ELBO 49 nats below the null fit's); the null
-    start's fit is kept and the rank is 0. The published VB (BCPF, its own code in
+    low-rank part at 0.26 of the data's sd, the ELBO 57 nats below the null fit's); the null
+    fit is kept and the rank is 0. The published VB (BCPF, its own code in
     ``benchmarks/baselines``) keeps no low-rank part on this draw either."""
     pure = _pure_noise(0)
     model = bt.TensorCompletion(pure.shape, "cp", max_rank=8)

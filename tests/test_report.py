@@ -211,6 +211,9 @@ def test_vi_report_says_how_the_fit_ended(tmp_path):
     assert _vi_fit(null)[1].endswith(
         "The fit from the start kept slices at an ELBO of -3475.4, below the -3426.2 of the fit "
         "without a low-rank part, which was kept: the VI finds no low-rank structure here.")
+    three = {**two, "vi_noise_starts": {"point": -401.2, "residual": -18.9, "null": -10.0}}
+    assert "; the fit without a low-rank part was kept. The fit from the start kept slices at " \
+        "an ELBO of -18.9" in _vi_fit(three)[1]
     assert _vi_fit({**two, "vi_noise_starts": {"point": -40.0, "null": -400.0}})[1] == \
         "VI (coordinate ascent in closed form) converged in 40 sweeps."
 

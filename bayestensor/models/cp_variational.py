@@ -270,7 +270,7 @@ class CPGammaVariational:
 
         From the model's start the sweeps can settle with two or three slices fitting noise
         (a 20^3 tensor of pure noise, 30% observed: three slices, a low-rank part at 0.26 of
-        the data's sd, ELBO -3475, where this fit reaches -3424): a local optimum of the
+        the data's sd, ELBO -3475, where this fit reaches -3418): a local optimum of the
         coordinate ascent, since a sweep never prunes its last slices all at once.
         """
         q = self._start(point, float(point[self.noise_site]))

@@ -208,6 +208,8 @@ def _second_start(starts: dict | None) -> str:
     if not starts or "residual" not in starts:
         return ""
     kept = "second" if starts["residual"] > starts["point"] else "first"
+    if starts.get("null", -math.inf) > max(starts["residual"], starts["point"]):
+        kept = "fit without a low-rank part"
     return (f" Its start fitted the data far more closely than the noise it found, so a second "
             f"fit started the noise level there: ELBO {starts['point']:.6g} from the first "
             f"start, {starts['residual']:.6g} from the second; the {kept} was kept.")

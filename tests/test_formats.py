@@ -8,6 +8,7 @@ import pytest
 import tensorly as tl
 import torch
 
+from bayestensor.data import Observations
 from bayestensor.formats import CPTensor, TTMatrix, TTTensor, TuckerTensor, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count, rank_caps
 
@@ -118,6 +119,21 @@ def test_cp_entries_from_the_dense_tensor_equal_the_gathered_ones(shape, batch):
     assert math.prod(shape) > DENSE_PICK_RATIO and math.prod(shape) <= DENSE_PICK_RATIO * 50
     x.entries(idx[:1], check=False), x.entries(idx, check=False)
     assert calls == [50]
+
+
+def test_cp_entries_of_a_tensor_past_int64_entries_are_gathered():
+    """10^7 x 10^7 x 10^5 has 10^19 entries, past int64's 9.2e18: NumPy's product of the shape
+    wrapped to a negative size and sent five entries to the dense route (8 TB). The entries
+    are the sums of their factor rows' products (NumPy), and the observed fraction is exact."""
+    shape = (10 ** 7, 10 ** 7, 10 ** 5)
+    gen = torch.Generator().manual_seed(0)
+    factors = [torch.randn(n, 2, generator=gen, dtype=torch.float64) for n in shape]
+    idx = torch.stack([torch.randint(0, n, (5,), generator=gen) for n in shape], 1)
+    rows = [f.numpy()[i] for f, i in zip(factors, idx.T.numpy())]
+    np.testing.assert_allclose(CPTensor(shape, factors).entries(idx).numpy(),
+                               (rows[0] * rows[1] * rows[2]).sum(1))
+    obs = Observations.from_coo(idx.numpy(), np.ones(5), shape)
+    assert obs.observed_fraction == 5 / 10 ** 19
 
 
 PREFIX_CASES = [(TuckerTensor, (6, 5, 4), (3, 2, 4), ()), (TuckerTensor, (5, 4, 3, 3), 2, (2, 3)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ class Observations:
     @property
     def observed_fraction(self) -> float:
         """Share of the full tensor's entries that are observed."""
-        return len(self) / float(np.prod(self.shape))
+        return len(self) / math.prod(self.shape)  # exact, as NumPy's int64 product is not
 
     @classmethod
     def from_coo(cls, indices, values, shape) -> "Observations":

@@ -579,3 +579,20 @@ def test_report_names_an_out_folder_it_cannot_create(tmp_path):
     with pytest.raises(ValueError, match=r"^out: cannot create the folder .*taken/run"):
         bt.report(post, tmp_path / "taken" / "run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+@pytest.mark.filterwarnings("error")
+def test_rank_figure_of_draws_without_any_slice_says_so_without_warnings():
+    """The closed-form VI's fit without a low-rank part has every slice exactly zero (float32
+    scales): the relative scales are zero, not 0/0, and the log-scale panel says there is
+    no slice instead of drawing empty boxes."""
+    from bayestensor.viz.figures import close
+    from bayestensor.viz.report import rank_figure
+
+    none = bt.priors.rank_posterior([torch.zeros(2, 50, 8)])
+    some = bt.priors.rank_posterior([torch.tensor([1.0, 0.5, 0.0]).expand(2, 50, 3)])
+    for rp, said in ((none, True), (some, False)):
+        fig = rank_figure(rp)
+        texts = [t.get_text() for t in fig.axes[1].texts]
+        assert ("no slice in any draw" in texts) is said
+        close(fig)

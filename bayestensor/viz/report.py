@@ -27,7 +27,8 @@ def diversity_figure(distances, sd_over_noise=None):
 
 
 def rank_figure(rank_posterior):
-    """Effective-rank distribution and relative slice scales per rank dimension.
+    """Effective-rank distribution and relative slice scales per rank dimension (a slice's box
+    over the draws where it is not zero: a fit without a low-rank part has none).
 
     Parameters
     ----------
@@ -41,9 +42,15 @@ def rank_figure(rank_posterior):
         dist = rp.distribution(d)
         axes[0, d].bar(list(dist), list(dist.values()), color="C0")
         axes[0, d].set(title=f"effective rank, dim {d}", xlabel="rank", ylabel="posterior probability")
-        s = rp.scales[d].reshape(-1, rp.scales[d].shape[-1])
+        s = np.asarray(rp.scales[d], dtype=np.float64)  # TINY is zero in float32
+        s = s.reshape(-1, s.shape[-1])
         s = s / np.maximum(s.max(-1, keepdims=True), TINY)
-        axes[1, d].boxplot(s, showfliers=False)
+        # on the log axis, each slice's box is of the draws where it is not exactly zero
+        positive = [column[column > 0] for column in s.T]
+        axes[1, d].boxplot(positive, showfliers=False)
+        if not any(len(column) for column in positive):
+            axes[1, d].text(0.5, 0.5, "no slice in any draw", ha="center",
+                            transform=axes[1, d].transAxes)
         axes[1, d].axhline(rp.threshold, color="C3", ls="--", label=f"threshold {rp.threshold}")
         axes[1, d].set(yscale="log", xlabel="slice", ylabel="scale / largest", title=f"slice scales, dim {d}")
         axes[1, d].legend(fontsize=8)

@@ -19,8 +19,10 @@ values (``tests/test_batchable.py`` checks them against the originals), in opera
 ``vmap`` batches. The originals are restored on exit. Written here because the two classes
 are torch's and Pyro's; the change belongs upstream, and this module goes when it lands there.
 
-Other distributions that ``vmap`` refuses (Pyro's ``Stable``, whose log density branches on
-its parameters' values) still take the loop, with the warning :class:`LogDensity` gives.
+Other distributions that ``vmap`` refuses still take the loop, with the warning
+:class:`LogDensity` gives: of about 50 of torch's and Pyro's distributions tried, Pyro's ``Stable``
+(its log density branches on its parameters' values), ``DiscreteHMM`` (an autograd function
+without a batching rule) and ``GaussianHMM`` (it reads ``.data``).
 """
 
 from __future__ import annotations

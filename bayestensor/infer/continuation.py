@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from bayestensor.infer.binding import check_batch_size
 from bayestensor.infer.driver import RunInterrupted
-from bayestensor.infer.runners import MAP, Method, map_hands_over, run_map_rows, run_method
+from bayestensor.infer.runners import (MAP, SVGD_METHOD, Method, map_hands_over,
+                                       run_map_rows, run_method)
 from bayestensor.seeds import legacy_seed
 
 #: Fewest observations for which ``"auto"`` spares a validation split (below: no continuation).
@@ -49,14 +50,16 @@ def resolve_map_hold(model, data, method: Method, seed: int, batch_size: int | N
     choice = choose_map_hold(model, data, seed=seed, batch_size=batch_size, num_steps=steps,
                              progress=progress, init=init)
     options["map_hold"] = choice["chosen"]
-    if method is MAP and worse_than_the_mean(choice):
+    if method in (MAP, SVGD_METHOD) and worse_than_the_mean(choice):
         best = min(choice["validation_mse"].values())
+        particles = (", and SVGD's particles start there (init_from='map') and keep them"
+                     if method is SVGD_METHOD else "")
         warnings.warn(f"map_hold='auto': every MAP fit predicted the validation split worse "
                       f"than the training split's mean does (mean squared error {best:.3g} "
                       f"against {choice['mean_mse']:.3g}): the MAP fits noise with slices "
-                      f"these data do not support. A sampler (method='sghmc'), or for a CP "
-                      f"completion the closed-form VI (method='vi', its default), does not",
-                      UserWarning, stacklevel=3)
+                      f"these data do not support{particles}. A sampler (method='sghmc'), or "
+                      f"for a CP completion the closed-form VI (method='vi', its default), "
+                      f"does not", UserWarning, stacklevel=3)
     if choice["noise_start"] == "residual":
         init = model.init_values(seed=legacy_seed(seed), init=init, noise_start="residual")
     return choice, init

@@ -12,17 +12,18 @@ defeat it by their code, not their mathematics:
   buffer made without the batch dimension, which ``vmap`` refuses too.
 
 A model with either used to run one chain at a time (a Python loop: SVGD at its defaults 10x
-slower on a 200-observation multinomial regression, ``benchmarks/batchable_likelihoods.py``). :func:`batchable_distributions` swaps
-in, for its duration, a ``Multinomial.log_prob`` that masks with ``torch.where`` and an
+slower on a 200-observation multinomial regression, ``benchmarks/batchable_likelihoods.py``).
+:func:`batchable_distributions` swaps in, for its duration, a ``Multinomial.log_prob`` that
+masks with ``torch.where`` and an
 ``OrderedLogistic.__init__`` that assembles the probabilities with ``torch.cat``: the same
 values (``tests/test_batchable.py`` checks them against the originals), in operations
 ``vmap`` batches. The originals are restored on exit. Written here because the two classes
 are torch's and Pyro's; the change belongs upstream, and this module goes when it lands there.
 
 Other distributions that ``vmap`` refuses still take the loop, with the warning
-:class:`LogDensity` gives: of about 50 of torch's and Pyro's distributions tried, Pyro's ``Stable``
-(its log density branches on its parameters' values), ``DiscreteHMM`` (an autograd function
-without a batching rule) and ``GaussianHMM`` (it reads ``.data``).
+:class:`LogDensity` gives: of about 50 of torch's and Pyro's distributions tried, Pyro's
+``Stable`` (its log density branches on its parameters' values), ``DiscreteHMM`` (an autograd
+function without a batching rule) and ``GaussianHMM`` (it reads ``.data``).
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def batchable_distributions():
     Used around ``torch.func.vmap`` of a model's trace (see the module docstring). The swap
     is of class attributes, so it is seen by every thread while it lasts; the stand-ins
     compute the originals' values, so code elsewhere that meets them gets the same numbers.
-    Nested use is safe: each exit restores what its entry found.
+    Nested use in one thread is safe: each exit restores what its entry found. (Across threads
+    an exit can restore an original while another thread is inside; its ``vmap`` then fails
+    and the log density falls back to the loop, with its warning: slower, not wrong.)
 
     Examples
     --------
@@ -107,9 +110,11 @@ def batchable_distributions():
     >>> from bayestensor.batchable import batchable_distributions
     >>> logits = torch.randn(3, 4)  # three chains' logits
     >>> counts = torch.tensor([2.0, 0.0, 1.0, 1.0])
+    >>> def log_prob(chain_logits):
+    ...     return dist.Multinomial(4, logits=chain_logits).log_prob(counts)
     >>> with batchable_distributions():
-    ...     batched = torch.func.vmap(lambda l: dist.Multinomial(4, logits=l).log_prob(counts))(logits)
-    >>> looped = torch.stack([dist.Multinomial(4, logits=l).log_prob(counts) for l in logits])
+    ...     batched = torch.func.vmap(log_prob)(logits)
+    >>> looped = torch.stack([log_prob(chain_logits) for chain_logits in logits])
     >>> bool(torch.allclose(batched, looped))
     True
     """

@@ -8,11 +8,12 @@ user writes them, each fitted by ``bt.fit`` at its defaults:
 * ``multinomial``: a multinomial logistic regression, 200 observations of 20 counts over 4
   categories from 3 inputs; score: the relative error of the posterior mean weights, centred
   over the categories (the likelihood sees only their differences);
-* ``ordinal``: ordinal ratings (5 levels) of a 15 x 15 x 15 rank-2 CP tensor, 1,200 observed,
-  (latent sd 4 against the logistic noise's 1.8), modelled as a rank-3 CP tensor with Normal(0, 1) factors and ordered cutpoints; scores on
-  500 held-out entries: accuracy of the predicted rating (the posterior predictive's mode),
-  the mean absolute error of its expected rating, and for reference the accuracy of the mode
-  under the true latent tensor and cutpoints (``oracle_accuracy``).
+* ``ordinal``: ordinal ratings (5 levels) of a 15 x 15 x 15 rank-2 CP tensor, 1,200 observed
+  (latent sd 4 against the logistic noise's 1.8), modelled as a rank-3 CP tensor with
+  Normal(0, 1) factors and ordered cutpoints; scores on 500 held-out entries: accuracy of the
+  predicted rating (the posterior predictive's mode), the mean absolute error of its expected
+  rating, and for reference the accuracy of the mode under the true latent tensor and
+  cutpoints (``oracle_accuracy``).
 
 Per run: seconds, the score, and whether the loop's fallback warning was raised.
 

@@ -72,7 +72,8 @@ def test_the_ordered_logistic_stand_in_gives_the_originals_probabilities():
 
 
 @pytest.mark.parametrize("make", [
-    lambda p: dist.Multinomial(10, logits=p.expand(5, 4)).log_prob(torch.tensor([[4.0, 3, 3, 0]] * 5)),
+    lambda p: dist.Multinomial(10, logits=p.expand(5, 4))
+    .log_prob(torch.tensor([[4.0, 3, 3, 0]] * 5)),
     lambda p: dist.OrderedLogistic(p[0].expand(5), p[1:].sort().values)
     .log_prob(torch.tensor([0, 1, 2, 3, 1])),
 ], ids=["multinomial", "ordered_logistic"])

@@ -53,11 +53,23 @@ def test_sghmc_caps_draws_only_where_its_check_can_run(cp_model):
 
 
 def test_methods_without_fit_dependent_options_are_left_as_given(cp_model):
-    for method in ("map", "nuts", "svgd"):
+    for method in ("map", "nuts"):
         assert settled(method, {"init_jitter": 0.1}, plan(cp_model)) == {"init_jitter": 0.1}
 
 
-@pytest.mark.parametrize("method, option", [("vi", "init_from"), ("sghmc", "max_samples")])
+def test_svgd_starts_from_the_closed_form_vi_where_it_runs_and_else_at_the_map(cp_model):
+    assert settled("svgd", {}, plan(cp_model))["init_from"] == "vi"
+    assert settled("svgd", {}, plan(cp_model, init="random"))["init_from"] == "map"
+    assert settled("svgd", {}, plan(cp_model, batch_size=10))["init_from"] == "map"
+    assert settled("svgd", {"init_from": "prior"}, plan(cp_model))["init_from"] == "prior"
+    tt = bt.TensorCompletion((6, 5, 4), "tt", max_rank=2)
+    assert settled("svgd", {}, plan(tt))["init_from"] == "map"
+    with pytest.raises(ValueError, match="init_from: 'vi' starts the particles"):
+        settled("svgd", {"init_from": "vi"}, plan(tt))
+
+
+@pytest.mark.parametrize("method, option", [("vi", "init_from"), ("sghmc", "max_samples"),
+                                            ("svgd", "init_from")])
 def test_a_local_fit_refuses_an_option_left_unsettled(method, option):
     from bayestensor.infer.runners import run_method
     with pytest.raises(ValueError, match=f"{option}: 'auto' is settled by fit"):
@@ -68,7 +80,8 @@ def test_a_local_fit_refuses_an_option_left_unsettled(method, option):
 def test_each_settled_option_is_one_a_settle_resolves():
     from bayestensor.infer.runners import ALL_METHODS
     declared = {m.name: m.settled for m in ALL_METHODS if m.settled}
-    assert declared == {"vi": ("init_from",), "sghmc": ("max_samples",)}
+    assert declared == {"vi": ("init_from",), "sghmc": ("max_samples",),
+                        "svgd": ("init_from",)}
     for m in ALL_METHODS:
         assert all(m.options[name] == "auto" for name in m.settled) and (
             m.settle is not None or not m.settled)

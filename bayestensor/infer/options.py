@@ -134,7 +134,7 @@ def check_svgd(options: dict) -> None:
         choice("blocks", blocks, BLOCK_MODES)
     choice("optimizer", options["optimizer"], OPTIMIZERS)
     positive_int("num_steps", options["num_steps"])
-    choice("init_from", options["init_from"], ("map", "prior"))
+    choice("init_from", options["init_from"], ("auto", "map", "vi", "prior"))
     jitter("init_jitter", options["init_jitter"])
     positive_int("map_steps", options["map_steps"])
     real_number("final_lr_ratio", options["final_lr_ratio"], 0.0, 1.0)

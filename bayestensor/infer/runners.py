@@ -34,7 +34,7 @@ import torch
 
 from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
-from bayestensor.infer.auto_options import FitPlan, settle_sghmc, settle_vi
+from bayestensor.infer.auto_options import FitPlan, settle_sghmc, settle_svgd, settle_vi
 from bayestensor.infer.baselines import (MAX_ROUNDS, NotConvergedWarning, OptimizationInterrupted,
                                          map_fit, nuts_fit, vi_fit)
 from bayestensor.infer.binding import bind, check_device
@@ -805,9 +805,26 @@ def laplace_sd(sampler: SVGD, theta: torch.Tensor) -> torch.Tensor:
     return _floored_sd(lambda th, k: sampler.gradients.hessian_diag(th, 0, k), theta)
 
 
+def _closed_form_vi_draws(target: LogDensity, job: Job, num: int) -> torch.Tensor:
+    """``(num, D)`` independent draws of the closed-form VI fitted from the model's starting
+    values (SVGD's ``init_from="vi"``), unconstrained; the fit's ELBOs go to ``job.info``."""
+    updates = _closed_form_vi(target, job, True)
+    point = {k: v[0] for k, v in target.constrain(target.init_theta(1)).items()}
+    try:
+        q = updates.fit(point)
+    except CAVIInterrupted:
+        raise RunInterrupted("svgd: interrupted while fitting the closed-form VI that starts "
+                             "the particles, before any SVGD step") from None
+    job.info.update(start_vi_elbo=q.elbo[-1], start_vi_sweeps=q.sweeps,
+                    vi_noise_starts=q.noise_starts)
+    draws = updates.draw(q, num, target.generator)
+    return target.unconstrain({k: v.to(target.device) for k, v in draws.items()})
+
+
 def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num_steps,
              init_from, init_jitter, map_steps, final_lr_ratio, map_hold) -> Posterior:
-    """SVGD with ``num_samples`` particles, from a jittered MAP or from prior draws."""
+    """SVGD with ``num_samples`` particles, from the closed-form VI's draws, a jittered MAP or
+    prior draws."""
     num_particles = job.num_samples
     if blocks is None:
         blocks = _default_blocks(target, job, num_particles)
@@ -835,6 +852,8 @@ def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num
     def start():
         if init_from == "prior":
             return sampler.init_state(_prior_draws(target, num_particles))
+        if init_from == "vi":
+            return sampler.init_state(_closed_form_vi_draws(target, job, num_particles))
         theta, at_map = _map_start(target, job, map_steps, map_hold, num_particles, "svgd")
         noise = torch.randn(theta.shape, generator=target.generator, dtype=theta.dtype,
                             device=target.device)
@@ -885,10 +904,11 @@ SGHMC_METHOD = Method(
 SVGD_METHOD = Method(
     "svgd", run_svgd,
     {"lr": 0.05, "kernel": "rbf", "blocks": None, "optimizer": "adagrad", "num_steps": 500,
-     "init_from": "map", "init_jitter": 0.1, "map_steps": 2000, "final_lr_ratio": 0.01,
+     "init_from": "auto", "init_jitter": 0.1, "map_steps": 2000, "final_lr_ratio": 0.01,
      "map_hold": None},
     default_samples=100, chains=False, resumable=True, takes_batches=True,
-    check=option_checks.check_svgd, min_samples=2, map_steps_option="map_steps")
+    check=option_checks.check_svgd, min_samples=2, map_steps_option="map_steps",
+    settle=settle_svgd, settled=("init_from",))
 ALL_METHODS = (MAP, VI, NUTS, SGHMC_METHOD, SVGD_METHOD)
 
 

@@ -281,12 +281,8 @@ class CPGammaVariational:
         q.lowers = []
         n, no_slices = len(self.y), torch.zeros(0, dtype=torch.float64)
         while q.sweeps < max_sweeps and not q.converged:
-            e_tau = q.noise_shape / q.noise_rate
-            if self.offset_site is not None:
-                q.offset_var = 1 / (e_tau * n + self.offset_precision)
-                q.offset_mean = q.offset_var * e_tau * self.sum_y
-            m_c = q.offset_mean
-            e_rss = self.sum_y2 - 2 * m_c * self.sum_y + n * (m_c ** 2 + q.offset_var)
+            self._update_offset(q, q.noise_shape / q.noise_rate, fitted_sum=0.0)
+            e_rss = self._offset_rss(q)
             q.noise_rate = self.noise_b + e_rss / 2
             q.elbo.append(self._elbo(q, [], no_slices, e_rss))
             q.sweeps += 1
@@ -374,16 +370,26 @@ class CPGammaVariational:
         # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>,
         # sum of E[fitted] = sum_i <m_i, design_sum_i>
         fitted_sum = float((means[-1] * design_sum).sum())
-        if self.offset_site is not None:
-            q.offset_var = 1 / (e_tau * len(self.y) + self.offset_precision)
-            q.offset_mean = q.offset_var * e_tau * (self.sum_y - fitted_sum)
+        self._update_offset(q, e_tau, fitted_sum)
         second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
-        m_c, n = q.offset_mean, len(self.y)
-        e_rss = (self.sum_y2 - 2 * m_c * self.sum_y + n * (m_c ** 2 + q.offset_var)
-                 - 2 * (float((means[-1] * rhs).sum()) - m_c * fitted_sum)
+        e_rss = (self._offset_rss(q)
+                 - 2 * (float((means[-1] * rhs).sum()) - q.offset_mean * fitted_sum)
                  + float((second * gram).sum()))
         q.noise_rate = self.noise_b + e_rss / 2
         q.elbo.append(self._elbo(q, covs, squares, e_rss))
+
+    def _update_offset(self, q: CPVariational, e_tau: float, fitted_sum: float) -> None:
+        """``q(c)`` given ``E[tau]`` and the sum of the low-rank part's means over the observed
+        entries (0 without slices); nothing without an offset."""
+        if self.offset_site is not None:
+            q.offset_var = 1 / (e_tau * len(self.y) + self.offset_precision)
+            q.offset_mean = q.offset_var * e_tau * (self.sum_y - fitted_sum)
+
+    def _offset_rss(self, q: CPVariational) -> float:
+        """``E_q[sum_i (y_i - c)^2]``: the expected residual sum of squares without the
+        low-rank part, to which a sweep adds that part's terms."""
+        m_c, n = q.offset_mean, len(self.y)
+        return self.sum_y2 - 2 * m_c * self.sum_y + n * (m_c ** 2 + q.offset_var)
 
     def _prior_rate(self, q: CPVariational) -> torch.Tensor:
         """The rate of each slice precision's prior: ``b``, or under the half-Cauchy prior

@@ -272,6 +272,24 @@ def _usage_error(res, name):
     assert res.output.strip().splitlines()[-1].startswith("Error:"), res.output
 
 
+def test_complete_svgd_start_from_the_command_line(tmp_path):
+    """On pure noise the particles started from the closed-form VI (the default for CP) keep
+    no slice; started from the MAP (``--init-from map``) they keep the MAP's."""
+    noise = np.random.default_rng(0).normal(size=(10, 9, 8))
+    noise[np.random.default_rng(1).random(noise.shape) < 0.5] = np.nan
+    np.save(tmp_path / "noise.npy", noise)
+    found = {}
+    for start in (None, "map"):
+        out = tmp_path / f"out_{start}"
+        args = ["complete", str(tmp_path / "noise.npy"), "--method", "svgd", "--quiet",
+                "--no-report", "--out", str(out)] + (["--init-from", start] if start else [])
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        summary = json.loads((out / "summary.json").read_text())
+        found[summary["init_from"]] = summary["found_rank_mode"][0]
+    assert found["vi"] == 0 and found["map"] >= 2, found
+
+
 @pytest.mark.parametrize("args,name", [
     (["--num-chains", "0"], "--num-chains"),
     (["--num-samples", "0"], "--num-samples"),
@@ -280,6 +298,8 @@ def _usage_error(res, name):
     (["--seed", "-1"], "--seed"),
     (["--steps", "0"], "--steps"),
     (["--method", "map", "--init-from", "init"], "--init-from"),
+    (["--method", "svgd", "--init-from", "init"], "--init-from"),
+    (["--method", "svgd", "--format", "tt", "--init-from", "vi"], "--init-from"),
     # sizes the method would ignore (--num-warmup was dropped, --num-samples ignored by MAP)
     (["--method", "vi", "--num-warmup", "10"], "--num-warmup"),
     (["--method", "map", "--num-samples", "10"], "--num-samples"),

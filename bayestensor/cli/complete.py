@@ -69,8 +69,9 @@ DEFAULT_FIT = {"method": None, "format": "cp", "max_rank": 10, "map_hold": "auto
 BUILTIN_FIT = {"indian_pines": {**DEFAULT_FIT, "method": "map", "max_rank": 20,
                                 "init": "spectral", "map_hold": "none", "map_steps": 1000},
                "il2": {**DEFAULT_FIT, "method": "sghmc", "max_rank": 60, "init_from": "init"}}
-#: Methods that take --init-from (where their chains or q start).
-INIT_FROM_METHODS = ("sghmc", "vi")
+#: The --init-from values each method takes (where its chains, q or particles start).
+INIT_FROM_CHOICES = {"sghmc": ("map", "init"), "vi": ("map", "init"),
+                     "svgd": ("map", "vi", "prior")}
 #: Fraction of Indian Pines entries hidden when --missing is not given.
 DEFAULT_MISSING = 0.9
 #: Predictions of every entry are made this many draws x entries at a time (bounded memory).
@@ -166,9 +167,11 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
               help="Start: SVD of the mean-filled tensor ('svd', the default; 'spectral' for "
               "indian_pines), the observed entries' spectral start (CP only; for mostly "
               "missing data) or random.")
-@click.option("--init-from", type=click.Choice(["map", "init"]), default=None,
+@click.option("--init-from", type=click.Choice(["map", "init", "vi", "prior"]), default=None,
               help="sghmc, vi: start the chains (q) at a MAP point or at the --init start "
-              "itself (default: map; init for il2).")
+              "itself (default: map for sghmc, init for il2; vi: init where its closed form "
+              "runs). svgd: the particles from a jittered MAP point, the closed-form VI's "
+              "draws (CP only; the default there) or the prior.")
 @click.option("--map-hold", type=click.Choice(["auto", "none", "noise"]), default=None,
               help="MAP continuation (map/vi/sghmc/svgd): hold the noise precision while the "
               "prior prunes ('noise'), never ('none'), or choose by a validation split "
@@ -200,9 +203,13 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     fmt = fmt or defaults["format"]
     method = method or defaults["method"] or default_method(fmt, prior)
     num_chains = opt.chains_for(method, num_chains)
-    if init_from is not None and method not in INIT_FROM_METHODS:
-        raise click.BadParameter(f"applies to {', '.join(INIT_FROM_METHODS)}, not {method}",
+    if init_from is not None and init_from not in INIT_FROM_CHOICES.get(method, ()):
+        takers = [m for m, starts in INIT_FROM_CHOICES.items() if init_from in starts]
+        raise click.BadParameter(f"'{init_from}' applies to {', '.join(takers)}, not {method}",
                                  param_hint="--init-from")
+    if init_from == "vi" and not closed_form_vi_runs(fmt, prior):
+        raise click.BadParameter("'vi' starts SVGD from the closed-form VI, which fits CP "
+                                 f"models only, not --format {fmt}", param_hint="--init-from")
     if init_from is None and method == defaults["method"]:
         init_from = defaults["init_from"]
     if map_hold == "noise" and method not in MAP_HOLD_METHODS:
@@ -256,7 +263,8 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
     summary = {"file": str(file), "shape": list(data.shape), "observed": len(obs),
                "observed_fraction": obs.observed_fraction, "format": fmt, "prior": prior,
                "method": method, "max_rank": max_rank, "offset_scale": offset_scale,
-               "core_variance": core_variance, "init": init, "init_from": init_from,
+               "core_variance": core_variance, "init": init,
+               "init_from": post.info.get("options", {}).get("init_from", init_from),
                "found_rank_mode": ranks.mode().tolist(), "seconds": seconds, "level": level,
                "map_hold": post.info.get("options", {}).get("map_hold"),
                "map_hold_auto": post.info.get("map_hold_auto"), "holdout": holdout}

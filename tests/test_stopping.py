@@ -1,5 +1,7 @@
 """SGHMC drawing until its chains pass their convergence check (``max_samples``)."""
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -226,3 +228,32 @@ def test_a_run_resumed_past_its_last_step_extends_from_where_it_is():
               progress=False, extend=extend)
     draws = run.run(None, start=25, draws=[{"t": t} for t in range(25)])  # resumed at step 25
     assert asked == [25, 35, 45] and len(draws) == 45  # 10 steps from 25, not to 20 + 10
+
+
+def test_fit_warns_when_its_chains_fail_their_check():
+    """On pure noise the CP chains at the defaults are apart (R-hat 1.41 after drawing on to
+    1,500 draws, where NUTS's chains of the same posterior read 1.09): ``fit`` warns with the
+    last check's numbers and the advice for chains apart. A run of 50 draws is told to draw
+    more. Chains that pass (a Gaussian mean) do not warn."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(12, 10, 8))
+    noise[rng.random(noise.shape) < 0.5] = np.nan
+    model = bt.TensorCompletion(noise.shape, "cp", max_rank=5)
+    obs = bt.Observations.from_dense(noise)
+    with pytest.warns(bt.infer.ChainsNotConvergedWarning) as caught:
+        post = bt.fit(model, obs, method="sghmc", seed=0, progress=False)
+    last = post.info["convergence_checks"][-1]
+    assert not last["converged"] and last["max_rhat"] > 1.1
+    message = str(caught[-1].message)
+    assert f"after {post.num_draws:,} draws each: max R-hat {last['max_rhat']:.3f}" in message
+    assert f"max R-hat {last['entries_max_rhat']:.3f} (wanted <= 1.02)" in message
+    assert "the chains sit in different regions" in message
+
+    with pytest.warns(bt.infer.ChainsNotConvergedWarning, match="50 draws per chain are too few"):
+        bt.fit(model, obs, method="sghmc", num_samples=50, num_warmup=50, num_chains=2,
+               seed=0, progress=False)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bt.infer.NotConvergedWarning)
+        post = bt.fit(normal_model, method="sghmc", seed=0, progress=False)
+    assert post.diagnostics()["converged"]

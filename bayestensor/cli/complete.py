@@ -102,8 +102,9 @@ def demo(method, fmt, seed, out, force, with_report, quiet):
                f"method {method}")
     options = DEMO_SGHMC if method == "sghmc" else {}
     start = time.perf_counter()
-    post = fit(model, data.train, method=method, seed=seed, progress=opt.show_progress(quiet),
-               **options)
+    with opt.chains_echoed():
+        post = fit(model, data.train, method=method, seed=seed,
+                   progress=opt.show_progress(quiet), **options)
     seconds = time.perf_counter() - start
     pred = post.predict(data.test.indices)
     ranks = post.effective_rank()
@@ -245,10 +246,10 @@ def complete(file, mask, missing, fmt, prior, method, max_rank, offset_scale, co
                                "noise": model.map_hold_candidate}[map_hold]
     out = opt.open_run_dir(out, "complete", force)
     start = time.perf_counter()
-    post = fit(model, obs, method=method, seed=seed, init=init, num_samples=num_samples,
-               num_chains=num_chains,
-               num_warmup=num_warmup,
-               progress=opt.show_progress(quiet), **options)
+    with opt.chains_echoed():
+        post = fit(model, obs, method=method, seed=seed, init=init, num_samples=num_samples,
+                   num_chains=num_chains, num_warmup=num_warmup,
+                   progress=opt.show_progress(quiet), **options)
     pred = _predictions(post, data, level, test)
     fitted = obs.to_dense()  # the data as the fit saw it: held-out entries missing
     files = [save_npz(out / "predictions.npz", pred), post.save(out / "posterior.pt")]

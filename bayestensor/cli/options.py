@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -17,6 +19,7 @@ import numpy as np
 
 from bayestensor.cli.errors import RUN_DIR_KEY
 from bayestensor.infer.api import METHODS
+from bayestensor.infer.baselines import ChainsNotConvergedWarning
 from bayestensor.infer.runners import SAMPLER_CHAINS
 from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
@@ -179,6 +182,15 @@ def convergence(post, heldout=None) -> dict | None:
     if post.info.get("convergence_checks"):  # SGHMC drew until its chains passed their check
         out["draws_until_converged"] = post.num_draws
     return out
+
+
+@contextmanager
+def chains_echoed():
+    """Around ``fit`` in a command that prints the chains' check (:func:`echo_convergence`):
+    ``fit``'s :class:`~bayestensor.infer.ChainsNotConvergedWarning` would say it twice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChainsNotConvergedWarning)
+        yield
 
 
 def echo_convergence(check: dict | None, indent: str = "") -> None:

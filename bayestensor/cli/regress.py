@@ -98,9 +98,10 @@ def regress(file, fmt, prior, method, max_rank, likelihood, num_samples, num_war
     start = time.perf_counter()
     # fit(method="map") from the MAP start would optimize twice.
     start_from = "svd" if (method == "map" and init == "map") else init
-    post = fit(model, (X, y), method=method, seed=seed, num_samples=num_samples,
-               num_chains=num_chains, batch_size=batch_size, init=start_from,
-               progress=opt.show_progress(quiet), **options)
+    with opt.chains_echoed():
+        post = fit(model, (X, y), method=method, seed=seed, num_samples=num_samples,
+                   num_chains=num_chains, batch_size=batch_size, init=start_from,
+                   progress=opt.show_progress(quiet), **options)
     seconds = time.perf_counter() - start
     preds = _predictions(post, X, level, "")
     summary_metrics = {"train": _metrics(model, preds["mean"], preds["lower"], preds["upper"], y)}

@@ -13,14 +13,18 @@ fit (:func:`~bayestensor.infer.runners.run_method`) or chain groups
 
 from __future__ import annotations
 
+import warnings
+
 from bayestensor.checks import choice, positive_int, seed_value
 from bayestensor.infer.auto_options import FitPlan, fit_default_method
+from bayestensor.infer.baselines import ChainsNotConvergedWarning
 from bayestensor.infer.binding import check_device
 from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
+from bayestensor.results.convergence import unconverged_message
 from bayestensor.results.posterior import Posterior
 
 #: The named starts of the built-in models (each model checks which of them it takes).
@@ -217,7 +221,11 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
                           checkpoint_every=checkpoint_every, resume=resume, **common)
     if hold_choice is not None:
         post.info["map_hold_auto"] = hold_choice
-    return _attach_user_model(post, model, model_args, model_kwargs)
+    post = _attach_user_model(post, model, model_args, model_kwargs)
+    message = unconverged_message(post)
+    if message is not None:
+        warnings.warn(message, ChainsNotConvergedWarning, stacklevel=2)
+    return post
 
 
 def _attach_user_model(post: Posterior, model, model_args, model_kwargs) -> Posterior:

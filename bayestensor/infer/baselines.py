@@ -85,7 +85,13 @@ HOLD_SWEEPS = 10
 
 
 class NotConvergedWarning(UserWarning):
-    """An optimizer (MAP, VI) stopped while some sites were still moving."""
+    """An optimizer (MAP, VI) stopped while some sites were still moving, or Markov chains
+    ended without passing their convergence check (:class:`ChainsNotConvergedWarning`)."""
+
+
+class ChainsNotConvergedWarning(NotConvergedWarning):
+    """SGHMC or NUTS chains ended without passing their convergence check (``fit`` warns with
+    the check's numbers and what to do)."""
 
 
 class OptimizationInterrupted(KeyboardInterrupt):

@@ -29,6 +29,10 @@ N_KEY_ENTRIES = 4
 #: fell to 1.007-1.009 at twice the steps, ``docs/benchmarks.md``); IL-2's 2.0-2.3 (NUTS's
 #: too) came from chains in different modes, which more draws do not join.
 RHAT_APART = 1.1
+#: Chains with fewer draws than this that fail their check are told to draw more before
+#: anything else: the test suite's runs of 10-100 draws per chain read R-hat 1.5-3.3, too
+#: few draws to say whether chains are apart or only slow.
+SHORT_RUN_DRAWS = 500
 
 
 def convergence_advice(max_rhat: float) -> str:
@@ -51,6 +55,39 @@ def convergence_advice(max_rhat: float) -> str:
                 "plots and the rank posterior, and do not read the pooled draws as one "
                 "posterior")
     return "draw more samples or chains"
+
+
+def unconverged_message(posterior) -> str | None:
+    """What a Markov-chain run whose chains failed their check should be told, or ``None``.
+
+    The check is the run's last one when it drew until converged
+    (``info["convergence_checks"]``, which also covers the monitored entries), else
+    :meth:`~bayestensor.results.posterior.Posterior.diagnostics`. A single chain, or a run
+    that is not a Markov chain, gets ``None``: it has no such check to fail.
+    """
+    if not posterior.is_markov_chain or posterior.num_chains < 2:
+        return None
+    checks = posterior.info.get("convergence_checks")
+    check = checks[-1] if checks else posterior.diagnostics()
+    if check["converged"]:
+        return None
+    ess_min = ESS_PER_CHAIN_MIN * posterior.num_chains
+    over = "identified quantities" if hasattr(posterior.model, "low_rank") else "sites"
+    found = [f"max R-hat {check['max_rhat']:.3f} (wanted <= {RHAT_MAX}) and min bulk ESS "
+             f"{check['min_ess_bulk']:.0f} (>= {ess_min}) over the {over}"]
+    worst = check["max_rhat"]
+    if "entries_max_rhat" in check:
+        found.append(f"max R-hat {check['entries_max_rhat']:.3f} (wanted <= "
+                     f"{check['entries_rhat_threshold']}) and min bulk ESS "
+                     f"{check['entries_min_ess_bulk']:.0f} over the monitored entries")
+        worst = max(worst, check["entries_max_rhat"])
+    advice = (convergence_advice(worst) if posterior.num_draws >= SHORT_RUN_DRAWS else
+              f"draw more samples: {posterior.num_draws} draws per chain are too few to "
+              "tell chains that mix slowly from chains apart")
+    return (f"{posterior.method}: the {posterior.num_chains} chains did not pass their "
+            f"convergence check after {posterior.num_draws:,} draws each: "
+            f"{'; '.join(found)}. Advice: {advice}. "
+            "Posterior.diagnostics() and the report list each quantity")
 
 
 def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:

@@ -770,8 +770,9 @@ def _prior_draws(target: LogDensity, n: int) -> torch.Tensor:
     """``(n, D)`` unconstrained points from forward runs of the model (its prior)."""
     draws = []
     for _ in range(n):
-        trace = pyro.poutine.trace(target.model).get_trace(*target.model_args,
-                                                           **target.model_kwargs)
+        with pyro.validation_enabled(False):  # a likelihood whose mean overflowed from them
+            trace = pyro.poutine.trace(target.model).get_trace(*target.model_args,
+                                                               **target.model_kwargs)
         values = {s.name: trace.nodes[s.name]["value"] for s in target.sites}
         draws.append(target.unconstrain(values).clamp(-PRIOR_START_CLAMP, PRIOR_START_CLAMP))
     return torch.stack(draws)

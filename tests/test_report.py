@@ -596,3 +596,24 @@ def test_rank_figure_of_draws_without_any_slice_says_so_without_warnings():
         texts = [t.get_text() for t in fig.axes[1].texts]
         assert ("no slice in any draw" in texts) is said
         close(fig)
+
+
+def test_report_of_a_fit_without_a_low_rank_part_on_held_out_entries(tmp_path):
+    """On pure noise the closed-form VI keeps no low-rank part, so every held-out entry has the
+    same sd (the offset's) to within 1e-17: the diversity histogram used to stop the command
+    there (numpy cannot cut that spread into 30 bins). It is drawn as one bar."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(10, 9, 8))
+    noise[rng.random(noise.shape) >= 0.5] = np.nan
+    np.save(tmp_path / "noise.npy", noise)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["complete", str(tmp_path / "noise.npy"), "--max-rank", "3",
+                                    "--holdout", "0.2", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["found_rank_mode"] == [0]
+    numbers = json.loads((out / "report.json").read_text())
+    assert (out / "report.html").exists() and "diagnostics" in json.dumps(numbers)
+    from bayestensor.viz.figures import close
+    from bayestensor.viz.report import diversity_figure
+    close(diversity_figure(np.zeros(6), np.array([0.06215027676066878, 0.06215027676066879] * 36)))

@@ -70,3 +70,18 @@ def close(fig) -> None:
 def finite(values) -> np.ndarray:
     """``values`` as floats with ``None`` turned into NaN (JSON-loaded numbers)."""
     return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+#: Values spread over less than this fraction of their magnitude are binned as one bar.
+CONSTANT_SPREAD = 1e-9
+
+
+def hist_bins(values, bins: int) -> int:
+    """``bins`` for a histogram of ``values``, or 1 where they are equal to within float
+    rounding: numpy refuses to cut a spread of 1e-17 at a value of 0.06 (the entries' sd of a
+    fit without a low-rank part, which is the offset's alone) into finite-sized bins."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return bins
+    return bins if np.ptp(v) > CONSTANT_SPREAD * np.abs(v).max() else 1

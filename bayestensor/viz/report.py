@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayestensor.viz.figures import finite, subplots
+from bayestensor.viz.figures import finite, hist_bins, subplots
 
 #: A y-axis spanning more than this ratio (two decades) is drawn on a log scale.
 LOG_SCALE_SPAN = 100
@@ -16,11 +16,11 @@ TINY = 1e-300
 def diversity_figure(distances, sd_over_noise=None):
     """Histograms of pairwise particle distances and, optionally, entry sd over noise sd."""
     fig, axes = subplots(1, 2, figsize=(10, 3.2))
-    axes[0].hist(distances, bins=20, color="C0")
+    axes[0].hist(distances, bins=hist_bins(distances, 20), color="C0")
     axes[0].set(xlabel="pairwise distance between particles (all parameters; log of positive ones)",
                 ylabel="pairs")
     if sd_over_noise is not None:
-        axes[1].hist(sd_over_noise, bins=30, color="C1")
+        axes[1].hist(sd_over_noise, bins=hist_bins(sd_over_noise, 30), color="C1")
         axes[1].set(xlabel="particle sd of an entry / noise sd", ylabel="entries")
     fig.suptitle("particle diversity")
     return fig

@@ -84,9 +84,14 @@ def unconverged_message(posterior) -> str | None:
     advice = (convergence_advice(worst) if posterior.num_draws >= SHORT_RUN_DRAWS else
               f"draw more samples: {posterior.num_draws} draws per chain are too few to "
               "tell chains that mix slowly from chains apart")
+    symmetry = ("" if over != "sites" else
+                " (a site that a symmetry of the model leaves free, such as the sign, scale "
+                "or order of low-rank factors, can disagree between chains whose predictions "
+                "agree: check what the data identify, e.g. a pyro.deterministic site, with "
+                "Posterior.diagnostics(var_names=[...]))")
     return (f"{posterior.method}: the {posterior.num_chains} chains did not pass their "
             f"convergence check after {posterior.num_draws:,} draws each: "
-            f"{'; '.join(found)}. Advice: {advice}. "
+            f"{'; '.join(found)}{symmetry}. Advice: {advice}. "
             "Posterior.diagnostics() and the report list each quantity")
 
 

@@ -451,19 +451,28 @@ class Posterior:
                 "under the prior; Posterior.diagnostics() checks the identified quantities")
         return table
 
-    def _site_names(self, var_names) -> list[str]:
-        """``var_names`` as a list of this posterior's sites, or a ``ValueError`` naming the
-        argument and the sites there are."""
+    def _site_names(self, var_names, also=()) -> list[str]:
+        """``var_names`` as a list of this posterior's sites (or of the names in ``also``), or
+        a ``ValueError`` naming the argument and the sites there are."""
         try:
             names = list(var_names)
         except TypeError:
             raise ValueError(f"var_names: expected a list of site names, got "
                              f"{var_names!r}") from None
-        unknown = [n for n in names if n not in self.samples]
+        known = list(dict.fromkeys([*self.samples, *also]))
+        unknown = [n for n in names if n not in known]
         if unknown or not names:
             raise ValueError(f"var_names: {unknown or names} are not sites of this posterior; "
-                             f"it has {list(self.samples)}")
+                             f"it has {known}")
         return names
+
+    def _derived_wanted(self, var_names) -> bool:
+        """Whether a list of names asks for something other than the sampled sites (a Pyro
+        model's ``pyro.deterministic`` sites, computed only when asked for)."""
+        try:
+            return any(name not in self.samples for name in var_names)
+        except TypeError:
+            return False
 
     def _point_summary(self, var_names, ci_prob: float):
         """The summary of a single draw: its value, sd 0, the interval collapsed on it."""
@@ -497,7 +506,10 @@ class Posterior:
             model; every site for a Pyro model. Raw factors are left out by default because
             they are not identified (sign, permutation and scale, and switched-off slices
             that wander under the prior): their R-hat can be 2 on chains whose every
-            prediction agrees. ``"all"``: every site; a list: those sites.
+            prediction agrees. ``"all"``: every site; a list: those sites, where a Pyro
+            model's ``pyro.deterministic`` sites count too (computed on the pass that scores
+            the log-likelihood; often what the data identify, ``a * b`` where the signs of
+            ``a`` and ``b`` are free).
         entries : array-like, optional
             Indices (completion) or inputs (regression) of the predicted entries checked with
             ``var_names=None``; default: 4 entries drawn at a fixed seed (completion), none
@@ -550,10 +562,13 @@ class Posterior:
                 raise ValueError(f"var_names: expected None, 'all' or a list of site names, "
                                  f"got {var_names!r}")
             var_names = None
-        elif var_names is not None:
-            var_names = self._site_names(var_names)
-        check = convergence.check_chains(self.to_arviz(log_likelihood=False), self.num_chains,
-                                         var_names)
+        # a Pyro model's pyro.deterministic sites come with the log-likelihood pass
+        derived = var_names is not None and self._derived_wanted(var_names)
+        data = self.to_arviz(log_likelihood=derived)
+        if var_names is not None:
+            also = list(arviz_adapter.posterior_group(data).data_vars) if derived else ()
+            var_names = self._site_names(var_names, also=also)
+        check = convergence.check_chains(data, self.num_chains, var_names)
         return {**check, "checked": "sites"}
 
     # --- persistence ------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_samplers_default_to_four_chains_and_other_methods_to_one(tmp_path, tens
     assert not check["converged"] and "NOT converged" in res.output  # 20 draws a chain
     assert f"max R-hat {check['max_rhat']:.3f}" in res.output
     from bayestensor.results.convergence import convergence_advice
-    assert convergence_advice(check["max_rhat"]) in res.output
+    assert convergence_advice(check["max_rhat"], 20) in res.output
+    assert "20 draws per chain are too few" in res.output
 
 
 def test_convergence_advice_tells_slow_chains_from_chains_apart():
@@ -97,6 +98,9 @@ def test_convergence_advice_tells_slow_chains_from_chains_apart():
         assert convergence_advice(rhat) == "draw more samples or chains"
     for rhat in (1.2, 2.3):  # IL-2's chains: in different modes, NUTS's as well
         assert convergence_advice(rhat).startswith("the chains sit in different regions")
+        assert convergence_advice(rhat, 1000).startswith("the chains sit in different")
+        # a few draws a chain cannot tell the two apart: draw more first
+        assert convergence_advice(rhat, 60).startswith("draw more samples: 60 draws")
 
 
 def test_complete_npz_with_mask(tmp_path):

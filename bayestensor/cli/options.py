@@ -171,7 +171,8 @@ def convergence(post, heldout=None) -> dict | None:
     ``heldout``: indices or inputs of the run's held-out points, whose first
     ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them. A run
     that drew until its chains passed their check (:mod:`bayestensor.infer.stopping`) also
-    gets ``draws_until_converged``: the draws per chain it took.
+    gets ``draws_until_converged``: the draws per chain it took; every run gets ``draws``, the
+    draws per chain (the advice for chains that fail depends on it).
     """
     if not post.is_markov_chain:
         return None
@@ -179,6 +180,7 @@ def convergence(post, heldout=None) -> dict | None:
     check = post.diagnostics(entries=entries)
     out = {key: check[key] for key in ("checked", "max_rhat", "min_ess_bulk", "min_ess_tail",
                                        "rhat_threshold", "ess_threshold", "converged")}
+    out["draws"] = post.num_draws
     if post.info.get("convergence_checks"):  # SGHMC drew until its chains passed their check
         out["draws_until_converged"] = post.num_draws
     return out
@@ -200,7 +202,7 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
     verdict = "converged" if check["converged"] else (
         f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
         f"{check['ess_threshold']:.0f}, with 2 or more chains): "
-        f"{convergence_advice(check['max_rhat'])}")
+        f"{convergence_advice(check['max_rhat'], check.get('draws'))}")
     drawn = check.get("draws_until_converged")
     drawn = "" if drawn is None else f" ({drawn:,} draws per chain, drawn until converged)"
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "

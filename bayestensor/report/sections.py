@@ -301,7 +301,8 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
     if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         warnings.append(f"Chains have not converged: max R-hat {max_rhat:.3f} > {RHAT_MAX} "
-                        f"(key variables): {convergence_advice(max_rhat)}.")
+                        f"(key variables): "
+                        f"{convergence_advice(max_rhat, posterior.num_draws)}.")
     if math.isfinite(min_bulk) and min_bulk < ess_min:
         warnings.append(f"Low effective sample size: min bulk ESS {min_bulk:.0f} < {ess_min} "
                         f"({ESS_PER_CHAIN_MIN} per chain). Intervals are noisy; draw more samples.")

@@ -35,20 +35,26 @@ RHAT_APART = 1.1
 SHORT_RUN_DRAWS = 500
 
 
-def convergence_advice(max_rhat: float) -> str:
+def convergence_advice(max_rhat: float, draws: int | None = None) -> str:
     """What to do about chains that did not converge, by how far apart they are.
 
     Parameters
     ----------
     max_rhat : float
         The worst R-hat of the identified quantities.
+    draws : int, optional
+        Draws per chain. Below :data:`SHORT_RUN_DRAWS`: draw more, whatever the R-hat.
 
     Returns
     -------
     str
-        For R-hat up to :data:`RHAT_APART`: draw more (the chains mix, slowly). Above it:
-        the chains sit in different regions, which more draws rarely join.
+        For few draws, or R-hat up to :data:`RHAT_APART`: draw more (the chains mix, slowly,
+        or too few draws to tell). Above it: the chains sit in different regions, which more
+        draws rarely join.
     """
+    if draws is not None and draws < SHORT_RUN_DRAWS:
+        return (f"draw more samples: {draws} draws per chain are too few to tell chains that "
+                "mix slowly from chains apart")
     if math.isfinite(max_rhat) and max_rhat > RHAT_APART:
         return ("the chains sit in different regions (R-hat above "
                 f"{RHAT_APART}), which more draws rarely join: compare them in the trace "
@@ -81,9 +87,7 @@ def unconverged_message(posterior) -> str | None:
                      f"{check['entries_rhat_threshold']}) and min bulk ESS "
                      f"{check['entries_min_ess_bulk']:.0f} over the monitored entries")
         worst = max(worst, check["entries_max_rhat"])
-    advice = (convergence_advice(worst) if posterior.num_draws >= SHORT_RUN_DRAWS else
-              f"draw more samples: {posterior.num_draws} draws per chain are too few to "
-              "tell chains that mix slowly from chains apart")
+    advice = convergence_advice(worst, posterior.num_draws)
     symmetry = ("" if over != "sites" else
                 " (a site that a symmetry of the model leaves free, such as the sign, scale "
                 "or order of low-rank factors, can disagree between chains whose predictions "

@@ -525,9 +525,15 @@ def _run_closed_form_vi(target: LogDensity, job: Job, updates, init_from, map_st
 
 
 def _closed_form_draws(target: LogDensity, job: Job, updates, q) -> Posterior:
-    draws = updates.draw(q, job.num_samples, target.generator)
-    theta = target.unconstrain({k: v.to(target.device) for k, v in draws.items()})
+    theta = _q_theta(target, updates, q, job.num_samples)
     return _to_posterior(target, theta.unsqueeze(0), {}, "vi", job)
+
+
+def _q_theta(target: LogDensity, updates, q, num: int) -> torch.Tensor:
+    """``(num, D)`` unconstrained draws of a closed-form VI's ``q`` (the VI method's draws
+    and SVGD's particles started from them)."""
+    draws = updates.draw(q, num, target.generator)
+    return target.unconstrain({k: v.to(target.device) for k, v in draws.items()})
 
 
 def _vi_draws(target: LogDensity, job: Job, loc: torch.Tensor, scale: torch.Tensor) -> Posterior:
@@ -818,8 +824,7 @@ def _closed_form_vi_draws(target: LogDensity, job: Job, num: int) -> torch.Tenso
                              "the particles, before any SVGD step") from None
     job.info.update(start_vi_elbo=q.elbo[-1], start_vi_sweeps=q.sweeps,
                     vi_noise_starts=q.noise_starts)
-    draws = updates.draw(q, num, target.generator)
-    return target.unconstrain({k: v.to(target.device) for k, v in draws.items()})
+    return _q_theta(target, updates, q, num)
 
 
 def run_svgd(target: LogDensity, job: Job, *, lr, kernel, blocks, optimizer, num_steps,

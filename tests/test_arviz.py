@@ -330,6 +330,24 @@ def test_saved_runs_compare_from_the_command_line(tmp_path):
     assert "| run0 |" in (out / "compare.md").read_text()
 
 
+def test_compare_into_a_used_folder_needs_force_and_leaves_no_stale_figure(tmp_path):
+    """A second comparison into the same --out once kept the first one's LOO-PIT figures
+    beside its own; --out is now a run folder, refused when used and emptied by --force."""
+    dirs = []
+    for seed in (0, 1, 2):
+        d = tmp_path / f"run{seed}"
+        save_posterior_run(completion_posterior(seed=seed), d)
+        dirs.append(str(d))
+    out = tmp_path / "cmp"
+    assert CliRunner().invoke(compare_cmd, dirs + ["--out", str(out)]).exit_code == 0
+    again = CliRunner().invoke(compare_cmd, dirs[:2] + ["--out", str(out)])
+    assert again.exit_code == 2 and "--out" in again.output and "--force" in again.output
+    forced = CliRunner().invoke(compare_cmd, dirs[:2] + ["--out", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.glob("loo_pit-*.png")) == ["loo_pit-run0.png",
+                                                                 "loo_pit-run1.png"]
+
+
 def test_bad_input_is_named():
     post = completion_posterior()
     with pytest.raises(ValueError, match="posteriors"):

@@ -12,7 +12,8 @@ Each imports only layers below it.
 """
 
 from bayestensor.infer.api import METHODS, choose_map_hold, fit
-from bayestensor.infer.baselines import ChainsNotConvergedWarning, NotConvergedWarning
+from bayestensor.infer.baselines import (ChainsNotConvergedWarning, NotConvergedWarning,
+                                         SaturatedDrawsWarning)
 from bayestensor.infer.driver import DivergenceError, RunInterrupted
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.kernels import IMQKernel, Kernel, RBFKernel
@@ -23,4 +24,5 @@ from bayestensor.infer.svgd import SVGD
 
 __all__ = ["fit", "choose_map_hold", "METHODS", "Method", "LogDensity", "GradientEstimator",
            "SGHMC", "sghmc_update", "SVGD", "Kernel", "RBFKernel", "IMQKernel", "RunInterrupted",
-           "DivergenceError", "NotConvergedWarning", "ChainsNotConvergedWarning", "block_ids"]
+           "DivergenceError", "NotConvergedWarning", "ChainsNotConvergedWarning",
+           "SaturatedDrawsWarning", "block_ids"]

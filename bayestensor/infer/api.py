@@ -17,14 +17,14 @@ import warnings
 
 from bayestensor.checks import choice, positive_int, seed_value
 from bayestensor.infer.auto_options import FitPlan, fit_default_method
-from bayestensor.infer.baselines import ChainsNotConvergedWarning
+from bayestensor.infer.baselines import ChainsNotConvergedWarning, SaturatedDrawsWarning
 from bayestensor.infer.binding import check_device
 from bayestensor.infer.chains import fit_chain_groups, group_sizes
 from bayestensor.infer.checkpoints import check_checkpoint_path, check_resume_path
 from bayestensor.infer.continuation import choose_map_hold, resolve_map_hold
 from bayestensor.infer.runners import ALL_METHODS, Method, run_method
 from bayestensor.models.base import BayesModel
-from bayestensor.results.convergence import unconverged_message
+from bayestensor.results.convergence import saturated_message, unconverged_message
 from bayestensor.results.posterior import Posterior
 
 #: The named starts of the built-in models (each model checks which of them it takes).
@@ -225,6 +225,9 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     message = unconverged_message(post)
     if message is not None:
         warnings.warn(message, ChainsNotConvergedWarning, stacklevel=2)
+    saturated = saturated_message(post)
+    if saturated is not None:
+        warnings.warn(saturated, SaturatedDrawsWarning, stacklevel=2)
     return post
 
 

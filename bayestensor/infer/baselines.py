@@ -46,10 +46,6 @@ VI_CLIP_VALUE = 10.0
 POLISH_ITERATIONS = 100
 #: Most L-BFGS evaluations of the rescue of a MAP whose Adam runs left sites moving.
 RESCUE_EVALS = 1000
-#: An unconstrained coordinate whose round trip through its site's transform lands farther
-#: than this (relative, at least absolute) is saturated: the transform's clamp at the
-#: boundary of the support, where float32 ends (a sigmoid at ``tiny``).
-SATURATION_TOL = 1e-3
 #: A full-batch MAP hands over from Adam to L-BFGS after this fraction of ``num_steps`` (and
 #: after any held site is released). Adam's first steps find the basin a shrinkage prior's
 #: pruning leads to (L-BFGS from the start can settle in a shallower optimum where every slice
@@ -92,6 +88,12 @@ class NotConvergedWarning(UserWarning):
 class ChainsNotConvergedWarning(NotConvergedWarning):
     """SGHMC or NUTS chains ended without passing their convergence check (``fit`` warns with
     the check's numbers and what to do)."""
+
+
+class SaturatedDrawsWarning(UserWarning):
+    """Draws of a run sit where a site's transform saturates in float (a positive value
+    rounded to 0), where R-hat cannot see whether the chains mix; most often a chain went down
+    a funnel and stayed (:func:`~bayestensor.results.convergence.saturated_message`)."""
 
 
 class OptimizationInterrupted(KeyboardInterrupt):
@@ -334,10 +336,7 @@ def _unsettled_sites(target: LogDensity, theta: torch.Tensor, *, lr: float, tol:
                                 hold=None)
     moving = drifting_sites(target, before, probe, _window_travel(lr, MIN_DRIFT_WINDOW),
                             unbounded_sites)
-    with torch.no_grad():
-        back = target.unconstrain(target.constrain(theta))
-    off = ~((back - theta).abs() <= SATURATION_TOL * theta.abs().clamp_min(1.0))
-    off = off.reshape(-1, target.dim).any(0)
+    off = target.saturated(theta).reshape(-1, target.dim).any(0)
     saturated = [s.name for s in target.sites if s.name not in unbounded_sites
                  and bool(off[s.offset:s.offset + s.size].any())]
     return sorted(set(moving) | set(saturated))

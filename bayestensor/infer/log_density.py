@@ -30,12 +30,17 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from torch.distributions import biject_to
+from torch.distributions.transforms import IndependentTransform, identity_transform
 
 from bayestensor.batchable import batchable_distributions
 
 #: Sites without a starting value start uniformly in (-INIT_RADIUS, INIT_RADIUS), unconstrained:
 #: finite under every bijection, unlike prior draws of vague hyperpriors.
 INIT_RADIUS = 2.0
+#: An unconstrained coordinate whose round trip through its site's transform lands farther
+#: than this (relative, at least absolute) is saturated: the transform's clamp at the
+#: boundary of the support, where float32 ends (a sigmoid at ``tiny``, ``exp`` at 0).
+SATURATION_TOL = 1e-3
 
 
 @dataclass
@@ -55,6 +60,14 @@ class Site:
     free: torch.Tensor | None = None
     held: torch.Tensor | None = None
     free_index: torch.Tensor | None = None  # positions of ``free``, made once
+
+    @property
+    def on_real_line(self) -> bool:
+        """Whether the site's values are its unconstrained ones (the identity map)."""
+        transform = self.transform
+        while isinstance(transform, IndependentTransform):
+            transform = transform.base_transform
+        return transform == identity_transform
 
     @property
     def size(self) -> int:
@@ -332,6 +345,72 @@ class LogDensity:
                 if not is_identically_zero(j):
                     ladj = ladj + j.reshape(batch + (-1,)).sum(-1)
         return (values, ladj) if with_log_jacobian else values
+
+    def saturated(self, theta: torch.Tensor, tol: float = SATURATION_TOL) -> torch.Tensor:
+        """Boolean ``theta.shape``: the unconstrained coordinates whose site's transform is
+        saturated there, in the target's float precision.
+
+        The transforms map every real to the support in exact arithmetic, but not in float:
+        ``exp`` of an unconstrained value below about -104 is 0 in float32, a sigmoid rounds to
+        0 or 1 past about +-17. Such a constrained value maps back to another unconstrained one
+        (``-inf`` for the 0 of ``exp``), farther than ``tol`` relative (at least absolute); the
+        gradient there is zero, so an optimizer or a sampler that got there stays. Sites on the
+        real line (the identity map) never saturate and are not computed.
+
+        Parameters
+        ----------
+        theta : torch.Tensor
+            ``batch + (D,)`` unconstrained points.
+        tol : float
+            Relative (at least absolute) round-trip error from which a coordinate counts as
+            saturated.
+        """
+        off = torch.zeros(theta.shape, dtype=torch.bool, device=theta.device)
+        batch = tuple(theta.shape[:-1])
+        with torch.no_grad():
+            for s in self.sites:
+                if s.on_real_line:
+                    continue
+                u = theta[..., s.offset: s.offset + s.size]
+                full = u
+                if s.free is not None:
+                    full = s.held.to(theta.dtype).expand(batch + s.held.shape)
+                    full = full.index_copy(-1, s.free_index, u)
+                back = s.transform.inv(s.transform(full.reshape(batch + s.unconstrained_shape)))
+                back = back.reshape(batch + (-1,))
+                if s.free is not None:
+                    back = back[..., s.free]
+                off[..., s.offset: s.offset + s.size] = \
+                    ~((back - u).abs() <= tol * u.abs().clamp_min(1.0))
+        return off
+
+    def saturated_sites(self, theta: torch.Tensor, exempt=()) -> dict[str, torch.Tensor]:
+        """The points of ``theta`` where some coordinate of a site is :meth:`saturated`.
+
+        A sampler's draws there are rounded onto the boundary of the support, most often
+        because a chain went down a funnel (a hierarchical scale gone to 0) and stayed.
+
+        Parameters
+        ----------
+        theta : torch.Tensor
+            ``batch + (D,)`` unconstrained points.
+        exempt : sequence of str
+            Sites not checked (a built-in model's slice scales, at 0 by design).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{name: mask}``, a boolean ``batch`` mask per site where any point is saturated.
+        """
+        off = self.saturated(theta)
+        out = {}
+        for s in self.sites:
+            if s.name in exempt:
+                continue
+            hit = off[..., s.offset:s.offset + s.size].any(-1)
+            if bool(hit.any()):
+                out[s.name] = hit
+        return out
 
     def init_theta(self, num_chains: int, jitter: float = 0.0) -> torch.Tensor:
         """``(C, D)`` starting points: the initial values plus Gaussian jitter (unconstrained).

@@ -69,9 +69,12 @@ def unconverged_message(posterior) -> str | None:
     The check is the run's last one when it drew until converged
     (``info["convergence_checks"]``, which also covers the monitored entries), else
     :meth:`~bayestensor.results.posterior.Posterior.diagnostics`. A single chain, or a run
-    that is not a Markov chain, gets ``None``: it has no such check to fail.
+    that is not a Markov chain, gets ``None``: it has no such check to fail; so does a run
+    with draws at a saturated transform, which :func:`saturated_message` tells instead.
     """
     if not posterior.is_markov_chain or posterior.num_chains < 2:
+        return None
+    if posterior.info.get("saturated_draws"):  # saturated_message says what matters more
         return None
     checks = posterior.info.get("convergence_checks")
     check = checks[-1] if checks else posterior.diagnostics()
@@ -97,6 +100,33 @@ def unconverged_message(posterior) -> str | None:
             f"convergence check after {posterior.num_draws:,} draws each: "
             f"{'; '.join(found)}{symmetry}. Advice: {advice}. "
             "Posterior.diagnostics() and the report list each quantity")
+
+
+def saturated_message(posterior) -> str | None:
+    """What a run with draws where a site's transform saturates should be told, or ``None``.
+
+    ``info["saturated_draws"]`` (``{site: count}``, recorded by the run) counts the draws whose
+    unconstrained value the constrained one no longer represents in float: a positive site
+    rounded to 0, a probability to 0 or 1. Either the posterior puts mass out there (a
+    Beta(0.02, 0.02) puts a sixth of it below float32's smallest number), or, far more often,
+    a chain ran down a funnel or onto a boundary where the density rises without bound and
+    stayed (the neck of a hierarchical model, whose scale takes its group effects with it).
+    R-hat cannot tell: draws rounded to one value do not vary.
+    """
+    saturated = posterior.info.get("saturated_draws")
+    if not saturated:
+        return None
+    total = posterior.num_chains * posterior.num_draws
+    counts = ", ".join(f"{name!r} in {count:,}" for name, count in saturated.items())
+    return (f"{posterior.method}: of {total:,} draws, site {counts} sit where the site's "
+            "transform saturates in float (a positive value rounded to 0, a probability to 0 "
+            "or 1), where R-hat cannot see whether the chains mix. Unless the posterior "
+            "really puts mass there, a chain or particle went down a funnel or onto a "
+            "boundary where the density rises without bound and stayed, and those draws are "
+            "not the posterior's. For a hierarchical scale, write the group effects "
+            "non-centred (effect = loc + scale * z with z ~ Normal(0, 1), or "
+            "pyro.poutine.reparam with LocScaleReparam), or give the scale a prior that keeps "
+            "it off 0")
 
 
 def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:

@@ -523,7 +523,9 @@ class Posterior:
             R-hat at most 1.01 and bulk ESS at least 100 per chain, with two chains or more)
             and the thresholds. For draws that are not Markov chains (MAP, VI, SVGD) the
             numbers are NaN and ``note`` says why; a single chain (``num_chains=1``) is never
-            called converged, and ``note`` says so.
+            called converged, and ``note`` says so; nor is a run with draws where a site's
+            transform saturates (``saturated_draws``, the count per site; ``note`` says what
+            it means).
 
         Examples
         --------
@@ -556,7 +558,7 @@ class Posterior:
                 heldout = {"inputs": np.asarray(checked)}
                 count = len(heldout["inputs"])
             _, _, check = convergence.check_identified(self, heldout, count)
-            return {**check, "checked": "identified quantities"}
+            return self._saturation_checked({**check, "checked": "identified quantities"})
         if isinstance(var_names, str):
             if var_names != "all":
                 raise ValueError(f"var_names: expected None, 'all' or a list of site names, "
@@ -569,7 +571,17 @@ class Posterior:
             also = list(arviz_adapter.posterior_group(data).data_vars) if derived else ()
             var_names = self._site_names(var_names, also=also)
         check = convergence.check_chains(data, self.num_chains, var_names)
-        return {**check, "checked": "sites"}
+        return self._saturation_checked({**check, "checked": "sites"})
+
+    def _saturation_checked(self, check: dict) -> dict:
+        """``check``, failed where the run has draws at a saturated transform (R-hat cannot
+        see chains stuck at one rounded value: their draws do not vary, and ArviZ's R-hat of
+        them is NaN)."""
+        message = convergence.saturated_message(self)
+        if message is None:
+            return check
+        return {**check, "converged": False, "saturated_draws": self.info["saturated_draws"],
+                "note": message}
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, path, include_data: bool = True) -> Path:

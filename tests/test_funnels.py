@@ -1,0 +1,79 @@
+"""Hierarchical scales near 0: the non-centred eight schools (Rubin 1981) and a prior with
+mass beyond float32's range.
+
+Before these checks SGHMC's chains on the non-centred eight schools often ended with tau = 0
+in float in every draw (6 of 8 runs of 2 x 300 or 2 x 1000 draws, seeds 0-3), which R-hat
+skipped (its value there is NaN) and so called converged. The reference posterior (NUTS,
+4 x 500 draws): mu 4.45 (sd 3.4), tau median 2.8.
+"""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayestensor as bt
+from bayestensor.infer import NotConvergedWarning, SaturatedDrawsWarning
+from bayestensor.infer.log_density import LogDensity
+
+Y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12])
+SIGMA = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18])
+
+
+def non_centred(y=Y, sigma=SIGMA):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("school", 8):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_sghmc_chains_of_a_users_model_start_within_reach(seed):
+    """A start spread by the Laplace sd at a flat MAP (10 units of log tau) sent a chain to
+    tau = 1,190, whose first step moved log tau by -2,000: tau was 0 in float in all its
+    draws. Spread by at most one unit (``USER_SPREAD_SD``) the chains stay in reach."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        post = bt.fit(non_centred, method="sghmc", num_samples=300, num_chains=2, seed=seed,
+                      progress=False)
+    assert "saturated_draws" not in post.info
+    assert 1.0 < float(post.samples["tau"].median()) < 6.0
+
+
+def beta_prior():
+    pyro.sample("p", dist.Beta(0.02, 0.02))
+
+
+def test_draws_at_a_saturated_transform_fail_the_check_and_are_named():
+    """A Beta(0.02, 0.02) puts a sixth of its mass below float32's smallest number on each
+    side: the draws there are 0 or 1, which R-hat cannot assess."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = bt.fit(beta_prior, method="sghmc", num_samples=200, num_warmup=200,
+                      num_chains=2, progress=False)
+    saturated = [w for w in caught if issubclass(w.category, SaturatedDrawsWarning)]
+    assert len(saturated) == 1 and "site 'p' in" in str(saturated[0].message)
+    assert not any(issubclass(w.category, bt.infer.ChainsNotConvergedWarning) for w in caught)
+    count = post.info["saturated_draws"]["p"]
+    p = post.samples["p"].flatten()
+    # at Pyro's clamps [tiny, 1 - eps], or near 1 where 1 - p has too few bits left to map
+    # back to its logit within 1e-3
+    edge = torch.finfo(p.dtype)
+    at_clamp = int(((p <= edge.tiny) | (p >= 1 - edge.eps)).sum())
+    assert count >= at_clamp > 0 and count <= int(((p < 1e-30) | (p > 1 - 1e-5)).sum())
+    check = post.diagnostics()
+    assert check["converged"] is False and check["saturated_draws"] == {"p": count}
+
+
+def test_saturation_is_where_the_round_trip_misses():
+    target = LogDensity(non_centred)
+    theta = torch.zeros(3, target.dim)
+    tau = next(s for s in target.sites if s.name == "tau")
+    theta[1, tau.offset] = -200.0  # exp(-200) is 0 in float32
+    theta[2, tau.offset] = -50.0   # small, still represented
+    found = target.saturated_sites(theta)
+    assert list(found) == ["tau"] and found["tau"].tolist() == [False, True, False]
+    assert target.saturated_sites(theta, exempt=["tau"]) == {}

@@ -43,6 +43,20 @@ def test_sghmc_chains_of_a_users_model_start_within_reach(seed):
     assert 1.0 < float(post.samples["tau"].median()) < 6.0
 
 
+def test_a_positive_site_at_a_flat_map_starts_at_most_a_unit_away():
+    """The mechanism behind the test above: one step of 1e-8 from the start shows where each
+    chain began. At the non-centred MAP log tau's Laplace sd is 10 (the curvature floor);
+    the start moves it by at most ``USER_SPREAD_SD`` = 1 sd, while a real site (mu, eta)
+    keeps its Laplace spread."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        post = bt.fit(non_centred, method="sghmc", num_chains=8, num_warmup=0, num_samples=1,
+                      lr=1e-8, adapt_step=False, seed=0, progress=False)
+    log_tau = post.samples["tau"][:, 0].double().log()
+    assert 0.3 < float(log_tau.std()) < 1.5  # sd 10 before the cap
+    assert float(post.samples["mu"][:, 0].double().std()) > 1.5  # mu's own Laplace sd: 5
+
+
 def beta_prior():
     pyro.sample("p", dist.Beta(0.02, 0.02))
 

@@ -336,9 +336,7 @@ def _unsettled_sites(target: LogDensity, theta: torch.Tensor, *, lr: float, tol:
                                 hold=None)
     moving = drifting_sites(target, before, probe, _window_travel(lr, MIN_DRIFT_WINDOW),
                             unbounded_sites)
-    off = target.saturated(theta).reshape(-1, target.dim).any(0)
-    saturated = [s.name for s in target.sites if s.name not in unbounded_sites
-                 and bool(off[s.offset:s.offset + s.size].any())]
+    saturated = target.saturated_sites(theta, exempt=unbounded_sites)
     return sorted(set(moving) | set(saturated))
 
 

@@ -346,7 +346,17 @@ class LogDensity:
                     ladj = ladj + j.reshape(batch + (-1,)).sum(-1)
         return (values, ladj) if with_log_jacobian else values
 
-    def saturated(self, theta: torch.Tensor, tol: float = SATURATION_TOL) -> torch.Tensor:
+    def off_real_line(self) -> torch.Tensor:
+        """Boolean ``(D,)``: the coordinates of sites whose support is not the real line (an
+        ``exp``, a sigmoid or another map between them and the site's value)."""
+        mask = torch.zeros(self.dim, dtype=torch.bool, device=self.device)
+        for s in self.sites:
+            if not s.on_real_line:
+                mask[s.offset:s.offset + s.size] = True
+        return mask
+
+    def saturated(self, theta: torch.Tensor, tol: float = SATURATION_TOL,
+                  exempt=()) -> torch.Tensor:
         """Boolean ``theta.shape``: the unconstrained coordinates whose site's transform is
         saturated there, in the target's float precision.
 
@@ -364,12 +374,14 @@ class LogDensity:
         tol : float
             Relative (at least absolute) round-trip error from which a coordinate counts as
             saturated.
+        exempt : sequence of str
+            Sites not computed (left False).
         """
         off = torch.zeros(theta.shape, dtype=torch.bool, device=theta.device)
         batch = tuple(theta.shape[:-1])
         with torch.no_grad():
             for s in self.sites:
-                if s.on_real_line:
+                if s.on_real_line or s.name in exempt:
                     continue
                 u = theta[..., s.offset: s.offset + s.size]
                 full = u
@@ -402,11 +414,9 @@ class LogDensity:
         dict of str to torch.Tensor
             ``{name: mask}``, a boolean ``batch`` mask per site where any point is saturated.
         """
-        off = self.saturated(theta)
+        off = self.saturated(theta, exempt=exempt)
         out = {}
         for s in self.sites:
-            if s.name in exempt:
-                continue
             hit = off[..., s.offset:s.offset + s.size].any(-1)
             if bool(hit.any()):
                 out[s.name] = hit

@@ -199,17 +199,9 @@ def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: 
     stats = {k: v.detach().cpu() for k, v in stats.items()}
     info = job.info if info is None else info
     saturated = target.saturated_sites(theta.detach(), exempt=_unbounded_sites(job))
-    if saturated:
-        _record_saturated(info, saturated)
+    if saturated:  # fit warns about them, and they fail the chains' check
+        info["saturated_draws"] = {name: int(mask.sum()) for name, mask in saturated.items()}
     return Posterior(samples, stats, method, job.model, info)
-
-
-def _record_saturated(info: dict, saturated: dict) -> None:
-    """Note in ``info`` the draws where a site's transform saturates
-    (:meth:`~bayestensor.infer.log_density.LogDensity.saturated_sites`, ``{site: (C, S)
-    mask}``): ``saturated_draws``, the count per site, which ``fit`` warns about and which
-    fail the chains' check."""
-    info["saturated_draws"] = {name: int(mask.sum()) for name, mask in saturated.items()}
 
 
 def _drive(method: str, target: LogDensity, job: Job, sampler, record: Callable,

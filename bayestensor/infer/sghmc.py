@@ -49,16 +49,16 @@ NOISE_BATCHES = 16
 #: start (a padded slice, constant data) is steep once the others move.
 PRECOND_FLOOR = 1e-3
 #: ... and never below ``MIN_CURVATURE`` (:mod:`~bayestensor.infer.dense_metric`).
+#: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
+LATE_ESTIMATE_WEIGHT = 2
 #: The chains of a user's model start spread by the Laplace sd at the MAP, but by at most this
 #: many unconstrained units per coordinate of a site off the real line (a positive or bounded
-#: one, whose value the unconstrained coordinate sets through an exp or a sigmoid). Where the MAP is flat (a hierarchical scale whose
+#: one, set through an exp or a sigmoid). Where the MAP is flat (a hierarchical scale whose
 #: mode is at 0) the curvature is floored and the Laplace sd is 10: a factor e^10 on a
 #: positive site. On the non-centred eight schools such a start put a chain at tau = 1,190,
 #: where the curvature is 1e5 times the one the preconditioner was set with; its first step
 #: moved log tau by -2,000, and the chain coasted on to -19,700, where tau is 0 in float.
 USER_SPREAD_SD = 1.0
-#: Later curvature estimates sit closer to the typical set: each weighs this many earlier ones.
-LATE_ESTIMATE_WEIGHT = 2
 #: Step-size adaptation target: the excess kinetic temperature of each block. For a Gaussian
 #: this excess equals the relative bias of the sampled variance (see :class:`StepAdapter`).
 STEP_TARGET = 0.02
@@ -701,19 +701,10 @@ class SGHMC:
             move, sd = state.precond.sqrt() * noise, state.precond.sqrt()
         if not self.builtin:  # see USER_SPREAD_SD
             cap = (USER_SPREAD_SD / sd).clamp(max=1.0)
-            move = move * torch.where(self._mapped_coordinates(), cap, torch.ones_like(cap))
+            move = move * torch.where(self.target.off_real_line(), cap, torch.ones_like(cap))
         theta = state.theta + scale * move
         logp, grad = self.gradients.value_and_grad(theta, 0)
         return replace(state, theta=theta, log_density=logp, grad=grad)
-
-    def _mapped_coordinates(self) -> torch.Tensor:
-        """Boolean ``(D,)``: the coordinates of sites whose support is not the real line (an
-        ``exp``, a sigmoid or another map between them and the site's value)."""
-        mask = torch.zeros(self.target.dim, dtype=torch.bool, device=self.target.device)
-        for site in self.target.sites:
-            if not site.on_real_line:
-                mask[site.offset:site.offset + site.size] = True
-        return mask
 
     def step(self, state: SGHMCState, t: int) -> SGHMCState:
         """One SGHMC update of every chain (step ``t``, counted from the start of burn-in).

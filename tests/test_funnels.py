@@ -1,10 +1,11 @@
-"""Hierarchical scales near 0: the non-centred eight schools (Rubin 1981) and a prior with
-mass beyond float32's range.
+"""Hierarchical scales near 0: the eight schools (Rubin 1981) in its centred and non-centred
+forms, and a prior with mass beyond float32's range.
 
-Before these checks SGHMC's chains on the non-centred eight schools often ended with tau = 0
-in float in every draw (6 of 8 runs of 2 x 300 or 2 x 1000 draws, seeds 0-3), which R-hat
-skipped (its value there is NaN) and so called converged. The reference posterior (NUTS,
-4 x 500 draws): mu 4.45 (sd 3.4), tau median 2.8.
+Before these checks MAP, VI and SVGD on the centred form returned the spike at tau = 4e-8 with
+every draw equal (mu's sd 0.0) and no warning, and SGHMC's chains on the non-centred form often
+ended with tau = 0 in float in every draw (6 of 8 runs of 2 x 300 or 2 x 1000 draws, seeds
+0-3), which R-hat skipped (its value there is NaN) and so called converged. The reference
+posterior (NUTS, 4 x 500 draws of the non-centred form): mu 4.45 (sd 3.4), tau median 2.8.
 """
 
 import warnings
@@ -22,12 +23,48 @@ Y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18])
 
 
+def centred(y=Y, sigma=SIGMA):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("school", 8):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
 def non_centred(y=Y, sigma=SIGMA):
     mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = pyro.sample("tau", dist.HalfCauchy(5.0))
     with pyro.plate("school", 8):
         eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
         pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+def test_the_map_of_the_centred_eight_schools_is_called_a_spike():
+    with pytest.warns(NotConvergedWarning, match="a spike, not a mode.*'theta'.*non-centred"):
+        post = bt.fit(centred, method="map", progress=False)
+    assert post.info["map_converged"] is False
+    assert float(post.samples["tau"]) < 1e-5  # the point is still what the optimizer found
+
+
+def test_vi_does_not_start_in_the_spike():
+    """VI started at the spike kept every draw there (mu's sd 0.0); from a prior draw it finds
+    the posterior's region (mean-field, so narrower than NUTS's sd 3.4)."""
+    with pytest.warns(NotConvergedWarning, match="the MAP start is no start"):
+        post = bt.fit(centred, method="vi", progress=False, seed=1)
+    mu, tau = post.samples["mu"].flatten(), post.samples["tau"].flatten()
+    assert 1.0 < float(mu.mean()) < 7.0 and float(mu.std()) > 0.5
+    assert float(tau.median()) > 0.5
+
+
+def test_a_narrow_float64_site_is_no_spike():
+    """A posterior sd of 1e-8 at values 0-5 is 1e7 float64 spacings wide: a mode."""
+    def model():
+        pyro.sample("tight", dist.Normal(torch.arange(6.0, dtype=torch.float64), 1e-8)
+                    .to_event(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        post = bt.fit(model, method="map", progress=False)
+    assert post.info["map_converged"] is True
 
 
 @pytest.mark.parametrize("seed", [0, 2])

@@ -36,7 +36,7 @@ from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
 from bayestensor.infer.auto_options import FitPlan, settle_sghmc, settle_svgd, settle_vi
 from bayestensor.infer.baselines import (MAX_ROUNDS, NotConvergedWarning, OptimizationInterrupted,
-                                         map_fit, nuts_fit, vi_fit)
+                                         map_fit, nuts_fit, spike_text, vi_fit)
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.chain_processes import ChainsInterrupted
@@ -322,8 +322,10 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     whether they are that MAP (``False``: prior draws, see below).
 
     A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
-    0.7) whose density rises to its boundary, or an optimum out of reach) is a poor start, and
-    a warning names the sites. A user's model then starts from prior draws instead. A built-in
+    0.7) whose density rises to its boundary, or an optimum out of reach; or a spike, where
+    float stopped an optimizer on a density that rises without bound,
+    :func:`~bayestensor.infer.baselines.spiked_sites`) is a poor start, and a warning names
+    the sites. A user's model then starts from prior draws instead. A built-in
     model keeps the MAP point: its start is built from the data, and its vague hyperpriors
     make prior draws a worse start.
     """
@@ -346,9 +348,13 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
         return theta.expand(num_points, -1).clone(), True
     instead = "starting from prior draws instead" if job.model is None else \
         "starting there anyway (raise map_steps)"
-    warnings.warn(f"{method}: the MAP start did not converge in {trace['steps']} steps (sites "
-                  f"{trace['moving_sites']} were still moving: no interior mode, or an optimum "
-                  f"out of reach); {instead}", NotConvergedWarning, stacklevel=4)
+    if trace.get("spiked_sites"):
+        found = f"the MAP start is no start: {spike_text(trace['spiked_sites'])}"
+    else:
+        found = (f"the MAP start did not converge in {trace['steps']} steps (sites "
+                 f"{trace['moving_sites']} were still moving: no interior mode, or an optimum "
+                 "out of reach)")
+    warnings.warn(f"{method}: {found}; {instead}", NotConvergedWarning, stacklevel=4)
     if job.model is not None:
         return theta.expand(num_points, -1).clone(), True
     job.info["start"] = "prior draws (MAP not converged)"

@@ -199,7 +199,10 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     what the remaining runs could reach and converged inside the support
     (:func:`_unsettled_sites`).
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
-    slice switched off by its shrinkage prior has scale 0).
+    slice switched off by its shrinkage prior has scale 0). With ``rescue`` (a user's model,
+    full batch), an end point where some site is a spike (:func:`spiked_sites`: a Laplace sd
+    within ``SPIKE_ULPS`` float spacings of its value) is not converged either: the trace
+    names it in ``spiked_sites`` and, with ``warn``, a :class:`NotConvergedWarning` says so.
 
     The rows of ``theta0`` are separate fits (restarts, or the candidates of
     ``map_hold="auto"``) run as one batch: each stops when its own objective stalls, is tested

@@ -32,6 +32,8 @@ def test_equal_to_arviz(rho, chains, draws):
     x[:, :, 0] = np.round(x[:, :, 0], 1)  # ties: average ranks
     if chains > 1:
         x[:, :, 1] = 2.5  # constant: R-hat NaN, ESS the number of draws
+    x[:, :, 2] = np.nan  # a position a model discards (obs_mask): R-hat and ESS NaN
+    x[0, -1, 3] = np.nan  # one NaN draw makes the quantity's values NaN too
     rhat, ess = arviz_values(x)
     ours_rhat, ours_ess = rhat_and_bulk_ess(x)
     np.testing.assert_allclose(ours_rhat, rhat, rtol=1e-12, equal_nan=True)

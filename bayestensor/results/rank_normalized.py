@@ -127,7 +127,9 @@ def rhat_and_bulk_ess(draws) -> tuple[np.ndarray, np.ndarray]:
     -------
     tuple of numpy.ndarray
         ``(rhat, ess)``, one value per quantity (flattened trailing dimensions): R-hat NaN with
-        fewer than 2 chains or 4 draws per chain, ESS NaN with fewer than 4 draws per chain.
+        fewer than 2 chains or 4 draws per chain, ESS NaN with fewer than 4 draws per chain;
+        both NaN for a quantity with a NaN draw, as ArviZ gives (ranked, each NaN would be a
+        value of its own: positions a model discards, NaN in every draw, read R-hat 4.5).
     """
     x = _as_rows(draws)
     nan = np.full(x.shape[0], np.nan)
@@ -136,4 +138,5 @@ def rhat_and_bulk_ess(draws) -> tuple[np.ndarray, np.ndarray]:
     split = _split_chains(x)
     scores = _normal_scores(split)
     rhat = nan if x.shape[1] < MIN_CHAINS else _rhat(split, scores)
-    return rhat, _ess(scores)
+    invalid = np.isnan(x).any(axis=(1, 2))
+    return np.where(invalid, np.nan, rhat), np.where(invalid, np.nan, _ess(scores))

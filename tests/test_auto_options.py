@@ -46,7 +46,7 @@ def test_sghmc_caps_draws_only_where_its_check_can_run(cp_model):
     assert settled("sghmc", {}, plan(cp_model, samples_given=True))["max_samples"] is None
     assert settled("sghmc", {}, plan(cp_model, num_chains=1))["max_samples"] is None
     assert settled("sghmc", {}, plan(cp_model, chain_groups=2))["max_samples"] is None
-    assert settled("sghmc", {}, plan(normal_model))["max_samples"] is None
+    assert settled("sghmc", {}, plan(normal_model))["max_samples"] == 4000
     assert settled("sghmc", {"max_samples": 1500}, plan(cp_model))["max_samples"] == 1500
     with pytest.raises(ValueError, match="max_samples: expected at least num_samples"):
         settled("sghmc", {"max_samples": 999}, plan(cp_model))

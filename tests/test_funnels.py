@@ -94,6 +94,23 @@ def test_a_positive_site_at_a_flat_map_starts_at_most_a_unit_away():
     assert float(post.samples["mu"][:, 0].double().std()) > 1.5  # mu's own Laplace sd: 5
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sghmc_at_its_defaults_keeps_tau_off_zero_on_the_non_centred_form(seed):
+    """At the flat MAP log tau's curvature is floored, which sets a step fit for a posterior
+    sd of 10; chains that then swung out to tau = 100 before the first re-estimate (10% of
+    burn-in) met a gradient of -550 and were thrown to tau = 0 in float, on each of these
+    seeds at 4 x 1,000 draws. A user's chains re-estimate the curvature early, once they have
+    moved (``EARLY_ADAPT_FRACTIONS``), and draw on while they fail their check (R-hat 1.03-1.12
+    at 1,000 draws)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        post = bt.fit(non_centred, method="sghmc", seed=seed, progress=False)
+    assert "saturated_draws" not in post.info
+    assert post.info["convergence_checks"][0]["draws"] == 1000 and post.num_draws > 1000
+    assert 1.0 < float(post.samples["tau"].median()) < 6.0
+    assert 3.0 < float(post.samples["mu"].mean()) < 6.0  # NUTS: 4.5 (sd 3.2)
+
+
 def beta_prior():
     pyro.sample("p", dist.Beta(0.02, 0.02))
 

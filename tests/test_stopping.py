@@ -174,7 +174,7 @@ def test_auto_draws_until_converged_only_where_the_check_applies():
     assert auto_max_samples(model, None, 1000, 4) == 4000
     assert auto_max_samples(model, 1000, 1000, 4) is None  # a number given is drawn exactly
     assert auto_max_samples(model, None, 1000, 1) is None  # one chain: R-hat cannot compare
-    assert auto_max_samples(normal_model, None, 1000, 4) is None  # a Pyro model's raw sites
+    assert auto_max_samples(normal_model, None, 1000, 4) == 4000  # a Pyro model's sites
 
 
 @pytest.mark.parametrize("value,match", [(0, "max_samples"), ("many", "max_samples"),

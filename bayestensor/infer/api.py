@@ -72,9 +72,8 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         generators get ``seed % 2**32``), so seeds equal modulo 2**32 give the same run.
     num_samples : int, optional
         Draws per chain (particles for SVGD); default ``METHODS[method].default_samples``.
-        SGHMC on a built-in model with two chains or more, left at its default of 1,000,
-        draws on in blocks of 500 until its chains pass their convergence check, up to 4,000
-        (``max_samples``, :mod:`bayestensor.infer.stopping`); a number given is drawn
+        SGHMC with two chains or more, left at its default of 1,000, draws on in blocks of
+        500 until its chains pass their convergence check, up to 4,000 (``max_samples``, :mod:`bayestensor.infer.stopping`); a number given is drawn
         exactly.
     num_warmup : int, optional
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
@@ -148,7 +147,7 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         chain, and R-hat at most 1.02 over 200 predicted entries; checked after
         ``num_samples`` draws and every half of that after; ``None``: exactly
         ``num_samples``; ``"auto"``, the default: 4 x 1,000 when ``num_samples`` is left to
-        its default on a built-in model with two chains or more, otherwise ``None``)
+        its default with two chains or more, otherwise ``None``)
         (SGHMC);
         ``lr``, ``kernel``, ``blocks``, ``optimizer``, ``num_steps``, ``init_from``
         (``"map" | "prior"``), ``init_jitter`` (SVGD; in Laplace sds at the MAP start);

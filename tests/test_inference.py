@@ -430,8 +430,8 @@ def test_svgd_direction_matches_the_stein_formula(kernel, blocks, chunk, monkeyp
     x = torch.randn(6, len(blocks), generator=gen, dtype=torch.float64)
     g = torch.randn(6, len(blocks), generator=gen, dtype=torch.float64)
     ids = torch.tensor(blocks)
-    phi, _ = svgd_direction(x, g, kernel, BlockLayout(ids))
-    ref = torch.zeros_like(x)
+    phi, stats = svgd_direction(x, g, kernel, BlockLayout(ids))
+    drive, repel = torch.zeros_like(x), torch.zeros_like(x)
     for b in ids.unique():
         cols = (ids == b).nonzero().flatten()
         for i in range(6):
@@ -440,8 +440,13 @@ def test_svgd_direction_matches_the_stein_formula(kernel, blocks, chunk, monkeyp
                 r = (xj - x[i, cols]).pow(2).sum()
                 k, _ = kernel.profile(r, torch.tensor(kernel.bandwidth, dtype=torch.float64))
                 (dk,) = torch.autograd.grad(k, xj)
-                ref[i, cols] += k.detach() * g[j, cols] + dk
+                drive[i, cols] += k.detach() * g[j, cols]
+                repel[i, cols] += dk
+    ref = drive + repel
     torch.testing.assert_close(phi, ref / 6)
+    # |phi| against its two terms' sizes: 0 at a fixed point, 1 with no repulsion
+    torch.testing.assert_close(stats["stein_ratio"], ref.norm() / (drive.norm() + repel.norm()))
+    torch.testing.assert_close(stats["repulsion_ratio"], repel.norm() / drive.norm())
 
 
 @pytest.mark.parametrize("blocks", [[0] * 8, list(range(8)), [0, 0, 0, 1, 1, 1, 1, 1]])

@@ -270,6 +270,7 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
     phi_t = x.new_zeros(x.shape[1], n)
     drive_sq = x.new_zeros(())
     repel_sq = x.new_zeros(())
+    phi_sq = x.new_zeros(())
     for group in layout.groups:
         for coords in group.split(_blocks_per_chunk(n)):
             xt = _blocks(x, coords)               # (B, s, n)
@@ -281,8 +282,10 @@ def svgd_direction(x: torch.Tensor, grad: torch.Tensor, kernel: Kernel,
             phi_t[coords.flatten()] = ((drive + repel) / n).view(-1, n)
             drive_sq = drive_sq + drive.pow(2).sum()
             repel_sq = repel_sq + repel.pow(2).sum()
+            phi_sq = phi_sq + (drive + repel).pow(2).sum()
     tiny = torch.finfo(drive_sq.dtype).tiny  # a literal 1e-300 is 0 in float32
-    stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(tiny)).sqrt()}
+    stats = {"repulsion_ratio": (repel_sq / drive_sq.clamp_min(tiny)).sqrt(),
+             "stein_ratio": phi_sq.sqrt() / (drive_sq.sqrt() + repel_sq.sqrt()).clamp_min(tiny)}
     return phi_t.t().contiguous(), stats
 
 

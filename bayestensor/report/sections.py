@@ -179,6 +179,12 @@ def _diversity(posterior, heldout) -> tuple[dict, list]:
     return numbers, figs
 
 
+_SVGD_UNSETTLED = ("SVGD's particles did not settle: the Stein direction that moves them is "
+                   "{:.0%} of the size of its two terms (the pull to high density and the "
+                   "repulsion, which cancel at a fixed point), so these draws are not yet the "
+                   "posterior's. Run more steps, or start nearer the posterior.")
+
+
 def _vi_fit(info: dict) -> tuple[dict, str]:
     """How a VI fit ended (closed form: sweeps; stochastic gradients: steps), and a sentence
     saying so; the sentence becomes a warning when the fit did not converge."""
@@ -288,6 +294,12 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             numbers["vi_fit"] = fit
             rows = [{"quantity": f"VI {k}", "value": v} for k, v in fit.items()] + rows
             (warnings if fit["converged"] is False else text).append(note)
+        if posterior.method == "svgd" and info.get("svgd_converged") is not None:
+            numbers["svgd_converged"] = info["svgd_converged"]
+            rows = [{"quantity": "SVGD settled", "value": info["svgd_converged"]}] + rows
+            if info["svgd_converged"] is False:
+                ratio = float(np.asarray(info["final_kernel_stats"]["stein_ratio"]))
+                warnings.append(_SVGD_UNSETTLED.format(ratio))
         title = "Sampler diagnostics: particle diversity" if posterior.method == "svgd" else "Sampler diagnostics"
         return section("diagnostics", title, text=text, figures=figs, numbers=numbers,
                        warnings=warnings, tables=[("", rows, ["quantity", "value"])])

@@ -548,6 +548,13 @@ def test_loo_section_matches_arviz_and_compares_runs(sghmc_run, tmp_path):
     assert numbers["pareto_k_limit"] == pytest.approx(1 - 1 / np.log10(120))
     assert {row["run"] for row in numbers["comparison"]} == {run_dir.name, "svgd"}
     assert secs["loo"]["figures"] == ["loo_pit.png"]
+    assert (out / "report_files" / "loo_pit.png").exists()
+    # remade without LOO in the same folder: no LOO-PIT figure of the former report is left
+    res = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "loo" not in json.loads((out / "report.json").read_text())["sections"]
+    assert not (out / "report_files" / "loo_pit.png").exists()
+    assert (out / "report_files" / "trace.png").exists()
     # a folder that is not a run is refused by name before any work
     res = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(tmp_path / "x"),
                                     "--compare", str(tmp_path)])

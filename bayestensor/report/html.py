@@ -58,7 +58,16 @@ def render_html(title: str, sections: list[dict], warnings: list[str], subtitle:
 
 def render_markdown(title: str, sections: list[dict], warnings: list[str], figure_dir: Path | None,
                     link_prefix: str = "", subtitle: str = "") -> str:
-    """Markdown summary; figures are written to ``figure_dir`` and linked (skipped when ``None``)."""
+    """Markdown summary; figures are written to ``figure_dir`` and linked (skipped when ``None``).
+
+    PNGs left in ``figure_dir`` by an earlier report that this one does not make (the LOO-PIT
+    figure of a report with ``loo``, remade without it) are removed: the folder holds this
+    report's figures only."""
+    if figure_dir is not None and figure_dir.is_dir():
+        current = {name for s in sections for name, _, _ in s.get("figures", [])}
+        for stale in figure_dir.glob("*.png"):
+            if stale.name not in current:
+                stale.unlink()
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm, trange
 from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
 from bayestensor.infer.interrupts import sigterm_as_interrupt
 from bayestensor.infer.log_density import LogDensity
+from bayestensor.infer.profile_rise import rise_text, rising_sites
 from bayestensor.seeds import legacy_seed
 
 #: MAP and VI decay Adam's learning rate geometrically to this fraction of it over a run.
@@ -200,9 +201,11 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     (:func:`_unsettled_sites`).
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0). With ``rescue`` (a user's model,
-    full batch), an end point where some site is a spike (:func:`spiked_sites`: a Laplace sd
-    within ``SPIKE_ULPS`` float spacings of its value) is not converged either: the trace
-    names it in ``spiked_sites`` and, with ``warn``, a :class:`NotConvergedWarning` says so.
+    full batch), an end point that is not a mode is not converged either: some site a spike
+    (:func:`spiked_sites`: a Laplace sd within ``SPIKE_ULPS`` float spacings of its value), or
+    the density still rising toward a site's edge with the other coordinates re-fitted
+    (:func:`~bayestensor.infer.profile_rise.rising_sites`); the trace's ``not_a_mode`` says
+    which and, with ``warn``, a :class:`NotConvergedWarning` says so.
 
     The rows of ``theta0`` are separate fits (restarts, or the candidates of
     ``map_hold="auto"``) run as one batch: each stops when its own objective stalls, is tested
@@ -244,12 +247,26 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
             raise
         raise OptimizationInterrupted(latest["theta"], latest["steps"]) from None
     if rescue and batch_size is None and trace["converged"]:
-        spikes = spiked_sites(target, theta, unbounded_sites)
-        if spikes:
-            trace.update(converged=False, moving_sites=sorted(spikes), spiked_sites=spikes)
-            if warn:
-                warnings.warn(f"map: {spike_text(spikes)}", NotConvergedWarning, stacklevel=3)
+        _check_mode(target, theta, trace, unbounded_sites, warn)
     return theta, trace
+
+
+def _check_mode(target: LogDensity, theta: torch.Tensor, trace: dict, exempt,
+                warn: bool) -> None:
+    """A converged end point that is a spike (:func:`spiked_sites`) or where the density still
+    rises toward a site's edge (:func:`~bayestensor.infer.profile_rise.rising_sites`) is not a
+    mode: ``trace`` says so (``converged`` False, ``not_a_mode`` the words) and, with
+    ``warn``, a :class:`NotConvergedWarning`."""
+    spikes = spiked_sites(target, theta, exempt)
+    found, text = spikes, spike_text(spikes) if spikes else None
+    if not spikes:
+        found = rising_sites(target, theta, exempt)
+        text = rise_text(found) if found else None
+    if text is None:
+        return
+    trace.update(converged=False, moving_sites=sorted(found), not_a_mode=text)
+    if warn:
+        warnings.warn(f"map: {text}", NotConvergedWarning, stacklevel=4)
 
 
 def spiked_sites(target: LogDensity, theta: torch.Tensor,

@@ -60,6 +60,9 @@ class Site:
     free: torch.Tensor | None = None
     held: torch.Tensor | None = None
     free_index: torch.Tensor | None = None  # positions of ``free``, made once
+    #: A shrinkage scale whose optimum is 0 by design (a switched-off slice of a
+    #: ``bt.low_rank_tensor``): the sample site's ``infer={"switch_off": True}``.
+    switch_off: bool = False
 
     @property
     def on_real_line(self) -> bool:
@@ -260,7 +263,9 @@ class LogDensity:
             value = node["value"]
             transform = biject_to(support)
             u_shape = tuple(transform.inverse_shape(value.shape))
-            self.sites.append(Site(name, tuple(value.shape), u_shape, transform, 0))
+            switch_off = bool((node.get("infer") or {}).get("switch_off", False))
+            self.sites.append(Site(name, tuple(value.shape), u_shape, transform, 0,
+                                   switch_off=switch_off))
             self.init_constrained[name] = value.detach()
             discarded[name] = _discarded_positions(proto, name, node)
         for site in self.sites:

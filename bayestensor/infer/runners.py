@@ -36,7 +36,7 @@ from bayestensor.checks import choice
 from bayestensor.infer import options as option_checks
 from bayestensor.infer.auto_options import FitPlan, settle_sghmc, settle_svgd, settle_vi
 from bayestensor.infer.baselines import (MAX_ROUNDS, NotConvergedWarning, OptimizationInterrupted,
-                                         map_fit, nuts_fit, spike_text, vi_fit)
+                                         map_fit, nuts_fit, vi_fit)
 from bayestensor.infer.binding import bind, check_device
 from bayestensor.infer.checkpoints import data_digest
 from bayestensor.infer.chain_processes import ChainsInterrupted
@@ -205,7 +205,7 @@ def _to_posterior(target: LogDensity, theta: torch.Tensor, stats: dict, method: 
     samples = {k: v.detach().reshape((c, s) + tuple(v.shape[1:])).cpu() for k, v in values.items()}
     stats = {k: v.detach().cpu() for k, v in stats.items()}
     info = job.info if info is None else info
-    saturated = target.saturated_sites(theta.detach(), exempt=_unbounded_sites(job))
+    saturated = target.saturated_sites(theta.detach(), exempt=_unbounded_sites(target, job))
     if saturated:  # fit warns about them, and they fail the chains' check
         info["saturated_draws"] = {name: int(mask.sum()) for name, mask in saturated.items()}
     return Posterior(samples, stats, method, job.model, info)
@@ -249,12 +249,15 @@ def _map_rounds(job: Job) -> int:
     return 1 if job.model is not None else MAX_ROUNDS
 
 
-def _unbounded_sites(job: Job) -> list[str]:
-    """Sites whose MAP sits on a support boundary by design: a built-in model's slice scales
-    (a slice switched off by the shrinkage prior has scale 0), exempt from the MAP's
-    convergence rule."""
+def _unbounded_sites(target: LogDensity, job: Job) -> list[str]:
+    """Sites whose MAP sits on a support boundary by design: the slice scales of a built-in
+    model or of a ``bt.low_rank_tensor`` in a user's model (a slice switched off by the
+    shrinkage prior has scale 0), exempt from the MAP's convergence rule and its spike and
+    rise tests, and from the saturation count."""
     prior = job.model.low_rank_prior if job.model is not None else None
-    return list(prior.hyper_sites) if prior is not None else []
+    if prior is not None:
+        return list(prior.hyper_sites)
+    return [site.name for site in target.sites if site.switch_off]
 
 
 def _switched_off_hypers(target: LogDensity, job: Job) -> Callable | None:
@@ -339,7 +342,7 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     try:
         theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
-                               unbounded_sites=_unbounded_sites(job), warn=False,
+                               unbounded_sites=_unbounded_sites(target, job), warn=False,
                                max_rounds=_map_rounds(job),
                                quasi_newton=map_hands_over(job.model),
                                block_ascent=_block_ascent(target, job),
@@ -355,8 +358,8 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
         return theta.expand(num_points, -1).clone(), True
     instead = "starting from prior draws instead" if job.model is None else \
         "starting there anyway (raise map_steps)"
-    if trace.get("spiked_sites"):
-        found = f"the MAP start is no start: {spike_text(trace['spiked_sites'])}"
+    if trace.get("not_a_mode"):
+        found = f"the MAP start is no start: {trace['not_a_mode']}"
     else:
         found = (f"the MAP start did not converge in {trace['steps']} steps (sites "
                  f"{trace['moving_sites']} were still moving: no interior mode, or an optimum "
@@ -393,7 +396,7 @@ def run_map(target: LogDensity, job: Job, *, num_steps, lr, init_jitter, map_hol
     try:
         theta, trace = map_fit(target, theta0, num_steps=num_steps, lr=lr,
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
-                               unbounded_sites=_unbounded_sites(job),
+                               unbounded_sites=_unbounded_sites(target, job),
                                max_rounds=_map_rounds(job), quasi_newton=quasi_newton,
                                block_ascent=ascent, rescue=job.model is None)
     except OptimizationInterrupted as err:
@@ -457,7 +460,7 @@ def run_map_rows(model: BayesModel, data, starts: list[dict], holds: list, *, op
     try:
         theta, trace = map_fit(target, theta0, num_steps=settings["num_steps"],
                                lr=settings["lr"], batch_size=batch_size, progress=progress,
-                               hold=list(holds), unbounded_sites=_unbounded_sites(job),
+                               hold=list(holds), unbounded_sites=_unbounded_sites(target, job),
                                max_rounds=_map_rounds(job), quasi_newton=False)
     except OptimizationInterrupted as err:
         raise RunInterrupted(f"map: interrupted at step {err.steps} of {len(starts)} fits run "

@@ -310,7 +310,9 @@ class LowRankPrior:
 
     def sample(self) -> LowRankTensor:
         """Register the sites in the running Pyro model and return the low-rank tensor."""
-        hypers = [pyro.sample(site, self.prior.hyper_dist(r))
+        # switch_off: a slice the prior switches off has its scale at 0 by design (see
+        # bayestensor.infer.log_density.Site)
+        hypers = [pyro.sample(site, self.prior.hyper_dist(r), infer={"switch_off": True})
                   for site, r in zip(self.hyper_sites, self.ranks)]
         variances = [self.prior.variance(h) for h in hypers]
         params = [

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm, trange
 from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
 from bayestensor.infer.interrupts import sigterm_as_interrupt
 from bayestensor.infer.log_density import LogDensity
-from bayestensor.infer.profile_rise import rise_text, rising_sites
+from bayestensor.infer.profile_rise import UNBOUNDED_CAUSE, rise_text, rising_sites
 from bayestensor.seeds import legacy_seed
 
 #: MAP and VI decay Adam's learning rate geometrically to this fraction of it over a run.
@@ -313,11 +313,9 @@ def spike_text(spikes: dict[str, tuple[float, float]]) -> str:
                       for name, (sd, value) in spikes.items())
     return (f"the optimum found is a spike, not a mode: its curvature puts the Laplace sd of "
             f"sites {where}, unconstrained, within a few float spacings of their values. "
-            "Either the density rises without bound there, as where a hierarchical scale goes "
-            "to 0 and takes the group effects it scales with it (write them non-centred: "
-            "effect = loc + scale * z with z ~ Normal(0, 1), or pyro.poutine.reparam with "
-            "LocScaleReparam), or the posterior is narrower than the model's float resolves "
-            "(compute the model in float64)")
+            f"Either the density rises without bound there, {UNBOUNDED_CAUSE}, or the "
+            "posterior is narrower than the model's float resolves (compute the model in "
+            "float64)")
 
 
 def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, progress,

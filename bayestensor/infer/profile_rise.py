@@ -35,6 +35,10 @@ RISE_NATS = 1.0
 PROBE_ITERATIONS = 50
 #: Most coordinates probed per end point.
 MAX_PROBES = 8
+#: Where a density rises without bound, and the cure (the words of this check and the spike's).
+UNBOUNDED_CAUSE = ("as where a hierarchical scale goes to 0 and takes the group effects it "
+                   "scales with it (write them non-centred: effect = loc + scale * z with "
+                   "z ~ Normal(0, 1), or pyro.poutine.reparam with LocScaleReparam)")
 
 
 def rising_sites(target: LogDensity, theta: torch.Tensor,
@@ -113,7 +117,5 @@ def rise_text(rising: dict[str, tuple[float, float]]) -> str:
                       for name, (rise, value) in rising.items())
     return (f"the point found is not a mode: with every other coordinate re-fitted, the "
             f"density still rises toward the edge of sites {where}, unconstrained. Either it "
-            "rises without bound there, as where a hierarchical scale goes to 0 and takes the "
-            "group effects it scales with it (write them non-centred: effect = loc + scale * z "
-            "with z ~ Normal(0, 1), or pyro.poutine.reparam with LocScaleReparam), or the "
-            "optimum lies further out than the optimizer went (raise num_steps)")
+            f"rises without bound there, {UNBOUNDED_CAUSE}, or the optimum lies further out "
+            "than the optimizer went (raise num_steps)")

@@ -7,14 +7,15 @@ there at ``tau = 1.5e-4`` on one seed (``tau = 4e-8`` on others, which the spike
 :func:`~bayestensor.infer.baselines.spiked_sites` catches), calling it converged. Along the
 ridge no single coordinate's gradient shows the rise: the effects must shrink with ``tau``.
 
-The profile does: for a coordinate of a site off the real line that sits far out
+The profile shows it: for a coordinate of a site off the real line that sits far out
 (``|u| > EDGE_UNITS`` unconstrained: a scale below e^-3 or above e^3 of its unit, a
-probability within 5% of 0 or 1), the log density is maximized over all other coordinates
-twice, once with the coordinate where it is and once moved ``PROBE_STEP`` further out. A mode
-loses density along that move; the centred eight schools gained 7.0 nats per unit of
-``log tau`` (the non-centred form, whose MAP also sits near ``tau = 0``, lost 1.0). The
-maximizations are L-BFGS from the end point (PyTorch's, strong-Wolfe line search), at most
-``PROBE_ITERATIONS`` iterations each, on at most ``MAX_PROBES`` coordinates (the farthest out).
+probability within 5% of 0 or 1), the MAP's objective (the log joint of the constrained values,
+no log-Jacobian) is maximized over all other coordinates twice, once with the coordinate where
+it is and once moved ``PROBE_STEP`` further out. A mode loses along that move; the centred
+eight schools gained 8.0 nats per unit of ``log tau`` (the non-centred form, whose MAP sits at
+``tau = 0`` with a flat direction there, gained 0.0). The maximizations are L-BFGS from the end
+point (PyTorch's, strong-Wolfe line search), at most ``PROBE_ITERATIONS`` iterations each, on
+at most ``MAX_PROBES`` coordinates (the farthest out).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ UNBOUNDED_CAUSE = ("as where a hierarchical scale goes to 0 and takes the group 
 
 def rising_sites(target: LogDensity, theta: torch.Tensor,
                  exempt=()) -> dict[str, tuple[float, float]]:
-    """Sites along whose far-out coordinates the profile log density still rises outward.
+    """Sites along whose far-out coordinates the profile of the MAP's objective still rises outward.
 
     Parameters
     ----------
@@ -93,9 +94,12 @@ def _profile(target: LogDensity, point: torch.Tensor, k: int, step: float) -> fl
         x[free] = rest
         return x
 
+    def objective(x: torch.Tensor) -> torch.Tensor:  # the MAP's: no log-Jacobian
+        return target.log_joint(target.constrain(x.unsqueeze(0)))[0]
+
     def loss():
         optimizer.zero_grad()
-        value = -target.log_density(full().unsqueeze(0))[0]
+        value = -objective(full())
         if torch.isfinite(value):
             value.backward()
         return value
@@ -107,7 +111,7 @@ def _profile(target: LogDensity, point: torch.Tensor, k: int, step: float) -> fl
         except RuntimeError:  # a line search into a non-finite region: keep what was reached
             pass
         with torch.no_grad():
-            value = float(target.log_density(full().unsqueeze(0))[0])
+            value = float(objective(full()))
     return value if value == value else -float("inf")
 
 

@@ -194,7 +194,7 @@ def test_user_pyro_model_with_low_rank_prior_runs_under_each_method(method, kwar
 def test_the_slice_scales_of_a_users_low_rank_tensor_may_switch_off():
     """A ``bt.low_rank_tensor``'s slice scales are marked: a switched-off slice's scale at 0 is
     its optimum by design, not a spike or a ridge the MAP stopped on (the probe of
-    ``profile_rise`` called this model's MAP "not a mode" before the mark, and SGHMC then
+    ``mode_checks.rising_sites`` called this model's MAP "not a mode" before the mark, and SGHMC then
     started from prior draws: error 0.30 against under 0.2)."""
     truth = bt.CPTensor.random((12, 10), 2, seed=3).reconstruct()
     target = LogDensity(user_matrix_model, (truth,))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm, trange
 from bayestensor.infer.chain_processes import ChainsInterrupted, chain_workers, run_chains
 from bayestensor.infer.interrupts import sigterm_as_interrupt
 from bayestensor.infer.log_density import LogDensity
-from bayestensor.infer.profile_rise import UNBOUNDED_CAUSE, rise_text, rising_sites
+from bayestensor.infer.mode_checks import rise_text, rising_sites, spike_text, spiked_sites
 from bayestensor.seeds import legacy_seed
 
 #: MAP and VI decay Adam's learning rate geometrically to this fraction of it over a run.
@@ -81,11 +81,6 @@ BLOCK_ASCENT_BUDGET = QUASI_NEWTON_BUDGET
 HOLD_SWEEPS = 10
 
 
-#: An optimizer's end point where some coordinate's diagonal Laplace sd is below this many
-#: float spacings of its value is a spike, not a mode (:func:`spiked_sites`).
-SPIKE_ULPS = 10
-#: Rademacher probes of the curvature at a possible spike.
-SPIKE_PROBES = 8
 
 
 class NotConvergedWarning(UserWarning):
@@ -202,9 +197,10 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
     ``unbounded_sites`` are exempt: sites whose optimum is at a boundary by design (a rank
     slice switched off by its shrinkage prior has scale 0). With ``rescue`` (a user's model,
     full batch), an end point that is not a mode is not converged either: some site a spike
-    (:func:`spiked_sites`: a Laplace sd within ``SPIKE_ULPS`` float spacings of its value), or
+    (:func:`~bayestensor.infer.mode_checks.spiked_sites`: a Laplace sd within a few float
+    spacings of its value), or
     the density still rising toward a site's edge with the other coordinates re-fitted
-    (:func:`~bayestensor.infer.profile_rise.rising_sites`); the trace's ``not_a_mode`` says
+    (:func:`~bayestensor.infer.mode_checks.rising_sites`); the trace's ``not_a_mode`` says
     which and, with ``warn``, a :class:`NotConvergedWarning` says so.
 
     The rows of ``theta0`` are separate fits (restarts, or the candidates of
@@ -253,8 +249,8 @@ def map_fit(target: LogDensity, theta0: torch.Tensor, *, num_steps: int = 2000, 
 
 def _check_mode(target: LogDensity, theta: torch.Tensor, trace: dict, exempt,
                 warn: bool) -> None:
-    """A converged end point that is a spike (:func:`spiked_sites`) or where the density still
-    rises toward a site's edge (:func:`~bayestensor.infer.profile_rise.rising_sites`) is not a
+    """A converged end point that is a spike or where the density still rises toward a site's
+    edge (:mod:`~bayestensor.infer.mode_checks`) is not a
     mode: ``trace`` says so (``converged`` False, ``not_a_mode`` the words) and, with
     ``warn``, a :class:`NotConvergedWarning`."""
     spikes = spiked_sites(target, theta, exempt)
@@ -267,55 +263,6 @@ def _check_mode(target: LogDensity, theta: torch.Tensor, trace: dict, exempt,
     trace.update(converged=False, moving_sites=sorted(found), not_a_mode=text)
     if warn:
         warnings.warn(f"map: {text}", NotConvergedWarning, stacklevel=4)
-
-
-def spiked_sites(target: LogDensity, theta: torch.Tensor,
-                 exempt: Sequence[str] = ()) -> dict[str, tuple[float, float]]:
-    """Sites whose curvature at an optimizer's end point ``theta`` (``(C, D)``) puts their
-    diagonal Laplace sd below ``SPIKE_ULPS`` float spacings of their value, unconstrained.
-
-    The target's float cannot resolve a mode that narrow where it lies: no step of a sampler
-    moves within it, and an optimizer stops there because its steps round away, not because
-    the density stops rising. The centred eight schools is the case: its joint density rises
-    without bound as the group scale goes to 0 with every group effect at the mean, and Adam
-    stopped at tau = 4e-8, where the effects' sd (tau) is a third of float32's spacing at
-    their value 0.27. A site whose posterior sd is really that small needs a float64 model
-    (the suite's float64 site of sd 1e-8 at values 0-5 is 1e7 spacings wide). Near 0 the
-    spacing is tiny, so a mode there is never called a spike. The curvature is a Hutchinson
-    estimate (``SPIKE_PROBES`` probes), whose noise is far below the margins involved.
-
-    Returns
-    -------
-    dict of str to tuple of float
-        ``{site: (sd, value)}`` of each such site's narrowest coordinate (relative to its
-        spacing), the first row's value.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        curvature = target.hessian_diag(theta, SPIKE_PROBES).abs()
-    value = theta.detach().reshape(-1, target.dim)[0]
-    spacing = torch.finfo(theta.dtype).eps * value.abs()
-    sd = curvature.rsqrt()
-    narrow = sd < SPIKE_ULPS * spacing
-    out = {}
-    for s in target.sites:
-        span = slice(s.offset, s.offset + s.size)
-        if s.name in exempt or not bool(narrow[span].any()):
-            continue
-        k = s.offset + int((sd[span] / spacing[span].clamp_min(1e-300)).argmin())
-        out[s.name] = (float(sd[k]), float(value[k]))
-    return out
-
-
-def spike_text(spikes: dict[str, tuple[float, float]]) -> str:
-    """The words for what :func:`spiked_sites` found."""
-    where = ", ".join(f"{name!r} (sd {sd:.2g} at {value:.3g})"
-                      for name, (sd, value) in spikes.items())
-    return (f"the optimum found is a spike, not a mode: its curvature puts the Laplace sd of "
-            f"sites {where}, unconstrained, within a few float spacings of their values. "
-            f"Either the density rises without bound there, {UNBOUNDED_CAUSE}, or the "
-            "posterior is narrower than the model's float resolves (compute the model in "
-            "float64)")
 
 
 def _map_fit(target, theta0, latest: dict, *, num_steps, lr, tol, batch_size, progress,

@@ -335,7 +335,7 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
     0.7) whose density rises to its boundary, or an optimum out of reach; or a spike, where
     float stopped an optimizer on a density that rises without bound,
-    :func:`~bayestensor.infer.baselines.spiked_sites`) is a poor start, and a warning names
+    :func:`~bayestensor.infer.mode_checks.spiked_sites`) is a poor start, and a warning names
     the sites. A user's model then starts from prior draws instead. A built-in
     model keeps the MAP point: its start is built from the data, and its vague hyperpriors
     make prior draws a worse start.

@@ -98,6 +98,46 @@ def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():
     assert last(list(chains["slow"].T), None) == 100  # up to max_samples, not a whole block
 
 
+def test_the_draws_stop_at_the_memory_bound_and_the_last_check_reads_them_all(monkeypatch):
+    """Slow chains would go on to max_samples; with room for 700 draws they stop there, with a
+    last check on all 700, which says why. The bound never cuts num_samples. (Chains this
+    slow read as apart, which stops the rule: that limit is lifted here.)"""
+    monkeypatch.setattr("bayestensor.infer.stopping.RHAT_APART", float("inf"))
+    rng = np.random.default_rng(2)
+    slow = autoregressive(rng, 0.95, (4, 1000))
+    per_draw = slow[:, 0].nbytes  # 4 chains x 8 bytes
+    monkeypatch.setattr("bayestensor.infer.stopping.MAX_KEPT_BYTES", 700 * per_draw)
+    log = []
+    rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
+                              num_samples=400, max_samples=1000, thin=1, model=None, log=log)
+    assert rule(list(slow[:, :400].T), None) == 200
+    assert rule(list(slow[:, :600].T), None) == 100  # to the bound, not a whole block
+    assert rule(list(slow[:, :700].T), None) == 0
+    assert [c["draws"] for c in log] == [400, 600, 700]
+    assert log[-1]["stopped"] == "memory" and log[-1]["kept_bytes"] == 700 * per_draw
+    whole = chain_check(posterior_of(slow[:, :700]))
+    assert log[-1]["max_rhat"] == pytest.approx(whole["max_rhat"], rel=1e-12)
+    monkeypatch.setattr("bayestensor.infer.stopping.MAX_KEPT_BYTES", 10 * per_draw)
+    log = []
+    rule = DrawUntilConverged(lambda d, info, state: posterior_of(np.stack(d, 1)),
+                              num_samples=400, max_samples=1000, thin=1, model=None, log=log)
+    assert rule(list(slow[:, :400].T), None) == 0 and log[-1]["stopped"] == "memory"
+
+
+def test_fit_says_when_the_memory_bound_stopped_its_draws(monkeypatch):
+    from bayestensor.report.sections import diagnostics_section
+
+    per_draw = 4 * (2 + 1 + 1) * 4  # chains x (positions, potential, gradient norm) x float32
+    monkeypatch.setattr("bayestensor.infer.stopping.MAX_KEPT_BYTES", 75 * per_draw)
+    with pytest.warns(bt.infer.ChainsNotConvergedWarning,
+                      match=r"stopped there, holding 0\.00 GiB, because more would pass"):
+        post = bt.fit(normal_model, method="sghmc", num_samples=50, num_warmup=10,
+                      num_chains=4, max_samples=2000, lr=1e-4, seed=0, progress=False)
+    assert post.num_draws == 75 and post.info["convergence_checks"][-1]["stopped"] == "memory"
+    assert "stopped at 75 because more draws would hold more than" in (
+        diagnostics_section(post)["markdown"])
+
+
 def test_sghmc_draws_until_converged_and_records_its_checks():
     post = bt.fit(normal_model, method="sghmc", num_samples=50, num_warmup=50, num_chains=4,
                   max_samples=2000, seed=0, progress=False)
@@ -115,7 +155,9 @@ def test_sghmc_draws_until_converged_and_records_its_checks():
 def assert_same_checks(got: list, expected: list):
     assert [c["draws"] for c in got] == [c["draws"] for c in expected]
     for a, b in zip(got, expected):
-        assert a == pytest.approx(b, rel=1e-12)
+        assert a.get("stopped") == b.get("stopped")
+        numbers = [k for k in b if k != "stopped"]
+        assert {k: a[k] for k in numbers} == pytest.approx({k: b[k] for k in numbers}, rel=1e-12)
 
 
 def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_path,
@@ -133,13 +175,14 @@ def test_a_completion_run_stops_at_max_samples_and_resumes_past_num_samples(tmp_
               max_samples=np.int64(50), seed=3, progress=False)  # a NumPy integer counts too
     full = bt.fit(model, data.train, **kw)
     assert full.num_draws == 50
-    assert [c["draws"] for c in full.info["convergence_checks"]] == [20, 30, 40]
+    assert [c["draws"] for c in full.info["convergence_checks"]] == [20, 30, 40, 50]
+    assert full.info["convergence_checks"][-1]["stopped"] == "max_samples"
     entries = fixed_entries(full.model, MONITORED_ENTRIES)
     for check in full.info["convergence_checks"]:  # block by block = all the draws at once
         first = Posterior({k: v[:, :check["draws"]] for k, v in full.samples.items()},
                           method="sghmc", model=full.model)
         assert chain_check(first, entries) == pytest.approx(
-            {k: v for k, v in check.items() if k != "draws"}, rel=1e-12)
+            {k: v for k, v in check.items() if k not in ("draws", "stopped")}, rel=1e-12)
     ckpt = tmp_path / "run.ckpt"
     with interrupted_at(SGHMC, 45), pytest.raises(RunInterrupted):
         bt.fit(model, data.train, checkpoint=ckpt, checkpoint_every=5, **kw)
@@ -197,7 +240,7 @@ def test_the_report_says_where_the_rule_checked_and_why_it_stopped(monkeypatch):
         apart["markdown"])
     monkeypatch.setattr("bayestensor.infer.stopping.RHAT_APART", float("inf"))
     full = diagnostics_section(bt.fit(model, data.train, **kw))["markdown"]
-    assert "checked at 20, 30 draws per chain; stopped at 40 because it reached max_samples" in (
+    assert "checked at 20, 30, 40 draws per chain; stopped at 40 because it reached max_samples" in (
         full)
 
 

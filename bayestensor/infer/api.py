@@ -73,7 +73,8 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
     num_samples : int, optional
         Draws per chain (particles for SVGD); default ``METHODS[method].default_samples``.
         SGHMC with two chains or more, left at its default of 1,000, draws on in blocks of
-        500 until its chains pass their convergence check, up to 4,000 (``max_samples``, :mod:`bayestensor.infer.stopping`); a number given is drawn
+        500 until its chains pass their convergence check, up to 4,000 and to 1 GiB of kept
+        draws (``max_samples``, :mod:`bayestensor.infer.stopping`); a number given is drawn
         exactly.
     num_warmup : int, optional
         Burn-in steps (SGHMC, NUTS); default ``num_samples``.
@@ -145,7 +146,9 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         ``max_samples`` (most draws per chain when drawing until the chains pass their
         convergence check: the report's, R-hat at most 1.01 and bulk ESS at least 100 per
         chain, and R-hat at most 1.02 over 200 predicted entries; checked after
-        ``num_samples`` draws and every half of that after; ``None``: exactly
+        ``num_samples`` draws, every half of that after and at the last draw; the draws
+        stop short of it where they would hold more than 1 GiB,
+        ``bayestensor.infer.stopping.MAX_KEPT_BYTES``; ``None``: exactly
         ``num_samples``; ``"auto"``, the default: 4 x 1,000 when ``num_samples`` is left to
         its default with two chains or more, otherwise ``None``)
         (SGHMC);

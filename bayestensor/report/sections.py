@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bayestensor.infer.continuation import worse_than_the_mean
+from bayestensor.infer.stopping import MAX_KEPT_BYTES
 from bayestensor.io import to_jsonable
 from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
@@ -385,12 +386,16 @@ def _drawn_until_converged(checks: list, draws: int, max_samples) -> str:
     """One sentence on SGHMC's draw-until-converged rule: where it checked and why it stopped."""
     at = ", ".join(f"{c['draws']:,}" for c in checks)
     last = checks[-1]
-    if last["converged"] and last["draws"] == draws:
+    stopped = last.get("stopped") if last["draws"] == draws else None
+    if stopped == "converged":
         why = "the check passed"
-    elif last["draws"] == draws:  # the rule stops early only on chains apart (or no R-hat)
+    elif stopped == "apart":
         why = f"the chains were apart (R-hat above {RHAT_APART}, or none) at two checks in a row"
-    elif max_samples and draws >= max_samples:
+    elif stopped == "max_samples":
         why = f"it reached max_samples ({max_samples:,})"
+    elif stopped == "memory":
+        why = (f"more draws would hold more than {MAX_KEPT_BYTES / 2 ** 30:g} GiB (these hold "
+               f"{last['kept_bytes'] / 2 ** 30:.2f}; thin spans more steps in as much memory)")
     else:
         why = "the run ended before the next check (interrupted or diverged)"
     return (f"Drawn until converged (bayestensor.infer.stopping): checked at {at} draws per "

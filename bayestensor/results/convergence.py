@@ -93,7 +93,8 @@ def unconverged_message(posterior) -> str | None:
                      f"{check['entries_rhat_threshold']}) and min bulk ESS "
                      f"{check['entries_min_ess_bulk']:.0f} over the monitored entries")
         worst = max(worst, check["entries_max_rhat"])
-    advice = convergence_advice(worst, posterior.num_draws) + _small_model_advice(posterior)
+    advice = (convergence_advice(worst, posterior.num_draws) + _memory_advice(check)
+              + _small_model_advice(posterior))
     symmetry = ("" if over != "sites" else
                 " (a site that a symmetry of the model leaves free, such as the sign, scale "
                 "or order of low-rank factors, can disagree between chains whose predictions "
@@ -103,6 +104,16 @@ def unconverged_message(posterior) -> str | None:
             f"convergence check after {posterior.num_draws:,} draws each: "
             f"{'; '.join(found)}{symmetry}. Advice: {advice}. "
             "Posterior.diagnostics() and the report list each quantity")
+
+
+def _memory_advice(check: dict) -> str:
+    """For a run whose draws stopped at the memory bound of drawing until converged."""
+    if check.get("stopped") != "memory":
+        return ""
+    return (f"; the draws stopped there, holding {check['kept_bytes'] / 2 ** 30:.2f} GiB, "
+            "because more would pass the memory bound of drawing until converged "
+            "(bayestensor.infer.stopping.MAX_KEPT_BYTES): thin=2 spans twice the steps in that "
+            "memory, and a num_samples given is drawn as asked")
 
 
 def _small_model_advice(posterior) -> str:

@@ -84,7 +84,8 @@ level_option = click.option("--level", type=click.FloatRange(0, 1, min_open=True
                             default=0.9, show_default=True, help="Credible level.")
 num_samples_option = click.option("--num-samples", type=POSITIVE, default=None,
                                   help="Draws per chain / particles (sghmc's default: "
-                                  "1000, more up to 4000 until its chains converge).")
+                                  "1000, more up to 4000 and 1 GiB of draws until its "
+                                  "chains converge).")
 num_chains_option = click.option(
     "--num-chains", type=POSITIVE, default=None,
     help=f"Chains [default: {SAMPLER_CHAINS} for "

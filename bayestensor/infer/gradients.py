@@ -73,6 +73,33 @@ class GradientEstimator:
         """
         return self.target.value_and_grad(theta, **self.batch(t))
 
+    def full_gradient(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """The gradient ``(C, D)`` on all the data, or ``None`` where that is not defined here.
+
+        Without mini-batches it is :meth:`value_and_grad`'s. With one sub-sampled plate its
+        observations are taken in order, in chunks of the run's batch size (so memory stays at
+        a step's), and the chunks' estimates, each scaled to the whole plate by Pyro, are
+        averaged with weights ``chunk / N``: the prior counted once and every observation once.
+        A user's ``batches`` (whose union and scaling the model alone knows) or several
+        sub-sampled plates give ``None``, as does a Pyro model's plate whose size is not a
+        multiple of its ``subsample_size``: Pyro takes index sets of that size only, and a
+        short last chunk cannot be made up without counting observations twice.
+        """
+        plates = self.target.subsample_plates
+        if self.batches is not None or len(plates) > 1:
+            return None
+        if not plates:
+            return self.target.value_and_grad(theta)[1]
+        (name, (size, sub)), = plates.items()
+        chunk = sub if self.batch_size is None else min(int(self.batch_size), size)
+        if size % chunk and self.target.fast_log_joint is None:
+            return None
+        total = torch.zeros_like(theta)
+        for start in range(0, size, chunk):
+            index = torch.arange(start, min(start + chunk, size), device=theta.device)
+            total += len(index) / size * self.target.value_and_grad(theta, {name: index})[1]
+        return total
+
     def hessian_diag(self, theta: torch.Tensor, t: int, num_probes: int) -> torch.Tensor:
         """Hutchinson estimate ``(D,)`` of ``diag(-Hessian)`` on step ``t``'s batch.
 

@@ -215,3 +215,16 @@ class SVGD:
         lr = self.lr * self.final_lr_ratio ** min(t / max(self.num_steps - 1, 1), 1.0)
         update, m, s = self.step_rule(phi, state.m, state.s, t, lr)
         return SVGDState(state.theta + update * scale, m, s, logp, stats, state.scale)
+
+    def full_batch_stein_ratio(self, state: SVGDState) -> float | None:
+        """The ``stein_ratio`` of :func:`~bayestensor.infer.kernels.svgd_direction` at
+        ``state``'s particles on all the data (:meth:`GradientEstimator.full_gradient`):
+        whether particles moved on mini-batches sit near the full posterior's fixed point,
+        which a mini-batch's ratio cannot tell (its gradient noise alone keeps it high).
+        ``None`` where the full gradient is not defined (a user's ``batches``)."""
+        grad = self.gradients.full_gradient(state.theta)
+        if grad is None:
+            return None
+        scale = 1.0 if state.scale is None else state.scale
+        _, stats = svgd_direction(state.theta / scale, grad * scale, self.kernel, self.layout)
+        return float(stats["stein_ratio"])

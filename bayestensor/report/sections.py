@@ -299,7 +299,8 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
             numbers["svgd_converged"] = info["svgd_converged"]
             rows = [{"quantity": "SVGD settled", "value": info["svgd_converged"]}] + rows
             if info["svgd_converged"] is False:
-                ratio = float(np.asarray(info["final_kernel_stats"]["stein_ratio"]))
+                ratio = float(np.asarray(info.get("svgd_settled_ratio",
+                                                  info["final_kernel_stats"]["stein_ratio"])))
                 warnings.append(_SVGD_UNSETTLED.format(ratio))
         title = "Sampler diagnostics: particle diversity" if posterior.method == "svgd" else "Sampler diagnostics"
         return section("diagnostics", title, text=text, figures=figs, numbers=numbers,

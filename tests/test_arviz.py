@@ -282,6 +282,27 @@ def test_summary_has_no_warnings_and_map_sd_is_zero():
     assert not any(c.startswith(("r_hat", "ess")) for c in vi.columns)
 
 
+def test_diagnostics_of_a_site_with_constant_elements_do_not_warn():
+    """An ``LKJCholesky`` factor's first row and upper triangle are 1 and 0 in every draw:
+    ArviZ's R-hat divides 0 by 0 there. Those elements are left out (NaN), without NumPy's
+    warning reaching the user, and the varying elements agree with ArviZ's own numbers."""
+    rng = np.random.default_rng(0)
+    factor = np.zeros((4, 200, 3, 3))
+    factor[..., 0, 0] = 1.0
+    factor[..., 1, 0] = rng.normal(0.5, 0.05, (4, 200))
+    factor[..., 1, 1] = np.sqrt(1 - factor[..., 1, 0] ** 2)
+    factor[..., 2, :] = rng.dirichlet(np.ones(3), (4, 200)) ** 0.5
+    post = bt.Posterior({"L": torch.as_tensor(factor)}, method="nuts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check = post.diagnostics()
+    varying = az.rhat(az.from_dict(posterior={"L10": factor[..., 1, 0], "L20": factor[..., 2, 0],
+                                              "L21": factor[..., 2, 1], "L22": factor[..., 2, 2],
+                                              "L11": factor[..., 1, 1]}))
+    assert check["max_rhat"] == pytest.approx(max(float(varying[k]) for k in varying.data_vars),
+                                              rel=1e-12)
+
+
 def test_pit_figures_and_values():
     post = completion_posterior("cp")
     idata = post.to_arviz(posterior_predictive=True)

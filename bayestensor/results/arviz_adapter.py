@@ -122,8 +122,10 @@ def per_variable(data, var_names=None) -> list[dict]:
 
     Elements that are NaN in every draw (positions a model discards, such as Pyro's
     ``obs_mask`` ones) get NaN statistics and are left out of the worst values; ArviZ's log
-    line about them ("Array contains NaN-value") is held back."""
-    with _quiet_arviz_log():
+    line about them ("Array contains NaN-value") is held back. So do constant elements (the
+    fixed 1 and 0 entries of an ``LKJCholesky`` factor), for which ArviZ divides 0 by 0 and
+    NumPy would warn about it."""
+    with _quiet_arviz_log(), np.errstate(invalid="ignore", divide="ignore"):
         rhat = _arviz().rhat(data, var_names=var_names)
         bulk = _arviz().ess(data, var_names=var_names, method="bulk")
         tail = _arviz().ess(data, var_names=var_names, method="tail")

@@ -568,6 +568,28 @@ def test_an_unknown_init_is_refused_for_a_pyro_model_too(init, shown):
         bt.fit(model, method="map", init=init, progress=False)
 
 
+def test_nan_observations_are_refused_before_any_work():
+    """A NaN in ``obs=`` made the MAP say its objective was not finite at step 0 and to lower
+    ``lr``; it is named at the site instead. A mask does not make it safe (the masked
+    log-probability is still computed, and 0 x NaN is NaN in the gradient: the MAP failed at
+    step 1), so masked NaNs are refused too; masked finite placeholders fit."""
+    y = torch.tensor([[1.0, 2.0], [float("nan"), 0.5], [1.5, float("inf")]])
+
+    def model(data, rows=True):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("n", 3), poutine.mask(mask=rows):
+            pyro.sample("y", dist.Normal(mu, 1.0).expand([3, 2]).to_event(1), obs=data)
+
+    rows = torch.tensor([True, False, False])
+    for method, args in (("map", (y,)), ("sghmc", (y,)), ("map", (y, rows))):
+        with pytest.raises(ValueError, match=r"observed site 'y' has 2 value\(s\) that are NaN "
+                                             r"or infinite \(the first at index \(1, 0\)\)"):
+            bt.fit(model, method=method, model_args=args, progress=False)
+    placeholders = torch.where(torch.isfinite(y), y, 0.0)
+    post = bt.fit(model, method="map", model_args=(placeholders, rows), progress=False)
+    assert float(post["mu"].mean()) == pytest.approx(1.5, abs=0.02)
+
+
 def test_positions_pyro_obs_mask_discards_are_held_and_nan_in_the_draws():
     """``obs=y, obs_mask=m`` samples ``y_unobserved`` at every position and keeps it where ``m``
     is False; at the observed positions it has no density, a flat direction in which SGHMC

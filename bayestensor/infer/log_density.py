@@ -104,6 +104,27 @@ def _discarded_positions(trace, name: str, node) -> torch.Tensor | None:
     return None if bool(kept.all()) else ~kept
 
 
+def _check_observed(name: str, node: dict) -> None:
+    """Refuse an observed value that is NaN or infinite. Pyro's log-likelihood is NaN there,
+    and a mask does not help: where an ``obs_mask`` or ``poutine.mask`` leaves the position
+    out, the masked log-probability is still computed and its NaN reaches the gradient
+    (0 x NaN), so every method would fail later with a message about the log density."""
+    value = node["value"]
+    if not torch.is_tensor(value) or not value.is_floating_point():
+        return
+    bad = ~torch.isfinite(value)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"model: observed site {name!r} has {count} value(s) that are NaN or infinite "
+            f"(the first at index {first if len(first) != 1 else first[0]}): the "
+            "log-likelihood is not a number there, and a mask leaving them out does not keep "
+            "their NaN out of the gradient. Drop those observations from the model's "
+            "arguments, or set them to any finite number (0, say) and leave them out with "
+            "obs_mask=torch.isfinite(...) on that pyro.sample")
+
+
 def site_dtype(fn) -> torch.dtype:
     """The floating dtype of a distribution's values (its first floating parameter's), so a
     float64 model is sampled in float64; the default dtype when it has no tensor parameter."""
@@ -217,9 +238,10 @@ class LogDensity:
     Raises
     ------
     ValueError
-        If the model has a discrete latent site or no latent site at all, or ``init_values``
-        names a site that is not one of its latent sites, or gives a site a value that is not
-        numbers of its shape inside its support.
+        If the model has a discrete latent site or no latent site at all, or an observed
+        value that is NaN or infinite (masked or not: see ``_check_observed``), or
+        ``init_values`` names a site that is not one of its latent sites, or gives a site a
+        value that is not numbers of its shape inside its support.
     """
 
     def __init__(self, model: Callable, model_args=(), model_kwargs=None, *,
@@ -253,6 +275,7 @@ class LogDensity:
                     self.subsample_plates[name] = (size, sub)
                 continue
             if node["is_observed"]:
+                _check_observed(name, node)
                 continue
             support = fn.support
             if support.is_discrete or getattr(fn, "has_enumerate_support", False):

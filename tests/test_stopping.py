@@ -57,7 +57,7 @@ def test_completion_check_is_the_reports_and_its_entries_look_further():
     entry_row = next(row for row in wide if row["var"] == "entry")
     assert ours["entries_max_rhat"] == pytest.approx(entry_row["max_rhat"], rel=1e-12)
     assert ours["entries_min_ess_bulk"] == pytest.approx(entry_row["min_ess_bulk"], rel=1e-12)
-    assert ours["converged"] == (arviz["converged"] and ours["entries_max_rhat"] <= 1.02
+    assert ours["converged"] == (arviz["converged"] and ours["entries_max_rhat"] <= 1.015
                                  and ours["entries_min_ess_bulk"] >= 200)
 
 
@@ -289,7 +289,7 @@ def test_fit_warns_when_its_chains_fail_their_check():
     assert not last["converged"] and last["max_rhat"] > 1.1
     message = str(caught[-1].message)
     assert f"after {post.num_draws:,} draws each: max R-hat {last['max_rhat']:.3f}" in message
-    assert f"max R-hat {last['entries_max_rhat']:.3f} (wanted <= 1.02)" in message
+    assert f"max R-hat {last['entries_max_rhat']:.3f} (wanted <= 1.015)" in message
     assert "the chains sit in different regions" in message
 
     with pytest.warns(bt.infer.ChainsNotConvergedWarning, match="50 draws per chain are too few"):

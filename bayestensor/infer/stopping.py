@@ -13,7 +13,11 @@ The check has two parts, both with a bulk ESS of at least 100 per chain:
   entries can agree while others do not. The level is looser because it is a maximum: over
   200 quantities of chains that mix (4 x 1,000 autoregressive draws, bulk ESS 700-1,000 each)
   the largest R-hat is 1.011-1.015 by noise alone (up to 1.024), where one quantity's median
-  is 1.003-1.004 (``benchmarks/rhat_noise_floor.py``).
+  is 1.003-1.004 (``benchmarks/rhat_noise_floor.py``). It sits below the 1.02 that a user's
+  own check of other entries applies (the completion grid's bar, on 200 held-out entries),
+  because that check reads another sample of the same maximum: at 1.02 a run that just
+  passed here read 1.023 there (50^3, rank 10), at 1.015 it drew one more block and read
+  1.010.
 
 Chains that are apart (R-hat above :data:`~bayestensor.results.convergence.RHAT_APART`) at two
 checks in a row stop there: more draws rarely join chains in different modes, and the report
@@ -45,7 +49,7 @@ from bayestensor.results.rank_normalized import rhat_and_bulk_ess
 
 #: Predicted entries whose chains are checked, drawn at a fixed seed over the tensor's shape,
 #: and the largest R-hat allowed over them.
-MONITORED_ENTRIES, ENTRIES_RHAT_MAX = 200, 1.02
+MONITORED_ENTRIES, ENTRIES_RHAT_MAX = 200, 1.015
 #: ``max_samples="auto"`` with ``num_samples`` not given: at most this many times the default
 #: draws (4,000 per chain for SGHMC's 1,000).
 MAX_SAMPLES_FACTOR = 4

@@ -124,7 +124,7 @@ def test_the_draws_stop_at_the_memory_bound_and_the_last_check_reads_them_all(mo
     assert rule(list(slow[:, :400].T), None) == 0 and log[-1]["stopped"] == "memory"
 
 
-def test_fit_says_when_the_memory_bound_stopped_its_draws(monkeypatch):
+def test_fit_says_when_the_memory_bound_stopped_its_draws(monkeypatch, capsys):
     from bayestensor.report.sections import diagnostics_section
 
     per_draw = 4 * (2 + 1 + 1) * 4  # chains x (positions, potential, gradient norm) x float32
@@ -136,6 +136,11 @@ def test_fit_says_when_the_memory_bound_stopped_its_draws(monkeypatch):
     assert post.num_draws == 75 and post.info["convergence_checks"][-1]["stopped"] == "memory"
     assert "stopped at 75 because more draws would hold more than" in (
         diagnostics_section(post)["markdown"])
+    from bayestensor.cli.options import convergence, echo_convergence
+
+    echo_convergence(convergence(post))  # the command line's chains line says it too
+    assert "(75 draws per chain, drawn until converged; stopped there, holding 0.00 GiB, at " \
+        "the memory bound on kept draws" in capsys.readouterr().out
 
 
 def test_sghmc_draws_until_converged_and_records_its_checks():

@@ -172,8 +172,9 @@ def convergence(post, heldout=None) -> dict | None:
     ``heldout``: indices or inputs of the run's held-out points, whose first
     ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them. A run
     that drew until its chains passed their check (:mod:`bayestensor.infer.stopping`) also
-    gets ``draws_until_converged``: the draws per chain it took; every run gets ``draws``, the
-    draws per chain (the advice for chains that fail depends on it).
+    gets ``draws_until_converged``: the draws per chain it took, and where the memory bound
+    on kept draws stopped it, ``stopped_at_memory_bound``: the bytes they hold; every run gets
+    ``draws``, the draws per chain (the advice for chains that fail depends on it).
     """
     if not post.is_markov_chain:
         return None
@@ -182,8 +183,11 @@ def convergence(post, heldout=None) -> dict | None:
     out = {key: check[key] for key in ("checked", "max_rhat", "min_ess_bulk", "min_ess_tail",
                                        "rhat_threshold", "ess_threshold", "converged")}
     out["draws"] = post.num_draws
-    if post.info.get("convergence_checks"):  # SGHMC drew until its chains passed their check
+    checks = post.info.get("convergence_checks")
+    if checks:  # SGHMC drew until its chains passed their check
         out["draws_until_converged"] = post.num_draws
+        if checks[-1].get("stopped") == "memory":
+            out["stopped_at_memory_bound"] = checks[-1]["kept_bytes"]
     return out
 
 
@@ -205,7 +209,12 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
         f"{check['ess_threshold']:.0f}, with 2 or more chains): "
         f"{convergence_advice(check['max_rhat'], check.get('draws'))}")
     drawn = check.get("draws_until_converged")
-    drawn = "" if drawn is None else f" ({drawn:,} draws per chain, drawn until converged)"
+    bound = check.get("stopped_at_memory_bound")
+    bound = "" if bound is None else (f"; stopped there, holding {bound / 2 ** 30:.2f} GiB, at "
+                                      "the memory bound on kept draws: thin=2 spans twice the "
+                                      "steps in it")
+    drawn = "" if drawn is None else (f" ({drawn:,} draws per chain, drawn until converged"
+                                      f"{bound})")
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
                f"{check['min_ess_bulk']:.0f} over the {check['checked']}{drawn}: {verdict}")
 

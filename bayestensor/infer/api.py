@@ -145,7 +145,7 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         by default, a Gaussian CP regression on full-batch data on the CPU; ``False``: none),
         ``max_samples`` (most draws per chain when drawing until the chains pass their
         convergence check: the report's, R-hat at most 1.01 and bulk ESS at least 100 per
-        chain, and R-hat at most 1.015 over 200 predicted entries; checked after
+        chain, and R-hat at most 1.015 over 1,000 predicted entries; checked after
         ``num_samples`` draws, every half of that after and at the last draw; the draws
         stop short of it where they would hold more than 1 GiB,
         ``bayestensor.infer.stopping.MAX_KEPT_BYTES``; ``None``: exactly

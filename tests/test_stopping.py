@@ -61,6 +61,16 @@ def test_completion_check_is_the_reports_and_its_entries_look_further():
                                  and ours["entries_min_ess_bulk"] >= 200)
 
 
+def test_the_checked_entries_are_every_entry_of_a_small_tensor_and_a_fixed_sample_of_a_large():
+    small = bt.TensorCompletion((8, 9, 10), "cp", max_rank=2)
+    every = fixed_entries(small, MONITORED_ENTRIES)
+    assert len(every) == 720 and len({tuple(i) for i in every}) == 720
+    large = bt.TensorCompletion((30, 30, 30), "cp", max_rank=2)
+    sample = fixed_entries(large, MONITORED_ENTRIES)
+    assert sample.shape == (MONITORED_ENTRIES, 3) and (sample < 30).all()
+    np.testing.assert_array_equal(sample, fixed_entries(large, MONITORED_ENTRIES))
+
+
 def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():
     rng = np.random.default_rng(1)
     chains = {"mixed": rng.standard_normal((4, 400)),

@@ -8,7 +8,8 @@ The check has two parts, both with a bulk ESS of at least 100 per chain:
 * the one the report applies (:func:`~bayestensor.results.convergence.check_chains`: R-hat at
   most 1.01 on the noise precision, the tensor norm and four predicted entries of a built-in
   model; on every site of a Pyro model), so that a run that stops early reads "converged";
-* the largest R-hat over :data:`MONITORED_ENTRIES` predicted entries at most
+* the largest R-hat over :data:`MONITORED_ENTRIES` predicted entries (every entry of a
+  smaller tensor) at most
   :data:`ENTRIES_RHAT_MAX`: the intervals of a whole tensor rely on its worst entries, and four
   entries can agree while others do not. The level is looser because it is a maximum: over
   200 quantities of chains that mix (4 x 1,000 autoregressive draws, bulk ESS 700-1,000 each)

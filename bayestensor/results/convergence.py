@@ -172,11 +172,15 @@ def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.n
 
 
 def fixed_entries(model, k: int) -> np.ndarray | None:
-    """``k`` index tuples of a tensor model drawn at a fixed seed (the same on every call);
-    ``None`` for a model without a tensor shape (regression, a Pyro model)."""
+    """``k`` index tuples of a tensor model drawn at a fixed seed (the same on every call), or
+    every entry once where the tensor has at most ``k``; ``None`` for a model without a tensor
+    shape (regression, a Pyro model)."""
     if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
+        shape = tuple(model.shape)
+        if math.prod(shape) <= k:
+            return np.indices(shape).reshape(len(shape), -1).T
         rng = np.random.default_rng(0)
-        return np.stack([rng.integers(0, n, k) for n in model.shape], 1)
+        return np.stack([rng.integers(0, n, k) for n in shape], 1)
     return None
 
 

@@ -9,9 +9,8 @@ The check has two parts, both with a bulk ESS of at least 100 per chain:
   most 1.01 on the noise precision, the tensor norm and four predicted entries of a built-in
   model; on every site of a Pyro model), so that a run that stops early reads "converged";
 * the largest R-hat over :data:`MONITORED_ENTRIES` predicted entries (every entry of a
-  smaller tensor) at most
-  :data:`ENTRIES_RHAT_MAX`: the intervals of a whole tensor rely on its worst entries, and four
-  entries can agree while others do not. The level is looser because it is a maximum: over
+  smaller tensor) at most :data:`ENTRIES_RHAT_MAX`: the intervals of a whole tensor rely on
+  its worst entries, and four entries can agree while others do not. The level is looser because it is a maximum: over
   200 quantities of chains that mix (4 x 1,000 autoregressive draws, bulk ESS 700-1,000 each)
   the largest R-hat is 1.011-1.015 by noise alone (up to 1.024), where one quantity's median
   is 1.003-1.004; over 1,000 quantities 1.010 / 1.014 / 1.019 (bulk ESS 1,340 / 1,008 / 713)

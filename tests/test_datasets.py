@@ -80,6 +80,9 @@ def test_synthetic_entries_in_chunks_are_the_entries(monkeypatch):
     ({"seed": "3"}, "seed"),
     ({"shape": (4, -1, 6)}, "shape: expected a sequence of positive integers"),
     ({"shape": ()}, "shape"),
+    ({"n_test": 0}, "n_test: expected a positive integer"),
+    ({"n_test": 2.5}, "n_test: expected a positive integer"),
+    ({"observed": 0.999}, "observed: 0.999 of the 120 entries leaves no entry to hold out"),
 ])
 def test_synthetic_tensor_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -16,7 +16,7 @@ import torch
 from tensorly.datasets import data_imports as tensorly_data
 from tensorly.datasets import load_kinetic as tensorly_kinetic
 
-from bayestensor.checks import check_shape, real_number, seed_value
+from bayestensor.checks import check_shape, is_integer, real_number, seed_value
 from bayestensor.formats import LowRankTensor, get_format
 from bayestensor.data.observations import Observations
 
@@ -120,6 +120,9 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
     """
     if not 0 < observed < 1:
         raise ValueError(f"observed: expected a fraction in (0, 1), got {observed}")
+    if not is_integer(n_test) or n_test < 1:
+        raise ValueError(f"n_test: expected a positive integer (held-out entries to score "
+                         f"fits by), got {n_test!r}")
     real_number("snr_db", snr_db, -math.inf, math.inf)
     seed = seed_value(seed)
     cls = get_format(format)
@@ -131,7 +134,8 @@ def synthetic_tensor(shape=(30, 30, 30), rank=3, format: str = "cp", snr_db: flo
     n_obs = max(1, int(round(observed * total)))
     n_test = min(int(n_test), total - n_obs)
     if n_test < 1:
-        raise ValueError("observed: leaves no entry to hold out")
+        raise ValueError(f"observed: {observed} of the {total} entries leaves no entry to "
+                         "hold out")
     idx_all = _sample_indices(shape, n_obs + n_test, gen)
     idx_obs, idx_test = idx_all[:n_obs], idx_all[n_obs:]
     clean_obs, clean_test = _entries(truth, idx_obs), _entries(truth, idx_test)

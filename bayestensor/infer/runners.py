@@ -49,6 +49,7 @@ from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
+from bayestensor.models.cp_row_gibbs import CPEmptyRows
 from bayestensor.priors.effective_rank import active_per_dim
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
@@ -629,11 +630,16 @@ def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool)
     CP completion, Gaussian CP regression) on the CPU, ``ValueError`` where there are none;
     ``"auto"`` (the default): those of a model that takes them by default
     (``sghmc_factor_redraws``: Gaussian CP regression) where they can run (full batch, on the
-    CPU), else none; ``False``: none."""
+    CPU), else those of the rows its data leave empty (``empty_row_redraws()``: a CP
+    completion; their conditional is their prior, so any batch and device will do), else
+    none; ``False``: none."""
     if isinstance(factor_redraws, str):  # "auto", checked by check_sghmc
         wanted = full_batch and target.device.type == "cpu" and \
             getattr(model, "sghmc_factor_redraws", False)
-        return model.factor_redraws() if wanted else None
+        if wanted:
+            return model.factor_redraws()
+        empty_rows = getattr(model, "empty_row_redraws", None)
+        return empty_rows() if empty_rows is not None else None
     if not factor_redraws:
         return None
     offer = getattr(model, "factor_redraws", None)
@@ -674,7 +680,9 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     thin=thin, precondition=precondition,
                     gibbs_sites=[] if sampler.gibbs is None else sampler.gibbs.names,
                     scale_moves=sampler.scale_moves is not None,
-                    factor_redraws=sampler.block_redraws is not None)
+                    factor_redraws=(sampler.block_redraws is not None
+                                    and not isinstance(sampler.block_redraws, CPEmptyRows)),
+                    empty_row_redraws=isinstance(sampler.block_redraws, CPEmptyRows))
 
     def record(state, t):
         if t < warm or (t - warm) % thin:

@@ -163,3 +163,60 @@ def precision_spread(lower: torch.Tensor, generator: torch.Generator,
     columns = noise.reshape((-1,) + rest).movedim(0, -1)
     spread = torch.linalg.solve_triangular(lower.transpose(-1, -2), columns, upper=True)
     return spread.movedim(-1, 0).reshape(sample_shape + rest)
+
+
+class CPEmptyRows:
+    """Exact redraws of the CP factor rows that no observed entry touches.
+
+    Nothing in the likelihood depends on such a row (a user or item never observed, a slice
+    of the tensor that is all missing), so its full conditional is its prior given the slice
+    variances ``v``: ``Normal(0, v_r)`` for each entry, independent of the noise, the offset and
+    the other rows. SGHMC alone moves those rows by a random walk under that Gaussian, and
+    their entries, whose intervals are the prior's, mix slowly: a 20^3 CP completion (rank 3,
+    30% observed, max rank 8) with one slice all missing drew to 4 x 4,000 draws and read R-hat
+    1.019 on the tensor's norm. A redraw draws them afresh at no cost; it is a Gibbs step on
+    those coordinates, which leaves the posterior invariant, as the row redraws of
+    :class:`CPRowGibbs` do for every row. ``SGHMC`` runs it by default on a CP completion
+    whose data leave rows empty (``factor_redraws="auto"``).
+
+    Parameters
+    ----------
+    empty : list of torch.Tensor
+        Per mode, the indices of its rows without an observed entry.
+    factor_sites : list of str
+        The factor site of each mode.
+    hyper_site : str
+        Site of the slice precisions or scales.
+    variance : callable
+        Slice variances from the hyper site's values (``RankPrior.variance``).
+    """
+
+    def __init__(self, empty: list, *, factor_sites, hyper_site: str, variance):
+        self.empty = [torch.as_tensor(rows, dtype=torch.long) for rows in empty]
+        self.factor_sites, self.hyper_site, self.variance = list(factor_sites), hyper_site, variance
+
+    @classmethod
+    def of(cls, indices: torch.Tensor, shape, **sites) -> "CPEmptyRows | None":
+        """The redraws for observed ``indices`` ``(N, ndim)`` of a tensor of ``shape``, or
+        ``None`` where every row of every mode has an observation."""
+        idx = indices.detach().cpu().long()
+        empty = [(torch.bincount(idx[:, mode], minlength=size) == 0).nonzero().squeeze(-1)
+                 for mode, size in enumerate(shape)]
+        return cls(empty, **sites) if any(len(rows) for rows in empty) else None
+
+    def redraw(self, values: dict, generator: torch.Generator) -> dict:
+        """Batched constrained ``values`` (``(C, ...)`` per site) with the empty rows of every
+        factor drawn from ``Normal(0, v)`` at each chain's slice variances."""
+        out = dict(values)
+        sd = torch.stack([self.variance(values[self.hyper_site][c]).sqrt()
+                          for c in range(values[self.hyper_site].shape[0])])  # (C, R)
+        for site, rows in zip(self.factor_sites, self.empty):
+            if not len(rows):
+                continue
+            factor = values[site].clone()
+            rows = rows.to(factor.device)
+            noise = torch.randn((factor.shape[0], len(rows), factor.shape[-1]),
+                                generator=generator, dtype=factor.dtype, device=factor.device)
+            factor[:, rows] = noise * sd[:, None, :].to(factor)
+            out[site] = factor
+        return out

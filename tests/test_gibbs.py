@@ -531,7 +531,8 @@ def test_sghmc_redraws_the_empty_rows_of_a_cp_completion_by_default():
     """A 10 x 9 x 8 completion whose first mode-0 slice is never observed: its factor row is
     redrawn from its prior every 4 steps, and its bulk ESS over 4 x 500 draws is 500 or more
     on the two true slices (12-72 by SGHMC's steps alone); its mean square is the mean slice
-    variance, as its conditional says. ``factor_redraws=False`` turns the redraws off."""
+    variance, as its conditional says. ``factor_redraws=False`` turns the redraws off;
+    mini-batch runs keep them."""
     from bayestensor.results.rank_normalized import rhat_and_bulk_ess
 
     data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, n_test=50,
@@ -552,3 +553,8 @@ def test_sghmc_redraws_the_empty_rows_of_a_cp_completion_by_default():
     assert ess.min() >= 450 and plain_ess.max() < 150
     variance = 1.0 / post["X.precision0"][:, :, :2].double().numpy()
     np.testing.assert_allclose((row ** 2).mean((0, 1)), variance.mean((0, 1)), rtol=0.25)
+    with warnings.catch_warnings():  # the conditional reads no data: mini-batches redraw too
+        warnings.simplefilter("ignore")
+        batched = bt.fit(model, obs, method="sghmc", num_samples=20, num_warmup=20,
+                         batch_size=100, seed=0, progress=False)
+    assert batched.info["empty_row_redraws"]

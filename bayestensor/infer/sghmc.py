@@ -407,7 +407,8 @@ class SGHMC:
         Exact redraws of whole blocks from their full conditionals, every ``GIBBS_EVERY``
         steps: ``redraw(values, generator)`` on batched constrained values (a model's
         ``factor_redraws()``, :class:`~bayestensor.models.cp_row_gibbs.CPRowGibbs`). Full
-        batch only.
+        batch only, unless the object's ``needs_full_batch`` is false (a conditional that
+        reads no data: :class:`~bayestensor.models.cp_row_gibbs.CPEmptyRows`).
     start_at_mode : bool
         Whether the chains start at a mode (a MAP point), where the curvature measured at the
         start holds; if not, burn-in re-estimates it early as well (``EARLY_ADAPT_FRACTIONS``).
@@ -469,7 +470,9 @@ class SGHMC:
                       else None)
         self.scale_moves = (SliceScaleMoves(target, scale_moves)
                             if scale_moves and not self.gradients.is_stochastic else None)
-        self.block_redraws = block_redraws if not self.gradients.is_stochastic else None
+        needs_full_batch = getattr(block_redraws, "needs_full_batch", True)
+        self.block_redraws = (None if needs_full_batch and self.gradients.is_stochastic
+                              else block_redraws)
         self.hyper_gradient = hyper_gradient
         exact = exact_curvature_spans(target, exact_curvature or {})  # checked either way
         self.exact_curvature = exact if self.gradients.is_stochastic else []

@@ -191,6 +191,9 @@ class CPEmptyRows:
         Slice variances from the hyper site's values (``RankPrior.variance``).
     """
 
+    #: The conditional reads no data, so mini-batch runs redraw the rows too.
+    needs_full_batch = False
+
     def __init__(self, empty: list, *, factor_sites, hyper_site: str, variance):
         self.empty = [torch.as_tensor(rows, dtype=torch.long) for rows in empty]
         self.factor_sites, self.hyper_site, self.variance = list(factor_sites), hyper_site, variance

@@ -10,16 +10,16 @@ The check has two parts, both with a bulk ESS of at least 100 per chain:
   model; on every site of a Pyro model), so that a run that stops early reads "converged";
 * the largest R-hat over :data:`MONITORED_ENTRIES` predicted entries (every entry of a
   smaller tensor) at most :data:`ENTRIES_RHAT_MAX`: the intervals of a whole tensor rely on
-  its worst entries, and four entries can agree while others do not. The level is looser because it is a maximum: over
-  200 quantities of chains that mix (4 x 1,000 autoregressive draws, bulk ESS 700-1,000 each)
-  the largest R-hat is 1.011-1.015 by noise alone (up to 1.024), where one quantity's median
-  is 1.003-1.004; over 1,000 quantities 1.010 / 1.014 / 1.019 (bulk ESS 1,340 / 1,008 / 713)
-  and 1.005-1.010 at 2,000 draws (``benchmarks/rhat_noise_floor.py``). It sits below the 1.02
-  that a user's own check of other entries applies (the completion grid's bar, on 200
-  held-out entries), because that check reads another sample of the same maximum: at 1.02 a
-  run that just passed here read 1.023 there (50^3, rank 10), at 1.015 it drew one more
-  block and read 1.010. There are 1,000 entries because a few entries can mix far more
-  slowly than the rest: a Tucker run whose 200 checked entries passed at 1,000 draws (bulk
+  its worst entries, and four entries can agree while others do not. The level is looser
+  because it is a maximum: over 1,000 quantities of chains that mix (4 x 1,000
+  autoregressive draws) the largest R-hat is 1.010 / 1.014 / 1.019 by noise alone at a bulk
+  ESS of 1,340 / 1,008 / 713 each, and 1.005-1.010 at 2,000 draws, where one quantity's
+  median is 1.002-1.004 (``benchmarks/rhat_noise_floor.py --quantities 1000``). It sits
+  below the 1.02 that a user's own check of other entries applies (the completion grid's
+  bar, on 200 held-out entries), because that check reads another sample of the same
+  maximum: at 1.02 a run that just passed here read 1.023 there (50^3, rank 10), at 1.015 it
+  drew one more block and read 1.010. There are 1,000 entries because a few entries can mix
+  far more slowly than the rest: a Tucker run whose 200 checked entries passed at 1,000 draws (bulk
   ESS 1,162 and more) had a held-out entry at ESS 289 and R-hat 1.028; with 1,000 checked it
   drew to 2,500 and its held-out entries read 1.015, ESS 727.
 

@@ -110,6 +110,7 @@ class DrawUntilConverged:
         self.block = max(1, num_samples // 2)
         self.max_samples = int(max_samples)
         self.last: int | None = None  # the last draw: max_samples or the memory bound
+        self.draw_size = 0  # bytes of one kept draw, known at the first call
         self.thin = int(thin)
         self.entries = fixed_entries(model, MONITORED_ENTRIES)
         self.log = log
@@ -120,8 +121,8 @@ class DrawUntilConverged:
     def __call__(self, draws: list, state) -> int:
         kept = len(draws)
         if self.last is None:
-            fits = MAX_KEPT_BYTES // draw_bytes(draws[0])
-            self.last = min(self.max_samples, max(self.first, fits))
+            self.draw_size = draw_bytes(draws[0])
+            self.last = min(self.max_samples, max(self.first, MAX_KEPT_BYTES // self.draw_size))
         # A run resumed from a checkpoint starts here with the draws of earlier blocks: their
         # checks (all failed, or the run would have ended) are made again, and a block cut
         # short by the interrupt is finished before the next check, so that the run stops
@@ -138,7 +139,7 @@ class DrawUntilConverged:
             bounded = self.last < self.max_samples
             self.log[-1]["stopped"] = "memory" if bounded else "max_samples"
             if bounded:
-                self.log[-1]["kept_bytes"] = kept * draw_bytes(draws[0])
+                self.log[-1]["kept_bytes"] = kept * self.draw_size
             return 0
         return min(self.block, self.last - kept) * self.thin
 

@@ -211,8 +211,7 @@ class CPEmptyRows:
         """Batched constrained ``values`` (``(C, ...)`` per site) with the empty rows of every
         factor drawn from ``Normal(0, v)`` at each chain's slice variances."""
         out = dict(values)
-        sd = torch.stack([self.variance(values[self.hyper_site][c]).sqrt()
-                          for c in range(values[self.hyper_site].shape[0])])  # (C, R)
+        sd = self.variance(values[self.hyper_site]).sqrt()  # (C, R): elementwise in the hyper
         for site, rows in zip(self.factor_sites, self.empty):
             if not len(rows):
                 continue

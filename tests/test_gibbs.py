@@ -503,30 +503,6 @@ def test_the_hyper_gradient_from_the_prior_alone_is_the_full_gradient_there(fmt,
                                        atol=1e-3)
 
 
-def test_empty_factor_rows_are_drawn_from_their_prior_at_the_slice_variances():
-    """Rows no observation touches have their prior as full conditional, ``Normal(0, v)``:
-    over 4,000 chains at fixed precisions their draws have those variances (within 5%), and
-    every other row and site is left as it was."""
-    from bayestensor.models.cp_row_gibbs import CPEmptyRows
-
-    indices = torch.tensor([[1, 0, 2], [2, 1, 0], [1, 2, 1], [4, 0, 0]])
-    redraws = CPEmptyRows.of(indices, (5, 3, 4), factor_sites=["f0", "f1", "f2"],
-                             hyper_site="precision", variance=lambda p: 1.0 / p)
-    assert [rows.tolist() for rows in redraws.empty] == [[0, 3], [], [3]]
-    assert CPEmptyRows.of(torch.tensor([[0, 0], [1, 1]]), (2, 2), factor_sites=["a", "b"],
-                          hyper_site="p", variance=lambda p: 1.0 / p) is None
-    chains, precision = 4000, torch.tensor([0.25, 4.0])
-    values = {"f0": torch.zeros(chains, 5, 2), "f1": torch.ones(chains, 3, 2),
-              "f2": torch.full((chains, 4, 2), 2.0), "precision": precision.expand(chains, 2)}
-    out = redraws.redraw(values, torch.Generator().manual_seed(0))
-    for site, rows in (("f0", [0, 3]), ("f2", [3])):
-        drawn = out[site][:, rows].reshape(-1, 2)
-        np.testing.assert_allclose(drawn.var(0).numpy(), (1 / precision).numpy(), rtol=0.05)
-        kept = [i for i in range(values[site].shape[1]) if i not in rows]
-        assert torch.equal(out[site][:, kept], values[site][:, kept])
-    assert torch.equal(out["f1"], values["f1"]) and out["precision"] is values["precision"]
-
-
 def test_sghmc_redraws_the_empty_rows_of_a_cp_completion_by_default():
     """A 10 x 9 x 8 completion whose first mode-0 slice is never observed: its factor row is
     redrawn from its prior every 4 steps, and its bulk ESS over 4 x 500 draws is 500 or more

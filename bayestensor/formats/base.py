@@ -310,6 +310,28 @@ class LowRankTensor:
         raise NotImplementedError
 
     @classmethod
+    def index_axes(cls, shape: Sequence[int]) -> list[dict[int, int]]:
+        """Per parameter (in :meth:`specs`' order), its axes that a mode of the tensor indexes.
+
+        An entry ``X[i_1, ..., i_N]`` reads parameter ``p`` only at index ``i_m`` along each
+        axis ``a`` with ``index_axes(shape)[p][a] == m``, so a slice of ``p`` along such an axis
+        that no observed entry's ``i_m`` reaches leaves the likelihood unchanged (the rows the
+        data leave empty, :class:`~bayestensor.models.empty_rows.EmptyRows`).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            Shape of the represented tensor.
+
+        Returns
+        -------
+        list of dict of int to int
+            ``{axis: mode}`` per parameter; ``{}`` for a parameter every entry reads (a
+            Tucker core).
+        """
+        raise NotImplementedError
+
+    @classmethod
     def normalize_rank(cls, shape: Sequence[int], rank, *, name: str = "rank") -> tuple[int, ...]:
         """Return the rank as a tuple with one entry per rank dimension.
 

@@ -120,6 +120,11 @@ class CPTensor(LowRankTensor):
         (r,) = cls.normalize_rank(shape, rank)
         return [ParamSpec(f"factor{n}", (int(s), r), {1: 0}) for n, s in enumerate(shape)]
 
+    @classmethod
+    def index_axes(cls, shape):
+        """Row ``i`` of factor ``n`` is read by the entries with ``i_n = i``."""
+        return [{0: n} for n in range(len(shape))]
+
     def _specs_from_params(self):
         r = self.params[0].shape[-1]
         return self.specs(self.shape, r)

@@ -235,6 +235,11 @@ class TTTensor(CoreTrain):
         ranks = cls.normalize_rank(shape, rank)
         return tt_core_specs([(int(s),) for s in shape], ranks)
 
+    @classmethod
+    def index_axes(cls, shape):
+        """Slice ``G_k[:, i, :]`` is read by the entries with ``i_k = i``."""
+        return [{1: k} for k in range(len(shape))]
+
     def reconstruct(self):
         flat = tt_chain_dense(self.params)
         return flat.reshape(self.batch_shape + self.shape)

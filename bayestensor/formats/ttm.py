@@ -90,6 +90,12 @@ class TTMatrix(CoreTrain):
         n = len(shape) // 2
         return tt_core_specs([(int(shape[k]), int(shape[n + k])) for k in range(n)], ranks)
 
+    @classmethod
+    def index_axes(cls, shape):
+        """Core ``k``'s row axis is tensor mode ``k``, its column axis mode ``N + k``."""
+        n = len(shape) // 2
+        return [{1: k, 2: n + k} for k in range(n)]
+
     @property
     def n_cores(self) -> int:
         """Number ``N`` of cores: half the number of modes."""

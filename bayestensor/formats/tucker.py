@@ -98,6 +98,12 @@ class TuckerTensor(LowRankTensor):
                    for n, (s, r) in enumerate(zip(shape, ranks))]
         return [core] + factors
 
+    @classmethod
+    def index_axes(cls, shape):
+        """Every entry reads the whole core; row ``i`` of factor ``n`` only those with
+        ``i_n = i``."""
+        return [{}] + [{0: n} for n in range(len(shape))]
+
     def _specs_from_params(self):
         ranks = tuple(int(p.shape[-1]) for p in self.params[1:])
         return self.specs(self.shape, ranks)

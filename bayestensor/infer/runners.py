@@ -49,7 +49,6 @@ from bayestensor.infer.svgd import SVGD, SVGDState
 from bayestensor.io import versions
 from bayestensor.models.base import BayesModel
 from bayestensor.models.cp_variational import Interrupted as CAVIInterrupted
-from bayestensor.models.cp_row_gibbs import CPEmptyRows
 from bayestensor.priors.effective_rank import active_per_dim
 from bayestensor.results.posterior import Posterior
 from bayestensor.seeds import legacy_seed
@@ -630,9 +629,9 @@ def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool)
     CP completion, Gaussian CP regression) on the CPU, ``ValueError`` where there are none;
     ``"auto"`` (the default): those of a model that takes them by default
     (``sghmc_factor_redraws``: Gaussian CP regression) where they can run (full batch, on the
-    CPU), else those of the rows its data leave empty (``empty_row_redraws()``: a CP
-    completion; their conditional is their prior, so any batch and device will do), else
-    none; ``False``: none."""
+    CPU), else those of the rows its data leave empty (``empty_row_redraws()``: a
+    completion in any format; their conditional is their prior, so any batch and device will
+    do), else none; ``False``: none."""
     if isinstance(factor_redraws, str):  # "auto", checked by check_sghmc
         wanted = full_batch and target.device.type == "cpu" and \
             getattr(model, "sghmc_factor_redraws", False)
@@ -648,6 +647,14 @@ def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool)
         raise ValueError("factor_redraws: True needs a CP TensorCompletion or a Gaussian CP "
                          "TensorRegression on the CPU")
     return redraws
+
+
+def _redraw_kinds(block_redraws) -> dict:
+    """``info``'s ``factor_redraws`` and ``empty_row_redraws``: which block redraws ran (an
+    object's ``info_key``; the factor redraws of CP completion and regression have none)."""
+    kind = None if block_redraws is None else getattr(block_redraws, "info_key",
+                                                          "factor_redraws")
+    return {key: kind == key for key in ("factor_redraws", "empty_row_redraws")}
 
 
 def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, precondition,
@@ -668,7 +675,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     precondition=precondition, batch_size=job.batch_size, batches=job.batches,
                     num_warmup=warm, floor_per_site=job.model is None, adapt_step=adapt_step,
                     metric=metric, builtin=job.model is not None,
-                    gibbs=_gibbs_conditionals(gibbs, job.model, block_redraws is not None,
+                    gibbs=_gibbs_conditionals(gibbs, job.model,
+                                              _redraw_kinds(block_redraws)["factor_redraws"],
                                               start_at_mode=init_from == "map"),
                     scale_moves=_slice_groups(scale_moves, job.model),
                     block_redraws=block_redraws,
@@ -680,9 +688,7 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     thin=thin, precondition=precondition,
                     gibbs_sites=[] if sampler.gibbs is None else sampler.gibbs.names,
                     scale_moves=sampler.scale_moves is not None,
-                    factor_redraws=(sampler.block_redraws is not None
-                                    and not isinstance(sampler.block_redraws, CPEmptyRows)),
-                    empty_row_redraws=isinstance(sampler.block_redraws, CPEmptyRows))
+                    **_redraw_kinds(sampler.block_redraws))
 
     def record(state, t):
         if t < warm or (t - warm) % thin:

@@ -408,7 +408,8 @@ class SGHMC:
         steps: ``redraw(values, generator)`` on batched constrained values (a model's
         ``factor_redraws()``, :class:`~bayestensor.models.cp_row_gibbs.CPRowGibbs`). Full
         batch only, unless the object's ``needs_full_batch`` is false (a conditional that
-        reads no data: :class:`~bayestensor.models.cp_row_gibbs.CPEmptyRows`).
+        reads no data: :class:`~bayestensor.models.empty_rows.EmptyRows`); not in burn-in
+        where its ``during_warmup`` is false.
     start_at_mode : bool
         Whether the chains start at a mode (a MAP point), where the curvature measured at the
         start holds; if not, burn-in re-estimates it early as well (``EARLY_ADAPT_FRACTIONS``).
@@ -787,7 +788,8 @@ class SGHMC:
         warmup = t < self.warmup.num_warmup
         redraw = (self.gibbs is not None and not (t + 1) % GIBBS_EVERY
                   and (not warmup or self.gibbs.any_during_warmup))
-        blocks = self.block_redraws is not None and not (t + 1) % GIBBS_EVERY
+        blocks = (self.block_redraws is not None and not (t + 1) % GIBBS_EVERY
+                  and (not warmup or getattr(self.block_redraws, "during_warmup", True)))
         move = self.scale_moves is not None and not (t + 1) % SCALE_MOVE_EVERY
         if redraw:
             theta = self.gibbs.redraw(theta, grad, self.generator, warmup=warmup,

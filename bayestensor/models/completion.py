@@ -16,7 +16,8 @@ from bayestensor.formats.ranks import MAX_PARAMS
 from bayestensor.models.base import (MIN_START_VARIANCE, BayesModel, check_max_rank,
                                      saved_max_rank, start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
-from bayestensor.models.cp_row_gibbs import CPEmptyRows, CPRowGibbs
+from bayestensor.models.cp_row_gibbs import CPRowGibbs
+from bayestensor.models.empty_rows import EmptyRows
 from bayestensor.models.cp_variational import CPGammaVariational
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.conditionals import OffsetConditional
@@ -311,16 +312,12 @@ class TensorCompletion(BayesModel):
                           variance=prior.prior.variance, noise_site="noise_precision",
                           **self._offset_keywords())
 
-    def empty_row_redraws(self) -> CPEmptyRows | None:
-        """SGHMC's exact redraws of the factor rows the data leave empty (see
-        :class:`~bayestensor.models.cp_row_gibbs.CPEmptyRows`): CP format with such rows;
-        ``None`` otherwise."""
-        prior = self.tensor_prior
-        if prior.format_cls.format_name != "cp":
-            return None
+    def empty_row_redraws(self) -> EmptyRows | None:
+        """SGHMC's exact redraws of the parameter slices the data leave empty (see
+        :mod:`bayestensor.models.empty_rows`): any format whose data leave an index of some
+        mode unobserved; ``None`` otherwise."""
         self._require_data()
-        return CPEmptyRows.of(self._inputs, self.shape, factor_sites=prior.param_sites,
-                              hyper_site=prior.hyper_sites[0], variance=prior.prior.variance)
+        return EmptyRows.of(self._inputs, self.tensor_prior)
 
     def _offset_keywords(self) -> dict:
         """The offset's site and prior sd for the closed forms (none without an offset)."""

@@ -601,3 +601,25 @@ def test_saved_posterior_keeps_its_offset_and_older_files_load_without_one(tmp_p
     old_config = {k: v for k, v in model.config().items() if k != "offset_scale"}
     assert model_from_config("TensorCompletion", old_config).offset_scale is None
     assert model_from_config("TensorCompletion", model.config()).offset_scale == 10.0
+
+
+@pytest.mark.parametrize("fmt, sites", [("tt", ["X.core0"]), ("tucker", ["X.factor1", "X.factor2"])])
+def test_sghmc_start_of_a_small_tucker_or_tt_completion_converges_at_the_defaults(fmt, sites):
+    """A 40 x 30 x 6 completion (rank 3, 30% observed, 10 dB, seed 1): SGHMC's MAP start at
+    its default budget stops on a flat objective, where at the former 1,000 steps it ended
+    with the named sites still moving and warned (``benchmarks/sghmc_map_start.py``)."""
+    data = bt.data.synthetic_tensor((40, 30, 6), rank=3, snr_db=10, observed=0.3, n_test=10,
+                                    seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = bt.TensorCompletion((40, 30, 6), fmt, max_rank=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = bt.fit(model, data.train, method="sghmc", num_samples=10, num_warmup=10, seed=1,
+                      progress=False)
+    assert not [w for w in caught if "MAP start" in str(w.message)]
+    assert post.info["map_converged"] and post.info["map_steps"] < 2000
+    with pytest.warns(bt.infer.NotConvergedWarning, match=r"MAP start did not converge.*"
+                      + r".*".join(sites)):
+        bt.fit(model, data.train, method="sghmc", num_samples=10, num_warmup=10, seed=1,
+               progress=False, map_steps=1000)

@@ -978,7 +978,7 @@ NUTS = Method("nuts", run_nuts, {"init_jitter": 0.0, "target_accept": 0.8, "max_
 SGHMC_METHOD = Method(
     "sghmc", run_sghmc,
     {"lr": 0.01, "friction": 0.1, "noise_estimate": "auto", "precondition": True,
-     "init_jitter": 0.0, "init_from": "map", "map_steps": 1000, "map_hold": None,
+     "init_jitter": 0.0, "init_from": "map", "map_steps": 2000, "map_hold": None,
      "adapt_step": True, "init_spread": 1.0, "metric": "auto", "gibbs": True,
      "scale_moves": False, "factor_redraws": "auto", "max_samples": "auto"},
     default_samples=1000, chains=True, resumable=True, takes_batches=True,

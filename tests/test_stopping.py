@@ -342,3 +342,45 @@ def test_a_symmetric_pyro_model_is_pointed_to_what_its_data_identify():
     assert rhat["m"] < 1.05
     with pytest.raises(ValueError, match="var_names: \\['zz'\\] are not sites"):
         post.diagnostics(var_names=["zz"])
+
+
+def test_the_report_and_the_command_line_say_when_the_monitored_entries_fail(capsys,
+                                                                          monkeypatch):
+    """The rule also checks some 1,000 predicted entries (all 512 of an 8^3 tensor); the
+    report and the command line read a few key variables only, and said "converged" or "draw
+    more samples" for a run that stopped because its chains were apart on the entries. They
+    now give the entries' numbers from the last check, fail the verdict on them, and advise
+    from the worst R-hat."""
+    from bayestensor.cli.options import convergence, echo_convergence
+    from bayestensor.report.sections import diagnostics_section
+
+    data = bt.data.synthetic_tensor((8, 8, 8), rank=2, observed=0.4, seed=0)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bt.fit(model, data.train, method="sghmc", num_samples=20, num_warmup=10,
+                      num_chains=2, map_steps=20, max_samples=40, seed=3, progress=False)
+    last = post.info["convergence_checks"][-1]
+    assert last["entries_count"] == 512 and last["draws"] == post.num_draws
+    last.update(entries_max_rhat=1.25, entries_min_ess_bulk=12.0, stopped="apart")
+    check = convergence(post)
+    assert check["monitored_entries"]["max_rhat"] == 1.25 and not check["converged"]
+    echo_convergence(check)
+    line = capsys.readouterr().out
+    assert "max R-hat 1.250 (wanted <= 1.015) and min bulk ESS 12 over the 512 monitored " \
+        "entries" in line
+    section = diagnostics_section(post)
+    assert "over the 512 monitored entries" in " ".join(section["warnings"])
+    worst = max(last["max_rhat"], 1.25)
+    assert f"apart (R-hat above 1.1, or none; {worst:.3f} at the last check)" in (
+        section["markdown"])
+    assert section["numbers"]["monitored_entries"]["converged"] is False
+    # key variables that pass (a threshold they all meet), entries that do not: still failed
+    monkeypatch.setattr("bayestensor.report.sections.RHAT_MAX", 100.0)
+    monkeypatch.setattr("bayestensor.report.sections.ESS_PER_CHAIN_MIN", 0)
+    warned = " ".join(diagnostics_section(post)["warnings"])
+    assert "Chains have not converged on the predicted entries: max R-hat 1.250" in warned
+    check.update(max_rhat=1.005, draws=600)  # the advice reads the entries' 1.25
+    echo_convergence(check)
+    assert "NOT converged" in (line := capsys.readouterr().out)
+    assert "the chains sit in different regions" in line

@@ -24,7 +24,8 @@ from bayestensor.infer.runners import SAMPLER_CHAINS
 from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
 from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
-from bayestensor.results.convergence import N_KEY_ENTRIES, convergence_advice
+from bayestensor.results.convergence import (N_KEY_ENTRIES, convergence_advice, entries_words,
+                                             monitored_entries)
 
 #: Folder under which default run folders are made.
 RUNS_DIR = "runs"
@@ -172,9 +173,12 @@ def convergence(post, heldout=None) -> dict | None:
     ``heldout``: indices or inputs of the run's held-out points, whose first
     ``N_KEY_ENTRIES`` are the predicted entries checked, as the report checks them. A run
     that drew until its chains passed their check (:mod:`bayestensor.infer.stopping`) also
-    gets ``draws_until_converged``: the draws per chain it took, and where the memory bound
-    on kept draws stopped it, ``stopped_at_memory_bound``: the bytes they hold; every run gets
-    ``draws``, the draws per chain (the advice for chains that fail depends on it).
+    gets ``draws_until_converged``: the draws per chain it took, where the memory bound
+    on kept draws stopped it, ``stopped_at_memory_bound``: the bytes they hold, and
+    ``monitored_entries``: its check of some 1,000 predicted entries
+    (:func:`~bayestensor.results.convergence.monitored_entries`), which ``converged`` then
+    includes; every run gets ``draws``, the draws per chain (the advice for chains that fail
+    depends on it).
     """
     if not post.is_markov_chain:
         return None
@@ -188,6 +192,10 @@ def convergence(post, heldout=None) -> dict | None:
         out["draws_until_converged"] = post.num_draws
         if checks[-1].get("stopped") == "memory":
             out["stopped_at_memory_bound"] = checks[-1]["kept_bytes"]
+        entries = monitored_entries(post)
+        if entries is not None:
+            out["monitored_entries"] = entries
+            out["converged"] = out["converged"] and entries["converged"]
     return out
 
 
@@ -204,10 +212,13 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
     """One line: the worst R-hat and smallest bulk ESS, and whether that is converged."""
     if check is None:
         return
+    entries = check.get("monitored_entries")
+    worst = max(check["max_rhat"], -math.inf if entries is None else entries["max_rhat"])
     verdict = "converged" if check["converged"] else (
         f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
         f"{check['ess_threshold']:.0f}, with 2 or more chains): "
-        f"{convergence_advice(check['max_rhat'], check.get('draws'))}")
+        f"{convergence_advice(worst, check.get('draws'))}")
+    on_entries = "" if entries is None else f"; {entries_words(entries)}"
     drawn = check.get("draws_until_converged")
     bound = check.get("stopped_at_memory_bound")
     bound = "" if bound is None else (f"; stopped there, holding {bound / 2 ** 30:.2f} GiB, at "
@@ -216,7 +227,8 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
     drawn = "" if drawn is None else (f" ({drawn:,} draws per chain, drawn until converged"
                                       f"{bound})")
     click.echo(f"{indent}chains: max R-hat {check['max_rhat']:.3f}, min bulk ESS "
-               f"{check['min_ess_bulk']:.0f} over the {check['checked']}{drawn}: {verdict}")
+               f"{check['min_ess_bulk']:.0f} over the {check['checked']}{on_entries}{drawn}: "
+               f"{verdict}")
 
 
 def show_progress(quiet: bool) -> bool:

@@ -23,7 +23,7 @@ from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_APART,
                                              RHAT_MAX, check_identified, convergence_advice,
-                                             key_indices)
+                                             entries_words, key_indices, monitored_entries)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -313,10 +313,17 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
                "min_ess_tail": min_tail, "rhat_threshold": RHAT_MAX, "ess_threshold": ess_min}
     if posterior.num_chains < 2:
         warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
+    entries = monitored_entries(posterior)
+    failed = entries is not None and not entries["converged"]
+    worst = max(max_rhat, entries["max_rhat"]) if failed else max_rhat
+    advice = convergence_advice(worst, posterior.num_draws)
+    on_entries = f"; {entries_words(entries)}" if failed else ""
     if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         warnings.append(f"Chains have not converged: max R-hat {max_rhat:.3f} > {RHAT_MAX} "
-                        f"(key variables): "
-                        f"{convergence_advice(max_rhat, posterior.num_draws)}.")
+                        f"(key variables){on_entries}: {advice}.")
+    elif failed:
+        warnings.append(f"Chains have not converged on the predicted entries: "
+                        f"{entries_words(entries)}: {advice}.")
     if math.isfinite(min_bulk) and min_bulk < ess_min:
         warnings.append(f"Low effective sample size: min bulk ESS {min_bulk:.0f} < {ess_min} "
                         f"({ESS_PER_CHAIN_MIN} per chain). Intervals are noisy; draw more samples.")
@@ -356,6 +363,11 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         text.append(_drawn_until_converged(checks, posterior.num_draws, info.get("max_samples")))
     summary = [{"quantity": "max R-hat", "value": max_rhat}, {"quantity": "min bulk ESS", "value": min_bulk},
                {"quantity": "min tail ESS", "value": min_tail}]
+    if entries is not None:
+        numbers["monitored_entries"] = entries
+        summary += [{"quantity": "max R-hat, monitored entries", "value": entries["max_rhat"]},
+                    {"quantity": "min bulk ESS, monitored entries",
+                     "value": entries["min_ess_bulk"]}]
     return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,
                    warnings=warnings, figures=figs,
                    tables=[("", summary, ["quantity", "value"]),
@@ -391,7 +403,9 @@ def _drawn_until_converged(checks: list, draws: int, max_samples) -> str:
     if stopped == "converged":
         why = "the check passed"
     elif stopped == "apart":
-        why = f"the chains were apart (R-hat above {RHAT_APART}, or none) at two checks in a row"
+        worst = max(last["max_rhat"], last.get("entries_max_rhat", -math.inf))
+        why = (f"the chains were apart (R-hat above {RHAT_APART}, or none; {worst:.3f} at the "
+               "last check) at two checks in a row")
     elif stopped == "max_samples":
         why = f"it reached max_samples ({max_samples:,})"
     elif stopped == "memory":

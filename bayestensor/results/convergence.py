@@ -66,6 +66,40 @@ def convergence_advice(max_rhat: float, draws: int | None = None) -> str:
     return "draw more samples or chains"
 
 
+def monitored_entries(posterior) -> dict | None:
+    """The monitored entries' part of the last check of a run that drew until converged
+    (:mod:`~bayestensor.infer.stopping`: some 1,000 predicted entries, held to their own
+    R-hat), when that check saw every draw kept; ``None`` otherwise.
+
+    The report's and the command line's own check reads a few entries only, so chains apart on
+    entries it does not read would go unsaid there while the run stopped because of them.
+
+    Returns
+    -------
+    dict or None
+        ``max_rhat``, ``min_ess_bulk``, ``rhat_threshold``, ``count`` (entries) and
+        ``converged`` (R-hat at most the threshold and bulk ESS at least
+        ``ESS_PER_CHAIN_MIN`` per chain).
+    """
+    checks = posterior.info.get("convergence_checks")
+    last = checks[-1] if checks else None
+    if last is None or "entries_max_rhat" not in last or last["draws"] != posterior.num_draws:
+        return None
+    out = {"max_rhat": last["entries_max_rhat"], "min_ess_bulk": last["entries_min_ess_bulk"],
+           "rhat_threshold": last["entries_rhat_threshold"], "count": last.get("entries_count")}
+    out["converged"] = bool(posterior.num_chains >= 2 and out["max_rhat"] <= out["rhat_threshold"]
+                            and out["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * posterior.num_chains)
+    return out
+
+
+def entries_words(entries: dict) -> str:
+    """"max R-hat 1.182 (wanted <= 1.015) over the 1,000 monitored entries", of
+    :func:`monitored_entries`."""
+    count = "" if entries.get("count") is None else f"{entries['count']:,} "
+    return (f"max R-hat {entries['max_rhat']:.3f} (wanted <= {entries['rhat_threshold']}) and "
+            f"min bulk ESS {entries['min_ess_bulk']:.0f} over the {count}monitored entries")
+
+
 def unconverged_message(posterior) -> str | None:
     """What a Markov-chain run whose chains failed their check should be told, or ``None``.
 
@@ -88,11 +122,10 @@ def unconverged_message(posterior) -> str | None:
     found = [f"max R-hat {check['max_rhat']:.3f} (wanted <= {RHAT_MAX}) and min bulk ESS "
              f"{check['min_ess_bulk']:.0f} (>= {ess_min}) over the {over}"]
     worst = check["max_rhat"]
-    if "entries_max_rhat" in check:
-        found.append(f"max R-hat {check['entries_max_rhat']:.3f} (wanted <= "
-                     f"{check['entries_rhat_threshold']}) and min bulk ESS "
-                     f"{check['entries_min_ess_bulk']:.0f} over the monitored entries")
-        worst = max(worst, check["entries_max_rhat"])
+    entries = monitored_entries(posterior) if checks else None
+    if entries is not None:
+        found.append(entries_words(entries))
+        worst = max(worst, entries["max_rhat"])
     advice = (convergence_advice(worst, posterior.num_draws) + _memory_advice(check)
               + _small_model_advice(posterior))
     symmetry = ("" if over != "sites" else

@@ -442,3 +442,27 @@ def test_gradient_options_given_to_the_closed_form_are_named_in_a_warning():
     with pytest.warns(UserWarning, match=r"lr, num_steps: the closed-form VI .* ignores them"):
         post = bt.fit(model, data.train, method="vi", num_steps=50, lr=0.1, progress=False)
     assert post.info["vi_closed_form"]
+
+
+def test_the_elbo_is_float64_in_the_noise_precision():
+    """After a sweep ``q(tau)``'s rate is ``b + E[RSS] / 2``, the ELBO's maximum along the
+    rate: moving the rate by 1e-5 either way lowers the ELBO by ``shape * 1e-10`` (2e-8
+    nats here). The noise terms were computed in float32 (``torch.tensor`` of a Python
+    float), whose 1e-5 nats of rounding put the maximum elsewhere and made sweeps look like
+    they lowered the ELBO."""
+    updates, q = _half_cauchy_fit(30, "gamma")
+    covs = q.covariances
+    means = [m[:, q.active] for m in q.means]
+    squares = sum(m.pow(2).sum(0) + torch.diagonal(s, dim1=-2, dim2=-1).sum(0)
+                  for m, s in zip(means, covs))
+    rate = q.noise_rate
+    e_rss = 2 * (rate - updates.noise_b)
+
+    def elbo_at(r):
+        q.noise_rate = r
+        return updates._elbo(q, covs, squares, e_rss)
+
+    best = elbo_at(rate)
+    for step in (1e-5, -1e-5):
+        drop = best - elbo_at(rate * (1 + step))
+        assert drop == pytest.approx(q.noise_shape * step ** 2 / 2, rel=0.05)

@@ -472,17 +472,19 @@ class CPGammaVariational:
         n, R, act = len(self.y), int(q.active.sum()), q.active
         e_lam, e_log_lam, slice_entropy = self._lambda_moments(q)
         e_tau = q.noise_shape / q.noise_rate
-        e_log_tau = float(torch.digamma(torch.tensor(q.noise_shape))) - math.log(q.noise_rate)
+        # float64 throughout: torch.tensor of a Python float is float32, whose digamma and
+        # Gamma entropy put noise of 1e-5 nats into the ELBO (n / 2 = 200 times the rounding)
+        e_log_tau = float(torch.digamma(_f64(q.noise_shape))) - math.log(q.noise_rate)
         log2pi = math.log(2 * math.pi)
         likelihood = n / 2 * (e_log_tau - log2pi) - e_tau * e_rss / 2
         factors = float((self.slice_count / 2 * (e_log_lam - log2pi) - e_lam * squares / 2).sum())
         slices = float(self._slice_prior_terms(q, e_lam, e_log_lam).sum())
-        noise = float(_gamma_log_prior(self.noise_a, self.noise_b, torch.tensor(e_tau),
-                                       torch.tensor(e_log_tau)))
+        noise = float(_gamma_log_prior(self.noise_a, self.noise_b, _f64(e_tau),
+                                       _f64(e_log_tau)))
         rows = sum(R / 2 * (1 + log2pi) * low.shape[0]
                    - float(low.diagonal(dim1=-2, dim2=-1).log().sum()) for low in q.lowers)
         entropy = float(slice_entropy.sum()) + float(
-            Gamma(torch.tensor(q.noise_shape), torch.tensor(q.noise_rate)).entropy())
+            Gamma(_f64(q.noise_shape), _f64(q.noise_rate)).entropy())
         return likelihood + factors + slices + noise + rows + entropy + self._offset_terms(q)
 
     def _offset_terms(self, q: CPVariational) -> float:
@@ -641,6 +643,10 @@ def truncated_gamma_draws(shape: torch.Tensor, rate: torch.Tensor, lo: float, hi
     nearer = np.where(a / np.maximum(b, 1e-300) > hi, hi, lo)
     x = np.where(np.isfinite(x) & (mass > 0), x, nearer)
     return torch.from_numpy(np.clip(x, lo, hi))
+
+
+def _f64(value: float) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _gamma_log_prior(a: float, b: float, mean: torch.Tensor,

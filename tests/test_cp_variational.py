@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import sys
 from pathlib import Path
 
@@ -38,9 +39,14 @@ def test_the_elbo_never_falls_from_sweep_to_sweep():
     assert q.elbo[-1] > q.elbo[0]
 
 
-def test_first_sweep_rows_are_the_exact_conditional_posterior():
+def test_first_sweep_rows_are_the_exact_conditional_posterior(monkeypatch):
     """From a point (zero covariances), the first mode's rows are Bayesian linear regressions
-    on the other factors' products: checked against NumPy's solve."""
+    on the other factors' products: checked against NumPy's solve (before the sweep's
+    rescaling of the slices, tested on its own below)."""
+    from bayestensor.models.cp_variational import CPGammaVariational
+
+    monkeypatch.setattr(CPGammaVariational, "_balance",
+                        lambda self, means, covs, lowers, e_lam: (means, covs, lowers))
     _, model, updates, point = _map_and_updates()
     q = updates.fit(point, max_sweeps=1, tol=0.0)
     idx = model.observations.indices.numpy()
@@ -466,3 +472,60 @@ def test_the_elbo_is_float64_in_the_noise_precision():
     for step in (1e-5, -1e-5):
         drop = best - elbo_at(rate * (1 + step))
         assert drop == pytest.approx(q.noise_shape * step ** 2 / 2, rel=0.05)
+
+
+def test_the_slices_rescaled_across_modes_keep_every_entry_and_raise_the_elbo():
+    """The rescaling of each slice's rows across modes (product 1) leaves the mean and
+    second moment of every observed entry as they were, raises the ELBO at the current
+    ``q(lambda)`` (its two terms that move, checked against SciPy's optimizer of the same
+    objective), and balances ``I_n - E[lambda] c_n^2 s_n`` across modes."""
+    from scipy.optimize import minimize
+
+    updates, q = _half_cauchy_fit(5, "gamma")
+    act = q.active
+    means, covs = [m[:, act].clone() for m in q.means], q.covariances
+    e_lam = updates._lambda_moments(q)[0]
+    new_means, new_covs, new_lowers = updates._balance(means, covs, list(q.lowers), e_lam)
+    idx = updates.idx
+
+    def moments(ms, cs):
+        second = 1
+        for n, (m, c) in enumerate(zip(ms, cs)):
+            second = second * (m.unsqueeze(-1) * m.unsqueeze(-2) + c)[idx[:, n]]
+        first = torch.stack([m[idx[:, n]] for n, m in enumerate(ms)]).prod(0).sum(-1)
+        return first, second.sum((-1, -2))
+
+    for before, after in zip(moments(means, covs), moments(new_means, new_covs)):
+        torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-12)
+    for low, cov in zip(new_lowers, new_covs):
+        torch.testing.assert_close(torch.cholesky_inverse(low), cov, rtol=1e-8, atol=1e-12)
+    sizes = np.array(updates.shape, dtype=float)
+    squares = np.stack([(m ** 2).sum(0).numpy() + torch.diagonal(c, dim1=-2, dim2=-1).sum(0)
+                        .numpy() for m, c in zip(means, covs)])
+    lam = e_lam.numpy()
+    for r in range(int(act.sum())):
+        def objective(log_c):  # minus the ELBO's moving terms, the last mode's c closing
+            log_c = np.append(log_c, -log_c.sum())
+            return -(sizes @ log_c - lam[r] / 2 * (np.exp(2 * log_c) @ squares[:, r]))
+
+        best = minimize(objective, np.zeros(len(sizes) - 1), method="BFGS", tol=1e-12)
+        ours = np.log([(nm[:, r].norm() / m[:, r].norm()).item()
+                       for nm, m in zip(new_means, means)])
+        assert abs(ours.sum()) < 1e-10
+        np.testing.assert_allclose(ours[:-1], best.x, atol=1e-6)
+        assert objective(ours[:-1]) <= objective(np.zeros(len(sizes) - 1))
+
+
+def test_the_default_fit_of_a_small_tensor_settles_within_its_sweeps():
+    """A 40 x 30 x 6 rank-3 completion (30% observed, 15 dB): the sweeps alone traded the
+    slices' scale between modes for 500 sweeps, the ELBO still rising 0.005 a sweep (11 nats
+    in all), and the default fit warned that it did not settle; with the rescaling it
+    settles in a few sweeps at a higher ELBO, the predictions as they were."""
+    data = bt.data.synthetic_tensor((40, 30, 6), rank=3, snr_db=15, observed=0.3, n_test=200,
+                                    seed=1)
+    model = bt.TensorCompletion(data.shape, "cp", max_rank=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bt.infer.NotConvergedWarning)
+        post = bt.fit(model, data.train, seed=0, progress=False)
+    assert post.info["vi_converged"] and post.info["vi_sweeps"] < 50
+    assert data.relative_error(post.predict(data.test.indices).mean) < 0.08  # 0.0736

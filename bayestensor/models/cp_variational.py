@@ -358,6 +358,12 @@ class CPGammaVariational:
             means[mode] = e_tau * torch.cholesky_solve(shift.unsqueeze(-1),
                                                        lowers[-1]).squeeze(-1)
             covs[mode] = torch.cholesky_inverse(lowers[-1])
+        # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>,
+        # sum of E[fitted] = sum_i <m_i, design_sum_i>
+        fitted_sum = float((means[-1] * design_sum).sum())
+        second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
+        fitted_terms = (float((means[-1] * rhs).sum()), float((second * gram).sum()))
+        means, covs, lowers = self._balance(means, covs, lowers, e_lam)
         # q changes only here, so a sweep cut short by Ctrl-C leaves the previous one's q
         q.lowers = lowers
         for full, mean in zip(q.means, means):
@@ -367,16 +373,48 @@ class CPGammaVariational:
         q.slice_rate[act] = self._prior_rate(q)[act] + squares / 2
         if self.half_cauchy:
             q.aux_rate[act] = self.aux_prior_rate + self._lambda_moments(q)[0]
-        # E[RSS] from the last mode's sums: E[sum of fitted^2] = sum_i <E[u_i u_i^T], E[G_i]>,
-        # sum of E[fitted] = sum_i <m_i, design_sum_i>
-        fitted_sum = float((means[-1] * design_sum).sum())
         self._update_offset(q, e_tau, fitted_sum)
-        second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
-        e_rss = (self._offset_rss(q)
-                 - 2 * (float((means[-1] * rhs).sum()) - q.offset_mean * fitted_sum)
-                 + float((second * gram).sum()))
+        e_rss = (self._offset_rss(q) - 2 * (fitted_terms[0] - q.offset_mean * fitted_sum)
+                 + fitted_terms[1])
         q.noise_rate = self.noise_b + e_rss / 2
         q.elbo.append(self._elbo(q, covs, squares, e_rss))
+
+    def _balance(self, means: list, covs: list, lowers: list,
+                 e_lam: torch.Tensor) -> tuple[list, list, list]:
+        """The rows of every mode rescaled per slice, ``u -> c_n u`` with ``prod_n c_n = 1``,
+        to the scales that maximize the ELBO at the current ``q(lambda)``.
+
+        The rescaling leaves every product of one row per mode, and so the likelihood term,
+        unchanged; of the ELBO it moves the factors' prior term ``-E[lambda_r] / 2 sum_n c_n^2
+        s_n`` (``s_n`` the expected squared norm of column ``r`` of mode ``n``) and the rows'
+        entropy ``sum_n I_n log c_n``. Their maximum under the constraint has ``I_n -
+        E[lambda_r] c_n^2 s_n = mu`` for one ``mu`` per slice, found by bisection. The sweeps
+        alone move along this direction slowly (the slices trade scale between modes, the
+        ALS "swamp"): on a 40 x 30 x 6 tensor the ELBO still rose by 0.005 nats a sweep after
+        500 sweeps, 11 nats in all, while the predictions stood still.
+        """
+        squares = torch.stack([m.pow(2).sum(0) + torch.diagonal(s, dim1=-2, dim2=-1).sum(0)
+                               for m, s in zip(means, covs)])  # (N, A)
+        weights = (e_lam * squares).numpy()
+        if not np.all(weights > 0):
+            return means, covs, lowers
+        # a few numbers per slice: NumPy, whose operations cost a microsecond, not torch's ten
+        sizes = np.asarray(self.shape, dtype=float)[:, None]  # (N, 1)
+        target = np.log(weights).sum(0)  # sum_n log(I_n - mu) must equal this
+        # mu = smallest - exp(x): sum_n log(I_n - smallest + exp(x)) rises with x
+        low, high = np.full_like(target, -60.0), np.full_like(target, 60.0)
+        for _ in range(80):
+            mid = (low + high) / 2
+            above = np.log(sizes - sizes.min() + np.exp(mid)).sum(0) > target
+            high, low = np.where(above, mid, high), np.where(above, low, mid)
+        mu = sizes.min() - np.exp((low + high) / 2)
+        log_scale = 0.5 * (np.log(sizes - mu) - np.log(weights))
+        log_scale -= log_scale.mean(0)  # the product exactly 1 after rounding
+        scale = torch.from_numpy(np.exp(log_scale))  # (N, A)
+        means = [m * c for m, c in zip(means, scale)]
+        covs = [s * c[:, None] * c[None, :] for s, c in zip(covs, scale)]
+        lowers = [low_ / c[:, None] for low_, c in zip(lowers, scale)]
+        return means, covs, lowers
 
     def _update_offset(self, q: CPVariational, e_tau: float, fitted_sum: float) -> None:
         """``q(c)`` given ``E[tau]`` and the sum of the low-rank part's means over the observed

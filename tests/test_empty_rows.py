@@ -8,6 +8,7 @@ import torch
 
 import bayestensor as bt
 from bayestensor.models.empty_rows import EmptyRows
+from bayestensor.results.rank_normalized import rhat_and_bulk_ess
 from bayestensor.priors import LowRankPrior
 
 CHAINS = 4000
@@ -77,25 +78,50 @@ def test_no_redraws_when_every_index_is_observed():
     assert EmptyRows.of(torch.tensor([[0, 0], [1, 1]]), prior) is None
 
 
-@pytest.mark.parametrize("fmt", ["tucker", "tt"])
-def test_sghmc_redraws_the_empty_slices_of_tucker_and_tt_completions(fmt):
-    """A 10 x 9 x 8 completion whose first mode-0 slice is never observed: the parameters of
-    that index (a Tucker factor row, a TT core slice) are redrawn by default, and their bulk
-    ESS over 4 x 300 draws is at least 200 (8-46 by SGHMC's steps alone)."""
-    from bayestensor.results.rank_normalized import rhat_and_bulk_ess
-
+def _fits_with_an_empty_slice(fmt: str, num_samples: int):
+    """SGHMC with and without the redraws on a 10 x 9 x 8 completion (rank 2, 40% observed,
+    20 dB, max rank 3) whose first mode-0 slice is never observed; and its model and data."""
     data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, n_test=50,
                                     seed=0)
     keep = data.train.indices[:, 0] != 0
     obs = bt.Observations(data.train.indices[keep], data.train.values[keep], (10, 9, 8))
     model = bt.TensorCompletion((10, 9, 8), fmt, max_rank=3)
-    site = "X.factor0" if fmt == "tucker" else "X.core0"
-    kw = dict(method="sghmc", num_samples=300, num_warmup=300, seed=0, progress=False)
+    kw = dict(method="sghmc", num_samples=num_samples, num_warmup=300, seed=0, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         post = bt.fit(model, obs, **kw)
         plain = bt.fit(model, obs, factor_redraws=False, **kw)
-    assert post.info["empty_row_redraws"] and not plain.info["empty_row_redraws"]
+    assert post.info["empty_row_redraws"] and not post.info["factor_redraws"]
+    assert not plain.info["empty_row_redraws"]
+    return post, plain, model, obs
+
+
+def test_sghmc_redraws_the_empty_rows_of_a_cp_completion_by_default():
+    """The CP factor row of the empty slice: redrawn from its prior every 4 steps, its bulk
+    ESS over 4 x 500 draws is 450 or more on the two true slices (12-72 by SGHMC's steps
+    alone); its mean square is the mean slice variance, as its conditional says. Mini-batch
+    runs keep the redraws."""
+    post, plain, model, obs = _fits_with_an_empty_slice("cp", 500)
+    row = post["X.factor0"][:, :, 0, :2].double().numpy()
+    _, ess = rhat_and_bulk_ess(row)
+    _, plain_ess = rhat_and_bulk_ess(plain["X.factor0"][:, :, 0, :2].double().numpy())
+    assert ess.min() >= 450 and plain_ess.max() < 150
+    variance = 1.0 / post["X.precision0"][:, :, :2].double().numpy()
+    np.testing.assert_allclose((row ** 2).mean((0, 1)), variance.mean((0, 1)), rtol=0.25)
+    with warnings.catch_warnings():  # the conditional reads no data: mini-batches redraw too
+        warnings.simplefilter("ignore")
+        batched = bt.fit(model, obs, method="sghmc", num_samples=20, num_warmup=20,
+                         batch_size=100, seed=0, progress=False)
+    assert batched.info["empty_row_redraws"]
+
+
+@pytest.mark.parametrize("fmt", ["tucker", "tt"])
+def test_sghmc_redraws_the_empty_slices_of_tucker_and_tt_completions(fmt):
+    """The parameters of the empty slice's index (a Tucker factor row, a TT core slice) are
+    redrawn by default, and their bulk ESS over 4 x 300 draws is at least 200 (8-46 by
+    SGHMC's steps alone)."""
+    post, plain, _, _ = _fits_with_an_empty_slice(fmt, 300)
+    site = "X.factor0" if fmt == "tucker" else "X.core0"
 
     def row_ess(p):
         row = p[site][:, :, 0] if fmt == "tucker" else p[site][:, :, 0, 0]

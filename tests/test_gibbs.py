@@ -501,36 +501,3 @@ def test_the_hyper_gradient_from_the_prior_alone_is_the_full_gradient_there(fmt,
             span = slice(site[name].offset, site[name].offset + site[name].size)
             torch.testing.assert_close(prior_only[:, span], full[:, span], rtol=1e-4,
                                        atol=1e-3)
-
-
-def test_sghmc_redraws_the_empty_rows_of_a_cp_completion_by_default():
-    """A 10 x 9 x 8 completion whose first mode-0 slice is never observed: its factor row is
-    redrawn from its prior every 4 steps, and its bulk ESS over 4 x 500 draws is 500 or more
-    on the two true slices (12-72 by SGHMC's steps alone); its mean square is the mean slice
-    variance, as its conditional says. ``factor_redraws=False`` turns the redraws off;
-    mini-batch runs keep them."""
-    from bayestensor.results.rank_normalized import rhat_and_bulk_ess
-
-    data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, n_test=50,
-                                    seed=0)
-    keep = data.train.indices[:, 0] != 0
-    obs = bt.Observations(data.train.indices[keep], data.train.values[keep], (10, 9, 8))
-    model = bt.TensorCompletion((10, 9, 8), "cp", max_rank=3)
-    kw = dict(method="sghmc", num_samples=500, num_warmup=300, seed=0, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        post = bt.fit(model, obs, **kw)
-        plain = bt.fit(model, obs, factor_redraws=False, **kw)
-    assert post.info["empty_row_redraws"] and not post.info["factor_redraws"]
-    assert not plain.info["empty_row_redraws"]
-    row = post["X.factor0"][:, :, 0, :2].double().numpy()
-    _, ess = rhat_and_bulk_ess(row)
-    _, plain_ess = rhat_and_bulk_ess(plain["X.factor0"][:, :, 0, :2].double().numpy())
-    assert ess.min() >= 450 and plain_ess.max() < 150
-    variance = 1.0 / post["X.precision0"][:, :, :2].double().numpy()
-    np.testing.assert_allclose((row ** 2).mean((0, 1)), variance.mean((0, 1)), rtol=0.25)
-    with warnings.catch_warnings():  # the conditional reads no data: mini-batches redraw too
-        warnings.simplefilter("ignore")
-        batched = bt.fit(model, obs, method="sghmc", num_samples=20, num_warmup=20,
-                         batch_size=100, seed=0, progress=False)
-    assert batched.info["empty_row_redraws"]

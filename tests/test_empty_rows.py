@@ -128,3 +128,26 @@ def test_sghmc_redraws_the_empty_slices_of_tucker_and_tt_completions(fmt):
         return rhat_and_bulk_ess(row.double().numpy())[1]
 
     assert row_ess(post).min() >= 200 and row_ess(plain).max() < 100
+
+
+def test_the_report_names_the_indices_no_entry_observes():
+    """A completion whose data leave three indices of mode 0 unobserved: the model lists
+    them, and the report's predictions section says which, and that their entries come from
+    the prior alone; a fully observed one says nothing."""
+    from bayestensor.report.sections import predictions_section
+
+    data = bt.data.synthetic_tensor((10, 9, 8), rank=2, snr_db=20, observed=0.4, n_test=20,
+                                    seed=0)
+    keep = data.train.indices[:, 0] >= 3
+    obs = bt.Observations(data.train.indices[keep], data.train.values[keep], (10, 9, 8))
+    model = bt.TensorCompletion((10, 9, 8), "cp", max_rank=3)
+    post = bt.fit(model, obs, method="map", seed=0, progress=False)
+    assert [rows.tolist() for rows in model.unobserved_indices()] == [[0, 1, 2], [], []]
+    heldout = {"indices": data.test.indices.numpy(), "truth": data.test.values.numpy()}
+    section = predictions_section(post, heldout)
+    assert section["numbers"]["unobserved_indices"] == {"0": 3}
+    assert "Indices with no observed entry: mode 0: 3 of 10 (0, 1, 2)" in section["markdown"]
+    full = bt.TensorCompletion((10, 9, 8), "cp", max_rank=3)
+    whole = predictions_section(bt.fit(full, data.train, method="map", seed=0, progress=False),
+                                heldout)
+    assert "unobserved_indices" not in whole["numbers"]

@@ -17,7 +17,7 @@ from bayestensor.models.base import (MIN_START_VARIANCE, BayesModel, check_max_r
                                      saved_max_rank, start_noise_precision)
 from bayestensor.models.cp_block_ascent import CPGammaBlockAscent, sites_and_priors
 from bayestensor.models.cp_row_gibbs import CPRowGibbs
-from bayestensor.models.empty_rows import EmptyRows
+from bayestensor.models.empty_rows import EmptyRows, unobserved_indices
 from bayestensor.models.cp_variational import CPGammaVariational
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.conditionals import OffsetConditional
@@ -311,6 +311,18 @@ class TensorCompletion(BayesModel):
                           factor_sites=prior.param_sites, hyper_site=prior.hyper_sites[0],
                           variance=prior.prior.variance, noise_site="noise_precision",
                           **self._offset_keywords())
+
+    def unobserved_indices(self) -> list[torch.Tensor]:
+        """Per mode, the indices no bound observation has (a user or an item with no data):
+        every entry there is predicted from the prior of its parameters alone.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One sorted index tensor per mode, empty where every index is observed.
+        """
+        self._require_data()
+        return unobserved_indices(self._inputs, self.shape)
 
     def empty_row_redraws(self) -> EmptyRows | None:
         """SGHMC's exact redraws of the parameter slices the data leave empty (see

@@ -69,9 +69,7 @@ class EmptyRows:
     def of(cls, indices: torch.Tensor, prior) -> "EmptyRows | None":
         """The redraws for observed ``indices`` ``(N, ndim)`` of ``prior``'s tensor, or
         ``None`` where every index of every mode is observed."""
-        idx = indices.detach().cpu().long()
-        empty = [(torch.bincount(idx[:, mode], minlength=size) == 0).nonzero().squeeze(-1)
-                 for mode, size in enumerate(prior.shape)]
+        empty = unobserved_indices(indices, prior.shape)
         return cls(prior, empty) if any(len(rows) for rows in empty) else None
 
     def redraw(self, values: dict, generator: torch.Generator) -> dict:
@@ -91,3 +89,11 @@ class EmptyRows:
                 param.index_copy_(1 + axis, rows, noise * scale)
             out[site] = param
         return out
+
+
+def unobserved_indices(indices: torch.Tensor, shape) -> list[torch.Tensor]:
+    """Per mode of a tensor of ``shape``, the indices that no row of the observed ``indices``
+    ``(N, ndim)`` has along it (sorted, on the CPU)."""
+    idx = indices.detach().cpu().long()
+    return [(torch.bincount(idx[:, mode], minlength=size) == 0).nonzero().squeeze(-1)
+            for mode, size in enumerate(shape)]

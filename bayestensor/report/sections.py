@@ -642,9 +642,41 @@ def predictions_section(posterior, heldout: dict | None = None, image: dict | No
                          Path(paths["panel"]).read_bytes()))
         numbers["bands_shown"] = bands
         numbers["bands_entry_sd_mean"] = float(np.mean(shown.sd_mean))
+    unobserved = _unobserved_note(posterior)
+    if unobserved is not None:
+        numbers["unobserved_indices"], note = unobserved
+        text.append(note)
     if not numbers and not figs:
         return None
     return section("predictions", "Predictions", text=text, tables=tables, figures=figs, numbers=numbers)
+
+
+#: Unobserved indices listed per mode in the report; more are counted only.
+LISTED_INDICES = 10
+
+
+def _unobserved_note(posterior) -> tuple[dict, str] | None:
+    """``({"mode": count}, words)`` for a completion whose data leave indices of some mode
+    unobserved (a user or an item with no data), else ``None``: every entry at such an index
+    has only the prior to go on, and its interval says so by its width."""
+    unobserved = getattr(posterior.model, "unobserved_indices", None)
+    if unobserved is None or getattr(posterior.model, "_inputs", None) is None:
+        return None
+    per_mode = {mode: rows.tolist() for mode, rows in enumerate(unobserved()) if len(rows)}
+    if not per_mode:
+        return None
+    shape = posterior.model.shape
+    listed = "; ".join(
+        f"mode {mode}: {len(rows):,} of {shape[mode]:,} ("
+        + ", ".join(map(str, rows[:LISTED_INDICES])) + (", ..." if len(rows) > LISTED_INDICES
+                                                        else "") + ")"
+        for mode, rows in per_mode.items())
+    return ({str(mode): len(rows) for mode, rows in per_mode.items()},
+            f"Indices with no observed entry: {listed}. Every entry at such an index is "
+            "predicted from the prior of its parameters alone (given the other modes), not "
+            "from data about that index: its mean is the fitted offset (the prior's mean of "
+            "the low-rank part is zero) and its interval spans what the prior allows (under "
+            "the MAP, which sets those parameters to zero, the noise alone).")
 
 
 # --- compressed networks -------------------------------------------------------------------------

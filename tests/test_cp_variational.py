@@ -43,10 +43,10 @@ def test_first_sweep_rows_are_the_exact_conditional_posterior(monkeypatch):
     """From a point (zero covariances), the first mode's rows are Bayesian linear regressions
     on the other factors' products: checked against NumPy's solve (before the sweep's
     rescaling of the slices, tested on its own below)."""
+    from benchmarks.vi_balance import unbalanced
     from bayestensor.models.cp_variational import CPGammaVariational
 
-    monkeypatch.setattr(CPGammaVariational, "_balance",
-                        lambda self, means, covs, lowers, e_lam: (means, covs, lowers))
+    monkeypatch.setattr(CPGammaVariational, "_balance", unbalanced)
     _, model, updates, point = _map_and_updates()
     q = updates.fit(point, max_sweeps=1, tol=0.0)
     idx = model.observations.indices.numpy()
@@ -485,7 +485,11 @@ def test_the_slices_rescaled_across_modes_keep_every_entry_and_raise_the_elbo():
     act = q.active
     means, covs = [m[:, act].clone() for m in q.means], q.covariances
     e_lam = updates._lambda_moments(q)[0]
-    new_means, new_covs, new_lowers = updates._balance(means, covs, list(q.lowers), e_lam)
+    new_means, new_covs, new_lowers, new_squares = updates._balance(means, covs,
+                                                                    list(q.lowers), e_lam)
+    torch.testing.assert_close(new_squares, sum(
+        m.pow(2).sum(0) + torch.diagonal(c, dim1=-2, dim2=-1).sum(0)
+        for m, c in zip(new_means, new_covs)))
     idx = updates.idx
 
     def moments(ms, cs):

@@ -362,7 +362,8 @@ def test_the_report_and_the_command_line_say_when_the_monitored_entries_fail(cap
                       num_chains=2, map_steps=20, max_samples=40, seed=3, progress=False)
     last = post.info["convergence_checks"][-1]
     assert last["entries_count"] == 512 and last["draws"] == post.num_draws
-    last.update(entries_max_rhat=1.25, entries_min_ess_bulk=12.0, stopped="apart")
+    last.update(entries_max_rhat=1.25, entries_min_ess_bulk=12.0, entries_converged=False,
+                stopped="apart")
     check = convergence(post)
     assert check["monitored_entries"]["max_rhat"] == 1.25 and not check["converged"]
     echo_convergence(check)

@@ -25,7 +25,7 @@ from bayestensor.priors import PRIORS
 from bayestensor.report import report as make_report
 from bayestensor.report.rundir import prepare_run_dir, timestamped_dir
 from bayestensor.results.convergence import (N_KEY_ENTRIES, convergence_advice, entries_words,
-                                             monitored_entries)
+                                             monitored_entries, worst_rhat)
 
 #: Folder under which default run folders are made.
 RUNS_DIR = "runs"
@@ -213,11 +213,10 @@ def echo_convergence(check: dict | None, indent: str = "") -> None:
     if check is None:
         return
     entries = check.get("monitored_entries")
-    worst = max(check["max_rhat"], -math.inf if entries is None else entries["max_rhat"])
     verdict = "converged" if check["converged"] else (
         f"NOT converged (wanted R-hat <= {check['rhat_threshold']} and bulk ESS >= "
         f"{check['ess_threshold']:.0f}, with 2 or more chains): "
-        f"{convergence_advice(worst, check.get('draws'))}")
+        f"{convergence_advice(worst_rhat(check['max_rhat'], entries), check.get('draws'))}")
     on_entries = "" if entries is None else f"; {entries_words(entries)}"
     drawn = check.get("draws_until_converged")
     bound = check.get("stopped_at_memory_bound")

@@ -186,7 +186,8 @@ def chain_check(posterior, entries=None) -> dict:
     Returns ``max_rhat``, ``min_ess_bulk`` (the report's quantities: the same numbers as
     ``posterior.diagnostics()``, non-finite values left out as there) and ``converged``; with
     ``entries``, also ``entries_max_rhat`` and ``entries_min_ess_bulk`` over them, the
-    R-hat they are held to, ``entries_rhat_threshold``, and their number, ``entries_count``.
+    R-hat they are held to, ``entries_rhat_threshold``, their number, ``entries_count``, and
+    whether they pass, ``entries_converged``.
     """
     return _check(*monitored_values(posterior, entries), posterior.num_chains)
 
@@ -220,6 +221,7 @@ def _check(report: np.ndarray, wide, chains: int) -> dict:
         out = {**out, "entries_max_rhat": more["max_rhat"],
                "entries_min_ess_bulk": more["min_ess_bulk"],
                "entries_rhat_threshold": ENTRIES_RHAT_MAX, "entries_count": wide.shape[2],
+               "entries_converged": more["converged"],
                "converged": out["converged"] and more["converged"]}
     return out
 

@@ -89,8 +89,13 @@ class BayesModel:
         """Validated ``(inputs, standardized y)``; sets the standardization state."""
         raise NotImplementedError
 
+    @property
+    def has_data(self) -> bool:
+        """Whether data are bound (``set_data``, ``fit``, or a posterior saved with them)."""
+        return self._y is not None
+
     def _require_data(self) -> None:
-        if self._y is None:
+        if not self.has_data:
             raise RuntimeError(f"{type(self).__name__}: no data bound; call set_data() or fit()")
 
     def model_args(self) -> tuple:

@@ -363,13 +363,11 @@ class CPGammaVariational:
         fitted_sum = float((means[-1] * design_sum).sum())
         second = means[-1].unsqueeze(-1) * means[-1].unsqueeze(-2) + covs[-1]
         fitted_terms = (float((means[-1] * rhs).sum()), float((second * gram).sum()))
-        means, covs, lowers = self._balance(means, covs, lowers, e_lam)
+        means, covs, lowers, squares = self._balance(means, covs, lowers, e_lam)
         # q changes only here, so a sweep cut short by Ctrl-C leaves the previous one's q
         q.lowers = lowers
         for full, mean in zip(q.means, means):
             full[:, act] = mean
-        squares = sum(m.pow(2).sum(0) + torch.diagonal(s, dim1=-2, dim2=-1).sum(0)
-                      for m, s in zip(means, covs))
         q.slice_rate[act] = self._prior_rate(q)[act] + squares / 2
         if self.half_cauchy:
             q.aux_rate[act] = self.aux_prior_rate + self._lambda_moments(q)[0]
@@ -380,9 +378,10 @@ class CPGammaVariational:
         q.elbo.append(self._elbo(q, covs, squares, e_rss))
 
     def _balance(self, means: list, covs: list, lowers: list,
-                 e_lam: torch.Tensor) -> tuple[list, list, list]:
+                 e_lam: torch.Tensor) -> tuple[list, list, list, torch.Tensor]:
         """The rows of every mode rescaled per slice, ``u -> c_n u`` with ``prod_n c_n = 1``,
-        to the scales that maximize the ELBO at the current ``q(lambda)``.
+        to the scales that maximize the ELBO at the current ``q(lambda)``; with the rescaled
+        rows' expected squared norms summed over modes, ``(A,)``.
 
         The rescaling leaves every product of one row per mode, and so the likelihood term,
         unchanged; of the ELBO it moves the factors' prior term ``-E[lambda_r] / 2 sum_n c_n^2
@@ -397,7 +396,7 @@ class CPGammaVariational:
                                for m, s in zip(means, covs)])  # (N, A)
         weights = (e_lam * squares).numpy()
         if not np.all(weights > 0):
-            return means, covs, lowers
+            return means, covs, lowers, squares.sum(0)
         # a few numbers per slice: NumPy, whose operations cost a microsecond, not torch's ten
         sizes = np.asarray(self.shape, dtype=float)[:, None]  # (N, 1)
         target = np.log(weights).sum(0)  # sum_n log(I_n - mu) must equal this
@@ -414,7 +413,7 @@ class CPGammaVariational:
         means = [m * c for m, c in zip(means, scale)]
         covs = [s * c[:, None] * c[None, :] for s, c in zip(covs, scale)]
         lowers = [low_ / c[:, None] for low_, c in zip(lowers, scale)]
-        return means, covs, lowers
+        return means, covs, lowers, (squares * scale ** 2).sum(0)
 
     def _update_offset(self, q: CPVariational, e_tau: float, fitted_sum: float) -> None:
         """``q(c)`` given ``E[tau]`` and the sum of the low-rank part's means over the observed

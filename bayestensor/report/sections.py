@@ -23,7 +23,8 @@ from bayestensor.nets.metrics import BINARY_BINS, binary_reliability
 from bayestensor.results import arviz_adapter
 from bayestensor.results.convergence import (ESS_PER_CHAIN_MIN, N_KEY_ENTRIES, RHAT_APART,
                                              RHAT_MAX, check_identified, convergence_advice,
-                                             entries_words, key_indices, monitored_entries)
+                                             entries_words, key_indices, monitored_entries,
+                                             worst_rhat)
 from bayestensor.results.posterior import coverage_from_pit
 from bayestensor.viz import report as figures
 from bayestensor.viz.calibration import coverage_figure, reliability_figure
@@ -315,8 +316,7 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
         warnings.append("Only one chain: R-hat cannot detect chains that disagree; run two or more.")
     entries = monitored_entries(posterior)
     failed = entries is not None and not entries["converged"]
-    worst = max(max_rhat, entries["max_rhat"]) if failed else max_rhat
-    advice = convergence_advice(worst, posterior.num_draws)
+    advice = convergence_advice(worst_rhat(max_rhat, entries), posterior.num_draws)
     on_entries = f"; {entries_words(entries)}" if failed else ""
     if math.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         warnings.append(f"Chains have not converged: max R-hat {max_rhat:.3f} > {RHAT_MAX} "
@@ -660,7 +660,7 @@ def _unobserved_note(posterior) -> tuple[dict, str] | None:
     unobserved (a user or an item with no data), else ``None``: every entry at such an index
     has only the prior to go on, and its interval says so by its width."""
     unobserved = getattr(posterior.model, "unobserved_indices", None)
-    if unobserved is None or getattr(posterior.model, "_inputs", None) is None:
+    if unobserved is None or not posterior.model.has_data:
         return None
     per_mode = {mode: rows.tolist() for mode, rows in enumerate(unobserved()) if len(rows)}
     if not per_mode:

@@ -78,26 +78,30 @@ def monitored_entries(posterior) -> dict | None:
     -------
     dict or None
         ``max_rhat``, ``min_ess_bulk``, ``rhat_threshold``, ``count`` (entries) and
-        ``converged`` (R-hat at most the threshold and bulk ESS at least
-        ``ESS_PER_CHAIN_MIN`` per chain).
+        ``converged`` (the check's verdict on them).
     """
     checks = posterior.info.get("convergence_checks")
     last = checks[-1] if checks else None
-    if last is None or "entries_max_rhat" not in last or last["draws"] != posterior.num_draws:
+    # runs saved before the check recorded its entries' verdict keep the former report
+    if last is None or "entries_converged" not in last or last["draws"] != posterior.num_draws:
         return None
-    out = {"max_rhat": last["entries_max_rhat"], "min_ess_bulk": last["entries_min_ess_bulk"],
-           "rhat_threshold": last["entries_rhat_threshold"], "count": last.get("entries_count")}
-    out["converged"] = bool(posterior.num_chains >= 2 and out["max_rhat"] <= out["rhat_threshold"]
-                            and out["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * posterior.num_chains)
-    return out
+    return {"max_rhat": last["entries_max_rhat"], "min_ess_bulk": last["entries_min_ess_bulk"],
+            "rhat_threshold": last["entries_rhat_threshold"], "count": last["entries_count"],
+            "converged": last["entries_converged"]}
 
 
 def entries_words(entries: dict) -> str:
     """"max R-hat 1.182 (wanted <= 1.015) over the 1,000 monitored entries", of
     :func:`monitored_entries`."""
-    count = "" if entries.get("count") is None else f"{entries['count']:,} "
     return (f"max R-hat {entries['max_rhat']:.3f} (wanted <= {entries['rhat_threshold']}) and "
-            f"min bulk ESS {entries['min_ess_bulk']:.0f} over the {count}monitored entries")
+            f"min bulk ESS {entries['min_ess_bulk']:.0f} over the {entries['count']:,} monitored "
+            "entries")
+
+
+def worst_rhat(max_rhat: float, entries: dict | None) -> float:
+    """The R-hat the advice reads: the key quantities', or the monitored entries' where those
+    (:func:`monitored_entries`) are worse."""
+    return max_rhat if entries is None else max(max_rhat, entries["max_rhat"])
 
 
 def unconverged_message(posterior) -> str | None:
@@ -121,12 +125,10 @@ def unconverged_message(posterior) -> str | None:
     over = "identified quantities" if hasattr(posterior.model, "low_rank") else "sites"
     found = [f"max R-hat {check['max_rhat']:.3f} (wanted <= {RHAT_MAX}) and min bulk ESS "
              f"{check['min_ess_bulk']:.0f} (>= {ess_min}) over the {over}"]
-    worst = check["max_rhat"]
     entries = monitored_entries(posterior) if checks else None
     if entries is not None:
         found.append(entries_words(entries))
-        worst = max(worst, entries["max_rhat"])
-    advice = (convergence_advice(worst, posterior.num_draws) + _memory_advice(check)
+    advice = (convergence_advice(worst_rhat(check["max_rhat"], entries), posterior.num_draws) + _memory_advice(check)
               + _small_model_advice(posterior))
     symmetry = ("" if over != "sites" else
                 " (a site that a symmetry of the model leaves free, such as the sign, scale "

@@ -62,7 +62,7 @@ def data_groups(post, *, posterior_predictive: bool = False, model=None, model_a
     shape = (post.num_chains, post.num_draws)
     flat = post.flat_samples()
     builtin = post.model if hasattr(post.model, "pointwise_log_likelihood") else None
-    if builtin is not None and getattr(builtin, "_y", None) is not None:
+    if builtin is not None and builtin.has_data:
         site = builtin.observed_site
         observed = {site: builtin.observed_data()}
         log_lik = {site: builtin.pointwise_log_likelihood(flat)}

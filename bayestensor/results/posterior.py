@@ -616,7 +616,7 @@ class Posterior:
             payload["model"] = {"class": type(self.model).__name__,
                                 "config": _plain(self.model.config()),
                                 "state": _plain(self.model.state())}
-            if include_data and getattr(self.model, "_y", None) is not None:
+            if include_data and getattr(self.model, "has_data", False):
                 payload["model"]["data"] = self.model.data_state()
         return save_tensors(path, payload)
 

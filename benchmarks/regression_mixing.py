@@ -17,6 +17,7 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/regression_mixing.py [--seeds 0,1,2]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import time
@@ -40,9 +41,9 @@ def rhat_ess(draws: np.ndarray) -> tuple[float, float]:
     return float(np.max(az.rhat(data)["x"].values)), float(np.min(az.ess(data)["x"].values))
 
 
-def run(problem: str, seed: int, variant: str) -> dict:
+def run(problem: str, seed: int, variant: str, format: str = "cp") -> dict:
     data = PROBLEMS[problem]["make"](seed)
-    model = bt.TensorRegression(data.input_shape, format="cp",
+    model = bt.TensorRegression(data.input_shape, format=format,
                                 max_rank=PROBLEMS[problem]["over"])
     options = {"no_redraws": {"factor_redraws": False},
                "factors_only": {"factor_redraws": True, "gibbs": {
@@ -55,12 +56,14 @@ def run(problem: str, seed: int, variant: str) -> dict:
     pred = post.predict(data.X_test[:HELD_OUT])
     rhat_pred, ess_pred = rhat_ess(pred.draws.double().numpy().reshape(c, d, -1))
     rhat_noise, ess_noise = rhat_ess(post["noise_precision"].double().numpy().reshape(c, d))
-    return {"problem": problem, "seed": seed, "variant": variant, "seconds": round(seconds, 1),
+    return {"problem": problem, "format": format, "seed": seed, "variant": variant,
+            "seconds": round(seconds, 1), "draws": d,
             "gibbs_sites": post.info["gibbs_sites"], "factor_redraws": post.info["factor_redraws"],
             "rhat_prediction_max": rhat_pred, "ess_prediction_min": ess_pred,
             "rhat_noise": rhat_noise, "ess_noise": ess_noise,
             "coverage90": post.predict(data.X_test).coverage(data.y_test, 0.9),
-            "rank_mode": int(post.effective_rank().mode()[0])}
+            "rank_mode": int(post.effective_rank().mode()[0]),
+            "rank_modes": [int(r) for r in post.effective_rank().mode()]}
 
 
 def main(argv=None) -> dict:
@@ -68,14 +71,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--problems", default="cross,cp3,box")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--formats", default="cp", help="comma list of cp, tucker, tt")
     parser.add_argument("--out", type=Path, default=RESULTS / "regression_mixing.json")
     args = parser.parse_args(argv)
     rows = []
-    for problem in args.problems.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            for variant in args.variants.split(","):
-                rows.append(run(problem, seed, variant))
-                print(json.dumps(rows[-1]), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for format, problem, seed, variant in itertools.product(
+            args.formats.split(","), args.problems.split(","), seeds, args.variants.split(",")):
+        rows.append(run(problem, seed, variant, format))
+        print(json.dumps(rows[-1]), flush=True)
     out = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
                        "threads": torch.get_num_threads()}, "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

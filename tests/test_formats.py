@@ -10,6 +10,7 @@ import torch
 
 from bayestensor.data import Observations
 from bayestensor.formats import CPTensor, TTMatrix, TTTensor, TuckerTensor, get_format
+from bayestensor.formats.design import linear_design
 from bayestensor.formats.ranks import cap_ranks, check_param_count, rank_caps
 
 # (format class, tensor shape, rank) -- several shapes and ranks per format.
@@ -512,3 +513,27 @@ def test_cp_start_of_a_rank_one_tensor_at_rank_three_keeps_the_fit():
     truth = CPTensor.random((6, 5, 4), 1, seed=0).reconstruct().double().numpy()
     x = CPTensor.from_tensor(truth, 3)
     np.testing.assert_allclose(x.reconstruct().double().numpy(), truth, atol=1e-3)
+
+
+@pytest.mark.parametrize("cls,shape,rank", CASES, ids=IDS)
+def test_linear_design_matches_tensorly(cls, shape, rank):
+    """Column ``j`` of parameter ``k``'s design is ``<X_n, W>`` with ``p_k`` the ``j``-th unit
+    array (row-major) and the other parameters kept, ``W`` by TensorLy; so ``design @
+    vec(p_k)`` is every input's inner product with the tensor."""
+    x = cls.random(shape, rank, seed=2)
+    params = [p.double() for p in x.params]
+    tensor = cls(shape, params)
+    inputs = torch.randn((5,) + shape, generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)
+    flat = inputs.reshape(5, -1).numpy()
+    for k, p in enumerate(params):
+        design = linear_design(inputs, tensor, k).numpy()
+        columns = []
+        for j in range(p.numel()):
+            unit = torch.zeros(p.numel(), dtype=torch.float64)
+            unit[j] = 1.0
+            basis = params[:k] + [unit.reshape(p.shape)] + params[k + 1:]
+            columns.append(flat @ tensorly_dense(cls, basis).reshape(-1))
+        np.testing.assert_allclose(design, np.stack(columns, 1), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(design @ p.reshape(-1).numpy(),
+                                   flat @ tensorly_dense(cls, params).reshape(-1), rtol=1e-10)

@@ -10,10 +10,13 @@ from click.testing import CliRunner
 
 import bayestensor as bt
 from bayestensor.infer import LogDensity
+from bayestensor.models.regression_gibbs import RegressionGibbs
+from bayestensor.priors import LowRankPrior
 from bayestensor.viz.regression import plot_weights
 from bayestensor.cli.regress import regress
 from bayestensor.data.regression import (load_digits_binary, shape_image, synthetic_cp_regression,
                                          synthetic_image_regression)
+from test_formats import tensorly_dense
 
 
 @pytest.fixture(scope="module")
@@ -246,43 +249,51 @@ def test_three_way_cp_and_minibatch_sghmc():
     assert abs(post.predict(data.X_test).coverage(data.y_test) - 0.9) < 0.06
 
 
-def test_regression_factor_draws_follow_their_gaussian_conditional():
-    """Gaussian CP regression, mode 0 (the others fixed): 5,000 redraws of the whole factor
-    have the mean ``P^-1 tau D^T (y - c)`` and covariance ``P^-1``, ``P = tau D^T D +
-    diag(1 / v)``, with the design ``D`` built independently in NumPy by loops over the
-    inputs; the intercept's draws have the mean and variance of its Gaussian conditional.
-    Within 5 standard errors (means) and 10% (covariances)."""
-    from bayestensor.models.cp_regression_gibbs import CPRegressionGibbs
-
+@pytest.mark.parametrize("format,rank,k", [("cp", 2, 0), ("tucker", (2, 3, 2), 0),
+                                           ("tucker", (2, 3, 2), 3), ("tt", (2, 3), 1)])
+def test_regression_factor_draws_follow_their_gaussian_conditional(format, rank, k):
+    """Gaussian regression, one parameter (a CP or Tucker factor, the Tucker core, an inner TT
+    core; the others fixed): 5,000 redraws have the mean ``P^-1 tau D^T (y - c)`` and
+    covariance ``P^-1``, ``P = tau D^T D + diag(1 / v)`` (``v`` each entry's product of slice
+    variances), with the design ``D`` built independently: each column the inputs' inner
+    product with TensorLy's tensor at a unit parameter; the intercept's draws have the mean and
+    variance of its Gaussian conditional. Within 5 standard errors (means) and 10%
+    (covariances)."""
     gen = torch.Generator().manual_seed(0)
-    shape, rank, n = (4, 3, 5), 2, 60
+    shape, n = (4, 3, 5), 60
+    prior = LowRankPrior("W", shape, rank, format=format)
     X = torch.randn((n,) + shape, generator=gen, dtype=torch.float64)
     y = torch.randn(n, generator=gen, dtype=torch.float64)
-    factors = [torch.randn(s, rank, generator=gen, dtype=torch.float64)
-               + 1.5 * torch.randn(s, 1, generator=gen, dtype=torch.float64) for s in shape]
-    variance, tau, c = np.array([0.5, 2.0]), 3.0, 0.7
-    gibbs = CPRegressionGibbs(X.reshape(n, -1), y, shape, factor_sites=["f0", "f1", "f2"],
-                              hyper_site="h", variance=lambda h: h, noise_site="t",
-                              intercept_site="b", intercept_scale=2.0)
-    prior_precision = torch.as_tensor(1 / variance)
-    draws, linears = zip(*(gibbs._draw_factor(factors, 0, prior_precision, tau, c, gen)
-                           for _ in range(5_000)))
-    got = torch.stack(draws).reshape(5_000, -1).numpy()           # row-major (I, R)
-    x, f1, f2 = X.numpy(), factors[1].numpy(), factors[2].numpy()
-    design = np.zeros((n, shape[0] * rank))
-    for obs in range(n):
-        for i in range(shape[0]):
-            for r in range(rank):
-                design[obs, i * rank + r] = sum(x[obs, i, j, k] * f1[j, r] * f2[k, r]
-                                                for j in range(shape[1]) for k in range(shape[2]))
-    precision = tau * design.T @ design + np.diag(np.tile(1 / variance, shape[0]))
+    params = [torch.randn(spec.shape, generator=gen, dtype=torch.float64) + 1.0
+              for spec in prior.specs]
+    variances = [torch.linspace(0.5, 2.0, r, dtype=torch.float64) for r in prior.ranks]
+    tau, c = 3.0, 0.7
+    gibbs = RegressionGibbs(X.reshape(n, -1), y, prior, noise_site="t", intercept_site="b",
+                            intercept_scale=2.0)
+    prior_precision = prior.entry_std(prior.specs[k], variances).pow(-2).reshape(-1)
+    draws = 5_000  # as many chains, all at the same values
+    batch = [p.expand((draws,) + p.shape) for p in params]
+    drawn, linears = gibbs._draw_param(batch, k, prior_precision.expand(draws, -1),
+                                       torch.full((draws,), tau, dtype=torch.float64),
+                                       torch.full((draws,), c, dtype=torch.float64), gen)
+    got = drawn.reshape(draws, -1).numpy()           # row-major
+    flat, size = X.reshape(n, -1).numpy(), params[k].numel()
+    design = np.zeros((n, size))
+    cls = type(prior.build(dict(zip(prior.param_sites, params))))
+    for j in range(size):
+        unit = torch.zeros(size, dtype=torch.float64)
+        unit[j] = 1.0
+        basis = params[:k] + [unit.reshape(params[k].shape)] + params[k + 1:]
+        design[:, j] = flat @ tensorly_dense(cls, basis).reshape(-1)
+    precision = tau * design.T @ design + np.diag(prior_precision.numpy())
     cov = np.linalg.inv(precision)
     mean = cov @ (tau * design.T @ (y.numpy() - c))
     assert np.all(np.abs(got.mean(0) - mean) < 5 * np.sqrt(np.diag(cov) / len(got)))
     np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.1 * np.diag(cov).max())
     np.testing.assert_allclose(linears[0].numpy(), design @ got[0], rtol=1e-10, atol=1e-10)
     linear = torch.as_tensor(design @ mean)
-    b = np.array([gibbs._draw_intercept(linear, tau, gen) for _ in range(5_000)])
+    b = gibbs._draw_intercept(linear.expand(draws, -1), torch.full((draws,), tau,
+                                                                dtype=torch.float64), gen).numpy()
     b_precision = tau * n + 2.0 ** -2
     b_mean = tau * float((y - linear).sum()) / b_precision
     assert abs(b.mean() - b_mean) < 5 * np.sqrt(1 / b_precision / len(b))
@@ -301,8 +312,9 @@ def test_sghmc_with_regression_factor_redraws():
     """A Gaussian CP regression's SGHMC runs the exact redraws by default
     (``factor_redraws="auto"``: the factors, the intercept and the slice precisions), and its
     rank posterior is within 0.3 (total variation) of NUTS's, where chains without them
-    (0.68 away at this seed) keep the surplus slice switched off; mini-batches and Tucker
-    regression run without them by default, and Tucker refuses ``True``, naming the option."""
+    (0.68 away at this seed) keep the surplus slice switched off; mini-batches run without
+    them by default, Tucker regression with them, and a Bernoulli regression refuses ``True``,
+    naming the option."""
     data = synthetic_cp_regression((6, 5, 4), rank=2, n_train=300, n_test=200, seed=0)
     model = bt.TensorRegression(data.input_shape, format="cp", max_rank=4)
     settings = dict(method="sghmc", num_samples=300, num_warmup=300, num_chains=2, seed=0,
@@ -327,11 +339,13 @@ def test_sghmc_with_regression_factor_redraws():
     assert batched.info["factor_redraws"] is False
     tucker = bt.TensorRegression(data.input_shape, format="tucker", max_rank=3)
     assert bt.fit(tucker, data.train, method="sghmc", num_samples=20, num_warmup=20, seed=0,
-                  progress=False, map_steps=50).info["factor_redraws"] is False
+                  progress=False, map_steps=50).info["factor_redraws"] is True
     with pytest.raises(ValueError, match="factor_redraws: expected True or False"):
         bt.fit(model, data.train, method="sghmc", factor_redraws="yes", progress=False)
+    labels = (data.train[0], (data.train[1] > np.median(data.train[1])).astype(float))
+    logistic = bt.TensorRegression(data.input_shape, max_rank=3, likelihood="bernoulli")
     with pytest.raises(ValueError, match="factor_redraws: True needs"):
-        bt.fit(tucker, data.train, method="sghmc", factor_redraws=True, progress=False)
+        bt.fit(logistic, labels, method="sghmc", factor_redraws=True, progress=False)
 
 
 def test_vector_response():

@@ -196,7 +196,7 @@ class BayesModel:
         ----------
         factor_redraws : bool
             Whether SGHMC also redraws the factors exactly (``factor_redraws()``), with which
-            a model may redraw more sites (a Gaussian CP regression: its slice precisions).
+            a model may redraw more sites (a Gaussian regression: its slice precisions).
         start_at_mode : bool
             Whether the chains start at a mode (the MAP) rather than at the starting values,
             which sets when a Tucker prior's redraws begin (:meth:`LowRankPrior.conditionals

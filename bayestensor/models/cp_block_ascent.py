@@ -40,11 +40,11 @@ reach, at the same errors and ranks.
 from __future__ import annotations
 
 import math
-import string
 
 import torch
 
 from bayestensor.formats.cp import CPTensor
+from bayestensor.formats.design import linear_design
 from bayestensor.formats.entry_start import RowGroups, row_fitted, row_normal_equations
 
 #: From this sweep on, each sweep is followed by a try at extrapolating the factors (and the
@@ -294,7 +294,7 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
     def _update_blocks(self, factors, lam, tau, point):
         c = point[self.scalar_site]
         for mode in range(len(factors)):
-            design = regression_design(self.X, factors, mode)  # (N, I R)
+            design = linear_design(self.X, CPTensor(self.X.shape[1:], factors), mode)  # (N, I R)
             target = self.y - c
             system = design.T @ design
             system.diagonal().add_(lam.repeat(factors[mode].shape[0]) / tau)
@@ -309,17 +309,3 @@ class CPRegressionBlockAscent(_GammaBlockAscent):
         weight = CPTensor(self.X.shape[1:], factors).reconstruct().reshape(-1)
         linear = self.X.reshape(self.X.shape[0], -1) @ weight
         return float((self.y - linear - point[self.scalar_site]).pow(2).sum())
-
-
-def regression_design(inputs: torch.Tensor, factors: list, mode: int) -> torch.Tensor:
-    """``(N, I_mode * R)``: each input ``(N, *shape)`` contracted with every CP factor but
-    ``mode``'s, so that the linear predictor is ``design @ vec(factor_mode)`` (row-major
-    ``(I, R)``)."""
-    letters = string.ascii_letters[:len(factors)]
-    operands, subscripts = [inputs], ["Z" + letters]
-    for m, f in enumerate(factors):
-        if m != mode:
-            operands.append(f)
-            subscripts.append(letters[m] + "Y")
-    expr = ",".join(subscripts) + "->Z" + letters[mode] + "Y"
-    return torch.einsum(expr, *operands).reshape(inputs.shape[0], -1)

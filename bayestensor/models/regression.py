@@ -24,7 +24,7 @@ from bayestensor.models.base import (BayesModel, check_max_rank, saved_max_rank,
 from bayestensor.models.cp_block_ascent import (MAX_REGRESSION_SWEEP_FLOPS,
                                                 CPRegressionBlockAscent,
                                                 regression_sweep_flops, sites_and_priors)
-from bayestensor.models.cp_regression_gibbs import CPRegressionGibbs
+from bayestensor.models.regression_gibbs import RegressionGibbs, regression_gibbs_flops
 from bayestensor.models.mode import posterior_mode
 from bayestensor.priors import LowRankPrior, noise_precision
 from bayestensor.priors.effective_rank import SIGNAL_POINTS, signal_rms
@@ -124,9 +124,9 @@ class TensorRegression(BayesModel):
     """
 
     name = "regression"
-    #: SGHMC redraws the factors, the intercept and the slice precisions exactly by default
-    #: (``factor_redraws="auto"``; Gaussian CP only, see :meth:`factor_redraws` and
-    #: :meth:`gibbs_sites`). Every input meets every coefficient, a correlation a diagonal
+    #: SGHMC redraws the factors or cores, the intercept and the slice precisions exactly by
+    #: default (``factor_redraws="auto"``; Gaussian scalar responses, every format, see
+    #: :meth:`factor_redraws` and :meth:`gibbs_sites`). Every input meets every coefficient, a correlation a diagonal
     #: preconditioner cannot follow: on the three problems of
     #: ``benchmarks/regression_mixing.py`` (3 seeds) the redraws took the largest R-hat of 200
     #: held-out predictions from a median 1.071 to 1.021 and their smallest bulk ESS from 61
@@ -408,27 +408,24 @@ class TensorRegression(BayesModel):
             self._block_ascent = cached = (self._y, ascent)
         return cached[1]
 
-    def factor_redraws(self) -> CPRegressionGibbs | None:
-        """SGHMC's exact redraws of the factors and the intercept (see
-        :mod:`bayestensor.models.cp_regression_gibbs`): CP format, any rank prior, Gaussian
-        scalar response, at most ``MAX_REGRESSION_SWEEP_FLOPS`` per redraw (the block
-        ascent's normal equations); ``None`` otherwise."""
-        prior = self.weight_prior
-        if prior.format_cls.format_name != "cp" or self.likelihood != "gaussian" or self.is_vector:
+    def factor_redraws(self) -> RegressionGibbs | None:
+        """SGHMC's exact redraws of the factors or cores and the intercept (see
+        :mod:`bayestensor.models.regression_gibbs`): any format and rank prior, Gaussian
+        scalar response, at most ``MAX_REGRESSION_SWEEP_FLOPS`` per chain's redraw; ``None``
+        otherwise."""
+        if self.likelihood != "gaussian" or self.is_vector:
             return None
         self._require_data()
-        if regression_sweep_flops(self.weight_shape, prior.ranks[0],
-                                  self.n_data()) > MAX_REGRESSION_SWEEP_FLOPS:
+        prior = self.weight_prior
+        if regression_gibbs_flops(prior, self.n_data()) > MAX_REGRESSION_SWEEP_FLOPS:
             return None
-        return CPRegressionGibbs(self._inputs, self._y, self.weight_shape,
-                                 factor_sites=prior.param_sites, hyper_site=prior.hyper_sites[0],
-                                 variance=prior.prior.variance, noise_site="noise_precision",
-                                 intercept_site="intercept", intercept_scale=self.intercept_scale)
+        return RegressionGibbs(self._inputs, self._y, prior, noise_site="noise_precision",
+                               intercept_site="intercept", intercept_scale=self.intercept_scale)
 
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
         responses, the noise precision: ``Gamma(noise_a + n / 2, .)``. With
-        ``factor_redraws`` (:meth:`factor_redraws`), the CP slice precisions (gamma) or scales
+        ``factor_redraws`` (:meth:`factor_redraws`), the slice precisions (gamma) or scales
         (half-Cauchy) too, :meth:`LowRankPrior.conditionals`: with the factors, the blocked
         Gibbs sampler of Bayesian tensor regression. On the three problems of
         ``benchmarks/regression_mixing.py`` they took the noise precision's largest R-hat,
@@ -443,8 +440,8 @@ class TensorRegression(BayesModel):
             <bayestensor.models.BayesModel.gibbs_sites>`.
         """
         shapes = super().gibbs_sites(factor_redraws, start_at_mode)
-        if factor_redraws and self.weight_prior.one_scale_per_entry:
-            shapes.update(self.weight_prior.conditionals())
+        if factor_redraws:
+            shapes.update(self.weight_prior.conditionals(start_at_mode))
         if self.likelihood == "gaussian":
             self._require_data()
             shapes["noise_precision"] = self.noise_a + self._y.numel() / 2

@@ -249,32 +249,40 @@ def test_three_way_cp_and_minibatch_sghmc():
     assert abs(post.predict(data.X_test).coverage(data.y_test) - 0.9) < 0.06
 
 
-@pytest.mark.parametrize("format,rank,k", [("cp", 2, 0), ("tucker", (2, 3, 2), 0),
-                                           ("tucker", (2, 3, 2), 3), ("tt", (2, 3), 1)])
-def test_regression_factor_draws_follow_their_gaussian_conditional(format, rank, k):
-    """Gaussian regression, one parameter (a CP or Tucker factor, the Tucker core, an inner TT
-    core; the others fixed): 5,000 redraws have the mean ``P^-1 tau D^T (y - c)`` and
-    covariance ``P^-1``, ``P = tau D^T D + diag(1 / v)`` (``v`` each entry's product of slice
-    variances), with the design ``D`` built independently: each column the inputs' inner
-    product with TensorLy's tensor at a unit parameter; the intercept's draws have the mean and
-    variance of its Gaussian conditional. Within 5 standard errors (means) and 10%
-    (covariances)."""
+@pytest.mark.parametrize("format,rank,k,likelihood", [
+    ("cp", 2, 0, "gaussian"), ("tucker", (2, 3, 2), 0, "gaussian"),
+    ("tucker", (2, 3, 2), 3, "gaussian"), ("tt", (2, 3), 1, "gaussian"),
+    ("cp", 2, 1, "bernoulli")])
+def test_regression_factor_draws_follow_their_gaussian_conditional(format, rank, k, likelihood):
+    """One parameter of a regression (a CP or Tucker factor, the Tucker core, an inner TT core;
+    the others fixed), given per-observation precisions ``w`` and pulls ``b`` (Gaussian:
+    ``tau`` and ``tau y``; binary labels: Polya-Gamma draws and ``y - 1/2``): 5,000 redraws
+    have the mean ``P^-1 D^T (b - w c)`` and covariance ``P^-1``, ``P = D^T diag(w) D + diag(1 /
+    v)`` (``v`` each entry's product of slice variances), with the design ``D`` built
+    independently: each column the inputs' inner product with TensorLy's tensor at a unit
+    parameter; the intercept's draws have the mean and variance of its Gaussian conditional.
+    Within 5 standard errors (means) and 10% (covariances)."""
     gen = torch.Generator().manual_seed(0)
-    shape, n = (4, 3, 5), 60
+    shape, n, draws = (4, 3, 5), 60, 5_000  # as many chains, all at the same values
     prior = LowRankPrior("W", shape, rank, format=format)
     X = torch.randn((n,) + shape, generator=gen, dtype=torch.float64)
-    y = torch.randn(n, generator=gen, dtype=torch.float64)
     params = [torch.randn(spec.shape, generator=gen, dtype=torch.float64) + 1.0
               for spec in prior.specs]
     variances = [torch.linspace(0.5, 2.0, r, dtype=torch.float64) for r in prior.ranks]
-    tau, c = 3.0, 0.7
-    gibbs = RegressionGibbs(X.reshape(n, -1), y, prior, noise_site="t", intercept_site="b",
-                            intercept_scale=2.0)
+    c = 0.7
+    if likelihood == "gaussian":
+        y = torch.randn(n, generator=gen, dtype=torch.float64)
+        w, b = torch.full((n,), 3.0, dtype=torch.float64), 3.0 * y
+    else:
+        y = (torch.rand(n, generator=gen, dtype=torch.float64) < 0.5).double()
+        w, b = 0.05 + 0.25 * torch.rand(n, generator=gen, dtype=torch.float64), y - 0.5
+    gibbs = RegressionGibbs(X.reshape(n, -1), y, prior, likelihood=likelihood,
+                            noise_site="t" if likelihood == "gaussian" else None,
+                            intercept_site="b", intercept_scale=2.0)
     prior_precision = prior.entry_std(prior.specs[k], variances).pow(-2).reshape(-1)
-    draws = 5_000  # as many chains, all at the same values
     batch = [p.expand((draws,) + p.shape) for p in params]
     drawn, linears = gibbs._draw_param(batch, k, prior_precision.expand(draws, -1),
-                                       torch.full((draws,), tau, dtype=torch.float64),
+                                       w.expand(draws, n), b.expand(draws, n),
                                        torch.full((draws,), c, dtype=torch.float64), gen)
     got = drawn.reshape(draws, -1).numpy()           # row-major
     flat, size = X.reshape(n, -1).numpy(), params[k].numel()
@@ -285,19 +293,46 @@ def test_regression_factor_draws_follow_their_gaussian_conditional(format, rank,
         unit[j] = 1.0
         basis = params[:k] + [unit.reshape(params[k].shape)] + params[k + 1:]
         design[:, j] = flat @ tensorly_dense(cls, basis).reshape(-1)
-    precision = tau * design.T @ design + np.diag(prior_precision.numpy())
+    w_np, b_np = w.numpy(), b.numpy()
+    precision = design.T @ (w_np[:, None] * design) + np.diag(prior_precision.numpy())
     cov = np.linalg.inv(precision)
-    mean = cov @ (tau * design.T @ (y.numpy() - c))
+    mean = cov @ (design.T @ (b_np - w_np * c))
     assert np.all(np.abs(got.mean(0) - mean) < 5 * np.sqrt(np.diag(cov) / len(got)))
     np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.1 * np.diag(cov).max())
     np.testing.assert_allclose(linears[0].numpy(), design @ got[0], rtol=1e-10, atol=1e-10)
-    linear = torch.as_tensor(design @ mean)
-    b = gibbs._draw_intercept(linear.expand(draws, -1), torch.full((draws,), tau,
-                                                                dtype=torch.float64), gen).numpy()
-    b_precision = tau * n + 2.0 ** -2
-    b_mean = tau * float((y - linear).sum()) / b_precision
-    assert abs(b.mean() - b_mean) < 5 * np.sqrt(1 / b_precision / len(b))
-    assert abs(b.var() / (1 / b_precision) - 1) < 0.1
+    linear = design @ mean
+    intercepts = gibbs._draw_intercept(torch.as_tensor(linear).expand(draws, -1),
+                                       w.expand(draws, n), b.expand(draws, n), gen).numpy()
+    b_precision = w_np.sum() + 2.0 ** -2
+    b_mean = (b_np - w_np * linear).sum() / b_precision
+    assert abs(intercepts.mean() - b_mean) < 5 * np.sqrt(1 / b_precision / draws)
+    assert abs(intercepts.var() / (1 / b_precision) - 1) < 0.1
+
+
+def test_polya_gamma_draws_at_the_linear_predictor():
+    """Binary labels: the precisions of the augmented likelihood are Polya-Gamma ``PG(1,
+    eta)`` draws at each observation's current linear predictor (``eta`` from TensorLy's
+    tensor and the intercept): their mean over 4,000 chains is ``tanh(eta / 2) / (2 eta)``
+    within 5 standard errors (the variance ``(sinh eta - eta) / (4 eta^3 cosh^2(eta / 2))``,
+    Polson, Scott & Windle 2013), and the pulls are ``y - 1/2``."""
+    gen = torch.Generator().manual_seed(1)
+    shape, n, chains = (4, 3), 30, 4_000
+    prior = LowRankPrior("W", shape, 2, format="cp")
+    X = torch.randn((n,) + shape, generator=gen, dtype=torch.float64)
+    y = (torch.rand(n, generator=gen, dtype=torch.float64) < 0.5).double()
+    params = [torch.randn(spec.shape, generator=gen, dtype=torch.float64)
+              for spec in prior.specs]
+    gibbs = RegressionGibbs(X.reshape(n, -1), y, prior, likelihood="bernoulli",
+                            noise_site=None, intercept_site="b", intercept_scale=2.0)
+    batch = [p.expand((chains,) + p.shape) for p in params]
+    weights, pulls = gibbs._gaussian_terms({}, batch, torch.full((chains,), 0.3,
+                                                                  dtype=torch.float64), gen)
+    eta = X.reshape(n, -1).numpy() @ tensorly_dense(type(prior.build(
+        dict(zip(prior.param_sites, params)))), params).reshape(-1) + 0.3
+    mean = np.tanh(eta / 2) / (2 * eta)
+    var = (np.sinh(eta) - eta) / (4 * eta ** 3 * np.cosh(eta / 2) ** 2)
+    assert np.all(np.abs(weights.numpy().mean(0) - mean) < 5 * np.sqrt(var / chains))
+    np.testing.assert_array_equal(pulls.numpy(), np.broadcast_to(y.numpy() - 0.5, (chains, n)))
 
 
 #: NUTS's effective-rank posterior for the 6x5x4 rank-2 problem below (data seed 0, max rank
@@ -313,7 +348,7 @@ def test_sghmc_with_regression_factor_redraws():
     (``factor_redraws="auto"``: the factors, the intercept and the slice precisions), and its
     rank posterior is within 0.3 (total variation) of NUTS's, where chains without them
     (0.68 away at this seed) keep the surplus slice switched off; mini-batches run without
-    them by default, Tucker regression with them, and a Bernoulli regression refuses ``True``,
+    them by default, Tucker regression with them, and a vector response refuses ``True``,
     naming the option."""
     data = synthetic_cp_regression((6, 5, 4), rank=2, n_train=300, n_test=200, seed=0)
     model = bt.TensorRegression(data.input_shape, format="cp", max_rank=4)
@@ -342,10 +377,10 @@ def test_sghmc_with_regression_factor_redraws():
                   progress=False, map_steps=50).info["factor_redraws"] is True
     with pytest.raises(ValueError, match="factor_redraws: expected True or False"):
         bt.fit(model, data.train, method="sghmc", factor_redraws="yes", progress=False)
-    labels = (data.train[0], (data.train[1] > np.median(data.train[1])).astype(float))
-    logistic = bt.TensorRegression(data.input_shape, max_rank=3, likelihood="bernoulli")
+    pairs = (data.train[0], np.stack([data.train[1], -data.train[1]], 1))
+    vector = bt.TensorRegression(data.input_shape, max_rank=3, n_outputs=2)
     with pytest.raises(ValueError, match="factor_redraws: True needs"):
-        bt.fit(logistic, labels, method="sghmc", factor_redraws=True, progress=False)
+        bt.fit(vector, pairs, method="sghmc", factor_redraws=True, progress=False)
 
 
 def test_vector_response():

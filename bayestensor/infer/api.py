@@ -140,10 +140,10 @@ def fit(model, data=None, method: str | None = None, *, seed: int = 0,
         (``True``: exact Metropolis moves of a built-in CP model's rank slices along their
         scale, a check that the chains explore the switched-off slices, see
         ``docs/inference.md``; default ``False``), ``factor_redraws`` (exact Gibbs redraws of
-        the factors: ``True`` for a CP completion's factor rows or a Gaussian regression's
-        factors or cores and intercept; ``"auto"``, the default, runs them where the model
-        takes them by default, a Gaussian regression on full-batch data on the CPU, and a
-        completion's empty rows; ``False``: none),
+        the factors: ``True`` for a CP completion's factor rows or a regression's factors or
+        cores and intercept; ``"auto"``, the default, runs them where the model takes them by
+        default, a regression on full-batch data on the CPU, and a completion's empty rows;
+        ``False``: none),
         ``max_samples`` (most draws per chain when drawing until the chains pass their
         convergence check: the report's, R-hat at most 1.01 and bulk ESS at least 100 per
         chain, and R-hat at most 1.015 over 1,000 predicted entries; checked after

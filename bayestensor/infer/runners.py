@@ -626,9 +626,9 @@ def _slice_groups(scale_moves: bool, model) -> list | None:
 
 def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool):
     """SGHMC's exact factor redraws. ``True``: a built-in model's own (``factor_redraws()``:
-    CP completion, Gaussian regression) on the CPU, ``ValueError`` where there are none;
+    CP completion, regression) on the CPU, ``ValueError`` where there are none;
     ``"auto"`` (the default): those of a model that takes them by default
-    (``sghmc_factor_redraws``: Gaussian regression) where they can run (full batch, on the
+    (``sghmc_factor_redraws``: regression) where they can run (full batch, on the
     CPU), else those of the rows its data leave empty (``empty_row_redraws()``: a
     completion in any format; their conditional is their prior, so any batch and device will
     do), else none; ``False``: none."""
@@ -644,7 +644,7 @@ def _factor_redraws(factor_redraws, model, target: LogDensity, full_batch: bool)
     offer = getattr(model, "factor_redraws", None)
     redraws = offer() if offer is not None and target.device.type == "cpu" else None
     if redraws is None:
-        raise ValueError("factor_redraws: True needs a CP TensorCompletion or a Gaussian "
+        raise ValueError("factor_redraws: True needs a CP TensorCompletion or a "
                          "TensorRegression with scalar responses, on the CPU")
     return redraws
 

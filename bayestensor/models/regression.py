@@ -125,12 +125,12 @@ class TensorRegression(BayesModel):
 
     name = "regression"
     #: SGHMC redraws the factors or cores, the intercept and the slice precisions exactly by
-    #: default (``factor_redraws="auto"``; Gaussian scalar responses, every format, see
-    #: :meth:`factor_redraws` and :meth:`gibbs_sites`). Every input meets every coefficient, a correlation a diagonal
-    #: preconditioner cannot follow: on the three problems of
-    #: ``benchmarks/regression_mixing.py`` (3 seeds) the redraws took the largest R-hat of 200
-    #: held-out predictions from a median 1.071 to 1.021 and their smallest bulk ESS from 61
-    #: to 375, at 3x the seconds (docs/benchmarks.md).
+    #: default (``factor_redraws="auto"``; scalar responses, Gaussian or binary, every format;
+    #: see :meth:`factor_redraws` and :meth:`gibbs_sites`). Every input meets every
+    #: coefficient, a correlation a diagonal preconditioner cannot follow: on the three CP
+    #: problems of ``benchmarks/regression_mixing.py`` (3 seeds) the redraws took the largest
+    #: R-hat of 200 held-out predictions from a median 1.071 to 1.021 and their smallest bulk
+    #: ESS from 61 to 375, at 3x the seconds (docs/benchmarks.md).
     sghmc_factor_redraws = True
 
     def __init__(self, input_shape, format: str = "cp", max_rank=5, prior="gamma",
@@ -410,17 +410,19 @@ class TensorRegression(BayesModel):
 
     def factor_redraws(self) -> RegressionGibbs | None:
         """SGHMC's exact redraws of the factors or cores and the intercept (see
-        :mod:`bayestensor.models.regression_gibbs`): any format and rank prior, Gaussian
-        scalar response, at most ``MAX_REGRESSION_SWEEP_FLOPS`` per chain's redraw; ``None``
-        otherwise."""
-        if self.likelihood != "gaussian" or self.is_vector:
+        :mod:`bayestensor.models.regression_gibbs`): any format and rank prior, a scalar
+        response (Gaussian, or binary labels through Polya-Gamma variables), at most
+        ``MAX_REGRESSION_SWEEP_FLOPS`` per chain's redraw; ``None`` otherwise."""
+        if self.is_vector:
             return None
         self._require_data()
         prior = self.weight_prior
         if regression_gibbs_flops(prior, self.n_data()) > MAX_REGRESSION_SWEEP_FLOPS:
             return None
-        return RegressionGibbs(self._inputs, self._y, prior, noise_site="noise_precision",
-                               intercept_site="intercept", intercept_scale=self.intercept_scale)
+        noise = "noise_precision" if self.likelihood == "gaussian" else None
+        return RegressionGibbs(self._inputs, self._y, prior, noise_site=noise,
+                               intercept_site="intercept", intercept_scale=self.intercept_scale,
+                               likelihood=self.likelihood)
 
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import bayestensor as bt
+from bayestensor.data.regression import synthetic_cp_regression
 from bayestensor.infer.sghmc import SGHMC
 from bayestensor.infer.stopping import (MONITORED_ENTRIES, DrawUntilConverged,
                                         auto_max_samples, chain_check)
@@ -69,6 +70,27 @@ def test_the_checked_entries_are_every_entry_of_a_small_tensor_and_a_fixed_sampl
     sample = fixed_entries(large, MONITORED_ENTRIES)
     assert sample.shape == (MONITORED_ENTRIES, 3) and (sample < 30).all()
     np.testing.assert_array_equal(sample, fixed_entries(large, MONITORED_ENTRIES))
+
+
+def test_a_regressions_check_reads_its_predictions_at_the_training_inputs():
+    """A regression's check reads the predictions at (up to 1,000 of) its training inputs,
+    given back in data units: without them it read the noise precision and the coefficients'
+    norm alone (and a binary regression the norm alone). The entries' R-hat equals ArviZ's on
+    the same predictions."""
+    data = synthetic_cp_regression((4, 3, 5), rank=2, n_train=150, n_test=10, seed=0)
+    X = data.train[0] * 3.0 + 2.0  # inputs off the standard scale
+    model = bt.TensorRegression(data.input_shape, max_rank=3)
+    post = bt.fit(model, (X, data.train[1]), method="sghmc", num_samples=60, num_warmup=30,
+                  num_chains=2, map_steps=30, seed=1, progress=False)
+    inputs = fixed_entries(model, MONITORED_ENTRIES)
+    np.testing.assert_allclose(inputs, X, rtol=1e-5, atol=1e-5)
+    assert fixed_entries(model, 40).shape == (40, 4, 3, 5)
+    ours = chain_check(post, inputs)
+    assert ours["entries_count"] == 150
+    rows = post.diagnostics(entries=inputs)["variables"]
+    entry_row = next(row for row in rows if row["var"] == "entry")
+    assert ours["entries_max_rhat"] == pytest.approx(entry_row["max_rhat"], rel=1e-12)
+    assert bt.TensorRegression(data.input_shape, max_rank=3).monitor_inputs(10) is None
 
 
 def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():

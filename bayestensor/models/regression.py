@@ -424,6 +424,29 @@ class TensorRegression(BayesModel):
                                intercept_site="intercept", intercept_scale=self.intercept_scale,
                                likelihood=self.likelihood)
 
+    def monitor_inputs(self, k: int) -> np.ndarray | None:
+        """``k`` of the bound training inputs in data units, ``(k, *input_shape)``, at a fixed
+        seed (every input where there are at most ``k``): where a convergence check reads the
+        predictions (:func:`~bayestensor.results.convergence.fixed_entries`). Without them
+        the check of a regression read the noise precision and the coefficients' norm alone,
+        and passed where the predictions at 200 held-out inputs had R-hat 1.026 (a Tucker
+        fit, docs/benchmarks.md, "Tucker and TT regression: exact redraws of factors and
+        cores"); a binary regression has no noise precision. ``None`` without bound data or
+        for a vector response.
+
+        Parameters
+        ----------
+        k : int
+            Most inputs.
+        """
+        if self.is_vector or not self.has_data:
+            return None
+        n = self._inputs.shape[0]
+        rows = (np.arange(n) if n <= k
+                else np.sort(np.random.default_rng(0).choice(n, k, replace=False)))
+        inputs = self._inputs[rows].double().cpu().reshape((len(rows),) + self.input_shape)
+        return (inputs * self.x_scale + self.x_mean.double()).numpy()
+
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
         responses, the noise precision: ``Gamma(noise_a + n / 2, .)``. With

@@ -195,9 +195,9 @@ def saturated_message(posterior) -> str | None:
 def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.ndarray | None:
     """Indices (completion) or inputs (regression) of the few predicted entries that are checked.
 
-    The first ``k`` of ``heldout["indices"]`` or ``heldout["inputs"]`` when given; otherwise,
-    for a tensor model, ``k`` index tuples drawn at a fixed seed (so repeated checks look at the
-    same entries); ``None`` for a model without a tensor shape (regression without inputs).
+    The first ``k`` of ``heldout["indices"]`` or ``heldout["inputs"]`` when given; otherwise
+    :func:`fixed_entries` (the same entries or training inputs on every call); ``None`` for a
+    Pyro model.
     """
     if heldout is not None and "indices" in heldout:
         return np.asarray(heldout["indices"][:k])
@@ -208,8 +208,12 @@ def key_indices(posterior, heldout: dict | None, k: int = N_KEY_ENTRIES) -> np.n
 
 def fixed_entries(model, k: int) -> np.ndarray | None:
     """``k`` index tuples of a tensor model drawn at a fixed seed (the same on every call), or
-    every entry once where the tensor has at most ``k``; ``None`` for a model without a tensor
-    shape (regression, a Pyro model)."""
+    every entry once where the tensor has at most ``k``; for a regression, ``k`` of its
+    training inputs (``monitor_inputs``: its predictions there are what the check reads);
+    ``None`` for a Pyro model."""
+    monitor_inputs = getattr(model, "monitor_inputs", None)
+    if monitor_inputs is not None:
+        return monitor_inputs(k)
     if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
         shape = tuple(model.shape)
         if math.prod(shape) <= k:

@@ -13,7 +13,7 @@ from bayestensor.data.regression import synthetic_cp_regression
 from bayestensor.infer.sghmc import SGHMC
 from bayestensor.infer.stopping import (MONITORED_ENTRIES, DrawUntilConverged,
                                         auto_max_samples, chain_check)
-from bayestensor.results.convergence import fixed_entries
+from bayestensor.results.convergence import entries_words, fixed_entries, monitored_entries
 from bayestensor.results.posterior import Posterior
 
 
@@ -91,6 +91,9 @@ def test_a_regressions_check_reads_its_predictions_at_the_training_inputs():
     entry_row = next(row for row in rows if row["var"] == "entry")
     assert ours["entries_max_rhat"] == pytest.approx(entry_row["max_rhat"], rel=1e-12)
     assert bt.TensorRegression(data.input_shape, max_rank=3).monitor_inputs(10) is None
+    post.info["convergence_checks"] = [{"draws": post.num_draws, **ours}]
+    assert "over the 150 monitored predictions at training inputs" in entries_words(
+        monitored_entries(post))
 
 
 def test_the_rule_extends_slow_chains_and_stops_converged_apart_or_full_ones():

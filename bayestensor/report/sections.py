@@ -365,8 +365,9 @@ def diagnostics_section(posterior, heldout: dict | None = None) -> dict:
                {"quantity": "min tail ESS", "value": min_tail}]
     if entries is not None:
         numbers["monitored_entries"] = entries
-        summary += [{"quantity": "max R-hat, monitored entries", "value": entries["max_rhat"]},
-                    {"quantity": "min bulk ESS, monitored entries",
+        noun = entries["noun"]
+        summary += [{"quantity": f"max R-hat, monitored {noun}", "value": entries["max_rhat"]},
+                    {"quantity": f"min bulk ESS, monitored {noun}",
                      "value": entries["min_ess_bulk"]}]
     return section("diagnostics", "Sampler diagnostics (ArviZ)", text=text, numbers=numbers,
                    warnings=warnings, figures=figs,

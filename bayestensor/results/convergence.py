@@ -77,17 +77,20 @@ def monitored_entries(posterior) -> dict | None:
     Returns
     -------
     dict or None
-        ``max_rhat``, ``min_ess_bulk``, ``rhat_threshold``, ``count`` (entries) and
-        ``converged`` (the check's verdict on them).
+        ``max_rhat``, ``min_ess_bulk``, ``rhat_threshold``, ``count`` (entries),
+        ``converged`` (the check's verdict on them) and ``noun``, what they are in words
+        (``"entries"``; a regression's ``"predictions at training inputs"``).
     """
     checks = posterior.info.get("convergence_checks")
     last = checks[-1] if checks else None
     # runs saved before the check recorded its entries' verdict keep the former report
     if last is None or "entries_converged" not in last or last["draws"] != posterior.num_draws:
         return None
+    regression = getattr(posterior.model, "name", "") == "regression"
     return {"max_rhat": last["entries_max_rhat"], "min_ess_bulk": last["entries_min_ess_bulk"],
             "rhat_threshold": last["entries_rhat_threshold"], "count": last["entries_count"],
-            "converged": last["entries_converged"]}
+            "converged": last["entries_converged"],
+            "noun": "predictions at training inputs" if regression else "entries"}
 
 
 def entries_words(entries: dict) -> str:
@@ -95,7 +98,7 @@ def entries_words(entries: dict) -> str:
     :func:`monitored_entries`."""
     return (f"max R-hat {entries['max_rhat']:.3f} (wanted <= {entries['rhat_threshold']}) and "
             f"min bulk ESS {entries['min_ess_bulk']:.0f} over the {entries['count']:,} monitored "
-            "entries")
+            f"{entries['noun']}")
 
 
 def worst_rhat(max_rhat: float, entries: dict | None) -> float:

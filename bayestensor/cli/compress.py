@@ -12,8 +12,8 @@ from bayestensor.nets.calibration import (BURNINS, PRIOR_WEIGHTS, SGHMC_PRIOR_WE
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import PROBE_IMAGES, load_user_model
-from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, TRAIN_LRS,
-                                       VI_LR, run_compress, run_finetune)
+from bayestensor.nets.workflow import (ARCHS, DEFAULT_MAX_RANK, FINETUNE_EPOCHS, FINETUNE_LR,
+                                       TRAIN_LR, TRAIN_LRS, VI_LR, run_compress, run_finetune)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
@@ -31,7 +31,8 @@ TRAIN_EPOCHS = 10
 @click.option("--epochs", type=opt.POSITIVE, default=None,
               help=f"Training epochs [default: {TRAIN_EPOCHS}; with --model, fine-tuning "
                    f"epochs, default {FINETUNE_EPOCHS}].")
-@opt.max_rank_option(8, per_dim=False)
+@opt.max_rank_option(None, per_dim=False,
+                     default_text="8; 40 for --format cp trained from scratch")
 @click.option("--hidden", type=opt.POSITIVE, default=512, show_default=True)
 @click.option("--batch-size", type=opt.POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -104,7 +105,8 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     progress = opt.show_progress(quiet)
     if user_model is not None:
         net = run_finetune(dataset, out, user_model, fmt=fmt, prior=prior, method=method,
-                           epochs=epochs or FINETUNE_EPOCHS, max_rank=max_rank,
+                           epochs=epochs or FINETUNE_EPOCHS,
+                           max_rank=max_rank or DEFAULT_MAX_RANK,
                            batch_size=batch_size, lr=lr or FINETUNE_LR,
                            particles=particles, threshold=threshold, rotate=rotate,
                            seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,

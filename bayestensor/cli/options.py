@@ -130,11 +130,13 @@ def out_option(command: str):
                              f"{RUNS_DIR}/{command}-<date>-<time>).")
 
 
-def max_rank_option(default, *, per_dim: bool = True):
-    """``--max-rank``: an int, or (``per_dim``) a comma list with one per rank dimension."""
+def max_rank_option(default, *, per_dim: bool = True, default_text: str | None = None):
+    """``--max-rank``: an int, or (``per_dim``) a comma list with one per rank dimension;
+    ``default_text`` describes a default that depends on other options (``default`` None)."""
+    words = "Int or comma list per rank dim." if per_dim else "Largest rank."
     return click.option("--max-rank", type=RankType() if per_dim else POSITIVE, default=default,
-                        show_default=True,
-                        help="Int or comma list per rank dim." if per_dim else "Largest rank.")
+                        show_default=default_text is None,
+                        help=words if default_text is None else f"{words}  [default: {default_text}]")
 
 
 def steps_option(default=None, help: str = "Optimization steps (map, vi) or SVGD steps."):

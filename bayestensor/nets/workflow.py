@@ -68,9 +68,19 @@ VI_LR = 1e-2
 FINETUNE_LR = 2e-2
 #: Methods that fit one point estimate (one particle), whatever ``particles`` says.
 POINT_METHODS = ("map", "vi")
-#: Warning of a run in which no layer lost a rank slice.
-NOT_PRUNED = ("prior did not prune; results set by max_rank: every tensorized layer ended "
-              "at its starting ranks (lower --max-rank, train longer, or use a stronger prior)")
+#: Warning of a run in which no layer lost a rank slice: the cap, not the prior, set the ranks.
+NOT_PRUNED = ("prior did not prune; results set by max_rank: every tensorized layer kept all "
+              "its rank slices, so the data may want more; raise --max-rank to let the prior "
+              "choose (or train longer or use a stronger prior, where fewer slices would do)")
+#: Largest rank of a network trained from scratch, per format (others: 8). CP's slices are
+#: cheap (a vector per mode) and each bounds the layer's matrix rank by one, so 8 capped it: on
+#: the mnist10k MLP (three modes per side, 10 epochs, MAP, seed 0; dense 96.30%) max rank 8
+#: kept 8 of 8 slices in both layers at 89.30%, 16 kept 16 at 93.85%, 32 kept 23 and 18 at
+#: 94.75%, 64 kept 30 and 24 at 95.25% (``bayestensor compress --format cp --max-rank R``);
+#: the MLP benchmark's CP layers have 40 (docs/benchmarks.md).
+TRAIN_MAX_RANKS = {"cp": 40}
+#: Largest rank of every other format, and of a fine-tune's decomposition in every format.
+DEFAULT_MAX_RANK = 8
 #: File in the run folder that takes the compressed network of an interrupted training run.
 INTERRUPTED_MODEL = "model-interrupted.pt"
 #: Channels of the two 3x3 convolutions of the CNN.
@@ -167,7 +177,8 @@ def tensorize_smaller(model: nn.Module, **kwargs) -> tuple[BayesianNet, list[dic
 
 
 def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
-                 prior: str = "gamma", method: str = "map", epochs: int = 10, max_rank: int = 8,
+                 prior: str = "gamma", method: str = "map", epochs: int = 10,
+                 max_rank: int | None = None,
                  hidden: int = 512, batch_size: int = 128, lr: float | None = None,
                  dense_lr: float | None = None, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
@@ -188,7 +199,10 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
         Format of the tensorized layers.
     prior : str
     method : {"map", "vi", "svgd", "sghmc"}
-    epochs, max_rank, hidden, batch_size : int
+    epochs, hidden, batch_size : int
+    max_rank : int, optional
+        Largest rank of every tensorized layer (default: ``fmt``'s in
+        :data:`TRAIN_MAX_RANKS`, else :data:`DEFAULT_MAX_RANK`).
     lr : float, optional
         Adam learning rate of the tensorized network (default: ``arch``'s in
         :data:`TRAIN_LRS`, 4e-2 for the MLP, 1e-2 for the CNN; :data:`VI_LR`, 1e-2, for
@@ -236,6 +250,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
     checks.choice("arch", arch, ARCHS)
     lr = default_lr(method, arch) if lr is None else checks.real_number("lr", lr)
     dense_lr = TRAIN_LRS[arch][1] if dense_lr is None else checks.real_number("dense_lr", dense_lr)
+    max_rank = TRAIN_MAX_RANKS.get(fmt, DEFAULT_MAX_RANK) if max_rank is None else max_rank
     out = Path(out)
     torch.manual_seed(checks.seed_value(seed))
     num_particles = 1 if method in POINT_METHODS else particles
@@ -270,7 +285,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
 
 def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
                  prior: str = "gamma", method: str = "map", epochs: int = FINETUNE_EPOCHS,
-                 max_rank: int = 8,
+                 max_rank: int = DEFAULT_MAX_RANK,
                  batch_size: int = 128, lr: float = FINETUNE_LR, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
                  scratch_epochs: int | None = None, scratch_lr: float | None = None,

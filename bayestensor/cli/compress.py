@@ -12,8 +12,8 @@ from bayestensor.nets.calibration import (BURNINS, PRIOR_WEIGHTS, SGHMC_PRIOR_WE
 from bayestensor.nets.layers import LINEAR_FORMATS
 from bayestensor.nets.train import METHODS
 from bayestensor.nets.user_model import PROBE_IMAGES, load_user_model
-from bayestensor.nets.workflow import (ARCHS, DEFAULT_MAX_RANK, FINETUNE_EPOCHS, FINETUNE_LR,
-                                       TRAIN_LR, TRAIN_LRS, VI_LR, run_compress, run_finetune)
+from bayestensor.nets.workflow import (ARCHS, FINETUNE_EPOCHS, FINETUNE_LR, TRAIN_LR, TRAIN_LRS,
+                                       VI_LR, run_compress, run_finetune)
 from bayestensor.cli import options as opt
 from bayestensor.cli.errors import Command
 
@@ -105,8 +105,7 @@ def compress(data, arch, fmt, prior, method, epochs, max_rank, hidden, batch_siz
     progress = opt.show_progress(quiet)
     if user_model is not None:
         net = run_finetune(dataset, out, user_model, fmt=fmt, prior=prior, method=method,
-                           epochs=epochs or FINETUNE_EPOCHS,
-                           max_rank=max_rank or DEFAULT_MAX_RANK,
+                           epochs=epochs or FINETUNE_EPOCHS, max_rank=max_rank,
                            batch_size=batch_size, lr=lr or FINETUNE_LR,
                            particles=particles, threshold=threshold, rotate=rotate,
                            seed=seed, scratch_epochs=scratch_epochs, model_name=model_spec,

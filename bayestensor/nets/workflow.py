@@ -285,7 +285,7 @@ def run_compress(data: ImageData, out, *, arch: str = "mlp", fmt: str = "ttm",
 
 def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
                  prior: str = "gamma", method: str = "map", epochs: int = FINETUNE_EPOCHS,
-                 max_rank: int = DEFAULT_MAX_RANK,
+                 max_rank: int | None = None,
                  batch_size: int = 128, lr: float = FINETUNE_LR, particles: int = 4,
                  threshold: float = 1e-2, rotate: float = 45.0, seed: int = 0,
                  scratch_epochs: int | None = None, scratch_lr: float | None = None,
@@ -310,10 +310,12 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     model : nn.Module
         The trained network (left unchanged), e.g. from
         :func:`bayestensor.nets.user_model.load_user_model`.
-    fmt, prior, method, max_rank, batch_size, particles, threshold, rotate, seed, calibrate, \
-    min_ratio
+    fmt, prior, method, batch_size, particles, threshold, rotate, seed, calibrate, min_ratio
         As in :func:`run_compress` (every calibration candidate starts from the decomposed
         network).
+    max_rank : int, optional
+        Largest rank of the decomposition (default :data:`DEFAULT_MAX_RANK` in every format:
+        the fine-tune was measured there).
     epochs : int
         Fine-tuning epochs (default ``FINETUNE_EPOCHS``, 20).
     lr : float
@@ -349,6 +351,7 @@ def run_finetune(data: ImageData, out, model: nn.Module, *, fmt: str = "ttm",
     _check_calibrate(calibrate, min_ratio)
     checks.positive_int("epochs", epochs)
     checks.real_number("lr", lr)
+    max_rank = DEFAULT_MAX_RANK if max_rank is None else max_rank
     if scratch_lr is None:
         scratch_lr = default_lr(method)
     if scratch_epochs is not None:

@@ -86,11 +86,11 @@ def monitored_entries(posterior) -> dict | None:
     # runs saved before the check recorded its entries' verdict keep the former report
     if last is None or "entries_converged" not in last or last["draws"] != posterior.num_draws:
         return None
-    regression = getattr(posterior.model, "name", "") == "regression"
+    inputs = hasattr(posterior.model, "monitor_inputs")  # what fixed_entries gave the check
     return {"max_rhat": last["entries_max_rhat"], "min_ess_bulk": last["entries_min_ess_bulk"],
             "rhat_threshold": last["entries_rhat_threshold"], "count": last["entries_count"],
             "converged": last["entries_converged"],
-            "noun": "predictions at training inputs" if regression else "entries"}
+            "noun": "predictions at training inputs" if inputs else "entries"}
 
 
 def entries_words(entries: dict) -> str:
@@ -131,8 +131,8 @@ def unconverged_message(posterior) -> str | None:
     entries = monitored_entries(posterior) if checks else None
     if entries is not None:
         found.append(entries_words(entries))
-    advice = (convergence_advice(worst_rhat(check["max_rhat"], entries), posterior.num_draws) + _memory_advice(check)
-              + _small_model_advice(posterior))
+    advice = (convergence_advice(worst_rhat(check["max_rhat"], entries), posterior.num_draws)
+              + _memory_advice(check) + _small_model_advice(posterior))
     symmetry = ("" if over != "sites" else
                 " (a site that a symmetry of the model leaves free, such as the sign, scale "
                 "or order of low-rank factors, can disagree between chains whose predictions "
@@ -217,7 +217,7 @@ def fixed_entries(model, k: int) -> np.ndarray | None:
     monitor_inputs = getattr(model, "monitor_inputs", None)
     if monitor_inputs is not None:
         return monitor_inputs(k)
-    if model is not None and hasattr(model, "shape") and getattr(model, "name", "") != "regression":
+    if model is not None and hasattr(model, "shape"):
         shape = tuple(model.shape)
         if math.prod(shape) <= k:
             return np.indices(shape).reshape(len(shape), -1).T

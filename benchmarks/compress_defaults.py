@@ -8,7 +8,9 @@ epochs, each network at its own Adam rate. Variants (``--variants``):
 * ``map``, ``svgd``, ``sghmc``: the method at its defaults;
 * ``svgd+calibrate``, ``sghmc+calibrate``: with ``--calibrate`` (SVGD: the prior's weight,
   SGHMC: step, temperature and warm-up, chosen on 10% of the training digits);
-* ``sghmc@40``: SGHMC at 40 epochs, the length of ``nets_mnist.py``'s benchmark.
+* ``sghmc@40``: SGHMC at 40 epochs, the length of ``nets_mnist.py``'s benchmark;
+* ``cp``, ``cp@8``: MAP with ``--format cp`` at its default max rank (40) and at 8, the
+  former default.
 
 Per run: accuracy, NLL, ECE and the confidence gap (mean confidence minus accuracy: positive
 over-confident, negative under-confident) of the dense baseline and of the compressed network,
@@ -36,7 +38,9 @@ VARIANTS = {"map": dict(method="map"), "svgd": dict(method="svgd"),
             "sghmc": dict(method="sghmc"),
             "svgd+calibrate": dict(method="svgd", calibrate=True),
             "sghmc+calibrate": dict(method="sghmc", calibrate=True),
-            "sghmc@40": dict(method="sghmc", epochs=40)}
+            "sghmc@40": dict(method="sghmc", epochs=40),
+            "cp": dict(method="map", fmt="cp"),
+            "cp@8": dict(method="map", fmt="cp", max_rank=8)}
 
 
 def reliability_gap(reliability: dict) -> float:
@@ -62,7 +66,8 @@ def run_one(job: tuple) -> dict:
     method = options["method"]
     row = {"variant": variant, "seed": seed, "seconds": time.perf_counter() - start,
            "model_ratio": network["model_ratio"],
-           "ranks": [layer["ranks_after"] for layer in network["layers"]]}
+           "ranks": [layer["ranks_after"] for layer in network["layers"]],
+           "warnings": network.get("warnings", [])}
     pruned = f"{method}_pruned" if f"{method}_pruned" in network["metrics"] else method
     for name, key in (("dense", "dense"), ("ours", pruned)):
         row[name] = {**network["metrics"][key],

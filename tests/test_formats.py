@@ -537,3 +537,11 @@ def test_linear_design_matches_tensorly(cls, shape, rank):
         np.testing.assert_allclose(design, np.stack(columns, 1), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(design @ p.reshape(-1).numpy(),
                                    flat @ tensorly_dense(cls, params).reshape(-1), rtol=1e-10)
+
+
+def test_linear_design_names_a_bad_index_or_input_shape():
+    tensor = CPTensor.random((4, 3, 5), 2, seed=0)
+    with pytest.raises(ValueError, match=r"^k: expected a parameter index in \[0, 3\)"):
+        linear_design(torch.zeros(2, 4, 3, 5), tensor, 3)
+    with pytest.raises(ValueError, match=r"^inputs: expected shape \(N, \*\(4, 3, 5\)\)"):
+        linear_design(torch.zeros(2, 4, 3), tensor, 0)

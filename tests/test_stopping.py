@@ -91,6 +91,8 @@ def test_a_regressions_check_reads_its_predictions_at_the_training_inputs():
     entry_row = next(row for row in rows if row["var"] == "entry")
     assert ours["entries_max_rhat"] == pytest.approx(entry_row["max_rhat"], rel=1e-12)
     assert bt.TensorRegression(data.input_shape, max_rank=3).monitor_inputs(10) is None
+    with pytest.raises(ValueError, match="^k: "):
+        model.monitor_inputs(0)
     post.info["convergence_checks"] = [{"draws": post.num_draws, **ours}]
     assert "over the 150 monitored predictions at training inputs" in entries_words(
         monitored_entries(post))

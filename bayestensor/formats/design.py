@@ -56,7 +56,17 @@ def linear_design(inputs: torch.Tensor, tensor: LowRankTensor, k: int) -> torch.
     -------
     torch.Tensor
         The design, in the inputs' dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a parameter's index or the inputs are not ``(N, *tensor.shape)``.
     """
+    if not 0 <= k < len(tensor.params):
+        raise ValueError(f"k: expected a parameter index in [0, {len(tensor.params)}), got {k!r}")
+    if tuple(inputs.shape[1:]) != tensor.shape:
+        raise ValueError(f"inputs: expected shape (N, *{tensor.shape}), got "
+                         f"{tuple(inputs.shape)}")
     subs, modes = subscripts(type(tensor), tensor.shape, tensor.param_specs)
     index = type(tensor).index_axes(tensor.shape)
     others = sorted((j for j in range(len(subs)) if j != k), key=lambda j: not index[j])

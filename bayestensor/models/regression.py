@@ -439,6 +439,7 @@ class TensorRegression(BayesModel):
         k : int
             Most inputs.
         """
+        k = positive_int("k", k)
         if self.is_vector or not self.has_data:
             return None
         n = self._inputs.shape[0]

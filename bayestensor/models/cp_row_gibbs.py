@@ -140,7 +140,7 @@ def gaussian_draw(precision: torch.Tensor, shift: torch.Tensor,
     """One draw of ``Normal(P^-1 b, P^-1)`` per batch entry, from its precision ``P``
     (``(..., D, D)``) and shift ``b = P m`` (``(..., D)``): ``m + L^-T z`` with ``P = L L^T``
     (the row redraws here, the factor redraws of
-    :mod:`~bayestensor.models.cp_regression_gibbs`). A precision that cannot be factored even
+    :mod:`~bayestensor.models.regression_gibbs`). A precision that cannot be factored even
     with a jitter (:func:`precision_cholesky`) gives a NaN draw, which the sampler's driver
     reports as a divergence, keeping the draws made before it."""
     lower = precision_cholesky(precision)[0]

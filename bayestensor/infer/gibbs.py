@@ -18,6 +18,14 @@ simple sampler for the horseshoe estimator", IEEE Signal Processing Letters 2016
 ``S`` is again read off the gradient
 (:class:`~bayestensor.priors.conditionals.HalfCauchyConditional`).
 
+A slice scale ``s ~ LogUniform(low, high)`` has precision ``1 / s^2`` with prior ``∝ 1 /
+precision`` on ``[high^-2, low^-2]``, hence the conditional ``Gamma(m / 2, S / 2)`` truncated
+to it (:class:`~bayestensor.priors.conditionals.LogUniformConditional`). That site is sampled
+through a bounded transform (``u = logit((s - low) / (high - low))``), not ``log s``: its
+gradient is carried over to ``log s`` through the transform's Jacobian
+(:func:`log_scale_gradient`), and the new scale back to ``u`` through the transform's
+inverse.
+
 Why: such a precision or scale is tied to a collective quantity (the residual sum of squares, a
 slice's size) that moves slowly under small gradient steps, and it forms a curved valley with
 its slices. In ``benchmarks/sghmc_mixing.py grid`` (4 x 1000 draws) the Gamma redraws raised
@@ -66,6 +74,76 @@ def _is_exp(transform) -> bool:
                and bool(torch.all(torch.as_tensor(p.scale) == 1)) for p in parts[1:])
 
 
+def _positive_interval(transform) -> bool:
+    """Whether the site's value is ``loc + scale * sigmoid(u)`` with ``loc >= 0`` and
+    ``scale > 0`` (``biject_to(interval(low, high))`` on positive bounds, a log-uniform
+    scale's)."""
+    while isinstance(transform, transforms.IndependentTransform):
+        transform = transform.base_transform
+    parts = transform.parts if isinstance(transform, transforms.ComposeTransform) else [transform]
+    if len(parts) != 2 or not isinstance(parts[0], transforms.SigmoidTransform) \
+            or not isinstance(parts[1], transforms.AffineTransform):
+        return False
+    return bool(torch.all(torch.as_tensor(parts[1].loc) >= 0)
+                and torch.all(torch.as_tensor(parts[1].scale) > 0))
+
+
+def _elementwise(transform):
+    while isinstance(transform, transforms.IndependentTransform):
+        transform = transform.base_transform
+    return transform
+
+
+def log_scale_gradient(transform, u: torch.Tensor, grad: torch.Tensor):
+    """``(x, gradient on log x)`` (double) of a positive site from its unconstrained values
+    ``u`` and the log density's gradient on them, through an elementwise transform ``x =
+    T(u)``: with ``J = dx / du``, ``d/dx (log density) = (grad - d log J / du) / J``, and on
+    ``log x`` (Jacobian ``x``) the gradient is ``x * that + 1``. For ``T = exp`` that is
+    ``grad`` itself.
+
+    Parameters
+    ----------
+    transform : torch.distributions.Transform
+        The site's transform from unconstrained to constrained values (elementwise, possibly
+        wrapped in an ``IndependentTransform``).
+    u, grad : torch.Tensor
+        Unconstrained values and the log density's gradient on them, the same shape.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``x`` and the gradient on ``log x``, in double precision.
+    """
+    if _is_exp(transform):
+        return u.double().exp(), grad.double()
+    base = _elementwise(transform)
+    u = u.detach().double().requires_grad_()
+    with torch.enable_grad():
+        x = base(u)
+        log_jacobian = base.log_abs_det_jacobian(u, x)
+        (slope,) = torch.autograd.grad(log_jacobian.sum(), u)
+    x, log_jacobian = x.detach(), log_jacobian.detach()
+    return x, x * (grad.double() - slope) / log_jacobian.exp() + 1
+
+
+def unconstrained(transform, x: torch.Tensor) -> torch.Tensor:
+    """The unconstrained value ``T^-1(x)`` of a positive site's value ``x``.
+
+    Parameters
+    ----------
+    transform : torch.distributions.Transform
+        The site's transform, as in :func:`log_scale_gradient`.
+    x : torch.Tensor
+        Positive values inside the transform's codomain.
+
+    Returns
+    -------
+    torch.Tensor
+        ``log x`` for the exponential transform, else the transform's inverse.
+    """
+    return x.log() if _is_exp(transform) else _elementwise(transform).inv(x)
+
+
 def _span(site) -> slice:
     return slice(site.offset, site.offset + site.size)
 
@@ -108,7 +186,8 @@ class GibbsRedraws:
     ----------
     target : LogDensity
         The log density SGHMC samples; each named site must be one of its sites, positive
-        with a log as unconstrained value (Pyro's default for a positive prior).
+        with a log as unconstrained value (Pyro's default for a positive prior) or through a
+        sigmoid onto a positive interval (a log-uniform scale's).
     conditionals : dict of str to float or conditional
         Per site, a conditional of :mod:`bayestensor.priors.conditionals`; a number
         stands for the shape of a Gamma conditional (e.g. ``noise_a + n / 2`` for a Gaussian
@@ -118,13 +197,14 @@ class GibbsRedraws:
     Raises
     ------
     ValueError
-        A name that is not a site of ``target``, a site not sampled on the log scale, or a
+        A name that is not a site of ``target``, a site sampled neither on the log scale nor
+        through a positive interval, or a
         shape, count or scale that is not a positive number.
     """
 
     def __init__(self, target: LogDensity, conditionals: dict):
         sites = {s.name: s for s in target.sites}
-        self.spans, self.offsets = [], []
+        self.spans, self.offsets, self.transforms = [], [], []
         offset_names = []
         for name, spec in conditionals.items():
             if name not in sites:
@@ -135,9 +215,11 @@ class GibbsRedraws:
                                      spec))
                 offset_names.append(name)
                 continue
-            if not _is_exp(sites[name].transform):
+            transform = sites[name].transform
+            if not (_is_exp(transform) or _positive_interval(transform)):
                 raise ValueError(f"gibbs: site {name!r} is not sampled as the log of a positive "
-                                 f"value, so its conditional cannot be redrawn")
+                                 f"value or through a positive interval, so its conditional "
+                                 f"cannot be redrawn")
             try:
                 cond = conditional(spec)
             except (TypeError, ValueError):
@@ -145,6 +227,7 @@ class GibbsRedraws:
                                  f"got {spec!r}") from None
             cond.check(name)
             self.spans.append((_span(sites[name]), cond))
+            self.transforms.append(transform)
         # in redraw order: the positive sites, then the offsets (drawn given their new noise)
         self.names = [n for n in conditionals if n not in offset_names] + offset_names
         self.conditionals = [cond for _, cond in self.spans] + [c for _, _, c in self.offsets]
@@ -173,20 +256,21 @@ class GibbsRedraws:
         theta = theta.clone()
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
-        due = [(span, cond) for span, cond in self.spans if not warmup or cond.during_warmup]
-        stages = sorted({cond.stage for _, cond in due})
+        due = [(span, cond, transform) for (span, cond), transform
+               in zip(self.spans, self.transforms) if not warmup or cond.during_warmup]
+        stages = sorted({cond.stage for _, cond, _ in due})
         if len(stages) > 1 and gradient is None:
             raise ValueError(f"gibbs: conditionals in stages {stages} need gradient, the "
                              "log density's gradient as a function of theta")
         for k, stage in enumerate(stages):
             if k:
                 stage_grad = gradient(theta)
-            for span, cond in due:
+            for span, cond, transform in due:
                 if cond.stage != stage:
                     continue
                 u = theta[:, span]
-                x = u.double().exp().cpu()
-                new = cond.draw(x, stage_grad[:, span].double().cpu(), rng).log().to(u.device)
+                x, log_grad = log_scale_gradient(transform, u.cpu(), stage_grad[:, span].cpu())
+                new = unconstrained(transform, cond.draw(x, log_grad, rng)).to(u.device)
                 theta[:, span] = torch.where(torch.isfinite(new), new.to(u.dtype), u)
         for span, noise, cond in self.offsets:
             if warmup and not cond.during_warmup:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import special
 
 
 def check_stage(name: str, stage) -> None:
@@ -142,9 +143,147 @@ class OffsetConditional:
         return tau_after * total / precision + noise / precision.sqrt()
 
 
-def conditional(spec) -> GammaConditional | HalfCauchyConditional | OffsetConditional:
+@dataclass(frozen=True)
+class LogUniformConditional:
+    """A scale ``s ~ LogUniform(low, high)`` (``p(s) ∝ 1 / s`` on ``[low, high]``) whose variance
+    ``s^2`` scales ``count`` Gaussian entries with weighted sum of squares ``S``: its precision
+    ``1 / s^2`` has prior ``∝ 1 / precision`` on ``[high^-2, low^-2]``, so its full
+    conditional is ``Gamma(count / 2, S / 2)`` truncated to that interval
+    (:func:`truncated_gamma`).
+
+    On ``v = log s`` the log density's gradient is ``g = S / s^2 - count`` (the prior's
+    ``-1`` cancels the Jacobian's ``+1``), which gives ``S``. The site is sampled through a
+    bounded transform, not ``log s``; :class:`~bayestensor.infer.gibbs.GibbsRedraws` converts
+    the gradient to ``v``.
+    """
+
+    count: float
+    low: float
+    high: float
+    #: Redraw stage, as :attr:`GammaConditional.stage`.
+    stage: int = 0
+    #: Redrawn from the first step of burn-in, as :attr:`HalfCauchyConditional.during_warmup`.
+    during_warmup: bool = False
+
+    def check(self, name: str) -> None:
+        for key in ("count", "low", "high"):
+            value = float(getattr(self, key))
+            if not (value > 0 and np.isfinite(value)):
+                raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
+                                 f"got {value}")
+        if not float(self.low) < float(self.high):
+            raise ValueError(f"gibbs: the low bound of {name!r} must be below its high bound, "
+                             f"got {self.low} and {self.high}")
+        check_stage(name, self.stage)
+
+    def describe(self) -> dict:
+        """Plain values for run records and checkpoint fingerprints."""
+        out = {"kind": "log_uniform", "count": float(self.count), "low": float(self.low),
+               "high": float(self.high)}
+        out = {**out, "during_warmup": True} if self.during_warmup else out
+        return {**out, "stage": self.stage} if self.stage else out
+
+    def draw(self, x: torch.Tensor, grad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """New values (double) from the current ones and the gradient on ``log x``; strictly
+        inside ``(low, high)``, where the sampler's bounded coordinate is finite."""
+        squares = (x.square() * (grad + self.count)).numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = truncated_gamma(self.count / 2, squares / 2, float(self.high) ** -2,
+                                        float(self.low) ** -2, rng)
+            scale = torch.from_numpy(precision).rsqrt()
+        inside = torch.tensor([float(self.low) * (1 + BOUND_MARGIN),
+                               float(self.high) * (1 - BOUND_MARGIN)], dtype=scale.dtype)
+        return torch.minimum(torch.maximum(scale, inside[0]), inside[1])
+
+
+#: A redrawn bounded scale stays this relative distance inside its bounds.
+BOUND_MARGIN = 1e-9
+#: Rejection tries per element of :func:`truncated_gamma`'s tail sampler.
+TAIL_TRIES = 200
+
+
+def truncated_gamma(shape: float, rate: np.ndarray, lower: float, upper: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Draws of ``Gamma(shape, rate)`` truncated to ``[lower, upper]``, one per ``rate``.
+
+    By the inverse of the regularized incomplete gamma function (SciPy), in the tail (lower
+    or upper) that keeps the interval's probabilities away from 1; where the interval lies so
+    far in a tail that those underflow, by rejection from the tangent at the nearer bound of
+    the log-concave density of ``log z`` (:func:`_tail_draw`). NumPy and SciPy have no
+    truncated Gamma sampler.
+
+    Parameters
+    ----------
+    shape : float
+        Positive shape of the Gamma.
+    rate : numpy.ndarray
+        Its rates, one draw per element; one that is not a positive finite number gives
+        ``nan``.
+    lower, upper : float
+        Bounds of the truncation, ``0 < lower < upper`` (``upper`` may be ``inf``).
+    rng : numpy.random.Generator
+        The source of the draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        Draws in ``[lower, upper]``, the shape of ``rate``.
+    """
+    rate = np.asarray(rate, dtype=float)
+    valid = np.isfinite(rate) & (rate > 0)
+    safe = np.where(valid, rate, 1.0)
+    lo, hi = safe * lower, safe * upper  # the bounds in units of a standard Gamma
+    p_lo, p_hi = special.gammainc(shape, lo), special.gammainc(shape, hi)
+    q_lo, q_hi = special.gammaincc(shape, lo), special.gammaincc(shape, hi)
+    u = rng.uniform(size=rate.shape)
+    below = p_hi < 0.5  # the interval lies below the median: lower-tail probabilities
+    with np.errstate(all="ignore"):
+        z = np.where(below, special.gammaincinv(shape, p_lo + u * (p_hi - p_lo)),
+                     special.gammainccinv(shape, q_lo - u * (q_lo - q_hi)))
+    mass = np.where(below, p_hi - p_lo, q_lo - q_hi)
+    far = valid & ~(mass > TINY_MASS)
+    for i in zip(*np.nonzero(far)):
+        z[i] = _tail_draw(shape, lo[i], hi[i], bool(below[i]), rng)
+    z = np.clip(z, lo, hi)
+    return np.where(valid, z / safe, np.nan)
+
+
+#: Below this probability of the truncation interval the inverse-CDF draw loses precision.
+TINY_MASS = 1e-250
+
+
+def _tail_draw(shape: float, lo: float, hi: float, below: bool,
+               rng: np.random.Generator) -> float:
+    """One draw of a standard ``Gamma(shape)`` truncated to ``[lo, hi]`` far in a tail.
+
+    ``w = log z`` has the concave log density ``h(w) = shape * w - e^w``, which lies below its
+    tangent at the bound nearer the mode (``hi`` when the interval lies below the mode); a
+    draw from the truncated exponential of that tangent is accepted with probability
+    ``exp(h(w) - tangent(w))``, close to 1 far in a tail. After ``TAIL_TRIES`` rejections
+    the bound itself.
+    """
+    w_lo, w_hi = math.log(lo), math.log(hi) if math.isfinite(hi) else math.inf
+    bound = w_hi if below else w_lo
+    slope = abs(shape - math.exp(bound))
+    width = w_hi - w_lo
+
+    def h(w):
+        return shape * w - math.exp(w)
+
+    for _ in range(TAIL_TRIES):
+        # a truncated exponential on [0, width] by its inverse CDF
+        d = -math.log1p(rng.uniform() * math.expm1(-slope * width)) / slope
+        w = bound - d if below else bound + d
+        if math.log(rng.uniform()) <= h(w) - h(bound) + slope * d:
+            return math.exp(w)
+    return math.exp(bound)
+
+
+def conditional(spec) -> (GammaConditional | HalfCauchyConditional | LogUniformConditional
+                          | OffsetConditional):
     """A conditional from a ``gibbs`` entry: a conditional itself, or a number (a Gamma
     conditional's shape)."""
-    if isinstance(spec, (GammaConditional, HalfCauchyConditional, OffsetConditional)):
+    if isinstance(spec, (GammaConditional, HalfCauchyConditional, LogUniformConditional,
+                         OffsetConditional)):
         return spec
     return GammaConditional(float(spec))

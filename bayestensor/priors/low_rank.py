@@ -33,7 +33,8 @@ import torch
 from bayestensor.checks import check_shape, real_number
 from bayestensor.formats import LowRankTensor, ParamSpec, get_format
 from bayestensor.formats.ranks import cap_ranks, check_param_count
-from bayestensor.priors.conditionals import GammaConditional, HalfCauchyConditional
+from bayestensor.priors.conditionals import (GammaConditional, HalfCauchyConditional,
+                                             LogUniformConditional)
 from bayestensor.priors.densities import centered_normal_log_density
 from bayestensor.priors.hyperpriors import get_prior
 
@@ -198,8 +199,10 @@ class LowRankPrior:
         ``Gamma(a + count / 2, .)``. Under the half-Cauchy prior a slice scale has a
         conditional through an auxiliary variable
         (:class:`~bayestensor.priors.conditionals.HalfCauchyConditional`). The rates depend on
-        the current parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). The
-        log-uniform scale is sampled through a bounded transform, not on the log scale: empty.
+        the current parameters (see :class:`~bayestensor.infer.sghmc.SGHMC`'s ``gibbs``). Under
+        the log-uniform prior a slice scale's precision has a truncated Gamma conditional
+        (:class:`~bayestensor.priors.conditionals.LogUniformConditional`), redrawn when the
+        half-Cauchy's are.
 
         Each conditional carries its rank dimension's stage (:meth:`redraw_stages`).
         TT's and TT-matrix's precisions and scales are redrawn from the first burn-in step, and
@@ -228,13 +231,16 @@ class LowRankPrior:
             in_warmup = fmt != "tucker" or start_at_mode
             return {site: GammaConditional(a + count / 2, during_warmup=in_warmup, stage=stage)
                     for (site, count), stage in zip(counts.items(), stages)}
+        in_warmup = fmt in ("tt", "ttm") or (fmt == "tucker" and start_at_mode)
         if self.prior.kind == "half_cauchy":
             scale = float(self.prior.params["scale"])
-            in_warmup = fmt in ("tt", "ttm") or (fmt == "tucker" and start_at_mode)
             return {site: HalfCauchyConditional(count, scale, stage=stage,
                                                 during_warmup=in_warmup)
                     for (site, count), stage in zip(counts.items(), stages)}
-        return {}
+        low, high = float(self.prior.params["low"]), float(self.prior.params["high"])
+        return {site: LogUniformConditional(count, low, high, stage=stage,
+                                            during_warmup=in_warmup)
+                for (site, count), stage in zip(counts.items(), stages)}
 
     def redraw_stages(self) -> list[int]:
         """Per rank dimension, the stage in which its hyper site is redrawn: two dimensions
@@ -276,6 +282,20 @@ class LowRankPrior:
         product of several (a Tucker core, inner TT cores). Products couple the slices being
         switched off into a long curved valley of the log density."""
         return all(len(spec.rank_axes) <= 1 for spec in self.specs)
+
+    def standardizing_log_jacobian(self, values: dict) -> torch.Tensor:
+        """``sum_d count_d / 2 * sum_r log v_d[r]`` of batched values: the log Jacobian of the
+        map from standardized entries (entry / prior sd) to entries. Added to the log joint it
+        gives the log density of the non-centred parametrization (a model's
+        :attr:`~bayestensor.models.BayesModel.sghmc_start_noncentred`). A Tucker core at a fixed
+        ``core_variance`` counts for nothing."""
+        log_variances = [self.prior.variance(values[s]).log().sum(-1) for s in self.hyper_sites]
+        total = 0.0
+        for spec in self.specs:
+            if self.fixed_variance(spec) is None:
+                total = total + sum(log_variances[d] * (spec.numel() // self.ranks[d])
+                                    for d in spec.rank_axes.values())
+        return total / 2
 
     def fixed_variance(self, spec: ParamSpec) -> float | None:
         """The fixed prior variance of a parameter without rank axes (a Tucker core under

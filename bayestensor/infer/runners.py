@@ -22,6 +22,7 @@ method's runner, time it. ``fit`` calls it once, or once per chain group
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import time
@@ -329,10 +330,31 @@ def _model_closed_form(target: LogDensity, job: Job, offer: str, wanted, refusal
     return updates
 
 
+def _start_objective(target: LogDensity, job: Job, method: str) -> LogDensity:
+    """The log density whose mode starts ``method``: ``target``'s, or SGHMC's for a built-in
+    model that asks for it (:attr:`~bayestensor.models.BayesModel.sghmc_start_noncentred`: a
+    regression under the log-uniform prior), that of the non-centred parametrization,
+    ``target``'s plus the low-rank prior's standardizing log Jacobian, on the same
+    coordinates."""
+    model = job.model
+    if method != "sghmc" or model is None or not model.sghmc_start_noncentred \
+            or target.fast_log_joint is None:
+        return target
+    prior = model.low_rank_prior
+    job.info["start_objective"] = "non-centred"
+    joint = target.fast_log_joint
+    noncentred = copy.copy(target)
+    noncentred.fast_log_joint = lambda values, subsample: (
+        joint(values, subsample) + prior.standardizing_log_jacobian(values))
+    return noncentred
+
+
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
                method: str) -> tuple[torch.Tensor, bool]:
     """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start; and
-    whether they are that MAP (``False``: prior draws, see below).
+    whether they are that MAP (``False``: prior draws, see below). SGHMC's, for a regression
+    under the log-uniform prior, is the non-centred parametrization's mode
+    (:func:`_start_objective`).
 
     A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
     0.7) whose density rises to its boundary, or an optimum out of reach; or a spike, where
@@ -343,7 +365,8 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     make prior draws a worse start.
     """
     try:
-        theta, trace = map_fit(target, target.init_theta(1), num_steps=map_steps,
+        theta, trace = map_fit(_start_objective(target, job, method), target.init_theta(1),
+                               num_steps=map_steps,
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                                unbounded_sites=_unbounded_sites(target, job), warn=False,
                                max_rounds=_map_rounds(job),
@@ -725,8 +748,11 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
             # so its curvature is floored there and sets a step fit for a posterior sd of 10;
             # on the non-centred eight schools 3 of 4 seeds threw a chain to tau = 0 in float
             # before the first re-estimate at 10% of burn-in. Re-estimated early (once the
-            # chains have moved), none did.
-            if not at_mode or job.model is None:
+            # chains have moved), none did. The non-centred mode is no mode of the target
+            # either: from it, without early re-estimates, the four chains of a 0 dB CP
+            # regression (benchmarks/log_uniform_start.py, box0db, seed 2) overflowed at
+            # step 750.
+            if not at_mode or job.model is None or "start_objective" in job.info:
                 sampler.start_away_from_mode()
         if init_jitter > 0:
             theta0 = theta0 + init_jitter * torch.randn(theta0.shape, generator=target.generator,

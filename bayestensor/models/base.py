@@ -177,6 +177,15 @@ class BayesModel:
         """The prior of the model's low-rank tensor (``None`` for a model without one)."""
         return None
 
+    @property
+    def sghmc_start_noncentred(self) -> bool:
+        """Whether SGHMC's chains start at the mode of the non-centred parametrization of the
+        low-rank prior (entries = slice sd x standardized entries: the joint log density plus
+        :meth:`LowRankPrior.standardizing_log_jacobian
+        <bayestensor.priors.LowRankPrior.standardizing_log_jacobian>`) instead of the joint
+        mode (the MAP). No by default (see :class:`~bayestensor.models.TensorRegression`'s)."""
+        return False
+
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """Sites whose full conditional given the rest SGHMC redraws exactly, with the
         conditional (a number is a Gamma conditional's shape), on the bound data

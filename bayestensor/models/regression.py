@@ -448,6 +448,35 @@ class TensorRegression(BayesModel):
         inputs = self._inputs[rows].double().cpu().reshape((len(rows),) + self.input_shape)
         return (inputs * self.x_scale + self.x_mean.double()).numpy()
 
+    @property
+    def sghmc_start_noncentred(self) -> bool:
+        """Under the log-uniform prior, yes: SGHMC's chains start at the non-centred mode
+        (:attr:`BayesModel.sghmc_start_noncentred
+        <bayestensor.models.BayesModel.sghmc_start_noncentred>`).
+
+        The joint mode switches off slices the data need: the prior ``1 / s`` on ``[low,
+        high]`` times the ``s^-count`` of a slice's Gaussian entries rises without bound
+        toward ``s = low`` (``1e-4`` by default), which outweighs a weak slice's fit, and the
+        way back up is ``log(0.2 / 1e-4) = 7.6`` units of a flat log prior, longer than a run
+        climbs. The chains then agree on too low a rank and pass their check. In the
+        non-centred coordinates the ``s^-count`` is gone. In ``benchmarks/log_uniform_start.py``
+        (3 problems x 3 formats x 3 seeds; docs/benchmarks.md, "Log-uniform regression: where
+        SGHMC starts") the joint start kept too few slices in 18 of 27 runs (TT rank 1 on two
+        seeds of the 10^3 rank-3 problem, held-out RMSE 18.5 and 15.2), the non-centred start
+        in none (12.5 and 9.4 there); its RMSE was 0.59-0.97x the joint start's in those 18
+        runs and 0.998-1.003x in the others; the median run took 2x the seconds. The
+        non-centred mode is no mode of the posterior, so SGHMC re-estimates its curvature
+        early in burn-in; and the scales' exact redraws
+        (:class:`~bayestensor.priors.conditionals.LogUniformConditional`) are what mixes the
+        chains from there (24 of 27 runs at R-hat <= 1.02 with them, 14 without).
+        Completion keeps the joint mode: there the non-centred mode keeps every slice on, and
+        chains from it had R-hat 1.02-1.35 on the 26 x 24 x 22 TT and Tucker cases of
+        ``benchmarks/sghmc_mixing.py`` (3 seeds each), against 1.007-1.021 from the joint
+        mode. SVGD and VI start at the joint mode: SVGD's particles from the non-centred mode
+        kept full rank under Tucker and TT (90% coverage 0.28 and 0.61).
+        """
+        return self.weight_prior.prior.kind == "log_uniform"
+
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar
         responses, the noise precision: ``Gamma(noise_a + n / 2, .)``. With

@@ -1,5 +1,8 @@
 """SGHMC under the log-uniform prior: where the chains start and how its scales are redrawn.
 
+(``--prior half_cauchy`` runs the same problems under the half-Cauchy prior, whose scales
+have had their redraws all along: there ``redraws`` is the former default.)
+
 The three problems of ``regression_vs_tensorly.py`` (cross, cp3, box; max rank 6) in CP,
 Tucker and TT format, SGHMC at its defaults (4 chains, draws until converged), in three
 variants:
@@ -64,9 +67,9 @@ def variant_options(model, data, variant: str) -> dict:
                       if not isinstance(c, LogUniformConditional)}}
 
 
-def run(problem: str, fmt: str, seed: int, variant: str) -> dict:
+def run(problem: str, fmt: str, seed: int, variant: str, prior: str = "log_uniform") -> dict:
     data = PROBLEMS[problem]["make"](seed)
-    model = bt.TensorRegression(data.input_shape, format=fmt, prior="log_uniform",
+    model = bt.TensorRegression(data.input_shape, format=fmt, prior=prior,
                                 max_rank=PROBLEMS[problem]["over"])
     if variant == "nuts":
         method, options = "nuts", {"num_samples": 300, "num_warmup": 300, "num_chains": 4}
@@ -84,7 +87,7 @@ def run(problem: str, fmt: str, seed: int, variant: str) -> dict:
     rhat, ess = rhat_ess(pred.draws.double().numpy().reshape(c, d, -1))
     full = post.predict(data.X_test)
     mean = np.asarray(full.mean).ravel()
-    return {"problem": problem, "format": fmt, "seed": seed, "variant": variant,
+    return {"problem": problem, "format": fmt, "seed": seed, "variant": variant, "prior": prior,
             "rmse": float(np.sqrt(np.mean((mean - data.y_test) ** 2))),
             "coverage90": full.coverage(data.y_test, 0.9),
             "rank_mode": [int(r) for r in post.effective_rank().mode()],
@@ -100,6 +103,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--formats", default="cp,tucker,tt", help="comma list of cp, tucker, tt")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--nuts", action="store_true", help="NUTS as the reference (CP only)")
+    parser.add_argument("--prior", default="log_uniform", choices=("log_uniform", "half_cauchy"))
     parser.add_argument("--part", type=int, default=0, help="Run cases k with k %% parts == part.")
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "log_uniform_start.json")
@@ -114,7 +118,7 @@ def main(argv=None) -> dict:
     rows = []
     for k, case in enumerate(cases):
         if k % args.parts == args.part:
-            rows.append(run(*case))
+            rows.append(run(*case, prior=args.prior))
             print(json.dumps(rows[-1]), flush=True)
     out = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "torch": torch.__version__, "threads": torch.get_num_threads()},

@@ -226,30 +226,52 @@ def scale_model(x):
         pyro.sample("x", dist.Normal(0.0, s), obs=x)
 
 
+def _scale_redraws_alone(target, cond, start: float) -> np.ndarray:
+    """Site ``s`` after each of 2,000 redraws in 4 chains (SGHMC's steps at ``lr`` 1e-12 move
+    nothing), the first 100 dropped."""
+    sampler = SGHMC(target, lr=1e-12, num_warmup=0, precondition=False, gibbs={"s": cond})
+    state = sampler.init_state(target.unconstrain({"s": torch.full((4,), start)}))
+    draws = []
+    for t in range(8000):
+        state = sampler.step(state, t)
+        if (t + 1) % 4 == 0:
+            draws.append(target.constrain(state.theta)["s"])
+    return torch.stack(draws[100:]).double().numpy().ravel()
+
+
+def _mean_and_sd(grid: np.ndarray, log_p: np.ndarray) -> tuple[float, float]:
+    """Mean and sd of the density ``exp(log_p)`` (unnormalized) on ``grid``, by quadrature."""
+    p = np.exp(log_p - log_p.max())
+    mean = trapezoid(grid * p, grid) / trapezoid(p, grid)
+    return mean, np.sqrt(trapezoid((grid - mean) ** 2 * p, grid) / trapezoid(p, grid))
+
+
 def test_redrawn_half_cauchy_scale_follows_its_posterior():
     """s ~ HalfCauchy(0.8), 30 values x_i ~ N(0, s^2): the redraws alone (lr tiny) sample
     p(s | x), whose mean and sd come from a quadrature of the unnormalized density; within
     3% and 6% over 4 x 2000 redraws."""
     x = torch.randn(30, generator=torch.Generator().manual_seed(1)) * 1.7
     target = LogDensity(scale_model, (x,), seed=0)
-    sampler = SGHMC(target, lr=1e-12, num_warmup=0, precondition=False,
-                    gibbs={"s": HalfCauchyConditional(x.numel(), SCALE)})
-    state = sampler.init_state(target.unconstrain({"s": torch.full((4,), 0.3)}))
-    draws = []
-    for t in range(8000):
-        state = sampler.step(state, t)
-        if (t + 1) % 4 == 0:
-            draws.append(target.constrain(state.theta)["s"])
-    s = torch.stack(draws[100:]).double().numpy().ravel()
+    s = _scale_redraws_alone(target, HalfCauchyConditional(x.numel(), SCALE), 0.3)
     grid = np.linspace(1e-3, 10, 200_001)
     squares = float((x.double() ** 2).sum())
-    log_p = (-np.log1p((grid / SCALE) ** 2) - x.numel() * np.log(grid)
-             - squares / (2 * grid ** 2))
-    p = np.exp(log_p - log_p.max())
-    mean = trapezoid(grid * p, grid) / trapezoid(p, grid)
-    sd = np.sqrt(trapezoid((grid - mean) ** 2 * p, grid) / trapezoid(p, grid))
+    mean, sd = _mean_and_sd(grid, -np.log1p((grid / SCALE) ** 2) - x.numel() * np.log(grid)
+                            - squares / (2 * grid ** 2))
     assert s.mean() == pytest.approx(mean, rel=0.03)
     assert s.std() == pytest.approx(sd, rel=0.06)
+
+
+def _at_a_random_point(model, data):
+    """A completion bound to ``data``: its conditionals, log density, two jittered starting
+    points ``theta``, the gradient there, the values (NumPy) and the sites by name."""
+    model.set_data(data.train)
+    target = LogDensity(model.pyro_model, model.model_args(), init_values=model.init_values(),
+                        fast_log_joint=model.fast_log_joint, seed=0)
+    theta = target.init_theta(2, jitter=0.3)
+    _, grad = target.value_and_grad(theta)
+    values = {k: v.double().numpy() for k, v in target.constrain(theta).items()}
+    return (model.gibbs_sites(), target, theta, grad, values,
+            {s.name: s for s in target.sites})
 
 
 def test_tucker_squares_read_off_the_gradient_are_the_weighted_slice_squares():
@@ -258,15 +280,8 @@ def test_tucker_squares_read_off_the_gradient_are_the_weighted_slice_squares():
     the other mode's variances, computed in NumPy."""
     data = bt.data.synthetic_tensor((6, 7), rank=2, observed=0.6, seed=2)
     model = bt.TensorCompletion(data.shape, "tucker", max_rank=3, prior="half_cauchy")
-    model.set_data(data.train)
-    conds = model.gibbs_sites()
+    conds, target, theta, grad, values, site = _at_a_random_point(model, data)
     assert set(conds) == {"X.scale0", "X.scale1", "noise_precision", "offset"}
-    target = LogDensity(model.pyro_model, model.model_args(), init_values=model.init_values(),
-                        fast_log_joint=model.fast_log_joint, seed=0)
-    theta = target.init_theta(2, jitter=0.3)
-    _, grad = target.value_and_grad(theta)
-    values = {k: v.double().numpy() for k, v in target.constrain(theta).items()}
-    site = {s.name: s for s in target.sites}
     s0, s1 = values["X.scale0"], values["X.scale1"]
     core = values["X.core"]
     want = {"X.scale0": ((values["X.factor0"] ** 2).sum(1)
@@ -562,23 +577,12 @@ def test_redrawn_log_uniform_scale_follows_its_posterior(x_scale, low, high):
     mean and sd within 3% and 6% of a quadrature's over 4 x 2000 redraws."""
     x = torch.randn(30, generator=torch.Generator().manual_seed(1)) * x_scale
     target = LogDensity(log_uniform_model, (x, low, high), seed=0)
-    sampler = SGHMC(target, lr=1e-12, num_warmup=0, precondition=False,
-                    gibbs={"s": LogUniformConditional(x.numel(), low, high)})
-    start = float(np.sqrt(low * high))
-    state = sampler.init_state(target.unconstrain({"s": torch.full((4,), start)}))
-    draws = []
-    for t in range(8000):
-        state = sampler.step(state, t)
-        if (t + 1) % 4 == 0:
-            draws.append(target.constrain(state.theta)["s"])
-    s = torch.stack(draws[100:]).double().numpy().ravel()
+    s = _scale_redraws_alone(target, LogUniformConditional(x.numel(), low, high),
+                             float(np.sqrt(low * high)))
     assert np.all((s >= low) & (s <= high))
     grid = np.exp(np.linspace(np.log(low), np.log(high), 400_001))
     squares = float((x.double() ** 2).sum())
-    log_p = -(x.numel() + 1) * np.log(grid) - squares / (2 * grid ** 2)
-    p = np.exp(log_p - log_p.max())
-    mean = trapezoid(grid * p, grid) / trapezoid(p, grid)
-    sd = np.sqrt(trapezoid((grid - mean) ** 2 * p, grid) / trapezoid(p, grid))
+    mean, sd = _mean_and_sd(grid, -(x.numel() + 1) * np.log(grid) - squares / (2 * grid ** 2))
     assert s.mean() == pytest.approx(mean, rel=0.03)
     assert s.std() == pytest.approx(sd, rel=0.06)
 
@@ -593,14 +597,7 @@ def test_log_uniform_squares_read_through_the_bounded_transform(fmt):
     data = bt.data.synthetic_tensor((6, 7, 5), rank=2, observed=0.6, seed=2)
     model = bt.TensorCompletion(data.shape, fmt, max_rank=3, prior="log_uniform",
                                 prior_params={"low": 1e-3, "high": 50.0})
-    model.set_data(data.train)
-    conds = model.gibbs_sites()
-    target = LogDensity(model.pyro_model, model.model_args(), init_values=model.init_values(),
-                        fast_log_joint=model.fast_log_joint, seed=0)
-    theta = target.init_theta(2, jitter=0.3)
-    _, grad = target.value_and_grad(theta)
-    v = {k: val.double().numpy() for k, val in target.constrain(theta).items()}
-    site = {s.name: s for s in target.sites}
+    conds, target, theta, grad, v, site = _at_a_random_point(model, data)
     if fmt == "tucker":
         s0, s1, s2, core = v["X.scale0"], v["X.scale1"], v["X.scale2"], v["X.core"]
         want = {"X.scale0": (v["X.factor0"] ** 2).sum(1) + (

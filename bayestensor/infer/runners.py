@@ -364,15 +364,16 @@ def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_point
     model keeps the MAP point: its start is built from the data, and its vague hyperpriors
     make prior draws a worse start.
     """
+    objective = _start_objective(target, job, method)
+    # a model's closed-form block ascent climbs the joint density, not the non-centred one
+    block_ascent = _block_ascent(target, job) if objective is target else None
     try:
-        theta, trace = map_fit(_start_objective(target, job, method), target.init_theta(1),
-                               num_steps=map_steps,
+        theta, trace = map_fit(objective, target.init_theta(1), num_steps=map_steps,
                                batch_size=job.batch_size, progress=job.progress, hold=map_hold,
                                unbounded_sites=_unbounded_sites(target, job), warn=False,
                                max_rounds=_map_rounds(job),
                                quasi_newton=map_hands_over(job.model),
-                               block_ascent=_block_ascent(target, job),
-                               rescue=job.model is None)
+                               block_ascent=block_ascent, rescue=job.model is None)
     except OptimizationInterrupted as err:
         job.info.update(interrupted_at_step=err.steps, interrupted_in="MAP start")
         raise RunInterrupted(f"{method}: interrupted in its MAP start at step {err.steps}, "

@@ -61,11 +61,17 @@ from bayestensor.priors.conditionals import OffsetConditional, conditional
 GIBBS_EVERY = 4
 
 
+def _elementwise(transform):
+    """The transform without its ``IndependentTransform`` wrappers."""
+    while isinstance(transform, transforms.IndependentTransform):
+        transform = transform.base_transform
+    return transform
+
+
 def _is_exp(transform) -> bool:
     """Whether the site's unconstrained value is the log of its value (``exp``, possibly
     followed by an identity affine map, as ``biject_to(positive)`` builds it)."""
-    while isinstance(transform, transforms.IndependentTransform):
-        transform = transform.base_transform
+    transform = _elementwise(transform)
     parts = transform.parts if isinstance(transform, transforms.ComposeTransform) else [transform]
     if not parts or not isinstance(parts[0], transforms.ExpTransform):
         return False
@@ -78,20 +84,13 @@ def _positive_interval(transform) -> bool:
     """Whether the site's value is ``loc + scale * sigmoid(u)`` with ``loc >= 0`` and
     ``scale > 0`` (``biject_to(interval(low, high))`` on positive bounds, a log-uniform
     scale's)."""
-    while isinstance(transform, transforms.IndependentTransform):
-        transform = transform.base_transform
+    transform = _elementwise(transform)
     parts = transform.parts if isinstance(transform, transforms.ComposeTransform) else [transform]
     if len(parts) != 2 or not isinstance(parts[0], transforms.SigmoidTransform) \
             or not isinstance(parts[1], transforms.AffineTransform):
         return False
     return bool(torch.all(torch.as_tensor(parts[1].loc) >= 0)
                 and torch.all(torch.as_tensor(parts[1].scale) > 0))
-
-
-def _elementwise(transform):
-    while isinstance(transform, transforms.IndependentTransform):
-        transform = transform.base_transform
-    return transform
 
 
 def log_scale_gradient(transform, u: torch.Tensor, grad: torch.Tensor):

@@ -23,6 +23,16 @@ def check_stage(name: str, stage) -> None:
                          f"got {stage!r}")
 
 
+def check_positive(name: str, cond, keys) -> None:
+    """``ValueError`` naming the site unless each of ``cond``'s fields ``keys`` is a positive
+    finite number."""
+    for key in keys:
+        value = float(getattr(cond, key))
+        if not (value > 0 and np.isfinite(value)):
+            raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
+                             f"got {value}")
+
+
 @dataclass(frozen=True)
 class GammaConditional:
     """A positive site ``x`` (sampled as ``log x``) whose full conditional is
@@ -83,11 +93,7 @@ class HalfCauchyConditional:
     during_warmup: bool = False
 
     def check(self, name: str) -> None:
-        for key in ("count", "scale"):
-            value = float(getattr(self, key))
-            if not (value > 0 and np.isfinite(value)):
-                raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
-                                 f"got {value}")
+        check_positive(name, self, ("count", "scale"))
         check_stage(name, self.stage)
 
     def describe(self) -> dict:
@@ -166,11 +172,7 @@ class LogUniformConditional:
     during_warmup: bool = False
 
     def check(self, name: str) -> None:
-        for key in ("count", "low", "high"):
-            value = float(getattr(self, key))
-            if not (value > 0 and np.isfinite(value)):
-                raise ValueError(f"gibbs: the {key} of {name!r} must be a positive number, "
-                                 f"got {value}")
+        check_positive(name, self, ("count", "low", "high"))
         if not float(self.low) < float(self.high):
             raise ValueError(f"gibbs: the low bound of {name!r} must be below its high bound, "
                              f"got {self.low} and {self.high}")

@@ -1,7 +1,8 @@
 """SGHMC under the log-uniform prior: where the chains start and how its scales are redrawn.
 
 (``--prior half_cauchy`` runs the same problems under the half-Cauchy prior, whose scales
-have had their redraws all along: there ``redraws`` is the former default.)
+have had their redraws all along: there ``redraws`` is the former default and
+``noncentred`` the default for a Gaussian response since it was measured against NUTS.)
 
 The three problems of ``regression_vs_tensorly.py`` (cross, cp3, box; max rank 6) in CP,
 Tucker and TT format, SGHMC at its defaults (4 chains, draws until converged), in three
@@ -17,9 +18,12 @@ variants:
   <bayestensor.models.TensorRegression.sghmc_start_noncentred>`): the default.
 
 Per run: held-out RMSE and 90% coverage of 1,000 noisy held-out responses, the posterior mode
-of the effective rank, the largest R-hat and smallest bulk ESS (ArviZ) of 200 held-out
+and distribution of the effective rank (of the first rank dimension) and each slice's
+activity probability, the largest R-hat and smallest bulk ESS (ArviZ) of 200 held-out
 predictions, the draws per chain and seconds. ``--nuts`` adds NUTS (4 x 300 draws after 300
-warm-up steps, CP only) as the reference posterior.
+warm-up steps, CP only) as the reference posterior. ``--likelihood bernoulli`` fits 0/1
+labels drawn from the responses (``regression_mixing.binary_labels``) and scores held-out
+accuracy and log loss in place of RMSE and coverage.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/log_uniform_start.py [--seeds 0,1,2]
 [--problems cross,cp3,box] [--formats cp,tucker,tt] [--variants joint,redraws,noncentred]
@@ -42,7 +46,7 @@ import torch
 
 import bayestensor as bt
 from bayestensor.priors.conditionals import LogUniformConditional
-from regression_mixing import HELD_OUT, rhat_ess
+from regression_mixing import HELD_OUT, binary_labels, rhat_ess
 from bayestensor.data.regression import synthetic_cp_regression
 from regression_vs_tensorly import PROBLEMS as SHARED_PROBLEMS
 
@@ -67,30 +71,45 @@ def variant_options(model, data, variant: str) -> dict:
                       if not isinstance(c, LogUniformConditional)}}
 
 
-def run(problem: str, fmt: str, seed: int, variant: str, prior: str = "log_uniform") -> dict:
+def run(problem: str, fmt: str, seed: int, variant: str, prior: str = "log_uniform",
+        likelihood: str = "gaussian") -> dict:
     data = PROBLEMS[problem]["make"](seed)
     model = bt.TensorRegression(data.input_shape, format=fmt, prior=prior,
-                                max_rank=PROBLEMS[problem]["over"])
+                                max_rank=PROBLEMS[problem]["over"], likelihood=likelihood)
+    (X, y), y_test = data.train, data.y_test
+    if likelihood == "bernoulli":
+        y = binary_labels(y, data.y_train, seed)
+        y_test = binary_labels(y_test, data.y_train, seed + 1000)
     if variant == "nuts":
         method, options = "nuts", {"num_samples": 300, "num_warmup": 300, "num_chains": 4}
     else:
-        method, options = "sghmc", variant_options(model, data.train, variant)
+        method, options = "sghmc", variant_options(model, (X, y), variant)
     noncentred = variant.startswith("noncentred")
     start_objective = mock.patch.object(bt.TensorRegression, "sghmc_start_noncentred",
                                         property(lambda self: noncentred))
     start = time.perf_counter()
     with start_objective:
-        post = bt.fit(model, data.train, method=method, seed=seed, progress=False, **options)
+        post = bt.fit(model, (X, y), method=method, seed=seed, progress=False, **options)
     seconds = time.perf_counter() - start
     c, d = post.num_chains, post.num_draws
     pred = post.predict(data.X_test[:HELD_OUT])
     rhat, ess = rhat_ess(pred.draws.double().numpy().reshape(c, d, -1))
     full = post.predict(data.X_test)
+    ranks = post.effective_rank()
     mean = np.asarray(full.mean).ravel()
+    if likelihood == "bernoulli":
+        p = np.clip(mean, 1e-12, 1 - 1e-12)
+        scores = {"accuracy": float(np.mean((p > 0.5) == (y_test > 0.5))),
+                  "log_loss": float(-np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p)))}
+    else:
+        scores = {"rmse": float(np.sqrt(np.mean((mean - y_test) ** 2))),
+                  "coverage90": full.coverage(y_test, 0.9)}
     return {"problem": problem, "format": fmt, "seed": seed, "variant": variant, "prior": prior,
-            "rmse": float(np.sqrt(np.mean((mean - data.y_test) ** 2))),
-            "coverage90": full.coverage(data.y_test, 0.9),
-            "rank_mode": [int(r) for r in post.effective_rank().mode()],
+            "likelihood": likelihood, **scores,
+            "rank_mode": [int(r) for r in ranks.mode()],
+            "rank_distribution": {int(k): round(float(v), 3)
+                                  for k, v in ranks.distribution().items()},
+            "slice_activity": [round(float(a), 3) for a in ranks.activity()],
             "rhat_prediction_max": rhat, "ess_prediction_min": ess, "draws": d,
             "seconds": round(seconds, 1), "start": post.info.get("start_objective", "joint"),
             "gibbs_sites": post.info.get("gibbs_sites")}
@@ -104,6 +123,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--nuts", action="store_true", help="NUTS as the reference (CP only)")
     parser.add_argument("--prior", default="log_uniform", choices=("log_uniform", "half_cauchy"))
+    parser.add_argument("--likelihood", default="gaussian", choices=("gaussian", "bernoulli"),
+                        help="bernoulli: labels drawn from the responses (binary_labels)")
     parser.add_argument("--part", type=int, default=0, help="Run cases k with k %% parts == part.")
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "log_uniform_start.json")
@@ -118,7 +139,7 @@ def main(argv=None) -> dict:
     rows = []
     for k, case in enumerate(cases):
         if k % args.parts == args.part:
-            rows.append(run(*case, prior=args.prior))
+            rows.append(run(*case, prior=args.prior, likelihood=args.likelihood))
             print(json.dumps(rows[-1]), flush=True)
     out = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "torch": torch.__version__, "threads": torch.get_num_threads()},

@@ -1,8 +1,9 @@
-"""SGHMC's start under the log-uniform prior: the non-centred parametrization's mode.
+"""SGHMC's start under the log-uniform and half-Cauchy priors: the non-centred
+parametrization's mode.
 
 Its objective is the joint log density plus the standardizing log Jacobian, checked against
 the non-centred density written out in NumPy; a regression's SGHMC starts there and keeps a
-slice the joint mode switches off; completion, SVGD and the other priors keep the joint mode.
+slice the joint mode switches off; completion, SVGD and the gamma prior keep the joint mode.
 """
 
 from unittest import mock
@@ -42,10 +43,10 @@ def test_noncentred_objective_is_the_standardized_density(fmt):
     assert total == pytest.approx(hyper + sum(_normal_log_density(x) for x in z), rel=1e-10)
 
 
-def _weak_slice_regression():
+def _weak_slice_regression(seed: int):
     """cp3-like data on which the joint mode switches off one of three slices (the rank
-    study's 10^3 rank-3 problem, seed 1: benchmarks/log_uniform_start.py)."""
-    return synthetic_cp_regression((10, 10, 10), rank=3, n_train=600, n_test=10, seed=1)
+    study's 10^3 rank-3 problem: benchmarks/log_uniform_start.py)."""
+    return synthetic_cp_regression((10, 10, 10), rank=3, n_train=600, n_test=10, seed=seed)
 
 
 def _first_draws(model, data, noncentred: bool):
@@ -56,11 +57,13 @@ def _first_draws(model, data, noncentred: bool):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_regression_sghmc_starts_noncentred_and_keeps_the_weak_slice():
+@pytest.mark.parametrize("prior, seed", [("log_uniform", 1), ("half_cauchy", 2)])
+def test_regression_sghmc_starts_noncentred_and_keeps_the_weak_slice(prior, seed):
     """Joint start: rank 2 in every early draw (the joint mode switched the third slice off);
     the default, non-centred start: rank 3 or more, the run records it."""
-    data = _weak_slice_regression()
-    model = bt.TensorRegression(data.input_shape, prior="log_uniform", max_rank=6)
+    data = _weak_slice_regression(seed)
+    model = bt.TensorRegression(data.input_shape, prior=prior, max_rank=6)
+    assert model.sghmc_start_noncentred
     joint = _first_draws(model, data, noncentred=False)
     default = _first_draws(model, data, noncentred=True)
     assert "start_objective" not in joint.info
@@ -71,14 +74,17 @@ def test_regression_sghmc_starts_noncentred_and_keeps_the_weak_slice():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_joint_mode_stays_the_start_elsewhere():
-    """The gamma prior's regression, a log-uniform completion and a log-uniform regression's
-    SVGD start at the joint mode."""
+    """The gamma prior's regression, binary labels, a log-uniform completion and a log-uniform
+    regression's SVGD start at the joint mode."""
     data = synthetic_cp_regression((5, 6), rank=2, n_train=80, n_test=5, seed=0)
     short = dict(num_samples=5, num_warmup=5, num_chains=2, max_samples=None, seed=0,
                  progress=False)
     gamma = bt.fit(bt.TensorRegression(data.input_shape, max_rank=3), data.train,
                    method="sghmc", **short)
     assert not bt.TensorRegression(data.input_shape).sghmc_start_noncentred
+    for prior in ("log_uniform", "half_cauchy"):  # binary labels: the joint mode
+        assert not bt.TensorRegression(data.input_shape, prior=prior,
+                                       likelihood="bernoulli").sghmc_start_noncentred
     assert "start_objective" not in gamma.info
     svgd = bt.fit(bt.TensorRegression(data.input_shape, prior="log_uniform", max_rank=3),
                   data.train, method="svgd", num_steps=5, num_samples=4, seed=0,

@@ -333,9 +333,9 @@ def _model_closed_form(target: LogDensity, job: Job, offer: str, wanted, refusal
 def _start_objective(target: LogDensity, job: Job, method: str) -> LogDensity:
     """The log density whose mode starts ``method``: ``target``'s, or SGHMC's for a built-in
     model that asks for it (:attr:`~bayestensor.models.BayesModel.sghmc_start_noncentred`: a
-    regression under the log-uniform prior), that of the non-centred parametrization,
-    ``target``'s plus the low-rank prior's standardizing log Jacobian, on the same
-    coordinates."""
+    Gaussian regression under the log-uniform or half-Cauchy prior), that of the non-centred
+    parametrization, ``target``'s plus the low-rank prior's standardizing log Jacobian, on the
+    same coordinates."""
     model = job.model
     if method != "sghmc" or model is None or not model.sghmc_start_noncentred \
             or target.fast_log_joint is None:
@@ -352,9 +352,9 @@ def _start_objective(target: LogDensity, job: Job, method: str) -> LogDensity:
 def _map_start(target: LogDensity, job: Job, map_steps: int, map_hold, num_points: int,
                method: str) -> tuple[torch.Tensor, bool]:
     """``(num_points, D)`` starting points of a sampler: the MAP, from the model's start; and
-    whether they are that MAP (``False``: prior draws, see below). SGHMC's, for a regression
-    under the log-uniform prior, is the non-centred parametrization's mode
-    (:func:`_start_objective`).
+    whether they are that MAP (``False``: prior draws, see below). SGHMC's, for a Gaussian
+    regression under the log-uniform or half-Cauchy prior, is the non-centred
+    parametrization's mode (:func:`_start_objective`).
 
     A MAP that has not converged (sites still moving: no interior mode, such as a Beta(0.3,
     0.7) whose density rises to its boundary, or an optimum out of reach; or a spike, where

@@ -450,9 +450,10 @@ class TensorRegression(BayesModel):
 
     @property
     def sghmc_start_noncentred(self) -> bool:
-        """Under the log-uniform prior, yes: SGHMC's chains start at the non-centred mode
-        (:attr:`BayesModel.sghmc_start_noncentred
-        <bayestensor.models.BayesModel.sghmc_start_noncentred>`).
+        """For a Gaussian response under the log-uniform and half-Cauchy priors, yes: SGHMC's
+        chains start at the non-centred mode (:attr:`BayesModel.sghmc_start_noncentred
+        <bayestensor.models.BayesModel.sghmc_start_noncentred>`); under the gamma prior and
+        for binary labels at the joint mode.
 
         The joint mode switches off slices the data need: the prior ``1 / s`` on ``[low,
         high]`` times the ``s^-count`` of a slice's Gaussian entries rises without bound
@@ -469,16 +470,33 @@ class TensorRegression(BayesModel):
         early in burn-in; and the scales' exact redraws
         (:class:`~bayestensor.priors.conditionals.LogUniformConditional`) are what mixes the
         chains from there (24 of 27 runs at R-hat <= 1.02 with them, 14 without).
+
+        The half-Cauchy prior's density is finite at ``s = 0``, but the ``s^-count`` pulls its
+        joint mode the same way: from it 3 of the 27 runs kept too few slices and 17 reached
+        R-hat 1.02; from the non-centred mode none and 24. And its rank posterior is NUTS's:
+        on six CP runs (docs/benchmarks.md, "Half-Cauchy regression: the rank posterior
+        against NUTS") the total variation between the rank distributions of SGHMC and NUTS
+        was 0.02-0.29 (median 0.09) from the non-centred mode, 0.21-0.82 (median 0.43) from
+        the joint mode, which put rank 2 at 0.67-0.82 where NUTS gave it none.
+
         Completion keeps the joint mode: there the non-centred mode keeps every slice on, and
         chains from it had R-hat 1.02-1.35 on the 26 x 24 x 22 TT and Tucker cases of
         ``benchmarks/sghmc_mixing.py`` (3 seeds each), against 1.007-1.021 from the joint
         mode. SVGD and VI start at the joint mode: SVGD's particles from the non-centred mode
-        kept full rank under Tucker and TT (90% coverage 0.28 and 0.61). The half-Cauchy
-        prior keeps the joint start for now: the non-centred one mixed better there too (24
-        of 27 runs at R-hat <= 1.02 against 17), but raised CP's rank mode above the truth in
-        5 of 9 runs, and NUTS's rank mode sided with each start once in two runs.
+        kept full rank under Tucker and TT (90% coverage 0.28 and 0.61). The gamma prior's
+        rate (``1e-3``) bounds a slice's precision and its joint mode keeps the slices
+        (cross: rank 4-5 as NUTS; cp3 and box: 3).
+
+        Binary labels (``likelihood="bernoulli"``) keep the joint mode: a logistic fit keeps
+        rising with the logits' scale on nearly separable labels, which the ``s^-count`` holds
+        back at the joint mode and nothing does at the non-centred one (TT, 10^3 inputs, 600
+        labels: slice scales 1.4-5.6 there against 0.26-0.29). From it one of 12 log-uniform
+        runs overflowed at step 9 and the chains were further apart (``--likelihood
+        bernoulli`` of the benchmark: docs/benchmarks.md, "Binary labels keep the joint
+        start").
         """
-        return self.weight_prior.prior.kind == "log_uniform"
+        return (self.likelihood == "gaussian"
+                and self.weight_prior.prior.kind in ("log_uniform", "half_cauchy"))
 
     def gibbs_sites(self, factor_redraws: bool = False, start_at_mode: bool = True) -> dict:
         """:meth:`BayesModel.gibbs_sites` and, for a Gaussian likelihood over ``n`` scalar

@@ -490,10 +490,10 @@ class TensorRegression(BayesModel):
         Binary labels (``likelihood="bernoulli"``) keep the joint mode: a logistic fit keeps
         rising with the logits' scale on nearly separable labels, which the ``s^-count`` holds
         back at the joint mode and nothing does at the non-centred one (TT, 10^3 inputs, 600
-        labels: slice scales 1.4-5.6 there against 0.26-0.29). From it one of 12 log-uniform
-        runs overflowed at step 9 and the chains were further apart (``--likelihood
-        bernoulli`` of the benchmark: docs/benchmarks.md, "Binary labels keep the joint
-        start").
+        labels: the largest slice scales 3.7 and 5.6 there against 0.29 and 0.26). From it
+        one of 12 log-uniform runs overflowed at step 9 and the chains were further apart
+        (``--likelihood bernoulli`` of the benchmark: docs/benchmarks.md, "Binary labels keep
+        the joint start").
         """
         return (self.likelihood == "gaussian"
                 and self.weight_prior.prior.kind in ("log_uniform", "half_cauchy"))

@@ -33,7 +33,9 @@ def _map_and_updates(shape=(12, 11, 10), rank=2, max_rank=2, snr_db=10, observed
 def test_the_elbo_never_falls_from_sweep_to_sweep():
     _, _, updates, point = _map_and_updates()
     q = updates.fit(point, max_sweeps=60, tol=0.0)
-    assert q.sweeps == 60 and bool(q.active.all())
+    # tol=0 stops early only where two ELBOs are equal to the bit (47 sweeps on one machine)
+    assert bool(q.active.all()) and q.sweeps >= 40
+    assert q.sweeps == 60 or q.elbo[-1] == q.elbo[-2]
     steps = np.diff(q.elbo)
     assert steps.min() > -1e-9 * abs(q.elbo[-1]), steps.min()
     assert q.elbo[-1] > q.elbo[0]

@@ -46,7 +46,7 @@ import torch
 
 import bayestensor as bt
 from bayestensor.priors.conditionals import LogUniformConditional
-from regression_mixing import HELD_OUT, binary_labels, rhat_ess
+from regression_mixing import HELD_OUT, binary_labels, binary_scores, rhat_ess
 from bayestensor.data.regression import synthetic_cp_regression
 from regression_vs_tensorly import PROBLEMS as SHARED_PROBLEMS
 
@@ -98,9 +98,7 @@ def run(problem: str, fmt: str, seed: int, variant: str, prior: str = "log_unifo
     ranks = post.effective_rank()
     mean = np.asarray(full.mean).ravel()
     if likelihood == "bernoulli":
-        p = np.clip(mean, 1e-12, 1 - 1e-12)
-        scores = {"accuracy": float(np.mean((p > 0.5) == (y_test > 0.5))),
-                  "log_loss": float(-np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p)))}
+        scores = binary_scores(mean, y_test)
     else:
         scores = {"rmse": float(np.sqrt(np.mean((mean - y_test) ** 2))),
                   "coverage90": full.coverage(y_test, 0.9)}

@@ -50,6 +50,13 @@ def binary_labels(y: np.ndarray, reference: np.ndarray, seed: int) -> np.ndarray
     return (np.random.default_rng(seed).random(len(y)) < 1 / (1 + np.exp(-2 * z))).astype(float)
 
 
+def binary_scores(probabilities, labels: np.ndarray) -> dict:
+    """Held-out ``accuracy`` and ``log_loss`` of predicted probabilities of label 1."""
+    p = np.clip(np.asarray(probabilities).ravel(), 1e-12, 1 - 1e-12)
+    return {"accuracy": float(np.mean((p > 0.5) == (labels > 0.5))),
+            "log_loss": float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))}
+
+
 def run(problem: str, seed: int, variant: str, format: str = "cp",
         likelihood: str = "gaussian") -> dict:
     data = PROBLEMS[problem]["make"](seed)
@@ -78,9 +85,7 @@ def run(problem: str, seed: int, variant: str, format: str = "cp",
            "rank_modes": [int(r) for r in post.effective_rank().mode()]}
     full = post.predict(data.X_test)
     if likelihood == "bernoulli":
-        p = np.clip(full.mean, 1e-12, 1 - 1e-12)
-        row.update(accuracy=float(np.mean((p > 0.5) == (y_test > 0.5))),
-                   log_loss=float(-np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p))))
+        row.update(binary_scores(full.mean, y_test))
         return row
     rhat_noise, ess_noise = rhat_ess(post["noise_precision"].double().numpy().reshape(c, d))
     row.update(rhat_noise=rhat_noise, ess_noise=ess_noise,

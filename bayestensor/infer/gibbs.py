@@ -68,11 +68,17 @@ def _elementwise(transform):
     return transform
 
 
+def _parts(transform) -> list:
+    """The elementwise transform's steps in order (one step unless it is a composition)."""
+    transform = _elementwise(transform)
+    return list(transform.parts) if isinstance(transform, transforms.ComposeTransform) \
+        else [transform]
+
+
 def _is_exp(transform) -> bool:
     """Whether the site's unconstrained value is the log of its value (``exp``, possibly
     followed by an identity affine map, as ``biject_to(positive)`` builds it)."""
-    transform = _elementwise(transform)
-    parts = transform.parts if isinstance(transform, transforms.ComposeTransform) else [transform]
+    parts = _parts(transform)
     if not parts or not isinstance(parts[0], transforms.ExpTransform):
         return False
     return all(isinstance(p, transforms.AffineTransform)
@@ -84,8 +90,7 @@ def _positive_interval(transform) -> bool:
     """Whether the site's value is ``loc + scale * sigmoid(u)`` with ``loc >= 0`` and
     ``scale > 0`` (``biject_to(interval(low, high))`` on positive bounds, a log-uniform
     scale's)."""
-    transform = _elementwise(transform)
-    parts = transform.parts if isinstance(transform, transforms.ComposeTransform) else [transform]
+    parts = _parts(transform)
     if len(parts) != 2 or not isinstance(parts[0], transforms.SigmoidTransform) \
             or not isinstance(parts[1], transforms.AffineTransform):
         return False

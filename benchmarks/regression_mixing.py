@@ -82,7 +82,8 @@ def run(problem: str, seed: int, variant: str, format: str = "cp",
            "gibbs_sites": post.info["gibbs_sites"], "factor_redraws": post.info["factor_redraws"],
            "rhat_prediction_max": rhat_pred, "ess_prediction_min": ess_pred,
            "rank_mode": int(post.effective_rank().mode()[0]),
-           "rank_modes": [int(r) for r in post.effective_rank().mode()]}
+           "rank_modes": [int(r) for r in post.effective_rank().mode()],
+           "prior_step_caps": post.info.get("prior_step_caps")}
     full = post.predict(data.X_test)
     if likelihood == "bernoulli":
         row.update(binary_scores(full.mean, y_test))

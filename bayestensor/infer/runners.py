@@ -706,7 +706,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                     block_redraws=block_redraws,
                     start_at_mode=init_from == "map",
                     exact_curvature=None if job.model is None else job.model.gamma_shapes(),
-                    hyper_gradient=None if job.model is None else job.model.hyper_gradient(target))
+                    hyper_gradient=None if job.model is None else job.model.hyper_gradient(target),
+                    prior_precisions=None if job.model is None else job.model.prior_precisions)
     thin, num_chains = job.thin, job.num_chains
     job.info.update(lr=lr, friction=friction, noise_estimate=noise_estimate, num_warmup=warm,
                     thin=thin, precondition=precondition,
@@ -730,6 +731,8 @@ def run_sghmc(target: LogDensity, job: Job, *, lr, friction, noise_estimate, pre
                  "grad_norm": torch.stack([d["grad_norm"] for d in draws], 1),
                  "step_size": torch.full((num_chains, len(draws)), mean_step)}
         run_info = {**run_info, "metric": sampler.metric}
+        if sampler.prior_cap is not None:
+            run_info = {**run_info, "prior_step_caps": sampler.prior_cap.caps}
         if sampler.scale_moves is not None:
             run_info = {**run_info, "scale_move_acceptance": sampler.scale_moves.acceptance}
         if scale is not None and adapt_step:

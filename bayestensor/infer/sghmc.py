@@ -17,6 +17,7 @@ from bayestensor.infer.dense_metric import MIN_CURVATURE, DenseRoot, choose_metr
 from bayestensor.infer.gibbs import GIBBS_EVERY, GibbsRedraws, exact_curvature_spans
 from bayestensor.infer.gradients import GradientEstimator
 from bayestensor.infer.log_density import LogDensity
+from bayestensor.infer.prior_step_cap import PriorStepCap
 from bayestensor.infer.scale_moves import SCALE_MOVE_EVERY, SliceScaleMoves
 
 #: Burn-in starts at this fraction of the learning rate, while the first curvature estimates
@@ -430,6 +431,12 @@ class SGHMC:
         ``theta -> gradient`` exact on the sites of the later ``gibbs`` stages (a built-in
         model's :meth:`~bayestensor.models.base.BayesModel.hyper_gradient`: from its prior
         alone); by default the full gradient is taken again before each later stage.
+    prior_precisions : callable, optional
+        ``values -> {site: precision}`` of the sites with Gaussian priors (a built-in model's
+        :meth:`~bayestensor.models.base.BayesModel.prior_precisions`): each step the
+        preconditioner of an entry whose prior alone would make the step unstable is lowered
+        to a stable one (:class:`~bayestensor.infer.prior_step_cap.PriorStepCap`; it binds
+        after a slice-precision redraw has stiffened an entry, and nowhere else).
     """
 
     name = "sghmc"
@@ -441,7 +448,8 @@ class SGHMC:
                  step_target: float = STEP_TARGET, metric: str = "diag", builtin: bool = False,
                  gibbs: dict | None = None, scale_moves: list | None = None,
                  block_redraws=None, start_at_mode: bool = True,
-                 exact_curvature: dict | None = None, hyper_gradient=None):
+                 exact_curvature: dict | None = None, hyper_gradient=None,
+                 prior_precisions=None):
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: expected a positive step size, got {lr}")
         if not 0 < friction <= 1:
@@ -477,6 +485,8 @@ class SGHMC:
         self.hyper_gradient = hyper_gradient
         exact = exact_curvature_spans(target, exact_curvature or {})  # checked either way
         self.exact_curvature = exact if self.gradients.is_stochastic else []
+        self.prior_cap = (None if prior_precisions is None
+                          else PriorStepCap(target, prior_precisions))
 
     def start_away_from_mode(self) -> None:
         """The chains start away from a mode after all (a MAP start that did not converge):
@@ -751,13 +761,16 @@ class SGHMC:
                     v = v * (precond / state.precond).sqrt()
             beta_hat = self._gradient_noise(precond, variance)
         lr = self.lr * self.warmup.lr_scale(t) * scale
+        step_precond = (precond if self.prior_cap is None
+                        else self.prior_cap.apply(precond, lr, state.theta))
         theta, v = sghmc_update(state.theta, v, state.grad, lr=lr, friction=self.friction,
-                                precond=precond, beta_hat=beta_hat, generator=self.generator)
+                                precond=step_precond, beta_hat=beta_hat,
+                                generator=self.generator)
         heat_sum, heat_steps = state.heat_sum, state.heat_steps
         log_sum, log_count = state.log_scale_sum, state.log_scale_count
         adapter = self.adapter
         if adapter is not None and adapter.measures_at(t):
-            heat_sum, heat_steps = heat_sum + adapter.heat(v, lr * precond), heat_steps + 1
+            heat_sum, heat_steps = heat_sum + adapter.heat(v, lr * step_precond), heat_steps + 1
             new_scale = scale
             if adapter.adapts_at(t):
                 factor, measured = adapter.factors(heat_sum, heat_steps, self.friction)

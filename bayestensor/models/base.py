@@ -239,6 +239,32 @@ class BayesModel:
             return None
         return functools.partial(target.gradient_of, prior.log_prob)
 
+    def prior_precisions(self, values: dict) -> dict[str, torch.Tensor]:
+        """The Gaussian prior precision of every entry of the low-rank tensor's parameters.
+
+        SGHMC reads it each step to keep its update stable on entries that a slice-precision
+        redraw has stiffened (:class:`~bayestensor.infer.prior_step_cap.PriorStepCap`).
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor
+            Constrained values with a leading batch dim (chains), including the slice
+            hyper-parameters.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{parameter site: precision}``, each ``batch_shape + parameter shape``: one over
+            the product of the entry's slice variances (a fixed ``core_variance`` included);
+            empty for a model without a low-rank prior.
+        """
+        prior = self.low_rank_prior
+        if prior is None:
+            return {}
+        variances = [prior.prior.variance(values[h]) for h in prior.hyper_sites]
+        return {site: prior.entry_std(spec, variances).pow(-2)
+                for site, spec in zip(prior.param_sites, prior.specs)}
+
     def gamma_shapes(self) -> dict[str, float]:
         """``{site: shape}`` of the positive sites whose log density in ``u = log x`` is
         ``shape * u - x * rate`` (the Gamma conditionals' shapes: the low-rank prior's slice

@@ -80,11 +80,26 @@ def test_a_models_prior_precisions_are_its_entries_inverse_variances():
     assert torch.allclose(factor0, precisions[0][:, None, :].expand(2, 4, 3), rtol=1e-5)
 
 
+def test_a_fixed_core_variance_gives_every_chain_its_precision():
+    """A Tucker core under a fixed ``core_variance`` has no rank axes: its precision is
+    ``1 / core_variance`` in every chain (it once came back without the chains' dim, and
+    SGHMC failed at its first step), and the capped run draws."""
+    data = bt.data.synthetic_tensor((12, 11, 10), rank=2, snr_db=20, observed=0.3, seed=0)
+    model = bt.TensorCompletion(data.shape, "tucker", max_rank=3,
+                                prior_params={"core_variance": 0.5})
+    precisions = [torch.ones(2, 3)] * 3
+    out = model.prior_precisions(dict(zip(model.low_rank_prior.hyper_sites, precisions)))
+    assert out["X.core"].shape == (2, 3, 3, 3)
+    assert torch.allclose(out["X.core"], torch.tensor(2.0))
+    post = bt.fit(model, data.train, method="sghmc", num_samples=20, num_warmup=20,
+                  max_samples=None, seed=0, progress=False)
+    assert post.num_draws == 20 and post.info["prior_step_caps"] >= 0
+
+
 @pytest.mark.slow
 def test_a_tucker_regression_from_its_starting_values_keeps_drawing():
     """The run that overflowed at step 2,034 before the cap (``prior_step_cap``'s docstring):
     it now keeps all its draws, and the cap bound on some entries."""
-    pytest.importorskip("polyagamma")
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -49,10 +49,6 @@ class PriorStepCap:
         model's :meth:`~bayestensor.models.base.BayesModel.prior_precisions`). Sites that
         are not sampled as themselves are left out.
 
-    Attributes
-    ----------
-    caps : int
-        Entry-steps at which the cap bound, over the run so far.
     """
 
     def __init__(self, target: LogDensity,
@@ -61,7 +57,7 @@ class PriorStepCap:
         self.prior_precisions = prior_precisions
         self.spans = {s.name: slice(s.offset, s.offset + s.size) for s in target.sites
                       if _elementwise(s.transform) == identity_transform}
-        self.caps = 0
+        self._caps = 0  # a tensor once counting: read back only when asked (no sync a step)
 
     def curvature(self, theta: torch.Tensor) -> torch.Tensor:
         """``(C, D)`` prior curvature of each entry at ``theta``, 0 where none is known."""
@@ -79,5 +75,10 @@ class PriorStepCap:
         ``PRIOR_STEP_MAX``, ``PRIOR_STEP_MAX / (lr * k)`` where it is more (``(C, D)``)."""
         limit = PRIOR_STEP_MAX / (lr * self.curvature(theta))
         capped = precond > limit
-        self.caps += int(capped.sum())
+        self._caps = self._caps + capped.sum()
         return torch.where(capped, limit, precond)
+
+    @property
+    def caps(self) -> int:
+        """Entry-steps at which the cap bound, over the run so far."""
+        return int(self._caps)

@@ -261,9 +261,7 @@ class BayesModel:
         prior = self.low_rank_prior
         if prior is None:
             return {}
-        variances = [prior.prior.variance(values[h]) for h in prior.hyper_sites]
-        return {site: prior.entry_std(spec, variances).pow(-2)
-                for site, spec in zip(prior.param_sites, prior.specs)}
+        return {site: std.pow(-2) for site, std in prior.entry_stds(values).items()}
 
     def gamma_shapes(self) -> dict[str, float]:
         """``{site: shape}`` of the positive sites whose log density in ``u = log x`` is

@@ -56,14 +56,14 @@ class EmptyRows:
     def __init__(self, prior, empty: list):
         self.prior = prior
         self.empty = [torch.as_tensor(rows, dtype=torch.long) for rows in empty]
-        # (site, spec, [(axis, rows)]) for every parameter with an axis some empty rows index
+        # (site, [(axis, rows)]) for every parameter with an axis some empty rows index
         self.blocks = []
         axes_of = prior.format_cls.index_axes(prior.shape)
-        for site, spec, axes in zip(prior.param_sites, prior.specs, axes_of):
+        for site, axes in zip(prior.param_sites, axes_of):
             slabs = [(axis, self.empty[mode]) for axis, mode in axes.items()
                      if len(self.empty[mode])]
             if slabs:
-                self.blocks.append((site, spec, slabs))
+                self.blocks.append((site, slabs))
 
     @classmethod
     def of(cls, indices: torch.Tensor, prior) -> "EmptyRows | None":
@@ -76,11 +76,10 @@ class EmptyRows:
         """Batched constrained ``values`` (``(C, ...)`` per site) with the empty slices of
         every parameter drawn from their prior at each chain's slice variances."""
         out = dict(values)
-        variances = [self.prior.prior.variance(values[h]) for h in self.prior.hyper_sites]
-        for site, spec, slabs in self.blocks:
+        stds = self.prior.entry_stds(values)
+        for site, slabs in self.blocks:
             param = values[site].clone()
-            std = self.prior.entry_std(spec, variances).to(param)
-            std = std.expand(param.shape)
+            std = stds[site].to(param).expand(param.shape)
             for axis, rows in slabs:
                 rows = rows.to(param.device)
                 scale = std.index_select(1 + axis, rows)

@@ -322,6 +322,25 @@ class LowRankPrior:
         fixed = self.fixed_variance(spec)
         return std if fixed is None else std * math.sqrt(fixed)
 
+    def entry_stds(self, values: dict) -> dict[str, torch.Tensor]:
+        """Prior std of every entry of every parameter at batched slice hyper-parameters.
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor
+            At least the hyper sites' values, ``batch_shape + (R_d,)`` each.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{parameter site: std}``, each ``batch_shape + spec.shape`` (:meth:`entry_std`,
+            expanded along the batch where it has no rank axes).
+        """
+        variances = [self.prior.variance(values[h]) for h in self.hyper_sites]
+        batch = variances[0].shape[:-1]
+        return {site: self.entry_std(spec, variances).expand(batch + spec.shape)
+                for site, spec in zip(self.param_sites, self.specs)}
+
     @property
     def param_sites(self) -> list[str]:
         """Pyro site names of the format's parameters (``"<name>.factor0"``, ...), in the

@@ -64,6 +64,11 @@ def test_the_cap_binds_only_where_the_prior_alone_is_unstable():
     assert torch.allclose(out[:, precond > limit], torch.tensor(limit))
 
 
+def test_prior_precisions_that_are_not_a_function_are_refused():
+    with pytest.raises(ValueError, match="prior_precisions: expected a function"):
+        SGHMC(LogDensity(stiff_normal, (), seed=0), prior_precisions={"x": 1.0})
+
+
 def test_a_models_prior_precisions_are_its_entries_inverse_variances():
     """Tucker under the gamma prior: a core entry's precision is the product of its three
     slice precisions, a factor entry's its own slice's."""

@@ -485,6 +485,9 @@ class SGHMC:
         self.hyper_gradient = hyper_gradient
         exact = exact_curvature_spans(target, exact_curvature or {})  # checked either way
         self.exact_curvature = exact if self.gradients.is_stochastic else []
+        if prior_precisions is not None and not callable(prior_precisions):
+            raise ValueError(f"prior_precisions: expected a function of the constrained values "
+                             f"(a model's prior_precisions), got {type(prior_precisions).__name__}")
         self.prior_cap = (None if prior_precisions is None
                           else PriorStepCap(target, prior_precisions))
 
